@@ -1,0 +1,292 @@
+//! `corvid.toml`: every setting with its default. Unknown keys are errors, so a typo is reported
+//! by `corvid check-config` instead of being silently ignored.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The XMPP domain this server hosts (the part after `@`).
+    pub domain: String,
+    pub log: LogConfig,
+    pub storage: StorageConfig,
+    pub tls: TlsConfig,
+    pub c2s: C2sConfig,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `corvid=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://./data/corvid.db` (embedded default) or `postgres://user@host/db`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Generate a self-signed certificate for the domain when `cert`/`key` do not exist.
+    pub generate_self_signed: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2sConfig {
+    pub bind: IpAddr,
+    /// TCP with STARTTLS (RFC 6120). 0 picks an ephemeral port.
+    pub port: u16,
+    /// Direct TLS (XEP-0368); `None` disables the listener.
+    pub direct_tls_port: Option<u16>,
+    /// Refuse SASL until STARTTLS has been negotiated.
+    pub require_encryption: bool,
+    /// Largest stanza accepted, in bytes; larger ones close the stream with `<policy-violation/>`.
+    pub max_stanza_size: usize,
+    /// Seconds a connection may take from TCP accept to a bound resource.
+    pub negotiation_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub bind: IpAddr,
+    /// WebSocket (RFC 7395) at `/xmpp-websocket` and host-meta (XEP-0156); `None` disables it.
+    pub port: Option<u16>,
+    /// The WebSocket URL announced in host-meta; derived from the domain and port when unset.
+    pub websocket_url: Option<String>,
+    /// Treat WebSocket connections as encrypted (set this when a TLS-terminating proxy sits in
+    /// front); only then is SASL PLAIN offered over WebSocket.
+    pub websocket_is_secure: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// PBKDF2 iterations for newly stored SCRAM credentials (RFC 7677 asks for at least 4096).
+    pub scram_iterations: u32,
+    /// Offer SASL PLAIN (only ever on encrypted streams, unless `allow_plain_without_tls`).
+    pub allow_plain: bool,
+    /// Benchmarks only: offer PLAIN on unencrypted TCP too.
+    pub allow_plain_without_tls: bool,
+    /// Failed authentications from one address before responses start to be delayed.
+    pub failures_before_delay: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Offline messages kept per user (XEP-0160); beyond it senders get `<service-unavailable/>`.
+    pub offline_messages_per_user: u32,
+    /// Stanzas queued for one session before it is considered stalled and disconnected.
+    pub session_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: "localhost".into(),
+            log: LogConfig::default(),
+            storage: StorageConfig::default(),
+            tls: TlsConfig::default(),
+            c2s: C2sConfig::default(),
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            url: "sqlite://./data/corvid.db".into(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: "./certs/localhost.crt".into(),
+            key: "./certs/localhost.key".into(),
+            generate_self_signed: true,
+        }
+    }
+}
+
+impl Default for C2sConfig {
+    fn default() -> Self {
+        C2sConfig {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 5222,
+            direct_tls_port: Some(5223),
+            require_encryption: true,
+            max_stanza_size: 256 * 1024,
+            negotiation_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: Some(5280),
+            websocket_url: None,
+            websocket_is_secure: false,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            scram_iterations: 4096,
+            allow_plain: true,
+            allow_plain_without_tls: false,
+            failures_before_delay: 3,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            offline_messages_per_user: 500,
+            session_queue: 4096,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let domain = jid::BareJid::new(&self.domain)
+            .ok()
+            .filter(|j| j.node().is_none());
+        if domain.is_none() || self.domain.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "domain '{}' is not a valid XMPP domain",
+                self.domain
+            )));
+        }
+        let url = &self.storage.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "storage.url '{url}' must start with sqlite:// or postgres://"
+            )));
+        }
+        if self.c2s.max_stanza_size < 10_000 {
+            return Err(ConfigError::Invalid(
+                "c2s.max_stanza_size must be at least 10000 bytes (RFC 6120 §13.12)".into(),
+            ));
+        }
+        if self.c2s.negotiation_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "c2s.negotiation_timeout_secs must be greater than 0".into(),
+            ));
+        }
+        if self.auth.scram_iterations < 4096 {
+            return Err(ConfigError::Invalid(
+                "auth.scram_iterations must be at least 4096 (RFC 7677)".into(),
+            ));
+        }
+        if self.limits.session_queue < 16 {
+            return Err(ConfigError::Invalid(
+                "limits.session_queue must be at least 16".into(),
+            ));
+        }
+        if let Some(url) = &self.http.websocket_url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "http.websocket_url '{url}' must start with ws:// or wss://"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let text = include_str!("../corvid.toml");
+        let config = Config::parse(text, Path::new("corvid.toml")).expect("example parses");
+        assert_eq!(config.domain, "localhost");
+        assert_eq!(config.c2s.port, 5222);
+        assert_eq!(config.c2s.max_stanza_size, 256 * 1024);
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_name() {
+        let err = Config::parse("domian = 'x'\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("domian"), "{err}");
+    }
+
+    #[test]
+    fn bad_domain_and_storage_are_rejected() {
+        assert!(Config::parse("domain = 'a@b'\n", Path::new("c.toml")).is_err());
+        let err = Config::parse("[storage]\nurl = 'mysql://x'\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("storage.url"), "{err}");
+    }
+}

@@ -1,0 +1,137 @@
+//! Storage behind traits, one per concern. The server only ever talks to these traits; the
+//! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use postgres::PostgresStorage;
+pub use sqlite::SqliteStorage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("already exists")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported storage url '{0}': expected sqlite://… or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// Which SCRAM hash a credential set belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScramHash {
+    Sha1,
+    Sha256,
+}
+
+impl ScramHash {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScramHash::Sha1 => "SCRAM-SHA-1",
+            ScramHash::Sha256 => "SCRAM-SHA-256",
+        }
+    }
+}
+
+/// What RFC 5802 lets a server keep instead of the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramCredentials {
+    pub hash: ScramHash,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+/// Accounts of the local domain. Usernames are already nodeprep'd (lower-case) by the caller.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates the account with one credential set per hash; `Conflict` if it exists.
+    async fn create_account(&self, username: &str, creds: &[ScramCredentials])
+        -> StorageResult<()>;
+    /// Replaces every credential set of an existing account; `NotFound` if there is none.
+    async fn set_credentials(&self, username: &str, creds: &[ScramCredentials])
+        -> StorageResult<()>;
+    /// Deletes the account and everything stored for it (offline messages included);
+    /// `NotFound` if there is none.
+    async fn delete_account(&self, username: &str) -> StorageResult<()>;
+    async fn account_exists(&self, username: &str) -> StorageResult<bool>;
+    async fn credentials(
+        &self,
+        username: &str,
+        hash: ScramHash,
+    ) -> StorageResult<Option<ScramCredentials>>;
+    /// All usernames, sorted.
+    async fn list_accounts(&self) -> StorageResult<Vec<String>>;
+}
+
+/// A message kept for a user who had no available resource (XEP-0160).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineMessage {
+    /// Time-sortable id (see `crate::ids`); delivery order is ascending id.
+    pub id: i64,
+    /// Milliseconds since the Unix epoch at which the server received it.
+    pub received_at_ms: i64,
+    /// The stanza as serialized XML.
+    pub stanza: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflinePush {
+    Stored,
+    /// The user already has `cap` messages waiting; nothing was stored.
+    Full,
+}
+
+#[async_trait]
+pub trait OfflineStore: Send + Sync {
+    /// Stores one message unless the user already has `cap` waiting. The check and the insert
+    /// are one transaction, so concurrent senders cannot overshoot the cap.
+    async fn push(&self, username: &str, msg: &OfflineMessage, cap: u32)
+        -> StorageResult<OfflinePush>;
+    /// The waiting messages in ascending id order, without removing them.
+    async fn peek(&self, username: &str) -> StorageResult<Vec<OfflineMessage>>;
+    /// Removes the messages with id <= `up_to_id` (those that were delivered).
+    async fn remove_up_to(&self, username: &str, up_to_id: i64) -> StorageResult<u64>;
+    async fn count(&self, username: &str) -> StorageResult<u64>;
+}
+
+/// Everything the server stores, behind one handle.
+#[derive(Clone)]
+pub struct Storage {
+    pub accounts: Arc<dyn AccountStore>,
+    pub offline: Arc<dyn OfflineStore>,
+}
+
+impl Storage {
+    /// Opens (and migrates) the backend named by `url`: `sqlite://path` or `postgres://…`.
+    pub async fn open(url: &str) -> StorageResult<Storage> {
+        if url.starts_with("sqlite:") {
+            let backend = Arc::new(SqliteStorage::open(url).await?);
+            Ok(Storage {
+                accounts: backend.clone(),
+                offline: backend,
+            })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let backend = Arc::new(PostgresStorage::open(url).await?);
+            Ok(Storage {
+                accounts: backend.clone(),
+                offline: backend,
+            })
+        } else {
+            Err(StorageError::UnsupportedUrl(url.to_string()))
+        }
+    }
+}
