@@ -3,3 +3,4 @@
 pub mod config;
 pub mod ids;
 pub mod storage;
+pub mod xml;

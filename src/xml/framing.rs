@@ -1,0 +1,327 @@
+//! Turns bytes into stream-level frames: the stream header, complete top-level elements and the
+//! stream footer. Results never depend on how the bytes were split (tested below by feeding
+//! one byte at a time).
+//!
+//! rxml refuses DTDs, entity declarations, processing instructions and comments by itself; what
+//! it does not do is bound a stanza's size, so the parser counts the bytes of the element in
+//! progress and stops at the configured limit.
+
+use minidom::tree_builder::TreeBuilder;
+use minidom::Element;
+use rxml::error::EndOrError;
+use rxml::{Parse, RawEvent, RawParser, WithOptions};
+
+use super::ns;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("not well-formed: {0}")]
+    NotWellFormed(String),
+    #[error("restricted XML: {0}")]
+    RestrictedXml(&'static str),
+    #[error("stanza larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("invalid namespace: {0}")]
+    InvalidNamespace(String),
+}
+
+impl FramingError {
+    /// The RFC 6120 §4.9.3 stream error condition for this failure.
+    pub fn condition(&self) -> &'static str {
+        match self {
+            FramingError::NotWellFormed(_) => "not-well-formed",
+            FramingError::RestrictedXml(_) => "restricted-xml",
+            FramingError::TooLarge(_) => "policy-violation",
+            FramingError::InvalidNamespace(_) => "invalid-namespace",
+        }
+    }
+}
+
+/// The attributes of an opening `<stream:stream>` (or RFC 7395 `<open/>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamHeader {
+    pub to: Option<String>,
+    pub from: Option<String>,
+    pub version: Option<String>,
+    pub lang: Option<String>,
+}
+
+impl StreamHeader {
+    fn from_element(el: &Element) -> StreamHeader {
+        StreamHeader {
+            to: el.attr("to").map(str::to_owned),
+            from: el.attr("from").map(str::to_owned),
+            version: el.attr("version").map(str::to_owned),
+            lang: el.attr_ns(ns::XML, "lang").map(str::to_owned),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Frame {
+    StreamOpen(StreamHeader),
+    Element(Element),
+    StreamClose,
+}
+
+/// Incremental parser for one TCP stream. Call `reset` after STARTTLS and SASL success, when
+/// RFC 6120 says a new stream starts.
+pub struct StreamParser {
+    raw: RawParser,
+    tree: TreeBuilder,
+    max_stanza: usize,
+    /// Bytes consumed since the last point between top-level elements.
+    pending: usize,
+    closed: bool,
+}
+
+impl StreamParser {
+    pub fn new(max_stanza: usize) -> Self {
+        StreamParser {
+            raw: new_raw_parser(max_stanza),
+            tree: TreeBuilder::new(),
+            max_stanza,
+            pending: 0,
+            closed: false,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        *self = StreamParser::new(self.max_stanza);
+    }
+
+    /// Parses as much of `data` as possible, appending complete frames to `out`.
+    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<Frame>) -> Result<(), FramingError> {
+        while !data.is_empty() && !self.closed {
+            let before = data.len();
+            let result = self.raw.parse(&mut data, false);
+            self.pending += before - data.len();
+            match result {
+                Ok(Some(event)) => self.handle_event(event, out)?,
+                Ok(None) => {
+                    self.closed = true;
+                }
+                Err(EndOrError::NeedMoreData) => {}
+                Err(EndOrError::Error(e)) => return Err(map_rxml_error(e)),
+            }
+            if self.pending > self.max_stanza {
+                return Err(FramingError::TooLarge(self.max_stanza));
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_event(&mut self, event: RawEvent, out: &mut Vec<Frame>) -> Result<(), FramingError> {
+        let depth = self.tree.depth();
+        match &event {
+            RawEvent::XmlDeclaration(..) => {
+                self.pending = 0;
+                return Ok(());
+            }
+            // Whitespace keepalives between stanzas: nothing to keep.
+            RawEvent::Text(..) if depth == 1 => {
+                self.pending = 0;
+                return Ok(());
+            }
+            RawEvent::ElementFoot(_) if depth == 1 => {
+                self.closed = true;
+                out.push(Frame::StreamClose);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let closes_head = matches!(event, RawEvent::ElementHeadClose(_));
+        let closes_element = matches!(event, RawEvent::ElementFoot(_));
+        self.tree
+            .process_event(event)
+            .map_err(|e| FramingError::InvalidNamespace(e.to_string()))?;
+        if closes_head && depth == 0 {
+            let header = self
+                .tree
+                .top()
+                .map(|root| {
+                    if root.name() != "stream" || root.ns() != ns::STREAM {
+                        Err(FramingError::InvalidNamespace(format!(
+                            "root element must be <stream:stream xmlns:stream='{}'>",
+                            ns::STREAM
+                        )))
+                    } else {
+                        Ok(StreamHeader::from_element(root))
+                    }
+                })
+                .transpose()?;
+            if let Some(header) = header {
+                out.push(Frame::StreamOpen(header));
+            }
+            self.pending = 0;
+        } else if closes_element && depth == 2 {
+            if let Some(el) = self.tree.unshift_child() {
+                out.push(Frame::Element(el));
+            }
+            self.pending = 0;
+        }
+        Ok(())
+    }
+}
+
+fn new_raw_parser(max_stanza: usize) -> RawParser {
+    let mut options = rxml::Options::default();
+    // Our own byte count enforces the stanza limit; the token limit only has to be no tighter.
+    options.max_token_length = max_stanza.max(8192);
+    RawParser::with_options(options)
+}
+
+fn map_rxml_error(e: rxml::Error) -> FramingError {
+    match e {
+        rxml::Error::RestrictedXml(what) => FramingError::RestrictedXml(what),
+        rxml::Error::UndeclaredEntity => FramingError::RestrictedXml("entity reference"),
+        // rxml knows only `<!--` and `<![CDATA[` after `<!`; anything else there is a markup
+        // declaration (DOCTYPE, ENTITY, ELEMENT, ATTLIST), which XMPP forbids (RFC 6120 §11.1).
+        rxml::Error::InvalidSyntax(what) if what.contains("cdata or comment section start") => {
+            FramingError::RestrictedXml("document type declaration")
+        }
+        other => FramingError::NotWellFormed(other.to_string()),
+    }
+}
+
+/// Parses one complete element, as carried by a WebSocket message (RFC 7395 §3.3.3). The
+/// `stream` prefix and the `jabber:client` default namespace are pre-bound, so a client that
+/// leaves them out of a frame is still understood.
+pub fn parse_standalone(data: &[u8], max_size: usize) -> Result<Element, FramingError> {
+    if data.len() > max_size {
+        return Err(FramingError::TooLarge(max_size));
+    }
+    let mut raw = new_raw_parser(max_size);
+    let mut prefixes = std::collections::BTreeMap::new();
+    prefixes.insert(None, ns::CLIENT.to_string());
+    prefixes.insert(Some("stream".to_string()), ns::STREAM.to_string());
+    let mut tree = TreeBuilder::new().with_prefixes_stack(vec![prefixes.into()]);
+    let mut input = data;
+    loop {
+        match raw.parse(&mut input, true) {
+            Ok(Some(event)) => {
+                if matches!(event, RawEvent::Text(..)) && tree.depth() == 0 {
+                    continue;
+                }
+                tree.process_event(event)
+                    .map_err(|e| FramingError::InvalidNamespace(e.to_string()))?;
+            }
+            Ok(None) => break,
+            Err(EndOrError::NeedMoreData) => {
+                return Err(FramingError::NotWellFormed("incomplete element".into()))
+            }
+            Err(EndOrError::Error(e)) => return Err(map_rxml_error(e)),
+        }
+    }
+    tree.root
+        .take()
+        .ok_or_else(|| FramingError::NotWellFormed("no element".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPEN: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0' xml:lang='en'>";
+
+    fn frames_of(input: &str, chunk: usize) -> Result<Vec<Frame>, FramingError> {
+        let mut parser = StreamParser::new(4096);
+        let mut out = Vec::new();
+        for piece in input.as_bytes().chunks(chunk) {
+            parser.feed(piece, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn describe(frames: &[Frame]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| match f {
+                Frame::StreamOpen(h) => format!("open to={:?} lang={:?}", h.to, h.lang),
+                Frame::Element(el) => super::super::to_string(el),
+                Frame::StreamClose => "close".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_frames_whatever_the_split() {
+        let input = format!(
+            "{OPEN} <message to='a@b'><body>h&#xE9;llo &amp; bye</body></message>\n \
+             <iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq></stream:stream>"
+        );
+        let whole = describe(&frames_of(&input, input.len()).unwrap());
+        assert_eq!(whole.len(), 4, "{whole:?}");
+        assert_eq!(whole[0], "open to=Some(\"localhost\") lang=Some(\"en\")");
+        assert!(whole[1].contains("héllo &amp; bye"), "{}", whole[1]);
+        for chunk in 1..8 {
+            assert_eq!(describe(&frames_of(&input, chunk).unwrap()), whole);
+        }
+    }
+
+    #[test]
+    fn restricted_constructs_are_refused() {
+        for bad in [
+            "<?xml version='1.0'?><!DOCTYPE foo [<!ENTITY x 'y'>]><stream:stream/>",
+            "<?xml version='1.0'?><?foo bar?>",
+            &format!("{OPEN}<message><!-- hi --></message>"),
+            &format!("{OPEN}<message>&xxe;</message>"),
+        ] {
+            let err = frames_of(bad, 3).unwrap_err();
+            assert_eq!(err.condition(), "restricted-xml", "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn malformed_xml_is_not_well_formed() {
+        let err = frames_of(&format!("{OPEN}<message></presence>"), 5).unwrap_err();
+        assert_eq!(err.condition(), "not-well-formed");
+    }
+
+    #[test]
+    fn oversized_stanza_is_a_policy_violation_even_without_closing_tag() {
+        let big = format!("{OPEN}<message><body>{}", "x".repeat(5000));
+        assert_eq!(
+            frames_of(&big, 100).unwrap_err(),
+            FramingError::TooLarge(4096)
+        );
+        let big_attr = format!("{OPEN}<message to='{}'/>", "y".repeat(5000));
+        assert_eq!(
+            frames_of(&big_attr, 1000).unwrap_err().condition(),
+            "policy-violation"
+        );
+    }
+
+    #[test]
+    fn many_small_stanzas_never_add_up_to_the_limit() {
+        let mut input = OPEN.to_string();
+        for _ in 0..200 {
+            input.push_str("<presence/> ");
+        }
+        assert_eq!(frames_of(&input, 7).unwrap().len(), 201);
+    }
+
+    #[test]
+    fn wrong_stream_namespace_is_refused() {
+        let err = frames_of(
+            "<stream:stream xmlns:stream='urn:wrong' xmlns='jabber:client'>",
+            4,
+        )
+        .unwrap_err();
+        assert_eq!(err.condition(), "invalid-namespace");
+    }
+
+    #[test]
+    fn standalone_frames_get_the_client_namespace() {
+        let el = parse_standalone(b"<message to='x@y'/>", 100).unwrap();
+        assert_eq!(el.ns(), ns::CLIENT);
+        let open =
+            parse_standalone(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>", 100).unwrap();
+        assert_eq!(open.ns(), ns::FRAMING);
+        assert_eq!(
+            parse_standalone(b"<a>", 100).unwrap_err().condition(),
+            "not-well-formed"
+        );
+    }
+}

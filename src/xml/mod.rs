@@ -1,0 +1,9 @@
+//! XML on the wire: stream framing with XMPP's restrictions and limits, namespaces, and one
+//! serializer for everything corvid sends.
+
+pub mod framing;
+pub mod ns;
+pub mod writer;
+
+pub use framing::{parse_standalone, Frame, FramingError, StreamHeader, StreamParser};
+pub use writer::{escape_attr, escape_text, to_bytes, to_string};

@@ -1,0 +1,22 @@
+//! Namespaces used on the wire.
+
+pub const CLIENT: &str = "jabber:client";
+pub const SERVER: &str = "jabber:server";
+pub const STREAM: &str = "http://etherx.jabber.org/streams";
+pub const STREAMS_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+pub const STANZAS_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+pub const PING: &str = "urn:xmpp:ping";
+pub const VERSION: &str = "jabber:iq:version";
+pub const DELAY: &str = "urn:xmpp:delay";
+pub const OFFLINE: &str = "msgoffline";
+pub const HINTS: &str = "urn:xmpp:hints";
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
