@@ -62,8 +62,11 @@ pub trait AccountStore: Send + Sync {
     async fn create_account(&self, username: &str, creds: &[ScramCredentials])
         -> StorageResult<()>;
     /// Replaces every credential set of an existing account; `NotFound` if there is none.
-    async fn set_credentials(&self, username: &str, creds: &[ScramCredentials])
-        -> StorageResult<()>;
+    async fn set_credentials(
+        &self,
+        username: &str,
+        creds: &[ScramCredentials],
+    ) -> StorageResult<()>;
     /// Deletes the account and everything stored for it (offline messages included);
     /// `NotFound` if there is none.
     async fn delete_account(&self, username: &str) -> StorageResult<()>;
@@ -98,9 +101,15 @@ pub enum OfflinePush {
 #[async_trait]
 pub trait OfflineStore: Send + Sync {
     /// Stores one message unless the user already has `cap` waiting. The check and the insert
-    /// are one transaction, so concurrent senders cannot overshoot the cap.
-    async fn push(&self, username: &str, msg: &OfflineMessage, cap: u32)
-        -> StorageResult<OfflinePush>;
+    /// are one transaction, so concurrent senders cannot overshoot the cap. `NotFound` if the
+    /// account does not exist (messages live and die with their account); `Conflict` if the id
+    /// is already stored.
+    async fn push(
+        &self,
+        username: &str,
+        msg: &OfflineMessage,
+        cap: u32,
+    ) -> StorageResult<OfflinePush>;
     /// The waiting messages in ascending id order, without removing them.
     async fn peek(&self, username: &str) -> StorageResult<Vec<OfflineMessage>>;
     /// Removes the messages with id <= `up_to_id` (those that were delivered).
@@ -119,19 +128,47 @@ impl Storage {
     /// Opens (and migrates) the backend named by `url`: `sqlite://path` or `postgres://…`.
     pub async fn open(url: &str) -> StorageResult<Storage> {
         if url.starts_with("sqlite:") {
-            let backend = Arc::new(SqliteStorage::open(url).await?);
-            Ok(Storage {
-                accounts: backend.clone(),
-                offline: backend,
-            })
+            Ok(Storage::from_backend(Arc::new(
+                SqliteStorage::open(url).await?,
+            )))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let backend = Arc::new(PostgresStorage::open(url).await?);
-            Ok(Storage {
-                accounts: backend.clone(),
-                offline: backend,
-            })
+            Ok(Storage::from_backend(Arc::new(
+                PostgresStorage::open(url).await?,
+            )))
         } else {
             Err(StorageError::UnsupportedUrl(url.to_string()))
         }
     }
+
+    /// Wraps a backend the caller opened itself, e.g. with non-default options, while keeping
+    /// its own `Arc` to call backend-specific methods such as `close()`.
+    pub fn from_backend<B>(backend: Arc<B>) -> Storage
+    where
+        B: AccountStore + OfflineStore + 'static,
+    {
+        Storage {
+            accounts: backend.clone(),
+            offline: backend,
+        }
+    }
+}
+
+/// Maps a unique violation to `Conflict`: inserting and catching the violation is the only
+/// race-free existence check.
+fn conflict_on_unique(e: sqlx::Error) -> StorageError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StorageError::Conflict,
+        _ => StorageError::Database(e),
+    }
+}
+
+/// Both databases only have signed integers; the schema's CHECK keeps iterations in u32 range,
+/// so a failure here means the row was written by something else.
+fn iterations_from_db(n: i64) -> StorageResult<u32> {
+    u32::try_from(n).map_err(|e| StorageError::Database(sqlx::Error::Decode(Box::new(e))))
+}
+
+/// COUNT(*) and rows-affected are never negative; clamping avoids a panic path for nothing.
+fn count_from_db(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }

@@ -1,0 +1,492 @@
+//! One storage test suite, run against both backends.
+//!
+//! Each test is written once as `async fn(Storage)`; `backend_tests!` instantiates it for SQLite
+//! (a fresh file in a temp folder) and for PostgreSQL (a fresh schema in the database named by
+//! `CORVID_TEST_POSTGRES`, dropped afterwards). Without that variable the PostgreSQL variants
+//! print a "skipped" line and pass.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use corvid::storage::*;
+use futures::FutureExt;
+use sqlx::Connection;
+
+const PG_ENV: &str = "CORVID_TEST_POSTGRES";
+
+async fn with_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Storage) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    // A nested path checks that open() creates the missing folders.
+    let path = dir.path().join("nested/data/corvid.db");
+    let url = format!("sqlite://{}", path.display());
+    let backend = Arc::new(SqliteStorage::open(&url).await.unwrap());
+    assert!(path.exists(), "database file was not created");
+    test(Storage::from_backend(backend.clone())).await;
+    backend.close().await;
+}
+
+async fn with_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Storage) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Ok(url) = std::env::var(PG_ENV) else {
+        println!("skipped: {PG_ENV} not set");
+        return;
+    };
+    let schema = format!("corvid_test_{:016x}", rand::random::<u64>());
+    let backend = Arc::new(
+        PostgresStorage::open_with_schema(&url, &schema)
+            .await
+            .unwrap(),
+    );
+    // Catch a failing test so its schema is still dropped, then fail with the original panic.
+    let outcome = AssertUnwindSafe(test(Storage::from_backend(backend.clone())))
+        .catch_unwind()
+        .await;
+    backend.close().await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::with_sqlite(super::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::with_postgres(super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+backend_tests!(
+    create_exists_and_conflict,
+    list_accounts_is_sorted,
+    credentials_roundtrip_for_both_hashes,
+    set_credentials_replaces_all_and_needs_account,
+    delete_account_and_not_found,
+    offline_peek_is_in_id_order,
+    offline_remove_up_to_and_count,
+    offline_duplicate_id_is_conflict,
+    offline_push_needs_account,
+    offline_cap_is_enforced,
+    offline_concurrent_pushes_stop_at_cap,
+    offline_concurrent_pushes_for_different_users_are_independent,
+    delete_account_removes_credentials_and_offline_messages,
+);
+
+fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
+    ScramCredentials {
+        hash,
+        salt: vec![seed; 16],
+        iterations: 4096 + u32::from(seed),
+        stored_key: vec![seed.wrapping_add(1); 32],
+        server_key: vec![seed.wrapping_add(2); 32],
+    }
+}
+
+fn both(seed: u8) -> Vec<ScramCredentials> {
+    vec![creds(ScramHash::Sha1, seed), creds(ScramHash::Sha256, seed)]
+}
+
+fn msg(id: i64) -> OfflineMessage {
+    OfflineMessage {
+        id,
+        received_at_ms: 1_700_000_000_000 + id,
+        stanza: format!("<message to='alice@example.org' id='m{id}'><body>{id}</body></message>"),
+    }
+}
+
+fn ids(msgs: &[OfflineMessage]) -> Vec<i64> {
+    msgs.iter().map(|m| m.id).collect()
+}
+
+async fn create_exists_and_conflict(s: Storage) {
+    assert!(!s.accounts.account_exists("alice").await.unwrap());
+    s.accounts.create_account("alice", &both(1)).await.unwrap();
+    assert!(s.accounts.account_exists("alice").await.unwrap());
+    assert!(!s.accounts.account_exists("bob").await.unwrap());
+
+    let dup = s.accounts.create_account("alice", &both(2)).await;
+    assert!(matches!(dup, Err(StorageError::Conflict)), "{dup:?}");
+    // The failed attempt must not have touched the existing credentials.
+    let c = s
+        .accounts
+        .credentials("alice", ScramHash::Sha256)
+        .await
+        .unwrap();
+    assert_eq!(c, Some(creds(ScramHash::Sha256, 1)));
+
+    // An account without credentials is allowed (e.g. created before a password is set).
+    s.accounts.create_account("bob", &[]).await.unwrap();
+    assert!(s.accounts.account_exists("bob").await.unwrap());
+}
+
+async fn list_accounts_is_sorted(s: Storage) {
+    assert!(s.accounts.list_accounts().await.unwrap().is_empty());
+    for name in ["mallory", "alice", "zoe", "bob", "alice2", "émile", "_x"] {
+        s.accounts.create_account(name, &[]).await.unwrap();
+    }
+    let listed = s.accounts.list_accounts().await.unwrap();
+    let mut expected = listed.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(
+        listed,
+        vec!["_x", "alice", "alice2", "bob", "mallory", "zoe", "émile"]
+    );
+}
+
+async fn credentials_roundtrip_for_both_hashes(s: Storage) {
+    let mut sha1 = creds(ScramHash::Sha1, 7);
+    sha1.iterations = u32::MAX;
+    sha1.salt = (0..=255).collect();
+    let sha256 = creds(ScramHash::Sha256, 9);
+    s.accounts
+        .create_account("alice", &[sha1.clone(), sha256.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.accounts
+            .credentials("alice", ScramHash::Sha1)
+            .await
+            .unwrap(),
+        Some(sha1)
+    );
+    assert_eq!(
+        s.accounts
+            .credentials("alice", ScramHash::Sha256)
+            .await
+            .unwrap(),
+        Some(sha256)
+    );
+    assert_eq!(
+        s.accounts
+            .credentials("nobody", ScramHash::Sha1)
+            .await
+            .unwrap(),
+        None
+    );
+
+    s.accounts
+        .create_account("bob", &[creds(ScramHash::Sha256, 3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.accounts
+            .credentials("bob", ScramHash::Sha1)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn set_credentials_replaces_all_and_needs_account(s: Storage) {
+    s.accounts.create_account("alice", &both(1)).await.unwrap();
+
+    s.accounts.set_credentials("alice", &both(5)).await.unwrap();
+    for hash in [ScramHash::Sha1, ScramHash::Sha256] {
+        assert_eq!(
+            s.accounts.credentials("alice", hash).await.unwrap(),
+            Some(creds(hash, 5))
+        );
+    }
+
+    // Replacing with fewer sets drops the others.
+    s.accounts
+        .set_credentials("alice", &[creds(ScramHash::Sha256, 6)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.accounts
+            .credentials("alice", ScramHash::Sha1)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.accounts
+            .credentials("alice", ScramHash::Sha256)
+            .await
+            .unwrap(),
+        Some(creds(ScramHash::Sha256, 6))
+    );
+
+    let r = s.accounts.set_credentials("nobody", &both(1)).await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+    assert!(!s.accounts.account_exists("nobody").await.unwrap());
+}
+
+async fn delete_account_and_not_found(s: Storage) {
+    s.accounts.create_account("alice", &both(1)).await.unwrap();
+    s.accounts.create_account("bob", &both(2)).await.unwrap();
+
+    s.accounts.delete_account("alice").await.unwrap();
+    assert!(!s.accounts.account_exists("alice").await.unwrap());
+    assert_eq!(s.accounts.list_accounts().await.unwrap(), vec!["bob"]);
+
+    let again = s.accounts.delete_account("alice").await;
+    assert!(matches!(again, Err(StorageError::NotFound)), "{again:?}");
+    let never = s.accounts.delete_account("nobody").await;
+    assert!(matches!(never, Err(StorageError::NotFound)), "{never:?}");
+
+    // The name is free again.
+    s.accounts.create_account("alice", &[]).await.unwrap();
+}
+
+async fn offline_peek_is_in_id_order(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.accounts.create_account("bob", &[]).await.unwrap();
+    assert!(s.offline.peek("alice").await.unwrap().is_empty());
+
+    for id in [30, 10, 50, 20, 40] {
+        assert_eq!(
+            s.offline.push("alice", &msg(id), 100).await.unwrap(),
+            OfflinePush::Stored
+        );
+    }
+    s.offline.push("bob", &msg(15), 100).await.unwrap();
+
+    let peeked = s.offline.peek("alice").await.unwrap();
+    assert_eq!(ids(&peeked), vec![10, 20, 30, 40, 50]);
+    assert_eq!(peeked[0], msg(10));
+    // Peeking does not consume.
+    assert_eq!(s.offline.count("alice").await.unwrap(), 5);
+    assert_eq!(ids(&s.offline.peek("bob").await.unwrap()), vec![15]);
+}
+
+async fn offline_remove_up_to_and_count(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.accounts.create_account("bob", &[]).await.unwrap();
+    for id in 1..=5 {
+        s.offline.push("alice", &msg(id), 100).await.unwrap();
+    }
+    s.offline.push("bob", &msg(2_000), 100).await.unwrap();
+    assert_eq!(s.offline.count("alice").await.unwrap(), 5);
+    assert_eq!(s.offline.count("nobody").await.unwrap(), 0);
+
+    assert_eq!(s.offline.remove_up_to("alice", 3).await.unwrap(), 3);
+    assert_eq!(ids(&s.offline.peek("alice").await.unwrap()), vec![4, 5]);
+    assert_eq!(s.offline.count("alice").await.unwrap(), 2);
+    // Nothing left at or below 3.
+    assert_eq!(s.offline.remove_up_to("alice", 3).await.unwrap(), 0);
+    // Only the named user's messages go, even if another user's ids are lower.
+    assert_eq!(s.offline.remove_up_to("bob", 1).await.unwrap(), 0);
+    assert_eq!(s.offline.remove_up_to("alice", i64::MAX).await.unwrap(), 2);
+    assert_eq!(s.offline.count("alice").await.unwrap(), 0);
+    assert_eq!(s.offline.count("bob").await.unwrap(), 1);
+    assert_eq!(s.offline.remove_up_to("nobody", i64::MAX).await.unwrap(), 0);
+}
+
+async fn offline_duplicate_id_is_conflict(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.offline.push("alice", &msg(1), 10).await.unwrap();
+    let dup = s.offline.push("alice", &msg(1), 10).await;
+    assert!(matches!(dup, Err(StorageError::Conflict)), "{dup:?}");
+    assert_eq!(s.offline.count("alice").await.unwrap(), 1);
+}
+
+async fn offline_push_needs_account(s: Storage) {
+    let r = s.offline.push("nobody", &msg(1), 10).await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+    assert_eq!(s.offline.count("nobody").await.unwrap(), 0);
+}
+
+async fn offline_cap_is_enforced(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.accounts.create_account("bob", &[]).await.unwrap();
+    for id in 1..=3 {
+        assert_eq!(
+            s.offline.push("alice", &msg(id), 3).await.unwrap(),
+            OfflinePush::Stored
+        );
+    }
+    assert_eq!(
+        s.offline.push("alice", &msg(4), 3).await.unwrap(),
+        OfflinePush::Full
+    );
+    assert_eq!(ids(&s.offline.peek("alice").await.unwrap()), vec![1, 2, 3]);
+
+    // The cap is per user.
+    assert_eq!(
+        s.offline.push("bob", &msg(5), 3).await.unwrap(),
+        OfflinePush::Stored
+    );
+    // Delivering frees room.
+    s.offline.remove_up_to("alice", 1).await.unwrap();
+    assert_eq!(
+        s.offline.push("alice", &msg(6), 3).await.unwrap(),
+        OfflinePush::Stored
+    );
+    // A cap of zero stores nothing.
+    assert_eq!(
+        s.offline.push("bob", &msg(7), 0).await.unwrap(),
+        OfflinePush::Full
+    );
+    assert_eq!(s.offline.count("bob").await.unwrap(), 1);
+}
+
+async fn offline_concurrent_pushes_stop_at_cap(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let tasks: Vec<_> = (1..=20)
+        .map(|id| {
+            let s = s.clone();
+            tokio::spawn(async move { s.offline.push("alice", &msg(id), 10).await.unwrap() })
+        })
+        .collect();
+    let mut stored = 0;
+    let mut full = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            OfflinePush::Stored => stored += 1,
+            OfflinePush::Full => full += 1,
+        }
+    }
+    assert_eq!((stored, full), (10, 10));
+    assert_eq!(s.offline.count("alice").await.unwrap(), 10);
+    assert_eq!(s.offline.peek("alice").await.unwrap().len(), 10);
+}
+
+async fn offline_concurrent_pushes_for_different_users_are_independent(s: Storage) {
+    let users = ["u0", "u1", "u2", "u3"];
+    for u in users {
+        s.accounts.create_account(u, &[]).await.unwrap();
+    }
+    let tasks: Vec<_> = (0..40i64)
+        .map(|id| {
+            let s = s.clone();
+            let user = users[(id % 4) as usize];
+            tokio::spawn(async move { s.offline.push(user, &msg(id), 5).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for u in users {
+        assert_eq!(s.offline.count(u).await.unwrap(), 5, "{u}");
+    }
+}
+
+async fn delete_account_removes_credentials_and_offline_messages(s: Storage) {
+    s.accounts.create_account("alice", &both(1)).await.unwrap();
+    s.accounts.create_account("bob", &both(2)).await.unwrap();
+    for id in 1..=3 {
+        s.offline.push("alice", &msg(id), 10).await.unwrap();
+    }
+    s.offline.push("bob", &msg(4), 10).await.unwrap();
+
+    s.accounts.delete_account("alice").await.unwrap();
+    assert_eq!(s.offline.count("alice").await.unwrap(), 0);
+    assert!(s.offline.peek("alice").await.unwrap().is_empty());
+    assert_eq!(
+        s.accounts
+            .credentials("alice", ScramHash::Sha1)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A new account with the same name starts empty.
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert_eq!(s.offline.count("alice").await.unwrap(), 0);
+    assert_eq!(
+        s.accounts
+            .credentials("alice", ScramHash::Sha256)
+            .await
+            .unwrap(),
+        None
+    );
+    // Other users are untouched.
+    assert_eq!(s.offline.count("bob").await.unwrap(), 1);
+    assert_eq!(
+        s.accounts
+            .credentials("bob", ScramHash::Sha1)
+            .await
+            .unwrap(),
+        Some(creds(ScramHash::Sha1, 2))
+    );
+}
+
+// Backend-specific behaviour that the shared suite cannot express.
+
+#[tokio::test]
+async fn open_dispatches_on_url_scheme() {
+    let s = Storage::open("sqlite::memory:").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert!(s.accounts.account_exists("alice").await.unwrap());
+
+    let r = Storage::open("mysql://localhost/corvid").await;
+    assert!(matches!(r, Err(StorageError::UnsupportedUrl(_))));
+}
+
+#[tokio::test]
+async fn sqlite_file_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("corvid.db").display());
+
+    let first = SqliteStorage::open(&url).await.unwrap();
+    first.create_account("alice", &both(1)).await.unwrap();
+    first.push("alice", &msg(1), 10).await.unwrap();
+    first.close().await;
+
+    // Re-running the migrations on an up-to-date file must be a no-op.
+    let second = SqliteStorage::open(&url).await.unwrap();
+    assert!(second.account_exists("alice").await.unwrap());
+    assert_eq!(
+        second.credentials("alice", ScramHash::Sha1).await.unwrap(),
+        Some(creds(ScramHash::Sha1, 1))
+    );
+    assert_eq!(ids(&second.peek("alice").await.unwrap()), vec![1]);
+    second.close().await;
+}
+
+#[tokio::test]
+async fn postgres_schema_survives_reopen() {
+    let Ok(url) = std::env::var(PG_ENV) else {
+        println!("skipped: {PG_ENV} not set");
+        return;
+    };
+    let schema = format!("corvid_test_{:016x}", rand::random::<u64>());
+    let first = PostgresStorage::open_with_schema(&url, &schema)
+        .await
+        .unwrap();
+    first.create_account("alice", &both(1)).await.unwrap();
+    first.close().await;
+
+    let second = PostgresStorage::open_with_schema(&url, &schema)
+        .await
+        .unwrap();
+    let found = second.account_exists("alice").await;
+    second.close().await;
+
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert!(found.unwrap());
+}
