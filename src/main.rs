@@ -1,1 +1,241 @@
-fn main() {}
+//! The `corvid` command line: run the server, check a config, manage accounts.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use corvid::config::Config;
+use corvid::storage::{ScramHash, Storage, StorageError};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "corvid", version, about = "A standards-based XMPP server")]
+struct Cli {
+    /// Configuration file; the built-in defaults apply when it does not exist.
+    #[arg(short, long, global = true, default_value = "corvid.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Validate the configuration file and report what is wrong.
+    CheckConfig,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account (`alice` or `alice@domain`).
+    Add {
+        user: String,
+        /// Read the password from the first line of standard input (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete an account and everything stored for it.
+    Del { user: String },
+    /// Change an account's password.
+    Passwd {
+        user: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli.config, matches!(cli.command, Command::CheckConfig)) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("corvid: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Command::CheckConfig = cli.command {
+        println!(
+            "{}: ok (domain {}, storage {})",
+            cli.config.display(),
+            config.domain,
+            config.storage.url
+        );
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("corvid: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::User(command) => user(config, command).await,
+            Command::CheckConfig => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("corvid: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The file if it exists; the defaults if it does not (unless checking, where a missing file
+/// is the error to report).
+fn load_config(path: &Path, must_exist: bool) -> Result<Config, String> {
+    if !path.exists() && !must_exist {
+        let config = Config::default();
+        config.validate().map_err(|e| e.to_string())?;
+        return Ok(config);
+    }
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let server = corvid::server::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn user(config: Config, command: UserCommand) -> Result<(), String> {
+    let storage = Storage::open(&config.storage.url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let accounts = &storage.accounts;
+    match command {
+        UserCommand::Add {
+            user,
+            password_stdin,
+        } => {
+            let username = username(&user, &config.domain)?;
+            let password = read_password(password_stdin)?;
+            let creds = credentials(&password, config.auth.scram_iterations)?;
+            match accounts.create_account(&username, &creds).await {
+                Ok(()) => println!("created {username}@{}", config.domain),
+                Err(StorageError::Conflict) => {
+                    return Err(format!("{username}@{} already exists", config.domain))
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        UserCommand::Del { user } => {
+            let username = username(&user, &config.domain)?;
+            match accounts.delete_account(&username).await {
+                Ok(()) => println!("deleted {username}@{}", config.domain),
+                Err(StorageError::NotFound) => {
+                    return Err(format!("{username}@{} does not exist", config.domain))
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        UserCommand::Passwd {
+            user,
+            password_stdin,
+        } => {
+            let username = username(&user, &config.domain)?;
+            let password = read_password(password_stdin)?;
+            let creds = credentials(&password, config.auth.scram_iterations)?;
+            match accounts.set_credentials(&username, &creds).await {
+                Ok(()) => println!("password changed for {username}@{}", config.domain),
+                Err(StorageError::NotFound) => {
+                    return Err(format!("{username}@{} does not exist", config.domain))
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        UserCommand::List => {
+            for name in accounts.list_accounts().await.map_err(|e| e.to_string())? {
+                println!("{name}@{}", config.domain);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `alice` or `alice@domain`, normalised (nodeprep) as the server will see it at login.
+fn username(input: &str, domain: &str) -> Result<String, String> {
+    let full = if input.contains('@') {
+        input.to_string()
+    } else {
+        format!("{input}@{domain}")
+    };
+    let jid = jid::BareJid::new(&full).map_err(|e| format!("'{input}' is not a valid user: {e}"))?;
+    if jid.domain().as_str() != domain {
+        return Err(format!("'{input}' is not on this server's domain {domain}"));
+    }
+    jid.node()
+        .map(|n| n.as_str().to_string())
+        .ok_or_else(|| format!("'{input}' has no user part"))
+}
+
+fn read_password(from_stdin: bool) -> Result<String, String> {
+    let stdin = std::io::stdin();
+    if !from_stdin && stdin.is_terminal() {
+        eprint!("Password: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        return Err("the password must not be empty".into());
+    }
+    Ok(password)
+}
+
+fn credentials(
+    password: &str,
+    iterations: u32,
+) -> Result<Vec<corvid::storage::ScramCredentials>, String> {
+    [ScramHash::Sha1, ScramHash::Sha256]
+        .into_iter()
+        .map(|hash| {
+            corvid::sasl::derive_credentials(password, hash, iterations).map_err(|e| e.to_string())
+        })
+        .collect()
+}

@@ -26,6 +26,7 @@ pub enum FramingError {
 }
 
 impl FramingError {
+
     /// The RFC 6120 §4.9.3 stream error condition for this failure.
     pub fn condition(&self) -> &'static str {
         match self {
@@ -108,6 +109,10 @@ impl StreamParser {
                 return Err(FramingError::TooLarge(self.max_stanza));
             }
         }
+        if self.pending == 0 {
+            // Between stanzas: give back the lexer's scratch space, an idle session keeps none.
+            self.raw.release_temporaries();
+        }
         Ok(())
     }
 
@@ -166,13 +171,20 @@ impl StreamParser {
 
 fn new_raw_parser(max_stanza: usize) -> RawParser {
     let mut options = rxml::Options::default();
-    // Our own byte count enforces the stanza limit; the token limit only has to be no tighter.
-    options.max_token_length = max_stanza.max(8192);
+    // The lexer reserves this much scratch space per connection, so it stays small: text longer
+    // than it is split into several text nodes, and a longer name or attribute value is refused
+    // as a size violation (see `map_rxml_error`).
+    options.max_token_length = max_stanza.min(MAX_TOKEN);
     RawParser::with_options(options)
 }
 
+const MAX_TOKEN: usize = 8192;
+
 fn map_rxml_error(e: rxml::Error) -> FramingError {
     match e {
+        rxml::Error::RestrictedXml("long name or reference" | "event too long") => {
+            FramingError::TooLarge(MAX_TOKEN)
+        }
         rxml::Error::RestrictedXml(what) => FramingError::RestrictedXml(what),
         rxml::Error::UndeclaredEntity => FramingError::RestrictedXml("entity reference"),
         // rxml knows only `<!--` and `<![CDATA[` after `<!`; anything else there is a markup

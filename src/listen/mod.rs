@@ -1,0 +1,5 @@
+//! Listeners: thin adapters from connections to the transport-agnostic streams.
+
+pub mod http;
+pub mod tcp;
+pub mod websocket;

@@ -1,0 +1,130 @@
+//! RFC 7395 framing: one complete element per WebSocket text message, `<open/>` and `<close/>`
+//! in place of the stream header and footer.
+
+use std::io;
+use std::net::SocketAddr;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures::SinkExt;
+
+use crate::sasl::ChannelBindings;
+use crate::stream::transport::{Incoming, Transport, TransportError};
+use crate::xml::{self, ns, FramingError, StreamHeader};
+
+pub struct WsTransport {
+    socket: WebSocket,
+    peer: SocketAddr,
+    max_stanza: usize,
+    secure: bool,
+}
+
+impl WsTransport {
+    pub fn new(socket: WebSocket, peer: SocketAddr, max_stanza: usize, secure: bool) -> Self {
+        WsTransport {
+            socket,
+            peer,
+            max_stanza,
+            secure,
+        }
+    }
+}
+
+fn io_error(e: axum::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+impl Transport for WsTransport {
+    async fn next_frame(&mut self) -> Result<Incoming, TransportError> {
+        loop {
+            let message = match self.socket.recv().await {
+                None => return Err(TransportError::Disconnected),
+                Some(Err(_)) => return Err(TransportError::Disconnected),
+                Some(Ok(message)) => message,
+            };
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Binary(_) => {
+                    return Err(FramingError::NotWellFormed(
+                        "binary WebSocket messages are not XMPP (RFC 7395 §3.2)".into(),
+                    )
+                    .into())
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Close(_) => return Err(TransportError::Disconnected),
+            };
+            if text.trim().is_empty() {
+                // Whitespace keepalive.
+                continue;
+            }
+            let el = xml::parse_standalone(text.as_bytes(), self.max_stanza)?;
+            if el.is("open", ns::FRAMING) {
+                return Ok(Incoming::Open(StreamHeader {
+                    to: el.attr("to").map(str::to_owned),
+                    from: el.attr("from").map(str::to_owned),
+                    version: el.attr("version").map(str::to_owned),
+                    lang: el.attr_ns(ns::XML, "lang").map(str::to_owned),
+                }));
+            }
+            if el.is("close", ns::FRAMING) {
+                return Ok(Incoming::Close);
+            }
+            return Ok(Incoming::Element(el));
+        }
+    }
+
+    async fn open_stream(&mut self, id: &str, from: &str) -> io::Result<()> {
+        let open = format!(
+            "<open xmlns='{}' id='{}' from='{}' version='1.0' xml:lang='en'/>",
+            ns::FRAMING,
+            xml::escape_attr(id),
+            xml::escape_attr(from)
+        );
+        self.send(&[open.as_bytes()]).await
+    }
+
+    async fn send(&mut self, elements: &[&[u8]]) -> io::Result<()> {
+        for el in elements {
+            let text = String::from_utf8_lossy(el).into_owned();
+            self.socket
+                .feed(Message::Text(text.into()))
+                .await
+                .map_err(io_error)?;
+        }
+        self.socket.flush().await.map_err(io_error)
+    }
+
+    async fn close_stream(&mut self) -> io::Result<()> {
+        let close = format!("<close xmlns='{}'/>", ns::FRAMING);
+        self.send(&[close.as_bytes()]).await?;
+        self.socket
+            .send(Message::Close(None))
+            .await
+            .map_err(io_error)
+    }
+
+    fn stream_prefix_declaration(&self) -> &'static str {
+        " xmlns:stream='http://etherx.jabber.org/streams'"
+    }
+
+    fn can_starttls(&self) -> bool {
+        false
+    }
+
+    async fn starttls(&mut self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    fn channel_bindings(&self) -> ChannelBindings {
+        ChannelBindings::default()
+    }
+
+    fn restart(&mut self) {}
+
+    fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+}

@@ -1,0 +1,33 @@
+//! XEP-0199 XMPP Ping: the server answers pings to itself and, on the user's behalf, to bare JIDs.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::router::{IqHandler, IqRequest, IqResult, Module, Registry, Router};
+use crate::stanza::StanzaError;
+use crate::xml::ns;
+
+pub struct Ping;
+
+impl Module for Ping {
+    fn name(&self) -> &'static str {
+        "ping"
+    }
+
+    fn register(self: Arc<Self>, registry: &mut Registry) {
+        registry.server_iq(ns::PING, "ping", self.clone());
+        registry.account_iq(ns::PING, "ping", self);
+        registry.server_feature(ns::PING);
+    }
+}
+
+#[async_trait]
+impl IqHandler for Ping {
+    async fn handle_iq(&self, _router: &Arc<Router>, request: IqRequest) -> IqResult {
+        if request.is_set {
+            return Err(StanzaError::bad_request());
+        }
+        Ok(None)
+    }
+}

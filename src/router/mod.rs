@@ -1,0 +1,397 @@
+//! The one router: every stanza from every listener comes here and leaves towards a local
+//! session, a module, storage (through a module) or an error reply. Delivery follows RFC 6120
+//! §10 and RFC 6121 §8; nothing here knows about sockets or about any particular XEP.
+
+pub mod registry;
+mod sessions;
+
+use std::sync::Arc;
+
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, warn};
+
+pub use registry::{
+    IqHandler, IqRequest, IqResult, Module, PresenceBroadcast, Registry, SessionHook,
+    UndeliverableMessage,
+};
+pub use sessions::{Availability, Outbound, SessionEntry};
+
+use crate::config::Config;
+use crate::ids::IdGenerator;
+use crate::stanza::{self, Kind, StanzaError};
+use crate::storage::Storage;
+use sessions::SessionTable;
+
+pub struct Router {
+    domain: String,
+    registry: Registry,
+    sessions: SessionTable,
+    storage: Storage,
+    ids: IdGenerator,
+    config: Arc<Config>,
+}
+
+impl Router {
+    pub fn new(config: Arc<Config>, storage: Storage, modules: Vec<Arc<dyn Module>>) -> Arc<Self> {
+        let mut registry = Registry::default();
+        for module in modules {
+            debug!(module = module.name(), "registering module");
+            module.register(&mut registry);
+        }
+        Arc::new(Router {
+            domain: config.domain.clone(),
+            registry,
+            sessions: SessionTable::default(),
+            storage,
+            ids: IdGenerator::new(0),
+            config,
+        })
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn ids(&self) -> &IdGenerator {
+        &self.ids
+    }
+
+    pub fn server_features(&self) -> &[&'static str] {
+        &self.registry.server_features
+    }
+
+    pub fn account_features(&self) -> &[&'static str] {
+        &self.registry.account_features
+    }
+
+    /// Registers a bound resource. A session already bound to the same full JID is told to
+    /// end with `<conflict/>` (RFC 6120 §7.7.2.2, "override the existing session").
+    pub fn bind(&self, jid: FullJid, tx: mpsc::Sender<Outbound>, stalled: Arc<Notify>) -> u64 {
+        let (id, replaced) = self.sessions.insert(jid, tx, stalled);
+        if let Some(old) = replaced {
+            let _ = old.tx.try_send(Outbound::Replaced);
+        }
+        id
+    }
+
+    /// Removes a session and runs the session-end hooks (presence unavailable, etc.).
+    pub async fn unbind(self: &Arc<Self>, id: u64, jid: &FullJid) {
+        if let Some(entry) = self.sessions.remove(jid, id) {
+            for hook in &self.registry.session_hooks {
+                hook.ended(self, jid, entry.availability.is_available())
+                    .await;
+            }
+        }
+    }
+
+    /// Records a session's presence and runs `became_available` hooks on its first available
+    /// presence with a non-negative priority (when XEP-0160 says offline messages flow).
+    pub async fn set_availability(self: &Arc<Self>, jid: &FullJid, availability: Availability) {
+        let previous = self.sessions.set_availability(jid, availability);
+        let first_time = matches!(previous, Some(Availability::Unavailable))
+            && matches!(availability, Availability::Available(p) if p >= 0);
+        if first_time {
+            for hook in &self.registry.session_hooks {
+                hook.became_available(self, jid).await;
+            }
+        }
+    }
+
+    /// The user's sessions that have sent available presence.
+    pub fn available_resources(&self, user: &BareJid) -> Vec<(FullJid, i8)> {
+        self.sessions.available(user)
+    }
+
+    pub fn is_bound(&self, jid: &FullJid) -> bool {
+        self.sessions.contains(jid)
+    }
+
+    pub fn online_session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Routes a stanza a local client sent; `from` is already stamped with its full JID.
+    pub async fn route_from_client(self: &Arc<Self>, from: &FullJid, stanza: Element) {
+        let Some(kind) = Kind::of(&stanza) else {
+            return;
+        };
+        let to = match stanza.attr("to").map(Jid::new) {
+            None => None,
+            Some(Ok(to)) => Some(to),
+            Some(Err(_)) => {
+                self.bounce(&stanza, StanzaError::jid_malformed());
+                return;
+            }
+        };
+        match (kind, to) {
+            (Kind::Presence, None) => {
+                if let Some(handler) = &self.registry.presence {
+                    handler.broadcast(self, from, stanza).await;
+                }
+            }
+            (Kind::Iq, None) => {
+                let account = from.to_bare();
+                self.handle_iq(stanza, Jid::from(from.clone()), Some(account))
+                    .await;
+            }
+            (Kind::Message, None) => {
+                let own = from.to_bare();
+                self.route_to_local_user(Kind::Message, &own, None, stanza)
+                    .await;
+            }
+            (kind, Some(to)) => self.route(kind, to, stanza).await,
+        }
+    }
+
+    /// Routes a stanza from any source (a client, a module, the server itself) to `to`.
+    pub async fn route(self: &Arc<Self>, kind: Kind, to: Jid, stanza: Element) {
+        if to.domain().as_str() != self.domain {
+            // No federation yet: say so instead of dropping (RFC 6120 §8.3.3.15).
+            if kind != Kind::Presence {
+                self.bounce(&stanza, StanzaError::remote_server_not_found());
+            }
+            return;
+        }
+        match to.node() {
+            None if to.resource().is_none() => self.route_to_server(kind, stanza).await,
+            None => {
+                if kind != Kind::Presence {
+                    self.bounce(&stanza, StanzaError::service_unavailable());
+                }
+            }
+            Some(_) => {
+                let resource = to.resource().map(|r| r.as_str().to_owned());
+                let bare = to.to_bare();
+                self.route_to_local_user(kind, &bare, resource.as_deref(), stanza)
+                    .await;
+            }
+        }
+    }
+
+    async fn route_to_server(self: &Arc<Self>, kind: Kind, stanza: Element) {
+        match kind {
+            Kind::Iq => {
+                let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
+                if let Some(from) = from {
+                    self.handle_iq(stanza, from, None).await;
+                }
+            }
+            // The server itself is not a chat partner; presence to it carries no request.
+            Kind::Message => {
+                if matches!(stanza::stanza_type(&stanza), "chat" | "normal") {
+                    self.bounce(&stanza, StanzaError::service_unavailable());
+                }
+            }
+            Kind::Presence => {}
+        }
+    }
+
+    async fn route_to_local_user(
+        self: &Arc<Self>,
+        kind: Kind,
+        user: &BareJid,
+        resource: Option<&str>,
+        stanza: Element,
+    ) {
+        if let Some(resource) = resource {
+            let full = user.with_resource_str(resource).ok();
+            if let Some(full) = full.filter(|f| self.sessions.contains(f)) {
+                if let Err(stanza) = self.sessions.deliver(&full, stanza) {
+                    self.undeliverable_after_queue_full(kind, user, stanza)
+                        .await;
+                }
+                return;
+            }
+            // RFC 6121 §8.5.3.2: no such resource.
+            match kind {
+                Kind::Message => {
+                    let t = stanza::stanza_type(&stanza);
+                    if t == "chat" || t == "normal" {
+                        self.message_to_bare(user, stanza).await;
+                    } else if t == "groupchat" {
+                        self.bounce(&stanza, StanzaError::service_unavailable());
+                    }
+                }
+                Kind::Iq => {
+                    if matches!(stanza::stanza_type(&stanza), "get" | "set") {
+                        self.bounce(&stanza, StanzaError::service_unavailable());
+                    }
+                }
+                Kind::Presence => {}
+            }
+            return;
+        }
+        match kind {
+            Kind::Message => self.message_to_bare(user, stanza).await,
+            Kind::Presence => self.presence_to_bare(user, stanza),
+            Kind::Iq => {
+                let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
+                if let Some(from) = from {
+                    self.handle_iq(stanza, from, Some(user.clone())).await;
+                }
+            }
+        }
+    }
+
+    /// RFC 6121 §8.5.2.1.1 (and §8.5.1 when the account does not exist).
+    async fn message_to_bare(self: &Arc<Self>, user: &BareJid, stanza: Element) {
+        let message_type = stanza::stanza_type(&stanza).to_owned();
+        if message_type == "groupchat" {
+            self.bounce(&stanza, StanzaError::service_unavailable());
+            return;
+        }
+        let targets: Vec<FullJid> = self
+            .sessions
+            .available(user)
+            .into_iter()
+            .filter(|(_, priority)| *priority >= 0)
+            .map(|(jid, _)| jid)
+            .collect();
+        let mut undelivered = None;
+        let mut delivered_any = false;
+        for target in &targets {
+            match self.sessions.deliver(target, stanza.clone()) {
+                Ok(()) => delivered_any = true,
+                Err(back) => undelivered = Some(back),
+            }
+        }
+        if delivered_any {
+            return;
+        }
+        let stanza = undelivered.unwrap_or(stanza);
+        match message_type.as_str() {
+            "chat" | "normal" => self.store_or_reject(user, stanza).await,
+            // Headline and error messages are not worth keeping (RFC 6121 §8.5.2.1.1).
+            _ => {}
+        }
+    }
+
+    fn presence_to_bare(&self, user: &BareJid, stanza: Element) {
+        // Directed presence to a bare JID reaches every available resource; subscription
+        // management arrives with the roster module.
+        if matches!(stanza::stanza_type(&stanza), "available" | "unavailable") {
+            for (target, _) in self.sessions.available(user) {
+                let _ = self.sessions.deliver(&target, stanza.clone());
+            }
+        }
+    }
+
+    async fn store_or_reject(self: &Arc<Self>, user: &BareJid, stanza: Element) {
+        let Some(node) = user.node() else {
+            return;
+        };
+        match self.storage.accounts.account_exists(node.as_str()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.bounce(&stanza, StanzaError::service_unavailable());
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "account lookup failed");
+                self.bounce(&stanza, StanzaError::internal_server_error());
+                return;
+            }
+        }
+        let result = match &self.registry.undeliverable {
+            Some(handler) => handler.store(self, user, &stanza).await,
+            None => Err(StanzaError::service_unavailable()),
+        };
+        if let Err(error) = result {
+            self.bounce(&stanza, error);
+        }
+    }
+
+    /// A live session's queue was full (it was disconnected for it): chat and normal messages
+    /// still reach the user through offline storage instead of vanishing.
+    async fn undeliverable_after_queue_full(
+        self: &Arc<Self>,
+        kind: Kind,
+        user: &BareJid,
+        stanza: Element,
+    ) {
+        if kind == Kind::Message && matches!(stanza::stanza_type(&stanza), "chat" | "normal") {
+            self.store_or_reject(user, stanza).await;
+        } else if kind == Kind::Iq && matches!(stanza::stanza_type(&stanza), "get" | "set") {
+            self.bounce(&stanza, StanzaError::service_unavailable());
+        }
+    }
+
+    async fn handle_iq(self: &Arc<Self>, stanza: Element, from: Jid, account: Option<BareJid>) {
+        let iq_type = stanza::stanza_type(&stanza);
+        let is_set = match iq_type {
+            "get" => false,
+            "set" => true,
+            // Responses addressed to the server or an account: nobody is waiting for them.
+            _ => return,
+        };
+        let Some(payload) = stanza::iq_payload(&stanza) else {
+            self.bounce(&stanza, StanzaError::bad_request());
+            return;
+        };
+        let key = (payload.ns(), payload.name().to_owned());
+        let handler = match &account {
+            Some(_) => self
+                .registry
+                .account_iq
+                .get(&key)
+                .or_else(|| self.registry.server_iq.get(&key).filter(|_| stanza.attr("to").is_none())),
+            None => self.registry.server_iq.get(&key),
+        };
+        let Some(handler) = handler.cloned() else {
+            self.bounce(&stanza, StanzaError::service_unavailable());
+            return;
+        };
+        let request = IqRequest {
+            stanza: stanza.clone(),
+            from,
+            account,
+            is_set,
+        };
+        match handler.handle_iq(self, request).await {
+            Ok(payload) => {
+                let reply = stanza::iq_result(&stanza, payload, &self.domain);
+                self.send_reply(reply);
+            }
+            Err(error) => self.bounce(&stanza, error),
+        }
+    }
+
+    /// Sends the error reply for `original` back to its sender. Never answers an error with an
+    /// error (RFC 6120 §8.3.1).
+    pub fn bounce(&self, original: &Element, error: StanzaError) {
+        if stanza::is_error(original) {
+            return;
+        }
+        let reply = stanza::error_reply(original, &error, &self.domain);
+        self.send_reply(reply);
+    }
+
+    /// Delivers a server-generated stanza to a local full JID, dropping it if that session is
+    /// gone: replies are never re-routed or bounced, so they cannot loop.
+    pub fn send_reply(&self, reply: Element) {
+        let Some(to) = reply.attr("to").and_then(|t| FullJid::new(t).ok()) else {
+            return;
+        };
+        let _ = self.sessions.deliver(&to, reply);
+    }
+
+    /// Delivers to one bound session; hands the stanza back if it could not be queued.
+    pub fn deliver_to_session(&self, to: &FullJid, stanza: Element) -> Result<(), Element> {
+        self.sessions.deliver(to, stanza)
+    }
+
+    /// Asks every session to close (server shutdown).
+    pub fn shutdown_all(&self) {
+        self.sessions.broadcast_control(|| Outbound::Shutdown);
+    }
+}

@@ -1,0 +1,162 @@
+//! The local session table: bare JID -> bound resources, with each one's presence state and
+//! outbound queue.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use jid::{BareJid, FullJid};
+use minidom::Element;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::Notify;
+
+/// What the router hands a session task.
+#[derive(Debug)]
+pub enum Outbound {
+    Stanza(Element),
+    /// Another session bound the same full JID: end with `<conflict/>`.
+    Replaced,
+    /// The server is shutting down: end with `<system-shutdown/>`.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Bound, but no available presence sent yet (or unavailable sent since).
+    Unavailable,
+    /// Available with this priority.
+    Available(i8),
+}
+
+impl Availability {
+    pub fn is_available(self) -> bool {
+        matches!(self, Availability::Available(_))
+    }
+}
+
+pub struct SessionEntry {
+    pub id: u64,
+    pub jid: FullJid,
+    pub tx: mpsc::Sender<Outbound>,
+    pub availability: Availability,
+    /// Woken when the queue overflows; the session then ends itself.
+    stalled: Arc<Notify>,
+}
+
+#[derive(Default)]
+pub(super) struct SessionTable {
+    users: DashMap<BareJid, Vec<SessionEntry>>,
+    next_id: AtomicU64,
+    count: AtomicUsize,
+}
+
+impl SessionTable {
+    /// Adds a session; returns its id and the entry it replaced, if any.
+    pub fn insert(
+        &self,
+        jid: FullJid,
+        tx: mpsc::Sender<Outbound>,
+        stalled: Arc<Notify>,
+    ) -> (u64, Option<SessionEntry>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = SessionEntry {
+            id,
+            jid: jid.clone(),
+            tx,
+            availability: Availability::Unavailable,
+            stalled,
+        };
+        let mut resources = self.users.entry(jid.to_bare()).or_default();
+        let replaced = resources
+            .iter()
+            .position(|e| e.jid == jid)
+            .map(|i| resources.swap_remove(i));
+        resources.push(entry);
+        if replaced.is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        (id, replaced)
+    }
+
+    /// Removes the session only if `id` still owns the JID (a replacement may have taken it).
+    pub fn remove(&self, jid: &FullJid, id: u64) -> Option<SessionEntry> {
+        let bare = jid.to_bare();
+        let mut removed = None;
+        let now_empty = match self.users.get_mut(&bare) {
+            Some(mut resources) => {
+                if let Some(i) = resources.iter().position(|e| e.id == id) {
+                    removed = Some(resources.swap_remove(i));
+                }
+                resources.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.users.remove_if(&bare, |_, resources| resources.is_empty());
+        }
+        if removed.is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Sets a session's availability; returns the previous one (None if not bound).
+    pub fn set_availability(&self, jid: &FullJid, availability: Availability) -> Option<Availability> {
+        let mut resources = self.users.get_mut(&jid.to_bare())?;
+        let entry = resources.iter_mut().find(|e| &e.jid == jid)?;
+        Some(std::mem::replace(&mut entry.availability, availability))
+    }
+
+    pub fn available(&self, user: &BareJid) -> Vec<(FullJid, i8)> {
+        self.users
+            .get(user)
+            .map(|resources| {
+                resources
+                    .iter()
+                    .filter_map(|e| match e.availability {
+                        Availability::Available(p) => Some((e.jid.clone(), p)),
+                        Availability::Unavailable => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn contains(&self, jid: &FullJid) -> bool {
+        self.users
+            .get(&jid.to_bare())
+            .is_some_and(|resources| resources.iter().any(|e| &e.jid == jid))
+    }
+
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Queues a stanza for a session without waiting. A full queue means the client stopped
+    /// reading: the session is told to end, and the stanza is handed back to the caller.
+    pub fn deliver(&self, to: &FullJid, stanza: Element) -> Result<(), Element> {
+        let Some(resources) = self.users.get(&to.to_bare()) else {
+            return Err(stanza);
+        };
+        let Some(entry) = resources.iter().find(|e| &e.jid == to) else {
+            return Err(stanza);
+        };
+        match entry.tx.try_send(Outbound::Stanza(stanza)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Outbound::Stanza(stanza))) => {
+                entry.stalled.notify_one();
+                Err(stanza)
+            }
+            Err(TrySendError::Closed(Outbound::Stanza(stanza))) => Err(stanza),
+            Err(_) => Ok(()),
+        }
+    }
+
+    pub fn broadcast_control(&self, make: impl Fn() -> Outbound) {
+        for resources in self.users.iter() {
+            for entry in resources.iter() {
+                let _ = entry.tx.try_send(make());
+            }
+        }
+    }
+}

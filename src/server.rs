@@ -1,0 +1,129 @@
+//! Builds the running server from a config: storage, router with its modules, TLS, listeners.
+//! Tests start it in-process on ephemeral ports; `corvid serve` runs it until a signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::Config;
+use crate::listen;
+use crate::modules;
+use crate::router::Router;
+use crate::storage::{Storage, StorageError};
+use crate::stream::throttle::AuthThrottle;
+use crate::tls::{TlsContext, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What every connection task shares.
+pub struct ServerContext {
+    pub config: Arc<Config>,
+    pub router: Arc<Router>,
+    pub tls: Option<Arc<TlsContext>>,
+    pub throttle: AuthThrottle,
+}
+
+/// A started server: its bound addresses, and the tasks to stop it.
+pub struct RunningServer {
+    pub ctx: Arc<ServerContext>,
+    pub c2s_addr: SocketAddr,
+    pub direct_tls_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, tells every session `<system-shutdown/>`, and gives them a moment to
+    /// write it.
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.ctx.router.shutdown_all();
+        for _ in 0..50 {
+            if self.ctx.router.online_session_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let config = Arc::new(config);
+    let storage = Storage::open(&config.storage.url).await?;
+    start_with_storage(config, storage).await
+}
+
+pub async fn start_with_storage(
+    config: Arc<Config>,
+    storage: Storage,
+) -> Result<RunningServer, ServerError> {
+    let tls = TlsContext::load_or_generate(&config.tls, &config.domain)?;
+    let router = Router::new(config.clone(), storage, modules::all());
+    let ctx = Arc::new(ServerContext {
+        config: config.clone(),
+        router,
+        tls: Some(Arc::new(tls)),
+        throttle: AuthThrottle::new(config.auth.failures_before_delay),
+    });
+    let mut tasks = Vec::new();
+
+    let c2s = bind(SocketAddr::new(config.c2s.bind, config.c2s.port)).await?;
+    let c2s_addr = local_addr(&c2s)?;
+    tasks.push(tokio::spawn(listen::tcp::serve(c2s, ctx.clone(), false)));
+    info!(%c2s_addr, "c2s (STARTTLS) listening");
+
+    let mut direct_tls_addr = None;
+    if let Some(port) = config.c2s.direct_tls_port {
+        let listener = bind(SocketAddr::new(config.c2s.bind, port)).await?;
+        let addr = local_addr(&listener)?;
+        tasks.push(tokio::spawn(listen::tcp::serve(listener, ctx.clone(), true)));
+        info!(%addr, "c2s (direct TLS) listening");
+        direct_tls_addr = Some(addr);
+    }
+
+    let mut http_addr = None;
+    if let Some(port) = config.http.port {
+        let listener = bind(SocketAddr::new(config.http.bind, port)).await?;
+        let addr = local_addr(&listener)?;
+        tasks.push(tokio::spawn(listen::http::serve(listener, ctx.clone())));
+        info!(%addr, "HTTP (WebSocket, host-meta) listening");
+        http_addr = Some(addr);
+    }
+
+    Ok(RunningServer {
+        ctx,
+        c2s_addr,
+        direct_tls_addr,
+        http_addr,
+        tasks,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Listen { addr, source })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Listen {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}

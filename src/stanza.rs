@@ -1,0 +1,229 @@
+//! Small helpers over `minidom::Element` for the three stanza kinds: reading the routing
+//! attributes and building the RFC 6120 §8.3 error replies.
+
+use minidom::Element;
+
+use crate::xml::ns;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Message,
+    Presence,
+    Iq,
+}
+
+impl Kind {
+    /// The stanza kind of a top-level `jabber:client` element, if it is one.
+    pub fn of(el: &Element) -> Option<Kind> {
+        if el.ns() != ns::CLIENT {
+            return None;
+        }
+        match el.name() {
+            "message" => Some(Kind::Message),
+            "presence" => Some(Kind::Presence),
+            "iq" => Some(Kind::Iq),
+            _ => None,
+        }
+    }
+}
+
+/// RFC 6120 §8.3.2 error types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    Auth,
+    Cancel,
+    Continue,
+    Modify,
+    Wait,
+}
+
+impl ErrorType {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Auth => "auth",
+            ErrorType::Cancel => "cancel",
+            ErrorType::Continue => "continue",
+            ErrorType::Modify => "modify",
+            ErrorType::Wait => "wait",
+        }
+    }
+}
+
+/// A stanza error condition with its RFC-recommended type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StanzaError {
+    pub kind: ErrorType,
+    pub condition: &'static str,
+    pub text: Option<String>,
+}
+
+impl StanzaError {
+    pub fn new(kind: ErrorType, condition: &'static str) -> Self {
+        StanzaError {
+            kind,
+            condition,
+            text: None,
+        }
+    }
+
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
+        self
+    }
+
+    pub fn service_unavailable() -> Self {
+        Self::new(ErrorType::Cancel, "service-unavailable")
+    }
+    pub fn item_not_found() -> Self {
+        Self::new(ErrorType::Cancel, "item-not-found")
+    }
+    pub fn bad_request() -> Self {
+        Self::new(ErrorType::Modify, "bad-request")
+    }
+    pub fn jid_malformed() -> Self {
+        Self::new(ErrorType::Modify, "jid-malformed")
+    }
+    pub fn feature_not_implemented() -> Self {
+        Self::new(ErrorType::Cancel, "feature-not-implemented")
+    }
+    pub fn remote_server_not_found() -> Self {
+        Self::new(ErrorType::Cancel, "remote-server-not-found")
+    }
+    pub fn forbidden() -> Self {
+        Self::new(ErrorType::Auth, "forbidden")
+    }
+    pub fn not_allowed() -> Self {
+        Self::new(ErrorType::Cancel, "not-allowed")
+    }
+    pub fn internal_server_error() -> Self {
+        Self::new(ErrorType::Cancel, "internal-server-error")
+    }
+    pub fn conflict() -> Self {
+        Self::new(ErrorType::Cancel, "conflict")
+    }
+
+    pub fn to_element(&self) -> Element {
+        let mut error = Element::bare("error", ns::CLIENT);
+        set_attr(&mut error, "type", self.kind.as_str());
+        error.append_child(Element::bare(self.condition, ns::STANZAS_ERRORS));
+        if let Some(text) = &self.text {
+            error.append_child(
+                Element::builder("text", ns::STANZAS_ERRORS)
+                    .append(text.as_str())
+                    .build(),
+            );
+        }
+        error
+    }
+}
+
+pub fn set_attr(el: &mut Element, name: &'static str, value: impl Into<String>) {
+    let Ok(name) = rxml::NcName::try_from(name) else {
+        return;
+    };
+    el.attrs_mut()
+        .insert(rxml::Namespace::NONE, name, value.into());
+}
+
+pub fn remove_attr(el: &mut Element, name: &'static str) {
+    if let Ok(name) = rxml::NcName::try_from(name) {
+        el.attrs_mut().remove(&rxml::Namespace::NONE, &name);
+    }
+}
+
+/// The stanza's `type`, with RFC defaults (`normal` for messages, `available` for presence).
+pub fn stanza_type(el: &Element) -> &str {
+    match (el.attr("type"), el.name()) {
+        (Some(t), _) => t,
+        (None, "message") => "normal",
+        (None, "presence") => "available",
+        (None, _) => "",
+    }
+}
+
+/// True for stanzas that must never be answered with an error (RFC 6120 §8.3.1).
+pub fn is_error(el: &Element) -> bool {
+    el.attr("type") == Some("error")
+}
+
+/// The error reply to `original`: addressed back to its sender, from its intended recipient
+/// (`fallback_from` when it had no `to`). Message and presence errors carry the original
+/// payload, as RFC 6120 §8.3.1 allows, so the sender can tell which stanza failed; IQ errors
+/// carry only the error, which is all most clients parse.
+pub fn error_reply(original: &Element, error: &StanzaError, fallback_from: &str) -> Element {
+    let mut reply = Element::bare(original.name(), ns::CLIENT);
+    if let Some(id) = original.attr("id") {
+        set_attr(&mut reply, "id", id);
+    }
+    if let Some(sender) = original.attr("from") {
+        set_attr(&mut reply, "to", sender);
+    }
+    set_attr(
+        &mut reply,
+        "from",
+        original.attr("to").unwrap_or(fallback_from),
+    );
+    set_attr(&mut reply, "type", "error");
+    if original.name() != "iq" {
+        for child in original.children() {
+            if child.name() != "error" {
+                reply.append_child(child.clone());
+            }
+        }
+    }
+    reply.append_child(error.to_element());
+    reply
+}
+
+/// An IQ result answering `request`, optionally carrying `payload`.
+pub fn iq_result(request: &Element, payload: Option<Element>, fallback_from: &str) -> Element {
+    let mut reply = Element::bare("iq", ns::CLIENT);
+    if let Some(id) = request.attr("id") {
+        set_attr(&mut reply, "id", id);
+    }
+    if let Some(sender) = request.attr("from") {
+        set_attr(&mut reply, "to", sender);
+    }
+    set_attr(&mut reply, "from", request.attr("to").unwrap_or(fallback_from));
+    set_attr(&mut reply, "type", "result");
+    if let Some(payload) = payload {
+        reply.append_child(payload);
+    }
+    reply
+}
+
+/// The single payload child of an IQ get/set (RFC 6120 §8.2.3 requires exactly one).
+pub fn iq_payload(iq: &Element) -> Option<&Element> {
+    let mut children = iq.children();
+    let first = children.next()?;
+    children.next().is_none().then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_reply_swaps_addresses_and_keeps_message_payload() {
+        let msg: Element = "<message xmlns='jabber:client' from='a@x/r' to='b@x' id='7' type='chat'><body>hi</body></message>"
+            .parse()
+            .unwrap();
+        let reply = error_reply(&msg, &StanzaError::service_unavailable(), "x");
+        assert_eq!(reply.attr("to"), Some("a@x/r"));
+        assert_eq!(reply.attr("from"), Some("b@x"));
+        assert_eq!(reply.attr("id"), Some("7"));
+        assert_eq!(reply.attr("type"), Some("error"));
+        assert!(reply.has_child("body", ns::CLIENT));
+        let error = reply.get_child("error", ns::CLIENT).unwrap();
+        assert_eq!(error.attr("type"), Some("cancel"));
+        assert!(error.has_child("service-unavailable", ns::STANZAS_ERRORS));
+    }
+
+    #[test]
+    fn iq_payload_requires_exactly_one_child() {
+        let two: Element = "<iq xmlns='jabber:client'><a/><b/></iq>".parse().unwrap();
+        assert!(iq_payload(&two).is_none());
+        let one: Element = "<iq xmlns='jabber:client'><a/></iq>".parse().unwrap();
+        assert_eq!(iq_payload(&one).map(|e| e.name()), Some("a"));
+    }
+}

@@ -1,0 +1,187 @@
+//! SASL on the stream (RFC 6120 §6): carries the `crate::sasl` mechanisms over `<auth/>`,
+//! `<challenge/>`, `<response/>`, `<success/>` and `<failure/>`, looks credentials up in
+//! storage, and slows down repeated failures.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use minidom::Element;
+use tracing::{debug, warn};
+
+use super::c2s::{End, C2s};
+use super::transport::{Incoming, Transport};
+use crate::sasl::{self, Mechanism, SaslFailure, ScramServer};
+use crate::server::ServerContext;
+use crate::storage::ScramHash;
+use crate::xml::ns;
+
+pub(super) enum AuthOutcome {
+    /// Authenticated as this (already normalised) username.
+    Success(String),
+    /// A `<failure/>` was sent; the client may try again.
+    Failure,
+}
+
+pub(super) fn offered_mechanisms<T: Transport>(c2s: &C2s<T>) -> Vec<Mechanism> {
+    let auth = &c2s.ctx.config.auth;
+    let secure = c2s.transport.is_secure();
+    let plain = auth.allow_plain && (secure || auth.allow_plain_without_tls);
+    sasl::offered_mechanisms(plain, &c2s.transport.channel_bindings())
+}
+
+/// Runs one SASL exchange that starts with `auth`.
+pub(super) async fn authenticate<T: Transport>(
+    c2s: &mut C2s<T>,
+    auth: Element,
+) -> Result<AuthOutcome, End> {
+    let offered = offered_mechanisms(c2s);
+    if offered.is_empty() {
+        return fail(c2s, SaslFailure::EncryptionRequired).await;
+    }
+    let mechanism = auth
+        .attr("mechanism")
+        .and_then(Mechanism::from_name)
+        .filter(|m| offered.contains(m));
+    let Some(mechanism) = mechanism else {
+        return fail(c2s, SaslFailure::InvalidMechanism).await;
+    };
+    let initial = match initial_response(c2s, &auth).await? {
+        Ok(data) => data,
+        Err(failure) => return fail(c2s, failure).await,
+    };
+    let result = match mechanism.scram_hash() {
+        Some(hash) => scram(c2s, mechanism, hash, &initial, &offered).await?,
+        None => plain(c2s, &initial).await,
+    };
+    match result {
+        Ok((username, additional)) => {
+            c2s.ctx.throttle.record_success(c2s.transport.peer().ip());
+            let mut success = Element::bare("success", ns::SASL);
+            if !additional.is_empty() {
+                success.append_text(BASE64.encode(&additional));
+            }
+            c2s.send_el(&success).await?;
+            debug!(%username, mechanism = mechanism.name(), "authenticated");
+            Ok(AuthOutcome::Success(username))
+        }
+        Err(failure) => fail(c2s, failure).await,
+    }
+}
+
+/// The initial response: inline in `<auth/>` (`=` meaning empty), or requested with an empty
+/// challenge when the client sent none (RFC 6120 §6.4.2).
+async fn initial_response<T: Transport>(
+    c2s: &mut C2s<T>,
+    auth: &Element,
+) -> Result<Result<Vec<u8>, SaslFailure>, End> {
+    let text = auth.text();
+    if !text.trim().is_empty() {
+        return Ok(decode(&text));
+    }
+    if auth.nodes().next().is_none() {
+        c2s.send_el(&Element::bare("challenge", ns::SASL)).await?;
+        return read_response(c2s).await;
+    }
+    Ok(Ok(Vec::new()))
+}
+
+async fn read_response<T: Transport>(
+    c2s: &mut C2s<T>,
+) -> Result<Result<Vec<u8>, SaslFailure>, End> {
+    match c2s.transport.next_frame().await? {
+        Incoming::Element(el) if el.is("response", ns::SASL) => Ok(decode(&el.text())),
+        Incoming::Element(el) if el.is("abort", ns::SASL) => Ok(Err(SaslFailure::Aborted)),
+        Incoming::Element(_) => Ok(Err(SaslFailure::MalformedRequest)),
+        Incoming::Close => Err(End::PeerClosed),
+        Incoming::Open(_) => Err(End::Error("invalid-xml", None)),
+    }
+}
+
+fn decode(text: &str) -> Result<Vec<u8>, SaslFailure> {
+    let text = text.trim();
+    if text == "=" {
+        return Ok(Vec::new());
+    }
+    BASE64
+        .decode(text)
+        .map_err(|_| SaslFailure::IncorrectEncoding)
+}
+
+type Exchange = Result<(String, Vec<u8>), SaslFailure>;
+
+async fn scram<T: Transport>(
+    c2s: &mut C2s<T>,
+    mechanism: Mechanism,
+    hash: ScramHash,
+    client_first: &[u8],
+    offered: &[Mechanism],
+) -> Result<Exchange, End> {
+    let bindings = c2s.transport.channel_bindings();
+    let plus_offered = offered.iter().any(|m| m.is_plus());
+    let server = match ScramServer::client_first(
+        hash,
+        mechanism.is_plus(),
+        client_first,
+        &bindings,
+        plus_offered,
+    ) {
+        Ok(server) => server,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let username = server.username().to_owned();
+    let credentials = match lookup(&c2s.ctx.clone(), &username, hash).await {
+        Ok(creds) => creds,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let (server, server_first) = server.server_first(credentials.as_ref());
+    let mut challenge = Element::bare("challenge", ns::SASL);
+    challenge.append_text(BASE64.encode(&server_first));
+    c2s.send_el(&challenge).await?;
+    let client_final = match read_response(c2s).await? {
+        Ok(data) => data,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    Ok(server
+        .client_final(&client_final)
+        .map(|server_final| (username, server_final)))
+}
+
+async fn plain<T: Transport>(c2s: &mut C2s<T>, message: &[u8]) -> Exchange {
+    let request = sasl::plain::PlainRequest::parse(message)?;
+    let username = request.username().to_owned();
+    let credentials = lookup(&c2s.ctx.clone(), &username, ScramHash::Sha256).await?;
+    request.verify(credentials.as_ref())?;
+    Ok((username, Vec::new()))
+}
+
+/// Takes the context rather than the stream: nothing borrowed from the transport may live
+/// across the storage await (transports are `Send` but not `Sync`).
+async fn lookup(
+    ctx: &ServerContext,
+    username: &str,
+    hash: ScramHash,
+) -> Result<Option<crate::storage::ScramCredentials>, SaslFailure> {
+    ctx.router
+        .storage()
+        .accounts
+        .credentials(username, hash)
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "credential lookup failed");
+            SaslFailure::TemporaryAuthFailure
+        })
+}
+
+/// Sends `<failure/>` after the throttle's delay for this address.
+async fn fail<T: Transport>(c2s: &mut C2s<T>, failure: SaslFailure) -> Result<AuthOutcome, End> {
+    if failure != SaslFailure::Aborted {
+        let delay = c2s.ctx.throttle.record_failure(c2s.transport.peer().ip());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+    debug!(condition = failure.condition(), "authentication failed");
+    let mut el = Element::bare("failure", ns::SASL);
+    el.append_child(Element::bare(failure.condition(), ns::SASL));
+    c2s.send_el(&el).await?;
+    Ok(AuthOutcome::Failure)
+}

@@ -1,0 +1,50 @@
+//! The `<stream:features/>` bodies a client sees at each step (RFC 6120 §4.3.2).
+
+use crate::sasl::{ChannelBindings, Mechanism};
+use crate::xml::ns;
+
+/// Before authentication: STARTTLS while the stream is plain, SASL mechanisms where allowed,
+/// and the channel-binding types we can verify (XEP-0440).
+pub fn before_auth(
+    can_starttls: bool,
+    tls_required: bool,
+    mechanisms: Option<Vec<Mechanism>>,
+    bindings: Option<ChannelBindings>,
+) -> String {
+    let mut out = String::new();
+    if can_starttls {
+        out.push_str(&format!("<starttls xmlns='{}'>", ns::TLS));
+        if tls_required {
+            out.push_str("<required/>");
+        }
+        out.push_str("</starttls>");
+    }
+    if let Some(mechanisms) = mechanisms.filter(|m| !m.is_empty()) {
+        out.push_str(&format!("<mechanisms xmlns='{}'>", ns::SASL));
+        for mechanism in mechanisms {
+            out.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
+        }
+        out.push_str("</mechanisms>");
+    }
+    if let Some(bindings) = bindings {
+        let types = bindings.available_types();
+        if !types.is_empty() {
+            out.push_str(&format!("<sasl-channel-binding xmlns='{}'>", ns::SASL_CB));
+            for t in types {
+                out.push_str(&format!("<channel-binding type='{t}'/>"));
+            }
+            out.push_str("</sasl-channel-binding>");
+        }
+    }
+    out
+}
+
+/// After authentication: resource binding, and RFC 3921 sessions marked optional for the
+/// clients that still look for them.
+pub fn after_auth() -> String {
+    format!(
+        "<bind xmlns='{}'/><session xmlns='{}'><optional/></session>",
+        ns::BIND,
+        ns::SESSION
+    )
+}

@@ -1,0 +1,67 @@
+//! What the c2s negotiation needs from a connection, whatever carries it: TCP (with or
+//! without TLS) or WebSocket. Listeners implement this; `stream::c2s` is written once on top.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use minidom::Element;
+
+use crate::sasl::ChannelBindings;
+use crate::xml::{FramingError, StreamHeader};
+
+#[derive(Debug)]
+pub enum Incoming {
+    Open(StreamHeader),
+    Element(Element),
+    Close,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer went away without closing the stream.
+    #[error("connection closed")]
+    Disconnected,
+}
+
+pub trait Transport: Send + 'static {
+    /// The next frame. Cancel-safe: dropping the future loses no data, so the session loop
+    /// can `select!` on it together with its outbound queue.
+    fn next_frame(&mut self) -> impl Future<Output = Result<Incoming, TransportError>> + Send;
+
+    /// Sends our stream header (`<stream:stream>` or RFC 7395 `<open/>`).
+    fn open_stream(
+        &mut self,
+        id: &str,
+        from: &str,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Sends top-level elements, already serialized, and flushes.
+    fn send(&mut self, elements: &[&[u8]]) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Sends the stream footer (`</stream:stream>` or `<close/>`) and shuts the connection down.
+    fn close_stream(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// How a stream-namespace element (`<stream:features>`, `<stream:error>`) declares its
+    /// prefix: nothing on TCP, where the stream header declared it; an `xmlns:stream` attribute
+    /// on WebSocket, where every message stands alone.
+    fn stream_prefix_declaration(&self) -> &'static str;
+
+    fn can_starttls(&self) -> bool;
+
+    /// Upgrades the connection to TLS after `<proceed/>` was sent (RFC 6120 §5.4.3.3).
+    fn starttls(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+
+    fn is_secure(&self) -> bool;
+
+    fn channel_bindings(&self) -> ChannelBindings;
+
+    /// Forgets parser state: a new stream starts (after TLS or SASL success).
+    fn restart(&mut self);
+
+    fn peer(&self) -> SocketAddr;
+}

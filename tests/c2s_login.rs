@@ -1,0 +1,406 @@
+//! Logging in over every listener and mechanism, with tokio-xmpp as the independent client
+//! where it can, and raw streams with the `sasl` crate's client where the mechanism matters.
+
+mod common;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use common::*;
+use futures::{SinkExt, StreamExt};
+use minidom::Element;
+use sasl::client::mechanisms::Scram;
+use sasl::client::Mechanism as _;
+use sasl::common::scram::Sha256;
+use sasl::common::{ChannelBinding, Credentials};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn starttls_login_with_scram_sha_256() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    let mut alice = t.client("alice", "laptop", false);
+    assert_eq!(online(&mut alice).await, "alice@localhost/laptop");
+}
+
+#[tokio::test]
+async fn starttls_login_with_scram_sha_256_plus_tls_exporter() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    let mut alice = t.client("alice", "laptop", true);
+    assert_eq!(online(&mut alice).await, "alice@localhost/laptop");
+}
+
+#[tokio::test]
+async fn direct_tls_login() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    let mut alice = t.client_via("alice", "phone", Mode::DirectTls, true);
+    assert_eq!(online(&mut alice).await, "alice@localhost/phone");
+}
+
+#[tokio::test]
+async fn features_offer_tls_first_then_scram_plus_and_channel_binding_types() {
+    let t = TestServer::start().await;
+    let mut raw = Raw::connect(t.c2s()).await;
+    raw.write(OPEN).await;
+    let features = raw.element().await;
+    let starttls = features
+        .get_child("starttls", corvid::xml::ns::TLS)
+        .expect("starttls offered");
+    assert!(starttls.has_child("required", corvid::xml::ns::TLS));
+    assert!(
+        !features.has_child("mechanisms", corvid::xml::ns::SASL),
+        "no SASL before TLS when encryption is required"
+    );
+
+    let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
+    raw.write(OPEN).await;
+    let features = raw.element().await;
+    let mechanisms: Vec<String> = features
+        .get_child("mechanisms", corvid::xml::ns::SASL)
+        .expect("mechanisms")
+        .children()
+        .map(|m| m.text())
+        .collect();
+    for expected in [
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-1-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+        "PLAIN",
+    ] {
+        assert!(mechanisms.iter().any(|m| m == expected), "{expected} in {mechanisms:?}");
+    }
+    let types: Vec<&str> = features
+        .get_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+        .expect("XEP-0440 advertisement")
+        .children()
+        .filter_map(|c| c.attr("type"))
+        .collect();
+    assert!(types.contains(&"tls-exporter"), "{types:?}");
+    assert!(types.contains(&"tls-server-end-point"), "{types:?}");
+}
+
+#[tokio::test]
+async fn plain_login_then_bind_with_generated_resource() {
+    let t = TestServer::start().await;
+    t.add_user("bob").await;
+    let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
+    raw.write(OPEN).await;
+    raw.element().await;
+    raw.auth_plain("bob", PASSWORD).await;
+    assert_eq!(raw.element().await.name(), "success");
+    raw.reset_parser();
+    raw.write(OPEN).await;
+    let features = raw.element().await;
+    assert!(features.has_child("bind", corvid::xml::ns::BIND));
+    raw.write("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await;
+    let reply = raw.element().await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let jid = reply
+        .get_child("bind", corvid::xml::ns::BIND)
+        .and_then(|b| b.get_child("jid", corvid::xml::ns::BIND))
+        .map(|j| j.text())
+        .expect("jid");
+    assert!(jid.starts_with("bob@localhost/") && jid.len() > "bob@localhost/".len(), "{jid}");
+}
+
+#[tokio::test]
+async fn wrong_password_is_not_authorized_and_client_may_retry() {
+    let t = TestServer::start().await;
+    t.add_user("carol").await;
+    let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
+    raw.write(OPEN).await;
+    raw.element().await;
+    raw.auth_plain("carol", "wrong").await;
+    let failure = raw.element().await;
+    assert_eq!(failure.name(), "failure");
+    assert!(failure.has_child("not-authorized", corvid::xml::ns::SASL));
+    // Unknown users look exactly the same.
+    raw.auth_plain("nobody", "wrong").await;
+    let failure = raw.element().await;
+    assert!(failure.has_child("not-authorized", corvid::xml::ns::SASL));
+    raw.auth_plain("carol", PASSWORD).await;
+    assert_eq!(raw.element().await.name(), "success");
+}
+
+#[tokio::test]
+async fn wrong_password_through_tokio_xmpp_fails() {
+    let t = TestServer::start().await;
+    t.add_user_with_password("carol", "another password").await;
+    let mut carol = t.client("carol", "r", true);
+    match tokio::time::timeout(WAIT, carol.next()).await {
+        Ok(Some(tokio_xmpp::Event::Disconnected(e))) => {
+            assert!(e.to_string().contains("authentication"), "{e}")
+        }
+        other => panic!("expected an authentication failure, got {other:?}"),
+    }
+}
+
+/// Runs a SCRAM exchange with the `sasl` crate's client on a raw stream.
+async fn raw_scram(raw: &mut Raw, mechanism: &str, binding: ChannelBinding) -> Element {
+    let creds = Credentials::default()
+        .with_username("dave")
+        .with_password(PASSWORD)
+        .with_channel_binding(binding);
+    let mut client = Scram::<Sha256>::from_credentials(creds).expect("scram client");
+    assert_eq!(client.name(), mechanism);
+    let initial = BASE64.encode(client.initial());
+    raw.write(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{initial}</auth>"
+    ))
+    .await;
+    let challenge = raw.element().await;
+    assert_eq!(challenge.name(), "challenge", "{challenge:?}");
+    let server_first = BASE64.decode(challenge.text()).expect("base64");
+    let response = client.response(&server_first).expect("client final");
+    raw.write(&format!(
+        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+        BASE64.encode(response)
+    ))
+    .await;
+    let outcome = raw.element().await;
+    if outcome.name() == "success" {
+        let server_final = BASE64.decode(outcome.text()).expect("base64");
+        client
+            .success(&server_final)
+            .expect("server signature verifies");
+    }
+    outcome
+}
+
+#[tokio::test]
+async fn scram_plus_binding_mismatch_and_downgrade_are_refused() {
+    let t = TestServer::start().await;
+    t.add_user("dave").await;
+    let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
+    raw.write(OPEN).await;
+    raw.element().await;
+    let right = raw.exporter.clone().expect("tls exporter");
+    let outcome = raw_scram(&mut raw, "SCRAM-SHA-256-PLUS", ChannelBinding::TlsExporter(vec![0; 32])).await;
+    assert_eq!(outcome.name(), "failure", "wrong binding data must fail");
+    // 'y' says "I could bind but you did not offer it": a downgrade, since we did offer it.
+    let outcome = raw_scram(&mut raw, "SCRAM-SHA-256", ChannelBinding::Unsupported).await;
+    assert_eq!(outcome.name(), "failure", "y,, must fail when -PLUS was offered");
+    let outcome = raw_scram(&mut raw, "SCRAM-SHA-256-PLUS", ChannelBinding::TlsExporter(right)).await;
+    assert_eq!(outcome.name(), "success");
+}
+
+#[tokio::test]
+async fn scram_plus_with_tls_server_end_point() {
+    use hmac::{Hmac, Mac};
+    use sha2::Digest;
+    let t = TestServer::start().await;
+    t.add_user("dave").await;
+    let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
+    raw.write(OPEN).await;
+    raw.element().await;
+    // RFC 5929: the hash of the server certificate (ECDSA-SHA256 here, so SHA-256).
+    let cb_data = sha2::Sha256::digest(&t.cert_der).to_vec();
+    let gs2 = "p=tls-server-end-point,,";
+    let client_nonce = "fyko+d2lbbFgONRv9qkxdawL";
+    let client_first_bare = format!("n=dave,r={client_nonce}");
+    raw.write(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>{}</auth>",
+        BASE64.encode(format!("{gs2}{client_first_bare}"))
+    ))
+    .await;
+    let challenge = raw.element().await;
+    let server_first = String::from_utf8(BASE64.decode(challenge.text()).unwrap()).unwrap();
+    let field = |k: &str| {
+        server_first
+            .split(',')
+            .find_map(|p| p.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_string()
+    };
+    let (nonce, salt, iterations) = (field("r"), BASE64.decode(field("s")).unwrap(), field("i").parse::<u32>().unwrap());
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(PASSWORD.as_bytes(), &salt, iterations, &mut salted);
+    let hmac = |key: &[u8], data: &[u8]| {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(data);
+        mac.finalize().into_bytes().to_vec()
+    };
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key = sha2::Sha256::digest(&client_key);
+    let mut cbind = gs2.as_bytes().to_vec();
+    cbind.extend_from_slice(&cb_data);
+    let without_proof = format!("c={},r={nonce}", BASE64.encode(&cbind));
+    let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+    let signature = hmac(&stored_key, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key.iter().zip(signature).map(|(a, b)| a ^ b).collect();
+    raw.write(&format!(
+        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+        BASE64.encode(format!("{without_proof},p={}", BASE64.encode(proof)))
+    ))
+    .await;
+    let outcome = raw.element().await;
+    assert_eq!(outcome.name(), "success", "{outcome:?}");
+    let server_key = hmac(&salted, b"Server Key");
+    let expected = format!("v={}", BASE64.encode(hmac(&server_key, auth_message.as_bytes())));
+    assert_eq!(String::from_utf8(BASE64.decode(outcome.text()).unwrap()).unwrap(), expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket (RFC 7395)
+
+pub async fn ws_connect(
+    t: &TestServer,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut request = format!("ws://{}/xmpp-websocket", t.http())
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "xmpp".parse().unwrap());
+    let (ws, response) = tokio_tungstenite::connect_async(request).await.expect("ws handshake");
+    assert_eq!(
+        response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()),
+        Some("xmpp")
+    );
+    ws
+}
+
+#[tokio::test]
+async fn websocket_without_xmpp_subprotocol_is_refused() {
+    let t = TestServer::start().await;
+    let request = format!("ws://{}/xmpp-websocket", t.http())
+        .into_client_request()
+        .unwrap();
+    assert!(tokio_tungstenite::connect_async(request).await.is_err());
+}
+
+#[tokio::test]
+async fn host_meta_announces_the_websocket_endpoint() {
+    let t = TestServer::start().await;
+    let addr = t.http();
+    let fetch = move |path: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let xml = fetch("/.well-known/host-meta").await;
+    assert!(xml.starts_with("HTTP/1.1 200"), "{xml}");
+    assert!(xml.contains("urn:xmpp:alt-connections:websocket"));
+    assert!(xml.contains("href='ws://localhost:"), "{xml}");
+    assert!(xml.contains("/xmpp-websocket'"), "{xml}");
+    let json = fetch("/.well-known/host-meta.json").await;
+    assert!(json.contains("\"rel\":\"urn:xmpp:alt-connections:websocket\""), "{json}");
+    assert!(json.to_ascii_lowercase().contains("access-control-allow-origin: *"));
+}
+
+/// Logs in over WebSocket with SCRAM-SHA-256 (no TLS on this socket, so no PLAIN, no -PLUS).
+pub async fn ws_login(
+    t: &TestServer,
+    user: &str,
+    resource: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut ws = ws_connect(t).await;
+    let open = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>";
+    ws.send(Message::Text(open.into())).await.unwrap();
+    let reply = ws_element(&mut ws).await;
+    assert!(reply.is("open", "urn:ietf:params:xml:ns:xmpp-framing"), "{reply:?}");
+    let features = ws_element(&mut ws).await;
+    assert_eq!(features.name(), "features");
+    let mechanisms: Vec<String> = features
+        .get_child("mechanisms", corvid::xml::ns::SASL)
+        .expect("mechanisms over ws")
+        .children()
+        .map(|m| m.text())
+        .collect();
+    assert!(!mechanisms.iter().any(|m| m == "PLAIN" || m.ends_with("-PLUS")), "{mechanisms:?}");
+    let creds = Credentials::default()
+        .with_username(user)
+        .with_password(PASSWORD)
+        .with_channel_binding(ChannelBinding::None);
+    let mut client = Scram::<Sha256>::from_credentials(creds).unwrap();
+    let auth = format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+        BASE64.encode(client.initial())
+    );
+    ws.send(Message::Text(auth.into())).await.unwrap();
+    let challenge = ws_element(&mut ws).await;
+    let response = client
+        .response(&BASE64.decode(challenge.text()).unwrap())
+        .unwrap();
+    let response = format!(
+        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+        BASE64.encode(response)
+    );
+    ws.send(Message::Text(response.into())).await.unwrap();
+    let success = ws_element(&mut ws).await;
+    assert_eq!(success.name(), "success", "{success:?}");
+    ws.send(Message::Text(open.into())).await.unwrap();
+    ws_element(&mut ws).await; // <open/>
+    ws_element(&mut ws).await; // features
+    let bind = format!(
+        "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+    );
+    ws.send(Message::Text(bind.into())).await.unwrap();
+    let bound = ws_element(&mut ws).await;
+    assert_eq!(bound.attr("type"), Some("result"));
+    ws
+}
+
+pub async fn ws_element<S>(ws: &mut S) -> Element
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("ws message in time")
+            .expect("ws open")
+            .expect("ws ok");
+        if let Message::Text(text) = message {
+            return corvid::xml::parse_standalone(text.as_bytes(), 1 << 20)
+                .unwrap_or_else(|e| panic!("frame {text} not an element: {e}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_login_and_chat_with_a_tcp_user() {
+    let t = TestServer::start().await;
+    t.add_user("webby").await;
+    t.add_user("tcpuser").await;
+    let mut ws = ws_login(&t, "webby", "browser").await;
+    let mut tcp = t.client("tcpuser", "desk", true);
+    online(&mut tcp).await;
+
+    ws.send(Message::Text(
+        "<presence xmlns='jabber:client'/>".into(),
+    ))
+    .await
+    .unwrap();
+    let own = ws_element(&mut ws).await;
+    assert_eq!(own.name(), "presence");
+
+    send(&mut tcp, "<message xmlns='jabber:client' to='webby@localhost/browser' type='chat' id='m1'><body>hello from tcp</body></message>").await;
+    let got = ws_element(&mut ws).await;
+    assert_eq!(got.attr("from"), Some("tcpuser@localhost/desk"));
+    assert_eq!(body(&got), "hello from tcp");
+
+    ws.send(Message::Text(
+        "<message xmlns='jabber:client' to='tcpuser@localhost/desk' type='chat' id='m2'><body>hello from ws</body></message>".into(),
+    ))
+    .await
+    .unwrap();
+    let got = next_matching(&mut tcp, is_message_with_body).await;
+    assert_eq!(got.attr("from"), Some("webby@localhost/browser"));
+    assert_eq!(body(&got), "hello from ws");
+
+    ws.send(Message::Text("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>".into()))
+        .await
+        .unwrap();
+    let close = ws_element(&mut ws).await;
+    assert!(close.is("close", "urn:ietf:params:xml:ns:xmpp-framing"));
+}

@@ -1,0 +1,513 @@
+//! Test support: an in-process server on ephemeral loopback ports, tokio-xmpp clients that
+//! trust its certificate, and a raw client for behaviour a client library would hide.
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corvid::config::Config;
+use corvid::server::RunningServer;
+use corvid::storage::{ScramHash, Storage};
+use futures::{SinkExt, StreamExt};
+use minidom::Element;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::net::TcpStream;
+use tokio_xmpp::connect::ServerConnector;
+use tokio_xmpp::parsers::starttls;
+use tokio_xmpp::xmlstream::{
+    initiate_stream, PendingFeaturesRecv, StreamHeader, Timeouts, XmppStreamElement,
+};
+use tokio_xmpp::{Client, Event};
+
+pub const DOMAIN: &str = "localhost";
+pub const PASSWORD: &str = "secret-pw";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub server: RunningServer,
+    pub dir: tempfile::TempDir,
+    pub cert_der: Vec<u8>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server on 127.0.0.1 ephemeral ports with a fresh SQLite file and certificate;
+    /// `adjust` may change any setting first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.storage.url = format!("sqlite://{}", dir.path().join("corvid.db").display());
+        config.tls.cert = dir.path().join("cert.pem");
+        config.tls.key = dir.path().join("key.pem");
+        let loopback = [127, 0, 0, 1].into();
+        config.c2s.bind = loopback;
+        config.c2s.port = 0;
+        config.c2s.direct_tls_port = Some(0);
+        config.http.bind = loopback;
+        config.http.port = Some(0);
+        adjust(&mut config);
+        let server = corvid::server::start(config).await.expect("server starts");
+        let cert_der = server
+            .ctx
+            .tls
+            .as_ref()
+            .map(|t| t.leaf_der.clone())
+            .expect("tls context");
+        TestServer {
+            server,
+            dir,
+            cert_der,
+        }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        self.server.ctx.router.storage()
+    }
+
+    pub async fn add_user(&self, name: &str) {
+        self.add_user_with_password(name, PASSWORD).await
+    }
+
+    pub async fn add_user_with_password(&self, name: &str, password: &str) {
+        let creds: Vec<_> = [ScramHash::Sha1, ScramHash::Sha256]
+            .into_iter()
+            .map(|h| corvid::sasl::derive_credentials(password, h, 4096).expect("derive"))
+            .collect();
+        self.storage()
+            .accounts
+            .create_account(name, &creds)
+            .await
+            .expect("create account");
+    }
+
+    pub fn c2s(&self) -> SocketAddr {
+        self.server.c2s_addr
+    }
+
+    pub fn direct_tls(&self) -> SocketAddr {
+        self.server.direct_tls_addr.expect("direct TLS listener")
+    }
+
+    pub fn http(&self) -> SocketAddr {
+        self.server.http_addr.expect("http listener")
+    }
+
+    pub fn tls_config(&self) -> Arc<ClientConfig> {
+        pinned_tls_config(self.cert_der.clone(), vec![])
+    }
+
+    /// A tokio-xmpp client over STARTTLS; SASL with channel binding when `cb` is set.
+    pub fn client(&self, user: &str, resource: &str, cb: bool) -> Client {
+        self.client_via(user, resource, Mode::StartTls, cb)
+    }
+
+    pub fn client_via(&self, user: &str, resource: &str, mode: Mode, cb: bool) -> Client {
+        let addr = match mode {
+            Mode::StartTls => self.c2s(),
+            Mode::DirectTls => self.direct_tls(),
+        };
+        let alpn = match mode {
+            Mode::StartTls => vec![],
+            Mode::DirectTls => vec![b"xmpp-client".to_vec()],
+        };
+        let connector = TestConnector {
+            addr,
+            tls: pinned_tls_config(self.cert_der.clone(), alpn),
+            mode,
+            channel_binding: cb,
+        };
+        let jid = jid::FullJid::new(&format!("{user}@{DOMAIN}/{resource}")).expect("jid");
+        Client::new_with_connector(jid, PASSWORD, connector, Timeouts::tight())
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.server.ctx.config
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("corvid.db")
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    StartTls,
+    DirectTls,
+}
+
+/// Waits for the client to be online; returns the bound JID.
+pub async fn online(client: &mut Client) -> String {
+    loop {
+        match tokio::time::timeout(WAIT, client.next()).await {
+            Ok(Some(Event::Online { bound_jid, .. })) => return bound_jid.to_string(),
+            Ok(Some(Event::Disconnected(e))) => panic!("disconnected before online: {e}"),
+            Ok(Some(Event::Stanza(_))) => continue,
+            Ok(None) => panic!("client stream ended before online"),
+            Err(_) => panic!("not online within {WAIT:?}"),
+        }
+    }
+}
+
+/// The next stanza the client receives, as an element.
+pub async fn next_stanza(client: &mut Client) -> Element {
+    loop {
+        match tokio::time::timeout(WAIT, client.next()).await {
+            Ok(Some(Event::Stanza(stanza))) => return Element::from(stanza),
+            Ok(Some(Event::Online { .. })) => continue,
+            Ok(Some(Event::Disconnected(e))) => panic!("disconnected: {e}"),
+            Ok(None) => panic!("client stream ended"),
+            Err(_) => panic!("no stanza within {WAIT:?}"),
+        }
+    }
+}
+
+/// The next stanza matching `pred`, skipping others (e.g. own presence).
+pub async fn next_matching(client: &mut Client, pred: impl Fn(&Element) -> bool) -> Element {
+    loop {
+        let el = next_stanza(client).await;
+        if pred(&el) {
+            return el;
+        }
+    }
+}
+
+pub async fn send(client: &mut Client, xml: &str) {
+    let el: Element = xml.parse().expect("test stanza parses");
+    let stanza = tokio_xmpp::Stanza::try_from(el).expect("is a stanza");
+    client.send_stanza(stanza).await.expect("send");
+}
+
+pub fn is_message_with_body(el: &Element) -> bool {
+    el.name() == "message" && el.get_child("body", "jabber:client").is_some()
+}
+
+pub fn body(el: &Element) -> String {
+    el.get_child("body", "jabber:client")
+        .map(|b| b.text())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS that trusts exactly the server's certificate.
+
+#[derive(Debug)]
+struct PinnedCert(Vec<u8>, Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.0.as_slice() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("unexpected certificate".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.1.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.1.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.1
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+pub fn pinned_tls_config(cert_der: Vec<u8>, alpn: Vec<Vec<u8>>) -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCert(cert_der, provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn;
+    Arc::new(config)
+}
+
+// ---------------------------------------------------------------------------------------------
+// tokio-xmpp connector for loopback with the pinned certificate.
+
+#[derive(Clone, Debug)]
+struct TestConnector {
+    addr: SocketAddr,
+    tls: Arc<ClientConfig>,
+    mode: Mode,
+    channel_binding: bool,
+}
+
+fn header() -> StreamHeader<'static> {
+    StreamHeader {
+        to: Some(Cow::Borrowed(DOMAIN)),
+        from: None,
+        id: None,
+    }
+}
+
+impl ServerConnector for TestConnector {
+    type Stream = BufStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+    async fn connect(
+        &self,
+        _jid: &jid::Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<
+        (PendingFeaturesRecv<Self::Stream>, sasl::common::ChannelBinding),
+        tokio_xmpp::Error,
+    > {
+        let tcp = TcpStream::connect(self.addr).await?;
+        let tcp = match self.mode {
+            Mode::DirectTls => tcp,
+            Mode::StartTls => {
+                let pending = initiate_stream(BufStream::new(tcp), ns, header(), timeouts).await?;
+                let (_features, mut stream) = pending
+                    .recv_features::<XmppStreamElement>()
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                stream
+                    .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
+                        starttls::Request,
+                    )))
+                    .await?;
+                loop {
+                    match stream.next().await {
+                        Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => {
+                            break
+                        }
+                        Some(Ok(_)) => continue,
+                        _ => return Err(tokio_xmpp::Error::Disconnected),
+                    }
+                }
+                stream.into_inner().into_inner()
+            }
+        };
+        let name = ServerName::try_from(DOMAIN).expect("server name");
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await?;
+        let binding = if self.channel_binding {
+            let data = tls
+                .get_ref()
+                .1
+                .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            sasl::common::ChannelBinding::TlsExporter(data)
+        } else {
+            sasl::common::ChannelBinding::None
+        };
+        let stream = initiate_stream(BufStream::new(tls), ns, header(), timeouts).await?;
+        Ok((stream, binding))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw client: bytes in and out, frames parsed, for behaviour a library hides.
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub struct Raw {
+    pub io: Box<dyn Io>,
+    /// RFC 9266 tls-exporter data of this connection, once TLS is up.
+    pub exporter: Option<Vec<u8>>,
+    parser: corvid::xml::StreamParser,
+    frames: std::collections::VecDeque<corvid::xml::Frame>,
+}
+
+pub const OPEN: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+    xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        Raw::over(Box::new(tcp))
+    }
+
+    fn over(io: Box<dyn Io>) -> Raw {
+        Raw {
+            io,
+            exporter: None,
+            parser: corvid::xml::StreamParser::new(1 << 20),
+            frames: Default::default(),
+        }
+    }
+
+    pub async fn io_write_bytes(&mut self, data: &[u8]) {
+        self.io.write_all(data).await.expect("write");
+        self.io.flush().await.expect("flush");
+    }
+
+    pub async fn write(&mut self, data: &str) {
+        self.io.write_all(data.as_bytes()).await.expect("write");
+        self.io.flush().await.expect("flush");
+    }
+
+    /// The next frame, or None when the connection closes.
+    pub async fn frame(&mut self) -> Option<corvid::xml::Frame> {
+        loop {
+            if let Some(frame) = self.frames.pop_front() {
+                return Some(frame);
+            }
+            let mut buf = [0u8; 8192];
+            let n = match tokio::time::timeout(WAIT, self.io.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => return None,
+                Err(_) => panic!("no data within {WAIT:?}"),
+            };
+            if n == 0 {
+                return None;
+            }
+            let mut out = Vec::new();
+            self.parser
+                .feed(&buf[..n], &mut out)
+                .expect("server sends well-formed XML");
+            self.frames.extend(out);
+        }
+    }
+
+    /// The next top-level element (skipping stream headers).
+    pub async fn element(&mut self) -> Element {
+        loop {
+            match self.frame().await {
+                Some(corvid::xml::Frame::Element(el)) => return el,
+                Some(corvid::xml::Frame::StreamOpen(_)) => continue,
+                Some(corvid::xml::Frame::StreamClose) => panic!("stream closed"),
+                None => panic!("connection closed"),
+            }
+        }
+    }
+
+    /// Reads until a `<stream:error/>` arrives; returns its condition. Then expects the stream
+    /// to be closed.
+    pub async fn stream_error(&mut self) -> String {
+        loop {
+            match self.frame().await {
+                Some(corvid::xml::Frame::Element(el)) if el.name() == "error" => {
+                    let condition = el
+                        .children()
+                        .find(|c| c.ns() == corvid::xml::ns::STREAMS_ERRORS && c.name() != "text")
+                        .map(|c| c.name().to_string())
+                        .expect("a condition");
+                    return condition;
+                }
+                Some(_) => continue,
+                None => panic!("connection closed without a stream error"),
+            }
+        }
+    }
+
+    /// True once the server has closed the connection (EOF or footer, then EOF).
+    pub async fn closed(&mut self) -> bool {
+        loop {
+            match self.frame().await {
+                None => return true,
+                Some(corvid::xml::Frame::StreamClose) => continue,
+                Some(_) => continue,
+            }
+        }
+    }
+
+    pub async fn starttls(mut self, tls: Arc<ClientConfig>) -> Raw {
+        self.write(OPEN).await;
+        let features = self.element().await;
+        assert!(features.has_child("starttls", corvid::xml::ns::TLS));
+        self.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await;
+        let proceed = self.element().await;
+        assert_eq!(proceed.name(), "proceed");
+        let io = self.io;
+        // The box erases the type; STARTTLS needs the TcpStream back, so raw TLS goes through
+        // a fresh connector on the boxed stream.
+        let name = ServerName::try_from(DOMAIN).expect("name");
+        let tls = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, io)
+            .await
+            .expect("tls handshake");
+        let exporter = tls
+            .get_ref()
+            .1
+            .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+            .ok();
+        let mut raw = Raw::over(Box::new(tls));
+        raw.exporter = exporter;
+        raw
+    }
+
+    /// STARTTLS, PLAIN, bind: a logged-in raw session. Returns the bound JID.
+    pub async fn login(addr: SocketAddr, tls: Arc<ClientConfig>, user: &str, resource: &str) -> (Raw, String) {
+        let mut raw = Raw::connect(addr).await.starttls(tls).await;
+        raw.write(OPEN).await;
+        let _features = raw.element().await;
+        raw.auth_plain(user, PASSWORD).await;
+        let success = raw.element().await;
+        assert_eq!(success.name(), "success", "login of {user}");
+        raw.parser.reset();
+        raw.write(OPEN).await;
+        let _features = raw.element().await;
+        raw.write(&format!(
+            "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        ))
+        .await;
+        let bound = raw.element().await;
+        let jid = bound
+            .get_child("bind", corvid::xml::ns::BIND)
+            .and_then(|b| b.get_child("jid", corvid::xml::ns::BIND))
+            .map(|j| j.text())
+            .expect("bound jid");
+        (raw, jid)
+    }
+
+    pub async fn auth_plain(&mut self, user: &str, password: &str) {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.write(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        ))
+        .await;
+    }
+
+    pub fn reset_parser(&mut self) {
+        self.parser.reset();
+    }
+}
