@@ -2,4 +2,5 @@
 
 pub mod config;
 pub mod ids;
+pub mod sasl;
 pub mod storage;
