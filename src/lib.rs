@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod ids;
+pub mod sasl;
 pub mod storage;
 pub mod xml;
 pub mod router;
