@@ -64,8 +64,9 @@ pub struct C2sConfig {
     pub bind: IpAddr,
     /// TCP with STARTTLS (RFC 6120). 0 picks an ephemeral port.
     pub port: u16,
-    /// Direct TLS (XEP-0368); `None` disables the listener.
-    pub direct_tls_port: Option<u16>,
+    /// Direct TLS (XEP-0368) listener on `direct_tls_port`.
+    pub direct_tls: bool,
+    pub direct_tls_port: u16,
     /// Refuse SASL until STARTTLS has been negotiated.
     pub require_encryption: bool,
     /// Largest stanza accepted, in bytes; larger ones close the stream with `<policy-violation/>`.
@@ -77,9 +78,10 @@ pub struct C2sConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// WebSocket (RFC 7395) at `/xmpp-websocket` and host-meta (XEP-0156).
+    pub enabled: bool,
     pub bind: IpAddr,
-    /// WebSocket (RFC 7395) at `/xmpp-websocket` and host-meta (XEP-0156); `None` disables it.
-    pub port: Option<u16>,
+    pub port: u16,
     /// The WebSocket URL announced in host-meta; derived from the domain and port when unset.
     pub websocket_url: Option<String>,
     /// Treat WebSocket connections as encrypted (set this when a TLS-terminating proxy sits in
@@ -155,7 +157,8 @@ impl Default for C2sConfig {
         C2sConfig {
             bind: IpAddr::from([0, 0, 0, 0]),
             port: 5222,
-            direct_tls_port: Some(5223),
+            direct_tls: true,
+            direct_tls_port: 5223,
             require_encryption: true,
             max_stanza_size: 256 * 1024,
             negotiation_timeout_secs: 30,
@@ -166,8 +169,9 @@ impl Default for C2sConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
+            enabled: true,
             bind: IpAddr::from([0, 0, 0, 0]),
-            port: Some(5280),
+            port: 5280,
             websocket_url: None,
             websocket_is_secure: false,
         }

@@ -2,14 +2,13 @@
 
 pub mod config;
 pub mod ids;
-pub mod sasl;
-pub mod storage;
-pub mod xml;
-pub mod router;
-pub mod stanza;
 pub mod listen;
 pub mod modules;
+pub mod router;
 pub mod sasl;
 pub mod server;
+pub mod stanza;
+pub mod storage;
 pub mod stream;
 pub mod tls;
+pub mod xml;

@@ -74,6 +74,9 @@ pub async fn start_with_storage(
     storage: Storage,
 ) -> Result<RunningServer, ServerError> {
     let tls = TlsContext::load_or_generate(&config.tls, &config.domain)?;
+    // Unknown users get the same decoy salt from every start of this server only if the secret
+    // is set; a random one per process is the fallback (see `sasl::init_decoy_secret`).
+    let _ = crate::sasl::init_decoy_secret(rand::random());
     let router = Router::new(config.clone(), storage, modules::all());
     let ctx = Arc::new(ServerContext {
         config: config.clone(),
@@ -89,8 +92,8 @@ pub async fn start_with_storage(
     info!(%c2s_addr, "c2s (STARTTLS) listening");
 
     let mut direct_tls_addr = None;
-    if let Some(port) = config.c2s.direct_tls_port {
-        let listener = bind(SocketAddr::new(config.c2s.bind, port)).await?;
+    if config.c2s.direct_tls {
+        let listener = bind(SocketAddr::new(config.c2s.bind, config.c2s.direct_tls_port)).await?;
         let addr = local_addr(&listener)?;
         tasks.push(tokio::spawn(listen::tcp::serve(listener, ctx.clone(), true)));
         info!(%addr, "c2s (direct TLS) listening");
@@ -98,8 +101,8 @@ pub async fn start_with_storage(
     }
 
     let mut http_addr = None;
-    if let Some(port) = config.http.port {
-        let listener = bind(SocketAddr::new(config.http.bind, port)).await?;
+    if config.http.enabled {
+        let listener = bind(SocketAddr::new(config.http.bind, config.http.port)).await?;
         let addr = local_addr(&listener)?;
         tasks.push(tokio::spawn(listen::http::serve(listener, ctx.clone())));
         info!(%addr, "HTTP (WebSocket, host-meta) listening");

@@ -258,10 +258,10 @@ impl Transport for TcpTransport {
 
     fn channel_bindings(&self) -> ChannelBindings {
         let Socket::Tls(stream) = &self.socket else {
-            return ChannelBindings::default();
+            return ChannelBindings::none();
         };
         let conn = stream.get_ref().1;
-        ChannelBindings::from_tls(conn, &self.tls.leaf_der)
+        ChannelBindings::from_tls(conn, Some(&self.tls.leaf_der))
     }
 
     fn restart(&mut self) {

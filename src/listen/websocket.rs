@@ -119,7 +119,7 @@ impl Transport for WsTransport {
     }
 
     fn channel_bindings(&self) -> ChannelBindings {
-        ChannelBindings::default()
+        ChannelBindings::none()
     }
 
     fn restart(&mut self) {}

@@ -2,16 +2,14 @@
 //! `<challenge/>`, `<response/>`, `<success/>` and `<failure/>`, looks credentials up in
 //! storage, and slows down repeated failures.
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
 use minidom::Element;
 use tracing::{debug, warn};
 
 use super::c2s::{End, C2s};
 use super::transport::{Incoming, Transport};
-use crate::sasl::{self, Mechanism, SaslFailure, ScramServer};
+use crate::sasl::{self, Mechanism, PlainRequest, SaslFailure, SaslSuccess, ScramServer};
 use crate::server::ServerContext;
-use crate::storage::ScramHash;
+use crate::storage::{ScramCredentials, ScramHash};
 use crate::xml::ns;
 
 pub(super) enum AuthOutcome {
@@ -23,9 +21,8 @@ pub(super) enum AuthOutcome {
 
 pub(super) fn offered_mechanisms<T: Transport>(c2s: &C2s<T>) -> Vec<Mechanism> {
     let auth = &c2s.ctx.config.auth;
-    let secure = c2s.transport.is_secure();
-    let plain = auth.allow_plain && (secure || auth.allow_plain_without_tls);
-    sasl::offered_mechanisms(plain, &c2s.transport.channel_bindings())
+    let encrypted = c2s.transport.is_secure() || auth.allow_plain_without_tls;
+    sasl::offered_mechanisms(encrypted, auth.allow_plain, &c2s.transport.channel_bindings())
 }
 
 /// Runs one SASL exchange that starts with `auth`.
@@ -48,47 +45,48 @@ pub(super) async fn authenticate<T: Transport>(
         Ok(data) => data,
         Err(failure) => return fail(c2s, failure).await,
     };
-    let result = match mechanism.scram_hash() {
-        Some(hash) => scram(c2s, mechanism, hash, &initial, &offered).await?,
+    let result = match mechanism.scram() {
+        Some((hash, plus)) => scram(c2s, hash, plus, &initial, &offered).await?,
         None => plain(c2s, &initial).await,
     };
     match result {
-        Ok((username, additional)) => {
+        Ok(success) => {
             c2s.ctx.throttle.record_success(c2s.transport.peer().ip());
-            let mut success = Element::bare("success", ns::SASL);
-            if !additional.is_empty() {
-                success.append_text(BASE64.encode(&additional));
+            let mut el = Element::bare("success", ns::SASL);
+            if let Some(data) = success.additional_data.as_deref() {
+                el.append_text(sasl::encode_payload(Some(data)));
             }
-            c2s.send_el(&success).await?;
-            debug!(%username, mechanism = mechanism.name(), "authenticated");
-            Ok(AuthOutcome::Success(username))
+            c2s.send_el(&el).await?;
+            debug!(username = %success.username, mechanism = mechanism.name(), "authenticated");
+            Ok(AuthOutcome::Success(success.username))
         }
         Err(failure) => fail(c2s, failure).await,
     }
 }
 
-/// The initial response: inline in `<auth/>` (`=` meaning empty), or requested with an empty
-/// challenge when the client sent none (RFC 6120 §6.4.2).
+/// The initial response: inline in `<auth/>`, or asked for with an empty challenge when the
+/// client sent none (RFC 6120 §6.4.2).
 async fn initial_response<T: Transport>(
     c2s: &mut C2s<T>,
     auth: &Element,
 ) -> Result<Result<Vec<u8>, SaslFailure>, End> {
-    let text = auth.text();
-    if !text.trim().is_empty() {
-        return Ok(decode(&text));
+    match sasl::decode_payload(&auth.text()) {
+        Ok(Some(data)) => Ok(Ok(data)),
+        Err(failure) => Ok(Err(failure)),
+        Ok(None) => {
+            c2s.send_el(&Element::bare("challenge", ns::SASL)).await?;
+            read_response(c2s).await
+        }
     }
-    if auth.nodes().next().is_none() {
-        c2s.send_el(&Element::bare("challenge", ns::SASL)).await?;
-        return read_response(c2s).await;
-    }
-    Ok(Ok(Vec::new()))
 }
 
 async fn read_response<T: Transport>(
     c2s: &mut C2s<T>,
 ) -> Result<Result<Vec<u8>, SaslFailure>, End> {
     match c2s.transport.next_frame().await? {
-        Incoming::Element(el) if el.is("response", ns::SASL) => Ok(decode(&el.text())),
+        Incoming::Element(el) if el.is("response", ns::SASL) => {
+            Ok(sasl::decode_payload(&el.text()).map(Option::unwrap_or_default))
+        }
         Incoming::Element(el) if el.is("abort", ns::SASL) => Ok(Err(SaslFailure::Aborted)),
         Incoming::Element(_) => Ok(Err(SaslFailure::MalformedRequest)),
         Incoming::Close => Err(End::PeerClosed),
@@ -96,61 +94,48 @@ async fn read_response<T: Transport>(
     }
 }
 
-fn decode(text: &str) -> Result<Vec<u8>, SaslFailure> {
-    let text = text.trim();
-    if text == "=" {
-        return Ok(Vec::new());
-    }
-    BASE64
-        .decode(text)
-        .map_err(|_| SaslFailure::IncorrectEncoding)
-}
-
-type Exchange = Result<(String, Vec<u8>), SaslFailure>;
+type Exchange = Result<SaslSuccess, SaslFailure>;
 
 async fn scram<T: Transport>(
     c2s: &mut C2s<T>,
-    mechanism: Mechanism,
     hash: ScramHash,
+    plus: bool,
     client_first: &[u8],
     offered: &[Mechanism],
 ) -> Result<Exchange, End> {
     let bindings = c2s.transport.channel_bindings();
     let plus_offered = offered.iter().any(|m| m.is_plus());
-    let server = match ScramServer::client_first(
-        hash,
-        mechanism.is_plus(),
-        client_first,
-        &bindings,
-        plus_offered,
-    ) {
-        Ok(server) => server,
-        Err(failure) => return Ok(Err(failure)),
-    };
-    let username = server.username().to_owned();
-    let credentials = match lookup(&c2s.ctx.clone(), &username, hash).await {
+    let domain = c2s.ctx.config.domain.clone();
+    let server =
+        match ScramServer::client_first(hash, plus, client_first, &bindings, plus_offered, &domain)
+        {
+            Ok(server) => server,
+            Err(failure) => return Ok(Err(failure)),
+        };
+    let ctx = c2s.ctx.clone();
+    let credentials = match lookup(&ctx, server.username(), hash).await {
         Ok(creds) => creds,
         Err(failure) => return Ok(Err(failure)),
     };
     let (server, server_first) = server.server_first(credentials.as_ref());
     let mut challenge = Element::bare("challenge", ns::SASL);
-    challenge.append_text(BASE64.encode(&server_first));
+    challenge.append_text(sasl::encode_payload(Some(&server_first)));
     c2s.send_el(&challenge).await?;
     let client_final = match read_response(c2s).await? {
         Ok(data) => data,
         Err(failure) => return Ok(Err(failure)),
     };
-    Ok(server
-        .client_final(&client_final)
-        .map(|server_final| (username, server_final)))
+    Ok(server.client_final(&client_final))
 }
 
 async fn plain<T: Transport>(c2s: &mut C2s<T>, message: &[u8]) -> Exchange {
-    let request = sasl::plain::PlainRequest::parse(message)?;
-    let username = request.username().to_owned();
-    let credentials = lookup(&c2s.ctx.clone(), &username, ScramHash::Sha256).await?;
-    request.verify(credentials.as_ref())?;
-    Ok((username, Vec::new()))
+    let request = PlainRequest::parse(message, &c2s.ctx.config.domain)?;
+    let ctx = c2s.ctx.clone();
+    let credentials = lookup(&ctx, request.username(), ScramHash::Sha256).await?;
+    // PBKDF2 takes milliseconds of CPU: keep it off the threads that move stanzas.
+    tokio::task::spawn_blocking(move || request.verify(credentials.as_ref()))
+        .await
+        .unwrap_or(Err(SaslFailure::TemporaryAuthFailure))
 }
 
 /// Takes the context rather than the stream: nothing borrowed from the transport may live
@@ -159,7 +144,7 @@ async fn lookup(
     ctx: &ServerContext,
     username: &str,
     hash: ScramHash,
-) -> Result<Option<crate::storage::ScramCredentials>, SaslFailure> {
+) -> Result<Option<ScramCredentials>, SaslFailure> {
     ctx.router
         .storage()
         .accounts

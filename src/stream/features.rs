@@ -27,7 +27,7 @@ pub fn before_auth(
         out.push_str("</mechanisms>");
     }
     if let Some(bindings) = bindings {
-        let types = bindings.available_types();
+        let types = bindings.names();
         if !types.is_empty() {
             out.push_str(&format!("<sasl-channel-binding xmlns='{}'>", ns::SASL_CB));
             for t in types {

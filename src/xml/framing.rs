@@ -93,7 +93,9 @@ impl StreamParser {
 
     /// Parses as much of `data` as possible, appending complete frames to `out`.
     pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<Frame>) -> Result<(), FramingError> {
-        while !data.is_empty() && !self.closed {
+        // One byte can complete several events (`/>` ends a head and the element), so keep
+        // asking until the parser says it needs more, even once `data` is used up.
+        while !self.closed {
             let before = data.len();
             let result = self.raw.parse(&mut data, false);
             self.pending += before - data.len();
@@ -102,7 +104,7 @@ impl StreamParser {
                 Ok(None) => {
                     self.closed = true;
                 }
-                Err(EndOrError::NeedMoreData) => {}
+                Err(EndOrError::NeedMoreData) => break,
                 Err(EndOrError::Error(e)) => return Err(map_rxml_error(e)),
             }
             if self.pending > self.max_stanza {
@@ -270,6 +272,17 @@ mod tests {
         for chunk in 1..8 {
             assert_eq!(describe(&frames_of(&input, chunk).unwrap()), whole);
         }
+    }
+
+    #[test]
+    fn self_closing_element_at_end_of_input_is_complete() {
+        let mut parser = StreamParser::new(4096);
+        let mut out = Vec::new();
+        parser.feed(OPEN.as_bytes(), &mut out).unwrap();
+        parser
+            .feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 2, "{:?}", describe(&out));
     }
 
     #[test]

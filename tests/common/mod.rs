@@ -51,10 +51,13 @@ impl TestServer {
         let loopback = [127, 0, 0, 1].into();
         config.c2s.bind = loopback;
         config.c2s.port = 0;
-        config.c2s.direct_tls_port = Some(0);
+        config.c2s.direct_tls_port = 0;
         config.http.bind = loopback;
-        config.http.port = Some(0);
+        config.http.port = 0;
         adjust(&mut config);
+        if std::env::var_os("CORVID_TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter("debug").with_test_writer().try_init();
+        }
         let server = corvid::server::start(config).await.expect("server starts");
         let cert_der = server
             .ctx

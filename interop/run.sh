@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Interop: an independent client implementation (slixmpp) against a freshly started corvid.
+# Two accounts log in over STARTTLS (verifying corvid's self-signed certificate) and exchange
+# messages both ways. Exits non-zero on any failure.
+#
+#   interop/run.sh            # builds corvid (debug) if needed
+#   CORVID_BIN=target/release/corvid interop/run.sh
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+top="$(cd "$here/.." && pwd)"
+bin="${CORVID_BIN:-$top/target/debug/corvid}"
+venv="${SLIXMPP_VENV:-${TMPDIR:-/tmp}/corvid-interop-venv}"
+
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import slixmpp' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet 'slixmpp==1.17.0'
+fi
+[ -x "$bin" ] || (cd "$top" && cargo build --quiet --bin corvid)
+
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+cat > "$work/corvid.toml" <<TOML
+domain = "localhost"
+[storage]
+url = "sqlite://$work/corvid.db"
+[tls]
+cert = "$work/cert.pem"
+key = "$work/key.pem"
+[c2s]
+bind = "127.0.0.1"
+port = $port
+direct_tls = false
+[http]
+enabled = false
+TOML
+
+"$bin" check-config -c "$work/corvid.toml"
+for user in alice bob; do
+    printf 'pw-%s\n' "$user" | "$bin" user add "$user" --password-stdin -c "$work/corvid.toml"
+done
+
+RUST_LOG=warn "$bin" serve -c "$work/corvid.toml" 2>"$work/server.log" &
+server_pid=$!
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+done
+
+status=0
+"$venv/bin/python" "$here/chat.py" --port "$port" --cert "$work/cert.pem" || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "interop: FAILED; server log:" >&2
+    cat "$work/server.log" >&2
+    exit "$status"
+fi
+echo "interop: 1 passed, 0 failed"
