@@ -39,6 +39,7 @@ port = $port
 direct_tls = false
 [http]
 enabled = false
+tls_enabled = false
 TOML
 
 "$bin" check-config -c "$work/corvid.toml"

@@ -78,14 +78,22 @@ pub struct C2sConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// WebSocket (RFC 7395) at `/xmpp-websocket` and host-meta (XEP-0156).
+    /// WebSocket (RFC 7395) at `/xmpp-websocket` and host-meta (XEP-0156), plain HTTP.
     pub enabled: bool,
     pub bind: IpAddr,
     pub port: u16,
-    /// The WebSocket URL announced in host-meta; derived from the domain and port when unset.
+    /// The same over HTTPS (wss://), with the server certificate.
+    pub tls_enabled: bool,
+    pub tls_port: u16,
+    /// Treat plain-HTTP WebSocket connections from loopback addresses as encrypted: a
+    /// TLS-terminating proxy on the same host, or a developer's browser on localhost.
+    pub loopback_is_secure: bool,
+    /// The WebSocket URL announced in host-meta; wss://<domain>:<tls_port> when unset (or
+    /// ws://<domain>:<port> with HTTPS disabled).
     pub websocket_url: Option<String>,
-    /// Treat WebSocket connections as encrypted (set this when a TLS-terminating proxy sits in
-    /// front); only then is SASL PLAIN offered over WebSocket.
+    /// Treat every plain-HTTP WebSocket connection as encrypted (a TLS-terminating proxy on
+    /// another host is in front). Otherwise only wss:// and loopback count as encrypted, and
+    /// authentication over an unencrypted WebSocket is refused when `c2s.require_encryption`.
     pub websocket_is_secure: bool,
 }
 
@@ -172,6 +180,9 @@ impl Default for HttpConfig {
             enabled: true,
             bind: IpAddr::from([0, 0, 0, 0]),
             port: 5280,
+            tls_enabled: true,
+            tls_port: 5281,
+            loopback_is_secure: true,
             websocket_url: None,
             websocket_is_secure: false,
         }

@@ -201,7 +201,8 @@ fn username(input: &str, domain: &str) -> Result<String, String> {
     } else {
         format!("{input}@{domain}")
     };
-    let jid = jid::BareJid::new(&full).map_err(|e| format!("'{input}' is not a valid user: {e}"))?;
+    let jid =
+        jid::BareJid::new(&full).map_err(|e| format!("'{input}' is not a valid user: {e}"))?;
     if jid.domain().as_str() != domain {
         return Err(format!("'{input}' is not on this server's domain {domain}"));
     }

@@ -43,6 +43,7 @@ pub struct RunningServer {
     pub c2s_addr: SocketAddr,
     pub direct_tls_addr: Option<SocketAddr>,
     pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -95,18 +96,52 @@ pub async fn start_with_storage(
     if config.c2s.direct_tls {
         let listener = bind(SocketAddr::new(config.c2s.bind, config.c2s.direct_tls_port)).await?;
         let addr = local_addr(&listener)?;
-        tasks.push(tokio::spawn(listen::tcp::serve(listener, ctx.clone(), true)));
+        tasks.push(tokio::spawn(listen::tcp::serve(
+            listener,
+            ctx.clone(),
+            true,
+        )));
         info!(%addr, "c2s (direct TLS) listening");
         direct_tls_addr = Some(addr);
     }
 
     let mut http_addr = None;
-    if config.http.enabled {
+    let mut https_addr = None;
+    let http = if config.http.enabled {
         let listener = bind(SocketAddr::new(config.http.bind, config.http.port)).await?;
-        let addr = local_addr(&listener)?;
-        tasks.push(tokio::spawn(listen::http::serve(listener, ctx.clone())));
+        http_addr = Some(local_addr(&listener)?);
+        Some(listener)
+    } else {
+        None
+    };
+    let https = if config.http.tls_enabled {
+        let listener = bind(SocketAddr::new(config.http.bind, config.http.tls_port)).await?;
+        https_addr = Some(local_addr(&listener)?);
+        Some(listener)
+    } else {
+        None
+    };
+    let url = listen::http::websocket_url(
+        &ctx,
+        http_addr.map_or(config.http.port, |a| a.port()),
+        https_addr.map(|a| a.port()),
+    );
+    if let (Some(listener), Some(addr)) = (http, http_addr) {
+        tasks.push(tokio::spawn(listen::http::serve(
+            listener,
+            ctx.clone(),
+            url.clone(),
+        )));
         info!(%addr, "HTTP (WebSocket, host-meta) listening");
-        http_addr = Some(addr);
+    }
+    if let (Some(listener), Some(addr), Some(tls)) = (https, https_addr, ctx.tls.clone()) {
+        tasks.push(tokio::spawn(listen::http::serve_tls(
+            listener,
+            ctx.clone(),
+            url,
+            tls.https.clone(),
+        )));
+        info!(%addr, "HTTPS (secure WebSocket, host-meta) listening");
     }
 
     Ok(RunningServer {
@@ -114,6 +149,7 @@ pub async fn start_with_storage(
         c2s_addr,
         direct_tls_addr,
         http_addr,
+        https_addr,
         tasks,
     })
 }

@@ -184,7 +184,11 @@ pub fn iq_result(request: &Element, payload: Option<Element>, fallback_from: &st
     if let Some(sender) = request.attr("from") {
         set_attr(&mut reply, "to", sender);
     }
-    set_attr(&mut reply, "from", request.attr("to").unwrap_or(fallback_from));
+    set_attr(
+        &mut reply,
+        "from",
+        request.attr("to").unwrap_or(fallback_from),
+    );
     set_attr(&mut reply, "type", "result");
     if let Some(payload) = payload {
         reply.append_child(payload);

@@ -39,6 +39,8 @@ pub struct TlsContext {
     pub starttls: TlsAcceptor,
     /// For XEP-0368 direct TLS: ALPN `xmpp-client`.
     pub direct: TlsAcceptor,
+    /// For HTTPS: ALPN `http/1.1` (WebSocket upgrades need HTTP/1.1).
+    pub https: TlsAcceptor,
     /// DER of the leaf certificate.
     pub leaf_der: Vec<u8>,
 }
@@ -59,10 +61,16 @@ impl TlsContext {
     ) -> Result<TlsContext, TlsError> {
         let leaf_der = certs.first().map(|c| c.to_vec()).unwrap_or_default();
         let starttls = server_config(certs.clone(), key.clone_key(), vec![])?;
-        let direct = server_config(certs, key, vec![b"xmpp-client".to_vec()])?;
+        let direct = server_config(
+            certs.clone(),
+            key.clone_key(),
+            vec![b"xmpp-client".to_vec()],
+        )?;
+        let https = server_config(certs, key, vec![b"http/1.1".to_vec()])?;
         Ok(TlsContext {
             starttls: TlsAcceptor::from(Arc::new(starttls)),
             direct: TlsAcceptor::from(Arc::new(direct)),
+            https: TlsAcceptor::from(Arc::new(https)),
             leaf_der,
         })
     }
@@ -112,7 +120,11 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// Writes a self-signed certificate (ECDSA P-256) for the domain and its usual service names.
-pub fn generate_self_signed(cert_path: &Path, key_path: &Path, domain: &str) -> Result<(), TlsError> {
+pub fn generate_self_signed(
+    cert_path: &Path,
+    key_path: &Path,
+    domain: &str,
+) -> Result<(), TlsError> {
     let names = vec![
         domain.to_string(),
         format!("conference.{domain}"),

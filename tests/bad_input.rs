@@ -31,7 +31,10 @@ impl Witnesses {
             &format!("<message xmlns='jabber:client' to='bob@localhost/w' type='chat'><body>{text}</body></message>"),
         )
         .await;
-        assert_eq!(body(&next_matching(&mut self.bob, is_message_with_body).await), text);
+        assert_eq!(
+            body(&next_matching(&mut self.bob, is_message_with_body).await),
+            text
+        );
     }
 }
 
@@ -62,7 +65,10 @@ async fn doctype_entities_and_processing_instructions_are_restricted() {
     let t = TestServer::start().await;
     let mut w = Witnesses::new(&t).await;
     let mut raw = Raw::connect(t.c2s()).await;
-    raw.write("<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;'>]>").await;
+    raw.write(
+        "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;'>]>",
+    )
+    .await;
     assert_eq!(raw.stream_error().await, "restricted-xml");
     w.still_chatting().await;
 
@@ -72,7 +78,8 @@ async fn doctype_entities_and_processing_instructions_are_restricted() {
     w.still_chatting().await;
 
     let mut raw = logged_in(&t, "eve2").await;
-    raw.write("<message to='bob@localhost/w'><body>&xxe;</body></message>").await;
+    raw.write("<message to='bob@localhost/w'><body>&xxe;</body></message>")
+        .await;
     assert_eq!(raw.stream_error().await, "restricted-xml");
     w.still_chatting().await;
 }
@@ -83,7 +90,10 @@ async fn oversized_stanza_is_a_policy_violation() {
     let mut w = Witnesses::new(&t).await;
     let mut raw = logged_in(&t, "eve").await;
     // Never closed: the limit must trigger on bytes, not on a complete element.
-    let huge = format!("<message to='bob@localhost/w'><body>{}", "A".repeat(40 * 1024));
+    let huge = format!(
+        "<message to='bob@localhost/w'><body>{}",
+        "A".repeat(40 * 1024)
+    );
     raw.write(&huge).await;
     assert_eq!(raw.stream_error().await, "policy-violation");
     w.still_chatting().await;
@@ -139,7 +149,8 @@ async fn stanzas_before_authentication_are_refused() {
     let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
     raw.write(OPEN).await;
     raw.element().await;
-    raw.write("<message to='bob@localhost/w' type='chat'><body>sneaky</body></message>").await;
+    raw.write("<message to='bob@localhost/w' type='chat'><body>sneaky</body></message>")
+        .await;
     assert_eq!(raw.stream_error().await, "not-authorized");
     // Authentication without TLS is refused when TLS is required.
     let mut plain = Raw::connect(t.c2s()).await;
@@ -147,7 +158,10 @@ async fn stanzas_before_authentication_are_refused() {
     plain.element().await;
     plain.auth_plain("alice", PASSWORD).await;
     let failure = plain.element().await;
-    assert!(failure.has_child("encryption-required", corvid::xml::ns::SASL), "{failure:?}");
+    assert!(
+        failure.has_child("encryption-required", corvid::xml::ns::SASL),
+        "{failure:?}"
+    );
     w.still_chatting().await;
 }
 

@@ -70,7 +70,10 @@ async fn features_offer_tls_first_then_scram_plus_and_channel_binding_types() {
         "SCRAM-SHA-1",
         "PLAIN",
     ] {
-        assert!(mechanisms.iter().any(|m| m == expected), "{expected} in {mechanisms:?}");
+        assert!(
+            mechanisms.iter().any(|m| m == expected),
+            "{expected} in {mechanisms:?}"
+        );
     }
     let types: Vec<&str> = features
         .get_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
@@ -104,7 +107,10 @@ async fn plain_login_then_bind_with_generated_resource() {
         .and_then(|b| b.get_child("jid", corvid::xml::ns::BIND))
         .map(|j| j.text())
         .expect("jid");
-    assert!(jid.starts_with("bob@localhost/") && jid.len() > "bob@localhost/".len(), "{jid}");
+    assert!(
+        jid.starts_with("bob@localhost/") && jid.len() > "bob@localhost/".len(),
+        "{jid}"
+    );
 }
 
 #[tokio::test]
@@ -126,19 +132,6 @@ async fn wrong_password_is_not_authorized_and_client_may_retry() {
     assert_eq!(raw.element().await.name(), "success");
 }
 
-#[tokio::test]
-async fn wrong_password_through_tokio_xmpp_fails() {
-    let t = TestServer::start().await;
-    t.add_user_with_password("carol", "another password").await;
-    let mut carol = t.client("carol", "r", true);
-    match tokio::time::timeout(WAIT, carol.next()).await {
-        Ok(Some(tokio_xmpp::Event::Disconnected(e))) => {
-            assert!(e.to_string().contains("authentication"), "{e}")
-        }
-        other => panic!("expected an authentication failure, got {other:?}"),
-    }
-}
-
 /// Runs a SCRAM exchange with the `sasl` crate's client on a raw stream.
 async fn raw_scram(raw: &mut Raw, mechanism: &str, binding: ChannelBinding) -> Element {
     let creds = Credentials::default()
@@ -153,6 +146,9 @@ async fn raw_scram(raw: &mut Raw, mechanism: &str, binding: ChannelBinding) -> E
     ))
     .await;
     let challenge = raw.element().await;
+    if challenge.name() == "failure" {
+        return challenge;
+    }
     assert_eq!(challenge.name(), "challenge", "{challenge:?}");
     let server_first = BASE64.decode(challenge.text()).expect("base64");
     let response = client.response(&server_first).expect("client final");
@@ -179,12 +175,26 @@ async fn scram_plus_binding_mismatch_and_downgrade_are_refused() {
     raw.write(OPEN).await;
     raw.element().await;
     let right = raw.exporter.clone().expect("tls exporter");
-    let outcome = raw_scram(&mut raw, "SCRAM-SHA-256-PLUS", ChannelBinding::TlsExporter(vec![0; 32])).await;
+    let outcome = raw_scram(
+        &mut raw,
+        "SCRAM-SHA-256-PLUS",
+        ChannelBinding::TlsExporter(vec![0; 32]),
+    )
+    .await;
     assert_eq!(outcome.name(), "failure", "wrong binding data must fail");
     // 'y' says "I could bind but you did not offer it": a downgrade, since we did offer it.
     let outcome = raw_scram(&mut raw, "SCRAM-SHA-256", ChannelBinding::Unsupported).await;
-    assert_eq!(outcome.name(), "failure", "y,, must fail when -PLUS was offered");
-    let outcome = raw_scram(&mut raw, "SCRAM-SHA-256-PLUS", ChannelBinding::TlsExporter(right)).await;
+    assert_eq!(
+        outcome.name(),
+        "failure",
+        "y,, must fail when -PLUS was offered"
+    );
+    let outcome = raw_scram(
+        &mut raw,
+        "SCRAM-SHA-256-PLUS",
+        ChannelBinding::TlsExporter(right),
+    )
+    .await;
     assert_eq!(outcome.name(), "success");
 }
 
@@ -216,7 +226,11 @@ async fn scram_plus_with_tls_server_end_point() {
             .unwrap()
             .to_string()
     };
-    let (nonce, salt, iterations) = (field("r"), BASE64.decode(field("s")).unwrap(), field("i").parse::<u32>().unwrap());
+    let (nonce, salt, iterations) = (
+        field("r"),
+        BASE64.decode(field("s")).unwrap(),
+        field("i").parse::<u32>().unwrap(),
+    );
     let mut salted = [0u8; 32];
     pbkdf2::pbkdf2_hmac::<sha2::Sha256>(PASSWORD.as_bytes(), &salt, iterations, &mut salted);
     let hmac = |key: &[u8], data: &[u8]| {
@@ -231,7 +245,11 @@ async fn scram_plus_with_tls_server_end_point() {
     let without_proof = format!("c={},r={nonce}", BASE64.encode(&cbind));
     let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
     let signature = hmac(&stored_key, auth_message.as_bytes());
-    let proof: Vec<u8> = client_key.iter().zip(signature).map(|(a, b)| a ^ b).collect();
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(signature)
+        .map(|(a, b)| a ^ b)
+        .collect();
     raw.write(&format!(
         "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
         BASE64.encode(format!("{without_proof},p={}", BASE64.encode(proof)))
@@ -240,25 +258,61 @@ async fn scram_plus_with_tls_server_end_point() {
     let outcome = raw.element().await;
     assert_eq!(outcome.name(), "success", "{outcome:?}");
     let server_key = hmac(&salted, b"Server Key");
-    let expected = format!("v={}", BASE64.encode(hmac(&server_key, auth_message.as_bytes())));
-    assert_eq!(String::from_utf8(BASE64.decode(outcome.text()).unwrap()).unwrap(), expected);
+    let expected = format!(
+        "v={}",
+        BASE64.encode(hmac(&server_key, auth_message.as_bytes()))
+    );
+    assert_eq!(
+        String::from_utf8(BASE64.decode(outcome.text()).unwrap()).unwrap(),
+        expected
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // WebSocket (RFC 7395)
 
-pub async fn ws_connect(
-    t: &TestServer,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut request = format!("ws://{}/xmpp-websocket", t.http())
-        .into_client_request()
-        .unwrap();
+type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+fn ws_request(url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut request = url.into_client_request().unwrap();
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", "xmpp".parse().unwrap());
-    let (ws, response) = tokio_tungstenite::connect_async(request).await.expect("ws handshake");
+    request
+}
+
+/// ws:// to the plain HTTP listener, or wss:// through rustls (pinned certificate).
+pub async fn ws_connect(t: &TestServer, secure: bool) -> Ws {
+    let (addr, url) = if secure {
+        let addr = t.server.https_addr.expect("https listener");
+        (
+            addr,
+            format!("wss://localhost:{}/xmpp-websocket", addr.port()),
+        )
+    } else {
+        (t.http(), format!("ws://{}/xmpp-websocket", t.http()))
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io: Box<dyn Io> = if secure {
+        let config = pinned_tls_config(t.cert_der.clone(), vec![b"http/1.1".to_vec()]);
+        let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+        Box::new(
+            tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .unwrap(),
+        )
+    } else {
+        Box::new(tcp)
+    };
+    let (ws, response) = tokio_tungstenite::client_async(ws_request(&url), io)
+        .await
+        .expect("ws handshake");
     assert_eq!(
-        response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()),
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
         Some("xmpp")
     );
     ws
@@ -270,7 +324,8 @@ async fn websocket_without_xmpp_subprotocol_is_refused() {
     let request = format!("ws://{}/xmpp-websocket", t.http())
         .into_client_request()
         .unwrap();
-    assert!(tokio_tungstenite::connect_async(request).await.is_err());
+    let tcp = tokio::net::TcpStream::connect(t.http()).await.unwrap();
+    assert!(tokio_tungstenite::client_async(request, tcp).await.is_err());
 }
 
 #[tokio::test]
@@ -280,9 +335,12 @@ async fn host_meta_announces_the_websocket_endpoint() {
     let fetch = move |path: &'static str| async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -290,33 +348,56 @@ async fn host_meta_announces_the_websocket_endpoint() {
     let xml = fetch("/.well-known/host-meta").await;
     assert!(xml.starts_with("HTTP/1.1 200"), "{xml}");
     assert!(xml.contains("urn:xmpp:alt-connections:websocket"));
-    assert!(xml.contains("href='ws://localhost:"), "{xml}");
-    assert!(xml.contains("/xmpp-websocket'"), "{xml}");
+    let https_port = t.server.https_addr.unwrap().port();
+    assert!(
+        xml.contains(&format!(
+            "href='wss://localhost:{https_port}/xmpp-websocket'"
+        )),
+        "{xml}"
+    );
     let json = fetch("/.well-known/host-meta.json").await;
-    assert!(json.contains("\"rel\":\"urn:xmpp:alt-connections:websocket\""), "{json}");
-    assert!(json.to_ascii_lowercase().contains("access-control-allow-origin: *"));
+    assert!(
+        json.contains("\"rel\":\"urn:xmpp:alt-connections:websocket\""),
+        "{json}"
+    );
+    assert!(json
+        .to_ascii_lowercase()
+        .contains("access-control-allow-origin: *"));
 }
 
-/// Logs in over WebSocket with SCRAM-SHA-256 (no TLS on this socket, so no PLAIN, no -PLUS).
-pub async fn ws_login(
-    t: &TestServer,
-    user: &str,
-    resource: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut ws = ws_connect(t).await;
-    let open = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>";
-    ws.send(Message::Text(open.into())).await.unwrap();
-    let reply = ws_element(&mut ws).await;
-    assert!(reply.is("open", "urn:ietf:params:xml:ns:xmpp-framing"), "{reply:?}");
-    let features = ws_element(&mut ws).await;
-    assert_eq!(features.name(), "features");
+const WS_OPEN: &str =
+    "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>";
+
+/// Opens the stream; returns the features.
+async fn ws_open(ws: &mut Ws) -> Element {
+    ws.send(Message::Text(WS_OPEN.into())).await.unwrap();
+    let reply = ws_element(ws).await;
+    assert!(
+        reply.is("open", "urn:ietf:params:xml:ns:xmpp-framing"),
+        "{reply:?}"
+    );
+    let features = ws_element(ws).await;
+    assert!(
+        features.is("features", "http://etherx.jabber.org/streams"),
+        "{features:?}"
+    );
+    features
+}
+
+/// Logs in over WebSocket with SCRAM-SHA-256 (the `sasl` crate's client) and binds.
+pub async fn ws_login(t: &TestServer, user: &str, resource: &str, secure: bool) -> Ws {
+    let mut ws = ws_connect(t, secure).await;
+    let features = ws_open(&mut ws).await;
     let mechanisms: Vec<String> = features
         .get_child("mechanisms", corvid::xml::ns::SASL)
-        .expect("mechanisms over ws")
+        .expect("mechanisms over an encrypted (or loopback) WebSocket")
         .children()
         .map(|m| m.text())
         .collect();
-    assert!(!mechanisms.iter().any(|m| m == "PLAIN" || m.ends_with("-PLUS")), "{mechanisms:?}");
+    assert!(
+        mechanisms.iter().any(|m| m == "SCRAM-SHA-256"),
+        "{mechanisms:?}"
+    );
     let creds = Credentials::default()
         .with_username(user)
         .with_password(PASSWORD)
@@ -338,9 +419,8 @@ pub async fn ws_login(
     ws.send(Message::Text(response.into())).await.unwrap();
     let success = ws_element(&mut ws).await;
     assert_eq!(success.name(), "success", "{success:?}");
-    ws.send(Message::Text(open.into())).await.unwrap();
-    ws_element(&mut ws).await; // <open/>
-    ws_element(&mut ws).await; // features
+    let features = ws_open(&mut ws).await;
+    assert!(features.has_child("bind", corvid::xml::ns::BIND));
     let bind = format!(
         "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
     );
@@ -372,15 +452,13 @@ async fn websocket_login_and_chat_with_a_tcp_user() {
     let t = TestServer::start().await;
     t.add_user("webby").await;
     t.add_user("tcpuser").await;
-    let mut ws = ws_login(&t, "webby", "browser").await;
+    let mut ws = ws_login(&t, "webby", "browser", true).await;
     let mut tcp = t.client("tcpuser", "desk", true);
     online(&mut tcp).await;
 
-    ws.send(Message::Text(
-        "<presence xmlns='jabber:client'/>".into(),
-    ))
-    .await
-    .unwrap();
+    ws.send(Message::Text("<presence xmlns='jabber:client'/>".into()))
+        .await
+        .unwrap();
     let own = ws_element(&mut ws).await;
     assert_eq!(own.name(), "presence");
 
@@ -398,9 +476,48 @@ async fn websocket_login_and_chat_with_a_tcp_user() {
     assert_eq!(got.attr("from"), Some("webby@localhost/browser"));
     assert_eq!(body(&got), "hello from ws");
 
-    ws.send(Message::Text("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>".into()))
-        .await
-        .unwrap();
+    ws.send(Message::Text(
+        "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>".into(),
+    ))
+    .await
+    .unwrap();
     let close = ws_element(&mut ws).await;
     assert!(close.is("close", "urn:ietf:params:xml:ns:xmpp-framing"));
+}
+
+#[tokio::test]
+async fn websocket_on_loopback_counts_as_encrypted() {
+    let t = TestServer::start().await;
+    t.add_user("webby").await;
+    let mut ws = ws_login(&t, "webby", "local", false).await;
+    ws.send(Message::Text(
+        "<iq xmlns='jabber:client' type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>".into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(ws_element(&mut ws).await.attr("type"), Some("result"));
+}
+
+#[tokio::test]
+async fn unencrypted_websocket_may_not_authenticate_when_encryption_is_required() {
+    let t = TestServer::start_with(|c| c.http.loopback_is_secure = false).await;
+    t.add_user("webby").await;
+    let mut ws = ws_connect(&t, false).await;
+    let features = ws_open(&mut ws).await;
+    assert!(
+        !features.has_child("mechanisms", corvid::xml::ns::SASL),
+        "{features:?}"
+    );
+    let token = BASE64.encode(format!("\0webby\0{PASSWORD}"));
+    ws.send(Message::Text(
+        format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let failure = ws_element(&mut ws).await;
+    assert!(
+        failure.has_child("encryption-required", corvid::xml::ns::SASL),
+        "{failure:?}"
+    );
 }

@@ -25,7 +25,11 @@ async fn chat_between_two_users_both_ways() {
     online(&mut bob).await;
     send(&mut alice, "<message xmlns='jabber:client' to='bob@localhost/b' type='chat' id='1'><body>hi bob</body></message>").await;
     let got = next_matching(&mut bob, is_message_with_body).await;
-    assert_eq!(got.attr("from"), Some("alice@localhost/a"), "server stamps from");
+    assert_eq!(
+        got.attr("from"),
+        Some("alice@localhost/a"),
+        "server stamps from"
+    );
     assert_eq!(body(&got), "hi bob");
     send(&mut bob, "<message xmlns='jabber:client' to='alice@localhost' type='chat' id='2'><body>hi alice</body></message>").await;
     // alice has not sent presence: a bare-JID chat goes to offline storage, delivered on presence.
@@ -46,20 +50,50 @@ async fn bare_jid_chat_reaches_both_available_resources_but_not_negative_priorit
     for c in [&mut phone, &mut laptop, &mut away, &mut alice] {
         online(c).await;
     }
-    send(&mut phone, "<presence xmlns='jabber:client'><priority>5</priority></presence>").await;
-    send(&mut laptop, "<presence xmlns='jabber:client'><priority>1</priority></presence>").await;
-    send(&mut away, "<presence xmlns='jabber:client'><priority>-1</priority></presence>").await;
+    send(
+        &mut phone,
+        "<presence xmlns='jabber:client'><priority>5</priority></presence>",
+    )
+    .await;
+    send(
+        &mut laptop,
+        "<presence xmlns='jabber:client'><priority>1</priority></presence>",
+    )
+    .await;
+    send(
+        &mut away,
+        "<presence xmlns='jabber:client'><priority>-1</priority></presence>",
+    )
+    .await;
     // Each sees its own presence come back (RFC 6121 §4.2.2); wait until all are available.
-    next_matching(&mut away, |e| e.name() == "presence" && e.attr("from") == Some("bob@localhost/bot")).await;
-    next_matching(&mut laptop, |e| e.name() == "presence" && e.attr("from") == Some("bob@localhost/bot")).await;
-    next_matching(&mut phone, |e| e.name() == "presence" && e.attr("from") == Some("bob@localhost/bot")).await;
+    next_matching(&mut away, |e| {
+        e.name() == "presence" && e.attr("from") == Some("bob@localhost/bot")
+    })
+    .await;
+    next_matching(&mut laptop, |e| {
+        e.name() == "presence" && e.attr("from") == Some("bob@localhost/bot")
+    })
+    .await;
+    next_matching(&mut phone, |e| {
+        e.name() == "presence" && e.attr("from") == Some("bob@localhost/bot")
+    })
+    .await;
 
     send(&mut alice, "<message xmlns='jabber:client' to='bob@localhost' type='chat' id='c1'><body>to bare</body></message>").await;
-    assert_eq!(body(&next_matching(&mut phone, is_message_with_body).await), "to bare");
-    assert_eq!(body(&next_matching(&mut laptop, is_message_with_body).await), "to bare");
+    assert_eq!(
+        body(&next_matching(&mut phone, is_message_with_body).await),
+        "to bare"
+    );
+    assert_eq!(
+        body(&next_matching(&mut laptop, is_message_with_body).await),
+        "to bare"
+    );
     // The negative-priority resource gets only messages to its full JID.
     send(&mut alice, "<message xmlns='jabber:client' to='bob@localhost/bot' type='chat' id='c2'><body>to bot</body></message>").await;
-    assert_eq!(body(&next_matching(&mut away, is_message_with_body).await), "to bot");
+    assert_eq!(
+        body(&next_matching(&mut away, is_message_with_body).await),
+        "to bot"
+    );
 }
 
 #[tokio::test]
@@ -72,10 +106,16 @@ async fn presence_is_broadcast_to_own_resources_and_unavailable_on_abrupt_discon
     next_matching(&mut one, |e| e.name() == "presence").await;
     let (mut two, _) = Raw::login(t.c2s(), t.tls_config(), "bob", "two").await;
     two.write("<presence/>").await;
-    let seen = next_matching(&mut one, |e| e.name() == "presence" && e.attr("from") == Some("bob@localhost/two")).await;
+    let seen = next_matching(&mut one, |e| {
+        e.name() == "presence" && e.attr("from") == Some("bob@localhost/two")
+    })
+    .await;
     assert_eq!(seen.attr("type"), None);
     drop(two); // abrupt: no unavailable, no stream footer
-    let gone = next_matching(&mut one, |e| e.name() == "presence" && e.attr("from") == Some("bob@localhost/two")).await;
+    let gone = next_matching(&mut one, |e| {
+        e.name() == "presence" && e.attr("from") == Some("bob@localhost/two")
+    })
+    .await;
     assert_eq!(gone.attr("type"), Some("unavailable"));
 }
 
@@ -107,10 +147,15 @@ async fn offline_messages_arrive_in_order_with_delay_stamps() {
         let got = next_matching(&mut bob, is_message_with_body).await;
         assert_eq!(body(&got), format!("offline {i}"));
         assert_eq!(got.attr("from"), Some("alice@localhost/a"));
-        let delay = got.get_child("delay", "urn:xmpp:delay").expect("XEP-0203 delay");
+        let delay = got
+            .get_child("delay", "urn:xmpp:delay")
+            .expect("XEP-0203 delay");
         assert_eq!(delay.attr("from"), Some("localhost"));
         let stamp = delay.attr("stamp").expect("stamp");
-        assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{stamp}");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+            "{stamp}"
+        );
     }
     assert_eq!(t.storage().offline.count("bob").await.unwrap(), 0);
 }
@@ -122,12 +167,19 @@ async fn full_offline_store_answers_service_unavailable() {
     t.add_user("bob").await;
     let (mut alice, _) = Raw::login(t.c2s(), t.tls_config(), "alice", "a").await;
     for i in 1..=3 {
-        alice.write(&format!("<message to='bob@localhost' type='chat' id='f{i}'><body>{i}</body></message>")).await;
+        alice
+            .write(&format!(
+                "<message to='bob@localhost' type='chat' id='f{i}'><body>{i}</body></message>"
+            ))
+            .await;
     }
     let error = alice.element().await;
     assert_eq!(error.attr("type"), Some("error"));
     assert_eq!(error.attr("id"), Some("f3"));
-    assert_eq!(error_condition(&error).as_deref(), Some("service-unavailable"));
+    assert_eq!(
+        error_condition(&error).as_deref(),
+        Some("service-unavailable")
+    );
     assert_eq!(t.storage().offline.count("bob").await.unwrap(), 2);
 }
 
@@ -138,36 +190,67 @@ async fn unknown_user_and_unavailable_resource_errors() {
     t.add_user("bob").await;
     let (mut alice, _) = Raw::login(t.c2s(), t.tls_config(), "alice", "a").await;
 
-    alice.write("<message to='ghost@localhost' type='chat' id='g1'><body>boo</body></message>").await;
+    alice
+        .write("<message to='ghost@localhost' type='chat' id='g1'><body>boo</body></message>")
+        .await;
     let error = alice.element().await;
     assert_eq!(error.attr("id"), Some("g1"));
     assert_eq!(error.attr("from"), Some("ghost@localhost"));
-    assert_eq!(error_condition(&error).as_deref(), Some("service-unavailable"));
+    assert_eq!(
+        error_condition(&error).as_deref(),
+        Some("service-unavailable")
+    );
 
-    alice.write("<iq to='bob@localhost/nowhere' type='get' id='i1'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    alice
+        .write(
+            "<iq to='bob@localhost/nowhere' type='get' id='i1'><ping xmlns='urn:xmpp:ping'/></iq>",
+        )
+        .await;
     let error = alice.element().await;
     assert_eq!(error.attr("id"), Some("i1"));
-    assert_eq!(error_condition(&error).as_deref(), Some("service-unavailable"));
+    assert_eq!(
+        error_condition(&error).as_deref(),
+        Some("service-unavailable")
+    );
 
     alice.write("<iq to='ghost@localhost' type='get' id='i2'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
     let error = alice.element().await;
     assert_eq!(error.attr("id"), Some("i2"));
-    assert_eq!(error_condition(&error).as_deref(), Some("service-unavailable"));
+    assert_eq!(
+        error_condition(&error).as_deref(),
+        Some("service-unavailable")
+    );
 
-    alice.write("<message to='someone@elsewhere.example' type='chat' id='r1'><body>x</body></message>").await;
+    alice
+        .write(
+            "<message to='someone@elsewhere.example' type='chat' id='r1'><body>x</body></message>",
+        )
+        .await;
     let error = alice.element().await;
-    assert_eq!(error_condition(&error).as_deref(), Some("remote-server-not-found"));
+    assert_eq!(
+        error_condition(&error).as_deref(),
+        Some("remote-server-not-found")
+    );
 
-    alice.write("<message to='not a jid@@' type='chat' id='j1'><body>x</body></message>").await;
+    alice
+        .write("<message to='not a jid@@' type='chat' id='j1'><body>x</body></message>")
+        .await;
     let error = alice.element().await;
     assert_eq!(error_condition(&error).as_deref(), Some("jid-malformed"));
 
     // A groupchat message to a user is an error; a headline to nobody vanishes silently.
-    alice.write("<message to='bob@localhost' type='headline' id='h1'><body>x</body></message>").await;
-    alice.write("<message to='bob@localhost' type='groupchat' id='gc1'><body>x</body></message>").await;
+    alice
+        .write("<message to='bob@localhost' type='headline' id='h1'><body>x</body></message>")
+        .await;
+    alice
+        .write("<message to='bob@localhost' type='groupchat' id='gc1'><body>x</body></message>")
+        .await;
     let error = alice.element().await;
     assert_eq!(error.attr("id"), Some("gc1"));
-    assert_eq!(error_condition(&error).as_deref(), Some("service-unavailable"));
+    assert_eq!(
+        error_condition(&error).as_deref(),
+        Some("service-unavailable")
+    );
 }
 
 #[tokio::test]
@@ -176,8 +259,12 @@ async fn message_to_an_unavailable_full_jid_is_treated_as_bare() {
     t.add_user("alice").await;
     t.add_user("bob").await;
     let (mut alice, _) = Raw::login(t.c2s(), t.tls_config(), "alice", "a").await;
-    alice.write("<message to='bob@localhost/gone' type='chat' id='x1'><body>later</body></message>").await;
-    alice.write("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    alice
+        .write("<message to='bob@localhost/gone' type='chat' id='x1'><body>later</body></message>")
+        .await;
+    alice
+        .write("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
     assert_eq!(alice.element().await.attr("id"), Some("sync"));
     assert_eq!(t.storage().offline.count("bob").await.unwrap(), 1);
 }
@@ -192,14 +279,22 @@ async fn spoofed_from_is_a_stream_error_and_goes_nowhere() {
     let (mut mallory, _) = Raw::login(t.c2s(), t.tls_config(), "mallory", "m").await;
     // Claiming one's own bare JID is fine.
     mallory.write("<message from='mallory@localhost' to='bob@localhost/b' type='chat'><body>honest</body></message>").await;
-    assert_eq!(body(&next_matching(&mut bob, is_message_with_body).await), "honest");
+    assert_eq!(
+        body(&next_matching(&mut bob, is_message_with_body).await),
+        "honest"
+    );
     mallory.write("<message from='alice@localhost/x' to='bob@localhost/b' type='chat'><body>spoof</body></message>").await;
     assert_eq!(mallory.stream_error().await, "invalid-from");
     assert!(mallory.closed().await);
     // Bob gets the next honest message, never the spoofed one.
     let (mut other, _) = Raw::login(t.c2s(), t.tls_config(), "mallory", "m2").await;
-    other.write("<message to='bob@localhost/b' type='chat'><body>after</body></message>").await;
-    assert_eq!(body(&next_matching(&mut bob, is_message_with_body).await), "after");
+    other
+        .write("<message to='bob@localhost/b' type='chat'><body>after</body></message>")
+        .await;
+    assert_eq!(
+        body(&next_matching(&mut bob, is_message_with_body).await),
+        "after"
+    );
 }
 
 #[tokio::test]
@@ -210,7 +305,9 @@ async fn same_full_jid_replaces_the_old_session_with_conflict() {
     let (mut second, jid) = Raw::login(t.c2s(), t.tls_config(), "bob", "same").await;
     assert_eq!(jid, "bob@localhost/same");
     assert_eq!(first.stream_error().await, "conflict");
-    second.write("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    second
+        .write("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
     assert_eq!(second.element().await.attr("type"), Some("result"));
 }
 
@@ -223,22 +320,41 @@ async fn disco_ping_and_version_on_the_server() {
     let info = alice.element().await;
     assert_eq!(info.attr("type"), Some("result"));
     assert_eq!(info.attr("from"), Some("localhost"));
-    let query = info.get_child("query", corvid::xml::ns::DISCO_INFO).unwrap();
-    let identity = query.get_child("identity", corvid::xml::ns::DISCO_INFO).unwrap();
-    assert_eq!((identity.attr("category"), identity.attr("type")), (Some("server"), Some("im")));
+    let query = info
+        .get_child("query", corvid::xml::ns::DISCO_INFO)
+        .unwrap();
+    let identity = query
+        .get_child("identity", corvid::xml::ns::DISCO_INFO)
+        .unwrap();
+    assert_eq!(
+        (identity.attr("category"), identity.attr("type")),
+        (Some("server"), Some("im"))
+    );
     let features: Vec<&str> = query.children().filter_map(|c| c.attr("var")).collect();
-    for f in ["urn:xmpp:ping", "jabber:iq:version", "http://jabber.org/protocol/disco#info", "msgoffline"] {
+    for f in [
+        "urn:xmpp:ping",
+        "jabber:iq:version",
+        "http://jabber.org/protocol/disco#info",
+        "msgoffline",
+    ] {
         assert!(features.contains(&f), "{f} in {features:?}");
     }
 
     alice.write("<iq to='localhost' type='get' id='d2'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>").await;
     assert_eq!(alice.element().await.attr("type"), Some("result"));
 
-    alice.write("<iq to='localhost' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    alice
+        .write("<iq to='localhost' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
     let pong = alice.element().await;
-    assert_eq!((pong.attr("type"), pong.attr("id")), (Some("result"), Some("p1")));
+    assert_eq!(
+        (pong.attr("type"), pong.attr("id")),
+        (Some("result"), Some("p1"))
+    );
 
-    alice.write("<iq to='localhost' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>").await;
+    alice
+        .write("<iq to='localhost' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>")
+        .await;
     let version = alice.element().await;
     let name = version
         .get_child("query", "jabber:iq:version")
@@ -246,15 +362,22 @@ async fn disco_ping_and_version_on_the_server() {
         .map(|n| n.text());
     assert_eq!(name.as_deref(), Some("corvid"));
 
-    alice.write("<iq to='localhost' type='get' id='u1'><unknown xmlns='urn:example:nothing'/></iq>").await;
+    alice
+        .write("<iq to='localhost' type='get' id='u1'><unknown xmlns='urn:example:nothing'/></iq>")
+        .await;
     let error = alice.element().await;
-    assert_eq!(error_condition(&error).as_deref(), Some("service-unavailable"));
+    assert_eq!(
+        error_condition(&error).as_deref(),
+        Some("service-unavailable")
+    );
 
     alice.write("<iq to='localhost' type='get' id='two'><ping xmlns='urn:xmpp:ping'/><ping xmlns='urn:xmpp:ping'/></iq>").await;
     let error = alice.element().await;
     assert_eq!(error_condition(&error).as_deref(), Some("bad-request"));
 
-    alice.write("<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await;
+    alice
+        .write("<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+        .await;
     assert_eq!(alice.element().await.attr("type"), Some("result"));
 
     alice.write("<iq to='alice@localhost' type='get' id='acc'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;

@@ -29,7 +29,9 @@ struct Spec {
 
 fn load() -> Vec<Spec> {
     let text = std::fs::read_to_string(root().join("xeps/xeps.toml")).expect("xeps.toml");
-    toml::from_str::<Specs>(&text).expect("xeps.toml parses").spec
+    toml::from_str::<Specs>(&text)
+        .expect("xeps.toml parses")
+        .spec
 }
 
 fn root() -> &'static Path {
@@ -46,7 +48,9 @@ fn spec_url(id: &str) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn doap(specs: &[Spec]) -> String {
@@ -69,11 +73,20 @@ fn doap(specs: &[Spec]) -> String {
         out.push_str("    <implements>\n      <xmpp:SupportedXep>\n");
         out.push_str(&format!("        <xmpp:xep rdf:resource='{url}'/>\n"));
         if let Some(version) = &spec.version {
-            out.push_str(&format!("        <xmpp:version>{}</xmpp:version>\n", escape(version)));
+            out.push_str(&format!(
+                "        <xmpp:version>{}</xmpp:version>\n",
+                escape(version)
+            ));
         }
-        out.push_str(&format!("        <xmpp:status>{}</xmpp:status>\n", escape(&spec.status)));
+        out.push_str(&format!(
+            "        <xmpp:status>{}</xmpp:status>\n",
+            escape(&spec.status)
+        ));
         if let Some(note) = &spec.note {
-            out.push_str(&format!("        <xmpp:note>{}</xmpp:note>\n", escape(note)));
+            out.push_str(&format!(
+                "        <xmpp:note>{}</xmpp:note>\n",
+                escape(note)
+            ));
         }
         out.push_str("      </xmpp:SupportedXep>\n    </implements>\n");
     }
@@ -117,7 +130,8 @@ fn every_named_test_exists() {
             let source = std::fs::read_to_string(root().join(format!("tests/{file}.rs")))
                 .unwrap_or_else(|_| panic!("{}: no tests/{file}.rs", spec.id));
             assert!(
-                source.contains(&format!("async fn {name}(")) || source.contains(&format!("fn {name}(")),
+                source.contains(&format!("async fn {name}("))
+                    || source.contains(&format!("fn {name}(")),
                 "{}: test {test} does not exist",
                 spec.id
             );
@@ -128,7 +142,10 @@ fn every_named_test_exists() {
 #[test]
 fn generated_files_are_current() {
     let specs = load();
-    let files = [("xeps/corvid.doap", doap(&specs)), ("xeps/README.md", table(&specs))];
+    let files = [
+        ("xeps/corvid.doap", doap(&specs)),
+        ("xeps/README.md", table(&specs)),
+    ];
     for (path, expected) in files {
         let path = root().join(path);
         if std::env::var_os("CORVID_UPDATE_XEPS").is_some() {

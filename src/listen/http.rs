@@ -8,7 +8,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router as HttpRouter;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 use tracing::{info_span, warn, Instrument};
 
 use super::websocket::WsTransport;
@@ -21,28 +24,85 @@ pub const WEBSOCKET_PATH: &str = "/xmpp-websocket";
 #[derive(Clone)]
 struct HttpState {
     ctx: Arc<ServerContext>,
-    /// The port actually bound (the configured one may be 0), for the default WebSocket URL.
-    port: u16,
+    /// The WebSocket URL host-meta announces (ports as actually bound).
+    websocket_url: Arc<str>,
+    /// Served over TLS (wss://).
+    encrypted: bool,
 }
 
-pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>) {
-    let port = listener
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or(5280);
-    let app = HttpRouter::new()
+fn app(ctx: Arc<ServerContext>, websocket_url: Arc<str>, encrypted: bool) -> HttpRouter {
+    HttpRouter::new()
         .route(WEBSOCKET_PATH, get(websocket))
         .route("/.well-known/host-meta", get(host_meta_xml))
         .route("/.well-known/host-meta.json", get(host_meta_json))
-        .with_state(HttpState { ctx, port });
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        .with_state(HttpState {
+            ctx,
+            websocket_url,
+            encrypted,
+        })
+}
+
+/// The URL host-meta announces: configured, or derived from the bound ports.
+pub fn websocket_url(ctx: &ServerContext, http_port: u16, https_port: Option<u16>) -> Arc<str> {
+    let url = ctx
+        .config
+        .http
+        .websocket_url
+        .clone()
+        .unwrap_or_else(|| match https_port {
+            Some(port) => format!("wss://{}:{port}{WEBSOCKET_PATH}", ctx.config.domain),
+            None => format!("ws://{}:{http_port}{WEBSOCKET_PATH}", ctx.config.domain),
+        });
+    url.into()
+}
+
+/// Plain HTTP on 5280.
+pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, websocket_url: Arc<str>) {
+    let service =
+        app(ctx, websocket_url, false).into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, service).await {
         warn!(error = %e, "HTTP listener stopped");
     }
 }
 
+/// HTTPS on 5281: the same routes behind rustls (axum's own server speaks only plain TCP).
+pub async fn serve_tls(
+    listener: TcpListener,
+    ctx: Arc<ServerContext>,
+    websocket_url: Arc<str>,
+    acceptor: TlsAcceptor,
+) {
+    let app = app(ctx, websocket_url, true);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "HTTPS accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    app.clone().oneshot(request)
+                },
+            );
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}
+
 async fn websocket(
-    State(HttpState { ctx, .. }): State<HttpState>,
+    State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -55,27 +115,25 @@ async fn websocket(
         )
             .into_response();
     }
+    let ctx = state.ctx;
+    let http = &ctx.config.http;
+    let secure = state.encrypted
+        || http.websocket_is_secure
+        || (http.loopback_is_secure && peer.ip().is_loopback());
     let max_stanza = ctx.config.c2s.max_stanza_size;
-    let secure = ctx.config.http.websocket_is_secure;
     upgrade
         // Room for the framing and a clear policy-violation from our own size check.
         .max_message_size(max_stanza * 2)
         .max_frame_size(max_stanza * 2)
         .on_upgrade(move |socket| {
-            let span = info_span!("c2s", %peer, transport = "websocket", jid = tracing::field::Empty);
+            let span =
+                info_span!("c2s", %peer, transport = "websocket", jid = tracing::field::Empty);
             async move {
                 let transport = WsTransport::new(socket, peer, max_stanza, secure);
                 c2s::run(transport, ctx).await;
             }
             .instrument(span)
         })
-}
-
-fn websocket_url(state: &HttpState) -> String {
-    let (ctx, port) = (&state.ctx, state.port);
-    ctx.config.http.websocket_url.clone().unwrap_or_else(|| {
-        format!("ws://{}:{port}{WEBSOCKET_PATH}", ctx.config.domain)
-    })
 }
 
 /// Browser clients fetch host-meta from other origins (XEP-0156 §3).
@@ -91,20 +149,20 @@ fn discovery_response(content_type: &'static str, body: String) -> Response {
 }
 
 async fn host_meta_xml(State(state): State<HttpState>) -> Response {
-    let url = websocket_url(&state);
+    let url = &state.websocket_url;
     let body = format!(
         "<?xml version='1.0' encoding='utf-8'?>\n\
          <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  \
          <Link rel='urn:xmpp:alt-connections:websocket' href='{}'/>\n</XRD>\n",
-        xml::escape_attr(&url)
+        xml::escape_attr(url)
     );
     discovery_response("application/xrd+xml", body)
 }
 
 async fn host_meta_json(State(state): State<HttpState>) -> Response {
-    let url = websocket_url(&state);
+    let url = &state.websocket_url;
     let body = serde_json::json!({
-        "links": [{ "rel": "urn:xmpp:alt-connections:websocket", "href": url }]
+        "links": [{ "rel": "urn:xmpp:alt-connections:websocket", "href": url.as_ref() }]
     });
     discovery_response("application/json", body.to_string())
 }

@@ -55,7 +55,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, direct_tls: b
                 } else {
                     Socket::Plain(socket)
                 };
-                let transport = TcpTransport::new(socket, peer, tls, ctx.config.c2s.max_stanza_size);
+                let transport =
+                    TcpTransport::new(socket, peer, tls, ctx.config.c2s.max_stanza_size);
                 c2s::run(transport, ctx).await;
             }
             .instrument(span),

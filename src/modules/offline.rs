@@ -78,7 +78,12 @@ impl UndeliverableMessage for Offline {
             stanza: xml::to_string(&stored),
         };
         let cap = router.config().limits.offline_messages_per_user;
-        match router.storage().offline.push(node.as_str(), &record, cap).await {
+        match router
+            .storage()
+            .offline
+            .push(node.as_str(), &record, cap)
+            .await
+        {
             Ok(OfflinePush::Stored) => Ok(()),
             Ok(OfflinePush::Full) => Err(StanzaError::service_unavailable()
                 .with_text("the recipient's offline message storage is full")),

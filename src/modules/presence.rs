@@ -58,7 +58,9 @@ impl PresenceBroadcast for Presence {
             "unavailable" => {
                 // Tell the other resources (and the sender) before it stops counting as available.
                 broadcast_to_own_resources(router, from, &presence);
-                router.set_availability(from, Availability::Unavailable).await;
+                router
+                    .set_availability(from, Availability::Unavailable)
+                    .await;
             }
             // Subscription requests and probes need an address; without one they mean nothing.
             _ => {}

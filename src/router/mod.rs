@@ -340,11 +340,12 @@ impl Router {
         };
         let key = (payload.ns(), payload.name().to_owned());
         let handler = match &account {
-            Some(_) => self
-                .registry
-                .account_iq
-                .get(&key)
-                .or_else(|| self.registry.server_iq.get(&key).filter(|_| stanza.attr("to").is_none())),
+            Some(_) => self.registry.account_iq.get(&key).or_else(|| {
+                self.registry
+                    .server_iq
+                    .get(&key)
+                    .filter(|_| stanza.attr("to").is_none())
+            }),
             None => self.registry.server_iq.get(&key),
         };
         let Some(handler) = handler.cloned() else {

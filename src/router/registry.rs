@@ -56,8 +56,12 @@ pub trait PresenceBroadcast: Send + Sync {
 /// can take it (RFC 6121 §8.5.2.1.1): store it, or say why not.
 #[async_trait]
 pub trait UndeliverableMessage: Send + Sync {
-    async fn store(&self, router: &Arc<Router>, to: &BareJid, message: &Element)
-        -> Result<(), StanzaError>;
+    async fn store(
+        &self,
+        router: &Arc<Router>,
+        to: &BareJid,
+        message: &Element,
+    ) -> Result<(), StanzaError>;
 }
 
 /// Who handles an IQ: keyed by the payload's (namespace, element name).

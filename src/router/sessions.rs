@@ -92,7 +92,8 @@ impl SessionTable {
             None => false,
         };
         if now_empty {
-            self.users.remove_if(&bare, |_, resources| resources.is_empty());
+            self.users
+                .remove_if(&bare, |_, resources| resources.is_empty());
         }
         if removed.is_some() {
             self.count.fetch_sub(1, Ordering::Relaxed);
@@ -101,7 +102,11 @@ impl SessionTable {
     }
 
     /// Sets a session's availability; returns the previous one (None if not bound).
-    pub fn set_availability(&self, jid: &FullJid, availability: Availability) -> Option<Availability> {
+    pub fn set_availability(
+        &self,
+        jid: &FullJid,
+        availability: Availability,
+    ) -> Option<Availability> {
         let mut resources = self.users.get_mut(&jid.to_bare())?;
         let entry = resources.iter_mut().find(|e| &e.jid == jid)?;
         Some(std::mem::replace(&mut entry.availability, availability))

@@ -5,7 +5,7 @@
 use minidom::Element;
 use tracing::{debug, warn};
 
-use super::c2s::{End, C2s};
+use super::c2s::{C2s, End};
 use super::transport::{Incoming, Transport};
 use crate::sasl::{self, Mechanism, PlainRequest, SaslFailure, SaslSuccess, ScramServer};
 use crate::server::ServerContext;
@@ -19,10 +19,20 @@ pub(super) enum AuthOutcome {
     Failure,
 }
 
+/// What this stream may authenticate with: nothing at all before encryption when the server
+/// requires it (the client must STARTTLS first, or use wss://).
 pub(super) fn offered_mechanisms<T: Transport>(c2s: &C2s<T>) -> Vec<Mechanism> {
-    let auth = &c2s.ctx.config.auth;
+    let config = &c2s.ctx.config;
+    if config.c2s.require_encryption && !c2s.transport.is_secure() {
+        return Vec::new();
+    }
+    let auth = &config.auth;
     let encrypted = c2s.transport.is_secure() || auth.allow_plain_without_tls;
-    sasl::offered_mechanisms(encrypted, auth.allow_plain, &c2s.transport.channel_bindings())
+    sasl::offered_mechanisms(
+        encrypted,
+        auth.allow_plain,
+        &c2s.transport.channel_bindings(),
+    )
 }
 
 /// Runs one SASL exchange that starts with `auth`.

@@ -65,9 +65,7 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
         Ok(Err(end)) => return stream.finish(end).await,
         Err(_) => {
             debug!("negotiation timed out");
-            return stream
-                .finish(End::Error("connection-timeout", None))
-                .await;
+            return stream.finish(End::Error("connection-timeout", None)).await;
         }
     };
     tracing::Span::current().record("jid", tracing::field::display(&jid));
@@ -90,7 +88,10 @@ impl<T: Transport> C2s<T> {
                     Incoming::Element(el) => el,
                     Incoming::Close => return Err(End::PeerClosed),
                     Incoming::Open(_) => {
-                        return Err(End::Error("invalid-xml", Some("unexpected stream header".into())))
+                        return Err(End::Error(
+                            "invalid-xml",
+                            Some("unexpected stream header".into()),
+                        ))
                     }
                 };
                 if el.is("starttls", ns::TLS) && username.is_none() {
@@ -142,14 +143,20 @@ impl<T: Transport> C2s<T> {
             Incoming::Open(header) => header,
             Incoming::Close => return Err(End::PeerClosed),
             Incoming::Element(_) => {
-                return Err(End::Error("invalid-xml", Some("expected a stream header".into())))
+                return Err(End::Error(
+                    "invalid-xml",
+                    Some("expected a stream header".into()),
+                ))
             }
         };
         self.open_stream().await?;
         let domain = self.ctx.config.domain.as_str();
         if let Some(to) = &header.to {
             if !to.eq_ignore_ascii_case(domain) {
-                return Err(End::Error("host-unknown", Some(format!("this server is {domain}"))));
+                return Err(End::Error(
+                    "host-unknown",
+                    Some(format!("this server is {domain}")),
+                ));
             }
         }
         match header.version.as_deref() {
@@ -175,13 +182,11 @@ impl<T: Transport> C2s<T> {
         let body = if authenticated {
             features::after_auth()
         } else {
-            let allow_auth =
-                self.transport.is_secure() || !self.ctx.config.c2s.require_encryption;
             features::before_auth(
                 self.transport.can_starttls(),
                 self.ctx.config.c2s.require_encryption,
-                allow_auth.then(|| auth::offered_mechanisms(self)),
-                allow_auth.then(|| self.transport.channel_bindings()),
+                auth::offered_mechanisms(self),
+                self.transport.channel_bindings(),
             )
         };
         let decl = self.transport.stream_prefix_declaration();
@@ -203,7 +208,10 @@ impl<T: Transport> C2s<T> {
             let error = StanzaError::bad_request().with_text("invalid resource");
             let reply = stanza::error_reply(iq, &error, &self.ctx.config.domain);
             self.send_el(&reply).await?;
-            return Err(End::Error("not-authorized", Some("no valid resource bound".into())));
+            return Err(End::Error(
+                "not-authorized",
+                Some("no valid resource bound".into()),
+            ));
         };
         let mut jid_el = Element::bare("jid", ns::BIND);
         jid_el.append_text(jid.to_string());
@@ -229,7 +237,7 @@ impl<T: Transport> C2s<T> {
             tokio::select! {
                 frame = self.transport.next_frame() => {
                     let result = match frame {
-                        Ok(Incoming::Element(el)) => self.from_client(jid, el).await,
+                        Ok(Incoming::Element(el)) => self.handle_client_stanza(jid, el).await,
                         Ok(Incoming::Close) => Err(End::PeerClosed),
                         Ok(Incoming::Open(_)) => Err(End::Error("invalid-xml", None)),
                         Err(e) => Err(End::from(e)),
@@ -240,7 +248,7 @@ impl<T: Transport> C2s<T> {
                 }
                 first = rx.recv() => {
                     let Some(first) = first else { break End::Disconnected };
-                    if let Err(end) = self.to_client(first, &mut rx).await {
+                    if let Err(end) = self.write_queued(first, &mut rx).await {
                         break end;
                     }
                 }
@@ -266,7 +274,7 @@ impl<T: Transport> C2s<T> {
     }
 
     /// Validates and stamps a stanza from the client, then hands it to the router.
-    async fn from_client(&mut self, jid: &FullJid, mut el: Element) -> Result<(), End> {
+    async fn handle_client_stanza(&mut self, jid: &FullJid, mut el: Element) -> Result<(), End> {
         let Some(kind) = Kind::of(&el) else {
             return Err(End::Error(
                 "unsupported-stanza-type",
@@ -301,7 +309,7 @@ impl<T: Transport> C2s<T> {
     }
 
     /// Writes what the router queued, batching whatever else is already waiting.
-    async fn to_client(
+    async fn write_queued(
         &mut self,
         first: Outbound,
         rx: &mut mpsc::Receiver<Outbound>,
@@ -313,7 +321,10 @@ impl<T: Transport> C2s<T> {
             match item {
                 Outbound::Stanza(el) => batch.push(xml::to_bytes(&el)),
                 Outbound::Replaced => {
-                    end = Some(End::Error("conflict", Some("replaced by a new session".into())));
+                    end = Some(End::Error(
+                        "conflict",
+                        Some("replaced by a new session".into()),
+                    ));
                     break;
                 }
                 Outbound::Shutdown => {

@@ -8,8 +8,8 @@ use crate::xml::ns;
 pub fn before_auth(
     can_starttls: bool,
     tls_required: bool,
-    mechanisms: Option<Vec<Mechanism>>,
-    bindings: Option<ChannelBindings>,
+    mechanisms: Vec<Mechanism>,
+    bindings: ChannelBindings,
 ) -> String {
     let mut out = String::new();
     if can_starttls {
@@ -19,22 +19,21 @@ pub fn before_auth(
         }
         out.push_str("</starttls>");
     }
-    if let Some(mechanisms) = mechanisms.filter(|m| !m.is_empty()) {
+    if !mechanisms.is_empty() {
         out.push_str(&format!("<mechanisms xmlns='{}'>", ns::SASL));
-        for mechanism in mechanisms {
+        for mechanism in &mechanisms {
             out.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
         }
         out.push_str("</mechanisms>");
     }
-    if let Some(bindings) = bindings {
-        let types = bindings.names();
-        if !types.is_empty() {
-            out.push_str(&format!("<sasl-channel-binding xmlns='{}'>", ns::SASL_CB));
-            for t in types {
-                out.push_str(&format!("<channel-binding type='{t}'/>"));
-            }
-            out.push_str("</sasl-channel-binding>");
+    // Only worth saying where a -PLUS mechanism can use it.
+    let types = bindings.names();
+    if mechanisms.iter().any(|m| m.is_plus()) && !types.is_empty() {
+        out.push_str(&format!("<sasl-channel-binding xmlns='{}'>", ns::SASL_CB));
+        for t in types {
+            out.push_str(&format!("<channel-binding type='{t}'/>"));
         }
+        out.push_str("</sasl-channel-binding>");
     }
     out
 }

@@ -34,11 +34,7 @@ pub trait Transport: Send + 'static {
     fn next_frame(&mut self) -> impl Future<Output = Result<Incoming, TransportError>> + Send;
 
     /// Sends our stream header (`<stream:stream>` or RFC 7395 `<open/>`).
-    fn open_stream(
-        &mut self,
-        id: &str,
-        from: &str,
-    ) -> impl Future<Output = io::Result<()>> + Send;
+    fn open_stream(&mut self, id: &str, from: &str) -> impl Future<Output = io::Result<()>> + Send;
 
     /// Sends top-level elements, already serialized, and flushes.
     fn send(&mut self, elements: &[&[u8]]) -> impl Future<Output = io::Result<()>> + Send;

@@ -26,7 +26,6 @@ pub enum FramingError {
 }
 
 impl FramingError {
-
     /// The RFC 6120 §4.9.3 stream error condition for this failure.
     pub fn condition(&self) -> &'static str {
         match self {
@@ -172,11 +171,13 @@ impl StreamParser {
 }
 
 fn new_raw_parser(max_stanza: usize) -> RawParser {
-    let mut options = rxml::Options::default();
+    let options = rxml::Options {
+        max_token_length: max_stanza.min(MAX_TOKEN),
+        ..Default::default()
+    };
     // The lexer reserves this much scratch space per connection, so it stays small: text longer
     // than it is split into several text nodes, and a longer name or attribute value is refused
     // as a size violation (see `map_rxml_error`).
-    options.max_token_length = max_stanza.min(MAX_TOKEN);
     RawParser::with_options(options)
 }
 
@@ -280,7 +281,10 @@ mod tests {
         let mut out = Vec::new();
         parser.feed(OPEN.as_bytes(), &mut out).unwrap();
         parser
-            .feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", &mut out)
+            .feed(
+                b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+                &mut out,
+            )
             .unwrap();
         assert_eq!(out.len(), 2, "{:?}", describe(&out));
     }

@@ -135,7 +135,9 @@ mod tests {
              <y xmlns='urn:c'><z/></y></message>",
         );
         assert_eq!(to_string(&a), to_string(&b));
-        let body = b.get_child("body", "urn:b").expect("body kept its namespace");
+        let body = b
+            .get_child("body", "urn:b")
+            .expect("body kept its namespace");
         assert_eq!(body.text(), "1 < 2 & 3");
         assert_eq!(body.attr_ns("urn:a", "attr"), None);
         assert_eq!(b.attr("to"), Some("b&c"));

@@ -54,9 +54,13 @@ impl TestServer {
         config.c2s.direct_tls_port = 0;
         config.http.bind = loopback;
         config.http.port = 0;
+        config.http.tls_port = 0;
         adjust(&mut config);
         if std::env::var_os("CORVID_TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt().with_env_filter("debug").with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("debug")
+                .with_test_writer()
+                .try_init();
         }
         let server = corvid::server::start(config).await.expect("server starts");
         let cert_der = server
@@ -250,9 +254,7 @@ impl ServerCertVerifier for PinnedCert {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.1
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.1.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -296,7 +298,10 @@ impl ServerConnector for TestConnector {
         ns: &'static str,
         timeouts: Timeouts,
     ) -> Result<
-        (PendingFeaturesRecv<Self::Stream>, sasl::common::ChannelBinding),
+        (
+            PendingFeaturesRecv<Self::Stream>,
+            sasl::common::ChannelBinding,
+        ),
         tokio_xmpp::Error,
     > {
         let tcp = TcpStream::connect(self.addr).await?;
@@ -315,9 +320,7 @@ impl ServerConnector for TestConnector {
                     .await?;
                 loop {
                     match stream.next().await {
-                        Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => {
-                            break
-                        }
+                        Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => break,
                         Some(Ok(_)) => continue,
                         _ => return Err(tokio_xmpp::Error::Disconnected),
                     }
@@ -478,7 +481,12 @@ impl Raw {
     }
 
     /// STARTTLS, PLAIN, bind: a logged-in raw session. Returns the bound JID.
-    pub async fn login(addr: SocketAddr, tls: Arc<ClientConfig>, user: &str, resource: &str) -> (Raw, String) {
+    pub async fn login(
+        addr: SocketAddr,
+        tls: Arc<ClientConfig>,
+        user: &str,
+        resource: &str,
+    ) -> (Raw, String) {
         let mut raw = Raw::connect(addr).await.starttls(tls).await;
         raw.write(OPEN).await;
         let _features = raw.element().await;
@@ -503,7 +511,8 @@ impl Raw {
 
     pub async fn auth_plain(&mut self, user: &str, password: &str) {
         use base64::Engine;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
         self.write(&format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
         ))
