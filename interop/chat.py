@@ -17,13 +17,17 @@ class Chatter(slixmpp.ClientXMPP):
         self.online = asyncio.Event()
         # Trust exactly corvid's self-signed certificate; the hostname check stays on.
         self.ssl_context = ssl.create_default_context(cafile=cert)
+        # STARTTLS only: no direct TLS, and never fall back to plaintext.
+        self.enable_starttls = True
+        self.enable_direct_tls = False
+        self.enable_plaintext = False
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("failed_auth", lambda _: print(f"{jid}: auth failed", file=sys.stderr))
 
     async def on_start(self, _event):
+        # The roster (RFC 6121 §2) is the next milestone; until then no roster request here.
         self.send_presence()
-        await self.get_roster()
         self.online.set()
 
     def on_message(self, msg):
@@ -35,7 +39,7 @@ async def main(port, cert):
     alice = Chatter("alice@localhost/interop", "pw-alice", cert)
     bob = Chatter("bob@localhost/interop", "pw-bob", cert)
     for client in (alice, bob):
-        client.connect(host="127.0.0.1", port=port, force_starttls=True, disable_starttls=False)
+        client.connect(host="127.0.0.1", port=port)
     await asyncio.wait_for(asyncio.gather(alice.online.wait(), bob.online.wait()), TIMEOUT)
 
     alice.send_message(mto="bob@localhost/interop", mbody="hello bob", mtype="chat")

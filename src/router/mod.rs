@@ -141,7 +141,7 @@ impl Router {
             }
             (Kind::Iq, None) => {
                 let account = from.to_bare();
-                self.handle_iq(stanza, Jid::from(from.clone()), Some(account))
+                self.handle_iq(stanza, Jid::from(from.clone()), Some(account), true)
                     .await;
             }
             (Kind::Message, None) => {
@@ -183,7 +183,7 @@ impl Router {
             Kind::Iq => {
                 let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
                 if let Some(from) = from {
-                    self.handle_iq(stanza, from, None).await;
+                    self.handle_iq(stanza, from, None, false).await;
                 }
             }
             // The server itself is not a chat partner; presence to it carries no request.
@@ -237,7 +237,8 @@ impl Router {
             Kind::Iq => {
                 let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
                 if let Some(from) = from {
-                    self.handle_iq(stanza, from, Some(user.clone())).await;
+                    self.handle_iq(stanza, from, Some(user.clone()), false)
+                        .await;
                 }
             }
         }
@@ -326,7 +327,15 @@ impl Router {
         }
     }
 
-    async fn handle_iq(self: &Arc<Self>, stanza: Element, from: Jid, account: Option<BareJid>) {
+    /// `implicit_to`: the client sent no `to`, which RFC 6120 §10.3.3 reads as its own bare
+    /// JID; the reply then comes from that bare JID, not from the domain.
+    async fn handle_iq(
+        self: &Arc<Self>,
+        stanza: Element,
+        from: Jid,
+        account: Option<BareJid>,
+        implicit_to: bool,
+    ) {
         let iq_type = stanza::stanza_type(&stanza);
         let is_set = match iq_type {
             "get" => false,
@@ -334,22 +343,24 @@ impl Router {
             // Responses addressed to the server or an account: nobody is waiting for them.
             _ => return,
         };
+        let reply_from = match (&account, implicit_to) {
+            (Some(account), true) => account.to_string(),
+            _ => self.domain.clone(),
+        };
         let Some(payload) = stanza::iq_payload(&stanza) else {
-            self.bounce(&stanza, StanzaError::bad_request());
+            self.bounce_from(&stanza, StanzaError::bad_request(), &reply_from);
             return;
         };
         let key = (payload.ns(), payload.name().to_owned());
         let handler = match &account {
             Some(_) => self.registry.account_iq.get(&key).or_else(|| {
-                self.registry
-                    .server_iq
-                    .get(&key)
-                    .filter(|_| stanza.attr("to").is_none())
+                // Pings and disco without `to` are meant for the server.
+                self.registry.server_iq.get(&key).filter(|_| implicit_to)
             }),
             None => self.registry.server_iq.get(&key),
         };
         let Some(handler) = handler.cloned() else {
-            self.bounce(&stanza, StanzaError::service_unavailable());
+            self.bounce_from(&stanza, StanzaError::service_unavailable(), &reply_from);
             return;
         };
         let request = IqRequest {
@@ -360,20 +371,25 @@ impl Router {
         };
         match handler.handle_iq(self, request).await {
             Ok(payload) => {
-                let reply = stanza::iq_result(&stanza, payload, &self.domain);
+                let reply = stanza::iq_result(&stanza, payload, &reply_from);
                 self.send_reply(reply);
             }
-            Err(error) => self.bounce(&stanza, error),
+            Err(error) => self.bounce_from(&stanza, error, &reply_from),
         }
     }
 
     /// Sends the error reply for `original` back to its sender. Never answers an error with an
     /// error (RFC 6120 §8.3.1).
     pub fn bounce(&self, original: &Element, error: StanzaError) {
+        self.bounce_from(original, error, &self.domain);
+    }
+
+    /// `bounce`, naming who answers when the original had no `to`.
+    fn bounce_from(&self, original: &Element, error: StanzaError, fallback_from: &str) {
         if stanza::is_error(original) {
             return;
         }
-        let reply = stanza::error_reply(original, &error, &self.domain);
+        let reply = stanza::error_reply(original, &error, fallback_from);
         self.send_reply(reply);
     }
 
