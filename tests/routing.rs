@@ -388,3 +388,26 @@ async fn disco_ping_and_version_on_the_server() {
         .expect("account identity");
     assert_eq!(identity.attr("category"), Some("account"));
 }
+
+/// Switching to PostgreSQL is one setting; the same server behaviour holds on it.
+#[tokio::test]
+async fn login_and_offline_delivery_on_postgres() {
+    let Some((t, schema)) = start_on_postgres().await else {
+        eprintln!("skipped: CORVID_TEST_POSTGRES not set");
+        return;
+    };
+    t.add_user("alice").await;
+    t.add_user("bob").await;
+    let (mut alice, _) = Raw::login(t.c2s(), t.tls_config(), "alice", "a").await;
+    alice.write("<message to='bob@localhost' type='chat' id='pg1'><body>stored in postgres</body></message>").await;
+    alice
+        .write("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert_eq!(alice.element().await.attr("id"), Some("sync"));
+    let mut bob = t.client("bob", "b", true);
+    online(&mut bob).await;
+    send(&mut bob, "<presence xmlns='jabber:client'/>").await;
+    let got = next_matching(&mut bob, is_message_with_body).await;
+    assert_eq!(body(&got), "stored in postgres");
+    drop_schema(&schema).await;
+}

@@ -523,3 +523,58 @@ impl Raw {
         self.parser.reset();
     }
 }
+
+/// A server on PostgreSQL (a fresh schema of `CORVID_TEST_POSTGRES`), or None when the
+/// variable is not set. The schema is dropped by `drop_schema`.
+pub async fn start_on_postgres() -> Option<(TestServer, String)> {
+    let url = std::env::var("CORVID_TEST_POSTGRES").ok()?;
+    let schema = format!("corvid_srv_{}", rand_suffix());
+    let backend = corvid::storage::PostgresStorage::open_with_schema(&url, &schema)
+        .await
+        .expect("postgres schema");
+    let storage = Storage::from_backend(Arc::new(backend));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::default();
+    config.storage.url = url;
+    config.tls.cert = dir.path().join("cert.pem");
+    config.tls.key = dir.path().join("key.pem");
+    let loopback = [127, 0, 0, 1].into();
+    config.c2s.bind = loopback;
+    config.c2s.port = 0;
+    config.c2s.direct_tls = false;
+    config.http.enabled = false;
+    config.http.tls_enabled = false;
+    let server = corvid::server::start_with_storage(Arc::new(config), storage)
+        .await
+        .expect("server starts");
+    let cert_der = server
+        .ctx
+        .tls
+        .as_ref()
+        .map(|t| t.leaf_der.clone())
+        .expect("tls");
+    Some((
+        TestServer {
+            server,
+            dir,
+            cert_der,
+        },
+        schema,
+    ))
+}
+
+pub async fn drop_schema(schema: &str) {
+    if let Ok(url) = std::env::var("CORVID_TEST_POSTGRES") {
+        if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&pool)
+                .await;
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().gen();
+    format!("{n:016x}")
+}

@@ -1,0 +1,120 @@
+//! The `corvid` binary as an operator uses it: check-config and user management.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn corvid(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corvid"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("corvid runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("corvid exits")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_mistakes() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/corvid.toml");
+    let ok = corvid(&["check-config", "-c", example], None);
+    assert!(ok.status.success(), "{}", text(&ok));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "domain = 'localhost'\n[c2s]\nprot = 5222\n").unwrap();
+    let out = corvid(&["check-config", "-c", bad.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("prot"), "{}", text(&out));
+
+    std::fs::write(&bad, "[c2s]\nmax_stanza_size = 10\n").unwrap();
+    let out = corvid(&["check-config", "-c", bad.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("max_stanza_size"), "{}", text(&out));
+
+    let missing = dir.path().join("missing.toml");
+    let out = corvid(&["check-config", "-c", missing.to_str().unwrap()], None);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn user_add_list_passwd_del() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corvid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nurl = 'sqlite://{}'\n",
+            dir.path().join("db.sqlite").display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let add = corvid(
+        &["user", "add", "Alice", "--password-stdin", "-c", c],
+        Some("pw1\n"),
+    );
+    assert!(add.status.success(), "{}", text(&add));
+    assert!(
+        text(&add).contains("alice@localhost"),
+        "usernames are normalised: {}",
+        text(&add)
+    );
+    let again = corvid(
+        &[
+            "user",
+            "add",
+            "alice@localhost",
+            "--password-stdin",
+            "-c",
+            c,
+        ],
+        Some("pw\n"),
+    );
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already exists"));
+    let add = corvid(
+        &["user", "add", "bob", "--password-stdin", "-c", c],
+        Some("pw2\n"),
+    );
+    assert!(add.status.success());
+    let list = corvid(&["user", "list", "-c", c], None);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "alice@localhost\nbob@localhost\n"
+    );
+    let passwd = corvid(
+        &["user", "passwd", "bob", "--password-stdin", "-c", c],
+        Some("new\n"),
+    );
+    assert!(passwd.status.success(), "{}", text(&passwd));
+    let wrong_domain = corvid(&["user", "del", "bob@elsewhere", "-c", c], None);
+    assert!(!wrong_domain.status.success());
+    let del = corvid(&["user", "del", "bob", "-c", c], None);
+    assert!(del.status.success(), "{}", text(&del));
+    let del = corvid(&["user", "del", "bob", "-c", c], None);
+    assert!(text(&del).contains("does not exist"));
+    let empty = corvid(
+        &["user", "add", "carol", "--password-stdin", "-c", c],
+        Some("\n"),
+    );
+    assert!(!empty.status.success());
+    let list = corvid(&["user", "list", "-c", c], None);
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "alice@localhost\n");
+}
