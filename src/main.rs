@@ -144,54 +144,48 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let accounts = &storage.accounts;
-    match command {
+    let domain = &config.domain;
+    let iterations = config.auth.scram_iterations;
+    let (username, result, done) = match command {
+        UserCommand::List => {
+            for name in accounts.list_accounts().await.map_err(|e| e.to_string())? {
+                println!("{name}@{domain}");
+            }
+            return Ok(());
+        }
         UserCommand::Add {
             user,
             password_stdin,
         } => {
-            let username = username(&user, &config.domain)?;
-            let password = read_password(password_stdin)?;
-            let creds = credentials(&password, config.auth.scram_iterations)?;
-            match accounts.create_account(&username, &creds).await {
-                Ok(()) => println!("created {username}@{}", config.domain),
-                Err(StorageError::Conflict) => {
-                    return Err(format!("{username}@{} already exists", config.domain))
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        UserCommand::Del { user } => {
-            let username = username(&user, &config.domain)?;
-            match accounts.delete_account(&username).await {
-                Ok(()) => println!("deleted {username}@{}", config.domain),
-                Err(StorageError::NotFound) => {
-                    return Err(format!("{username}@{} does not exist", config.domain))
-                }
-                Err(e) => return Err(e.to_string()),
-            }
+            let username = username(&user, domain)?;
+            let creds = credentials(&read_password(password_stdin)?, iterations)?;
+            let result = accounts.create_account(&username, &creds).await;
+            (username, result, "created")
         }
         UserCommand::Passwd {
             user,
             password_stdin,
         } => {
-            let username = username(&user, &config.domain)?;
-            let password = read_password(password_stdin)?;
-            let creds = credentials(&password, config.auth.scram_iterations)?;
-            match accounts.set_credentials(&username, &creds).await {
-                Ok(()) => println!("password changed for {username}@{}", config.domain),
-                Err(StorageError::NotFound) => {
-                    return Err(format!("{username}@{} does not exist", config.domain))
-                }
-                Err(e) => return Err(e.to_string()),
-            }
+            let username = username(&user, domain)?;
+            let creds = credentials(&read_password(password_stdin)?, iterations)?;
+            let result = accounts.set_credentials(&username, &creds).await;
+            (username, result, "password changed for")
         }
-        UserCommand::List => {
-            for name in accounts.list_accounts().await.map_err(|e| e.to_string())? {
-                println!("{name}@{}", config.domain);
-            }
+        UserCommand::Del { user } => {
+            let username = username(&user, domain)?;
+            let result = accounts.delete_account(&username).await;
+            (username, result, "deleted")
         }
+    };
+    match result {
+        Ok(()) => {
+            println!("{done} {username}@{domain}");
+            Ok(())
+        }
+        Err(StorageError::Conflict) => Err(format!("{username}@{domain} already exists")),
+        Err(StorageError::NotFound) => Err(format!("{username}@{domain} does not exist")),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(())
 }
 
 /// `alice` or `alice@domain`, normalised (nodeprep) as the server will see it at login.
