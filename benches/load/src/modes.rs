@@ -199,8 +199,13 @@ pub async fn idle(a: IdleArgs, nofile: Option<u64>) -> Result<()> {
         None => None,
     };
     eprintln!(
-        "idle: logging in {} sessions on {} (tls {:?}), server RSS before: {:?} kB",
-        c.users, c.server, c.tls, rss_before
+        "idle: logging in {} sessions on {} (tls {:?}), server RSS before: {} kB",
+        c.users,
+        c.server,
+        c.tls,
+        rss_before
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "?".into())
     );
     let l = login_all(c, c.login_cfg(true).await?, c.users, true).await;
     merge(&mut res, login_json(&l));
@@ -257,12 +262,13 @@ pub async fn idle(a: IdleArgs, nofile: Option<u64>) -> Result<()> {
         }),
     );
     emit(&res, c.out.as_deref())?;
+    let kb = |x: Option<u64>| x.map(|v| format!("{v} kB")).unwrap_or_else(|| "?".into());
     eprintln!(
-        "idle: {held} sessions held ({} dropped); server RSS {:?} -> {:?} kB; {} per session; \
+        "idle: {held} sessions held ({} dropped); server RSS {} -> {}; {} per session; \
          logins took {:.1}s; load {}",
         dropped.load(Relaxed),
-        rss_before,
-        rss_after,
+        kb(rss_before),
+        kb(rss_after),
         per_session
             .map(|b| format!("{:.1} kB", b / 1024.0))
             .unwrap_or_else(|| "n/a (no --pid)".into()),
@@ -613,7 +619,7 @@ async fn run_pairs(
     let c0 = delivered.load(Relaxed);
     let mut per_second = Vec::new();
     let mut last = c0;
-    let end = t0 + Duration::from_secs_f64(warmup + duration);
+    let end = m0 + Duration::from_secs_f64(duration);
     let mut next = m0 + Duration::from_secs(1);
     while next <= end {
         tokio::time::sleep_until(next).await;
