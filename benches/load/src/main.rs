@@ -1,0 +1,232 @@
+//! corvid-load: a small, fast XMPP load generator.
+//!
+//! Runs on a single-threaded tokio runtime (one core; pin it with `taskset`).
+//! Each mode prints one JSON line of results on stdout (and appends it to
+//! `--out` if given) and a human-readable summary on stderr.
+
+mod modes;
+mod stats;
+mod xml;
+mod xmpp;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rustls::pki_types::ServerName;
+
+#[derive(Parser)]
+#[command(
+    name = "corvid-load",
+    version,
+    about = "XMPP load generator (idle memory, login rate, 1:1 throughput, latency)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Log in N sessions and hold them; report server RSS per idle session.
+    Idle(IdleArgs),
+    /// Log in N users as fast as possible (C in flight), closing each after bind.
+    LoginRate(Common),
+    /// N/2 sender->receiver pairs with a bounded window; report delivered msgs/s.
+    Throughput(ThroughputArgs),
+    /// Fixed total message rate over N/2 pairs; report delivery latency.
+    Latency(LatencyArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Tls {
+    None,
+    Starttls,
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Server c2s address (host:port).
+    #[arg(long, default_value = "127.0.0.1:5222")]
+    pub server: String,
+    /// XMPP domain.
+    #[arg(long, default_value = "bench.test")]
+    pub domain: String,
+    /// Number of users (u1..uN).
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Prefix of user names (PREFIX1..PREFIXN).
+    #[arg(long, default_value = "u")]
+    pub user_prefix: String,
+    /// Password of every user.
+    #[arg(long, default_value = "pw")]
+    pub password: String,
+    /// Resource bound by every session.
+    #[arg(long, default_value = "r")]
+    pub resource: String,
+    /// Stream encryption.
+    #[arg(long, value_enum, default_value_t = Tls::None)]
+    pub tls: Tls,
+    /// Allow TLS session resumption between logins (default: full handshake each).
+    #[arg(long)]
+    pub tls_resume: bool,
+    /// Logins in flight at once.
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: usize,
+    /// Timeout of one login, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub login_timeout: f64,
+    /// Server PID: its VmRSS is read from /proc/PID/status and reported.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Free-form label copied into the JSON (e.g. the server's name).
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Also append the JSON line to this file.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+#[derive(Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Seconds to wait after the last login before reading RSS.
+    #[arg(long, default_value_t = 5.0)]
+    pub settle: f64,
+    /// Seconds to keep the sessions open after measuring.
+    #[arg(long, default_value_t = 0.0)]
+    pub hold: f64,
+}
+
+#[derive(Args)]
+pub struct ThroughputArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Messages in flight per sender.
+    #[arg(long, default_value_t = 10)]
+    pub window: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Warm-up seconds (sent and delivered but not counted).
+    #[arg(long, default_value_t = 5.0)]
+    pub warmup: f64,
+    /// Seconds to wait for in-flight messages after the end.
+    #[arg(long, default_value_t = 3.0)]
+    pub drain: f64,
+    /// Body padding in bytes (added to "seq timestamp").
+    #[arg(long, default_value_t = 0)]
+    pub pad: usize,
+}
+
+#[derive(Args)]
+pub struct LatencyArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Total messages per second over all pairs.
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Warm-up seconds (sent and delivered but not counted).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Seconds to wait for in-flight messages after the end.
+    #[arg(long, default_value_t = 3.0)]
+    pub drain: f64,
+    /// Body padding in bytes (added to "seq timestamp").
+    #[arg(long, default_value_t = 0)]
+    pub pad: usize,
+}
+
+impl Common {
+    pub fn user(&self, i: usize) -> String {
+        format!("{}{}", self.user_prefix, i)
+    }
+
+    pub async fn login_cfg(&self, presence: bool) -> Result<xmpp::LoginCfg, String> {
+        let addr: SocketAddr = match self.server.parse() {
+            Ok(a) => a,
+            Err(_) => tokio::net::lookup_host(&self.server)
+                .await
+                .map_err(|e| format!("resolve {}: {e}", self.server))?
+                .next()
+                .ok_or_else(|| format!("resolve {}: no address", self.server))?,
+        };
+        let tls = match self.tls {
+            Tls::None => None,
+            Tls::Starttls => {
+                let name = ServerName::try_from(self.domain.clone())
+                    .map_err(|e| format!("domain {} as TLS server name: {e}", self.domain))?;
+                Some((xmpp::tls_connector(self.tls_resume)?, name))
+            }
+        };
+        Ok(xmpp::LoginCfg {
+            addr,
+            domain: self.domain.clone(),
+            password: self.password.clone(),
+            resource: self.resource.clone(),
+            tls,
+            presence,
+        })
+    }
+
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.login_timeout.max(0.001))
+    }
+}
+
+/// Raise the open-files soft limit to the hard limit.
+fn raise_nofile() -> Option<u64> {
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return None;
+        }
+        if l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+        Some(l.rlim_cur as u64)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    stats::start_clock();
+    let nofile = raise_nofile();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("corvid-load: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async move {
+        match cli.mode {
+            Mode::Idle(a) => modes::idle(a, nofile).await,
+            Mode::LoginRate(a) => modes::login_rate(a, nofile).await,
+            Mode::Throughput(a) => modes::throughput(a, nofile).await,
+            Mode::Latency(a) => modes::latency(a, nofile).await,
+        }
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corvid-load: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

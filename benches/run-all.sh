@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Run the whole benchmark set against one server and append JSON lines to a results file.
+#
+#   benches/run-all.sh prosody|ejabberd|corvid [RESULTS_FILE]
+#
+# The server runs pinned to CPU $SERVER_CPU (default 0), the load tool to CPU $TOOL_CPU (default 1).
+# Prosody and ejabberd are driven through the shared anchors script ($ANCHORS); corvid is started
+# from target/release/corvid with benches/corvid-bench.toml. Every measurement is one JSON line
+# (it carries the load average at its start and end); the server is restarted before each idle
+# measurement so that its baseline RSS is a fresh one.
+#
+# Knobs (environment): IDLE_USERS="1000 5000", LOGINS=2000, CONCURRENCY=50, MSG_USERS=1000,
+# WINDOW=10, DURATION=20, RATE=2000, REPEAT=1 (runs of each measurement), SKIP="" (any of
+# idle login throughput latency), TLS_MODES="none starttls".
+set -euo pipefail
+
+SERVER="${1:?usage: run-all.sh prosody|ejabberd|corvid [RESULTS_FILE]}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${2:-$ROOT/benches/results/$SERVER-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
+ANCHORS="${ANCHORS:-}"
+if [ -z "$ANCHORS" ]; then
+    for a in "$ROOT/../shared/anchors/anchors.sh" "$ROOT/shared/anchors/anchors.sh" /work/shared/anchors/anchors.sh; do
+        [ -x "$a" ] && { ANCHORS="$a"; break; }
+    done
+fi
+SERVER_CPU="${SERVER_CPU:-0}"
+TOOL_CPU="${TOOL_CPU:-1}"
+IDLE_USERS="${IDLE_USERS:-1000 5000}"
+LOGINS="${LOGINS:-2000}"
+CONCURRENCY="${CONCURRENCY:-50}"
+MSG_USERS="${MSG_USERS:-1000}"
+WINDOW="${WINDOW:-10}"
+DURATION="${DURATION:-20}"
+RATE="${RATE:-2000}"
+REPEAT="${REPEAT:-1}"
+SKIP="${SKIP:-}"
+TLS_MODES="${TLS_MODES:-none starttls}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+LOAD="${LOAD:-$TARGET/release/corvid-load}"
+CORVID="${CORVID:-$ROOT/target/release/corvid}"
+CORVID_CFG="${CORVID_CFG:-$ROOT/benches/corvid-bench.toml}"
+CORVID_DIR=/tmp/corvid-bench
+
+export SERVER_CPU
+die() { echo "run-all.sh: $*" >&2; exit 1; }
+log() { echo "== $(date -u +%H:%M:%S) $* (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2; }
+
+case "$SERVER" in
+    prosody) PORT=5222 ;;
+    ejabberd) PORT=6222 ;;
+    corvid) PORT=7222 ;;
+    *) die "unknown server $SERVER" ;;
+esac
+MAX_USERS=$LOGINS
+for n in $IDLE_USERS $MSG_USERS; do [ "$n" -gt "$MAX_USERS" ] && MAX_USERS=$n; done
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+mkdir -p "$(dirname "$OUT")"
+[ -x "$LOAD" ] || cargo build --release --manifest-path "$ROOT/benches/load/Cargo.toml"
+[ -x "$LOAD" ] || die "no load tool at $LOAD (set LOAD=)"
+if [ "$SERVER" != corvid ]; then
+    [ -n "$ANCHORS" ] || die "anchors.sh not found (set ANCHORS=)"
+fi
+
+wait_port() { # port seconds
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---- corvid lifecycle
+corvid_pid() { [ -s "$CORVID_DIR/corvid.pid" ] && kill -0 "$(cat "$CORVID_DIR/corvid.pid")" 2>/dev/null && cat "$CORVID_DIR/corvid.pid"; }
+corvid_start() {
+    mkdir -p "$CORVID_DIR"
+    [ -x "$CORVID" ] || (cd "$ROOT" && cargo build --release --bin corvid)
+    corvid_pid >/dev/null && die "corvid already running"
+    taskset -c "$SERVER_CPU" "$CORVID" serve -c "$CORVID_CFG" >"$CORVID_DIR/stdout.log" 2>&1 &
+    echo $! > "$CORVID_DIR/corvid.pid"
+    wait_port "$PORT" 30 || die "corvid did not open $PORT (see $CORVID_DIR/stdout.log)"
+}
+corvid_stop() {
+    local p
+    p=$(corvid_pid) || return 0
+    kill -TERM "$p"
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$p" 2>/dev/null && kill -KILL "$p"
+    rm -f "$CORVID_DIR/corvid.pid"
+}
+# Create u1..uN with password 'pw'. Kept in one function: a faster bulk path may replace it.
+corvid_users() {
+    local n=$1 have=0
+    [ -s "$CORVID_DIR/users.count" ] && have=$(cat "$CORVID_DIR/users.count")
+    [ "$have" -ge "$n" ] && return 0
+    mkdir -p "$CORVID_DIR"
+    for ((i = have + 1; i <= n; i++)); do
+        echo pw | "$CORVID" user add "u$i" --password-stdin -c "$CORVID_CFG" >/dev/null
+        if ((i % 500 == 0)); then echo "$i" > "$CORVID_DIR/users.count"; fi
+    done
+    echo "$n" > "$CORVID_DIR/users.count"
+}
+
+# ---- generic lifecycle
+start() {
+    case "$SERVER" in
+        corvid) corvid_start ;;
+        *) "$ANCHORS" start "$SERVER" >&2 ;;
+    esac
+    sleep 2 # let the server finish starting before a baseline is read
+}
+stop() {
+    case "$SERVER" in
+        corvid) corvid_stop ;;
+        *) "$ANCHORS" stop "$SERVER" >&2 ;;
+    esac
+}
+restart() { stop; start; }
+server_pid() {
+    case "$SERVER" in
+        corvid) corvid_pid ;;
+        *) "$ANCHORS" pid "$SERVER" ;;
+    esac
+}
+users() {
+    case "$SERVER" in
+        corvid) corvid_users "$1" ;; # before start: the CLI writes the database directly
+        *) "$ANCHORS" users "$SERVER" "$1" >&2 ;;
+    esac
+}
+
+load() { # mode args...
+    local mode=$1; shift
+    log "$SERVER $mode $*"
+    taskset -c "$TOOL_CPU" "$LOAD" "$mode" --server "127.0.0.1:$PORT" --domain bench.test \
+        --label "$SERVER" --out "$OUT" --pid "$(server_pid)" "$@" || echo "run-all.sh: $mode $* failed" >&2
+}
+skipped() { [[ " $SKIP " == *" $1 "* ]]; }
+
+trap 'stop' EXIT
+case "$SERVER" in
+    corvid) users "$MAX_USERS"; start ;;
+    *) [ -f "${LAB:-${TMPDIR:-/tmp}/lab-load}/prosody/prosody.cfg.lua" ] || "$ANCHORS" setup >&2
+       start; users "$MAX_USERS" ;;
+esac
+log "server $SERVER pid $(server_pid) on CPU $SERVER_CPU, tool on CPU $TOOL_CPU, results -> $OUT"
+
+for ((rep = 1; rep <= REPEAT; rep++)); do
+    if ! skipped idle; then
+        for tls in $TLS_MODES; do
+            for n in $IDLE_USERS; do
+                restart
+                load idle --users "$n" --tls "$tls" --concurrency "$CONCURRENCY" --settle 5
+            done
+        done
+        restart
+    fi
+    if ! skipped login; then
+        for tls in $TLS_MODES; do
+            load login-rate --users "$LOGINS" --tls "$tls" --concurrency "$CONCURRENCY"
+        done
+    fi
+    if ! skipped throughput; then
+        load throughput --users "$MSG_USERS" --window "$WINDOW" --duration "$DURATION" --warmup 5
+    fi
+    if ! skipped latency; then
+        load latency --users "$MSG_USERS" --rate "$RATE" --duration "$DURATION" --warmup 2
+    fi
+done
+log "done: $OUT"
