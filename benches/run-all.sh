@@ -95,10 +95,8 @@ corvid_users() {
     [ -s "$CORVID_DIR/users.count" ] && have=$(cat "$CORVID_DIR/users.count")
     [ "$have" -ge "$n" ] && return 0
     mkdir -p "$CORVID_DIR"
-    for ((i = have + 1; i <= n; i++)); do
-        echo pw | "$CORVID" user add "u$i" --password-stdin -c "$CORVID_CFG" >/dev/null
-        if ((i % 500 == 0)); then echo "$i" > "$CORVID_DIR/users.count"; fi
-    done
+    for ((i = have + 1; i <= n; i++)); do echo "u$i pw"; done |
+        "$CORVID" user import -c "$CORVID_CFG" >/dev/null
     echo "$n" > "$CORVID_DIR/users.count"
 }
 

@@ -49,6 +49,9 @@ enum UserCommand {
     },
     /// List accounts.
     List,
+    /// Create many accounts: one `user password` pair per line of standard input.
+    /// Existing accounts are left as they are and reported.
+    Import,
 }
 
 fn main() -> ExitCode {
@@ -153,6 +156,7 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
             }
             return Ok(());
         }
+        UserCommand::Import => return import(&storage, domain, iterations).await,
         UserCommand::Add {
             user,
             password_stdin,
@@ -186,6 +190,32 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
         Err(StorageError::NotFound) => Err(format!("{username}@{domain} does not exist")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+async fn import(storage: &Storage, domain: &str, iterations: u32) -> Result<(), String> {
+    let (mut created, mut existing) = (0u64, 0u64);
+    for (number, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.map_err(|e| format!("cannot read standard input: {e}"))?;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((user, password)) = line.split_once(char::is_whitespace) else {
+            return Err(format!("line {}: expected 'user password'", number + 1));
+        };
+        let username = username(user, domain)?;
+        let creds = credentials(password.trim(), iterations)?;
+        match storage.accounts.create_account(&username, &creds).await {
+            Ok(()) => created += 1,
+            Err(StorageError::Conflict) => {
+                existing += 1;
+                eprintln!("{username}@{domain} already exists; left as it is");
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    println!("imported {created} accounts ({existing} already existed)");
+    Ok(())
 }
 
 /// `alice` or `alice@domain`, normalised (nodeprep) as the server will see it at login.
