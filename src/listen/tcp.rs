@@ -192,6 +192,10 @@ impl Transport for TcpTransport {
     async fn next_frame(&mut self) -> Result<Incoming, TransportError> {
         loop {
             if let Some(frame) = self.frames.pop_front() {
+                if self.frames.is_empty() {
+                    // Usually empty between reads: keep no capacity while idle.
+                    self.frames = VecDeque::new();
+                }
                 return Ok(match frame {
                     Frame::StreamOpen(header) => Incoming::Open(header),
                     Frame::Element(el) => Incoming::Element(el),

@@ -13,7 +13,9 @@ use tokio::sync::Notify;
 /// What the router hands a session task.
 #[derive(Debug)]
 pub enum Outbound {
-    Stanza(Element),
+    /// Boxed: the queue's slots are allocated in blocks per session, so their size is paid by
+    /// every idle session.
+    Stanza(Box<Element>),
     /// Another session bound the same full JID: end with `<conflict/>`.
     Replaced,
     /// The server is shutting down: end with `<system-shutdown/>`.
@@ -146,13 +148,13 @@ impl SessionTable {
         let Some(entry) = resources.iter().find(|e| &e.jid == to) else {
             return Err(stanza);
         };
-        match entry.tx.try_send(Outbound::Stanza(stanza)) {
+        match entry.tx.try_send(Outbound::Stanza(Box::new(stanza))) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(Outbound::Stanza(stanza))) => {
                 entry.stalled.notify_one();
-                Err(stanza)
+                Err(*stanza)
             }
-            Err(TrySendError::Closed(Outbound::Stanza(stanza))) => Err(stanza),
+            Err(TrySendError::Closed(Outbound::Stanza(stanza))) => Err(*stanza),
             Err(_) => Ok(()),
         }
     }

@@ -59,7 +59,10 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
         ctx,
         header_sent: false,
     };
-    let negotiated = tokio::time::timeout_at(Instant::now() + timeout, stream.negotiate()).await;
+    // Boxed, like the routing below: an idle session's task should not carry the space of the
+    // negotiation's (or routing's) deepest await for its whole life.
+    let negotiated =
+        tokio::time::timeout_at(Instant::now() + timeout, Box::pin(stream.negotiate())).await;
     let jid = match negotiated {
         Ok(Ok(jid)) => jid,
         Ok(Err(end)) => return stream.finish(end).await,
@@ -248,7 +251,7 @@ impl<T: Transport> C2s<T> {
                 }
                 first = rx.recv() => {
                     let Some(first) = first else { break End::Disconnected };
-                    if let Err(end) = self.write_queued(first, &mut rx).await {
+                    if let Err(end) = Box::pin(self.write_queued(first, &mut rx)).await {
                         break end;
                     }
                 }
@@ -265,7 +268,7 @@ impl<T: Transport> C2s<T> {
             if let Outbound::Stanza(el) = item {
                 if let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) {
                     if Kind::of(&el) == Some(Kind::Message) {
-                        router.route(Kind::Message, to, el).await;
+                        router.route(Kind::Message, to, *el).await;
                     }
                 }
             }
@@ -304,7 +307,7 @@ impl<T: Transport> C2s<T> {
                 return self.send_el(&reply).await;
             }
         }
-        self.ctx.router.route_from_client(jid, el).await;
+        Box::pin(self.ctx.router.route_from_client(jid, el)).await;
         Ok(())
     }
 
