@@ -117,9 +117,16 @@ fn user_add_list_passwd_del() {
     assert!(!empty.status.success());
     let list = corvid(&["user", "list", "-c", c], None);
     assert_eq!(String::from_utf8_lossy(&list.stdout), "alice@localhost\n");
-    let import = corvid(&["user", "import", "-c", c], Some("u1 pw\n# comment\nu2 pw two\nalice x\n"));
+    let import = corvid(
+        &["user", "import", "-c", c],
+        Some("u1 pw\n# comment\nu2 pw two\nalice x\n"),
+    );
     assert!(import.status.success(), "{}", text(&import));
-    assert!(text(&import).contains("imported 2 accounts (1 already existed)"), "{}", text(&import));
+    assert!(
+        text(&import).contains("imported 2 accounts (1 already existed)"),
+        "{}",
+        text(&import)
+    );
     let list = corvid(&["user", "list", "-c", c], None);
     assert_eq!(
         String::from_utf8_lossy(&list.stdout),

@@ -73,8 +73,11 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
     };
     tracing::Span::current().record("jid", tracing::field::display(&jid));
     info!("session bound");
-    let end = stream.session(&jid).await;
-    stream.finish(end).await;
+    let session = stream.session(&jid);
+    // Every idle session pays for this state; keep an eye on it.
+    debug!(bytes = std::mem::size_of_val(&session), "session state");
+    let end = session.await;
+    Box::pin(stream.finish(end)).await;
 }
 
 impl<T: Transport> C2s<T> {
@@ -240,7 +243,7 @@ impl<T: Transport> C2s<T> {
             tokio::select! {
                 frame = self.transport.next_frame() => {
                     let result = match frame {
-                        Ok(Incoming::Element(el)) => self.handle_client_stanza(jid, el).await,
+                        Ok(Incoming::Element(el)) => Box::pin(self.handle_client_stanza(jid, el)).await,
                         Ok(Incoming::Close) => Err(End::PeerClosed),
                         Ok(Incoming::Open(_)) => Err(End::Error("invalid-xml", None)),
                         Err(e) => Err(End::from(e)),
