@@ -64,11 +64,21 @@ pub enum Frame {
     StreamClose,
 }
 
+/// Namespace declarations (prefix -> namespace; `None` is the default namespace).
+type Prefixes = std::collections::BTreeMap<Option<String>, String>;
+
 /// Incremental parser for one TCP stream. Call `reset` after STARTTLS and SASL success, when
 /// RFC 6120 says a new stream starts.
+///
+/// Each stanza is built in a tree of its own, seeded with the stream header's namespace
+/// declarations, so the parser keeps no stream element (and no stanza) between stanzas: an
+/// idle session holds only the declarations.
 pub struct StreamParser {
     raw: RawParser,
     tree: TreeBuilder,
+    /// Declarations seen on the stream header so far; complete once `in_stream`.
+    stream_prefixes: Prefixes,
+    in_stream: bool,
     max_stanza: usize,
     /// Bytes consumed since the last point between top-level elements.
     pending: usize,
@@ -80,6 +90,8 @@ impl StreamParser {
         StreamParser {
             raw: new_raw_parser(max_stanza),
             tree: TreeBuilder::new(),
+            stream_prefixes: Prefixes::new(),
+            in_stream: false,
             max_stanza,
             pending: 0,
             closed: false,
@@ -99,7 +111,8 @@ impl StreamParser {
             let result = self.raw.parse(&mut data, false);
             self.pending += before - data.len();
             match result {
-                Ok(Some(event)) => self.handle_event(event, out)?,
+                Ok(Some(event)) if self.in_stream => self.stanza_event(event, out)?,
+                Ok(Some(event)) => self.header_event(event, out)?,
                 Ok(None) => {
                     self.closed = true;
                 }
@@ -117,56 +130,79 @@ impl StreamParser {
         Ok(())
     }
 
-    fn handle_event(&mut self, event: RawEvent, out: &mut Vec<Frame>) -> Result<(), FramingError> {
-        let depth = self.tree.depth();
+    /// Events up to the end of the stream header's start tag.
+    fn header_event(&mut self, event: RawEvent, out: &mut Vec<Frame>) -> Result<(), FramingError> {
         match &event {
             RawEvent::XmlDeclaration(..) => {
                 self.pending = 0;
                 return Ok(());
             }
+            RawEvent::Attribute(_, (None, name), value) if name.as_str() == "xmlns" => {
+                self.stream_prefixes.insert(None, value.to_string());
+            }
+            RawEvent::Attribute(_, (Some(prefix), name), value) if prefix.as_str() == "xmlns" => {
+                self.stream_prefixes
+                    .insert(Some(name.as_str().to_owned()), value.to_string());
+            }
+            _ => {}
+        }
+        let closes_head = matches!(event, RawEvent::ElementHeadClose(_));
+        self.tree
+            .process_event(event)
+            .map_err(|e| FramingError::InvalidNamespace(e.to_string()))?;
+        if !closes_head {
+            return Ok(());
+        }
+        let header = match self.tree.top() {
+            Some(root) if root.name() == "stream" && root.ns() == ns::STREAM => {
+                StreamHeader::from_element(root)
+            }
+            _ => {
+                return Err(FramingError::InvalidNamespace(format!(
+                    "root element must be <stream:stream xmlns:stream='{}'>",
+                    ns::STREAM
+                )))
+            }
+        };
+        out.push(Frame::StreamOpen(header));
+        self.in_stream = true;
+        self.tree = self.stanza_tree();
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// Events inside the stream: depth 0 of `tree` is between stanzas.
+    fn stanza_event(&mut self, event: RawEvent, out: &mut Vec<Frame>) -> Result<(), FramingError> {
+        let depth = self.tree.depth();
+        match &event {
             // Whitespace keepalives between stanzas: nothing to keep.
-            RawEvent::Text(..) if depth == 1 => {
+            RawEvent::Text(..) if depth == 0 => {
                 self.pending = 0;
                 return Ok(());
             }
-            RawEvent::ElementFoot(_) if depth == 1 => {
+            RawEvent::ElementFoot(_) if depth == 0 => {
                 self.closed = true;
                 out.push(Frame::StreamClose);
                 return Ok(());
             }
             _ => {}
         }
-        let closes_head = matches!(event, RawEvent::ElementHeadClose(_));
-        let closes_element = matches!(event, RawEvent::ElementFoot(_));
+        let closes_stanza = depth == 1 && matches!(event, RawEvent::ElementFoot(_));
         self.tree
             .process_event(event)
             .map_err(|e| FramingError::InvalidNamespace(e.to_string()))?;
-        if closes_head && depth == 0 {
-            let header = self
-                .tree
-                .top()
-                .map(|root| {
-                    if root.name() != "stream" || root.ns() != ns::STREAM {
-                        Err(FramingError::InvalidNamespace(format!(
-                            "root element must be <stream:stream xmlns:stream='{}'>",
-                            ns::STREAM
-                        )))
-                    } else {
-                        Ok(StreamHeader::from_element(root))
-                    }
-                })
-                .transpose()?;
-            if let Some(header) = header {
-                out.push(Frame::StreamOpen(header));
-            }
-            self.pending = 0;
-        } else if closes_element && depth == 2 {
-            if let Some(el) = self.tree.unshift_child() {
+        if closes_stanza {
+            if let Some(el) = self.tree.root.take() {
                 out.push(Frame::Element(el));
             }
+            self.tree = self.stanza_tree();
             self.pending = 0;
         }
         Ok(())
+    }
+
+    fn stanza_tree(&self) -> TreeBuilder {
+        TreeBuilder::new().with_prefixes_stack(vec![self.stream_prefixes.clone().into()])
     }
 }
 
