@@ -417,7 +417,9 @@ async fn shutdown_tells_every_session_system_shutdown() {
     let t = TestServer::start().await;
     t.add_user("alice").await;
     let (mut alice, _) = Raw::login(t.c2s(), t.tls_config(), "alice", "a").await;
-    alice.write("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    alice
+        .write("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
     assert_eq!(alice.element().await.attr("id"), Some("p"));
     let TestServer { server, dir, .. } = t;
     server.shutdown().await;
