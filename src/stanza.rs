@@ -14,8 +14,9 @@ pub enum Kind {
 
 impl Kind {
     /// The stanza kind of a top-level `jabber:client` element, if it is one.
+    /// Runs several times per stanza: `has_ns` compares in place, `ns()` would allocate.
     pub fn of(el: &Element) -> Option<Kind> {
-        if el.ns() != ns::CLIENT {
+        if !el.has_ns(ns::CLIENT) {
             return None;
         }
         match el.name() {
