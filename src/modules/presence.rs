@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use jid::FullJid;
+use jid::{BareJid, FullJid};
 use minidom::Element;
 
-use crate::router::{Availability, Module, PresenceBroadcast, Registry, Router, SessionHook};
+use crate::router::{Availability, Module, PresenceHandler, Registry, Router, SessionHook};
 use crate::stanza;
 use crate::xml::ns;
 
@@ -21,7 +21,7 @@ impl Module for Presence {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.presence_broadcast(self.clone());
+        registry.presence_handler(self.clone());
         registry.session_hook(self);
     }
 }
@@ -45,7 +45,7 @@ fn broadcast_to_own_resources(router: &Router, from: &FullJid, presence: &Elemen
 }
 
 #[async_trait]
-impl PresenceBroadcast for Presence {
+impl PresenceHandler for Presence {
     async fn broadcast(&self, router: &Arc<Router>, from: &FullJid, presence: Element) {
         match stanza::stanza_type(&presence) {
             "available" => {
@@ -64,6 +64,28 @@ impl PresenceBroadcast for Presence {
             }
             // Subscription requests and probes need an address; without one they mean nothing.
             _ => {}
+        }
+    }
+
+    async fn inbound(
+        &self,
+        router: &Arc<Router>,
+        to: &BareJid,
+        resource: Option<&str>,
+        presence: Element,
+    ) {
+        if !matches!(stanza::stanza_type(&presence), "available" | "unavailable") {
+            return;
+        }
+        match resource.and_then(|r| to.with_resource_str(r).ok()) {
+            Some(full) => {
+                let _ = router.deliver_to_session(&full, presence);
+            }
+            None => {
+                for (target, _) in router.available_resources(to) {
+                    let _ = router.deliver_to_session(&target, presence.clone());
+                }
+            }
         }
     }
 }

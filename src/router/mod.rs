@@ -6,15 +6,17 @@ pub mod registry;
 mod sessions;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
 pub use registry::{
-    IqHandler, IqRequest, IqResult, Module, PresenceBroadcast, Registry, SessionHook,
-    UndeliverableMessage,
+    IqHandler, IqRequest, IqResult, Module, PresenceHandler, PresenceObserver, Registry,
+    SessionHook, StanzaFilter, UndeliverableMessage, Verdict,
 };
 pub use sessions::{Availability, Outbound, SessionEntry};
 
@@ -31,6 +33,17 @@ pub struct Router {
     storage: Storage,
     ids: IdGenerator,
     config: Arc<Config>,
+    /// IQs the server sent and awaits an answer to: id -> (who must answer, waiter).
+    pending_iqs: DashMap<String, (Jid, oneshot::Sender<Element>)>,
+}
+
+/// Why `request_iq` got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum IqRequestError {
+    #[error("no answer within the timeout")]
+    Timeout,
+    #[error("the request could not be delivered")]
+    Undelivered,
 }
 
 impl Router {
@@ -47,6 +60,7 @@ impl Router {
             storage,
             ids: IdGenerator::new(0),
             config,
+            pending_iqs: DashMap::new(),
         })
     }
 
@@ -72,6 +86,67 @@ impl Router {
 
     pub fn account_features(&self) -> &[&'static str] {
         &self.registry.account_features
+    }
+
+    pub fn presence_observers(&self) -> &[Arc<dyn PresenceObserver>] {
+        &self.registry.presence_observers
+    }
+
+    /// Marks a session as an "interested resource" (RFC 6121 §2.1.6): it asked for the
+    /// roster, so it gets roster pushes.
+    pub fn set_roster_interested(&self, jid: &FullJid) {
+        self.sessions.set_roster_interested(jid);
+    }
+
+    /// The user's sessions that asked for the roster.
+    pub fn roster_interested_resources(&self, user: &BareJid) -> Vec<FullJid> {
+        self.sessions.roster_interested(user)
+    }
+
+    /// Every bound session of the user, available or not.
+    pub fn bound_resources(&self, user: &BareJid) -> Vec<FullJid> {
+        self.sessions.bound(user)
+    }
+
+    /// Sends an IQ get/set from the server's domain and waits for the answer. The answer is
+    /// only accepted from the entity the request went to, so a third party cannot forge it.
+    pub async fn request_iq(
+        self: &Arc<Self>,
+        to: Jid,
+        mut iq: Element,
+        timeout: Duration,
+    ) -> Result<Element, IqRequestError> {
+        let id = format!("corvid-{}", self.ids.next_id());
+        stanza::set_attr(&mut iq, "id", id.clone());
+        stanza::set_attr(&mut iq, "from", self.domain.clone());
+        stanza::set_attr(&mut iq, "to", to.to_string());
+        let (tx, rx) = oneshot::channel();
+        self.pending_iqs.insert(id.clone(), (to.clone(), tx));
+        self.route(Kind::Iq, to, iq).await;
+        let answer = tokio::time::timeout(timeout, rx).await;
+        self.pending_iqs.remove(&id);
+        match answer {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(IqRequestError::Undelivered),
+            Err(_) => Err(IqRequestError::Timeout),
+        }
+    }
+
+    /// Hands an IQ result/error to whoever is waiting in `request_iq`.
+    fn answer_pending_iq(&self, answer: Element) {
+        let Some(id) = answer.attr("id") else {
+            return;
+        };
+        let from = answer.attr("from").and_then(|f| Jid::new(f).ok());
+        let expected = self
+            .pending_iqs
+            .get(id)
+            .is_some_and(|entry| Some(&entry.0) == from.as_ref());
+        if expected {
+            if let Some((_, (_, waiter))) = self.pending_iqs.remove(id) {
+                let _ = waiter.send(answer);
+            }
+        }
     }
 
     /// Registers a bound resource. A session already bound to the same full JID is told to
@@ -139,6 +214,10 @@ impl Router {
                     handler.broadcast(self, from, stanza).await;
                 }
             }
+            (Kind::Presence, Some(to)) => match &self.registry.presence {
+                Some(handler) => handler.outbound(self, from, to, stanza).await,
+                None => self.route(kind, to, stanza).await,
+            },
             (Kind::Iq, None) => {
                 let account = from.to_bare();
                 self.handle_iq(stanza, Jid::from(from.clone()), Some(account), true)
@@ -149,8 +228,60 @@ impl Router {
                 self.route_to_local_user(Kind::Message, &own, None, stanza)
                     .await;
             }
-            (kind, Some(to)) => self.route(kind, to, stanza).await,
+            (_, Some(to)) => {
+                self.route_from_user(&Jid::from(from.clone()), to, stanza)
+                    .await
+            }
         }
+    }
+
+    /// Routes a stanza a local user sends (or the server sends on the user's behalf, such as
+    /// presence broadcast to contacts) after the user's outbound stanza filters.
+    pub async fn route_from_user(self: &Arc<Self>, from: &Jid, to: Jid, stanza: Element) {
+        let Some(kind) = Kind::of(&stanza) else {
+            return;
+        };
+        for filter in &self.registry.filters {
+            match filter.outbound(self, from, &to, &stanza).await {
+                Verdict::Pass => {}
+                Verdict::Drop => return,
+                Verdict::Reject(error) => {
+                    if kind != Kind::Presence {
+                        self.bounce(&stanza, error);
+                    }
+                    return;
+                }
+            }
+        }
+        self.route(kind, to, stanza).await;
+    }
+
+    /// Runs the recipient's inbound stanza filters; false means the stanza was consumed.
+    async fn inbound_allowed(
+        self: &Arc<Self>,
+        kind: Kind,
+        user: &BareJid,
+        stanza: &Element,
+    ) -> bool {
+        if self.registry.filters.is_empty() {
+            return true;
+        }
+        let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
+            return true;
+        };
+        for filter in &self.registry.filters {
+            match filter.inbound(self, user, &from, stanza).await {
+                Verdict::Pass => {}
+                Verdict::Drop => return false,
+                Verdict::Reject(error) => {
+                    if kind != Kind::Presence {
+                        self.bounce(stanza, error);
+                    }
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Routes a stanza from any source (a client, a module, the server itself) to `to`.
@@ -181,6 +312,10 @@ impl Router {
     async fn route_to_server(self: &Arc<Self>, kind: Kind, stanza: Element) {
         match kind {
             Kind::Iq => {
+                if matches!(stanza::stanza_type(&stanza), "result" | "error") {
+                    self.answer_pending_iq(stanza);
+                    return;
+                }
                 let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
                 if let Some(from) = from {
                     self.handle_iq(stanza, from, None, false).await;
@@ -203,6 +338,16 @@ impl Router {
         resource: Option<&str>,
         stanza: Element,
     ) {
+        if !self.inbound_allowed(kind, user, &stanza).await {
+            return;
+        }
+        if kind == Kind::Presence {
+            match &self.registry.presence {
+                Some(handler) => handler.inbound(self, user, resource, stanza).await,
+                None => self.presence_to_resources(user, resource, stanza),
+            }
+            return;
+        }
         if let Some(resource) = resource {
             let full = user.with_resource_str(resource).ok();
             if let Some(full) = full.filter(|f| self.sessions.contains(f)) {
@@ -233,7 +378,7 @@ impl Router {
         }
         match kind {
             Kind::Message => self.message_to_bare(user, stanza).await,
-            Kind::Presence => self.presence_to_bare(user, stanza),
+            Kind::Presence => {}
             Kind::Iq => {
                 let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
                 if let Some(from) = from {
@@ -277,12 +422,20 @@ impl Router {
         }
     }
 
-    fn presence_to_bare(&self, user: &BareJid, stanza: Element) {
-        // Directed presence to a bare JID reaches every available resource; subscription
-        // management arrives with the roster module.
-        if matches!(stanza::stanza_type(&stanza), "available" | "unavailable") {
-            for (target, _) in self.sessions.available(user) {
-                let _ = self.sessions.deliver(&target, stanza.clone());
+    /// Without a presence module: availability presence reaches the addressed resource, or
+    /// every available one for a bare JID.
+    fn presence_to_resources(&self, user: &BareJid, resource: Option<&str>, stanza: Element) {
+        if !matches!(stanza::stanza_type(&stanza), "available" | "unavailable") {
+            return;
+        }
+        match resource.and_then(|r| user.with_resource_str(r).ok()) {
+            Some(full) => {
+                let _ = self.sessions.deliver(&full, stanza);
+            }
+            None => {
+                for (target, _) in self.sessions.available(user) {
+                    let _ = self.sessions.deliver(&target, stanza.clone());
+                }
             }
         }
     }

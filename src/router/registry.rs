@@ -46,10 +46,74 @@ pub trait SessionHook: Send + Sync {
     async fn ended(&self, _router: &Arc<Router>, _session: &FullJid, _was_available: bool) {}
 }
 
-/// Presence a client sent without `to`: the broadcast RFC 6121 §4.2–4.5 describes.
+/// Presence handling (RFC 6121 §3 and §4): one module owns it, the router only hands over.
 #[async_trait]
-pub trait PresenceBroadcast: Send + Sync {
+pub trait PresenceHandler: Send + Sync {
+    /// Presence a client sent without `to`: the broadcast RFC 6121 §4.2–4.5 describes.
     async fn broadcast(&self, router: &Arc<Router>, from: &FullJid, presence: Element);
+    /// Presence a client sent with a `to`: directed presence (§4.6) or subscription
+    /// management (§3). `from` is already stamped.
+    async fn outbound(&self, router: &Arc<Router>, from: &FullJid, to: Jid, presence: Element) {
+        router
+            .route_from_user(&Jid::from(from.clone()), to, presence)
+            .await;
+    }
+    /// Presence from anywhere addressed to a local account (`resource` set for a full JID),
+    /// after the recipient's stanza filters let it through.
+    async fn inbound(
+        &self,
+        router: &Arc<Router>,
+        to: &BareJid,
+        resource: Option<&str>,
+        presence: Element,
+    );
+}
+
+/// Watches (and may extend) the presence a local session broadcasts.
+#[async_trait]
+pub trait PresenceObserver: Send + Sync {
+    /// Called before a session's broadcast presence leaves, so a module can add a child such
+    /// as the XEP-0153 photo hash.
+    async fn decorate(&self, _router: &Arc<Router>, _from: &FullJid, _presence: &mut Element) {}
+    /// Called after a session's broadcast presence (available or unavailable) went out.
+    async fn broadcasted(&self, _router: &Arc<Router>, _from: &FullJid, _presence: &Element) {}
+}
+
+/// What a stanza filter decides.
+#[derive(Debug)]
+pub enum Verdict {
+    Pass,
+    /// Silently discard (what XEP-0191 says for presence).
+    Drop,
+    /// Discard and answer the sender with this error (never for presence or errors).
+    Reject(StanzaError),
+}
+
+/// A policy applied to stanzas between a local user and another entity, in either direction
+/// (XEP-0191 blocking is the model). Called on the routing hot path: implementations answer
+/// from memory.
+#[async_trait]
+pub trait StanzaFilter: Send + Sync {
+    /// A stanza a local user (`from`, bare or full) sends towards `to`.
+    async fn outbound(
+        &self,
+        _router: &Arc<Router>,
+        _from: &Jid,
+        _to: &Jid,
+        _stanza: &Element,
+    ) -> Verdict {
+        Verdict::Pass
+    }
+    /// A stanza from `from` arriving for the local account `to`.
+    async fn inbound(
+        &self,
+        _router: &Arc<Router>,
+        _to: &BareJid,
+        _from: &Jid,
+        _stanza: &Element,
+    ) -> Verdict {
+        Verdict::Pass
+    }
 }
 
 /// What to do with a chat/normal message to an existing local account with no resource that
@@ -72,7 +136,9 @@ pub struct Registry {
     pub(super) server_iq: HashMap<IqKey, Arc<dyn IqHandler>>,
     pub(super) account_iq: HashMap<IqKey, Arc<dyn IqHandler>>,
     pub(super) session_hooks: Vec<Arc<dyn SessionHook>>,
-    pub(super) presence: Option<Arc<dyn PresenceBroadcast>>,
+    pub(super) presence: Option<Arc<dyn PresenceHandler>>,
+    pub(super) presence_observers: Vec<Arc<dyn PresenceObserver>>,
+    pub(super) filters: Vec<Arc<dyn StanzaFilter>>,
     pub(super) undeliverable: Option<Arc<dyn UndeliverableMessage>>,
     pub(super) server_features: Vec<&'static str>,
     pub(super) account_features: Vec<&'static str>,
@@ -95,8 +161,16 @@ impl Registry {
         self.session_hooks.push(hook);
     }
 
-    pub fn presence_broadcast(&mut self, handler: Arc<dyn PresenceBroadcast>) {
+    pub fn presence_handler(&mut self, handler: Arc<dyn PresenceHandler>) {
         self.presence = Some(handler);
+    }
+
+    pub fn presence_observer(&mut self, observer: Arc<dyn PresenceObserver>) {
+        self.presence_observers.push(observer);
+    }
+
+    pub fn stanza_filter(&mut self, filter: Arc<dyn StanzaFilter>) {
+        self.filters.push(filter);
     }
 
     pub fn undeliverable_message(&mut self, handler: Arc<dyn UndeliverableMessage>) {

@@ -41,6 +41,8 @@ pub struct SessionEntry {
     pub jid: FullJid,
     pub tx: mpsc::Sender<Outbound>,
     pub availability: Availability,
+    /// Asked for the roster, so it receives roster pushes (RFC 6121 §2.1.6).
+    pub roster_interested: bool,
     /// Woken when the queue overflows; the session then ends itself.
     stalled: Arc<Notify>,
 }
@@ -66,6 +68,7 @@ impl SessionTable {
             jid: jid.clone(),
             tx,
             availability: Availability::Unavailable,
+            roster_interested: false,
             stalled,
         };
         let mut resources = self.users.entry(jid.to_bare()).or_default();
@@ -124,6 +127,35 @@ impl SessionTable {
                         Availability::Available(p) => Some((e.jid.clone(), p)),
                         Availability::Unavailable => None,
                     })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn set_roster_interested(&self, jid: &FullJid) {
+        if let Some(mut resources) = self.users.get_mut(&jid.to_bare()) {
+            if let Some(entry) = resources.iter_mut().find(|e| &e.jid == jid) {
+                entry.roster_interested = true;
+            }
+        }
+    }
+
+    pub fn roster_interested(&self, user: &BareJid) -> Vec<FullJid> {
+        self.select(user, |e| e.roster_interested)
+    }
+
+    pub fn bound(&self, user: &BareJid) -> Vec<FullJid> {
+        self.select(user, |_| true)
+    }
+
+    fn select(&self, user: &BareJid, keep: impl Fn(&SessionEntry) -> bool) -> Vec<FullJid> {
+        self.users
+            .get(user)
+            .map(|resources| {
+                resources
+                    .iter()
+                    .filter(|e| keep(e))
+                    .map(|e| e.jid.clone())
                     .collect()
             })
             .unwrap_or_default()

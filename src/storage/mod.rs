@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
 
 mod postgres;
+mod roster;
 mod sqlite;
 
 use std::sync::Arc;
@@ -9,6 +10,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use postgres::PostgresStorage;
+pub use roster::{
+    LastActivity, LastActivityStore, RosterItem, RosterStore, RosterWrite, Subscription,
+};
 pub use sqlite::SqliteStorage;
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +126,8 @@ pub trait OfflineStore: Send + Sync {
 pub struct Storage {
     pub accounts: Arc<dyn AccountStore>,
     pub offline: Arc<dyn OfflineStore>,
+    pub roster: Arc<dyn RosterStore>,
+    pub last_activity: Arc<dyn LastActivityStore>,
 }
 
 impl Storage {
@@ -144,11 +150,13 @@ impl Storage {
     /// its own `Arc` to call backend-specific methods such as `close()`.
     pub fn from_backend<B>(backend: Arc<B>) -> Storage
     where
-        B: AccountStore + OfflineStore + 'static,
+        B: AccountStore + OfflineStore + RosterStore + LastActivityStore + 'static,
     {
         Storage {
             accounts: backend.clone(),
-            offline: backend,
+            offline: backend.clone(),
+            roster: backend.clone(),
+            last_activity: backend,
         }
     }
 }

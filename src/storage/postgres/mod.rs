@@ -17,6 +17,8 @@ use super::{
     OfflinePush, OfflineStore, ScramCredentials, ScramHash, StorageError, StorageResult,
 };
 
+mod roster;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 pub struct PostgresStorage {

@@ -19,6 +19,8 @@ use super::{
     OfflinePush, OfflineStore, ScramCredentials, ScramHash, StorageError, StorageResult,
 };
 
+mod roster;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// How long a writer waits for another one before giving up with `SQLITE_BUSY`. Transactions

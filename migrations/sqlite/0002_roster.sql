@@ -1,0 +1,38 @@
+-- RFC 6121 rosters: items, the roster version, pending inbound subscription requests, and the
+-- last time each account went offline (XEP-0012).
+
+CREATE TABLE roster_items (
+    username     TEXT    NOT NULL REFERENCES accounts (username) ON DELETE CASCADE,
+    -- The contact's bare JID, as a string.
+    contact      TEXT    NOT NULL,
+    name         TEXT,
+    subscription TEXT    NOT NULL CHECK (subscription IN ('none', 'to', 'from', 'both')),
+    -- An outbound subscribe is pending (RFC 6121 "Pending Out").
+    ask          INTEGER NOT NULL DEFAULT 0 CHECK (ask IN (0, 1)),
+    -- A subscription request from the contact is pre-approved (§3.4).
+    approved     INTEGER NOT NULL DEFAULT 0 CHECK (approved IN (0, 1)),
+    -- JSON array of group names.
+    groups       TEXT    NOT NULL DEFAULT '[]',
+    PRIMARY KEY (username, contact)
+);
+
+CREATE TABLE roster_versions (
+    username TEXT    NOT NULL PRIMARY KEY REFERENCES accounts (username) ON DELETE CASCADE,
+    version  INTEGER NOT NULL
+);
+
+-- Inbound subscription requests not yet answered ("Pending In"), whether or not the contact
+-- is in the roster; the stanza is redelivered at every login until answered.
+CREATE TABLE roster_pending_in (
+    username TEXT NOT NULL REFERENCES accounts (username) ON DELETE CASCADE,
+    contact  TEXT NOT NULL,
+    stanza   TEXT NOT NULL,
+    PRIMARY KEY (username, contact)
+);
+
+CREATE TABLE last_activity (
+    username TEXT    NOT NULL PRIMARY KEY REFERENCES accounts (username) ON DELETE CASCADE,
+    -- Seconds since the Unix epoch at which the last session ended.
+    at_secs  INTEGER NOT NULL,
+    status   TEXT    NOT NULL DEFAULT ''
+);
