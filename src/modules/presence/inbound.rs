@@ -27,7 +27,11 @@ pub(super) async fn handle(
     if let Some(kind) = SubscriptionType::parse(presence_type) {
         // Subscriptions are between bare JIDs, wherever the stanza was addressed (§3.1.3).
         if let Some(from) = from {
-            subscription::inbound(router, to, &from.to_bare(), kind, presence).await;
+            let contact = from.to_bare();
+            let outcome = subscription::inbound(router, to, &contact, kind, presence).await;
+            if outcome.presence_granted {
+                module.send_current_presence(router, to, &contact).await;
+            }
         }
         return;
     }

@@ -127,7 +127,12 @@ impl Presence {
 
     /// §3.1.5: a contact that was just allowed to see the user gets the user's current
     /// presence from each available resource.
-    async fn send_current_presence(&self, router: &Arc<Router>, user: &BareJid, contact: &BareJid) {
+    pub(super) async fn send_current_presence(
+        &self,
+        router: &Arc<Router>,
+        user: &BareJid,
+        contact: &BareJid,
+    ) {
         for (resource, _) in router.available_resources(user) {
             let Some(mut presence) = self.state.last(&resource) else {
                 continue;

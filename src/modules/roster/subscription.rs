@@ -240,7 +240,7 @@ pub async fn inbound(
     contact: &BareJid,
     kind: SubscriptionType,
     mut stanza: Element,
-) {
+) -> Outcome {
     let username = username_of(user);
     let contact_str = contact.to_string();
     match router.storage().accounts.account_exists(&username).await {
@@ -257,18 +257,18 @@ pub async fn inbound(
                     )
                     .await;
             }
-            return;
+            return Outcome::default();
         }
         Err(e) => {
             warn!(error = %e, "account lookup failed");
-            return;
+            return Outcome::default();
         }
     }
     let stored = match Stored::load(router, &username, &contact_str).await {
         Ok(stored) => stored,
         Err(e) => {
             warn!(error = %e, "reading roster state failed");
-            return;
+            return Outcome::default();
         }
     };
     let before = stored.state();
@@ -282,7 +282,7 @@ pub async fn inbound(
         if before.subscription().contact_sees_user() {
             // Already subscribed: answer for the user (§3.1.3).
             auto_reply(router, user, contact, "subscribed").await;
-            return;
+            return Outcome::default();
         }
         if approved {
             // §3.4.2: a pre-approved request is accepted without asking the user.
@@ -301,14 +301,17 @@ pub async fn inbound(
             .await
             {
                 auto_reply(router, user, contact, "subscribed").await;
+                return Outcome {
+                    presence_granted: true,
+                };
             }
-            return;
+            return Outcome::default();
         }
         if after == before {
-            return;
+            return Outcome::default();
         }
         if !pending_room(router, &username).await {
-            return;
+            return Outcome::default();
         }
         if save_or_log(
             router,
@@ -324,12 +327,12 @@ pub async fn inbound(
         {
             deliver_to_available(router, user, &stanza);
         }
-        return;
+        return Outcome::default();
     }
 
     if after == before {
         // §3.2–3.3: nothing changed, so the stanza is not delivered.
-        return;
+        return Outcome::default();
     }
     if save_or_log(
         router,
@@ -348,6 +351,7 @@ pub async fn inbound(
             send_unavailable(router, user, contact).await;
         }
     }
+    Outcome::default()
 }
 
 #[allow(clippy::too_many_arguments)]
