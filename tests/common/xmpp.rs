@@ -11,6 +11,8 @@ use super::{Raw, TestServer};
 pub struct Session {
     pub raw: Raw,
     pub jid: String,
+    /// Stanzas read while waiting for an IQ answer, handed out by `next` first.
+    held: std::collections::VecDeque<Element>,
 }
 
 static MARKERS: AtomicU64 = AtomicU64::new(0);
@@ -19,7 +21,11 @@ impl Session {
     /// Logs in over STARTTLS + PLAIN and binds `resource`.
     pub async fn login(server: &TestServer, user: &str, resource: &str) -> Session {
         let (raw, jid) = Raw::login(server.c2s(), server.tls_config(), user, resource).await;
-        Session { raw, jid }
+        Session {
+            raw,
+            jid,
+            held: Default::default(),
+        }
     }
 
     /// Logs in, fetches the roster (becoming an interested resource) and sends initial
@@ -44,7 +50,10 @@ impl Session {
     }
 
     pub async fn next(&mut self) -> Element {
-        self.raw.element().await
+        match self.held.pop_front() {
+            Some(el) => el,
+            None => self.raw.element().await,
+        }
     }
 
     /// The next stanza matching `pred`, skipping any other.
@@ -57,17 +66,25 @@ impl Session {
         }
     }
 
-    /// Sends an IQ and returns its answer (skipping other stanzas).
+    /// Sends an IQ and returns its answer; other stanzas that arrive meanwhile stay queued
+    /// for `next`.
     pub async fn iq(&mut self, xml_without_id: &str) -> Element {
         let id = format!("iq-{}", MARKERS.fetch_add(1, Ordering::Relaxed));
         let xml = xml_without_id.replacen("<iq ", &format!("<iq id='{id}' "), 1);
         self.send(&xml).await;
-        self.expect(|el| {
-            el.name() == "iq"
+        let mut skipped = Vec::new();
+        let answer = loop {
+            let el = self.raw.element().await;
+            let is_answer = el.name() == "iq"
                 && el.attr("id") == Some(id.as_str())
-                && matches!(el.attr("type"), Some("result" | "error"))
-        })
-        .await
+                && matches!(el.attr("type"), Some("result" | "error"));
+            if is_answer {
+                break el;
+            }
+            skipped.push(el);
+        };
+        self.held.extend(skipped);
+        answer
     }
 
     pub async fn roster_get(&mut self) -> Element {
