@@ -96,6 +96,10 @@ backend_tests!(
     offline_concurrent_pushes_stop_at_cap,
     offline_concurrent_pushes_for_different_users_are_independent,
     delete_account_removes_credentials_and_offline_messages,
+    roster_items_roundtrip_and_version_grows,
+    roster_cap_counts_only_new_items,
+    roster_pending_in_roundtrip,
+    roster_and_last_activity_go_with_the_account,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -428,6 +432,161 @@ async fn delete_account_removes_credentials_and_offline_messages(s: Storage) {
             .unwrap(),
         Some(creds(ScramHash::Sha1, 2))
     );
+}
+
+async fn roster_items_roundtrip_and_version_grows(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert_eq!(s.roster.roster("alice").await.unwrap(), (0, vec![]));
+    let mut bob = RosterItem::new("bob@example.org");
+    bob.name = Some("Bob".into());
+    bob.groups = vec!["Friends".into(), "Ünïcode".into()];
+    bob.subscription = Subscription::Both;
+    let mut carol = RosterItem::new("carol@example.org");
+    carol.ask = true;
+    carol.approved = true;
+    let v1 = s.roster.put_roster_item("alice", &carol, 10).await.unwrap();
+    let v2 = s.roster.put_roster_item("alice", &bob, 10).await.unwrap();
+    let (RosterWrite::Stored(v1), RosterWrite::Stored(v2)) = (v1, v2) else {
+        panic!("not stored: {v1:?} {v2:?}");
+    };
+    assert!(v2 > v1);
+    let (version, items) = s.roster.roster("alice").await.unwrap();
+    assert_eq!(version, v2);
+    assert_eq!(items, vec![bob.clone(), carol.clone()], "sorted by contact");
+    assert_eq!(
+        s.roster
+            .roster_item("alice", "carol@example.org")
+            .await
+            .unwrap(),
+        Some(carol)
+    );
+    assert_eq!(s.roster.roster_version("alice").await.unwrap(), v2);
+    let v3 = s
+        .roster
+        .delete_roster_item("alice", "bob@example.org")
+        .await
+        .unwrap()
+        .expect("deleted");
+    assert!(v3 > v2);
+    assert_eq!(
+        s.roster
+            .delete_roster_item("alice", "bob@example.org")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.roster.roster_version("alice").await.unwrap(), v3);
+    // Writing for an account that does not exist is refused.
+    assert!(matches!(
+        s.roster.put_roster_item("nobody", &bob, 10).await,
+        Err(StorageError::NotFound)
+    ));
+}
+
+async fn roster_cap_counts_only_new_items(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    for contact in ["a@x", "b@x"] {
+        let put = s
+            .roster
+            .put_roster_item("alice", &RosterItem::new(contact), 2)
+            .await
+            .unwrap();
+        assert!(matches!(put, RosterWrite::Stored(_)));
+    }
+    let full = s
+        .roster
+        .put_roster_item("alice", &RosterItem::new("c@x"), 2)
+        .await
+        .unwrap();
+    assert_eq!(full, RosterWrite::Full);
+    let mut renamed = RosterItem::new("a@x");
+    renamed.name = Some("A".into());
+    let update = s
+        .roster
+        .put_roster_item("alice", &renamed, 2)
+        .await
+        .unwrap();
+    assert!(matches!(update, RosterWrite::Stored(_)));
+    assert_eq!(s.roster.roster("alice").await.unwrap().1.len(), 2);
+}
+
+async fn roster_pending_in_roundtrip(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert!(!s.roster.has_pending_in("alice", "bob@x").await.unwrap());
+    s.roster
+        .put_pending_in("alice", "bob@x", "<presence type='subscribe'/>")
+        .await
+        .unwrap();
+    s.roster
+        .put_pending_in(
+            "alice",
+            "bob@x",
+            "<presence type='subscribe'><status>hi</status></presence>",
+        )
+        .await
+        .unwrap();
+    s.roster
+        .put_pending_in("alice", "abe@x", "<presence/>")
+        .await
+        .unwrap();
+    assert!(s.roster.has_pending_in("alice", "bob@x").await.unwrap());
+    let pending = s.roster.pending_in("alice").await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].0, "abe@x");
+    assert!(
+        pending[1].1.contains("hi"),
+        "the newer request replaces the older"
+    );
+    assert!(s.roster.delete_pending_in("alice", "bob@x").await.unwrap());
+    assert!(!s.roster.delete_pending_in("alice", "bob@x").await.unwrap());
+    assert!(matches!(
+        s.roster
+            .put_pending_in("nobody", "bob@x", "<presence/>")
+            .await,
+        Err(StorageError::NotFound)
+    ));
+}
+
+async fn roster_and_last_activity_go_with_the_account(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.roster
+        .put_roster_item("alice", &RosterItem::new("bob@x"), 10)
+        .await
+        .unwrap();
+    s.roster
+        .put_pending_in("alice", "carol@x", "<presence/>")
+        .await
+        .unwrap();
+    let last = LastActivity {
+        at_secs: 1_700_000_000,
+        status: "away".into(),
+    };
+    s.last_activity
+        .set_last_activity("alice", &last)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.last_activity.last_activity("alice").await.unwrap(),
+        Some(last)
+    );
+    let newer = LastActivity {
+        at_secs: 1_700_000_100,
+        status: String::new(),
+    };
+    s.last_activity
+        .set_last_activity("alice", &newer)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.last_activity.last_activity("alice").await.unwrap(),
+        Some(newer)
+    );
+
+    s.accounts.delete_account("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert_eq!(s.roster.roster("alice").await.unwrap(), (0, vec![]));
+    assert!(s.roster.pending_in("alice").await.unwrap().is_empty());
+    assert_eq!(s.last_activity.last_activity("alice").await.unwrap(), None);
 }
 
 // Backend-specific behaviour that the shared suite cannot express.
