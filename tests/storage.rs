@@ -15,6 +15,15 @@ use sqlx::Connection;
 
 const PG_ENV: &str = "CORVID_TEST_POSTGRES";
 
+/// SQLite behind the in-memory roster cache the server runs with: the same suite must pass.
+async fn with_cached_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Storage) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    with_sqlite(|storage| test(storage.with_roster_cache(2))).await;
+}
+
 async fn with_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(Storage) -> Fut,
@@ -68,6 +77,14 @@ macro_rules! backend_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     super::with_sqlite(super::$name).await;
+                }
+            )*
+        }
+        mod sqlite_with_roster_cache {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::with_cached_sqlite(super::$name).await;
                 }
             )*
         }

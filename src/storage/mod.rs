@@ -3,6 +3,7 @@
 
 mod postgres;
 mod roster;
+mod roster_cache;
 mod sqlite;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ pub use postgres::PostgresStorage;
 pub use roster::{
     LastActivity, LastActivityStore, RosterItem, RosterStore, RosterWrite, Subscription,
 };
+pub use roster_cache::CachedRosterStore;
 pub use sqlite::SqliteStorage;
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +146,12 @@ impl Storage {
         } else {
             Err(StorageError::UnsupportedUrl(url.to_string()))
         }
+    }
+
+    /// Puts an in-memory cache of up to `max_users` rosters in front of the roster store.
+    pub fn with_roster_cache(mut self, max_users: usize) -> Storage {
+        self.roster = Arc::new(CachedRosterStore::new(self.roster, max_users));
+        self
     }
 
     /// Wraps a backend the caller opened itself, e.g. with non-default options, while keeping
