@@ -117,6 +117,15 @@ pub struct LimitsConfig {
     pub offline_messages_per_user: u32,
     /// Stanzas queued for one session before it is considered stalled and disconnected.
     pub session_queue: usize,
+    /// JIDs one user may block (XEP-0191). A `<block/>` that would go past it is refused as a
+    /// whole with `<not-acceptable/>` (type modify: unblock something or block less): it is a
+    /// fixed policy, not the temporary shortage `<resource-constraint/>` would suggest.
+    pub blocklist_items: u32,
+    /// Largest vCard (XEP-0054) a user may store, in bytes of serialized XML. Larger sets are
+    /// refused with `<not-acceptable/>` (type modify) and the old vCard is kept. 64 KiB holds
+    /// every text field plus an avatar of ~45 KiB after base64, well above what XEP-0153
+    /// clients publish, while keeping vCard results a quarter of the default stanza limit.
+    pub vcard_max_bytes: usize,
 }
 
 impl Default for Config {
@@ -205,6 +214,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             offline_messages_per_user: 500,
             session_queue: 4096,
+            blocklist_items: 1000,
+            vcard_max_bytes: 64 * 1024,
         }
     }
 }

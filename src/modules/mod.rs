@@ -1,9 +1,12 @@
 //! One module per feature; each registers its handlers with the router at start-up.
 
+pub mod blocking;
 pub mod disco;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+mod user_cache;
+pub mod vcard;
 pub mod version;
 
 use std::sync::Arc;
@@ -18,5 +21,7 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(version::Version),
         Arc::new(presence::Presence),
         Arc::new(offline::Offline),
+        Arc::new(blocking::Blocking::default()),
+        Arc::new(vcard::Vcard::default()),
     ]
 }

@@ -210,6 +210,12 @@ impl Router {
         };
         match (kind, to) {
             (Kind::Presence, None) => {
+                // Observers extend broadcast presence (e.g. the XEP-0153 photo hash) before
+                // the presence module sends it anywhere.
+                let mut stanza = stanza;
+                for observer in &self.registry.presence_observers {
+                    observer.decorate(self, from, &mut stanza).await;
+                }
                 if let Some(handler) = &self.registry.presence {
                     handler.broadcast(self, from, stanza).await;
                 }

@@ -20,3 +20,7 @@ pub const OFFLINE: &str = "msgoffline";
 pub const HINTS: &str = "urn:xmpp:hints";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+pub const VCARD: &str = "vcard-temp";
+pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
