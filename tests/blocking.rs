@@ -573,3 +573,60 @@ async fn blocking_is_advertised_on_the_server_and_the_account() {
         assert!(features.contains(&BLOCKING), "{to}: {features:?}");
     }
 }
+
+#[tokio::test]
+async fn blocklist_survives_a_server_restart() {
+    let first = TestServer::start().await;
+    first.add_user("alice").await;
+    first.add_user("bob").await;
+    let db = first.db_path();
+    {
+        let mut alice = login(&first, "alice", "a").await;
+        let r = block(&mut alice, &["bob@localhost"]).await;
+        assert_eq!(r.attr("type"), Some("result"));
+    }
+    let TestServer { server, dir, .. } = first;
+    server.shutdown().await;
+
+    let url = format!("sqlite://{}", db.display());
+    let second = TestServer::start_with(|c| c.storage.url = url).await;
+    let mut alice = login(&second, "alice", "a").await;
+    assert_eq!(blocklist(&mut alice).await, vec!["bob@localhost"]);
+    let mut bob = login(&second, "bob", "b").await;
+    bob.write("<message to='alice@localhost/a' type='chat' id='m'><body>hi</body></message>")
+        .await;
+    let error = next_where(&mut bob, |e| e.attr("id") == Some("m")).await;
+    assert_eq!(
+        error_condition(&error).as_deref(),
+        Some("service-unavailable")
+    );
+    drop(dir);
+}
+
+#[tokio::test]
+async fn blocking_on_postgres() {
+    let Some((t, schema)) = start_on_postgres().await else {
+        eprintln!("skipped: CORVID_TEST_POSTGRES not set");
+        return;
+    };
+    t.add_user("alice").await;
+    t.add_user("bob").await;
+    let mut alice = login(&t, "alice", "a").await;
+    let mut bob = login(&t, "bob", "b").await;
+    let r = block(&mut alice, &["bob@localhost", "example.net"]).await;
+    assert_eq!(r.attr("type"), Some("result"));
+    assert_eq!(
+        blocklist(&mut alice).await,
+        vec!["bob@localhost", "example.net"]
+    );
+    bob.write("<message to='alice@localhost' type='chat' id='m'><body>hi</body></message>")
+        .await;
+    let error = next_where(&mut bob, |e| e.attr("id") == Some("m")).await;
+    assert_eq!(
+        error_condition(&error).as_deref(),
+        Some("service-unavailable")
+    );
+    unblock(&mut alice, &[]).await;
+    assert!(blocklist(&mut alice).await.is_empty());
+    drop_schema(&schema).await;
+}

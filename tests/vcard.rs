@@ -245,3 +245,36 @@ async fn vcard_is_advertised() {
         assert!(features.contains(&VCARD), "{to}: {features:?}");
     }
 }
+
+#[tokio::test]
+async fn vcard_on_postgres() {
+    let Some((t, schema)) = start_on_postgres().await else {
+        eprintln!("skipped: CORVID_TEST_POSTGRES not set");
+        return;
+    };
+    t.add_user("alice").await;
+    t.add_user("bob").await;
+    let mut alice = login(&t, "alice", "a").await;
+    let mut bob = login(&t, "bob", "b").await;
+    let r = set_vcard(
+        &mut alice,
+        None,
+        "<FN>Alice on Postgres</FN><PHOTO><BINVAL>aGVsbG8=</BINVAL></PHOTO>",
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    let r = get_vcard(&mut bob, Some("alice@localhost")).await;
+    assert_eq!(full_name(&r).as_deref(), Some("Alice on Postgres"));
+    let hash = t
+        .storage()
+        .vcard
+        .vcard_photo_hash("alice")
+        .await
+        .expect("hash");
+    // SHA-1 of "hello".
+    assert_eq!(
+        hash.as_deref(),
+        Some("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d")
+    );
+    drop_schema(&schema).await;
+}
