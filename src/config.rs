@@ -120,6 +120,15 @@ pub struct LimitsConfig {
     /// Roster items per user (RFC 6121 §2.3.3); a roster set beyond it gets `<not-allowed/>`.
     /// Pending inbound subscription requests count too, so strangers cannot fill storage.
     pub roster_items: u32,
+    /// JIDs one user may block (XEP-0191). A `<block/>` that would go past it is refused as a
+    /// whole with `<not-acceptable/>` (type modify: unblock something or block less): it is a
+    /// fixed policy, not the temporary shortage `<resource-constraint/>` would suggest.
+    pub blocklist_items: u32,
+    /// Largest vCard (XEP-0054) a user may store, in bytes of serialized XML. Larger sets are
+    /// refused with `<not-acceptable/>` (type modify) and the old vCard is kept. 64 KiB holds
+    /// every text field plus an avatar of ~45 KiB after base64, well above what XEP-0153
+    /// clients publish, while keeping vCard results a quarter of the default stanza limit.
+    pub vcard_max_bytes: usize,
 }
 
 impl Default for Config {
@@ -209,6 +218,8 @@ impl Default for LimitsConfig {
             offline_messages_per_user: 500,
             session_queue: 4096,
             roster_items: 1000,
+            blocklist_items: 1000,
+            vcard_max_bytes: 64 * 1024,
         }
     }
 }

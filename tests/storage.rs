@@ -117,6 +117,12 @@ backend_tests!(
     roster_cap_counts_only_new_items,
     roster_pending_in_roundtrip,
     roster_and_last_activity_go_with_the_account,
+    blocklist_block_unblock_roundtrip,
+    blocklist_cap_is_enforced_atomically,
+    blocklist_needs_account_and_goes_with_it,
+    blocklist_concurrent_blocks_stop_at_cap,
+    vcard_set_replace_and_hash,
+    vcard_needs_account_and_goes_with_it,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -606,6 +612,202 @@ async fn roster_and_last_activity_go_with_the_account(s: Storage) {
     assert_eq!(s.last_activity.last_activity("alice").await.unwrap(), None);
 }
 
+fn jids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|j| j.to_string()).collect()
+}
+
+async fn blocklist_block_unblock_roundtrip(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.accounts.create_account("bob", &[]).await.unwrap();
+    assert!(s.blocklist.blocklist("alice").await.unwrap().is_empty());
+
+    let first = jids(&[
+        "romeo@example.net",
+        "example.com",
+        "x@y/z",
+        "example.org/res",
+    ]);
+    assert_eq!(
+        s.blocklist.block("alice", &first, 100).await.unwrap(),
+        BlockWrite::Stored(4)
+    );
+    // Already blocked and duplicated JIDs are not errors and are not counted twice.
+    assert_eq!(
+        s.blocklist
+            .block("alice", &jids(&["example.com", "new@a", "new@a"]), 100)
+            .await
+            .unwrap(),
+        BlockWrite::Stored(1)
+    );
+    assert_eq!(
+        s.blocklist.blocklist("alice").await.unwrap(),
+        vec![
+            "example.com",
+            "example.org/res",
+            "new@a",
+            "romeo@example.net",
+            "x@y/z"
+        ]
+    );
+    // Lists are per user.
+    assert!(s.blocklist.blocklist("bob").await.unwrap().is_empty());
+    s.blocklist
+        .block("bob", &jids(&["alice@localhost"]), 100)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        s.blocklist
+            .unblock("alice", &jids(&["example.com", "never@blocked"]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.blocklist.blocklist("alice").await.unwrap(),
+        vec!["example.org/res", "new@a", "romeo@example.net", "x@y/z"]
+    );
+    assert_eq!(s.blocklist.unblock_all("alice").await.unwrap(), 4);
+    assert!(s.blocklist.blocklist("alice").await.unwrap().is_empty());
+    assert_eq!(s.blocklist.unblock_all("alice").await.unwrap(), 0);
+    assert_eq!(
+        s.blocklist.blocklist("bob").await.unwrap(),
+        vec!["alice@localhost"]
+    );
+}
+
+async fn blocklist_cap_is_enforced_atomically(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.blocklist
+        .block("alice", &jids(&["a@x", "b@x"]), 3)
+        .await
+        .unwrap();
+    // Two new JIDs would make four: nothing of the request is stored.
+    assert_eq!(
+        s.blocklist
+            .block("alice", &jids(&["c@x", "d@x"]), 3)
+            .await
+            .unwrap(),
+        BlockWrite::Full
+    );
+    assert_eq!(
+        s.blocklist.blocklist("alice").await.unwrap(),
+        vec!["a@x", "b@x"]
+    );
+    // Re-blocking what is already there does not count against the cap.
+    assert_eq!(
+        s.blocklist
+            .block("alice", &jids(&["a@x", "b@x", "c@x"]), 3)
+            .await
+            .unwrap(),
+        BlockWrite::Stored(1)
+    );
+    assert_eq!(
+        s.blocklist
+            .block("alice", &jids(&["a@x"]), 3)
+            .await
+            .unwrap(),
+        BlockWrite::Stored(0)
+    );
+    assert_eq!(
+        s.blocklist
+            .block("alice", &jids(&["e@x"]), 3)
+            .await
+            .unwrap(),
+        BlockWrite::Full
+    );
+}
+
+async fn blocklist_needs_account_and_goes_with_it(s: Storage) {
+    let r = s.blocklist.block("nobody", &jids(&["a@x"]), 10).await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+    assert!(s.blocklist.blocklist("nobody").await.unwrap().is_empty());
+
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.blocklist
+        .block("alice", &jids(&["a@x"]), 10)
+        .await
+        .unwrap();
+    s.accounts.delete_account("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert!(s.blocklist.blocklist("alice").await.unwrap().is_empty());
+}
+
+async fn blocklist_concurrent_blocks_stop_at_cap(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|n| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.blocklist
+                    .block("alice", &[format!("u{n}@x")], 10)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        if t.await.unwrap() == BlockWrite::Stored(1) {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 10);
+    assert_eq!(s.blocklist.blocklist("alice").await.unwrap().len(), 10);
+}
+
+fn vcard(xml: &str, hash: &str) -> StoredVcard {
+    StoredVcard {
+        xml: xml.to_string(),
+        photo_hash: hash.to_string(),
+    }
+}
+
+async fn vcard_set_replace_and_hash(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.accounts.create_account("bob", &[]).await.unwrap();
+    assert_eq!(s.vcard.vcard("alice").await.unwrap(), None);
+    assert_eq!(s.vcard.vcard_photo_hash("alice").await.unwrap(), None);
+
+    let first = vcard("<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>", "");
+    s.vcard.set_vcard("alice", &first).await.unwrap();
+    assert_eq!(s.vcard.vcard("alice").await.unwrap(), Some(first));
+    assert_eq!(
+        s.vcard.vcard_photo_hash("alice").await.unwrap(),
+        Some(String::new())
+    );
+
+    let second = vcard(
+        "<vCard xmlns='vcard-temp'><FN>Älice</FN><PHOTO/></vCard>",
+        "0123456789abcdef0123456789abcdef01234567",
+    );
+    s.vcard.set_vcard("alice", &second).await.unwrap();
+    assert_eq!(s.vcard.vcard("alice").await.unwrap(), Some(second.clone()));
+    assert_eq!(
+        s.vcard.vcard_photo_hash("alice").await.unwrap(),
+        Some(second.photo_hash)
+    );
+    assert_eq!(s.vcard.vcard("bob").await.unwrap(), None);
+}
+
+async fn vcard_needs_account_and_goes_with_it(s: Storage) {
+    let r = s
+        .vcard
+        .set_vcard("nobody", &vcard("<vCard xmlns='vcard-temp'/>", ""))
+        .await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+    assert_eq!(s.vcard.vcard("nobody").await.unwrap(), None);
+
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.vcard
+        .set_vcard("alice", &vcard("<vCard xmlns='vcard-temp'/>", ""))
+        .await
+        .unwrap();
+    s.accounts.delete_account("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert_eq!(s.vcard.vcard("alice").await.unwrap(), None);
+}
+
 // Backend-specific behaviour that the shared suite cannot express.
 
 #[tokio::test]
@@ -626,6 +828,14 @@ async fn sqlite_file_survives_reopen() {
     let first = SqliteStorage::open(&url).await.unwrap();
     first.create_account("alice", &both(1)).await.unwrap();
     first.push("alice", &msg(1), 10).await.unwrap();
+    first
+        .block("alice", &jids(&["mallory@evil.example"]), 10)
+        .await
+        .unwrap();
+    first
+        .set_vcard("alice", &vcard("<vCard xmlns='vcard-temp'/>", "ab"))
+        .await
+        .unwrap();
     first.close().await;
 
     // Re-running the migrations on an up-to-date file must be a no-op.
@@ -636,6 +846,14 @@ async fn sqlite_file_survives_reopen() {
         Some(creds(ScramHash::Sha1, 1))
     );
     assert_eq!(ids(&second.peek("alice").await.unwrap()), vec![1]);
+    assert_eq!(
+        second.blocklist("alice").await.unwrap(),
+        vec!["mallory@evil.example"]
+    );
+    assert_eq!(
+        second.vcard_photo_hash("alice").await.unwrap(),
+        Some("ab".to_string())
+    );
     second.close().await;
 }
 
@@ -650,12 +868,17 @@ async fn postgres_schema_survives_reopen() {
         .await
         .unwrap();
     first.create_account("alice", &both(1)).await.unwrap();
+    first
+        .block("alice", &jids(&["mallory@evil.example"]), 10)
+        .await
+        .unwrap();
     first.close().await;
 
     let second = PostgresStorage::open_with_schema(&url, &schema)
         .await
         .unwrap();
     let found = second.account_exists("alice").await;
+    let blocked = second.blocklist("alice").await;
     second.close().await;
 
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -665,4 +888,5 @@ async fn postgres_schema_survives_reopen() {
         .unwrap();
     conn.close().await.unwrap();
     assert!(found.unwrap());
+    assert_eq!(blocked.unwrap(), vec!["mallory@evil.example"]);
 }

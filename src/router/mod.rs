@@ -218,6 +218,7 @@ impl Router {
         };
         match (kind, to) {
             (Kind::Presence, None) => {
+                // The presence module runs the observers around what it broadcasts.
                 if let Some(handler) = &self.registry.presence {
                     handler.broadcast(self, from, stanza).await;
                 }

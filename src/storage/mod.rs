@@ -1,21 +1,25 @@
 //! Storage behind traits, one per concern. The server only ever talks to these traits; the
 //! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
 
+mod blocking;
 mod postgres;
 mod roster;
 mod roster_cache;
 mod sqlite;
+mod vcard;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use blocking::{BlockWrite, BlocklistStore};
 pub use postgres::PostgresStorage;
 pub use roster::{
     LastActivity, LastActivityStore, RosterItem, RosterStore, RosterWrite, Subscription,
 };
 pub use roster_cache::CachedRosterStore;
 pub use sqlite::SqliteStorage;
+pub use vcard::{StoredVcard, VcardStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -130,6 +134,8 @@ pub struct Storage {
     pub offline: Arc<dyn OfflineStore>,
     pub roster: Arc<dyn RosterStore>,
     pub last_activity: Arc<dyn LastActivityStore>,
+    pub blocklist: Arc<dyn BlocklistStore>,
+    pub vcard: Arc<dyn VcardStore>,
 }
 
 impl Storage {
@@ -158,13 +164,21 @@ impl Storage {
     /// its own `Arc` to call backend-specific methods such as `close()`.
     pub fn from_backend<B>(backend: Arc<B>) -> Storage
     where
-        B: AccountStore + OfflineStore + RosterStore + LastActivityStore + 'static,
+        B: AccountStore
+            + OfflineStore
+            + RosterStore
+            + LastActivityStore
+            + BlocklistStore
+            + VcardStore
+            + 'static,
     {
         Storage {
             accounts: backend.clone(),
             offline: backend.clone(),
             roster: backend.clone(),
-            last_activity: backend,
+            last_activity: backend.clone(),
+            blocklist: backend.clone(),
+            vcard: backend,
         }
     }
 }

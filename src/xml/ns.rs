@@ -24,3 +24,7 @@ pub const ROSTER: &str = "jabber:iq:roster";
 pub const ROSTER_VER_FEATURE: &str = "urn:xmpp:features:rosterver";
 pub const PRE_APPROVAL_FEATURE: &str = "urn:xmpp:features:pre-approval";
 pub const LAST_ACTIVITY: &str = "jabber:iq:last";
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+pub const VCARD: &str = "vcard-temp";
+pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
