@@ -2,6 +2,7 @@
 
 pub mod disco;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod version;
@@ -18,5 +19,6 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(version::Version),
         Arc::new(presence::Presence),
         Arc::new(offline::Offline),
+        Arc::new(pep::Pep::default()),
     ]
 }

@@ -210,8 +210,16 @@ impl Router {
         };
         match (kind, to) {
             (Kind::Presence, None) => {
+                // Observers (PEP's caps) see what the session broadcast, once it went out.
+                let observed =
+                    (!self.registry.presence_observers.is_empty()).then(|| stanza.clone());
                 if let Some(handler) = &self.registry.presence {
                     handler.broadcast(self, from, stanza).await;
+                }
+                if let Some(presence) = observed {
+                    for observer in &self.registry.presence_observers {
+                        observer.broadcasted(self, from, &presence).await;
+                    }
                 }
             }
             (Kind::Presence, Some(to)) => match &self.registry.presence {

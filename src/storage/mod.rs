@@ -1,6 +1,7 @@
 //! Storage behind traits, one per concern. The server only ever talks to these traits; the
 //! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
 
+mod pep;
 mod postgres;
 mod roster;
 mod sqlite;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
 pub use postgres::PostgresStorage;
 pub use roster::{
     LastActivity, LastActivityStore, RosterItem, RosterStore, RosterWrite, Subscription,
@@ -128,6 +130,7 @@ pub struct Storage {
     pub offline: Arc<dyn OfflineStore>,
     pub roster: Arc<dyn RosterStore>,
     pub last_activity: Arc<dyn LastActivityStore>,
+    pub pep: Arc<dyn PepStore>,
 }
 
 impl Storage {
@@ -150,13 +153,14 @@ impl Storage {
     /// its own `Arc` to call backend-specific methods such as `close()`.
     pub fn from_backend<B>(backend: Arc<B>) -> Storage
     where
-        B: AccountStore + OfflineStore + RosterStore + LastActivityStore + 'static,
+        B: AccountStore + OfflineStore + RosterStore + LastActivityStore + PepStore + 'static,
     {
         Storage {
             accounts: backend.clone(),
             offline: backend.clone(),
             roster: backend.clone(),
-            last_activity: backend,
+            last_activity: backend.clone(),
+            pep: backend,
         }
     }
 }

@@ -17,6 +17,7 @@ use super::{
     OfflinePush, OfflineStore, ScramCredentials, ScramHash, StorageError, StorageResult,
 };
 
+mod pep;
 mod roster;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
