@@ -962,3 +962,23 @@ async fn account_disco_shows_the_pep_identity_and_features() {
         assert!(features.contains(&var.as_str()), "{var} in {features:?}");
     }
 }
+
+#[tokio::test]
+async fn new_interest_in_a_node_brings_its_last_item() {
+    let t = server_with(&["bob", "alice"]).await;
+    follow(&t, "alice", "bob").await;
+    let mut bob = connect(&t, "bob", "b").await;
+    publish(&mut bob, NICK, Some("current"), &nick("Bob"), "").await;
+
+    // First without interest in nicknames: nothing comes.
+    let mut alice = connect(&t, "alice", "a").await;
+    online_with_notify(&mut alice, &[AVATAR_META]).await;
+    marker(&mut bob, "alice@localhost/a", "before").await;
+    expect_marker_next(&mut alice, "before").await;
+
+    // New caps that add nick+notify count as a new subscription to that node: its last item
+    // is sent.
+    online_with_notify(&mut alice, &[AVATAR_META, NICK]).await;
+    let (_, last) = next_event_items(&mut alice, NICK).await;
+    assert_eq!(text_of(&last[0].1), "Bob");
+}
