@@ -982,3 +982,30 @@ async fn new_interest_in_a_node_brings_its_last_item() {
     let (_, last) = next_event_items(&mut alice, NICK).await;
     assert_eq!(text_of(&last[0].1), "Bob");
 }
+
+#[tokio::test]
+async fn publish_and_retrieve_on_postgres() {
+    let Some((t, schema)) = start_on_postgres().await else {
+        println!("skipped: CORVID_TEST_POSTGRES not set");
+        return;
+    };
+    t.add_user("bob").await;
+    let mut bob = connect(&t, "bob", "b").await;
+    let log = "urn:example:log";
+    for id in ["1", "2", "3"] {
+        let entry = format!("<entry xmlns='urn:example:log'>{id}</entry>");
+        publish(
+            &mut bob,
+            log,
+            Some(id),
+            &entry,
+            &field("pubsub#max_items", "2"),
+        )
+        .await;
+    }
+    let answer = items(&mut bob, "", log, "", "").await;
+    drop(bob);
+    t.server.shutdown().await;
+    drop_schema(&schema).await;
+    assert_eq!(result_ids(&answer), vec!["2", "3"]);
+}
