@@ -26,6 +26,8 @@ struct Session {
     notify: NotifySet,
     /// Non-negative priority: XEP-0163 §4.3.2 sends nothing to other resources.
     eligible: bool,
+    /// Caps queries to this session still unanswered.
+    queries: u8,
 }
 
 impl Session {
@@ -33,6 +35,10 @@ impl Session {
         self.notify.iter().filter(move |_| self.eligible)
     }
 }
+
+/// A client changing caps faster than it answers gets no more queries than this at a time:
+/// its own interests suffer, nobody else's (an honest client has one at most).
+const MAX_QUERIES_PER_SESSION: u8 = 2;
 
 /// What a broadcast presence calls for.
 enum Next {
@@ -69,6 +75,7 @@ impl Interests {
             caps: None,
             notify: NotifySet::default(),
             eligible: false,
+            queries: 0,
         });
         let before: Vec<String> = session.wanted().cloned().collect();
         let same_caps = match (&session.caps, &caps) {
@@ -116,6 +123,23 @@ impl Interests {
             .filter(|node| !before.contains(node))
             .cloned()
             .collect()
+    }
+
+    /// Counts a query to `jid`; false if it is gone or already has too many unanswered.
+    fn begin_query(&self, jid: &FullJid) -> bool {
+        match self.sessions.get_mut(jid) {
+            Some(mut session) if session.queries < MAX_QUERIES_PER_SESSION => {
+                session.queries += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn end_query(&self, jid: &FullJid) {
+        if let Some(mut session) = self.sessions.get_mut(jid) {
+            session.queries = session.queries.saturating_sub(1);
+        }
     }
 
     /// Registers `jid` as waiting for `key`; true if it is the one that must ask.
@@ -261,7 +285,7 @@ async fn ask(
     jid: &FullJid,
     caps: &Caps,
 ) -> Option<Element> {
-    if !state.interests.sessions.contains_key(jid) {
+    if !state.interests.begin_query(jid) {
         return None;
     }
     let mut query = Element::bare("query", ns::DISCO_INFO);
@@ -270,7 +294,9 @@ async fn ask(
     stanza::set_attr(&mut iq, "type", "get");
     iq.append_child(query);
     let timeout = Duration::from_secs(router.config().pep.caps_query_timeout_secs);
-    match router.request_iq(Jid::from(jid.clone()), iq, timeout).await {
+    let answer = router.request_iq(Jid::from(jid.clone()), iq, timeout).await;
+    state.interests.end_query(jid);
+    match answer {
         Ok(answer) if stanza::stanza_type(&answer) == "result" => {
             answer.get_child("query", ns::DISCO_INFO).cloned()
         }
