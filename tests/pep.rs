@@ -66,12 +66,12 @@ async fn server_with(users: &[&str]) -> TestServer {
 // Caps: the client side of XEP-0115, computed here independently of the server.
 
 /// The sha-1 ver of a client with one identity (client/pc, "corvid-test") and `features`.
-fn caps_ver(features: &[&str]) -> String {
+fn caps_ver(features: &[String]) -> String {
     let mut sorted = features.to_vec();
     sorted.sort_unstable();
     let mut s = String::from("client/pc//corvid-test<");
     for feature in sorted {
-        s.push_str(feature);
+        s.push_str(&feature);
         s.push('<');
     }
     base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()))
@@ -135,8 +135,7 @@ async fn answer_caps_query(client: &mut Client, ver: &str, features: &[String]) 
 /// Available presence with caps wanting `nodes`, and the answer to the server's query.
 async fn online_with_notify(client: &mut Client, nodes: &[&str]) {
     let features = features_with_notify(nodes);
-    let refs: Vec<&str> = features.iter().map(String::as_str).collect();
-    let ver = caps_ver(&refs);
+    let ver = caps_ver(&features);
     available_with_caps(client, &ver).await;
     answer_caps_query(client, &ver, &features).await;
 }
@@ -281,6 +280,15 @@ fn error_of(answer: &Element) -> (String, String, Option<String>) {
     )
 }
 
+/// Asserts an error answer: its type, defined condition and pubsub#errors condition.
+fn assert_error(answer: &Element, kind: &str, condition: &str, pubsub: Option<&str>) {
+    let (k, c, p) = error_of(answer);
+    assert_eq!(
+        (k.as_str(), c.as_str(), p.as_deref()),
+        (kind, condition, pubsub)
+    );
+}
+
 /// The `<event/>` of a notification message, if it is one.
 fn event_of(el: &Element) -> Option<&Element> {
     (el.name() == "message")
@@ -380,7 +388,7 @@ async fn publish_then_items_roundtrip_with_auto_create_and_generated_id() {
     let forged = publish_xml("f1", NICK, None, &nick("evil"), "")
         .replace("id='f1'>", &format!("id='f1' to='bob@{DOMAIN}'>"));
     let answer = iq(&mut mallory, "f1", &forged).await;
-    assert_eq!(error_of(&answer), ("auth".into(), "forbidden".into(), None));
+    assert_error(&answer, "auth", "forbidden", None);
 }
 
 #[tokio::test]
@@ -482,8 +490,7 @@ async fn notification_reaches_interested_contacts_and_own_resources_only() {
     // bob's second resource wants them (same caps as alice: no new query, last item first).
     let mut tablet = connect(&t, "bob", "tablet").await;
     let features = features_with_notify(&[AVATAR_META]);
-    let refs: Vec<&str> = features.iter().map(String::as_str).collect();
-    available_with_caps(&mut tablet, &caps_ver(&refs)).await;
+    available_with_caps(&mut tablet, &caps_ver(&features)).await;
     let (_, own_last) = next_event_items(&mut tablet, AVATAR_META).await;
     assert_eq!(own_last[0].0, "v1");
 
@@ -653,24 +660,15 @@ async fn omemo_nodes_with_open_access_are_readable_by_non_contacts() {
 
     // The nickname node has the default presence model: XEP-0060 §6.5.9.2.
     let denied = items(&mut carol, "bob", NICK, "", "").await;
-    assert_eq!(
-        error_of(&denied),
-        (
-            "auth".into(),
-            "not-authorized".into(),
-            Some("presence-subscription-required".into())
-        )
+    assert_error(
+        &denied,
+        "auth",
+        "not-authorized",
+        Some("presence-subscription-required"),
     );
     // A whitelist node is closed to her (§6.5.9.4).
     let closed = items(&mut carol, "bob", "storage:bookmarks", "", "").await;
-    assert_eq!(
-        error_of(&closed),
-        (
-            "cancel".into(),
-            "not-allowed".into(),
-            Some("closed-node".into())
-        )
-    );
+    assert_error(&closed, "cancel", "not-allowed", Some("closed-node"));
     // Disco#items shows her the open nodes only.
     let disco = iq(
         &mut carol,
@@ -714,14 +712,7 @@ async fn publish_options_that_differ_from_the_node_fail_the_precondition() {
         &open,
     );
     let answer = iq(&mut bob, "p2", &xml).await;
-    assert_eq!(
-        error_of(&answer),
-        (
-            "cancel".into(),
-            "conflict".into(),
-            Some("precondition-not-met".into())
-        )
-    );
+    assert_error(&answer, "cancel", "conflict", Some("precondition-not-met"));
     // A field the server does not support is not silently ignored either.
     let unknown = publish_xml(
         "p3",
@@ -881,8 +872,7 @@ async fn caps_query_is_sent_once_for_two_sessions_with_the_same_ver() {
     // item is the first thing the session hears about.
     let mut second = connect(&t, "alice", "two").await;
     let features = features_with_notify(&[NICK]);
-    let refs: Vec<&str> = features.iter().map(String::as_str).collect();
-    available_with_caps(&mut second, &caps_ver(&refs)).await;
+    available_with_caps(&mut second, &caps_ver(&features)).await;
     let next = next_matching(&mut second, |e| is_caps_query(e) || event_of(e).is_some()).await;
     assert!(
         !is_caps_query(&next),
