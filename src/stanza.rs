@@ -56,9 +56,9 @@ pub struct StanzaError {
     pub kind: ErrorType,
     pub condition: &'static str,
     pub text: Option<String>,
-    /// An application-specific condition (RFC 6120 §8.3.4) as (element name, namespace), such
-    /// as XEP-0191's `<blocked xmlns='urn:xmpp:blocking:errors'/>`.
-    pub app: Option<(&'static str, &'static str)>,
+    /// An application-specific condition (RFC 6120 §8.3.4), e.g. XEP-0060's
+    /// `<precondition-not-met xmlns='http://jabber.org/protocol/pubsub#errors'/>`.
+    pub app_condition: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -67,7 +67,7 @@ impl StanzaError {
             kind,
             condition,
             text: None,
-            app: None,
+            app_condition: None,
         }
     }
 
@@ -76,8 +76,8 @@ impl StanzaError {
         self
     }
 
-    pub fn with_app_condition(mut self, name: &'static str, ns: &'static str) -> Self {
-        self.app = Some((name, ns));
+    pub fn with_app_condition(mut self, condition: Element) -> Self {
+        self.app_condition = Some(Box::new(condition));
         self
     }
 
@@ -126,8 +126,8 @@ impl StanzaError {
                     .build(),
             );
         }
-        if let Some((name, ns)) = self.app {
-            error.append_child(Element::bare(name, ns));
+        if let Some(app) = &self.app_condition {
+            error.append_child((**app).clone());
         }
         error
     }

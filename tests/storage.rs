@@ -123,6 +123,10 @@ backend_tests!(
     blocklist_concurrent_blocks_stop_at_cap,
     vcard_set_replace_and_hash,
     vcard_needs_account_and_goes_with_it,
+    pep_nodes_create_configure_delete,
+    pep_publish_orders_replaces_and_trims,
+    pep_retract_purge_and_last_items,
+    pep_nodes_go_with_their_account,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -806,6 +810,193 @@ async fn vcard_needs_account_and_goes_with_it(s: Storage) {
     s.accounts.delete_account("alice").await.unwrap();
     s.accounts.create_account("alice", &[]).await.unwrap();
     assert_eq!(s.vcard.vcard("alice").await.unwrap(), None);
+}
+
+fn pep_config(max_items: u32) -> NodeConfig {
+    NodeConfig {
+        access_model: AccessModel::Presence,
+        max_items,
+        persist_items: true,
+        send_last_published_item: SendLastItem::OnSubAndPresence,
+    }
+}
+
+fn pep_item(id: &str, seq: i64) -> PepItem {
+    PepItem {
+        id: id.into(),
+        seq,
+        payload: format!("<nick xmlns='http://jabber.org/protocol/nick'>{id}</nick>"),
+    }
+}
+
+fn pep_ids(items: &[PepItem]) -> Vec<&str> {
+    items.iter().map(|i| i.id.as_str()).collect()
+}
+
+async fn pep_nodes_create_configure_delete(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let pep = &s.pep;
+    assert_eq!(pep.pep_node("alice", "n").await.unwrap(), None);
+    let created = pep.create_pep_node("alice", "n", &pep_config(1), 2).await;
+    assert_eq!(created.unwrap(), PepCreate::Created);
+    let again = pep.create_pep_node("alice", "n", &pep_config(1), 2).await;
+    assert!(matches!(again, Err(StorageError::Conflict)), "{again:?}");
+    let second = pep.create_pep_node("alice", "m", &pep_config(4), 2).await;
+    assert_eq!(second.unwrap(), PepCreate::Created);
+    // The per-account cap counts nodes.
+    let third = pep.create_pep_node("alice", "o", &pep_config(1), 2).await;
+    assert_eq!(third.unwrap(), PepCreate::Full);
+    let missing = pep.create_pep_node("nobody", "n", &pep_config(1), 2).await;
+    assert!(
+        matches!(missing, Err(StorageError::NotFound)),
+        "{missing:?}"
+    );
+
+    let nodes = pep.pep_nodes("alice").await.unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, vec!["m", "n"]);
+    assert_eq!(nodes[0].config, pep_config(4));
+
+    let open = NodeConfig {
+        access_model: AccessModel::Open,
+        persist_items: false,
+        send_last_published_item: SendLastItem::Never,
+        ..pep_config(7)
+    };
+    assert!(pep.configure_pep_node("alice", "n", &open).await.unwrap());
+    assert_eq!(pep.pep_node("alice", "n").await.unwrap(), Some(open));
+    assert!(!pep.configure_pep_node("alice", "x", &open).await.unwrap());
+
+    assert!(pep.delete_pep_node("alice", "n").await.unwrap());
+    assert!(!pep.delete_pep_node("alice", "n").await.unwrap());
+    assert_eq!(pep.pep_node("alice", "n").await.unwrap(), None);
+    // Room for a new node again.
+    let after = pep.create_pep_node("alice", "o", &pep_config(1), 2).await;
+    assert_eq!(after.unwrap(), PepCreate::Created);
+}
+
+async fn pep_publish_orders_replaces_and_trims(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let pep = &s.pep;
+    pep.create_pep_node("alice", "n", &pep_config(3), 10)
+        .await
+        .unwrap();
+    for (id, seq) in [("a", 1), ("b", 2), ("c", 3)] {
+        pep.publish_pep_item("alice", "n", &pep_item(id, seq))
+            .await
+            .unwrap();
+    }
+    let all = pep.pep_items("alice", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&all), vec!["a", "b", "c"]);
+    assert_eq!(all[0], pep_item("a", 1));
+    let newest = pep.pep_items("alice", "n", Some(2)).await.unwrap();
+    assert_eq!(pep_ids(&newest), vec!["b", "c"]);
+
+    // Republishing an id replaces the item and makes it the newest.
+    let mut replaced = pep_item("a", 4);
+    replaced.payload = "<nick xmlns='http://jabber.org/protocol/nick'>A</nick>".into();
+    pep.publish_pep_item("alice", "n", &replaced).await.unwrap();
+    let all = pep.pep_items("alice", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&all), vec!["b", "c", "a"]);
+    assert_eq!(all[2], replaced);
+
+    // One more than max_items drops the oldest.
+    pep.publish_pep_item("alice", "n", &pep_item("d", 5))
+        .await
+        .unwrap();
+    let all = pep.pep_items("alice", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&all), vec!["c", "a", "d"]);
+
+    let ids = ["d".to_string(), "zz".to_string(), "a".to_string()];
+    let by_id = pep.pep_items_by_id("alice", "n", &ids).await.unwrap();
+    assert_eq!(pep_ids(&by_id), vec!["a", "d"]);
+    assert!(pep
+        .pep_items_by_id("alice", "n", &[])
+        .await
+        .unwrap()
+        .is_empty());
+
+    let missing = pep.publish_pep_item("alice", "x", &pep_item("e", 6)).await;
+    assert!(
+        matches!(missing, Err(StorageError::NotFound)),
+        "{missing:?}"
+    );
+
+    // A smaller max_items trims at once; persist_items off drops every stored item.
+    assert!(pep
+        .configure_pep_node("alice", "n", &pep_config(1))
+        .await
+        .unwrap());
+    let all = pep.pep_items("alice", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&all), vec!["d"]);
+    let transient = NodeConfig {
+        persist_items: false,
+        ..pep_config(1)
+    };
+    assert!(pep
+        .configure_pep_node("alice", "n", &transient)
+        .await
+        .unwrap());
+    assert!(pep.pep_items("alice", "n", None).await.unwrap().is_empty());
+}
+
+async fn pep_retract_purge_and_last_items(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let pep = &s.pep;
+    for node in ["n", "m", "empty"] {
+        pep.create_pep_node("alice", node, &pep_config(5), 10)
+            .await
+            .unwrap();
+    }
+    for (node, id, seq) in [("n", "a", 1), ("m", "x", 2), ("n", "b", 3), ("m", "y", 4)] {
+        pep.publish_pep_item("alice", node, &pep_item(id, seq))
+            .await
+            .unwrap();
+    }
+    let wanted = ["n".to_string(), "empty".to_string(), "m".to_string()];
+    let last = pep.pep_last_items("alice", &wanted).await.unwrap();
+    let last: Vec<(&str, &str)> = last
+        .iter()
+        .map(|(node, item)| (node.as_str(), item.id.as_str()))
+        .collect();
+    assert_eq!(last, vec![("m", "y"), ("n", "b")]);
+    let only_n = pep
+        .pep_last_items("alice", &["n".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(only_n.len(), 1);
+    assert!(pep.pep_last_items("alice", &[]).await.unwrap().is_empty());
+
+    assert!(pep.retract_pep_item("alice", "n", "b").await.unwrap());
+    assert!(!pep.retract_pep_item("alice", "n", "b").await.unwrap());
+    let all = pep.pep_items("alice", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&all), vec!["a"]);
+
+    assert_eq!(pep.purge_pep_node("alice", "m").await.unwrap(), 2);
+    assert!(pep.pep_items("alice", "m", None).await.unwrap().is_empty());
+    // Purging keeps the node; other nodes keep their items.
+    assert!(pep.pep_node("alice", "m").await.unwrap().is_some());
+    assert_eq!(pep.pep_items("alice", "n", None).await.unwrap().len(), 1);
+}
+
+async fn pep_nodes_go_with_their_account(s: Storage) {
+    for user in ["alice", "bob"] {
+        s.accounts.create_account(user, &[]).await.unwrap();
+        s.pep
+            .create_pep_node(user, "n", &pep_config(1), 10)
+            .await
+            .unwrap();
+        s.pep
+            .publish_pep_item(user, "n", &pep_item(user, 1))
+            .await
+            .unwrap();
+    }
+    s.accounts.delete_account("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert!(s.pep.pep_nodes("alice").await.unwrap().is_empty());
+    // The same node name under another owner is untouched.
+    let bob = s.pep.pep_items("bob", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&bob), vec!["bob"]);
 }
 
 // Backend-specific behaviour that the shared suite cannot express.

@@ -366,7 +366,7 @@ fn outbound_verdict(stanza: &Element) -> Verdict {
         (_, "error") | (Some(Kind::Presence), _) | (None, _) => Verdict::Drop,
         (Some(Kind::Message), _) | (Some(Kind::Iq), "get" | "set") => Verdict::Reject(
             StanzaError::new(ErrorType::Cancel, "not-acceptable")
-                .with_app_condition("blocked", ns::BLOCKING_ERRORS),
+                .with_app_condition(Element::bare("blocked", ns::BLOCKING_ERRORS)),
         ),
         (Some(Kind::Iq), _) => Verdict::Drop,
     }
@@ -511,7 +511,10 @@ mod tests {
             Verdict::Reject(e) => {
                 assert_eq!(e.condition, "not-acceptable");
                 assert_eq!(e.kind, ErrorType::Cancel);
-                assert_eq!(e.app, Some(("blocked", ns::BLOCKING_ERRORS)));
+                assert!(e
+                    .app_condition
+                    .as_deref()
+                    .is_some_and(|c| c.is("blocked", ns::BLOCKING_ERRORS)));
             }
             other => panic!("{other:?}"),
         }

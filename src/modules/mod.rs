@@ -4,6 +4,7 @@ pub mod blocking;
 pub mod disco;
 pub mod last_activity;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod roster;
@@ -27,5 +28,6 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(offline::Offline),
         Arc::new(blocking::Blocking::default()),
         Arc::new(vcard::Vcard::default()),
+        Arc::new(pep::Pep::default()),
     ]
 }

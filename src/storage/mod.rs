@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
 
 mod blocking;
+mod pep;
 mod postgres;
 mod roster;
 mod roster_cache;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use blocking::{BlockWrite, BlocklistStore};
+pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
 pub use postgres::PostgresStorage;
 pub use roster::{
     LastActivity, LastActivityStore, RosterItem, RosterStore, RosterWrite, Subscription,
@@ -136,6 +138,7 @@ pub struct Storage {
     pub last_activity: Arc<dyn LastActivityStore>,
     pub blocklist: Arc<dyn BlocklistStore>,
     pub vcard: Arc<dyn VcardStore>,
+    pub pep: Arc<dyn PepStore>,
 }
 
 impl Storage {
@@ -170,6 +173,7 @@ impl Storage {
             + LastActivityStore
             + BlocklistStore
             + VcardStore
+            + PepStore
             + 'static,
     {
         Storage {
@@ -178,7 +182,8 @@ impl Storage {
             roster: backend.clone(),
             last_activity: backend.clone(),
             blocklist: backend.clone(),
-            vcard: backend,
+            vcard: backend.clone(),
+            pep: backend,
         }
     }
 }
