@@ -4,6 +4,7 @@ chat both ways, and (when PEP is present) one publishes an avatar the other is n
 
 import argparse
 import asyncio
+import hashlib
 import ssl
 import sys
 
@@ -30,6 +31,11 @@ class Client(slixmpp.ClientXMPP):
         self.auto_authorize = None
         self.auto_subscribe = False
         self.subscribe_requests = asyncio.Queue()
+        # Entity capabilities carry the +notify interests that PEP filters notifications by.
+        for plugin in ("xep_0030", "xep_0115", "xep_0163", "xep_0084"):
+            self.register_plugin(plugin)
+        self.avatars = asyncio.Queue()
+        self.add_event_handler("avatar_metadata_publish", lambda m: self.avatars.put_nowait(m))
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("presence_subscribe", lambda p: self.subscribe_requests.put_nowait(str(p["from"].bare)))
@@ -104,12 +110,32 @@ async def chat(alice, bob):
     print("interop: chat both ways ok")
 
 
+async def avatar(alice, bob):
+    """XEP-0084 through PEP: Alice publishes data and metadata; Bob, subscribed and with
+    avatar_metadata+notify in his caps, is notified and fetches the data."""
+    data = b"\x89PNG\r\n\x1a\n corvid interop avatar"
+    avatar_id = hashlib.sha1(data).hexdigest()
+    await alice.plugin["xep_0084"].publish_avatar(data)
+    await alice.plugin["xep_0084"].publish_avatar_metadata(
+        items=[{"id": avatar_id, "type": "image/png", "bytes": len(data)}]
+    )
+    while True:
+        msg = await asyncio.wait_for(bob.avatars.get(), TIMEOUT)
+        if str(msg["from"].bare) == ALICE and msg["pubsub_event"]["items"]["item"]["id"] == avatar_id:
+            break
+    fetched = await bob.plugin["xep_0084"].retrieve_avatar(ALICE, avatar_id)
+    value = fetched["pubsub"]["items"]["item"]["avatar_data"]["value"]
+    assert value == data, value
+    print("interop: avatar published and notified ok")
+
+
 async def main(port, cert):
     alice = await login(ALICE + "/interop", "pw-alice", cert, port)
     bob = await login(BOB + "/interop", "pw-bob", cert, port)
     await subscribe_both_ways(alice, bob)
     bob = await presence_comes_and_goes(alice, bob, cert, port)
     await chat(alice, bob)
+    await avatar(alice, bob)
     for client in (alice, bob):
         client.disconnect()
     print("interop: slixmpp alice <-> bob over STARTTLS ok")
