@@ -43,9 +43,19 @@ impl IqHandler for Disco {
         }
         if payload_ns == ns::DISCO_ITEMS {
             let mut query = Element::bare("query", ns::DISCO_ITEMS);
-            if let Some(account) = &request.account {
-                for item in super::pep::disco_items(router, account, &request.from).await {
-                    query.append_child(item);
+            match &request.account {
+                Some(account) => {
+                    for item in super::pep::disco_items(router, account, &request.from).await {
+                        query.append_child(item);
+                    }
+                }
+                // The server lists the services it hosts, which is how clients find MUC.
+                None => {
+                    for domain in router.component_domains() {
+                        let mut item = Element::bare("item", ns::DISCO_ITEMS);
+                        stanza::set_attr(&mut item, "jid", domain);
+                        query.append_child(item);
+                    }
                 }
             }
             return Ok(Some(query));
