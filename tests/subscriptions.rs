@@ -8,7 +8,9 @@ mod common;
 use common::xmpp::{is_roster_push, pushed_item, Session};
 use common::TestServer;
 use corvid::modules::roster::table::{Direction, State, SubscriptionType, APPENDIX_A};
-use corvid::storage::{RosterItem, Storage, Subscription};
+use std::sync::Arc;
+
+use corvid::storage::{RosterItem, RosterStore, RosterWrite, Storage, StorageResult, Subscription};
 
 const U: &str = "u@localhost";
 const C: &str = "c@localhost";
@@ -207,4 +209,72 @@ async fn subscription_type_names_round_trip() {
     ] {
         assert_eq!(SubscriptionType::parse(kind.as_str()), Some(kind));
     }
+}
+
+/// A roster store whose pending-request lookups are slow, so that two tasks handling the same
+/// relationship both read it before either writes, every time.
+struct SlowReads(Arc<dyn RosterStore>);
+
+#[async_trait::async_trait]
+impl RosterStore for SlowReads {
+    async fn roster(&self, u: &str) -> StorageResult<(i64, Vec<RosterItem>)> {
+        self.0.roster(u).await
+    }
+    async fn roster_version(&self, u: &str) -> StorageResult<i64> {
+        self.0.roster_version(u).await
+    }
+    async fn roster_item(&self, u: &str, c: &str) -> StorageResult<Option<RosterItem>> {
+        self.0.roster_item(u, c).await
+    }
+    async fn put_roster_item(&self, u: &str, i: &RosterItem, m: u32) -> StorageResult<RosterWrite> {
+        self.0.put_roster_item(u, i, m).await
+    }
+    async fn delete_roster_item(&self, u: &str, c: &str) -> StorageResult<Option<i64>> {
+        self.0.delete_roster_item(u, c).await
+    }
+    async fn put_pending_in(&self, u: &str, c: &str, s: &str) -> StorageResult<()> {
+        self.0.put_pending_in(u, c, s).await
+    }
+    async fn delete_pending_in(&self, u: &str, c: &str) -> StorageResult<bool> {
+        self.0.delete_pending_in(u, c).await
+    }
+    async fn has_pending_in(&self, u: &str, c: &str) -> StorageResult<bool> {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        self.0.has_pending_in(u, c).await
+    }
+    async fn pending_in(&self, u: &str) -> StorageResult<Vec<(String, String)>> {
+        self.0.pending_in(u).await
+    }
+}
+
+/// Both users asked each other, and both approve at the same moment: u's task approves
+/// (outbound, on u's item) while c's approval arrives (inbound, on the same item). Each must
+/// see the other's write, so both sides end up `both`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_approvals_do_not_lose_an_update() {
+    let server = TestServer::start_custom(
+        |_| {},
+        |mut storage| {
+            storage.roster = Arc::new(SlowReads(storage.roster));
+            storage
+        },
+    )
+    .await;
+    server.add_user("u").await;
+    server.add_user("c").await;
+    let storage = server.storage().clone();
+    set_state(&storage, "u", C, State::NonePendingOutIn).await;
+    set_state(&storage, "c", U, State::NonePendingOutIn).await;
+    let mut u = Session::online(&server, "u", "r").await;
+    let mut c = Session::online(&server, "c", "r").await;
+
+    u.send(&format!("<presence type='subscribed' to='{C}'/>"))
+        .await;
+    c.send(&format!("<presence type='subscribed' to='{U}'/>"))
+        .await;
+    let _ = tokio::join!(u.drain(), c.drain());
+    let _ = tokio::join!(u.drain(), c.drain());
+
+    assert_eq!(state_of(&storage, "u", C).await, State::Both);
+    assert_eq!(state_of(&storage, "c", U).await, State::Both);
 }

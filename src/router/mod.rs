@@ -90,7 +90,12 @@ impl Router {
 
     /// The domains served in-process by components (for disco#items on the server).
     pub fn component_domains(&self) -> Vec<&str> {
-        let mut domains: Vec<&str> = self.registry.components.keys().map(String::as_str).collect();
+        let mut domains: Vec<&str> = self
+            .registry
+            .components
+            .keys()
+            .map(String::as_str)
+            .collect();
         domains.sort_unstable();
         domains
     }

@@ -45,6 +45,15 @@ impl TestServer {
     /// Starts a server on 127.0.0.1 ephemeral ports with a fresh SQLite file and certificate;
     /// `adjust` may change any setting first.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_custom(adjust, |storage| storage).await
+    }
+
+    /// `start_with`, and `wrap` may put something in front of the opened storage (e.g. a
+    /// store that delays reads, to make a race deterministic).
+    pub async fn start_custom(
+        adjust: impl FnOnce(&mut Config),
+        wrap: impl FnOnce(Storage) -> Storage,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
         config.storage.url = format!("sqlite://{}", dir.path().join("corvid.db").display());
@@ -64,7 +73,12 @@ impl TestServer {
                 .with_test_writer()
                 .try_init();
         }
-        let server = corvid::server::start(config).await.expect("server starts");
+        let storage = Storage::open(&config.storage.url)
+            .await
+            .expect("storage opens");
+        let server = corvid::server::start_with_storage(Arc::new(config), wrap(storage))
+            .await
+            .expect("server starts");
         let cert_der = server
             .ctx
             .tls

@@ -8,7 +8,7 @@ use minidom::Element;
 use tracing::warn;
 
 use super::items::{self, RosterSet};
-use super::{push, subscription};
+use super::{locks, push, subscription};
 use crate::router::{IqHandler, IqRequest, IqResult, Router};
 use crate::stanza::{self, StanzaError};
 use crate::storage::{RosterItem, RosterWrite, StorageError};
@@ -82,6 +82,8 @@ async fn set(router: &Arc<Router>, user: &BareJid, username: &str, query: &Eleme
                 return Err(StanzaError::not_allowed().with_text("you cannot add yourself"));
             }
             let contact_str = contact.to_string();
+            // Held until the write: a subscription change racing this would be lost.
+            let _guard = locks::lock(username, &contact_str).await;
             let mut item = store
                 .roster_item(username, &contact_str)
                 .await
@@ -113,6 +115,7 @@ async fn remove(
 ) -> IqResult {
     let store = &router.storage().roster;
     let contact_str = contact.to_string();
+    let guard = locks::lock(username, &contact_str).await;
     let Some(item) = store
         .roster_item(username, &contact_str)
         .await
@@ -131,6 +134,9 @@ async fn remove(
     else {
         return Err(StanzaError::item_not_found());
     };
+    // Routing can come back to this relationship (the contact's server answering), so the
+    // lock goes before any stanza leaves.
+    drop(guard);
     let from = Jid::from(user.clone());
     if item.subscription.user_sees_contact() || item.ask {
         let stanza = subscription::subscription_stanza(user, contact, "unsubscribe");

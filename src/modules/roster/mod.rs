@@ -3,6 +3,7 @@
 
 mod iq;
 pub mod items;
+mod locks;
 pub mod push;
 pub mod subscription;
 pub mod table;

@@ -10,6 +10,7 @@ use minidom::Element;
 use tracing::warn;
 
 use super::items;
+use super::locks;
 use super::push;
 use super::table::{transition, Direction, State, SubscriptionType};
 use crate::router::Router;
@@ -173,6 +174,7 @@ pub async fn outbound(
     kind: SubscriptionType,
     original: &Element,
 ) -> Outcome {
+    let guard = locks::lock(&username_of(user), contact.as_str()).await;
     let stored = match Relation::load(router, user, contact).await {
         Ok(stored) => stored,
         Err(e) => {
@@ -216,6 +218,7 @@ pub async fn outbound(
             return Outcome::default();
         }
     }
+    drop(guard);
     if route {
         let mut stanza = original.clone();
         stanza::set_attr(&mut stanza, "from", user.to_string());
@@ -264,64 +267,95 @@ pub async fn inbound(
             return Outcome::default();
         }
     }
+    // The request is delivered bare-addressed, from the contact's bare JID (§3.1.3).
+    stanza::set_attr(&mut stanza, "from", contact.to_string());
+    stanza::set_attr(&mut stanza, "to", user.to_string());
+    let effect = {
+        let _guard = locks::lock(&username, contact.as_str()).await;
+        apply_inbound(router, user, contact, kind, &stanza).await
+    };
+    match effect {
+        InboundEffect::None => {}
+        InboundEffect::AnswerSubscribed => {
+            auto_reply(router, user, contact, "subscribed").await;
+        }
+        InboundEffect::PreApproved => {
+            auto_reply(router, user, contact, "subscribed").await;
+            return Outcome {
+                presence_granted: true,
+            };
+        }
+        InboundEffect::Deliver { revoked } => {
+            deliver_to_available(router, user, &stanza);
+            if revoked {
+                send_unavailable(router, user, contact).await;
+            }
+        }
+    }
+    Outcome::default()
+}
+
+/// What an inbound subscription stanza leads to once the stored state has been updated.
+enum InboundEffect {
+    /// Dropped: it changed nothing (§3.2–3.3), or storing it failed.
+    None,
+    /// The contact is already subscribed: answer for the user (§3.1.3).
+    AnswerSubscribed,
+    /// A pre-approved request was granted (§3.4.2): answer and show the user's presence.
+    PreApproved,
+    /// Show the stanza to the user; `revoked`: the contact may no longer see the user.
+    Deliver { revoked: bool },
+}
+
+/// Reads, updates and writes the relationship; runs under its lock, so it only decides and
+/// stores, and leaves every stanza to the caller.
+async fn apply_inbound(
+    router: &Arc<Router>,
+    user: &BareJid,
+    contact: &BareJid,
+    kind: SubscriptionType,
+    stanza: &Element,
+) -> InboundEffect {
     let stored = match Relation::load(router, user, contact).await {
         Ok(stored) => stored,
         Err(e) => {
             warn!(error = %e, "reading roster state failed");
-            return Outcome::default();
+            return InboundEffect::None;
         }
     };
     let before = stored.state();
-    let mut after = transition(Direction::Inbound, kind, before);
-    let mut approved = stored.approved();
-    // The request is delivered bare-addressed, from the contact's bare JID (§3.1.3).
-    stanza::set_attr(&mut stanza, "from", contact.to_string());
-    stanza::set_attr(&mut stanza, "to", user.to_string());
-
+    let after = transition(Direction::Inbound, kind, before);
     if kind == SubscriptionType::Subscribe {
         if before.subscription().contact_sees_user() {
-            // Already subscribed: answer for the user (§3.1.3).
-            auto_reply(router, user, contact, "subscribed").await;
-            return Outcome::default();
+            return InboundEffect::AnswerSubscribed;
         }
-        if approved {
-            // §3.4.2: a pre-approved request is accepted without asking the user.
-            after = transition(Direction::Outbound, SubscriptionType::Subscribed, after);
-            approved = false;
-            if stored.save_or_log(router, after, approved, None).await {
-                auto_reply(router, user, contact, "subscribed").await;
-                return Outcome {
-                    presence_granted: true,
-                };
+        if stored.approved() {
+            let granted = transition(Direction::Outbound, SubscriptionType::Subscribed, after);
+            if stored.save_or_log(router, granted, false, None).await {
+                return InboundEffect::PreApproved;
             }
-            return Outcome::default();
+            return InboundEffect::None;
         }
-        if after == before {
-            return Outcome::default();
+        if after == before || !pending_room(router, &stored.username).await {
+            return InboundEffect::None;
         }
-        if !pending_room(router, &username).await {
-            return Outcome::default();
+        if stored.save_or_log(router, after, false, Some(stanza)).await {
+            return InboundEffect::Deliver { revoked: false };
         }
-        if stored
-            .save_or_log(router, after, approved, Some(&stanza))
-            .await
-        {
-            deliver_to_available(router, user, &stanza);
-        }
-        return Outcome::default();
+        return InboundEffect::None;
     }
-
     if after == before {
-        // §3.2–3.3: nothing changed, so the stanza is not delivered.
-        return Outcome::default();
+        return InboundEffect::None;
     }
-    if stored.save_or_log(router, after, approved, None).await {
-        deliver_to_available(router, user, &stanza);
-        if before.subscription().contact_sees_user() && !after.subscription().contact_sees_user() {
-            send_unavailable(router, user, contact).await;
-        }
+    if stored
+        .save_or_log(router, after, stored.approved(), None)
+        .await
+    {
+        let revoked =
+            before.subscription().contact_sees_user() && !after.subscription().contact_sees_user();
+        return InboundEffect::Deliver { revoked };
     }
-    Outcome::default()
+    InboundEffect::None
 }
 
 /// Stored requests from strangers count against the roster cap, so nobody can fill a user's
