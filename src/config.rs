@@ -117,6 +117,9 @@ pub struct LimitsConfig {
     pub offline_messages_per_user: u32,
     /// Stanzas queued for one session before it is considered stalled and disconnected.
     pub session_queue: usize,
+    /// Roster items per user (RFC 6121 §2.3.3); a roster set beyond it gets `<not-allowed/>`.
+    /// Pending inbound subscription requests count too, so strangers cannot fill storage.
+    pub roster_items: u32,
 }
 
 impl Default for Config {
@@ -205,6 +208,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             offline_messages_per_user: 500,
             session_queue: 4096,
+            roster_items: 1000,
         }
     }
 }

@@ -1,9 +1,11 @@
 //! One module per feature; each registers its handlers with the router at start-up.
 
 pub mod disco;
+pub mod last_activity;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod roster;
 pub mod version;
 
 use std::sync::Arc;
@@ -16,7 +18,9 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(disco::Disco),
         Arc::new(ping::Ping),
         Arc::new(version::Version),
-        Arc::new(presence::Presence),
+        Arc::new(roster::Roster),
+        Arc::new(presence::Presence::default()),
+        Arc::new(last_activity::LastActivity::default()),
         Arc::new(offline::Offline),
     ]
 }

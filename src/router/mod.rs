@@ -169,17 +169,25 @@ impl Router {
         }
     }
 
-    /// Records a session's presence and runs `became_available` hooks on its first available
-    /// presence with a non-negative priority (when XEP-0160 says offline messages flow).
-    pub async fn set_availability(self: &Arc<Self>, jid: &FullJid, availability: Availability) {
+    /// Records a session's presence and runs `became_available` hooks when it becomes
+    /// available with a non-negative priority (when XEP-0160 says offline messages flow).
+    /// Returns the previous availability (`None` if the session is not bound).
+    pub async fn set_availability(
+        self: &Arc<Self>,
+        jid: &FullJid,
+        availability: Availability,
+    ) -> Option<Availability> {
         let previous = self.sessions.set_availability(jid, availability);
-        let first_time = matches!(previous, Some(Availability::Unavailable))
-            && matches!(availability, Availability::Available(p) if p >= 0);
-        if first_time {
+        // Also when a negative priority turns non-negative: messages to the bare JID went to
+        // offline storage meanwhile, and now this session can take them.
+        let was_reachable = matches!(previous, Some(Availability::Available(p)) if p >= 0);
+        let reachable = matches!(availability, Availability::Available(p) if p >= 0);
+        if previous.is_some() && !was_reachable && reachable {
             for hook in &self.registry.session_hooks {
                 hook.became_available(self, jid).await;
             }
         }
+        previous
     }
 
     /// The user's sessions that have sent available presence.

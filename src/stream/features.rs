@@ -38,12 +38,16 @@ pub fn before_auth(
     out
 }
 
-/// After authentication: resource binding, and RFC 3921 sessions marked optional for the
-/// clients that still look for them.
+/// After authentication: resource binding, RFC 3921 sessions marked optional for the clients
+/// that still look for them, and the roster features of RFC 6121 (versioning §2.6,
+/// subscription pre-approval §3.4).
 pub fn after_auth() -> String {
     format!(
-        "<bind xmlns='{}'/><session xmlns='{}'><optional/></session>",
+        "<bind xmlns='{}'/><session xmlns='{}'><optional/></session>\
+         <ver xmlns='{}'/><sub xmlns='{}'/>",
         ns::BIND,
-        ns::SESSION
+        ns::SESSION,
+        ns::ROSTER_VER_FEATURE,
+        ns::PRE_APPROVAL_FEATURE
     )
 }

@@ -20,3 +20,7 @@ pub const OFFLINE: &str = "msgoffline";
 pub const HINTS: &str = "urn:xmpp:hints";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
+pub const ROSTER: &str = "jabber:iq:roster";
+pub const ROSTER_VER_FEATURE: &str = "urn:xmpp:features:rosterver";
+pub const PRE_APPROVAL_FEATURE: &str = "urn:xmpp:features:pre-approval";
+pub const LAST_ACTIVITY: &str = "jabber:iq:last";

@@ -2,6 +2,8 @@
 //! trust its certificate, and a raw client for behaviour a client library would hide.
 #![allow(dead_code)]
 
+pub mod xmpp;
+
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,25 @@
+//! RFC 6121 rosters: the `jabber:iq:roster` protocol (§2), roster pushes, versioning (§2.6),
+//! and the subscription state machine (§3, Appendix A) that the presence module drives.
+
+mod iq;
+pub mod items;
+pub mod push;
+pub mod subscription;
+pub mod table;
+
+use std::sync::Arc;
+
+use crate::router::{Module, Registry};
+use crate::xml::ns;
+
+pub struct Roster;
+
+impl Module for Roster {
+    fn name(&self) -> &'static str {
+        "roster"
+    }
+
+    fn register(self: Arc<Self>, registry: &mut Registry) {
+        registry.account_iq(ns::ROSTER, "query", Arc::new(iq::RosterIq));
+    }
+}

@@ -1,0 +1,414 @@
+//! Subscription stanzas (RFC 6121 §3) applied to stored roster state through the Appendix A
+//! table, plus pre-approval (§3.4). Both sides of a local-to-local subscription run here: the
+//! sender's outbound processing routes the stanza, and the recipient's inbound processing
+//! picks it up from the router.
+
+use std::sync::Arc;
+
+use jid::{BareJid, Jid};
+use minidom::Element;
+use tracing::warn;
+
+use super::items;
+use super::push;
+use super::table::{transition, Direction, State, SubscriptionType};
+use crate::router::Router;
+use crate::stanza::{self, ErrorType, StanzaError};
+use crate::storage::{RosterItem, RosterWrite, StorageResult};
+use crate::xml::{self, ns};
+
+/// What the presence module still has to do after an outbound subscription stanza.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The contact may now see the user's presence: send it the current presence (§3.1.5).
+    pub presence_granted: bool,
+}
+
+/// `<presence type=… from=user to=contact/>`, both bare as §3.1.2 requires.
+pub fn subscription_stanza(user: &BareJid, contact: &BareJid, kind: &str) -> Element {
+    let mut presence = Element::bare("presence", ns::CLIENT);
+    stanza::set_attr(&mut presence, "from", user.to_string());
+    stanza::set_attr(&mut presence, "to", contact.to_string());
+    stanza::set_attr(&mut presence, "type", kind);
+    presence
+}
+
+/// Unavailable presence from each available resource of `user` to `contact`, once the
+/// contact may no longer see it.
+pub async fn send_unavailable(router: &Arc<Router>, user: &BareJid, contact: &BareJid) {
+    for (resource, _) in router.available_resources(user) {
+        let mut presence = Element::bare("presence", ns::CLIENT);
+        stanza::set_attr(&mut presence, "from", resource.to_string());
+        stanza::set_attr(&mut presence, "to", contact.to_string());
+        stanza::set_attr(&mut presence, "type", "unavailable");
+        router
+            .route_from_user(&Jid::from(resource), Jid::from(contact.clone()), presence)
+            .await;
+    }
+}
+
+/// The stored state of `contact` in `user`'s roster.
+struct Stored {
+    item: Option<RosterItem>,
+    pending_in: bool,
+}
+
+impl Stored {
+    async fn load(router: &Router, username: &str, contact: &str) -> StorageResult<Stored> {
+        let store = &router.storage().roster;
+        Ok(Stored {
+            item: store.roster_item(username, contact).await?,
+            pending_in: store.has_pending_in(username, contact).await?,
+        })
+    }
+
+    fn state(&self) -> State {
+        match &self.item {
+            Some(item) => State::of(item.subscription, item.ask, self.pending_in),
+            None => State::of(crate::storage::Subscription::None, false, self.pending_in),
+        }
+    }
+
+    fn approved(&self) -> bool {
+        self.item.as_ref().is_some_and(|i| i.approved)
+    }
+}
+
+enum Saved {
+    Unchanged,
+    Pushed,
+    Full,
+}
+
+/// Writes `after` (and the pre-approval flag) for `contact`; pushes the item if it changed.
+/// An item is created only when the new state has something to show (a subscription or a
+/// pending outbound request) or carries a pre-approval; Pending In alone lives in its own
+/// table, since the RFC keeps such requests out of the roster until answered.
+#[allow(clippy::too_many_arguments)]
+async fn save(
+    router: &Router,
+    user: &BareJid,
+    username: &str,
+    contact: &str,
+    stored: &Stored,
+    after: State,
+    approved: bool,
+    pending_stanza: Option<&Element>,
+) -> StorageResult<Saved> {
+    let store = &router.storage().roster;
+    let before = stored.state();
+    if before.pending_in() && !after.pending_in() {
+        store.delete_pending_in(username, contact).await?;
+    }
+    if !before.pending_in() && after.pending_in() {
+        if let Some(request) = pending_stanza {
+            store
+                .put_pending_in(username, contact, &xml::to_string(request))
+                .await?;
+        }
+    }
+    let item_after = match &stored.item {
+        Some(item) => {
+            let mut item = item.clone();
+            item.subscription = after.subscription();
+            item.ask = after.pending_out();
+            item.approved = approved;
+            Some(item).filter(|new| new != item_ref(stored))
+        }
+        None if after.subscription() != crate::storage::Subscription::None
+            || after.pending_out()
+            || approved =>
+        {
+            let mut item = RosterItem::new(contact);
+            item.subscription = after.subscription();
+            item.ask = after.pending_out();
+            item.approved = approved;
+            Some(item)
+        }
+        None => None,
+    };
+    let Some(item) = item_after else {
+        return Ok(Saved::Unchanged);
+    };
+    let cap = router.config().limits.roster_items;
+    match store.put_roster_item(username, &item, cap).await? {
+        RosterWrite::Stored(version) => {
+            push::push(router, user, version, items::item_element(&item));
+            Ok(Saved::Pushed)
+        }
+        RosterWrite::Full => Ok(Saved::Full),
+    }
+}
+
+fn item_ref(stored: &Stored) -> &RosterItem {
+    // Only called when the item exists.
+    stored.item.as_ref().unwrap_or_else(|| unreachable!())
+}
+
+fn username_of(user: &BareJid) -> String {
+    user.node()
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// The user sent a subscription stanza to `contact` (Appendix A.2, §3.4).
+pub async fn outbound(
+    router: &Arc<Router>,
+    user: &BareJid,
+    contact: &BareJid,
+    kind: SubscriptionType,
+    original: &Element,
+) -> Outcome {
+    let username = username_of(user);
+    let contact_str = contact.to_string();
+    let stored = match Stored::load(router, &username, &contact_str).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            warn!(error = %e, "reading roster state failed");
+            router.bounce(original, StanzaError::internal_server_error());
+            return Outcome::default();
+        }
+    };
+    let before = stored.state();
+    let after = transition(Direction::Outbound, kind, before);
+    let mut approved = stored.approved();
+    let mut route = match kind {
+        SubscriptionType::Subscribed => after != before,
+        _ => true,
+    };
+    match kind {
+        // §3.4.1: approving a request that has not arrived yet records a pre-approval
+        // instead of sending anything.
+        SubscriptionType::Subscribed
+            if after == before && !before.subscription().contact_sees_user() =>
+        {
+            approved = true;
+            route = false;
+        }
+        SubscriptionType::Subscribed => approved = false,
+        // §3.4: "unsubscribed" also withdraws a pre-approval.
+        SubscriptionType::Unsubscribed => approved = false,
+        _ => {}
+    }
+    match save(
+        router,
+        user,
+        &username,
+        &contact_str,
+        &stored,
+        after,
+        approved,
+        None,
+    )
+    .await
+    {
+        Ok(Saved::Full) => {
+            let error = StanzaError::new(ErrorType::Wait, "resource-constraint")
+                .with_text("the roster is full");
+            router.bounce(original, error);
+            return Outcome::default();
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(error = %e, "writing roster state failed");
+            router.bounce(original, StanzaError::internal_server_error());
+            return Outcome::default();
+        }
+    }
+    if route {
+        let mut stanza = original.clone();
+        stanza::set_attr(&mut stanza, "from", user.to_string());
+        stanza::set_attr(&mut stanza, "to", contact_str);
+        router
+            .route_from_user(&Jid::from(user.clone()), Jid::from(contact.clone()), stanza)
+            .await;
+    }
+    let had = before.subscription().contact_sees_user();
+    let has = after.subscription().contact_sees_user();
+    if had && !has {
+        send_unavailable(router, user, contact).await;
+    }
+    Outcome {
+        presence_granted: !had && has,
+    }
+}
+
+/// `contact` sent a subscription stanza to the local `user` (Appendix A.3, §3.4.2).
+pub async fn inbound(
+    router: &Arc<Router>,
+    user: &BareJid,
+    contact: &BareJid,
+    kind: SubscriptionType,
+    mut stanza: Element,
+) -> Outcome {
+    let username = username_of(user);
+    let contact_str = contact.to_string();
+    match router.storage().accounts.account_exists(&username).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // §3.1.3: a request to nobody is answered as if refused.
+            if kind == SubscriptionType::Subscribe {
+                let refusal = subscription_stanza(user, contact, "unsubscribed");
+                router
+                    .route(
+                        crate::stanza::Kind::Presence,
+                        Jid::from(contact.clone()),
+                        refusal,
+                    )
+                    .await;
+            }
+            return Outcome::default();
+        }
+        Err(e) => {
+            warn!(error = %e, "account lookup failed");
+            return Outcome::default();
+        }
+    }
+    let stored = match Stored::load(router, &username, &contact_str).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            warn!(error = %e, "reading roster state failed");
+            return Outcome::default();
+        }
+    };
+    let before = stored.state();
+    let mut after = transition(Direction::Inbound, kind, before);
+    let mut approved = stored.approved();
+    // The request is delivered bare-addressed, from the contact's bare JID (§3.1.3).
+    stanza::set_attr(&mut stanza, "from", contact_str.clone());
+    stanza::set_attr(&mut stanza, "to", user.to_string());
+
+    if kind == SubscriptionType::Subscribe {
+        if before.subscription().contact_sees_user() {
+            // Already subscribed: answer for the user (§3.1.3).
+            auto_reply(router, user, contact, "subscribed").await;
+            return Outcome::default();
+        }
+        if approved {
+            // §3.4.2: a pre-approved request is accepted without asking the user.
+            after = transition(Direction::Outbound, SubscriptionType::Subscribed, after);
+            approved = false;
+            if save_or_log(
+                router,
+                user,
+                &username,
+                &contact_str,
+                &stored,
+                after,
+                approved,
+                None,
+            )
+            .await
+            {
+                auto_reply(router, user, contact, "subscribed").await;
+                return Outcome {
+                    presence_granted: true,
+                };
+            }
+            return Outcome::default();
+        }
+        if after == before {
+            return Outcome::default();
+        }
+        if !pending_room(router, &username).await {
+            return Outcome::default();
+        }
+        if save_or_log(
+            router,
+            user,
+            &username,
+            &contact_str,
+            &stored,
+            after,
+            approved,
+            Some(&stanza),
+        )
+        .await
+        {
+            deliver_to_available(router, user, &stanza);
+        }
+        return Outcome::default();
+    }
+
+    if after == before {
+        // §3.2–3.3: nothing changed, so the stanza is not delivered.
+        return Outcome::default();
+    }
+    if save_or_log(
+        router,
+        user,
+        &username,
+        &contact_str,
+        &stored,
+        after,
+        approved,
+        None,
+    )
+    .await
+    {
+        deliver_to_available(router, user, &stanza);
+        if before.subscription().contact_sees_user() && !after.subscription().contact_sees_user() {
+            send_unavailable(router, user, contact).await;
+        }
+    }
+    Outcome::default()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn save_or_log(
+    router: &Router,
+    user: &BareJid,
+    username: &str,
+    contact: &str,
+    stored: &Stored,
+    after: State,
+    approved: bool,
+    pending_stanza: Option<&Element>,
+) -> bool {
+    match save(
+        router,
+        user,
+        username,
+        contact,
+        stored,
+        after,
+        approved,
+        pending_stanza,
+    )
+    .await
+    {
+        Ok(Saved::Full) => false,
+        Ok(_) => true,
+        Err(e) => {
+            warn!(error = %e, "writing roster state failed");
+            false
+        }
+    }
+}
+
+/// Stored requests from strangers count against the roster cap, so nobody can fill a user's
+/// storage by sending requests from many addresses.
+async fn pending_room(router: &Router, username: &str) -> bool {
+    let store = &router.storage().roster;
+    let cap = router.config().limits.roster_items as usize;
+    match store.pending_in(username).await {
+        Ok(pending) => pending.len() < cap,
+        Err(e) => {
+            warn!(error = %e, "reading pending requests failed");
+            false
+        }
+    }
+}
+
+async fn auto_reply(router: &Arc<Router>, user: &BareJid, contact: &BareJid, kind: &str) {
+    let reply = subscription_stanza(user, contact, kind);
+    router
+        .route_from_user(&Jid::from(user.clone()), Jid::from(contact.clone()), reply)
+        .await;
+}
+
+fn deliver_to_available(router: &Router, user: &BareJid, stanza: &Element) {
+    for (resource, _) in router.available_resources(user) {
+        let _ = router.deliver_to_session(&resource, stanza.clone());
+    }
+}
