@@ -40,7 +40,7 @@ SKIP="${SKIP:-}"
 TLS_MODES="${TLS_MODES:-none starttls}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 LOAD="${LOAD:-$TARGET/release/corvid-load}"
-CORVID="${CORVID:-$ROOT/target/release/corvid}"
+CORVID="${CORVID:-$TARGET/release/corvid}"
 CORVID_CFG="${CORVID_CFG:-$ROOT/benches/corvid-bench.toml}"
 CORVID_DIR=/tmp/corvid-bench
 

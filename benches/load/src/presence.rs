@@ -150,8 +150,11 @@ fn auto_reply(el: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Items of a roster result: (jid, subscription), "none" when absent.
-fn roster_items(el: &[u8]) -> Vec<(&[u8], &[u8])> {
+/// A roster item: jid, subscription ("none" when absent), ask.
+type Item<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>);
+
+/// Items of a roster result.
+fn roster_items(el: &[u8]) -> Vec<Item<'_>> {
     let mut out = Vec::new();
     let mut from = 0;
     while let Some(i) = xml::find(&el[from..], b"<item") {
@@ -163,7 +166,11 @@ fn roster_items(el: &[u8]) -> Vec<(&[u8], &[u8])> {
         }
         let item = &el[at..];
         if let Some(jid) = xml::attr(item, b"jid") {
-            out.push((jid, xml::attr(item, b"subscription").unwrap_or(b"none")));
+            out.push((
+                jid,
+                xml::attr(item, b"subscription").unwrap_or(b"none"),
+                xml::attr(item, b"ask"),
+            ));
         }
     }
     out
@@ -175,20 +182,26 @@ struct RosterState {
     items: usize,
     /// Contacts (by index) with subscription 'both'; index 0 unused.
     both: Vec<bool>,
+    /// Each contact's item as "subscription[+ask]", "absent" if none.
+    state: Vec<String>,
 }
 
 impl RosterState {
     fn parse(el: &[u8], names: &Names) -> Self {
         let items = roster_items(el);
         let mut both = vec![false; names.n + 1];
-        for (jid, sub) in &items {
-            if let (Some(i), b"both") = (names.contact(jid), *sub) {
-                both[i] = true;
-            }
+        let mut state = vec!["absent".to_string(); names.n + 1];
+        for (jid, sub, ask) in &items {
+            let Some(i) = names.contact(jid) else {
+                continue;
+            };
+            both[i] = *sub == b"both";
+            state[i] = fmt_state(sub, *ask);
         }
         RosterState {
             items: items.len(),
             both,
+            state,
         }
     }
 
@@ -198,6 +211,26 @@ impl RosterState {
 
     fn missing(&self) -> Vec<usize> {
         (1..self.both.len()).filter(|&i| !self.both[i]).collect()
+    }
+}
+
+/// The roster item for `jid` (bare) in a roster result, as "subscription[+ask=…]",
+/// or "absent".
+fn item_state(el: &[u8], jid: &str) -> String {
+    match roster_items(el)
+        .into_iter()
+        .find(|(j, _, _)| *j == jid.as_bytes())
+    {
+        Some((_, sub, ask)) => fmt_state(sub, ask),
+        None => "absent".into(),
+    }
+}
+
+fn fmt_state(sub: &[u8], ask: Option<&[u8]>) -> String {
+    let sub = String::from_utf8_lossy(sub);
+    match ask {
+        Some(ask) => format!("{sub}+ask={}", String::from_utf8_lossy(ask)),
+        None => sub.into_owned(),
     }
 }
 
@@ -243,6 +276,19 @@ enum Seen {
 }
 
 /// A contact received the subject's presence.
+/// What a contact's task tells the coordinator.
+enum Report {
+    Seen(SeenEv),
+    /// The contact's roster item for the subject, as "subscription[+ask]".
+    Roster {
+        idx: usize,
+        state: String,
+    },
+}
+
+/// Id of the roster get a contact sends when told to check its side.
+const CONTACT_ROSTER_ID: &[u8] = b"cr";
+
 struct SeenEv {
     idx: usize,
     what: Seen,
@@ -263,7 +309,7 @@ async fn contact_loop(
     names: &Names,
     shared: &ContactShared,
     cmd: &mut mpsc::UnboundedReceiver<Vec<u8>>,
-    seen: &mpsc::UnboundedSender<SeenEv>,
+    seen: &mpsc::UnboundedSender<Report>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let mut replies = Vec::new();
@@ -301,11 +347,18 @@ async fn contact_loop(
                         _ => None,
                     };
                     if let Some(what) = what {
-                        let _ = seen.send(SeenEv {
+                        let _ = seen.send(Report::Seen(SeenEv {
                             idx,
                             what,
                             t_ns: now,
-                        });
+                        }));
+                    }
+                    if xml::name(el) == b"iq"
+                        && xml::attr(el, b"id") == Some(CONTACT_ROSTER_ID)
+                        && xml::attr(el, b"type") == Some(b"result")
+                    {
+                        let state = item_state(el, &names.subject_bare);
+                        let _ = seen.send(Report::Roster { idx, state });
                     }
                     auto_reply(el, &mut replies);
                 }
@@ -334,16 +387,16 @@ async fn contact_loop(
 
 enum Wake {
     Subject(std::io::Result<usize>),
-    Seen(SeenEv),
+    Report(Report),
     Tick,
 }
 
 /// Wait for bytes on the subject's stream, a contact's report, or a tick.
-async fn next_wake(s: &mut Session, seen: &mut mpsc::UnboundedReceiver<SeenEv>) -> Wake {
+async fn next_wake(s: &mut Session, seen: &mut mpsc::UnboundedReceiver<Report>) -> Wake {
     s.prepare_read();
     tokio::select! {
         r = s.stream.read_buf(&mut s.rbuf) => Wake::Subject(r),
-        Some(ev) = seen.recv() => Wake::Seen(ev),
+        Some(r) = seen.recv() => Wake::Report(r),
         _ = tokio::time::sleep(TICK) => Wake::Tick,
     }
 }
@@ -484,12 +537,15 @@ struct PhaseOut {
     cpu_done: Option<CpuSample>,
     subject: SubjectCounts,
     timed_out: bool,
+    /// Contacts still missing at the end (first few), for the diagnosis of a timeout.
+    seen_missing: Vec<usize>,
+    probes_missing: Vec<usize>,
 }
 
 async fn phase(
     ctx: &Ctx,
     s: &mut Session,
-    seen_rx: &mut mpsc::UnboundedReceiver<SeenEv>,
+    seen_rx: &mut mpsc::UnboundedReceiver<Report>,
     t0: u64,
     want: Seen,
     probes: bool,
@@ -506,6 +562,8 @@ async fn phase(
         cpu_done: None,
         subject: SubjectCounts::default(),
         timed_out: false,
+        seen_missing: Vec::new(),
+        probes_missing: Vec::new(),
     };
     let mut last_subject_rx = t0;
     let deadline = Instant::now() + ctx.phase_timeout;
@@ -521,6 +579,11 @@ async fn phase(
         }
         if Instant::now() >= deadline {
             out.timed_out = true;
+            let missing = |got: &[bool]| (1..=n).filter(|&i| !got[i]).take(20).collect();
+            out.seen_missing = missing(&got_seen);
+            if probes {
+                out.probes_missing = missing(&got_probe);
+            }
             return Ok(out);
         }
         match next_wake(s, seen_rx).await {
@@ -544,7 +607,8 @@ async fn phase(
                 })
                 .await?;
             }
-            Wake::Seen(ev) => {
+            Wake::Report(Report::Roster { .. }) => {}
+            Wake::Report(Report::Seen(ev)) => {
                 if ev.what == want && !got_seen[ev.idx] {
                     got_seen[ev.idx] = true;
                     out.seen += 1;
@@ -566,7 +630,7 @@ fn ms_opt(ns: Option<u64>) -> Option<f64> {
 async fn measure_run(
     ctx: &Ctx,
     run: usize,
-    seen_rx: &mut mpsc::UnboundedReceiver<SeenEv>,
+    seen_rx: &mut mpsc::UnboundedReceiver<Report>,
 ) -> Result<serde_json::Value> {
     let cpu_login = CpuSample::read(ctx.pid);
     let (mut s, login_dt) =
@@ -647,6 +711,9 @@ async fn measure_run(
         "server_cpu_ms_unavailable": cpu_un_ms,
         "server_cpu_sched_ms_unavailable": cpu_un_sched_ms,
         "timed_out": av.timed_out || un.timed_out,
+        "broadcast_missing": av.seen_missing,
+        "probes_missing": av.probes_missing,
+        "unavailable_missing": un.seen_missing,
     }))
 }
 
@@ -674,22 +741,192 @@ async fn subscribe_both(
     s.send(&out).await
 }
 
-/// Make the subject and every contact mutually subscribed. Returns a JSON
-/// summary of what was done.
+/// State of the subscription setup.
+struct Setup<'a> {
+    ctx: &'a Ctx,
+    cmds: &'a [mpsc::UnboundedSender<Vec<u8>>],
+    t_start: Instant,
+    deadline: Instant,
+    timeout: Duration,
+    batch: usize,
+    polls: usize,
+    /// Subscription handshakes started (both directions count as one).
+    kicked: usize,
+    /// Contacts asked again after 30 s without progress.
+    retries: usize,
+    /// Contacts found 'both' on the subject's roster but not on their own.
+    inconsistent: usize,
+}
+
+impl Setup<'_> {
+    fn left(&self) -> Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("setup did not finish in {:?}", self.timeout));
+        }
+        Ok(left)
+    }
+
+    /// Serve the subject's stream (approvals, pushes) for a while.
+    async fn serve(
+        &self,
+        s: &mut Session,
+        seen_rx: &mut mpsc::UnboundedReceiver<Report>,
+        d: Duration,
+    ) -> Result<()> {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            match next_wake(s, seen_rx).await {
+                Wake::Subject(r) => {
+                    read_ok(s, r)?;
+                    subject_stanzas(s, |_| {}).await?;
+                }
+                Wake::Report(_) => {}
+                Wake::Tick => self.ctx.shared.check()?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn poll(&mut self, s: &mut Session) -> Result<RosterState> {
+        self.polls += 1;
+        let left = self.left()?;
+        fetch_roster(s, &format!("r{}", self.polls), &self.ctx.names, left).await
+    }
+
+    /// Subscribe the contacts missing from the subject's roster, `batch` at a
+    /// time, each batch confirmed on the roster before the next: a server that
+    /// rewrites the whole roster on each change (Prosody's file storage) is slow
+    /// here, and an unpaced burst only queues the roster polls behind it.
+    async fn subject_side(
+        &mut self,
+        s: &mut Session,
+        seen_rx: &mut mpsc::UnboundedReceiver<Report>,
+        roster: &mut RosterState,
+    ) -> Result<()> {
+        let names = &self.ctx.names;
+        let missing = roster.missing();
+        for chunk in missing.chunks(self.batch.max(1)) {
+            let mut todo: Vec<usize> = chunk.to_vec();
+            subscribe_both(s, names, self.cmds, &todo).await?;
+            self.kicked += todo.len();
+            let mut last_progress = Instant::now();
+            loop {
+                self.serve(s, seen_rx, Duration::from_millis(300)).await?;
+                *roster = self.poll(s).await?;
+                let still: Vec<usize> = todo.iter().copied().filter(|&i| !roster.both[i]).collect();
+                if still.is_empty() {
+                    break;
+                }
+                if still.len() < todo.len() {
+                    last_progress = Instant::now();
+                } else if last_progress.elapsed() > Duration::from_secs(30) {
+                    // Stalled: ask again (a lost or refused request).
+                    self.retries += still.len();
+                    let shown: Vec<String> = still
+                        .iter()
+                        .take(10)
+                        .map(|&i| format!("{}: {}", names.contact_bare(i), roster.state[i]))
+                        .collect();
+                    eprintln!(
+                        "presence-login: setup: {} contacts stalled for 30 s, asking again; \
+                         on {}'s roster: {}",
+                        still.len(),
+                        self.ctx.subject,
+                        shown.join(", ")
+                    );
+                    subscribe_both(s, names, self.cmds, &still).await?;
+                    self.kicked += still.len();
+                    last_progress = Instant::now();
+                }
+                todo = still;
+            }
+            eprintln!(
+                "presence-login: setup: {} of {} contacts 'both' ({:.0} s)",
+                roster.both_count(),
+                names.n,
+                self.t_start.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
+    /// Every contact fetches its own roster; returns each one's item for the
+    /// subject (index 0 unused).
+    async fn contact_side(
+        &mut self,
+        s: &mut Session,
+        seen_rx: &mut mpsc::UnboundedReceiver<Report>,
+    ) -> Result<Vec<String>> {
+        let n = self.ctx.names.n;
+        let mut views: Vec<Option<String>> = vec![None; n + 1];
+        let mut got = 0;
+        let q = format!(
+            "<iq type='get' id='{}'><query xmlns='jabber:iq:roster'/></iq>",
+            String::from_utf8_lossy(CONTACT_ROSTER_ID)
+        );
+        for chunk in self.cmds.chunks(self.batch.max(1)) {
+            for cmd in chunk {
+                let _ = cmd.send(q.clone().into_bytes());
+            }
+            // Pace like the logins: wait for this chunk's answers (mostly).
+            let want = (got + chunk.len()).min(n);
+            while got < want {
+                let left = self.left()?;
+                let wake = tokio::time::timeout(left, next_wake(s, seen_rx))
+                    .await
+                    .map_err(|_| format!("setup: contacts' rosters: {got} of {n} answered"))?;
+                match wake {
+                    Wake::Subject(r) => {
+                        read_ok(s, r)?;
+                        subject_stanzas(s, |_| {}).await?;
+                    }
+                    Wake::Report(Report::Roster { idx, state }) => {
+                        if views[idx].is_none() {
+                            got += 1;
+                        }
+                        views[idx] = Some(state);
+                    }
+                    Wake::Report(Report::Seen(_)) => {}
+                    Wake::Tick => self.ctx.shared.check()?,
+                }
+            }
+        }
+        Ok(views.into_iter().map(|v| v.unwrap_or_default()).collect())
+    }
+}
+
+/// Make the subject and every contact mutually subscribed, checked from both
+/// sides. Returns a JSON summary of what was done.
+///
+/// Both sides ask and both sides approve whatever they are asked: this reaches
+/// 'both' from any starting state (none, to, from, pending) on a server that
+/// follows RFC 6121 Appendix A.
 async fn setup(
     ctx: &Ctx,
     cmds: &[mpsc::UnboundedSender<Vec<u8>>],
-    seen_rx: &mut mpsc::UnboundedReceiver<SeenEv>,
+    seen_rx: &mut mpsc::UnboundedReceiver<Report>,
     timeout: Duration,
     batch: usize,
 ) -> Result<serde_json::Value> {
     let t_start = Instant::now();
-    let deadline = t_start + timeout;
     let names = &ctx.names;
+    let mut st = Setup {
+        ctx,
+        cmds,
+        t_start,
+        deadline: t_start + timeout,
+        timeout,
+        batch,
+        polls: 0,
+        kicked: 0,
+        retries: 0,
+        inconsistent: 0,
+    };
     let (mut s, _) = tokio::time::timeout(ctx.login_timeout, xmpp::login(&ctx.cfg, &ctx.subject))
         .await
         .map_err(|_| format!("{}: login timed out", ctx.subject))??;
-    let mut roster = fetch_roster(&mut s, "r0", names, ctx.phase_timeout).await?;
+    let mut roster = st.poll(&mut s).await?;
     let already = roster.both_count();
     eprintln!(
         "presence-login: setup: {}'s roster has {} items, {already} of {} contacts 'both'",
@@ -697,65 +934,47 @@ async fn setup(
     );
     // Available, so that subscription requests are delivered to this session.
     s.send(b"<presence/>").await?;
-    // Both sides ask and both sides approve whatever they are asked: this
-    // reaches 'both' from any starting state (none, to, from, pending). In
-    // batches, each confirmed on the roster before the next: a server that
-    // rewrites the whole roster on each change (Prosody's file storage) is
-    // slow here, and an unpaced burst only queues the roster polls behind it.
-    let missing = roster.missing();
-    let batch = batch.max(1);
-    let mut kicked = 0usize;
-    let mut retries = 0usize;
-    let mut poll = 0usize;
-    for chunk in missing.chunks(batch) {
-        let mut todo: Vec<usize> = chunk.to_vec();
-        subscribe_both(&mut s, names, cmds, &todo).await?;
-        kicked += todo.len();
-        let mut last_progress = Instant::now();
-        loop {
-            // Serve the subject's stream (approvals, pushes) while the server works.
-            let serve_until = Instant::now() + Duration::from_millis(300);
-            while Instant::now() < serve_until {
-                match next_wake(&mut s, seen_rx).await {
-                    Wake::Subject(r) => {
-                        read_ok(&s, r)?;
-                        subject_stanzas(&mut s, |_| {}).await?;
-                    }
-                    Wake::Seen(_) => {}
-                    Wake::Tick => ctx.shared.check()?,
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!(
-                    "setup: after {timeout:?}, {} of {} contacts are 'both'",
-                    roster.both_count(),
-                    names.n
-                ));
-            }
-            poll += 1;
-            roster = fetch_roster(&mut s, &format!("r{poll}"), names, left).await?;
-            let still: Vec<usize> = todo.iter().copied().filter(|&i| !roster.both[i]).collect();
-            if still.is_empty() {
-                break;
-            }
-            if still.len() < todo.len() {
-                last_progress = Instant::now();
-            } else if last_progress.elapsed() > Duration::from_secs(30) {
-                // Stalled: ask again (a lost or refused request).
-                retries += 1;
-                subscribe_both(&mut s, names, cmds, &still).await?;
-                kicked += still.len();
-                last_progress = Instant::now();
-            }
-            todo = still;
+    let mut checks = 0;
+    loop {
+        st.subject_side(&mut s, seen_rx, &mut roster).await?;
+        // The other side: each contact's own roster must say 'both' as well,
+        // or the server will not answer the subject's probes for it.
+        checks += 1;
+        let views = st.contact_side(&mut s, seen_rx).await?;
+        let bad: Vec<usize> = (1..=names.n).filter(|&i| views[i] != "both").collect();
+        if bad.is_empty() {
+            break;
         }
+        st.inconsistent += bad.len();
+        let shown: Vec<String> = bad
+            .iter()
+            .take(10)
+            .map(|&i| {
+                format!(
+                    "{} has {}, {} has {}",
+                    names.contact_bare(i),
+                    views[i],
+                    ctx.subject,
+                    roster.state[i]
+                )
+            })
+            .collect();
         eprintln!(
-            "presence-login: setup: {} of {} contacts 'both' ({:.0} s)",
-            roster.both_count(),
-            names.n,
-            t_start.elapsed().as_secs_f64()
+            "presence-login: setup: {} contacts' rosters disagree with {}'s, asking again: {}",
+            bad.len(),
+            ctx.subject,
+            shown.join("; ")
         );
+        if checks >= 5 {
+            return Err(format!(
+                "setup: rosters still disagree after {checks} checks ({} contacts)",
+                bad.len()
+            ));
+        }
+        subscribe_both(&mut s, names, cmds, &bad).await?;
+        st.kicked += bad.len();
+        st.serve(&mut s, seen_rx, Duration::from_secs(2)).await?;
+        roster = st.poll(&mut s).await?;
     }
     s.send(b"<presence type='unavailable'/>").await?;
     close_session(s).await;
@@ -765,8 +984,10 @@ async fn setup(
     Ok(json!({
         "setup_s": (t_start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         "setup_already_both": already,
-        "setup_subscribed": kicked,
-        "setup_retries": retries,
+        "setup_subscribed": st.kicked,
+        "setup_retries": st.retries,
+        "setup_inconsistent": st.inconsistent,
+        "setup_checks": checks,
     }))
 }
 
@@ -1090,17 +1311,35 @@ mod tests {
             <item jid='c4@bench.test'/></query></iq>";
         let items = roster_items(el);
         assert_eq!(items.len(), 5);
-        assert_eq!(items[4], (&b"c4@bench.test"[..], &b"none"[..]));
+        assert_eq!(items[4], (&b"c4@bench.test"[..], &b"none"[..], None));
+        assert_eq!(items[2].2, Some(&b"subscribe"[..]));
         let st = RosterState::parse(el, &n);
         assert_eq!(st.items, 5);
         assert_eq!(st.both_count(), 2);
         assert_eq!(st.missing(), vec![3]);
+        assert_eq!(st.state[3], "to+ask=subscribe");
+        assert_eq!(st.state[1], "both");
         let empty = RosterState::parse(
             b"<iq type='result' id='r'><query xmlns='jabber:iq:roster'/></iq>",
             &n,
         );
         assert_eq!((empty.items, empty.both_count()), (0, 0));
         assert_eq!(empty.missing(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn contact_side_item() {
+        let el = b"<iq type='result' id='cr'><query xmlns='jabber:iq:roster'>\
+            <item jid='u0@bench.test' subscription='to' ask='subscribe'/></query></iq>";
+        assert_eq!(item_state(el, "u0@bench.test"), "to+ask=subscribe");
+        assert_eq!(item_state(el, "u1@bench.test"), "absent");
+        assert_eq!(
+            item_state(
+                b"<iq type='result' id='cr'><query xmlns='jabber:iq:roster'><item subscription='both' jid='u0@bench.test'><group>x</group></item></query></iq>",
+                "u0@bench.test"
+            ),
+            "both"
+        );
     }
 
     #[test]

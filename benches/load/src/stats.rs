@@ -70,14 +70,15 @@ pub fn cpu_stat_ns(pid: u32) -> Option<u64> {
     Some(ticks * 1_000_000_000 / hz)
 }
 
-/// CPU time of a process's live threads, in ns, summed from
-/// `/proc/PID/task/*/schedstat` (nanosecond resolution; threads that exited
-/// in between are missing, so it can go down: callers clamp at zero).
-pub fn cpu_sched_ns(pid: u32) -> Option<u64> {
+/// CPU time of each live thread of a process, in ns, from
+/// `/proc/PID/task/TID/schedstat` (nanosecond resolution), sorted by thread id.
+pub fn cpu_sched_ns(pid: u32) -> Option<Vec<(u32, u64)>> {
     let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0u64;
-    let mut any = false;
+    let mut out = Vec::new();
     for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+            continue;
+        };
         let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) else {
             continue; // thread gone
         };
@@ -86,18 +87,33 @@ pub fn cpu_sched_ns(pid: u32) -> Option<u64> {
             .next()
             .and_then(|v| v.parse::<u64>().ok())
         {
-            total += ns;
-            any = true;
+            out.push((tid, ns));
         }
     }
-    any.then_some(total)
+    out.sort_unstable();
+    (!out.is_empty()).then_some(out)
+}
+
+/// CPU used by the threads of `after` since `before`: a thread absent from
+/// `before` started in between and counts whole. Threads that exited in
+/// between are missing (their share of the interval is lost).
+fn sched_delta(before: &[(u32, u64)], after: &[(u32, u64)]) -> u64 {
+    after
+        .iter()
+        .map(
+            |&(tid, ns)| match before.binary_search_by_key(&tid, |&(t, _)| t) {
+                Ok(i) => ns.saturating_sub(before[i].1),
+                Err(_) => ns,
+            },
+        )
+        .sum()
 }
 
 /// Both CPU readings of a process at one instant.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct CpuSample {
     pub stat_ns: Option<u64>,
-    pub sched_ns: Option<u64>,
+    pub sched: Option<Vec<(u32, u64)>>,
 }
 
 impl CpuSample {
@@ -105,7 +121,7 @@ impl CpuSample {
         match pid {
             Some(p) => CpuSample {
                 stat_ns: cpu_stat_ns(p),
-                sched_ns: cpu_sched_ns(p),
+                sched: cpu_sched_ns(p),
             },
             None => CpuSample::default(),
         }
@@ -113,14 +129,15 @@ impl CpuSample {
 
     /// CPU used since `earlier`, in ms: (from /proc/PID/stat, from schedstat).
     pub fn ms_since(&self, earlier: &CpuSample) -> (Option<f64>, Option<f64>) {
-        let d = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        let stat = match (earlier.stat_ns, self.stat_ns) {
             (Some(a), Some(b)) => Some(ms(b.saturating_sub(a))),
             _ => None,
         };
-        (
-            d(earlier.stat_ns, self.stat_ns),
-            d(earlier.sched_ns, self.sched_ns),
-        )
+        let sched = match (&earlier.sched, &self.sched) {
+            (Some(a), Some(b)) => Some(ms(sched_delta(a, b))),
+            _ => None,
+        };
+        (stat, sched)
     }
 }
 
@@ -189,6 +206,14 @@ mod tests {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn per_thread_delta() {
+        // Thread 2 exited (lost), thread 4 is new (counted whole).
+        let before = [(1, 100), (2, 50), (3, 10)];
+        let after = [(1, 150), (3, 10), (4, 7)];
+        assert_eq!(sched_delta(&before, &after), 57);
     }
 
     #[test]
