@@ -1,19 +1,25 @@
-"""Two slixmpp clients log in to corvid over STARTTLS and chat both ways."""
+"""slixmpp clients against corvid over STARTTLS: they add each other to their rosters and
+approve (RFC 6121 subscriptions), see each other's presence go available and unavailable,
+chat both ways, and (when PEP is present) one publishes an avatar the other is notified of."""
 
 import argparse
 import asyncio
+import hashlib
 import ssl
 import sys
 
 import slixmpp
 
 TIMEOUT = 20
+ALICE = "alice@localhost"
+BOB = "bob@localhost"
 
 
-class Chatter(slixmpp.ClientXMPP):
+class Client(slixmpp.ClientXMPP):
     def __init__(self, jid, password, cert):
         super().__init__(jid, password)
         self.received = asyncio.Queue()
+        self.presence_events = asyncio.Queue()
         self.online = asyncio.Event()
         # Trust exactly corvid's self-signed certificate; the hostname check stays on.
         self.ssl_context = ssl.create_default_context(cafile=cert)
@@ -21,12 +27,24 @@ class Chatter(slixmpp.ClientXMPP):
         self.enable_starttls = True
         self.enable_direct_tls = False
         self.enable_plaintext = False
+        # Subscription requests are answered by the test itself, not automatically.
+        self.auto_authorize = None
+        self.auto_subscribe = False
+        self.subscribe_requests = asyncio.Queue()
+        # Entity capabilities carry the +notify interests that PEP filters notifications by.
+        for plugin in ("xep_0030", "xep_0115", "xep_0163", "xep_0084"):
+            self.register_plugin(plugin)
+        self.avatars = asyncio.Queue()
+        self.add_event_handler("avatar_metadata_publish", lambda m: self.avatars.put_nowait(m))
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
+        self.add_event_handler("presence_subscribe", lambda p: self.subscribe_requests.put_nowait(str(p["from"].bare)))
+        self.add_event_handler("presence_available", lambda p: self.presence_events.put_nowait(("available", str(p["from"]))))
+        self.add_event_handler("presence_unavailable", lambda p: self.presence_events.put_nowait(("unavailable", str(p["from"]))))
         self.add_event_handler("failed_auth", lambda _: print(f"{jid}: auth failed", file=sys.stderr))
 
     async def on_start(self, _event):
-        # The roster (RFC 6121 §2) is the next milestone; until then no roster request here.
+        await self.get_roster()
         self.send_presence()
         self.online.set()
 
@@ -34,22 +52,90 @@ class Chatter(slixmpp.ClientXMPP):
         if msg["type"] in ("chat", "normal") and msg["body"]:
             self.received.put_nowait((str(msg["from"]), msg["body"]))
 
+    async def presence(self, kind, sender):
+        """Waits for `kind` presence from the full JID `sender`, skipping others."""
+        while True:
+            got = await asyncio.wait_for(self.presence_events.get(), TIMEOUT)
+            if got == (kind, sender):
+                return
+
+    async def wait_subscription(self, contact, state):
+        for _ in range(TIMEOUT * 10):
+            if contact in self.client_roster and self.client_roster[contact]["subscription"] == state:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{self.boundjid.bare}: {contact} never reached '{state}'")
+
+
+async def login(jid, password, cert, port):
+    client = Client(jid, password, cert)
+    client.connect(host="127.0.0.1", port=port)
+    await asyncio.wait_for(client.online.wait(), TIMEOUT)
+    return client
+
+
+async def subscribe_both_ways(alice, bob):
+    alice.send_presence(pto=BOB, ptype="subscribe")
+    assert await asyncio.wait_for(bob.subscribe_requests.get(), TIMEOUT) == ALICE
+    bob.send_presence(pto=ALICE, ptype="subscribed")
+    bob.send_presence(pto=ALICE, ptype="subscribe")
+    assert await asyncio.wait_for(alice.subscribe_requests.get(), TIMEOUT) == BOB
+    alice.send_presence(pto=BOB, ptype="subscribed")
+    await alice.wait_subscription(BOB, "both")
+    await bob.wait_subscription(ALICE, "both")
+    # Each approval shows the approver's presence to the other at once (RFC 6121 §3.1.5).
+    await alice.presence("available", BOB + "/interop")
+    await bob.presence("available", ALICE + "/interop")
+    print("interop: roster subscription both ways ok")
+
+
+async def presence_comes_and_goes(alice, bob, cert, port):
+    bob.disconnect()
+    await alice.presence("unavailable", BOB + "/interop")
+    bob = await login(BOB + "/interop", "pw-bob", cert, port)
+    await alice.presence("available", BOB + "/interop")
+    # The new session learns Alice's presence from the server's probe.
+    await bob.presence("available", ALICE + "/interop")
+    print("interop: presence available/unavailable ok")
+    return bob
+
+
+async def chat(alice, bob):
+    alice.send_message(mto=BOB + "/interop", mbody="hello bob", mtype="chat")
+    sender, body = await asyncio.wait_for(bob.received.get(), TIMEOUT)
+    assert (sender, body) == (ALICE + "/interop", "hello bob"), (sender, body)
+    bob.send_message(mto=ALICE, mbody="hello alice", mtype="chat")
+    sender, body = await asyncio.wait_for(alice.received.get(), TIMEOUT)
+    assert (sender, body) == (BOB + "/interop", "hello alice"), (sender, body)
+    print("interop: chat both ways ok")
+
+
+async def avatar(alice, bob):
+    """XEP-0084 through PEP: Alice publishes data and metadata; Bob, subscribed and with
+    avatar_metadata+notify in his caps, is notified and fetches the data."""
+    data = b"\x89PNG\r\n\x1a\n corvid interop avatar"
+    avatar_id = hashlib.sha1(data).hexdigest()
+    await alice.plugin["xep_0084"].publish_avatar(data)
+    await alice.plugin["xep_0084"].publish_avatar_metadata(
+        items=[{"id": avatar_id, "type": "image/png", "bytes": len(data)}]
+    )
+    while True:
+        msg = await asyncio.wait_for(bob.avatars.get(), TIMEOUT)
+        if str(msg["from"].bare) == ALICE and msg["pubsub_event"]["items"]["item"]["id"] == avatar_id:
+            break
+    fetched = await bob.plugin["xep_0084"].retrieve_avatar(ALICE, avatar_id)
+    value = fetched["pubsub"]["items"]["item"]["avatar_data"]["value"]
+    assert value == data, value
+    print("interop: avatar published and notified ok")
+
 
 async def main(port, cert):
-    alice = Chatter("alice@localhost/interop", "pw-alice", cert)
-    bob = Chatter("bob@localhost/interop", "pw-bob", cert)
-    for client in (alice, bob):
-        client.connect(host="127.0.0.1", port=port)
-    await asyncio.wait_for(asyncio.gather(alice.online.wait(), bob.online.wait()), TIMEOUT)
-
-    alice.send_message(mto="bob@localhost/interop", mbody="hello bob", mtype="chat")
-    sender, body = await asyncio.wait_for(bob.received.get(), TIMEOUT)
-    assert (sender, body) == ("alice@localhost/interop", "hello bob"), (sender, body)
-
-    bob.send_message(mto="alice@localhost", mbody="hello alice", mtype="chat")
-    sender, body = await asyncio.wait_for(alice.received.get(), TIMEOUT)
-    assert (sender, body) == ("bob@localhost/interop", "hello alice"), (sender, body)
-
+    alice = await login(ALICE + "/interop", "pw-alice", cert, port)
+    bob = await login(BOB + "/interop", "pw-bob", cert, port)
+    await subscribe_both_ways(alice, bob)
+    bob = await presence_comes_and_goes(alice, bob, cert, port)
+    await chat(alice, bob)
+    await avatar(alice, bob)
     for client in (alice, bob):
         client.disconnect()
     print("interop: slixmpp alice <-> bob over STARTTLS ok")
@@ -63,5 +149,5 @@ if __name__ == "__main__":
     try:
         asyncio.run(main(args.port, args.cert))
     except Exception as exc:  # report and fail, whatever broke
-        print(f"interop: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"interop: {type(exc).__name__}: {exc!r}", file=sys.stderr)
         sys.exit(1)

@@ -31,6 +31,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub pep: PepConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +121,33 @@ pub struct LimitsConfig {
     /// Roster items per user (RFC 6121 §2.3.3); a roster set beyond it gets `<not-allowed/>`.
     /// Pending inbound subscription requests count too, so strangers cannot fill storage.
     pub roster_items: u32,
+    /// JIDs one user may block (XEP-0191). A `<block/>` that would go past it is refused as a
+    /// whole with `<not-acceptable/>` (type modify: unblock something or block less): it is a
+    /// fixed policy, not the temporary shortage `<resource-constraint/>` would suggest.
+    pub blocklist_items: u32,
+    /// Largest vCard (XEP-0054) a user may store, in bytes of serialized XML. Larger sets are
+    /// refused with `<not-acceptable/>` (type modify) and the old vCard is kept. 64 KiB holds
+    /// every text field plus an avatar of ~45 KiB after base64, well above what XEP-0153
+    /// clients publish, while keeping vCard results a quarter of the default stanza limit.
+    pub vcard_max_bytes: usize,
+}
+
+/// Personal eventing (XEP-0163) on every account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PepConfig {
+    /// Nodes one account may hold; publishing to one more is refused with `<policy-violation/>`.
+    pub max_nodes_per_user: u32,
+    /// The most items a node may keep (what `pubsub#max_items` = `max` means).
+    pub max_items_per_node: u32,
+    /// `pubsub#max_items` of a node created without saying (XEP-0163 nodes hold one item).
+    pub default_max_items: u32,
+    /// Largest item payload accepted, in bytes of XML; larger ones get `<payload-too-big/>`.
+    pub max_payload_size: usize,
+    /// Verified XEP-0115 capabilities (ver -> interests) kept in memory, shared by all users.
+    pub caps_cache_size: usize,
+    /// Seconds to wait for a client's answer to the server's caps disco#info query.
+    pub caps_query_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -133,6 +161,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            pep: PepConfig::default(),
         }
     }
 }
@@ -209,6 +238,21 @@ impl Default for LimitsConfig {
             offline_messages_per_user: 500,
             session_queue: 4096,
             roster_items: 1000,
+            blocklist_items: 1000,
+            vcard_max_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for PepConfig {
+    fn default() -> Self {
+        PepConfig {
+            max_nodes_per_user: 256,
+            max_items_per_node: 256,
+            default_max_items: 1,
+            max_payload_size: 128 * 1024,
+            caps_cache_size: 1000,
+            caps_query_timeout_secs: 10,
         }
     }
 }
@@ -270,6 +314,26 @@ impl Config {
         if self.limits.session_queue < 16 {
             return Err(ConfigError::Invalid(
                 "limits.session_queue must be at least 16".into(),
+            ));
+        }
+        let pep = &self.pep;
+        if pep.max_items_per_node == 0
+            || pep.default_max_items == 0
+            || pep.default_max_items > pep.max_items_per_node
+        {
+            return Err(ConfigError::Invalid(
+                "pep.default_max_items must be between 1 and pep.max_items_per_node".into(),
+            ));
+        }
+        if pep.max_payload_size < 1024 || pep.caps_cache_size == 0 {
+            return Err(ConfigError::Invalid(
+                "pep.max_payload_size must be at least 1024 and pep.caps_cache_size at least 1"
+                    .into(),
+            ));
+        }
+        if pep.caps_query_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "pep.caps_query_timeout_secs must be greater than 0".into(),
             ));
         }
         if let Some(url) = &self.http.websocket_url {

@@ -70,6 +70,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     start_with_storage(config, storage).await
 }
 
+/// Rosters kept in memory; a few times the expected number of online users is plenty, since
+/// an evicted roster is only reloaded.
+const ROSTER_CACHE_USERS: usize = 50_000;
+
 pub async fn start_with_storage(
     config: Arc<Config>,
     storage: Storage,
@@ -78,6 +82,7 @@ pub async fn start_with_storage(
     // Unknown users get the same decoy salt from every start of this server only if the secret
     // is set; a random one per process is the fallback (see `sasl::init_decoy_secret`).
     let _ = crate::sasl::init_decoy_secret(rand::random());
+    let storage = storage.with_roster_cache(ROSTER_CACHE_USERS);
     let router = Router::new(config.clone(), storage, modules::all());
     let ctx = Arc::new(ServerContext {
         config: config.clone(),

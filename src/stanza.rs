@@ -56,6 +56,9 @@ pub struct StanzaError {
     pub kind: ErrorType,
     pub condition: &'static str,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §8.3.4), e.g. XEP-0060's
+    /// `<precondition-not-met xmlns='http://jabber.org/protocol/pubsub#errors'/>`.
+    pub app_condition: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -64,11 +67,17 @@ impl StanzaError {
             kind,
             condition,
             text: None,
+            app_condition: None,
         }
     }
 
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
+        self
+    }
+
+    pub fn with_app_condition(mut self, condition: Element) -> Self {
+        self.app_condition = Some(Box::new(condition));
         self
     }
 
@@ -102,6 +111,9 @@ impl StanzaError {
     pub fn conflict() -> Self {
         Self::new(ErrorType::Cancel, "conflict")
     }
+    pub fn not_acceptable() -> Self {
+        Self::new(ErrorType::Modify, "not-acceptable")
+    }
 
     pub fn to_element(&self) -> Element {
         let mut error = Element::bare("error", ns::CLIENT);
@@ -113,6 +125,9 @@ impl StanzaError {
                     .append(text.as_str())
                     .build(),
             );
+        }
+        if let Some(app) = &self.app_condition {
+            error.append_child((**app).clone());
         }
         error
     }

@@ -55,10 +55,20 @@ async fn bare_jid_chat_reaches_both_available_resources_but_not_negative_priorit
         "<presence xmlns='jabber:client'><priority>5</priority></presence>",
     )
     .await;
+    // Sessions are served concurrently: wait for each echo so that phone and laptop are
+    // available before bot's presence is broadcast.
+    next_matching(&mut phone, |e| {
+        e.name() == "presence" && e.attr("from") == Some("bob@localhost/phone")
+    })
+    .await;
     send(
         &mut laptop,
         "<presence xmlns='jabber:client'><priority>1</priority></presence>",
     )
+    .await;
+    next_matching(&mut laptop, |e| {
+        e.name() == "presence" && e.attr("from") == Some("bob@localhost/laptop")
+    })
     .await;
     send(
         &mut away,

@@ -15,6 +15,15 @@ use sqlx::Connection;
 
 const PG_ENV: &str = "CORVID_TEST_POSTGRES";
 
+/// SQLite behind the in-memory roster cache the server runs with: the same suite must pass.
+async fn with_cached_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Storage) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    with_sqlite(|storage| test(storage.with_roster_cache(2))).await;
+}
+
 async fn with_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(Storage) -> Fut,
@@ -71,6 +80,14 @@ macro_rules! backend_tests {
                 }
             )*
         }
+        mod sqlite_with_roster_cache {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::with_cached_sqlite(super::$name).await;
+                }
+            )*
+        }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -96,6 +113,20 @@ backend_tests!(
     offline_concurrent_pushes_stop_at_cap,
     offline_concurrent_pushes_for_different_users_are_independent,
     delete_account_removes_credentials_and_offline_messages,
+    roster_items_roundtrip_and_version_grows,
+    roster_cap_counts_only_new_items,
+    roster_pending_in_roundtrip,
+    roster_and_last_activity_go_with_the_account,
+    blocklist_block_unblock_roundtrip,
+    blocklist_cap_is_enforced_atomically,
+    blocklist_needs_account_and_goes_with_it,
+    blocklist_concurrent_blocks_stop_at_cap,
+    vcard_set_replace_and_hash,
+    vcard_needs_account_and_goes_with_it,
+    pep_nodes_create_configure_delete,
+    pep_publish_orders_replaces_and_trims,
+    pep_retract_purge_and_last_items,
+    pep_nodes_go_with_their_account,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -430,6 +461,544 @@ async fn delete_account_removes_credentials_and_offline_messages(s: Storage) {
     );
 }
 
+async fn roster_items_roundtrip_and_version_grows(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert_eq!(s.roster.roster("alice").await.unwrap(), (0, vec![]));
+    let mut bob = RosterItem::new("bob@example.org");
+    bob.name = Some("Bob".into());
+    bob.groups = vec!["Friends".into(), "Ünïcode".into()];
+    bob.subscription = Subscription::Both;
+    let mut carol = RosterItem::new("carol@example.org");
+    carol.ask = true;
+    carol.approved = true;
+    let v1 = s.roster.put_roster_item("alice", &carol, 10).await.unwrap();
+    let v2 = s.roster.put_roster_item("alice", &bob, 10).await.unwrap();
+    let (RosterWrite::Stored(v1), RosterWrite::Stored(v2)) = (v1, v2) else {
+        panic!("not stored: {v1:?} {v2:?}");
+    };
+    assert!(v2 > v1);
+    let (version, items) = s.roster.roster("alice").await.unwrap();
+    assert_eq!(version, v2);
+    assert_eq!(items, vec![bob.clone(), carol.clone()], "sorted by contact");
+    assert_eq!(
+        s.roster
+            .roster_item("alice", "carol@example.org")
+            .await
+            .unwrap(),
+        Some(carol)
+    );
+    assert_eq!(s.roster.roster_version("alice").await.unwrap(), v2);
+    let v3 = s
+        .roster
+        .delete_roster_item("alice", "bob@example.org")
+        .await
+        .unwrap()
+        .expect("deleted");
+    assert!(v3 > v2);
+    assert_eq!(
+        s.roster
+            .delete_roster_item("alice", "bob@example.org")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(s.roster.roster_version("alice").await.unwrap(), v3);
+    // Writing for an account that does not exist is refused.
+    assert!(matches!(
+        s.roster.put_roster_item("nobody", &bob, 10).await,
+        Err(StorageError::NotFound)
+    ));
+}
+
+async fn roster_cap_counts_only_new_items(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    for contact in ["a@x", "b@x"] {
+        let put = s
+            .roster
+            .put_roster_item("alice", &RosterItem::new(contact), 2)
+            .await
+            .unwrap();
+        assert!(matches!(put, RosterWrite::Stored(_)));
+    }
+    let full = s
+        .roster
+        .put_roster_item("alice", &RosterItem::new("c@x"), 2)
+        .await
+        .unwrap();
+    assert_eq!(full, RosterWrite::Full);
+    let mut renamed = RosterItem::new("a@x");
+    renamed.name = Some("A".into());
+    let update = s
+        .roster
+        .put_roster_item("alice", &renamed, 2)
+        .await
+        .unwrap();
+    assert!(matches!(update, RosterWrite::Stored(_)));
+    assert_eq!(s.roster.roster("alice").await.unwrap().1.len(), 2);
+}
+
+async fn roster_pending_in_roundtrip(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert!(!s.roster.has_pending_in("alice", "bob@x").await.unwrap());
+    s.roster
+        .put_pending_in("alice", "bob@x", "<presence type='subscribe'/>")
+        .await
+        .unwrap();
+    s.roster
+        .put_pending_in(
+            "alice",
+            "bob@x",
+            "<presence type='subscribe'><status>hi</status></presence>",
+        )
+        .await
+        .unwrap();
+    s.roster
+        .put_pending_in("alice", "abe@x", "<presence/>")
+        .await
+        .unwrap();
+    assert!(s.roster.has_pending_in("alice", "bob@x").await.unwrap());
+    let pending = s.roster.pending_in("alice").await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].0, "abe@x");
+    assert!(
+        pending[1].1.contains("hi"),
+        "the newer request replaces the older"
+    );
+    assert!(s.roster.delete_pending_in("alice", "bob@x").await.unwrap());
+    assert!(!s.roster.delete_pending_in("alice", "bob@x").await.unwrap());
+    assert!(matches!(
+        s.roster
+            .put_pending_in("nobody", "bob@x", "<presence/>")
+            .await,
+        Err(StorageError::NotFound)
+    ));
+}
+
+async fn roster_and_last_activity_go_with_the_account(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.roster
+        .put_roster_item("alice", &RosterItem::new("bob@x"), 10)
+        .await
+        .unwrap();
+    s.roster
+        .put_pending_in("alice", "carol@x", "<presence/>")
+        .await
+        .unwrap();
+    let last = LastActivity {
+        at_secs: 1_700_000_000,
+        status: "away".into(),
+    };
+    s.last_activity
+        .set_last_activity("alice", &last)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.last_activity.last_activity("alice").await.unwrap(),
+        Some(last)
+    );
+    let newer = LastActivity {
+        at_secs: 1_700_000_100,
+        status: String::new(),
+    };
+    s.last_activity
+        .set_last_activity("alice", &newer)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.last_activity.last_activity("alice").await.unwrap(),
+        Some(newer)
+    );
+
+    s.accounts.delete_account("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert_eq!(s.roster.roster("alice").await.unwrap(), (0, vec![]));
+    assert!(s.roster.pending_in("alice").await.unwrap().is_empty());
+    assert_eq!(s.last_activity.last_activity("alice").await.unwrap(), None);
+}
+
+fn jids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|j| j.to_string()).collect()
+}
+
+async fn blocklist_block_unblock_roundtrip(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.accounts.create_account("bob", &[]).await.unwrap();
+    assert!(s.blocklist.blocklist("alice").await.unwrap().is_empty());
+
+    let first = jids(&[
+        "romeo@example.net",
+        "example.com",
+        "x@y/z",
+        "example.org/res",
+    ]);
+    assert_eq!(
+        s.blocklist.block("alice", &first, 100).await.unwrap(),
+        BlockWrite::Stored(4)
+    );
+    // Already blocked and duplicated JIDs are not errors and are not counted twice.
+    assert_eq!(
+        s.blocklist
+            .block("alice", &jids(&["example.com", "new@a", "new@a"]), 100)
+            .await
+            .unwrap(),
+        BlockWrite::Stored(1)
+    );
+    assert_eq!(
+        s.blocklist.blocklist("alice").await.unwrap(),
+        vec![
+            "example.com",
+            "example.org/res",
+            "new@a",
+            "romeo@example.net",
+            "x@y/z"
+        ]
+    );
+    // Lists are per user.
+    assert!(s.blocklist.blocklist("bob").await.unwrap().is_empty());
+    s.blocklist
+        .block("bob", &jids(&["alice@localhost"]), 100)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        s.blocklist
+            .unblock("alice", &jids(&["example.com", "never@blocked"]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.blocklist.blocklist("alice").await.unwrap(),
+        vec!["example.org/res", "new@a", "romeo@example.net", "x@y/z"]
+    );
+    assert_eq!(s.blocklist.unblock_all("alice").await.unwrap(), 4);
+    assert!(s.blocklist.blocklist("alice").await.unwrap().is_empty());
+    assert_eq!(s.blocklist.unblock_all("alice").await.unwrap(), 0);
+    assert_eq!(
+        s.blocklist.blocklist("bob").await.unwrap(),
+        vec!["alice@localhost"]
+    );
+}
+
+async fn blocklist_cap_is_enforced_atomically(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.blocklist
+        .block("alice", &jids(&["a@x", "b@x"]), 3)
+        .await
+        .unwrap();
+    // Two new JIDs would make four: nothing of the request is stored.
+    assert_eq!(
+        s.blocklist
+            .block("alice", &jids(&["c@x", "d@x"]), 3)
+            .await
+            .unwrap(),
+        BlockWrite::Full
+    );
+    assert_eq!(
+        s.blocklist.blocklist("alice").await.unwrap(),
+        vec!["a@x", "b@x"]
+    );
+    // Re-blocking what is already there does not count against the cap.
+    assert_eq!(
+        s.blocklist
+            .block("alice", &jids(&["a@x", "b@x", "c@x"]), 3)
+            .await
+            .unwrap(),
+        BlockWrite::Stored(1)
+    );
+    assert_eq!(
+        s.blocklist
+            .block("alice", &jids(&["a@x"]), 3)
+            .await
+            .unwrap(),
+        BlockWrite::Stored(0)
+    );
+    assert_eq!(
+        s.blocklist
+            .block("alice", &jids(&["e@x"]), 3)
+            .await
+            .unwrap(),
+        BlockWrite::Full
+    );
+}
+
+async fn blocklist_needs_account_and_goes_with_it(s: Storage) {
+    let r = s.blocklist.block("nobody", &jids(&["a@x"]), 10).await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+    assert!(s.blocklist.blocklist("nobody").await.unwrap().is_empty());
+
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.blocklist
+        .block("alice", &jids(&["a@x"]), 10)
+        .await
+        .unwrap();
+    s.accounts.delete_account("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert!(s.blocklist.blocklist("alice").await.unwrap().is_empty());
+}
+
+async fn blocklist_concurrent_blocks_stop_at_cap(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|n| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.blocklist
+                    .block("alice", &[format!("u{n}@x")], 10)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        if t.await.unwrap() == BlockWrite::Stored(1) {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 10);
+    assert_eq!(s.blocklist.blocklist("alice").await.unwrap().len(), 10);
+}
+
+fn vcard(xml: &str, hash: &str) -> StoredVcard {
+    StoredVcard {
+        xml: xml.to_string(),
+        photo_hash: hash.to_string(),
+    }
+}
+
+async fn vcard_set_replace_and_hash(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.accounts.create_account("bob", &[]).await.unwrap();
+    assert_eq!(s.vcard.vcard("alice").await.unwrap(), None);
+    assert_eq!(s.vcard.vcard_photo_hash("alice").await.unwrap(), None);
+
+    let first = vcard("<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>", "");
+    s.vcard.set_vcard("alice", &first).await.unwrap();
+    assert_eq!(s.vcard.vcard("alice").await.unwrap(), Some(first));
+    assert_eq!(
+        s.vcard.vcard_photo_hash("alice").await.unwrap(),
+        Some(String::new())
+    );
+
+    let second = vcard(
+        "<vCard xmlns='vcard-temp'><FN>Älice</FN><PHOTO/></vCard>",
+        "0123456789abcdef0123456789abcdef01234567",
+    );
+    s.vcard.set_vcard("alice", &second).await.unwrap();
+    assert_eq!(s.vcard.vcard("alice").await.unwrap(), Some(second.clone()));
+    assert_eq!(
+        s.vcard.vcard_photo_hash("alice").await.unwrap(),
+        Some(second.photo_hash)
+    );
+    assert_eq!(s.vcard.vcard("bob").await.unwrap(), None);
+}
+
+async fn vcard_needs_account_and_goes_with_it(s: Storage) {
+    let r = s
+        .vcard
+        .set_vcard("nobody", &vcard("<vCard xmlns='vcard-temp'/>", ""))
+        .await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+    assert_eq!(s.vcard.vcard("nobody").await.unwrap(), None);
+
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.vcard
+        .set_vcard("alice", &vcard("<vCard xmlns='vcard-temp'/>", ""))
+        .await
+        .unwrap();
+    s.accounts.delete_account("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert_eq!(s.vcard.vcard("alice").await.unwrap(), None);
+}
+
+fn pep_config(max_items: u32) -> NodeConfig {
+    NodeConfig {
+        access_model: AccessModel::Presence,
+        max_items,
+        persist_items: true,
+        send_last_published_item: SendLastItem::OnSubAndPresence,
+    }
+}
+
+fn pep_item(id: &str, seq: i64) -> PepItem {
+    PepItem {
+        id: id.into(),
+        seq,
+        payload: format!("<nick xmlns='http://jabber.org/protocol/nick'>{id}</nick>"),
+    }
+}
+
+fn pep_ids(items: &[PepItem]) -> Vec<&str> {
+    items.iter().map(|i| i.id.as_str()).collect()
+}
+
+async fn pep_nodes_create_configure_delete(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let pep = &s.pep;
+    assert_eq!(pep.pep_node("alice", "n").await.unwrap(), None);
+    let created = pep.create_pep_node("alice", "n", &pep_config(1), 2).await;
+    assert_eq!(created.unwrap(), PepCreate::Created);
+    let again = pep.create_pep_node("alice", "n", &pep_config(1), 2).await;
+    assert!(matches!(again, Err(StorageError::Conflict)), "{again:?}");
+    let second = pep.create_pep_node("alice", "m", &pep_config(4), 2).await;
+    assert_eq!(second.unwrap(), PepCreate::Created);
+    // The per-account cap counts nodes.
+    let third = pep.create_pep_node("alice", "o", &pep_config(1), 2).await;
+    assert_eq!(third.unwrap(), PepCreate::Full);
+    let missing = pep.create_pep_node("nobody", "n", &pep_config(1), 2).await;
+    assert!(
+        matches!(missing, Err(StorageError::NotFound)),
+        "{missing:?}"
+    );
+
+    let nodes = pep.pep_nodes("alice").await.unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, vec!["m", "n"]);
+    assert_eq!(nodes[0].config, pep_config(4));
+
+    let open = NodeConfig {
+        access_model: AccessModel::Open,
+        persist_items: false,
+        send_last_published_item: SendLastItem::Never,
+        ..pep_config(7)
+    };
+    assert!(pep.configure_pep_node("alice", "n", &open).await.unwrap());
+    assert_eq!(pep.pep_node("alice", "n").await.unwrap(), Some(open));
+    assert!(!pep.configure_pep_node("alice", "x", &open).await.unwrap());
+
+    assert!(pep.delete_pep_node("alice", "n").await.unwrap());
+    assert!(!pep.delete_pep_node("alice", "n").await.unwrap());
+    assert_eq!(pep.pep_node("alice", "n").await.unwrap(), None);
+    // Room for a new node again.
+    let after = pep.create_pep_node("alice", "o", &pep_config(1), 2).await;
+    assert_eq!(after.unwrap(), PepCreate::Created);
+}
+
+async fn pep_publish_orders_replaces_and_trims(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let pep = &s.pep;
+    pep.create_pep_node("alice", "n", &pep_config(3), 10)
+        .await
+        .unwrap();
+    for (id, seq) in [("a", 1), ("b", 2), ("c", 3)] {
+        pep.publish_pep_item("alice", "n", &pep_item(id, seq))
+            .await
+            .unwrap();
+    }
+    let all = pep.pep_items("alice", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&all), vec!["a", "b", "c"]);
+    assert_eq!(all[0], pep_item("a", 1));
+    let newest = pep.pep_items("alice", "n", Some(2)).await.unwrap();
+    assert_eq!(pep_ids(&newest), vec!["b", "c"]);
+
+    // Republishing an id replaces the item and makes it the newest.
+    let mut replaced = pep_item("a", 4);
+    replaced.payload = "<nick xmlns='http://jabber.org/protocol/nick'>A</nick>".into();
+    pep.publish_pep_item("alice", "n", &replaced).await.unwrap();
+    let all = pep.pep_items("alice", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&all), vec!["b", "c", "a"]);
+    assert_eq!(all[2], replaced);
+
+    // One more than max_items drops the oldest.
+    pep.publish_pep_item("alice", "n", &pep_item("d", 5))
+        .await
+        .unwrap();
+    let all = pep.pep_items("alice", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&all), vec!["c", "a", "d"]);
+
+    let ids = ["d".to_string(), "zz".to_string(), "a".to_string()];
+    let by_id = pep.pep_items_by_id("alice", "n", &ids).await.unwrap();
+    assert_eq!(pep_ids(&by_id), vec!["a", "d"]);
+    assert!(pep
+        .pep_items_by_id("alice", "n", &[])
+        .await
+        .unwrap()
+        .is_empty());
+
+    let missing = pep.publish_pep_item("alice", "x", &pep_item("e", 6)).await;
+    assert!(
+        matches!(missing, Err(StorageError::NotFound)),
+        "{missing:?}"
+    );
+
+    // A smaller max_items trims at once; persist_items off drops every stored item.
+    assert!(pep
+        .configure_pep_node("alice", "n", &pep_config(1))
+        .await
+        .unwrap());
+    let all = pep.pep_items("alice", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&all), vec!["d"]);
+    let transient = NodeConfig {
+        persist_items: false,
+        ..pep_config(1)
+    };
+    assert!(pep
+        .configure_pep_node("alice", "n", &transient)
+        .await
+        .unwrap());
+    assert!(pep.pep_items("alice", "n", None).await.unwrap().is_empty());
+}
+
+async fn pep_retract_purge_and_last_items(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let pep = &s.pep;
+    for node in ["n", "m", "empty"] {
+        pep.create_pep_node("alice", node, &pep_config(5), 10)
+            .await
+            .unwrap();
+    }
+    for (node, id, seq) in [("n", "a", 1), ("m", "x", 2), ("n", "b", 3), ("m", "y", 4)] {
+        pep.publish_pep_item("alice", node, &pep_item(id, seq))
+            .await
+            .unwrap();
+    }
+    let wanted = ["n".to_string(), "empty".to_string(), "m".to_string()];
+    let last = pep.pep_last_items("alice", &wanted).await.unwrap();
+    let last: Vec<(&str, &str)> = last
+        .iter()
+        .map(|(node, item)| (node.as_str(), item.id.as_str()))
+        .collect();
+    assert_eq!(last, vec![("m", "y"), ("n", "b")]);
+    let only_n = pep
+        .pep_last_items("alice", &["n".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(only_n.len(), 1);
+    assert!(pep.pep_last_items("alice", &[]).await.unwrap().is_empty());
+
+    assert!(pep.retract_pep_item("alice", "n", "b").await.unwrap());
+    assert!(!pep.retract_pep_item("alice", "n", "b").await.unwrap());
+    let all = pep.pep_items("alice", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&all), vec!["a"]);
+
+    assert_eq!(pep.purge_pep_node("alice", "m").await.unwrap(), 2);
+    assert!(pep.pep_items("alice", "m", None).await.unwrap().is_empty());
+    // Purging keeps the node; other nodes keep their items.
+    assert!(pep.pep_node("alice", "m").await.unwrap().is_some());
+    assert_eq!(pep.pep_items("alice", "n", None).await.unwrap().len(), 1);
+}
+
+async fn pep_nodes_go_with_their_account(s: Storage) {
+    for user in ["alice", "bob"] {
+        s.accounts.create_account(user, &[]).await.unwrap();
+        s.pep
+            .create_pep_node(user, "n", &pep_config(1), 10)
+            .await
+            .unwrap();
+        s.pep
+            .publish_pep_item(user, "n", &pep_item(user, 1))
+            .await
+            .unwrap();
+    }
+    s.accounts.delete_account("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert!(s.pep.pep_nodes("alice").await.unwrap().is_empty());
+    // The same node name under another owner is untouched.
+    let bob = s.pep.pep_items("bob", "n", None).await.unwrap();
+    assert_eq!(pep_ids(&bob), vec!["bob"]);
+}
+
 // Backend-specific behaviour that the shared suite cannot express.
 
 #[tokio::test]
@@ -450,6 +1019,14 @@ async fn sqlite_file_survives_reopen() {
     let first = SqliteStorage::open(&url).await.unwrap();
     first.create_account("alice", &both(1)).await.unwrap();
     first.push("alice", &msg(1), 10).await.unwrap();
+    first
+        .block("alice", &jids(&["mallory@evil.example"]), 10)
+        .await
+        .unwrap();
+    first
+        .set_vcard("alice", &vcard("<vCard xmlns='vcard-temp'/>", "ab"))
+        .await
+        .unwrap();
     first.close().await;
 
     // Re-running the migrations on an up-to-date file must be a no-op.
@@ -460,6 +1037,14 @@ async fn sqlite_file_survives_reopen() {
         Some(creds(ScramHash::Sha1, 1))
     );
     assert_eq!(ids(&second.peek("alice").await.unwrap()), vec![1]);
+    assert_eq!(
+        second.blocklist("alice").await.unwrap(),
+        vec!["mallory@evil.example"]
+    );
+    assert_eq!(
+        second.vcard_photo_hash("alice").await.unwrap(),
+        Some("ab".to_string())
+    );
     second.close().await;
 }
 
@@ -474,12 +1059,17 @@ async fn postgres_schema_survives_reopen() {
         .await
         .unwrap();
     first.create_account("alice", &both(1)).await.unwrap();
+    first
+        .block("alice", &jids(&["mallory@evil.example"]), 10)
+        .await
+        .unwrap();
     first.close().await;
 
     let second = PostgresStorage::open_with_schema(&url, &schema)
         .await
         .unwrap();
     let found = second.account_exists("alice").await;
+    let blocked = second.blocklist("alice").await;
     second.close().await;
 
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -489,4 +1079,5 @@ async fn postgres_schema_survives_reopen() {
         .unwrap();
     conn.close().await.unwrap();
     assert!(found.unwrap());
+    assert_eq!(blocked.unwrap(), vec!["mallory@evil.example"]);
 }

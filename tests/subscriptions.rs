@@ -115,7 +115,8 @@ async fn appendix_a_every_row() {
             && before == after
             && !before.subscription().contact_sees_user();
         let item_changed = item_view(before) != item_view(after) || pre_approval;
-        if item_changed != !pushes.is_empty() {
+        let pushed = !pushes.is_empty();
+        if item_changed != pushed {
             failures.push(format!(
                 "{row}: {} roster pushes, item changed: {item_changed}",
                 pushes.len()

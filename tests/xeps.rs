@@ -169,14 +169,25 @@ async fn claimed_disco_features_are_exactly_the_advertised_ones() {
         .write("<iq to='localhost' type='get' id='d'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         .await;
     let info = alice.element().await;
-    let mut advertised: Vec<String> = info
-        .get_child("query", corvid::xml::ns::DISCO_INFO)
-        .expect("disco result")
-        .children()
-        .filter_map(|c| c.attr("var").map(str::to_owned))
+    // Features of the server and of an account (PEP lives on the account's bare JID).
+    alice
+        .write("<iq to='alice@localhost' type='get' id='a'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await;
+    let account = alice.element().await;
+    let mut advertised: Vec<String> = [info, account]
+        .iter()
+        .flat_map(|answer| {
+            answer
+                .get_child("query", corvid::xml::ns::DISCO_INFO)
+                .expect("disco result")
+                .children()
+                .filter_map(|c| c.attr("var").map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
         .collect();
-    let mut claimed: Vec<String> = load().into_iter().flat_map(|s| s.features).collect();
     advertised.sort();
+    advertised.dedup();
+    let mut claimed: Vec<String> = load().into_iter().flat_map(|s| s.features).collect();
     claimed.sort();
     claimed.dedup();
     assert_eq!(advertised, claimed, "disco features vs xeps.toml");

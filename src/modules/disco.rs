@@ -42,7 +42,23 @@ impl IqHandler for Disco {
             return Err(StanzaError::item_not_found());
         }
         if payload_ns == ns::DISCO_ITEMS {
-            return Ok(Some(Element::bare("query", ns::DISCO_ITEMS)));
+            let mut query = Element::bare("query", ns::DISCO_ITEMS);
+            match &request.account {
+                Some(account) => {
+                    for item in super::pep::disco_items(router, account, &request.from).await {
+                        query.append_child(item);
+                    }
+                }
+                // The server lists the services it hosts, which is how clients find MUC.
+                None => {
+                    for domain in router.component_domains() {
+                        let mut item = Element::bare("item", ns::DISCO_ITEMS);
+                        stanza::set_attr(&mut item, "jid", domain);
+                        query.append_child(item);
+                    }
+                }
+            }
+            return Ok(Some(query));
         }
         let (category, kind, features) = match &request.account {
             None => ("server", "im", router.server_features()),
@@ -70,6 +86,13 @@ impl IqHandler for Disco {
             stanza::set_attr(&mut identity, "name", "corvid");
         }
         query.append_child(identity);
+        // XEP-0163 §6.1: an account with a PEP service is also a pubsub/pep entity.
+        if request.account.is_some() && features.contains(&super::pep::PEP_FEATURE) {
+            let mut pep = Element::bare("identity", ns::DISCO_INFO);
+            stanza::set_attr(&mut pep, "category", "pubsub");
+            stanza::set_attr(&mut pep, "type", "pep");
+            query.append_child(pep);
+        }
         let mut features: Vec<&str> = features.to_vec();
         features.sort_unstable();
         for feature in features {

@@ -1,11 +1,15 @@
 //! One module per feature; each registers its handlers with the router at start-up.
 
+pub mod blocking;
 pub mod disco;
 pub mod last_activity;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod roster;
+mod user_cache;
+pub mod vcard;
 pub mod version;
 
 use std::sync::Arc;
@@ -22,5 +26,8 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(presence::Presence::default()),
         Arc::new(last_activity::LastActivity::default()),
         Arc::new(offline::Offline),
+        Arc::new(blocking::Blocking::default()),
+        Arc::new(vcard::Vcard::default()),
+        Arc::new(pep::Pep::default()),
     ]
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
 pub use registry::{
-    IqHandler, IqRequest, IqResult, Module, PresenceHandler, PresenceObserver, Registry,
+    Component, IqHandler, IqRequest, IqResult, Module, PresenceHandler, PresenceObserver, Registry,
     SessionHook, StanzaFilter, UndeliverableMessage, Verdict,
 };
 pub use sessions::{Availability, Outbound, SessionEntry};
@@ -86,6 +86,13 @@ impl Router {
 
     pub fn account_features(&self) -> &[&'static str] {
         &self.registry.account_features
+    }
+
+    /// The domains served in-process by components (for disco#items on the server).
+    pub fn component_domains(&self) -> Vec<&str> {
+        let mut domains: Vec<&str> = self.registry.components.keys().map(String::as_str).collect();
+        domains.sort_unstable();
+        domains
     }
 
     pub fn presence_observers(&self) -> &[Arc<dyn PresenceObserver>] {
@@ -218,6 +225,7 @@ impl Router {
         };
         match (kind, to) {
             (Kind::Presence, None) => {
+                // The presence module runs the observers around what it broadcasts.
                 if let Some(handler) = &self.registry.presence {
                     handler.broadcast(self, from, stanza).await;
                 }
@@ -295,6 +303,10 @@ impl Router {
     /// Routes a stanza from any source (a client, a module, the server itself) to `to`.
     pub async fn route(self: &Arc<Self>, kind: Kind, to: Jid, stanza: Element) {
         if to.domain().as_str() != self.domain {
+            if let Some(component) = self.registry.components.get(to.domain().as_str()) {
+                component.clone().handle(self, kind, to, stanza).await;
+                return;
+            }
             // No federation yet: say so instead of dropping (RFC 6120 §8.3.3.15).
             if kind != Kind::Presence {
                 self.bounce(&stanza, StanzaError::remote_server_not_found());

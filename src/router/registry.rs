@@ -11,7 +11,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
 use super::Router;
-use crate::stanza::StanzaError;
+use crate::stanza::{Kind, StanzaError};
 
 /// An IQ get/set addressed to the server or, on the user's behalf, to an account's bare JID.
 pub struct IqRequest {
@@ -128,6 +128,14 @@ pub trait UndeliverableMessage: Send + Sync {
     ) -> Result<(), StanzaError>;
 }
 
+/// A service with its own domain on this server (XEP-0114-style, but in-process), such as the
+/// MUC service at `conference.<domain>`: every stanza addressed to that domain or to any JID
+/// at it is handed over as is, `from` already stamped.
+#[async_trait]
+pub trait Component: Send + Sync {
+    async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element);
+}
+
 /// Who handles an IQ: keyed by the payload's (namespace, element name).
 type IqKey = (String, String);
 
@@ -139,6 +147,7 @@ pub struct Registry {
     pub(super) presence: Option<Arc<dyn PresenceHandler>>,
     pub(super) presence_observers: Vec<Arc<dyn PresenceObserver>>,
     pub(super) filters: Vec<Arc<dyn StanzaFilter>>,
+    pub(super) components: HashMap<String, Arc<dyn Component>>,
     pub(super) undeliverable: Option<Arc<dyn UndeliverableMessage>>,
     pub(super) server_features: Vec<&'static str>,
     pub(super) account_features: Vec<&'static str>,
@@ -171,6 +180,11 @@ impl Registry {
 
     pub fn stanza_filter(&mut self, filter: Arc<dyn StanzaFilter>) {
         self.filters.push(filter);
+    }
+
+    /// Serves `domain` (already normalised, e.g. `conference.example.org`) in-process.
+    pub fn component(&mut self, domain: String, component: Arc<dyn Component>) {
+        self.components.insert(domain, component);
     }
 
     pub fn undeliverable_message(&mut self, handler: Arc<dyn UndeliverableMessage>) {

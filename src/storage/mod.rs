@@ -1,19 +1,27 @@
 //! Storage behind traits, one per concern. The server only ever talks to these traits; the
 //! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
 
+mod blocking;
+mod pep;
 mod postgres;
 mod roster;
+mod roster_cache;
 mod sqlite;
+mod vcard;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use blocking::{BlockWrite, BlocklistStore};
+pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
 pub use postgres::PostgresStorage;
 pub use roster::{
     LastActivity, LastActivityStore, RosterItem, RosterStore, RosterWrite, Subscription,
 };
+pub use roster_cache::CachedRosterStore;
 pub use sqlite::SqliteStorage;
+pub use vcard::{StoredVcard, VcardStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -128,6 +136,9 @@ pub struct Storage {
     pub offline: Arc<dyn OfflineStore>,
     pub roster: Arc<dyn RosterStore>,
     pub last_activity: Arc<dyn LastActivityStore>,
+    pub blocklist: Arc<dyn BlocklistStore>,
+    pub vcard: Arc<dyn VcardStore>,
+    pub pep: Arc<dyn PepStore>,
 }
 
 impl Storage {
@@ -146,17 +157,33 @@ impl Storage {
         }
     }
 
+    /// Puts an in-memory cache of up to `max_users` rosters in front of the roster store.
+    pub fn with_roster_cache(mut self, max_users: usize) -> Storage {
+        self.roster = Arc::new(CachedRosterStore::new(self.roster, max_users));
+        self
+    }
+
     /// Wraps a backend the caller opened itself, e.g. with non-default options, while keeping
     /// its own `Arc` to call backend-specific methods such as `close()`.
     pub fn from_backend<B>(backend: Arc<B>) -> Storage
     where
-        B: AccountStore + OfflineStore + RosterStore + LastActivityStore + 'static,
+        B: AccountStore
+            + OfflineStore
+            + RosterStore
+            + LastActivityStore
+            + BlocklistStore
+            + VcardStore
+            + PepStore
+            + 'static,
     {
         Storage {
             accounts: backend.clone(),
             offline: backend.clone(),
             roster: backend.clone(),
-            last_activity: backend,
+            last_activity: backend.clone(),
+            blocklist: backend.clone(),
+            vcard: backend.clone(),
+            pep: backend,
         }
     }
 }

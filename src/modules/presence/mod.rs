@@ -68,6 +68,10 @@ impl PresenceHandler for Presence {
         if let Some(kind) = SubscriptionType::parse(presence_type) {
             let user = from.to_bare();
             let contact = to.to_bare();
+            // A user is always "subscribed" to their own presence; there is nothing to manage.
+            if contact == user {
+                return;
+            }
             let outcome = subscription::outbound(router, &user, &contact, kind, &presence).await;
             if outcome.presence_granted {
                 self.send_current_presence(router, &user, &contact).await;

@@ -14,7 +14,7 @@ use super::push;
 use super::table::{transition, Direction, State, SubscriptionType};
 use crate::router::Router;
 use crate::stanza::{self, ErrorType, StanzaError};
-use crate::storage::{RosterItem, RosterWrite, StorageResult};
+use crate::storage::{RosterItem, RosterWrite, StorageResult, Subscription};
 use crate::xml::{self, ns};
 
 /// What the presence module still has to do after an outbound subscription stanza.
@@ -47,31 +47,14 @@ pub async fn send_unavailable(router: &Arc<Router>, user: &BareJid, contact: &Ba
     }
 }
 
-/// The stored state of `contact` in `user`'s roster.
-struct Stored {
+/// One relationship as stored on the local user's side: `contact` in `user`'s roster, and
+/// whether a request from `contact` waits.
+struct Relation<'a> {
+    user: &'a BareJid,
+    username: String,
+    contact: String,
     item: Option<RosterItem>,
     pending_in: bool,
-}
-
-impl Stored {
-    async fn load(router: &Router, username: &str, contact: &str) -> StorageResult<Stored> {
-        let store = &router.storage().roster;
-        Ok(Stored {
-            item: store.roster_item(username, contact).await?,
-            pending_in: store.has_pending_in(username, contact).await?,
-        })
-    }
-
-    fn state(&self) -> State {
-        match &self.item {
-            Some(item) => State::of(item.subscription, item.ask, self.pending_in),
-            None => State::of(crate::storage::Subscription::None, false, self.pending_in),
-        }
-    }
-
-    fn approved(&self) -> bool {
-        self.item.as_ref().is_some_and(|i| i.approved)
-    }
 }
 
 enum Saved {
@@ -80,69 +63,100 @@ enum Saved {
     Full,
 }
 
-/// Writes `after` (and the pre-approval flag) for `contact`; pushes the item if it changed.
-/// An item is created only when the new state has something to show (a subscription or a
-/// pending outbound request) or carries a pre-approval; Pending In alone lives in its own
-/// table, since the RFC keeps such requests out of the roster until answered.
-#[allow(clippy::too_many_arguments)]
-async fn save(
-    router: &Router,
-    user: &BareJid,
-    username: &str,
-    contact: &str,
-    stored: &Stored,
-    after: State,
-    approved: bool,
-    pending_stanza: Option<&Element>,
-) -> StorageResult<Saved> {
-    let store = &router.storage().roster;
-    let before = stored.state();
-    if before.pending_in() && !after.pending_in() {
-        store.delete_pending_in(username, contact).await?;
+impl<'a> Relation<'a> {
+    async fn load(
+        router: &Router,
+        user: &'a BareJid,
+        contact: &BareJid,
+    ) -> StorageResult<Relation<'a>> {
+        let store = &router.storage().roster;
+        let username = username_of(user);
+        let contact = contact.to_string();
+        Ok(Relation {
+            item: store.roster_item(&username, &contact).await?,
+            pending_in: store.has_pending_in(&username, &contact).await?,
+            user,
+            username,
+            contact,
+        })
     }
-    if !before.pending_in() && after.pending_in() {
-        if let Some(request) = pending_stanza {
+
+    fn state(&self) -> State {
+        match &self.item {
+            Some(item) => State::of(item.subscription, item.ask, self.pending_in),
+            None => State::of(Subscription::None, false, self.pending_in),
+        }
+    }
+
+    fn approved(&self) -> bool {
+        self.item.as_ref().is_some_and(|i| i.approved)
+    }
+
+    /// Writes `after` (and the pre-approval flag); pushes the item if it changed. An item is
+    /// created only when the new state has something to show (a subscription or a pending
+    /// outbound request) or carries a pre-approval; Pending In alone lives in its own table,
+    /// since the RFC keeps such requests out of the roster until answered.
+    async fn save(
+        &self,
+        router: &Router,
+        after: State,
+        approved: bool,
+        request: Option<&Element>,
+    ) -> StorageResult<Saved> {
+        let store = &router.storage().roster;
+        let before = self.state();
+        if before.pending_in() && !after.pending_in() {
             store
-                .put_pending_in(username, contact, &xml::to_string(request))
+                .delete_pending_in(&self.username, &self.contact)
                 .await?;
         }
+        if !before.pending_in() && after.pending_in() {
+            if let Some(request) = request {
+                store
+                    .put_pending_in(&self.username, &self.contact, &xml::to_string(request))
+                    .await?;
+            }
+        }
+        let worth_an_item =
+            after.subscription() != Subscription::None || after.pending_out() || approved;
+        let mut item = match &self.item {
+            Some(existing) => existing.clone(),
+            None if worth_an_item => RosterItem::new(self.contact.clone()),
+            None => return Ok(Saved::Unchanged),
+        };
+        item.subscription = after.subscription();
+        item.ask = after.pending_out();
+        item.approved = approved;
+        if self.item.as_ref() == Some(&item) {
+            return Ok(Saved::Unchanged);
+        }
+        let cap = router.config().limits.roster_items;
+        match store.put_roster_item(&self.username, &item, cap).await? {
+            RosterWrite::Stored(version) => {
+                push::push(router, self.user, version, items::item_element(&item));
+                Ok(Saved::Pushed)
+            }
+            RosterWrite::Full => Ok(Saved::Full),
+        }
     }
-    let item_after = match &stored.item {
-        Some(item) => {
-            let mut item = item.clone();
-            item.subscription = after.subscription();
-            item.ask = after.pending_out();
-            item.approved = approved;
-            Some(item).filter(|new| new != item_ref(stored))
-        }
-        None if after.subscription() != crate::storage::Subscription::None
-            || after.pending_out()
-            || approved =>
-        {
-            let mut item = RosterItem::new(contact);
-            item.subscription = after.subscription();
-            item.ask = after.pending_out();
-            item.approved = approved;
-            Some(item)
-        }
-        None => None,
-    };
-    let Some(item) = item_after else {
-        return Ok(Saved::Unchanged);
-    };
-    let cap = router.config().limits.roster_items;
-    match store.put_roster_item(username, &item, cap).await? {
-        RosterWrite::Stored(version) => {
-            push::push(router, user, version, items::item_element(&item));
-            Ok(Saved::Pushed)
-        }
-        RosterWrite::Full => Ok(Saved::Full),
-    }
-}
 
-fn item_ref(stored: &Stored) -> &RosterItem {
-    // Only called when the item exists.
-    stored.item.as_ref().unwrap_or_else(|| unreachable!())
+    /// `save` for inbound stanzas, which have nobody to report a failure to.
+    async fn save_or_log(
+        &self,
+        router: &Router,
+        after: State,
+        approved: bool,
+        request: Option<&Element>,
+    ) -> bool {
+        match self.save(router, after, approved, request).await {
+            Ok(Saved::Full) => false,
+            Ok(_) => true,
+            Err(e) => {
+                warn!(error = %e, "writing roster state failed");
+                false
+            }
+        }
+    }
 }
 
 fn username_of(user: &BareJid) -> String {
@@ -159,9 +173,7 @@ pub async fn outbound(
     kind: SubscriptionType,
     original: &Element,
 ) -> Outcome {
-    let username = username_of(user);
-    let contact_str = contact.to_string();
-    let stored = match Stored::load(router, &username, &contact_str).await {
+    let stored = match Relation::load(router, user, contact).await {
         Ok(stored) => stored,
         Err(e) => {
             warn!(error = %e, "reading roster state failed");
@@ -190,18 +202,7 @@ pub async fn outbound(
         SubscriptionType::Unsubscribed => approved = false,
         _ => {}
     }
-    match save(
-        router,
-        user,
-        &username,
-        &contact_str,
-        &stored,
-        after,
-        approved,
-        None,
-    )
-    .await
-    {
+    match stored.save(router, after, approved, None).await {
         Ok(Saved::Full) => {
             let error = StanzaError::new(ErrorType::Wait, "resource-constraint")
                 .with_text("the roster is full");
@@ -218,7 +219,7 @@ pub async fn outbound(
     if route {
         let mut stanza = original.clone();
         stanza::set_attr(&mut stanza, "from", user.to_string());
-        stanza::set_attr(&mut stanza, "to", contact_str);
+        stanza::set_attr(&mut stanza, "to", contact.to_string());
         router
             .route_from_user(&Jid::from(user.clone()), Jid::from(contact.clone()), stanza)
             .await;
@@ -242,7 +243,6 @@ pub async fn inbound(
     mut stanza: Element,
 ) -> Outcome {
     let username = username_of(user);
-    let contact_str = contact.to_string();
     match router.storage().accounts.account_exists(&username).await {
         Ok(true) => {}
         Ok(false) => {
@@ -264,7 +264,7 @@ pub async fn inbound(
             return Outcome::default();
         }
     }
-    let stored = match Stored::load(router, &username, &contact_str).await {
+    let stored = match Relation::load(router, user, contact).await {
         Ok(stored) => stored,
         Err(e) => {
             warn!(error = %e, "reading roster state failed");
@@ -275,7 +275,7 @@ pub async fn inbound(
     let mut after = transition(Direction::Inbound, kind, before);
     let mut approved = stored.approved();
     // The request is delivered bare-addressed, from the contact's bare JID (§3.1.3).
-    stanza::set_attr(&mut stanza, "from", contact_str.clone());
+    stanza::set_attr(&mut stanza, "from", contact.to_string());
     stanza::set_attr(&mut stanza, "to", user.to_string());
 
     if kind == SubscriptionType::Subscribe {
@@ -288,18 +288,7 @@ pub async fn inbound(
             // §3.4.2: a pre-approved request is accepted without asking the user.
             after = transition(Direction::Outbound, SubscriptionType::Subscribed, after);
             approved = false;
-            if save_or_log(
-                router,
-                user,
-                &username,
-                &contact_str,
-                &stored,
-                after,
-                approved,
-                None,
-            )
-            .await
-            {
+            if stored.save_or_log(router, after, approved, None).await {
                 auto_reply(router, user, contact, "subscribed").await;
                 return Outcome {
                     presence_granted: true,
@@ -313,17 +302,9 @@ pub async fn inbound(
         if !pending_room(router, &username).await {
             return Outcome::default();
         }
-        if save_or_log(
-            router,
-            user,
-            &username,
-            &contact_str,
-            &stored,
-            after,
-            approved,
-            Some(&stanza),
-        )
-        .await
+        if stored
+            .save_or_log(router, after, approved, Some(&stanza))
+            .await
         {
             deliver_to_available(router, user, &stanza);
         }
@@ -334,56 +315,13 @@ pub async fn inbound(
         // §3.2–3.3: nothing changed, so the stanza is not delivered.
         return Outcome::default();
     }
-    if save_or_log(
-        router,
-        user,
-        &username,
-        &contact_str,
-        &stored,
-        after,
-        approved,
-        None,
-    )
-    .await
-    {
+    if stored.save_or_log(router, after, approved, None).await {
         deliver_to_available(router, user, &stanza);
         if before.subscription().contact_sees_user() && !after.subscription().contact_sees_user() {
             send_unavailable(router, user, contact).await;
         }
     }
     Outcome::default()
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn save_or_log(
-    router: &Router,
-    user: &BareJid,
-    username: &str,
-    contact: &str,
-    stored: &Stored,
-    after: State,
-    approved: bool,
-    pending_stanza: Option<&Element>,
-) -> bool {
-    match save(
-        router,
-        user,
-        username,
-        contact,
-        stored,
-        after,
-        approved,
-        pending_stanza,
-    )
-    .await
-    {
-        Ok(Saved::Full) => false,
-        Ok(_) => true,
-        Err(e) => {
-            warn!(error = %e, "writing roster state failed");
-            false
-        }
-    }
 }
 
 /// Stored requests from strangers count against the roster cap, so nobody can fill a user's

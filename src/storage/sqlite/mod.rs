@@ -19,7 +19,10 @@ use super::{
     OfflinePush, OfflineStore, ScramCredentials, ScramHash, StorageError, StorageResult,
 };
 
+mod blocking;
+mod pep;
 mod roster;
+mod vcard;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 

@@ -1,0 +1,247 @@
+//! XEP-0163 Personal Eventing Protocol: every account is a small XEP-0060 pubsub service at its
+//! bare JID. The owner publishes (nodes are created on first publish, `publish-options` set or
+//! check their configuration); readers are filtered by the node's access model; notifications
+//! go to the owner's sessions and to contacts subscribed to the owner's presence, filtered by
+//! the `+notify` features of their XEP-0115 caps.
+//!
+//! Not offered: explicit subscriptions (`<subscribe/>` and friends answer
+//! `<feature-not-implemented/>`; PEP subscriptions are the implicit, presence-based ones),
+//! the `roster` and `authorize` access models, a whitelist beyond the owner, collection nodes,
+//! XEP-0033 `replyto` on notifications, and notifications to remote domains (no federation).
+//!
+//! One job per file: `publish` (the pubsub namespace), `owner` (pubsub#owner), `config`
+//! (node configuration forms), `access` (who may read), `store` (where items live), `notify`
+//! (who gets events), `interest` and `caps` (what each session asked for).
+
+mod access;
+mod caps;
+mod config;
+mod interest;
+mod notify;
+mod owner;
+mod publish;
+mod store;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+
+use crate::config::PepConfig;
+use crate::router::{
+    IqHandler, IqRequest, IqResult, Module, PresenceObserver, Registry, Router, SessionHook,
+};
+use crate::stanza::{self, ErrorType, StanzaError};
+use crate::storage::PepStore;
+use crate::xml::ns;
+
+/// The pubsub features of XEP-0060 §10 that corvid's PEP service has.
+const FEATURES: &[&str] = &[
+    "http://jabber.org/protocol/pubsub#access-open",
+    "http://jabber.org/protocol/pubsub#access-presence",
+    "http://jabber.org/protocol/pubsub#access-whitelist",
+    "http://jabber.org/protocol/pubsub#auto-create",
+    "http://jabber.org/protocol/pubsub#auto-subscribe",
+    "http://jabber.org/protocol/pubsub#config-node",
+    "http://jabber.org/protocol/pubsub#create-and-configure",
+    "http://jabber.org/protocol/pubsub#create-nodes",
+    "http://jabber.org/protocol/pubsub#delete-items",
+    "http://jabber.org/protocol/pubsub#delete-nodes",
+    "http://jabber.org/protocol/pubsub#filtered-notifications",
+    "http://jabber.org/protocol/pubsub#item-ids",
+    "http://jabber.org/protocol/pubsub#last-published",
+    "http://jabber.org/protocol/pubsub#multi-items",
+    "http://jabber.org/protocol/pubsub#persistent-items",
+    "http://jabber.org/protocol/pubsub#presence-notifications",
+    "http://jabber.org/protocol/pubsub#publish",
+    "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#purge-nodes",
+    "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-default",
+    "http://jabber.org/protocol/pubsub#retrieve-items",
+];
+
+/// The feature whose presence on an account means it is a PEP service (XEP-0163 §6.1); disco
+/// shows the `pubsub/pep` identity with it.
+pub const PEP_FEATURE: &str = "http://jabber.org/protocol/pubsub#publish";
+
+/// What the module keeps in memory, shared with the tasks it spawns.
+#[derive(Default)]
+pub(crate) struct PepState {
+    interests: interest::Interests,
+    transient: store::Transient,
+}
+
+#[derive(Default)]
+pub struct Pep {
+    state: Arc<PepState>,
+}
+
+impl Module for Pep {
+    fn name(&self) -> &'static str {
+        "pep"
+    }
+
+    fn register(self: Arc<Self>, registry: &mut Registry) {
+        registry.account_iq(ns::PUBSUB, "pubsub", self.clone());
+        registry.account_iq(ns::PUBSUB_OWNER, "pubsub", self.clone());
+        registry.session_hook(self.clone());
+        registry.presence_observer(self);
+        for feature in FEATURES {
+            registry.account_feature(feature);
+        }
+    }
+}
+
+/// One request against one account's PEP service.
+pub(crate) struct Ctx<'a> {
+    router: &'a Arc<Router>,
+    state: &'a Arc<PepState>,
+    owner: BareJid,
+    /// The owner's username (the local part), as storage keys it.
+    owner_name: String,
+    /// Who asks (or, for last items, who receives), as a bare JID.
+    requester: BareJid,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        router: &'a Arc<Router>,
+        state: &'a Arc<PepState>,
+        owner: BareJid,
+        requester: BareJid,
+    ) -> Option<Ctx<'a>> {
+        let owner_name = owner.node()?.to_string();
+        Some(Ctx {
+            router,
+            state,
+            owner,
+            owner_name,
+            requester,
+        })
+    }
+
+    fn storage(&self) -> &dyn PepStore {
+        self.router.storage().pep.as_ref()
+    }
+
+    fn limits(&self) -> &PepConfig {
+        &self.router.config().pep
+    }
+
+    /// XEP-0163 §2.2: only the account owner publishes or manages nodes.
+    fn require_owner(&self) -> Result<(), StanzaError> {
+        if self.owner == self.requester {
+            Ok(())
+        } else {
+            Err(StanzaError::forbidden())
+        }
+    }
+}
+
+/// A standard condition with a XEP-0060 `pubsub#errors` condition under it.
+fn pubsub_error(base: StanzaError, condition: &str) -> StanzaError {
+    base.with_app_condition(Element::bare(condition, ns::PUBSUB_ERRORS))
+}
+
+/// `<feature-not-implemented/>` with `<unsupported feature=…/>` (XEP-0060 §7.1.3.6 style).
+fn unsupported(feature: &'static str) -> StanzaError {
+    let mut condition = Element::bare("unsupported", ns::PUBSUB_ERRORS);
+    stanza::set_attr(&mut condition, "feature", feature);
+    StanzaError::feature_not_implemented().with_app_condition(condition)
+}
+
+fn bad_request(condition: &str) -> StanzaError {
+    pubsub_error(StanzaError::bad_request(), condition)
+}
+
+fn not_acceptable() -> StanzaError {
+    StanzaError::new(ErrorType::Modify, "not-acceptable")
+}
+
+/// The node named by an action element, or `<nodeid-required/>`.
+fn node_attr(action: &Element) -> Result<&str, StanzaError> {
+    match action.attr("node") {
+        Some(node) if !node.is_empty() && node.len() <= MAX_NODE_LEN => Ok(node),
+        Some(_) => Err(not_acceptable().with_text("node name too long")),
+        None => Err(bad_request("nodeid-required")),
+    }
+}
+
+/// Node names and item ids longer than this are refused rather than stored.
+const MAX_NODE_LEN: usize = 1024;
+const MAX_ITEM_ID_LEN: usize = 1024;
+
+/// Disco#items on an account (XEP-0163 §6.2 / XEP-0060 §5.2): the nodes `requester` may read.
+pub async fn disco_items(router: &Arc<Router>, account: &BareJid, requester: &Jid) -> Vec<Element> {
+    let Some(username) = account.node() else {
+        return Vec::new();
+    };
+    let nodes = match router.storage().pep.pep_nodes(username.as_str()).await {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing PEP nodes failed");
+            return Vec::new();
+        }
+    };
+    let reader = requester.to_bare();
+    let mut items = Vec::new();
+    for node in nodes {
+        if access::may_read(router, account, &reader, node.config.access_model)
+            .await
+            .unwrap_or(false)
+        {
+            let mut item = Element::bare("item", ns::DISCO_ITEMS);
+            stanza::set_attr(&mut item, "jid", account.to_string());
+            stanza::set_attr(&mut item, "node", node.name);
+            items.push(item);
+        }
+    }
+    items
+}
+
+#[async_trait]
+impl IqHandler for Pep {
+    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
+        let Some(account) = request.account.clone() else {
+            return Err(StanzaError::service_unavailable());
+        };
+        let requester = request.from.to_bare();
+        let Some(ctx) = Ctx::new(router, &self.state, account, requester) else {
+            return Err(StanzaError::service_unavailable());
+        };
+        // Someone else's request to an account that does not exist (RFC 6121 §8.5.1).
+        if ctx.owner != ctx.requester {
+            let exists = router
+                .storage()
+                .accounts
+                .account_exists(&ctx.owner_name)
+                .await
+                .map_err(store::storage_error)?;
+            if !exists {
+                return Err(StanzaError::service_unavailable());
+            }
+        }
+        let payload = request.payload();
+        if payload.has_ns(ns::PUBSUB_OWNER) {
+            owner::handle(&ctx, payload, request.is_set).await
+        } else {
+            publish::handle(&ctx, payload, request.is_set).await
+        }
+    }
+}
+
+#[async_trait]
+impl PresenceObserver for Pep {
+    async fn broadcasted(&self, router: &Arc<Router>, from: &FullJid, presence: &Element) {
+        interest::on_presence(router, &self.state, from, presence);
+    }
+}
+
+#[async_trait]
+impl SessionHook for Pep {
+    async fn ended(&self, _router: &Arc<Router>, session: &FullJid, _was_available: bool) {
+        self.state.interests.forget(session);
+    }
+}

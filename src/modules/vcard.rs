@@ -1,0 +1,258 @@
+//! XEP-0054 vcard-temp, with XEP-0153 vCard-based avatar hashes in presence.
+//!
+//! - A get on the user's own account (no `to`, or their bare JID) returns the stored vCard, or
+//!   `<item-not-found/>` if there is none (what Prosody answers; XEP-0054 allows that or an
+//!   empty vCard).
+//! - A get on another account returns its vCard: vCards are public. With no vCard the answer
+//!   is `<service-unavailable/>`, the same as for an account that does not exist, as XEP-0054
+//!   §3.1 asks so that vCard lookups cannot probe for accounts.
+//! - A set is only allowed on the user's own account (`<forbidden/>` otherwise). It is stored
+//!   as serialized XML, at most `limits.vcard_max_bytes` bytes: larger ones are refused with
+//!   `<not-acceptable/>` (type modify, with a text saying the limit) and the old vCard is kept.
+//!
+//! XEP-0153: the SHA-1 of the decoded `PHOTO/BINVAL` is computed at set time and stored beside
+//! the vCard. Every available presence a session broadcasts without its own
+//! `<x xmlns='vcard-temp:x:update'><photo/></x>` gets one with that hash (an empty `<photo/>`
+//! when there is no photo), as ejabberd's mod_vcard_xupdate does. The hash is kept in memory;
+//! re-announcing presence after a change is left to clients, as XEP-0153 says.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine;
+use jid::{BareJid, FullJid};
+use minidom::Element;
+use sha1::{Digest, Sha1};
+use tracing::warn;
+
+use super::user_cache::{bare_str, UserCache};
+use crate::router::{
+    IqHandler, IqRequest, IqResult, Module, PresenceObserver, Registry, Router, SessionHook,
+};
+use crate::stanza::StanzaError;
+use crate::storage::{StorageError, StorageResult, StoredVcard};
+use crate::xml::{self, ns};
+
+#[derive(Default)]
+pub struct Vcard {
+    /// Photo hash per user, "" for no photo (or no vCard).
+    hashes: UserCache<Arc<str>>,
+}
+
+impl Module for Vcard {
+    fn name(&self) -> &'static str {
+        "vcard"
+    }
+
+    fn register(self: Arc<Self>, registry: &mut Registry) {
+        registry.account_iq(ns::VCARD, "vCard", self.clone());
+        registry.presence_observer(self.clone());
+        registry.session_hook(self);
+        registry.server_feature(ns::VCARD);
+        registry.account_feature(ns::VCARD);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PhotoError {
+    #[error("PHOTO/BINVAL is not valid base64")]
+    NotBase64,
+}
+
+/// Lower-case hex SHA-1 of the vCard's photo bytes (XEP-0153 §4.3), "" when it has none.
+/// Base64 may be wrapped over several lines, so whitespace is ignored.
+pub fn photo_hash(vcard: &Element) -> Result<String, PhotoError> {
+    let binval = vcard
+        .get_child("PHOTO", ns::VCARD)
+        .and_then(|photo| photo.get_child("BINVAL", ns::VCARD));
+    let Some(binval) = binval else {
+        return Ok(String::new());
+    };
+    let encoded: String = binval
+        .text()
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    if encoded.is_empty() {
+        return Ok(String::new());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| PhotoError::NotBase64)?;
+    let digest = Sha1::digest(&bytes);
+    let mut hex = String::with_capacity(40);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    Ok(hex)
+}
+
+fn storage_failure(e: StorageError) -> StanzaError {
+    match e {
+        StorageError::NotFound => StanzaError::service_unavailable(),
+        e => {
+            warn!(error = %e, "vCard storage failed");
+            StanzaError::internal_server_error()
+        }
+    }
+}
+
+/// The node of a local bare JID string ("" for a bare domain, which has no account).
+fn node_of(bare: &str) -> &str {
+    bare.split_once('@').map(|(node, _)| node).unwrap_or("")
+}
+
+impl Vcard {
+    async fn hash_of(&self, router: &Router, user: &str) -> StorageResult<Arc<str>> {
+        self.hashes
+            .get_or_load(router, user, || async {
+                let hash = router
+                    .storage()
+                    .vcard
+                    .vcard_photo_hash(node_of(user))
+                    .await?;
+                Ok(Arc::from(hash.unwrap_or_default()))
+            })
+            .await
+    }
+
+    async fn get(&self, router: &Router, account: &BareJid, own: bool) -> IqResult {
+        let stored = router
+            .storage()
+            .vcard
+            .vcard(node_of(account.as_str()))
+            .await
+            .map_err(storage_failure)?;
+        let Some(stored) = stored else {
+            return Err(if own {
+                StanzaError::item_not_found()
+            } else {
+                StanzaError::service_unavailable()
+            });
+        };
+        match xml::parse_standalone(stored.xml.as_bytes(), usize::MAX) {
+            Ok(vcard) => Ok(Some(vcard)),
+            Err(e) => {
+                warn!(error = %e, user = %account, "stored vCard does not parse");
+                Err(StanzaError::internal_server_error())
+            }
+        }
+    }
+
+    async fn set(&self, router: &Router, account: &BareJid, vcard: &Element) -> IqResult {
+        let serialized = xml::to_string(vcard);
+        let max = router.config().limits.vcard_max_bytes;
+        if serialized.len() > max {
+            return Err(StanzaError::not_acceptable()
+                .with_text(format!("a vCard may be at most {max} bytes")));
+        }
+        let photo_hash =
+            photo_hash(vcard).map_err(|e| StanzaError::bad_request().with_text(e.to_string()))?;
+        let record = StoredVcard {
+            xml: serialized,
+            photo_hash,
+        };
+        let guard = self.hashes.write_lock().await;
+        router
+            .storage()
+            .vcard
+            .set_vcard(node_of(account.as_str()), &record)
+            .await
+            .map_err(storage_failure)?;
+        self.hashes
+            .publish(&guard, account.as_str(), Arc::from(record.photo_hash));
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl IqHandler for Vcard {
+    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
+        let Some(account) = request.account.as_ref() else {
+            return Err(StanzaError::service_unavailable());
+        };
+        let own = bare_str(&request.from) == account.as_str();
+        if request.is_set {
+            if !own {
+                return Err(StanzaError::forbidden());
+            }
+            self.set(router, account, request.payload()).await
+        } else {
+            self.get(router, account, own).await
+        }
+    }
+}
+
+#[async_trait]
+impl PresenceObserver for Vcard {
+    async fn decorate(&self, router: &Arc<Router>, from: &FullJid, presence: &mut Element) {
+        // Only available presence carries an avatar; unavailable and subscriptions do not.
+        if presence.attr("type").is_some() {
+            return;
+        }
+        if let Some(update) = presence.get_child("x", ns::VCARD_UPDATE) {
+            // The client said what it knows; an `<x/>` without `<photo/>` only means "not
+            // ready", and we do know, so that one is replaced.
+            if update.has_child("photo", ns::VCARD_UPDATE) {
+                return;
+            }
+            presence.remove_child("x", ns::VCARD_UPDATE);
+        }
+        let hash = match self.hash_of(router, bare_str(from)).await {
+            Ok(hash) => hash,
+            Err(e) => {
+                warn!(error = %e, "loading a vCard photo hash failed; presence left as is");
+                return;
+            }
+        };
+        let mut photo = Element::bare("photo", ns::VCARD_UPDATE);
+        if !hash.is_empty() {
+            photo.append_text(&*hash);
+        }
+        let mut update = Element::bare("x", ns::VCARD_UPDATE);
+        update.append_child(photo);
+        presence.append_child(update);
+    }
+}
+
+#[async_trait]
+impl SessionHook for Vcard {
+    async fn ended(&self, router: &Arc<Router>, session: &FullJid, _was_available: bool) {
+        let user = session.to_bare();
+        if router.bound_resources(&user).is_empty() {
+            self.hashes.forget(user.as_str());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vcard(inner: &str) -> Element {
+        format!("<vCard xmlns='vcard-temp'>{inner}</vCard>")
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn photo_hash_is_sha1_of_the_decoded_binval() {
+        // "hello" in base64, wrapped, with surrounding whitespace.
+        let v = vcard("<PHOTO><TYPE>image/png</TYPE><BINVAL>\n aGVs\n bG8=\n</BINVAL></PHOTO>");
+        assert_eq!(
+            photo_hash(&v).unwrap(),
+            "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"
+        );
+    }
+
+    #[test]
+    fn no_photo_is_an_empty_hash_and_bad_base64_an_error() {
+        assert_eq!(photo_hash(&vcard("<FN>A</FN>")).unwrap(), "");
+        assert_eq!(
+            photo_hash(&vcard("<PHOTO><EXTVAL>http://x</EXTVAL></PHOTO>")).unwrap(),
+            ""
+        );
+        assert!(photo_hash(&vcard("<PHOTO><BINVAL>***</BINVAL></PHOTO>")).is_err());
+    }
+}

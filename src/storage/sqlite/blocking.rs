@@ -1,0 +1,79 @@
+//! SQLite blocklists: adding runs in one `BEGIN IMMEDIATE` transaction, so the cap check and
+//! the insert see the same list.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{account_exists_in, SqliteStorage};
+use crate::storage::blocking::new_jids;
+use crate::storage::{BlockWrite, BlocklistStore, StorageError, StorageResult};
+
+#[async_trait]
+impl BlocklistStore for SqliteStorage {
+    async fn blocklist(&self, username: &str) -> StorageResult<Vec<String>> {
+        let rows = sqlx::query("SELECT jid FROM blocklist_items WHERE username = ? ORDER BY jid")
+            .bind(username)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    async fn block(
+        &self,
+        username: &str,
+        jids: &[String],
+        max_items: u32,
+    ) -> StorageResult<BlockWrite> {
+        let mut tx = self.begin_write().await?;
+        if !account_exists_in(&mut tx, username).await? {
+            tx.rollback().await?;
+            return Err(StorageError::NotFound);
+        }
+        let existing: HashSet<String> =
+            sqlx::query_scalar("SELECT jid FROM blocklist_items WHERE username = ?")
+                .bind(username)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let fresh = new_jids(jids, &existing);
+        if existing.len() + fresh.len() > max_items as usize {
+            tx.rollback().await?;
+            return Ok(BlockWrite::Full);
+        }
+        for jid in &fresh {
+            sqlx::query("INSERT INTO blocklist_items (username, jid) VALUES (?, ?)")
+                .bind(username)
+                .bind(jid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(BlockWrite::Stored(fresh.len() as u64))
+    }
+
+    async fn unblock(&self, username: &str, jids: &[String]) -> StorageResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let mut removed = 0;
+        for jid in jids {
+            let done = sqlx::query("DELETE FROM blocklist_items WHERE username = ? AND jid = ?")
+                .bind(username)
+                .bind(jid)
+                .execute(&mut *tx)
+                .await?;
+            removed += done.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    async fn unblock_all(&self, username: &str) -> StorageResult<u64> {
+        let done = sqlx::query("DELETE FROM blocklist_items WHERE username = ?")
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
