@@ -11,7 +11,8 @@
 #
 # Knobs (environment): IDLE_USERS="1000 5000", LOGINS=2000, CONCURRENCY=50, MSG_USERS=1000,
 # WINDOW=10, DURATION=20, RATE=2000, REPEAT=1 (runs of each measurement), SKIP="" (any of
-# idle login throughput latency), TLS_MODES="none starttls".
+# idle login throughput latency presence), TLS_MODES="none starttls", CONTACTS=500 and
+# PRESENCE_RUNS=5 (presence: subject u0 with contacts c1..cCONTACTS, all mutually subscribed).
 set -euo pipefail
 
 SERVER="${1:?usage: run-all.sh prosody|ejabberd|corvid [RESULTS_FILE]}"
@@ -32,12 +33,14 @@ MSG_USERS="${MSG_USERS:-1000}"
 WINDOW="${WINDOW:-10}"
 DURATION="${DURATION:-20}"
 RATE="${RATE:-2000}"
+CONTACTS="${CONTACTS:-500}"
+PRESENCE_RUNS="${PRESENCE_RUNS:-5}"
 REPEAT="${REPEAT:-1}"
 SKIP="${SKIP:-}"
 TLS_MODES="${TLS_MODES:-none starttls}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 LOAD="${LOAD:-$TARGET/release/corvid-load}"
-CORVID="${CORVID:-$ROOT/target/release/corvid}"
+CORVID="${CORVID:-$TARGET/release/corvid}"
 CORVID_CFG="${CORVID_CFG:-$ROOT/benches/corvid-bench.toml}"
 CORVID_DIR=/tmp/corvid-bench
 
@@ -100,6 +103,41 @@ corvid_users() {
     echo "$n" > "$CORVID_DIR/users.count"
 }
 
+# The presence benchmark's accounts: u0 (the subject) and c1..cN, password 'pw'. Kept apart
+# from u1..uN so that their rosters never touch the other measurements.
+presence_users() {
+    local n=$1 lab="${LAB:-${TMPDIR:-/tmp}/lab-load}"
+    case "$SERVER" in
+        corvid) # before start, like corvid_users
+            local have=0
+            [ -s "$CORVID_DIR/presence-users.count" ] && have=$(cat "$CORVID_DIR/presence-users.count")
+            [ "$have" -ge "$n" ] && return 0
+            mkdir -p "$CORVID_DIR"
+            { echo "u0 pw"; for ((i = 1; i <= n; i++)); do echo "c$i pw"; done; } |
+                "$CORVID" user import -c "$CORVID_CFG" 2>/dev/null >&2
+            echo "$n" > "$CORVID_DIR/presence-users.count"
+            ;;
+        prosody) # same way as anchors.sh users: a Lua loop in the running server's admin shell
+            prosodyctl --config "$lab/prosody/prosody.cfg.lua" shell \
+                ">local um=require'core.usermanager'; local c=0; local function mk(u) if not um.user_exists(u,'bench.test') then assert(um.create_user(u,'pw','bench.test')); c=c+1 end end; mk('u0'); for i=1,$n do mk('c'..i) end; return 'created '..c" >&2
+            ;;
+        ejabberd) # same way as anchors.sh users: mod_http_api on 127.0.0.1:6280
+            python3 - "$n" >&2 <<'PY'
+import http.client, json, sys
+n = int(sys.argv[1]); c = http.client.HTTPConnection("127.0.0.1", 6280, timeout=30); made = 0
+for u in ["u0"] + [f"c{i}" for i in range(1, n + 1)]:
+    c.request("POST", "/api/register", json.dumps({"user": u, "host": "bench.test", "password": "pw"}),
+              {"Content-Type": "application/json"})
+    r = c.getresponse(); body = r.read()
+    if r.status == 200: made += 1
+    elif r.status != 409 and b"already" not in body and b"conflict" not in body.lower():
+        sys.exit(f"register {u}: {r.status} {body[:200]!r}")
+print(f"created {made} (others existed)")
+PY
+            ;;
+    esac
+}
+
 # ---- generic lifecycle
 start() {
     case "$SERVER" in
@@ -138,9 +176,9 @@ skipped() { [[ " $SKIP " == *" $1 "* ]]; }
 
 trap 'stop' EXIT
 case "$SERVER" in
-    corvid) users "$MAX_USERS"; start ;;
+    corvid) users "$MAX_USERS"; skipped presence || presence_users "$CONTACTS"; start ;;
     *) [ -f "${LAB:-${TMPDIR:-/tmp}/lab-load}/prosody/prosody.cfg.lua" ] || "$ANCHORS" setup >&2
-       start; users "$MAX_USERS" ;;
+       start; users "$MAX_USERS"; skipped presence || presence_users "$CONTACTS" ;;
 esac
 log "server $SERVER pid $(server_pid) on CPU $SERVER_CPU, tool on CPU $TOOL_CPU, results -> $OUT"
 
@@ -164,6 +202,11 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
     fi
     if ! skipped latency; then
         load latency --users "$MSG_USERS" --rate "$RATE" --duration "$DURATION" --warmup 2
+    fi
+    if ! skipped presence; then
+        # The first invocation also makes u0 and c1..cN mutually subscribed (kept in the
+        # server's storage; later invocations find them so and skip that).
+        load presence-login --users "$CONTACTS" --runs "$PRESENCE_RUNS" --concurrency "$CONCURRENCY"
     fi
 done
 log "done: $OUT"

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""One line per measurement from corvid-load JSON lines: benches/summarize.py results/*.jsonl"""
+"""One line per measurement from corvid-load JSON lines: benches/summarize.py [-v] results/*.jsonl
+
+-v also prints each run of the presence-login measurements."""
 import json
 import sys
 
-for path in sys.argv[1:]:
+flags = [a for a in sys.argv[1:] if a.startswith("-")]
+for path in [a for a in sys.argv[1:] if not a.startswith("-")]:
     for line in open(path):
         d = json.loads(line)
         m = d["mode"]
@@ -25,4 +28,21 @@ for path in sys.argv[1:]:
                   f"p99={d['latency']['p99_ms']}ms max={d['latency']['max_ms']}ms "
                   f"sent={d['sent_measured']} recv={d['received_measured']} "
                   f"server_cpu={d['server_cpu_pct']}% tool_cpu={d['tool_cpu_pct']}%")
+        elif m == "presence-login":
+            s += (f"contacts={d['contacts']} runs={d['runs']} (median:) "
+                  f"broadcast={d['t_broadcast_ms']}ms probes={d['t_probes_ms']}ms "
+                  f"unavailable={d['t_unavailable_ms']}ms "
+                  f"stanzas_out={d['stanzas_to_subject']}+{d['stanzas_to_contacts']} "
+                  f"bytes_out={d['bytes_to_subject']}+{d['bytes_to_contacts']} "
+                  f"server_cpu={d['server_cpu_ms_presence']}ms "
+                  f"(schedstat {d['server_cpu_sched_ms_presence']}ms, "
+                  f"logout {d['server_cpu_sched_ms_unavailable']}ms) "
+                  f"timed_out={d['runs_timed_out']}")
         print(f"{s} | load {d['loadavg_start']}")
+        if m == "presence-login" and "-v" in flags:
+            for r in d["per_run"]:
+                print(f"    run {r['run']}: broadcast={r['t_broadcast_ms']}ms "
+                      f"probes={r['t_probes_ms']}ms unavailable={r['t_unavailable_ms']}ms "
+                      f"stanzas_out={r['stanzas_to_subject']}+{r['stanzas_to_contacts']} "
+                      f"server_cpu={r['server_cpu_ms_presence']}ms "
+                      f"(schedstat {r['server_cpu_sched_ms_presence']}ms)")

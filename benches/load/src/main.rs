@@ -5,6 +5,7 @@
 //! `--out` if given) and a human-readable summary on stderr.
 
 mod modes;
+mod presence;
 mod stats;
 mod xml;
 mod xmpp;
@@ -20,7 +21,7 @@ use rustls::pki_types::ServerName;
 #[command(
     name = "corvid-load",
     version,
-    about = "XMPP load generator (idle memory, login rate, 1:1 throughput, latency)"
+    about = "XMPP load generator (idle memory, login rate, 1:1 throughput, latency, presence at login)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +38,10 @@ enum Mode {
     Throughput(ThroughputArgs),
     /// Fixed total message rate over N/2 pairs; report delivery latency.
     Latency(LatencyArgs),
+    /// One user with N mutually subscribed contacts (--users N, named
+    /// CONTACT_PREFIX1..N; --user-prefix is not used) logs in: time and
+    /// stanzas of the presence broadcast, probe answers and logout.
+    PresenceLogin(PresenceArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -142,6 +147,33 @@ pub struct LatencyArgs {
     pub pad: usize,
 }
 
+#[derive(Args)]
+pub struct PresenceArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The user who logs in; every contact is on its roster.
+    #[arg(long, default_value = "u0")]
+    pub subject: String,
+    /// Prefix of the contacts' names (PREFIX1..PREFIXN, N = --users).
+    #[arg(long, default_value = "c")]
+    pub contact_prefix: String,
+    /// Measured logins of the subject.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Seconds without any stanza to the subject or a contact that end a phase.
+    #[arg(long, default_value_t = 0.5)]
+    pub quiet: f64,
+    /// Longest a measured phase may take, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub phase_timeout: f64,
+    /// Longest the subscription setup may take, seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub setup_timeout: f64,
+    /// Pause between runs, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub pause: f64,
+}
+
 impl Common {
     pub fn user(&self, i: usize) -> String {
         format!("{}{}", self.user_prefix, i)
@@ -220,6 +252,7 @@ fn main() -> ExitCode {
             Mode::LoginRate(a) => modes::login_rate(a, nofile).await,
             Mode::Throughput(a) => modes::throughput(a, nofile).await,
             Mode::Latency(a) => modes::latency(a, nofile).await,
+            Mode::PresenceLogin(a) => presence::presence_login(a, nofile).await,
         }
     });
     match res {

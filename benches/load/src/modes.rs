@@ -18,9 +18,9 @@ use crate::{Common, IdleArgs, LatencyArgs, ThroughputArgs, Tls};
 type Result<T> = std::result::Result<T, String>;
 
 /// Outcome of logging in a range of users.
-struct Logins {
+pub(crate) struct Logins {
     /// Sessions by user index (0 = u1), when kept.
-    sessions: Vec<Option<Session>>,
+    pub(crate) sessions: Vec<Option<Session>>,
     /// Login times (ns) of the successful logins.
     times: Vec<u64>,
     failures: usize,
@@ -34,6 +34,20 @@ type LoginOutcome = Result<(Option<Session>, Duration)>;
 /// Log in users 1..=n with at most `concurrency` logins in flight. With
 /// `keep`, the sessions are returned; otherwise each is closed right away.
 async fn login_all(c: &Common, cfg: LoginCfg, n: usize, keep: bool) -> Logins {
+    login_named(c, cfg, (1..=n).map(|i| c.user(i)).collect(), keep).await
+}
+
+/// Log in the named users (sessions returned in the same order), at most
+/// `concurrency` logins in flight. With `keep`, the sessions are returned;
+/// otherwise each is closed right away.
+pub(crate) async fn login_named(
+    c: &Common,
+    cfg: LoginCfg,
+    names: Vec<String>,
+    keep: bool,
+) -> Logins {
+    let n = names.len();
+    let mut names = names.into_iter();
     let cfg = Arc::new(cfg);
     let timeout = c.login_timeout();
     let concurrency = c.concurrency.max(1);
@@ -52,7 +66,7 @@ async fn login_all(c: &Common, cfg: LoginCfg, n: usize, keep: bool) -> Logins {
     loop {
         while next < n && set.len() < concurrency {
             let cfg = cfg.clone();
-            let user = c.user(next + 1);
+            let user = names.next().unwrap_or_default();
             let idx = next;
             set.spawn(async move {
                 let r = match tokio::time::timeout(timeout, xmpp::login(&cfg, &user)).await {
@@ -105,7 +119,7 @@ async fn login_all(c: &Common, cfg: LoginCfg, n: usize, keep: bool) -> Logins {
     out
 }
 
-fn base_json(mode: &str, c: &Common, nofile: Option<u64>) -> serde_json::Value {
+pub(crate) fn base_json(mode: &str, c: &Common, nofile: Option<u64>) -> serde_json::Value {
     json!({
         "mode": mode,
         "label": c.label,
@@ -120,13 +134,13 @@ fn base_json(mode: &str, c: &Common, nofile: Option<u64>) -> serde_json::Value {
     })
 }
 
-fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+pub(crate) fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
     if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
         a.extend(b);
     }
 }
 
-fn login_json(l: &Logins) -> serde_json::Value {
+pub(crate) fn login_json(l: &Logins) -> serde_json::Value {
     let mut t = l.times.clone();
     json!({
         "logins_ok": l.times.len(),
@@ -137,7 +151,7 @@ fn login_json(l: &Logins) -> serde_json::Value {
     })
 }
 
-fn require_all(l: &Logins) -> Result<()> {
+pub(crate) fn require_all(l: &Logins) -> Result<()> {
     match &l.first_error {
         Some(e) => Err(format!(
             "{} of {} logins failed; first: {e}",

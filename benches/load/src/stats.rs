@@ -57,6 +57,106 @@ pub fn rss_kb(pid: u32) -> Result<u64, String> {
         .ok_or_else(|| format!("no VmRSS in {path}"))
 }
 
+/// CPU time (user + system) a process has used, in ns, from `/proc/PID/stat`
+/// (clock-tick resolution: 10 ms at the usual 100 Hz). Includes exited threads.
+pub fn cpu_stat_ns(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.get(s.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some(ticks * 1_000_000_000 / hz)
+}
+
+/// CPU time of each live thread of a process, in ns, from
+/// `/proc/PID/task/TID/schedstat` (nanosecond resolution), sorted by thread id.
+pub fn cpu_sched_ns(pid: u32) -> Option<Vec<(u32, u64)>> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) else {
+            continue; // thread gone
+        };
+        if let Some(ns) = s
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            out.push((tid, ns));
+        }
+    }
+    out.sort_unstable();
+    (!out.is_empty()).then_some(out)
+}
+
+/// CPU used by the threads of `after` since `before`: a thread absent from
+/// `before` started in between and counts whole. Threads that exited in
+/// between are missing (their share of the interval is lost).
+fn sched_delta(before: &[(u32, u64)], after: &[(u32, u64)]) -> u64 {
+    after
+        .iter()
+        .map(
+            |&(tid, ns)| match before.binary_search_by_key(&tid, |&(t, _)| t) {
+                Ok(i) => ns.saturating_sub(before[i].1),
+                Err(_) => ns,
+            },
+        )
+        .sum()
+}
+
+/// Both CPU readings of a process at one instant.
+#[derive(Clone, Debug, Default)]
+pub struct CpuSample {
+    pub stat_ns: Option<u64>,
+    pub sched: Option<Vec<(u32, u64)>>,
+}
+
+impl CpuSample {
+    pub fn read(pid: Option<u32>) -> Self {
+        match pid {
+            Some(p) => CpuSample {
+                stat_ns: cpu_stat_ns(p),
+                sched: cpu_sched_ns(p),
+            },
+            None => CpuSample::default(),
+        }
+    }
+
+    /// CPU used since `earlier`, in ms: (from /proc/PID/stat, from schedstat).
+    pub fn ms_since(&self, earlier: &CpuSample) -> (Option<f64>, Option<f64>) {
+        let stat = match (earlier.stat_ns, self.stat_ns) {
+            (Some(a), Some(b)) => Some(ms(b.saturating_sub(a))),
+            _ => None,
+        };
+        let sched = match (&earlier.sched, &self.sched) {
+            (Some(a), Some(b)) => Some(ms(sched_delta(a, b))),
+            _ => None,
+        };
+        (stat, sched)
+    }
+}
+
+/// Median of some values (mean of the two middle ones for an even count).
+pub fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let m = s.len() / 2;
+    let x = if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    };
+    Some((x * 1000.0).round() / 1000.0)
+}
+
 /// The three load averages, as `uptime` shows them.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -99,5 +199,30 @@ mod tests {
         assert_eq!(pct(&v, 100.0), 100);
         assert_eq!(pct(&v, 0.0), 1);
         assert_eq!(pct(&[], 50.0), 0);
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn per_thread_delta() {
+        // Thread 2 exited (lost), thread 4 is new (counted whole).
+        let before = [(1, 100), (2, 50), (3, 10)];
+        let after = [(1, 150), (3, 10), (4, 7)];
+        assert_eq!(sched_delta(&before, &after), 57);
+    }
+
+    #[test]
+    fn own_cpu_readable() {
+        let me = std::process::id();
+        assert!(cpu_stat_ns(me).is_some());
+        let a = CpuSample::read(Some(me));
+        let b = CpuSample::read(Some(me));
+        let (stat, _) = b.ms_since(&a);
+        assert!(stat.is_some_and(|v| v >= 0.0));
     }
 }

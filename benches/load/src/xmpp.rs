@@ -409,12 +409,15 @@ pub async fn handle_incoming(s: &mut Session) -> Result<u64> {
     Ok(errors)
 }
 
-/// Reply to an iq get/set: result for pings, service-unavailable otherwise.
+/// Reply to an iq get/set: result for pings and roster pushes (RFC 6121
+/// 2.1.6: a client acknowledges a push), service-unavailable otherwise.
 pub fn iq_reply(el: &[u8], out: &mut Vec<u8>) {
     let id = String::from_utf8_lossy(xml::attr(el, b"id").unwrap_or_default()).into_owned();
     let from = xml::attr(el, b"from").map(|f| String::from_utf8_lossy(f).into_owned());
     let to = from.map(|f| format!(" to='{f}'")).unwrap_or_default();
-    if xml::contains(el, b"urn:xmpp:ping") {
+    let roster_push =
+        xml::attr(el, b"type") == Some(b"set") && xml::contains(el, b"jabber:iq:roster");
+    if roster_push || xml::contains(el, b"urn:xmpp:ping") {
         out.extend_from_slice(format!("<iq type='result' id='{id}'{to}/>").as_bytes());
     } else {
         out.extend_from_slice(
@@ -449,5 +452,21 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, b"<iq type='result' id='p1' to='bench.test'/>");
+    }
+
+    #[test]
+    fn roster_push_acknowledged() {
+        let mut out = Vec::new();
+        iq_reply(
+            b"<iq type='set' id='push1'><query xmlns='jabber:iq:roster'><item jid='c1@bench.test' subscription='both'/></query></iq>",
+            &mut out,
+        );
+        assert_eq!(out, b"<iq type='result' id='push1'/>");
+        out.clear();
+        iq_reply(
+            b"<iq type='get' id='v1' from='bench.test'><query xmlns='jabber:iq:version'/></iq>",
+            &mut out,
+        );
+        assert!(out.starts_with(b"<iq type='error' id='v1' to='bench.test'>"));
     }
 }
