@@ -913,7 +913,7 @@ async fn persistent_room_and_affiliations_survive_a_restart() {
         .children()
         .filter_map(|i| i.attr("jid").map(str::to_owned))
         .collect();
-    assert_eq!(rooms, [room.clone()]);
+    assert_eq!(rooms, vec![room]);
     drop(dir);
 }
 
