@@ -1164,11 +1164,29 @@ async fn a_stalled_occupant_does_not_delay_the_others() {
     // it: far more than an unread loopback socket and a 16-stanza queue hold, so a fan-out
     // that waited for it would stop here and the others would time out.
     let filler = "x".repeat(16 * 1024);
+    let stalled_nick = format!("{room}/Stalled");
+    let left = |el: &Element| {
+        el.name() == "presence"
+            && el.attr("type") == Some("unavailable")
+            && el.attr("from") == Some(stalled_nick.as_str())
+    };
+    let mut stalled_left = false;
     for i in 0..600 {
         let body = format!("m{i}-{filler}");
         say(&mut alice, &room, &body).await;
         alice.expect(body_is(&body)).await;
-        bob.expect(body_is(&body)).await;
+        loop {
+            let el = bob.next().await;
+            stalled_left |= left(&el);
+            if body_is(&body)(&el) {
+                break;
+            }
+        }
+    }
+    // The occupant that could not keep up was disconnected, not fed a gap: the room saw it
+    // leave.
+    if !stalled_left {
+        bob.expect(left).await;
     }
     drop(stalled);
 }

@@ -19,6 +19,9 @@ use crate::server::ServerContext;
 use crate::stanza::{self, Kind, StanzaError};
 use crate::xml::{self, ns, StreamHeader};
 
+/// How long the closing stream error and footer may take to write.
+const FAREWELL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a stream ends.
 #[derive(Debug)]
 pub(super) enum End {
@@ -28,6 +31,10 @@ pub(super) enum End {
     PeerClosed,
     /// The connection broke: nothing more can be sent.
     Disconnected,
+    /// The client stopped reading: its queue filled while a write to it was blocked. A stream
+    /// error could only sit behind the blocked bytes (perhaps after half a stanza), so the
+    /// connection is just closed.
+    Stalled,
 }
 
 impl From<TransportError> for End {
@@ -49,6 +56,9 @@ pub(super) struct C2s<T: Transport> {
     pub transport: T,
     pub ctx: Arc<ServerContext>,
     header_sent: bool,
+    /// Stanzas taken off the queue whose write has not finished: if the session ends before
+    /// it does, they are routed again instead of vanishing with the connection.
+    in_flight: Vec<Element>,
 }
 
 /// Runs one client connection to its end.
@@ -58,6 +68,7 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
         transport,
         ctx,
         header_sent: false,
+        in_flight: Vec::new(),
     };
     // Boxed, like the routing below: an idle session's task should not carry the space of the
     // negotiation's (or routing's) deepest await for its whole life.
@@ -254,7 +265,13 @@ impl<T: Transport> C2s<T> {
                 }
                 first = rx.recv() => {
                     let Some(first) = first else { break End::Disconnected };
-                    if let Err(end) = Box::pin(self.write_queued(first, &mut rx)).await {
+                    // A write blocked on a client that stopped reading must not outlive the
+                    // queue filling up behind it.
+                    let written = tokio::select! {
+                        written = Box::pin(self.write_queued(first, &mut rx)) => written,
+                        _ = stalled.notified() => Err(End::Stalled),
+                    };
+                    if let Err(end) = written {
                         break end;
                     }
                 }
@@ -264,16 +281,22 @@ impl<T: Transport> C2s<T> {
             }
         };
         router.unbind(session_id, jid).await;
-        // Whatever was queued but never written goes back through the router, which now sees
-        // the session gone: messages end up in offline storage rather than being lost.
+        // Whatever was queued (or being written) but never fully written goes back through
+        // the router, which now sees the session gone: messages end up in offline storage
+        // rather than being lost. Oldest first, so offline order is kept.
         rx.close();
+        let mut unsent: Vec<Element> = std::mem::take(&mut self.in_flight);
         while let Ok(item) = rx.try_recv() {
             if let Outbound::Stanza(el) = item {
-                if let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) {
-                    if Kind::of(&el) == Some(Kind::Message) {
-                        router.route(Kind::Message, to, *el).await;
-                    }
-                }
+                unsent.push(*el);
+            }
+        }
+        for el in unsent {
+            if Kind::of(&el) != Some(Kind::Message) {
+                continue;
+            }
+            if let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) {
+                router.route(Kind::Message, to, el).await;
             }
         }
         end
@@ -323,9 +346,13 @@ impl<T: Transport> C2s<T> {
         let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut next = Some(first);
         let mut end = None;
+        self.in_flight.clear();
         while let Some(item) = next.take() {
             match item {
-                Outbound::Stanza(el) => batch.push(xml::to_bytes(&el)),
+                Outbound::Stanza(el) => {
+                    batch.push(xml::to_bytes(&el));
+                    self.in_flight.push(*el);
+                }
                 Outbound::Replaced => {
                     end = Some(End::Error(
                         "conflict",
@@ -347,6 +374,7 @@ impl<T: Transport> C2s<T> {
             let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
             self.transport.send(&slices).await?;
         }
+        self.in_flight.clear();
         match end {
             Some(end) => Err(end),
             None => Ok(()),
@@ -360,7 +388,13 @@ impl<T: Transport> C2s<T> {
     }
 
     /// Ends the stream as `end` says: a stream error and footer, a footer, or nothing.
+    /// Says goodbye the way `end` calls for. Bounded in time: a client that does not read
+    /// cannot keep the connection (and its task) alive by not taking the last bytes.
     async fn finish(&mut self, end: End) {
+        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.say_goodbye(end)).await;
+    }
+
+    async fn say_goodbye(&mut self, end: End) {
         match end {
             End::Error(condition, text) => {
                 debug!(condition, ?text, "closing stream with error");
@@ -390,6 +424,9 @@ impl<T: Transport> C2s<T> {
                 let _ = self.transport.close_stream().await;
             }
             End::Disconnected => {}
+            End::Stalled => {
+                debug!("closing the connection of a client that stopped reading");
+            }
         }
     }
 }
