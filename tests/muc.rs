@@ -795,6 +795,59 @@ async fn moderated_room_visitor_cannot_speak_until_given_voice() {
     alice.expect(body_is("now I speak")).await;
 }
 
+/// §7.13 and §8.6: the visitor asks, the moderator gets the approval form and submits it.
+#[tokio::test]
+async fn voice_request_is_passed_to_moderators_and_granted() {
+    let t = TestServer::start().await;
+    let room = format!("ask@{SERVICE}");
+    let mut alice = online(&t, "alice").await;
+    let mut bob = online(&t, "bob").await;
+    join(&mut alice, &room, "Alice").await;
+    configure(&mut alice, &room, &[("muc#roomconfig_moderatedroom", "1")]).await;
+    join(&mut bob, &room, "Bob").await;
+
+    bob.send(&format!(
+        "<message to='{room}'><x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>\
+         <field var='muc#role' type='list-single'><value>participant</value></field>\
+         </x></message>"
+    ))
+    .await;
+    let request = alice
+        .expect(|el| el.name() == "message" && el.has_child("x", "jabber:x:data"))
+        .await;
+    assert_eq!(request.attr("from"), Some(room.as_str()));
+    let form = request.get_child("x", "jabber:x:data").expect("form");
+    let value = |var: &str| {
+        form.children()
+            .find(|f| f.attr("var") == Some(var))
+            .and_then(|f| f.children().next())
+            .map(|v| v.text())
+    };
+    assert_eq!(value("muc#roomnick").as_deref(), Some("Bob"));
+    assert_eq!(value("muc#jid").as_deref(), Some(bob.jid.as_str()));
+    assert_eq!(value("muc#request_allow").as_deref(), Some("false"));
+
+    alice
+        .send(&format!(
+            "<message to='{room}'><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>\
+             <field var='muc#role'><value>participant</value></field>\
+             <field var='muc#jid'><value>{}</value></field>\
+             <field var='muc#roomnick'><value>Bob</value></field>\
+             <field var='muc#request_allow'><value>true</value></field>\
+             </x></message>",
+            bob.jid
+        ))
+        .await;
+    let p = bob
+        .expect(|el| is_from(el, "presence", &format!("{room}/Bob")))
+        .await;
+    assert_eq!(item(&p).attr("role"), Some("participant"));
+    say(&mut bob, &room, "thanks for the voice").await;
+    alice.expect(body_is("thanks for the voice")).await;
+}
+
 #[tokio::test]
 async fn private_messages_between_occupants() {
     let t = TestServer::start().await;

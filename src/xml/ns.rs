@@ -45,3 +45,4 @@ pub const MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 pub const MUC_SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
 pub const STANZA_ID: &str = "urn:xmpp:sid:0";
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+pub const MUC_REQUEST: &str = "http://jabber.org/protocol/muc#request";

@@ -144,7 +144,7 @@ fn max_users_options(limits: &MucConfig) -> Vec<String> {
     options.iter().map(u32::to_string).collect()
 }
 
-fn values(field: &Element) -> Vec<String> {
+pub(super) fn values(field: &Element) -> Vec<String> {
     field
         .children()
         .filter(|v| v.is("value", ns::DATA_FORMS))
@@ -152,7 +152,7 @@ fn values(field: &Element) -> Vec<String> {
         .collect()
 }
 
-fn parse_bool(value: &str) -> Option<bool> {
+pub(super) fn parse_bool(value: &str) -> Option<bool> {
     match value.trim() {
         "1" | "true" => Some(true),
         "0" | "false" => Some(false),
@@ -232,7 +232,12 @@ pub fn apply_form(
     Ok(config)
 }
 
-fn field(var: &'static str, kind: &'static str, label: &'static str, value: &str) -> Element {
+pub(super) fn field(
+    var: &'static str,
+    kind: &'static str,
+    label: &'static str,
+    value: &str,
+) -> Element {
     let mut field = Element::bare("field", ns::DATA_FORMS);
     stanza::set_attr(&mut field, "var", var);
     if !kind.is_empty() {

@@ -129,7 +129,8 @@ async fn private(
     Ok(())
 }
 
-/// Non-groupchat messages to the room itself: invitations and declines (§7.8.2).
+/// Non-groupchat messages to the room itself: invitations and declines (§7.8.2), voice
+/// requests and their approvals (§7.13, §8.6).
 async fn to_room(
     muc: &Muc,
     router: &Arc<Router>,
@@ -137,6 +138,9 @@ async fn to_room(
     from: &FullJid,
     message: &Element,
 ) -> Result<(), StanzaError> {
+    if let Some(form) = super::voice::request_form(message) {
+        return super::voice::handle(router, room, from, form).await;
+    }
     let Some(x) = message.get_child("x", ns::MUC_USER) else {
         return Err(StanzaError::bad_request());
     };

@@ -19,6 +19,7 @@ mod messages;
 mod owner;
 mod persist;
 mod room;
+mod voice;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};

@@ -1,0 +1,138 @@
+//! Voice requests (XEP-0045 §7.13 and §8.6): a visitor in a moderated room asks for voice with
+//! a `muc#request` form; the room passes an approval form to every moderator, and a moderator
+//! who submits it with `muc#request_allow` makes the visitor a participant.
+
+use std::sync::Arc;
+
+use jid::FullJid;
+use minidom::Element;
+
+use super::config::{field, parse_bool, values};
+use super::room::{ItemExtra, Role, Room};
+use crate::router::Router;
+use crate::stanza::{self, Kind, StanzaError};
+use crate::xml::ns;
+
+/// The `muc#request` form a message carries, if any.
+pub(super) fn request_form(message: &Element) -> Option<&Element> {
+    message
+        .children()
+        .filter(|c| c.is("x", ns::DATA_FORMS))
+        .find(|form| form_value(form, "FORM_TYPE").as_deref() == Some(ns::MUC_REQUEST))
+}
+
+fn form_value(form: &Element, var: &str) -> Option<String> {
+    form.children()
+        .filter(|f| f.is("field", ns::DATA_FORMS))
+        .find(|f| f.attr("var") == Some(var))
+        .and_then(|f| values(f).into_iter().next())
+}
+
+pub(super) async fn handle(
+    router: &Arc<Router>,
+    room: &mut Room,
+    from: &FullJid,
+    form: &Element,
+) -> Result<(), StanzaError> {
+    let Some(index) = room.occupant_by_jid(from) else {
+        return Err(StanzaError::not_acceptable().with_text("Only occupants may ask for voice"));
+    };
+    let is_answer = form_value(form, "muc#request_allow").is_some();
+    if is_answer {
+        return answer(router, room, index, form).await;
+    }
+    if room.occupants[index].role != Role::Visitor {
+        // Already has voice (or more): nothing to ask for.
+        return Ok(());
+    }
+    let nick = room.occupants[index].nick.clone();
+    let moderators: Vec<FullJid> = room
+        .occupants
+        .iter()
+        .filter(|o| o.role == Role::Moderator)
+        .map(|o| o.jid.clone())
+        .collect();
+    for moderator in moderators {
+        let message = approval_form(room, from, &nick, &moderator);
+        router.route(Kind::Message, moderator.into(), message).await;
+    }
+    Ok(())
+}
+
+/// §8.6, example 113: the form a moderator receives.
+fn approval_form(room: &Room, requester: &FullJid, nick: &str, to: &FullJid) -> Element {
+    let mut form = Element::bare("x", ns::DATA_FORMS);
+    stanza::set_attr(&mut form, "type", "form");
+    form.append_child(
+        Element::builder("title", ns::DATA_FORMS)
+            .append("Voice request")
+            .build(),
+    );
+    form.append_child(field("FORM_TYPE", "hidden", "", ns::MUC_REQUEST));
+    form.append_child(field(
+        "muc#role",
+        "list-single",
+        "Requested role",
+        "participant",
+    ));
+    form.append_child(field(
+        "muc#jid",
+        "jid-single",
+        "User ID",
+        &requester.to_string(),
+    ));
+    form.append_child(field("muc#roomnick", "text-single", "Room Nickname", nick));
+    form.append_child(field(
+        "muc#request_allow",
+        "boolean",
+        "Grant voice to this person?",
+        "false",
+    ));
+    let mut message = Element::bare("message", ns::CLIENT);
+    stanza::set_attr(&mut message, "from", room.jid.to_string());
+    stanza::set_attr(&mut message, "to", to.to_string());
+    stanza::set_attr(
+        &mut message,
+        "id",
+        format!("voice-{}", rand::random::<u64>()),
+    );
+    message.append_child(form);
+    message
+}
+
+/// §8.6, example 114: a moderator's answer.
+async fn answer(
+    router: &Arc<Router>,
+    room: &mut Room,
+    moderator: usize,
+    form: &Element,
+) -> Result<(), StanzaError> {
+    if room.occupants[moderator].role != Role::Moderator {
+        return Err(StanzaError::forbidden());
+    }
+    let allow = form_value(form, "muc#request_allow")
+        .as_deref()
+        .and_then(parse_bool)
+        .unwrap_or(false);
+    if !allow {
+        return Ok(());
+    }
+    let Some(nick) = form_value(form, "muc#roomnick") else {
+        return Err(StanzaError::bad_request().with_text("muc#roomnick is missing"));
+    };
+    let Some(index) = room.occupant_by_nick(&nick) else {
+        return Err(StanzaError::item_not_found());
+    };
+    if room.occupants[index].role != Role::Visitor {
+        return Ok(());
+    }
+    room.occupants[index].role = Role::Participant;
+    let actor = room.occupants[moderator].nick.clone();
+    let extra = ItemExtra {
+        actor: Some(&actor),
+        ..ItemExtra::default()
+    };
+    room.broadcast_presence(router, index, true, &[], &[], extra)
+        .await;
+    Ok(())
+}
