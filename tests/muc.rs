@@ -848,6 +848,52 @@ async fn voice_request_is_passed_to_moderators_and_granted() {
     alice.expect(body_is("thanks for the voice")).await;
 }
 
+/// An IQ to an occupant's nick reaches that occupant from the asker's room JID and the answer
+/// comes back from the answerer's room JID with the asker's id; a vCard request is answered
+/// by the occupant's account.
+#[tokio::test]
+async fn iqs_between_occupants_are_forwarded_both_ways() {
+    let t = TestServer::start().await;
+    let room = format!("fwd@{SERVICE}");
+    let mut alice = online(&t, "alice").await;
+    let mut bob = online(&t, "bob").await;
+    create_instant(&mut alice, &room, "Alice").await;
+    join(&mut bob, &room, "Bob").await;
+
+    alice
+        .send(&format!(
+            "<iq type='get' id='v1' to='{room}/Bob'><query xmlns='jabber:iq:version'/></iq>"
+        ))
+        .await;
+    let asked = bob
+        .expect(|el| el.name() == "iq" && el.attr("type") == Some("get"))
+        .await;
+    assert_eq!(asked.attr("from"), Some(format!("{room}/Alice").as_str()));
+    let id = asked.attr("id").expect("id").to_string();
+    bob.send(&format!(
+        "<iq type='result' id='{id}' to='{room}/Alice'><query xmlns='jabber:iq:version'>\
+         <name>bobclient</name><version>1</version></query></iq>"
+    ))
+    .await;
+    let answer = alice.expect(|el| el.attr("id") == Some("v1")).await;
+    assert_eq!(answer.attr("type"), Some("result"));
+    assert_eq!(answer.attr("from"), Some(format!("{room}/Bob").as_str()));
+    assert!(corvid::xml::to_string(&answer).contains("bobclient"));
+
+    let stored = bob
+        .iq("<iq type='set'><vCard xmlns='vcard-temp'><FN>Bob B.</FN></vCard></iq>")
+        .await;
+    assert_eq!(stored.attr("type"), Some("result"));
+    alice
+        .send(&format!(
+            "<iq type='get' id='vc1' to='{room}/Bob'><vCard xmlns='vcard-temp'/></iq>"
+        ))
+        .await;
+    let card = alice.expect(|el| el.attr("id") == Some("vc1")).await;
+    assert_eq!(card.attr("type"), Some("result"), "{card:?}");
+    assert!(corvid::xml::to_string(&card).contains("Bob B."));
+}
+
 #[tokio::test]
 async fn private_messages_between_occupants() {
     let t = TestServer::start().await;

@@ -547,12 +547,26 @@ impl Router {
             account,
             is_set,
         };
-        match handler.handle_iq(self, request).await {
-            Ok(payload) => {
-                let reply = stanza::iq_result(&stanza, payload, &reply_from);
-                self.send_reply(reply);
-            }
-            Err(error) => self.bounce_from(&stanza, error, &reply_from),
+        let reply = match handler.handle_iq(self, request).await {
+            Ok(payload) => stanza::iq_result(&stanza, payload, &reply_from),
+            Err(error) => stanza::error_reply(&stanza, &error, &reply_from),
+        };
+        self.send_iq_answer(reply).await;
+    }
+
+    /// An answer to an IQ that may have come from a component (a MUC room passing a vCard
+    /// request on, say): local sessions get it directly, a component's domain through `route`.
+    async fn send_iq_answer(self: &Arc<Self>, reply: Element) {
+        let Some(to) = reply.attr("to").and_then(|t| Jid::new(t).ok()) else {
+            return;
+        };
+        if to.domain().as_str() != self.domain
+            && self.registry.components.contains_key(to.domain().as_str())
+        {
+            // Boxed: routing can lead back here (a component asking a user's account).
+            Box::pin(self.route(Kind::Iq, to, reply)).await;
+        } else {
+            self.send_reply(reply);
         }
     }
 

@@ -7,12 +7,13 @@
 //! subject in storage and are loaded when the service first sees a stanza.
 //!
 //! Limitations (documented for clients): one occupant per full JID; a second session of the
-//! same account may join under another nick but not the same one (`conflict`); IQs to another
-//! occupant's nick are not forwarded; only users of this server may join.
+//! same account may join under another nick but not the same one (`conflict`); only users of
+//! this server may join.
 
 mod admin;
 mod config;
 mod disco;
+mod forward;
 mod history;
 mod join;
 mod messages;
@@ -49,6 +50,7 @@ pub struct Muc {
     loaded: OnceCell<()>,
     /// Key for XEP-0421 occupant ids: stable for this process, unguessable from outside.
     secret: [u8; 32],
+    forwarder: forward::Forwarder,
 }
 
 impl Muc {
@@ -64,6 +66,7 @@ impl Muc {
             created: StdMutex::new(HashMap::new()),
             loaded: OnceCell::new(),
             secret: rand::random(),
+            forwarder: forward::Forwarder::default(),
         }))
     }
 
@@ -202,8 +205,21 @@ impl Component for Muc {
     async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element) {
         // Only this server's users reach the service (there is no federation), always with
         // the full JID the server stamped; anything else has nobody to answer to.
-        let from = stanza.attr("from").and_then(|f| FullJid::new(f).ok());
+        let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
         let Some(from) = from.filter(|f| f.domain().as_str() == router.domain()) else {
+            return;
+        };
+        let is_answer =
+            kind == Kind::Iq && matches!(stanza::stanza_type(&stanza), "result" | "error");
+        if is_answer && to.resource().is_some() {
+            // An answer to an IQ the room passed on; vCard requests went to the account,
+            // which answers from its bare JID.
+            self.forwarder
+                .answer(router, to.to_bare().as_str(), stanza)
+                .await;
+            return;
+        }
+        let Ok(from) = from.try_into_full() else {
             return;
         };
         self.ensure_loaded(router).await;
@@ -262,11 +278,24 @@ impl Muc {
                 Some(i) if payload.is("ping", ns::PING) && room.occupants[i].nick == nick => {
                     Ok(None)
                 }
-                Some(_) if room.occupant_by_nick(&nick).is_none() => {
-                    Err(StanzaError::item_not_found())
-                }
-                // IQ forwarding to another occupant's client is not implemented.
-                Some(_) => Err(StanzaError::service_unavailable()),
+                Some(i) => match room.occupant_by_nick(&nick) {
+                    None => Err(StanzaError::item_not_found()),
+                    Some(target) => {
+                        let asker_nick = room.occupants[i].nick.clone();
+                        let target_jid = room.occupants[target].jid.clone();
+                        self.forwarder
+                            .request(
+                                router,
+                                room_jid.as_str(),
+                                &asker_nick,
+                                &target_jid,
+                                &nick,
+                                iq,
+                            )
+                            .await;
+                        return;
+                    }
+                },
             };
             reply(router, &iq, answer);
             return;
