@@ -15,7 +15,7 @@
 # PRESENCE_RUNS=5 (presence: subject u0 with contacts c1..cCONTACTS, all mutually subscribed),
 # MUC_SHAPES="1x100 10x100" (rooms x occupants; users m1..m(R*N)), MUC_SENDERS=10 (per room),
 # MUC_WINDOW=5 (per sender), MUC_RATE=5000 (deliveries/s in total, latency run),
-# MUC_DURATION=20.
+# MUC_DURATION=20, QUIET_WAIT=0 (seconds to wait for running compilers before each measurement).
 set -euo pipefail
 
 SERVER="${1:?usage: run-all.sh prosody|ejabberd|corvid [RESULTS_FILE]}"
@@ -213,8 +213,23 @@ users() {
     esac
 }
 
+# QUIET_WAIT=S: before each measurement, wait up to S seconds while a compiler (rustc, cc1,
+# cc1plus, ld) runs on the machine (shared 2-core boxes); the load average is logged either way.
+QUIET_WAIT="${QUIET_WAIT:-0}"
+compiling() { local p; for p in rustc cc1 cc1plus ld; do pgrep -x "$p" >/dev/null && return 0; done; return 1; }
+wait_quiet() {
+    local t=0
+    while [ "$t" -lt "$QUIET_WAIT" ] && compiling; do
+        [ "$t" = 0 ] && log "waiting for compilers to finish (up to ${QUIET_WAIT}s)"
+        sleep 5; t=$((t + 5))
+    done
+    [ "$t" -gt 0 ] && sleep 5 # let their tail (linking, the load average) pass
+    return 0
+}
+
 load() { # mode args...
     local mode=$1; shift
+    wait_quiet
     log "$SERVER $mode $*"
     taskset -c "$TOOL_CPU" "$LOAD" "$mode" --server "127.0.0.1:$PORT" --domain bench.test \
         --label "$SERVER" --out "$OUT" --pid "$(server_pid)" "$@" || echo "run-all.sh: $mode $* failed" >&2

@@ -686,7 +686,11 @@ pub async fn muc_fanout(a: MucArgs, nofile: Option<u64>) -> Result<()> {
     // Measured interval: deliveries sampled each second, CPU at both ends.
     tokio::time::sleep_until(t0 + Duration::from_secs_f64(a.warmup)).await;
     let me = std::process::id();
-    let (cpu0, tool0) = (CpuSample::read(c.pid), stats::cpu_stat_ns(me));
+    let (cpu0, tool0, ticks0) = (
+        CpuSample::read(c.pid),
+        stats::cpu_stat_ns(me),
+        stats::cpu_ticks(),
+    );
     let m0 = Instant::now();
     let d0 = shared.delivered.load(Relaxed);
     let mut per_second = Vec::new();
@@ -703,7 +707,11 @@ pub async fn muc_fanout(a: MucArgs, nofile: Option<u64>) -> Result<()> {
     tokio::time::sleep_until(end).await;
     let measured = shared.delivered.load(Relaxed) - d0;
     let measured_s = m0.elapsed().as_secs_f64();
-    let (cpu1, tool1) = (CpuSample::read(c.pid), stats::cpu_stat_ns(me));
+    let (cpu1, tool1, ticks1) = (
+        CpuSample::read(c.pid),
+        stats::cpu_stat_ns(me),
+        stats::cpu_ticks(),
+    );
 
     // Drain: until every message sent has reached its N occupants, or no
     // delivery for --drain seconds, or --drain-max in all.
@@ -761,6 +769,12 @@ pub async fn muc_fanout(a: MucArgs, nofile: Option<u64>) -> Result<()> {
     for r in results.iter_mut() {
         lat.append(&mut r.latencies);
     }
+    // Per occupant: each must have received every measured message of its room.
+    let short: Vec<u64> = results
+        .iter()
+        .map(|r| sent_room[r.room].0.saturating_sub(r.recv_measured))
+        .filter(|&l| l > 0)
+        .collect();
     let sum = |f: fn(&OccResult) -> u64| results.iter().map(f).sum::<u64>();
     let failed: Vec<&String> = results.iter().filter_map(|r| r.error.as_ref()).collect();
     let rate = measured as f64 / measured_s.max(1e-9);
@@ -787,6 +801,8 @@ pub async fn muc_fanout(a: MucArgs, nofile: Option<u64>) -> Result<()> {
             "expected_total": expected_total,
             "received_total": sum(|r| r.recv_total),
             "lost_total": lost_total,
+            "occupants_short": short.len(),
+            "max_lost_one_occupant": short.iter().copied().max().unwrap_or(0),
             "seq_gaps": sum(|r| r.seq_gaps),
             "seq_dups": sum(|r| r.seq_dups),
             "message_errors": sum(|r| r.msg_errors),
@@ -800,6 +816,10 @@ pub async fn muc_fanout(a: MucArgs, nofile: Option<u64>) -> Result<()> {
             "server_cpu_pct": pct(stat_ms),
             "server_cpu_sched_pct": pct(sched_ms),
             "tool_cpu_pct": pct(tool_ms),
+            // Busy % of every CPU over the measured interval: with the server
+            // on one CPU and the tool on another, busy minus theirs is what
+            // other processes took.
+            "cpu_busy_pct": stats::cpu_busy_pct(&ticks0, &ticks1),
             "loadavg_end": stats::loadavg(),
         }),
     );
