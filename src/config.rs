@@ -32,6 +32,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub pep: PepConfig,
+    pub muc: MucConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +151,68 @@ pub struct PepConfig {
     pub caps_query_timeout_secs: u64,
 }
 
+/// The most occupants any room may hold: XEP-0045 rooms on this server are small groups, and
+/// every occupant costs one stanza per message, so the fan-out is bounded.
+pub const MUC_MAX_OCCUPANTS: u32 = 100;
+
+/// Multi-User Chat (XEP-0045) as an in-process service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MucConfig {
+    pub enabled: bool,
+    /// The service's domain; `conference.<domain>` when unset.
+    pub domain: Option<String>,
+    /// Occupants per room (at most `MUC_MAX_OCCUPANTS`); also the largest
+    /// `muc#roomconfig_maxusers` an owner may choose.
+    pub max_occupants: u32,
+    /// Let owners and admins join a full room anyway.
+    pub owners_exempt_from_cap: bool,
+    /// Groupchat messages each room keeps in memory for history on join.
+    pub history_messages: u32,
+    /// Rooms that may exist at once on the service.
+    pub max_rooms: u32,
+    /// Rooms one user may have created that still exist.
+    pub max_rooms_per_user: u32,
+    /// Affiliations (owner, admin, member, outcast) one room may hold.
+    pub max_affiliations_per_room: u32,
+    /// Who may create a room by joining it.
+    pub room_creation: RoomCreation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomCreation {
+    /// Any user of this server.
+    LocalUsers,
+    /// Nobody: only rooms that already exist (persistent ones) can be joined.
+    Nobody,
+}
+
+impl MucConfig {
+    /// The service domain for a server hosting `domain`.
+    pub fn service_domain(&self, domain: &str) -> String {
+        self.domain
+            .clone()
+            .unwrap_or_else(|| format!("conference.{domain}"))
+    }
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        MucConfig {
+            enabled: true,
+            domain: None,
+            max_occupants: MUC_MAX_OCCUPANTS,
+            owners_exempt_from_cap: false,
+            history_messages: 20,
+            max_rooms: 10_000,
+            max_rooms_per_user: 50,
+            max_affiliations_per_room: 1000,
+            room_creation: RoomCreation::LocalUsers,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -162,6 +225,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             pep: PepConfig::default(),
+            muc: MucConfig::default(),
         }
     }
 }
@@ -336,12 +400,45 @@ impl Config {
                 "pep.caps_query_timeout_secs must be greater than 0".into(),
             ));
         }
+        self.validate_muc()?;
         if let Some(url) = &self.http.websocket_url {
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {
                 return Err(ConfigError::Invalid(format!(
                     "http.websocket_url '{url}' must start with ws:// or wss://"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_muc(&self) -> Result<(), ConfigError> {
+        let muc = &self.muc;
+        if !(1..=MUC_MAX_OCCUPANTS).contains(&muc.max_occupants) {
+            return Err(ConfigError::Invalid(format!(
+                "muc.max_occupants must be between 1 and {MUC_MAX_OCCUPANTS}"
+            )));
+        }
+        if muc.history_messages > 1000 || muc.max_rooms == 0 || muc.max_rooms_per_user == 0 {
+            return Err(ConfigError::Invalid(
+                "muc.history_messages must be at most 1000, muc.max_rooms and \
+                 muc.max_rooms_per_user at least 1"
+                    .into(),
+            ));
+        }
+        if muc.max_affiliations_per_room == 0 {
+            return Err(ConfigError::Invalid(
+                "muc.max_affiliations_per_room must be at least 1".into(),
+            ));
+        }
+        let service = muc.service_domain(&self.domain);
+        let valid = jid::BareJid::new(&service)
+            .ok()
+            .filter(|j| j.node().is_none())
+            .is_some();
+        if !valid || service == self.domain {
+            return Err(ConfigError::Invalid(format!(
+                "muc.domain '{service}' must be a valid domain other than the server's"
+            )));
         }
         Ok(())
     }

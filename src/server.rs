@@ -83,7 +83,7 @@ pub async fn start_with_storage(
     // is set; a random one per process is the fallback (see `sasl::init_decoy_secret`).
     let _ = crate::sasl::init_decoy_secret(rand::random());
     let storage = storage.with_roster_cache(ROSTER_CACHE_USERS);
-    let router = Router::new(config.clone(), storage, modules::all());
+    let router = Router::new(config.clone(), storage, modules::all(&config));
     let ctx = Arc::new(ServerContext {
         config: config.clone(),
         router,

@@ -518,7 +518,7 @@ async fn presence_from_a_blocked_contact_is_dropped_silently() {
 }
 
 #[tokio::test]
-async fn blocking_a_subscribed_contact_sends_it_unavailable_presence() {
+async fn blocking_a_subscribed_contact_hides_presence_and_unblocking_shows_it_again() {
     let t = TestServer::start().await;
     t.add_user("alice").await;
     t.add_user("bob").await;
@@ -550,6 +550,14 @@ async fn blocking_a_subscribed_contact_sends_it_unavailable_presence() {
     })
     .await;
     assert_eq!(gone.attr("type"), Some("unavailable"));
+
+    // Unblocking shows Alice's current presence to Bob again.
+    unblock(&mut alice, &["bob@localhost"]).await;
+    let back = next_where(&mut bob, |e| {
+        e.name() == "presence" && e.attr("from") == Some("alice@localhost/a")
+    })
+    .await;
+    assert_eq!(back.attr("type"), None, "{back:?}");
 }
 
 #[tokio::test]

@@ -973,6 +973,40 @@ async fn new_interest_in_a_node_brings_its_last_item() {
     assert_eq!(text_of(&last[0].1), "Bob");
 }
 
+/// XEP-0163 §6.1: being allowed to see the owner's presence is a subscription to the
+/// owner's nodes, so their last items arrive right away, not only at the next presence.
+#[tokio::test]
+async fn approved_subscription_brings_the_last_items() {
+    let t = server_with(&["bob", "alice"]).await;
+    let mut bob = connect(&t, "bob", "b").await;
+    publish(&mut bob, NICK, Some("current"), &nick("Bob"), "").await;
+    send(&mut bob, "<presence xmlns='jabber:client'/>").await;
+
+    let mut alice = connect(&t, "alice", "a").await;
+    online_with_notify(&mut alice, &[NICK]).await;
+    // No relationship yet: nothing comes.
+    marker(&mut bob, "alice@localhost/a", "before").await;
+    expect_marker_next(&mut alice, "before").await;
+
+    send(
+        &mut alice,
+        "<presence xmlns='jabber:client' type='subscribe' to='bob@localhost'/>",
+    )
+    .await;
+    next_matching(&mut bob, |el| {
+        el.name() == "presence" && el.attr("type") == Some("subscribe")
+    })
+    .await;
+    send(
+        &mut bob,
+        "<presence xmlns='jabber:client' type='subscribed' to='alice@localhost'/>",
+    )
+    .await;
+    let (message, last) = next_event_items(&mut alice, NICK).await;
+    assert_eq!(message.attr("from"), Some("bob@localhost"));
+    assert_eq!(text_of(&last[0].1), "Bob");
+}
+
 #[tokio::test]
 async fn publish_and_retrieve_on_postgres() {
     let Some((t, schema)) = start_on_postgres().await else {

@@ -127,6 +127,8 @@ backend_tests!(
     pep_publish_orders_replaces_and_trims,
     pep_retract_purge_and_last_items,
     pep_nodes_go_with_their_account,
+    muc_rooms_save_replace_and_delete,
+    muc_affiliations_set_remove_and_need_the_room,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -1000,6 +1002,120 @@ async fn pep_nodes_go_with_their_account(s: Storage) {
 }
 
 // Backend-specific behaviour that the shared suite cannot express.
+
+fn muc_room(jid: &str, subject: &str) -> StoredRoom {
+    StoredRoom {
+        jid: jid.into(),
+        config: "{\"persistent\":true}".into(),
+        subject: subject.into(),
+        subject_nick: "Alice".into(),
+    }
+}
+
+fn muc_affs(list: &[StoredAffiliation]) -> Vec<(&str, &str)> {
+    list.iter()
+        .map(|a| (a.jid.as_str(), a.affiliation.as_str()))
+        .collect()
+}
+
+async fn muc_rooms_save_replace_and_delete(s: Storage) {
+    assert!(s.muc.muc_rooms().await.unwrap().is_empty());
+    s.muc
+        .save_muc_room(&muc_room("b@conf.x", "one"))
+        .await
+        .unwrap();
+    s.muc
+        .save_muc_room(&muc_room("a@conf.x", ""))
+        .await
+        .unwrap();
+    // Saving again replaces the row, keeping its affiliations.
+    s.muc
+        .set_muc_affiliation("b@conf.x", "alice@x", Some("owner"))
+        .await
+        .unwrap();
+    s.muc
+        .save_muc_room(&muc_room("b@conf.x", "two"))
+        .await
+        .unwrap();
+    let rooms = s.muc.muc_rooms().await.unwrap();
+    assert_eq!(
+        rooms,
+        vec![muc_room("a@conf.x", ""), muc_room("b@conf.x", "two")]
+    );
+    assert_eq!(
+        muc_affs(&s.muc.muc_affiliations("b@conf.x").await.unwrap()),
+        vec![("alice@x", "owner")]
+    );
+    assert!(s.muc.delete_muc_room("b@conf.x").await.unwrap());
+    assert!(!s.muc.delete_muc_room("b@conf.x").await.unwrap());
+    assert!(s.muc.muc_affiliations("b@conf.x").await.unwrap().is_empty());
+    let rooms = s.muc.muc_rooms().await.unwrap();
+    assert_eq!(rooms, vec![muc_room("a@conf.x", "")]);
+}
+
+async fn muc_affiliations_set_remove_and_need_the_room(s: Storage) {
+    let missing = s
+        .muc
+        .set_muc_affiliation("none@conf.x", "alice@x", Some("member"))
+        .await;
+    assert!(
+        matches!(missing, Err(StorageError::NotFound)),
+        "{missing:?}"
+    );
+    let missing = s
+        .muc
+        .set_muc_affiliation("none@conf.x", "alice@x", None)
+        .await;
+    assert!(
+        matches!(missing, Err(StorageError::NotFound)),
+        "{missing:?}"
+    );
+    s.muc
+        .save_muc_room(&muc_room("r@conf.x", ""))
+        .await
+        .unwrap();
+    for (jid, aff) in [
+        ("carol@x", "outcast"),
+        ("alice@x", "owner"),
+        ("bob@x", "member"),
+    ] {
+        s.muc
+            .set_muc_affiliation("r@conf.x", jid, Some(aff))
+            .await
+            .unwrap();
+    }
+    s.muc
+        .set_muc_affiliation("r@conf.x", "bob@x", Some("admin"))
+        .await
+        .unwrap();
+    assert_eq!(
+        muc_affs(&s.muc.muc_affiliations("r@conf.x").await.unwrap()),
+        vec![
+            ("alice@x", "owner"),
+            ("bob@x", "admin"),
+            ("carol@x", "outcast")
+        ]
+    );
+    s.muc
+        .set_muc_affiliation("r@conf.x", "carol@x", None)
+        .await
+        .unwrap();
+    // Removing what is not there is fine.
+    s.muc
+        .set_muc_affiliation("r@conf.x", "dave@x", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        muc_affs(&s.muc.muc_affiliations("r@conf.x").await.unwrap()),
+        vec![("alice@x", "owner"), ("bob@x", "admin")]
+    );
+    // Only the four stored affiliations are accepted.
+    assert!(s
+        .muc
+        .set_muc_affiliation("r@conf.x", "erin@x", Some("none"))
+        .await
+        .is_err());
+}
 
 #[tokio::test]
 async fn open_dispatches_on_url_scheme() {

@@ -169,12 +169,17 @@ async fn claimed_disco_features_are_exactly_the_advertised_ones() {
         .write("<iq to='localhost' type='get' id='d'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         .await;
     let info = alice.element().await;
-    // Features of the server and of an account (PEP lives on the account's bare JID).
+    // Features of the server and of an account (PEP lives on the account's bare JID)...
     alice
         .write("<iq to='alice@localhost' type='get' id='a'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         .await;
     let account = alice.element().await;
-    let mut advertised: Vec<String> = [info, account]
+    // And of the MUC service, which has its own domain (room features are per room).
+    alice
+        .write("<iq to='conference.localhost' type='get' id='m'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await;
+    let muc = alice.element().await;
+    let mut advertised: Vec<String> = [info, account, muc]
         .iter()
         .flat_map(|answer| {
             answer

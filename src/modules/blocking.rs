@@ -231,6 +231,10 @@ impl Blocking {
             }
             Command::Unblock(items) => {
                 let jids: Vec<String> = items.iter().map(|j| j.as_str().to_owned()).collect();
+                let before = self
+                    .list(router, user.as_str())
+                    .await
+                    .map_err(storage_failure)?;
                 {
                     let guard = self.lists.write_lock().await;
                     let store = &router.storage().blocklist;
@@ -247,6 +251,7 @@ impl Blocking {
                     user,
                     payload_with_items("unblock", jids.iter().map(String::as_str)),
                 );
+                self.announce_available(router, user, &node, &before).await;
                 Ok(None)
             }
         }
@@ -342,6 +347,49 @@ impl Blocking {
                 // Straight to the router: the user's own outbound filter would now drop it.
                 router.route(Kind::Presence, target.clone(), presence).await;
             }
+        }
+    }
+}
+
+impl Blocking {
+    /// The reverse of `announce_unavailable`: a contact subscribed to the user's presence that
+    /// `before` blocked and the list now lets through sees the user's current presence again.
+    /// The presence module answers it as it answers a probe from that contact, so only what
+    /// the contact is entitled to see goes out.
+    async fn announce_available(
+        &self,
+        router: &Arc<Router>,
+        user: &BareJid,
+        node: &str,
+        before: &Blocklist,
+    ) {
+        if router.available_resources(user).is_empty() {
+            return;
+        }
+        let roster = match router.storage().roster.roster(node).await {
+            Ok((_, items)) => items,
+            Err(e) => {
+                warn!(error = %e, "reading the roster after an unblock failed");
+                return;
+            }
+        };
+        for item in roster
+            .iter()
+            .filter(|item| item.subscription.contact_sees_user())
+        {
+            let Ok(watcher) = Jid::new(&item.contact) else {
+                continue;
+            };
+            if !before.matches(&watcher) || self.blocked(router, user.as_str(), &watcher).await {
+                continue;
+            }
+            let mut probe = Element::bare("presence", ns::CLIENT);
+            stanza::set_attr(&mut probe, "type", "probe");
+            stanza::set_attr(&mut probe, "from", item.contact.clone());
+            stanza::set_attr(&mut probe, "to", user.to_string());
+            router
+                .route(Kind::Presence, Jid::from(user.clone()), probe)
+                .await;
         }
     }
 }

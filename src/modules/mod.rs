@@ -3,6 +3,7 @@
 pub mod blocking;
 pub mod disco;
 pub mod last_activity;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod ping;
@@ -14,11 +15,13 @@ pub mod version;
 
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::router::Module;
 
-/// Every module the server runs, in registration order.
-pub fn all() -> Vec<Arc<dyn Module>> {
-    vec![
+/// Every module the server runs, in registration order. `config` decides the optional ones
+/// (MUC) and where they live.
+pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
+    let mut modules: Vec<Arc<dyn Module>> = vec![
         Arc::new(disco::Disco),
         Arc::new(ping::Ping),
         Arc::new(version::Version),
@@ -29,5 +32,9 @@ pub fn all() -> Vec<Arc<dyn Module>> {
         Arc::new(blocking::Blocking::default()),
         Arc::new(vcard::Vcard::default()),
         Arc::new(pep::Pep::default()),
-    ]
+    ];
+    if let Some(muc) = muc::Muc::new(config) {
+        modules.push(muc);
+    }
+    modules
 }

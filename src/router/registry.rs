@@ -77,6 +77,15 @@ pub trait PresenceObserver: Send + Sync {
     async fn decorate(&self, _router: &Arc<Router>, _from: &FullJid, _presence: &mut Element) {}
     /// Called after a session's broadcast presence (available or unavailable) went out.
     async fn broadcasted(&self, _router: &Arc<Router>, _from: &FullJid, _presence: &Element) {}
+    /// `contact` may now see `user`'s presence (RFC 6121 §3.1.5), e.g. to send it the user's
+    /// last PEP items (XEP-0163 §6.1).
+    async fn subscription_granted(
+        &self,
+        _router: &Arc<Router>,
+        _user: &BareJid,
+        _contact: &BareJid,
+    ) {
+    }
 }
 
 /// What a stanza filter decides.

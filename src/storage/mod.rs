@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
 
 mod blocking;
+mod muc;
 mod pep;
 mod postgres;
 mod roster;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use blocking::{BlockWrite, BlocklistStore};
+pub use muc::{MucStore, StoredAffiliation, StoredRoom};
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
 pub use postgres::PostgresStorage;
 pub use roster::{
@@ -139,6 +141,7 @@ pub struct Storage {
     pub blocklist: Arc<dyn BlocklistStore>,
     pub vcard: Arc<dyn VcardStore>,
     pub pep: Arc<dyn PepStore>,
+    pub muc: Arc<dyn MucStore>,
 }
 
 impl Storage {
@@ -174,6 +177,7 @@ impl Storage {
             + BlocklistStore
             + VcardStore
             + PepStore
+            + MucStore
             + 'static,
     {
         Storage {
@@ -183,7 +187,8 @@ impl Storage {
             last_activity: backend.clone(),
             blocklist: backend.clone(),
             vcard: backend.clone(),
-            pep: backend,
+            pep: backend.clone(),
+            muc: backend,
         }
     }
 }

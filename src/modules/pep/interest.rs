@@ -70,6 +70,14 @@ impl Interests {
         self.sessions.remove(jid);
     }
 
+    /// Every node the session asked to be notified of (none while its priority is negative).
+    pub fn wanted_nodes(&self, jid: &FullJid) -> Vec<String> {
+        self.sessions
+            .get(jid)
+            .map(|s| s.wanted().cloned().collect())
+            .unwrap_or_default()
+    }
+
     fn observe(&self, jid: &FullJid, caps: Option<Caps>, eligible: bool) -> Next {
         let mut session = self.sessions.entry(jid.clone()).or_insert_with(|| Session {
             caps: None,

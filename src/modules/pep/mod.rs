@@ -237,6 +237,13 @@ impl PresenceObserver for Pep {
     async fn broadcasted(&self, router: &Arc<Router>, from: &FullJid, presence: &Element) {
         interest::on_presence(router, &self.state, from, presence);
     }
+
+    async fn subscription_granted(&self, router: &Arc<Router>, user: &BareJid, contact: &BareJid) {
+        for (session, _) in router.available_resources(contact) {
+            let nodes = self.state.interests.wanted_nodes(&session);
+            notify::send_last_items_from(router, &self.state, user.clone(), &session, &nodes).await;
+        }
+    }
 }
 
 #[async_trait]

@@ -172,6 +172,26 @@ pub async fn send_last_items(
     }
 }
 
+/// Sends `session` the last item of each of `nodes` of one `owner` (a contact that was just
+/// allowed to see the owner's presence: XEP-0163 §6.1 delivers on subscription too).
+pub async fn send_last_items_from(
+    router: &Arc<Router>,
+    state: &Arc<PepState>,
+    owner: BareJid,
+    session: &FullJid,
+    nodes: &[String],
+) {
+    if nodes.is_empty() {
+        return;
+    }
+    let Some(ctx) = Ctx::new(router, state, owner, session.to_bare()) else {
+        return;
+    };
+    if let Err(e) = send_last_items_of(&ctx, session, nodes).await {
+        warn!(owner = %ctx.owner, error = ?e, "sending last PEP items failed");
+    }
+}
+
 async fn send_last_items_of(
     ctx: &Ctx<'_>,
     session: &FullJid,

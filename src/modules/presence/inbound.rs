@@ -30,7 +30,7 @@ pub(super) async fn handle(
             let contact = from.to_bare();
             let outcome = subscription::inbound(router, to, &contact, kind, presence).await;
             if outcome.presence_granted {
-                module.send_current_presence(router, to, &contact).await;
+                module.presence_granted(router, to, &contact).await;
             }
         }
         return;

@@ -74,7 +74,7 @@ impl PresenceHandler for Presence {
             }
             let outcome = subscription::outbound(router, &user, &contact, kind, &presence).await;
             if outcome.presence_granted {
-                self.send_current_presence(router, &user, &contact).await;
+                self.presence_granted(router, &user, &contact).await;
             }
             return;
         }
@@ -130,8 +130,9 @@ impl Presence {
     }
 
     /// §3.1.5: a contact that was just allowed to see the user gets the user's current
-    /// presence from each available resource.
-    pub(super) async fn send_current_presence(
+    /// presence from each available resource; observers hear of the grant after that (PEP
+    /// sends the last items).
+    pub(super) async fn presence_granted(
         &self,
         router: &Arc<Router>,
         user: &BareJid,
@@ -145,6 +146,9 @@ impl Presence {
             router
                 .route_from_user(&Jid::from(resource), Jid::from(contact.clone()), presence)
                 .await;
+        }
+        for observer in router.presence_observers() {
+            observer.subscription_granted(router, user, contact).await;
         }
     }
 

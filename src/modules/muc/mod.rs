@@ -1,0 +1,288 @@
+//! Multi-User Chat (XEP-0045) as an in-process component at `conference.<domain>`.
+//!
+//! Rooms live in memory, each behind its own `tokio::sync::Mutex`: one stanza for a room is
+//! handled at a time, start to finish, so every occupant sees the room's stanzas in one order.
+//! Fan-out happens under that lock through `Router::route`, which only queues to sessions and
+//! never waits on a slow client. Persistent rooms keep their configuration, affiliations and
+//! subject in storage and are loaded when the service first sees a stanza.
+//!
+//! Limitations (documented for clients): one occupant per full JID; a second session of the
+//! same account may join under another nick but not the same one (`conflict`); IQs to another
+//! occupant's nick are not forwarded; only users of this server may join.
+
+mod admin;
+mod config;
+mod disco;
+mod history;
+mod join;
+mod messages;
+mod owner;
+mod persist;
+mod room;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
+
+use async_trait::async_trait;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use sha2::Sha256;
+use tokio::sync::{Mutex, OnceCell};
+
+use crate::config::{Config, MucConfig};
+use crate::router::{Component, Module, Registry, Router};
+use crate::stanza::{self, Kind, StanzaError};
+use crate::xml::ns;
+use room::Room;
+
+pub type RoomHandle = Arc<Mutex<Room>>;
+
+pub struct Muc {
+    domain: String,
+    limits: MucConfig,
+    rooms: StdMutex<HashMap<BareJid, RoomHandle>>,
+    /// Rooms each user created that still exist.
+    created: StdMutex<HashMap<BareJid, u32>>,
+    loaded: OnceCell<()>,
+    /// Key for XEP-0421 occupant ids: stable for this process, unguessable from outside.
+    secret: [u8; 32],
+}
+
+impl Muc {
+    /// The service for `config`, or `None` when MUC is disabled.
+    pub fn new(config: &Config) -> Option<Arc<Muc>> {
+        if !config.muc.enabled {
+            return None;
+        }
+        Some(Arc::new(Muc {
+            domain: config.muc.service_domain(&config.domain),
+            limits: config.muc.clone(),
+            rooms: StdMutex::new(HashMap::new()),
+            created: StdMutex::new(HashMap::new()),
+            loaded: OnceCell::new(),
+            secret: rand::random(),
+        }))
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, RoomHandle>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn room(&self, jid: &BareJid) -> Option<RoomHandle> {
+        self.rooms().get(jid).cloned()
+    }
+
+    fn all_rooms(&self) -> Vec<RoomHandle> {
+        self.rooms().values().cloned().collect()
+    }
+
+    /// The existing room, or a new locked one when `creator` may create it.
+    fn room_or_create(
+        &self,
+        jid: &BareJid,
+        creator: &BareJid,
+    ) -> Result<(RoomHandle, bool), StanzaError> {
+        let mut rooms = self.rooms();
+        if let Some(room) = rooms.get(jid) {
+            return Ok((room.clone(), false));
+        }
+        if self.limits.room_creation == crate::config::RoomCreation::Nobody {
+            return Err(StanzaError::not_allowed().with_text("Room creation is disabled"));
+        }
+        if rooms.len() >= self.limits.max_rooms as usize {
+            return Err(StanzaError::new(
+                crate::stanza::ErrorType::Wait,
+                "resource-constraint",
+            ));
+        }
+        let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        let count = created.entry(creator.clone()).or_insert(0);
+        if *count >= self.limits.max_rooms_per_user {
+            return Err(StanzaError::not_allowed().with_text("Too many rooms created"));
+        }
+        *count += 1;
+        let mut room = Room::new(
+            jid.clone(),
+            config::RoomConfig::initial(&self.limits),
+            self.limits.history_messages as usize,
+        );
+        room.locked = true;
+        room.creator = Some(creator.clone());
+        let handle = Arc::new(Mutex::new(room));
+        rooms.insert(jid.clone(), handle.clone());
+        Ok((handle, true))
+    }
+
+    /// Drops a room from memory (the caller holds its lock and has marked it gone).
+    fn forget(&self, room: &mut Room) {
+        room.gone = true;
+        self.rooms().remove(&room.jid);
+        if let Some(creator) = room.creator.take() {
+            let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = created.get_mut(&creator) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    created.remove(&creator);
+                }
+            }
+        }
+    }
+
+    /// XEP-0421: an opaque id for `user` in `room`, the same for all its sessions.
+    fn occupant_id(&self, room: &BareJid, user: &BareJid) -> String {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.secret) else {
+            return String::new();
+        };
+        mac.update(room.to_string().as_bytes());
+        mac.update(b"\0");
+        mac.update(user.to_string().as_bytes());
+        let digest = mac.finalize().into_bytes();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18])
+    }
+
+    async fn ensure_loaded(&self, router: &Arc<Router>) {
+        self.loaded
+            .get_or_init(|| async {
+                for room in persist::load(router, &self.limits).await {
+                    let jid = room.jid.clone();
+                    self.rooms()
+                        .entry(jid)
+                        .or_insert_with(|| Arc::new(Mutex::new(room)));
+                }
+            })
+            .await;
+    }
+
+    /// IQs to the service itself: disco and ping.
+    async fn service_iq(&self, router: &Arc<Router>, iq: Element) {
+        if !matches!(stanza::stanza_type(&iq), "get" | "set") {
+            return;
+        }
+        let Some(payload) = stanza::iq_payload(&iq) else {
+            router.bounce(&iq, StanzaError::bad_request());
+            return;
+        };
+        let is_get = stanza::stanza_type(&iq) == "get";
+        let answer = if is_get && payload.is("query", ns::DISCO_INFO) {
+            Ok(Some(disco::service_info(payload)))
+        } else if is_get && payload.is("query", ns::DISCO_ITEMS) {
+            Ok(Some(disco::service_items(self).await))
+        } else if is_get && payload.is("ping", ns::PING) {
+            Ok(None)
+        } else {
+            Err(StanzaError::service_unavailable())
+        };
+        reply(router, &iq, answer);
+    }
+}
+
+/// Answers an IQ on behalf of whatever it was addressed to.
+pub(crate) fn reply(router: &Router, iq: &Element, answer: Result<Option<Element>, StanzaError>) {
+    match answer {
+        Ok(payload) => router.send_reply(stanza::iq_result(iq, payload, router.domain())),
+        Err(error) => router.bounce(iq, error),
+    }
+}
+
+impl Module for Muc {
+    fn name(&self) -> &'static str {
+        "muc"
+    }
+
+    fn register(self: Arc<Self>, registry: &mut Registry) {
+        registry.component(self.domain.clone(), self);
+    }
+}
+
+#[async_trait]
+impl Component for Muc {
+    async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element) {
+        // Only this server's users reach the service (there is no federation), always with
+        // the full JID the server stamped; anything else has nobody to answer to.
+        let from = stanza.attr("from").and_then(|f| FullJid::new(f).ok());
+        let Some(from) = from.filter(|f| f.domain().as_str() == router.domain()) else {
+            return;
+        };
+        self.ensure_loaded(router).await;
+        let Some(_) = to.node() else {
+            match kind {
+                Kind::Iq => self.service_iq(router, stanza).await,
+                Kind::Message if !stanza::is_error(&stanza) => {
+                    router.bounce(&stanza, StanzaError::service_unavailable())
+                }
+                _ => {}
+            }
+            return;
+        };
+        let room = to.to_bare();
+        let nick = to.resource().map(|r| r.as_str().to_owned());
+        match kind {
+            Kind::Presence => join::presence(self, router, &room, nick, from, stanza).await,
+            Kind::Message => messages::handle(self, router, &room, nick, from, stanza).await,
+            Kind::Iq => self.room_iq(router, &room, nick, from, stanza).await,
+        }
+    }
+}
+
+impl Muc {
+    async fn room_iq(
+        &self,
+        router: &Arc<Router>,
+        room_jid: &BareJid,
+        nick: Option<String>,
+        from: FullJid,
+        iq: Element,
+    ) {
+        if !matches!(stanza::stanza_type(&iq), "get" | "set") {
+            return;
+        }
+        let Some(payload) = stanza::iq_payload(&iq).cloned() else {
+            router.bounce(&iq, StanzaError::bad_request());
+            return;
+        };
+        let Some(handle) = self.room(room_jid) else {
+            router.bounce(&iq, StanzaError::item_not_found());
+            return;
+        };
+        let mut room = handle.lock().await;
+        let owner = room.affiliation(&from.to_bare()) == room::Affiliation::Owner;
+        if room.gone || (room.locked && !owner) {
+            router.bounce(&iq, StanzaError::item_not_found());
+            return;
+        }
+        let is_get = stanza::stanza_type(&iq) == "get";
+        if let Some(nick) = nick {
+            // XEP-0410: a ping to one's own nick is answered by the room, which is exactly
+            // the question the client asks ("am I still joined?").
+            let answer = match room.occupant_by_jid(&from) {
+                None => Err(StanzaError::not_acceptable()),
+                Some(i) if payload.is("ping", ns::PING) && room.occupants[i].nick == nick => {
+                    Ok(None)
+                }
+                Some(_) if room.occupant_by_nick(&nick).is_none() => {
+                    Err(StanzaError::item_not_found())
+                }
+                // IQ forwarding to another occupant's client is not implemented.
+                Some(_) => Err(StanzaError::service_unavailable()),
+            };
+            reply(router, &iq, answer);
+            return;
+        }
+        let answer = if is_get && payload.is("query", ns::DISCO_INFO) {
+            Ok(Some(disco::room_info(&room, &payload)))
+        } else if is_get && payload.is("query", ns::DISCO_ITEMS) {
+            Ok(Some(Element::bare("query", ns::DISCO_ITEMS)))
+        } else if is_get && payload.is("ping", ns::PING) {
+            Ok(None)
+        } else if payload.is("query", ns::MUC_ADMIN) {
+            admin::handle(self, router, &mut room, &from, is_get, &payload).await
+        } else if payload.is("query", ns::MUC_OWNER) {
+            owner::handle(self, router, &mut room, &from, is_get, &payload).await
+        } else {
+            Err(StanzaError::service_unavailable())
+        };
+        reply(router, &iq, answer);
+    }
+}
