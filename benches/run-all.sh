@@ -15,7 +15,7 @@
 # PRESENCE_RUNS=5 (presence: subject u0 with contacts c1..cCONTACTS, all mutually subscribed),
 # MUC_SHAPES="1x100 10x100" (rooms x occupants; users m1..m(R*N)), MUC_SENDERS=10 (per room),
 # MUC_WINDOW=5 (per sender), MUC_RATE=5000 (deliveries/s in total, latency run),
-# MUC_DURATION=20, QUIET_WAIT=0 (seconds to wait for running compilers before each measurement).
+# MUC_DURATION=20, MUC_RESTART=1 (restart the server before each MUC measurement), QUIET_WAIT=0 (seconds to wait for running compilers before each measurement).
 set -euo pipefail
 
 SERVER="${1:?usage: run-all.sh prosody|ejabberd|corvid [RESULTS_FILE]}"
@@ -43,6 +43,7 @@ MUC_SENDERS="${MUC_SENDERS:-10}"
 MUC_WINDOW="${MUC_WINDOW:-5}"
 MUC_RATE="${MUC_RATE:-5000}"
 MUC_DURATION="${MUC_DURATION:-20}"
+MUC_RESTART="${MUC_RESTART:-1}"
 REPEAT="${REPEAT:-1}"
 SKIP="${SKIP:-}"
 TLS_MODES="${TLS_MODES:-none starttls}"
@@ -213,14 +214,23 @@ users() {
     esac
 }
 
-# QUIET_WAIT=S: before each measurement, wait up to S seconds while a compiler (rustc, cc1,
-# cc1plus, ld) runs on the machine (shared 2-core boxes); the load average is logged either way.
+# QUIET_WAIT=S: before each measurement, wait up to S seconds while a compiler (rustc,
+# clippy-driver, cc1, cc1plus, ld) runs or the machine is more than QUIET_BUSY % busy (shared
+# 2-core boxes: someone else's tests); the load average is logged either way.
 QUIET_WAIT="${QUIET_WAIT:-0}"
-compiling() { local p; for p in rustc cc1 cc1plus ld; do pgrep -x "$p" >/dev/null && return 0; done; return 1; }
+QUIET_BUSY="${QUIET_BUSY:-20}" # % of the whole machine (both CPUs) that counts as "other load"
+compiling() { local p; for p in rustc clippy-driver cc1 cc1plus ld; do pgrep -x "$p" >/dev/null && return 0; done; return 1; }
+# Busy % of the whole machine over 2 s (all CPUs, from /proc/stat).
+machine_busy() {
+    local a b
+    a=$(head -1 /proc/stat); sleep 2; b=$(head -1 /proc/stat)
+    echo "$a $b" | awk '{b1=$2+$3+$4+$7+$8+$9; t1=b1+$5+$6; b2=$13+$14+$15+$18+$19+$20; t2=b2+$16+$17;
+        printf "%d", (t2 > t1) ? 100 * (b2 - b1) / (t2 - t1) : 0}'
+}
 wait_quiet() {
     local t=0
-    while [ "$t" -lt "$QUIET_WAIT" ] && compiling; do
-        [ "$t" = 0 ] && log "waiting for compilers to finish (up to ${QUIET_WAIT}s)"
+    while [ "$t" -lt "$QUIET_WAIT" ] && { compiling || [ "$(machine_busy)" -gt "$QUIET_BUSY" ]; }; do
+        [ "$t" = 0 ] && log "waiting for compilers / other load to finish (up to ${QUIET_WAIT}s)"
         sleep 5; t=$((t + 5))
     done
     [ "$t" -gt 0 ] && sleep 5 # let their tail (linking, the load average) pass
@@ -275,9 +285,11 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
     if ! skipped muc; then
         # New rooms each invocation (room names carry the time); every occupant leaves at the end.
         for shape in $MUC_SHAPES; do
+            [ "$MUC_RESTART" = 1 ] && restart
             load muc-fanout --user-prefix m --rooms "${shape%x*}" --occupants "${shape#*x}" \
                 --senders "$MUC_SENDERS" --window "$MUC_WINDOW" --duration "$MUC_DURATION" --warmup 5 \
                 --concurrency "$CONCURRENCY"
+            [ "$MUC_RESTART" = 1 ] && restart
             load muc-fanout --user-prefix m --rooms "${shape%x*}" --occupants "${shape#*x}" \
                 --senders "$MUC_SENDERS" --rate "$MUC_RATE" --duration "$MUC_DURATION" --warmup 2 \
                 --concurrency "$CONCURRENCY"

@@ -153,12 +153,16 @@ pub fn cpu_ticks() -> Vec<(u64, u64)> {
 fn parse_cpu_ticks(s: &str) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     for l in s.lines() {
-        let Some(rest) = l.strip_prefix("cpu") else {
+        // "cpuN ..." lines only: not the "cpu  ..." total.
+        let Some(rest) = l
+            .strip_prefix("cpu")
+            .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        else {
             continue;
         };
         let mut f = rest.split_whitespace();
         let Some(Ok(cpu)) = f.next().map(str::parse::<usize>) else {
-            continue; // the "cpu" total line
+            continue;
         };
         let v: Vec<u64> = f.take(8).filter_map(|x| x.parse().ok()).collect();
         if v.len() < 5 {
@@ -266,7 +270,10 @@ mod tests {
         let s = "cpu  10 0 10 100 5 0 0 0 0 0\ncpu0 4 0 6 50 0 0 0 0 0 0\ncpu1 6 0 4 50 5 0 0 0 0 0\nintr 1 2\n";
         assert_eq!(parse_cpu_ticks(s), vec![(10, 60), (10, 65)]);
         let after = [(40, 90), (10, 95)];
-        assert_eq!(cpu_busy_pct(&[(10, 60), (10, 65)], &after), vec![100.0, 0.0]);
+        assert_eq!(
+            cpu_busy_pct(&[(10, 60), (10, 65)], &after),
+            vec![100.0, 0.0]
+        );
     }
 
     #[test]
