@@ -53,7 +53,8 @@ for path in [a for a in sys.argv[1:] if not a.startswith("-")]:
                   f"max={d['latency']['max_ms']}ms server_cpu={d['server_cpu_pct']}% "
                   f"(schedstat {d['server_cpu_sched_pct']}%) tool_cpu={d['tool_cpu_pct']}% "
                   f"setup={d['setup_s']}s failed={d['occupants_failed']}")
-            muc.setdefault((d["label"], f"{d['rooms']}x{d['occupants']}", d["kind"]), []).append(d)
+            src = path.rsplit("/", 1)[-1].removesuffix(".jsonl")
+            muc.setdefault((f"{d['label']} ({src})", f"{d['rooms']}x{d['occupants']}", d["kind"]), []).append(d)
         print(f"{s} | load {d['loadavg_start']}")
         if m == "presence-login" and "-v" in flags:
             for r in d["per_run"]:
@@ -68,6 +69,11 @@ def fmt(x):
     return f"{x:.2f}" if x < 100 else f"{x:,.0f}"
 
 
+def busy(d):
+    b = d.get("cpu_busy_pct") or []
+    return "/".join(f"{x:.0f}" for x in b[:2]) if len(b) >= 2 else "-"
+
+
 def med(xs):
     xs = sorted(xs)
     n = len(xs)
@@ -77,9 +83,10 @@ def med(xs):
 if "--muc" in flags and muc:
     print()
     print("| server | rooms x occupants | measurement | runs | deliveries/s (median; runs) | lost | "
-          "p50 / p99 / max ms (median) | server CPU % (median) | tool CPU % | load avg at start |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for (label, shape, kind), ds in sorted(muc.items()):
+          "p50 / p99 / max ms (median) | server CPU % (median) | tool CPU % | load avg at start | CPU0/CPU1 busy % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    order = lambda kv: (kv[0][0], int(kv[0][1].split("x")[0]), kv[0][1], kv[0][2])
+    for (label, shape, kind), ds in sorted(muc.items(), key=order):
         rates = [d["deliveries_per_s"] for d in ds]
         lost = sum(d["lost_measured"] for d in ds)
         exp = sum(d["expected_measured"] for d in ds)
@@ -88,4 +95,5 @@ if "--muc" in flags and muc:
         print(f"| {label} | {shape} | {what} | {len(ds)} | {med(rates):,.0f} ({', '.join(f'{r:,.0f}' for r in rates)}) "
               f"| {lost} of {exp} | {lat} | {med([d['server_cpu_pct'] or 0 for d in ds]):.0f} "
               f"| {med([d['tool_cpu_pct'] or 0 for d in ds]):.0f} "
-              f"| {', '.join(d['loadavg_start'].split()[0] for d in ds)} |")
+              f"| {', '.join(d['loadavg_start'].split()[0] for d in ds)} "
+              f"| {', '.join(busy(d) for d in ds)} |")

@@ -176,6 +176,7 @@ struct OccResult {
     msg_errors: u64,
     /// Presences from the room during the measurement (should be 0).
     presences_during: u64,
+    presence_during_first: Option<String>,
     latencies: Vec<u64>,
     error: Option<String>,
 }
@@ -276,6 +277,9 @@ impl Occ {
                     }
                     if self.plan.is_some() {
                         self.r.presences_during += 1;
+                        if self.r.presence_during_first.is_none() {
+                            self.r.presence_during_first = Some(xml::snippet(el));
+                        }
                     }
                     let Some(j) = occupant_of(from, room, self.cfg.n) else {
                         continue;
@@ -807,6 +811,7 @@ pub async fn muc_fanout(a: MucArgs, nofile: Option<u64>) -> Result<()> {
             "seq_dups": sum(|r| r.seq_dups),
             "message_errors": sum(|r| r.msg_errors),
             "presences_during": sum(|r| r.presences_during),
+            "presence_during_first": results.iter().find_map(|r| r.presence_during_first.clone()),
             "occupants_failed": failed.len(),
             "occupant_first_error": failed.first(),
             "drain_s": (drain_s * 1000.0).round() / 1000.0,
