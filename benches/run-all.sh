@@ -11,8 +11,11 @@
 #
 # Knobs (environment): IDLE_USERS="1000 5000", LOGINS=2000, CONCURRENCY=50, MSG_USERS=1000,
 # WINDOW=10, DURATION=20, RATE=2000, REPEAT=1 (runs of each measurement), SKIP="" (any of
-# idle login throughput latency presence), TLS_MODES="none starttls", CONTACTS=500 and
-# PRESENCE_RUNS=5 (presence: subject u0 with contacts c1..cCONTACTS, all mutually subscribed).
+# idle login throughput latency presence muc), TLS_MODES="none starttls", CONTACTS=500 and
+# PRESENCE_RUNS=5 (presence: subject u0 with contacts c1..cCONTACTS, all mutually subscribed),
+# MUC_SHAPES="1x100 10x100" (rooms x occupants; users m1..m(R*N)), MUC_SENDERS=10 (per room),
+# MUC_WINDOW=5 (per sender), MUC_RATE=5000 (deliveries/s in total, latency run),
+# MUC_DURATION=20, MUC_RESTART=1 (restart the server before each MUC measurement), QUIET_WAIT=0 (seconds to wait for running compilers before each measurement).
 set -euo pipefail
 
 SERVER="${1:?usage: run-all.sh prosody|ejabberd|corvid [RESULTS_FILE]}"
@@ -35,6 +38,12 @@ DURATION="${DURATION:-20}"
 RATE="${RATE:-2000}"
 CONTACTS="${CONTACTS:-500}"
 PRESENCE_RUNS="${PRESENCE_RUNS:-5}"
+MUC_SHAPES="${MUC_SHAPES:-1x100 10x100}"
+MUC_SENDERS="${MUC_SENDERS:-10}"
+MUC_WINDOW="${MUC_WINDOW:-5}"
+MUC_RATE="${MUC_RATE:-5000}"
+MUC_DURATION="${MUC_DURATION:-20}"
+MUC_RESTART="${MUC_RESTART:-1}"
 REPEAT="${REPEAT:-1}"
 SKIP="${SKIP:-}"
 TLS_MODES="${TLS_MODES:-none starttls}"
@@ -138,6 +147,45 @@ PY
     esac
 }
 
+# The MUC benchmark's accounts m1..mN, password 'pw' (one distinct user per occupant), apart from
+# u1..uN like the presence mode's. Same provisioning paths as presence_users.
+muc_users() {
+    local n=$1 lab="${LAB:-${TMPDIR:-/tmp}/lab-load}"
+    case "$SERVER" in
+        corvid) # before start, like corvid_users
+            local have=0
+            [ -s "$CORVID_DIR/muc-users.count" ] && have=$(cat "$CORVID_DIR/muc-users.count")
+            [ "$have" -ge "$n" ] && return 0
+            mkdir -p "$CORVID_DIR"
+            for ((i = have + 1; i <= n; i++)); do echo "m$i pw"; done |
+                "$CORVID" user import -c "$CORVID_CFG" 2>/dev/null >&2
+            echo "$n" > "$CORVID_DIR/muc-users.count"
+            ;;
+        prosody)
+            prosodyctl --config "$lab/prosody/prosody.cfg.lua" shell \
+                ">local um=require'core.usermanager'; local c=0; for i=1,$n do if not um.user_exists('m'..i,'bench.test') then assert(um.create_user('m'..i,'pw','bench.test')); c=c+1 end end; return 'created '..c" >&2
+            ;;
+        ejabberd)
+            python3 - "$n" >&2 <<'PY'
+import http.client, json, sys
+n = int(sys.argv[1]); c = http.client.HTTPConnection("127.0.0.1", 6280, timeout=30); made = 0
+for i in range(1, n + 1):
+    c.request("POST", "/api/register", json.dumps({"user": f"m{i}", "host": "bench.test", "password": "pw"}),
+              {"Content-Type": "application/json"})
+    r = c.getresponse(); body = r.read()
+    if r.status == 200: made += 1
+    elif r.status != 409 and b"already" not in body and b"conflict" not in body.lower():
+        sys.exit(f"register m{i}: {r.status} {body[:200]!r}")
+print(f"created {made} (others existed)")
+PY
+            ;;
+    esac
+}
+MUC_USERS=0
+for shape in $MUC_SHAPES; do
+    n=$(( ${shape%x*} * ${shape#*x} )); [ "$n" -gt "$MUC_USERS" ] && MUC_USERS=$n
+done
+
 # ---- generic lifecycle
 start() {
     case "$SERVER" in
@@ -166,8 +214,32 @@ users() {
     esac
 }
 
+# QUIET_WAIT=S: before each measurement, wait up to S seconds while a compiler (rustc,
+# clippy-driver, cc1, cc1plus, ld) runs or the machine is more than QUIET_BUSY % busy (shared
+# 2-core boxes: someone else's tests); the load average is logged either way.
+QUIET_WAIT="${QUIET_WAIT:-0}"
+QUIET_BUSY="${QUIET_BUSY:-20}" # % of the whole machine (both CPUs) that counts as "other load"
+compiling() { local p; for p in rustc clippy-driver cc1 cc1plus ld; do pgrep -x "$p" >/dev/null && return 0; done; return 1; }
+# Busy % of the whole machine over 2 s (all CPUs, from /proc/stat).
+machine_busy() {
+    local a b
+    a=$(head -1 /proc/stat); sleep 2; b=$(head -1 /proc/stat)
+    echo "$a $b" | awk '{b1=$2+$3+$4+$7+$8+$9; t1=b1+$5+$6; b2=$13+$14+$15+$18+$19+$20; t2=b2+$16+$17;
+        printf "%d", (t2 > t1) ? 100 * (b2 - b1) / (t2 - t1) : 0}'
+}
+wait_quiet() {
+    local t=0
+    while [ "$t" -lt "$QUIET_WAIT" ] && { compiling || [ "$(machine_busy)" -gt "$QUIET_BUSY" ]; }; do
+        [ "$t" = 0 ] && log "waiting for compilers / other load to finish (up to ${QUIET_WAIT}s)"
+        sleep 5; t=$((t + 5))
+    done
+    [ "$t" -gt 0 ] && sleep 5 # let their tail (linking, the load average) pass
+    return 0
+}
+
 load() { # mode args...
     local mode=$1; shift
+    wait_quiet
     log "$SERVER $mode $*"
     taskset -c "$TOOL_CPU" "$LOAD" "$mode" --server "127.0.0.1:$PORT" --domain bench.test \
         --label "$SERVER" --out "$OUT" --pid "$(server_pid)" "$@" || echo "run-all.sh: $mode $* failed" >&2
@@ -176,9 +248,11 @@ skipped() { [[ " $SKIP " == *" $1 "* ]]; }
 
 trap 'stop' EXIT
 case "$SERVER" in
-    corvid) users "$MAX_USERS"; skipped presence || presence_users "$CONTACTS"; start ;;
+    corvid) users "$MAX_USERS"; skipped presence || presence_users "$CONTACTS"
+            skipped muc || muc_users "$MUC_USERS"; start ;;
     *) [ -f "${LAB:-${TMPDIR:-/tmp}/lab-load}/prosody/prosody.cfg.lua" ] || "$ANCHORS" setup >&2
-       start; users "$MAX_USERS"; skipped presence || presence_users "$CONTACTS" ;;
+       start; users "$MAX_USERS"; skipped presence || presence_users "$CONTACTS"
+       skipped muc || muc_users "$MUC_USERS" ;;
 esac
 log "server $SERVER pid $(server_pid) on CPU $SERVER_CPU, tool on CPU $TOOL_CPU, results -> $OUT"
 
@@ -207,6 +281,19 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
         # The first invocation also makes u0 and c1..cN mutually subscribed (kept in the
         # server's storage; later invocations find them so and skip that).
         load presence-login --users "$CONTACTS" --runs "$PRESENCE_RUNS" --concurrency "$CONCURRENCY"
+    fi
+    if ! skipped muc; then
+        # New rooms each invocation (room names carry the time); every occupant leaves at the end.
+        for shape in $MUC_SHAPES; do
+            [ "$MUC_RESTART" = 1 ] && restart
+            load muc-fanout --user-prefix m --rooms "${shape%x*}" --occupants "${shape#*x}" \
+                --senders "$MUC_SENDERS" --window "$MUC_WINDOW" --duration "$MUC_DURATION" --warmup 5 \
+                --concurrency "$CONCURRENCY"
+            [ "$MUC_RESTART" = 1 ] && restart
+            load muc-fanout --user-prefix m --rooms "${shape%x*}" --occupants "${shape#*x}" \
+                --senders "$MUC_SENDERS" --rate "$MUC_RATE" --duration "$MUC_DURATION" --warmup 2 \
+                --concurrency "$CONCURRENCY"
+        done
     fi
 done
 log "done: $OUT"

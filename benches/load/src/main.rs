@@ -5,6 +5,7 @@
 //! `--out` if given) and a human-readable summary on stderr.
 
 mod modes;
+mod muc;
 mod presence;
 mod stats;
 mod xml;
@@ -42,6 +43,10 @@ enum Mode {
     /// CONTACT_PREFIX1..N; --user-prefix is not used) logs in: time and
     /// stanzas of the presence broadcast, probe answers and logout.
     PresenceLogin(PresenceArgs),
+    /// R rooms x N occupants (users PREFIX1..PREFIX(R*N)); groupchat
+    /// deliveries/s with a window per sender, or latency at a fixed total
+    /// delivery rate (--rate); exact loss count.
+    MucFanout(MucArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -174,6 +179,52 @@ pub struct PresenceArgs {
     pub pause: f64,
 }
 
+#[derive(Args)]
+pub struct MucArgs {
+    /// (--users is ignored: the mode uses ROOMS*OCCUPANTS users.)
+    #[command(flatten)]
+    pub common: Common,
+    /// Number of rooms.
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Occupants per room (distinct users).
+    #[arg(long, default_value_t = 100)]
+    pub occupants: usize,
+    /// Senders per room (the room's first occupants).
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// Messages in flight per sender (max mode): a message is done when the
+    /// sender reads its own reflection.
+    #[arg(long, default_value_t = 5)]
+    pub window: usize,
+    /// Fixed total deliveries/s over all rooms (latency mode); without it,
+    /// senders send as fast as their window allows.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Warm-up seconds (sent and delivered but not counted).
+    #[arg(long, default_value_t = 5.0)]
+    pub warmup: f64,
+    /// After the end, wait for in-flight deliveries until none arrives for
+    /// this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+    /// Longest wait for in-flight deliveries after the end, seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub drain_max: f64,
+    /// MUC service (default: conference.DOMAIN).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Room names are PREFIX1..PREFIXR (default: b<unix time>r, new rooms each run).
+    #[arg(long)]
+    pub room_prefix: Option<String>,
+    /// Longest the setup (joins, room configuration) may take, seconds.
+    #[arg(long, default_value_t = 300.0)]
+    pub setup_timeout: f64,
+}
+
 impl Common {
     pub fn user(&self, i: usize) -> String {
         format!("{}{}", self.user_prefix, i)
@@ -253,6 +304,7 @@ fn main() -> ExitCode {
             Mode::Throughput(a) => modes::throughput(a, nofile).await,
             Mode::Latency(a) => modes::latency(a, nofile).await,
             Mode::PresenceLogin(a) => presence::presence_login(a, nofile).await,
+            Mode::MucFanout(a) => muc::muc_fanout(a, nofile).await,
         }
     });
     match res {

@@ -141,6 +141,55 @@ impl CpuSample {
     }
 }
 
+/// Per-CPU (busy, total) jiffies from `/proc/stat` (busy = everything but
+/// idle and iowait), indexed by CPU number.
+pub fn cpu_ticks() -> Vec<(u64, u64)> {
+    let Ok(s) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    parse_cpu_ticks(&s)
+}
+
+fn parse_cpu_ticks(s: &str) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for l in s.lines() {
+        // "cpuN ..." lines only: not the "cpu  ..." total.
+        let Some(rest) = l
+            .strip_prefix("cpu")
+            .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let Some(Ok(cpu)) = f.next().map(str::parse::<usize>) else {
+            continue;
+        };
+        let v: Vec<u64> = f.take(8).filter_map(|x| x.parse().ok()).collect();
+        if v.len() < 5 {
+            continue;
+        }
+        let total: u64 = v.iter().sum();
+        let idle = v[3] + v[4];
+        if out.len() <= cpu {
+            out.resize(cpu + 1, (0, 0));
+        }
+        out[cpu] = (total - idle, total);
+    }
+    out
+}
+
+/// Busy % of each CPU between two `cpu_ticks` readings.
+pub fn cpu_busy_pct(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| {
+            let total = a.1.saturating_sub(b.1).max(1) as f64;
+            (a.0.saturating_sub(b.0) as f64 / total * 1000.0).round() / 10.0
+        })
+        .collect()
+}
+
 /// Median of some values (mean of the two middle ones for an even count).
 pub fn median(v: &[f64]) -> Option<f64> {
     if v.is_empty() {
@@ -214,6 +263,17 @@ mod tests {
         let before = [(1, 100), (2, 50), (3, 10)];
         let after = [(1, 150), (3, 10), (4, 7)];
         assert_eq!(sched_delta(&before, &after), 57);
+    }
+
+    #[test]
+    fn proc_stat_cpus() {
+        let s = "cpu  10 0 10 100 5 0 0 0 0 0\ncpu0 4 0 6 50 0 0 0 0 0 0\ncpu1 6 0 4 50 5 0 0 0 0 0\nintr 1 2\n";
+        assert_eq!(parse_cpu_ticks(s), vec![(10, 60), (10, 65)]);
+        let after = [(40, 90), (10, 95)];
+        assert_eq!(
+            cpu_busy_pct(&[(10, 60), (10, 65)], &after),
+            vec![100.0, 0.0]
+        );
     }
 
     #[test]
