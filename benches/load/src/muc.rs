@@ -197,6 +197,8 @@ struct Occ {
     seq: u64,
     /// Own messages read back (the reflection ends a message's flight).
     own_back: u64,
+    /// The coordinator said Finish (occupants are leaving).
+    finishing: bool,
     r: OccResult,
 }
 
@@ -275,7 +277,8 @@ impl Occ {
                             xml::snippet(el)
                         ));
                     }
-                    if self.plan.is_some() {
+                    // Not once told to finish: the others' leaves then arrive.
+                    if self.plan.is_some() && !self.finishing {
                         self.r.presences_during += 1;
                         if self.r.presence_during_first.is_none() {
                             self.r.presence_during_first = Some(xml::snippet(el));
@@ -372,6 +375,7 @@ async fn occupant(mut s: Session, cfg: OccCfg, mut ctl: Ctl, shared: Arc<Shared>
         plan: None,
         seq: 0,
         own_back: 0,
+        finishing: false,
         r: OccResult::default(),
     };
     if let Err(e) = occupant_loop(&mut s, &mut o, &mut ctl, &shared).await {
@@ -467,6 +471,7 @@ async fn occupant_loop(s: &mut Session, o: &mut Occ, ctl: &mut Ctl, shared: &Sha
                     Err(e) => return Err(s.err(&format!("read: {e}"))),
                     Ok(_) => {}
                 }
+                o.finishing = *ctl.phase.borrow() == Phase::Finish;
                 o.on_read(s, shared, &mut out)?;
                 s.rbuf.shrink_to(16 * 1024);
             }
