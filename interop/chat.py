@@ -1,6 +1,7 @@
 """slixmpp clients against corvid over STARTTLS: they add each other to their rosters and
 approve (RFC 6121 subscriptions), see each other's presence go available and unavailable,
-chat both ways, and (when PEP is present) one publishes an avatar the other is notified of."""
+chat both ways, one publishes an avatar the other is notified of, and they create, use and
+read the history of a MUC room."""
 
 import argparse
 import asyncio
@@ -32,9 +33,11 @@ class Client(slixmpp.ClientXMPP):
         self.auto_subscribe = False
         self.subscribe_requests = asyncio.Queue()
         # Entity capabilities carry the +notify interests that PEP filters notifications by.
-        for plugin in ("xep_0030", "xep_0115", "xep_0163", "xep_0084"):
+        for plugin in ("xep_0030", "xep_0115", "xep_0163", "xep_0084", "xep_0045"):
             self.register_plugin(plugin)
         self.avatars = asyncio.Queue()
+        self.groupchat = asyncio.Queue()
+        self.add_event_handler("groupchat_message", lambda m: self.groupchat.put_nowait(m))
         self.add_event_handler("avatar_metadata_publish", lambda m: self.avatars.put_nowait(m))
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
@@ -129,6 +132,43 @@ async def avatar(alice, bob):
     print("interop: avatar published and notified ok")
 
 
+ROOM = "interop@conference.localhost"
+
+
+async def room_message(client, sender, body):
+    while True:
+        msg = await asyncio.wait_for(client.groupchat.get(), TIMEOUT)
+        if str(msg["from"]) == f"{ROOM}/{sender}" and msg["body"] == body:
+            return msg
+
+
+async def group_chat(alice, bob):
+    """XEP-0045: Alice creates a room through the configuration form, Bob joins, they chat,
+    and Bob, rejoining, reads the room's history."""
+    muc_a = alice.plugin["xep_0045"]
+    muc_b = bob.plugin["xep_0045"]
+    pres, _subject, _occupants, _history = await muc_a.join_muc_wait(ROOM, "Alice", maxstanzas=0, timeout=TIMEOUT)
+    codes = {int(c) for c in pres["muc"]["status_codes"]}
+    assert {110, 201} <= codes, codes
+    form = await muc_a.get_room_config(ROOM)
+    form["type"] = "submit"
+    form.set_values({"muc#roomconfig_roomname": "Interop room"})
+    await muc_a.set_room_config(ROOM, form)
+    await muc_b.join_muc_wait(ROOM, "Bob", maxstanzas=0, timeout=TIMEOUT)
+
+    alice.send_message(mto=ROOM, mbody="hello room", mtype="groupchat")
+    await room_message(bob, "Alice", "hello room")
+    bob.send_message(mto=ROOM, mbody="hi alice", mtype="groupchat")
+    await room_message(alice, "Bob", "hi alice")
+
+    muc_b.leave_muc(ROOM, "Bob")
+    await asyncio.sleep(0.5)
+    _pres, _subject, _occupants, history = await muc_b.join_muc_wait(ROOM, "Bob", maxstanzas=10, timeout=TIMEOUT)
+    bodies = [m["body"] for m in history]
+    assert bodies == ["hello room", "hi alice"], bodies
+    print("interop: MUC room created, chat and history ok")
+
+
 async def main(port, cert):
     alice = await login(ALICE + "/interop", "pw-alice", cert, port)
     bob = await login(BOB + "/interop", "pw-bob", cert, port)
@@ -136,6 +176,7 @@ async def main(port, cert):
     bob = await presence_comes_and_goes(alice, bob, cert, port)
     await chat(alice, bob)
     await avatar(alice, bob)
+    await group_chat(alice, bob)
     for client in (alice, bob):
         client.disconnect()
     print("interop: slixmpp alice <-> bob over STARTTLS ok")

@@ -2,7 +2,8 @@
 # Interop: an independent client implementation (slixmpp) against a freshly started corvid.
 # Two accounts log in over STARTTLS (verifying corvid's self-signed certificate), subscribe to
 # each other and approve, watch each other's presence come and go, exchange messages both ways,
-# and one publishes a XEP-0084 avatar over PEP that the other is notified of (see chat.py). Exits non-zero on any failure.
+# one publishes a XEP-0084 avatar over PEP that the other is notified of, and they create a
+# MUC room through its configuration form, chat in it and read its history (see chat.py). Exits non-zero on any failure.
 #
 #   interop/run.sh            # builds corvid (debug) if needed
 #   CORVID_BIN=target/release/corvid interop/run.sh
