@@ -15,14 +15,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dashmap::DashSet;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tracing::warn;
 
 use super::user_cache::{bare_str, UserCache};
 use crate::router::{
-    IqHandler, IqRequest, IqResult, Module, Registry, Router, SessionHook, StanzaFilter, Verdict,
+    Interest, IqHandler, IqRequest, IqResult, Module, Registry, Router, SessionHook, StanzaFilter,
+    Verdict,
 };
 use crate::stanza::{self, ErrorType, Kind, StanzaError};
 use crate::storage::{BlockWrite, StorageError, StorageResult};
@@ -64,8 +64,6 @@ impl Blocklist {
 #[derive(Default)]
 pub struct Blocking {
     lists: UserCache<Arc<Blocklist>>,
-    /// Sessions that fetched the blocklist and so receive pushes (XEP-0191 §3.3 and §3.4).
-    interested: DashSet<FullJid>,
 }
 
 impl Module for Blocking {
@@ -196,7 +194,7 @@ impl Blocking {
                     .await
                     .map_err(storage_failure)?;
                 if let Ok(full) = from.clone().try_into_full() {
-                    self.interested.insert(full);
+                    router.set_interested(&full, Interest::Blocklist);
                 }
                 Ok(Some(payload_with_items("blocklist", list.sorted())))
             }
@@ -278,10 +276,7 @@ impl Blocking {
 
     /// Sends the change to every resource of the user that fetched the list.
     fn push(&self, router: &Router, user: &BareJid, payload: Element) {
-        for resource in router.bound_resources(user) {
-            if !self.interested.contains(&resource) {
-                continue;
-            }
+        for resource in router.interested_resources(user, Interest::Blocklist) {
             let mut iq = Element::bare("iq", ns::CLIENT);
             stanza::set_attr(&mut iq, "type", "set");
             stanza::set_attr(
@@ -469,7 +464,6 @@ impl IqHandler for Blocking {
 #[async_trait]
 impl SessionHook for Blocking {
     async fn ended(&self, router: &Arc<Router>, session: &FullJid, _was_available: bool) {
-        self.interested.remove(session);
         let user = session.to_bare();
         if router.bound_resources(&user).is_empty() {
             self.lists.forget(user.as_str());

@@ -18,7 +18,7 @@ pub use registry::{
     Component, IqHandler, IqRequest, IqResult, Module, PresenceHandler, PresenceObserver, Registry,
     SessionHook, StanzaFilter, UndeliverableMessage, Verdict,
 };
-pub use sessions::{Availability, Outbound, SessionEntry};
+pub use sessions::{Availability, Interest, Outbound, SessionEntry};
 
 use crate::config::Config;
 use crate::ids::IdGenerator;
@@ -104,15 +104,15 @@ impl Router {
         &self.registry.presence_observers
     }
 
-    /// Marks a session as an "interested resource" (RFC 6121 §2.1.6): it asked for the
-    /// roster, so it gets roster pushes.
-    pub fn set_roster_interested(&self, jid: &FullJid) {
-        self.sessions.set_roster_interested(jid);
+    /// Marks a session as an "interested resource" for `interest`: it fetched that list, so
+    /// it gets the pushes (RFC 6121 §2.1.6, XEP-0191 §3.3).
+    pub fn set_interested(&self, jid: &FullJid, interest: Interest) {
+        self.sessions.set_interested(jid, interest);
     }
 
-    /// The user's sessions that asked for the roster.
-    pub fn roster_interested_resources(&self, user: &BareJid) -> Vec<FullJid> {
-        self.sessions.roster_interested(user)
+    /// The user's sessions that fetched the list `interest` names.
+    pub fn interested_resources(&self, user: &BareJid, interest: Interest) -> Vec<FullJid> {
+        self.sessions.interested(user, interest)
     }
 
     /// Every bound session of the user, available or not.
@@ -447,15 +447,21 @@ impl Router {
         }
     }
 
-    /// Without a presence module: availability presence reaches the addressed resource, or
-    /// every available one for a bare JID.
+    /// Without a presence module: availability presence is delivered, nothing else.
     fn presence_to_resources(&self, user: &BareJid, resource: Option<&str>, stanza: Element) {
-        if !matches!(stanza::stanza_type(&stanza), "available" | "unavailable") {
-            return;
+        if matches!(stanza::stanza_type(&stanza), "available" | "unavailable") {
+            self.deliver_presence(user, resource, stanza);
         }
-        match resource.and_then(|r| user.with_resource_str(r).ok()) {
-            Some(full) => {
-                let _ = self.sessions.deliver(&full, stanza);
+    }
+
+    /// RFC 6121 §8.5 for presence to a local user: to the addressed resource if it is bound
+    /// (dropped otherwise, §8.5.3.2.2), or to every available resource for the bare JID.
+    pub fn deliver_presence(&self, user: &BareJid, resource: Option<&str>, stanza: Element) {
+        match resource {
+            Some(resource) => {
+                if let Ok(full) = user.with_resource_str(resource) {
+                    let _ = self.sessions.deliver(&full, stanza);
+                }
             }
             None => {
                 for (target, _) in self.sessions.available(user) {

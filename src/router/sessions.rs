@@ -22,6 +22,24 @@ pub enum Outbound {
     Shutdown,
 }
 
+/// A list a session can fetch and then receives pushes for ("interested resource").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// The roster (RFC 6121 §2.1.6).
+    Roster,
+    /// The blocklist (XEP-0191 §3.3).
+    Blocklist,
+}
+
+impl Interest {
+    fn bit(self) -> u8 {
+        match self {
+            Interest::Roster => 1,
+            Interest::Blocklist => 2,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Availability {
     /// Bound, but no available presence sent yet (or unavailable sent since).
@@ -41,8 +59,10 @@ pub struct SessionEntry {
     pub jid: FullJid,
     pub tx: mpsc::Sender<Outbound>,
     pub availability: Availability,
-    /// Asked for the roster, so it receives roster pushes (RFC 6121 §2.1.6).
-    pub roster_interested: bool,
+    /// The lists this session fetched and so receives pushes for (bits of `Interest`). Kept
+    /// on the entry, so a session that replaces another under the same full JID starts with
+    /// none.
+    interests: u8,
     /// Woken when the queue overflows; the session then ends itself.
     stalled: Arc<Notify>,
 }
@@ -68,7 +88,7 @@ impl SessionTable {
             jid: jid.clone(),
             tx,
             availability: Availability::Unavailable,
-            roster_interested: false,
+            interests: 0,
             stalled,
         };
         let mut resources = self.users.entry(jid.to_bare()).or_default();
@@ -132,16 +152,16 @@ impl SessionTable {
             .unwrap_or_default()
     }
 
-    pub fn set_roster_interested(&self, jid: &FullJid) {
+    pub fn set_interested(&self, jid: &FullJid, interest: Interest) {
         if let Some(mut resources) = self.users.get_mut(&jid.to_bare()) {
             if let Some(entry) = resources.iter_mut().find(|e| &e.jid == jid) {
-                entry.roster_interested = true;
+                entry.interests |= interest.bit();
             }
         }
     }
 
-    pub fn roster_interested(&self, user: &BareJid) -> Vec<FullJid> {
-        self.select(user, |e| e.roster_interested)
+    pub fn interested(&self, user: &BareJid, interest: Interest) -> Vec<FullJid> {
+        self.select(user, |e| e.interests & interest.bit() != 0)
     }
 
     pub fn bound(&self, user: &BareJid) -> Vec<FullJid> {

@@ -41,25 +41,9 @@ pub(super) async fn handle(
                 answer_probe(module, router, to, prober).await;
             }
         }
-        "available" | "unavailable" | "error" => deliver(router, to, resource, presence),
+        "available" | "unavailable" | "error" => router.deliver_presence(to, resource, presence),
         // An unknown type is not presence we can act on.
         _ => {}
-    }
-}
-
-fn deliver(router: &Router, to: &BareJid, resource: Option<&str>, presence: Element) {
-    match resource {
-        // §8.5.3.2.2: presence for a resource that is not there is dropped.
-        Some(resource) => {
-            if let Ok(full) = to.with_resource_str(resource) {
-                let _ = router.deliver_to_session(&full, presence);
-            }
-        }
-        None => {
-            for (target, _) in router.available_resources(to) {
-                let _ = router.deliver_to_session(&target, presence.clone());
-            }
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::items::{self, RosterSet};
 use super::{locks, push, subscription};
-use crate::router::{IqHandler, IqRequest, IqResult, Router};
+use crate::router::{Interest, IqHandler, IqRequest, IqResult, Router};
 use crate::stanza::{self, StanzaError};
 use crate::storage::{RosterItem, RosterWrite, StorageError};
 use crate::xml::ns;
@@ -39,7 +39,7 @@ impl IqHandler for RosterIq {
             set(router, &user, &username, request.payload()).await
         } else {
             if let Ok(full) = request.from.clone().try_into_full() {
-                router.set_roster_interested(&full);
+                router.set_interested(&full, Interest::Roster);
             }
             get(router, &username, request.payload()).await
         }

@@ -4,12 +4,12 @@
 use jid::BareJid;
 use minidom::Element;
 
-use crate::router::Router;
+use crate::router::{Interest, Router};
 use crate::stanza;
 use crate::xml::ns;
 
 pub fn push(router: &Router, user: &BareJid, version: i64, item: Element) {
-    let targets = router.roster_interested_resources(user);
+    let targets = router.interested_resources(user, Interest::Roster);
     if targets.is_empty() {
         return;
     }

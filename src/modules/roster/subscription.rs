@@ -286,7 +286,7 @@ pub async fn inbound(
             };
         }
         InboundEffect::Deliver { revoked } => {
-            deliver_to_available(router, user, &stanza);
+            router.deliver_presence(user, None, stanza);
             if revoked {
                 send_unavailable(router, user, contact).await;
             }
@@ -377,10 +377,4 @@ async fn auto_reply(router: &Arc<Router>, user: &BareJid, contact: &BareJid, kin
     router
         .route_from_user(&Jid::from(user.clone()), Jid::from(contact.clone()), reply)
         .await;
-}
-
-fn deliver_to_available(router: &Router, user: &BareJid, stanza: &Element) {
-    for (resource, _) in router.available_resources(user) {
-        let _ = router.deliver_to_session(&resource, stanza.clone());
-    }
 }
