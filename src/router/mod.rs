@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
 pub use registry::{
-    Component, IqHandler, IqRequest, IqResult, Module, PresenceHandler, PresenceObserver, Registry,
-    SessionHook, StanzaFilter, UndeliverableMessage, Verdict,
+    Component, IqHandler, IqRequest, IqResult, MessageHook, Module, PresenceHandler,
+    PresenceObserver, Registry, SessionHook, StanzaFilter, UndeliverableMessage, Verdict,
 };
 pub use sessions::{Availability, Interest, Outbound, SessionEntry};
 
@@ -110,7 +110,12 @@ impl Router {
         self.sessions.set_interested(jid, interest);
     }
 
-    /// The user's sessions that fetched the list `interest` names.
+    /// Withdraws `interest` from a session (e.g. carbons disabled).
+    pub fn clear_interested(&self, jid: &FullJid, interest: Interest) {
+        self.sessions.clear_interested(jid, interest);
+    }
+
+    /// The user's sessions that opted into `interest`.
     pub fn interested_resources(&self, user: &BareJid, interest: Interest) -> Vec<FullJid> {
         self.sessions.interested(user, interest)
     }
@@ -244,10 +249,9 @@ impl Router {
                 self.handle_iq(stanza, Jid::from(from.clone()), Some(account), true)
                     .await;
             }
-            (Kind::Message, None) => {
-                let own = from.to_bare();
-                self.route_to_local_user(Kind::Message, &own, None, stanza)
-                    .await;
+            (Kind::Message, to) => {
+                let to = to.unwrap_or_else(|| Jid::from(from.to_bare()));
+                self.message_from_client(from, to, stanza).await;
             }
             (_, Some(to)) => {
                 self.route_from_user(&Jid::from(from.clone()), to, stanza)
@@ -262,19 +266,56 @@ impl Router {
         let Some(kind) = Kind::of(&stanza) else {
             return;
         };
+        if self.outbound_allowed(kind, from, &to, &stanza).await {
+            self.route(kind, to, stanza).await;
+        }
+    }
+
+    /// A message a client sent: the sender's filters, then the message hooks (archive,
+    /// carbons), then routing.
+    async fn message_from_client(self: &Arc<Self>, from: &FullJid, to: Jid, mut stanza: Element) {
+        let sender = Jid::from(from.clone());
+        if !self
+            .outbound_allowed(Kind::Message, &sender, &to, &stanza)
+            .await
+        {
+            return;
+        }
+        if self.has_message_hooks(&stanza) {
+            for hook in &self.registry.message_hooks {
+                hook.outgoing(self, from, &to, &mut stanza).await;
+            }
+        }
+        self.route(Kind::Message, to, stanza).await;
+    }
+
+    /// Message hooks see one-to-one messages only (see `MessageHook`).
+    fn has_message_hooks(&self, message: &Element) -> bool {
+        !self.registry.message_hooks.is_empty()
+            && matches!(stanza::stanza_type(message), "chat" | "normal")
+    }
+
+    /// Runs the sender's outbound stanza filters; false means the stanza was consumed.
+    async fn outbound_allowed(
+        self: &Arc<Self>,
+        kind: Kind,
+        from: &Jid,
+        to: &Jid,
+        stanza: &Element,
+    ) -> bool {
         for filter in &self.registry.filters {
-            match filter.outbound(self, from, &to, &stanza).await {
+            match filter.outbound(self, from, to, stanza).await {
                 Verdict::Pass => {}
-                Verdict::Drop => return,
+                Verdict::Drop => return false,
                 Verdict::Reject(error) => {
                     if kind != Kind::Presence {
-                        self.bounce(&stanza, error);
+                        self.bounce(stanza, error);
                     }
-                    return;
+                    return false;
                 }
             }
         }
-        self.route(kind, to, stanza).await;
+        true
     }
 
     /// Runs the recipient's inbound stanza filters; false means the stanza was consumed.
@@ -366,45 +407,26 @@ impl Router {
         if !self.inbound_allowed(kind, user, &stanza).await {
             return;
         }
-        if kind == Kind::Presence {
-            match &self.registry.presence {
+        match kind {
+            Kind::Presence => match &self.registry.presence {
                 Some(handler) => handler.inbound(self, user, resource, stanza).await,
                 None => self.presence_to_resources(user, resource, stanza),
-            }
-            return;
-        }
-        if let Some(resource) = resource {
-            let full = user.with_resource_str(resource).ok();
-            if let Some(full) = full.filter(|f| self.sessions.contains(f)) {
-                if let Err(stanza) = self.sessions.deliver(&full, stanza) {
-                    self.undeliverable_after_queue_full(kind, user, stanza)
-                        .await;
-                }
-                return;
-            }
-            // RFC 6121 §8.5.3.2: no such resource.
-            match kind {
-                Kind::Message => {
-                    let t = stanza::stanza_type(&stanza);
-                    if t == "chat" || t == "normal" {
-                        self.message_to_bare(user, stanza).await;
-                    } else if t == "groupchat" {
-                        self.bounce(&stanza, StanzaError::service_unavailable());
-                    }
-                }
-                Kind::Iq => {
-                    if matches!(stanza::stanza_type(&stanza), "get" | "set") {
-                        self.bounce(&stanza, StanzaError::service_unavailable());
-                    }
-                }
-                Kind::Presence => {}
-            }
-            return;
-        }
-        match kind {
-            Kind::Message => self.message_to_bare(user, stanza).await,
-            Kind::Presence => {}
+            },
+            Kind::Message => self.message_to_local_user(user, resource, stanza).await,
             Kind::Iq => {
+                if let Some(resource) = resource {
+                    let full = user.with_resource_str(resource).ok();
+                    if let Some(full) = full.filter(|f| self.sessions.contains(f)) {
+                        if let Err(stanza) = self.sessions.deliver(&full, stanza) {
+                            self.undeliverable_after_queue_full(kind, user, stanza)
+                                .await;
+                        }
+                    } else if matches!(stanza::stanza_type(&stanza), "get" | "set") {
+                        // RFC 6121 §8.5.3.2.3: no such resource.
+                        self.bounce(&stanza, StanzaError::service_unavailable());
+                    }
+                    return;
+                }
                 let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
                 if let Some(from) = from {
                     self.handle_iq(stanza, from, Some(user.clone()), false)
@@ -414,12 +436,67 @@ impl Router {
         }
     }
 
-    /// RFC 6121 §8.5.2.1.1 (and §8.5.1 when the account does not exist).
-    async fn message_to_bare(self: &Arc<Self>, user: &BareJid, stanza: Element) {
+    /// A message for a local account, wrapped in the message hooks: `incoming` may amend it
+    /// before delivery, `delivered` learns which sessions took it.
+    async fn message_to_local_user(
+        self: &Arc<Self>,
+        user: &BareJid,
+        resource: Option<&str>,
+        mut stanza: Element,
+    ) {
+        if !self.has_message_hooks(&stanza) {
+            self.deliver_message(user, resource, stanza).await;
+            return;
+        }
+        for hook in &self.registry.message_hooks {
+            hook.incoming(self, user, &mut stanza).await;
+        }
+        let copy = stanza.clone();
+        let sessions = self.deliver_message(user, resource, stanza).await;
+        for hook in &self.registry.message_hooks {
+            hook.delivered(self, user, &sessions, &copy).await;
+        }
+    }
+
+    /// RFC 6121 §8.5.2 and §8.5.3 for messages; returns the sessions it was queued to.
+    async fn deliver_message(
+        self: &Arc<Self>,
+        user: &BareJid,
+        resource: Option<&str>,
+        stanza: Element,
+    ) -> Vec<FullJid> {
+        let Some(resource) = resource else {
+            return self.message_to_bare(user, stanza).await;
+        };
+        let full = user.with_resource_str(resource).ok();
+        if let Some(full) = full.filter(|f| self.sessions.contains(f)) {
+            return match self.sessions.deliver(&full, stanza) {
+                Ok(()) => vec![full],
+                Err(stanza) => {
+                    self.undeliverable_after_queue_full(Kind::Message, user, stanza)
+                        .await;
+                    Vec::new()
+                }
+            };
+        }
+        // RFC 6121 §8.5.3.2.1: no such resource.
+        match stanza::stanza_type(&stanza) {
+            "chat" | "normal" => self.message_to_bare(user, stanza).await,
+            "groupchat" => {
+                self.bounce(&stanza, StanzaError::service_unavailable());
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// RFC 6121 §8.5.2.1.1 (and §8.5.1 when the account does not exist); returns the
+    /// sessions the message was queued to.
+    async fn message_to_bare(self: &Arc<Self>, user: &BareJid, stanza: Element) -> Vec<FullJid> {
         let message_type = stanza::stanza_type(&stanza).to_owned();
         if message_type == "groupchat" {
             self.bounce(&stanza, StanzaError::service_unavailable());
-            return;
+            return Vec::new();
         }
         let targets: Vec<FullJid> = self
             .sessions
@@ -429,15 +506,15 @@ impl Router {
             .map(|(jid, _)| jid)
             .collect();
         let mut undelivered = None;
-        let mut delivered_any = false;
-        for target in &targets {
-            match self.sessions.deliver(target, stanza.clone()) {
-                Ok(()) => delivered_any = true,
+        let mut delivered = Vec::with_capacity(targets.len());
+        for target in targets {
+            match self.sessions.deliver(&target, stanza.clone()) {
+                Ok(()) => delivered.push(target),
                 Err(back) => undelivered = Some(back),
             }
         }
-        if delivered_any {
-            return;
+        if !delivered.is_empty() {
+            return delivered;
         }
         let stanza = undelivered.unwrap_or(stanza);
         match message_type.as_str() {
@@ -445,6 +522,7 @@ impl Router {
             // Headline and error messages are not worth keeping (RFC 6121 §8.5.2.1.1).
             _ => {}
         }
+        Vec::new()
     }
 
     /// Without a presence module: availability presence is delivered, nothing else.

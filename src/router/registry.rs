@@ -137,6 +137,37 @@ pub trait UndeliverableMessage: Send + Sync {
     ) -> Result<(), StanzaError>;
 }
 
+/// Watches, and may amend, the one-to-one messages (`chat` and `normal`) a local account sends
+/// and receives: archiving (XEP-0313 with XEP-0359 ids), carbons (XEP-0280) and push
+/// (XEP-0357) plug in here. Groupchat, headline and error messages never reach these hooks.
+/// Called on the delivery path: implementations must not wait on storage (queue the write).
+#[async_trait]
+pub trait MessageHook: Send + Sync {
+    /// A local session sent `message` to `to` and the sender's stanza filters let it pass;
+    /// called before it is routed. `from` is the sending session.
+    async fn outgoing(
+        &self,
+        _router: &Arc<Router>,
+        _from: &FullJid,
+        _to: &Jid,
+        _message: &mut Element,
+    ) {
+    }
+    /// `message` arrived for the local account `to` (after its inbound filters), before it is
+    /// handed to any session or to offline storage.
+    async fn incoming(&self, _router: &Arc<Router>, _to: &BareJid, _message: &mut Element) {}
+    /// Where the router put a message for `to`: the sessions it was queued to (empty when
+    /// none took it, e.g. it went to offline storage or was bounced).
+    async fn delivered(
+        &self,
+        _router: &Arc<Router>,
+        _to: &BareJid,
+        _sessions: &[FullJid],
+        _message: &Element,
+    ) {
+    }
+}
+
 /// A service with its own domain on this server (XEP-0114-style, but in-process), such as the
 /// MUC service at `conference.<domain>`: every stanza addressed to that domain or to any JID
 /// at it is handed over as is, `from` already stamped.
@@ -156,6 +187,7 @@ pub struct Registry {
     pub(super) presence: Option<Arc<dyn PresenceHandler>>,
     pub(super) presence_observers: Vec<Arc<dyn PresenceObserver>>,
     pub(super) filters: Vec<Arc<dyn StanzaFilter>>,
+    pub(super) message_hooks: Vec<Arc<dyn MessageHook>>,
     pub(super) components: HashMap<String, Arc<dyn Component>>,
     pub(super) undeliverable: Option<Arc<dyn UndeliverableMessage>>,
     pub(super) server_features: Vec<&'static str>,
@@ -189,6 +221,12 @@ impl Registry {
 
     pub fn stanza_filter(&mut self, filter: Arc<dyn StanzaFilter>) {
         self.filters.push(filter);
+    }
+
+    /// Hooks run in registration order, so a module that amends a message (the archive adding
+    /// its stanza-id) must register before one that copies it (carbons).
+    pub fn message_hook(&mut self, hook: Arc<dyn MessageHook>) {
+        self.message_hooks.push(hook);
     }
 
     /// Serves `domain` (already normalised, e.g. `conference.example.org`) in-process.

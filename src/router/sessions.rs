@@ -22,13 +22,16 @@ pub enum Outbound {
     Shutdown,
 }
 
-/// A list a session can fetch and then receives pushes for ("interested resource").
+/// Something a session opted into receiving: a list it fetched and now gets pushes for
+/// ("interested resource"), or copies of its account's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interest {
     /// The roster (RFC 6121 §2.1.6).
     Roster,
     /// The blocklist (XEP-0191 §3.3).
     Blocklist,
+    /// Message carbons (XEP-0280), enabled per session.
+    Carbons,
 }
 
 impl Interest {
@@ -36,6 +39,7 @@ impl Interest {
         match self {
             Interest::Roster => 1,
             Interest::Blocklist => 2,
+            Interest::Carbons => 4,
         }
     }
 }
@@ -156,6 +160,14 @@ impl SessionTable {
         if let Some(mut resources) = self.users.get_mut(&jid.to_bare()) {
             if let Some(entry) = resources.iter_mut().find(|e| &e.jid == jid) {
                 entry.interests |= interest.bit();
+            }
+        }
+    }
+
+    pub fn clear_interested(&self, jid: &FullJid, interest: Interest) {
+        if let Some(mut resources) = self.users.get_mut(&jid.to_bare()) {
+            if let Some(entry) = resources.iter_mut().find(|e| &e.jid == jid) {
+                entry.interests &= !interest.bit();
             }
         }
     }
