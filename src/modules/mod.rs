@@ -1,6 +1,7 @@
 //! One module per feature; each registers its handlers with the router at start-up.
 
 pub mod blocking;
+pub mod carbons;
 pub mod disco;
 pub mod last_activity;
 pub mod muc;
@@ -32,6 +33,9 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(blocking::Blocking::default()),
         Arc::new(vcard::Vcard::default()),
         Arc::new(pep::Pep::default()),
+        // After every module that amends messages (the archive's stanza-id), so copies
+        // carry the amended message.
+        Arc::new(carbons::Carbons),
     ];
     if let Some(muc) = muc::Muc::new(config) {
         modules.push(muc);

@@ -46,3 +46,7 @@ pub const MUC_SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimi
 pub const STANZA_ID: &str = "urn:xmpp:sid:0";
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 pub const MUC_REQUEST: &str = "http://jabber.org/protocol/muc#request";
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
