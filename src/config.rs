@@ -33,6 +33,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub pep: PepConfig,
     pub muc: MucConfig,
+    pub push: PushConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +226,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             pep: PepConfig::default(),
+            push: PushConfig::default(),
             muc: MucConfig::default(),
         }
     }
@@ -304,6 +306,34 @@ impl Default for LimitsConfig {
             roster_items: 1000,
             blocklist_items: 1000,
             vcard_max_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Push notifications (XEP-0357) to the app servers of mobile clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Registrations kept per account; enabling one more drops the oldest (a reinstalled app
+    /// leaves its old node behind).
+    pub max_registrations_per_user: u32,
+    /// Put the sender's JID in the notification's summary. Off by default, as in Prosody: the
+    /// app server (and whatever push network it uses) learns who writes to whom otherwise.
+    pub include_sender: bool,
+    /// Put the message body in the summary. Off by default for the same reason, and because
+    /// end-to-end encrypted messages have nothing useful there anyway.
+    pub include_body: bool,
+    /// Seconds to wait for the app server's answer before giving up on a notification.
+    pub timeout_secs: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            max_registrations_per_user: 16,
+            include_sender: false,
+            include_body: false,
+            timeout_secs: 30,
         }
     }
 }

@@ -11,7 +11,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::listen;
 use crate::modules;
-use crate::router::Router;
+use crate::router::{Module, Router};
 use crate::storage::{Storage, StorageError};
 use crate::stream::throttle::AuthThrottle;
 use crate::tls::{TlsContext, TlsError};
@@ -78,12 +78,24 @@ pub async fn start_with_storage(
     config: Arc<Config>,
     storage: Storage,
 ) -> Result<RunningServer, ServerError> {
+    start_with_modules(config, storage, Vec::new()).await
+}
+
+/// `start_with_storage`, with `extra` modules registered after the built-in ones (tests use
+/// it for stand-ins of outside services, such as a push app server).
+pub async fn start_with_modules(
+    config: Arc<Config>,
+    storage: Storage,
+    extra: Vec<Arc<dyn Module>>,
+) -> Result<RunningServer, ServerError> {
     let tls = TlsContext::load_or_generate(&config.tls, &config.domain)?;
     // Unknown users get the same decoy salt from every start of this server only if the secret
     // is set; a random one per process is the fallback (see `sasl::init_decoy_secret`).
     let _ = crate::sasl::init_decoy_secret(rand::random());
     let storage = storage.with_roster_cache(ROSTER_CACHE_USERS);
-    let router = Router::new(config.clone(), storage, modules::all(&config));
+    let mut all = modules::all(&config);
+    all.extend(extra);
+    let router = Router::new(config.clone(), storage, all);
     let ctx = Arc::new(ServerContext {
         config: config.clone(),
         router,

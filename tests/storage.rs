@@ -129,6 +129,8 @@ backend_tests!(
     pep_nodes_go_with_their_account,
     muc_rooms_save_replace_and_delete,
     muc_affiliations_set_remove_and_need_the_room,
+    push_enable_replace_disable_and_cap,
+    push_needs_account_and_goes_with_it,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -812,6 +814,102 @@ async fn vcard_needs_account_and_goes_with_it(s: Storage) {
     s.accounts.delete_account("alice").await.unwrap();
     s.accounts.create_account("alice", &[]).await.unwrap();
     assert_eq!(s.vcard.vcard("alice").await.unwrap(), None);
+}
+
+fn push_registration(service: &str, node: &str, options: Option<&str>) -> PushRegistration {
+    PushRegistration {
+        service: service.into(),
+        node: node.into(),
+        publish_options: options.map(Into::into),
+    }
+}
+
+fn push_nodes(registrations: &[PushRegistration]) -> Vec<(&str, &str)> {
+    registrations
+        .iter()
+        .map(|r| (r.service.as_str(), r.node.as_str()))
+        .collect()
+}
+
+async fn push_enable_replace_disable_and_cap(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let push = &s.push;
+    push.enable_push(
+        "alice",
+        &push_registration("p.example", "a", Some("<x/>")),
+        1,
+        3,
+    )
+    .await
+    .unwrap();
+    push.enable_push("alice", &push_registration("p.example", "b", None), 2, 3)
+        .await
+        .unwrap();
+    push.enable_push("alice", &push_registration("q.example", "a", None), 3, 3)
+        .await
+        .unwrap();
+    // Enabling (p.example, a) again replaces it and makes it the newest.
+    push.enable_push(
+        "alice",
+        &push_registration("p.example", "a", Some("<y/>")),
+        4,
+        3,
+    )
+    .await
+    .unwrap();
+    let regs = push.push_registrations("alice").await.unwrap();
+    assert_eq!(
+        push_nodes(&regs),
+        [("p.example", "b"), ("q.example", "a"), ("p.example", "a")]
+    );
+    assert_eq!(regs[2].publish_options.as_deref(), Some("<y/>"));
+    // A fourth registration past the cap of 3 drops the oldest.
+    push.enable_push("alice", &push_registration("r.example", "z", None), 5, 3)
+        .await
+        .unwrap();
+    let regs = push.push_registrations("alice").await.unwrap();
+    assert_eq!(
+        push_nodes(&regs),
+        [("q.example", "a"), ("p.example", "a"), ("r.example", "z")]
+    );
+    assert_eq!(
+        push.disable_push("alice", "p.example", Some("a"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        push.disable_push("alice", "p.example", Some("a"))
+            .await
+            .unwrap(),
+        0
+    );
+    push.enable_push("alice", &push_registration("q.example", "b", None), 6, 3)
+        .await
+        .unwrap();
+    // Without a node, every registration on that service goes.
+    assert_eq!(
+        push.disable_push("alice", "q.example", None).await.unwrap(),
+        2
+    );
+    let regs = push.push_registrations("alice").await.unwrap();
+    assert_eq!(push_nodes(&regs), [("r.example", "z")]);
+}
+
+async fn push_needs_account_and_goes_with_it(s: Storage) {
+    let r = s
+        .push
+        .enable_push("nobody", &push_registration("p.example", "a", None), 1, 3)
+        .await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.push
+        .enable_push("alice", &push_registration("p.example", "a", None), 1, 3)
+        .await
+        .unwrap();
+    s.accounts.delete_account("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert!(s.push.push_registrations("alice").await.unwrap().is_empty());
 }
 
 fn pep_config(max_items: u32) -> NodeConfig {

@@ -9,6 +9,7 @@ pub mod offline;
 pub mod pep;
 pub mod ping;
 pub mod presence;
+pub mod push;
 pub mod roster;
 mod user_cache;
 pub mod vcard;
@@ -36,6 +37,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         // After every module that amends messages (the archive's stanza-id), so copies
         // carry the amended message.
         Arc::new(carbons::Carbons),
+        Arc::new(push::Push),
     ];
     if let Some(muc) = muc::Muc::new(config) {
         modules.push(muc);

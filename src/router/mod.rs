@@ -130,12 +130,25 @@ impl Router {
     pub async fn request_iq(
         self: &Arc<Self>,
         to: Jid,
+        iq: Element,
+        timeout: Duration,
+    ) -> Result<Element, IqRequestError> {
+        self.request_iq_as(self.domain.clone(), to, iq, timeout)
+            .await
+    }
+
+    /// `request_iq` on behalf of `from`, a local account's bare JID or the server's domain
+    /// (XEP-0357 notifications come from the user's account, for instance).
+    pub async fn request_iq_as(
+        self: &Arc<Self>,
+        from: String,
+        to: Jid,
         mut iq: Element,
         timeout: Duration,
     ) -> Result<Element, IqRequestError> {
         let id = format!("corvid-{}", self.ids.next_id());
         stanza::set_attr(&mut iq, "id", id.clone());
-        stanza::set_attr(&mut iq, "from", self.domain.clone());
+        stanza::set_attr(&mut iq, "from", from);
         stanza::set_attr(&mut iq, "to", to.to_string());
         let (tx, rx) = oneshot::channel();
         self.pending_iqs.insert(id.clone(), (to.clone(), tx));
@@ -425,6 +438,11 @@ impl Router {
                         // RFC 6121 §8.5.3.2.3: no such resource.
                         self.bounce(&stanza, StanzaError::service_unavailable());
                     }
+                    return;
+                }
+                if matches!(stanza::stanza_type(&stanza), "result" | "error") {
+                    // An answer to a request the server sent on the account's behalf.
+                    self.answer_pending_iq(stanza);
                     return;
                 }
                 let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());

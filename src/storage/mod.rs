@@ -5,6 +5,7 @@ mod blocking;
 mod muc;
 mod pep;
 mod postgres;
+mod push;
 mod roster;
 mod roster_cache;
 mod sqlite;
@@ -18,6 +19,7 @@ pub use blocking::{BlockWrite, BlocklistStore};
 pub use muc::{MucStore, StoredAffiliation, StoredRoom};
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
 pub use postgres::PostgresStorage;
+pub use push::{PushRegistration, PushStore};
 pub use roster::{
     LastActivity, LastActivityStore, RosterItem, RosterStore, RosterWrite, Subscription,
 };
@@ -142,6 +144,7 @@ pub struct Storage {
     pub vcard: Arc<dyn VcardStore>,
     pub pep: Arc<dyn PepStore>,
     pub muc: Arc<dyn MucStore>,
+    pub push: Arc<dyn PushStore>,
 }
 
 impl Storage {
@@ -178,6 +181,7 @@ impl Storage {
             + VcardStore
             + PepStore
             + MucStore
+            + PushStore
             + 'static,
     {
         Storage {
@@ -188,7 +192,8 @@ impl Storage {
             blocklist: backend.clone(),
             vcard: backend.clone(),
             pep: backend.clone(),
-            muc: backend,
+            muc: backend.clone(),
+            push: backend,
         }
     }
 }

@@ -50,3 +50,7 @@ pub const CARBONS: &str = "urn:xmpp:carbons:2";
 pub const FORWARD: &str = "urn:xmpp:forward:0";
 pub const RECEIPTS: &str = "urn:xmpp:receipts";
 pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
+pub const PUSH: &str = "urn:xmpp:push:0";
+pub const PUSH_SUMMARY: &str = "urn:xmpp:push:summary";
+pub const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
+pub const OMEMO: &str = "urn:xmpp:omemo:2";

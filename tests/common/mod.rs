@@ -54,6 +54,16 @@ impl TestServer {
         adjust: impl FnOnce(&mut Config),
         wrap: impl FnOnce(Storage) -> Storage,
     ) -> TestServer {
+        Self::start_full(adjust, wrap, Vec::new()).await
+    }
+
+    /// `start_custom`, with `extra` modules registered (e.g. an in-test component standing
+    /// in for an outside service).
+    pub async fn start_full(
+        adjust: impl FnOnce(&mut Config),
+        wrap: impl FnOnce(Storage) -> Storage,
+        extra: Vec<Arc<dyn corvid::router::Module>>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
         config.storage.url = format!("sqlite://{}", dir.path().join("corvid.db").display());
@@ -76,7 +86,7 @@ impl TestServer {
         let storage = Storage::open(&config.storage.url)
             .await
             .expect("storage opens");
-        let server = corvid::server::start_with_storage(Arc::new(config), wrap(storage))
+        let server = corvid::server::start_with_modules(Arc::new(config), wrap(storage), extra)
             .await
             .expect("server starts");
         let cert_der = server

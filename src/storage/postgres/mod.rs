@@ -20,6 +20,7 @@ use super::{
 mod blocking;
 mod muc;
 mod pep;
+mod push;
 mod roster;
 mod vcard;
 

@@ -1,0 +1,241 @@
+//! XEP-0357 Push Notifications: a mobile client registers its app server (a JID and a node)
+//! and, when a message arrives while none of the account's sessions can take it (all gone,
+//! or detached by stream management), the server publishes a notification to that node so
+//! the app server can wake the device.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use tracing::{debug, warn};
+
+use crate::router::{IqHandler, IqRequest, IqResult, MessageHook, Module, Registry, Router};
+use crate::stanza::{self, StanzaError};
+use crate::storage::{PushRegistration, StorageError};
+use crate::xml::{self, ns};
+
+pub struct Push;
+
+impl Module for Push {
+    fn name(&self) -> &'static str {
+        "push"
+    }
+
+    fn register(self: Arc<Self>, registry: &mut Registry) {
+        registry.account_iq(ns::PUSH, "enable", self.clone());
+        registry.account_iq(ns::PUSH, "disable", self.clone());
+        registry.message_hook(self);
+        // XEP-0357 §5: the user's server advertises it on the account.
+        registry.account_feature(ns::PUSH);
+    }
+}
+
+#[async_trait]
+impl IqHandler for Push {
+    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
+        let own_session = request
+            .from
+            .try_as_full()
+            .ok()
+            .zip(request.account.as_ref())
+            .is_some_and(|(full, account)| full.to_bare() == *account);
+        let Some(username) = request.account.as_ref().and_then(|a| a.node()) else {
+            return Err(StanzaError::forbidden());
+        };
+        if !own_session {
+            return Err(StanzaError::forbidden());
+        }
+        if !request.is_set {
+            return Err(StanzaError::bad_request());
+        }
+        let payload = request.payload();
+        let service = payload
+            .attr("jid")
+            .and_then(|j| Jid::new(j).ok())
+            .ok_or_else(|| StanzaError::bad_request().with_text("a valid 'jid' is required"))?;
+        let node = payload.attr("node").filter(|n| !n.is_empty());
+        let push = &router.storage().push;
+        let result = match payload.name() {
+            "enable" => {
+                let node = node.ok_or_else(|| {
+                    StanzaError::bad_request().with_text("'node' is required to enable")
+                })?;
+                let registration = PushRegistration {
+                    service: service.to_string(),
+                    node: node.to_owned(),
+                    publish_options: publish_options(payload).map(xml::to_string),
+                };
+                let cap = router.config().push.max_registrations_per_user;
+                let stamp = router.ids().next_id();
+                push.enable_push(username.as_str(), &registration, stamp, cap)
+                    .await
+            }
+            _ => push
+                .disable_push(username.as_str(), &service.to_string(), node)
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => Ok(None),
+            Err(StorageError::NotFound) => Err(StanzaError::item_not_found()),
+            Err(e) => {
+                warn!(error = %e, "storing a push registration failed");
+                Err(StanzaError::internal_server_error())
+            }
+        }
+    }
+}
+
+/// The client's `publish-options` form (XEP-0357 §5): handed back unchanged with every
+/// notification, so the app server can check its secret.
+fn publish_options(enable: &Element) -> Option<&Element> {
+    enable.get_child("x", ns::DATA_FORMS).filter(|form| {
+        form.children().any(|field| {
+            field.attr("var") == Some("FORM_TYPE")
+                && field
+                    .get_child("value", ns::DATA_FORMS)
+                    .is_some_and(|v| v.text() == ns::PUBSUB_PUBLISH_OPTIONS)
+        })
+    })
+}
+
+/// Worth waking a phone for: something a person reads, in clear or end-to-end encrypted.
+/// Chat states and receipts alone are not.
+fn is_important(message: &Element) -> bool {
+    message.children().any(|child| {
+        (child.name() == "body" && child.ns() == ns::CLIENT)
+            || (child.name() == "encrypted"
+                && (child.ns() == ns::OMEMO_LEGACY || child.ns() == ns::OMEMO))
+    })
+}
+
+/// None of the sessions that took the message can show it now.
+fn nobody_is_listening(_router: &Router, sessions: &[FullJid]) -> bool {
+    sessions.is_empty()
+}
+
+fn form_field(var: &str, value: &str) -> Element {
+    let mut field = Element::bare("field", ns::DATA_FORMS);
+    stanza::set_attr(&mut field, "var", var.to_owned());
+    let mut v = Element::bare("value", ns::DATA_FORMS);
+    v.append_text(value.to_owned());
+    field.append_child(v);
+    field
+}
+
+/// The `<pubsub><publish/>…</pubsub>` IQ of XEP-0357 §7, with the summary form.
+fn notification(router: &Router, registration: &PushRegistration, message: &Element) -> Element {
+    let config = &router.config().push;
+    let mut summary = Element::bare("x", ns::DATA_FORMS);
+    stanza::set_attr(&mut summary, "type", "submit");
+    summary.append_child(form_field("FORM_TYPE", ns::PUSH_SUMMARY));
+    summary.append_child(form_field("message-count", "1"));
+    if config.include_sender {
+        if let Some(from) = message.attr("from") {
+            summary.append_child(form_field("last-message-sender", from));
+        }
+    }
+    if config.include_body {
+        if let Some(body) = message.get_child("body", ns::CLIENT) {
+            summary.append_child(form_field("last-message-body", &body.text()));
+        }
+    }
+    let mut content = Element::bare("notification", ns::PUSH);
+    content.append_child(summary);
+    let mut item = Element::bare("item", ns::PUBSUB);
+    item.append_child(content);
+    let mut publish = Element::bare("publish", ns::PUBSUB);
+    stanza::set_attr(&mut publish, "node", registration.node.clone());
+    publish.append_child(item);
+    let mut pubsub = Element::bare("pubsub", ns::PUBSUB);
+    pubsub.append_child(publish);
+    let options = registration
+        .publish_options
+        .as_deref()
+        .and_then(|xml| xml::parse_standalone(xml.as_bytes(), usize::MAX).ok());
+    if let Some(form) = options {
+        let mut wrapper = Element::bare("publish-options", ns::PUBSUB);
+        wrapper.append_child(form);
+        pubsub.append_child(wrapper);
+    }
+    let mut iq = Element::bare("iq", ns::CLIENT);
+    stanza::set_attr(&mut iq, "type", "set");
+    iq.append_child(pubsub);
+    iq
+}
+
+/// An app server that says the node is gone (or we may not publish) will say so again:
+/// stop asking it (XEP-0357 §8, and what Prosody and ejabberd do).
+fn registration_is_dead(answer: &Element) -> bool {
+    stanza::is_error(answer)
+        && answer
+            .get_child("error", ns::CLIENT)
+            .is_some_and(|e| matches!(e.attr("type"), Some("cancel" | "auth")))
+}
+
+async fn notify(router: Arc<Router>, user: BareJid, registration: PushRegistration, iq: Element) {
+    let Ok(service) = Jid::new(&registration.service) else {
+        return;
+    };
+    let timeout = Duration::from_secs(router.config().push.timeout_secs);
+    let answer = router
+        .request_iq_as(user.to_string(), service, iq, timeout)
+        .await;
+    match answer {
+        Ok(answer) if registration_is_dead(&answer) => {
+            debug!(%user, service = %registration.service, "app server refused; disabling");
+            if let Some(node) = user.node() {
+                let _ = router
+                    .storage()
+                    .push
+                    .disable_push(
+                        node.as_str(),
+                        &registration.service,
+                        Some(&registration.node),
+                    )
+                    .await;
+            }
+        }
+        Ok(_) => {}
+        Err(e) => debug!(%user, service = %registration.service, error = %e, "no answer to a push"),
+    }
+}
+
+#[async_trait]
+impl MessageHook for Push {
+    async fn delivered(
+        &self,
+        router: &Arc<Router>,
+        to: &BareJid,
+        sessions: &[FullJid],
+        message: &Element,
+    ) {
+        if !is_important(message) || !nobody_is_listening(router, sessions) {
+            return;
+        }
+        let Some(node) = to.node() else {
+            return;
+        };
+        // Reading the registrations and talking to the app server happen off the delivery
+        // path: the sender's session should not wait for a phone to be woken.
+        let router = router.clone();
+        let user = to.clone();
+        let username = node.as_str().to_owned();
+        let message = message.clone();
+        tokio::spawn(async move {
+            let registrations = match router.storage().push.push_registrations(&username).await {
+                Ok(registrations) => registrations,
+                Err(e) => {
+                    warn!(error = %e, "reading push registrations failed");
+                    return;
+                }
+            };
+            for registration in registrations {
+                let iq = notification(&router, &registration, &message);
+                tokio::spawn(notify(router.clone(), user.clone(), registration, iq));
+            }
+        });
+    }
+}
