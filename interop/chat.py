@@ -33,12 +33,16 @@ class Client(slixmpp.ClientXMPP):
         self.auto_subscribe = False
         self.subscribe_requests = asyncio.Queue()
         # Entity capabilities carry the +notify interests that PEP filters notifications by.
-        for plugin in ("xep_0030", "xep_0115", "xep_0163", "xep_0084", "xep_0045"):
+        for plugin in ("xep_0030", "xep_0115", "xep_0163", "xep_0084", "xep_0045", "xep_0280"):
             self.register_plugin(plugin)
         self.avatars = asyncio.Queue()
         self.groupchat = asyncio.Queue()
         self.add_event_handler("groupchat_message", lambda m: self.groupchat.put_nowait(m))
         self.add_event_handler("avatar_metadata_publish", lambda m: self.avatars.put_nowait(m))
+        self.carbons_received = asyncio.Queue()
+        self.carbons_sent = asyncio.Queue()
+        self.add_event_handler("carbon_received", lambda m: self.carbons_received.put_nowait(m))
+        self.add_event_handler("carbon_sent", lambda m: self.carbons_sent.put_nowait(m))
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("presence_subscribe", lambda p: self.subscribe_requests.put_nowait(str(p["from"].bare)))
@@ -132,6 +136,26 @@ async def avatar(alice, bob):
     print("interop: avatar published and notified ok")
 
 
+async def carbons(alice, bob, cert, port):
+    """XEP-0280: a second resource of Alice's, with carbons enabled on both, sees what her
+    first resource receives and sends."""
+    laptop = await login(ALICE + "/laptop", "pw-alice", cert, port)
+    await alice.plugin["xep_0280"].enable()
+    await laptop.plugin["xep_0280"].enable()
+    bob.send_message(mto=ALICE + "/interop", mbody="carbon in", mtype="chat")
+    copy = (await asyncio.wait_for(laptop.carbons_received.get(), TIMEOUT))["carbon_received"]
+    assert (str(copy["from"]), copy["body"]) == (BOB + "/interop", "carbon in"), copy
+    sender, body = await asyncio.wait_for(alice.received.get(), TIMEOUT)
+    assert body == "carbon in", body
+    alice.send_message(mto=BOB, mbody="carbon out", mtype="chat")
+    copy = (await asyncio.wait_for(laptop.carbons_sent.get(), TIMEOUT))["carbon_sent"]
+    assert (str(copy["to"]), copy["body"]) == (BOB, "carbon out"), copy
+    _sender, body = await asyncio.wait_for(bob.received.get(), TIMEOUT)
+    assert body == "carbon out", body
+    print("interop: carbons sent and received ok")
+    return laptop
+
+
 ROOM = "interop@conference.localhost"
 
 
@@ -175,9 +199,10 @@ async def main(port, cert):
     await subscribe_both_ways(alice, bob)
     bob = await presence_comes_and_goes(alice, bob, cert, port)
     await chat(alice, bob)
+    laptop = await carbons(alice, bob, cert, port)
     await avatar(alice, bob)
     await group_chat(alice, bob)
-    for client in (alice, bob):
+    for client in (alice, bob, laptop):
         client.disconnect()
     print("interop: slixmpp alice <-> bob over STARTTLS ok")
 
