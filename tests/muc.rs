@@ -1289,3 +1289,127 @@ async fn a_stalled_occupant_does_not_delay_the_others() {
     }
     drop(stalled);
 }
+
+const RETRACT: &str = "urn:xmpp:message-retract:1";
+const MODERATE: &str = "urn:xmpp:message-moderate:1";
+
+fn room_stanza_id(el: &Element) -> String {
+    el.get_child("stanza-id", "urn:xmpp:sid:0")
+        .and_then(|s| s.attr("id"))
+        .expect("stanza-id")
+        .to_owned()
+}
+
+fn retraction_of<'a>(el: &'a Element, id: &str) -> Option<&'a Element> {
+    el.get_child("retract", RETRACT)
+        .filter(|r| r.attr("id") == Some(id))
+}
+
+#[tokio::test]
+async fn moderators_retract_any_message_and_history_keeps_a_tombstone() {
+    let t = TestServer::start().await;
+    let room = format!("moderated@{SERVICE}");
+    let mut alice = online(&t, "alice").await;
+    let mut bob = online(&t, "bob").await;
+    create_instant(&mut alice, &room, "Alice").await;
+    join(&mut bob, &room, "Bob").await;
+    say(&mut bob, &room, "spam spam").await;
+    let spam = alice.expect(body_is("spam spam")).await;
+    let id = room_stanza_id(&spam);
+    bob.expect(body_is("spam spam")).await;
+
+    // A participant may not moderate; an unknown id is item-not-found.
+    let refused = bob
+        .iq(&format!(
+            "<iq to='{room}' type='set'><moderate id='{id}' xmlns='{MODERATE}'><retract xmlns='{RETRACT}'/></moderate></iq>"
+        ))
+        .await;
+    assert_eq!(error_condition(&refused).as_deref(), Some("forbidden"));
+    let unknown = alice
+        .iq(&format!(
+            "<iq to='{room}' type='set'><moderate id='no-such-id' xmlns='{MODERATE}'><retract xmlns='{RETRACT}'/></moderate></iq>"
+        ))
+        .await;
+    assert_eq!(error_condition(&unknown).as_deref(), Some("item-not-found"));
+
+    let done = alice
+        .iq(&format!(
+            "<iq to='{room}' type='set'><moderate id='{id}' xmlns='{MODERATE}'><retract xmlns='{RETRACT}'/><reason>off topic</reason></moderate></iq>"
+        ))
+        .await;
+    assert_eq!(done.attr("type"), Some("result"), "{done:?}");
+    for session in [&mut alice, &mut bob] {
+        let announcement = session.expect(|el| retraction_of(el, &id).is_some()).await;
+        assert_eq!(announcement.attr("from"), Some(room.as_str()));
+        assert_eq!(announcement.attr("type"), Some("groupchat"));
+        let retract = retraction_of(&announcement, &id).unwrap();
+        let moderated = retract.get_child("moderated", MODERATE).expect("moderated");
+        assert_eq!(moderated.attr("by"), Some(format!("{room}/Alice").as_str()));
+        assert!(moderated.has_child("occupant-id", "urn:xmpp:occupant-id:0"));
+        assert_eq!(
+            retract
+                .get_child("reason", MODERATE)
+                .map(|r| r.text())
+                .as_deref(),
+            Some("off topic")
+        );
+    }
+    // A newcomer's history has the tombstone, not the text.
+    let mut carol = online(&t, "carol").await;
+    let (_, seen) = join_with(&mut carol, &room, "Carol", "").await;
+    let kept: Vec<&Element> = seen
+        .iter()
+        .filter(|el| {
+            el.get_child("stanza-id", "urn:xmpp:sid:0")
+                .and_then(|s| s.attr("id"))
+                == Some(id.as_str())
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{seen:?}");
+    assert!(!kept[0].has_child("body", "jabber:client"));
+    assert!(kept[0].has_child("retracted", RETRACT));
+    assert!(seen.iter().all(|el| !body_is("spam spam")(el)));
+}
+
+#[tokio::test]
+async fn occupants_retract_only_their_own_messages() {
+    let t = TestServer::start().await;
+    let room = format!("retract@{SERVICE}");
+    let mut alice = online(&t, "alice").await;
+    let mut bob = online(&t, "bob").await;
+    create_instant(&mut alice, &room, "Alice").await;
+    join(&mut bob, &room, "Bob").await;
+    say(&mut alice, &room, "typo").await;
+    let id = room_stanza_id(&bob.expect(body_is("typo")).await);
+    alice.expect(body_is("typo")).await;
+
+    // Bob cannot retract Alice's message.
+    bob.send(&format!(
+        "<message to='{room}' type='groupchat' id='r1'><retract id='{id}' xmlns='{RETRACT}'/></message>"
+    ))
+    .await;
+    let error = bob
+        .expect(|el| el.attr("type") == Some("error") && el.attr("id") == Some("r1"))
+        .await;
+    assert_eq!(error_condition(&error).as_deref(), Some("forbidden"));
+
+    alice
+        .send(&format!(
+            "<message to='{room}' type='groupchat' id='r2'><retract id='{id}' xmlns='{RETRACT}'/>\
+             <fallback xmlns='urn:xmpp:fallback:0' for='{RETRACT}'/>\
+             <body>This person attempted to retract a previous message</body></message>"
+        ))
+        .await;
+    let relayed = bob.expect(|el| retraction_of(el, &id).is_some()).await;
+    assert_eq!(relayed.attr("from"), Some(format!("{room}/Alice").as_str()));
+    let mut carol = online(&t, "carol").await;
+    let (_, seen) = join_with(&mut carol, &room, "Carol", "").await;
+    assert!(seen.iter().all(|el| !body_is("typo")(el)), "{seen:?}");
+    // The retraction itself is not history either.
+    assert!(seen
+        .iter()
+        .all(|el| el.get_child("retract", RETRACT).is_none()));
+    let info = disco_info(&mut carol, &room).await;
+    let vars = features(&info);
+    assert!(vars.iter().any(|v| v == MODERATE) && vars.iter().any(|v| v == RETRACT));
+}

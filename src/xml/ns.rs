@@ -54,3 +54,5 @@ pub const PUSH: &str = "urn:xmpp:push:0";
 pub const PUSH_SUMMARY: &str = "urn:xmpp:push:summary";
 pub const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
 pub const OMEMO: &str = "urn:xmpp:omemo:2";
+pub const MESSAGE_RETRACT: &str = "urn:xmpp:message-retract:1";
+pub const MESSAGE_MODERATE: &str = "urn:xmpp:message-moderate:1";

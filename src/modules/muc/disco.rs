@@ -105,6 +105,8 @@ pub(super) fn room_info(room: &Room, request: &Element) -> Element {
         ns::STANZA_ID,
         ns::OCCUPANT_ID,
         ns::MUC_SELF_PING,
+        ns::MESSAGE_MODERATE,
+        ns::MESSAGE_RETRACT,
         pick(c.persistent, "muc_persistent", "muc_temporary"),
         pick(c.members_only, "muc_membersonly", "muc_open"),
         pick(c.moderated, "muc_moderated", "muc_unmoderated"),

@@ -78,6 +78,29 @@ impl History {
         });
     }
 
+    /// The kept message the room gave the stanza-id `id`.
+    pub fn find(&self, id: &str) -> Option<&Element> {
+        self.entries
+            .iter()
+            .find(|entry| stanza_id(&entry.stanza) == Some(id))
+            .map(|entry| &entry.stanza)
+    }
+
+    /// Replaces the kept message with stanza-id `id` by what `with` makes of it (a retraction
+    /// tombstone); its place and time stay.
+    pub fn replace(&mut self, id: &str, with: impl FnOnce(&Element) -> Element) -> bool {
+        let Some(entry) = self
+            .entries
+            .iter_mut()
+            .find(|entry| stanza_id(&entry.stanza) == Some(id))
+        else {
+            return false;
+        };
+        entry.stanza = with(&entry.stanza);
+        entry.chars = xml::to_string(&entry.stanza).chars().count();
+        true
+    }
+
     /// The messages to send a joiner, oldest first, each with a `<delay/>` from the room.
     /// `room_limit` is the room's `muc#maxhistoryfetch`.
     pub fn select(&self, request: &HistoryRequest, room_limit: usize, room: &str) -> Vec<Element> {
@@ -121,6 +144,13 @@ impl History {
             })
             .collect()
     }
+}
+
+/// The id the room stamped on a message it broadcast.
+fn stanza_id(message: &Element) -> Option<&str> {
+    message
+        .get_child("stanza-id", ns::STANZA_ID)
+        .and_then(|s| s.attr("id"))
 }
 
 #[cfg(test)]

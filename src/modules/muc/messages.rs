@@ -74,6 +74,9 @@ async fn groupchat(
             super::persist::save_room(router, room).await;
         }
     }
+    let sender_occupant_id = sender.occupant_id.clone();
+    let is_retraction = super::moderation::own_retraction(room, &sender_occupant_id, &message)?;
+    let sender = &room.occupants[index];
     let room_name = room.jid.to_string();
     let mut out = message;
     stanza::remove_attr(&mut out, "to");
@@ -87,7 +90,7 @@ async fn groupchat(
     stanza::set_attr(&mut stanza_id, "by", room_name);
     out.append_child(stanza_id);
     out.append_child(occupant_id(&sender.occupant_id));
-    if has_body && subject.is_none() {
+    if has_body && subject.is_none() && !is_retraction {
         room.history.push(out.clone());
     }
     room.broadcast_message(router, &out).await;

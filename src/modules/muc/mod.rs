@@ -17,6 +17,7 @@ mod forward;
 mod history;
 mod join;
 mod messages;
+mod moderation;
 mod owner;
 mod persist;
 mod room;
@@ -310,6 +311,8 @@ impl Muc {
             admin::handle(self, router, &mut room, &from, is_get, &payload).await
         } else if payload.is("query", ns::MUC_OWNER) {
             owner::handle(self, router, &mut room, &from, is_get, &payload).await
+        } else if !is_get && payload.is("moderate", ns::MESSAGE_MODERATE) {
+            moderation::moderate(router, &mut room, &from, &payload).await
         } else {
             Err(StanzaError::service_unavailable())
         };
