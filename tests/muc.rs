@@ -936,46 +936,87 @@ async fn private_messages_between_occupants() {
 #[tokio::test]
 async fn persistent_room_and_affiliations_survive_a_restart() {
     let first = TestServer::start().await;
-    first.add_user("alice").await;
-    first.add_user("bob").await;
-    first.add_user("carol").await;
     let db = first.db_path();
     let room = format!("lasting@{SERVICE}");
-    {
-        let mut alice = Session::online(&first, "alice", "r").await;
-        join(&mut alice, &room, "Alice").await;
-        let done = configure(
-            &mut alice,
-            &room,
-            &[
-                ("muc#roomconfig_persistentroom", "1"),
-                ("muc#roomconfig_roomname", "Lasting"),
-                ("muc#roomconfig_membersonly", "1"),
-            ],
-        )
-        .await;
-        assert_eq!(done.attr("type"), Some("result"));
-        let r = admin(
-            &mut alice,
-            &room,
-            "<item jid='bob@localhost' affiliation='member'/>",
-        )
-        .await;
-        assert_eq!(r.attr("type"), Some("result"));
-        alice
-            .send(&format!(
-                "<message to='{room}' type='groupchat'><subject>Kept</subject></message>"
-            ))
-            .await;
-        alice.expect(is_subject).await;
-    }
+    set_up_lasting_room(&first, &room).await;
     let TestServer { server, dir, .. } = first;
     server.shutdown().await;
 
     let url = format!("sqlite://{}", db.display());
     let second = TestServer::start_with(|c| c.storage.url = url).await;
-    let mut bob = Session::online(&second, "bob", "r").await;
-    let (own, seen) = join_with(&mut bob, &room, "Bob", "").await;
+    check_lasting_room(&second, &room).await;
+    drop(dir);
+}
+
+/// The same, on PostgreSQL (a fresh schema in `CORVID_TEST_POSTGRES`, dropped afterwards).
+#[tokio::test]
+async fn persistent_room_survives_a_restart_on_postgres() {
+    let Ok(url) = std::env::var("CORVID_TEST_POSTGRES") else {
+        println!("skipped: CORVID_TEST_POSTGRES not set");
+        return;
+    };
+    let schema = format!("corvid_muc_{:016x}", rand::random::<u64>());
+    let open = || async {
+        let backend = corvid::storage::PostgresStorage::open_with_schema(&url, &schema)
+            .await
+            .expect("postgres opens");
+        corvid::storage::Storage::from_backend(std::sync::Arc::new(backend))
+    };
+    let room = format!("lasting@{SERVICE}");
+    let storage = open().await;
+    let first = TestServer::start_custom(|_| {}, move |_| storage).await;
+    set_up_lasting_room(&first, &room).await;
+    first.server.shutdown().await;
+    let storage = open().await;
+    let second = TestServer::start_custom(|_| {}, move |_| storage).await;
+    check_lasting_room(&second, &room).await;
+    second.server.shutdown().await;
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&mut conn)
+        .await
+        .expect("drop schema");
+}
+
+/// Alice makes `room` persistent, members-only and named, makes Bob a member and sets a
+/// subject.
+async fn set_up_lasting_room(t: &TestServer, room: &str) {
+    for user in ["alice", "bob", "carol"] {
+        t.add_user(user).await;
+    }
+    let mut alice = Session::online(t, "alice", "r").await;
+    join(&mut alice, room, "Alice").await;
+    let done = configure(
+        &mut alice,
+        room,
+        &[
+            ("muc#roomconfig_persistentroom", "1"),
+            ("muc#roomconfig_roomname", "Lasting"),
+            ("muc#roomconfig_membersonly", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(done.attr("type"), Some("result"));
+    let r = admin(
+        &mut alice,
+        room,
+        "<item jid='bob@localhost' affiliation='member'/>",
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    alice
+        .send(&format!(
+            "<message to='{room}' type='groupchat'><subject>Kept</subject></message>"
+        ))
+        .await;
+    alice.expect(is_subject).await;
+}
+
+/// After a restart: the room, its configuration, affiliations and subject are all there.
+async fn check_lasting_room(second: &TestServer, room: &str) {
+    let mut bob = Session::online(second, "bob", "r").await;
+    let (own, seen) = join_with(&mut bob, room, "Bob", "").await;
     assert!(!codes(&own).contains(&201), "the room still exists");
     assert_eq!(item(&own).attr("affiliation"), Some("member"));
     let subject = seen.last().expect("subject");
@@ -986,15 +1027,15 @@ async fn persistent_room_and_affiliations_survive_a_restart() {
             .as_deref(),
         Some("Kept")
     );
-    let mut carol = Session::online(&second, "carol", "r").await;
+    let mut carol = Session::online(second, "carol", "r").await;
     assert_eq!(
-        join_error(&mut carol, &room, "Carol", "").await,
+        join_error(&mut carol, room, "Carol", "").await,
         "registration-required"
     );
-    let mut alice = Session::online(&second, "alice", "r").await;
-    let own = join(&mut alice, &room, "Alice").await;
+    let mut alice = Session::online(second, "alice", "r").await;
+    let own = join(&mut alice, room, "Alice").await;
     assert_eq!(item(&own).attr("affiliation"), Some("owner"));
-    let info = disco_info(&mut alice, &room).await;
+    let info = disco_info(&mut alice, room).await;
     assert!(features(&info).contains(&"muc_persistent".to_owned()));
     assert_eq!(
         form_value(&info, "muc#roomconfig_roomname").as_deref(),
@@ -1012,8 +1053,7 @@ async fn persistent_room_and_affiliations_survive_a_restart() {
         .children()
         .filter_map(|i| i.attr("jid").map(str::to_owned))
         .collect();
-    assert_eq!(rooms, vec![room]);
-    drop(dir);
+    assert_eq!(rooms, vec![room.to_owned()]);
 }
 
 #[tokio::test]
