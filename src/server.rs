@@ -89,9 +89,15 @@ pub async fn start_with_modules(
     extra: Vec<Arc<dyn Module>>,
 ) -> Result<RunningServer, ServerError> {
     let tls = TlsContext::load_or_generate(&config.tls, &config.domain)?;
-    // Unknown users get the same decoy salt from every start of this server only if the secret
-    // is set; a random one per process is the fallback (see `sasl::init_decoy_secret`).
-    let _ = crate::sasl::init_decoy_secret(rand::random());
+    // Unknown users get the same decoy salt from every start of this server (and every node):
+    // the secret is generated once and kept in storage (see `sasl::init_decoy_secret`).
+    let decoy = storage
+        .secrets
+        .server_secret("scram-decoy-salts", &rand::random::<[u8; 32]>())
+        .await?;
+    if let Ok(decoy) = <[u8; 32]>::try_from(decoy.as_slice()) {
+        let _ = crate::sasl::init_decoy_secret(decoy);
+    }
     let storage = storage.with_roster_cache(ROSTER_CACHE_USERS);
     let mut all = modules::all(&config);
     all.extend(extra);

@@ -1453,3 +1453,29 @@ async fn occupants_retract_only_their_own_messages() {
     let vars = features(&info);
     assert!(vars.iter().any(|v| v == MODERATE) && vars.iter().any(|v| v == RETRACT));
 }
+
+#[tokio::test]
+async fn occupant_ids_survive_a_restart() {
+    let first = TestServer::start().await;
+    first.add_user("alice").await;
+    let db = first.db_path();
+    let room = format!("ids-kept@{SERVICE}");
+    let occupant_id = |own: &Element| {
+        own.get_child("occupant-id", "urn:xmpp:occupant-id:0")
+            .and_then(|o| o.attr("id"))
+            .map(str::to_owned)
+            .expect("occupant-id")
+    };
+    let before = {
+        let mut alice = Session::online(&first, "alice", "r").await;
+        occupant_id(&join(&mut alice, &room, "Alice").await)
+    };
+    let TestServer { server, dir, .. } = first;
+    server.shutdown().await;
+    let url = format!("sqlite://{}", db.display());
+    let second = TestServer::start_with(|c| c.storage.url = url).await;
+    let mut alice = Session::online(&second, "alice", "r").await;
+    let after = occupant_id(&join(&mut alice, &room, "Alice").await);
+    assert_eq!(before, after);
+    drop(dir);
+}

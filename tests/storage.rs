@@ -131,6 +131,7 @@ backend_tests!(
     muc_affiliations_set_remove_and_need_the_room,
     push_enable_replace_disable_and_cap,
     push_needs_account_and_goes_with_it,
+    server_secret_is_created_once,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -910,6 +911,15 @@ async fn push_needs_account_and_goes_with_it(s: Storage) {
     s.accounts.delete_account("alice").await.unwrap();
     s.accounts.create_account("alice", &[]).await.unwrap();
     assert!(s.push.push_registrations("alice").await.unwrap().is_empty());
+}
+
+async fn server_secret_is_created_once(s: Storage) {
+    let first = s.secrets.server_secret("k", &[1, 2, 3]).await.unwrap();
+    assert_eq!(first, [1, 2, 3]);
+    let again = s.secrets.server_secret("k", &[9, 9]).await.unwrap();
+    assert_eq!(again, [1, 2, 3]);
+    let other = s.secrets.server_secret("other", &[7]).await.unwrap();
+    assert_eq!(other, [7]);
 }
 
 fn pep_config(max_items: u32) -> NodeConfig {

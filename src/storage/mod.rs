@@ -8,6 +8,7 @@ mod postgres;
 mod push;
 mod roster;
 mod roster_cache;
+mod secrets;
 mod sqlite;
 mod vcard;
 
@@ -24,6 +25,7 @@ pub use roster::{
     LastActivity, LastActivityStore, RosterItem, RosterStore, RosterWrite, Subscription,
 };
 pub use roster_cache::CachedRosterStore;
+pub use secrets::ServerSecretStore;
 pub use sqlite::SqliteStorage;
 pub use vcard::{StoredVcard, VcardStore};
 
@@ -145,6 +147,7 @@ pub struct Storage {
     pub pep: Arc<dyn PepStore>,
     pub muc: Arc<dyn MucStore>,
     pub push: Arc<dyn PushStore>,
+    pub secrets: Arc<dyn ServerSecretStore>,
 }
 
 impl Storage {
@@ -182,6 +185,7 @@ impl Storage {
             + PepStore
             + MucStore
             + PushStore
+            + ServerSecretStore
             + 'static,
     {
         Storage {
@@ -193,7 +197,8 @@ impl Storage {
             vcard: backend.clone(),
             pep: backend.clone(),
             muc: backend.clone(),
-            push: backend,
+            push: backend.clone(),
+            secrets: backend,
         }
     }
 }

@@ -49,8 +49,9 @@ pub struct Muc {
     /// Rooms each user created that still exist.
     created: StdMutex<HashMap<BareJid, u32>>,
     loaded: OnceCell<()>,
-    /// Key for XEP-0421 occupant ids: stable for this process, unguessable from outside.
-    secret: [u8; 32],
+    /// Key for XEP-0421 occupant ids: generated once and kept in storage, so an occupant's
+    /// id survives restarts; unguessable from outside. Read with the rooms.
+    secret: OnceCell<Vec<u8>>,
     forwarder: forward::Forwarder,
 }
 
@@ -66,7 +67,7 @@ impl Muc {
             rooms: StdMutex::new(HashMap::new()),
             created: StdMutex::new(HashMap::new()),
             loaded: OnceCell::new(),
-            secret: rand::random(),
+            secret: OnceCell::new(),
             forwarder: forward::Forwarder::default(),
         }))
     }
@@ -137,7 +138,10 @@ impl Muc {
 
     /// XEP-0421: an opaque id for `user` in `room`, the same for all its sessions.
     fn occupant_id(&self, room: &BareJid, user: &BareJid) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.secret) else {
+        let Some(secret) = self.secret.get() else {
+            return String::new();
+        };
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
             return String::new();
         };
         mac.update(room.to_string().as_bytes());
@@ -150,6 +154,22 @@ impl Muc {
     async fn ensure_loaded(&self, router: &Arc<Router>) {
         self.loaded
             .get_or_init(|| async {
+                let fresh: [u8; 32] = rand::random();
+                let secret = match router
+                    .storage()
+                    .secrets
+                    .server_secret("muc-occupant-ids", &fresh)
+                    .await
+                {
+                    Ok(secret) => secret,
+                    Err(e) => {
+                        // Ids then change on restart, which clients survive; refusing to
+                        // serve rooms would be worse.
+                        tracing::warn!(error = %e, "reading the occupant-id key failed");
+                        fresh.to_vec()
+                    }
+                };
+                let _ = self.secret.set(secret);
                 for room in persist::load(router, &self.limits).await {
                     let jid = room.jid.clone();
                     self.rooms()

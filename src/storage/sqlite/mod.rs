@@ -24,6 +24,7 @@ mod muc;
 mod pep;
 mod push;
 mod roster;
+mod secrets;
 mod vcard;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
