@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
 
 mod blocking;
+mod fast;
 mod muc;
 mod pep;
 mod postgres;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use blocking::{BlockWrite, BlocklistStore};
+pub use fast::{FastSlot, FastToken, FastTokenStore};
 pub use muc::{MucStore, StoredAffiliation, StoredRoom};
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
 pub use postgres::PostgresStorage;
@@ -75,7 +77,8 @@ pub trait AccountStore: Send + Sync {
     /// Creates the account with one credential set per hash; `Conflict` if it exists.
     async fn create_account(&self, username: &str, creds: &[ScramCredentials])
         -> StorageResult<()>;
-    /// Replaces every credential set of an existing account; `NotFound` if there is none.
+    /// Replaces every credential set of an existing account and revokes its FAST tokens;
+    /// `NotFound` if there is none.
     async fn set_credentials(
         &self,
         username: &str,
@@ -142,6 +145,7 @@ pub struct Storage {
     pub vcard: Arc<dyn VcardStore>,
     pub pep: Arc<dyn PepStore>,
     pub muc: Arc<dyn MucStore>,
+    pub fast: Arc<dyn FastTokenStore>,
 }
 
 impl Storage {
@@ -178,6 +182,7 @@ impl Storage {
             + VcardStore
             + PepStore
             + MucStore
+            + FastTokenStore
             + 'static,
     {
         Storage {
@@ -188,7 +193,8 @@ impl Storage {
             blocklist: backend.clone(),
             vcard: backend.clone(),
             pep: backend.clone(),
-            muc: backend,
+            muc: backend.clone(),
+            fast: backend,
         }
     }
 }
