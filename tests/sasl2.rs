@@ -545,6 +545,43 @@ async fn fast_expired_token_is_refused_as_credentials_expired() {
 }
 
 #[tokio::test]
+async fn fast_token_in_the_second_half_of_its_life_is_rotated() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    // An hour left of a 14-day lifetime: time to hand out the next token.
+    t.storage()
+        .fast
+        .issue_fast_token(
+            "alice",
+            "agent-a",
+            "aging-token",
+            "HT-SHA-256-NONE",
+            now + 3_600_000,
+            now,
+        )
+        .await
+        .unwrap();
+    let (mut raw, _) = connect(&t).await;
+    let ua = user_agent("agent-a");
+    let ok = token_login(
+        &mut raw,
+        "HT-SHA-256-NONE",
+        "alice",
+        "aging-token",
+        &[],
+        &ua,
+    )
+    .await;
+    let (next, _) = token_of(&ok);
+    close(raw).await;
+    let (mut raw, _) = connect(&t).await;
+    let ok = token_login(&mut raw, "HT-SHA-256-NONE", "alice", &next, &[], &ua).await;
+    assert!(ok.is("success", SASL2), "{ok:?}");
+    assert!(!ok.has_child("token", FAST), "the new token is fresh");
+}
+
+#[tokio::test]
 async fn fast_rotation_keeps_the_old_token_until_the_new_one_is_used() {
     let t = TestServer::start().await;
     t.add_user("alice").await;

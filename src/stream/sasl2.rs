@@ -57,10 +57,16 @@ impl Request {
             .attr("mechanism")
             .ok_or(SaslFailure::InvalidMechanism)?
             .to_string();
-        let initial = el
+        // XEP-0388 §2.2: no element is no initial response, an empty one is empty data (which
+        // RFC 6120 writes as "=").
+        let initial = match el
             .get_child("initial-response", ns::SASL2)
             .map(|r| r.text())
-            .unwrap_or_default();
+        {
+            Some(text) if text.trim().is_empty() => "=".to_string(),
+            Some(text) => text,
+            None => String::new(),
+        };
         let client_id = match el
             .get_child("user-agent", ns::SASL2)
             .and_then(|ua| ua.attr("id"))
