@@ -43,13 +43,24 @@ fn bind2(tag: &str, extra: &str) -> String {
 /// A SASL2 SCRAM-SHA-256 login; `inline` goes inside `<authenticate/>`. On success the
 /// additional data must carry a server signature the client accepts.
 async fn scram_login(raw: &mut Raw, user: &str, inline: &str) -> Element {
+    scram_login_with(raw, user, inline, ChannelBinding::None).await
+}
+
+/// `scram_login` with channel binding: SCRAM-SHA-256-PLUS unless `binding` is None.
+async fn scram_login_with(
+    raw: &mut Raw,
+    user: &str,
+    inline: &str,
+    binding: ChannelBinding,
+) -> Element {
     let creds = Credentials::default()
         .with_username(user)
         .with_password(PASSWORD)
-        .with_channel_binding(ChannelBinding::None);
+        .with_channel_binding(binding);
     let mut client = Scram::<Sha256>::from_credentials(creds).expect("scram client");
+    let mechanism = client.name().to_string();
     raw.write(&format!(
-        "<authenticate xmlns='{SASL2}' mechanism='SCRAM-SHA-256'>\
+        "<authenticate xmlns='{SASL2}' mechanism='{mechanism}'>\
          <initial-response>{}</initial-response>{inline}</authenticate>",
         BASE64.encode(client.initial())
     ))
@@ -183,16 +194,20 @@ async fn close(mut raw: Raw) {
     assert!(raw.closed().await);
 }
 
-/// A bound SASL2 session, checked to be usable: the stream was not restarted, so the very
-/// next element is the answer to a roster get.
+/// A bound SASL2 session, checked to be usable: the stream was not restarted, the success is
+/// followed by features that offer no binding (XEP-0388 §2.6), and a roster get is answered.
 async fn bound_session(mut raw: Raw, success: &Element) -> Session {
     assert!(success.is("success", SASL2), "{success:?}");
     assert!(success.has_child("bound", BIND2), "{success:?}");
     let jid = identifier(success);
+    let features = raw.element().await;
+    assert_eq!(features.name(), "features", "{features:?}");
+    assert!(!features.has_child("bind", ns::BIND), "already bound");
+    assert!(features.has_child("ver", "urn:xmpp:features:rosterver"));
     raw.write("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
         .await;
     let answer = raw.element().await;
-    assert_eq!(answer.name(), "iq", "no features or restart after Bind2");
+    assert_eq!(answer.name(), "iq", "no restart after Bind2");
     assert_eq!(answer.attr("type"), Some("result"));
     Session::from_raw(raw, jid)
 }
@@ -268,6 +283,45 @@ async fn scram_with_bind2_then_roster_and_chat_without_restart() {
     ))
     .await;
     assert_eq!(body(&alice.expect(is_message_with_body).await), "hi alice");
+}
+
+#[tokio::test]
+async fn scram_plus_over_sasl2_checks_the_channel_binding() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    let (mut raw, _) = connect(&t).await;
+    let wrong = ChannelBinding::TlsExporter(vec![0; 32]);
+    let failure = scram_login_with(&mut raw, "alice", "", wrong).await;
+    assert_eq!(failure_condition(&failure), "not-authorized");
+    let right = ChannelBinding::TlsExporter(raw.exporter.clone().expect("tls-exporter"));
+    let inline = format!("{}{}", user_agent("ua-plus"), bind2("App", ""));
+    let success = scram_login_with(&mut raw, "alice", &inline, right).await;
+    let mut alice = bound_session(raw, &success).await;
+    assert!(alice.drain().await.is_empty());
+}
+
+#[tokio::test]
+async fn abort_and_foreign_elements_during_the_exchange() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    let (mut raw, _) = connect(&t).await;
+    let start = format!(
+        "<authenticate xmlns='{SASL2}' mechanism='SCRAM-SHA-256'><initial-response>{}</initial-response></authenticate>",
+        BASE64.encode("n,,n=alice,r=abcdefghijklmnop")
+    );
+    raw.write(&start).await;
+    assert!(raw.element().await.is("challenge", SASL2));
+    raw.write(&format!("<abort xmlns='{SASL2}'/>")).await;
+    assert_eq!(failure_condition(&raw.element().await), "aborted");
+    // An RFC 6120 <response/> is not part of a SASL2 exchange.
+    raw.write(&start).await;
+    assert!(raw.element().await.is("challenge", SASL2));
+    raw.write("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>AA==</response>")
+        .await;
+    assert_eq!(failure_condition(&raw.element().await), "malformed-request");
+    // Neither left the stream unusable.
+    let success = plain_login(&mut raw, "alice", "").await;
+    assert!(success.is("success", SASL2), "{success:?}");
 }
 
 #[tokio::test]

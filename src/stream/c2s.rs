@@ -144,13 +144,15 @@ impl<T: Transport> C2s<T> {
                         }
                     }
                 }
-                // XEP-0388: no stream restart. Bound inline, the session starts; otherwise
-                // the post-authentication features follow and the client binds itself.
+                // XEP-0388: no stream restart, features right after the success. Bound
+                // inline, the session starts; otherwise the client binds itself.
                 if el.is("authenticate", ns::SASL2) && username.is_none() {
                     match sasl2::authenticate(self, el).await? {
                         Sasl2Outcome::Success(login) => {
                             let login = *login;
                             if let Some(jid) = login.bound {
+                                self.send_stream_features(&features::after_inline_bind())
+                                    .await?;
                                 let inline = login.inline;
                                 return Ok(Negotiated { jid, inline });
                             }
@@ -233,6 +235,10 @@ impl<T: Transport> C2s<T> {
             );
             classic + &sasl2
         };
+        self.send_stream_features(&body).await
+    }
+
+    async fn send_stream_features(&mut self, body: &str) -> Result<(), End> {
         let decl = self.transport.stream_prefix_declaration();
         let xml = format!("<stream:features{decl}>{body}</stream:features>");
         self.transport.send(&[xml.as_bytes()]).await?;

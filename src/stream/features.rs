@@ -65,6 +65,16 @@ pub fn sasl2(mechanisms: &[Mechanism], token_mechanisms: &[HtMechanism]) -> Stri
     out
 }
 
+/// After a SASL2 success that bound a resource inline (XEP-0388 §2.6 sends features after
+/// every success): what is left to use on the bound stream, so no `<bind/>` or `<session/>`.
+pub fn after_inline_bind() -> String {
+    format!(
+        "<ver xmlns='{}'/><sub xmlns='{}'/>",
+        ns::ROSTER_VER_FEATURE,
+        ns::PRE_APPROVAL_FEATURE
+    )
+}
+
 /// After authentication: resource binding, RFC 3921 sessions marked optional for the clients
 /// that still look for them, and the roster features of RFC 6121 (versioning §2.6,
 /// subscription pre-approval §3.4).

@@ -37,7 +37,6 @@ pub(super) struct Sasl2Login {
 }
 
 /// The parsed `<authenticate/>`.
-#[derive(Debug)]
 struct Request {
     mechanism: String,
     /// Base64 text of `<initial-response/>`, empty when there is none.
@@ -49,6 +48,19 @@ struct Request {
     request_token: Option<String>,
     fast: FastUse,
     sm_resume: Option<Element>,
+}
+
+// The initial response may hold a password (PLAIN) or a token hash: never in logs.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("mechanism", &self.mechanism)
+            .field("client_id", &self.client_id)
+            .field("bind", &self.bind)
+            .field("request_token", &self.request_token)
+            .field("fast", &self.fast)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Request {
