@@ -494,6 +494,15 @@ async fn fast_token_is_bound_to_its_mechanism_and_channel() {
     let ok = token_login(&mut raw, "HT-SHA-256-EXPR", "alice", &token, &exporter, &ua).await;
     assert!(ok.is("success", SASL2), "{ok:?}");
     assert_eq!(identifier(&ok), "alice@localhost");
+
+    // tls-server-end-point: the hash of the server's certificate (ECDSA-SHA256, so SHA-256).
+    use sha2::Digest;
+    let token = first_login(&t, "alice", "agent-e", "HT-SHA-256-ENDP").await;
+    let (mut raw, _) = connect(&t).await;
+    let ua = user_agent("agent-e");
+    let endpoint = sha2::Sha256::digest(&t.cert_der).to_vec();
+    let ok = token_login(&mut raw, "HT-SHA-256-ENDP", "alice", &token, &endpoint, &ua).await;
+    assert!(ok.is("success", SASL2), "{ok:?}");
 }
 
 #[tokio::test]

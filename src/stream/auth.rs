@@ -192,7 +192,7 @@ async fn plain<T: Transport>(c2s: &mut C2s<T>, message: &[u8]) -> Exchange {
 
 /// Takes the context rather than the stream: nothing borrowed from the transport may live
 /// across the storage await (transports are `Send` but not `Sync`).
-pub(super) async fn lookup(
+async fn lookup(
     ctx: &ServerContext,
     username: &str,
     hash: ScramHash,
