@@ -498,4 +498,17 @@ mod tests {
         let err = Config::parse("[storage]\nurl = 'mysql://x'\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("storage.url"), "{err}");
     }
+
+    #[test]
+    fn fast_token_lifetime_must_be_positive() {
+        let err =
+            Config::parse("[fast]\ntoken_lifetime_secs = 0\n", Path::new("c.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains("fast.token_lifetime_secs"),
+            "{err}"
+        );
+        let config = Config::parse("[fast]\nenabled = false\n", Path::new("c.toml")).unwrap();
+        assert!(!config.fast.enabled);
+        assert_eq!(config.fast.token_lifetime_secs, 14 * 24 * 3600);
+    }
 }

@@ -711,3 +711,22 @@ async fn bad_authenticate_gets_sasl_failures_and_the_server_stays_up() {
     let mut bob = Session::online(&t, "bob", "desk").await;
     assert!(bob.drain().await.is_empty());
 }
+
+#[tokio::test]
+async fn sasl2_elements_out_of_order_end_the_stream() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    // A response with no exchange under way.
+    let (mut raw, _) = connect(&t).await;
+    raw.write(&format!("<response xmlns='{SASL2}'>AA==</response>"))
+        .await;
+    assert_eq!(raw.stream_error().await, "not-authorized");
+    // A second authentication on an authenticated stream.
+    let (mut raw, _) = connect(&t).await;
+    let success = plain_login(&mut raw, "alice", "").await;
+    assert!(success.is("success", SASL2), "{success:?}");
+    assert_eq!(raw.element().await.name(), "features");
+    let again = plain_login(&mut raw, "alice", "").await;
+    assert!(again.name() == "error", "{again:?}");
+    assert!(again.has_child("not-authorized", ns::STREAMS_ERRORS));
+}
