@@ -34,6 +34,7 @@ pub struct Config {
     pub pep: PepConfig,
     pub muc: MucConfig,
     pub push: PushConfig,
+    pub fast: FastConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +112,18 @@ pub struct AuthConfig {
     pub allow_plain_without_tls: bool,
     /// Failed authentications from one address before responses start to be delayed.
     pub failures_before_delay: u32,
+}
+
+/// XEP-0484 FAST: tokens that clients trade a password login for, to log in again in one
+/// round trip (SASL2 only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FastConfig {
+    /// Offer the HT-SHA-256 token mechanisms and issue tokens.
+    pub enabled: bool,
+    /// How long an issued token stays valid. A login with a token in the second half of its
+    /// life gets a fresh one; a device offline for longer must log in with its password.
+    pub token_lifetime_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +241,7 @@ impl Default for Config {
             pep: PepConfig::default(),
             push: PushConfig::default(),
             muc: MucConfig::default(),
+            fast: FastConfig::default(),
         }
     }
 }
@@ -254,6 +268,15 @@ impl Default for TlsConfig {
             cert: "./certs/localhost.crt".into(),
             key: "./certs/localhost.key".into(),
             generate_self_signed: true,
+        }
+    }
+}
+
+impl Default for FastConfig {
+    fn default() -> Self {
+        FastConfig {
+            enabled: true,
+            token_lifetime_secs: 14 * 24 * 3600,
         }
     }
 }
@@ -405,6 +428,12 @@ impl Config {
                 "auth.scram_iterations must be at least 4096 (RFC 7677)".into(),
             ));
         }
+        // Beyond this, expiry times no longer fit the stored milliseconds.
+        if !(1..=100 * 365 * 24 * 3600).contains(&self.fast.token_lifetime_secs) {
+            return Err(ConfigError::Invalid(
+                "fast.token_lifetime_secs must be between 1 second and 100 years".into(),
+            ));
+        }
         if self.limits.session_queue < 16 {
             return Err(ConfigError::Invalid(
                 "limits.session_queue must be at least 16".into(),
@@ -498,5 +527,18 @@ mod tests {
         assert!(Config::parse("domain = 'a@b'\n", Path::new("c.toml")).is_err());
         let err = Config::parse("[storage]\nurl = 'mysql://x'\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("storage.url"), "{err}");
+    }
+
+    #[test]
+    fn fast_token_lifetime_must_be_positive() {
+        let err =
+            Config::parse("[fast]\ntoken_lifetime_secs = 0\n", Path::new("c.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains("fast.token_lifetime_secs"),
+            "{err}"
+        );
+        let config = Config::parse("[fast]\nenabled = false\n", Path::new("c.toml")).unwrap();
+        assert!(!config.fast.enabled);
+        assert_eq!(config.fast.token_lifetime_secs, 14 * 24 * 3600);
     }
 }

@@ -132,6 +132,9 @@ backend_tests!(
     push_enable_replace_disable_and_cap,
     push_needs_account_and_goes_with_it,
     server_secret_is_created_once,
+    fast_tokens_rotate_through_two_slots,
+    fast_token_count_must_increase,
+    fast_tokens_expire_and_go_with_password_and_account,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -815,6 +818,162 @@ async fn vcard_needs_account_and_goes_with_it(s: Storage) {
     s.accounts.delete_account("alice").await.unwrap();
     s.accounts.create_account("alice", &[]).await.unwrap();
     assert_eq!(s.vcard.vcard("alice").await.unwrap(), None);
+}
+
+const NONE: &str = "HT-SHA-256-NONE";
+const LATER: i64 = 2_000_000_000_000;
+const NOW: i64 = 1_700_000_000_000;
+
+/// (slot, token) of one client's stored tokens, `new` first.
+async fn fast_slots(s: &Storage, user: &str, client: &str) -> Vec<(FastSlot, String)> {
+    s.fast
+        .fast_tokens(user, client)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.slot, t.token))
+        .collect()
+}
+
+async fn fast_tokens_rotate_through_two_slots(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let fast = &s.fast;
+    fast.issue_fast_token("alice", "ua", "t1", NONE, LATER, NOW)
+        .await
+        .unwrap();
+    // An unused token is replaced by the next one issued.
+    fast.issue_fast_token("alice", "ua", "t2", NONE, LATER + 1, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        fast_slots(&s, "alice", "ua").await,
+        [(FastSlot::New, "t2".to_string())]
+    );
+    let stored = &fast.fast_tokens("alice", "ua").await.unwrap()[0];
+    assert_eq!(
+        (
+            stored.mechanism.as_str(),
+            stored.expires_at_ms,
+            stored.last_count
+        ),
+        (NONE, LATER + 1, None)
+    );
+    assert!(!fast
+        .use_fast_token("alice", "ua", "t1", None)
+        .await
+        .unwrap());
+    assert!(fast
+        .use_fast_token("alice", "ua", "t2", None)
+        .await
+        .unwrap());
+    fast.issue_fast_token("alice", "ua", "t3", NONE, LATER + 2, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        fast_slots(&s, "alice", "ua").await,
+        [
+            (FastSlot::New, "t3".to_string()),
+            (FastSlot::Current, "t2".to_string())
+        ]
+    );
+    // The current token still works while the new one is unused...
+    assert!(fast
+        .use_fast_token("alice", "ua", "t2", None)
+        .await
+        .unwrap());
+    assert_eq!(fast_slots(&s, "alice", "ua").await.len(), 2);
+    // ...and using the new one retires it.
+    assert!(fast
+        .use_fast_token("alice", "ua", "t3", None)
+        .await
+        .unwrap());
+    assert_eq!(
+        fast_slots(&s, "alice", "ua").await,
+        [(FastSlot::Current, "t3".to_string())]
+    );
+    assert!(!fast
+        .use_fast_token("alice", "ua", "t2", None)
+        .await
+        .unwrap());
+    // Other clients and users are separate.
+    assert!(fast_slots(&s, "alice", "other").await.is_empty());
+    assert!(!fast
+        .use_fast_token("alice", "other", "t3", None)
+        .await
+        .unwrap());
+    fast.delete_fast_token("alice", "ua", "t3").await.unwrap();
+    assert!(fast_slots(&s, "alice", "ua").await.is_empty());
+}
+
+async fn fast_token_count_must_increase(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let fast = &s.fast;
+    fast.issue_fast_token("alice", "ua", "t1", NONE, LATER, NOW)
+        .await
+        .unwrap();
+    assert!(fast
+        .use_fast_token("alice", "ua", "t1", Some(3))
+        .await
+        .unwrap());
+    assert!(!fast
+        .use_fast_token("alice", "ua", "t1", Some(3))
+        .await
+        .unwrap());
+    assert!(!fast
+        .use_fast_token("alice", "ua", "t1", Some(2))
+        .await
+        .unwrap());
+    // Without a count (no 0-RTT) the last one is kept.
+    assert!(fast
+        .use_fast_token("alice", "ua", "t1", None)
+        .await
+        .unwrap());
+    assert_eq!(
+        fast.fast_tokens("alice", "ua").await.unwrap()[0].last_count,
+        Some(3)
+    );
+    // Concurrent replays of one count: exactly one wins.
+    let attempts = (0..8).map(|_| fast.use_fast_token("alice", "ua", "t1", Some(9)));
+    let wins = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(wins, 1);
+    // A new token starts counting afresh.
+    fast.issue_fast_token("alice", "ua", "t2", NONE, LATER, NOW)
+        .await
+        .unwrap();
+    assert!(fast
+        .use_fast_token("alice", "ua", "t2", Some(1))
+        .await
+        .unwrap());
+}
+
+async fn fast_tokens_expire_and_go_with_password_and_account(s: Storage) {
+    let r = s
+        .fast
+        .issue_fast_token("nobody", "ua", "t", NONE, LATER, NOW)
+        .await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+    s.accounts.create_account("alice", &both(1)).await.unwrap();
+    let fast = &s.fast;
+    fast.issue_fast_token("alice", "old", "t0", NONE, NOW + 10, NOW)
+        .await
+        .unwrap();
+    // Issuing sweeps the user's expired tokens.
+    fast.issue_fast_token("alice", "ua", "t1", NONE, LATER, NOW + 10)
+        .await
+        .unwrap();
+    assert!(fast_slots(&s, "alice", "old").await.is_empty());
+    s.accounts.set_credentials("alice", &both(2)).await.unwrap();
+    assert!(fast_slots(&s, "alice", "ua").await.is_empty());
+    fast.issue_fast_token("alice", "ua", "t2", NONE, LATER, NOW)
+        .await
+        .unwrap();
+    s.accounts.delete_account("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert!(fast_slots(&s, "alice", "ua").await.is_empty());
 }
 
 fn push_registration(service: &str, node: &str, options: Option<&str>) -> PushRegistration {

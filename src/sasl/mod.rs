@@ -16,6 +16,7 @@
 //! never a panic.
 
 mod channel_binding;
+pub mod ht;
 mod keys;
 pub mod plain;
 pub mod scram;
@@ -26,6 +27,7 @@ use base64::Engine;
 pub use channel_binding::{
     tls_server_end_point, ChannelBindingType, ChannelBindings, TLS_EXPORTER_LABEL,
 };
+pub use ht::{offered_ht_mechanisms, HtMechanism, HtRequest};
 pub use keys::{derive_credentials, DEFAULT_ITERATIONS, MIN_ITERATIONS, SALT_LEN};
 pub use plain::PlainRequest;
 pub use scram::{init_decoy_secret, ScramChallenged, ScramServer};

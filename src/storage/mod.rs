@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
 
 mod blocking;
+mod fast;
 mod muc;
 mod pep;
 mod postgres;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use blocking::{BlockWrite, BlocklistStore};
+pub use fast::{FastSlot, FastToken, FastTokenStore};
 pub use muc::{MucStore, StoredAffiliation, StoredRoom};
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
 pub use postgres::PostgresStorage;
@@ -79,7 +81,8 @@ pub trait AccountStore: Send + Sync {
     /// Creates the account with one credential set per hash; `Conflict` if it exists.
     async fn create_account(&self, username: &str, creds: &[ScramCredentials])
         -> StorageResult<()>;
-    /// Replaces every credential set of an existing account; `NotFound` if there is none.
+    /// Replaces every credential set of an existing account and revokes its FAST tokens;
+    /// `NotFound` if there is none.
     async fn set_credentials(
         &self,
         username: &str,
@@ -148,6 +151,7 @@ pub struct Storage {
     pub muc: Arc<dyn MucStore>,
     pub push: Arc<dyn PushStore>,
     pub secrets: Arc<dyn ServerSecretStore>,
+    pub fast: Arc<dyn FastTokenStore>,
 }
 
 impl Storage {
@@ -186,6 +190,7 @@ impl Storage {
             + MucStore
             + PushStore
             + ServerSecretStore
+            + FastTokenStore
             + 'static,
     {
         Storage {
@@ -198,7 +203,8 @@ impl Storage {
             pep: backend.clone(),
             muc: backend.clone(),
             push: backend.clone(),
-            secrets: backend,
+            secrets: backend.clone(),
+            fast: backend,
         }
     }
 }

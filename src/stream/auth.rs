@@ -1,6 +1,10 @@
 //! SASL on the stream (RFC 6120 §6): carries the `crate::sasl` mechanisms over `<auth/>`,
 //! `<challenge/>`, `<response/>`, `<success/>` and `<failure/>`, looks credentials up in
 //! storage, and slows down repeated failures.
+//!
+//! The challenge/response loop is shared with SASL2 (XEP-0388, `super::sasl2`), whose elements
+//! have the same names and payloads in their own namespace; only the opening and the outcome
+//! elements differ, and those are built by each caller.
 
 use minidom::Element;
 use tracing::{debug, warn};
@@ -11,6 +15,23 @@ use crate::sasl::{self, Mechanism, PlainRequest, SaslFailure, SaslSuccess, Scram
 use crate::server::ServerContext;
 use crate::storage::{ScramCredentials, ScramHash};
 use crate::xml::ns;
+
+/// Which protocol frames the exchange: the namespace of `<challenge/>`, `<response/>`,
+/// `<abort/>` and `<failure/>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wrapper {
+    Rfc6120,
+    Sasl2,
+}
+
+impl Wrapper {
+    fn ns(self) -> &'static str {
+        match self {
+            Wrapper::Rfc6120 => ns::SASL,
+            Wrapper::Sasl2 => ns::SASL2,
+        }
+    }
+}
 
 pub(super) enum AuthOutcome {
     /// Authenticated as this (already normalised) username.
@@ -42,26 +63,19 @@ pub(super) async fn authenticate<T: Transport>(
 ) -> Result<AuthOutcome, End> {
     let offered = offered_mechanisms(c2s);
     if offered.is_empty() {
-        return fail(c2s, SaslFailure::EncryptionRequired).await;
+        return fail(c2s, Wrapper::Rfc6120, SaslFailure::EncryptionRequired).await;
     }
     let mechanism = auth
         .attr("mechanism")
         .and_then(Mechanism::from_name)
         .filter(|m| offered.contains(m));
     let Some(mechanism) = mechanism else {
-        return fail(c2s, SaslFailure::InvalidMechanism).await;
+        return fail(c2s, Wrapper::Rfc6120, SaslFailure::InvalidMechanism).await;
     };
-    let initial = match initial_response(c2s, &auth).await? {
-        Ok(data) => data,
-        Err(failure) => return fail(c2s, failure).await,
-    };
-    let result = match mechanism.scram() {
-        Some((hash, plus)) => scram(c2s, hash, plus, &initial, &offered).await?,
-        None => plain(c2s, &initial).await,
-    };
+    let result = run_mechanism(c2s, Wrapper::Rfc6120, mechanism, &auth.text(), &offered).await?;
     match result {
         Ok(success) => {
-            c2s.ctx.throttle.record_success(c2s.transport.peer().ip());
+            record_success(c2s);
             let mut el = Element::bare("success", ns::SASL);
             if let Some(data) = success.additional_data.as_deref() {
                 el.append_text(sasl::encode_payload(Some(data)));
@@ -70,44 +84,72 @@ pub(super) async fn authenticate<T: Transport>(
             debug!(username = %success.username, mechanism = mechanism.name(), "authenticated");
             Ok(AuthOutcome::Success(success.username))
         }
-        Err(failure) => fail(c2s, failure).await,
+        Err(failure) => fail(c2s, Wrapper::Rfc6120, failure).await,
     }
+}
+
+/// The mechanism's part of an exchange, from the initial response (`initial`, the base64 text
+/// the opening element carried, empty for none) to the verdict; challenges and responses go
+/// over the stream in `wrapper`'s namespace.
+pub(super) async fn run_mechanism<T: Transport>(
+    c2s: &mut C2s<T>,
+    wrapper: Wrapper,
+    mechanism: Mechanism,
+    initial: &str,
+    offered: &[Mechanism],
+) -> Result<Exchange, End> {
+    let initial = match initial_response(c2s, wrapper, initial).await? {
+        Ok(data) => data,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    Ok(match mechanism.scram() {
+        Some((hash, plus)) => scram(c2s, wrapper, hash, plus, &initial, offered).await?,
+        None => plain(c2s, &initial).await,
+    })
+}
+
+pub(super) fn record_success<T: Transport>(c2s: &C2s<T>) {
+    c2s.ctx.throttle.record_success(c2s.transport.peer().ip());
 }
 
 /// The initial response: inline in `<auth/>`, or asked for with an empty challenge when the
 /// client sent none (RFC 6120 §6.4.2).
 async fn initial_response<T: Transport>(
     c2s: &mut C2s<T>,
-    auth: &Element,
+    wrapper: Wrapper,
+    text: &str,
 ) -> Result<Result<Vec<u8>, SaslFailure>, End> {
-    match sasl::decode_payload(&auth.text()) {
+    match sasl::decode_payload(text) {
         Ok(Some(data)) => Ok(Ok(data)),
         Err(failure) => Ok(Err(failure)),
         Ok(None) => {
-            c2s.send_el(&Element::bare("challenge", ns::SASL)).await?;
-            read_response(c2s).await
+            c2s.send_el(&Element::bare("challenge", wrapper.ns()))
+                .await?;
+            read_response(c2s, wrapper).await
         }
     }
 }
 
 async fn read_response<T: Transport>(
     c2s: &mut C2s<T>,
+    wrapper: Wrapper,
 ) -> Result<Result<Vec<u8>, SaslFailure>, End> {
     match c2s.transport.next_frame().await? {
-        Incoming::Element(el) if el.is("response", ns::SASL) => {
+        Incoming::Element(el) if el.is("response", wrapper.ns()) => {
             Ok(sasl::decode_payload(&el.text()).map(Option::unwrap_or_default))
         }
-        Incoming::Element(el) if el.is("abort", ns::SASL) => Ok(Err(SaslFailure::Aborted)),
+        Incoming::Element(el) if el.is("abort", wrapper.ns()) => Ok(Err(SaslFailure::Aborted)),
         Incoming::Element(_) => Ok(Err(SaslFailure::MalformedRequest)),
         Incoming::Close => Err(End::PeerClosed),
         Incoming::Open(_) => Err(End::Error("invalid-xml", None)),
     }
 }
 
-type Exchange = Result<SaslSuccess, SaslFailure>;
+pub(super) type Exchange = Result<SaslSuccess, SaslFailure>;
 
 async fn scram<T: Transport>(
     c2s: &mut C2s<T>,
+    wrapper: Wrapper,
     hash: ScramHash,
     plus: bool,
     client_first: &[u8],
@@ -128,10 +170,10 @@ async fn scram<T: Transport>(
         Err(failure) => return Ok(Err(failure)),
     };
     let (server, server_first) = server.server_first(credentials.as_ref());
-    let mut challenge = Element::bare("challenge", ns::SASL);
+    let mut challenge = Element::bare("challenge", wrapper.ns());
     challenge.append_text(sasl::encode_payload(Some(&server_first)));
     c2s.send_el(&challenge).await?;
-    let client_final = match read_response(c2s).await? {
+    let client_final = match read_response(c2s, wrapper).await? {
         Ok(data) => data,
         Err(failure) => return Ok(Err(failure)),
     };
@@ -167,16 +209,31 @@ async fn lookup(
 }
 
 /// Sends `<failure/>` after the throttle's delay for this address.
-async fn fail<T: Transport>(c2s: &mut C2s<T>, failure: SaslFailure) -> Result<AuthOutcome, End> {
+pub(super) async fn fail<T: Transport>(
+    c2s: &mut C2s<T>,
+    wrapper: Wrapper,
+    failure: SaslFailure,
+) -> Result<AuthOutcome, End> {
     if failure != SaslFailure::Aborted {
         let delay = c2s.ctx.throttle.record_failure(c2s.transport.peer().ip());
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
     }
-    debug!(condition = failure.condition(), "authentication failed");
-    let mut el = Element::bare("failure", ns::SASL);
+    debug!(
+        condition = failure.condition(),
+        ?wrapper,
+        "authentication failed"
+    );
+    let mut el = Element::bare("failure", wrapper.ns());
     el.append_child(Element::bare(failure.condition(), ns::SASL));
+    if wrapper == Wrapper::Sasl2 {
+        // XEP-0388 failures may explain themselves; RFC 6120's <text/> is optional too, but
+        // only SASL2 clients are known to show it.
+        let mut text = Element::bare("text", ns::SASL2);
+        text.append_text(failure.to_string());
+        el.append_child(text);
+    }
     c2s.send_el(&el).await?;
     Ok(AuthOutcome::Failure)
 }

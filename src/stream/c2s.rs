@@ -12,8 +12,10 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::auth::{self, AuthOutcome};
-use super::features;
+use super::bind2::{self, InlineRequests};
+use super::sasl2::{self, Sasl2Outcome};
 use super::transport::{Incoming, Transport, TransportError};
+use super::{fast, features};
 use crate::router::Outbound;
 use crate::server::ServerContext;
 use crate::stanza::{self, Kind, StanzaError};
@@ -52,6 +54,13 @@ impl From<std::io::Error> for End {
     }
 }
 
+/// What the negotiation ends with: the bound address, and what the client asked to have
+/// switched on from the session's start (XEP-0386 inline features).
+pub(super) struct Negotiated {
+    pub jid: FullJid,
+    pub inline: InlineRequests,
+}
+
 pub(super) struct C2s<T: Transport> {
     pub transport: T,
     pub ctx: Arc<ServerContext>,
@@ -74,8 +83,8 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
     // negotiation's (or routing's) deepest await for its whole life.
     let negotiated =
         tokio::time::timeout_at(Instant::now() + timeout, Box::pin(stream.negotiate())).await;
-    let jid = match negotiated {
-        Ok(Ok(jid)) => jid,
+    let Negotiated { jid, inline } = match negotiated {
+        Ok(Ok(negotiated)) => negotiated,
         Ok(Err(end)) => return stream.finish(end).await,
         Err(_) => {
             debug!("negotiation timed out");
@@ -84,7 +93,7 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
     };
     tracing::Span::current().record("jid", tracing::field::display(&jid));
     info!("session bound");
-    let session = stream.session(&jid);
+    let session = stream.session(&jid, &inline);
     // Every idle session pays for this state; keep an eye on it.
     debug!(bytes = std::mem::size_of_val(&session), "session state");
     let end = session.await;
@@ -93,7 +102,7 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
 
 impl<T: Transport> C2s<T> {
     /// Takes the stream from the first byte to a bound resource.
-    async fn negotiate(&mut self) -> Result<FullJid, End> {
+    async fn negotiate(&mut self) -> Result<Negotiated, End> {
         let mut username: Option<String> = None;
         let mut failures = 0u32;
         loop {
@@ -130,19 +139,36 @@ impl<T: Transport> C2s<T> {
                             break;
                         }
                         AuthOutcome::Failure => {
-                            failures += 1;
-                            if failures >= MAX_AUTH_ATTEMPTS {
-                                return Err(End::Error(
-                                    "policy-violation",
-                                    Some("too many failed authentication attempts".into()),
-                                ));
-                            }
+                            count_failure(&mut failures)?;
                             continue;
                         }
                     }
                 }
+                // XEP-0388: no stream restart, features right after the success. Bound
+                // inline, the session starts; otherwise the client binds itself.
+                if el.is("authenticate", ns::SASL2) && username.is_none() {
+                    match sasl2::authenticate(self, el).await? {
+                        Sasl2Outcome::Success(login) => {
+                            let login = *login;
+                            if let Some(jid) = login.bound {
+                                self.send_stream_features(&features::after_inline_bind())
+                                    .await?;
+                                let inline = login.inline;
+                                return Ok(Negotiated { jid, inline });
+                            }
+                            username = Some(login.username);
+                            self.send_features(true).await?;
+                        }
+                        Sasl2Outcome::Failure => count_failure(&mut failures)?,
+                    }
+                    continue;
+                }
                 match &username {
-                    Some(user) if is_bind_request(&el) => return self.bind(user, &el).await,
+                    Some(user) if is_bind_request(&el) => {
+                        let jid = self.bind(user, &el).await?;
+                        let inline = InlineRequests::default();
+                        return Ok(Negotiated { jid, inline });
+                    }
                     _ => {
                         return Err(End::Error(
                             "not-authorized",
@@ -199,13 +225,20 @@ impl<T: Transport> C2s<T> {
         let body = if authenticated {
             features::after_auth()
         } else {
-            features::before_auth(
+            let mechanisms = auth::offered_mechanisms(self);
+            let sasl2 = features::sasl2(&mechanisms, &fast::offered(self));
+            let classic = features::before_auth(
                 self.transport.can_starttls(),
                 self.ctx.config.c2s.require_encryption,
-                auth::offered_mechanisms(self),
+                mechanisms,
                 self.transport.channel_bindings(),
-            )
+            );
+            classic + &sasl2
         };
+        self.send_stream_features(&body).await
+    }
+
+    async fn send_stream_features(&mut self, body: &str) -> Result<(), End> {
         let decl = self.transport.stream_prefix_declaration();
         let xml = format!("<stream:features{decl}>{body}</stream:features>");
         self.transport.send(&[xml.as_bytes()]).await?;
@@ -245,11 +278,12 @@ impl<T: Transport> C2s<T> {
     }
 
     /// The bound session: client stanzas go to the router, the router's go to the client.
-    async fn session(&mut self, jid: &FullJid) -> End {
+    async fn session(&mut self, jid: &FullJid, inline: &InlineRequests) -> End {
         let router = self.ctx.router.clone();
         let (tx, mut rx) = mpsc::channel(self.ctx.config.limits.session_queue);
         let stalled = Arc::new(Notify::new());
         let session_id = router.bind(jid.clone(), tx, stalled.clone());
+        bind2::apply_after_bind(&router, jid, inline);
         let end = loop {
             tokio::select! {
                 frame = self.transport.next_frame() => {
@@ -432,6 +466,18 @@ impl<T: Transport> C2s<T> {
 }
 
 const MAX_AUTH_ATTEMPTS: u32 = 5;
+
+/// Counts a failed authentication (RFC 6120 or SASL2 alike); too many end the stream.
+fn count_failure(failures: &mut u32) -> Result<(), End> {
+    *failures += 1;
+    if *failures >= MAX_AUTH_ATTEMPTS {
+        return Err(End::Error(
+            "policy-violation",
+            Some("too many failed authentication attempts".into()),
+        ));
+    }
+    Ok(())
+}
 const MAX_BATCH: usize = 64;
 
 fn is_bind_request(el: &Element) -> bool {
@@ -445,7 +491,7 @@ fn is_session_request(el: &Element, domain: &str) -> bool {
         && el.attr("to").is_none_or(|to| to == domain)
 }
 
-fn random_id() -> String {
+pub(super) fn random_id() -> String {
     use rand::Rng;
     let bytes: [u8; 12] = rand::thread_rng().gen();
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -1,6 +1,6 @@
 //! The `<stream:features/>` bodies a client sees at each step (RFC 6120 §4.3.2).
 
-use crate::sasl::{ChannelBindings, Mechanism};
+use crate::sasl::{ChannelBindings, HtMechanism, Mechanism};
 use crate::xml::ns;
 
 /// Before authentication: STARTTLS while the stream is plain, SASL mechanisms where allowed,
@@ -36,6 +36,43 @@ pub fn before_auth(
         out.push_str("</sasl-channel-binding>");
     }
     out
+}
+
+/// XEP-0388 SASL2 next to `<mechanisms/>`: the same password mechanisms, and what may be
+/// requested inline. Bind2 can enable carbons; FAST lists its token mechanisms. Stream
+/// management is not listed until inline enable/resume are wired (see `stream::bind2`).
+pub fn sasl2(mechanisms: &[Mechanism], token_mechanisms: &[HtMechanism]) -> String {
+    if mechanisms.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("<authentication xmlns='{}'>", ns::SASL2);
+    for mechanism in mechanisms {
+        out.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
+    }
+    out.push_str(&format!(
+        "<inline><bind xmlns='{}'><inline><feature var='{}'/></inline></bind>",
+        ns::BIND2,
+        ns::CARBONS
+    ));
+    if !token_mechanisms.is_empty() {
+        out.push_str(&format!("<fast xmlns='{}'>", ns::FAST));
+        for mechanism in token_mechanisms {
+            out.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
+        }
+        out.push_str("</fast>");
+    }
+    out.push_str("</inline></authentication>");
+    out
+}
+
+/// After a SASL2 success that bound a resource inline (XEP-0388 §2.6 sends features after
+/// every success): what is left to use on the bound stream, so no `<bind/>` or `<session/>`.
+pub fn after_inline_bind() -> String {
+    format!(
+        "<ver xmlns='{}'/><sub xmlns='{}'/>",
+        ns::ROSTER_VER_FEATURE,
+        ns::PRE_APPROVAL_FEATURE
+    )
 }
 
 /// After authentication: resource binding, RFC 3921 sessions marked optional for the clients

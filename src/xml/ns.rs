@@ -56,3 +56,7 @@ pub const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
 pub const OMEMO: &str = "urn:xmpp:omemo:2";
 pub const MESSAGE_RETRACT: &str = "urn:xmpp:message-retract:1";
 pub const MESSAGE_MODERATE: &str = "urn:xmpp:message-moderate:1";
+pub const SASL2: &str = "urn:xmpp:sasl:2";
+pub const BIND2: &str = "urn:xmpp:bind:0";
+pub const FAST: &str = "urn:xmpp:fast:0";
+pub const SM: &str = "urn:xmpp:sm:3";

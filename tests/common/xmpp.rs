@@ -28,6 +28,15 @@ impl Session {
         }
     }
 
+    /// Wraps a stream that is already bound as `jid` (e.g. by SASL2 + Bind2).
+    pub fn from_raw(raw: Raw, jid: String) -> Session {
+        Session {
+            raw,
+            jid,
+            held: Default::default(),
+        }
+    }
+
     /// Logs in, fetches the roster (becoming an interested resource) and sends initial
     /// presence; returns once the own presence echo arrived.
     pub async fn online(server: &TestServer, user: &str, resource: &str) -> Session {

@@ -18,6 +18,7 @@ use super::{
 };
 
 mod blocking;
+mod fast;
 mod muc;
 mod pep;
 mod push;
@@ -143,6 +144,11 @@ impl AccountStore for PostgresStorage {
             return Err(StorageError::NotFound);
         }
         sqlx::query("DELETE FROM scram_credentials WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        // A new password revokes the FAST tokens (XEP-0484) that the old one obtained.
+        sqlx::query("DELETE FROM fast_tokens WHERE username = $1")
             .bind(username)
             .execute(&mut *tx)
             .await?;

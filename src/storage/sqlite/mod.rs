@@ -20,6 +20,7 @@ use super::{
 };
 
 mod blocking;
+mod fast;
 mod muc;
 mod pep;
 mod push;
@@ -154,6 +155,11 @@ impl AccountStore for SqliteStorage {
             return Err(StorageError::NotFound);
         }
         sqlx::query("DELETE FROM scram_credentials WHERE username = ?")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        // A new password revokes the FAST tokens (XEP-0484) that the old one obtained.
+        sqlx::query("DELETE FROM fast_tokens WHERE username = ?")
             .bind(username)
             .execute(&mut *tx)
             .await?;

@@ -1,0 +1,280 @@
+//! XEP-0388 SASL2: `<authenticate/>` carries the mechanism, the initial response, who the
+//! client is (`<user-agent/>`) and what it wants done inline (XEP-0386 Bind2, XEP-0484 FAST,
+//! stream management); `<success/>` answers all of it at once and the stream goes on without a
+//! restart.
+//!
+//! The password mechanisms run the challenge/response loop of `super::auth`; the token
+//! mechanisms are `super::fast`; resource binding is `super::bind2`.
+
+use jid::FullJid;
+use minidom::Element;
+use tracing::debug;
+
+use super::auth::{self, AuthOutcome, Exchange, Wrapper};
+use super::bind2::{self, BindRequest, InlineRequests};
+use super::c2s::{random_id, C2s, End};
+use super::fast::{self, FastUse, TokenLogin};
+use super::transport::Transport;
+use crate::sasl::{self, HtMechanism, Mechanism, SaslFailure};
+use crate::xml::ns;
+
+/// Longest `<user-agent id='…'/>` accepted: a UUID is 36 characters; the id is stored with
+/// every FAST token, so it must not be unbounded.
+const MAX_CLIENT_ID_CHARS: usize = 128;
+
+pub(super) enum Sasl2Outcome {
+    Success(Box<Sasl2Login>),
+    /// A `<failure/>` was sent; the client may try again.
+    Failure,
+}
+
+pub(super) struct Sasl2Login {
+    /// The authenticated (normalised) username.
+    pub username: String,
+    /// The resource Bind2 bound, when the client asked for one.
+    pub bound: Option<FullJid>,
+    pub inline: InlineRequests,
+}
+
+/// The parsed `<authenticate/>`.
+struct Request {
+    mechanism: String,
+    /// Base64 text of `<initial-response/>`, empty when there is none.
+    initial: String,
+    /// `<user-agent id='…'/>`: the stable id of this client installation.
+    client_id: Option<String>,
+    bind: Option<BindRequest>,
+    /// `<request-token xmlns='urn:xmpp:fast:0' mechanism='…'/>`, by name.
+    request_token: Option<String>,
+    fast: FastUse,
+    sm_resume: Option<Element>,
+}
+
+// The initial response may hold a password (PLAIN) or a token hash: never in logs.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("mechanism", &self.mechanism)
+            .field("client_id", &self.client_id)
+            .field("bind", &self.bind)
+            .field("request_token", &self.request_token)
+            .field("fast", &self.fast)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Request {
+    fn parse(el: &Element) -> Result<Request, SaslFailure> {
+        let mechanism = el
+            .attr("mechanism")
+            .ok_or(SaslFailure::InvalidMechanism)?
+            .to_string();
+        // XEP-0388 §2.2: no element is no initial response, an empty one is empty data (which
+        // RFC 6120 writes as "=").
+        let initial = match el
+            .get_child("initial-response", ns::SASL2)
+            .map(|r| r.text())
+        {
+            Some(text) if text.trim().is_empty() => "=".to_string(),
+            Some(text) => text,
+            None => String::new(),
+        };
+        let client_id = match el
+            .get_child("user-agent", ns::SASL2)
+            .and_then(|ua| ua.attr("id"))
+            .map(str::trim)
+        {
+            Some(id) if id.chars().count() > MAX_CLIENT_ID_CHARS => {
+                return Err(SaslFailure::MalformedRequest)
+            }
+            Some("") | None => None,
+            Some(id) => Some(id.to_string()),
+        };
+        let fast = match el.get_child("fast", ns::FAST) {
+            Some(f) => FastUse::parse(f)?,
+            None => FastUse::default(),
+        };
+        Ok(Request {
+            mechanism,
+            initial,
+            client_id,
+            bind: el.get_child("bind", ns::BIND2).map(BindRequest::parse),
+            request_token: el
+                .get_child("request-token", ns::FAST)
+                .and_then(|r| r.attr("mechanism"))
+                .map(str::to_string),
+            fast,
+            sm_resume: el.get_child("resume", ns::SM).cloned(),
+        })
+    }
+}
+
+/// Runs one SASL2 exchange that starts with `authenticate`.
+pub(super) async fn authenticate<T: Transport>(
+    c2s: &mut C2s<T>,
+    authenticate: Element,
+) -> Result<Sasl2Outcome, End> {
+    let offered = auth::offered_mechanisms(c2s);
+    if offered.is_empty() {
+        return failed(c2s, SaslFailure::EncryptionRequired).await;
+    }
+    let request = match Request::parse(&authenticate) {
+        Ok(request) => request,
+        Err(failure) => return failed(c2s, failure).await,
+    };
+    let ht_offered = fast::offered(c2s);
+    let name = request.mechanism.as_str();
+    let mut token_login = None;
+    let result: Exchange =
+        if let Some(m) = Mechanism::from_name(name).filter(|m| offered.contains(m)) {
+            auth::run_mechanism(c2s, Wrapper::Sasl2, m, &request.initial, &offered).await?
+        } else if let Some(m) = HtMechanism::from_name(name).filter(|m| ht_offered.contains(m)) {
+            match token(c2s, m, &request).await {
+                Ok(login) => {
+                    let success = login.success.clone();
+                    token_login = Some(login);
+                    Ok(success)
+                }
+                Err(failure) => Err(failure),
+            }
+        } else {
+            Err(SaslFailure::InvalidMechanism)
+        };
+    let success = match result {
+        Ok(success) => success,
+        Err(failure) => return failed(c2s, failure).await,
+    };
+    auth::record_success(c2s);
+    let username = success.username;
+    let domain = c2s.ctx.config.domain.clone();
+    let client_id = request.client_id.as_deref();
+
+    let mut el = Element::bare("success", ns::SASL2);
+    if let Some(data) = success.additional_data.as_deref() {
+        let mut additional = Element::bare("additional-data", ns::SASL2);
+        additional.append_text(sasl::encode_payload(Some(data)));
+        el.append_child(additional);
+    }
+    // SM seam: with `inline.sm_resume` set, stream management tries to resume here; on success
+    // its `<resumed/>` goes inside this `<success/>` and no resource is bound.
+    let bound = request
+        .bind
+        .as_ref()
+        .and_then(|b| bind2::bind(&username, &domain, b, client_id, random_id));
+    let mut identifier = Element::bare("authorization-identifier", ns::SASL2);
+    identifier.append_text(match &bound {
+        Some(jid) => jid.to_string(),
+        None => format!("{username}@{domain}"),
+    });
+    el.append_child(identifier);
+    if bound.is_some() {
+        el.append_child(bind2::bound_element());
+    }
+    let requested = request
+        .request_token
+        .as_deref()
+        .and_then(HtMechanism::from_name)
+        .filter(|m| ht_offered.contains(m));
+    let ctx = c2s.ctx.clone();
+    let token = fast::after_success(
+        &ctx,
+        &username,
+        client_id,
+        token_login.as_ref(),
+        request.fast,
+        requested,
+    )
+    .await;
+    if let Some(token) = token {
+        el.append_child(token);
+    }
+    c2s.send_el(&el).await?;
+    debug!(%username, mechanism = name, bound = bound.is_some(), "authenticated (SASL2)");
+
+    let (carbons, sm_enable) = match request.bind {
+        Some(b) if bound.is_some() => (b.carbons, b.sm_enable),
+        _ => (false, None),
+    };
+    Ok(Sasl2Outcome::Success(Box::new(Sasl2Login {
+        username,
+        bound,
+        inline: InlineRequests {
+            carbons,
+            sm_enable,
+            sm_resume: request.sm_resume,
+        },
+    })))
+}
+
+/// A token login: one message, no challenge (the HT mechanisms are client-first).
+async fn token<T: Transport>(
+    c2s: &mut C2s<T>,
+    mechanism: HtMechanism,
+    request: &Request,
+) -> Result<TokenLogin, SaslFailure> {
+    let message = sasl::decode_payload(&request.initial)?.ok_or(SaslFailure::MalformedRequest)?;
+    let bindings = c2s.transport.channel_bindings();
+    let ctx = c2s.ctx.clone();
+    fast::authenticate(
+        &ctx,
+        mechanism,
+        &message,
+        &bindings,
+        request.client_id.as_deref(),
+        request.fast,
+    )
+    .await
+}
+
+async fn failed<T: Transport>(c2s: &mut C2s<T>, failure: SaslFailure) -> Result<Sasl2Outcome, End> {
+    match auth::fail(c2s, Wrapper::Sasl2, failure).await? {
+        AuthOutcome::Failure | AuthOutcome::Success(_) => Ok(Sasl2Outcome::Failure),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(xml: &str) -> Result<Request, SaslFailure> {
+        Request::parse(&xml.parse::<Element>().unwrap())
+    }
+
+    #[test]
+    fn authenticate_parses() {
+        let r = parse(
+            "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='HT-SHA-256-NONE'>\
+             <initial-response>AA==</initial-response>\
+             <user-agent id=' abc '><software>x</software></user-agent>\
+             <bind xmlns='urn:xmpp:bind:0'><tag>t</tag></bind>\
+             <request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>\
+             <fast xmlns='urn:xmpp:fast:0' count='3'/>\
+             <resume xmlns='urn:xmpp:sm:3' previd='p' h='1'/></authenticate>",
+        )
+        .unwrap();
+        assert_eq!(r.mechanism, "HT-SHA-256-NONE");
+        assert_eq!(r.initial, "AA==");
+        assert_eq!(r.client_id.as_deref(), Some("abc"));
+        assert_eq!(r.bind.unwrap().tag.as_deref(), Some("t"));
+        assert_eq!(r.request_token.as_deref(), Some("HT-SHA-256-NONE"));
+        assert_eq!(r.fast.count, Some(3));
+        assert_eq!(r.sm_resume.unwrap().attr("previd"), Some("p"));
+    }
+
+    #[test]
+    fn authenticate_refusals() {
+        assert_eq!(
+            parse("<authenticate xmlns='urn:xmpp:sasl:2'/>").unwrap_err(),
+            SaslFailure::InvalidMechanism
+        );
+        let long = "x".repeat(MAX_CLIENT_ID_CHARS + 1);
+        assert_eq!(
+            parse(&format!(
+                "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'>\
+                 <user-agent id='{long}'/></authenticate>"
+            ))
+            .unwrap_err(),
+            SaslFailure::MalformedRequest
+        );
+    }
+}
