@@ -40,14 +40,17 @@ pub fn before_auth(
 
 /// After authentication: resource binding, RFC 3921 sessions marked optional for the clients
 /// that still look for them, and the roster features of RFC 6121 (versioning §2.6,
-/// subscription pre-approval §3.4).
+/// subscription pre-approval §3.4), Stream Management (XEP-0198) and Client State Indication
+/// (XEP-0352).
 pub fn after_auth() -> String {
     format!(
         "<bind xmlns='{}'/><session xmlns='{}'><optional/></session>\
-         <ver xmlns='{}'/><sub xmlns='{}'/>",
+         <ver xmlns='{}'/><sub xmlns='{}'/><sm xmlns='{}'/><csi xmlns='{}'/>",
         ns::BIND,
         ns::SESSION,
         ns::ROSTER_VER_FEATURE,
-        ns::PRE_APPROVAL_FEATURE
+        ns::PRE_APPROVAL_FEATURE,
+        ns::SM,
+        ns::CSI
     )
 }

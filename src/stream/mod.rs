@@ -2,6 +2,9 @@
 
 mod auth;
 pub mod c2s;
+mod csi;
 mod features;
+pub mod resumption;
+mod sm;
 pub mod throttle;
 pub mod transport;

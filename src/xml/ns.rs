@@ -46,3 +46,5 @@ pub const MUC_SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimi
 pub const STANZA_ID: &str = "urn:xmpp:sid:0";
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 pub const MUC_REQUEST: &str = "http://jabber.org/protocol/muc#request";
+pub const SM: &str = "urn:xmpp:sm:3";
+pub const CSI: &str = "urn:xmpp:csi:0";
