@@ -523,3 +523,104 @@ async fn clean_close_sends_unacked_messages_offline() {
     let got = again.drain().await;
     assert_eq!(bodies(&got), ["unacked"], "{got:?}");
 }
+
+#[tokio::test]
+async fn a_detached_session_whose_queue_fills_ends_and_loses_no_message() {
+    let t = server_with(&["alice", "bob"], |c| {
+        c.limits.session_queue = 16;
+    })
+    .await;
+    make_mutual(&t, "alice", "bob").await;
+    let mut bob = Session::online(&t, "bob", "desk").await;
+    let mut alice = SmClient::login(&t, "alice", "phone", true).await;
+    let jid = alice.jid.clone();
+    alice.send("<presence/>").await;
+    bob.expect(|el| is_presence(el, None, &jid)).await;
+    let previd = alice.previd();
+    drop(alice);
+    until_detached(&t, &jid).await;
+
+    let sent: Vec<String> = (0..30).map(|i| format!("q{i:02}")).collect();
+    for text in &sent {
+        bob.send_marker(&jid, text).await;
+    }
+    // Ended like a timeout, long before the default 300 s: contacts see it go.
+    bob.expect(|el| is_presence(el, Some("unavailable"), &jid))
+        .await;
+    let (mut raw, _) = authenticated(&t, "alice").await;
+    let failed = resume(&mut raw, &previd, 0).await;
+    assert!(failed.is("failed", SM), "{failed:?}");
+    drop(raw);
+
+    // A 16-slot queue could not take 30 offline messages at the next login, so storage is
+    // read directly, once all have been stored.
+    let mut stored = Vec::new();
+    for _ in 0..1000 {
+        stored = t.storage().offline.peek("alice").await.expect("peek");
+        if stored.len() >= sent.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut received: Vec<String> = stored
+        .iter()
+        .map(|m| body(&m.stanza.parse::<Element>().expect("stored stanza parses")))
+        .collect();
+    received.sort();
+    assert_eq!(received, sent, "every message exactly once");
+}
+
+#[tokio::test]
+async fn binding_the_same_full_jid_ends_a_detached_session_for_real() {
+    let t = server_with(&["alice", "bob"], |_| {}).await;
+    let mut bob = Session::online(&t, "bob", "desk").await;
+    let mut alice = SmClient::login(&t, "alice", "phone", true).await;
+    let jid = alice.jid.clone();
+    bob.send_marker(&jid, "unacked").await;
+    alice.until_body("unacked").await;
+    let previd = alice.previd();
+    drop(alice);
+    until_detached(&t, &jid).await;
+
+    // A fresh login to the same resource replaces the parked session.
+    let mut fresh = Session::login(&t, "alice", "phone").await;
+    let (mut raw, _) = authenticated(&t, "alice").await;
+    let failed = resume(&mut raw, &previd, 0).await;
+    assert!(failed.is("failed", SM), "{failed:?}");
+    assert!(failed.has_child("item-not-found", corvid::xml::ns::STANZAS_ERRORS));
+    assert_eq!(failed.attr("h"), Some("0"));
+    // Its unacknowledged message was re-routed, not lost: the new session, at that full JID,
+    // takes it once it is available.
+    fresh.send("<presence/>").await;
+    let got = fresh.drain().await;
+    assert_eq!(bodies(&got), ["unacked"], "{got:?}");
+}
+
+#[tokio::test]
+async fn without_resumption_unacked_messages_go_offline_on_disconnect() {
+    let t = server_with(&["alice", "bob"], |_| {}).await;
+    let mut bob = Session::online(&t, "bob", "desk").await;
+    let mut alice = SmClient::login(&t, "alice", "phone", false).await;
+    alice.send("<presence/>").await;
+    let jid = alice.jid.clone();
+    bob.send_marker(&jid, "acked").await;
+    bob.send_marker(&jid, "unacked").await;
+    let got = alice.until_body("unacked").await;
+    assert!(bodies(&got).contains(&"acked".to_owned()));
+    let h = alice.h - 1;
+    alice.send(&format!("<a xmlns='{SM}' h='{h}'/>")).await;
+    alice.request_ack().await;
+    drop(alice);
+    let full = jid::FullJid::new(&jid).unwrap();
+    for _ in 0..1000 {
+        if !t.server.ctx.router.is_bound(&full) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut again = Session::login(&t, "alice", "laptop").await;
+    again.send("<presence/>").await;
+    let got = again.drain().await;
+    assert_eq!(bodies(&got), ["unacked"], "{got:?}");
+}
