@@ -603,10 +603,9 @@ impl<T: Transport> C2s<T> {
             return Ok(());
         }
         let mut slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-        let request = sm::request();
         if let Some(sm) = b.sm.as_mut() {
             if sm.should_request(self.in_flight.len()) {
-                slices.push(request.as_bytes());
+                slices.push(sm::REQUEST.as_bytes());
             }
         }
         self.transport.send(&slices).await?;

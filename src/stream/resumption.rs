@@ -215,7 +215,9 @@ enum Wake {
 async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
     let timeout = bound.sm.as_ref().map_or(0, |sm| sm.max_secs);
     let deadline = Instant::now() + Duration::from_secs(timeout);
-    let limit = ctx.config.limits.session_queue;
+    // What was already waiting when the connection broke (a stalled client's full queue)
+    // plus one more queue's worth: the bound the router's queue would have applied.
+    let limit = bound.pending.len() + bound.rx.len() + ctx.config.limits.session_queue;
     let why = loop {
         let mut slot = bound.slot.take();
         let wake = tokio::select! {

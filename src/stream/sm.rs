@@ -189,9 +189,8 @@ pub fn ack(h: u32) -> String {
     format!("<a xmlns='{}' h='{h}'/>", ns::SM)
 }
 
-pub fn request() -> String {
-    format!("<r xmlns='{}'/>", ns::SM)
-}
+/// `<r/>`, written with the stanzas it follows.
+pub const REQUEST: &str = "<r xmlns='urn:xmpp:sm:3'/>";
 
 #[cfg(test)]
 mod tests {
@@ -225,6 +224,12 @@ mod tests {
             Some(Err(NonzaError::BadCount("a")))
         );
         assert_eq!(parse(&el("<a xmlns='jabber:client'/>")), None);
+    }
+
+    #[test]
+    fn request_is_in_the_sm_namespace() {
+        let r: Element = REQUEST.parse().unwrap();
+        assert!(r.is("r", ns::SM));
     }
 
     #[test]
