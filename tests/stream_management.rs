@@ -624,3 +624,35 @@ async fn without_resumption_unacked_messages_go_offline_on_disconnect() {
     let got = again.drain().await;
     assert_eq!(bodies(&got), ["unacked"], "{got:?}");
 }
+
+#[tokio::test]
+async fn a_client_that_never_acks_is_detached_and_resumes_with_everything_in_order() {
+    let t = server_with(&["alice", "bob"], |c| {
+        c.stream_management.max_unacked = 16;
+    })
+    .await;
+    let mut bob = Session::online(&t, "bob", "desk").await;
+    let alice = SmClient::login(&t, "alice", "phone", true).await;
+    let jid = alice.jid.clone();
+    let previd = alice.previd();
+    let sent: Vec<String> = (0..20).map(|i| format!("n{i:02}")).collect();
+    for text in &sent {
+        bob.send_marker(&jid, text).await;
+    }
+    // Past max_unacked the client counts as stalled: its session is parked, not ended.
+    until_detached(&t, &jid).await;
+    drop(alice);
+
+    let (mut raw, _) = authenticated(&t, "alice").await;
+    let resumed = resume(&mut raw, &previd, 0).await;
+    assert!(resumed.is("resumed", SM), "{resumed:?}");
+    let mut alice = SmClient {
+        raw,
+        jid: jid.clone(),
+        id: Some(previd),
+        h: 0,
+    };
+    bob.send_marker(&jid, "end").await;
+    let got = alice.until_body("end").await;
+    assert_eq!(bodies(&got), sent, "{got:?}");
+}
