@@ -89,6 +89,10 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
         Ok(Err(end)) => return stream.finish(end).await,
         Err(_) => {
             debug!("negotiation timed out");
+            if let Some((bound, _)) = stream.resumed.take() {
+                // Taken over just as time ran out: park it again rather than drop it.
+                resumption::detach(stream.ctx.clone(), bound);
+            }
             return stream.finish(End::Error("connection-timeout", None)).await;
         }
     };
