@@ -656,3 +656,57 @@ async fn a_client_that_never_acks_is_detached_and_resumes_with_everything_in_ord
     let got = alice.until_body("end").await;
     assert_eq!(bodies(&got), sent, "{got:?}");
 }
+
+#[tokio::test]
+async fn a_room_sees_a_detached_occupant_leave_only_when_resumption_times_out() {
+    const MUC: &str = "http://jabber.org/protocol/muc";
+    let t = server_with(&["alice", "bob"], |c| {
+        c.stream_management.resume_timeout_secs = 2;
+    })
+    .await;
+    let room = "tea@conference.localhost";
+    let mut alice = Session::online(&t, "alice", "desk").await;
+    alice
+        .send(&format!(
+            "<presence to='{room}/Alice'><x xmlns='{MUC}'/></presence>"
+        ))
+        .await;
+    alice
+        .expect(|el| el.name() == "message" && el.has_child("subject", "jabber:client"))
+        .await;
+    let configured = alice
+        .iq(&format!(
+            "<iq to='{room}' type='set'><query xmlns='{MUC}#owner'>\
+             <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    assert_eq!(configured.attr("type"), Some("result"));
+
+    let mut bob = SmClient::login(&t, "bob", "phone", true).await;
+    let jid = bob.jid.clone();
+    bob.send(&format!(
+        "<presence to='{room}/Bob'><x xmlns='{MUC}'/></presence>"
+    ))
+    .await;
+    loop {
+        let el = bob.next().await;
+        if el.name() == "message" && el.has_child("subject", "jabber:client") {
+            break;
+        }
+    }
+    let occupant = format!("{room}/Bob");
+    alice.expect(|el| is_presence(el, None, &occupant)).await;
+    drop(bob);
+    until_detached(&t, &jid).await;
+
+    let seen = alice.drain().await;
+    assert!(
+        !seen
+            .iter()
+            .any(|el| is_presence(el, Some("unavailable"), &occupant)),
+        "still in the room while detached: {seen:?}"
+    );
+    alice
+        .expect(|el| is_presence(el, Some("unavailable"), &occupant))
+        .await;
+}

@@ -17,7 +17,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, Instrument};
 
 use super::csi::CsiState;
 use super::sm::SmState;
@@ -202,7 +202,8 @@ pub async fn takeover_requested(slot: &mut Option<Slot>) -> Option<Takeover> {
 pub fn detach(ctx: Arc<ServerContext>, bound: Box<Bound>) {
     ctx.router.set_detached(&bound.jid, true);
     info!(jid = %bound.jid, "session detached, waiting for resumption");
-    tokio::spawn(hibernate(ctx, bound));
+    // Still in the connection's span, so the session's later life is logged with it.
+    tokio::spawn(hibernate(ctx, bound).in_current_span());
 }
 
 enum Wake {
