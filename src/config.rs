@@ -35,6 +35,7 @@ pub struct Config {
     pub muc: MucConfig,
     pub push: PushConfig,
     pub fast: FastConfig,
+    pub stream_management: StreamManagementConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +166,22 @@ pub struct PepConfig {
     pub caps_query_timeout_secs: u64,
 }
 
+/// XEP-0198 Stream Management: acknowledgements and resumption of broken connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamManagementConfig {
+    /// Seconds a session whose connection broke stays bound (presence kept, stanzas queued)
+    /// for its client to resume it; also the most a client asking `<enable max/>` gets. Then
+    /// it ends: contacts see it go, queued and unacknowledged messages go to offline storage.
+    /// 300 like ejabberd's `resume_timeout` (Prosody waits 600): long enough for a phone to
+    /// change networks or come out of a tunnel, short enough that contacts do not see a dead
+    /// client online for long. 0 turns resumption off (acks still work).
+    pub resume_timeout_secs: u64,
+    /// Stanzas written to a client and not yet acknowledged; a client that lets more pile up
+    /// is treated like one that stopped reading (its session is detached or ended).
+    pub max_unacked: usize,
+}
+
 /// The most occupants any room may hold: XEP-0045 rooms on this server are small groups, and
 /// every occupant costs one stanza per message, so the fan-out is bounded.
 pub const MUC_MAX_OCCUPANTS: u32 = 100;
@@ -242,6 +259,7 @@ impl Default for Config {
             push: PushConfig::default(),
             muc: MucConfig::default(),
             fast: FastConfig::default(),
+            stream_management: StreamManagementConfig::default(),
         }
     }
 }
@@ -374,6 +392,15 @@ impl Default for PepConfig {
     }
 }
 
+impl Default for StreamManagementConfig {
+    fn default() -> Self {
+        StreamManagementConfig {
+            resume_timeout_secs: 300,
+            max_unacked: 4096,
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -437,6 +464,11 @@ impl Config {
         if self.limits.session_queue < 16 {
             return Err(ConfigError::Invalid(
                 "limits.session_queue must be at least 16".into(),
+            ));
+        }
+        if self.stream_management.max_unacked < 16 {
+            return Err(ConfigError::Invalid(
+                "stream_management.max_unacked must be at least 16".into(),
             ));
         }
         let pep = &self.pep;

@@ -13,6 +13,7 @@ use crate::listen;
 use crate::modules;
 use crate::router::{Module, Router};
 use crate::storage::{Storage, StorageError};
+use crate::stream::resumption::Resumption;
 use crate::stream::throttle::AuthThrottle;
 use crate::tls::{TlsContext, TlsError};
 
@@ -35,6 +36,8 @@ pub struct ServerContext {
     pub router: Arc<Router>,
     pub tls: Option<Arc<TlsContext>>,
     pub throttle: AuthThrottle,
+    /// XEP-0198 sessions that can be resumed, live or detached.
+    pub resumption: Resumption,
 }
 
 /// A started server: its bound addresses, and the tasks to stop it.
@@ -107,6 +110,7 @@ pub async fn start_with_modules(
         router,
         tls: Some(Arc::new(tls)),
         throttle: AuthThrottle::new(config.auth.failures_before_delay),
+        resumption: Resumption::default(),
     });
     let mut tasks = Vec::new();
 

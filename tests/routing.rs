@@ -32,6 +32,14 @@ async fn chat_between_two_users_both_ways() {
     );
     assert_eq!(body(&got), "hi bob");
     send(&mut bob, "<message xmlns='jabber:client' to='alice@localhost' type='chat' id='2'><body>hi alice</body></message>").await;
+    // Bob's stanzas are handled in order: once his note to himself is back, the message to
+    // alice is stored. (A message stored while its recipient's presence is being processed can
+    // miss that delivery; that race is not what this test is about.)
+    send(&mut bob, "<message xmlns='jabber:client' to='bob@localhost/b' type='chat' id='3'><body>sync</body></message>").await;
+    next_matching(&mut bob, |el| {
+        is_message_with_body(el) && body(el) == "sync"
+    })
+    .await;
     // alice has not sent presence: a bare-JID chat goes to offline storage, delivered on presence.
     send(&mut alice, "<presence xmlns='jabber:client'/>").await;
     let got = next_matching(&mut alice, is_message_with_body).await;

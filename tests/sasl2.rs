@@ -233,7 +233,8 @@ async fn features_offer_sasl2_with_bind2_and_fast_but_not_tokens_in_classic_sasl
         .children()
         .filter_map(|f| f.attr("var"))
         .collect();
-    assert_eq!(vars, ["urn:xmpp:carbons:2"]);
+    assert_eq!(vars, ["urn:xmpp:carbons:2", "urn:xmpp:sm:3"]);
+    assert!(inline.has_child("sm", "urn:xmpp:sm:3"), "inline resumption");
     // TLS 1.3 with a certificate: every binding variant, strongest first.
     assert_eq!(
         mechanisms(inline.get_child("fast", FAST)),
@@ -728,4 +729,93 @@ async fn sasl2_elements_out_of_order_end_the_stream() {
     let again = plain_login(&mut raw, "alice", "").await;
     assert!(again.name() == "error", "{again:?}");
     assert!(again.has_child("not-authorized", ns::STREAMS_ERRORS));
+}
+
+const SM: &str = "urn:xmpp:sm:3";
+
+#[tokio::test]
+async fn bind2_enables_stream_management_and_sasl2_resumes_it_inline() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    t.add_user("bob").await;
+    let mut bob = Session::online(&t, "bob", "desk").await;
+    let (mut raw, _) = connect(&t).await;
+    let enable = format!("<enable xmlns='{SM}' resume='true'/>");
+    let inline = format!("{}{}", user_agent("ua-sm"), bind2("App", &enable));
+    let success = scram_login(&mut raw, "alice", &inline).await;
+    let enabled = success
+        .get_child("bound", BIND2)
+        .and_then(|b| b.get_child("enabled", SM))
+        .expect("<enabled/> inside <bound/>");
+    assert_eq!(enabled.attr("resume"), Some("true"));
+    let previd = enabled.attr("id").expect("a resumption id").to_owned();
+    let jid = identifier(&success);
+    // The roster result is the session's first stanza out.
+    let mut alice = bound_session(raw, &success).await;
+    bob.send(&format!(
+        "<message to='{jid}' type='chat'><body>before</body></message>"
+    ))
+    .await;
+    assert_eq!(body(&alice.expect(is_message_with_body).await), "before");
+    // The connection dies without a goodbye; the session waits to be resumed.
+    drop(alice);
+    let full = jid::FullJid::new(&jid).unwrap();
+    while !t.server.ctx.router.is_detached(&full) {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    bob.send(&format!(
+        "<message to='{jid}' type='chat'><body>during the gap</body></message>"
+    ))
+    .await;
+    // Bob's stanzas are handled in order: after his drain, the message is queued.
+    bob.drain().await;
+
+    let (mut raw, _) = connect(&t).await;
+    // Two stanzas arrived before the break: the roster result and "before".
+    let inline = format!(
+        "{}<resume xmlns='{SM}' previd='{previd}' h='2'/>{}",
+        user_agent("ua-sm"),
+        bind2("App", "")
+    );
+    let success = scram_login(&mut raw, "alice", &inline).await;
+    assert!(success.is("success", SASL2), "{success:?}");
+    let resumed = success.get_child("resumed", SM).expect("<resumed/> inline");
+    assert_eq!(resumed.attr("previd"), Some(previd.as_str()));
+    // We sent one stanza (the roster get) before the break.
+    assert_eq!(resumed.attr("h"), Some("1"));
+    assert!(
+        !success.has_child("bound", BIND2),
+        "resumed, not bound anew"
+    );
+    assert_eq!(identifier(&success), jid);
+    let features = raw.element().await;
+    assert_eq!(features.name(), "features");
+    let mut alice = Session::from_raw(raw, jid.clone());
+    let seen = alice.drain().await;
+    let bodies: Vec<String> = seen
+        .iter()
+        .filter(|el| is_message_with_body(el))
+        .map(body)
+        .collect();
+    assert_eq!(bodies, ["during the gap"], "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_failed_inline_resumption_still_binds() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    let (mut raw, _) = connect(&t).await;
+    let inline = format!(
+        "{}<resume xmlns='{SM}' previd='no-such-session' h='0'/>{}",
+        user_agent("ua-x"),
+        bind2("App", "")
+    );
+    let success = scram_login(&mut raw, "alice", &inline).await;
+    let failed = success.get_child("failed", SM).expect("<failed/> inline");
+    assert!(
+        failed.has_child("item-not-found", ns::STANZAS_ERRORS),
+        "{failed:?}"
+    );
+    let mut alice = bound_session(raw, &success).await;
+    assert!(alice.drain().await.is_empty());
 }

@@ -115,6 +115,17 @@ impl Router {
         self.sessions.clear_interested(jid, interest);
     }
 
+    /// Marks a session as detached (its connection broke, it waits for XEP-0198 resumption)
+    /// or attached again.
+    pub fn set_detached(&self, jid: &FullJid, detached: bool) {
+        self.sessions.set_detached(jid, detached);
+    }
+
+    /// True while the session waits for its client to resume it: stanzas queue up unread.
+    pub fn is_detached(&self, jid: &FullJid) -> bool {
+        self.sessions.is_detached(jid)
+    }
+
     /// The user's sessions that opted into `interest`.
     pub fn interested_resources(&self, user: &BareJid, interest: Interest) -> Vec<FullJid> {
         self.sessions.interested(user, interest)

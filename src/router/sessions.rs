@@ -69,6 +69,9 @@ pub struct SessionEntry {
     interests: u8,
     /// Woken when the queue overflows; the session then ends itself.
     stalled: Arc<Notify>,
+    /// The connection is gone but the session waits to be resumed (XEP-0198): stanzas are
+    /// still queued for it, but nobody reads them right now (push notifications care).
+    detached: bool,
 }
 
 #[derive(Default)]
@@ -94,6 +97,7 @@ impl SessionTable {
             availability: Availability::Unavailable,
             interests: 0,
             stalled,
+            detached: false,
         };
         let mut resources = self.users.entry(jid.to_bare()).or_default();
         let replaced = resources
@@ -170,6 +174,20 @@ impl SessionTable {
                 entry.interests &= !interest.bit();
             }
         }
+    }
+
+    pub fn set_detached(&self, jid: &FullJid, detached: bool) {
+        if let Some(mut resources) = self.users.get_mut(&jid.to_bare()) {
+            if let Some(entry) = resources.iter_mut().find(|e| &e.jid == jid) {
+                entry.detached = detached;
+            }
+        }
+    }
+
+    pub fn is_detached(&self, jid: &FullJid) -> bool {
+        self.users
+            .get(&jid.to_bare())
+            .is_some_and(|resources| resources.iter().any(|e| &e.jid == jid && e.detached))
     }
 
     pub fn interested(&self, user: &BareJid, interest: Interest) -> Vec<FullJid> {

@@ -1,11 +1,11 @@
 //! XEP-0386 Bind 2: the resource bound inside the SASL2 `<authenticate/>`, with the session
-//! features the client wants switched on from its first stanza (carbons; stream management
-//! is parsed here and wired by `stream::sm`).
+//! features the client wants switched on from its first stanza (carbons, stream management).
 
 use jid::FullJid;
 use minidom::Element;
 use sha2::{Digest, Sha256};
 
+use super::c2s::SmGrant;
 use crate::router::{Interest, Router};
 use crate::xml::ns;
 
@@ -18,10 +18,8 @@ const MAX_TAG_CHARS: usize = 32;
 pub struct InlineRequests {
     /// `<enable xmlns='urn:xmpp:carbons:2'/>` inside Bind2.
     pub carbons: bool,
-    /// `<enable xmlns='urn:xmpp:sm:3'/>` inside Bind2, as sent.
-    pub sm_enable: Option<Element>,
-    /// `<resume xmlns='urn:xmpp:sm:3'/>` inside the SASL2 `<authenticate/>`, as sent.
-    pub sm_resume: Option<Element>,
+    /// Stream management enabled inside Bind2; its `<enabled/>` went out in `<bound/>`.
+    pub sm: Option<SmGrant>,
 }
 
 /// A parsed `<bind xmlns='urn:xmpp:bind:0'/>`.
@@ -93,11 +91,14 @@ fn stable_suffix(username: &str, client_id: &str) -> String {
         .collect()
 }
 
-/// The `<bound/>` for `<success/>`.
-pub fn bound_element() -> Element {
-    // SM seam: when `InlineRequests::sm_enable` is set, the `<enabled/>` answer of stream
-    // management goes inside this element.
-    Element::bare("bound", ns::BIND2)
+/// The `<bound/>` for `<success/>`, with the answers to inline requests that have one (stream
+/// management's `<enabled/>`).
+pub fn bound_element(answers: impl IntoIterator<Item = Element>) -> Element {
+    let mut bound = Element::bare("bound", ns::BIND2);
+    for answer in answers {
+        bound.append_child(answer);
+    }
+    bound
 }
 
 /// Switches on what the client asked for inline, once the session is registered with the
@@ -106,12 +107,6 @@ pub fn apply_after_bind(router: &Router, jid: &FullJid, inline: &InlineRequests)
     if inline.carbons {
         // Exactly what `<iq><enable xmlns='urn:xmpp:carbons:2'/></iq>` does.
         router.set_interested(jid, Interest::Carbons);
-    }
-    // SM seam: stream management starts here from `inline.sm_enable` (its `<enabled/>` was
-    // already put in `<bound/>`) and `inline.sm_resume`. Not advertised yet, so a client
-    // asking anyway gets a session without it, as if it had not asked.
-    if inline.sm_enable.is_some() || inline.sm_resume.is_some() {
-        tracing::debug!("inline stream management requested; not wired yet");
     }
 }
 

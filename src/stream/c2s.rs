@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jid::{FullJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -13,7 +13,9 @@ use tracing::{debug, info};
 
 use super::auth::{self, AuthOutcome};
 use super::bind2::{self, InlineRequests};
+use super::resumption::{self, Bound, Takeover};
 use super::sasl2::{self, Sasl2Outcome};
+use super::sm::{self, Nonza, SmState};
 use super::transport::{Incoming, Transport, TransportError};
 use super::{fast, features};
 use crate::router::Outbound;
@@ -29,6 +31,8 @@ const FAREWELL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 pub(super) enum End {
     /// We close with this RFC 6120 §4.9.3 condition.
     Error(&'static str, Option<String>),
+    /// We close with this condition and an application-specific condition element (XML).
+    ErrorWith(&'static str, String),
     /// The client sent `</stream:stream>`: answer in kind.
     PeerClosed,
     /// The connection broke: nothing more can be sent.
@@ -37,6 +41,9 @@ pub(super) enum End {
     /// error could only sit behind the blocked bytes (perhaps after half a stanza), so the
     /// connection is just closed.
     Stalled,
+    /// A resuming connection asked for this session's state (XEP-0198 §5): hand it over and
+    /// close the connection without another byte, since the client has moved on.
+    TakenOver(Takeover),
 }
 
 impl From<TransportError> for End {
@@ -68,6 +75,8 @@ pub(super) struct C2s<T: Transport> {
     /// Stanzas taken off the queue whose write has not finished: if the session ends before
     /// it does, they are routed again instead of vanishing with the connection.
     in_flight: Vec<Element>,
+    /// A session taken over by `<resume/>` during negotiation, with the client's `h`.
+    pub(super) resumed: Option<Resumed>,
 }
 
 /// Runs one client connection to its end.
@@ -78,6 +87,7 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
         ctx,
         header_sent: false,
         in_flight: Vec::new(),
+        resumed: None,
     };
     // Boxed, like the routing below: an idle session's task should not carry the space of the
     // negotiation's (or routing's) deepest await for its whole life.
@@ -85,15 +95,30 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
         tokio::time::timeout_at(Instant::now() + timeout, Box::pin(stream.negotiate())).await;
     let Negotiated { jid, inline } = match negotiated {
         Ok(Ok(negotiated)) => negotiated,
-        Ok(Err(end)) => return stream.finish(end).await,
+        Ok(Err(end)) => {
+            if let Some(Resumed { bound, .. }) = stream.resumed.take() {
+                // Taken over inline, but the connection failed before the session ran.
+                resumption::detach(stream.ctx.clone(), bound);
+            }
+            return stream.finish(end).await;
+        }
         Err(_) => {
             debug!("negotiation timed out");
+            if let Some(Resumed { bound, .. }) = stream.resumed.take() {
+                // Taken over just as time ran out: park it again rather than drop it.
+                resumption::detach(stream.ctx.clone(), bound);
+            }
             return stream.finish(End::Error("connection-timeout", None)).await;
         }
     };
     tracing::Span::current().record("jid", tracing::field::display(&jid));
+    if let Some(resumed) = stream.resumed.take() {
+        info!("session resumed");
+        let end = Box::pin(stream.resume_session(resumed)).await;
+        return Box::pin(stream.finish(end)).await;
+    }
     info!("session bound");
-    let session = stream.session(&jid, &inline);
+    let session = stream.session(&jid, inline);
     // Every idle session pays for this state; keep an eye on it.
     debug!(bytes = std::mem::size_of_val(&session), "session state");
     let end = session.await;
@@ -145,7 +170,8 @@ impl<T: Transport> C2s<T> {
                     }
                 }
                 // XEP-0388: no stream restart, features right after the success. Bound
-                // inline, the session starts; otherwise the client binds itself.
+                // inline (or resumed inline), the session starts; otherwise the client binds
+                // itself.
                 if el.is("authenticate", ns::SASL2) && username.is_none() {
                     match sasl2::authenticate(self, el).await? {
                         Sasl2Outcome::Success(login) => {
@@ -168,6 +194,13 @@ impl<T: Transport> C2s<T> {
                         let jid = self.bind(user, &el).await?;
                         let inline = InlineRequests::default();
                         return Ok(Negotiated { jid, inline });
+                    }
+                    Some(user) if el.ns() == ns::SM => {
+                        if let Some(jid) = self.sm_before_bind(user, &el).await? {
+                            let inline = InlineRequests::default();
+                            return Ok(Negotiated { jid, inline });
+                        }
+                        continue;
                     }
                     _ => {
                         return Err(End::Error(
@@ -238,7 +271,7 @@ impl<T: Transport> C2s<T> {
         self.send_stream_features(&body).await
     }
 
-    async fn send_stream_features(&mut self, body: &str) -> Result<(), End> {
+    pub(super) async fn send_stream_features(&mut self, body: &str) -> Result<(), End> {
         let decl = self.transport.stream_prefix_declaration();
         let xml = format!("<stream:features{decl}>{body}</stream:features>");
         self.transport.send(&[xml.as_bytes()]).await?;
@@ -277,73 +310,194 @@ impl<T: Transport> C2s<T> {
         Ok(jid)
     }
 
-    /// The bound session: client stanzas go to the router, the router's go to the client.
-    async fn session(&mut self, jid: &FullJid, inline: &InlineRequests) -> End {
-        let router = self.ctx.router.clone();
-        let (tx, mut rx) = mpsc::channel(self.ctx.config.limits.session_queue);
-        let stalled = Arc::new(Notify::new());
-        let session_id = router.bind(jid.clone(), tx, stalled.clone());
-        bind2::apply_after_bind(&router, jid, inline);
-        let end = loop {
-            tokio::select! {
-                frame = self.transport.next_frame() => {
-                    let result = match frame {
-                        Ok(Incoming::Element(el)) => Box::pin(self.handle_client_stanza(jid, el)).await,
-                        Ok(Incoming::Close) => Err(End::PeerClosed),
-                        Ok(Incoming::Open(_)) => Err(End::Error("invalid-xml", None)),
-                        Err(e) => Err(End::from(e)),
-                    };
-                    if let Err(end) = result {
-                        break end;
-                    }
-                }
-                first = rx.recv() => {
-                    let Some(first) = first else { break End::Disconnected };
-                    // A write blocked on a client that stopped reading must not outlive the
-                    // queue filling up behind it.
-                    let written = tokio::select! {
-                        written = Box::pin(self.write_queued(first, &mut rx)) => written,
-                        _ = stalled.notified() => Err(End::Stalled),
-                    };
-                    if let Err(end) = written {
-                        break end;
-                    }
-                }
-                _ = stalled.notified() => {
-                    break End::Error("policy-violation", Some("too many stanzas waiting to be read".into()));
-                }
+    /// Stream Management before a resource is bound: `<resume/>` takes over a session
+    /// (XEP-0198 §5); anything else is too early. Returns the resumed JID, or None when the
+    /// client was told `<failed/>` and may go on to bind.
+    async fn sm_before_bind(&mut self, user: &str, el: &Element) -> Result<Option<FullJid>, End> {
+        let (previd, h) = match sm::parse(el) {
+            Some(Ok(Nonza::Resume { previd, h })) => (previd, h),
+            Some(Err(e)) => {
+                debug!(error = %e, "bad Stream Management element before bind");
+                self.send_raw(&sm::failed("bad-request", None)).await?;
+                return Ok(None);
+            }
+            _ => {
+                self.send_raw(&sm::failed("unexpected-request", None))
+                    .await?;
+                return Ok(None);
             }
         };
-        router.unbind(session_id, jid).await;
-        // Whatever was queued (or being written) but never fully written goes back through
-        // the router, which now sees the session gone: messages end up in offline storage
-        // rather than being lost. Oldest first, so offline order is kept.
-        rx.close();
-        let mut unsent: Vec<Element> = std::mem::take(&mut self.in_flight);
-        while let Ok(item) = rx.try_recv() {
-            if let Outbound::Stanza(el) = item {
-                unsent.push(*el);
+        let account = format!("{user}@{}", self.ctx.config.domain);
+        let Ok(account) = BareJid::new(&account) else {
+            self.send_raw(&sm::failed("item-not-found", None)).await?;
+            return Ok(None);
+        };
+        match self.ctx.resumption.take(&previd, &account).await {
+            Ok(bound) => {
+                let jid = bound.jid.clone();
+                self.resumed = Some(Resumed {
+                    bound,
+                    h,
+                    announced: false,
+                });
+                Ok(Some(jid))
+            }
+            Err(known_h) => {
+                debug!(previd, "resumption failed: unknown or expired");
+                self.send_raw(&sm::failed("item-not-found", known_h))
+                    .await?;
+                Ok(None)
             }
         }
-        for el in unsent {
-            if Kind::of(&el) != Some(Kind::Message) {
-                continue;
-            }
-            if let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) {
-                router.route(Kind::Message, to, el).await;
-            }
+    }
+
+    /// The bound session: client stanzas go to the router, the router's go to the client.
+    async fn session(&mut self, jid: &FullJid, inline: InlineRequests) -> End {
+        let router = self.ctx.router.clone();
+        let (tx, rx) = mpsc::channel(self.ctx.config.limits.session_queue);
+        let stalled = Arc::new(Notify::new());
+        let session_id = router.bind(jid.clone(), tx, stalled.clone());
+        bind2::apply_after_bind(&router, jid, &inline);
+        let mut bound = Bound::new(session_id, jid.clone(), rx, stalled);
+        if let Some(grant) = inline.sm {
+            // Enabled inline (XEP-0386): its `<enabled/>` already went out inside `<bound/>`.
+            self.install_sm(&mut bound, grant);
         }
+        self.run_bound(bound).await
+    }
+
+    /// Continues a session taken over by `<resume/>`: the client's `h` acknowledges what it
+    /// got, `<resumed/>` tells it ours, then the unacknowledged stanzas are sent again and
+    /// whatever queued up meanwhile follows.
+    async fn resume_session(&mut self, resumed: Resumed) -> End {
+        let Resumed {
+            mut bound,
+            h,
+            announced,
+        } = resumed;
+        let Some(sm) = bound.sm.as_mut() else {
+            return self
+                .end_bound(*bound, End::Error("internal-server-error", None))
+                .await;
+        };
+        if let Err(too_high) = sm.ack(h) {
+            let end = End::ErrorWith("undefined-condition", too_high.to_xml());
+            return self.end_bound(*bound, end).await;
+        }
+        let previd = sm.id.clone().unwrap_or_default();
+        let inbound = sm.inbound;
+        sm.request_outstanding = false;
+        let retransmit: Vec<Vec<u8>> = sm.unacked.iter().map(xml::to_bytes).collect();
+        let account = bound.jid.to_bare();
+        bound.slot = Some(self.ctx.resumption.register(previd.clone(), account));
+        self.ctx.router.set_detached(&bound.jid, false);
+        // Resumed inline in a SASL2 `<success/>`, the client already has our `h`.
+        let resumed = if announced {
+            String::new()
+        } else {
+            sm::resumed(&previd, inbound)
+        };
+        let mut slices: Vec<&[u8]> = vec![resumed.as_bytes()];
+        slices.extend(retransmit.iter().map(Vec::as_slice));
+        debug!(retransmitted = retransmit.len(), "resumed");
+        if let Err(e) = self.transport.send(&slices).await {
+            return self.end_bound(*bound, End::from(e)).await;
+        }
+        let pending: Vec<Element> = bound.pending.drain(..).collect();
+        if let Err(end) = self.write_elements(&mut bound, pending, true).await {
+            return self.end_bound(*bound, end).await;
+        }
+        self.run_bound(*bound).await
+    }
+
+    /// Pumps stanzas both ways until the stream ends, then ends the session or parks it.
+    async fn run_bound(&mut self, mut b: Bound) -> End {
+        let stalled = b.stalled.clone();
+        let end = loop {
+            let mut slot = b.slot.take();
+            let step = tokio::select! {
+                frame = self.transport.next_frame() => Step::Frame(frame),
+                first = b.rx.recv() => Step::Queued(first),
+                _ = stalled.notified() => Step::Stalled,
+                Some(request) = resumption::takeover_requested(&mut slot) => Step::Takeover(request),
+            };
+            b.slot = slot;
+            let result = match step {
+                Step::Frame(Ok(Incoming::Element(el))) => {
+                    Box::pin(self.handle_client_stanza(&mut b, el)).await
+                }
+                Step::Frame(Ok(Incoming::Close)) => Err(End::PeerClosed),
+                Step::Frame(Ok(Incoming::Open(_))) => Err(End::Error("invalid-xml", None)),
+                Step::Frame(Err(e)) => Err(End::from(e)),
+                Step::Queued(None) => Err(End::Disconnected),
+                Step::Queued(Some(first)) => {
+                    let mut slot = b.slot.take();
+                    // A write blocked on a client that stopped reading must not outlive the
+                    // queue filling up behind it, nor keep a resuming client waiting.
+                    let written = tokio::select! {
+                        written = Box::pin(self.write_queued(&mut b, first)) => written,
+                        _ = stalled.notified() => Err(End::Stalled),
+                        Some(request) = resumption::takeover_requested(&mut slot) => {
+                            Err(End::TakenOver(request))
+                        }
+                    };
+                    if b.slot.is_none() {
+                        b.slot = slot;
+                    }
+                    written
+                }
+                Step::Stalled => Err(End::Error(
+                    "policy-violation",
+                    Some("too many stanzas waiting to be read".into()),
+                )),
+                Step::Takeover(request) => Err(End::TakenOver(request)),
+            };
+            if let Err(end) = result {
+                break end;
+            }
+        };
+        self.end_bound(b, end).await
+    }
+
+    /// After the stream ended: a resumable session whose connection broke is parked for its
+    /// client to come back; any other session ends for real.
+    async fn end_bound(&mut self, mut b: Bound, end: End) -> End {
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let resumable = b.slot.is_some() && b.sm.as_ref().is_some_and(|sm| sm.resumable());
+        let end = match end {
+            End::TakenOver(request) => {
+                // What was being written may be half on the old wire: the client never
+                // counted it, so it goes first on the new one.
+                for el in in_flight.drain(..).rev() {
+                    b.pending.push_front(el);
+                }
+                info!("session taken over by a resuming connection");
+                if let Err(back) = request.send(Box::new(b)) {
+                    // The resuming connection gave up waiting: park the state after all.
+                    resumption::detach(self.ctx.clone(), back);
+                }
+                return End::Disconnected;
+            }
+            end @ (End::Disconnected | End::Stalled) if resumable => {
+                for el in in_flight.drain(..).rev() {
+                    b.pending.push_front(el);
+                }
+                resumption::detach(self.ctx.clone(), Box::new(b));
+                return end;
+            }
+            end => end,
+        };
+        resumption::end_session(&self.ctx, b, in_flight).await;
         end
     }
 
-    /// Validates and stamps a stanza from the client, then hands it to the router.
-    async fn handle_client_stanza(&mut self, jid: &FullJid, mut el: Element) -> Result<(), End> {
+    /// Validates and stamps a stanza from the client, then hands it to the router. Stream
+    /// Management and CSI nonzas are answered here.
+    async fn handle_client_stanza(&mut self, b: &mut Bound, mut el: Element) -> Result<(), End> {
         let Some(kind) = Kind::of(&el) else {
-            return Err(End::Error(
-                "unsupported-stanza-type",
-                Some(format!("<{}/> in {}", el.name(), el.ns())),
-            ));
+            return self.handle_nonza(b, el).await;
         };
+        let jid = &b.jid;
         if let Some(from) = el.attr("from") {
             let claimed = Jid::new(from).ok();
             let own = claimed.as_ref().is_some_and(|c| match c.try_as_full() {
@@ -358,35 +512,117 @@ impl<T: Transport> C2s<T> {
             }
         }
         stanza::set_attr(&mut el, "from", jid.to_string());
+        if let Some(sm) = b.sm.as_mut() {
+            sm.count_inbound();
+        }
         if kind == Kind::Iq {
             if el.attr("id").is_none() {
                 return Err(End::Error("invalid-xml", Some("<iq/> without id".into())));
             }
             if is_session_request(&el, &self.ctx.config.domain) {
                 let reply = stanza::iq_result(&el, None, &self.ctx.config.domain);
-                return self.send_el(&reply).await;
+                return self.write_elements(b, vec![reply], false).await;
             }
         }
         Box::pin(self.ctx.router.route_from_client(jid, el)).await;
         Ok(())
     }
 
-    /// Writes what the router queued, batching whatever else is already waiting.
-    async fn write_queued(
+    /// XEP-0198 and XEP-0352 elements; anything else is not allowed on a client stream.
+    async fn handle_nonza(&mut self, b: &mut Bound, el: Element) -> Result<(), End> {
+        if el.ns() == ns::CSI && matches!(el.name(), "active" | "inactive") {
+            let csi = b.csi.get_or_insert_with(Default::default);
+            if el.name() == "inactive" {
+                csi.deactivate();
+                return Ok(());
+            }
+            let held = csi.activate();
+            debug!(held = held.len(), "client active again");
+            return self.write_elements(b, held, false).await;
+        }
+        let nonza = match sm::parse(&el) {
+            Some(Ok(nonza)) => nonza,
+            Some(Err(e)) => return Err(End::Error("bad-format", Some(e.to_string()))),
+            None => {
+                return Err(End::Error(
+                    "unsupported-stanza-type",
+                    Some(format!("<{}/> in {}", el.name(), el.ns())),
+                ))
+            }
+        };
+        match (nonza, b.sm.as_mut()) {
+            (Nonza::Enable { resume, max }, None) => self.enable_sm(b, resume, max).await,
+            (Nonza::Ack { h }, Some(sm)) => {
+                sm.request_outstanding = false;
+                sm.ack(h)
+                    .map_err(|too_high| End::ErrorWith("undefined-condition", too_high.to_xml()))
+            }
+            (Nonza::Request, Some(sm)) => {
+                let ack = sm::ack(sm.inbound);
+                self.send_raw(&ack).await
+            }
+            // Enabling twice, resuming a bound session, acks without SM (XEP-0198 §3, §5).
+            _ => self.send_raw(&sm::failed("unexpected-request", None)).await,
+        }
+    }
+
+    /// `<enable/>` (XEP-0198 §3): counting starts now; with `resume`, the session can be taken
+    /// over by a later connection for up to the granted timeout.
+    async fn enable_sm(
         &mut self,
-        first: Outbound,
-        rx: &mut mpsc::Receiver<Outbound>,
+        b: &mut Bound,
+        resume: bool,
+        max: Option<u64>,
     ) -> Result<(), End> {
+        let grant = self.grant_sm(resume, max);
+        let reply = sm::enabled(grant.id.as_deref(), grant.max_secs);
+        self.install_sm(b, grant);
+        self.send_raw(&reply).await
+    }
+
+    /// What an `<enable/>` gets: a resumption id (when resumption is asked for and allowed)
+    /// and the timeout granted, the smaller of the client's `max` and ours.
+    pub(super) fn grant_sm(&self, resume: bool, max: Option<u64>) -> SmGrant {
+        let server_max = self.ctx.config.stream_management.resume_timeout_secs;
+        let max_secs = max.map_or(server_max, |asked| asked.min(server_max));
+        let id = (resume && max_secs > 0).then(random_id);
+        SmGrant { id, max_secs }
+    }
+
+    /// Starts counting on the session, and makes it resumable under the granted id.
+    fn install_sm(&mut self, b: &mut Bound, grant: SmGrant) {
+        if let Some(id) = &grant.id {
+            b.slot = Some(self.ctx.resumption.register(id.clone(), b.jid.to_bare()));
+        }
+        debug!(
+            resume = grant.id.is_some(),
+            granted = grant.max_secs,
+            "stream management enabled"
+        );
+        b.sm = Some(Box::new(SmState::new(grant.id, grant.max_secs)));
+    }
+
+    /// Writes what the router queued, batching whatever else is already waiting.
+    async fn write_queued(&mut self, b: &mut Bound, first: Outbound) -> Result<(), End> {
         let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut next = Some(first);
         let mut end = None;
         self.in_flight.clear();
         while let Some(item) = next.take() {
             match item {
-                Outbound::Stanza(el) => {
-                    batch.push(xml::to_bytes(&el));
-                    self.in_flight.push(*el);
-                }
+                Outbound::Stanza(el) => match b.csi.as_mut() {
+                    Some(csi) if csi.is_inactive() || csi.has_held() => {
+                        let in_flight = &mut self.in_flight;
+                        csi.filter(*el, |el| {
+                            batch.push(xml::to_bytes(&el));
+                            in_flight.push(el);
+                        });
+                    }
+                    _ => {
+                        batch.push(xml::to_bytes(&el));
+                        self.in_flight.push(*el);
+                    }
+                },
                 Outbound::Replaced => {
                     end = Some(End::Error(
                         "conflict",
@@ -402,17 +638,73 @@ impl<T: Transport> C2s<T> {
             if batch.len() >= MAX_BATCH {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = b.rx.try_recv().ok();
         }
-        if !batch.is_empty() {
-            let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-            self.transport.send(&slices).await?;
-        }
-        self.in_flight.clear();
+        self.send_batch(b, batch).await?;
         match end {
             Some(end) => Err(end),
             None => Ok(()),
         }
+    }
+
+    /// Writes stanzas that did not come off the queue (held ones, a server answer), through
+    /// CSI when `filter` says so, and counted for Stream Management like any other.
+    async fn write_elements(
+        &mut self,
+        b: &mut Bound,
+        elements: Vec<Element>,
+        filter: bool,
+    ) -> Result<(), End> {
+        self.in_flight.clear();
+        let mut batch = Vec::with_capacity(elements.len());
+        for el in elements {
+            match b.csi.as_mut() {
+                Some(csi) if filter => {
+                    let in_flight = &mut self.in_flight;
+                    csi.filter(el, |el| {
+                        batch.push(xml::to_bytes(&el));
+                        in_flight.push(el);
+                    });
+                }
+                _ => {
+                    batch.push(xml::to_bytes(&el));
+                    self.in_flight.push(el);
+                }
+            }
+        }
+        self.send_batch(b, batch).await
+    }
+
+    /// Sends serialized stanzas (their elements are in `in_flight`), asking for an ack when
+    /// enough are unacknowledged; once written they move to the unacked queue.
+    async fn send_batch(&mut self, b: &mut Bound, batch: Vec<Vec<u8>>) -> Result<(), End> {
+        if batch.is_empty() {
+            self.in_flight.clear();
+            return Ok(());
+        }
+        let mut slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        if let Some(sm) = b.sm.as_mut() {
+            if sm.should_request(self.in_flight.len()) {
+                slices.push(sm::REQUEST.as_bytes());
+            }
+        }
+        self.transport.send(&slices).await?;
+        match b.sm.as_mut() {
+            Some(sm) => {
+                sm.sent_stanzas(self.in_flight.drain(..));
+                if sm.unacked.len() > self.ctx.config.stream_management.max_unacked {
+                    debug!(unacked = sm.unacked.len(), "client does not acknowledge");
+                    return Err(End::Stalled);
+                }
+            }
+            None => self.in_flight.clear(),
+        }
+        Ok(())
+    }
+
+    async fn send_raw(&mut self, xml: &str) -> Result<(), End> {
+        self.transport.send(&[xml.as_bytes()]).await?;
+        Ok(())
     }
 
     pub(super) async fn send_el(&mut self, el: &Element) -> Result<(), End> {
@@ -429,6 +721,10 @@ impl<T: Transport> C2s<T> {
     }
 
     async fn say_goodbye(&mut self, end: End) {
+        let (end, app) = match end {
+            End::ErrorWith(condition, app) => (End::Error(condition, None), app),
+            end => (end, String::new()),
+        };
         match end {
             End::Error(condition, text) => {
                 debug!(condition, ?text, "closing stream with error");
@@ -446,7 +742,7 @@ impl<T: Transport> C2s<T> {
                     })
                     .unwrap_or_default();
                 let error = format!(
-                    "<stream:error{decl}><{condition} xmlns='{}'/>{text}</stream:error>",
+                    "<stream:error{decl}><{condition} xmlns='{}'/>{text}{app}</stream:error>",
                     ns::STREAMS_ERRORS
                 );
                 if self.transport.send(&[error.as_bytes()]).await.is_ok() {
@@ -457,12 +753,36 @@ impl<T: Transport> C2s<T> {
                 let _ = self.open_stream().await;
                 let _ = self.transport.close_stream().await;
             }
-            End::Disconnected => {}
+            End::Disconnected | End::ErrorWith(..) | End::TakenOver(_) => {}
             End::Stalled => {
                 debug!("closing the connection of a client that stopped reading");
             }
         }
     }
+}
+
+/// What woke the bound session.
+enum Step {
+    Frame(Result<Incoming, TransportError>),
+    Queued(Option<Outbound>),
+    Stalled,
+    Takeover(Takeover),
+}
+
+/// Stream management granted to a session (XEP-0198 `<enabled/>`).
+#[derive(Debug)]
+pub(super) struct SmGrant {
+    pub id: Option<String>,
+    pub max_secs: u64,
+}
+
+/// A detached session a new connection took over (XEP-0198 `<resume/>`).
+pub(super) struct Resumed {
+    pub bound: Box<Bound>,
+    /// The client's count of what it received.
+    pub h: u32,
+    /// `<resumed/>` already went out (inline in SASL2's `<success/>`).
+    pub announced: bool,
 }
 
 const MAX_AUTH_ATTEMPTS: u32 = 5;

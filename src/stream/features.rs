@@ -49,10 +49,14 @@ pub fn sasl2(mechanisms: &[Mechanism], token_mechanisms: &[HtMechanism]) -> Stri
     for mechanism in mechanisms {
         out.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
     }
+    // Stream management both ways: enabled with the binding, or resumed instead of one.
     out.push_str(&format!(
-        "<inline><bind xmlns='{}'><inline><feature var='{}'/></inline></bind>",
+        "<inline><bind xmlns='{}'><inline><feature var='{}'/><feature var='{}'/></inline></bind>\
+         <sm xmlns='{}'/>",
         ns::BIND2,
-        ns::CARBONS
+        ns::CARBONS,
+        ns::SM,
+        ns::SM
     ));
     if !token_mechanisms.is_empty() {
         out.push_str(&format!("<fast xmlns='{}'>", ns::FAST));
@@ -69,22 +73,27 @@ pub fn sasl2(mechanisms: &[Mechanism], token_mechanisms: &[HtMechanism]) -> Stri
 /// every success): what is left to use on the bound stream, so no `<bind/>` or `<session/>`.
 pub fn after_inline_bind() -> String {
     format!(
-        "<ver xmlns='{}'/><sub xmlns='{}'/>",
+        "<ver xmlns='{}'/><sub xmlns='{}'/><sm xmlns='{}'/><csi xmlns='{}'/>",
         ns::ROSTER_VER_FEATURE,
-        ns::PRE_APPROVAL_FEATURE
+        ns::PRE_APPROVAL_FEATURE,
+        ns::SM,
+        ns::CSI
     )
 }
 
 /// After authentication: resource binding, RFC 3921 sessions marked optional for the clients
 /// that still look for them, and the roster features of RFC 6121 (versioning §2.6,
-/// subscription pre-approval §3.4).
+/// subscription pre-approval §3.4), Stream Management (XEP-0198) and Client State Indication
+/// (XEP-0352).
 pub fn after_auth() -> String {
     format!(
         "<bind xmlns='{}'/><session xmlns='{}'><optional/></session>\
-         <ver xmlns='{}'/><sub xmlns='{}'/>",
+         <ver xmlns='{}'/><sub xmlns='{}'/><sm xmlns='{}'/><csi xmlns='{}'/>",
         ns::BIND,
         ns::SESSION,
         ns::ROSTER_VER_FEATURE,
-        ns::PRE_APPROVAL_FEATURE
+        ns::PRE_APPROVAL_FEATURE,
+        ns::SM,
+        ns::CSI
     )
 }

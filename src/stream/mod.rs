@@ -3,8 +3,11 @@
 mod auth;
 mod bind2;
 pub mod c2s;
+mod csi;
 mod fast;
 mod features;
+pub mod resumption;
 mod sasl2;
+mod sm;
 pub mod throttle;
 pub mod transport;

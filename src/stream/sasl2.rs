@@ -6,14 +6,15 @@
 //! The password mechanisms run the challenge/response loop of `super::auth`; the token
 //! mechanisms are `super::fast`; resource binding is `super::bind2`.
 
-use jid::FullJid;
+use jid::{BareJid, FullJid};
 use minidom::Element;
 use tracing::debug;
 
 use super::auth::{self, AuthOutcome, Exchange, Wrapper};
 use super::bind2::{self, BindRequest, InlineRequests};
-use super::c2s::{random_id, C2s, End};
+use super::c2s::{random_id, C2s, End, Resumed};
 use super::fast::{self, FastUse, TokenLogin};
+use super::sm::{self, Nonza};
 use super::transport::Transport;
 use crate::sasl::{self, HtMechanism, Mechanism, SaslFailure};
 use crate::xml::ns;
@@ -155,20 +156,41 @@ pub(super) async fn authenticate<T: Transport>(
         additional.append_text(sasl::encode_payload(Some(data)));
         el.append_child(additional);
     }
-    // SM seam: with `inline.sm_resume` set, stream management tries to resume here; on success
-    // its `<resumed/>` goes inside this `<success/>` and no resource is bound.
-    let bound = request
-        .bind
-        .as_ref()
-        .and_then(|b| bind2::bind(&username, &domain, b, client_id, random_id));
+    // XEP-0198 inline (XEP-0388 §…): a resumed session takes the place of a new binding; a
+    // failed resumption says so and binding goes ahead.
+    let (resumed, resume_answer) = match &request.sm_resume {
+        Some(resume) => inline_resume(c2s, &username, resume).await,
+        None => (None, None),
+    };
+    let bound = match &resumed {
+        Some(jid) => Some(jid.clone()),
+        None => request
+            .bind
+            .as_ref()
+            .and_then(|b| bind2::bind(&username, &domain, b, client_id, random_id)),
+    };
     let mut identifier = Element::bare("authorization-identifier", ns::SASL2);
     identifier.append_text(match &bound {
         Some(jid) => jid.to_string(),
         None => format!("{username}@{domain}"),
     });
     el.append_child(identifier);
-    if bound.is_some() {
-        el.append_child(bind2::bound_element());
+    if let Some(answer) = resume_answer {
+        el.append_child(answer);
+    }
+    let sm_enable = match &request.bind {
+        Some(b) if bound.is_some() && resumed.is_none() => b.sm_enable.as_ref(),
+        _ => None,
+    };
+    let sm = sm_enable.and_then(|enable| match sm::parse(enable) {
+        Some(Ok(Nonza::Enable { resume, max })) => Some(c2s.grant_sm(resume, max)),
+        _ => None,
+    });
+    if bound.is_some() && resumed.is_none() {
+        let enabled = sm
+            .as_ref()
+            .and_then(|g| as_element(&sm::enabled(g.id.as_deref(), g.max_secs)));
+        el.append_child(bind2::bound_element(enabled));
     }
     let requested = request
         .request_token
@@ -191,19 +213,50 @@ pub(super) async fn authenticate<T: Transport>(
     c2s.send_el(&el).await?;
     debug!(%username, mechanism = name, bound = bound.is_some(), "authenticated (SASL2)");
 
-    let (carbons, sm_enable) = match request.bind {
-        Some(b) if bound.is_some() => (b.carbons, b.sm_enable),
-        _ => (false, None),
+    let carbons = match request.bind {
+        Some(b) if bound.is_some() && resumed.is_none() => b.carbons,
+        _ => false,
     };
     Ok(Sasl2Outcome::Success(Box::new(Sasl2Login {
         username,
         bound,
-        inline: InlineRequests {
-            carbons,
-            sm_enable,
-            sm_resume: request.sm_resume,
-        },
+        inline: InlineRequests { carbons, sm },
     })))
+}
+
+/// Tries the `<resume/>` sent inside `<authenticate/>`: on success the detached session is
+/// handed to `c2s` (its `<resumed/>` is the returned answer, so the session does not send it
+/// again); otherwise the answer is `<failed/>`.
+async fn inline_resume<T: Transport>(
+    c2s: &mut C2s<T>,
+    username: &str,
+    resume: &Element,
+) -> (Option<FullJid>, Option<Element>) {
+    let Some(Ok(Nonza::Resume { previd, h })) = sm::parse(resume) else {
+        return (None, as_element(&sm::failed("bad-request", None)));
+    };
+    let account = format!("{username}@{}", c2s.ctx.config.domain);
+    let Ok(account) = BareJid::new(&account) else {
+        return (None, as_element(&sm::failed("item-not-found", None)));
+    };
+    match c2s.ctx.resumption.take(&previd, &account).await {
+        Ok(bound) => {
+            let jid = bound.jid.clone();
+            let inbound = bound.sm.as_ref().map_or(0, |sm| sm.inbound);
+            c2s.resumed = Some(Resumed {
+                bound,
+                h,
+                announced: true,
+            });
+            (Some(jid), as_element(&sm::resumed(&previd, inbound)))
+        }
+        Err(known_h) => (None, as_element(&sm::failed("item-not-found", known_h))),
+    }
+}
+
+/// The nonzas of `stream::sm` are written as text; inside `<success/>` they are children.
+fn as_element(xml: &str) -> Option<Element> {
+    xml.parse().ok()
 }
 
 /// A token login: one message, no challenge (the HT mechanisms are client-first).

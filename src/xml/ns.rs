@@ -60,3 +60,4 @@ pub const SASL2: &str = "urn:xmpp:sasl:2";
 pub const BIND2: &str = "urn:xmpp:bind:0";
 pub const FAST: &str = "urn:xmpp:fast:0";
 pub const SM: &str = "urn:xmpp:sm:3";
+pub const CSI: &str = "urn:xmpp:csi:0";

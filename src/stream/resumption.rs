@@ -1,0 +1,308 @@
+//! XEP-0198 §5 resumption across connections: the state of a bound session that outlives its
+//! connection, the registry of resumable sessions by SM id, and the detached ("hibernating")
+//! session that waits for its client to come back.
+//!
+//! Every resumable session, live or detached, is owned by exactly one task, which holds the
+//! receiving end of its registry slot. A resuming connection asks that task for the state
+//! through the slot; the task hands it over and stops. That is the same whether the old
+//! connection is already gone (a detached session) or still looks alive (a zombie TCP
+//! connection after the phone changed networks), so there is one path for both.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+use tracing::{debug, info, Instrument};
+
+use super::csi::CsiState;
+use super::sm::SmState;
+use crate::router::{Outbound, Router};
+use crate::server::ServerContext;
+use crate::stanza::{self, Kind, StanzaError};
+
+/// How long a resuming connection waits for the owner of the state to hand it over.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Expired resumable sessions whose final `h` is remembered for `<failed h/>`.
+const EXPIRED_KEPT: usize = 10_000;
+
+/// A request for the state: the owner sends it back through the oneshot.
+pub type Takeover = oneshot::Sender<Box<Bound>>;
+
+/// The state of a bound session that is not tied to its connection.
+#[derive(Debug)]
+pub struct Bound {
+    /// The router's id of the session (the router entry stays while detached).
+    pub session_id: u64,
+    pub jid: FullJid,
+    pub rx: mpsc::Receiver<Outbound>,
+    pub stalled: Arc<Notify>,
+    /// Stream Management, once the client enabled it.
+    pub sm: Option<Box<SmState>>,
+    /// Client State Indication, once the client used it.
+    pub csi: Option<Box<CsiState>>,
+    /// Stanzas taken off `rx` but not written, oldest first: they go before what `rx` holds.
+    pub pending: VecDeque<Element>,
+    /// The registry slot of a resumable session; whoever holds it owns the state.
+    pub slot: Option<Slot>,
+}
+
+impl Bound {
+    pub fn new(
+        session_id: u64,
+        jid: FullJid,
+        rx: mpsc::Receiver<Outbound>,
+        stalled: Arc<Notify>,
+    ) -> Bound {
+        Bound {
+            session_id,
+            jid,
+            rx,
+            stalled,
+            sm: None,
+            csi: None,
+            pending: VecDeque::new(),
+            slot: None,
+        }
+    }
+
+    /// The client's inbound count, for `<failed h/>` once the session is gone.
+    fn inbound_h(&self) -> u32 {
+        self.sm.as_ref().map_or(0, |sm| sm.inbound)
+    }
+}
+
+/// Ownership of one registry entry.
+#[derive(Debug)]
+pub struct Slot {
+    pub id: String,
+    generation: u64,
+    pub requests: mpsc::Receiver<Takeover>,
+}
+
+struct Entry {
+    user: BareJid,
+    generation: u64,
+    requests: mpsc::Sender<Takeover>,
+}
+
+#[derive(Default)]
+struct Expired {
+    h: HashMap<String, (BareJid, u32)>,
+    order: VecDeque<String>,
+}
+
+/// Resumable sessions by SM id, and a bounded memory of the ones that ended.
+#[derive(Default)]
+pub struct Resumption {
+    entries: Mutex<HashMap<String, Entry>>,
+    expired: Mutex<Expired>,
+    generations: AtomicU64,
+}
+
+impl Resumption {
+    /// Makes the caller the owner of `id` (a new id, or one it just resumed).
+    pub fn register(&self, id: String, user: BareJid) -> Slot {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(1);
+        let entry = Entry {
+            user,
+            generation,
+            requests: tx,
+        };
+        lock(&self.entries).insert(id.clone(), entry);
+        Slot {
+            id,
+            generation,
+            requests: rx,
+        }
+    }
+
+    /// Forgets a session that ended for real; its final `h` is kept for a later `<failed/>`.
+    pub fn retire(&self, slot: &Slot, h: u32) {
+        let mut entries = lock(&self.entries);
+        let Some(entry) = entries.get(&slot.id) else {
+            return;
+        };
+        if entry.generation != slot.generation {
+            return;
+        }
+        let Some(entry) = entries.remove(&slot.id) else {
+            return;
+        };
+        drop(entries);
+        let mut expired = lock(&self.expired);
+        if expired.order.len() >= EXPIRED_KEPT {
+            if let Some(oldest) = expired.order.pop_front() {
+                expired.h.remove(&oldest);
+            }
+        }
+        expired.order.push_back(slot.id.clone());
+        expired.h.insert(slot.id.clone(), (entry.user, h));
+    }
+
+    /// Takes the state of session `id` from its owner for `user`. `Err` carries the `h` to put
+    /// in `<failed/>`, known when the session of that user expired recently.
+    pub async fn take(&self, id: &str, user: &BareJid) -> Result<Box<Bound>, Option<u32>> {
+        let requests = lock(&self.entries)
+            .get(id)
+            .filter(|e| &e.user == user)
+            .map(|e| e.requests.clone());
+        let Some(requests) = requests else {
+            return Err(self.expired_h(id, user));
+        };
+        let (tx, rx) = oneshot::channel();
+        let handed = tokio::time::timeout(TAKEOVER_TIMEOUT, async {
+            requests.send(tx).await.ok()?;
+            rx.await.ok()
+        })
+        .await;
+        match handed {
+            Ok(Some(bound)) => Ok(bound),
+            _ => Err(self.expired_h(id, user)),
+        }
+    }
+
+    fn expired_h(&self, id: &str, user: &BareJid) -> Option<u32> {
+        lock(&self.expired)
+            .h
+            .get(id)
+            .filter(|(owner, _)| owner == user)
+            .map(|(_, h)| *h)
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Waits for a takeover request on an optional slot (never, without one).
+pub async fn takeover_requested(slot: &mut Option<Slot>) -> Option<Takeover> {
+    match slot {
+        Some(slot) => slot.requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Parks a resumable session whose connection broke: the router keeps queuing for it and its
+/// presence stays until the client resumes or the timeout passes.
+pub fn detach(ctx: Arc<ServerContext>, bound: Box<Bound>) {
+    ctx.router.set_detached(&bound.jid, true);
+    info!(jid = %bound.jid, "session detached, waiting for resumption");
+    // Still in the connection's span, so the session's later life is logged with it.
+    tokio::spawn(hibernate(ctx, bound).in_current_span());
+}
+
+enum Wake {
+    Takeover(Takeover),
+    Stanza(Element),
+    Stalled,
+    End(&'static str),
+}
+
+async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
+    let timeout = bound.sm.as_ref().map_or(0, |sm| sm.max_secs);
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    // What was already waiting when the connection broke (a stalled client's full queue)
+    // plus one more queue's worth: the bound the router's queue would have applied.
+    let limit = bound.pending.len() + bound.rx.len() + ctx.config.limits.session_queue;
+    let why = loop {
+        let mut slot = bound.slot.take();
+        let wake = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => Wake::End("resumption timeout"),
+            request = takeover_requested(&mut slot) => match request {
+                Some(request) => Wake::Takeover(request),
+                None => Wake::End("registry entry gone"),
+            },
+            item = bound.rx.recv() => match item {
+                Some(Outbound::Stanza(el)) => Wake::Stanza(*el),
+                Some(Outbound::Replaced) => Wake::End("replaced by a new session"),
+                Some(Outbound::Shutdown) => Wake::End("server shutdown"),
+                None => Wake::End("queue closed"),
+            },
+            // A full queue (taken care of by draining) or a leftover wakeup from the live
+            // connection: either way, nothing must stay stored to end the resumed session.
+            _ = bound.stalled.notified() => Wake::Stalled,
+        };
+        bound.slot = slot;
+        match wake {
+            Wake::Takeover(request) => match request.send(bound) {
+                Ok(()) => return,
+                Err(back) => bound = back,
+            },
+            Wake::Stanza(el) => {
+                bound.pending.push_back(el);
+                if bound.pending.len() > limit {
+                    break "queue full while detached";
+                }
+            }
+            Wake::Stalled => {}
+            Wake::End(why) => break why,
+        }
+    };
+    info!(jid = %bound.jid, why, "detached session ends");
+    end_session(&ctx, *bound, Vec::new()).await;
+}
+
+/// Ends a bound session for real: unbinds it (session-end hooks run: unavailable presence,
+/// rooms left), then deals with everything that never reached the client or was never
+/// acknowledged, oldest first (see `dispose`).
+pub async fn end_session(ctx: &ServerContext, mut bound: Bound, in_flight: Vec<Element>) {
+    if let (Some(slot), h) = (bound.slot.take(), bound.inbound_h()) {
+        ctx.resumption.retire(&slot, h);
+    }
+    let router = &ctx.router;
+    router.unbind(bound.session_id, &bound.jid).await;
+    bound.rx.close();
+    let mut left: Vec<Element> = Vec::new();
+    if let Some(sm) = bound.sm.as_mut() {
+        left.extend(sm.unacked.drain(..));
+    }
+    left.extend(in_flight);
+    if let Some(csi) = bound.csi.as_mut() {
+        left.extend(csi.take_held());
+    }
+    left.extend(bound.pending.drain(..));
+    while let Ok(item) = bound.rx.try_recv() {
+        if let Outbound::Stanza(el) = item {
+            left.push(*el);
+        }
+    }
+    if !left.is_empty() {
+        debug!(jid = %bound.jid, stanzas = left.len(), "undelivered after session end");
+    }
+    dispose(router, left).await;
+}
+
+/// RFC 6120 §10 / XEP-0198 §5 for stanzas a session never delivered: messages go back through
+/// the router, which now sees the session gone (another resource or offline storage takes
+/// them); IQ requests get `<service-unavailable/>` so their sender is not left waiting;
+/// presence and the rest are dropped (presence is state, the next broadcast supersedes it).
+pub async fn dispose(router: &Arc<Router>, stanzas: Vec<Element>) {
+    for el in stanzas {
+        match Kind::of(&el) {
+            Some(Kind::Message) => {
+                if let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) {
+                    router.route(Kind::Message, to, el).await;
+                }
+            }
+            Some(Kind::Iq) if matches!(stanza::stanza_type(&el), "get" | "set") => {
+                router.bounce(&el, StanzaError::service_unavailable());
+            }
+            _ => {}
+        }
+    }
+}
