@@ -320,3 +320,35 @@ async fn enable_requests_are_checked() {
         .children()
         .any(|f| f.attr("var") == Some("urn:xmpp:push:0")));
 }
+
+#[tokio::test]
+async fn a_message_for_a_session_detached_by_stream_management_is_pushed() {
+    let (server, notifications) = start(|c| c.push.include_body = true).await;
+    let mut alice = Session::login(&server, "alice", "phone").await;
+    enable(&mut alice, "node-1").await;
+    alice
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    alice.expect(|el| el.is("enabled", "urn:xmpp:sm:3")).await;
+    let mut bob = Session::online(&server, "bob", "pc").await;
+    // Online and attached: no notification (shown by the one below being the first).
+    bob.send("<message to='alice@localhost/phone' type='chat'><body>attached</body></message>")
+        .await;
+    alice
+        .expect(|el| el.get_child("body", "jabber:client").is_some())
+        .await;
+    // The connection dies; the session waits to be resumed.
+    drop(alice);
+    let jid: jid::FullJid = "alice@localhost/phone".parse().unwrap();
+    for _ in 0..500 {
+        if server.server.ctx.router.is_detached(&jid) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(server.server.ctx.router.is_detached(&jid));
+    bob.send("<message to='alice@localhost/phone' type='chat'><body>detached</body></message>")
+        .await;
+    let iq = notifications.next().await;
+    assert_eq!(field(&summary(&iq), "last-message-body"), Some("detached"));
+}

@@ -111,9 +111,11 @@ fn is_important(message: &Element) -> bool {
     })
 }
 
-/// None of the sessions that took the message can show it now.
-fn nobody_is_listening(_router: &Router, sessions: &[FullJid]) -> bool {
-    sessions.is_empty()
+/// None of the sessions that took the message can show it now: there were none, or all are
+/// detached by stream management (the phone dropped off the network and may never return
+/// unless woken).
+fn nobody_is_listening(router: &Router, sessions: &[FullJid]) -> bool {
+    sessions.iter().all(|session| router.is_detached(session))
 }
 
 fn form_field(var: &str, value: &str) -> Element {
