@@ -445,3 +445,75 @@ async fn shutdown_tells_every_session_system_shutdown() {
     assert!(alice.closed().await);
     drop(dir);
 }
+
+/// Offline storage that takes its time to store: a message being stored while its recipient
+/// comes online.
+struct SlowPush(
+    std::sync::Arc<dyn corvid::storage::OfflineStore>,
+    std::sync::Arc<tokio::sync::Notify>,
+);
+
+#[async_trait::async_trait]
+impl corvid::storage::OfflineStore for SlowPush {
+    async fn push(
+        &self,
+        username: &str,
+        msg: &corvid::storage::OfflineMessage,
+        cap: u32,
+    ) -> corvid::storage::StorageResult<corvid::storage::OfflinePush> {
+        self.1.notify_one();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        self.0.push(username, msg, cap).await
+    }
+    async fn peek(
+        &self,
+        username: &str,
+    ) -> corvid::storage::StorageResult<Vec<corvid::storage::OfflineMessage>> {
+        self.0.peek(username).await
+    }
+    async fn remove_up_to(
+        &self,
+        username: &str,
+        up_to_id: i64,
+    ) -> corvid::storage::StorageResult<u64> {
+        self.0.remove_up_to(username, up_to_id).await
+    }
+    async fn count(&self, username: &str) -> corvid::storage::StorageResult<u64> {
+        self.0.count(username).await
+    }
+}
+
+/// A message stored offline at the moment its recipient becomes available is delivered in
+/// that session, not left waiting for the next login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stored_while_the_recipient_comes_online_is_delivered() {
+    let storing = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = storing.clone();
+    let server = TestServer::start_custom(
+        |_| {},
+        move |mut storage| {
+            storage.offline = std::sync::Arc::new(SlowPush(storage.offline, signal));
+            storage
+        },
+    )
+    .await;
+    server.add_user("alice").await;
+    server.add_user("bob").await;
+    let mut alice = common::xmpp::Session::login(&server, "alice", "phone").await;
+    let mut bob = common::xmpp::Session::online(&server, "bob", "pc").await;
+    // Alice is bound but not yet available: the message goes to (slow) offline storage...
+    bob.send("<message to='alice@localhost' type='chat'><body>racing</body></message>")
+        .await;
+    storing.notified().await;
+    // ...and she becomes available while it is being stored.
+    alice.send("<presence/>").await;
+    let got = alice
+        .expect(|el| el.get_child("body", "jabber:client").is_some())
+        .await;
+    assert_eq!(
+        got.get_child("body", "jabber:client")
+            .map(|b| b.text())
+            .as_deref(),
+        Some("racing")
+    );
+}

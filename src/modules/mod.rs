@@ -30,7 +30,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(roster::Roster),
         Arc::new(presence::Presence::default()),
         Arc::new(last_activity::LastActivity::default()),
-        Arc::new(offline::Offline),
+        Arc::new(offline::Offline::default()),
         Arc::new(blocking::Blocking::default()),
         Arc::new(vcard::Vcard::default()),
         Arc::new(pep::Pep::default()),

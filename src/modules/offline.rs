@@ -16,7 +16,35 @@ use crate::stanza::{self, StanzaError};
 use crate::storage::{OfflineMessage, OfflinePush};
 use crate::xml::{self, ns};
 
-pub struct Offline;
+/// Storing a user's message and flushing the user's stored messages take the same lock, so
+/// a message stored while its recipient comes online is either seen by that flush or, if
+/// the flush already began, delivered at once instead of stored (where it would wait for the
+/// next login).
+pub struct Offline {
+    locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Striped per-user locks: enough stripes that users rarely share one.
+const LOCK_STRIPES: usize = 64;
+
+impl Default for Offline {
+    fn default() -> Self {
+        Offline {
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+}
+
+impl Offline {
+    fn lock_for(&self, username: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(username);
+        &self.locks[(hash as usize) % self.locks.len()]
+    }
+}
 
 impl Module for Offline {
     fn name(&self) -> &'static str {
@@ -68,6 +96,21 @@ impl UndeliverableMessage for Offline {
         if !worth_storing(message) {
             return Ok(());
         }
+        let _guard = self.lock_for(node.as_str()).lock().await;
+        // The recipient may have become available since the router looked.
+        let reachable: Vec<FullJid> = router
+            .available_resources(to)
+            .into_iter()
+            .filter(|(_, priority)| *priority >= 0)
+            .map(|(jid, _)| jid)
+            .collect();
+        let mut delivered = false;
+        for session in &reachable {
+            delivered |= router.deliver_to_session(session, message.clone()).is_ok();
+        }
+        if delivered {
+            return Ok(());
+        }
         let id = router.ids().next_id();
         let received_at_ms = IdGenerator::timestamp_ms(id);
         let mut stored = message.clone();
@@ -102,6 +145,7 @@ impl SessionHook for Offline {
             return;
         };
         let offline = &router.storage().offline;
+        let _guard = self.lock_for(node.as_str()).lock().await;
         let waiting = match offline.peek(node.as_str()).await {
             Ok(waiting) => waiting,
             Err(e) => {
