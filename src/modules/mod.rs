@@ -3,6 +3,7 @@
 pub mod blocking;
 pub mod disco;
 pub mod last_activity;
+pub mod mam;
 pub mod muc;
 pub mod offline;
 pub mod pep;
@@ -29,6 +30,8 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(presence::Presence::default()),
         Arc::new(last_activity::LastActivity::default()),
         Arc::new(offline::Offline),
+        // Amends messages (stanza-ids), so before any module that copies them (carbons).
+        Arc::new(mam::Mam::new(config)),
         Arc::new(blocking::Blocking::default()),
         Arc::new(vcard::Vcard::default()),
         Arc::new(pep::Pep::default()),

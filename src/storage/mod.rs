@@ -1,6 +1,7 @@
 //! Storage behind traits, one per concern. The server only ever talks to these traits; the
 //! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
 
+mod archive;
 mod blocking;
 mod muc;
 mod pep;
@@ -14,6 +15,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use archive::{
+    ArchiveBound, ArchiveDefault, ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveQuery,
+    ArchiveStore, ArchivedMessage,
+};
 pub use blocking::{BlockWrite, BlocklistStore};
 pub use muc::{MucStore, StoredAffiliation, StoredRoom};
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
@@ -142,6 +147,7 @@ pub struct Storage {
     pub vcard: Arc<dyn VcardStore>,
     pub pep: Arc<dyn PepStore>,
     pub muc: Arc<dyn MucStore>,
+    pub archive: Arc<dyn ArchiveStore>,
 }
 
 impl Storage {
@@ -178,6 +184,7 @@ impl Storage {
             + VcardStore
             + PepStore
             + MucStore
+            + ArchiveStore
             + 'static,
     {
         Storage {
@@ -188,7 +195,8 @@ impl Storage {
             blocklist: backend.clone(),
             vcard: backend.clone(),
             pep: backend.clone(),
-            muc: backend,
+            muc: backend.clone(),
+            archive: backend,
         }
     }
 }
