@@ -5,7 +5,7 @@
 #   benches/mam-bench.sh sqlite|postgres [RESULTS_FILE] [extra corvid-load mam args...]
 #
 # corvid runs on CPU $SERVER_CPU (0), the tool on $TOOL_CPU (1), c2s on 127.0.0.1:$PORT (7322,
-# away from run-all.sh's 7222). PostgreSQL: database $PGDB (mambench) on
+# away from run-all.sh's 7222). RUNS (1) runs against the same server and database. PostgreSQL: database $PGDB (mambench) on
 # postgres://postgres@127.0.0.1:5432, created fresh and dropped afterwards.
 set -euo pipefail
 BACKEND="${1:?usage: mam-bench.sh sqlite|postgres [RESULTS_FILE] [args...]}"
@@ -42,5 +42,9 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break; sleep 0.1; done
-taskset -c "$TOOL_CPU" "$LOAD" mam --server "127.0.0.1:$PORT" --domain bench.test \
-    --senders "$SENDERS" --pid "$PID" --label "corvid-$BACKEND" --out "$OUT" "$@"
+# RUNS > 1: later runs find the earlier runs' messages in the archive, so their catch-up
+# starts from after-id = the newest id before the run.
+for ((run = 1; run <= ${RUNS:-1}; run++)); do
+    taskset -c "$TOOL_CPU" "$LOAD" mam --server "127.0.0.1:$PORT" --domain bench.test \
+        --senders "$SENDERS" --pid "$PID" --label "corvid-$BACKEND" --out "$OUT" "$@"
+done
