@@ -625,3 +625,122 @@ async fn after_id_catch_up_during_concurrent_sending_has_no_gap_or_duplicate() {
     assert_eq!(synced, live_ids, "catch-up == what the live session saw");
     assert!(pages > 1);
 }
+
+/// XEP-0313 on a MUC room: the room's groupchat messages, queried on the room's JID, carry
+/// the stanza-ids the occupants saw; a gone room takes its archive along.
+#[tokio::test]
+async fn room_archive_is_queried_on_the_room_jid() {
+    const ROOM: &str = "den@conference.localhost";
+    let server = TestServer::start().await;
+    server.add_user("alice").await;
+    server.add_user("bob").await;
+    let mut alice = Session::online(&server, "alice", "a").await;
+    let mut bob = Session::online(&server, "bob", "b").await;
+    alice
+        .send(&format!(
+            "<presence to='{ROOM}/al'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    alice
+        .expect(|el| el.name() == "message" && el.has_child("subject", "jabber:client"))
+        .await;
+    let created = alice
+        .iq(&format!(
+            "<iq to='{ROOM}' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    assert_eq!(created.attr("type"), Some("result"));
+    for i in 1..=3 {
+        alice
+            .send(&format!(
+                "<message to='{ROOM}' type='groupchat'><body>g{i}</body></message>"
+            ))
+            .await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let el = alice.next().await;
+        if el.attr("type") == Some("groupchat") && body_of(&el).is_some() {
+            seen.push(stanza_id_by(&el, ROOM).expect("room stanza-id"));
+        }
+    }
+    // An occupant reads the room's archive from the room's JID.
+    let qid = "room1";
+    alice
+        .send(&format!(
+            "<iq type='set' id='rq' to='{ROOM}'><query xmlns='{MAM}' queryid='{qid}'/></iq>"
+        ))
+        .await;
+    let mut results = Vec::new();
+    let fin = loop {
+        let el = alice.next().await;
+        if el.name() == "iq" && el.attr("id") == Some("rq") {
+            break el;
+        }
+        if let Some(result) = el.get_child("result", MAM) {
+            assert_eq!(el.attr("from"), Some(ROOM));
+            let message = result
+                .get_child("forwarded", FORWARD)
+                .and_then(|f| f.get_child("message", "jabber:client"))
+                .unwrap();
+            assert_eq!(message.attr("from"), Some(&*format!("{ROOM}/al")));
+            results.push((
+                result.attr("id").unwrap().to_string(),
+                body_of(message).unwrap(),
+            ));
+        }
+    };
+    assert_eq!(fin.attr("type"), Some("result"), "{fin:?}");
+    assert_eq!(
+        results,
+        seen.iter()
+            .cloned()
+            .zip(["g1", "g2", "g3"].map(String::from))
+            .collect::<Vec<_>>()
+    );
+    // Not archived in the users' archives, and outsiders of a members-only room cannot read
+    // it; here the room is open, so bob (not an occupant) may.
+    let own = query(&mut alice, "", "").await;
+    assert!(own.results.is_empty());
+    let outsider = bob
+        .iq(&format!(
+            "<iq type='set' to='{ROOM}'><query xmlns='{MAM}' queryid='b'/></iq>"
+        ))
+        .await;
+    assert_eq!(outsider.attr("type"), Some("result"));
+    // The temporary room goes when its last occupant leaves, and its archive with it.
+    alice
+        .send(&format!("<presence to='{ROOM}/al' type='unavailable'/>"))
+        .await;
+    alice.drain().await;
+    alice
+        .send(&format!(
+            "<presence to='{ROOM}/al'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    alice
+        .expect(|el| el.name() == "message" && el.has_child("subject", "jabber:client"))
+        .await;
+    alice
+        .iq(&format!(
+            "<iq to='{ROOM}' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    let fresh = alice
+        .iq(&format!(
+            "<iq type='set' to='{ROOM}'><query xmlns='{MAM}' queryid='f'/></iq>"
+        ))
+        .await;
+    let fin = fresh.get_child("fin", MAM).expect("fin");
+    let count = fin
+        .get_child("set", RSM)
+        .and_then(|s| s.get_child("count", RSM))
+        .map(|c| c.text());
+    assert_eq!(
+        count.as_deref(),
+        Some("0"),
+        "the new room starts with an empty archive"
+    );
+}

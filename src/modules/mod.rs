@@ -22,6 +22,8 @@ use crate::router::Module;
 /// Every module the server runs, in registration order. `config` decides the optional ones
 /// (MUC) and where they live.
 pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
+    let mam = Arc::new(mam::Mam::new(config));
+    let archiver = mam.archiver();
     let mut modules: Vec<Arc<dyn Module>> = vec![
         Arc::new(disco::Disco),
         Arc::new(ping::Ping),
@@ -31,12 +33,12 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(last_activity::LastActivity::default()),
         Arc::new(offline::Offline),
         // Amends messages (stanza-ids), so before any module that copies them (carbons).
-        Arc::new(mam::Mam::new(config)),
+        mam,
         Arc::new(blocking::Blocking::default()),
         Arc::new(vcard::Vcard::default()),
         Arc::new(pep::Pep::default()),
     ];
-    if let Some(muc) = muc::Muc::new(config) {
+    if let Some(muc) = muc::Muc::new(config, archiver) {
         modules.push(muc);
     }
     modules

@@ -12,6 +12,9 @@
 //! - Queries (`query.rs`), form discovery, `<metadata/>` and `<prefs/>` are account IQs
 //!   answered only to the archive's owner.
 //! - Retention: `mam.max_messages_per_user` and `mam.expire_after_days`, applied by the writer.
+//! - MUC rooms archive their groupchat messages through `Archiver` (shared with the MUC
+//!   module): owner and `with` are the room's bare JID, the archive id is the room's stanza-id,
+//!   and the room answers queries on its own JID (`muc/mod.rs`).
 
 mod eligibility;
 mod form;
@@ -38,14 +41,73 @@ use crate::xml::{self, ns};
 
 pub use eligibility::worth_archiving;
 
+/// The archive as other modules use it: MUC rooms archive their groupchat messages here, in
+/// the same ordered writer as the account archives.
+pub struct Archiver {
+    writer: OnceLock<writer::Writer>,
+    limits: query::Limits,
+}
+
+impl Archiver {
+    /// The writer, started on first use (on the server's runtime).
+    fn writer(&self, router: &Router) -> &writer::Writer {
+        self.writer.get_or_init(|| {
+            writer::Writer::spawn(router.storage().archive.clone(), &router.config().mam)
+        })
+    }
+
+    /// Queues `stanza` (serialized) for `owner`'s archive and returns its id, which is the
+    /// stanza-id to put on the message. `None` if the server is shutting down.
+    pub async fn append(
+        &self,
+        router: &Router,
+        owner: &str,
+        with: &str,
+        outgoing: bool,
+        stanza: String,
+    ) -> Option<i64> {
+        let record = ArchivedMessage {
+            owner: owner.to_string(),
+            id: 0,
+            timestamp_ms: 0,
+            with: with.to_string(),
+            outgoing,
+            stanza,
+        };
+        self.writer(router).archive(router.ids(), record).await
+    }
+
+    /// Answers a MAM `<query/>` get (the form) or set from `from` on `owner`'s archive.
+    pub async fn query(
+        &self,
+        router: &Arc<Router>,
+        payload: &Element,
+        is_set: bool,
+        from: &Jid,
+        owner: &str,
+    ) -> IqResult {
+        if !is_set {
+            return Ok(Some(form::template()));
+        }
+        self.writer(router).flush().await;
+        query::run(router, payload, from, owner, &self.limits).await
+    }
+
+    /// Deletes `owner`'s archive after whatever is still queued for it (a room that is gone).
+    pub fn delete(&self, owner: &str) {
+        if let Some(writer) = self.writer.get() {
+            writer.delete_owner(owner.to_string());
+        }
+    }
+}
+
 pub struct Mam {
     /// `[mam] enabled`: when false the module registers nothing.
     enabled: bool,
-    writer: OnceLock<writer::Writer>,
+    archiver: Arc<Archiver>,
     /// Each user's preferences, read on every archived message.
     prefs: UserCache<Arc<ArchivePrefs>>,
     default_prefs: Arc<ArchivePrefs>,
-    limits: query::Limits,
 }
 
 impl Mam {
@@ -53,29 +115,33 @@ impl Mam {
         let mam = &config.mam;
         Mam {
             enabled: mam.enabled,
-            writer: OnceLock::new(),
+            archiver: Arc::new(Archiver {
+                writer: OnceLock::new(),
+                limits: query::Limits {
+                    default_page: mam.default_page_size,
+                    // A page is queued to the session at once: keep well inside its queue.
+                    max_page: mam
+                        .max_page_size
+                        .min(u32::try_from(config.limits.session_queue / 4).unwrap_or(u32::MAX))
+                        .max(1),
+                },
+            }),
             prefs: UserCache::default(),
             default_prefs: Arc::new(ArchivePrefs {
                 default: ArchiveDefault::parse(&mam.default).unwrap_or(ArchiveDefault::Always),
                 always: Vec::new(),
                 never: Vec::new(),
             }),
-            limits: query::Limits {
-                default_page: mam.default_page_size,
-                // A page is queued to the session at once: keep well inside its queue.
-                max_page: mam
-                    .max_page_size
-                    .min(u32::try_from(config.limits.session_queue / 4).unwrap_or(u32::MAX))
-                    .max(1),
-            },
         }
     }
 
-    /// The writer, started on first use (on the server's runtime).
+    /// The shared archive, for modules that archive on their own (MUC); `None` when disabled.
+    pub fn archiver(&self) -> Option<Arc<Archiver>> {
+        self.enabled.then(|| self.archiver.clone())
+    }
+
     fn writer(&self, router: &Router) -> &writer::Writer {
-        self.writer.get_or_init(|| {
-            writer::Writer::spawn(router.storage().archive.clone(), &router.config().mam)
-        })
+        self.archiver.writer(router)
     }
 
     async fn prefs_of(&self, router: &Router, owner: &str) -> StorageResult<Arc<ArchivePrefs>> {
@@ -137,15 +203,12 @@ impl Mam {
         if !worth_archiving(message) || !self.allowed(router, owner, with).await {
             return;
         }
-        let record = ArchivedMessage {
-            owner: owner.to_string(),
-            id: 0,
-            timestamp_ms: 0,
-            with: with.to_string(),
-            outgoing,
-            stanza: xml::to_string(message),
-        };
-        if let Some(id) = self.writer(router).archive(router.ids(), record).await {
+        let stanza = xml::to_string(message);
+        let id = self
+            .archiver
+            .append(router, owner.as_str(), with, outgoing, stanza)
+            .await;
+        if let Some(id) = id {
             message.append_child(eligibility::stanza_id(id, owner.as_str()));
         }
     }
@@ -266,10 +329,10 @@ impl IqHandler for Mam {
         }
         let payload = request.payload();
         match (payload.name(), request.is_set) {
-            ("query", false) => Ok(Some(form::template())),
-            ("query", true) => {
-                self.writer(router).flush().await;
-                query::run(router, &request, &owner, &self.limits).await
+            ("query", is_set) => {
+                self.archiver
+                    .query(router, payload, is_set, &request.from, owner.as_str())
+                    .await
             }
             ("metadata", false) => self.metadata(router, &owner).await,
             ("prefs", false) => {

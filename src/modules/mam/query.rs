@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use chrono::{SecondsFormat, TimeZone, Utc};
-use jid::{BareJid, FullJid};
+use jid::{FullJid, Jid};
 use minidom::Element;
 use tracing::warn;
 
 use super::{form, rsm};
-use crate::router::{IqRequest, IqResult, Router};
+use crate::router::{IqResult, Router};
 use crate::stanza::{self, ErrorType, StanzaError};
 use crate::storage::{ArchiveFilter, ArchiveQuery, ArchiveStore, ArchivedMessage, StorageError};
 use crate::xml::{self, ns};
@@ -57,23 +57,24 @@ pub struct Limits {
     pub max_page: u32,
 }
 
-/// Handles `<query xmlns='urn:xmpp:mam:2'/>` sets on `owner`'s archive.
+/// Handles a `<query xmlns='urn:xmpp:mam:2'/>` set from `from` on `owner`'s archive (a user's
+/// or a room's bare JID); the results come from `owner`.
 pub async fn run(
     router: &Arc<Router>,
-    request: &IqRequest,
-    owner: &BareJid,
+    query: &Element,
+    from: &Jid,
+    owner: &str,
     limits: &Limits,
 ) -> IqResult {
-    let query = request.payload();
     let form = form::parse(query)?;
     let page = rsm::parse(query)?;
     let flip = query.has_child("flip-page", ns::MAM);
     let queryid = query.attr("queryid").map(str::to_owned);
-    let Ok(session) = FullJid::try_from(request.from.clone()) else {
+    let Ok(session) = FullJid::try_from(from.clone()) else {
         return Err(StanzaError::bad_request().with_text("queries come from a session"));
     };
     let store = router.storage().archive.as_ref();
-    let owner_str = owner.as_str();
+    let owner_str = owner;
 
     let mut base = ArchiveFilter {
         with: form.with,

@@ -28,6 +28,8 @@ use crate::storage::{ArchiveStore, ArchivedMessage};
 enum Job {
     Record(ArchivedMessage),
     Flush(oneshot::Sender<()>),
+    /// Deletes an archive after every record queued before it (a room that is gone).
+    DeleteOwner(String),
 }
 
 pub struct Writer {
@@ -71,6 +73,21 @@ impl Writer {
         record.timestamp_ms = IdGenerator::timestamp_ms(id);
         permit.send(Job::Record(record));
         Some(id)
+    }
+
+    /// Deletes `owner`'s archive once everything queued before is committed. Does not wait
+    /// (callable without a runtime context, e.g. under a room's lock).
+    pub fn delete_owner(&self, owner: String) {
+        match self.tx.try_send(Job::DeleteOwner(owner)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(job).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
     /// Returns once every record queued before the call is committed (or given up).
@@ -118,10 +135,16 @@ impl Task {
                 }
             };
             let mut next = Some(first);
+            let mut delete = None;
             while let Some(job) = next.take() {
                 match job {
                     Job::Record(record) => batch.push(record),
                     Job::Flush(done) => waiters.push(done),
+                    Job::DeleteOwner(owner) => {
+                        // Ends the batch: what follows must come after the deletion.
+                        delete = Some(owner);
+                        break;
+                    }
                 }
                 if batch.len() < self.batch_size {
                     next = rx.try_recv().ok();
@@ -135,6 +158,12 @@ impl Task {
             }
             self.retain(&batch).await;
             batch.clear();
+            if let Some(owner) = delete {
+                self.appended.remove(&owner);
+                if let Err(e) = self.store.archive_delete_owner(&owner).await {
+                    warn!(error = %e, owner, "deleting an archive failed");
+                }
+            }
         }
         debug!("archive writer stopped");
     }
