@@ -33,7 +33,8 @@ class Client(slixmpp.ClientXMPP):
         self.auto_subscribe = False
         self.subscribe_requests = asyncio.Queue()
         # Entity capabilities carry the +notify interests that PEP filters notifications by.
-        for plugin in ("xep_0030", "xep_0115", "xep_0163", "xep_0084", "xep_0045", "xep_0280"):
+        for plugin in ("xep_0030", "xep_0115", "xep_0163", "xep_0084", "xep_0045", "xep_0280",
+                       "xep_0059", "xep_0313", "xep_0198"):
             self.register_plugin(plugin)
         self.avatars = asyncio.Queue()
         self.groupchat = asyncio.Queue()
@@ -43,6 +44,10 @@ class Client(slixmpp.ClientXMPP):
         self.carbons_sent = asyncio.Queue()
         self.add_event_handler("carbon_received", lambda m: self.carbons_received.put_nowait(m))
         self.add_event_handler("carbon_sent", lambda m: self.carbons_sent.put_nowait(m))
+        self.resumed = asyncio.Event()
+        self.dropped = asyncio.Event()
+        self.add_event_handler("session_resumed", lambda _: self.resumed.set())
+        self.add_event_handler("disconnected", lambda _: self.dropped.set())
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("presence_subscribe", lambda p: self.subscribe_requests.put_nowait(str(p["from"].bare)))
@@ -156,6 +161,31 @@ async def carbons(alice, bob, cert, port):
     return laptop
 
 
+async def archive(bob):
+    """XEP-0313: Bob pages through his archive of the conversation with Alice, two messages a
+    page (XEP-0059), and finds it all in order."""
+    bodies = []
+    async for msg in bob.plugin["xep_0313"].iterate(with_jid=slixmpp.JID(ALICE), rsm={"max": 2}):
+        bodies.append(msg["mam_result"]["forwarded"]["stanza"]["body"])
+    assert bodies == ["hello bob", "hello alice", "carbon in", "carbon out"], bodies
+    print("interop: MAM query with paging ok")
+
+
+async def stream_management(alice, bob, port):
+    """XEP-0198: Bob's connection is cut without a goodbye; Alice writes meanwhile; slixmpp
+    reconnects, resumes the session, and gets the message."""
+    assert bob.plugin["xep_0198"].sm_id, "stream management enabled with resumption"
+    bob.dropped.clear()
+    bob.transport.abort()
+    await asyncio.wait_for(bob.dropped.wait(), TIMEOUT)
+    alice.send_message(mto=BOB + "/interop", mbody="while you were away", mtype="chat")
+    bob.connect(host="127.0.0.1", port=port)
+    await asyncio.wait_for(bob.resumed.wait(), TIMEOUT)
+    _sender, body = await asyncio.wait_for(bob.received.get(), TIMEOUT)
+    assert body == "while you were away", body
+    print("interop: stream management resumption ok")
+
+
 ROOM = "interop@conference.localhost"
 
 
@@ -200,8 +230,10 @@ async def main(port, cert):
     bob = await presence_comes_and_goes(alice, bob, cert, port)
     await chat(alice, bob)
     laptop = await carbons(alice, bob, cert, port)
+    await archive(bob)
     await avatar(alice, bob)
     await group_chat(alice, bob)
+    await stream_management(alice, bob, port)
     for client in (alice, bob, laptop):
         client.disconnect()
     print("interop: slixmpp alice <-> bob over STARTTLS ok")

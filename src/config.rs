@@ -36,6 +36,7 @@ pub struct Config {
     pub push: PushConfig,
     pub fast: FastConfig,
     pub stream_management: StreamManagementConfig,
+    pub mam: MamConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +211,46 @@ pub struct MucConfig {
     pub room_creation: RoomCreation,
 }
 
+/// Message archive (XEP-0313) of every account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MamConfig {
+    pub enabled: bool,
+    /// What is archived for a user who never set preferences: `always`, `roster` or `never`.
+    pub default: String,
+    /// Messages kept per archive; the oldest beyond it are deleted (0 = no count limit).
+    /// 10,000 is weeks to months of an active one-to-one user and a bounded, small cost per
+    /// account (a few MB at most), while a new device can still catch up on all of it.
+    pub max_messages_per_user: u64,
+    /// Messages older than this many days are deleted (0 = kept whatever their age), as
+    /// Prosody's `archive_expires_after` and ejabberd's `mod_mam` purge do.
+    pub expire_after_days: u32,
+    /// Results per page when the client asks for none (RSM `<max/>` absent).
+    pub default_page_size: u32,
+    /// Largest page: bigger `<max/>` values are clamped. Also kept under a quarter of
+    /// `limits.session_queue`, since a page is queued to the session at once.
+    pub max_page_size: u32,
+    /// Archive records waiting for the writer before archiving senders wait (backpressure).
+    pub queue_size: usize,
+    /// Records committed per transaction at most.
+    pub batch_size: usize,
+}
+
+impl Default for MamConfig {
+    fn default() -> Self {
+        MamConfig {
+            enabled: true,
+            default: "always".into(),
+            max_messages_per_user: 10_000,
+            expire_after_days: 0,
+            default_page_size: 50,
+            max_page_size: 250,
+            queue_size: 8192,
+            batch_size: 256,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RoomCreation {
@@ -260,6 +301,7 @@ impl Default for Config {
             muc: MucConfig::default(),
             fast: FastConfig::default(),
             stream_management: StreamManagementConfig::default(),
+            mam: MamConfig::default(),
         }
     }
 }
@@ -492,6 +534,23 @@ impl Config {
             ));
         }
         self.validate_muc()?;
+        let mam = &self.mam;
+        if !matches!(mam.default.as_str(), "always" | "roster" | "never") {
+            return Err(ConfigError::Invalid(
+                "mam.default must be one of always, roster, never".into(),
+            ));
+        }
+        if mam.default_page_size == 0
+            || mam.max_page_size < mam.default_page_size
+            || mam.queue_size == 0
+            || mam.batch_size == 0
+        {
+            return Err(ConfigError::Invalid(
+                "mam.default_page_size must be at least 1 and at most mam.max_page_size; \
+                 mam.queue_size and mam.batch_size at least 1"
+                    .into(),
+            ));
+        }
         if let Some(url) = &self.http.websocket_url {
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {
                 return Err(ConfigError::Invalid(format!(

@@ -135,6 +135,11 @@ backend_tests!(
     fast_tokens_rotate_through_two_slots,
     fast_token_count_must_increase,
     fast_tokens_expire_and_go_with_password_and_account,
+    archive_pages_forward_and_backward,
+    archive_filters_with_time_and_ids,
+    archive_count_bounds_and_contains,
+    archive_trim_expire_and_delete_owner,
+    archive_prefs_roundtrip,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -1463,4 +1468,319 @@ async fn postgres_schema_survives_reopen() {
     conn.close().await.unwrap();
     assert!(found.unwrap());
     assert_eq!(blocked.unwrap(), vec!["mallory@evil.example"]);
+}
+
+// ---- Message archive (XEP-0313) ----
+
+const ALICE: &str = "alice@example.org";
+
+fn archived(owner: &str, id: i64, with: &str) -> ArchivedMessage {
+    ArchivedMessage {
+        owner: owner.to_string(),
+        id,
+        timestamp_ms: 1_700_000_000_000 + id,
+        with: with.to_string(),
+        outgoing: id % 2 == 0,
+        stanza: format!("<message xmlns='jabber:client'><body>{id}</body></message>"),
+    }
+}
+
+fn page_ids(page: &ArchivePage) -> Vec<i64> {
+    page.rows.iter().map(|r| r.id).collect()
+}
+
+fn query(filter: ArchiveFilter, limit: u32, backward: bool) -> ArchiveQuery {
+    ArchiveQuery {
+        filter,
+        limit,
+        backward,
+    }
+}
+
+/// 25 messages for alice (ids 1..=25, with bob for odd ids, carol for even), 3 for someone else.
+async fn fill_archive(s: &Storage) {
+    let mut batch: Vec<_> = (1..=25)
+        .map(|id| {
+            archived(
+                ALICE,
+                id,
+                if id % 2 == 1 {
+                    "bob@example.org"
+                } else {
+                    "carol@example.org"
+                },
+            )
+        })
+        .collect();
+    batch.extend(
+        (100..103).map(|id| archived("room@conference.example.org", id, "bob@example.org")),
+    );
+    s.archive.archive_append(&batch).await.unwrap();
+}
+
+async fn archive_pages_forward_and_backward(s: Storage) {
+    fill_archive(&s).await;
+    let a = &s.archive;
+    let first = a
+        .archive_query(ALICE, &query(ArchiveFilter::default(), 10, false))
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&first), (1..=10).collect::<Vec<_>>());
+    assert!(!first.complete);
+    let third = a
+        .archive_query(
+            ALICE,
+            &query(
+                ArchiveFilter {
+                    after_id: Some(20),
+                    ..Default::default()
+                },
+                10,
+                false,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&third), (21..=25).collect::<Vec<_>>());
+    assert!(third.complete);
+    let exact = a
+        .archive_query(
+            ALICE,
+            &query(
+                ArchiveFilter {
+                    after_id: Some(15),
+                    ..Default::default()
+                },
+                10,
+                false,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&exact), (16..=25).collect::<Vec<_>>());
+    assert!(
+        exact.complete,
+        "a page that ends exactly at the end is complete"
+    );
+    // Backward: the newest rows, still in chronological order.
+    let last = a
+        .archive_query(ALICE, &query(ArchiveFilter::default(), 10, true))
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&last), (16..=25).collect::<Vec<_>>());
+    assert!(!last.complete);
+    let oldest = a
+        .archive_query(
+            ALICE,
+            &query(
+                ArchiveFilter {
+                    before_id: Some(6),
+                    ..Default::default()
+                },
+                10,
+                true,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&oldest), (1..=5).collect::<Vec<_>>());
+    assert!(oldest.complete);
+    let row = &oldest.rows[0];
+    assert_eq!(row.owner, ALICE);
+    assert_eq!(row.with, "bob@example.org");
+    assert_eq!(row.timestamp_ms, 1_700_000_000_001);
+    assert!(!row.outgoing);
+    assert!(oldest.rows[1].outgoing);
+    assert!(row.stanza.contains("<body>1</body>"));
+    // Another owner's archive is separate.
+    let room = a
+        .archive_query(
+            "room@conference.example.org",
+            &query(ArchiveFilter::default(), 50, false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&room), vec![100, 101, 102]);
+    let nobody = a
+        .archive_query(
+            "nobody@example.org",
+            &query(ArchiveFilter::default(), 5, true),
+        )
+        .await
+        .unwrap();
+    assert!(nobody.rows.is_empty() && nobody.complete);
+}
+
+async fn archive_filters_with_time_and_ids(s: Storage) {
+    fill_archive(&s).await;
+    let a = &s.archive;
+    let with_bob = ArchiveFilter {
+        with: Some("bob@example.org".into()),
+        ..Default::default()
+    };
+    let page = a
+        .archive_query(ALICE, &query(with_bob.clone(), 5, false))
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&page), vec![1, 3, 5, 7, 9]);
+    let page = a
+        .archive_query(ALICE, &query(with_bob.clone(), 5, true))
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&page), vec![17, 19, 21, 23, 25]);
+    assert_eq!(a.archive_count(ALICE, &with_bob).await.unwrap(), 13);
+    let window = ArchiveFilter {
+        start_ms: Some(1_700_000_000_010),
+        end_ms: Some(1_700_000_000_014),
+        ..Default::default()
+    };
+    let page = a
+        .archive_query(ALICE, &query(window.clone(), 50, false))
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&page), vec![10, 11, 12, 13, 14]);
+    assert!(page.complete);
+    let ids = ArchiveFilter {
+        ids: Some(vec![3, 24, 101, 999]),
+        ..Default::default()
+    };
+    let page = a
+        .archive_query(ALICE, &query(ids, 50, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        page_ids(&page),
+        vec![3, 24],
+        "ids of other archives are not visible"
+    );
+    let none = ArchiveFilter {
+        ids: Some(vec![]),
+        ..Default::default()
+    };
+    assert!(a
+        .archive_query(ALICE, &query(none, 50, false))
+        .await
+        .unwrap()
+        .rows
+        .is_empty());
+    let between = ArchiveFilter {
+        after_id: Some(5),
+        before_id: Some(9),
+        with: Some("carol@example.org".into()),
+        ..Default::default()
+    };
+    let page = a
+        .archive_query(ALICE, &query(between, 50, false))
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&page), vec![6, 8]);
+}
+
+async fn archive_count_bounds_and_contains(s: Storage) {
+    let a = &s.archive;
+    assert_eq!(a.archive_bounds(ALICE).await.unwrap(), None);
+    assert_eq!(
+        a.archive_count(ALICE, &ArchiveFilter::default())
+            .await
+            .unwrap(),
+        0
+    );
+    fill_archive(&s).await;
+    assert_eq!(
+        a.archive_count(ALICE, &ArchiveFilter::default())
+            .await
+            .unwrap(),
+        25
+    );
+    let (first, last) = a.archive_bounds(ALICE).await.unwrap().unwrap();
+    assert_eq!((first.id, first.timestamp_ms), (1, 1_700_000_000_001));
+    assert_eq!((last.id, last.timestamp_ms), (25, 1_700_000_000_025));
+    assert!(a.archive_contains(ALICE, 7).await.unwrap());
+    assert!(
+        !a.archive_contains(ALICE, 100).await.unwrap(),
+        "another owner's id"
+    );
+    assert!(!a.archive_contains(ALICE, 26).await.unwrap());
+    // Ids are unique: a batch with a duplicate fails as a whole.
+    let dup = vec![archived(ALICE, 30, "x@y"), archived(ALICE, 7, "x@y")];
+    assert!(a.archive_append(&dup).await.is_err());
+    assert!(
+        !a.archive_contains(ALICE, 30).await.unwrap(),
+        "the failed batch left nothing"
+    );
+}
+
+async fn archive_trim_expire_and_delete_owner(s: Storage) {
+    fill_archive(&s).await;
+    let a = &s.archive;
+    assert_eq!(a.archive_trim(ALICE, 30).await.unwrap(), 0);
+    assert_eq!(a.archive_trim(ALICE, 10).await.unwrap(), 15);
+    let page = a
+        .archive_query(ALICE, &query(ArchiveFilter::default(), 50, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        page_ids(&page),
+        (16..=25).collect::<Vec<_>>(),
+        "the newest are kept"
+    );
+    assert_eq!(
+        a.archive_count("room@conference.example.org", &ArchiveFilter::default())
+            .await
+            .unwrap(),
+        3
+    );
+    // Expiry by age covers every archive.
+    assert_eq!(a.archive_expire(1_700_000_000_020).await.unwrap(), 4);
+    assert_eq!(
+        a.archive_count(ALICE, &ArchiveFilter::default())
+            .await
+            .unwrap(),
+        6
+    );
+    assert_eq!(a.archive_expire(1_700_000_000_101).await.unwrap(), 6 + 1);
+    let prefs = ArchivePrefs {
+        default: ArchiveDefault::Never,
+        always: vec![],
+        never: vec![],
+    };
+    a.set_archive_prefs("room@conference.example.org", &prefs)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.archive_delete_owner("room@conference.example.org")
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        a.archive_prefs("room@conference.example.org")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        a.archive_trim(ALICE, 0).await.unwrap(),
+        0,
+        "an empty archive stays empty"
+    );
+}
+
+async fn archive_prefs_roundtrip(s: Storage) {
+    let a = &s.archive;
+    assert_eq!(a.archive_prefs(ALICE).await.unwrap(), None);
+    let prefs = ArchivePrefs {
+        default: ArchiveDefault::Roster,
+        always: vec!["bob@example.org".into()],
+        never: vec!["eve@example.org".into(), "mallory@example.org".into()],
+    };
+    a.set_archive_prefs(ALICE, &prefs).await.unwrap();
+    assert_eq!(a.archive_prefs(ALICE).await.unwrap(), Some(prefs));
+    let replaced = ArchivePrefs {
+        default: ArchiveDefault::Always,
+        always: vec![],
+        never: vec![],
+    };
+    a.set_archive_prefs(ALICE, &replaced).await.unwrap();
+    assert_eq!(a.archive_prefs(ALICE).await.unwrap(), Some(replaced));
 }

@@ -4,6 +4,7 @@ pub mod blocking;
 pub mod carbons;
 pub mod disco;
 pub mod last_activity;
+pub mod mam;
 pub mod muc;
 pub mod offline;
 pub mod pep;
@@ -23,6 +24,8 @@ use crate::router::Module;
 /// Every module the server runs, in registration order. `config` decides the optional ones
 /// (MUC) and where they live.
 pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
+    let mam = Arc::new(mam::Mam::new(config));
+    let archiver = mam.archiver();
     let mut modules: Vec<Arc<dyn Module>> = vec![
         Arc::new(disco::Disco),
         Arc::new(ping::Ping),
@@ -31,6 +34,8 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(presence::Presence::default()),
         Arc::new(last_activity::LastActivity::default()),
         Arc::new(offline::Offline::default()),
+        // Amends messages (stanza-ids), so before any module that copies them (carbons).
+        mam,
         Arc::new(blocking::Blocking::default()),
         Arc::new(vcard::Vcard::default()),
         Arc::new(pep::Pep::default()),
@@ -39,7 +44,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(carbons::Carbons),
         Arc::new(push::Push),
     ];
-    if let Some(muc) = muc::Muc::new(config) {
+    if let Some(muc) = muc::Muc::new(config, archiver) {
         modules.push(muc);
     }
     modules

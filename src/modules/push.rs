@@ -107,7 +107,7 @@ fn is_important(message: &Element) -> bool {
     message.children().any(|child| {
         (child.name() == "body" && child.ns() == ns::CLIENT)
             || (child.name() == "encrypted"
-                && (child.ns() == ns::OMEMO_LEGACY || child.ns() == ns::OMEMO))
+                && (child.ns() == ns::OMEMO_LEGACY || child.ns() == ns::OMEMO_2))
     })
 }
 

@@ -1,6 +1,7 @@
 //! Storage behind traits, one per concern. The server only ever talks to these traits; the
 //! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
 
+mod archive;
 mod blocking;
 mod fast;
 mod muc;
@@ -17,6 +18,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use archive::{
+    ArchiveBound, ArchiveDefault, ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveQuery,
+    ArchiveStore, ArchivedMessage,
+};
 pub use blocking::{BlockWrite, BlocklistStore};
 pub use fast::{FastSlot, FastToken, FastTokenStore};
 pub use muc::{MucStore, StoredAffiliation, StoredRoom};
@@ -152,6 +157,7 @@ pub struct Storage {
     pub push: Arc<dyn PushStore>,
     pub secrets: Arc<dyn ServerSecretStore>,
     pub fast: Arc<dyn FastTokenStore>,
+    pub archive: Arc<dyn ArchiveStore>,
 }
 
 impl Storage {
@@ -191,6 +197,7 @@ impl Storage {
             + PushStore
             + ServerSecretStore
             + FastTokenStore
+            + ArchiveStore
             + 'static,
     {
         Storage {
@@ -204,7 +211,8 @@ impl Storage {
             muc: backend.clone(),
             push: backend.clone(),
             secrets: backend.clone(),
-            fast: backend,
+            fast: backend.clone(),
+            archive: backend,
         }
     }
 }

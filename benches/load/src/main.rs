@@ -4,6 +4,7 @@
 //! Each mode prints one JSON line of results on stdout (and appends it to
 //! `--out` if given) and a human-readable summary on stderr.
 
+mod mam;
 mod modes;
 mod muc;
 mod presence;
@@ -47,6 +48,10 @@ enum Mode {
     /// deliveries/s with a window per sender, or latency at a fixed total
     /// delivery rate (--rate); exact loss count.
     MucFanout(MucArgs),
+    /// XEP-0313 archive: write rate of M messages from S senders to one
+    /// recipient (PREFIX1; senders PREFIX2..PREFIX(S+1)), then the time a new
+    /// device takes to page through them with after-id.
+    Mam(MamArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -225,6 +230,28 @@ pub struct MucArgs {
     pub setup_timeout: f64,
 }
 
+#[derive(Args)]
+pub struct MamArgs {
+    /// (--users is ignored: the mode uses SENDERS+1 users.)
+    #[command(flatten)]
+    pub common: Common,
+    /// Messages sent (and archived) in the run.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// Sending users.
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// Messages in flight per sender (done when the recipient received it).
+    #[arg(long, default_value_t = 10)]
+    pub window: usize,
+    /// RSM <max/> of the catch-up pages.
+    #[arg(long, default_value_t = 250)]
+    pub page: usize,
+    /// Longest wait for the archive count to reach the messages sent, seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub archive_timeout: f64,
+}
+
 impl Common {
     pub fn user(&self, i: usize) -> String {
         format!("{}{}", self.user_prefix, i)
@@ -305,6 +332,7 @@ fn main() -> ExitCode {
             Mode::Latency(a) => modes::latency(a, nofile).await,
             Mode::PresenceLogin(a) => presence::presence_login(a, nofile).await,
             Mode::MucFanout(a) => muc::muc_fanout(a, nofile).await,
+            Mode::Mam(a) => mam::mam(a, nofile).await,
         }
     });
     match res {

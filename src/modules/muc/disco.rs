@@ -88,7 +88,7 @@ fn form_field(var: &str, value: &str) -> Element {
 }
 
 /// §6.4: the room's identity, its `muc_*` features and the `muc#roominfo` form.
-pub(super) fn room_info(room: &Room, request: &Element) -> Element {
+pub(super) fn room_info(room: &Room, request: &Element, archived: bool) -> Element {
     let mut query = with_node(Element::bare("query", ns::DISCO_INFO), request);
     let name = if room.config.name.is_empty() {
         room.jid.node().map(|n| n.to_string()).unwrap_or_default()
@@ -120,6 +120,9 @@ pub(super) fn room_info(room: &Room, request: &Element) -> Element {
     ];
     for var in features {
         query.append_child(feature(var));
+    }
+    if archived {
+        query.append_child(feature(ns::MAM));
     }
     let mut form = Element::bare("x", ns::DATA_FORMS);
     stanza::set_attr(&mut form, "type", "result");

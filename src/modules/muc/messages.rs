@@ -9,6 +9,7 @@ use minidom::Element;
 use super::config::AllowPm;
 use super::room::{occupant_id, Affiliation, Role, Room};
 use super::Muc;
+use crate::modules::mam::Archiver;
 use crate::router::Router;
 use crate::stanza::{self, Kind, StanzaError};
 use crate::xml::ns;
@@ -39,7 +40,10 @@ pub(super) async fn handle(
         // §7.5: groupchat is for the whole room, never for one nick.
         (Some(_), true) => Err(StanzaError::bad_request()),
         (Some(nick), false) => private(router, &room, &nick, &from, message.clone()).await,
-        (None, true) => groupchat(router, &mut room, &from, message.clone()).await,
+        (None, true) => {
+            let archive = muc.archive.as_deref();
+            groupchat(router, archive, &mut room, &from, message.clone()).await
+        }
         (None, false) => to_room(muc, router, &mut room, &from, &message).await,
     };
     if let Err(error) = result {
@@ -49,6 +53,7 @@ pub(super) async fn handle(
 
 async fn groupchat(
     router: &Arc<Router>,
+    archive: Option<&Archiver>,
     room: &mut Room,
     from: &FullJid,
     message: Element,
@@ -85,11 +90,26 @@ async fn groupchat(
     while out.remove_child("stanza-id", ns::STANZA_ID).is_some() {}
     while out.remove_child("occupant-id", ns::OCCUPANT_ID).is_some() {}
     stanza::set_attr(&mut out, "from", room.nick_jid(&sender.nick));
+    out.append_child(occupant_id(&sender.occupant_id));
+    // XEP-0313 room archive: the archive's id is the stanza-id, taken in the writer's order.
+    let archivable = has_body
+        && subject.is_none()
+        && !out.has_child("no-store", ns::HINTS)
+        && !out.has_child("no-permanent-store", ns::HINTS);
+    let archived = match archive {
+        Some(archive) if archivable => {
+            let stored = crate::xml::to_string(&out);
+            archive
+                .append(router, &room_name, &room_name, false, stored)
+                .await
+        }
+        _ => None,
+    };
+    let id = archived.unwrap_or_else(|| router.ids().next_id());
     let mut stanza_id = Element::bare("stanza-id", ns::STANZA_ID);
-    stanza::set_attr(&mut stanza_id, "id", router.ids().next_id().to_string());
+    stanza::set_attr(&mut stanza_id, "id", id.to_string());
     stanza::set_attr(&mut stanza_id, "by", room_name);
     out.append_child(stanza_id);
-    out.append_child(occupant_id(&sender.occupant_id));
     if has_body && subject.is_none() && !is_retraction {
         room.history.push(out.clone());
     }

@@ -34,6 +34,7 @@ use minidom::Element;
 use sha2::Sha256;
 use tokio::sync::{Mutex, OnceCell};
 
+use super::mam::Archiver;
 use crate::config::{Config, MucConfig};
 use crate::router::{Component, Module, Registry, Router};
 use crate::stanza::{self, Kind, StanzaError};
@@ -53,11 +54,13 @@ pub struct Muc {
     /// id survives restarts; unguessable from outside. Read with the rooms.
     secret: OnceCell<Vec<u8>>,
     forwarder: forward::Forwarder,
+    /// XEP-0313 room archives (every room's groupchat messages), when MAM is enabled.
+    archive: Option<Arc<Archiver>>,
 }
 
 impl Muc {
     /// The service for `config`, or `None` when MUC is disabled.
-    pub fn new(config: &Config) -> Option<Arc<Muc>> {
+    pub fn new(config: &Config, archive: Option<Arc<Archiver>>) -> Option<Arc<Muc>> {
         if !config.muc.enabled {
             return None;
         }
@@ -69,6 +72,7 @@ impl Muc {
             loaded: OnceCell::new(),
             secret: OnceCell::new(),
             forwarder: forward::Forwarder::default(),
+            archive,
         }))
     }
 
@@ -124,6 +128,11 @@ impl Muc {
     /// Drops a room from memory (the caller holds its lock and has marked it gone).
     fn forget(&self, room: &mut Room) {
         room.gone = true;
+        // A room that is gone takes its archive along: a new room of the same name must not
+        // show the old one's messages.
+        if let Some(archive) = &self.archive {
+            archive.delete(room.jid.as_str());
+        }
         self.rooms().remove(&room.jid);
         if let Some(creator) = room.creator.take() {
             let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
@@ -321,8 +330,32 @@ impl Muc {
             reply(router, &iq, answer);
             return;
         }
+        if let (Some(archive), true) = (&self.archive, payload.is("query", ns::MAM)) {
+            // XEP-0313 §3.2 on the room: whoever may read the room, i.e. its occupants and,
+            // for members-only rooms, members; never outcasts.
+            let affiliation = room.affiliation(&from.to_bare());
+            let allowed = affiliation != room::Affiliation::Outcast
+                && (room.occupant_by_jid(&from).is_some()
+                    || affiliation >= room::Affiliation::Member
+                    || !room.config.members_only);
+            drop(room);
+            let answer = if allowed {
+                let from = Jid::from(from.clone());
+                archive
+                    .query(router, &payload, !is_get, &from, room_jid.as_str())
+                    .await
+            } else {
+                Err(StanzaError::forbidden())
+            };
+            reply(router, &iq, answer);
+            return;
+        }
         let answer = if is_get && payload.is("query", ns::DISCO_INFO) {
-            Ok(Some(disco::room_info(&room, &payload)))
+            Ok(Some(disco::room_info(
+                &room,
+                &payload,
+                self.archive.is_some(),
+            )))
         } else if is_get && payload.is("query", ns::DISCO_ITEMS) {
             Ok(Some(Element::bare("query", ns::DISCO_ITEMS)))
         } else if is_get && payload.is("ping", ns::PING) {

@@ -17,6 +17,7 @@ use super::{
     OfflinePush, OfflineStore, ScramCredentials, ScramHash, StorageError, StorageResult,
 };
 
+mod archive;
 mod blocking;
 mod fast;
 mod muc;

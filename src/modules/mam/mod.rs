@@ -1,0 +1,362 @@
+//! XEP-0313 Message Archive Management (`urn:xmpp:mam:2` and `#extended`) for every account,
+//! with XEP-0359 stanza-ids and XEP-0059 paging.
+//!
+//! - Archiving: a `MessageHook`. Every chat/normal message with a body (or an end-to-end
+//!   encrypted payload) that a local user sends or receives is archived in that user's archive,
+//!   unless the sender asked otherwise (XEP-0334) or the user's preferences say no. A message
+//!   between two local users is archived twice, once per archive, each with its own id. The
+//!   message then carries `<stanza-id by='<archive JID>' id='<id>'/>`; a stanza-id claiming
+//!   the archive's JID that arrived with the message is removed first (XEP-0359 §6).
+//! - Writes never wait on storage: records go to `writer::Writer`, which also keeps the queue
+//!   in id order (see there for why that matters for `after-id` catch-up).
+//! - Queries (`query.rs`), form discovery, `<metadata/>` and `<prefs/>` are account IQs
+//!   answered only to the archive's owner.
+//! - Retention: `mam.max_messages_per_user` and `mam.expire_after_days`, applied by the writer.
+//! - MUC rooms archive their groupchat messages through `Archiver` (shared with the MUC
+//!   module): owner and `with` are the room's bare JID, the archive id is the room's stanza-id,
+//!   and the room answers queries on its own JID (`muc/mod.rs`).
+
+mod eligibility;
+mod form;
+mod prefs;
+mod query;
+mod rsm;
+mod writer;
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use tracing::warn;
+
+use super::user_cache::{bare_str, UserCache};
+use crate::config::Config;
+use crate::router::{
+    IqHandler, IqRequest, IqResult, MessageHook, Module, Registry, Router, SessionHook,
+};
+use crate::stanza::{self, StanzaError};
+use crate::storage::{ArchiveDefault, ArchivePrefs, ArchivedMessage, StorageResult};
+use crate::xml::{self, ns};
+
+pub use eligibility::worth_archiving;
+
+/// The archive as other modules use it: MUC rooms archive their groupchat messages here, in
+/// the same ordered writer as the account archives.
+pub struct Archiver {
+    writer: OnceLock<writer::Writer>,
+    limits: query::Limits,
+}
+
+impl Archiver {
+    /// The writer, started on first use (on the server's runtime).
+    fn writer(&self, router: &Router) -> &writer::Writer {
+        self.writer.get_or_init(|| {
+            writer::Writer::spawn(router.storage().archive.clone(), &router.config().mam)
+        })
+    }
+
+    /// Queues `stanza` (serialized) for `owner`'s archive and returns its id, which is the
+    /// stanza-id to put on the message. `None` if the server is shutting down.
+    pub async fn append(
+        &self,
+        router: &Router,
+        owner: &str,
+        with: &str,
+        outgoing: bool,
+        stanza: String,
+    ) -> Option<i64> {
+        let record = ArchivedMessage {
+            owner: owner.to_string(),
+            id: 0,
+            timestamp_ms: 0,
+            with: with.to_string(),
+            outgoing,
+            stanza,
+        };
+        self.writer(router).archive(router.ids(), record).await
+    }
+
+    /// Answers a MAM `<query/>` get (the form) or set from `from` on `owner`'s archive.
+    pub async fn query(
+        &self,
+        router: &Arc<Router>,
+        payload: &Element,
+        is_set: bool,
+        from: &Jid,
+        owner: &str,
+    ) -> IqResult {
+        if !is_set {
+            return Ok(Some(form::template()));
+        }
+        self.writer(router).flush().await;
+        query::run(router, payload, from, owner, &self.limits).await
+    }
+
+    /// Deletes `owner`'s archive after whatever is still queued for it (a room that is gone).
+    pub fn delete(&self, owner: &str) {
+        if let Some(writer) = self.writer.get() {
+            writer.delete_owner(owner.to_string());
+        }
+    }
+}
+
+pub struct Mam {
+    /// `[mam] enabled`: when false the module registers nothing.
+    enabled: bool,
+    archiver: Arc<Archiver>,
+    /// Each user's preferences, read on every archived message.
+    prefs: UserCache<Arc<ArchivePrefs>>,
+    default_prefs: Arc<ArchivePrefs>,
+}
+
+impl Mam {
+    pub fn new(config: &Config) -> Mam {
+        let mam = &config.mam;
+        Mam {
+            enabled: mam.enabled,
+            archiver: Arc::new(Archiver {
+                writer: OnceLock::new(),
+                limits: query::Limits {
+                    default_page: mam.default_page_size,
+                    // A page is queued to the session at once: keep well inside its queue.
+                    max_page: mam
+                        .max_page_size
+                        .min(u32::try_from(config.limits.session_queue / 4).unwrap_or(u32::MAX))
+                        .max(1),
+                },
+            }),
+            prefs: UserCache::default(),
+            default_prefs: Arc::new(ArchivePrefs {
+                default: ArchiveDefault::parse(&mam.default).unwrap_or(ArchiveDefault::Always),
+                always: Vec::new(),
+                never: Vec::new(),
+            }),
+        }
+    }
+
+    /// The shared archive, for modules that archive on their own (MUC); `None` when disabled.
+    pub fn archiver(&self) -> Option<Arc<Archiver>> {
+        self.enabled.then(|| self.archiver.clone())
+    }
+
+    fn writer(&self, router: &Router) -> &writer::Writer {
+        self.archiver.writer(router)
+    }
+
+    async fn prefs_of(&self, router: &Router, owner: &str) -> StorageResult<Arc<ArchivePrefs>> {
+        self.prefs
+            .get_or_load(router, owner, || async {
+                Ok(router
+                    .storage()
+                    .archive
+                    .archive_prefs(owner)
+                    .await?
+                    .map(Arc::new)
+                    .unwrap_or_else(|| self.default_prefs.clone()))
+            })
+            .await
+    }
+
+    /// Whether `owner`'s preferences let a message with `with` (bare) be archived.
+    async fn allowed(&self, router: &Router, owner: &BareJid, with: &str) -> bool {
+        let prefs = match self.prefs_of(router, owner.as_str()).await {
+            Ok(prefs) => prefs,
+            Err(e) => {
+                warn!(error = %e, "reading archive preferences failed");
+                self.default_prefs.clone()
+            }
+        };
+        match prefs::decide(&prefs, with) {
+            prefs::Decision::Archive => true,
+            prefs::Decision::Skip => false,
+            prefs::Decision::IfInRoster => {
+                let Some(node) = owner.node() else {
+                    return false;
+                };
+                match router
+                    .storage()
+                    .roster
+                    .roster_item(node.as_str(), with)
+                    .await
+                {
+                    Ok(item) => item.is_some(),
+                    Err(e) => {
+                        warn!(error = %e, "roster lookup for archiving failed");
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    /// Archives `message` in `owner`'s archive (if eligible) and marks it with the stanza-id.
+    async fn archive(
+        &self,
+        router: &Router,
+        owner: &BareJid,
+        with: &str,
+        outgoing: bool,
+        message: &mut Element,
+    ) {
+        eligibility::strip_stanza_ids(message, owner.as_str());
+        if !worth_archiving(message) || !self.allowed(router, owner, with).await {
+            return;
+        }
+        let stanza = xml::to_string(message);
+        let id = self
+            .archiver
+            .append(router, owner.as_str(), with, outgoing, stanza)
+            .await;
+        if let Some(id) = id {
+            message.append_child(eligibility::stanza_id(id, owner.as_str()));
+        }
+    }
+
+    /// An account that can have an archive: it has a session, or it exists in storage.
+    async fn has_account(&self, router: &Router, user: &BareJid) -> bool {
+        if !router.bound_resources(user).is_empty() {
+            return true;
+        }
+        let Some(node) = user.node() else {
+            return false;
+        };
+        router
+            .storage()
+            .accounts
+            .account_exists(node.as_str())
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn metadata(&self, router: &Router, owner: &BareJid) -> IqResult {
+        self.writer(router).flush().await;
+        let bounds = router
+            .storage()
+            .archive
+            .archive_bounds(owner.as_str())
+            .await
+            .map_err(query::storage_failure)?;
+        let mut metadata = Element::bare("metadata", ns::MAM);
+        if let Some((first, last)) = bounds {
+            for (name, bound) in [("start", first), ("end", last)] {
+                let mut el = Element::bare(name, ns::MAM);
+                stanza::set_attr(&mut el, "id", bound.id.to_string());
+                stanza::set_attr(&mut el, "timestamp", query::stamp(bound.timestamp_ms));
+                metadata.append_child(el);
+            }
+        }
+        Ok(Some(metadata))
+    }
+
+    async fn set_prefs(&self, router: &Router, owner: &BareJid, el: &Element) -> IqResult {
+        let new = prefs::parse(el)?;
+        let guard = self.prefs.write_lock().await;
+        router
+            .storage()
+            .archive
+            .set_archive_prefs(owner.as_str(), &new)
+            .await
+            .map_err(query::storage_failure)?;
+        let reply = prefs::to_element(&new);
+        self.prefs.publish(&guard, owner.as_str(), Arc::new(new));
+        Ok(Some(reply))
+    }
+}
+
+impl Module for Mam {
+    fn name(&self) -> &'static str {
+        "mam"
+    }
+
+    fn register(self: Arc<Self>, registry: &mut Registry) {
+        if !self.enabled {
+            return;
+        }
+        registry.message_hook(self.clone());
+        registry.account_iq(ns::MAM, "query", self.clone());
+        registry.account_iq(ns::MAM, "metadata", self.clone());
+        registry.account_iq(ns::MAM, "prefs", self.clone());
+        registry.session_hook(self);
+        registry.account_feature(ns::MAM);
+        registry.account_feature(ns::MAM_EXTENDED);
+        registry.account_feature(ns::STANZA_ID);
+    }
+}
+
+#[async_trait]
+impl MessageHook for Mam {
+    async fn outgoing(
+        &self,
+        router: &Arc<Router>,
+        from: &FullJid,
+        to: &Jid,
+        message: &mut Element,
+    ) {
+        let owner = from.to_bare();
+        let with = bare_str(to).to_owned();
+        if message.attr("from").is_none() {
+            stanza::set_attr(message, "from", from.to_string());
+        }
+        self.archive(router, &owner, &with, true, message).await;
+    }
+
+    async fn incoming(&self, router: &Arc<Router>, to: &BareJid, message: &mut Element) {
+        let Some(with) = message
+            .attr("from")
+            .and_then(|f| Jid::new(f).ok())
+            .map(|f| bare_str(&f).to_owned())
+        else {
+            return;
+        };
+        if !self.has_account(router, to).await {
+            eligibility::strip_stanza_ids(message, to.as_str());
+            return;
+        }
+        self.archive(router, to, &with, false, message).await;
+    }
+}
+
+#[async_trait]
+impl IqHandler for Mam {
+    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
+        let Some(owner) = request.account.clone() else {
+            return Err(StanzaError::service_unavailable());
+        };
+        // Only the owner may read or configure an archive (XEP-0313 §4).
+        if bare_str(&request.from) != owner.as_str() {
+            return Err(StanzaError::forbidden());
+        }
+        let payload = request.payload();
+        match (payload.name(), request.is_set) {
+            ("query", is_set) => {
+                self.archiver
+                    .query(router, payload, is_set, &request.from, owner.as_str())
+                    .await
+            }
+            ("metadata", false) => self.metadata(router, &owner).await,
+            ("prefs", false) => {
+                let prefs = self
+                    .prefs_of(router, owner.as_str())
+                    .await
+                    .map_err(query::storage_failure)?;
+                Ok(Some(prefs::to_element(&prefs)))
+            }
+            ("prefs", true) => {
+                let el = payload.clone();
+                self.set_prefs(router, &owner, &el).await
+            }
+            _ => Err(StanzaError::bad_request()),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionHook for Mam {
+    async fn ended(&self, router: &Arc<Router>, session: &FullJid, _was_available: bool) {
+        let user = session.to_bare();
+        if router.bound_resources(&user).is_empty() {
+            self.prefs.forget(user.as_str());
+        }
+    }
+}
