@@ -177,7 +177,17 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
         }
         UserCommand::Del { user } => {
             let username = username(&user, domain)?;
-            let result = accounts.delete_account(&username).await;
+            let mut result = accounts.delete_account(&username).await;
+            if result.is_ok() {
+                // The archive is keyed by JID (rooms have archives too), not by account, so
+                // it is not deleted along with the account's rows.
+                let owner = format!("{username}@{domain}");
+                result = storage
+                    .archive
+                    .archive_delete_owner(&owner)
+                    .await
+                    .map(|_| ());
+            }
             (username, result, "deleted")
         }
     };

@@ -133,3 +133,52 @@ fn user_add_list_passwd_del() {
         "alice@localhost\nu1@localhost\nu2@localhost\n"
     );
 }
+
+/// `user del` removes the account's message archive too (it is keyed by JID, not account).
+#[tokio::test]
+async fn user_del_removes_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corvid.toml");
+    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    std::fs::write(&config, format!("[storage]\nurl = '{url}'\n")).unwrap();
+    let c = config.to_str().unwrap();
+    for user in ["bob", "carol"] {
+        let add = corvid(
+            &["user", "add", user, "--password-stdin", "-c", c],
+            Some("pw\n"),
+        );
+        assert!(add.status.success(), "{}", text(&add));
+    }
+    let storage = corvid::storage::Storage::open(&url).await.unwrap();
+    let record = |owner: &str, id: i64| corvid::storage::ArchivedMessage {
+        owner: owner.into(),
+        id,
+        timestamp_ms: 1_700_000_000_000,
+        with: "alice@localhost".into(),
+        outgoing: false,
+        stanza: "<message xmlns='jabber:client'><body>x</body></message>".into(),
+    };
+    storage
+        .archive
+        .archive_append(&[record("bob@localhost", 1), record("carol@localhost", 2)])
+        .await
+        .unwrap();
+    let del = corvid(&["user", "del", "bob", "-c", c], None);
+    assert!(del.status.success(), "{}", text(&del));
+    assert_eq!(
+        storage
+            .archive
+            .archive_count("bob@localhost", &Default::default())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        storage
+            .archive
+            .archive_count("carol@localhost", &Default::default())
+            .await
+            .unwrap(),
+        1
+    );
+}
