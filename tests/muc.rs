@@ -1394,6 +1394,24 @@ async fn moderators_retract_any_message_and_history_keeps_a_tombstone() {
             Some("off topic")
         );
     }
+    // The room's archive has the announcement, so a client catching up through MAM learns
+    // of the retraction too.
+    let fin = alice
+        .iq(&format!(
+            "<iq to='{room}' type='set'><query xmlns='urn:xmpp:mam:2' queryid='q1'/></iq>"
+        ))
+        .await;
+    assert_eq!(fin.attr("type"), Some("result"), "{fin:?}");
+    let results = alice.drain().await;
+    assert!(
+        results.iter().any(|el| {
+            el.get_child("result", "urn:xmpp:mam:2")
+                .and_then(|r| r.get_child("forwarded", "urn:xmpp:forward:0"))
+                .and_then(|f| f.get_child("message", "jabber:client"))
+                .is_some_and(|m| retraction_of(m, &id).is_some())
+        }),
+        "{results:?}"
+    );
     // A newcomer's history has the tombstone, not the text.
     let mut carol = online(&t, "carol").await;
     let (_, seen) = join_with(&mut carol, &room, "Carol", "").await;

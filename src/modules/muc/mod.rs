@@ -365,7 +365,7 @@ impl Muc {
         } else if payload.is("query", ns::MUC_OWNER) {
             owner::handle(self, router, &mut room, &from, is_get, &payload).await
         } else if !is_get && payload.is("moderate", ns::MESSAGE_MODERATE) {
-            moderation::moderate(router, &mut room, &from, &payload).await
+            moderation::moderate(router, self.archive.as_deref(), &mut room, &from, &payload).await
         } else {
             Err(StanzaError::service_unavailable())
         };

@@ -10,6 +10,7 @@ use jid::FullJid;
 use minidom::Element;
 
 use super::room::{occupant_id, Role, Room};
+use crate::modules::mam::Archiver;
 use crate::router::Router;
 use crate::stanza::{self, StanzaError};
 use crate::xml::ns;
@@ -17,6 +18,7 @@ use crate::xml::ns;
 /// A moderation request (`<moderate id=…><retract/><reason/></moderate>`) from `from`.
 pub(super) async fn moderate(
     router: &Arc<Router>,
+    archive: Option<&Archiver>,
     room: &mut Room,
     from: &FullJid,
     request: &Element,
@@ -67,8 +69,21 @@ pub(super) async fn moderate(
         format!("moderate-{}", rand::random::<u64>()),
     );
     announcement.append_child(retract);
+    // Archived like any room message, so a client catching up through MAM learns of it too
+    // (the original stays in the archive; clients hide it when they see this).
+    let room_name = room.jid.to_string();
+    let archived = match archive {
+        Some(archive) => {
+            let stored = crate::xml::to_string(&announcement);
+            archive
+                .append(router, &room_name, &room_name, false, stored)
+                .await
+        }
+        None => None,
+    };
+    let id = archived.unwrap_or_else(|| router.ids().next_id());
     let mut stanza_id = Element::bare("stanza-id", ns::STANZA_ID);
-    stanza::set_attr(&mut stanza_id, "id", router.ids().next_id().to_string());
+    stanza::set_attr(&mut stanza_id, "id", id.to_string());
     stanza::set_attr(&mut stanza_id, "by", room.jid.to_string());
     announcement.append_child(stanza_id);
     room.broadcast_message(router, &announcement).await;
