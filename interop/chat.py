@@ -1,7 +1,8 @@
 """slixmpp clients against corvid over STARTTLS: they add each other to their rosters and
 approve (RFC 6121 subscriptions), see each other's presence go available and unavailable,
-chat both ways, one publishes an avatar the other is notified of, and they create, use and
-read the history of a MUC room."""
+chat both ways, see carbons on a second resource, page through the archive, one publishes an
+avatar the other is notified of, they create, use and read the history of a MUC room, and a
+cut connection is resumed with stream management."""
 
 import argparse
 import asyncio

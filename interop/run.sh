@@ -2,8 +2,11 @@
 # Interop: an independent client implementation (slixmpp) against a freshly started corvid.
 # Two accounts log in over STARTTLS (verifying corvid's self-signed certificate), subscribe to
 # each other and approve, watch each other's presence come and go, exchange messages both ways,
-# one publishes a XEP-0084 avatar over PEP that the other is notified of, and they create a
-# MUC room through its configuration form, chat in it and read its history (see chat.py). Exits non-zero on any failure.
+# a second resource with carbons (XEP-0280) sees sent and received copies, Bob pages through his
+# MAM archive (XEP-0313 with XEP-0059), one publishes a XEP-0084 avatar over PEP that the other
+# is notified of, they create a MUC room through its configuration form, chat in it and read its
+# history, and Bob's connection is cut and resumed with stream management (XEP-0198) without
+# losing the message sent meanwhile (see chat.py). Exits non-zero on any failure.
 #
 #   interop/run.sh            # builds corvid (debug) if needed
 #   CORVID_BIN=target/release/corvid interop/run.sh
