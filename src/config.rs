@@ -245,8 +245,8 @@ impl Default for MamConfig {
             expire_after_days: 0,
             default_page_size: 50,
             max_page_size: 250,
-            queue_size: 8192,
-            batch_size: 256,
+            queue_size: 16384,
+            batch_size: 4096,
         }
     }
 }

@@ -34,9 +34,8 @@ impl Module for Carbons {
 impl IqHandler for Carbons {
     async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
         // Only a session of the account itself can switch its own carbons.
-        let session = match (request.from.try_as_full(), &request.account) {
-            (Ok(full), Some(account)) if full.to_bare() == *account => full.clone(),
-            _ => return Err(StanzaError::forbidden()),
+        let Some(session) = request.own_session().cloned() else {
+            return Err(StanzaError::forbidden());
         };
         if !request.is_set {
             return Err(StanzaError::bad_request());

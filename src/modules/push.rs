@@ -35,18 +35,10 @@ impl Module for Push {
 #[async_trait]
 impl IqHandler for Push {
     async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        let own_session = request
-            .from
-            .try_as_full()
-            .ok()
-            .zip(request.account.as_ref())
-            .is_some_and(|(full, account)| full.to_bare() == *account);
-        let Some(username) = request.account.as_ref().and_then(|a| a.node()) else {
-            return Err(StanzaError::forbidden());
+        let username = match (request.own_session(), &request.account) {
+            (Some(_), Some(account)) => account.node().ok_or_else(StanzaError::forbidden)?,
+            _ => return Err(StanzaError::forbidden()),
         };
-        if !own_session {
-            return Err(StanzaError::forbidden());
-        }
         if !request.is_set {
             return Err(StanzaError::bad_request());
         }

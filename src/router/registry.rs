@@ -28,6 +28,13 @@ impl IqRequest {
     pub fn payload(&self) -> &Element {
         crate::stanza::iq_payload(&self.stanza).unwrap_or(&self.stanza)
     }
+
+    /// The sending session, when it belongs to the addressed account itself: what settings
+    /// that only the account may change (carbons, push registrations) require.
+    pub fn own_session(&self) -> Option<&FullJid> {
+        let full = self.from.try_as_full().ok()?;
+        (self.account.as_ref() == Some(&full.to_bare())).then_some(full)
+    }
 }
 
 pub type IqResult = Result<Option<Element>, StanzaError>;
