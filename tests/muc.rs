@@ -601,6 +601,26 @@ async fn abrupt_disconnect_is_seen_as_unavailable_with_333() {
     );
 }
 
+/// A client that closes its stream without leaving first left like one that sent
+/// unavailable: no status 333, which is for technical reasons (a lost connection).
+#[tokio::test]
+async fn closing_the_stream_leaves_without_333() {
+    let t = TestServer::start().await;
+    let room = format!("close@{SERVICE}");
+    let mut alice = online(&t, "alice").await;
+    let mut bob = online(&t, "bob").await;
+    create_instant(&mut alice, &room, "Alice").await;
+    join(&mut bob, &room, "Bob").await;
+    bob.send("</stream:stream>").await;
+    let seen = alice
+        .expect(|el| {
+            is_from(el, "presence", &format!("{room}/Bob"))
+                && el.attr("type") == Some("unavailable")
+        })
+        .await;
+    assert!(!codes(&seen).contains(&333), "{:?}", codes(&seen));
+}
+
 #[tokio::test]
 async fn kick_and_ban_are_seen_by_all_and_the_banned_cannot_rejoin() {
     let t = TestServer::start().await;

@@ -18,7 +18,7 @@ pub use registry::{
     Component, IqHandler, IqRequest, IqResult, MessageHook, Module, PresenceHandler,
     PresenceObserver, Registry, SessionHook, StanzaFilter, UndeliverableMessage, Verdict,
 };
-pub use sessions::{Availability, Interest, Outbound, SessionEntry};
+pub use sessions::{Availability, Interest, Outbound, SessionEnd, SessionEntry};
 
 use crate::config::Config;
 use crate::ids::IdGenerator;
@@ -35,6 +35,9 @@ pub struct Router {
     config: Arc<Config>,
     /// IQs the server sent and awaits an answer to: id -> (who must answer, waiter).
     pending_iqs: DashMap<String, (Jid, oneshot::Sender<Element>)>,
+    /// Sessions whose end hooks are running, and why they ended: what a module reached from
+    /// those hooks (a MUC room getting the unavailable presence) may ask.
+    ending: DashMap<FullJid, SessionEnd>,
 }
 
 /// Why `request_iq` got no answer.
@@ -61,6 +64,7 @@ impl Router {
             ids: IdGenerator::new(0),
             config,
             pending_iqs: DashMap::new(),
+            ending: DashMap::new(),
         })
     }
 
@@ -201,13 +205,21 @@ impl Router {
     }
 
     /// Removes a session and runs the session-end hooks (presence unavailable, etc.).
-    pub async fn unbind(self: &Arc<Self>, id: u64, jid: &FullJid) {
+    pub async fn unbind(self: &Arc<Self>, id: u64, jid: &FullJid, why: SessionEnd) {
         if let Some(entry) = self.sessions.remove(jid, id) {
+            self.ending.insert(jid.clone(), why);
             for hook in &self.registry.session_hooks {
                 hook.ended(self, jid, entry.availability.is_available())
                     .await;
             }
+            self.ending.remove(jid);
         }
+    }
+
+    /// While a session's end hooks run: why it ended (`None` for a session that is not
+    /// ending).
+    pub fn ending_reason(&self, jid: &FullJid) -> Option<SessionEnd> {
+        self.ending.get(jid).map(|why| *why)
     }
 
     /// Records a session's presence and runs `became_available` hooks when it becomes

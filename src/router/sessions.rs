@@ -44,6 +44,17 @@ impl Interest {
     }
 }
 
+/// Why a session ended, for the hooks that run when it does (and anyone they route to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client closed its stream.
+    Closed,
+    /// The connection was lost (or never came back within the stream-management timeout).
+    ConnectionLost,
+    /// The server ended the stream: a stream error, a replacing session, shutdown.
+    ByServer,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Availability {
     /// Bound, but no available presence sent yet (or unavailable sent since).

@@ -18,7 +18,7 @@ use super::sasl2::{self, Sasl2Outcome};
 use super::sm::{self, Nonza, SmState};
 use super::transport::{Incoming, Transport, TransportError};
 use super::{fast, features};
-use crate::router::Outbound;
+use crate::router::{Outbound, SessionEnd};
 use crate::server::ServerContext;
 use crate::stanza::{self, Kind, StanzaError};
 use crate::xml::{self, ns, StreamHeader};
@@ -487,7 +487,12 @@ impl<T: Transport> C2s<T> {
             }
             end => end,
         };
-        resumption::end_session(&self.ctx, b, in_flight).await;
+        let why = match &end {
+            End::PeerClosed => SessionEnd::Closed,
+            End::Disconnected | End::Stalled => SessionEnd::ConnectionLost,
+            End::Error(..) | End::ErrorWith(..) | End::TakenOver(_) => SessionEnd::ByServer,
+        };
+        resumption::end_session(&self.ctx, b, in_flight, why).await;
         end
     }
 

@@ -21,7 +21,7 @@ use tracing::{debug, info, Instrument};
 
 use super::csi::CsiState;
 use super::sm::SmState;
-use crate::router::{Outbound, Router};
+use crate::router::{Outbound, Router, SessionEnd};
 use crate::server::ServerContext;
 use crate::stanza::{self, Kind, StanzaError};
 
@@ -210,7 +210,8 @@ enum Wake {
     Takeover(Takeover),
     Stanza(Element),
     Stalled,
-    End(&'static str),
+    /// Why, for the log, and how the session ended, for the end hooks.
+    End(&'static str, SessionEnd),
 }
 
 async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
@@ -219,19 +220,21 @@ async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
     // What was already waiting when the connection broke (a stalled client's full queue)
     // plus one more queue's worth: the bound the router's queue would have applied.
     let limit = bound.pending.len() + bound.rx.len() + ctx.config.limits.session_queue;
-    let why = loop {
+    let (why, end) = loop {
         let mut slot = bound.slot.take();
         let wake = tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => Wake::End("resumption timeout"),
+            _ = tokio::time::sleep_until(deadline) => Wake::End("resumption timeout", SessionEnd::ConnectionLost),
             request = takeover_requested(&mut slot) => match request {
                 Some(request) => Wake::Takeover(request),
-                None => Wake::End("registry entry gone"),
+                None => Wake::End("registry entry gone", SessionEnd::ByServer),
             },
             item = bound.rx.recv() => match item {
                 Some(Outbound::Stanza(el)) => Wake::Stanza(*el),
-                Some(Outbound::Replaced) => Wake::End("replaced by a new session"),
-                Some(Outbound::Shutdown) => Wake::End("server shutdown"),
-                None => Wake::End("queue closed"),
+                Some(Outbound::Replaced) => {
+                    Wake::End("replaced by a new session", SessionEnd::ByServer)
+                }
+                Some(Outbound::Shutdown) => Wake::End("server shutdown", SessionEnd::ByServer),
+                None => Wake::End("queue closed", SessionEnd::ByServer),
             },
             // A full queue (taken care of by draining) or a leftover wakeup from the live
             // connection: either way, nothing must stay stored to end the resumed session.
@@ -246,26 +249,31 @@ async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
             Wake::Stanza(el) => {
                 bound.pending.push_back(el);
                 if bound.pending.len() > limit {
-                    break "queue full while detached";
+                    break ("queue full while detached", SessionEnd::ConnectionLost);
                 }
             }
             Wake::Stalled => {}
-            Wake::End(why) => break why,
+            Wake::End(why, end) => break (why, end),
         }
     };
     info!(jid = %bound.jid, why, "detached session ends");
-    end_session(&ctx, *bound, Vec::new()).await;
+    end_session(&ctx, *bound, Vec::new(), end).await;
 }
 
 /// Ends a bound session for real: unbinds it (session-end hooks run: unavailable presence,
 /// rooms left), then deals with everything that never reached the client or was never
 /// acknowledged, oldest first (see `dispose`).
-pub async fn end_session(ctx: &ServerContext, mut bound: Bound, in_flight: Vec<Element>) {
+pub async fn end_session(
+    ctx: &ServerContext,
+    mut bound: Bound,
+    in_flight: Vec<Element>,
+    why: SessionEnd,
+) {
     if let (Some(slot), h) = (bound.slot.take(), bound.inbound_h()) {
         ctx.resumption.retire(&slot, h);
     }
     let router = &ctx.router;
-    router.unbind(bound.session_id, &bound.jid).await;
+    router.unbind(bound.session_id, &bound.jid, why).await;
     bound.rx.close();
     let mut left: Vec<Element> = Vec::new();
     if let Some(sm) = bound.sm.as_mut() {

@@ -9,7 +9,7 @@ use minidom::Element;
 use super::history::HistoryRequest;
 use super::room::{public_presence, Affiliation, ItemExtra, Occupant, Role, Room};
 use super::Muc;
-use crate::router::Router;
+use crate::router::{Router, SessionEnd};
 use crate::stanza::{self, ErrorType, Kind, StanzaError};
 use crate::xml::ns;
 
@@ -232,13 +232,14 @@ async fn leave(
         return;
     };
     room.occupants[index].presence = public_presence(presence);
-    // The presence module says goodbye for sessions that end; the session is then no longer
-    // bound, which is how a lost connection is told from a client that left.
-    let codes: &[u16] = if router.is_bound(from) {
-        &[]
-    } else {
-        &[GONE_WITHOUT_LEAVING]
-    };
+    // The presence module says goodbye for sessions that end. A client that closed its
+    // stream left like one that sent unavailable; any other end (the connection lost, or
+    // ended by the server) is the "technical reason" of status 333.
+    let lost = matches!(
+        router.ending_reason(from),
+        Some(SessionEnd::ConnectionLost | SessionEnd::ByServer)
+    );
+    let codes: &[u16] = if lost { &[GONE_WITHOUT_LEAVING] } else { &[] };
     remove_occupant(muc, router, &mut room, index, codes, ItemExtra::default()).await;
 }
 
