@@ -18,7 +18,7 @@ pub use registry::{
     Component, IqHandler, IqRequest, IqResult, MessageHook, Module, PresenceHandler,
     PresenceObserver, Registry, SessionHook, StanzaFilter, UndeliverableMessage, Verdict,
 };
-pub use sessions::{Availability, Interest, Outbound, SessionEnd, SessionEntry};
+pub use sessions::{Availability, Interest, Outbound, SessionEnd, SessionEntry, SharedStanza};
 
 use crate::config::Config;
 use crate::ids::IdGenerator;
@@ -409,6 +409,28 @@ impl Router {
                     .await;
             }
         }
+    }
+
+    /// `route` for a groupchat message many local sessions receive (a room's message to its
+    /// occupants): the recipient's inbound filters apply as in `route`, but the stanza is
+    /// queued shared, not copied per recipient. Anything other than a plain delivery to a
+    /// bound local session takes `route` with a copy of its own.
+    pub async fn route_shared(self: &Arc<Self>, to: &FullJid, stanza: &Arc<SharedStanza>) {
+        let groupchat = stanza.element.name() == "message"
+            && stanza::stanza_type(&stanza.element) == "groupchat";
+        if groupchat && to.domain().as_str() == self.domain {
+            if !self
+                .inbound_allowed(Kind::Message, &to.to_bare(), &stanza.element)
+                .await
+            {
+                return;
+            }
+            if self.sessions.deliver_shared(to, stanza) {
+                return;
+            }
+        }
+        let copy = stanza.element_to(to);
+        self.route(Kind::Message, Jid::from(to.clone()), copy).await;
     }
 
     async fn route_to_server(self: &Arc<Self>, kind: Kind, stanza: Element) {

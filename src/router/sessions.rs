@@ -10,12 +10,60 @@ use minidom::Element;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::Notify;
 
+/// One stanza going to many sessions (a room's message to its occupants), serialized once:
+/// each session writes `head`, its own `to`, then `tail`, instead of a copy of the tree
+/// serialized again.
+#[derive(Debug)]
+pub struct SharedStanza {
+    /// The stanza without `to`.
+    pub element: Element,
+    /// The serialized stanza up to just after its element name (`<message`).
+    head: Vec<u8>,
+    /// The rest of the serialized stanza.
+    tail: Vec<u8>,
+}
+
+impl SharedStanza {
+    pub fn new(mut element: Element) -> SharedStanza {
+        crate::stanza::remove_attr(&mut element, "to");
+        let bytes = crate::xml::to_bytes(&element);
+        let split = 1 + element.name().len();
+        SharedStanza {
+            head: bytes[..split].to_vec(),
+            tail: bytes[split..].to_vec(),
+            element,
+        }
+    }
+
+    /// The serialized stanza addressed to `to`.
+    pub fn bytes_to(&self, to: &FullJid) -> Vec<u8> {
+        let to = to.to_string();
+        let mut out = Vec::with_capacity(self.head.len() + to.len() + 6 + self.tail.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b" to='");
+        out.extend_from_slice(crate::xml::escape_attr(&to).as_bytes());
+        out.push(b'\'');
+        out.extend_from_slice(&self.tail);
+        out
+    }
+
+    /// The stanza as a tree addressed to `to`, for the paths that keep stanzas as trees
+    /// (stream management's unacknowledged queue, CSI, re-routing at session end).
+    pub fn element_to(&self, to: &FullJid) -> Element {
+        let mut element = self.element.clone();
+        crate::stanza::set_attr(&mut element, "to", to.to_string());
+        element
+    }
+}
+
 /// What the router hands a session task.
 #[derive(Debug)]
 pub enum Outbound {
     /// Boxed: the queue's slots are allocated in blocks per session, so their size is paid by
     /// every idle session.
     Stanza(Box<Element>),
+    /// A stanza shared by many recipients, for the session `to`.
+    Shared(Box<(Arc<SharedStanza>, FullJid)>),
     /// Another session bound the same full JID: end with `<conflict/>`.
     Replaced,
     /// The server is shutting down: end with `<system-shutdown/>`.
@@ -252,11 +300,51 @@ impl SessionTable {
         }
     }
 
+    /// `deliver` for a shared stanza: no copy of the tree per recipient.
+    pub fn deliver_shared(&self, to: &FullJid, stanza: &Arc<SharedStanza>) -> bool {
+        let Some(resources) = self.users.get(&to.to_bare()) else {
+            return false;
+        };
+        let Some(entry) = resources.iter().find(|e| &e.jid == to) else {
+            return false;
+        };
+        let item = Outbound::Shared(Box::new((stanza.clone(), to.clone())));
+        match entry.tx.try_send(item) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                entry.stalled.notify_one();
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
     pub fn broadcast_control(&self, make: impl Fn() -> Outbound) {
         for resources in self.users.iter() {
             for entry in resources.iter() {
                 let _ = entry.tx.try_send(make());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_stanza_writes_what_its_copy_would() {
+        let message: Element = "<message xmlns='jabber:client' from='r@c.x/n&amp;m' type='groupchat' to='stale@x/y'><body>a &lt; b</body></message>"
+            .parse()
+            .unwrap();
+        let shared = SharedStanza::new(message);
+        let to = FullJid::new("u@x/it's").unwrap();
+        let copy = shared.element_to(&to);
+        let written: Element = String::from_utf8(shared.bytes_to(&to))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(written, copy);
+        assert_eq!(written.attr("to"), Some("u@x/it's"));
     }
 }

@@ -613,21 +613,25 @@ impl<T: Transport> C2s<T> {
         let mut next = Some(first);
         let mut end = None;
         self.in_flight.clear();
+        // Without stream management or CSI holding anything, a shared stanza is written from
+        // its bytes. It is not kept for re-routing either: only groupchat is shared, and a
+        // groupchat message for a session that is going away only goes back to its room.
+        let plain = b.sm.is_none()
+            && b.csi
+                .as_ref()
+                .is_none_or(|c| !c.is_inactive() && !c.has_held());
         while let Some(item) = next.take() {
-            match item {
-                Outbound::Stanza(el) => match b.csi.as_mut() {
-                    Some(csi) if csi.is_inactive() || csi.has_held() => {
-                        let in_flight = &mut self.in_flight;
-                        csi.filter(*el, |el| {
-                            batch.push(xml::to_bytes(&el));
-                            in_flight.push(el);
-                        });
+            let el = match item {
+                Outbound::Stanza(el) => *el,
+                Outbound::Shared(shared) if plain => {
+                    batch.push(shared.0.bytes_to(&shared.1));
+                    if batch.len() >= MAX_BATCH {
+                        break;
                     }
-                    _ => {
-                        batch.push(xml::to_bytes(&el));
-                        self.in_flight.push(*el);
-                    }
-                },
+                    next = b.rx.try_recv().ok();
+                    continue;
+                }
+                Outbound::Shared(shared) => shared.0.element_to(&shared.1),
                 Outbound::Replaced => {
                     end = Some(End::Error(
                         "conflict",
@@ -638,6 +642,19 @@ impl<T: Transport> C2s<T> {
                 Outbound::Shutdown => {
                     end = Some(End::Error("system-shutdown", None));
                     break;
+                }
+            };
+            match b.csi.as_mut() {
+                Some(csi) if csi.is_inactive() || csi.has_held() => {
+                    let in_flight = &mut self.in_flight;
+                    csi.filter(el, |el| {
+                        batch.push(xml::to_bytes(&el));
+                        in_flight.push(el);
+                    });
+                }
+                _ => {
+                    batch.push(xml::to_bytes(&el));
+                    self.in_flight.push(el);
                 }
             }
             if batch.len() >= MAX_BATCH {

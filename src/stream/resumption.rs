@@ -230,6 +230,7 @@ async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
             },
             item = bound.rx.recv() => match item {
                 Some(Outbound::Stanza(el)) => Wake::Stanza(*el),
+                Some(Outbound::Shared(shared)) => Wake::Stanza(shared.0.element_to(&shared.1)),
                 Some(Outbound::Replaced) => {
                     Wake::End("replaced by a new session", SessionEnd::ByServer)
                 }
@@ -285,8 +286,10 @@ pub async fn end_session(
     }
     left.extend(bound.pending.drain(..));
     while let Ok(item) = bound.rx.try_recv() {
-        if let Outbound::Stanza(el) = item {
-            left.push(*el);
+        match item {
+            Outbound::Stanza(el) => left.push(*el),
+            Outbound::Shared(shared) => left.push(shared.0.element_to(&shared.1)),
+            Outbound::Replaced | Outbound::Shutdown => {}
         }
     }
     if !left.is_empty() {

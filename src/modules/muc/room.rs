@@ -9,7 +9,7 @@ use minidom::Element;
 
 use super::config::RoomConfig;
 use super::history::History;
-use crate::router::Router;
+use crate::router::{Router, SharedStanza};
 use crate::stanza::{self, Kind};
 use crate::xml::ns;
 
@@ -258,12 +258,10 @@ impl Room {
 
     /// Sends a copy of `message` (from the room or `room/nick`) to every occupant.
     pub async fn broadcast_message(&self, router: &Arc<Router>, message: &Element) {
+        // Serialized once for the whole room; each occupant's session adds its own `to`.
+        let shared = Arc::new(SharedStanza::new(message.clone()));
         for viewer in &self.occupants {
-            let mut copy = message.clone();
-            stanza::set_attr(&mut copy, "to", viewer.jid.to_string());
-            router
-                .route(Kind::Message, Jid::from(viewer.jid.clone()), copy)
-                .await;
+            router.route_shared(&viewer.jid, &shared).await;
         }
     }
 
