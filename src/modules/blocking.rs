@@ -465,7 +465,7 @@ impl IqHandler for Blocking {
 impl SessionHook for Blocking {
     async fn ended(&self, router: &Arc<Router>, session: &FullJid, _was_available: bool) {
         let user = session.to_bare();
-        if router.bound_resources(&user).is_empty() {
+        if !router.has_sessions(&user) {
             self.lists.forget(user.as_str());
         }
     }

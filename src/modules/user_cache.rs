@@ -104,9 +104,8 @@ impl<V: Clone> UserCache<V> {
         if self.map.len() < threshold {
             return;
         }
-        self.map.retain(|user, _| {
-            BareJid::new(user).is_ok_and(|user| !router.bound_resources(&user).is_empty())
-        });
+        self.map
+            .retain(|user, _| BareJid::new(user).is_ok_and(|user| router.has_sessions(&user)));
         let next = (self.map.len() * 2).max(SWEEP_AT_LEAST);
         self.sweep_at.store(next, Ordering::Relaxed);
     }

@@ -220,7 +220,7 @@ impl PresenceObserver for Vcard {
 impl SessionHook for Vcard {
     async fn ended(&self, router: &Arc<Router>, session: &FullJid, _was_available: bool) {
         let user = session.to_bare();
-        if router.bound_resources(&user).is_empty() {
+        if !router.has_sessions(&user) {
             self.hashes.forget(user.as_str());
         }
     }

@@ -135,6 +135,11 @@ impl Router {
         self.sessions.interested(user, interest)
     }
 
+    /// Whether the user has any bound session (no list built: for per-message checks).
+    pub fn has_sessions(&self, user: &BareJid) -> bool {
+        self.sessions.has_any(user)
+    }
+
     /// Every bound session of the user, available or not.
     pub fn bound_resources(&self, user: &BareJid) -> Vec<FullJid> {
         self.sessions.bound(user)

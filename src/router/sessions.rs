@@ -37,11 +37,11 @@ impl SharedStanza {
 
     /// The serialized stanza addressed to `to`.
     pub fn bytes_to(&self, to: &FullJid) -> Vec<u8> {
-        let to = to.to_string();
+        let to = crate::xml::escape_attr(to.as_str());
         let mut out = Vec::with_capacity(self.head.len() + to.len() + 6 + self.tail.len());
         out.extend_from_slice(&self.head);
         out.extend_from_slice(b" to='");
-        out.extend_from_slice(crate::xml::escape_attr(&to).as_bytes());
+        out.extend_from_slice(to.as_bytes());
         out.push(b'\'');
         out.extend_from_slice(&self.tail);
         out
@@ -251,6 +251,10 @@ impl SessionTable {
 
     pub fn interested(&self, user: &BareJid, interest: Interest) -> Vec<FullJid> {
         self.select(user, |e| e.interests & interest.bit() != 0)
+    }
+
+    pub fn has_any(&self, user: &BareJid) -> bool {
+        self.users.contains_key(user)
     }
 
     pub fn bound(&self, user: &BareJid) -> Vec<FullJid> {

@@ -226,6 +226,15 @@ fn conflict_on_unique(e: sqlx::Error) -> StorageError {
     }
 }
 
+/// Rows that belong to an account fail their foreign key when it does not exist: `NotFound`,
+/// which callers turn into the right stanza error.
+fn not_found_on_foreign_key(e: sqlx::Error) -> StorageError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StorageError::NotFound,
+        _ => StorageError::Database(e),
+    }
+}
+
 /// Both databases only have signed integers; the schema's CHECK keeps iterations in u32 range,
 /// so a failure here means the row was written by something else.
 fn iterations_from_db(n: i64) -> StorageResult<u32> {

@@ -215,7 +215,7 @@ impl Mam {
 
     /// An account that can have an archive: it has a session, or it exists in storage.
     async fn has_account(&self, router: &Router, user: &BareJid) -> bool {
-        if !router.bound_resources(user).is_empty() {
+        if router.has_sessions(user) {
             return true;
         }
         let Some(node) = user.node() else {
@@ -355,7 +355,7 @@ impl IqHandler for Mam {
 impl SessionHook for Mam {
     async fn ended(&self, router: &Arc<Router>, session: &FullJid, _was_available: bool) {
         let user = session.to_bare();
-        if router.bound_resources(&user).is_empty() {
+        if !router.has_sessions(&user) {
             self.prefs.forget(user.as_str());
         }
     }

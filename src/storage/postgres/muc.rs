@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::PostgresStorage;
-use crate::storage::{MucStore, StorageError, StorageResult, StoredAffiliation, StoredRoom};
+use crate::storage::{
+    not_found_on_foreign_key, MucStore, StorageError, StorageResult, StoredAffiliation, StoredRoom,
+};
 
 #[async_trait]
 impl MucStore for PostgresStorage {
@@ -100,13 +102,5 @@ impl MucStore for PostgresStorage {
             }
         };
         result.map_err(not_found_on_foreign_key)
-    }
-}
-
-/// An affiliation for a room that is not stored fails its foreign key: report `NotFound`.
-fn not_found_on_foreign_key(e: sqlx::Error) -> StorageError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StorageError::NotFound,
-        _ => StorageError::Database(e),
     }
 }

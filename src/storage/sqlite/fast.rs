@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::SqliteStorage;
-use crate::storage::{FastSlot, FastToken, FastTokenStore, StorageError, StorageResult};
+use crate::storage::{
+    not_found_on_foreign_key, FastSlot, FastToken, FastTokenStore, StorageError, StorageResult,
+};
 
 #[async_trait]
 impl FastTokenStore for SqliteStorage {
@@ -136,12 +138,4 @@ fn bad_slot(slot: &str) -> StorageError {
     StorageError::Database(sqlx::Error::Decode(
         format!("unknown FAST token slot '{slot}'").into(),
     ))
-}
-
-/// A token for an account that does not exist fails its foreign key: report `NotFound`.
-fn not_found_on_foreign_key(e: sqlx::Error) -> StorageError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StorageError::NotFound,
-        _ => StorageError::Database(e),
-    }
 }

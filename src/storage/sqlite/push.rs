@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::SqliteStorage;
-use crate::storage::{PushRegistration, PushStore, StorageError, StorageResult};
+use crate::storage::{not_found_on_foreign_key, PushRegistration, PushStore, StorageResult};
 
 #[async_trait]
 impl PushStore for SqliteStorage {
@@ -90,13 +90,5 @@ impl PushStore for SqliteStorage {
                 })
             })
             .collect()
-    }
-}
-
-/// A registration for an account that does not exist fails its foreign key.
-fn not_found_on_foreign_key(e: sqlx::Error) -> StorageError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StorageError::NotFound,
-        _ => StorageError::Database(e),
     }
 }

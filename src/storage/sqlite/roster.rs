@@ -8,8 +8,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::{account_exists_in, SqliteStorage};
 use crate::storage::roster::{groups_from_json, groups_to_json};
 use crate::storage::{
-    count_from_db, LastActivity, LastActivityStore, RosterItem, RosterStore, RosterWrite,
-    StorageError, StorageResult, Subscription,
+    count_from_db, not_found_on_foreign_key, LastActivity, LastActivityStore, RosterItem,
+    RosterStore, RosterWrite, StorageError, StorageResult, Subscription,
 };
 
 const ITEM_COLUMNS: &str = "contact, name, subscription, ask, approved, groups";
@@ -235,13 +235,5 @@ impl LastActivityStore for SqliteStorage {
             })
         })
         .transpose()
-    }
-}
-
-/// A row for an account that does not exist fails its foreign key: report that as `NotFound`.
-fn not_found_on_foreign_key(e: sqlx::Error) -> StorageError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StorageError::NotFound,
-        _ => StorageError::Database(e),
     }
 }

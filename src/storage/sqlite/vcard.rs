@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::SqliteStorage;
-use crate::storage::{StorageError, StorageResult, StoredVcard, VcardStore};
+use crate::storage::{not_found_on_foreign_key, StorageResult, StoredVcard, VcardStore};
 
 #[async_trait]
 impl VcardStore for SqliteStorage {
@@ -44,13 +44,5 @@ impl VcardStore for SqliteStorage {
         .await
         .map_err(not_found_on_foreign_key)?;
         Ok(())
-    }
-}
-
-/// A vCard for an account that does not exist fails its foreign key: report `NotFound`.
-fn not_found_on_foreign_key(e: sqlx::Error) -> StorageError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StorageError::NotFound,
-        _ => StorageError::Database(e),
     }
 }
