@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::xml::XmlLimits;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -77,6 +79,13 @@ pub struct C2sConfig {
     pub require_encryption: bool,
     /// Largest stanza accepted, in bytes; larger ones close the stream with `<policy-violation/>`.
     pub max_stanza_size: usize,
+    /// Deepest element nesting accepted (the stanza is level 1); deeper closes the stream with
+    /// `<policy-violation/>` before anything is built.
+    pub max_depth: usize,
+    /// Attributes (namespace declarations included) accepted on one element.
+    pub max_attributes: usize,
+    /// `xmlns` declarations accepted on one element.
+    pub max_namespace_declarations: usize,
     /// Seconds a connection may take from TCP accept to a bound resource.
     pub negotiation_timeout_secs: u64,
 }
@@ -350,7 +359,22 @@ impl Default for C2sConfig {
             direct_tls_port: 5223,
             require_encryption: true,
             max_stanza_size: 256 * 1024,
+            max_depth: XmlLimits::DEFAULT_MAX_DEPTH,
+            max_attributes: XmlLimits::DEFAULT_MAX_ATTRIBUTES,
+            max_namespace_declarations: XmlLimits::DEFAULT_MAX_NAMESPACE_DECLARATIONS,
             negotiation_timeout_secs: 30,
+        }
+    }
+}
+
+impl C2sConfig {
+    /// What one element read from a client may cost.
+    pub fn xml_limits(&self) -> XmlLimits {
+        XmlLimits {
+            max_stanza_size: self.max_stanza_size,
+            max_depth: self.max_depth,
+            max_attributes: self.max_attributes,
+            max_namespace_declarations: self.max_namespace_declarations,
         }
     }
 }
@@ -485,6 +509,24 @@ impl Config {
         if self.c2s.max_stanza_size < 10_000 {
             return Err(ConfigError::Invalid(
                 "c2s.max_stanza_size must be at least 10000 bytes (RFC 6120 §13.12)".into(),
+            ));
+        }
+        // Below these a real client's payloads would be refused (a MAM result with a forwarded
+        // message is about a dozen levels deep; the stream header declares two namespaces and
+        // carries five attributes); far above them a recursive walk of the tree is at risk.
+        if !(16..=256).contains(&self.c2s.max_depth) {
+            return Err(ConfigError::Invalid(
+                "c2s.max_depth must be between 16 and 256".into(),
+            ));
+        }
+        if !(16..=1024).contains(&self.c2s.max_attributes) {
+            return Err(ConfigError::Invalid(
+                "c2s.max_attributes must be between 16 and 1024".into(),
+            ));
+        }
+        if !(4..=256).contains(&self.c2s.max_namespace_declarations) {
+            return Err(ConfigError::Invalid(
+                "c2s.max_namespace_declarations must be between 4 and 256".into(),
             ));
         }
         if self.c2s.negotiation_timeout_secs == 0 {

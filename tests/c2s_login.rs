@@ -441,7 +441,7 @@ where
             .expect("ws open")
             .expect("ws ok");
         if let Message::Text(text) = message {
-            return corvid::xml::parse_standalone(text.as_bytes(), 1 << 20)
+            return corvid::xml::parse_standalone(text.as_bytes(), corvid::xml::XmlLimits::STORED)
                 .unwrap_or_else(|e| panic!("frame {text} not an element: {e}"));
         }
     }

@@ -167,7 +167,8 @@ where
             .expect("open")
             .expect("ok");
         if let Message::Text(text) = message {
-            return corvid::xml::parse_standalone(text.as_bytes(), 1 << 20).unwrap();
+            return corvid::xml::parse_standalone(text.as_bytes(), corvid::xml::XmlLimits::STORED)
+                .unwrap();
         }
     }
 }

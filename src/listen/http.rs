@@ -120,7 +120,8 @@ async fn websocket(
     let secure = state.encrypted
         || http.websocket_is_secure
         || (http.loopback_is_secure && peer.ip().is_loopback());
-    let max_stanza = ctx.config.c2s.max_stanza_size;
+    let limits = ctx.config.c2s.xml_limits();
+    let max_stanza = limits.max_stanza_size;
     upgrade
         // Room for the framing and a clear policy-violation from our own size check.
         .max_message_size(max_stanza * 2)
@@ -129,7 +130,7 @@ async fn websocket(
             let span =
                 info_span!("c2s", %peer, transport = "websocket", jid = tracing::field::Empty);
             async move {
-                let transport = WsTransport::new(socket, peer, max_stanza, secure);
+                let transport = WsTransport::new(socket, peer, limits, secure);
                 c2s::run(transport, ctx).await;
             }
             .instrument(span)

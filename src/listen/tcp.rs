@@ -8,8 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info_span, warn, Instrument};
@@ -19,7 +18,7 @@ use crate::server::ServerContext;
 use crate::stream::c2s;
 use crate::stream::transport::{Incoming, Transport, TransportError};
 use crate::tls::TlsContext;
-use crate::xml::{ns, Frame, StreamParser};
+use crate::xml::{ns, Frame, StreamParser, XmlLimits};
 
 const READ_CHUNK: usize = 4096;
 
@@ -55,8 +54,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, direct_tls: b
                 } else {
                     Socket::Plain(socket)
                 };
-                let transport =
-                    TcpTransport::new(socket, peer, tls, ctx.config.c2s.max_stanza_size);
+                let transport = TcpTransport::new(socket, peer, tls, ctx.config.c2s.xml_limits());
                 c2s::run(transport, ctx).await;
             }
             .instrument(span),
@@ -69,16 +67,6 @@ enum Socket {
     Tls(Box<TlsStream<TcpStream>>),
     /// Only while STARTTLS swaps one for the other.
     Upgrading,
-}
-
-impl Socket {
-    fn tcp(&self) -> Option<&TcpStream> {
-        match self {
-            Socket::Plain(s) => Some(s),
-            Socket::Tls(s) => Some(s.get_ref().0),
-            Socket::Upgrading => None,
-        }
-    }
 }
 
 impl AsyncRead for Socket {
@@ -135,10 +123,10 @@ pub struct TcpTransport {
 }
 
 impl TcpTransport {
-    fn new(socket: Socket, peer: SocketAddr, tls: Arc<TlsContext>, max_stanza: usize) -> Self {
+    fn new(socket: Socket, peer: SocketAddr, tls: Arc<TlsContext>, limits: XmlLimits) -> Self {
         TcpTransport {
             socket,
-            parser: StreamParser::new(max_stanza),
+            parser: StreamParser::new(limits),
             frames: VecDeque::new(),
             tls,
             peer,
@@ -148,45 +136,46 @@ impl TcpTransport {
 
     /// Waits for data and parses it until at least one frame is complete.
     async fn fill(&mut self) -> Result<(), TransportError> {
-        loop {
-            match self.read_ready()? {
-                ReadOutcome::Progress if !self.frames.is_empty() => return Ok(()),
-                ReadOutcome::Progress => {}
-                ReadOutcome::WouldBlock => {
-                    let Some(tcp) = self.socket.tcp() else {
-                        return Err(TransportError::Disconnected);
-                    };
-                    tcp.readable().await?;
-                }
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Reads and parses until a frame is complete, the socket has nothing more, or this poll
+    /// has done its share of work. Each read goes through `poll_read`, which registers the
+    /// waker and honours tokio's cooperative budget; a peer that keeps sending bytes that
+    /// complete no frame (whitespace, text, a stanza growing toward the size limit) therefore
+    /// makes this task yield instead of starving the worker. The buffer is a local of one
+    /// poll, so a connection waiting for data holds none.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        for _ in 0..MAX_READS_PER_POLL {
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.socket).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Ready(Ok(())) => {}
+            }
+            let read = buf.filled();
+            if read.is_empty() {
+                return Poll::Ready(Err(TransportError::Disconnected));
+            }
+            let mut out = Vec::new();
+            if let Err(e) = self.parser.feed(read, &mut out) {
+                return Poll::Ready(Err(e.into()));
+            }
+            self.frames.extend(out);
+            if !self.frames.is_empty() {
+                return Poll::Ready(Ok(()));
             }
         }
-    }
-
-    /// One non-blocking read, parsed at once. The buffer lives only inside this call, so a
-    /// connection waiting for data holds none (and TLS may already hold decrypted bytes, which
-    /// is why this is tried before waiting for the socket).
-    fn read_ready(&mut self) -> Result<ReadOutcome, TransportError> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let read = match self.socket.read(&mut chunk).now_or_never() {
-            None => return Ok(ReadOutcome::WouldBlock),
-            Some(Ok(0)) => return Err(TransportError::Disconnected),
-            Some(Ok(n)) => n,
-            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Ok(ReadOutcome::WouldBlock)
-            }
-            Some(Err(e)) => return Err(e.into()),
-        };
-        let mut out = Vec::new();
-        self.parser.feed(&chunk[..read], &mut out)?;
-        self.frames.extend(out);
-        Ok(ReadOutcome::Progress)
+        // Decrypted TLS records can be served from rustls's buffer without touching the
+        // socket, and so without spending tokio's budget: yield by hand as well.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
-enum ReadOutcome {
-    Progress,
-    WouldBlock,
-}
+/// Reads (of `READ_CHUNK` bytes) one poll may do before it yields to other connections.
+const MAX_READS_PER_POLL: usize = 16;
 
 impl Transport for TcpTransport {
     async fn next_frame(&mut self) -> Result<Incoming, TransportError> {
@@ -276,5 +265,96 @@ impl Transport for TcpTransport {
 
     fn peer(&self) -> SocketAddr {
         self.peer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpSocket;
+
+    use super::*;
+
+    const OPEN: &str = "<stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+    /// Issue 17: megabytes that complete no frame, all waiting in the socket buffer. The read
+    /// loop once spun forever here: tokio's budget made every read return `Pending` while the
+    /// socket still reported readable, and nothing else on the worker ran again.
+    #[test]
+    fn a_flood_that_completes_no_frame_lets_other_tasks_run() {
+        let (events, seen) = mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(flood_while_another_task_waits(events));
+        });
+        let first = seen
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the reader yields or finishes");
+        assert_eq!(first, "other task ran");
+        let second = seen.recv_timeout(Duration::from_secs(30)).expect("frame");
+        assert_eq!(second, "frame after the flood");
+    }
+
+    async fn flood_while_another_task_waits(events: mpsc::Sender<&'static str>) {
+        // Room in the kernel for the whole flood, so every read returns a full chunk.
+        let listener = TcpSocket::new_v4().expect("socket");
+        let _ = listener.set_recv_buffer_size(8 << 20);
+        listener.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let listener = listener.listen(1).expect("listen");
+        let client = TcpSocket::new_v4().expect("socket");
+        let _ = client.set_send_buffer_size(8 << 20);
+        let mut client = client
+            .connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, peer) = listener.accept().await.expect("accept");
+
+        let mut flood = OPEN.as_bytes().to_vec();
+        flood.extend(std::iter::repeat_n(b' ', 3 << 20));
+        flood.extend_from_slice(b"<presence/>");
+        client.write_all(&flood).await.expect("flood");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let dir = tempfile::tempdir().expect("dir");
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        crate::tls::generate_self_signed(&cert, &key, "localhost").expect("cert");
+        let tls = TlsContext::load_or_generate(
+            &crate::config::TlsConfig {
+                cert,
+                key,
+                generate_self_signed: false,
+            },
+            "localhost",
+        )
+        .expect("tls");
+        let mut transport = TcpTransport::new(
+            Socket::Plain(server),
+            peer,
+            Arc::new(tls),
+            XmlLimits::with_max_size(256 * 1024),
+        );
+        assert!(matches!(
+            transport.next_frame().await,
+            Ok(Incoming::Open(_))
+        ));
+
+        let reader_events = events.clone();
+        let reader = tokio::spawn(async move {
+            if let Ok(Incoming::Element(_)) = transport.next_frame().await {
+                let _ = reader_events.send("frame after the flood");
+            }
+            drop(client);
+        });
+        tokio::spawn(async move {
+            let _ = events.send("other task ran");
+        });
+        let _ = reader.await;
     }
 }

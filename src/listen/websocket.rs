@@ -9,21 +9,21 @@ use futures::SinkExt;
 
 use crate::sasl::ChannelBindings;
 use crate::stream::transport::{Incoming, Transport, TransportError};
-use crate::xml::{self, ns, FramingError, StreamHeader};
+use crate::xml::{self, ns, FramingError, StreamHeader, XmlLimits};
 
 pub struct WsTransport {
     socket: WebSocket,
     peer: SocketAddr,
-    max_stanza: usize,
+    limits: XmlLimits,
     secure: bool,
 }
 
 impl WsTransport {
-    pub fn new(socket: WebSocket, peer: SocketAddr, max_stanza: usize, secure: bool) -> Self {
+    pub fn new(socket: WebSocket, peer: SocketAddr, limits: XmlLimits, secure: bool) -> Self {
         WsTransport {
             socket,
             peer,
-            max_stanza,
+            limits,
             secure,
         }
     }
@@ -49,14 +49,20 @@ impl Transport for WsTransport {
                     )
                     .into())
                 }
-                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Ping(_) | Message::Pong(_) => {
+                    // Frames that complete nothing can arrive faster than the socket is read
+                    // (several per buffered read): spend budget on them so a flood yields.
+                    tokio::task::consume_budget().await;
+                    continue;
+                }
                 Message::Close(_) => return Err(TransportError::Disconnected),
             };
             if text.trim().is_empty() {
                 // Whitespace keepalive.
+                tokio::task::consume_budget().await;
                 continue;
             }
-            let el = xml::parse_standalone(text.as_bytes(), self.max_stanza)?;
+            let el = xml::parse_standalone(text.as_bytes(), self.limits)?;
             if el.is("open", ns::FRAMING) {
                 return Ok(Incoming::Open(StreamHeader {
                     to: el.attr("to").map(str::to_owned),

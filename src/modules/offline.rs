@@ -155,7 +155,9 @@ impl SessionHook for Offline {
         };
         let mut delivered_up_to = None;
         for record in waiting {
-            let Ok(message) = xml::parse_standalone(record.stanza.as_bytes(), usize::MAX) else {
+            let Ok(message) =
+                xml::parse_standalone(record.stanza.as_bytes(), xml::XmlLimits::STORED)
+            else {
                 warn!(id = record.id, "dropping an unreadable offline message");
                 delivered_up_to = Some(record.id);
                 continue;

@@ -148,7 +148,7 @@ fn notification(router: &Router, registration: &PushRegistration, message: &Elem
     let options = registration
         .publish_options
         .as_deref()
-        .and_then(|xml| xml::parse_standalone(xml.as_bytes(), usize::MAX).ok());
+        .and_then(|xml| xml::parse_standalone(xml.as_bytes(), xml::XmlLimits::STORED).ok());
     if let Some(form) = options {
         let mut wrapper = Element::bare("publish-options", ns::PUBSUB);
         wrapper.append_child(form);

@@ -131,7 +131,7 @@ impl Vcard {
                 StanzaError::service_unavailable()
             });
         };
-        match xml::parse_standalone(stored.xml.as_bytes(), usize::MAX) {
+        match xml::parse_standalone(stored.xml.as_bytes(), xml::XmlLimits::STORED) {
             Ok(vcard) => Ok(Some(vcard)),
             Err(e) => {
                 warn!(error = %e, user = %account, "stored vCard does not parse");

@@ -3,8 +3,11 @@
 //! one byte at a time).
 //!
 //! rxml refuses DTDs, entity declarations, processing instructions and comments by itself; what
-//! it does not do is bound a stanza's size, so the parser counts the bytes of the element in
-//! progress and stops at the configured limit.
+//! it does not bound is a stanza's size, its nesting depth and the number of attributes and
+//! namespace declarations on one element. The parser enforces all four (`XmlLimits`) as events
+//! arrive, before anything is built from them: every walk over an element tree (clone, drop,
+//! serialization, search) recurses once per level, and minidom resolves each prefix by walking
+//! the stack of open elements, so depth must be capped where the bytes come in.
 
 use minidom::tree_builder::TreeBuilder;
 use minidom::Element;
@@ -23,6 +26,12 @@ pub enum FramingError {
     TooLarge(usize),
     #[error("invalid namespace: {0}")]
     InvalidNamespace(String),
+    #[error("elements nested deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("more than {0} attributes on one element")]
+    TooManyAttributes(usize),
+    #[error("more than {0} namespace declarations on one element")]
+    TooManyNamespaceDeclarations(usize),
 }
 
 impl FramingError {
@@ -31,9 +40,105 @@ impl FramingError {
         match self {
             FramingError::NotWellFormed(_) => "not-well-formed",
             FramingError::RestrictedXml(_) => "restricted-xml",
-            FramingError::TooLarge(_) => "policy-violation",
+            FramingError::TooLarge(_)
+            | FramingError::TooDeep(_)
+            | FramingError::TooManyAttributes(_)
+            | FramingError::TooManyNamespaceDeclarations(_) => "policy-violation",
             FramingError::InvalidNamespace(_) => "invalid-namespace",
         }
+    }
+}
+
+/// What one parsed element may cost. Every limit is checked as the parser's events arrive, so
+/// a violation costs no more than the bytes that reached the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XmlLimits {
+    /// Bytes of one top-level element (a stanza or nonza), counted as they are read.
+    pub max_stanza_size: usize,
+    /// Nesting levels, the top-level element being level 1.
+    pub max_depth: usize,
+    /// Attributes on one element, namespace declarations included.
+    pub max_attributes: usize,
+    /// `xmlns` and `xmlns:prefix` declarations on one element.
+    pub max_namespace_declarations: usize,
+}
+
+impl XmlLimits {
+    /// Deep enough for every real payload (a MAM result carrying a forwarded carbon of an
+    /// OMEMO message is about a dozen levels), far below what a recursive walk can survive.
+    pub const DEFAULT_MAX_DEPTH: usize = 64;
+    pub const DEFAULT_MAX_ATTRIBUTES: usize = 64;
+    pub const DEFAULT_MAX_NAMESPACE_DECLARATIONS: usize = 16;
+
+    /// The default element limits with the given stanza size.
+    pub const fn with_max_size(max_stanza_size: usize) -> XmlLimits {
+        XmlLimits {
+            max_stanza_size,
+            max_depth: Self::DEFAULT_MAX_DEPTH,
+            max_attributes: Self::DEFAULT_MAX_ATTRIBUTES,
+            max_namespace_declarations: Self::DEFAULT_MAX_NAMESPACE_DECLARATIONS,
+        }
+    }
+
+    /// For XML corvid stored itself (archive, offline messages, PEP items): it passed the
+    /// network limits when it arrived, possibly under a more generous configuration, and the
+    /// server may have wrapped it, so it gets more room; the depth stays bounded because
+    /// whatever is read is also walked.
+    pub const STORED: XmlLimits = XmlLimits {
+        max_stanza_size: usize::MAX,
+        max_depth: 4 * Self::DEFAULT_MAX_DEPTH,
+        max_attributes: 1024,
+        max_namespace_declarations: 256,
+    };
+}
+
+/// Checks each raw event against `XmlLimits`. `depth` is the number of elements open before
+/// the event (minidom's `TreeBuilder::depth`, which counts an element once its head closes).
+struct LimitCheck {
+    limits: XmlLimits,
+    attributes: usize,
+    declarations: usize,
+}
+
+impl LimitCheck {
+    fn new(limits: XmlLimits) -> Self {
+        LimitCheck {
+            limits,
+            attributes: 0,
+            declarations: 0,
+        }
+    }
+
+    fn check(&mut self, event: &RawEvent, depth: usize) -> Result<(), FramingError> {
+        match event {
+            RawEvent::ElementHeadOpen(..) => {
+                if depth >= self.limits.max_depth {
+                    return Err(FramingError::TooDeep(self.limits.max_depth));
+                }
+                self.attributes = 0;
+                self.declarations = 0;
+            }
+            RawEvent::Attribute(_, (prefix, name), _) => {
+                self.attributes += 1;
+                if self.attributes > self.limits.max_attributes {
+                    return Err(FramingError::TooManyAttributes(self.limits.max_attributes));
+                }
+                let declares = match prefix {
+                    None => name.as_str() == "xmlns",
+                    Some(prefix) => prefix.as_str() == "xmlns",
+                };
+                if declares {
+                    self.declarations += 1;
+                    if self.declarations > self.limits.max_namespace_declarations {
+                        return Err(FramingError::TooManyNamespaceDeclarations(
+                            self.limits.max_namespace_declarations,
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -79,27 +184,27 @@ pub struct StreamParser {
     /// Declarations seen on the stream header so far; complete once `in_stream`.
     stream_prefixes: Prefixes,
     in_stream: bool,
-    max_stanza: usize,
+    limits: LimitCheck,
     /// Bytes consumed since the last point between top-level elements.
     pending: usize,
     closed: bool,
 }
 
 impl StreamParser {
-    pub fn new(max_stanza: usize) -> Self {
+    pub fn new(limits: XmlLimits) -> Self {
         StreamParser {
-            raw: new_raw_parser(max_stanza),
+            raw: new_raw_parser(limits.max_stanza_size),
             tree: TreeBuilder::new(),
             stream_prefixes: Prefixes::new(),
             in_stream: false,
-            max_stanza,
+            limits: LimitCheck::new(limits),
             pending: 0,
             closed: false,
         }
     }
 
     pub fn reset(&mut self) {
-        *self = StreamParser::new(self.max_stanza);
+        *self = StreamParser::new(self.limits.limits);
     }
 
     /// Parses as much of `data` as possible, appending complete frames to `out`.
@@ -110,6 +215,9 @@ impl StreamParser {
             let before = data.len();
             let result = self.raw.parse(&mut data, false);
             self.pending += before - data.len();
+            if let Ok(Some(event)) = &result {
+                self.limits.check(event, self.tree.depth())?;
+            }
             match result {
                 Ok(Some(event)) if self.in_stream => self.stanza_event(event, out)?,
                 Ok(Some(event)) => self.header_event(event, out)?,
@@ -119,8 +227,9 @@ impl StreamParser {
                 Err(EndOrError::NeedMoreData) => break,
                 Err(EndOrError::Error(e)) => return Err(map_rxml_error(e)),
             }
-            if self.pending > self.max_stanza {
-                return Err(FramingError::TooLarge(self.max_stanza));
+            let max_size = self.limits.limits.max_stanza_size;
+            if self.pending > max_size {
+                return Err(FramingError::TooLarge(max_size));
             }
         }
         if self.pending == 0 {
@@ -238,11 +347,12 @@ fn map_rxml_error(e: rxml::Error) -> FramingError {
 /// Parses one complete element, as carried by a WebSocket message (RFC 7395 §3.3.3). The
 /// `stream` prefix and the `jabber:client` default namespace are pre-bound, so a client that
 /// leaves them out of a frame is still understood.
-pub fn parse_standalone(data: &[u8], max_size: usize) -> Result<Element, FramingError> {
-    if data.len() > max_size {
-        return Err(FramingError::TooLarge(max_size));
+pub fn parse_standalone(data: &[u8], limits: XmlLimits) -> Result<Element, FramingError> {
+    if data.len() > limits.max_stanza_size {
+        return Err(FramingError::TooLarge(limits.max_stanza_size));
     }
-    let mut raw = new_raw_parser(max_size);
+    let mut check = LimitCheck::new(limits);
+    let mut raw = new_raw_parser(limits.max_stanza_size);
     let mut prefixes = std::collections::BTreeMap::new();
     prefixes.insert(None, ns::CLIENT.to_string());
     prefixes.insert(Some("stream".to_string()), ns::STREAM.to_string());
@@ -254,6 +364,7 @@ pub fn parse_standalone(data: &[u8], max_size: usize) -> Result<Element, Framing
                 if matches!(event, RawEvent::Text(..)) && tree.depth() == 0 {
                     continue;
                 }
+                check.check(&event, tree.depth())?;
                 tree.process_event(event)
                     .map_err(|e| FramingError::InvalidNamespace(e.to_string()))?;
             }
@@ -277,7 +388,7 @@ mod tests {
         xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0' xml:lang='en'>";
 
     fn frames_of(input: &str, chunk: usize) -> Result<Vec<Frame>, FramingError> {
-        let mut parser = StreamParser::new(4096);
+        let mut parser = StreamParser::new(XmlLimits::with_max_size(4096));
         let mut out = Vec::new();
         for piece in input.as_bytes().chunks(chunk) {
             parser.feed(piece, &mut out)?;
@@ -313,7 +424,7 @@ mod tests {
 
     #[test]
     fn self_closing_element_at_end_of_input_is_complete() {
-        let mut parser = StreamParser::new(4096);
+        let mut parser = StreamParser::new(XmlLimits::with_max_size(4096));
         let mut out = Vec::new();
         parser.feed(OPEN.as_bytes(), &mut out).unwrap();
         parser
@@ -379,13 +490,18 @@ mod tests {
 
     #[test]
     fn standalone_frames_get_the_client_namespace() {
-        let el = parse_standalone(b"<message to='x@y'/>", 100).unwrap();
+        let el = parse_standalone(b"<message to='x@y'/>", XmlLimits::with_max_size(100)).unwrap();
         assert_eq!(el.ns(), ns::CLIENT);
-        let open =
-            parse_standalone(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>", 100).unwrap();
+        let open = parse_standalone(
+            b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>",
+            XmlLimits::with_max_size(100),
+        )
+        .unwrap();
         assert_eq!(open.ns(), ns::FRAMING);
         assert_eq!(
-            parse_standalone(b"<a>", 100).unwrap_err().condition(),
+            parse_standalone(b"<a>", XmlLimits::with_max_size(100))
+                .unwrap_err()
+                .condition(),
             "not-well-formed"
         );
     }

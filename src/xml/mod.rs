@@ -5,5 +5,5 @@ pub mod framing;
 pub mod ns;
 pub mod writer;
 
-pub use framing::{parse_standalone, Frame, FramingError, StreamHeader, StreamParser};
+pub use framing::{parse_standalone, Frame, FramingError, StreamHeader, StreamParser, XmlLimits};
 pub use writer::{escape_attr, escape_text, to_bytes, to_string};

@@ -117,12 +117,13 @@ fn escape_attr_into(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xml::parse_standalone;
+    use crate::xml::{parse_standalone, XmlLimits};
 
     fn roundtrip(xml: &str) -> (Element, Element) {
-        let first = parse_standalone(xml.as_bytes(), 1 << 20).expect("input parses");
+        let first = parse_standalone(xml.as_bytes(), XmlLimits::with_max_size(1 << 20))
+            .expect("input parses");
         let written = to_string(&first);
-        let second = parse_standalone(written.as_bytes(), 1 << 20)
+        let second = parse_standalone(written.as_bytes(), XmlLimits::with_max_size(1 << 20))
             .unwrap_or_else(|e| panic!("output {written} does not parse: {e}"));
         (first, second)
     }
@@ -146,7 +147,11 @@ mod tests {
 
     #[test]
     fn child_in_same_namespace_omits_xmlns() {
-        let el = parse_standalone(b"<iq xmlns='jabber:client'><a/></iq>", 4096).unwrap();
+        let el = parse_standalone(
+            b"<iq xmlns='jabber:client'><a/></iq>",
+            XmlLimits::with_max_size(4096),
+        )
+        .unwrap();
         assert_eq!(to_string(&el), "<iq xmlns='jabber:client'><a/></iq>");
     }
 }

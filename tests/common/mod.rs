@@ -171,6 +171,65 @@ impl TestServer {
     }
 }
 
+/// A server on a runtime of its own with a single worker thread. A connection that
+/// monopolises a worker then hangs the server but not the test, which fails on its timeouts
+/// instead of hanging with it.
+pub struct IsolatedServer {
+    pub c2s: SocketAddr,
+    pub http: SocketAddr,
+    pub cert_der: Vec<u8>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl IsolatedServer {
+    /// Starts the server with `users` created (password `PASSWORD`).
+    pub fn start(
+        adjust: impl FnOnce(&mut Config) + Send + 'static,
+        users: &[&str],
+    ) -> IsolatedServer {
+        let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let server = TestServer::start_with(adjust).await;
+                for user in &users {
+                    server.add_user(user).await;
+                }
+                let _ = ready_tx.send((server.c2s(), server.http(), server.cert_der.clone()));
+                let _ = stop_rx.await;
+                drop(server);
+            });
+            // A hung worker would block the runtime's shutdown: leave it to the process exit.
+            runtime.shutdown_background();
+        });
+        let (c2s, http, cert_der) = ready_rx.recv_timeout(WAIT).expect("server started");
+        IsolatedServer {
+            c2s,
+            http,
+            cert_der,
+            stop: Some(stop_tx),
+        }
+    }
+
+    pub fn tls_config(&self) -> Arc<ClientConfig> {
+        pinned_tls_config(self.cert_der.clone(), vec![])
+    }
+}
+
+impl Drop for IsolatedServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum Mode {
     StartTls,
@@ -396,11 +455,19 @@ impl Raw {
         Raw::over(Box::new(tcp))
     }
 
+    /// A raw client on a connection opened (and perhaps written to) elsewhere.
+    pub fn over_tcp(tcp: TcpStream) -> Raw {
+        Raw::over(Box::new(tcp))
+    }
+
     fn over(io: Box<dyn Io>) -> Raw {
         Raw {
             io,
             exporter: None,
-            parser: corvid::xml::StreamParser::new(1 << 20),
+            parser: corvid::xml::StreamParser::new(corvid::xml::XmlLimits {
+                max_stanza_size: 1 << 20,
+                ..corvid::xml::XmlLimits::STORED
+            }),
             frames: Default::default(),
         }
     }
@@ -408,6 +475,13 @@ impl Raw {
     pub async fn io_write_bytes(&mut self, data: &[u8]) {
         self.io.write_all(data).await.expect("write");
         self.io.flush().await.expect("flush");
+    }
+
+    /// Writes what the server will still take: for input the server refuses before it has
+    /// read it all, and closes the connection on.
+    pub async fn write_until_refused(&mut self, data: &str) {
+        let _ = self.io.write_all(data.as_bytes()).await;
+        let _ = self.io.flush().await;
     }
 
     pub async fn write(&mut self, data: &str) {

@@ -180,7 +180,7 @@ fn result_message(
     let mut delay = Element::bare("delay", ns::DELAY);
     stanza::set_attr(&mut delay, "stamp", stamp(row.timestamp_ms));
     forwarded.append_child(delay);
-    match xml::parse_standalone(row.stanza.as_bytes(), usize::MAX) {
+    match xml::parse_standalone(row.stanza.as_bytes(), xml::XmlLimits::STORED) {
         Ok(original) => {
             forwarded.append_child(original);
         }

@@ -53,7 +53,7 @@ pub fn storage_error(e: StorageError) -> StanzaError {
 
 /// The payload element of a stored item; `None` (logged) if it no longer parses.
 pub fn payload(item: &PepItem) -> Option<Element> {
-    match xml::parse_standalone(item.payload.as_bytes(), usize::MAX) {
+    match xml::parse_standalone(item.payload.as_bytes(), xml::XmlLimits::STORED) {
         Ok(el) => Some(el),
         Err(e) => {
             warn!(id = %item.id, error = %e, "unreadable PEP item");

@@ -116,7 +116,7 @@ impl Presence {
             }
         };
         for (_, request) in pending {
-            if let Ok(request) = xml::parse_standalone(request.as_bytes(), usize::MAX) {
+            if let Ok(request) = xml::parse_standalone(request.as_bytes(), xml::XmlLimits::STORED) {
                 let _ = router.deliver_to_session(from, request);
             }
         }
