@@ -20,7 +20,7 @@ use crate::stream::transport::{Incoming, Transport, TransportError};
 use crate::tls::TlsContext;
 use crate::xml::{ns, Frame, StreamParser, XmlLimits};
 
-const READ_CHUNK: usize = 4096;
+use super::byte_stream;
 
 /// Accepts connections until the listener fails; each connection is its own task.
 pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, direct_tls: bool) {
@@ -136,46 +136,12 @@ impl TcpTransport {
 
     /// Waits for data and parses it until at least one frame is complete.
     async fn fill(&mut self) -> Result<(), TransportError> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
-    }
-
-    /// Reads and parses until a frame is complete, the socket has nothing more, or this poll
-    /// has done its share of work. Each read goes through `poll_read`, which registers the
-    /// waker and honours tokio's cooperative budget; a peer that keeps sending bytes that
-    /// complete no frame (whitespace, text, a stanza growing toward the size limit) therefore
-    /// makes this task yield instead of starving the worker. The buffer is a local of one
-    /// poll, so a connection waiting for data holds none.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
-        for _ in 0..MAX_READS_PER_POLL {
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.socket).poll_read(cx, &mut buf) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                Poll::Ready(Ok(())) => {}
-            }
-            let read = buf.filled();
-            if read.is_empty() {
-                return Poll::Ready(Err(TransportError::Disconnected));
-            }
-            let mut out = Vec::new();
-            if let Err(e) = self.parser.feed(read, &mut out) {
-                return Poll::Ready(Err(e.into()));
-            }
-            self.frames.extend(out);
-            if !self.frames.is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-        }
-        // Decrypted TLS records can be served from rustls's buffer without touching the
-        // socket, and so without spending tokio's budget: yield by hand as well.
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        std::future::poll_fn(|cx| {
+            byte_stream::poll_frames(cx, &mut self.socket, &mut self.parser, &mut self.frames)
+        })
+        .await
     }
 }
-
-/// Reads (of `READ_CHUNK` bytes) one poll may do before it yields to other connections.
-const MAX_READS_PER_POLL: usize = 16;
 
 impl Transport for TcpTransport {
     async fn next_frame(&mut self) -> Result<Incoming, TransportError> {

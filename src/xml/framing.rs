@@ -188,6 +188,8 @@ pub struct StreamParser {
     /// Bytes consumed since the last point between top-level elements.
     pending: usize,
     closed: bool,
+    /// Parser events handled so far: the property tests bound the work done per byte with it.
+    events: u64,
 }
 
 impl StreamParser {
@@ -200,7 +202,22 @@ impl StreamParser {
             limits: LimitCheck::new(limits),
             pending: 0,
             closed: false,
+            events: 0,
         }
+    }
+
+    /// Elements open inside the current top-level element (0 between stanzas).
+    pub fn open_depth(&self) -> usize {
+        if self.in_stream {
+            self.tree.depth()
+        } else {
+            0
+        }
+    }
+
+    /// Parser events handled since this parser was created or reset.
+    pub fn events_handled(&self) -> u64 {
+        self.events
     }
 
     pub fn reset(&mut self) {
@@ -216,6 +233,7 @@ impl StreamParser {
             let result = self.raw.parse(&mut data, false);
             self.pending += before - data.len();
             if let Ok(Some(event)) = &result {
+                self.events += 1;
                 self.limits.check(event, self.tree.depth())?;
             }
             match result {

@@ -2,6 +2,8 @@
 //! serializer for everything corvid sends.
 
 pub mod framing;
+#[cfg(test)]
+mod framing_properties;
 pub mod ns;
 pub mod writer;
 
