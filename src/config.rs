@@ -687,4 +687,28 @@ mod tests {
         assert!(!config.fast.enabled);
         assert_eq!(config.fast.token_lifetime_secs, 14 * 24 * 3600);
     }
+
+    #[test]
+    fn auth_throttle_settings_default_as_documented_and_zero_is_rejected() {
+        use crate::stream::throttle::Limits;
+        let text = include_str!("../corvid.toml");
+        let example = Config::parse(text, Path::new("corvid.toml")).expect("example parses");
+        assert_eq!(
+            Limits::from(&example.auth),
+            Limits::from(&AuthConfig::default())
+        );
+        for key in [
+            "max_concurrent_per_address",
+            "max_failures_per_window",
+            "window_secs",
+            "max_concurrent_per_account",
+            "max_failures_per_account",
+        ] {
+            let text = format!("[auth]\n{key} = 0\n");
+            let err = Config::parse(&text, Path::new("c.toml")).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+        let text = "[auth]\nthrottle_delay_ms = 500\nthrottle_max_delay_ms = 100\n";
+        assert!(Config::parse(text, Path::new("c.toml")).is_err());
+    }
 }
