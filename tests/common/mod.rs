@@ -404,7 +404,9 @@ impl Raw {
             std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
         }
         .expect("socket");
-        socket.bind(SocketAddr::new(from, 0)).expect("bind the client side");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .expect("bind the client side");
         let tcp = socket.connect(addr).await.expect("connect");
         Raw::over(Box::new(tcp))
     }
