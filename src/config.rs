@@ -121,7 +121,9 @@ pub struct AuthConfig {
     /// account's turn (`max_concurrent_per_account`).
     pub throttle_max_delay_ms: u64,
     /// SASL exchanges one address (an IPv4 address or an IPv6 /64) may have in progress; one
-    /// more is answered `<temporary-auth-failure/>` without a check.
+    /// more is answered `<temporary-auth-failure/>` without a check. Carrier-grade NATs put
+    /// many users behind one address, and behind a reverse proxy every WebSocket client has
+    /// the proxy's address: raise it (and `max_failures_per_window`) there.
     pub max_concurrent_per_address: u32,
     /// Failed logins of one address per window. An address with no budget left (failures
     /// plus exchanges in progress) is answered `<temporary-auth-failure/>` without a check
@@ -426,7 +428,7 @@ impl Default for AuthConfig {
             failures_before_delay: 3,
             throttle_delay_ms: 250,
             throttle_max_delay_ms: 8000,
-            max_concurrent_per_address: 4,
+            max_concurrent_per_address: 8,
             max_failures_per_window: 20,
             window_secs: 600,
             max_concurrent_per_account: 2,

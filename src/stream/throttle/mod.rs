@@ -16,14 +16,16 @@
 //!   does not give the budget back, or an attacker with an account of his own could refill it
 //!   between guesses.
 //! * **Delay, the same for every answer.** From `failures_before_delay` failures on (of the
-//!   address, or of the account), every verdict — success or failure — waits `delay_ms`,
-//!   doubling with each further failure up to `max_delay_ms`. The wait is fixed by what was
-//!   counted *before* the verdict, so the time to answer says nothing about the password.
+//!   address, or of the account), every verdict — success or failure — waits
+//!   `throttle_delay_ms`, doubling with each further failure up to `throttle_max_delay_ms`.
+//!   The wait is fixed by what was counted *before* the verdict, so the time to answer says
+//!   nothing about the password.
 //! * **Per account, serialised.** Verdicts for one account are given at most
 //!   `max_concurrent_per_account` at a time (the delay included), so many addresses guessing
 //!   one account in parallel are answered one after another. Nobody waits more than
-//!   `max_delay_ms` for this turn, though: past that the exchange goes ahead without it, so a
-//!   crowd of attackers queueing on an account can slow its owner's login, never stop it.
+//!   `throttle_max_delay_ms` for this turn, though: past that the exchange goes ahead without
+//!   it, so a crowd of attackers queueing on an account can slow its owner's login, never
+//!   stop it.
 //! * **Per account, refusal only for its attackers.** Once an account has
 //!   `max_failures_per_account` failures in its window, an address that itself failed on it in
 //!   its window is refused for that account without a check. Addresses that did not fail on it
@@ -50,7 +52,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::config::AuthConfig;
 use crate::sasl::SaslFailure;
@@ -411,6 +413,8 @@ impl Attempt {
             limits.delay,
             limits.max_delay,
         );
+        // Whether this failure used up a budget: worth a line in the log, once per window.
+        let (mut address_full, mut account_full) = (false, false);
         if let Some(account) = &self.account {
             let pair = (account.clone(), self.source);
             match verdict {
@@ -418,9 +422,13 @@ impl Attempt {
                     // Both entries are busy with this attempt, so they exist.
                     if let Some(e) = state.addresses.get_mut(&self.source) {
                         e.failures.add(now, window);
+                        address_full =
+                            e.failures.count(now, window) == limits.max_failures_per_window;
                     }
                     if let Some(e) = state.accounts.get_mut(account) {
                         e.failures.add(now, window);
+                        account_full =
+                            e.failures.count(now, window) == limits.max_failures_per_account;
                     }
                     state
                         .pairs
@@ -439,6 +447,15 @@ impl Attempt {
             }
         }
         drop(state);
+        if address_full {
+            info!(source = %self.source, "failed logins: address refused until its window closes");
+        }
+        if let (true, Some(username)) = (account_full, &self.account) {
+            info!(
+                username,
+                "failed logins: account under attack, its failing addresses refused"
+            );
+        }
         if !delay.is_zero() {
             bump(&counters.delayed);
         }
