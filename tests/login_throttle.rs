@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use common::*;
+use hmac::{Hmac, Mac};
 use minidom::Element;
+use sha2::Sha256;
 
 const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 const SASL2: &str = "urn:xmpp:sasl:2";
@@ -84,16 +86,48 @@ async fn plain_from(t: &TestServer, from: IpAddr, user: &str, password: &str) ->
 
 /// One SASL2 PLAIN attempt on a fresh connection from `from`.
 async fn sasl2_plain_from(t: &TestServer, from: IpAddr, user: &str, password: &str) -> String {
+    outcome(
+        &sasl2_from(
+            t,
+            from,
+            "PLAIN",
+            format!("\0{user}\0{password}").as_bytes(),
+            "",
+        )
+        .await,
+    )
+}
+
+/// One SASL2 `<authenticate/>` on a fresh connection from `from`; returns the answer.
+async fn sasl2_from(
+    t: &TestServer,
+    from: IpAddr,
+    mechanism: &str,
+    initial: &[u8],
+    inline: &str,
+) -> Element {
     let mut raw = stream_from(t, from).await;
-    let initial = BASE64.encode(format!("\0{user}\0{password}"));
+    let initial = BASE64.encode(initial);
     raw.write(&format!(
-        "<authenticate xmlns='{SASL2}' mechanism='PLAIN'>\
-         <initial-response>{initial}</initial-response></authenticate>"
+        "<authenticate xmlns='{SASL2}' mechanism='{mechanism}'>\
+         <initial-response>{initial}</initial-response>{inline}</authenticate>"
     ))
     .await;
     let answer = raw.element().await;
     assert_eq!(answer.ns(), SASL2);
-    outcome(&answer)
+    answer
+}
+
+const FAST: &str = "urn:xmpp:fast:0";
+const AGENT: &str = "<user-agent id='phone'><software>corvid-test</software></user-agent>";
+
+/// An HT-SHA-256-NONE login with `token`: `user NUL HMAC(token, "Initiator")`.
+async fn token_from(t: &TestServer, from: IpAddr, user: &str, token: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(token).expect("hmac key");
+    mac.update(b"Initiator");
+    let mut message = format!("{user}\0").into_bytes();
+    message.extend(mac.finalize().into_bytes());
+    outcome(&sasl2_from(t, from, "HT-SHA-256-NONE", &message, AGENT).await)
 }
 
 #[tokio::test]
@@ -204,4 +238,37 @@ async fn a_throttled_address_waits_before_a_success_too() {
         "a success from a throttled address came before the delay"
     );
     assert!(t.server.ctx.throttle.stats().delayed >= 1);
+}
+
+#[tokio::test]
+async fn token_guesses_are_throttled_like_passwords() {
+    let t = server().await;
+    let (owner, attacker) = (ip(6), ip(7));
+    let inline = format!("{AGENT}<request-token xmlns='{FAST}' mechanism='HT-SHA-256-NONE'/>");
+    let password = format!("\0alice\0{PASSWORD}");
+    let success = sasl2_from(&t, owner, "PLAIN", password.as_bytes(), &inline).await;
+    let token = success
+        .get_child("token", FAST)
+        .and_then(|el| el.attr("token"))
+        .expect("a FAST token")
+        .to_string();
+
+    for i in 0..ACCOUNT_LIMIT {
+        let guess = format!("guess-{i}");
+        assert_eq!(
+            token_from(&t, attacker, "alice", guess.as_bytes()).await,
+            "not-authorized"
+        );
+    }
+    assert_eq!(t.server.ctx.throttle.stats().failures, ACCOUNT_LIMIT as u64);
+    // Even the right token is not checked for the address that has been guessing...
+    assert_eq!(
+        token_from(&t, attacker, "alice", token.as_bytes()).await,
+        "temporary-auth-failure"
+    );
+    // ...while the phone that owns it logs in with it.
+    assert_eq!(
+        token_from(&t, owner, "alice", token.as_bytes()).await,
+        "success"
+    );
 }
