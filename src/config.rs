@@ -127,10 +127,11 @@ pub struct AuthConfig {
     pub max_concurrent_per_address: u32,
     /// Failed logins of one address per window. An address with no budget left (failures
     /// plus exchanges in progress) is answered `<temporary-auth-failure/>` without a check
-    /// until the window closes; a success does not give the budget back.
+    /// until the window closes, which is `window_secs` after the failure that used the budget
+    /// up; a success does not give the budget back.
     pub max_failures_per_window: u32,
-    /// The window failures are counted in, in seconds from the first failure, for addresses
-    /// and accounts alike.
+    /// The window failures are counted in, in seconds from the first failure (restarted when
+    /// a limit is reached), for addresses and accounts alike.
     pub window_secs: u64,
     /// Verdicts given at once for one account: logins on it from many addresses are answered
     /// one after another (each waiting at most `throttle_max_delay_ms` for its turn).

@@ -12,7 +12,9 @@
 //! * **Per address, failures per window.** Failed checks are counted in a window of
 //!   `window_secs` that opens with the first failure. An address with no budget left (its
 //!   failures plus its exchanges in flight reach `max_failures_per_window`) is refused like
-//!   above until the window closes: parallel exchanges cannot overshoot the budget. A success
+//!   above until the window closes: parallel exchanges cannot overshoot the budget. The
+//!   failure that uses the budget up restarts the window, so the refusal lasts a whole
+//!   `window_secs` however late in the window it came (ejabberd's ban time). A success
 //!   does not give the budget back, or an attacker with an account of his own could refill it
 //!   between guesses.
 //! * **Delay, the same for every answer.** From `failures_before_delay` failures on (of the
@@ -27,8 +29,9 @@
 //!   it, so a crowd of attackers queueing on an account can slow its owner's login, never
 //!   stop it.
 //! * **Per account, refusal only for its attackers.** Once an account has
-//!   `max_failures_per_account` failures in its window, an address that itself failed on it in
-//!   its window is refused for that account without a check. Addresses that did not fail on it
+//!   `max_failures_per_account` failures in its window (restarted then, like an address's),
+//!   an address that itself failed on it in its window is refused for that account without a
+//!   check. Addresses that did not fail on it
 //!   — the owner at home, on the phone network — still get checked (after the account's
 //!   delay): an attacker cannot lock an account from afar, and an attacking address gets at
 //!   most its first guesses on an account under attack. A success on an account forgets that
@@ -424,11 +427,17 @@ impl Attempt {
                         e.failures.add(now, window);
                         address_full =
                             e.failures.count(now, window) == limits.max_failures_per_window;
+                        if address_full {
+                            e.failures.restart(now);
+                        }
                     }
                     if let Some(e) = state.accounts.get_mut(account) {
                         e.failures.add(now, window);
                         account_full =
                             e.failures.count(now, window) == limits.max_failures_per_account;
+                        if account_full {
+                            e.failures.restart(now);
+                        }
                     }
                     state
                         .pairs

@@ -87,6 +87,24 @@ fn failures_per_window_are_a_hard_limit_until_the_window_closes() {
 }
 
 #[test]
+fn a_budget_used_up_late_in_a_window_stays_used_up_for_a_whole_window() {
+    let l = limits();
+    let throttle = AuthThrottle::new(l.clone());
+    let t0 = Instant::now();
+    exchange(&throttle, ip(1), "u0", FAILED, t0).unwrap();
+    let late = t0 + l.window - Duration::from_secs(1);
+    for n in 1..5 {
+        exchange(&throttle, ip(1), &format!("u{n}"), FAILED, late).unwrap();
+    }
+    let after_first_window = t0 + l.window + Duration::from_secs(1);
+    assert_eq!(
+        throttle.admit_at(ip(1), after_first_window).err(),
+        Some(Refused::AddressFailing)
+    );
+    assert!(throttle.admit_at(ip(1), late + l.window).is_ok());
+}
+
+#[test]
 fn parallel_attempts_cannot_overshoot_the_budget() {
     let throttle = AuthThrottle::new(limits());
     let t0 = Instant::now();

@@ -31,6 +31,14 @@ impl FailureWindow {
         }
     }
 
+    /// Restarts the window at `now`, keeping the count: a budget used up late in a window
+    /// stays used up for a whole window, not just for what was left of it.
+    pub fn restart(&mut self, now: Instant) {
+        if self.opened.is_some() {
+            self.opened = Some(now);
+        }
+    }
+
     pub fn clear(&mut self) {
         *self = FailureWindow::default();
     }
@@ -67,6 +75,20 @@ mod tests {
         assert_eq!(w.count(t0 + LEN, LEN), 1);
         w.clear();
         assert_eq!(w.count(t0 + LEN, LEN), 0);
+    }
+
+    #[test]
+    fn a_restarted_window_keeps_its_count_for_a_whole_window() {
+        let t0 = Instant::now();
+        let mut w = FailureWindow::default();
+        w.restart(t0);
+        assert_eq!(w.count(t0, LEN), 0, "nothing to restart");
+        w.add(t0, LEN);
+        w.add(t0, LEN);
+        let late = t0 + LEN - Duration::from_secs(1);
+        w.restart(late);
+        assert_eq!(w.count(t0 + LEN, LEN), 2);
+        assert_eq!(w.count(late + LEN, LEN), 0);
     }
 
     #[test]
