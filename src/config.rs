@@ -121,8 +121,58 @@ pub struct AuthConfig {
     pub allow_plain: bool,
     /// Benchmarks only: offer PLAIN on unencrypted TCP too.
     pub allow_plain_without_tls: bool,
-    /// Failed authentications from one address before responses start to be delayed.
+    /// Failed logins of an address, or of an account, in the current window before every
+    /// answer to it — success and failure alike, so timing reveals nothing — is delayed.
     pub failures_before_delay: u32,
+    /// The first delay, in milliseconds; it doubles with each further failure.
+    pub throttle_delay_ms: u64,
+    /// The longest delay, in milliseconds. It is also the longest anyone waits for an
+    /// account's turn (`max_concurrent_per_account`).
+    pub throttle_max_delay_ms: u64,
+    /// SASL exchanges one address (an IPv4 address or an IPv6 /64) may have in progress; one
+    /// more is answered `<temporary-auth-failure/>` without a check. Carrier-grade NATs put
+    /// many users behind one address, and behind a reverse proxy every WebSocket client has
+    /// the proxy's address: raise it (and `max_failures_per_window`) there.
+    pub max_concurrent_per_address: u32,
+    /// Failed logins of one address per window. An address with no budget left (failures
+    /// plus exchanges in progress) is answered `<temporary-auth-failure/>` without a check
+    /// until the window closes, which is `window_secs` after the failure that used the budget
+    /// up; a success does not give the budget back.
+    pub max_failures_per_window: u32,
+    /// The window failures are counted in, in seconds from the first failure (restarted when
+    /// a limit is reached), for addresses and accounts alike.
+    pub window_secs: u64,
+    /// Verdicts given at once for one account: logins on it from many addresses are answered
+    /// one after another (each waiting at most `throttle_max_delay_ms` for its turn).
+    pub max_concurrent_per_account: u32,
+    /// Failed logins on one account per window (from anywhere) from which on the addresses
+    /// that failed on it are refused for it; other addresses still log in, so an attacker
+    /// cannot lock the owner out. See `stream::throttle`.
+    pub max_failures_per_account: u32,
+}
+
+impl AuthConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_concurrent_per_address == 0
+            || self.max_failures_per_window == 0
+            || self.max_concurrent_per_account == 0
+            || self.max_failures_per_account == 0
+            || self.window_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "auth.max_concurrent_per_address, max_failures_per_window, \
+                 max_concurrent_per_account, max_failures_per_account and window_secs must be \
+                 greater than 0"
+                    .into(),
+            ));
+        }
+        if self.throttle_max_delay_ms < self.throttle_delay_ms {
+            return Err(ConfigError::Invalid(
+                "auth.throttle_max_delay_ms must be at least auth.throttle_delay_ms".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// XEP-0484 FAST: tokens that clients trade a password login for, to log in again in one
@@ -401,6 +451,13 @@ impl Default for AuthConfig {
             allow_plain: true,
             allow_plain_without_tls: false,
             failures_before_delay: 3,
+            throttle_delay_ms: 250,
+            throttle_max_delay_ms: 8000,
+            max_concurrent_per_address: 8,
+            max_failures_per_window: 20,
+            window_secs: 600,
+            max_concurrent_per_account: 2,
+            max_failures_per_account: 10,
         }
     }
 }
@@ -576,6 +633,7 @@ impl Config {
             ));
         }
         self.validate_muc()?;
+        self.auth.validate()?;
         let mam = &self.mam;
         if !matches!(mam.default.as_str(), "always" | "roster" | "never") {
             return Err(ConfigError::Invalid(
@@ -673,5 +731,29 @@ mod tests {
         let config = Config::parse("[fast]\nenabled = false\n", Path::new("c.toml")).unwrap();
         assert!(!config.fast.enabled);
         assert_eq!(config.fast.token_lifetime_secs, 14 * 24 * 3600);
+    }
+
+    #[test]
+    fn auth_throttle_settings_default_as_documented_and_zero_is_rejected() {
+        use crate::stream::throttle::Limits;
+        let text = include_str!("../corvid.toml");
+        let example = Config::parse(text, Path::new("corvid.toml")).expect("example parses");
+        assert_eq!(
+            Limits::from(&example.auth),
+            Limits::from(&AuthConfig::default())
+        );
+        for key in [
+            "max_concurrent_per_address",
+            "max_failures_per_window",
+            "window_secs",
+            "max_concurrent_per_account",
+            "max_failures_per_account",
+        ] {
+            let text = format!("[auth]\n{key} = 0\n");
+            let err = Config::parse(&text, Path::new("c.toml")).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+        let text = "[auth]\nthrottle_delay_ms = 500\nthrottle_max_delay_ms = 100\n";
+        assert!(Config::parse(text, Path::new("c.toml")).is_err());
     }
 }

@@ -14,7 +14,7 @@ use crate::modules;
 use crate::router::{Module, Router};
 use crate::storage::{Storage, StorageError};
 use crate::stream::resumption::Resumption;
-use crate::stream::throttle::AuthThrottle;
+use crate::stream::throttle::{AuthThrottle, Limits};
 use crate::tls::{TlsContext, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,7 @@ pub async fn start_with_modules(
         config: config.clone(),
         router,
         tls: Some(Arc::new(tls)),
-        throttle: AuthThrottle::new(config.auth.failures_before_delay),
+        throttle: AuthThrottle::new(Limits::from(&config.auth)),
         resumption: Resumption::default(),
     });
     let mut tasks = Vec::new();

@@ -1,6 +1,6 @@
 //! SASL on the stream (RFC 6120 §6): carries the `crate::sasl` mechanisms over `<auth/>`,
 //! `<challenge/>`, `<response/>`, `<success/>` and `<failure/>`, looks credentials up in
-//! storage, and slows down repeated failures.
+//! storage, and has every exchange counted and paced by `super::throttle`.
 //!
 //! The challenge/response loop is shared with SASL2 (XEP-0388, `super::sasl2`), whose elements
 //! have the same names and payloads in their own namespace; only the opening and the outcome
@@ -10,6 +10,7 @@ use minidom::Element;
 use tracing::{debug, warn};
 
 use super::c2s::{C2s, End};
+use super::throttle::Attempt;
 use super::transport::{Incoming, Transport};
 use crate::sasl::{self, Mechanism, PlainRequest, SaslFailure, SaslSuccess, ScramServer};
 use crate::server::ServerContext;
@@ -61,55 +62,73 @@ pub(super) async fn authenticate<T: Transport>(
     c2s: &mut C2s<T>,
     auth: Element,
 ) -> Result<AuthOutcome, End> {
+    let Some(mut attempt) = admit(c2s) else {
+        return send_failure(c2s, Wrapper::Rfc6120, SaslFailure::TemporaryAuthFailure).await;
+    };
     let offered = offered_mechanisms(c2s);
-    if offered.is_empty() {
-        return fail(c2s, Wrapper::Rfc6120, SaslFailure::EncryptionRequired).await;
-    }
     let mechanism = auth
         .attr("mechanism")
         .and_then(Mechanism::from_name)
         .filter(|m| offered.contains(m));
-    let Some(mechanism) = mechanism else {
-        return fail(c2s, Wrapper::Rfc6120, SaslFailure::InvalidMechanism).await;
+    let result = match mechanism {
+        _ if offered.is_empty() => Err(SaslFailure::EncryptionRequired),
+        None => Err(SaslFailure::InvalidMechanism),
+        Some(m) => {
+            let initial = auth.text();
+            run_mechanism(c2s, Wrapper::Rfc6120, m, &initial, &offered, &mut attempt).await?
+        }
     };
-    let result = run_mechanism(c2s, Wrapper::Rfc6120, mechanism, &auth.text(), &offered).await?;
+    hold_verdict(&mut attempt, &result).await;
     match result {
         Ok(success) => {
-            record_success(c2s);
             let mut el = Element::bare("success", ns::SASL);
             if let Some(data) = success.additional_data.as_deref() {
                 el.append_text(sasl::encode_payload(Some(data)));
             }
             c2s.send_el(&el).await?;
-            debug!(username = %success.username, mechanism = mechanism.name(), "authenticated");
+            let mechanism = mechanism.map_or("", Mechanism::name);
+            debug!(username = %success.username, mechanism, "authenticated");
             Ok(AuthOutcome::Success(success.username))
         }
-        Err(failure) => fail(c2s, Wrapper::Rfc6120, failure).await,
+        Err(failure) => send_failure(c2s, Wrapper::Rfc6120, failure).await,
+    }
+}
+
+/// Starts a throttled exchange from this stream's address; `None` when the throttle refuses
+/// it, to be answered `<temporary-auth-failure/>` at once.
+pub(super) fn admit<T: Transport>(c2s: &C2s<T>) -> Option<Attempt> {
+    c2s.ctx.throttle.admit(c2s.transport.peer().ip()).ok()
+}
+
+/// Counts the exchange's outcome and waits the throttle's delay, which is the same whatever
+/// the outcome, before the caller answers.
+pub(super) async fn hold_verdict<S>(attempt: &mut Attempt, result: &Result<S, SaslFailure>) {
+    let delay = attempt.conclude(result);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 
 /// The mechanism's part of an exchange, from the initial response (`initial`, the base64 text
 /// the opening element carried, empty for none) to the verdict; challenges and responses go
-/// over the stream in `wrapper`'s namespace.
+/// over the stream in `wrapper`'s namespace. The mechanism tells `attempt` the account as soon
+/// as it is known, and waits for the account's turn just before checking.
 pub(super) async fn run_mechanism<T: Transport>(
     c2s: &mut C2s<T>,
     wrapper: Wrapper,
     mechanism: Mechanism,
     initial: &str,
     offered: &[Mechanism],
+    attempt: &mut Attempt,
 ) -> Result<Exchange, End> {
     let initial = match initial_response(c2s, wrapper, initial).await? {
         Ok(data) => data,
         Err(failure) => return Ok(Err(failure)),
     };
     Ok(match mechanism.scram() {
-        Some((hash, plus)) => scram(c2s, wrapper, hash, plus, &initial, offered).await?,
-        None => plain(c2s, &initial).await,
+        Some((hash, plus)) => scram(c2s, wrapper, hash, plus, &initial, offered, attempt).await?,
+        None => plain(c2s, &initial, attempt).await,
     })
-}
-
-pub(super) fn record_success<T: Transport>(c2s: &C2s<T>) {
-    c2s.ctx.throttle.record_success(c2s.transport.peer().ip());
 }
 
 /// The initial response: inline in `<auth/>`, or asked for with an empty challenge when the
@@ -154,6 +173,7 @@ async fn scram<T: Transport>(
     plus: bool,
     client_first: &[u8],
     offered: &[Mechanism],
+    attempt: &mut Attempt,
 ) -> Result<Exchange, End> {
     let bindings = c2s.transport.channel_bindings();
     let plus_offered = offered.iter().any(|m| m.is_plus());
@@ -164,6 +184,9 @@ async fn scram<T: Transport>(
             Ok(server) => server,
             Err(failure) => return Ok(Err(failure)),
         };
+    if let Err(refused) = attempt.account(server.username()) {
+        return Ok(Err(refused.into()));
+    }
     let ctx = c2s.ctx.clone();
     let credentials = match lookup(&ctx, server.username(), hash).await {
         Ok(creds) => creds,
@@ -177,11 +200,14 @@ async fn scram<T: Transport>(
         Ok(data) => data,
         Err(failure) => return Ok(Err(failure)),
     };
+    attempt.turn().await;
     Ok(server.client_final(&client_final))
 }
 
-async fn plain<T: Transport>(c2s: &mut C2s<T>, message: &[u8]) -> Exchange {
+async fn plain<T: Transport>(c2s: &mut C2s<T>, message: &[u8], attempt: &mut Attempt) -> Exchange {
     let request = PlainRequest::parse(message, &c2s.ctx.config.domain)?;
+    attempt.account(request.username())?;
+    attempt.turn().await;
     let ctx = c2s.ctx.clone();
     let credentials = lookup(&ctx, request.username(), ScramHash::Sha256).await?;
     // PBKDF2 takes milliseconds of CPU: keep it off the threads that move stanzas.
@@ -208,18 +234,12 @@ async fn lookup(
         })
 }
 
-/// Sends `<failure/>` after the throttle's delay for this address.
-pub(super) async fn fail<T: Transport>(
+/// Sends `<failure/>`; any throttle delay has been waited already.
+pub(super) async fn send_failure<T: Transport>(
     c2s: &mut C2s<T>,
     wrapper: Wrapper,
     failure: SaslFailure,
 ) -> Result<AuthOutcome, End> {
-    if failure != SaslFailure::Aborted {
-        let delay = c2s.ctx.throttle.record_failure(c2s.transport.peer().ip());
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-    }
     debug!(
         condition = failure.condition(),
         ?wrapper,

@@ -10,6 +10,7 @@ use rand::RngCore;
 use tracing::{debug, warn};
 
 use super::c2s::C2s;
+use super::throttle::Attempt;
 use super::transport::Transport;
 use crate::sasl::{offered_ht_mechanisms, HtMechanism, HtRequest, SaslFailure, SaslSuccess};
 use crate::server::ServerContext;
@@ -62,12 +63,16 @@ pub(super) async fn authenticate(
     bindings: &crate::sasl::ChannelBindings,
     client_id: Option<&str>,
     fast: FastUse,
+    attempt: &mut Attempt,
 ) -> Result<TokenLogin, SaslFailure> {
     let request = HtRequest::parse(mechanism, message, bindings)?;
     // Tokens belong to one client; without its id there is nothing to check against.
     let Some(client_id) = client_id else {
         return Err(SaslFailure::NotAuthorized);
     };
+    // A token is a password the server chose: guessing it is throttled like one.
+    attempt.account(request.username())?;
+    attempt.turn().await;
     let username = request.username().to_string();
     let store = &ctx.router.storage().fast;
     let tokens = store.fast_tokens(&username, client_id).await.map_err(|e| {

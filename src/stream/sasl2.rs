@@ -15,6 +15,7 @@ use super::bind2::{self, BindRequest, InlineRequests};
 use super::c2s::{random_id, C2s, End, Resumed};
 use super::fast::{self, FastUse, TokenLogin};
 use super::sm::{self, Nonza};
+use super::throttle::Attempt;
 use super::transport::Transport;
 use crate::sasl::{self, HtMechanism, Mechanism, SaslFailure};
 use crate::xml::ns;
@@ -115,37 +116,46 @@ pub(super) async fn authenticate<T: Transport>(
     c2s: &mut C2s<T>,
     authenticate: Element,
 ) -> Result<Sasl2Outcome, End> {
+    // Held until this function returns, after the answer went out: the throttle's slot and
+    // the account's turn cover the whole verdict.
+    let Some(mut attempt) = auth::admit(c2s) else {
+        return failed(c2s, SaslFailure::TemporaryAuthFailure).await;
+    };
     let offered = auth::offered_mechanisms(c2s);
-    if offered.is_empty() {
-        return failed(c2s, SaslFailure::EncryptionRequired).await;
-    }
     let request = match Request::parse(&authenticate) {
-        Ok(request) => request,
-        Err(failure) => return failed(c2s, failure).await,
+        _ if offered.is_empty() => Err(SaslFailure::EncryptionRequired),
+        parsed => parsed,
     };
     let ht_offered = fast::offered(c2s);
-    let name = request.mechanism.as_str();
     let mut token_login = None;
-    let result: Exchange =
-        if let Some(m) = Mechanism::from_name(name).filter(|m| offered.contains(m)) {
-            auth::run_mechanism(c2s, Wrapper::Sasl2, m, &request.initial, &offered).await?
-        } else if let Some(m) = HtMechanism::from_name(name).filter(|m| ht_offered.contains(m)) {
-            match token(c2s, m, &request).await {
-                Ok(login) => {
-                    let success = login.success.clone();
-                    token_login = Some(login);
-                    Ok(success)
+    let result: Exchange = match &request {
+        Err(failure) => Err(*failure),
+        Ok(request) => {
+            let name = request.mechanism.as_str();
+            if let Some(m) = Mechanism::from_name(name).filter(|m| offered.contains(m)) {
+                let initial = &request.initial;
+                auth::run_mechanism(c2s, Wrapper::Sasl2, m, initial, &offered, &mut attempt).await?
+            } else if let Some(m) = HtMechanism::from_name(name).filter(|m| ht_offered.contains(m))
+            {
+                match token(c2s, m, request, &mut attempt).await {
+                    Ok(login) => {
+                        let success = login.success.clone();
+                        token_login = Some(login);
+                        Ok(success)
+                    }
+                    Err(failure) => Err(failure),
                 }
-                Err(failure) => Err(failure),
+            } else {
+                Err(SaslFailure::InvalidMechanism)
             }
-        } else {
-            Err(SaslFailure::InvalidMechanism)
-        };
-    let success = match result {
-        Ok(success) => success,
-        Err(failure) => return failed(c2s, failure).await,
+        }
     };
-    auth::record_success(c2s);
+    auth::hold_verdict(&mut attempt, &result).await;
+    let (success, request) = match (result, request) {
+        (Ok(success), Ok(request)) => (success, request),
+        (Err(failure), _) | (_, Err(failure)) => return failed(c2s, failure).await,
+    };
+    let name = request.mechanism.as_str();
     let username = success.username;
     let domain = c2s.ctx.config.domain.clone();
     let client_id = request.client_id.as_deref();
@@ -264,6 +274,7 @@ async fn token<T: Transport>(
     c2s: &mut C2s<T>,
     mechanism: HtMechanism,
     request: &Request,
+    attempt: &mut Attempt,
 ) -> Result<TokenLogin, SaslFailure> {
     let message = sasl::decode_payload(&request.initial)?.ok_or(SaslFailure::MalformedRequest)?;
     let bindings = c2s.transport.channel_bindings();
@@ -275,12 +286,13 @@ async fn token<T: Transport>(
         &bindings,
         request.client_id.as_deref(),
         request.fast,
+        attempt,
     )
     .await
 }
 
 async fn failed<T: Transport>(c2s: &mut C2s<T>, failure: SaslFailure) -> Result<Sasl2Outcome, End> {
-    match auth::fail(c2s, Wrapper::Sasl2, failure).await? {
+    match auth::send_failure(c2s, Wrapper::Sasl2, failure).await? {
         AuthOutcome::Failure | AuthOutcome::Success(_) => Ok(Sasl2Outcome::Failure),
     }
 }

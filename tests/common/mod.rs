@@ -460,6 +460,21 @@ impl Raw {
         Raw::over(Box::new(tcp))
     }
 
+    /// `connect` from the local address `from` (any of 127.0.0.0/8 works on Linux), so a test
+    /// can be several clients as the server sees them.
+    pub async fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> Raw {
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("socket");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .expect("bind the client side");
+        let tcp = socket.connect(addr).await.expect("connect");
+        Raw::over(Box::new(tcp))
+    }
+
     fn over(io: Box<dyn Io>) -> Raw {
         Raw {
             io,
