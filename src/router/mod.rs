@@ -20,6 +20,7 @@ pub use registry::{
 };
 pub use sessions::{Availability, Interest, Outbound, SessionEnd, SessionEntry, SharedStanza};
 
+use crate::address;
 use crate::config::Config;
 use crate::ids::IdGenerator;
 use crate::stanza::{self, Kind, StanzaError};
@@ -262,15 +263,23 @@ impl Router {
     }
 
     /// Routes a stanza a local client sent; `from` is already stamped with its full JID.
-    pub async fn route_from_client(self: &Arc<Self>, from: &FullJid, stanza: Element) {
+    pub async fn route_from_client(self: &Arc<Self>, from: &FullJid, mut stanza: Element) {
         let Some(kind) = Kind::of(&stanza) else {
             return;
         };
-        let to = match stanza.attr("to").map(Jid::new) {
+        let to = match stanza.attr("to").map(|to| (to, address::parse(to))) {
             None => None,
-            Some(Ok(to)) => Some(to),
-            Some(Err(_)) => {
-                self.bounce(&stanza, StanzaError::jid_malformed());
+            Some((written, Ok(to))) => {
+                // Recipients see the address they are known by (no trailing dot, prepared).
+                if to.as_str() != written {
+                    stanza::set_attr(&mut stanza, "to", to.to_string());
+                }
+                Some(to)
+            }
+            Some((_, Err(e))) => {
+                debug!(error = %e, "malformed 'to'");
+                let error = StanzaError::jid_malformed().with_text(e.to_string());
+                self.bounce(&stanza, error);
                 return;
             }
         };

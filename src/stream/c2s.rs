@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jid::{BareJid, FullJid, Jid};
+use jid::{BareJid, FullJid};
 use minidom::Element;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -228,6 +228,8 @@ impl<T: Transport> C2s<T> {
         self.open_stream().await?;
         let domain = self.ctx.config.domain.as_str();
         if let Some(to) = &header.to {
+            // RFC 7622 §3.2: a trailing label separator is not part of the name.
+            let to = to.strip_suffix('.').unwrap_or(to);
             if !to.eq_ignore_ascii_case(domain) {
                 return Err(End::Error(
                     "host-unknown",
@@ -504,7 +506,7 @@ impl<T: Transport> C2s<T> {
         };
         let jid = &b.jid;
         if let Some(from) = el.attr("from") {
-            let claimed = Jid::new(from).ok();
+            let claimed = crate::address::parse(from).ok();
             let own = claimed.as_ref().is_some_and(|c| match c.try_as_full() {
                 Ok(full) => full == jid,
                 Err(bare) => *bare == jid.to_bare(),
