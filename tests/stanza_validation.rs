@@ -35,9 +35,156 @@ async fn next_non_presence(s: &mut Session) -> Element {
     s.expect(|el| el.name() != "presence").await
 }
 
+#[tokio::test]
+async fn iq_without_type_or_with_an_unknown_type_gets_bad_request() {
+    let t = TestServer::start().await;
+    users(&t, &["alice", "bob"]).await;
+    let mut alice = Session::login(&t, "alice", "a").await;
+    let mut bob = Session::login(&t, "bob", "b").await;
+
+    alice
+        .send("<iq id='t1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert_error(&alice.next().await, "iq", "t1", "bad-request", "modify");
+
+    alice
+        .send("<iq id='t2' type='foo' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert_error(&alice.next().await, "iq", "t2", "bad-request", "modify");
+
+    // Addressed to another user's session: refused here, not passed on for bob to puzzle over.
+    alice
+        .send("<iq id='t3' type='foo' to='bob@localhost/b'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert_error(&alice.next().await, "iq", "t3", "bad-request", "modify");
+    alice
+        .send("<iq id='t4' to='bob@localhost/b'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert_error(&alice.next().await, "iq", "t4", "bad-request", "modify");
+    let marker = Session::marker();
+    alice.send_marker("bob@localhost/b", &marker).await;
+    let seen = bob.until_marker(&marker).await;
+    assert!(seen.iter().all(|el| el.name() != "iq"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn iq_get_or_set_without_exactly_one_child_gets_bad_request() {
+    let t = TestServer::start().await;
+    users(&t, &["alice", "bob"]).await;
+    let mut alice = Session::login(&t, "alice", "a").await;
+    let mut bob = Session::login(&t, "bob", "b").await;
+
+    alice
+        .send("<iq id='c1' type='get' to='bob@localhost/b'/>")
+        .await;
+    assert_error(&alice.next().await, "iq", "c1", "bad-request", "modify");
+    alice
+        .send(
+            "<iq id='c2' type='set' to='bob@localhost/b'>\
+             <ping xmlns='urn:xmpp:ping'/><ping xmlns='urn:xmpp:ping'/></iq>",
+        )
+        .await;
+    assert_error(&alice.next().await, "iq", "c2", "bad-request", "modify");
+    alice.send("<iq id='c3' type='get'/>").await;
+    assert_error(&alice.next().await, "iq", "c3", "bad-request", "modify");
+    let marker = Session::marker();
+    alice.send_marker("bob@localhost/b", &marker).await;
+    let seen = bob.until_marker(&marker).await;
+    assert!(seen.iter().all(|el| el.name() != "iq"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn iq_result_or_error_of_any_shape_is_never_answered() {
+    let t = TestServer::start().await;
+    users(&t, &["alice"]).await;
+    let mut alice = Session::login(&t, "alice", "a").await;
+    alice
+        .send("<iq id='r1' type='result' to='localhost'><a xmlns='x:a'/><b xmlns='x:b'/></iq>")
+        .await;
+    alice.send("<iq id='r2' type='error'/>").await;
+    alice
+        .send("<iq id='r3' type='error' to='alice@localhost/a'><x xmlns='x:a'/></iq>")
+        .await;
+    alice.send("<iq id='r4' type='result'/>").await;
+    // r3 reaches alice herself as sent; nothing else may come back before the ping's answer.
+    alice
+        .send("<iq id='p' type='get'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    loop {
+        let el = alice.next().await;
+        if el.attr("id") == Some("p") {
+            assert_eq!(el.attr("type"), Some("result"), "{el:?}");
+            break;
+        }
+        assert_eq!(el.attr("id"), Some("r3"), "unexpected answer: {el:?}");
+        assert!(error_condition(&el).is_none(), "{el:?}");
+    }
+}
+
+#[tokio::test]
+async fn presence_with_an_unknown_type_gets_bad_request() {
+    let t = TestServer::start().await;
+    users(&t, &["alice", "bob"]).await;
+    let mut alice = Session::online(&t, "alice", "a").await;
+    let mut bob = Session::online(&t, "bob", "b").await;
+
+    alice
+        .send("<presence id='p1' type='foo' to='bob@localhost'/>")
+        .await;
+    assert_error(
+        &next_presence_error(&mut alice).await,
+        "presence",
+        "p1",
+        "bad-request",
+        "modify",
+    );
+    alice.send("<presence id='p2' type='foo'/>").await;
+    assert_error(
+        &next_presence_error(&mut alice).await,
+        "presence",
+        "p2",
+        "bad-request",
+        "modify",
+    );
+    let marker = Session::marker();
+    alice.send_marker("bob@localhost/b", &marker).await;
+    let seen = bob.until_marker(&marker).await;
+    assert!(
+        seen.iter().all(|el| el.attr("type") != Some("foo")),
+        "{seen:?}"
+    );
+}
+
 async fn next_presence_error(s: &mut Session) -> Element {
     s.expect(|el| el.name() == "presence" && el.attr("type") == Some("error"))
         .await
+}
+
+#[tokio::test]
+async fn message_with_an_unknown_type_is_handled_as_normal() {
+    let t = TestServer::start().await;
+    users(&t, &["alice", "bob"]).await;
+    let mut alice = Session::login(&t, "alice", "a").await;
+    // Bob is offline: a normal message is kept for him (XEP-0160), whatever `foo` meant.
+    alice
+        .send("<message id='m1' type='foo' to='bob@localhost'><body>odd type</body></message>")
+        .await;
+    let marker = Session::marker();
+    alice.send_marker("alice@localhost/a", &marker).await;
+    let seen = alice.until_marker(&marker).await;
+    assert!(seen.is_empty(), "no error for an unknown type: {seen:?}");
+
+    // Not `Session::online`: it skips what arrives before its presence echo.
+    let mut bob = Session::login(&t, "bob", "b").await;
+    bob.send("<presence/>").await;
+    let got = bob
+        .expect(|el| el.name() == "message" && el.attr("id") == Some("m1"))
+        .await;
+    assert_eq!(got.attr("type"), Some("normal"), "{got:?}");
+    assert_eq!(
+        got.get_child("body", "jabber:client").map(|b| b.text()),
+        Some("odd type".to_string())
+    );
 }
 
 #[tokio::test]
@@ -126,4 +273,43 @@ async fn stream_header_to_with_a_trailing_dot_is_this_server() {
         .await;
     let features = raw.element().await;
     assert_eq!(features.name(), "features", "{features:?}");
+}
+
+/// STARTTLS and PLAIN without binding: ready for a bind request.
+async fn authenticated(t: &TestServer, user: &str) -> Raw {
+    let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
+    raw.write(OPEN).await;
+    let _ = raw.element().await;
+    raw.auth_plain(user, PASSWORD).await;
+    let success = raw.element().await;
+    assert_eq!(success.name(), "success");
+    raw.reset_parser();
+    raw.write(OPEN).await;
+    let _features = raw.element().await;
+    raw
+}
+
+fn bind_request(id: &str, resource: &str) -> String {
+    format!(
+        "<iq type='set' id='{id}'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+         <resource>{resource}</resource></bind></iq>"
+    )
+}
+
+#[tokio::test]
+async fn typeless_iq_before_binding_gets_bad_request_and_binding_still_works() {
+    let t = TestServer::start().await;
+    users(&t, &["alice"]).await;
+    let mut raw = authenticated(&t, "alice").await;
+    raw.write("<iq id='b0'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await;
+    assert_error(&raw.element().await, "iq", "b0", "bad-request", "modify");
+    raw.write(
+        "<iq id='b1' type='get'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+    )
+    .await;
+    assert_error(&raw.element().await, "iq", "b1", "bad-request", "modify");
+    raw.write(&bind_request("b2", "r")).await;
+    let bound = raw.element().await;
+    assert_eq!(bound.attr("type"), Some("result"), "{bound:?}");
 }

@@ -2,6 +2,7 @@
 //! session, a module, storage (through a module) or an error reply. Delivery follows RFC 6120
 //! §10 and RFC 6121 §8; nothing here knows about sockets or about any particular XEP.
 
+mod checks;
 pub mod registry;
 mod sessions;
 
@@ -283,6 +284,13 @@ impl Router {
                 return;
             }
         };
+        if let Err(malformed) = checks::check(kind, &mut stanza) {
+            debug!(error = %malformed, "malformed stanza");
+            // Without a `to` the stanza was for the account itself (RFC 6120 §10.3.3).
+            let account = from.to_bare().to_string();
+            self.bounce_from(&stanza, malformed.stanza_error(), &account);
+            return;
+        }
         match (kind, to) {
             (Kind::Presence, None) => {
                 // The presence module runs the observers around what it broadcasts.

@@ -195,6 +195,18 @@ impl<T: Transport> C2s<T> {
                         let inline = InlineRequests::default();
                         return Ok(Negotiated { jid, inline });
                     }
+                    Some(_) if el.is("iq", ns::CLIENT) && el.has_child("bind", ns::BIND) => {
+                        // Binding is an IQ set (RFC 6120 §7.6.1). Any other type still gets an
+                        // answer so the client is not left waiting, except an answer itself.
+                        if !matches!(el.attr("type"), Some("result" | "error")) {
+                            let error = StanzaError::bad_request()
+                                .with_text("resource binding is an iq of type set");
+                            let domain = self.ctx.config.domain.clone();
+                            self.send_el(&stanza::error_reply(&el, &error, &domain))
+                                .await?;
+                        }
+                        continue;
+                    }
                     Some(user) if el.ns() == ns::SM => {
                         if let Some(jid) = self.sm_before_bind(user, &el).await? {
                             let inline = InlineRequests::default();
