@@ -199,7 +199,13 @@ mod tests {
 
     #[test]
     fn what_strict_idna_refuses_is_malformed() {
-        for domain in ["under_score.test", "-lead.test", "trail-.test", "a/b", "xn--a.test"] {
+        for domain in [
+            "under_score.test",
+            "-lead.test",
+            "trail-.test",
+            "a/b",
+            "xn--a.test",
+        ] {
             assert!(check_domain(domain).is_err(), "{domain}");
         }
     }

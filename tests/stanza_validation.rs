@@ -8,6 +8,11 @@ use common::xmpp::{error_condition, Session};
 use common::*;
 use minidom::Element;
 
+const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+const SASL2: &str = "urn:xmpp:sasl:2";
+const BIND2: &str = "urn:xmpp:bind:0";
+const SM: &str = "urn:xmpp:sm:3";
+
 /// The `type` of the `<error/>` child.
 fn error_type(el: &Element) -> Option<String> {
     el.get_child("error", "jabber:client")
@@ -304,12 +309,126 @@ async fn typeless_iq_before_binding_gets_bad_request_and_binding_still_works() {
     raw.write("<iq id='b0'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
         .await;
     assert_error(&raw.element().await, "iq", "b0", "bad-request", "modify");
-    raw.write(
-        "<iq id='b1' type='get'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
-    )
-    .await;
+    raw.write("<iq id='b1' type='get'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await;
     assert_error(&raw.element().await, "iq", "b1", "bad-request", "modify");
     raw.write(&bind_request("b2", "r")).await;
     let bound = raw.element().await;
     assert_eq!(bound.attr("type"), Some("result"), "{bound:?}");
+}
+
+async fn bind(t: &TestServer, user: &str, resource: &str) -> (Raw, Element) {
+    let mut raw = authenticated(t, user).await;
+    raw.write(&bind_request("bind", resource)).await;
+    let answer = raw.element().await;
+    (raw, answer)
+}
+
+#[tokio::test]
+async fn resources_per_account_are_capped() {
+    let t = TestServer::start_with(|c| c.limits.max_resources_per_account = 3).await;
+    users(&t, &["alice"]).await;
+    let mut kept = Vec::new();
+    for n in 0..3 {
+        let (raw, answer) = bind(&t, "alice", &format!("r{n}")).await;
+        assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+        kept.push(raw);
+    }
+    let (_raw, refused) = bind(&t, "alice", "r3").await;
+    assert_error(&refused, "iq", "bind", "resource-constraint", "wait");
+
+    // Taking over a bound resource replaces a session: no extra resource.
+    let (raw, answer) = bind(&t, "alice", "r1").await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    assert_eq!(kept[1].stream_error().await, "conflict");
+    kept[1] = raw;
+
+    // Bind2 inside SASL2 refuses as well, with a SASL2 failure that says why.
+    let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
+    raw.write(OPEN).await;
+    let _ = raw.element().await;
+    use base64::Engine;
+    let initial = base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{PASSWORD}"));
+    raw.write(&format!(
+        "<authenticate xmlns='{SASL2}' mechanism='PLAIN'><initial-response>{initial}</initial-response>\
+         <bind xmlns='{BIND2}'><tag>Test</tag></bind></authenticate>"
+    ))
+    .await;
+    let failure = raw.element().await;
+    assert!(failure.is("failure", SASL2), "{failure:?}");
+    assert!(
+        failure.has_child("resource-constraint", STANZAS),
+        "{failure:?}"
+    );
+    assert!(failure.has_child("text", SASL2), "{failure:?}");
+
+    // Another account is not affected.
+    users(&t, &["bob"]).await;
+    let (_bob, answer) = bind(&t, "bob", "r0").await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+
+    // A closed session frees its place.
+    let mut gone = kept.pop().expect("a session");
+    gone.write("</stream:stream>").await;
+    assert!(gone.closed().await);
+    let mut freed = false;
+    for _ in 0..200 {
+        let (raw, answer) = bind(&t, "alice", "r9").await;
+        if answer.attr("type") == Some("result") {
+            kept.push(raw);
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(freed, "the closed session's place was never freed");
+}
+
+#[tokio::test]
+async fn default_cap_is_ten_resources() {
+    let t = TestServer::start().await;
+    assert_eq!(t.config().limits.max_resources_per_account, 10);
+    users(&t, &["alice"]).await;
+    let mut kept = Vec::new();
+    for n in 0..10 {
+        let (raw, answer) = bind(&t, "alice", &format!("r{n}")).await;
+        assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+        kept.push(raw);
+    }
+    let (_raw, refused) = bind(&t, "alice", "r10").await;
+    assert_error(&refused, "iq", "bind", "resource-constraint", "wait");
+}
+
+#[tokio::test]
+async fn resuming_a_detached_session_at_the_cap_is_not_an_extra_resource() {
+    let t = TestServer::start_with(|c| c.limits.max_resources_per_account = 2).await;
+    users(&t, &["alice"]).await;
+    let (_first, answer) = bind(&t, "alice", "r0").await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    let (mut second, answer) = bind(&t, "alice", "r1").await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    second
+        .write(&format!("<enable xmlns='{SM}' resume='true'/>"))
+        .await;
+    let enabled = second.element().await;
+    let previd = enabled.attr("id").expect("resumable").to_owned();
+    drop(second);
+    let jid = jid::FullJid::new("alice@localhost/r1").expect("jid");
+    for _ in 0..500 {
+        if t.server.ctx.router.is_detached(&jid) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(t.server.ctx.router.is_detached(&jid));
+
+    // The detached session still holds its place...
+    let (_raw, refused) = bind(&t, "alice", "r2").await;
+    assert_error(&refused, "iq", "bind", "resource-constraint", "wait");
+    // ...and resuming it takes nothing more.
+    let mut raw = authenticated(&t, "alice").await;
+    raw.write(&format!("<resume xmlns='{SM}' previd='{previd}' h='0'/>"))
+        .await;
+    let resumed = raw.element().await;
+    assert!(resumed.is("resumed", SM), "{resumed:?}");
 }

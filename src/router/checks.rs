@@ -87,7 +87,9 @@ mod tests {
     }
 
     fn iq(attrs: &str, children: &str) -> Element {
-        el(&format!("<iq xmlns='jabber:client' {attrs}>{children}</iq>"))
+        el(&format!(
+            "<iq xmlns='jabber:client' {attrs}>{children}</iq>"
+        ))
     }
 
     #[test]
@@ -106,7 +108,10 @@ mod tests {
             Err(Malformed::UnknownIqType("GET".into()))
         );
         for t in ["get", "set", "result", "error"] {
-            assert_eq!(check(Kind::Iq, &mut iq(&format!("type='{t}'"), ping)), Ok(()));
+            assert_eq!(
+                check(Kind::Iq, &mut iq(&format!("type='{t}'"), ping)),
+                Ok(())
+            );
         }
     }
 
@@ -117,7 +122,10 @@ mod tests {
             Err(Malformed::PayloadCount("get", 0))
         );
         assert_eq!(
-            check(Kind::Iq, &mut iq("type='set'", "<a xmlns='x'/><b xmlns='x'/>")),
+            check(
+                Kind::Iq,
+                &mut iq("type='set'", "<a xmlns='x'/><b xmlns='x'/>")
+            ),
             Err(Malformed::PayloadCount("set", 2))
         );
         let error = check(Kind::Iq, &mut iq("type='set'", "")).unwrap_err();
@@ -129,7 +137,10 @@ mod tests {
         for t in ["result", "error"] {
             assert_eq!(check(Kind::Iq, &mut iq(&format!("type='{t}'"), "")), Ok(()));
             let two = "<a xmlns='x'/><b xmlns='x'/>";
-            assert_eq!(check(Kind::Iq, &mut iq(&format!("type='{t}'"), two)), Ok(()));
+            assert_eq!(
+                check(Kind::Iq, &mut iq(&format!("type='{t}'"), two)),
+                Ok(())
+            );
         }
     }
 

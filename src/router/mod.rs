@@ -4,6 +4,7 @@
 
 mod checks;
 pub mod registry;
+mod resource_cap;
 mod sessions;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use registry::{
     Component, IqHandler, IqRequest, IqResult, MessageHook, Module, PresenceHandler,
     PresenceObserver, Registry, SessionHook, StanzaFilter, UndeliverableMessage, Verdict,
 };
+pub use resource_cap::{Reservation, TooManyResources};
 pub use sessions::{Availability, Interest, Outbound, SessionEnd, SessionEntry, SharedStanza};
 
 use crate::address;
@@ -40,6 +42,8 @@ pub struct Router {
     /// Sessions whose end hooks are running, and why they ended: what a module reached from
     /// those hooks (a MUC room getting the unavailable presence) may ask.
     ending: DashMap<FullJid, SessionEnd>,
+    /// Resources granted during negotiation that are not in `sessions` yet.
+    pending_resources: resource_cap::Pending,
 }
 
 /// Why `request_iq` got no answer.
@@ -67,6 +71,7 @@ impl Router {
             config,
             pending_iqs: DashMap::new(),
             ending: DashMap::new(),
+            pending_resources: resource_cap::Pending::default(),
         })
     }
 
@@ -199,6 +204,20 @@ impl Router {
                 let _ = waiter.send(answer);
             }
         }
+    }
+
+    /// Grants `jid` as a new resource under `limits.max_resources_per_account`; hold the
+    /// reservation until `bind` has registered the session. Binding a resource that is bound
+    /// already replaces that session (RFC 6120 §7.7.2.2), so it is granted without counting;
+    /// XEP-0198 resumption takes over a session without binding and never asks.
+    pub fn reserve_resource(&self, jid: &FullJid) -> Result<Reservation, TooManyResources> {
+        let max = self.config.limits.max_resources_per_account;
+        if max == 0 || self.sessions.contains(jid) {
+            return Ok(Reservation::uncounted());
+        }
+        let user = jid.to_bare();
+        self.pending_resources
+            .reserve(&user, max, || self.sessions.count(&user))
     }
 
     /// Registers a bound resource. A session already bound to the same full JID is told to
