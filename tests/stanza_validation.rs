@@ -208,13 +208,9 @@ async fn domain_with_a_zero_width_space_is_jid_malformed() {
                 "<message id='{id}' type='chat' to='{to}'><body>zw</body></message>"
             ))
             .await;
-        assert_error(
-            &next_non_presence(&mut alice).await,
-            "message",
-            id,
-            "jid-malformed",
-            "modify",
-        );
+        let error = next_non_presence(&mut alice).await;
+        assert_error(&error, "message", id, "jid-malformed", "modify");
+        assert_eq!(error.attr("from"), Some("localhost"), "{error:?}");
     }
     alice
         .send("<iq id='z5' type='get' to='localhost&#x200B;'><ping xmlns='urn:xmpp:ping'/></iq>")

@@ -299,6 +299,9 @@ impl Router {
             Some((_, Err(e))) => {
                 debug!(error = %e, "malformed 'to'");
                 let error = StanzaError::jid_malformed().with_text(e.to_string());
+                // Answered from the server, not from the malformed address: a client whose
+                // JID parser refuses it would drop the error and never learn what failed.
+                stanza::remove_attr(&mut stanza, "to");
                 self.bounce(&stanza, error);
                 return;
             }
