@@ -111,6 +111,12 @@ async fn iq_result_or_error_of_any_shape_is_never_answered() {
         .send("<iq id='r3' type='error' to='alice@localhost/a'><x xmlns='x:a'/></iq>")
         .await;
     alice.send("<iq id='r4' type='result'/>").await;
+    alice
+        .send("<iq id='r5' type='result' to='bob@localhost&#x200B;'/>")
+        .await;
+    alice
+        .send("<iq id='r6' type='error' to='bob@localhost&#x200B;'/>")
+        .await;
     // r3 reaches alice herself as sent; nothing else may come back before the ping's answer.
     alice
         .send("<iq id='p' type='get'><ping xmlns='urn:xmpp:ping'/></iq>")

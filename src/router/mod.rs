@@ -302,7 +302,11 @@ impl Router {
                 // Answered from the server, not from the malformed address: a client whose
                 // JID parser refuses it would drop the error and never learn what failed.
                 stanza::remove_attr(&mut stanza, "to");
-                self.bounce(&stanza, error);
+                // An IQ result is not answered either: its sender waits for nothing.
+                let result = kind == Kind::Iq && stanza::stanza_type(&stanza) == "result";
+                if !result {
+                    self.bounce(&stanza, error);
+                }
                 return;
             }
         };
