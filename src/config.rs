@@ -206,6 +206,13 @@ pub struct LimitsConfig {
     /// every text field plus an avatar of ~45 KiB after base64, well above what XEP-0153
     /// clients publish, while keeping vCard results a quarter of the default stanza limit.
     pub vcard_max_bytes: usize,
+    /// Resources one account may have bound at once; 0 = no limit. A bind beyond it is refused
+    /// with `<resource-constraint/>` (type wait, RFC 6120 §7.6.2.1). Sessions detached for
+    /// XEP-0198 resumption count: each still holds its resource, its queue and its unacked
+    /// stanzas until it times out, so not counting them would let a client that reconnects
+    /// without resuming pile up state the cap is meant to bound. Resuming one, or binding a
+    /// resource that replaces a session (RFC 6120 §7.7.2.2), adds no resource and is allowed.
+    pub max_resources_per_account: usize,
 }
 
 /// Personal eventing (XEP-0163) on every account.
@@ -470,6 +477,8 @@ impl Default for LimitsConfig {
             roster_items: 1000,
             blocklist_items: 1000,
             vcard_max_bytes: 64 * 1024,
+            // What ejabberd's shipped configuration sets for max_user_sessions.
+            max_resources_per_account: 10,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! corvid: an XMPP server. See README.md for the layout and `../shared/ARCHITECTURE.md`.
 
+pub mod address;
 pub mod config;
 pub mod ids;
 pub mod listen;

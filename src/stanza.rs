@@ -114,6 +114,9 @@ impl StanzaError {
     pub fn not_acceptable() -> Self {
         Self::new(ErrorType::Modify, "not-acceptable")
     }
+    pub fn resource_constraint() -> Self {
+        Self::new(ErrorType::Wait, "resource-constraint")
+    }
 
     pub fn to_element(&self) -> Element {
         let mut error = Element::bare("error", ns::CLIENT);

@@ -2,7 +2,9 @@
 //! session, a module, storage (through a module) or an error reply. Delivery follows RFC 6120
 //! §10 and RFC 6121 §8; nothing here knows about sockets or about any particular XEP.
 
+mod checks;
 pub mod registry;
+mod resource_cap;
 mod sessions;
 
 use std::sync::Arc;
@@ -18,8 +20,10 @@ pub use registry::{
     Component, IqHandler, IqRequest, IqResult, MessageHook, Module, PresenceHandler,
     PresenceObserver, Registry, SessionHook, StanzaFilter, UndeliverableMessage, Verdict,
 };
+pub use resource_cap::{Reservation, TooManyResources};
 pub use sessions::{Availability, Interest, Outbound, SessionEnd, SessionEntry, SharedStanza};
 
+use crate::address;
 use crate::config::Config;
 use crate::ids::IdGenerator;
 use crate::stanza::{self, Kind, StanzaError};
@@ -38,6 +42,8 @@ pub struct Router {
     /// Sessions whose end hooks are running, and why they ended: what a module reached from
     /// those hooks (a MUC room getting the unavailable presence) may ask.
     ending: DashMap<FullJid, SessionEnd>,
+    /// Resources granted during negotiation that are not in `sessions` yet.
+    pending_resources: resource_cap::Pending,
 }
 
 /// Why `request_iq` got no answer.
@@ -65,6 +71,7 @@ impl Router {
             config,
             pending_iqs: DashMap::new(),
             ending: DashMap::new(),
+            pending_resources: resource_cap::Pending::default(),
         })
     }
 
@@ -199,6 +206,20 @@ impl Router {
         }
     }
 
+    /// Grants `jid` as a new resource under `limits.max_resources_per_account`; hold the
+    /// reservation until `bind` has registered the session. Binding a resource that is bound
+    /// already replaces that session (RFC 6120 §7.7.2.2), so it is granted without counting;
+    /// XEP-0198 resumption takes over a session without binding and never asks.
+    pub fn reserve_resource(&self, jid: &FullJid) -> Result<Reservation, TooManyResources> {
+        let max = self.config.limits.max_resources_per_account;
+        if max == 0 || self.sessions.contains(jid) {
+            return Ok(Reservation::uncounted());
+        }
+        let user = jid.to_bare();
+        self.pending_resources
+            .reserve(&user, max, || self.sessions.count(&user))
+    }
+
     /// Registers a bound resource. A session already bound to the same full JID is told to
     /// end with `<conflict/>` (RFC 6120 §7.7.2.2, "override the existing session").
     pub fn bind(&self, jid: FullJid, tx: mpsc::Sender<Outbound>, stalled: Arc<Notify>) -> u64 {
@@ -262,18 +283,40 @@ impl Router {
     }
 
     /// Routes a stanza a local client sent; `from` is already stamped with its full JID.
-    pub async fn route_from_client(self: &Arc<Self>, from: &FullJid, stanza: Element) {
+    pub async fn route_from_client(self: &Arc<Self>, from: &FullJid, mut stanza: Element) {
         let Some(kind) = Kind::of(&stanza) else {
             return;
         };
-        let to = match stanza.attr("to").map(Jid::new) {
+        let to = match stanza.attr("to").map(|to| (to, address::parse(to))) {
             None => None,
-            Some(Ok(to)) => Some(to),
-            Some(Err(_)) => {
-                self.bounce(&stanza, StanzaError::jid_malformed());
+            Some((written, Ok(to))) => {
+                // Recipients see the address they are known by (no trailing dot, prepared).
+                if to.as_str() != written {
+                    stanza::set_attr(&mut stanza, "to", to.to_string());
+                }
+                Some(to)
+            }
+            Some((_, Err(e))) => {
+                debug!(error = %e, "malformed 'to'");
+                let error = StanzaError::jid_malformed().with_text(e.to_string());
+                // Answered from the server, not from the malformed address: a client whose
+                // JID parser refuses it would drop the error and never learn what failed.
+                stanza::remove_attr(&mut stanza, "to");
+                // An IQ result is not answered either: its sender waits for nothing.
+                let result = kind == Kind::Iq && stanza::stanza_type(&stanza) == "result";
+                if !result {
+                    self.bounce(&stanza, error);
+                }
                 return;
             }
         };
+        if let Err(malformed) = checks::check(kind, &mut stanza) {
+            debug!(error = %malformed, "malformed stanza");
+            // Without a `to` the stanza was for the account itself (RFC 6120 §10.3.3).
+            let account = from.to_bare().to_string();
+            self.bounce_from(&stanza, malformed.stanza_error(), &account);
+            return;
+        }
         match (kind, to) {
             (Kind::Presence, None) => {
                 // The presence module runs the observers around what it broadcasts.

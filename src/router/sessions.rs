@@ -253,6 +253,11 @@ impl SessionTable {
         self.select(user, |e| e.interests & interest.bit() != 0)
     }
 
+    /// Sessions bound for `user`, detached ones included.
+    pub fn count(&self, user: &BareJid) -> usize {
+        self.users.get(user).map_or(0, |resources| resources.len())
+    }
+
     pub fn has_any(&self, user: &BareJid) -> bool {
         self.users.contains_key(user)
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jid::{BareJid, FullJid, Jid};
+use jid::{BareJid, FullJid};
 use minidom::Element;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use super::sasl2::{self, Sasl2Outcome};
 use super::sm::{self, Nonza, SmState};
 use super::transport::{Incoming, Transport, TransportError};
 use super::{fast, features};
-use crate::router::{Outbound, SessionEnd};
+use crate::router::{Outbound, Reservation, SessionEnd};
 use crate::server::ServerContext;
 use crate::stanza::{self, Kind, StanzaError};
 use crate::xml::{self, ns, StreamHeader};
@@ -66,6 +66,8 @@ impl From<std::io::Error> for End {
 pub(super) struct Negotiated {
     pub jid: FullJid,
     pub inline: InlineRequests,
+    /// The resource's place under the per-account cap, until the router has the session.
+    pub reservation: Reservation,
 }
 
 pub(super) struct C2s<T: Transport> {
@@ -93,7 +95,11 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
     // negotiation's (or routing's) deepest await for its whole life.
     let negotiated =
         tokio::time::timeout_at(Instant::now() + timeout, Box::pin(stream.negotiate())).await;
-    let Negotiated { jid, inline } = match negotiated {
+    let Negotiated {
+        jid,
+        inline,
+        reservation,
+    } = match negotiated {
         Ok(Ok(negotiated)) => negotiated,
         Ok(Err(end)) => {
             if let Some(Resumed { bound, .. }) = stream.resumed.take() {
@@ -118,7 +124,7 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
         return Box::pin(stream.finish(end)).await;
     }
     info!("session bound");
-    let session = stream.session(&jid, inline);
+    let session = stream.session(&jid, inline, reservation);
     // Every idle session pays for this state; keep an eye on it.
     debug!(bytes = std::mem::size_of_val(&session), "session state");
     let end = session.await;
@@ -179,8 +185,11 @@ impl<T: Transport> C2s<T> {
                             if let Some(jid) = login.bound {
                                 self.send_stream_features(&features::after_inline_bind())
                                     .await?;
-                                let inline = login.inline;
-                                return Ok(Negotiated { jid, inline });
+                                return Ok(Negotiated {
+                                    jid,
+                                    inline: login.inline,
+                                    reservation: login.reservation,
+                                });
                             }
                             username = Some(login.username);
                             self.send_features(true).await?;
@@ -191,14 +200,38 @@ impl<T: Transport> C2s<T> {
                 }
                 match &username {
                     Some(user) if is_bind_request(&el) => {
-                        let jid = self.bind(user, &el).await?;
-                        let inline = InlineRequests::default();
-                        return Ok(Negotiated { jid, inline });
+                        if let Some((jid, reservation)) = self.bind(user, &el).await? {
+                            let inline = InlineRequests::default();
+                            return Ok(Negotiated {
+                                jid,
+                                inline,
+                                reservation,
+                            });
+                        }
+                        continue;
+                    }
+                    Some(_) if el.is("iq", ns::CLIENT) && el.has_child("bind", ns::BIND) => {
+                        // Binding is an IQ set (RFC 6120 §7.6.1). Any other type still gets an
+                        // answer so the client is not left waiting, except an answer itself.
+                        if !matches!(el.attr("type"), Some("result" | "error")) {
+                            let error = StanzaError::bad_request()
+                                .with_text("resource binding is an iq of type set");
+                            let domain = self.ctx.config.domain.clone();
+                            self.send_el(&stanza::error_reply(&el, &error, &domain))
+                                .await?;
+                        }
+                        continue;
                     }
                     Some(user) if el.ns() == ns::SM => {
                         if let Some(jid) = self.sm_before_bind(user, &el).await? {
                             let inline = InlineRequests::default();
-                            return Ok(Negotiated { jid, inline });
+                            // Resumption takes over a session: no new resource.
+                            let reservation = Reservation::uncounted();
+                            return Ok(Negotiated {
+                                jid,
+                                inline,
+                                reservation,
+                            });
                         }
                         continue;
                     }
@@ -228,6 +261,8 @@ impl<T: Transport> C2s<T> {
         self.open_stream().await?;
         let domain = self.ctx.config.domain.as_str();
         if let Some(to) = &header.to {
+            // RFC 7622 §3.2: a trailing label separator is not part of the name.
+            let to = to.strip_suffix('.').unwrap_or(to);
             if !to.eq_ignore_ascii_case(domain) {
                 return Err(End::Error(
                     "host-unknown",
@@ -278,8 +313,13 @@ impl<T: Transport> C2s<T> {
         Ok(())
     }
 
-    /// RFC 6120 §7: binds the requested resource, or a generated one.
-    async fn bind(&mut self, username: &str, iq: &Element) -> Result<FullJid, End> {
+    /// RFC 6120 §7: binds the requested resource, or a generated one. None when the account
+    /// has all the resources it may have: the client was told so and may close or retry.
+    async fn bind(
+        &mut self,
+        username: &str,
+        iq: &Element,
+    ) -> Result<Option<(FullJid, Reservation)>, End> {
         let requested = iq
             .get_child("bind", ns::BIND)
             .and_then(|b| b.get_child("resource", ns::BIND))
@@ -296,6 +336,17 @@ impl<T: Transport> C2s<T> {
                 Some("no valid resource bound".into()),
             ));
         };
+        let reservation = match self.ctx.router.reserve_resource(&jid) {
+            Ok(reservation) => reservation,
+            Err(refusal) => {
+                debug!(%jid, %refusal, "resource refused");
+                // RFC 6120 §7.6.2.1.
+                let error = StanzaError::resource_constraint().with_text(refusal.to_string());
+                let reply = stanza::error_reply(iq, &error, &self.ctx.config.domain);
+                self.send_el(&reply).await?;
+                return Ok(None);
+            }
+        };
         let mut jid_el = Element::bare("jid", ns::BIND);
         jid_el.append_text(jid.to_string());
         let mut bind = Element::bare("bind", ns::BIND);
@@ -307,7 +358,7 @@ impl<T: Transport> C2s<T> {
         stanza::set_attr(&mut reply, "type", "result");
         reply.append_child(bind);
         self.send_el(&reply).await?;
-        Ok(jid)
+        Ok(Some((jid, reservation)))
     }
 
     /// Stream Management before a resource is bound: `<resume/>` takes over a session
@@ -352,11 +403,18 @@ impl<T: Transport> C2s<T> {
     }
 
     /// The bound session: client stanzas go to the router, the router's go to the client.
-    async fn session(&mut self, jid: &FullJid, inline: InlineRequests) -> End {
+    async fn session(
+        &mut self,
+        jid: &FullJid,
+        inline: InlineRequests,
+        reservation: Reservation,
+    ) -> End {
         let router = self.ctx.router.clone();
         let (tx, rx) = mpsc::channel(self.ctx.config.limits.session_queue);
         let stalled = Arc::new(Notify::new());
         let session_id = router.bind(jid.clone(), tx, stalled.clone());
+        // The session table counts this resource now.
+        drop(reservation);
         bind2::apply_after_bind(&router, jid, &inline);
         let mut bound = Bound::new(session_id, jid.clone(), rx, stalled);
         if let Some(grant) = inline.sm {
@@ -504,7 +562,7 @@ impl<T: Transport> C2s<T> {
         };
         let jid = &b.jid;
         if let Some(from) = el.attr("from") {
-            let claimed = Jid::new(from).ok();
+            let claimed = crate::address::parse(from).ok();
             let own = claimed.as_ref().is_some_and(|c| match c.try_as_full() {
                 Ok(full) => full == jid,
                 Err(bare) => *bare == jid.to_bare(),

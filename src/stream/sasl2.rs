@@ -17,6 +17,7 @@ use super::fast::{self, FastUse, TokenLogin};
 use super::sm::{self, Nonza};
 use super::throttle::Attempt;
 use super::transport::Transport;
+use crate::router::{Reservation, TooManyResources};
 use crate::sasl::{self, HtMechanism, Mechanism, SaslFailure};
 use crate::xml::ns;
 
@@ -36,6 +37,8 @@ pub(super) struct Sasl2Login {
     /// The resource Bind2 bound, when the client asked for one.
     pub bound: Option<FullJid>,
     pub inline: InlineRequests,
+    /// The bound resource's place under the per-account cap.
+    pub reservation: Reservation,
 }
 
 /// The parsed `<authenticate/>`.
@@ -179,6 +182,13 @@ pub(super) async fn authenticate<T: Transport>(
             .as_ref()
             .and_then(|b| bind2::bind(&username, &domain, b, client_id, random_id)),
     };
+    let reservation = match (&bound, &resumed) {
+        (Some(jid), None) => match c2s.ctx.router.reserve_resource(jid) {
+            Ok(reservation) => reservation,
+            Err(refusal) => return resource_refused(c2s, refusal).await,
+        },
+        _ => Reservation::uncounted(),
+    };
     let mut identifier = Element::bare("authorization-identifier", ns::SASL2);
     identifier.append_text(match &bound {
         Some(jid) => jid.to_string(),
@@ -231,7 +241,26 @@ pub(super) async fn authenticate<T: Transport>(
         username,
         bound,
         inline: InlineRequests { carbons, sm },
+        reservation,
     })))
+}
+
+/// Bind2 cannot bind: the account has all the resources it may have. The credentials were
+/// fine, so this is no failed login for the throttle; XEP-0388 lets a `<failure/>` carry an
+/// application condition, here RFC 6120's `<resource-constraint/>` for resource binding.
+async fn resource_refused<T: Transport>(
+    c2s: &mut C2s<T>,
+    refusal: TooManyResources,
+) -> Result<Sasl2Outcome, End> {
+    debug!(%refusal, "Bind2 refused");
+    let mut el = Element::bare("failure", ns::SASL2);
+    el.append_child(Element::bare("temporary-auth-failure", ns::SASL));
+    el.append_child(Element::bare("resource-constraint", ns::STANZAS_ERRORS));
+    let mut text = Element::bare("text", ns::SASL2);
+    text.append_text(refusal.to_string());
+    el.append_child(text);
+    c2s.send_el(&el).await?;
+    Ok(Sasl2Outcome::Failure)
 }
 
 /// Tries the `<resume/>` sent inside `<authenticate/>`: on success the detached session is

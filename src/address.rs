@@ -1,0 +1,212 @@
+//! Addresses a client writes in `to` and `from`, read as RFC 7622 says. The `jid` crate
+//! (0.12) runs UTS #46 and nameprep over the domainpart, both of which *map* default-ignorable
+//! code points such as U+200B to nothing: `bob@d.test` followed by a zero-width space would
+//! parse as `bob@d.test` and reach bob under an address he never had. IDNA2008 disallows those
+//! code points, so here they make the address malformed. The crate also keeps a trailing dot
+//! in the JID's text when nothing else needed normalizing, while RFC 7622 §3.2 says it MUST be
+//! stripped before any comparison; it is stripped here.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use icu_properties::props::DefaultIgnorableCodePoint;
+use icu_properties::CodePointSetData;
+use jid::Jid;
+
+/// The longest domain name DNS can carry, in octets of its ASCII form (RFC 1035 §2.3.4).
+const MAX_DOMAIN_OCTETS: usize = 253;
+/// The longest DNS label, in octets of its ASCII form.
+const MAX_LABEL_OCTETS: usize = 63;
+
+/// Why an address is not a JID.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AddressError {
+    #[error("the domainpart is empty")]
+    EmptyDomain,
+    #[error("U+{0:04X} is not allowed in a domainpart")]
+    DisallowedCodePoint(u32),
+    #[error("the domainpart is not an internationalized domain name")]
+    NotIdna,
+    #[error("a label of the domainpart is empty")]
+    EmptyLabel,
+    #[error("a label of the domainpart is longer than {MAX_LABEL_OCTETS} octets")]
+    LabelTooLong,
+    #[error("the domainpart is longer than {MAX_DOMAIN_OCTETS} octets")]
+    DomainTooLong,
+    #[error(transparent)]
+    Jid(#[from] jid::Error),
+}
+
+/// Parses an address from a client stanza: the domainpart is checked first (see the module
+/// comment), then the whole goes through the `jid` crate's preparation.
+pub fn parse(raw: &str) -> Result<Jid, AddressError> {
+    // RFC 7622 §3.1: the resourcepart starts at the first '/', the localpart ends at the
+    // first '@' before it.
+    let (before_resource, resource) = match raw.split_once('/') {
+        Some((head, resource)) => (head, Some(resource)),
+        None => (raw, None),
+    };
+    let (node, domain) = match before_resource.split_once('@') {
+        Some((node, domain)) => (Some(node), domain),
+        None => (None, before_resource),
+    };
+    let checked = check_domain(domain)?;
+    if checked.len() == domain.len() {
+        return Ok(Jid::new(raw)?);
+    }
+    let mut text = String::with_capacity(raw.len());
+    if let Some(node) = node {
+        text.push_str(node);
+        text.push('@');
+    }
+    text.push_str(checked);
+    if let Some(resource) = resource {
+        text.push('/');
+        text.push_str(resource);
+    }
+    Ok(Jid::new(&text)?)
+}
+
+/// Checks a domainpart and returns it without its trailing label separator.
+pub fn check_domain(domain: &str) -> Result<&str, AddressError> {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if domain.is_empty() {
+        return Err(AddressError::EmptyDomain);
+    }
+    if is_ip_literal(domain) {
+        return Ok(domain);
+    }
+    if let Some(c) = domain.chars().find(|&c| disallowed(c)) {
+        return Err(AddressError::DisallowedCodePoint(u32::from(c)));
+    }
+    let ascii = idna::domain_to_ascii_strict(domain).map_err(|_| AddressError::NotIdna)?;
+    // `domain_to_ascii_strict` verifies DNS lengths too; checked again so that the reason is
+    // precise and does not depend on the crate's defaults.
+    if ascii.len() > MAX_DOMAIN_OCTETS {
+        return Err(AddressError::DomainTooLong);
+    }
+    for label in ascii.split('.') {
+        if label.is_empty() {
+            return Err(AddressError::EmptyLabel);
+        }
+        if label.len() > MAX_LABEL_OCTETS {
+            return Err(AddressError::LabelTooLong);
+        }
+    }
+    Ok(domain)
+}
+
+/// RFC 7622 §3.2 allows an IPv4 address or a bracketed IPv6 address as domainpart.
+fn is_ip_literal(domain: &str) -> bool {
+    domain.parse::<Ipv4Addr>().is_ok()
+        || domain
+            .strip_prefix('[')
+            .and_then(|d| d.strip_suffix(']'))
+            .is_some_and(|d| d.parse::<Ipv6Addr>().is_ok())
+}
+
+/// Code points IDNA2008 (RFC 5892) disallows but UTS #46 or nameprep would silently drop or
+/// map: default-ignorables, controls, spaces, and what RFC 3454 prohibits in nameprep output.
+fn disallowed(c: char) -> bool {
+    use stringprep::tables;
+    c.is_control()
+        || c.is_whitespace()
+        || CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+        || tables::commonly_mapped_to_nothing(c)
+        || tables::non_ascii_space_character(c)
+        || tables::non_ascii_control_character(c)
+        || tables::private_use(c)
+        || tables::non_character_code_point(c)
+        || tables::surrogate_code(c)
+        || tables::inappropriate_for_plain_text(c)
+        || tables::inappropriate_for_canonical_representation(c)
+        || tables::change_display_properties_or_deprecated(c)
+        || tables::tagging_character(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_addresses_parse_as_the_jid_crate_does() {
+        for raw in [
+            "bob@d.test",
+            "bob@d.test/res",
+            "d.test",
+            "d.test/res",
+            "bob@127.0.0.1",
+            "bob@[::1]/r",
+            "BOB@D.Test/Res",
+            "bob@münchen.example",
+        ] {
+            assert_eq!(parse(raw), Ok(Jid::new(raw).unwrap()), "{raw}");
+        }
+    }
+
+    #[test]
+    fn trailing_dot_is_stripped() {
+        assert_eq!(parse("bob@d.test.").unwrap().to_string(), "bob@d.test");
+        assert_eq!(parse("bob@d.test./r").unwrap().to_string(), "bob@d.test/r");
+        assert_eq!(parse("d.test.").unwrap().to_string(), "d.test");
+        // The resource may contain anything, dots and '@' included.
+        assert_eq!(parse("d.test./a@b.").unwrap().to_string(), "d.test/a@b.");
+        assert_eq!(check_domain("d.test."), Ok("d.test"));
+        assert_eq!(check_domain("."), Err(AddressError::EmptyDomain));
+        assert_eq!(check_domain("d.test.."), Err(AddressError::NotIdna));
+    }
+
+    #[test]
+    fn default_ignorable_and_control_code_points_are_malformed() {
+        for (raw, c) in [
+            ("bob@d.test\u{200B}", 0x200B),
+            ("bob@d.\u{FEFF}test", 0xFEFF),
+            ("bob@d.te\u{00AD}st", 0xAD),
+            ("bob@d.te\u{2060}st/r", 0x2060),
+            ("bob@d.test\u{180E}", 0x180E),
+            ("bob@d.te\u{E0100}st", 0xE0100),
+            ("bob@d.te\u{3164}st", 0x3164),
+            ("bob@d.te\u{0007}st", 0x7),
+            ("bob@d.te\u{0085}st", 0x85),
+            ("bob@d.te st", 0x20),
+            ("bob@d.te\u{00A0}st", 0xA0),
+            ("bob@d.te\u{202E}st", 0x202E),
+            ("bob@d.te\u{E000}st", 0xE000),
+        ] {
+            assert_eq!(
+                parse(raw),
+                Err(AddressError::DisallowedCodePoint(c)),
+                "{raw:?}"
+            );
+        }
+        // The same code points in a resourcepart are resourceprep's business, not ours.
+        assert!(parse("bob@d.test/a\u{200B}b").is_ok());
+    }
+
+    #[test]
+    fn labels_and_lengths_follow_dns() {
+        assert_eq!(check_domain(""), Err(AddressError::EmptyDomain));
+        assert!(check_domain("a..b").is_err());
+        assert!(check_domain(".a").is_err());
+        let label = "a".repeat(63);
+        assert_eq!(check_domain(&label), Ok(label.as_str()));
+        assert!(check_domain(&"a".repeat(64)).is_err());
+        let long = [label.as_str(); 4].join(".");
+        assert_eq!(long.len(), 255);
+        assert!(check_domain(&long).is_err());
+        // A U-label whose A-label is too long.
+        assert!(check_domain(&"ü".repeat(60)).is_err());
+    }
+
+    #[test]
+    fn what_strict_idna_refuses_is_malformed() {
+        for domain in [
+            "under_score.test",
+            "-lead.test",
+            "trail-.test",
+            "a/b",
+            "xn--a.test",
+        ] {
+            assert!(check_domain(domain).is_err(), "{domain}");
+        }
+    }
+}
