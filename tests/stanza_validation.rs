@@ -284,16 +284,7 @@ async fn stream_header_to_with_a_trailing_dot_is_this_server() {
 
 /// STARTTLS and PLAIN without binding: ready for a bind request.
 async fn authenticated(t: &TestServer, user: &str) -> Raw {
-    let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
-    raw.write(OPEN).await;
-    let _ = raw.element().await;
-    raw.auth_plain(user, PASSWORD).await;
-    let success = raw.element().await;
-    assert_eq!(success.name(), "success");
-    raw.reset_parser();
-    raw.write(OPEN).await;
-    let _features = raw.element().await;
-    raw
+    Raw::authenticated(t.c2s(), t.tls_config(), user).await.0
 }
 
 fn bind_request(id: &str, resource: &str) -> String {

@@ -102,16 +102,7 @@ impl SmClient {
 
 /// STARTTLS and PLAIN without binding; returns the connection and the post-auth features.
 async fn authenticated(t: &TestServer, user: &str) -> (Raw, Element) {
-    let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
-    raw.write(OPEN).await;
-    let _ = raw.element().await;
-    raw.auth_plain(user, PASSWORD).await;
-    let success = raw.element().await;
-    assert_eq!(success.name(), "success");
-    raw.reset_parser();
-    raw.write(OPEN).await;
-    let features = raw.element().await;
-    (raw, features)
+    Raw::authenticated(t.c2s(), t.tls_config(), user).await
 }
 
 async fn resume(raw: &mut Raw, previd: &str, h: u32) -> Element {

@@ -602,15 +602,7 @@ impl Raw {
         user: &str,
         resource: &str,
     ) -> (Raw, String) {
-        let mut raw = Raw::connect(addr).await.starttls(tls).await;
-        raw.write(OPEN).await;
-        let _features = raw.element().await;
-        raw.auth_plain(user, PASSWORD).await;
-        let success = raw.element().await;
-        assert_eq!(success.name(), "success", "login of {user}");
-        raw.parser.reset();
-        raw.write(OPEN).await;
-        let _features = raw.element().await;
+        let (mut raw, _features) = Raw::authenticated(addr, tls, user).await;
         raw.write(&format!(
             "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
         ))
@@ -622,6 +614,25 @@ impl Raw {
             .map(|j| j.text())
             .expect("bound jid");
         (raw, jid)
+    }
+
+    /// STARTTLS and PLAIN without binding; returns the connection and the features of the
+    /// authenticated stream, ready for a bind request.
+    pub async fn authenticated(
+        addr: SocketAddr,
+        tls: Arc<ClientConfig>,
+        user: &str,
+    ) -> (Raw, Element) {
+        let mut raw = Raw::connect(addr).await.starttls(tls).await;
+        raw.write(OPEN).await;
+        let _features = raw.element().await;
+        raw.auth_plain(user, PASSWORD).await;
+        let success = raw.element().await;
+        assert_eq!(success.name(), "success", "login of {user}");
+        raw.parser.reset();
+        raw.write(OPEN).await;
+        let features = raw.element().await;
+        (raw, features)
     }
 
     pub async fn auth_plain(&mut self, user: &str, password: &str) {
