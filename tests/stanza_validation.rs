@@ -164,6 +164,16 @@ async fn presence_with_an_unknown_type_gets_bad_request() {
         seen.iter().all(|el| el.attr("type") != Some("foo")),
         "{seen:?}"
     );
+
+    // `type='available'` is what no type means: some libraries write it, and it is taken as
+    // an ordinary directed presence, delivered without the attribute.
+    alice
+        .send("<presence id='p3' type='available' to='bob@localhost/b'><status>here</status></presence>")
+        .await;
+    let got = bob
+        .expect(|el| el.name() == "presence" && el.attr("id") == Some("p3"))
+        .await;
+    assert_eq!(got.attr("type"), None, "{got:?}");
 }
 
 async fn next_presence_error(s: &mut Session) -> Element {

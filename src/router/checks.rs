@@ -32,7 +32,10 @@ impl Malformed {
 pub fn check(kind: Kind, el: &mut Element) -> Result<(), Malformed> {
     match kind {
         Kind::Iq => check_iq(el),
-        Kind::Presence => check_presence(el),
+        Kind::Presence => {
+            normalize_available(el);
+            check_presence(el)
+        }
         Kind::Message => {
             normalize_message_type(el);
             Ok(())
@@ -63,6 +66,15 @@ fn check_presence(el: &Element) -> Result<(), Malformed> {
             | "unsubscribed",
         ) => Ok(()),
         Some(other) => Err(Malformed::UnknownPresenceType(other.to_owned())),
+    }
+}
+
+/// `type='available'` is not one of RFC 6121's values, but it names what the absence of a
+/// type means and some client libraries write it out; ejabberd takes it as available too.
+/// Refusing it would cost those clients their presence for no protection.
+fn normalize_available(el: &mut Element) {
+    if el.attr("type") == Some("available") {
+        stanza::remove_attr(el, "type");
     }
 }
 
@@ -152,7 +164,10 @@ mod tests {
             let mut p = el(&format!("<presence xmlns='jabber:client' type='{t}'/>"));
             assert_eq!(check(Kind::Presence, &mut p), Ok(()), "{t}");
         }
-        for t in ["foo", "available", ""] {
+        let mut available = el("<presence xmlns='jabber:client' type='available'/>");
+        assert_eq!(check(Kind::Presence, &mut available), Ok(()));
+        assert_eq!(available.attr("type"), None);
+        for t in ["foo", "AVAILABLE", ""] {
             let mut p = el(&format!("<presence xmlns='jabber:client' type='{t}'/>"));
             assert_eq!(
                 check(Kind::Presence, &mut p),
