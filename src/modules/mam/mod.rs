@@ -17,10 +17,11 @@
 //!   and the room answers queries on its own JID (`muc/mod.rs`).
 
 mod eligibility;
-mod form;
+// Public for the fuzz targets in tests/fuzz, which feed them arbitrary queries.
+pub mod form;
 mod prefs;
 mod query;
-mod rsm;
+pub mod rsm;
 mod writer;
 
 use std::sync::{Arc, OnceLock};
