@@ -57,6 +57,14 @@ async fn refused_on_xmpp_port(addr: SocketAddr, from: IpAddr) {
     assert!(raw.closed().await);
 }
 
+/// The same for a client that sends its stream header first, as real clients do: the answer
+/// must not be lost to a reset caused by the unread header.
+async fn refused_after_its_header(addr: SocketAddr, from: IpAddr) {
+    let mut raw = Raw::connect_from(addr, from).await;
+    raw.write(OPEN).await;
+    assert_eq!(raw.stream_error().await, "policy-violation", "from {from}");
+}
+
 /// Refused before TLS: closed without a byte, so a TLS handshake cannot complete.
 async fn refused_before_tls(addr: SocketAddr, from: IpAddr) {
     let mut tcp = tcp_from(addr, from).await;
@@ -110,6 +118,7 @@ async fn concurrent_connections_per_address_are_capped_on_every_listener() {
     }
     // The same address is refused on every listener while it holds three connections.
     refused_on_xmpp_port(server.c2s, crowded).await;
+    refused_after_its_header(server.c2s, crowded).await;
     refused_before_tls(server.direct_tls, crowded).await;
     refused_before_tls(server.https, crowded).await;
     assert_eq!(http_status(server.http, crowded).await, "429");
