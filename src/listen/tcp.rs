@@ -233,6 +233,9 @@ impl Transport for TcpTransport {
         };
         let stream = self.tls.starttls.accept(tcp).await?;
         self.socket = Socket::Tls(Box::new(stream));
+        // Plaintext that came with <starttls/> (parsed frames, a partial one) is dropped here,
+        // never read as if it had come over TLS: the STARTTLS command injection of
+        // CVE-2011-0411 and its kin. tests/connection_limits.rs guards it.
         self.restart();
         Ok(())
     }
