@@ -86,7 +86,9 @@ pub struct C2sConfig {
     pub max_attributes: usize,
     /// `xmlns` declarations accepted on one element.
     pub max_namespace_declarations: usize,
-    /// Seconds a connection may take from TCP accept to a bound resource.
+    /// Seconds a connection may take from TCP accept to a bound resource, on every listener:
+    /// the TLS handshake of direct TLS and HTTPS and the HTTP request before a WebSocket
+    /// upgrade count too.
     pub negotiation_timeout_secs: u64,
 }
 
@@ -213,6 +215,24 @@ pub struct LimitsConfig {
     /// without resuming pile up state the cap is meant to bound. Resuming one, or binding a
     /// resource that replaces a session (RFC 6120 §7.7.2.2), adds no resource and is allowed.
     pub max_resources_per_account: usize,
+    /// Connections one address (an IPv4 address or an IPv6 /64) may hold at once, on all
+    /// listeners together; 0 = no limit. One more is refused at once (see
+    /// `listen::admission`). Carrier-grade NAT puts hundreds of subscribers behind one IPv4
+    /// address, but few of them use XMPP at the same moment, and each client holds one or two
+    /// connections: 32 leaves room for that while one host cannot hold thousands of sockets.
+    /// Behind a reverse proxy every HTTP client has the proxy's address: raise it there.
+    pub max_connections_per_address: u32,
+    /// New connections per second one address may open, on average (a token bucket refilled
+    /// at this rate); 0 = no limit.
+    pub connection_rate_per_address: u32,
+    /// New connections one address may open at once before the rate applies (the bucket's
+    /// size, at least 1 when there is a rate): a whole NAT's clients reconnecting after a
+    /// network change.
+    pub connection_burst_per_address: u32,
+    /// Connections that have not bound a resource yet, from everyone together; 0 = no limit.
+    /// These cost the most for the least (TLS and SASL state, no session), and a client that
+    /// binds leaves the count at once.
+    pub max_unauthenticated_connections: u32,
 }
 
 /// Personal eventing (XEP-0163) on every account.
@@ -479,6 +499,10 @@ impl Default for LimitsConfig {
             vcard_max_bytes: 64 * 1024,
             // What ejabberd's shipped configuration sets for max_user_sessions.
             max_resources_per_account: 10,
+            max_connections_per_address: 32,
+            connection_rate_per_address: 4,
+            connection_burst_per_address: 32,
+            max_unauthenticated_connections: 1000,
         }
     }
 }
@@ -616,6 +640,15 @@ impl Config {
                 "limits.session_queue must be at least 16".into(),
             ));
         }
+        if self.limits.connection_rate_per_address > 0
+            && self.limits.connection_burst_per_address == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits.connection_burst_per_address must be at least 1 when \
+                 limits.connection_rate_per_address is set"
+                    .into(),
+            ));
+        }
         if self.stream_management.max_unacked < 16 {
             return Err(ConfigError::Invalid(
                 "stream_management.max_unacked must be at least 16".into(),
@@ -714,6 +747,28 @@ mod tests {
         assert_eq!(config.domain, "localhost");
         assert_eq!(config.c2s.port, 5222);
         assert_eq!(config.c2s.max_stanza_size, 256 * 1024);
+        let defaults = LimitsConfig::default();
+        let admission = |l: &LimitsConfig| {
+            (
+                l.max_connections_per_address,
+                l.connection_rate_per_address,
+                l.connection_burst_per_address,
+                l.max_unauthenticated_connections,
+            )
+        };
+        assert_eq!(admission(&config.limits), admission(&defaults));
+    }
+
+    #[test]
+    fn a_connection_rate_needs_a_burst() {
+        let text = "[limits]\nconnection_rate_per_address = 2\nconnection_burst_per_address = 0\n";
+        let err = Config::parse(text, Path::new("c.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains("connection_burst_per_address"),
+            "{err}"
+        );
+        let text = "[limits]\nconnection_rate_per_address = 0\nconnection_burst_per_address = 0\n";
+        assert!(Config::parse(text, Path::new("c.toml")).is_ok());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::listen;
+use crate::listen::admission::{self, Admission};
 use crate::modules;
 use crate::router::{Module, Router};
 use crate::storage::{Storage, StorageError};
@@ -38,6 +39,8 @@ pub struct ServerContext {
     pub throttle: AuthThrottle,
     /// XEP-0198 sessions that can be resumed, live or detached.
     pub resumption: Resumption,
+    /// Which new connections every listener serves (`limits.*connections*`).
+    pub admission: Admission,
 }
 
 /// A started server: its bound addresses, and the tasks to stop it.
@@ -111,6 +114,7 @@ pub async fn start_with_modules(
         tls: Some(Arc::new(tls)),
         throttle: AuthThrottle::new(Limits::from(&config.auth)),
         resumption: Resumption::default(),
+        admission: Admission::new(admission::Limits::from(&config.limits)),
     });
     let mut tasks = Vec::new();
 

@@ -521,3 +521,31 @@ async fn unencrypted_websocket_may_not_authenticate_when_encryption_is_required(
         "{failure:?}"
     );
 }
+
+/// The negotiation deadline now counts from TCP accept and bounds the HTTP connection until
+/// the upgrade: a bound WebSocket session must not be cut by it (ws and wss).
+#[tokio::test]
+async fn a_websocket_session_outlives_the_negotiation_timeout() {
+    let t = TestServer::start_with(|c| c.c2s.negotiation_timeout_secs = 2).await;
+    t.add_user("lasting").await;
+    let mut sessions = Vec::new();
+    for secure in [false, true] {
+        sessions.push(ws_login(&t, "lasting", &format!("r{secure}"), secure).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for ws in &mut sessions {
+        ws.send(Message::Text(
+            "<iq xmlns='jabber:client' type='get' id='late'><ping xmlns='urn:xmpp:ping'/></iq>"
+                .into(),
+        ))
+        .await
+        .expect("still open");
+        loop {
+            let el = ws_element(ws).await;
+            if el.attr("id") == Some("late") {
+                assert_eq!(el.attr("type"), Some("result"));
+                break;
+            }
+        }
+    }
+}

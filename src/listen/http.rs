@@ -2,18 +2,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router as HttpRouter;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-use tracing::{info_span, warn, Instrument};
+use tracing::{debug, info_span, warn, Instrument};
 
+use super::admission::{self, Answer, Permit};
 use super::websocket::WsTransport;
 use crate::server::ServerContext;
 use crate::stream::c2s;
@@ -58,52 +61,101 @@ pub fn websocket_url(ctx: &ServerContext, http_port: u16, https_port: Option<u16
 
 /// Plain HTTP on 5280.
 pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, websocket_url: Arc<str>) {
-    let service =
-        app(ctx, websocket_url, false).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, service).await {
-        warn!(error = %e, "HTTP listener stopped");
-    }
+    let app = app(ctx.clone(), websocket_url, false);
+    accept_loop(listener, ctx, app, None).await;
 }
 
-/// HTTPS on 5281: the same routes behind rustls (axum's own server speaks only plain TCP).
+/// HTTPS on 5281: the same routes behind rustls.
 pub async fn serve_tls(
     listener: TcpListener,
     ctx: Arc<ServerContext>,
     websocket_url: Arc<str>,
     acceptor: TlsAcceptor,
 ) {
-    let app = app(ctx, websocket_url, true);
+    let app = app(ctx.clone(), websocket_url, true);
+    accept_loop(listener, ctx, app, Some(acceptor)).await;
+}
+
+/// One accept loop for both ports (axum's own server speaks only plain TCP, and admission and
+/// the negotiation deadline have to apply before a request is read).
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ServerContext>,
+    app: HttpRouter,
+    acceptor: Option<TlsAcceptor>,
+) {
+    let timeout = Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
-                warn!(error = %e, "HTTPS accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let permit = match ctx.admission.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                debug!(%peer, %refusal, "HTTP connection refused");
+                let answer = match acceptor {
+                    Some(_) => Answer::Nothing,
+                    None => Answer::Http,
+                };
+                admission::turn_away(tcp, &refusal, answer);
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let service = hyper::service::service_fn(
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    app.clone().oneshot(request)
-                },
-            );
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await;
+            // Until the WebSocket upgrade this is still the negotiation: the handshake and the
+            // request are bounded by its deadline. A host-meta connection kept alive past it
+            // is closed too; a browser opens a new one.
+            let deadline = permit.deadline(timeout);
+            match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, peer, app, permit, deadline).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_connection(tcp, peer, app, permit, deadline).await,
+            }
         });
+    }
+}
+
+/// Serves HTTP requests on one connection until it closes, is upgraded (the WebSocket then
+/// runs on a task of its own, with a clone of the permit), or the deadline passes.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: HttpRouter,
+    permit: Permit,
+    deadline: tokio::time::Instant,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(permit.clone());
+            app.clone().oneshot(request)
+        });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if tokio::time::timeout_at(deadline, connection).await.is_err() {
+        debug!(%peer, "HTTP connection closed at the negotiation deadline");
     }
 }
 
 async fn websocket(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(permit): Extension<Permit>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let upgrade = upgrade.protocols(["xmpp"]);
@@ -131,7 +183,7 @@ async fn websocket(
                 info_span!("c2s", %peer, transport = "websocket", jid = tracing::field::Empty);
             async move {
                 let transport = WsTransport::new(socket, peer, limits, secure);
-                c2s::run(transport, ctx).await;
+                c2s::run(transport, ctx, permit).await;
             }
             .instrument(span)
         })

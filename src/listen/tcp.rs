@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,6 +21,7 @@ use crate::stream::transport::{Incoming, Transport, TransportError};
 use crate::tls::TlsContext;
 use crate::xml::{ns, Frame, StreamParser, XmlLimits};
 
+use super::admission::{self, Answer};
 use super::byte_stream;
 
 /// Accepts connections until the listener fails; each connection is its own task.
@@ -34,6 +36,21 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, direct_tls: b
                 continue;
             }
         };
+        let answer = if direct_tls {
+            Answer::Nothing
+        } else {
+            Answer::Xmpp {
+                domain: &ctx.config.domain,
+            }
+        };
+        let permit = match ctx.admission.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                debug!(%peer, %refusal, "connection refused");
+                admission::turn_away(socket, &refusal, answer);
+                continue;
+            }
+        };
         let _ = socket.set_nodelay(true);
         let ctx = ctx.clone();
         let span = info_span!("c2s", %peer, transport = if direct_tls { "tls" } else { "tcp" }, jid = tracing::field::Empty);
@@ -44,10 +61,18 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, direct_tls: b
                     return;
                 };
                 let socket = if direct_tls {
-                    match tls.direct.accept(socket).await {
-                        Ok(stream) => Socket::Tls(Box::new(stream)),
-                        Err(e) => {
+                    // Part of the negotiation: a peer that never finishes the handshake
+                    // must not hold the task and the socket past the negotiation deadline.
+                    let timeout = Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs);
+                    let handshake = tls.direct.accept(socket);
+                    match tokio::time::timeout_at(permit.deadline(timeout), handshake).await {
+                        Ok(Ok(stream)) => Socket::Tls(Box::new(stream)),
+                        Ok(Err(e)) => {
                             debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!("TLS handshake timed out");
                             return;
                         }
                     }
@@ -55,7 +80,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, direct_tls: b
                     Socket::Plain(socket)
                 };
                 let transport = TcpTransport::new(socket, peer, tls, ctx.config.c2s.xml_limits());
-                c2s::run(transport, ctx).await;
+                c2s::run(transport, ctx, permit).await;
             }
             .instrument(span),
         );
@@ -208,6 +233,9 @@ impl Transport for TcpTransport {
         };
         let stream = self.tls.starttls.accept(tcp).await?;
         self.socket = Socket::Tls(Box::new(stream));
+        // Plaintext that came with <starttls/> (parsed frames, a partial one) is dropped here,
+        // never read as if it had come over TLS: the STARTTLS command injection of
+        // CVE-2011-0411 and its kin. tests/connection_limits.rs guards it.
         self.restart();
         Ok(())
     }

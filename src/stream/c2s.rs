@@ -8,7 +8,6 @@ use std::time::Duration;
 use jid::{BareJid, FullJid};
 use minidom::Element;
 use tokio::sync::{mpsc, Notify};
-use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::auth::{self, AuthOutcome};
@@ -18,6 +17,7 @@ use super::sasl2::{self, Sasl2Outcome};
 use super::sm::{self, Nonza, SmState};
 use super::transport::{Incoming, Transport, TransportError};
 use super::{fast, features};
+use crate::listen::admission::Permit;
 use crate::router::{Outbound, Reservation, SessionEnd};
 use crate::server::ServerContext;
 use crate::stanza::{self, Kind, StanzaError};
@@ -81,9 +81,11 @@ pub(super) struct C2s<T: Transport> {
     pub(super) resumed: Option<Resumed>,
 }
 
-/// Runs one client connection to its end.
-pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
-    let timeout = Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs);
+/// Runs one client connection to its end. The permit is held until then; the negotiation must
+/// be over by its deadline (counted from TCP accept, so a slow TLS handshake or HTTP upgrade
+/// before this leaves less time, not more).
+pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>, permit: Permit) {
+    let deadline = permit.deadline(Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs));
     let mut stream = C2s {
         transport,
         ctx,
@@ -93,8 +95,7 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
     };
     // Boxed, like the routing below: an idle session's task should not carry the space of the
     // negotiation's (or routing's) deepest await for its whole life.
-    let negotiated =
-        tokio::time::timeout_at(Instant::now() + timeout, Box::pin(stream.negotiate())).await;
+    let negotiated = tokio::time::timeout_at(deadline, Box::pin(stream.negotiate())).await;
     let Negotiated {
         jid,
         inline,
@@ -118,6 +119,7 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>) {
         }
     };
     tracing::Span::current().record("jid", tracing::field::display(&jid));
+    permit.bound();
     if let Some(resumed) = stream.resumed.take() {
         info!("session resumed");
         let end = Box::pin(stream.resume_session(resumed)).await;

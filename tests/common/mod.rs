@@ -76,6 +76,10 @@ impl TestServer {
         config.http.bind = loopback;
         config.http.port = 0;
         config.http.tls_port = 0;
+        // Suites open many connections from 127.0.0.1 at once; tests/connection_limits.rs
+        // turns these on where they are the subject.
+        config.limits.max_connections_per_address = 0;
+        config.limits.connection_rate_per_address = 0;
         adjust(&mut config);
         if std::env::var_os("CORVID_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -177,6 +181,8 @@ impl TestServer {
 pub struct IsolatedServer {
     pub c2s: SocketAddr,
     pub http: SocketAddr,
+    pub direct_tls: SocketAddr,
+    pub https: SocketAddr,
     pub cert_der: Vec<u8>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -201,17 +207,24 @@ impl IsolatedServer {
                 for user in &users {
                     server.add_user(user).await;
                 }
-                let _ = ready_tx.send((server.c2s(), server.http(), server.cert_der.clone()));
+                let https = server.server.https_addr.expect("https listener");
+                let _ = ready_tx.send((
+                    [server.c2s(), server.http(), server.direct_tls(), https],
+                    server.cert_der.clone(),
+                ));
                 let _ = stop_rx.await;
                 drop(server);
             });
             // A hung worker would block the runtime's shutdown: leave it to the process exit.
             runtime.shutdown_background();
         });
-        let (c2s, http, cert_der) = ready_rx.recv_timeout(WAIT).expect("server started");
+        let ([c2s, http, direct_tls, https], cert_der) =
+            ready_rx.recv_timeout(WAIT).expect("server started");
         IsolatedServer {
             c2s,
             http,
+            direct_tls,
+            https,
             cert_der,
             stop: Some(stop_tx),
         }
@@ -569,12 +582,20 @@ impl Raw {
         }
     }
 
-    pub async fn starttls(mut self, tls: Arc<ClientConfig>) -> Raw {
+    pub async fn starttls(self, tls: Arc<ClientConfig>) -> Raw {
+        self.starttls_with(tls, "").await
+    }
+
+    /// `starttls`, with `extra` in the same write as `<starttls/>` (what a STARTTLS command
+    /// injection looks like on the wire).
+    pub async fn starttls_with(mut self, tls: Arc<ClientConfig>, extra: &str) -> Raw {
         self.write(OPEN).await;
         let features = self.element().await;
         assert!(features.has_child("starttls", corvid::xml::ns::TLS));
-        self.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-            .await;
+        self.write(&format!(
+            "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>{extra}"
+        ))
+        .await;
         let proceed = self.element().await;
         assert_eq!(proceed.name(), "proceed");
         let io = self.io;
