@@ -3,6 +3,7 @@
 pub mod address;
 pub mod config;
 pub mod ids;
+pub mod limits;
 pub mod listen;
 pub mod modules;
 pub mod router;
