@@ -233,6 +233,19 @@ pub struct LimitsConfig {
     /// These cost the most for the least (TLS and SASL state, no session), and a client that
     /// binds leaves the count at once.
     pub max_unauthenticated_connections: u32,
+    /// Subscription requests (`<presence type='subscribe'/>` to a contact) one account may
+    /// send per minute, on average (a token bucket refilled at this rate); 0 = no limit.
+    /// One more is refused with `<policy-violation/>` (type wait) and neither delivered nor
+    /// stored. Answers (`subscribed`, `unsubscribe`, `unsubscribed`) and pre-approvals are
+    /// never limited: they only concern people who asked first or are already contacts.
+    pub subscription_requests_per_minute: u32,
+    /// Subscription requests one account may send at once before the rate applies (the
+    /// bucket's size, at least 1 when there is a rate).
+    pub subscription_request_burst: u32,
+    /// Sessions of one account that may wait detached for XEP-0198 resumption at once; 0 = no
+    /// limit. When one more detaches, the one that detached first ends as if its resumption
+    /// timed out (contacts see it go, its queue goes to offline storage).
+    pub max_detached_sessions_per_account: usize,
 }
 
 /// Personal eventing (XEP-0163) on every account.
@@ -295,6 +308,13 @@ pub struct MucConfig {
     pub max_affiliations_per_room: u32,
     /// Who may create a room by joining it.
     pub room_creation: RoomCreation,
+    /// Groupchat messages one occupant may send to a room per second, on average (a token
+    /// bucket per occupant and room, dropped when it leaves); 0 = no limit. One more is
+    /// answered with `<policy-violation/>` (type wait), and neither broadcast nor archived.
+    pub occupant_messages_per_second: u32,
+    /// Groupchat messages one occupant may send at once before the rate applies (the
+    /// bucket's size, at least 1 when there is a rate).
+    pub occupant_message_burst: u32,
 }
 
 /// Message archive (XEP-0313) of every account.
@@ -367,6 +387,12 @@ impl Default for MucConfig {
             max_rooms_per_user: 50,
             max_affiliations_per_room: 1000,
             room_creation: RoomCreation::LocalUsers,
+            // Faster than anyone types, counting chat states and markers, which are groupchat
+            // messages too; the burst takes a pasted block that a client splits into lines.
+            // Every message costs one stanza per occupant, so one flooding occupant of a full
+            // room is held to 500 stanzas a second.
+            occupant_messages_per_second: 5,
+            occupant_message_burst: 10,
         }
     }
 }
@@ -503,6 +529,15 @@ impl Default for LimitsConfig {
             connection_rate_per_address: 4,
             connection_burst_per_address: 32,
             max_unauthenticated_connections: 1000,
+            // A minute's worth at once: adding a team or importing a roster is not cut short,
+            // while a compromised account spamming strangers gets one request every two
+            // seconds, which its victims' servers and users can keep up with.
+            subscription_requests_per_minute: 30,
+            subscription_request_burst: 30,
+            // A phone, a laptop and a tablet each waiting to resume. A client that reconnects
+            // without resuming leaves one more behind each time; beyond three that is a
+            // client bug piling up queues, not devices.
+            max_detached_sessions_per_account: 3,
         }
     }
 }
@@ -649,6 +684,15 @@ impl Config {
                     .into(),
             ));
         }
+        if self.limits.subscription_requests_per_minute > 0
+            && self.limits.subscription_request_burst == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits.subscription_request_burst must be at least 1 when \
+                 limits.subscription_requests_per_minute is set"
+                    .into(),
+            ));
+        }
         if self.stream_management.max_unacked < 16 {
             return Err(ConfigError::Invalid(
                 "stream_management.max_unacked must be at least 16".into(),
@@ -714,6 +758,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "muc.history_messages must be at most 1000, muc.max_rooms and \
                  muc.max_rooms_per_user at least 1"
+                    .into(),
+            ));
+        }
+        if muc.occupant_messages_per_second > 0 && muc.occupant_message_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "muc.occupant_message_burst must be at least 1 when \
+                 muc.occupant_messages_per_second is set"
                     .into(),
             ));
         }
