@@ -31,7 +31,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(ping::Ping),
         Arc::new(version::Version),
         Arc::new(roster::Roster),
-        Arc::new(presence::Presence::default()),
+        Arc::new(presence::Presence::new(config)),
         Arc::new(last_activity::LastActivity::default()),
         Arc::new(offline::Offline::default()),
         // Amends messages (stanza-ids), so before any module that copies them (carbons).

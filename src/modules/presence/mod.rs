@@ -5,6 +5,7 @@
 
 mod broadcast;
 mod inbound;
+mod request_rate;
 mod state;
 
 use std::sync::Arc;
@@ -16,13 +17,24 @@ use minidom::Element;
 use crate::modules::roster::subscription;
 use crate::modules::roster::table::SubscriptionType;
 use crate::router::{Module, PresenceHandler, Registry, Router, SessionHook};
-use crate::stanza;
+use crate::config::Config;
+use crate::stanza::{self, ErrorType, StanzaError};
 use crate::xml::ns;
+use request_rate::RequestRate;
 use state::PresenceState;
 
-#[derive(Default)]
 pub struct Presence {
     state: PresenceState,
+    requests: RequestRate,
+}
+
+impl Presence {
+    pub fn new(config: &Config) -> Presence {
+        Presence {
+            state: PresenceState::default(),
+            requests: RequestRate::new(&config.limits),
+        }
+    }
 }
 
 impl Module for Presence {
@@ -71,6 +83,15 @@ impl PresenceHandler for Presence {
             // A user is always "subscribed" to their own presence; there is nothing to manage.
             if contact == user {
                 return;
+            }
+            // Refused before anything is stored or routed: the contact never hears of it.
+            if kind == SubscriptionType::Subscribe {
+                if let Err(exhausted) = self.requests.request(&user) {
+                    let error = StanzaError::new(ErrorType::Wait, "policy-violation")
+                        .with_text(format!("Too many subscription requests: {exhausted}"));
+                    router.bounce(&presence, error);
+                    return;
+                }
             }
             let outcome = subscription::outbound(router, &user, &contact, kind, &presence).await;
             if outcome.presence_granted {
