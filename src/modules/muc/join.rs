@@ -2,6 +2,7 @@
 //! does not exist), presence updates, nick changes and leaving.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -9,6 +10,7 @@ use minidom::Element;
 use super::history::HistoryRequest;
 use super::room::{public_presence, Affiliation, ItemExtra, Occupant, Role, Room};
 use super::Muc;
+use crate::limits::bucket::Bucket;
 use crate::router::{Router, SessionEnd};
 use crate::stanza::{self, ErrorType, Kind, StanzaError};
 use crate::xml::ns;
@@ -149,6 +151,9 @@ async fn enter(
         role: room.default_role(affiliation),
         occupant_id: muc.occupant_id(&room.jid, &user),
         presence: public_presence(presence),
+        budget: muc
+            .message_rate
+            .map(|rate| Bucket::full(&rate, Instant::now())),
     };
     // §7.2.3: first everyone already there, as the joiner may see them...
     for other in &room.occupants {

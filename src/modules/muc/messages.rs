@@ -2,6 +2,7 @@
 //! and to an occupant's nick (§7.5 private messages).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -9,9 +10,10 @@ use minidom::Element;
 use super::config::AllowPm;
 use super::room::{occupant_id, Affiliation, Role, Room};
 use super::Muc;
+use crate::limits::bucket::Rate;
 use crate::modules::mam::Archiver;
 use crate::router::Router;
-use crate::stanza::{self, Kind, StanzaError};
+use crate::stanza::{self, ErrorType, Kind, StanzaError};
 use crate::xml::ns;
 
 pub(super) async fn handle(
@@ -41,8 +43,11 @@ pub(super) async fn handle(
         (Some(_), true) => Err(StanzaError::bad_request()),
         (Some(nick), false) => private(router, &room, &nick, &from, message.clone()).await,
         (None, true) => {
-            let archive = muc.archive.as_deref();
-            groupchat(router, archive, &mut room, &from, message.clone()).await
+            let service = Service {
+                archive: muc.archive.as_deref(),
+                rate: muc.message_rate.as_ref(),
+            };
+            groupchat(router, service, &mut room, &from, message.clone()).await
         }
         (None, false) => to_room(muc, router, &mut room, &from, &message).await,
     };
@@ -51,9 +56,15 @@ pub(super) async fn handle(
     }
 }
 
+/// What the service brings to a groupchat message besides the room.
+struct Service<'a> {
+    archive: Option<&'a Archiver>,
+    rate: Option<&'a Rate>,
+}
+
 async fn groupchat(
     router: &Arc<Router>,
-    archive: Option<&Archiver>,
+    service: Service<'_>,
     room: &mut Room,
     from: &FullJid,
     message: Element,
@@ -67,6 +78,15 @@ async fn groupchat(
     if sender.role < Role::Participant {
         return Err(StanzaError::forbidden().with_text("Visitors have no voice"));
     }
+    // Counted before anything is applied, broadcast or archived. Every groupchat message
+    // counts, chat states and markers too: each costs one stanza per occupant all the same.
+    if let (Some(rate), Some(budget)) = (service.rate, room.occupants[index].budget.as_mut()) {
+        if let Err(exhausted) = budget.take(rate, Instant::now()) {
+            return Err(StanzaError::new(ErrorType::Wait, "policy-violation")
+                .with_text(format!("You are sending messages too fast: {exhausted}")));
+        }
+    }
+    let sender = &room.occupants[index];
     if let (Some(subject), false) = (&subject, has_body) {
         // §8.1: moderators, or participants if the room lets them.
         let allowed = sender.role == Role::Moderator || room.config.change_subject;
@@ -96,7 +116,7 @@ async fn groupchat(
         && subject.is_none()
         && !out.has_child("no-store", ns::HINTS)
         && !out.has_child("no-permanent-store", ns::HINTS);
-    let archived = match archive {
+    let archived = match service.archive {
         Some(archive) if archivable => {
             let stored = crate::xml::to_string(&out);
             archive

@@ -36,6 +36,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use super::mam::Archiver;
 use crate::config::{Config, MucConfig};
+use crate::limits::bucket::Rate;
 use crate::router::{Component, Module, Registry, Router};
 use crate::stanza::{self, Kind, StanzaError};
 use crate::xml::ns;
@@ -56,6 +57,8 @@ pub struct Muc {
     forwarder: forward::Forwarder,
     /// XEP-0313 room archives (every room's groupchat messages), when MAM is enabled.
     archive: Option<Arc<Archiver>>,
+    /// Groupchat messages per occupant (`muc.occupant_messages_per_second`), when limited.
+    message_rate: Option<Rate>,
 }
 
 impl Muc {
@@ -73,6 +76,11 @@ impl Muc {
             secret: OnceCell::new(),
             forwarder: forward::Forwarder::default(),
             archive,
+            message_rate: Rate::per(
+                config.muc.occupant_messages_per_second,
+                std::time::Duration::from_secs(1),
+                config.muc.occupant_message_burst,
+            ),
         }))
     }
 

@@ -9,6 +9,7 @@ use minidom::Element;
 
 use super::config::RoomConfig;
 use super::history::History;
+use crate::limits::bucket::Bucket;
 use crate::router::{Router, SharedStanza};
 use crate::stanza::{self, Kind};
 use crate::xml::ns;
@@ -84,6 +85,9 @@ pub struct Occupant {
     pub occupant_id: String,
     /// The occupant's last presence, reduced to what others may see (show, status, caps…).
     pub presence: Element,
+    /// Groupchat messages it may still send (`muc.occupant_messages_per_second`); none when
+    /// there is no limit. Goes with the occupant, so leaving the room forgets it.
+    pub budget: Option<Bucket>,
 }
 
 /// What a presence item says besides affiliation and role.
