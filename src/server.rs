@@ -14,6 +14,7 @@ use crate::listen::admission::{self, Admission};
 use crate::modules;
 use crate::router::{Module, Router};
 use crate::storage::{Storage, StorageError};
+use crate::stream::detached_cap::DetachedCap;
 use crate::stream::resumption::Resumption;
 use crate::stream::throttle::{AuthThrottle, Limits};
 use crate::tls::{TlsContext, TlsError};
@@ -39,6 +40,8 @@ pub struct ServerContext {
     pub throttle: AuthThrottle,
     /// XEP-0198 sessions that can be resumed, live or detached.
     pub resumption: Resumption,
+    /// How many of them may wait detached per account (`limits.max_detached_sessions_per_account`).
+    pub detached: DetachedCap,
     /// Which new connections every listener serves (`limits.*connections*`).
     pub admission: Admission,
 }
@@ -114,6 +117,7 @@ pub async fn start_with_modules(
         tls: Some(Arc::new(tls)),
         throttle: AuthThrottle::new(Limits::from(&config.auth)),
         resumption: Resumption::default(),
+        detached: DetachedCap::new(config.limits.max_detached_sessions_per_account),
         admission: Admission::new(admission::Limits::from(&config.limits)),
     });
     let mut tasks = Vec::new();

@@ -4,6 +4,7 @@ mod auth;
 mod bind2;
 pub mod c2s;
 mod csi;
+pub mod detached_cap;
 mod fast;
 mod features;
 pub mod resumption;

@@ -220,10 +220,14 @@ async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
     // What was already waiting when the connection broke (a stalled client's full queue)
     // plus one more queue's worth: the bound the router's queue would have applied.
     let limit = bound.pending.len() + bound.rx.len() + ctx.config.limits.session_queue;
+    // Held until the session resumes or ends; parking one too many ends the oldest.
+    let mut parked = ctx.detached.park(&bound.jid.to_bare());
     let (why, end) = loop {
         let mut slot = bound.slot.take();
         let wake = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => Wake::End("resumption timeout", SessionEnd::ConnectionLost),
+            // Ended as a timeout would end it: for the account, this is the stalest session.
+            _ = parked.evicted() => Wake::End("too many detached sessions", SessionEnd::ConnectionLost),
             request = takeover_requested(&mut slot) => match request {
                 Some(request) => Wake::Takeover(request),
                 None => Wake::End("registry entry gone", SessionEnd::ByServer),
@@ -257,6 +261,8 @@ async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
             Wake::End(why, end) => break (why, end),
         }
     };
+    // Its place under the cap is free from here on, while the session is taken down.
+    drop(parked);
     info!(jid = %bound.jid, why, "detached session ends");
     end_session(&ctx, *bound, Vec::new(), end).await;
 }
