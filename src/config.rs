@@ -823,6 +823,43 @@ mod tests {
     }
 
     #[test]
+    fn rate_limits_default_as_documented_and_the_bench_turns_them_off() {
+        let rates = |c: &Config| {
+            (
+                c.limits.subscription_requests_per_minute,
+                c.limits.subscription_request_burst,
+                c.limits.max_detached_sessions_per_account,
+                c.muc.occupant_messages_per_second,
+                c.muc.occupant_message_burst,
+            )
+        };
+        let example = Config::parse(include_str!("../corvid.toml"), Path::new("corvid.toml"))
+            .expect("example parses");
+        assert_eq!(rates(&example), rates(&Config::default()));
+        // The load tool floods rooms and subscribes a subject to every contact at once.
+        let bench = Config::parse(
+            include_str!("../benches/corvid-bench.toml"),
+            Path::new("corvid-bench.toml"),
+        )
+        .expect("bench config parses");
+        assert_eq!(bench.limits.subscription_requests_per_minute, 0);
+        assert_eq!(bench.muc.occupant_messages_per_second, 0);
+        for (text, key) in [
+            (
+                "[limits]\nsubscription_request_burst = 0\n",
+                "subscription_request_burst",
+            ),
+            (
+                "[muc]\noccupant_message_burst = 0\n",
+                "occupant_message_burst",
+            ),
+        ] {
+            let err = Config::parse(text, Path::new("c.toml")).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_reported_with_its_name() {
         let err = Config::parse("domian = 'x'\n", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("domian"), "{err}");
