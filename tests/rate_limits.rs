@@ -56,7 +56,10 @@ async fn subscription_requests_past_the_burst_are_refused_and_go_nowhere() {
             .await;
     }
     let seen = alice.drain().await;
-    let refused: Vec<&Element> = seen.iter().filter(|el| el.attr("type") == Some("error")).collect();
+    let refused: Vec<&Element> = seen
+        .iter()
+        .filter(|el| el.attr("type") == Some("error"))
+        .collect();
     assert_eq!(refused.len(), 1, "one refusal: {seen:?}");
     assert!(is_policy_violation(refused[0]), "{refused:?}");
     assert_eq!(refused[0].name(), "presence");
@@ -180,7 +183,10 @@ async fn a_flooding_occupant_is_refused_past_its_burst_and_others_still_speak() 
     }
     let echoed: Vec<String> = echoed.into_iter().filter(|b| b != "end-alice").collect();
     assert!(!refused.is_empty(), "some refused: echoed {echoed:?}");
-    assert_eq!(echoed.len() + refused.iter().filter(|id| *id != "end").count(), SENT);
+    assert_eq!(
+        echoed.len() + refused.iter().filter(|id| *id != "end").count(),
+        SENT
+    );
     // The burst went through whole; then a token now and then, never all of them.
     let first: Vec<String> = (0..BURST).map(|i| format!("f{i}")).collect();
     assert_eq!(echoed[..BURST], first[..], "{echoed:?}");

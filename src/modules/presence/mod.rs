@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
+use crate::config::Config;
 use crate::modules::roster::subscription;
 use crate::modules::roster::table::SubscriptionType;
 use crate::router::{Module, PresenceHandler, Registry, Router, SessionHook};
-use crate::config::Config;
 use crate::stanza::{self, ErrorType, StanzaError};
 use crate::xml::ns;
 use request_rate::RequestRate;
