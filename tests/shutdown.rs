@@ -221,8 +221,15 @@ async fn nothing_queued_unacknowledged_detached_or_late_is_lost_across_a_restart
     let TestServer { server, dir, .. } = first;
     server.shutdown().await;
     // In a real process the runtime ends here: a session still bound would lose its queue.
-    assert_eq!(ctx.router.online_session_count(), 0, "sessions outlived shutdown");
-    assert!(ctx.resumption.is_empty(), "resumable sessions outlived shutdown");
+    assert_eq!(
+        ctx.router.online_session_count(),
+        0,
+        "sessions outlived shutdown"
+    );
+    assert!(
+        ctx.resumption.is_empty(),
+        "resumable sessions outlived shutdown"
+    );
     drop(ctx);
 
     // A stream-management session is told to reconnect.
@@ -239,7 +246,10 @@ async fn nothing_queued_unacknowledged_detached_or_late_is_lost_across_a_restart
     let url = format!("sqlite://{}", db.display());
     let second = TestServer::start_with(|c| c.storage.url = url).await;
 
-    assert_eq!(offline_bodies(&second, "bob").await, ["b001", "b002", "b003"]);
+    assert_eq!(
+        offline_bodies(&second, "bob").await,
+        ["b001", "b002", "b003"]
+    );
     assert_eq!(offline_bodies(&second, "erin").await, ["e000"]);
     let dave_stored = offline_bodies(&second, "dave").await;
     assert!(
@@ -279,7 +289,11 @@ async fn nothing_queued_unacknowledged_detached_or_late_is_lost_across_a_restart
     // Resumption state did not survive: <failed/>, then a fresh login gets carol's messages.
     for (user, previd, expected) in [
         ("carol", carol_previd, bodies("c", 3)),
-        ("bob", bob_previd, vec!["b001".into(), "b002".into(), "b003".into()]),
+        (
+            "bob",
+            bob_previd,
+            vec!["b001".into(), "b002".into(), "b003".into()],
+        ),
     ] {
         let (mut raw, _) = Raw::authenticated(second.c2s(), second.tls_config(), user).await;
         raw.write(&format!("<resume xmlns='{SM}' previd='{previd}' h='0'/>"))
@@ -344,7 +358,14 @@ async fn sigterm_tells_clients_and_the_binary_exits_cleanly() {
     .expect("config");
     let bin = env!("CARGO_BIN_EXE_corvid");
     let mut add = Command::new(bin)
-        .args(["-c", config.to_str().expect("path"), "user", "add", "alice", "--password-stdin"])
+        .args([
+            "-c",
+            config.to_str().expect("path"),
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
