@@ -256,22 +256,28 @@ async fn nothing_queued_unacknowledged_detached_or_late_is_lost_across_a_restart
         !dave_stored.is_empty(),
         "dave's queue was never blocked; the test did not exercise case (a)"
     );
-    let mut dave_all: Vec<String> = dave
-        .bodies
-        .iter()
-        .chain(dave_stored.iter())
-        .map(|b| b.split(' ').next().unwrap_or_default().to_string())
-        .collect();
-    let mut dave_expected = dave_sent.clone();
-    dave_expected.push("late000".into());
-    assert_eq!(
-        dave_all.len(),
-        dave_expected.len(),
-        "{} read, {} stored",
+    eprintln!(
+        "dave read {} messages before the restart; {} were stored",
         dave.bodies.len(),
         dave_stored.len()
     );
+    let first_word = |b: &String| b.split(' ').next().unwrap_or_default().to_string();
+    let mut dave_expected = dave_sent.clone();
+    dave_expected.push("late000".into());
+    let mut stored_once: Vec<String> = dave_stored.iter().map(first_word).collect();
+    stored_once.sort();
+    stored_once.dedup();
+    assert_eq!(stored_once.len(), dave_stored.len(), "stored twice");
+    // Without stream management nobody knows what of the batch being written when the
+    // connection closed reached the client: those few may come twice, none may be missing.
+    let mut dave_all: Vec<String> = dave
+        .bodies
+        .iter()
+        .chain(&dave_stored)
+        .map(first_word)
+        .collect();
     dave_all.sort();
+    dave_all.dedup();
     dave_expected.sort();
     assert_eq!(dave_all, dave_expected);
 
