@@ -349,6 +349,16 @@ fn address_in(line: &str) -> Option<SocketAddr> {
 
 #[tokio::test]
 async fn sigterm_tells_clients_and_the_binary_exits_cleanly() {
+    signal_tells_clients_and_the_binary_exits_cleanly("-TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_takes_the_same_path() {
+    signal_tells_clients_and_the_binary_exits_cleanly("-INT").await;
+}
+
+/// Runs `corvid serve` with a logged-in client, sends it `signal` with kill(1).
+async fn signal_tells_clients_and_the_binary_exits_cleanly(signal: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("corvid.toml");
     std::fs::write(
@@ -422,7 +432,7 @@ async fn sigterm_tells_clients_and_the_binary_exits_cleanly() {
     let _own_presence = raw.element().await;
 
     let killed = Command::new("kill")
-        .arg("-TERM")
+        .arg(signal)
         .arg(child.id().to_string())
         .status()
         .expect("kill runs");
@@ -442,6 +452,6 @@ async fn sigterm_tells_clients_and_the_binary_exits_cleanly() {
     })
     .await
     .expect("join")
-    .expect("corvid exits after SIGTERM");
+    .expect("corvid exits after the signal");
     assert!(status.success(), "{status:?}");
 }
