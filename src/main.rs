@@ -121,25 +121,33 @@ async fn serve(config: Config) -> Result<(), String> {
     let server = corvid::server::start(config)
         .await
         .map_err(|e| e.to_string())?;
-    wait_for_signal().await;
-    tracing::info!("shutting down");
+    let signal = wait_for_signal().await;
+    // SIGTERM (service managers, `kill`) and SIGINT (Ctrl-C) take the same ordered path:
+    // sessions told, undelivered messages stored, archive flushed, storage closed.
+    tracing::info!(signal, "shutting down");
     server.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT; returns which one came.
+async fn wait_for_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                return tokio::select! {
+                    _ = tokio::signal::ctrl_c() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                };
             }
-            return;
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGTERM; only SIGINT stops the server")
+            }
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
 }
 
 async fn user(config: Config, command: UserCommand) -> Result<(), String> {

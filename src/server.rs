@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::listen;
@@ -57,21 +57,33 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stops accepting, tells every session `<system-shutdown/>`, and gives them a moment to
-    /// write it.
+    /// Stops the server without losing a message: stops accepting, turns routing to local
+    /// users towards offline storage, tells every session `<system-shutdown/>` (what it had
+    /// queued or the client had not acknowledged goes to offline storage, detached sessions'
+    /// queues too), stores what was routed meanwhile, flushes the archive writer and closes
+    /// storage. Bounded: a client that reads nothing gets `FAREWELL_TIMEOUT`s, not more.
     pub async fn shutdown(self) {
         for task in &self.tasks {
             task.abort();
         }
-        self.ctx.router.shutdown_all();
-        for _ in 0..50 {
-            if self.ctx.router.online_session_count() == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let router = &self.ctx.router;
+        router.shutdown_all();
+        if tokio::time::timeout(SESSIONS_GRACE, router.tasks_done())
+            .await
+            .is_err()
+        {
+            warn!("sessions still ending after {SESSIONS_GRACE:?}; shutting down anyway");
         }
+        router.store_late_messages().await;
+        router.run_shutdown_hooks().await;
+        router.storage().close().await;
+        info!("shut down");
     }
 }
+
+/// How long shutdown waits for sessions to end: a blocked write, then the farewell, each
+/// bounded by their own timeout, and storing what was left, with room to spare.
+const SESSIONS_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let config = Arc::new(config);

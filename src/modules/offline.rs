@@ -97,10 +97,12 @@ impl UndeliverableMessage for Offline {
             return Ok(());
         }
         let _guard = self.lock_for(node.as_str()).lock().await;
-        // The recipient may have become available since the router looked.
+        // The recipient may have become available since the router looked (but while the
+        // server shuts down, no session will write anything any more).
         let reachable: Vec<FullJid> = router
             .available_resources(to)
             .into_iter()
+            .filter(|_| !router.is_shutting_down())
             .filter(|(_, priority)| *priority >= 0)
             .map(|(jid, _)| jid)
             .collect();

@@ -6,6 +6,7 @@ mod checks;
 pub mod registry;
 mod resource_cap;
 mod sessions;
+mod shutdown;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +19,12 @@ use tracing::{debug, warn};
 
 pub use registry::{
     Component, IqHandler, IqRequest, IqResult, MessageHook, Module, PresenceHandler,
-    PresenceObserver, Registry, SessionHook, StanzaFilter, UndeliverableMessage, Verdict,
+    PresenceObserver, Registry, SessionHook, ShutdownHook, StanzaFilter, UndeliverableMessage,
+    Verdict,
 };
 pub use resource_cap::{Reservation, TooManyResources};
 pub use sessions::{Availability, Interest, Outbound, SessionEnd, SessionEntry, SharedStanza};
+pub use shutdown::{ShutdownSignal, TaskGuard};
 
 use crate::address;
 use crate::config::Config;
@@ -44,6 +47,7 @@ pub struct Router {
     ending: DashMap<FullJid, SessionEnd>,
     /// Resources granted during negotiation that are not in `sessions` yet.
     pending_resources: resource_cap::Pending,
+    shutdown: shutdown::Shutdown,
 }
 
 /// Why `request_iq` got no answer.
@@ -72,6 +76,7 @@ impl Router {
             pending_iqs: DashMap::new(),
             ending: DashMap::new(),
             pending_resources: resource_cap::Pending::default(),
+            shutdown: shutdown::Shutdown::default(),
         })
     }
 
@@ -576,6 +581,14 @@ impl Router {
         resource: Option<&str>,
         stanza: Element,
     ) -> Vec<FullJid> {
+        if self.shutdown.has_begun() {
+            // No session will write anything any more: store instead (after what the ending
+            // sessions still hold for this user, see `shutdown`).
+            if let Some(stanza) = self.shutdown.hold(user, stanza) {
+                self.store_offline(user, stanza).await;
+            }
+            return Vec::new();
+        }
         let Some(resource) = resource else {
             return self.message_to_bare(user, stanza).await;
         };
@@ -794,8 +807,53 @@ impl Router {
         self.sessions.deliver(to, stanza)
     }
 
-    /// Asks every session to close (server shutdown).
+    /// Begins shutdown: every session is told to end with `<system-shutdown/>`, and messages
+    /// for local users go to offline storage instead of to sessions from now on.
     pub fn shutdown_all(&self) {
-        self.sessions.broadcast_control(|| Outbound::Shutdown);
+        self.shutdown.begin();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.has_begun()
+    }
+
+    /// What a session or detached-session task waits on besides its own work.
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        self.shutdown.signal()
+    }
+
+    /// Registers a task that owns a session's undelivered stanzas until the guard drops.
+    pub fn track_task(&self) -> TaskGuard {
+        self.shutdown.track()
+    }
+
+    /// Returns once every tracked task has ended (and stored what it held).
+    pub async fn tasks_done(&self) {
+        self.shutdown.tasks_done().await;
+    }
+
+    /// Stores the messages routed during the shutdown window, after the sessions' own
+    /// leftovers (which are older); anything routed later is stored at once.
+    pub async fn store_late_messages(self: &Arc<Self>) {
+        for (user, message) in self.shutdown.take_late() {
+            self.store_offline(&user, message).await;
+        }
+    }
+
+    /// Lets modules finish their own work (the archive writer's queue) before storage closes.
+    pub async fn run_shutdown_hooks(self: &Arc<Self>) {
+        for hook in &self.registry.shutdown_hooks {
+            hook.shutdown(self).await;
+        }
+    }
+
+    /// A message that no session will deliver: chat and normal go to offline storage (or
+    /// bounce when they cannot), the rest is not worth keeping (RFC 6121 §8.5.2.1.1).
+    /// Message hooks do not run again: the message already went through them when it was
+    /// first routed (archived, copied).
+    pub async fn store_offline(self: &Arc<Self>, user: &BareJid, message: Element) {
+        if matches!(stanza::stanza_type(&message), "chat" | "normal") {
+            self.store_or_reject(user, message).await;
+        }
     }
 }

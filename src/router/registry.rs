@@ -53,6 +53,13 @@ pub trait SessionHook: Send + Sync {
     async fn ended(&self, _router: &Arc<Router>, _session: &FullJid, _was_available: bool) {}
 }
 
+/// Work a module must finish before the process exits, run once every session has ended
+/// (e.g. committing queued writes).
+#[async_trait]
+pub trait ShutdownHook: Send + Sync {
+    async fn shutdown(&self, router: &Arc<Router>);
+}
+
 /// Presence handling (RFC 6121 §3 and §4): one module owns it, the router only hands over.
 #[async_trait]
 pub trait PresenceHandler: Send + Sync {
@@ -191,6 +198,7 @@ pub struct Registry {
     pub(super) server_iq: HashMap<IqKey, Arc<dyn IqHandler>>,
     pub(super) account_iq: HashMap<IqKey, Arc<dyn IqHandler>>,
     pub(super) session_hooks: Vec<Arc<dyn SessionHook>>,
+    pub(super) shutdown_hooks: Vec<Arc<dyn ShutdownHook>>,
     pub(super) presence: Option<Arc<dyn PresenceHandler>>,
     pub(super) presence_observers: Vec<Arc<dyn PresenceObserver>>,
     pub(super) filters: Vec<Arc<dyn StanzaFilter>>,
@@ -216,6 +224,10 @@ impl Registry {
 
     pub fn session_hook(&mut self, hook: Arc<dyn SessionHook>) {
         self.session_hooks.push(hook);
+    }
+
+    pub fn shutdown_hook(&mut self, hook: Arc<dyn ShutdownHook>) {
+        self.shutdown_hooks.push(hook);
     }
 
     pub fn presence_handler(&mut self, handler: Arc<dyn PresenceHandler>) {

@@ -66,8 +66,6 @@ pub enum Outbound {
     Shared(Box<(Arc<SharedStanza>, FullJid)>),
     /// Another session bound the same full JID: end with `<conflict/>`.
     Replaced,
-    /// The server is shutting down: end with `<system-shutdown/>`.
-    Shutdown,
 }
 
 /// Something a session opted into receiving: a list it fetched and now gets pushes for
@@ -325,14 +323,6 @@ impl SessionTable {
                 false
             }
             Err(TrySendError::Closed(_)) => false,
-        }
-    }
-
-    pub fn broadcast_control(&self, make: impl Fn() -> Outbound) {
-        for resources in self.users.iter() {
-            for entry in resources.iter() {
-                let _ = entry.tx.try_send(make());
-            }
         }
     }
 }

@@ -143,6 +143,27 @@ pub trait OfflineStore: Send + Sync {
     async fn count(&self, username: &str) -> StorageResult<u64>;
 }
 
+/// A backend's connections: closing waits for queries in flight, so nothing half-written is
+/// left behind (and SQLite checkpoints its WAL).
+#[async_trait]
+pub trait Connections: Send + Sync {
+    async fn close(&self);
+}
+
+#[async_trait]
+impl Connections for SqliteStorage {
+    async fn close(&self) {
+        SqliteStorage::close(self).await;
+    }
+}
+
+#[async_trait]
+impl Connections for PostgresStorage {
+    async fn close(&self) {
+        PostgresStorage::close(self).await;
+    }
+}
+
 /// Everything the server stores, behind one handle.
 #[derive(Clone)]
 pub struct Storage {
@@ -158,6 +179,7 @@ pub struct Storage {
     pub secrets: Arc<dyn ServerSecretStore>,
     pub fast: Arc<dyn FastTokenStore>,
     pub archive: Arc<dyn ArchiveStore>,
+    connections: Arc<dyn Connections>,
 }
 
 impl Storage {
@@ -198,6 +220,7 @@ impl Storage {
             + ServerSecretStore
             + FastTokenStore
             + ArchiveStore
+            + Connections
             + 'static,
     {
         Storage {
@@ -212,8 +235,14 @@ impl Storage {
             push: backend.clone(),
             secrets: backend.clone(),
             fast: backend.clone(),
-            archive: backend,
+            archive: backend.clone(),
+            connections: backend,
         }
+    }
+
+    /// Closes the backend's connections (at shutdown, after the last write).
+    pub async fn close(&self) {
+        self.connections.close().await;
     }
 }
 

@@ -86,6 +86,9 @@ pub(super) struct C2s<T: Transport> {
 /// before this leaves less time, not more).
 pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>, permit: Permit) {
     let deadline = permit.deadline(Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs));
+    // Held to the last byte of the farewell: shutdown waits for it.
+    let _alive = ctx.router.track_task();
+    let mut shutdown = ctx.router.shutdown_signal();
     let mut stream = C2s {
         transport,
         ctx,
@@ -95,7 +98,10 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>, permit: Pe
     };
     // Boxed, like the routing below: an idle session's task should not carry the space of the
     // negotiation's (or routing's) deepest await for its whole life.
-    let negotiated = tokio::time::timeout_at(deadline, Box::pin(stream.negotiate())).await;
+    let negotiated = tokio::select! {
+        negotiated = tokio::time::timeout_at(deadline, Box::pin(stream.negotiate())) => negotiated,
+        _ = shutdown.wait() => Ok(Err(End::Error("system-shutdown", None))),
+    };
     let Negotiated {
         jid,
         inline,
@@ -104,8 +110,13 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>, permit: Pe
         Ok(Ok(negotiated)) => negotiated,
         Ok(Err(end)) => {
             if let Some(Resumed { bound, .. }) = stream.resumed.take() {
-                // Taken over inline, but the connection failed before the session ran.
-                resumption::detach(stream.ctx.clone(), bound);
+                if stream.ctx.router.is_shutting_down() {
+                    let why = SessionEnd::ByServer;
+                    resumption::end_session(&stream.ctx, *bound, Vec::new(), why).await;
+                } else {
+                    // Taken over inline, but the connection failed before the session ran.
+                    resumption::detach(stream.ctx.clone(), bound);
+                }
             }
             return stream.finish(end).await;
         }
@@ -473,6 +484,7 @@ impl<T: Transport> C2s<T> {
     /// Pumps stanzas both ways until the stream ends, then ends the session or parks it.
     async fn run_bound(&mut self, mut b: Bound) -> End {
         let stalled = b.stalled.clone();
+        let mut shutdown = self.ctx.router.shutdown_signal();
         let end = loop {
             let mut slot = b.slot.take();
             let step = tokio::select! {
@@ -480,6 +492,7 @@ impl<T: Transport> C2s<T> {
                 first = b.rx.recv() => Step::Queued(first),
                 _ = stalled.notified() => Step::Stalled,
                 Some(request) = resumption::takeover_requested(&mut slot) => Step::Takeover(request),
+                _ = shutdown.wait() => Step::Shutdown,
             };
             b.slot = slot;
             let result = match step {
@@ -494,13 +507,25 @@ impl<T: Transport> C2s<T> {
                     let mut slot = b.slot.take();
                     // A write blocked on a client that stopped reading must not outlive the
                     // queue filling up behind it, nor keep a resuming client waiting.
+                    let mut write = Box::pin(self.write_queued(&mut b, first));
                     let written = tokio::select! {
-                        written = Box::pin(self.write_queued(&mut b, first)) => written,
+                        written = &mut write => written,
                         _ = stalled.notified() => Err(End::Stalled),
                         Some(request) = resumption::takeover_requested(&mut slot) => {
                             Err(End::TakenOver(request))
                         }
+                        // Cutting a write short would leave half a stanza before the stream
+                        // error; a client that reads nothing gets a bounded wait, then only
+                        // the connection closes (what it did not get is stored offline).
+                        _ = shutdown.wait() => {
+                            match tokio::time::timeout(FAREWELL_TIMEOUT, &mut write).await {
+                                Ok(Ok(())) => Err(End::Error("system-shutdown", None)),
+                                Ok(Err(end)) => Err(end),
+                                Err(_) => Err(End::Stalled),
+                            }
+                        }
                     };
+                    drop(write);
                     if b.slot.is_none() {
                         b.slot = slot;
                     }
@@ -511,6 +536,7 @@ impl<T: Transport> C2s<T> {
                     Some("too many stanzas waiting to be read".into()),
                 )),
                 Step::Takeover(request) => Err(End::TakenOver(request)),
+                Step::Shutdown => Err(End::Error("system-shutdown", None)),
             };
             if let Err(end) = result {
                 break end;
@@ -538,7 +564,10 @@ impl<T: Transport> C2s<T> {
                 }
                 return End::Disconnected;
             }
-            end @ (End::Disconnected | End::Stalled) if resumable => {
+            // At shutdown nothing is parked: resumption state does not outlive the process.
+            end @ (End::Disconnected | End::Stalled)
+                if resumable && !self.ctx.router.is_shutting_down() =>
+            {
                 for el in in_flight.drain(..).rev() {
                     b.pending.push_front(el);
                 }
@@ -699,10 +728,6 @@ impl<T: Transport> C2s<T> {
                     ));
                     break;
                 }
-                Outbound::Shutdown => {
-                    end = Some(End::Error("system-shutdown", None));
-                    break;
-                }
             };
             match b.csi.as_mut() {
                 Some(csi) if csi.is_inactive() || csi.has_held() => {
@@ -849,6 +874,7 @@ enum Step {
     Queued(Option<Outbound>),
     Stalled,
     Takeover(Takeover),
+    Shutdown,
 }
 
 /// Stream management granted to a session (XEP-0198 `<enabled/>`).

@@ -202,8 +202,16 @@ pub async fn takeover_requested(slot: &mut Option<Slot>) -> Option<Takeover> {
 pub fn detach(ctx: Arc<ServerContext>, bound: Box<Bound>) {
     ctx.router.set_detached(&bound.jid, true);
     info!(jid = %bound.jid, "session detached, waiting for resumption");
+    // Taken here, while the caller still holds its own, so shutdown never sees a gap.
+    let alive = ctx.router.track_task();
     // Still in the connection's span, so the session's later life is logged with it.
-    tokio::spawn(hibernate(ctx, bound).in_current_span());
+    tokio::spawn(
+        async move {
+            hibernate(ctx, bound).await;
+            drop(alive);
+        }
+        .in_current_span(),
+    );
 }
 
 enum Wake {
@@ -222,6 +230,7 @@ async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
     let limit = bound.pending.len() + bound.rx.len() + ctx.config.limits.session_queue;
     // Held until the session resumes or ends; parking one too many ends the oldest.
     let mut parked = ctx.detached.park(&bound.jid.to_bare());
+    let mut shutdown = ctx.router.shutdown_signal();
     let (why, end) = loop {
         let mut slot = bound.slot.take();
         let wake = tokio::select! {
@@ -238,9 +247,11 @@ async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
                 Some(Outbound::Replaced) => {
                     Wake::End("replaced by a new session", SessionEnd::ByServer)
                 }
-                Some(Outbound::Shutdown) => Wake::End("server shutdown", SessionEnd::ByServer),
                 None => Wake::End("queue closed", SessionEnd::ByServer),
             },
+            // Its client is told nothing (there is no connection): the resumption state dies
+            // with the process, and the queue goes to offline storage.
+            _ = shutdown.wait() => Wake::End("server shutdown", SessionEnd::ByServer),
             // A full queue (taken care of by draining) or a leftover wakeup from the live
             // connection: either way, nothing must stay stored to end the resumed session.
             _ = bound.stalled.notified() => Wake::Stalled,
@@ -295,7 +306,7 @@ pub async fn end_session(
         match item {
             Outbound::Stanza(el) => left.push(*el),
             Outbound::Shared(shared) => left.push(shared.0.element_to(&shared.1)),
-            Outbound::Replaced | Outbound::Shutdown => {}
+            Outbound::Replaced => {}
         }
     }
     if !left.is_empty() {
@@ -312,7 +323,14 @@ pub async fn dispose(router: &Arc<Router>, stanzas: Vec<Element>) {
     for el in stanzas {
         match Kind::of(&el) {
             Some(Kind::Message) => {
-                if let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) {
+                let Some(to) = el.attr("to").and_then(|t| Jid::new(t).ok()) else {
+                    continue;
+                };
+                if router.is_shutting_down() {
+                    // Straight to storage, in this session's order: routing again would
+                    // archive it a second time and queue it behind later messages.
+                    router.store_offline(&to.to_bare(), el).await;
+                } else {
                     router.route(Kind::Message, to, el).await;
                 }
             }

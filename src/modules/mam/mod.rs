@@ -35,6 +35,7 @@ use super::user_cache::{bare_str, UserCache};
 use crate::config::Config;
 use crate::router::{
     IqHandler, IqRequest, IqResult, MessageHook, Module, Registry, Router, SessionHook,
+    ShutdownHook,
 };
 use crate::stanza::{self, StanzaError};
 use crate::storage::{ArchiveDefault, ArchivePrefs, ArchivedMessage, StorageResult};
@@ -278,7 +279,8 @@ impl Module for Mam {
         registry.account_iq(ns::MAM, "query", self.clone());
         registry.account_iq(ns::MAM, "metadata", self.clone());
         registry.account_iq(ns::MAM, "prefs", self.clone());
-        registry.session_hook(self);
+        registry.session_hook(self.clone());
+        registry.shutdown_hook(self);
         registry.account_feature(ns::MAM);
         registry.account_feature(ns::MAM_EXTENDED);
         registry.account_feature(ns::STANZA_ID);
@@ -315,6 +317,16 @@ impl MessageHook for Mam {
             return;
         }
         self.archive(router, to, &with, false, message).await;
+    }
+}
+
+/// Rows still queued in the writer are committed before storage closes.
+#[async_trait]
+impl ShutdownHook for Mam {
+    async fn shutdown(&self, _router: &Arc<Router>) {
+        if let Some(writer) = self.archiver.writer.get() {
+            writer.flush().await;
+        }
     }
 }
 
