@@ -103,15 +103,17 @@ impl Address {
     }
 
     /// Nothing to remember: no connection open and a full bucket, as for a new address.
-    fn forgettable(&mut self, limits: &Limits, now: Instant) -> bool {
+    /// Only reads the state: the tokens are credited by the next admission, at its own time.
+    fn forgettable(&self, limits: &Limits, now: Instant) -> bool {
         if self.open > 0 {
             return false;
         }
         if limits.rate_per_address == 0 {
             return true;
         }
-        self.refill(limits, now);
-        self.tokens >= f64::from(limits.burst_per_address.max(1))
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens + elapsed * f64::from(limits.rate_per_address)
+            >= f64::from(limits.burst_per_address.max(1))
     }
 }
 
