@@ -145,6 +145,8 @@ pub struct TcpTransport {
     tls: Arc<TlsContext>,
     peer: SocketAddr,
     write_buf: Vec<u8>,
+    /// Bytes read from the client so far, after TLS (see `Transport::bytes_read`).
+    read: u64,
 }
 
 impl TcpTransport {
@@ -156,13 +158,20 @@ impl TcpTransport {
             tls,
             peer,
             write_buf: Vec::new(),
+            read: 0,
         }
     }
 
     /// Waits for data and parses it until at least one frame is complete.
     async fn fill(&mut self) -> Result<(), TransportError> {
         std::future::poll_fn(|cx| {
-            byte_stream::poll_frames(cx, &mut self.socket, &mut self.parser, &mut self.frames)
+            byte_stream::poll_frames(
+                cx,
+                &mut self.socket,
+                &mut self.parser,
+                &mut self.frames,
+                &mut self.read,
+            )
         })
         .await
     }
@@ -259,6 +268,10 @@ impl Transport for TcpTransport {
 
     fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.read
     }
 }
 

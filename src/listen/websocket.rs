@@ -16,6 +16,8 @@ pub struct WsTransport {
     peer: SocketAddr,
     limits: XmlLimits,
     secure: bool,
+    /// Payload bytes of every message received so far (see `Transport::bytes_read`).
+    read: u64,
 }
 
 impl WsTransport {
@@ -25,8 +27,18 @@ impl WsTransport {
             peer,
             limits,
             secure,
+            read: 0,
         }
     }
+}
+
+fn payload_len(message: &Message) -> u64 {
+    let len = match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
+        Message::Close(frame) => frame.as_ref().map_or(0, |f| f.reason.len()),
+    };
+    len as u64
 }
 
 fn io_error(e: axum::Error) -> io::Error {
@@ -41,6 +53,8 @@ impl Transport for WsTransport {
                 Some(Err(_)) => return Err(TransportError::Disconnected),
                 Some(Ok(message)) => message,
             };
+            // Keepalives and pings cost the server as much as stanzas to take in: all count.
+            self.read += payload_len(&message);
             let text = match message {
                 Message::Text(text) => text,
                 Message::Binary(_) => {
@@ -132,5 +146,9 @@ impl Transport for WsTransport {
 
     fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.read
     }
 }
