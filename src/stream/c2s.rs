@@ -16,7 +16,7 @@ use super::resumption::{self, Bound, Takeover};
 use super::sasl2::{self, Sasl2Outcome};
 use super::shaper::Shaper;
 use super::sm::{self, Nonza, SmState};
-use super::transport::{Incoming, Transport, TransportError};
+use super::transport::{Incoming, Read, Transport, TransportError};
 use super::{fast, features};
 use crate::listen::admission::Permit;
 use crate::router::{Outbound, Reservation, SessionEnd};
@@ -141,21 +141,28 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>, permit: Pe
 
 impl<T: Transport> C2s<T> {
     /// The next frame from the client, read no sooner than its rates allow. Every read of the
-    /// stream goes through here, on every transport, so the shaper sees all of it. Cancel-safe
-    /// like `Transport::next_frame`: a wait dropped half-way loses nothing, and bytes read by
-    /// a dropped read are charged with the next frame.
+    /// stream goes through here, on every transport, so the shaper sees all of it, including
+    /// input that completes no frame (transports return after a bounded amount of it).
+    /// Cancel-safe like `Transport::next_frame`: a wait dropped half-way loses nothing, and
+    /// bytes read by a dropped read are charged with the next one.
     pub(super) async fn next_frame(&mut self) -> Result<Incoming, TransportError> {
-        if let Some(ready) = self.shaper.ready_at(Instant::now()) {
-            // Not reading is the whole of the slowing down: the client's bytes wait in the
-            // kernel and TCP's window stops it. Boxed, so that the timer takes memory only
-            // while a client is over its rate, not in every idle session's state.
-            Box::pin(tokio::time::sleep_until(ready.into())).await;
+        loop {
+            if let Some(ready) = self.shaper.ready_at(Instant::now()) {
+                // Not reading is the whole of the slowing down: the client's bytes wait in
+                // the kernel and TCP's window stops it. Boxed, so that the timer takes memory
+                // only while a client is over its rate, not in every idle session's state.
+                Box::pin(tokio::time::sleep_until(ready.into())).await;
+            }
+            let read = self.transport.next_frame().await;
+            let stanza = matches!(read, Ok(Read::Frame(Incoming::Element(_))));
+            self.shaper
+                .charge(self.transport.bytes_read(), stanza, Instant::now());
+            match read {
+                Ok(Read::Frame(frame)) => return Ok(frame),
+                Ok(Read::Partial) => continue,
+                Err(e) => return Err(e),
+            }
         }
-        let frame = self.transport.next_frame().await;
-        let stanza = matches!(frame, Ok(Incoming::Element(_)));
-        self.shaper
-            .charge(self.transport.bytes_read(), stanza, Instant::now());
-        frame
     }
 
     /// Takes the stream from the first byte to a bound resource.
