@@ -378,3 +378,79 @@ async fn a_byte_flood_over_websocket_is_slowed() {
         "{answered} pings answered in {elapsed:?}, the rate allows {bound}"
     );
 }
+
+/// Writes `data` on a task of its own: the server reading slowly must not block the test.
+fn write_in_background(mut raw: Raw, data: Vec<u8>) -> JoinHandle<Raw> {
+    tokio::spawn(async move {
+        raw.io_write_bytes(&data).await;
+        raw
+    })
+}
+
+/// The earliest time by which a server reading at `rate` after `burst` (and one poll more)
+/// can have read `total` bytes.
+fn earliest(total: u64, rate: u64, burst: u64) -> Duration {
+    Duration::from_secs_f64(total.saturating_sub(burst + ONE_POLL) as f64 / rate as f64)
+}
+
+#[tokio::test]
+async fn whitespace_before_bind_is_read_at_the_lower_rate() {
+    const RATE: u32 = 64 * 1024;
+    const BURST: u32 = 32 * 1024;
+    let server = start(|c| {
+        c.limits.bytes_rate_before_bind = RATE;
+        c.limits.bytes_burst_before_bind = BURST;
+    });
+    // Whitespace completes no stanza, so only a shaper that also sees partial input can slow
+    // it: the header, 256 KiB of spaces, then `<starttls/>`.
+    let mut data = OPEN.as_bytes().to_vec();
+    data.extend(std::iter::repeat_n(b' ', 256 * 1024));
+    data.extend_from_slice(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    let total = data.len() as u64;
+    let started = Instant::now();
+    let writer = write_in_background(Raw::connect(server.c2s).await, data);
+    let mut raw = tokio::time::timeout(WAIT, writer)
+        .await
+        .expect("the server reads on")
+        .expect("writer");
+    let features = raw.element().await;
+    assert_eq!(features.name(), "features");
+    let proceed = raw.element().await;
+    assert_eq!(proceed.name(), "proceed", "slowed, not refused");
+    let elapsed = started.elapsed();
+    let earliest = earliest(total, RATE.into(), BURST.into());
+    eprintln!("{total} bytes before <starttls/> read in {elapsed:?} (no sooner than {earliest:?})");
+    assert!(
+        elapsed >= earliest,
+        "{total} bytes read in {elapsed:?}, the rate allows no less than {earliest:?}"
+    );
+}
+
+#[tokio::test]
+async fn whitespace_in_a_bound_session_is_read_at_its_rate() {
+    const RATE: u32 = 256 * 1024;
+    const BURST: u32 = 32 * 1024;
+    let server = start(|c| {
+        c.limits.bytes_rate_per_session = RATE;
+        c.limits.bytes_burst_per_session = BURST;
+    });
+    let (raw, _) = Raw::login(server.c2s, server.tls_config(), "flooder", "f").await;
+    let mut data = vec![b' '; 1 << 20];
+    data.extend_from_slice(PING.as_bytes());
+    let total = data.len() as u64;
+    let started = Instant::now();
+    let writer = write_in_background(raw, data);
+    let mut raw = tokio::time::timeout(WAIT, writer)
+        .await
+        .expect("the server reads on")
+        .expect("writer");
+    let answer = raw.element().await;
+    assert!(is_ping_result(&answer), "{answer:?}");
+    let elapsed = started.elapsed();
+    let earliest = earliest(total, RATE.into(), BURST.into());
+    eprintln!("{total} bytes before the ping read in {elapsed:?} (no sooner than {earliest:?})");
+    assert!(
+        elapsed >= earliest,
+        "{total} bytes read in {elapsed:?}, the rate allows no less than {earliest:?}"
+    );
+}
