@@ -329,7 +329,9 @@ async fn a_byte_flood_over_websocket_is_slowed() {
 
     // RFC 7395: one element per message; the padding goes as whitespace keepalives, which the
     // server reads (and charges) like any other message.
-    let ping = format!("<iq xmlns='jabber:client' type='get' id='f' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let ping = "<iq xmlns='jabber:client' type='get' id='f' to='localhost'>\
+        <ping xmlns='urn:xmpp:ping'/></iq>"
+        .to_string();
     let padding = " ".repeat(PADDING);
     let unit = (ping.len() + padding.len()) as u64;
     let answered = Arc::new(AtomicU64::new(0));

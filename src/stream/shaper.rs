@@ -142,6 +142,16 @@ mod tests {
     }
 
     #[test]
+    fn a_shaper_is_a_few_words() {
+        // Every connection carries one for its whole life (issue 16 counts per-session bytes).
+        assert!(
+            std::mem::size_of::<Shaper>() <= 56,
+            "{}",
+            std::mem::size_of::<Shaper>()
+        );
+    }
+
+    #[test]
     fn zero_rate_is_no_limit() {
         let at = clock();
         assert!(TokenBucket::new(0, 100, at(0)).is_none());
