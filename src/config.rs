@@ -246,6 +246,27 @@ pub struct LimitsConfig {
     /// limit. When one more detaches, the one that detached first ends as if its resumption
     /// timed out (contacts see it go, its queue goes to offline storage).
     pub max_detached_sessions_per_account: usize,
+    /// Bytes per second a bound session may send, on average (a token bucket refilled at this
+    /// rate, see `stream::shaper`); 0 = no limit. Past it the session is read more slowly, not
+    /// disconnected: TCP holds the rest back at the client. 64 KiB/s is sixty times what chat
+    /// needs and still lets a client upload an avatar or catch up on history in seconds.
+    pub bytes_rate_per_session: u32,
+    /// Bytes a bound session may send at once before the rate applies: one stanza of the
+    /// default `c2s.max_stanza_size`, so the largest stanza allowed is never slowed.
+    pub bytes_burst_per_session: u32,
+    /// The byte rate of a connection until it binds a resource (or resumes a session); 0 = no
+    /// limit. Logging in takes a few kilobytes, and until then nobody knows who is sending:
+    /// a lower rate bounds what `max_unauthenticated_connections` strangers can make the
+    /// server parse.
+    pub bytes_rate_before_bind: u32,
+    /// Bytes a connection may send at once before it binds.
+    pub bytes_burst_before_bind: u32,
+    /// Stanzas (and Stream Management or CSI elements) per second a bound session may send, on
+    /// average; 0 = no limit. Past it the session is read more slowly, not disconnected.
+    pub stanza_rate_per_session: u32,
+    /// Stanzas a bound session may send at once before the rate applies: a login that joins
+    /// hundreds of rooms and answers their disco queries.
+    pub stanza_burst_per_session: u32,
 }
 
 /// Personal eventing (XEP-0163) on every account.
@@ -538,6 +559,12 @@ impl Default for LimitsConfig {
             // without resuming leaves one more behind each time; beyond three that is a
             // client bug piling up queues, not devices.
             max_detached_sessions_per_account: 3,
+            bytes_rate_per_session: 64 * 1024,
+            bytes_burst_per_session: 256 * 1024,
+            bytes_rate_before_bind: 8 * 1024,
+            bytes_burst_before_bind: 32 * 1024,
+            stanza_rate_per_session: 50,
+            stanza_burst_per_session: 500,
         }
     }
 }
@@ -675,23 +702,44 @@ impl Config {
                 "limits.session_queue must be at least 16".into(),
             ));
         }
-        if self.limits.connection_rate_per_address > 0
-            && self.limits.connection_burst_per_address == 0
-        {
-            return Err(ConfigError::Invalid(
-                "limits.connection_burst_per_address must be at least 1 when \
-                 limits.connection_rate_per_address is set"
-                    .into(),
-            ));
-        }
-        if self.limits.subscription_requests_per_minute > 0
-            && self.limits.subscription_request_burst == 0
-        {
-            return Err(ConfigError::Invalid(
-                "limits.subscription_request_burst must be at least 1 when \
-                 limits.subscription_requests_per_minute is set"
-                    .into(),
-            ));
+        let limits = &self.limits;
+        for (rate, burst, rate_name, burst_name) in [
+            (
+                limits.connection_rate_per_address,
+                limits.connection_burst_per_address,
+                "connection_rate_per_address",
+                "connection_burst_per_address",
+            ),
+            (
+                limits.subscription_requests_per_minute,
+                limits.subscription_request_burst,
+                "subscription_requests_per_minute",
+                "subscription_request_burst",
+            ),
+            (
+                limits.bytes_rate_per_session,
+                limits.bytes_burst_per_session,
+                "bytes_rate_per_session",
+                "bytes_burst_per_session",
+            ),
+            (
+                limits.bytes_rate_before_bind,
+                limits.bytes_burst_before_bind,
+                "bytes_rate_before_bind",
+                "bytes_burst_before_bind",
+            ),
+            (
+                limits.stanza_rate_per_session,
+                limits.stanza_burst_per_session,
+                "stanza_rate_per_session",
+                "stanza_burst_per_session",
+            ),
+        ] {
+            if rate > 0 && burst == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{burst_name} must be at least 1 when limits.{rate_name} is set"
+                )));
+            }
         }
         if self.stream_management.max_unacked < 16 {
             return Err(ConfigError::Invalid(
@@ -808,6 +856,32 @@ mod tests {
             )
         };
         assert_eq!(admission(&config.limits), admission(&defaults));
+        let shaping = |l: &LimitsConfig| {
+            (
+                l.bytes_rate_per_session,
+                l.bytes_burst_per_session,
+                l.bytes_rate_before_bind,
+                l.bytes_burst_before_bind,
+                l.stanza_rate_per_session,
+                l.stanza_burst_per_session,
+            )
+        };
+        assert_eq!(shaping(&config.limits), shaping(&defaults));
+    }
+
+    #[test]
+    fn a_session_rate_needs_a_burst() {
+        for (rate, burst) in [
+            ("bytes_rate_per_session", "bytes_burst_per_session"),
+            ("bytes_rate_before_bind", "bytes_burst_before_bind"),
+            ("stanza_rate_per_session", "stanza_burst_per_session"),
+        ] {
+            let text = format!("[limits]\n{rate} = 10\n{burst} = 0\n");
+            let err = Config::parse(&text, Path::new("c.toml")).unwrap_err();
+            assert!(err.to_string().contains(burst), "{err}");
+            let text = format!("[limits]\n{rate} = 0\n{burst} = 0\n");
+            assert!(Config::parse(&text, Path::new("c.toml")).is_ok());
+        }
     }
 
     #[test]

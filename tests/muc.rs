@@ -1311,10 +1311,12 @@ async fn direct_and_mediated_invitations_arrive() {
 #[tokio::test]
 async fn a_stalled_occupant_does_not_delay_the_others() {
     // A small session queue, so that the stalled occupant's queue is full early; alice sends
-    // as fast as the room echoes, well past the default rate of one occupant.
+    // as fast as the room echoes, well past the default rate of one occupant, and ~9.6 MB on
+    // purpose: unshaped, or the default 64 KiB/s would make this take minutes.
     let t = TestServer::start_with(|c| {
         c.limits.session_queue = 16;
         c.muc.occupant_messages_per_second = 0;
+        c.limits.bytes_rate_per_session = 0;
     })
     .await;
     let room = format!("busy@{SERVICE}");

@@ -24,11 +24,13 @@ pub const MAX_READS_PER_POLL: usize = 16;
 /// Reads from `source` and parses until at least one frame is in `frames`. Returns `Pending`
 /// when the source has nothing more (its waker registered by `poll_read`) or when this poll has
 /// done `MAX_READS_PER_POLL` reads (waker woken, so the task runs again after the others).
+/// Adds what it read to `read`, for the session's traffic shaper.
 pub fn poll_frames<R: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
     source: &mut R,
     parser: &mut StreamParser,
     frames: &mut VecDeque<Frame>,
+    read: &mut u64,
 ) -> Poll<Result<(), TransportError>> {
     for _ in 0..MAX_READS_PER_POLL {
         let mut chunk = [0u8; READ_CHUNK];
@@ -38,12 +40,13 @@ pub fn poll_frames<R: AsyncRead + Unpin>(
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
             Poll::Ready(Ok(())) => {}
         }
-        let read = buf.filled();
-        if read.is_empty() {
+        let filled = buf.filled();
+        if filled.is_empty() {
             return Poll::Ready(Err(TransportError::Disconnected));
         }
+        *read += filled.len() as u64;
         let mut out = Vec::new();
-        if let Err(e) = parser.feed(read, &mut out) {
+        if let Err(e) = parser.feed(filled, &mut out) {
             return Poll::Ready(Err(e.into()));
         }
         frames.extend(out);
@@ -129,14 +132,19 @@ mod tests {
             let mut source = Firehose { data, at: 0, burst, reads: 0 };
             let mut parser = StreamParser::new(XmlLimits::with_max_size(256 * 1024));
             let mut frames = VecDeque::new();
+            let mut read = 0u64;
             let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
             let waker = Waker::from(wakes.clone());
             let mut cx = Context::from_waker(&waker);
             loop {
                 let reads_before = source.reads;
                 let woken_before = wakes.0.load(Ordering::Relaxed);
-                let poll = poll_frames(&mut cx, &mut source, &mut parser, &mut frames);
+                let at_before = source.at;
+                let poll = poll_frames(&mut cx, &mut source, &mut parser, &mut frames, &mut read);
                 prop_assert!(source.reads - reads_before <= MAX_READS_PER_POLL);
+                // Every byte taken from the source is counted for the shaper.
+                prop_assert_eq!(read, source.at as u64);
+                prop_assert!(source.at - at_before <= MAX_READS_PER_POLL * READ_CHUNK);
                 match poll {
                     Poll::Ready(Ok(())) => frames.clear(),
                     Poll::Ready(Err(_)) => break,

@@ -17,7 +17,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use crate::sasl::ChannelBindings;
 use crate::server::ServerContext;
 use crate::stream::c2s;
-use crate::stream::transport::{Incoming, Transport, TransportError};
+use crate::stream::transport::{Incoming, Read, Transport, TransportError};
 use crate::tls::TlsContext;
 use crate::xml::{ns, Frame, StreamParser, XmlLimits};
 
@@ -145,6 +145,8 @@ pub struct TcpTransport {
     tls: Arc<TlsContext>,
     peer: SocketAddr,
     write_buf: Vec<u8>,
+    /// Bytes read from the client so far, after TLS (see `Transport::bytes_read`).
+    read: u64,
 }
 
 impl TcpTransport {
@@ -156,33 +158,56 @@ impl TcpTransport {
             tls,
             peer,
             write_buf: Vec::new(),
+            read: 0,
         }
     }
 
-    /// Waits for data and parses it until at least one frame is complete.
-    async fn fill(&mut self) -> Result<(), TransportError> {
+    /// Waits for data and parses it until at least one frame is complete (true), or until a
+    /// poll has read bytes that completed none and the task has yielded once since (false):
+    /// so at most one poll's reads go by without the caller seeing them.
+    async fn fill(&mut self) -> Result<bool, TransportError> {
+        let start = self.read;
+        let mut yielded_after_reading = false;
         std::future::poll_fn(|cx| {
-            byte_stream::poll_frames(cx, &mut self.socket, &mut self.parser, &mut self.frames)
+            if yielded_after_reading {
+                return Poll::Ready(Ok(false));
+            }
+            let poll = byte_stream::poll_frames(
+                cx,
+                &mut self.socket,
+                &mut self.parser,
+                &mut self.frames,
+                &mut self.read,
+            );
+            match poll {
+                Poll::Ready(result) => Poll::Ready(result.map(|()| true)),
+                Poll::Pending => {
+                    yielded_after_reading = self.read > start;
+                    Poll::Pending
+                }
+            }
         })
         .await
     }
 }
 
 impl Transport for TcpTransport {
-    async fn next_frame(&mut self) -> Result<Incoming, TransportError> {
+    async fn next_frame(&mut self) -> Result<Read, TransportError> {
         loop {
             if let Some(frame) = self.frames.pop_front() {
                 if self.frames.is_empty() {
                     // Usually empty between reads: keep no capacity while idle.
                     self.frames = VecDeque::new();
                 }
-                return Ok(match frame {
+                return Ok(Read::Frame(match frame {
                     Frame::StreamOpen(header) => Incoming::Open(header),
                     Frame::Element(el) => Incoming::Element(el),
                     Frame::StreamClose => Incoming::Close,
-                });
+                }));
             }
-            self.fill().await?;
+            if !self.fill().await? {
+                return Ok(Read::Partial);
+            }
         }
     }
 
@@ -260,6 +285,10 @@ impl Transport for TcpTransport {
     fn peer(&self) -> SocketAddr {
         self.peer
     }
+
+    fn bytes_read(&self) -> u64 {
+        self.read
+    }
 }
 
 #[cfg(test)]
@@ -336,13 +365,17 @@ mod tests {
         );
         assert!(matches!(
             transport.next_frame().await,
-            Ok(Incoming::Open(_))
+            Ok(Read::Frame(Incoming::Open(_)))
         ));
 
         let reader_events = events.clone();
         let reader = tokio::spawn(async move {
-            if let Ok(Incoming::Element(_)) = transport.next_frame().await {
-                let _ = reader_events.send("frame after the flood");
+            // The spaces come back as partial reads, each after a yield.
+            while let Ok(read) = transport.next_frame().await {
+                if let Read::Frame(Incoming::Element(_)) = read {
+                    let _ = reader_events.send("frame after the flood");
+                    break;
+                }
             }
             drop(client);
         });

@@ -8,7 +8,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures::SinkExt;
 
 use crate::sasl::ChannelBindings;
-use crate::stream::transport::{Incoming, Transport, TransportError};
+use crate::stream::transport::{Incoming, Read, Transport, TransportError};
 use crate::xml::{self, ns, FramingError, StreamHeader, XmlLimits};
 
 pub struct WsTransport {
@@ -16,6 +16,8 @@ pub struct WsTransport {
     peer: SocketAddr,
     limits: XmlLimits,
     secure: bool,
+    /// Payload bytes of every message received so far (see `Transport::bytes_read`).
+    read: u64,
 }
 
 impl WsTransport {
@@ -25,8 +27,18 @@ impl WsTransport {
             peer,
             limits,
             secure,
+            read: 0,
         }
     }
+}
+
+fn payload_len(message: &Message) -> u64 {
+    let len = match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
+        Message::Close(frame) => frame.as_ref().map_or(0, |f| f.reason.len()),
+    };
+    len as u64
 }
 
 fn io_error(e: axum::Error) -> io::Error {
@@ -34,48 +46,48 @@ fn io_error(e: axum::Error) -> io::Error {
 }
 
 impl Transport for WsTransport {
-    async fn next_frame(&mut self) -> Result<Incoming, TransportError> {
-        loop {
-            let message = match self.socket.recv().await {
-                None => return Err(TransportError::Disconnected),
-                Some(Err(_)) => return Err(TransportError::Disconnected),
-                Some(Ok(message)) => message,
-            };
-            let text = match message {
-                Message::Text(text) => text,
-                Message::Binary(_) => {
-                    return Err(FramingError::NotWellFormed(
-                        "binary WebSocket messages are not XMPP (RFC 7395 §3.2)".into(),
-                    )
-                    .into())
-                }
-                Message::Ping(_) | Message::Pong(_) => {
-                    // Frames that complete nothing can arrive faster than the socket is read
-                    // (several per buffered read): spend budget on them so a flood yields.
-                    tokio::task::consume_budget().await;
-                    continue;
-                }
-                Message::Close(_) => return Err(TransportError::Disconnected),
-            };
-            if text.trim().is_empty() {
-                // Whitespace keepalive.
+    async fn next_frame(&mut self) -> Result<Read, TransportError> {
+        let message = match self.socket.recv().await {
+            None => return Err(TransportError::Disconnected),
+            Some(Err(_)) => return Err(TransportError::Disconnected),
+            Some(Ok(message)) => message,
+        };
+        // Keepalives and pings cost the server as much as stanzas to take in: all count.
+        self.read += payload_len(&message);
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                return Err(FramingError::NotWellFormed(
+                    "binary WebSocket messages are not XMPP (RFC 7395 §3.2)".into(),
+                )
+                .into())
+            }
+            Message::Ping(_) | Message::Pong(_) => {
+                // Frames that complete nothing can arrive faster than the socket is read
+                // (several per buffered read): spend budget on them so a flood yields.
                 tokio::task::consume_budget().await;
-                continue;
+                return Ok(Read::Partial);
             }
-            let el = xml::parse_standalone(text.as_bytes(), self.limits)?;
-            if el.is("open", ns::FRAMING) {
-                return Ok(Incoming::Open(StreamHeader {
-                    to: el.attr("to").map(str::to_owned),
-                    from: el.attr("from").map(str::to_owned),
-                    version: el.attr("version").map(str::to_owned),
-                    lang: el.attr_ns(ns::XML, "lang").map(str::to_owned),
-                }));
-            }
-            if el.is("close", ns::FRAMING) {
-                return Ok(Incoming::Close);
-            }
-            return Ok(Incoming::Element(el));
+            Message::Close(_) => return Err(TransportError::Disconnected),
+        };
+        if text.trim().is_empty() {
+            // Whitespace keepalive.
+            tokio::task::consume_budget().await;
+            return Ok(Read::Partial);
         }
+        let el = xml::parse_standalone(text.as_bytes(), self.limits)?;
+        if el.is("open", ns::FRAMING) {
+            return Ok(Read::Frame(Incoming::Open(StreamHeader {
+                to: el.attr("to").map(str::to_owned),
+                from: el.attr("from").map(str::to_owned),
+                version: el.attr("version").map(str::to_owned),
+                lang: el.attr_ns(ns::XML, "lang").map(str::to_owned),
+            })));
+        }
+        if el.is("close", ns::FRAMING) {
+            return Ok(Read::Frame(Incoming::Close));
+        }
+        Ok(Read::Frame(Incoming::Element(el)))
     }
 
     async fn open_stream(&mut self, id: &str, from: &str) -> io::Result<()> {
@@ -132,5 +144,9 @@ impl Transport for WsTransport {
 
     fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.read
     }
 }

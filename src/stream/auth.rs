@@ -153,7 +153,7 @@ async fn read_response<T: Transport>(
     c2s: &mut C2s<T>,
     wrapper: Wrapper,
 ) -> Result<Result<Vec<u8>, SaslFailure>, End> {
-    match c2s.transport.next_frame().await? {
+    match c2s.next_frame().await? {
         Incoming::Element(el) if el.is("response", wrapper.ns()) => {
             Ok(sasl::decode_payload(&el.text()).map(Option::unwrap_or_default))
         }

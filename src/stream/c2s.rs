@@ -3,7 +3,7 @@
 //! the client and the router.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jid::{BareJid, FullJid};
 use minidom::Element;
@@ -14,8 +14,9 @@ use super::auth::{self, AuthOutcome};
 use super::bind2::{self, InlineRequests};
 use super::resumption::{self, Bound, Takeover};
 use super::sasl2::{self, Sasl2Outcome};
+use super::shaper::Shaper;
 use super::sm::{self, Nonza, SmState};
-use super::transport::{Incoming, Transport, TransportError};
+use super::transport::{Incoming, Read, Transport, TransportError};
 use super::{fast, features};
 use crate::listen::admission::Permit;
 use crate::router::{Outbound, Reservation, SessionEnd};
@@ -79,6 +80,9 @@ pub(super) struct C2s<T: Transport> {
     in_flight: Vec<Element>,
     /// A session taken over by `<resume/>` during negotiation, with the client's `h`.
     pub(super) resumed: Option<Resumed>,
+    /// How fast the client may send: every frame is read through `next_frame`, which waits
+    /// here while the client is over its rates.
+    shaper: Shaper,
 }
 
 /// Runs one client connection to its end. The permit is held until then; the negotiation must
@@ -89,12 +93,14 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>, permit: Pe
     // Held to the last byte of the farewell: shutdown waits for it.
     let _alive = ctx.router.track_task();
     let mut shutdown = ctx.router.shutdown_signal();
+    let shaper = Shaper::before_bind(&ctx.config.limits, Instant::now());
     let mut stream = C2s {
         transport,
         ctx,
         header_sent: false,
         in_flight: Vec::new(),
         resumed: None,
+        shaper,
     };
     // Boxed, like the routing below: an idle session's task should not carry the space of the
     // negotiation's (or routing's) deepest await for its whole life.
@@ -145,6 +151,31 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>, permit: Pe
 }
 
 impl<T: Transport> C2s<T> {
+    /// The next frame from the client, read no sooner than its rates allow. Every read of the
+    /// stream goes through here, on every transport, so the shaper sees all of it, including
+    /// input that completes no frame (transports return after a bounded amount of it).
+    /// Cancel-safe like `Transport::next_frame`: a wait dropped half-way loses nothing, and
+    /// bytes read by a dropped read are charged with the next one.
+    pub(super) async fn next_frame(&mut self) -> Result<Incoming, TransportError> {
+        loop {
+            if let Some(ready) = self.shaper.ready_at(Instant::now()) {
+                // Not reading is the whole of the slowing down: the client's bytes wait in
+                // the kernel and TCP's window stops it. Boxed, so that the timer takes memory
+                // only while a client is over its rate, not in every idle session's state.
+                Box::pin(tokio::time::sleep_until(ready.into())).await;
+            }
+            let read = self.transport.next_frame().await;
+            let stanza = matches!(read, Ok(Read::Frame(Incoming::Element(_))));
+            self.shaper
+                .charge(self.transport.bytes_read(), stanza, Instant::now());
+            match read {
+                Ok(Read::Frame(frame)) => return Ok(frame),
+                Ok(Read::Partial) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Takes the stream from the first byte to a bound resource.
     async fn negotiate(&mut self) -> Result<Negotiated, End> {
         let mut username: Option<String> = None;
@@ -154,7 +185,7 @@ impl<T: Transport> C2s<T> {
             self.send_features(username.is_some()).await?;
             // Elements of this stream, until it restarts (after TLS or SASL) or binds.
             loop {
-                let el = match self.transport.next_frame().await? {
+                let el = match self.next_frame().await? {
                     Incoming::Element(el) => el,
                     Incoming::Close => return Err(End::PeerClosed),
                     Incoming::Open(_) => {
@@ -261,7 +292,7 @@ impl<T: Transport> C2s<T> {
 
     /// Reads the peer's stream header and answers with ours (RFC 6120 §4.7).
     async fn expect_stream_header(&mut self) -> Result<StreamHeader, End> {
-        let header = match self.transport.next_frame().await? {
+        let header = match self.next_frame().await? {
             Incoming::Open(header) => header,
             Incoming::Close => return Err(End::PeerClosed),
             Incoming::Element(_) => {
@@ -483,12 +514,13 @@ impl<T: Transport> C2s<T> {
 
     /// Pumps stanzas both ways until the stream ends, then ends the session or parks it.
     async fn run_bound(&mut self, mut b: Bound) -> End {
+        self.shaper.bound(&self.ctx.config.limits, Instant::now());
         let stalled = b.stalled.clone();
         let mut shutdown = self.ctx.router.shutdown_signal();
         let end = loop {
             let mut slot = b.slot.take();
             let step = tokio::select! {
-                frame = self.transport.next_frame() => Step::Frame(frame),
+                frame = self.next_frame() => Step::Frame(frame),
                 first = b.rx.recv() => Step::Queued(first),
                 _ = stalled.notified() => Step::Stalled,
                 Some(request) = resumption::takeover_requested(&mut slot) => Step::Takeover(request),

@@ -9,6 +9,7 @@ mod fast;
 mod features;
 pub mod resumption;
 mod sasl2;
+pub mod shaper;
 mod sm;
 pub mod throttle;
 pub mod transport;

@@ -17,6 +17,16 @@ pub enum Incoming {
     Close,
 }
 
+/// What one call to `Transport::next_frame` gave.
+#[derive(Debug)]
+pub enum Read {
+    Frame(Incoming),
+    /// Bytes that completed no frame yet (whitespace, keepalives, part of a stanza). A
+    /// transport returns this after a bounded amount of such input, so that the session can
+    /// charge what was read and pace its reading even while no frame comes of it.
+    Partial,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error(transparent)]
@@ -29,9 +39,10 @@ pub enum TransportError {
 }
 
 pub trait Transport: Send + 'static {
-    /// The next frame. Cancel-safe: dropping the future loses no data, so the session loop
-    /// can `select!` on it together with its outbound queue.
-    fn next_frame(&mut self) -> impl Future<Output = Result<Incoming, TransportError>> + Send;
+    /// The next frame, or `Read::Partial` after a bounded amount of input that completed
+    /// none. Cancel-safe: dropping the future loses no data, so the session loop can `select!`
+    /// on it together with its outbound queue.
+    fn next_frame(&mut self) -> impl Future<Output = Result<Read, TransportError>> + Send;
 
     /// Sends our stream header (`<stream:stream>` or RFC 7395 `<open/>`).
     fn open_stream(&mut self, id: &str, from: &str) -> impl Future<Output = io::Result<()>> + Send;
@@ -60,4 +71,9 @@ pub trait Transport: Send + 'static {
     fn restart(&mut self);
 
     fn peer(&self) -> SocketAddr;
+
+    /// Bytes received from the client so far, as the transport read them: after TLS, before
+    /// parsing, whitespace and keepalives included (on WebSocket, every message's payload).
+    /// What the session's traffic shaper charges, wherever they were read.
+    fn bytes_read(&self) -> u64;
 }
