@@ -147,7 +147,9 @@ fn big(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_queued_unacknowledged_detached_or_late_is_lost_across_a_restart() {
-    let first = TestServer::start().await;
+    // Alice sends dave 12 MB on purpose, to fill his queue: unshaped, or the default 64 KiB/s
+    // would hold her back for minutes.
+    let first = TestServer::start_with(|c| c.limits.bytes_rate_per_session = 0).await;
     for user in ["alice", "bob", "carol", "dave", "erin"] {
         first.add_user(user).await;
     }

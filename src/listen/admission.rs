@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
+use crate::limits::bucket::{Bucket, Rate};
 use crate::stream::throttle::Source;
 use crate::xml::ns;
 
@@ -85,35 +86,20 @@ const MIN_SWEEP: usize = 1024;
 /// What is known of one address.
 struct Address {
     open: u32,
-    /// Connections it may still open right now (the bucket), as of `refilled`.
-    tokens: f64,
-    refilled: Instant,
+    /// New connections it may open (see `limits::bucket`).
+    bucket: Bucket,
 }
 
 impl Address {
-    fn refill(&mut self, limits: &Limits, now: Instant) {
-        // Never backwards: time already credited must not be credited twice.
-        if now <= self.refilled {
-            return;
-        }
-        let elapsed = (now - self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * f64::from(limits.rate_per_address))
-            .min(f64::from(limits.burst_per_address.max(1)));
-        self.refilled = now;
-    }
-
     /// Nothing to remember: no connection open and a full bucket, as for a new address.
-    /// Only reads the state: the tokens are credited by the next admission, at its own time.
-    fn forgettable(&self, limits: &Limits, now: Instant) -> bool {
-        if self.open > 0 {
-            return false;
-        }
-        if limits.rate_per_address == 0 {
-            return true;
-        }
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens + elapsed * f64::from(limits.rate_per_address)
-            >= f64::from(limits.burst_per_address.max(1))
+    fn forgettable(&self, now: Instant) -> bool {
+        self.open == 0 && self.bucket.is_full(now.into_std())
+    }
+}
+
+impl Limits {
+    fn connection_rate(&self) -> Option<Rate> {
+        Rate::per_second(self.rate_per_address, self.burst_per_address)
     }
 }
 
@@ -144,21 +130,18 @@ impl Admission {
         if limits.unauthenticated > 0 && state.unauthenticated >= limits.unauthenticated {
             return Err(Refusal::TooManyUnauthenticated(limits.unauthenticated));
         }
-        state.sweep(&limits, now);
+        state.sweep(now);
         let address = state.addresses.entry(source).or_insert(Address {
             open: 0,
-            tokens: f64::from(limits.burst_per_address.max(1)),
-            refilled: now,
+            bucket: Bucket::full(now.into_std()),
         });
         if limits.per_address > 0 && address.open >= limits.per_address {
             return Err(Refusal::TooManyFromAddress(source, address.open));
         }
-        if limits.rate_per_address > 0 {
-            address.refill(&limits, now);
-            if address.tokens < 1.0 {
+        if let Some(rate) = limits.connection_rate() {
+            if address.bucket.take(&rate, now.into_std()).is_err() {
                 return Err(Refusal::TooFast(source, limits.rate_per_address));
             }
-            address.tokens -= 1.0;
         }
         address.open += 1;
         state.unauthenticated += 1;
@@ -179,11 +162,11 @@ impl Shared {
 }
 
 impl State {
-    fn sweep(&mut self, limits: &Limits, now: Instant) {
+    fn sweep(&mut self, now: Instant) {
         if self.addresses.len() < self.sweep_at {
             return;
         }
-        self.addresses.retain(|_, a| !a.forgettable(limits, now));
+        self.addresses.retain(|_, a| !a.forgettable(now));
         self.sweep_at = (self.addresses.len() * 2).max(MIN_SWEEP);
     }
 }
@@ -219,7 +202,6 @@ impl Permit {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let limits = self.shared.limits;
         let mut state = self.shared.lock();
         if *self.unauthenticated.get_mut() {
             state.unauthenticated = state.unauthenticated.saturating_sub(1);
@@ -227,7 +209,7 @@ impl Drop for Held {
         let now = Instant::now();
         if let Some(address) = state.addresses.get_mut(&self.source) {
             address.open = address.open.saturating_sub(1);
-            if address.forgettable(&limits, now) {
+            if address.forgettable(now) {
                 state.addresses.remove(&self.source);
             }
         }

@@ -151,9 +151,7 @@ async fn enter(
         role: room.default_role(affiliation),
         occupant_id: muc.occupant_id(&room.jid, &user),
         presence: public_presence(presence),
-        budget: muc
-            .message_rate
-            .map(|rate| Bucket::full(&rate, Instant::now())),
+        budget: muc.message_rate.map(|_| Bucket::full(Instant::now())),
     };
     // §7.2.3: first everyone already there, as the joiner may see them...
     for other in &room.occupants {

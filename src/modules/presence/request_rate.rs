@@ -55,13 +55,13 @@ impl RequestRate {
         };
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if table.buckets.len() >= table.sweep_at {
-            table.buckets.retain(|_, bucket| !bucket.is_full(rate, now));
+            table.buckets.retain(|_, bucket| !bucket.is_full(now));
             table.sweep_at = (table.buckets.len() * 2).max(MIN_SWEEP);
         }
         table
             .buckets
             .entry(user.clone())
-            .or_insert_with(|| Bucket::full(rate, now))
+            .or_insert_with(|| Bucket::full(now))
             .take(rate, now)
     }
 }
