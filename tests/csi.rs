@@ -8,24 +8,11 @@ mod common;
 
 use common::xmpp::Session;
 use common::*;
-use corvid::storage::{RosterItem, Subscription};
 use minidom::Element;
 
 const SM: &str = "urn:xmpp:sm:3";
 const CSI: &str = "urn:xmpp:csi:0";
 const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
-
-async fn make_mutual(t: &TestServer, a: &str, b: &str) {
-    for (user, contact) in [(a, b), (b, a)] {
-        let mut item = RosterItem::new(format!("{contact}@localhost"));
-        item.subscription = Subscription::Both;
-        t.storage()
-            .roster
-            .put_roster_item(user, &item, 100)
-            .await
-            .expect("item");
-    }
-}
 
 /// Sends `<r/>`; returns what arrived before the `<a/>`.
 async fn before_ack(raw: &mut Raw) -> Vec<Element> {
@@ -78,7 +65,7 @@ async fn inactive_client_gets_presence_deduplicated_and_chat_states_held_until_a
     let t = TestServer::start().await;
     t.add_user("alice").await;
     t.add_user("bob").await;
-    make_mutual(&t, "alice", "bob").await;
+    t.make_mutual("alice", "bob").await;
     let mut bob = Session::online(&t, "bob", "desk").await;
     let (mut alice, jid) = Raw::login(t.c2s(), t.tls_config(), "alice", "phone").await;
     alice.write(&format!("<enable xmlns='{SM}'/>")).await;
@@ -144,7 +131,7 @@ async fn held_stanzas_stay_with_a_resumed_session() {
     let t = TestServer::start().await;
     t.add_user("alice").await;
     t.add_user("bob").await;
-    make_mutual(&t, "alice", "bob").await;
+    t.make_mutual("alice", "bob").await;
     let mut bob = Session::online(&t, "bob", "desk").await;
     let (mut alice, jid) = Raw::login(t.c2s(), t.tls_config(), "alice", "phone").await;
     alice

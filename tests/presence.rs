@@ -6,7 +6,7 @@ mod common;
 
 use common::xmpp::{error_condition, is_presence, is_roster_push, pushed_item, Session};
 use common::TestServer;
-use corvid::storage::{RosterItem, Subscription};
+use corvid::storage::Subscription;
 
 const ALICE: &str = "alice@localhost";
 const BOB: &str = "bob@localhost";
@@ -17,20 +17,6 @@ async fn server_with(users: &[&str]) -> TestServer {
         server.add_user(user).await;
     }
     server
-}
-
-/// Both directions subscribed, written straight to storage.
-async fn make_mutual(server: &TestServer, a: &str, b: &str) {
-    for (user, contact) in [(a, b), (b, a)] {
-        let mut item = RosterItem::new(format!("{contact}@localhost"));
-        item.subscription = Subscription::Both;
-        server
-            .storage()
-            .roster
-            .put_roster_item(user, &item, 100)
-            .await
-            .expect("item");
-    }
 }
 
 fn is_available_from(from: &str) -> impl Fn(&minidom::Element) -> bool + '_ {
@@ -137,7 +123,7 @@ async fn subscribe_approve_and_see_each_other() {
 #[tokio::test]
 async fn probe_of_an_offline_contact_answers_unavailable_with_last_activity() {
     let server = server_with(&["alice", "bob", "carol"]).await;
-    make_mutual(&server, "alice", "bob").await;
+    server.make_mutual("alice", "bob").await;
 
     let mut bob = Session::online(&server, "bob", "r").await;
     bob.send("<presence type='unavailable'><status>gone fishing</status></presence>")
@@ -264,7 +250,7 @@ async fn negative_priority_keeps_bare_messages_away_until_it_turns_positive() {
 #[tokio::test]
 async fn unsubscribed_revokes_and_hides_presence() {
     let server = server_with(&["alice", "bob"]).await;
-    make_mutual(&server, "alice", "bob").await;
+    server.make_mutual("alice", "bob").await;
     let mut alice = Session::online(&server, "alice", "r").await;
     let mut bob = Session::online(&server, "bob", "r").await;
     alice.expect(is_available_from(&bob.jid)).await;
@@ -298,7 +284,7 @@ async fn unsubscribed_revokes_and_hides_presence() {
 #[tokio::test]
 async fn removing_a_contact_cancels_both_subscriptions() {
     let server = server_with(&["alice", "bob"]).await;
-    make_mutual(&server, "alice", "bob").await;
+    server.make_mutual("alice", "bob").await;
     let mut alice = Session::online(&server, "alice", "r").await;
     let mut bob = Session::online(&server, "bob", "r").await;
     bob.expect(is_available_from(&alice.jid)).await;

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::xmpp::{error_condition, is_presence, Session};
 use common::*;
-use corvid::storage::{RosterItem, Subscription};
 use minidom::Element;
 
 const SM: &str = "urn:xmpp:sm:3";
@@ -272,32 +271,12 @@ async fn resume(t: &TestServer, user: &str, previd: &str) -> Element {
     raw.element().await
 }
 
-/// Waits (without asserting anything about time) until the server has parked the session.
-async fn until_detached(t: &TestServer, jid: &str) {
-    let jid = jid::FullJid::new(jid).expect("full jid");
-    for _ in 0..1000 {
-        if t.server.ctx.router.is_detached(&jid) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{jid} never detached");
-}
-
 #[tokio::test]
 async fn a_second_detached_session_ends_the_first_past_the_limit() {
     let t = TestServer::start_with(|c| c.limits.max_detached_sessions_per_account = 1).await;
     t.add_user("alice").await;
     t.add_user("bob").await;
-    for (user, contact) in [("alice", "bob"), ("bob", "alice")] {
-        let mut item = RosterItem::new(format!("{contact}@localhost"));
-        item.subscription = Subscription::Both;
-        t.storage()
-            .roster
-            .put_roster_item(user, &item, 100)
-            .await
-            .expect("item");
-    }
+    t.make_mutual("alice", "bob").await;
     let mut bob = Session::online(&t, "bob", "desk").await;
     let (mut one, one_jid, one_id) = resumable(&t, "alice", "one").await;
     one.write("<presence/>").await;
@@ -306,7 +285,7 @@ async fn a_second_detached_session_ends_the_first_past_the_limit() {
     let (two, two_jid, two_id) = resumable(&t, "alice", "two").await;
 
     drop(one);
-    until_detached(&t, &one_jid).await;
+    t.until_detached(&one_jid).await;
     bob.send_marker(&one_jid, "for-one").await;
     // Under the limit, "one" waits; bob sees nothing yet.
     let seen = bob.drain().await;
@@ -318,7 +297,7 @@ async fn a_second_detached_session_ends_the_first_past_the_limit() {
     );
 
     drop(two);
-    until_detached(&t, &two_jid).await;
+    t.until_detached(&two_jid).await;
     // One detached session too many: the older one ends, as at its resumption timeout.
     bob.expect(|el| is_presence(el, Some("unavailable"), &one_jid))
         .await;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::xmpp::{is_presence, Session};
 use common::*;
-use corvid::storage::{RosterItem, Subscription};
 use futures::{SinkExt, StreamExt};
 use minidom::Element;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -111,19 +110,6 @@ async fn resume(raw: &mut Raw, previd: &str, h: u32) -> Element {
     raw.element().await
 }
 
-/// Waits (without asserting anything about time) until the server has noticed the broken
-/// connection and parked the session.
-async fn until_detached(t: &TestServer, jid: &str) {
-    let jid = jid::FullJid::new(jid).expect("full jid");
-    for _ in 0..1000 {
-        if t.server.ctx.router.is_detached(&jid) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{jid} never detached");
-}
-
 async fn server_with(
     users: &[&str],
     adjust: impl FnOnce(&mut corvid::config::Config),
@@ -133,18 +119,6 @@ async fn server_with(
         t.add_user(user).await;
     }
     t
-}
-
-async fn make_mutual(t: &TestServer, a: &str, b: &str) {
-    for (user, contact) in [(a, b), (b, a)] {
-        let mut item = RosterItem::new(format!("{contact}@localhost"));
-        item.subscription = Subscription::Both;
-        t.storage()
-            .roster
-            .put_roster_item(user, &item, 100)
-            .await
-            .expect("item");
-    }
 }
 
 async fn next<S>(ws: &mut S) -> Element
@@ -268,7 +242,7 @@ async fn enable_before_bind_or_twice_fails_with_unexpected_request() {
 #[tokio::test]
 async fn resume_after_a_killed_connection_delivers_everything_exactly_once() {
     let t = server_with(&["alice", "bob"], |_| {}).await;
-    make_mutual(&t, "alice", "bob").await;
+    t.make_mutual("alice", "bob").await;
     let mut bob = Session::online(&t, "bob", "desk").await;
     let mut alice = SmClient::login(&t, "alice", "phone", true).await;
     alice.send("<presence/>").await;
@@ -286,7 +260,7 @@ async fn resume_after_a_killed_connection_delivers_everything_exactly_once() {
         .await;
     let previd = alice.previd();
     drop(alice);
-    until_detached(&t, &jid).await;
+    t.until_detached(&jid).await;
 
     bob.send_marker(&jid, "m3").await;
     bob.send_marker(&jid, "m4").await;
@@ -340,7 +314,7 @@ async fn resume_over_websocket_after_a_killed_tcp_connection() {
     let previd = alice.previd();
     alice.send(&format!("<a xmlns='{SM}' h='{h}'/>")).await;
     drop(alice);
-    until_detached(&t, &jid).await;
+    t.until_detached(&jid).await;
     bob.send_marker(&jid, "gap").await;
     bob.drain().await;
 
@@ -456,7 +430,7 @@ async fn resumption_timeout_sends_messages_offline_and_contacts_see_the_session_
         c.stream_management.resume_timeout_secs = 2;
     })
     .await;
-    make_mutual(&t, "alice", "bob").await;
+    t.make_mutual("alice", "bob").await;
     let mut bob = Session::online(&t, "bob", "desk").await;
     let mut alice = SmClient::login(&t, "alice", "phone", true).await;
     let jid = alice.jid.clone();
@@ -466,7 +440,7 @@ async fn resumption_timeout_sends_messages_offline_and_contacts_see_the_session_
     alice.until_body("unacked").await;
     let previd = alice.previd();
     drop(alice);
-    until_detached(&t, &jid).await;
+    t.until_detached(&jid).await;
 
     let seen = bob.drain().await;
     assert!(
@@ -522,7 +496,7 @@ async fn a_detached_session_whose_queue_fills_ends_and_loses_no_message() {
         c.limits.session_queue = 16;
     })
     .await;
-    make_mutual(&t, "alice", "bob").await;
+    t.make_mutual("alice", "bob").await;
     let mut bob = Session::online(&t, "bob", "desk").await;
     let mut alice = SmClient::login(&t, "alice", "phone", true).await;
     let jid = alice.jid.clone();
@@ -530,7 +504,7 @@ async fn a_detached_session_whose_queue_fills_ends_and_loses_no_message() {
     bob.expect(|el| is_presence(el, None, &jid)).await;
     let previd = alice.previd();
     drop(alice);
-    until_detached(&t, &jid).await;
+    t.until_detached(&jid).await;
 
     let sent: Vec<String> = (0..30).map(|i| format!("q{i:02}")).collect();
     for text in &sent {
@@ -572,7 +546,7 @@ async fn binding_the_same_full_jid_ends_a_detached_session_for_real() {
     alice.until_body("unacked").await;
     let previd = alice.previd();
     drop(alice);
-    until_detached(&t, &jid).await;
+    t.until_detached(&jid).await;
 
     // A fresh login to the same resource replaces the parked session.
     let mut fresh = Session::login(&t, "alice", "phone").await;
@@ -632,7 +606,7 @@ async fn a_client_that_never_acks_is_detached_and_resumes_with_everything_in_ord
         bob.send_marker(&jid, text).await;
     }
     // Past max_unacked the client counts as stalled: its session is parked, not ended.
-    until_detached(&t, &jid).await;
+    t.until_detached(&jid).await;
     drop(alice);
 
     let (mut raw, _) = authenticated(&t, "alice").await;
@@ -689,7 +663,7 @@ async fn a_room_sees_a_detached_occupant_leave_only_when_resumption_times_out() 
     let occupant = format!("{room}/Bob");
     alice.expect(|el| is_presence(el, None, &occupant)).await;
     drop(bob);
-    until_detached(&t, &jid).await;
+    t.until_detached(&jid).await;
 
     let seen = alice.drain().await;
     assert!(

@@ -126,6 +126,32 @@ impl TestServer {
             .expect("create account");
     }
 
+    /// Both directions subscribed, written straight to storage.
+    pub async fn make_mutual(&self, a: &str, b: &str) {
+        for (user, contact) in [(a, b), (b, a)] {
+            let mut item = corvid::storage::RosterItem::new(format!("{contact}@{DOMAIN}"));
+            item.subscription = corvid::storage::Subscription::Both;
+            self.storage()
+                .roster
+                .put_roster_item(user, &item, 100)
+                .await
+                .expect("item");
+        }
+    }
+
+    /// Waits (without asserting anything about time) until the server has noticed the broken
+    /// connection of `jid` and parked its session for resumption.
+    pub async fn until_detached(&self, jid: &str) {
+        let jid = jid::FullJid::new(jid).expect("full jid");
+        for _ in 0..1000 {
+            if self.server.ctx.router.is_detached(&jid) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{jid} never detached");
+    }
+
     pub fn c2s(&self) -> SocketAddr {
         self.server.c2s_addr
     }
