@@ -29,9 +29,26 @@ const KINDS: &[&str] = &["message", "message", "presence", "iq", "iq"];
 
 /// Valid values of all three kinds (valid for one kind is garbage for another), empty, garbage.
 const TYPES: &[&str] = &[
-    "", "", "chat", "normal", "groupchat", "headline", "error", "unavailable", "subscribe",
-    "subscribed", "unsubscribe", "unsubscribed", "probe", "get", "get", "set", "set", "result",
-    "bogus", "CHAT",
+    "",
+    "",
+    "chat",
+    "normal",
+    "groupchat",
+    "headline",
+    "error",
+    "unavailable",
+    "subscribe",
+    "subscribed",
+    "unsubscribe",
+    "unsubscribed",
+    "probe",
+    "get",
+    "get",
+    "set",
+    "set",
+    "result",
+    "bogus",
+    "CHAT",
 ];
 
 /// `None` means no attribute; `{me}` / `{other}` are mallory's current / second resource.
@@ -59,16 +76,12 @@ const TOS: &[Option<&str>] = &[
     Some(""),
 ];
 
-/// Weighted towards what mallory may say, so that most batches get past their spoofs.
-const FROMS: &[Option<&str>] = &[
-    None,
-    None,
-    None,
-    None,
-    None,
-    Some("{me}"),
-    Some("{me}"),
-    Some("mallory@localhost"),
+/// What mallory may say (`{me}` is the current resource); drawn eight times as often as a
+/// spoof, so that most batches get past their spoofs.
+const OWN_FROMS: &[Option<&str>] = &[None, None, None, Some("{me}"), Some("mallory@localhost")];
+
+/// Each ends mallory's stream with `<invalid-from/>`.
+const SPOOFED_FROMS: &[Option<&str>] = &[
     Some("alice@localhost/a"),
     Some("alice@localhost"),
     Some("bob@localhost/b"),
@@ -153,7 +166,10 @@ fn stanza() -> impl Strategy<Value = Gen> {
         prop::sample::select(KINDS),
         prop::sample::select(TYPES),
         prop::sample::select(TOS),
-        prop::sample::select(FROMS),
+        prop_oneof![
+            8 => prop::sample::select(OWN_FROMS),
+            1 => prop::sample::select(SPOOFED_FROMS),
+        ],
         prop::option::weighted(0.9, "[a-z0-9]{1,4}"),
         prop::sample::select(PAYLOADS),
         prop::sample::select(NOISE),
@@ -197,7 +213,8 @@ impl Gen {
     /// An iq get/set the server (or a bare JID's account) has to answer.
     fn needs_answer(&self) -> bool {
         let addressed_to_a_session = self.to.is_some_and(|to| {
-            to == "{other}" || (to.contains('/') && !to.contains("conference") && !to.ends_with('/'))
+            to == "{other}"
+                || (to.contains('/') && !to.contains("conference") && !to.ends_with('/'))
         });
         self.kind == "iq"
             && matches!(self.ty, "get" | "set")
@@ -212,7 +229,9 @@ fn is_mallory(jid: &str) -> bool {
 }
 
 fn is_conference(jid: &str) -> bool {
-    jid == "conference.localhost" || jid.ends_with("@conference.localhost") || jid.contains("@conference.localhost/")
+    jid == "conference.localhost"
+        || jid.ends_with("@conference.localhost")
+        || jid.contains("@conference.localhost/")
 }
 
 fn carbon(el: &Element) -> Option<&Element> {
@@ -237,15 +256,21 @@ fn check_delivered(user: &str, el: &Element) -> Result<(), String> {
         Some(_) => false,
     };
     if !legit {
-        return Err(format!("{user} got a stanza with a from mallory does not own: {el:?}"));
+        return Err(format!(
+            "{user} got a stanza with a from mallory does not own: {el:?}"
+        ));
     }
     if el.name() == "message" {
         if let Some(wrapper) = carbon(el) {
             if from != Some(own_bare.as_str()) {
-                return Err(format!("{user} got a carbon not from her own account: {el:?}"));
+                return Err(format!(
+                    "{user} got a carbon not from her own account: {el:?}"
+                ));
             }
             if wrapper.name() == "sent" {
-                return Err(format!("{user} got a sent carbon though she sent nothing: {el:?}"));
+                return Err(format!(
+                    "{user} got a sent carbon though she sent nothing: {el:?}"
+                ));
             }
             let inner_from = wrapper
                 .get_child("forwarded", FORWARD)
@@ -336,7 +361,12 @@ impl Harness {
             ("alice", &mut self.alice2),
             ("bob", &mut self.bob),
         ] {
-            seen.extend(s.until_marker(&marker).await.into_iter().map(|el| (user, el)));
+            seen.extend(
+                s.until_marker(&marker)
+                    .await
+                    .into_iter()
+                    .map(|el| (user, el)),
+            );
         }
         self.other.drain().await;
         Ok(seen)
@@ -390,7 +420,9 @@ impl Harness {
             };
             match frame {
                 None | Some(corvid::xml::Frame::StreamClose) => ended = true,
-                Some(corvid::xml::Frame::Element(el)) if el.name() == "error" && el.ns() == STREAMS => {
+                Some(corvid::xml::Frame::Element(el))
+                    if el.name() == "error" && el.ns() == STREAMS =>
+                {
                     ended = true
                 }
                 Some(corvid::xml::Frame::Element(el)) => {
@@ -461,4 +493,31 @@ fn arbitrary_stanzas_from_a_bound_client_never_forge_a_from_nor_crash_the_router
             .expect("bob gets alice's message");
         drop(got);
     });
+}
+
+/// Found by the harness: a message mallory sent with a `<received/>` carbon wrapper claiming
+/// alice wrote to bob reached alice as is. Carbon wrappers are the server's alone; the one a
+/// client sends is dropped from its message, which is still delivered.
+#[tokio::test]
+async fn a_carbon_wrapper_a_client_sends_is_stripped_before_delivery() {
+    let t = TestServer::start().await;
+    for user in ["mallory", "alice"] {
+        t.add_user(user).await;
+    }
+    let mut alice = Session::login(&t, "alice", "a").await;
+    let mut mallory = Session::login(&t, "mallory", "m").await;
+    for wrapper in ["received", "sent"] {
+        mallory
+            .send(&format!(
+                "<message to='alice@localhost/a' type='chat'><body>{wrapper}</body>\
+                 <{wrapper} xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>\
+                 <message xmlns='jabber:client' from='alice@localhost/a' to='bob@localhost/b' \
+                 type='chat'><body>forged</body></message></forwarded></{wrapper}></message>"
+            ))
+            .await;
+        let got = alice.expect(|el| el.name() == "message").await;
+        assert_eq!(got.attr("from"), Some(mallory.jid.as_str()), "{got:?}");
+        assert!(carbon(&got).is_none(), "{got:?}");
+        assert_eq!(common::body(&got), wrapper);
+    }
 }

@@ -638,6 +638,12 @@ impl<T: Transport> C2s<T> {
             }
         }
         stanza::set_attr(&mut el, "from", jid.to_string());
+        if kind == Kind::Message {
+            // XEP-0280 wrappers are the server's alone: one a client sends claims a copy of
+            // someone else's message (a forged carbon), so it never leaves this stream.
+            while el.remove_child("received", ns::CARBONS).is_some() {}
+            while el.remove_child("sent", ns::CARBONS).is_some() {}
+        }
         if let Some(sm) = b.sm.as_mut() {
             sm.count_inbound();
         }
