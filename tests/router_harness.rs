@@ -380,7 +380,7 @@ impl Harness {
 
     async fn run_batch(&mut self, batch: &[Gen]) -> Result<(), String> {
         self.batches += 1;
-        if self.batches % 8 == 0 {
+        if self.batches.is_multiple_of(8) {
             // Mallory's roster sets may have undone it: mutual contacts again for a while.
             self.server.make_mutual("mallory", "alice").await;
             self.server.make_mutual("mallory", "bob").await;
