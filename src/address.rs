@@ -72,7 +72,7 @@ pub fn check_domain(domain: &str) -> Result<&str, AddressError> {
     if domain.is_empty() {
         return Err(AddressError::EmptyDomain);
     }
-    if is_ip_literal(domain) {
+    if is_ip_literal(domain) || is_plain_ascii_name(domain) {
         return Ok(domain);
     }
     if let Some(c) = domain.chars().find(|&c| disallowed(c)) {
@@ -93,6 +93,25 @@ pub fn check_domain(domain: &str) -> Result<&str, AddressError> {
         }
     }
     Ok(domain)
+}
+
+/// The common case, recognised without the Unicode tables and without the allocation of an
+/// IDNA conversion (this runs for every stanza a client sends): letters, digits and hyphens,
+/// within DNS lengths, in labels that are not empty, neither start nor end with a hyphen and
+/// are not A-labels. Anything else goes to the full check, which also names what is wrong.
+fn is_plain_ascii_name(domain: &str) -> bool {
+    domain.len() <= MAX_DOMAIN_OCTETS
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && domain.split('.').all(|label| {
+            let punycode = label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--");
+            !label.is_empty()
+                && label.len() <= MAX_LABEL_OCTETS
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && !punycode
+        })
 }
 
 /// RFC 7622 §3.2 allows an IPv4 address or a bracketed IPv6 address as domainpart.
@@ -126,6 +145,47 @@ fn disallowed(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_shortcut_agrees_with_the_full_check() {
+        let long_label = "a".repeat(64);
+        let long_domain = format!("{}.example", "abcdefghi.".repeat(25));
+        for domain in [
+            "d.test",
+            "D.Test",
+            "a-b.c1.example",
+            "1.2.3",
+            "-a.test",
+            "a-.test",
+            "xn--mnchen-3ya.example",
+            "xn--zz.example",
+            "a..b",
+            ".a",
+            long_label.as_str(),
+            long_domain.as_str(),
+        ] {
+            let shortcut = is_plain_ascii_name(domain);
+            let full = idna::domain_to_ascii_strict(domain)
+                .map_err(|_| AddressError::NotIdna)
+                .and_then(|ascii| {
+                    if ascii.len() > MAX_DOMAIN_OCTETS {
+                        Err(AddressError::DomainTooLong)
+                    } else if ascii.split('.').any(str::is_empty) {
+                        Err(AddressError::EmptyLabel)
+                    } else if ascii.split('.').any(|l| l.len() > MAX_LABEL_OCTETS) {
+                        Err(AddressError::LabelTooLong)
+                    } else {
+                        Ok(())
+                    }
+                });
+            if shortcut {
+                assert_eq!(full, Ok(()), "{domain}");
+            }
+        }
+        for plain in ["d.test", "D.Test", "a-b.c1.example", "localhost"] {
+            assert!(is_plain_ascii_name(plain), "{plain}");
+        }
+    }
 
     #[test]
     fn plain_addresses_parse_as_the_jid_crate_does() {
