@@ -256,19 +256,13 @@ async fn a_flooding_occupant_is_refused_past_its_burst_and_others_still_speak() 
 /// A raw client with SM enabled and resumable.
 async fn resumable(t: &TestServer, user: &str, resource: &str) -> (Raw, String, String) {
     let (mut raw, jid) = Raw::login(t.c2s(), t.tls_config(), user, resource).await;
-    raw.write(&format!("<enable xmlns='{SM}' resume='true'/>"))
-        .await;
-    let enabled = raw.element().await;
-    assert!(enabled.is("enabled", SM), "{enabled:?}");
-    let id = enabled.attr("id").expect("resumable").to_owned();
+    let id = raw.enable_resumption().await;
     (raw, jid, id)
 }
 
 async fn resume(t: &TestServer, user: &str, previd: &str) -> Element {
     let (mut raw, _) = Raw::authenticated(t.c2s(), t.tls_config(), user).await;
-    raw.write(&format!("<resume xmlns='{SM}' previd='{previd}' h='0'/>"))
-        .await;
-    raw.element().await
+    raw.resume(previd, 0).await
 }
 
 #[tokio::test]

@@ -410,28 +410,15 @@ async fn resuming_a_detached_session_at_the_cap_is_not_an_extra_resource() {
     assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
     let (mut second, answer) = bind(&t, "alice", "r1").await;
     assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
-    second
-        .write(&format!("<enable xmlns='{SM}' resume='true'/>"))
-        .await;
-    let enabled = second.element().await;
-    let previd = enabled.attr("id").expect("resumable").to_owned();
+    let previd = second.enable_resumption().await;
     drop(second);
-    let jid = jid::FullJid::new("alice@localhost/r1").expect("jid");
-    for _ in 0..500 {
-        if t.server.ctx.router.is_detached(&jid) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(t.server.ctx.router.is_detached(&jid));
+    t.until_detached("alice@localhost/r1").await;
 
     // The detached session still holds its place...
     let (_raw, refused) = bind(&t, "alice", "r2").await;
     assert_error(&refused, "iq", "bind", "resource-constraint", "wait");
     // ...and resuming it takes nothing more.
     let mut raw = authenticated(&t, "alice").await;
-    raw.write(&format!("<resume xmlns='{SM}' previd='{previd}' h='0'/>"))
-        .await;
-    let resumed = raw.element().await;
+    let resumed = raw.resume(&previd, 0).await;
     assert!(resumed.is("resumed", SM), "{resumed:?}");
 }

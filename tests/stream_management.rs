@@ -104,12 +104,6 @@ async fn authenticated(t: &TestServer, user: &str) -> (Raw, Element) {
     Raw::authenticated(t.c2s(), t.tls_config(), user).await
 }
 
-async fn resume(raw: &mut Raw, previd: &str, h: u32) -> Element {
-    raw.write(&format!("<resume xmlns='{SM}' previd='{previd}' h='{h}'/>"))
-        .await;
-    raw.element().await
-}
-
 async fn server_with(
     users: &[&str],
     adjust: impl FnOnce(&mut corvid::config::Config),
@@ -273,7 +267,7 @@ async fn resume_after_a_killed_connection_delivers_everything_exactly_once() {
     );
 
     let (mut raw, _) = authenticated(&t, "alice").await;
-    let resumed = resume(&mut raw, &previd, h_before_m2).await;
+    let resumed = raw.resume(&previd, h_before_m2).await;
     assert!(resumed.is("resumed", SM), "{resumed:?}");
     assert_eq!(resumed.attr("previd"), Some(previd.as_str()));
     assert_eq!(resumed.attr("h"), Some("1"), "alice sent one stanza");
@@ -376,7 +370,7 @@ async fn resume_takes_over_a_connection_that_still_looks_alive() {
 
     // The old connection stays open: a zombie the server cannot tell from a live one.
     let (mut raw, _) = authenticated(&t, "alice").await;
-    let resumed = resume(&mut raw, &old.previd(), 0).await;
+    let resumed = raw.resume(&old.previd(), 0).await;
     assert!(resumed.is("resumed", SM), "{resumed:?}");
     let again = raw.element().await;
     assert_eq!(body(&again), "unacked", "retransmitted");
@@ -401,7 +395,7 @@ async fn failed_for_another_users_previd_then_bind_works() {
     let t = server_with(&["alice", "mallory"], |_| {}).await;
     let alice = SmClient::login(&t, "alice", "phone", true).await;
     let (mut raw, _) = authenticated(&t, "mallory").await;
-    let failed = resume(&mut raw, &alice.previd(), 0).await;
+    let failed = raw.resume(&alice.previd(), 0).await;
     assert!(failed.is("failed", SM), "{failed:?}");
     assert!(failed.has_child("item-not-found", corvid::xml::ns::STANZAS_ERRORS));
     assert_eq!(
@@ -455,7 +449,7 @@ async fn resumption_timeout_sends_messages_offline_and_contacts_see_the_session_
 
     // The expired id: <failed/> with alice's h (one stanza: her presence).
     let (mut raw, _) = authenticated(&t, "alice").await;
-    let failed = resume(&mut raw, &previd, 0).await;
+    let failed = raw.resume(&previd, 0).await;
     assert!(failed.is("failed", SM), "{failed:?}");
     assert!(failed.has_child("item-not-found", corvid::xml::ns::STANZAS_ERRORS));
     assert_eq!(failed.attr("h"), Some("1"));
@@ -514,7 +508,7 @@ async fn a_detached_session_whose_queue_fills_ends_and_loses_no_message() {
     bob.expect(|el| is_presence(el, Some("unavailable"), &jid))
         .await;
     let (mut raw, _) = authenticated(&t, "alice").await;
-    let failed = resume(&mut raw, &previd, 0).await;
+    let failed = raw.resume(&previd, 0).await;
     assert!(failed.is("failed", SM), "{failed:?}");
     drop(raw);
 
@@ -551,7 +545,7 @@ async fn binding_the_same_full_jid_ends_a_detached_session_for_real() {
     // A fresh login to the same resource replaces the parked session.
     let mut fresh = Session::login(&t, "alice", "phone").await;
     let (mut raw, _) = authenticated(&t, "alice").await;
-    let failed = resume(&mut raw, &previd, 0).await;
+    let failed = raw.resume(&previd, 0).await;
     assert!(failed.is("failed", SM), "{failed:?}");
     assert!(failed.has_child("item-not-found", corvid::xml::ns::STANZAS_ERRORS));
     assert_eq!(failed.attr("h"), Some("0"));
@@ -610,7 +604,7 @@ async fn a_client_that_never_acks_is_detached_and_resumes_with_everything_in_ord
     drop(alice);
 
     let (mut raw, _) = authenticated(&t, "alice").await;
-    let resumed = resume(&mut raw, &previd, 0).await;
+    let resumed = raw.resume(&previd, 0).await;
     assert!(resumed.is("resumed", SM), "{resumed:?}");
     let mut alice = SmClient {
         raw,

@@ -395,6 +395,23 @@ fn earliest(total: u64, rate: u64, burst: u64) -> Duration {
     Duration::from_secs_f64(total.saturating_sub(burst + ONE_POLL) as f64 / rate as f64)
 }
 
+/// `total` bytes, up to `what`, took at least as long as a reader at `rate` after `burst` needs.
+fn assert_read_no_sooner_than_the_rate(
+    started: Instant,
+    total: u64,
+    rate: u32,
+    burst: u32,
+    what: &str,
+) {
+    let elapsed = started.elapsed();
+    let earliest = earliest(total, rate.into(), burst.into());
+    eprintln!("{total} bytes before {what} read in {elapsed:?} (no sooner than {earliest:?})");
+    assert!(
+        elapsed >= earliest,
+        "{total} bytes read in {elapsed:?}, the rate allows no less than {earliest:?}"
+    );
+}
+
 #[tokio::test]
 async fn whitespace_before_bind_is_read_at_the_lower_rate() {
     const RATE: u32 = 64 * 1024;
@@ -419,13 +436,7 @@ async fn whitespace_before_bind_is_read_at_the_lower_rate() {
     assert_eq!(features.name(), "features");
     let proceed = raw.element().await;
     assert_eq!(proceed.name(), "proceed", "slowed, not refused");
-    let elapsed = started.elapsed();
-    let earliest = earliest(total, RATE.into(), BURST.into());
-    eprintln!("{total} bytes before <starttls/> read in {elapsed:?} (no sooner than {earliest:?})");
-    assert!(
-        elapsed >= earliest,
-        "{total} bytes read in {elapsed:?}, the rate allows no less than {earliest:?}"
-    );
+    assert_read_no_sooner_than_the_rate(started, total, RATE, BURST, "<starttls/>");
 }
 
 #[tokio::test]
@@ -448,11 +459,5 @@ async fn whitespace_in_a_bound_session_is_read_at_its_rate() {
         .expect("writer");
     let answer = raw.element().await;
     assert!(is_ping_result(&answer), "{answer:?}");
-    let elapsed = started.elapsed();
-    let earliest = earliest(total, RATE.into(), BURST.into());
-    eprintln!("{total} bytes before the ping read in {elapsed:?} (no sooner than {earliest:?})");
-    assert!(
-        elapsed >= earliest,
-        "{total} bytes read in {elapsed:?}, the rate allows no less than {earliest:?}"
-    );
+    assert_read_no_sooner_than_the_rate(started, total, RATE, BURST, "the ping");
 }

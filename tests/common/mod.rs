@@ -682,6 +682,24 @@ impl Raw {
         (raw, features)
     }
 
+    /// Enables XEP-0198 with resumption on a bound stream; returns the resumption id.
+    pub async fn enable_resumption(&mut self) -> String {
+        self.write("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+            .await;
+        let enabled = self.element().await;
+        assert!(enabled.is("enabled", "urn:xmpp:sm:3"), "{enabled:?}");
+        enabled.attr("id").expect("resumable").to_owned()
+    }
+
+    /// Asks to resume `previd` having handled `h` stanzas; returns the answer.
+    pub async fn resume(&mut self, previd: &str, h: u32) -> Element {
+        self.write(&format!(
+            "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='{h}'/>"
+        ))
+        .await;
+        self.element().await
+    }
+
     pub async fn auth_plain(&mut self, user: &str, password: &str) {
         use base64::Engine;
         let token =
