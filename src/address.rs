@@ -6,6 +6,7 @@
 //! in the JID's text when nothing else needed normalizing, while RFC 7622 §3.2 says it MUST be
 //! stripped before any comparison; it is stripped here.
 
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use icu_properties::props::DefaultIgnorableCodePoint;
@@ -50,7 +51,7 @@ pub fn parse(raw: &str) -> Result<Jid, AddressError> {
         None => (None, before_resource),
     };
     let checked = check_domain(domain)?;
-    if checked.len() == domain.len() {
+    if checked == domain {
         return Ok(Jid::new(raw)?);
     }
     let mut text = String::with_capacity(raw.len());
@@ -58,7 +59,7 @@ pub fn parse(raw: &str) -> Result<Jid, AddressError> {
         text.push_str(node);
         text.push('@');
     }
-    text.push_str(checked);
+    text.push_str(&checked);
     if let Some(resource) = resource {
         text.push('/');
         text.push_str(resource);
@@ -66,14 +67,18 @@ pub fn parse(raw: &str) -> Result<Jid, AddressError> {
     Ok(Jid::new(&text)?)
 }
 
-/// Checks a domainpart and returns it without its trailing label separator.
-pub fn check_domain(domain: &str) -> Result<&str, AddressError> {
+/// Checks a domainpart and returns it without its trailing label separator. An
+/// internationalized name comes back as the U-labels of its A-label form (RFC 7622 §3.2.2
+/// prepares the domainpart with IDNA2008): the `jid` crate's own mapping is not idempotent for
+/// some compatibility characters (U+213B FACSIMILE SIGN becomes "FAX" and stays upper case
+/// until a second pass), and an address must have one form for routing to compare it.
+pub fn check_domain(domain: &str) -> Result<Cow<'_, str>, AddressError> {
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     if domain.is_empty() {
         return Err(AddressError::EmptyDomain);
     }
     if is_ip_literal(domain) || is_plain_ascii_name(domain) {
-        return Ok(domain);
+        return Ok(Cow::Borrowed(domain));
     }
     if let Some(c) = domain.chars().find(|&c| disallowed(c)) {
         return Err(AddressError::DisallowedCodePoint(u32::from(c)));
@@ -92,7 +97,13 @@ pub fn check_domain(domain: &str) -> Result<&str, AddressError> {
             return Err(AddressError::LabelTooLong);
         }
     }
-    Ok(domain)
+    let (unicode, result) = idna::domain_to_unicode(&ascii);
+    result.map_err(|_| AddressError::NotIdna)?;
+    if unicode == domain {
+        Ok(Cow::Borrowed(domain))
+    } else {
+        Ok(Cow::Owned(unicode))
+    }
 }
 
 /// The common case, recognised without the Unicode tables and without the allocation of an
@@ -210,7 +221,7 @@ mod tests {
         assert_eq!(parse("d.test.").unwrap().to_string(), "d.test");
         // The resource may contain anything, dots and '@' included.
         assert_eq!(parse("d.test./a@b.").unwrap().to_string(), "d.test/a@b.");
-        assert_eq!(check_domain("d.test."), Ok("d.test"));
+        assert_eq!(check_domain("d.test."), Ok(Cow::Borrowed("d.test")));
         assert_eq!(check_domain("."), Err(AddressError::EmptyDomain));
         assert_eq!(check_domain("d.test.."), Err(AddressError::NotIdna));
     }
@@ -248,13 +259,32 @@ mod tests {
         assert!(check_domain("a..b").is_err());
         assert!(check_domain(".a").is_err());
         let label = "a".repeat(63);
-        assert_eq!(check_domain(&label), Ok(label.as_str()));
+        assert_eq!(check_domain(&label), Ok(Cow::Borrowed(label.as_str())));
         assert!(check_domain(&"a".repeat(64)).is_err());
         let long = [label.as_str(); 4].join(".");
         assert_eq!(long.len(), 255);
         assert!(check_domain(&long).is_err());
         // A U-label whose A-label is too long.
         assert!(check_domain(&"ü".repeat(60)).is_err());
+    }
+
+    /// Found by the `jid_address` fuzz target: the first parse gave "oFAXcå" and the second
+    /// "ofaxcå", two JIDs for one address.
+    #[test]
+    fn a_parsed_address_parses_to_itself() {
+        for raw in [
+            "o\u{213B}c\u{212B}",
+            "bob@\u{213B}.example/r",
+            "bob@M\u{00FC}nchen.example",
+            "bob@xn--mnchen-3ya.example",
+            "bob@\u{FF21}.example",
+        ] {
+            let first = parse(raw).unwrap();
+            let again = parse(&first.to_string()).unwrap();
+            assert_eq!(again, first, "{raw:?}");
+            assert_eq!(again.to_string(), first.to_string(), "{raw:?}");
+        }
+        assert_eq!(parse("o\u{213B}c\u{212B}").unwrap().to_string(), "ofaxc\u{00E5}");
     }
 
     #[test]
