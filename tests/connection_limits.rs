@@ -252,3 +252,49 @@ async fn bytes_sent_with_starttls_are_discarded() {
         }
     }
 }
+
+/// Writes `drip` one byte every 50 ms and returns what the server sent until it closed.
+async fn drip_until_closed(io: Box<dyn Io>, drip: Vec<u8>) -> String {
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let writer = tokio::spawn(async move {
+        for byte in drip {
+            if wr.write_all(&[byte]).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(WAIT, async {
+        let mut chunk = [0u8; 4096];
+        // A TLS peer that closes without close_notify ends in an error; either is the end.
+        while let Ok(n @ 1..) = rd.read(&mut chunk).await {
+            got.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    writer.abort();
+    assert!(read.is_ok(), "the server closes a dripping client");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Slowloris: a byte now and then keeps every read short, so only a deadline on the whole
+/// negotiation (not on each read) ends it; before TLS and after it.
+#[tokio::test]
+async fn a_client_that_drips_bytes_is_cut_at_the_negotiation_deadline() {
+    let server = IsolatedServer::start(|c| c.c2s.negotiation_timeout_secs = 1, &[]);
+    // Before TLS: the stream header itself, a byte at a time (about 7 s of it).
+    let tcp = TcpStream::connect(server.c2s).await.expect("connect");
+    let got = drip_until_closed(Box::new(tcp), OPEN.as_bytes().to_vec()).await;
+    assert!(got.contains("connection-timeout"), "{got}");
+
+    // After STARTTLS: the new header, then whitespace.
+    let tls = Raw::connect(server.c2s)
+        .await
+        .starttls(server.tls_config())
+        .await;
+    let mut drip = OPEN.as_bytes().to_vec();
+    drip.extend([b' '; 100]);
+    let got = drip_until_closed(tls.io, drip).await;
+    assert!(got.contains("connection-timeout"), "{got}");
+}

@@ -461,3 +461,123 @@ async fn whitespace_in_a_bound_session_is_read_at_its_rate() {
     assert!(is_ping_result(&answer), "{answer:?}");
     assert_read_no_sooner_than_the_rate(started, total, RATE, BURST, "the ping");
 }
+
+/// A WebSocket message begun and never finished: one text frame without FIN, then empty
+/// continuation frames (six bytes each on the wire, nothing to add to the message). They build
+/// nothing and could come forever, so they must be paid for at the session's byte rate like
+/// whitespace; the final frame then completes a ping, answered once the rate allows.
+fn never_ending_message(continuations: usize) -> (Vec<Message>, u64) {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let head = "<iq xmlns='jabber:client' type='get' id='f' to='localhost'>";
+    let tail = "<ping xmlns='urn:xmpp:ping'/></iq>";
+    let mut frames = vec![Message::Frame(Frame::message(
+        head.as_bytes().to_vec(),
+        OpCode::Data(Data::Text),
+        false,
+    ))];
+    frames.extend((0..continuations).map(|_| {
+        Message::Frame(Frame::message(
+            Vec::new(),
+            OpCode::Data(Data::Continue),
+            false,
+        ))
+    }));
+    frames.push(Message::Frame(Frame::message(
+        tail.as_bytes().to_vec(),
+        OpCode::Data(Data::Continue),
+        true,
+    )));
+    // Client frames are masked: two header bytes and four of mask, plus the payload.
+    let wire = (6 + head.len()) + 6 * continuations + (6 + tail.len());
+    (frames, wire as u64)
+}
+
+#[tokio::test]
+async fn websocket_fragments_that_never_finish_a_message_are_read_at_the_session_rate() {
+    const RATE: u32 = 64 * 1024;
+    const BURST: u32 = 32 * 1024;
+    let server = start(|c| {
+        c.limits.bytes_rate_per_session = RATE;
+        c.limits.bytes_burst_per_session = BURST;
+        c.limits.stanza_rate_per_session = 0;
+        c.auth.allow_plain_without_tls = true;
+        c.c2s.require_encryption = false;
+    });
+    let (mut tx, mut rx) = ws_login(&server, "flooder").await;
+    let (frames, total) = never_ending_message(256 * 1024 / 6);
+    let started = Instant::now();
+    let write = tokio::spawn(async move {
+        for frame in frames {
+            if tx.feed(frame).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.flush().await;
+        // Held open until the test ends: a close now would race the answer.
+        std::future::pending::<()>().await;
+    });
+    let answer = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(message)) = rx.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            if let Ok(el) =
+                corvid::xml::parse_standalone(text.as_bytes(), corvid::xml::XmlLimits::STORED)
+            {
+                if is_ping_result(&el) {
+                    return Some(el);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .expect("the server reads on");
+    assert!(
+        answer.is_some(),
+        "the message completed by its last frame is answered"
+    );
+    assert_read_no_sooner_than_the_rate(started, total, RATE, BURST, "the last fragment");
+    write.abort();
+}
+
+#[tokio::test]
+async fn websocket_fragments_forever_before_login_end_at_the_negotiation_deadline() {
+    let server = start(|c| {
+        c.c2s.negotiation_timeout_secs = 1;
+        c.limits.bytes_rate_before_bind = 0;
+    });
+    let url = format!("ws://{}/xmpp-websocket", server.http);
+    let mut request = url.into_client_request().expect("request");
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "xmpp".parse().expect("header"));
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket");
+    let (mut tx, mut rx) = ws.split();
+    let (frames, _) = never_ending_message(0);
+    let mut frames = frames.into_iter();
+    let first = frames.next().expect("the first frame");
+    let continuation = frames.next().expect("a continuation");
+    tx.send(first).await.expect("send");
+    let write = tokio::spawn(async move {
+        // Unshaped before login in this server: as fast as the server reads.
+        while tx.send(continuation.clone()).await.is_ok() {}
+    });
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    write.abort();
+    assert!(
+        ended.is_ok(),
+        "the connection ends at the negotiation deadline"
+    );
+}

@@ -17,12 +17,16 @@ use tower::ServiceExt;
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::admission::{self, Answer, Permit};
+use super::read_meter::{MeteredIo, ReadMeter};
 use super::websocket::WsTransport;
 use crate::server::ServerContext;
 use crate::stream::c2s;
 use crate::xml;
 
 pub const WEBSOCKET_PATH: &str = "/xmpp-websocket";
+
+/// Bytes the WebSocket library reads from the connection at a time.
+const WEBSOCKET_READ_BUFFER: usize = 4096;
 
 #[derive(Clone)]
 struct HttpState {
@@ -139,10 +143,15 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // The meter stays under hyper's connection and under the upgraded WebSocket alike: what
+    // the WebSocket session reads is counted where it crosses the connection.
+    let meter = ReadMeter::new();
+    let io = MeteredIo::new(io, meter.clone());
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(permit.clone());
+            request.extensions_mut().insert(meter.clone());
             app.clone().oneshot(request)
         });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -156,6 +165,7 @@ async fn websocket(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(permit): Extension<Permit>,
+    Extension(meter): Extension<Arc<ReadMeter>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let upgrade = upgrade.protocols(["xmpp"]);
@@ -178,11 +188,14 @@ async fn websocket(
         // Room for the framing and a clear policy-violation from our own size check.
         .max_message_size(max_stanza * 2)
         .max_frame_size(max_stanza * 2)
+        // The library's default (128 KiB, allocated up front) is a lot to keep per idle
+        // session; stanzas are small, and a read is also what one quota may overshoot by.
+        .read_buffer_size(WEBSOCKET_READ_BUFFER)
         .on_upgrade(move |socket| {
             let span =
                 info_span!("c2s", %peer, transport = "websocket", jid = tracing::field::Empty);
             async move {
-                let transport = WsTransport::new(socket, peer, limits, secure);
+                let transport = WsTransport::new(socket, meter, peer, limits, secure);
                 c2s::run(transport, ctx, permit).await;
             }
             .instrument(span)

@@ -3,5 +3,6 @@
 pub mod admission;
 pub mod byte_stream;
 pub mod http;
+pub mod read_meter;
 pub mod tcp;
 pub mod websocket;

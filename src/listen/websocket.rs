@@ -1,11 +1,16 @@
 //! RFC 7395 framing: one complete element per WebSocket text message, `<open/>` and `<close/>`
 //! in place of the stream header and footer.
 
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
+
+use super::read_meter::ReadMeter;
 
 use crate::sasl::ChannelBindings;
 use crate::stream::transport::{Incoming, Read, Transport, TransportError};
@@ -13,32 +18,45 @@ use crate::xml::{self, ns, FramingError, StreamHeader, XmlLimits};
 
 pub struct WsTransport {
     socket: WebSocket,
+    /// Every byte of the connection, frames that complete no message included (see
+    /// `Transport::bytes_read`).
+    meter: Arc<ReadMeter>,
     peer: SocketAddr,
     limits: XmlLimits,
     secure: bool,
-    /// Payload bytes of every message received so far (see `Transport::bytes_read`).
-    read: u64,
 }
 
+/// What one `next_frame` reads at most (plus one read of the library's buffer) before it
+/// returns, so that the shaper is asked again even while no message completes.
+const READ_QUOTA: u64 = 16 * 1024;
+
 impl WsTransport {
-    pub fn new(socket: WebSocket, peer: SocketAddr, limits: XmlLimits, secure: bool) -> Self {
+    pub fn new(
+        socket: WebSocket,
+        meter: Arc<ReadMeter>,
+        peer: SocketAddr,
+        limits: XmlLimits,
+        secure: bool,
+    ) -> Self {
         WsTransport {
             socket,
+            meter,
             peer,
             limits,
             secure,
-            read: 0,
         }
     }
-}
 
-fn payload_len(message: &Message) -> u64 {
-    let len = match message {
-        Message::Text(text) => text.len(),
-        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
-        Message::Close(frame) => frame.as_ref().map_or(0, |f| f.reason.len()),
-    };
-    len as u64
+    /// The next message, or `None` once the quota is spent without completing one.
+    async fn next_message(&mut self) -> Option<Option<Result<Message, axum::Error>>> {
+        self.meter.allow(READ_QUOTA);
+        poll_fn(|cx| match self.socket.poll_next_unpin(cx) {
+            Poll::Ready(message) => Poll::Ready(Some(message)),
+            Poll::Pending if self.meter.exhausted() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await
+    }
 }
 
 fn io_error(e: axum::Error) -> io::Error {
@@ -47,13 +65,11 @@ fn io_error(e: axum::Error) -> io::Error {
 
 impl Transport for WsTransport {
     async fn next_frame(&mut self) -> Result<Read, TransportError> {
-        let message = match self.socket.recv().await {
-            None => return Err(TransportError::Disconnected),
-            Some(Err(_)) => return Err(TransportError::Disconnected),
-            Some(Ok(message)) => message,
+        let message = match self.next_message().await {
+            None => return Ok(Read::Partial),
+            Some(None) | Some(Some(Err(_))) => return Err(TransportError::Disconnected),
+            Some(Some(Ok(message))) => message,
         };
-        // Keepalives and pings cost the server as much as stanzas to take in: all count.
-        self.read += payload_len(&message);
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
@@ -147,6 +163,6 @@ impl Transport for WsTransport {
     }
 
     fn bytes_read(&self) -> u64 {
-        self.read
+        self.meter.read()
     }
 }

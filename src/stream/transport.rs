@@ -73,7 +73,7 @@ pub trait Transport: Send + 'static {
     fn peer(&self) -> SocketAddr;
 
     /// Bytes received from the client so far, as the transport read them: after TLS, before
-    /// parsing, whitespace and keepalives included (on WebSocket, every message's payload).
+    /// parsing, whitespace and keepalives included (on WebSocket, every frame with its header).
     /// What the session's traffic shaper charges, wherever they were read.
     fn bytes_read(&self) -> u64;
 }
