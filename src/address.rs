@@ -33,9 +33,14 @@ pub enum AddressError {
     LabelTooLong,
     #[error("the domainpart is longer than {MAX_DOMAIN_OCTETS} octets")]
     DomainTooLong,
+    #[error("the address has no stable normal form")]
+    Unstable,
     #[error(transparent)]
     Jid(#[from] jid::Error),
 }
+
+/// Preparations of an address until it no longer changes; more means it never settles.
+const MAX_PREPARATIONS: usize = 3;
 
 /// Parses an address from a client stanza: the domainpart is checked first (see the module
 /// comment), then the whole goes through the `jid` crate's preparation.
@@ -52,7 +57,7 @@ pub fn parse(raw: &str) -> Result<Jid, AddressError> {
     };
     let checked = check_domain(domain)?;
     if checked == domain {
-        return Ok(Jid::new(raw)?);
+        return settle(raw, Jid::new(raw)?);
     }
     let mut text = String::with_capacity(raw.len());
     if let Some(node) = node {
@@ -64,7 +69,26 @@ pub fn parse(raw: &str) -> Result<Jid, AddressError> {
         text.push('/');
         text.push_str(resource);
     }
-    Ok(Jid::new(&text)?)
+    settle(raw, Jid::new(&text)?)
+}
+
+/// The `jid` crate's preparation is not idempotent for some compatibility characters: it
+/// case-folds before normalizing, so U+213B FACSIMILE SIGN in a localpart comes out as "FAX"
+/// and only a second pass lowercases it. An address must have one form (routing, rosters and
+/// archives compare it), so it is prepared until it stops changing. ASCII needs one pass.
+fn settle(raw: &str, first: Jid) -> Result<Jid, AddressError> {
+    if raw.is_ascii() {
+        return Ok(first);
+    }
+    let mut jid = first;
+    for _ in 0..MAX_PREPARATIONS {
+        let again = Jid::new(jid.as_str())?;
+        if again == jid {
+            return Ok(jid);
+        }
+        jid = again;
+    }
+    Err(AddressError::Unstable)
 }
 
 /// Checks a domainpart and returns it without its trailing label separator. An
@@ -278,6 +302,8 @@ mod tests {
             "bob@M\u{00FC}nchen.example",
             "bob@xn--mnchen-3ya.example",
             "bob@\u{FF21}.example",
+            "oRbboo\u{213B}--mnb@272",
+            "\u{213B}@d.test/\u{213B}",
         ] {
             let first = parse(raw).unwrap();
             let again = parse(&first.to_string()).unwrap();
