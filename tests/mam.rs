@@ -744,3 +744,60 @@ async fn room_archive_is_queried_on_the_room_jid() {
         "the new room starts with an empty archive"
     );
 }
+
+/// XEP-0198 §5: what a session never acknowledged goes back to the router when it ends. The
+/// message was archived when it was first routed; going back must not archive it again (the
+/// user would see it twice on every device that catches up), on a clean close as after a
+/// resumption timeout.
+#[tokio::test]
+async fn unacknowledged_messages_sent_on_are_archived_once() {
+    let server = TestServer::start_with(|c| c.stream_management.resume_timeout_secs = 1).await;
+    for user in ["alice", "bob"] {
+        server.add_user(user).await;
+    }
+    let mut bob = Session::online(&server, "bob", "b").await;
+    for (how, body) in [("close", "unacked-close"), ("timeout", "unacked-timeout")] {
+        let (mut raw, jid) =
+            common::Raw::login(server.c2s(), server.tls_config(), "alice", how).await;
+        raw.enable_resumption().await;
+        raw.write("<presence/>").await;
+        bob.send(&format!(
+            "<message to='{jid}' type='chat'><body>{body}</body></message>"
+        ))
+        .await;
+        // Received, never acknowledged.
+        loop {
+            let el = raw.element().await;
+            if body_of(&el).as_deref() == Some(body) {
+                break;
+            }
+        }
+        match how {
+            "close" => {
+                raw.write("</stream:stream>").await;
+                assert!(raw.closed().await);
+            }
+            _ => {
+                drop(raw);
+                server.until_detached(&jid).await;
+            }
+        }
+    }
+    let mut alice = Session::login(&server, "alice", "again").await;
+    alice.roster_get().await;
+    alice.send("<presence/>").await;
+    let mut offline = Vec::new();
+    while offline.len() < 2 {
+        let el = alice.next().await;
+        if let Some(body) = body_of(&el) {
+            offline.push(body);
+        }
+    }
+    assert_eq!(offline, ["unacked-close", "unacked-timeout"]);
+    let archive = query(&mut alice, "", "").await;
+    assert_eq!(
+        archive.bodies(),
+        ["unacked-close", "unacked-timeout"],
+        "each message archived once"
+    );
+}

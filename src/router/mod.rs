@@ -464,6 +464,20 @@ impl Router {
         }
     }
 
+    /// A message the router queued to a local session that ended without delivering it
+    /// (XEP-0198 §5, RFC 6120 §10): RFC 6121 delivery runs again (another resource, or offline
+    /// storage), but not the message hooks, which ran when it was first routed. Running them
+    /// again would archive it a second time and send the other resources a second carbon.
+    pub async fn redeliver(self: &Arc<Self>, to: Jid, stanza: Element) {
+        if to.domain().as_str() != self.domain || to.node().is_none() {
+            self.route(Kind::Message, to, stanza).await;
+            return;
+        }
+        let resource = to.resource().map(|r| r.as_str().to_owned());
+        self.deliver_message(&to.to_bare(), resource.as_deref(), stanza)
+            .await;
+    }
+
     /// `route` for a groupchat message many local sessions receive (a room's message to its
     /// occupants): the recipient's inbound filters apply as in `route`, but the stanza is
     /// queued shared, not copied per recipient. Anything other than a plain delivery to a

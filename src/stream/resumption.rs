@@ -315,10 +315,10 @@ pub async fn end_session(
     dispose(router, left).await;
 }
 
-/// RFC 6120 §10 / XEP-0198 §5 for stanzas a session never delivered: messages go back through
-/// the router, which now sees the session gone (another resource or offline storage takes
-/// them); IQ requests get `<service-unavailable/>` so their sender is not left waiting;
-/// presence and the rest are dropped (presence is state, the next broadcast supersedes it).
+/// RFC 6120 §10 / XEP-0198 §5 for stanzas a session never delivered: messages are delivered
+/// again, now that the session is gone (another resource or offline storage takes them); IQ
+/// requests get `<service-unavailable/>` so their sender is not left waiting; presence and the
+/// rest are dropped (presence is state, the next broadcast supersedes it).
 pub async fn dispose(router: &Arc<Router>, stanzas: Vec<Element>) {
     for el in stanzas {
         match Kind::of(&el) {
@@ -327,11 +327,11 @@ pub async fn dispose(router: &Arc<Router>, stanzas: Vec<Element>) {
                     continue;
                 };
                 if router.is_shutting_down() {
-                    // Straight to storage, in this session's order: routing again would
-                    // archive it a second time and queue it behind later messages.
+                    // Straight to storage, in this session's order: delivering again would
+                    // queue it behind later messages.
                     router.store_offline(&to.to_bare(), el).await;
                 } else {
-                    router.route(Kind::Message, to, el).await;
+                    router.redeliver(to, el).await;
                 }
             }
             Some(Kind::Iq) if matches!(stanza::stanza_type(&el), "get" | "set") => {
