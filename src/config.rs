@@ -53,6 +53,17 @@ pub struct LogConfig {
 pub struct StorageConfig {
     /// `sqlite://./data/corvid.db` (embedded default) or `postgres://user@host/db`.
     pub url: String,
+    /// Milliseconds one storage operation waits for the database to become usable: a
+    /// PostgreSQL connection (reconnecting while the database restarts) or SQLite's write
+    /// lock held by another process. Past it the operation fails and the client gets an error
+    /// of type `wait` (a login `<temporary-auth-failure/>`).
+    pub timeout_ms: u64,
+}
+
+impl StorageConfig {
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms.max(1))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -451,6 +462,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             url: "sqlite://./data/corvid.db".into(),
+            timeout_ms: 10_000,
         }
     }
 }

@@ -87,7 +87,7 @@ impl TestServer {
                 .with_test_writer()
                 .try_init();
         }
-        let storage = Storage::open(&config.storage.url)
+        let storage = Storage::open_with(&config.storage)
             .await
             .expect("storage opens");
         let server = corvid::server::start_with_modules(Arc::new(config), wrap(storage), extra)

@@ -15,15 +15,17 @@
 //! messages older than `expire_after_days` are deleted once an hour.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
 
 use crate::config::MamConfig;
 use crate::ids::{self, IdGenerator};
-use crate::storage::{ArchiveStore, ArchivedMessage};
+use crate::storage::{ArchiveStore, ArchivedMessage, StorageResult};
 
 enum Job {
     Record(ArchivedMessage),
@@ -32,14 +34,49 @@ enum Job {
     DeleteOwner(String),
 }
 
+/// Why a record was not queued, or a flush did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The writer has stopped: the server is shutting down.
+    #[error("the archive writer has stopped")]
+    Stopped,
+    /// Storage is failing and the record cannot be committed (or queued) now.
+    #[error("the message archive's storage is unavailable")]
+    Unavailable,
+}
+
+/// Failure policy (storage down, locked or read-only):
+///
+/// - A batch that fails to commit is retried, with backoff, until it commits: nothing queued
+///   is dropped because storage was away for a while. Inserts ignore ids already stored, so
+///   a retry after a commit whose answer was lost adds no duplicate.
+/// - While a batch is failing, the writer reports itself as failing. A full queue then does
+///   not make senders wait for a slot (which would hold every archiving session's routing
+///   until storage returns): `archive` refuses at once and the caller bounces the message
+///   with `resource-constraint` (type `wait`). The message is then neither delivered nor
+///   archived, and its sender knows to send it again; a delivered message always has its
+///   archive record. While storage keeps up, a full queue is ordinary backpressure.
+/// - `flush` (queries) gives up as soon as the writer is failing, so a query never waits for
+///   storage to come back; the client gets an error of type `wait`.
+/// - At shutdown, `flush_before_shutdown` waits a bounded time, then the writer stops
+///   retrying and logs, at error level, how many records were not committed.
 pub struct Writer {
     tx: mpsc::Sender<Job>,
     /// Held across "take an id" and "queue the record", so queue order is id order.
     order: Mutex<()>,
+    /// True while the writer holds a batch it could not commit.
+    failing: watch::Receiver<bool>,
+    /// Records queued and not yet committed.
+    pending: Arc<AtomicUsize>,
+    /// Set at shutdown: a failing batch is given up (and logged) instead of retried.
+    stop: Arc<AtomicBool>,
 }
 
-/// Attempts at committing one batch before it is given up (and logged).
-const APPEND_ATTEMPTS: u32 = 3;
+/// First pause after a failed commit; doubled after each failure up to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest pause between two attempts: also how late, at most, the writer notices that
+/// storage is back.
+const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How often the age-based expiry runs (when configured).
 const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -47,6 +84,9 @@ impl Writer {
     /// Starts the writer task on the current Tokio runtime.
     pub fn spawn(store: Arc<dyn ArchiveStore>, config: &MamConfig) -> Writer {
         let (tx, rx) = mpsc::channel(config.queue_size.max(1));
+        let (failing_tx, failing) = watch::channel(false);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
         let task = Task {
             store,
             batch_size: config.batch_size.max(1),
@@ -54,25 +94,49 @@ impl Writer {
             trim_every: trim_interval(config.max_messages_per_user),
             expire_after_ms: i64::from(config.expire_after_days) * 86_400_000,
             appended: HashMap::new(),
+            failing: failing_tx,
+            pending: pending.clone(),
+            stop: stop.clone(),
         };
         tokio::spawn(task.run(rx));
         Writer {
             tx,
             order: Mutex::new(()),
+            failing,
+            pending,
+            stop,
         }
     }
 
-    /// Gives `record` the next id (and its timestamp) and queues it; returns the id, or `None`
-    /// if the writer is gone (server shutting down). Waits only when the queue is full.
-    pub async fn archive(&self, ids: &IdGenerator, mut record: ArchivedMessage) -> Option<i64> {
+    /// Gives `record` the next id (and its timestamp) and queues it; returns the id. Waits
+    /// only when the queue is full and storage is keeping up (see the policy above).
+    pub async fn archive(&self, ids: &IdGenerator, mut record: ArchivedMessage) -> Result<i64, Refused> {
         // The slot is reserved before the lock, so the lock is never held across a wait.
-        let permit = self.tx.reserve().await.ok()?;
+        let permit = self.slot().await?;
         let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         let id = ids.next_id();
         record.id = id;
         record.timestamp_ms = IdGenerator::timestamp_ms(id);
+        self.pending.fetch_add(1, Ordering::Relaxed);
         permit.send(Job::Record(record));
-        Some(id)
+        Ok(id)
+    }
+
+    /// A queue slot: at once if one is free, else once one frees up, unless the writer is (or
+    /// becomes) failing meanwhile.
+    async fn slot(&self) -> Result<mpsc::Permit<'_, Job>, Refused> {
+        match self.tx.try_reserve() {
+            Ok(permit) => Ok(permit),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(Refused::Stopped),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                let mut failing = self.failing.clone();
+                tokio::select! {
+                    biased;
+                    permit = self.tx.reserve() => permit.map_err(|_| Refused::Stopped),
+                    _ = failing.wait_for(|f| *f) => Err(Refused::Unavailable),
+                }
+            }
+        }
     }
 
     /// Deletes `owner`'s archive once everything queued before is committed. Does not wait
@@ -90,11 +154,34 @@ impl Writer {
         }
     }
 
-    /// Returns once every record queued before the call is committed (or given up).
-    pub async fn flush(&self) {
+    /// Returns once every record queued before the call is committed; `Unavailable` as soon
+    /// as the writer is failing (storage down), rather than waiting for storage to return.
+    pub async fn flush(&self) -> Result<(), Refused> {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Job::Flush(done)).await.is_ok() {
-            let _ = wait.await;
+        self.slot().await?.send(Job::Flush(done));
+        let mut failing = self.failing.clone();
+        tokio::select! {
+            biased;
+            result = wait => result.map_err(|_| Refused::Stopped),
+            _ = failing.wait_for(|f| *f) => Err(Refused::Unavailable),
+        }
+    }
+
+    /// At shutdown: waits up to `grace` for every queued record to be committed; if storage
+    /// is still failing then, the writer gives up and logs how many records were lost.
+    pub async fn flush_before_shutdown(&self, grace: Duration) {
+        let (done, wait) = oneshot::channel();
+        let flushed = async {
+            if self.tx.send(Job::Flush(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        };
+        if tokio::time::timeout(grace, flushed).await.is_err() {
+            self.stop.store(true, Ordering::Relaxed);
+            error!(
+                records = self.pending.load(Ordering::Relaxed),
+                "archive storage still failing at shutdown: queued archive records are lost"
+            );
         }
     }
 }
@@ -115,6 +202,9 @@ struct Task {
     expire_after_ms: i64,
     /// Appends per owner since that owner's last trim.
     appended: HashMap<String, u64>,
+    failing: watch::Sender<bool>,
+    pending: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Task {
@@ -160,8 +250,15 @@ impl Task {
             batch.clear();
             if let Some(owner) = delete {
                 self.appended.remove(&owner);
-                if let Err(e) = self.store.archive_delete_owner(&owner).await {
-                    warn!(error = %e, owner, "deleting an archive failed");
+                let store = &self.store;
+                let owner = owner.as_str();
+                let deleted = self
+                    .until_done("deleting an archive", 0, || async move {
+                        store.archive_delete_owner(owner).await.map(|_| ())
+                    })
+                    .await;
+                if !deleted {
+                    error!(owner, "archive not deleted: storage failing at shutdown");
                 }
             }
         }
@@ -169,15 +266,46 @@ impl Task {
     }
 
     async fn append(&self, batch: &[ArchivedMessage]) {
-        for attempt in 1..=APPEND_ATTEMPTS {
-            match self.store.archive_append(batch).await {
-                Ok(()) => return,
-                Err(e) if attempt < APPEND_ATTEMPTS => {
-                    warn!(error = %e, attempt, records = batch.len(), "archiving failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        let committed = self
+            .until_done("archiving", batch.len(), || self.store.archive_append(batch))
+            .await;
+        if !committed {
+            error!(records = batch.len(), "archive records lost: storage failing at shutdown");
+        }
+        self.pending.fetch_sub(batch.len(), Ordering::Relaxed);
+    }
+
+    /// Runs `op` until it succeeds, pausing between attempts (see the policy on `Writer`);
+    /// false only if the server stopped it meanwhile.
+    async fn until_done<F, Fut>(&self, what: &str, records: usize, op: F) -> bool
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = StorageResult<()>>,
+    {
+        let mut pause = RETRY_FIRST;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match op().await {
+                Ok(()) => {
+                    if attempt > 1 {
+                        info!(attempts = attempt, records, "{what} works again");
+                        self.failing.send_replace(false);
+                    }
+                    return true;
                 }
                 Err(e) => {
-                    warn!(error = %e, records = batch.len(), "archiving failed, records lost");
+                    if self.stop.load(Ordering::Relaxed) {
+                        warn!(error = %e, records, "{what} failed at shutdown; giving up");
+                        self.failing.send_replace(false);
+                        return false;
+                    }
+                    if attempt == 1 {
+                        self.failing.send_replace(true);
+                    }
+                    warn!(error = %e, attempt, records, "{what} failed; retrying until storage is back");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
                 }
             }
         }

@@ -31,8 +31,10 @@ mod vcard;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
-/// How long a writer waits for another one before giving up with `SQLITE_BUSY`. Transactions
-/// here are a handful of statements, so this is only reached if the disk is stuck.
+/// How long a writer waits for another one before giving up with `SQLITE_BUSY`, unless
+/// `storage.timeout_ms` says otherwise. Transactions here are a handful of statements, so
+/// this is only reached if the disk is stuck or another process holds the database locked;
+/// a brief lock is waited out.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStorage {
@@ -43,10 +45,15 @@ impl SqliteStorage {
     /// Opens `sqlite://path` (creating the file and its folder if missing) or `sqlite::memory:`,
     /// and brings the schema up to date.
     pub async fn open(url: &str) -> StorageResult<Self> {
+        SqliteStorage::open_with(url, BUSY_TIMEOUT).await
+    }
+
+    /// `open`, waiting up to `timeout` for a lock another connection holds.
+    pub async fn open_with(url: &str, timeout: Duration) -> StorageResult<Self> {
         let in_memory = is_in_memory(url);
         let mut options = SqliteConnectOptions::from_str(url)?
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(timeout);
 
         let pool = if in_memory {
             // An in-memory database lives only as long as a connection to it, and each
@@ -75,7 +82,11 @@ impl SqliteStorage {
                 // appends for many users touch index pages all over the file, and every page
                 // not cached is read back before it is written.
                 .pragma("cache_size", "-65536");
-            SqlitePoolOptions::new().connect_with(options).await?
+            SqlitePoolOptions::new()
+                // Waiting for a pooled connection is bounded by the same timeout as a lock.
+                .acquire_timeout(timeout)
+                .connect_with(options)
+                .await?
         };
 
         MIGRATOR.run(&pool).await?;
