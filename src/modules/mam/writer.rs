@@ -350,6 +350,195 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{
+        ArchiveBound, ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveQuery, SqliteStorage,
+        StorageError,
+    };
+    use async_trait::async_trait;
+    use std::sync::atomic::AtomicU32;
+
+    /// A real (in-memory) archive that can be made to fail: `down` fails every append before
+    /// it reaches the database; `lose_answer` commits the next append, then reports failure
+    /// (a commit whose answer was lost).
+    struct Flaky {
+        inner: SqliteStorage,
+        down: AtomicBool,
+        lose_answer: AtomicBool,
+        attempts: AtomicU32,
+    }
+
+    fn gone() -> StorageError {
+        StorageError::Io(std::io::Error::other("storage is down"))
+    }
+
+    #[async_trait]
+    impl ArchiveStore for Flaky {
+        async fn archive_append(&self, batch: &[ArchivedMessage]) -> StorageResult<()> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(gone());
+            }
+            self.inner.archive_append(batch).await?;
+            if self.lose_answer.swap(false, Ordering::SeqCst) {
+                return Err(gone());
+            }
+            Ok(())
+        }
+        async fn archive_query(&self, o: &str, q: &ArchiveQuery) -> StorageResult<ArchivePage> {
+            self.inner.archive_query(o, q).await
+        }
+        async fn archive_count(&self, o: &str, f: &ArchiveFilter) -> StorageResult<u64> {
+            self.inner.archive_count(o, f).await
+        }
+        async fn archive_contains(&self, o: &str, id: i64) -> StorageResult<bool> {
+            self.inner.archive_contains(o, id).await
+        }
+        async fn archive_bounds(
+            &self,
+            o: &str,
+        ) -> StorageResult<Option<(ArchiveBound, ArchiveBound)>> {
+            self.inner.archive_bounds(o).await
+        }
+        async fn archive_trim(&self, o: &str, keep: u64) -> StorageResult<u64> {
+            self.inner.archive_trim(o, keep).await
+        }
+        async fn archive_expire(&self, before_ms: i64) -> StorageResult<u64> {
+            self.inner.archive_expire(before_ms).await
+        }
+        async fn archive_delete_owner(&self, o: &str) -> StorageResult<u64> {
+            self.inner.archive_delete_owner(o).await
+        }
+        async fn archive_prefs(&self, o: &str) -> StorageResult<Option<ArchivePrefs>> {
+            self.inner.archive_prefs(o).await
+        }
+        async fn set_archive_prefs(&self, o: &str, p: &ArchivePrefs) -> StorageResult<()> {
+            self.inner.set_archive_prefs(o, p).await
+        }
+    }
+
+    const OWNER: &str = "alice@example.org";
+    /// A hang guard only: every wait below ends on an event, not on this.
+    const WAIT: Duration = Duration::from_secs(20);
+
+    async fn flaky() -> Arc<Flaky> {
+        Arc::new(Flaky {
+            inner: SqliteStorage::open("sqlite::memory:").await.expect("sqlite"),
+            down: AtomicBool::new(false),
+            lose_answer: AtomicBool::new(false),
+            attempts: AtomicU32::new(0),
+        })
+    }
+
+    fn config(queue_size: usize, batch_size: usize) -> MamConfig {
+        MamConfig {
+            queue_size,
+            batch_size,
+            max_messages_per_user: 0,
+            ..MamConfig::default()
+        }
+    }
+
+    fn record(n: usize) -> ArchivedMessage {
+        ArchivedMessage {
+            owner: OWNER.into(),
+            id: 0,
+            timestamp_ms: 0,
+            with: "bob@example.org".into(),
+            outgoing: true,
+            stanza: format!("<message xmlns='jabber:client'><body>{n}</body></message>"),
+        }
+    }
+
+    async fn stored_ids(store: &Flaky) -> Vec<i64> {
+        let query = ArchiveQuery {
+            filter: ArchiveFilter::default(),
+            limit: 1000,
+            backward: false,
+        };
+        let page = store.archive_query(OWNER, &query).await.expect("query");
+        page.rows.iter().map(|r| r.id).collect()
+    }
+
+    /// Waits (without asserting anything about time) until `cond` holds.
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(WAIT, async {
+            while !cond() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "never happened: {what}");
+    }
+
+    /// Flushes until the writer has committed everything (storage being back).
+    async fn flushed(writer: &Writer) {
+        let done = tokio::time::timeout(WAIT, async {
+            while writer.flush().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(done.is_ok(), "the writer never caught up");
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_retried_until_storage_is_back_nothing_lost() {
+        let store = flaky().await;
+        store.down.store(true, Ordering::SeqCst);
+        let writer = Writer::spawn(store.clone(), &config(100, 2));
+        let ids = IdGenerator::new(1);
+        let mut queued = Vec::new();
+        for n in 0..5 {
+            queued.push(writer.archive(&ids, record(n)).await.expect("queued"));
+        }
+        // Well past the three attempts after which the writer used to drop the batch.
+        until("six failed attempts", || store.attempts.load(Ordering::SeqCst) >= 6).await;
+        assert_eq!(writer.flush().await, Err(Refused::Unavailable));
+        store.down.store(false, Ordering::SeqCst);
+        flushed(&writer).await;
+        assert_eq!(stored_ids(&store).await, queued, "all of them, once, in order");
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_answer_was_lost_is_not_stored_twice() {
+        let store = flaky().await;
+        store.lose_answer.store(true, Ordering::SeqCst);
+        let writer = Writer::spawn(store.clone(), &config(100, 100));
+        let ids = IdGenerator::new(1);
+        let mut queued = Vec::new();
+        for n in 0..3 {
+            queued.push(writer.archive(&ids, record(n)).await.expect("queued"));
+        }
+        flushed(&writer).await;
+        assert!(store.attempts.load(Ordering::SeqCst) >= 2, "retried");
+        assert_eq!(stored_ids(&store).await, queued);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_while_storage_fails() {
+        let store = flaky().await;
+        store.down.store(true, Ordering::SeqCst);
+        let writer = Writer::spawn(store.clone(), &config(2, 1));
+        let ids = IdGenerator::new(1);
+        let first = writer.archive(&ids, record(0)).await.expect("queued");
+        // The writer holds the first record and fails on it; two more fill the queue.
+        until("a failed attempt", || store.attempts.load(Ordering::SeqCst) >= 1).await;
+        let mut queued = vec![first];
+        for n in 1..3 {
+            queued.push(writer.archive(&ids, record(n)).await.expect("queued"));
+        }
+        let refused = tokio::time::timeout(WAIT, writer.archive(&ids, record(3)))
+            .await
+            .expect("refused rather than waiting for storage");
+        assert_eq!(refused, Err(Refused::Unavailable));
+        store.down.store(false, Ordering::SeqCst);
+        flushed(&writer).await;
+        assert_eq!(stored_ids(&store).await, queued, "the refused one was never queued");
+        // Storage keeps up again: a record is queued as usual.
+        let later = writer.archive(&ids, record(4)).await.expect("queued");
+        flushed(&writer).await;
+        assert_eq!(stored_ids(&store).await.last(), Some(&later));
+    }
 
     #[test]
     fn trims_at_one_percent_at_least_every_append() {
