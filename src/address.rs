@@ -284,7 +284,10 @@ mod tests {
             assert_eq!(again, first, "{raw:?}");
             assert_eq!(again.to_string(), first.to_string(), "{raw:?}");
         }
-        assert_eq!(parse("o\u{213B}c\u{212B}").unwrap().to_string(), "ofaxc\u{00E5}");
+        assert_eq!(
+            parse("o\u{213B}c\u{212B}").unwrap().to_string(),
+            "ofaxc\u{00E5}"
+        );
     }
 
     #[test]

@@ -82,7 +82,10 @@ impl Archiver {
             Ok(id) => Ok(Some(id)),
             Err(writer::Refused::Stopped) => Ok(None),
             Err(writer::Refused::Unavailable) => {
-                warn!(owner, "archive queue full while its storage fails: message refused");
+                warn!(
+                    owner,
+                    "archive queue full while its storage fails: message refused"
+                );
                 Err(StanzaError::resource_constraint()
                     .with_text("The message archive is unavailable; try again later"))
             }

@@ -110,7 +110,11 @@ impl Writer {
 
     /// Gives `record` the next id (and its timestamp) and queues it; returns the id. Waits
     /// only when the queue is full and storage is keeping up (see the policy above).
-    pub async fn archive(&self, ids: &IdGenerator, mut record: ArchivedMessage) -> Result<i64, Refused> {
+    pub async fn archive(
+        &self,
+        ids: &IdGenerator,
+        mut record: ArchivedMessage,
+    ) -> Result<i64, Refused> {
         // The slot is reserved before the lock, so the lock is never held across a wait.
         let permit = self.slot().await?;
         let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
@@ -267,10 +271,15 @@ impl Task {
 
     async fn append(&self, batch: &[ArchivedMessage]) {
         let committed = self
-            .until_done("archiving", batch.len(), || self.store.archive_append(batch))
+            .until_done("archiving", batch.len(), || {
+                self.store.archive_append(batch)
+            })
             .await;
         if !committed {
-            error!(records = batch.len(), "archive records lost: storage failing at shutdown");
+            error!(
+                records = batch.len(),
+                "archive records lost: storage failing at shutdown"
+            );
         }
         self.pending.fetch_sub(batch.len(), Ordering::Relaxed);
     }
@@ -422,7 +431,9 @@ mod tests {
 
     async fn flaky() -> Arc<Flaky> {
         Arc::new(Flaky {
-            inner: SqliteStorage::open("sqlite::memory:").await.expect("sqlite"),
+            inner: SqliteStorage::open("sqlite::memory:")
+                .await
+                .expect("sqlite"),
             down: AtomicBool::new(false),
             lose_answer: AtomicBool::new(false),
             attempts: AtomicU32::new(0),
@@ -492,11 +503,18 @@ mod tests {
             queued.push(writer.archive(&ids, record(n)).await.expect("queued"));
         }
         // Well past the three attempts after which the writer used to drop the batch.
-        until("six failed attempts", || store.attempts.load(Ordering::SeqCst) >= 6).await;
+        until("six failed attempts", || {
+            store.attempts.load(Ordering::SeqCst) >= 6
+        })
+        .await;
         assert_eq!(writer.flush().await, Err(Refused::Unavailable));
         store.down.store(false, Ordering::SeqCst);
         flushed(&writer).await;
-        assert_eq!(stored_ids(&store).await, queued, "all of them, once, in order");
+        assert_eq!(
+            stored_ids(&store).await,
+            queued,
+            "all of them, once, in order"
+        );
     }
 
     #[tokio::test]
@@ -522,7 +540,10 @@ mod tests {
         let ids = IdGenerator::new(1);
         let first = writer.archive(&ids, record(0)).await.expect("queued");
         // The writer holds the first record and fails on it; two more fill the queue.
-        until("a failed attempt", || store.attempts.load(Ordering::SeqCst) >= 1).await;
+        until("a failed attempt", || {
+            store.attempts.load(Ordering::SeqCst) >= 1
+        })
+        .await;
         let mut queued = vec![first];
         for n in 1..3 {
             queued.push(writer.archive(&ids, record(n)).await.expect("queued"));
@@ -533,7 +554,11 @@ mod tests {
         assert_eq!(refused, Err(Refused::Unavailable));
         store.down.store(false, Ordering::SeqCst);
         flushed(&writer).await;
-        assert_eq!(stored_ids(&store).await, queued, "the refused one was never queued");
+        assert_eq!(
+            stored_ids(&store).await,
+            queued,
+            "the refused one was never queued"
+        );
         // Storage keeps up again: a record is queued as usual.
         let later = writer.archive(&ids, record(4)).await.expect("queued");
         flushed(&writer).await;
