@@ -190,6 +190,13 @@ async fn chat_during_outage(
     }
 }
 
+/// Keeps storage away a while longer. The test passes however long this is; it is there so
+/// that the outage outlasts a writer that retries a few times and then drops the batch (as
+/// the archive writer once did: three attempts, 300 ms of pauses), which then fails the test.
+async fn prolong_outage(how_long: Duration) {
+    tokio::time::sleep(how_long).await;
+}
+
 /// After recovery: both archives hold the whole conversation once, in order, and the
 /// sessions that lived through the outage still chat.
 async fn archives_complete(alice: &mut Session, bob: &mut Session, sent: &[String]) {
@@ -290,6 +297,8 @@ async fn sqlite_locked_by_another_process_then_released() {
     let mut carol = Session::login(&server, "carol", "c").await;
     chat(&mut bob, &mut alice, "still-up").await;
     sent.push("still-up".into());
+    // Each failed attempt waits out the busy timeout first: three take 4.5 s here.
+    prolong_outage(Duration::from_secs(5)).await;
 
     sqlx::query("COMMIT")
         .execute(&mut other)
@@ -344,6 +353,7 @@ async fn sqlite_read_only_then_writable_again() {
     iq_fails_clearly(&mut alice, VCARD_SET).await;
     chat(&mut bob, &mut alice, "still-up").await;
     sent.push("still-up".into());
+    prolong_outage(Duration::from_secs(1)).await;
 
     assert!(immutable(&files, false).await, "chattr -i");
     drop(guard);

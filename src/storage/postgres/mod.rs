@@ -52,6 +52,7 @@ impl PostgresStorage {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .acquire_timeout(timeout)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(reusable(conn)) }))
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
@@ -74,6 +75,7 @@ impl PostgresStorage {
         let options = PgConnectOptions::from_str(url)?.options([("search_path", schema)]);
         let pool = PgPoolOptions::new()
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(reusable(conn)) }))
             .connect_with(options)
             .await?;
         sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
@@ -88,6 +90,13 @@ impl PostgresStorage {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// A connection left inside a transaction (its rollback failed, e.g. as the server went away
+/// mid-commit) is closed rather than handed out again: every later `BEGIN` on it would fail.
+fn reusable(conn: &mut sqlx::PgConnection) -> bool {
+    use sqlx::Connection;
+    !conn.is_in_transaction()
 }
 
 fn is_plain_identifier(name: &str) -> bool {

@@ -85,6 +85,8 @@ impl SqliteStorage {
             SqlitePoolOptions::new()
                 // Waiting for a pooled connection is bounded by the same timeout as a lock.
                 .acquire_timeout(timeout)
+                .before_acquire(|conn, _| Box::pin(async move { Ok(reusable(conn)) }))
+                .after_connect(|conn, _| Box::pin(check_writable(conn)))
                 .connect_with(options)
                 .await?
         };
@@ -102,6 +104,39 @@ impl SqliteStorage {
     async fn begin_write(&self) -> StorageResult<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+/// Whether a pooled connection may be handed out again; if not, the pool closes it and opens
+/// another. One still inside a transaction would refuse every later `BEGIN` ("non-zero
+/// transaction depth") long after the database is fine again: that happens when a commit
+/// failed on an I/O error (disk full, file not writable), SQLite rolled back by itself and
+/// sqlx's own rollback failed too.
+fn reusable(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    !conn.is_in_transaction()
+}
+
+/// A new connection is refused while the database cannot be written: SQLite would open it
+/// read-only (its write-ahead log too) and it would stay so for life, failing writes long
+/// after the file is writable again. A passive checkpoint writes if it can and never waits
+/// for another connection, so it tells this cheaply (and only when a connection opens).
+async fn check_writable(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(conn)
+        .await
+    {
+        Err(sqlx::Error::Database(e)) if is_unwritable(e.code().as_deref()) => {
+            Err(sqlx::Error::Database(e))
+        }
+        // Anything else (e.g. busy) says nothing about writability.
+        _ => Ok(()),
+    }
+}
+
+/// SQLITE_READONLY (8) or SQLITE_IOERR (10), with any extended code.
+fn is_unwritable(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 8 | 10))
 }
 
 fn is_in_memory(url: &str) -> bool {
