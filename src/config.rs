@@ -368,7 +368,8 @@ pub struct MamConfig {
     /// Largest page: bigger `<max/>` values are clamped. Also kept under a quarter of
     /// `limits.session_queue`, since a page is queued to the session at once.
     pub max_page_size: u32,
-    /// Archive records waiting for the writer before archiving senders wait (backpressure).
+    /// Archive records waiting for the writer before archiving senders wait (backpressure);
+    /// while storage fails, a full queue refuses archivable messages instead (`resource-constraint`).
     pub queue_size: usize,
     /// Records committed per transaction at most.
     pub batch_size: usize,
