@@ -53,6 +53,17 @@ pub struct LogConfig {
 pub struct StorageConfig {
     /// `sqlite://./data/corvid.db` (embedded default) or `postgres://user@host/db`.
     pub url: String,
+    /// Milliseconds one storage operation waits for the database to become usable: a
+    /// PostgreSQL connection (reconnecting while the database restarts) or SQLite's write
+    /// lock held by another process. Past it the operation fails and the client gets an error
+    /// of type `wait` (a login `<temporary-auth-failure/>`).
+    pub timeout_ms: u64,
+}
+
+impl StorageConfig {
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms.max(1))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -357,7 +368,8 @@ pub struct MamConfig {
     /// Largest page: bigger `<max/>` values are clamped. Also kept under a quarter of
     /// `limits.session_queue`, since a page is queued to the session at once.
     pub max_page_size: u32,
-    /// Archive records waiting for the writer before archiving senders wait (backpressure).
+    /// Archive records waiting for the writer before archiving senders wait (backpressure);
+    /// while storage fails, a full queue refuses archivable messages instead (`resource-constraint`).
     pub queue_size: usize,
     /// Records committed per transaction at most.
     pub batch_size: usize,
@@ -451,6 +463,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             url: "sqlite://./data/corvid.db".into(),
+            timeout_ms: 10_000,
         }
     }
 }

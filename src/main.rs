@@ -151,7 +151,7 @@ async fn wait_for_signal() -> &'static str {
 }
 
 async fn user(config: Config, command: UserCommand) -> Result<(), String> {
-    let storage = Storage::open(&config.storage.url)
+    let storage = Storage::open_with(&config.storage)
         .await
         .map_err(|e| e.to_string())?;
     let accounts = &storage.accounts;

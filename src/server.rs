@@ -87,7 +87,7 @@ const SESSIONS_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let config = Arc::new(config);
-    let storage = Storage::open(&config.storage.url).await?;
+    let storage = Storage::open_with(&config.storage).await?;
     start_with_storage(config, storage).await
 }
 

@@ -108,6 +108,12 @@ impl StanzaError {
     pub fn internal_server_error() -> Self {
         Self::new(ErrorType::Cancel, "internal-server-error")
     }
+    /// Storage failed (down, locked, read-only): type `wait`, since the same request may well
+    /// succeed once it is back.
+    pub fn storage_failure() -> Self {
+        Self::new(ErrorType::Wait, "internal-server-error")
+            .with_text("Storage is temporarily unavailable; try again later")
+    }
     pub fn conflict() -> Self {
         Self::new(ErrorType::Cancel, "conflict")
     }

@@ -1701,13 +1701,25 @@ async fn archive_count_bounds_and_contains(s: Storage) {
         "another owner's id"
     );
     assert!(!a.archive_contains(ALICE, 26).await.unwrap());
-    // Ids are unique: a batch with a duplicate fails as a whole.
-    let dup = vec![archived(ALICE, 30, "x@y"), archived(ALICE, 7, "x@y")];
-    assert!(a.archive_append(&dup).await.is_err());
-    assert!(
-        !a.archive_contains(ALICE, 30).await.unwrap(),
-        "the failed batch left nothing"
+    // A retried batch (its commit succeeded but the answer was lost) stores nothing twice:
+    // ids already stored are skipped, the rest is stored.
+    let retry = vec![archived(ALICE, 30, "x@y"), archived(ALICE, 7, "x@y")];
+    a.archive_append(&retry).await.unwrap();
+    a.archive_append(&retry).await.unwrap();
+    assert!(a.archive_contains(ALICE, 30).await.unwrap());
+    assert_eq!(
+        a.archive_count(ALICE, &ArchiveFilter::default())
+            .await
+            .unwrap(),
+        26,
+        "one row more, none twice"
     );
+    let page = a
+        .archive_query(ALICE, &query(ArchiveFilter::default(), 50, false))
+        .await
+        .unwrap();
+    let seven = page.rows.iter().find(|m| m.id == 7).expect("row 7");
+    assert_ne!(seven.with, "x@y", "a stored row is not replaced");
 }
 
 async fn archive_trim_expire_and_delete_owner(s: Storage) {

@@ -144,7 +144,7 @@ fn storage_failure(e: StorageError) -> StanzaError {
         StorageError::NotFound => StanzaError::service_unavailable(),
         e => {
             warn!(error = %e, "blocklist storage failed");
-            StanzaError::internal_server_error()
+            StanzaError::storage_failure()
         }
     }
 }

@@ -134,17 +134,18 @@ impl MessageHook for Carbons {
         from: &FullJid,
         to: &Jid,
         message: &mut Element,
-    ) {
+    ) -> Result<(), StanzaError> {
         if !eligible(message) {
-            return;
+            return Ok(());
         }
         let account = from.to_bare();
         // A message to the account itself reaches its sessions directly (or as a received
         // copy); a sent copy as well would show it twice.
         if to.to_bare() == account {
-            return;
+            return Ok(());
         }
         copy_to_sessions(router, Direction::Sent, &account, &[from], message);
+        Ok(())
     }
 
     async fn delivered(

@@ -91,7 +91,7 @@ impl IqHandler for LastActivity {
             Ok(None) => Err(StanzaError::item_not_found()),
             Err(e) => {
                 warn!(error = %e, "reading last activity failed");
-                Err(StanzaError::internal_server_error())
+                Err(StanzaError::storage_failure())
             }
         }
     }

@@ -134,7 +134,7 @@ impl UndeliverableMessage for Offline {
                 .with_text("the recipient's offline message storage is full")),
             Err(e) => {
                 warn!(error = %e, "storing an offline message failed");
-                Err(StanzaError::internal_server_error())
+                Err(StanzaError::storage_failure())
             }
         }
     }

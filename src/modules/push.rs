@@ -74,7 +74,7 @@ impl IqHandler for Push {
             Err(StorageError::NotFound) => Err(StanzaError::item_not_found()),
             Err(e) => {
                 warn!(error = %e, "storing a push registration failed");
-                Err(StanzaError::internal_server_error())
+                Err(StanzaError::storage_failure())
             }
         }
     }

@@ -372,7 +372,10 @@ impl Router {
         }
         if self.has_message_hooks(&stanza) {
             for hook in &self.registry.message_hooks {
-                hook.outgoing(self, from, &to, &mut stanza).await;
+                if let Err(error) = hook.outgoing(self, from, &to, &mut stanza).await {
+                    self.bounce(&stanza, error);
+                    return;
+                }
             }
         }
         self.route(Kind::Message, to, stanza).await;
@@ -579,7 +582,10 @@ impl Router {
             return;
         }
         for hook in &self.registry.message_hooks {
-            hook.incoming(self, user, &mut stanza).await;
+            if let Err(error) = hook.incoming(self, user, &mut stanza).await {
+                self.bounce(&stanza, error);
+                return;
+            }
         }
         let copy = stanza.clone();
         let sessions = self.deliver_message(user, resource, stanza).await;
@@ -699,7 +705,7 @@ impl Router {
             }
             Err(e) => {
                 warn!(error = %e, "account lookup failed");
-                self.bounce(&stanza, StanzaError::internal_server_error());
+                self.bounce(&stanza, StanzaError::storage_failure());
                 return;
             }
         }

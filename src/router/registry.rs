@@ -155,6 +155,8 @@ pub trait UndeliverableMessage: Send + Sync {
 /// and receives: archiving (XEP-0313 with XEP-0359 ids), carbons (XEP-0280) and push
 /// (XEP-0357) plug in here. Groupchat, headline and error messages never reach these hooks.
 /// Called on the delivery path: implementations must not wait on storage (queue the write).
+/// An error from `outgoing` or `incoming` refuses the message: it goes no further (later hooks
+/// included) and its sender gets the error back, e.g. when the archive cannot take it.
 #[async_trait]
 pub trait MessageHook: Send + Sync {
     /// A local session sent `message` to `to` and the sender's stanza filters let it pass;
@@ -165,11 +167,19 @@ pub trait MessageHook: Send + Sync {
         _from: &FullJid,
         _to: &Jid,
         _message: &mut Element,
-    ) {
+    ) -> Result<(), StanzaError> {
+        Ok(())
     }
     /// `message` arrived for the local account `to` (after its inbound filters), before it is
     /// handed to any session or to offline storage.
-    async fn incoming(&self, _router: &Arc<Router>, _to: &BareJid, _message: &mut Element) {}
+    async fn incoming(
+        &self,
+        _router: &Arc<Router>,
+        _to: &BareJid,
+        _message: &mut Element,
+    ) -> Result<(), StanzaError> {
+        Ok(())
+    }
     /// Where the router put a message for `to`: the sessions it was queued to (empty when
     /// none took it, e.g. it went to offline storage or was bounced).
     async fn delivered(

@@ -103,7 +103,9 @@ pub struct ArchivePrefs {
 
 #[async_trait]
 pub trait ArchiveStore: Send + Sync {
-    /// Stores the batch in one transaction. Ids are unique: a duplicate fails the batch.
+    /// Stores the batch in one transaction. A record whose id is already stored is skipped, so
+    /// the writer can retry a batch whose commit succeeded but whose answer was lost without
+    /// storing anything twice.
     async fn archive_append(&self, batch: &[ArchivedMessage]) -> StorageResult<()>;
     /// One page of `owner`'s archive.
     async fn archive_query(&self, owner: &str, query: &ArchiveQuery) -> StorageResult<ArchivePage>;

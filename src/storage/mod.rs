@@ -183,15 +183,26 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens (and migrates) the backend named by `url`: `sqlite://path` or `postgres://…`.
+    /// Opens (and migrates) the backend named by `url`: `sqlite://path` or `postgres://…`,
+    /// with the default `storage.timeout_ms`.
     pub async fn open(url: &str) -> StorageResult<Storage> {
+        Storage::open_with(&crate::config::StorageConfig {
+            url: url.to_string(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// `open`, with every `[storage]` setting.
+    pub async fn open_with(config: &crate::config::StorageConfig) -> StorageResult<Storage> {
+        let url = config.url.as_str();
         if url.starts_with("sqlite:") {
             Ok(Storage::from_backend(Arc::new(
-                SqliteStorage::open(url).await?,
+                SqliteStorage::open_with(url, config.timeout()).await?,
             )))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Ok(Storage::from_backend(Arc::new(
-                PostgresStorage::open(url).await?,
+                PostgresStorage::open_with(url, config.timeout()).await?,
             )))
         } else {
             Err(StorageError::UnsupportedUrl(url.to_string()))

@@ -2,6 +2,7 @@
 //! trust its certificate, and a raw client for behaviour a client library would hide.
 #![allow(dead_code)]
 
+pub mod private_postgres;
 pub mod xmpp;
 
 use std::borrow::Cow;
@@ -87,7 +88,7 @@ impl TestServer {
                 .with_test_writer()
                 .try_init();
         }
-        let storage = Storage::open(&config.storage.url)
+        let storage = Storage::open_with(&config.storage)
             .await
             .expect("storage opens");
         let server = corvid::server::start_with_modules(Arc::new(config), wrap(storage), extra)

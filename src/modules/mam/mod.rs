@@ -59,7 +59,9 @@ impl Archiver {
     }
 
     /// Queues `stanza` (serialized) for `owner`'s archive and returns its id, which is the
-    /// stanza-id to put on the message. `None` if the server is shutting down.
+    /// stanza-id to put on the message. `None` if the server is shutting down. An error when
+    /// the archive cannot take it while its storage is failing (see `writer::Writer`): the
+    /// caller refuses the message with it rather than deliver it unarchived.
     pub async fn append(
         &self,
         router: &Router,
@@ -67,7 +69,7 @@ impl Archiver {
         with: &str,
         outgoing: bool,
         stanza: String,
-    ) -> Option<i64> {
+    ) -> Result<Option<i64>, StanzaError> {
         let record = ArchivedMessage {
             owner: owner.to_string(),
             id: 0,
@@ -76,7 +78,30 @@ impl Archiver {
             outgoing,
             stanza,
         };
-        self.writer(router).archive(router.ids(), record).await
+        match self.writer(router).archive(router.ids(), record).await {
+            Ok(id) => Ok(Some(id)),
+            Err(writer::Refused::Stopped) => Ok(None),
+            Err(writer::Refused::Unavailable) => {
+                warn!(
+                    owner,
+                    "archive queue full while its storage fails: message refused"
+                );
+                Err(StanzaError::resource_constraint()
+                    .with_text("The message archive is unavailable; try again later"))
+            }
+        }
+    }
+
+    /// Waits until what was queued before is committed, for a query to see it; an error of
+    /// type `wait` while the archive's storage is failing.
+    async fn flushed(&self, router: &Router) -> Result<(), StanzaError> {
+        match self.writer(router).flush().await {
+            Ok(()) | Err(writer::Refused::Stopped) => Ok(()),
+            Err(writer::Refused::Unavailable) => {
+                warn!("archive query while its storage fails: refused");
+                Err(StanzaError::storage_failure())
+            }
+        }
     }
 
     /// Answers a MAM `<query/>` get (the form) or set from `from` on `owner`'s archive.
@@ -91,7 +116,7 @@ impl Archiver {
         if !is_set {
             return Ok(Some(form::template()));
         }
-        self.writer(router).flush().await;
+        self.flushed(router).await?;
         query::run(router, payload, from, owner, &self.limits).await
     }
 
@@ -142,10 +167,6 @@ impl Mam {
         self.enabled.then(|| self.archiver.clone())
     }
 
-    fn writer(&self, router: &Router) -> &writer::Writer {
-        self.archiver.writer(router)
-    }
-
     async fn prefs_of(&self, router: &Router, owner: &str) -> StorageResult<Arc<ArchivePrefs>> {
         self.prefs
             .get_or_load(router, owner, || async {
@@ -192,7 +213,8 @@ impl Mam {
         }
     }
 
-    /// Archives `message` in `owner`'s archive (if eligible) and marks it with the stanza-id.
+    /// Archives `message` in `owner`'s archive (if eligible) and marks it with the stanza-id;
+    /// an error refuses the message (the archive cannot take it now).
     async fn archive(
         &self,
         router: &Router,
@@ -200,19 +222,20 @@ impl Mam {
         with: &str,
         outgoing: bool,
         message: &mut Element,
-    ) {
+    ) -> Result<(), StanzaError> {
         eligibility::strip_stanza_ids(message, owner.as_str());
         if !worth_archiving(message) || !self.allowed(router, owner, with).await {
-            return;
+            return Ok(());
         }
         let stanza = xml::to_string(message);
         let id = self
             .archiver
             .append(router, owner.as_str(), with, outgoing, stanza)
-            .await;
+            .await?;
         if let Some(id) = id {
             message.append_child(eligibility::stanza_id(id, owner.as_str()));
         }
+        Ok(())
     }
 
     /// An account that can have an archive: it has a session, or it exists in storage.
@@ -232,7 +255,7 @@ impl Mam {
     }
 
     async fn metadata(&self, router: &Router, owner: &BareJid) -> IqResult {
-        self.writer(router).flush().await;
+        self.archiver.flushed(router).await?;
         let bounds = router
             .storage()
             .archive
@@ -295,37 +318,46 @@ impl MessageHook for Mam {
         from: &FullJid,
         to: &Jid,
         message: &mut Element,
-    ) {
+    ) -> Result<(), StanzaError> {
         let owner = from.to_bare();
         let with = bare_str(to).to_owned();
         if message.attr("from").is_none() {
             stanza::set_attr(message, "from", from.to_string());
         }
-        self.archive(router, &owner, &with, true, message).await;
+        self.archive(router, &owner, &with, true, message).await
     }
 
-    async fn incoming(&self, router: &Arc<Router>, to: &BareJid, message: &mut Element) {
+    async fn incoming(
+        &self,
+        router: &Arc<Router>,
+        to: &BareJid,
+        message: &mut Element,
+    ) -> Result<(), StanzaError> {
         let Some(with) = message
             .attr("from")
             .and_then(|f| Jid::new(f).ok())
             .map(|f| bare_str(&f).to_owned())
         else {
-            return;
+            return Ok(());
         };
         if !self.has_account(router, to).await {
             eligibility::strip_stanza_ids(message, to.as_str());
-            return;
+            return Ok(());
         }
-        self.archive(router, to, &with, false, message).await;
+        self.archive(router, to, &with, false, message).await
     }
 }
+
+/// How long shutdown waits for the archive's storage when it is failing: long enough to ride
+/// out a database restart, short enough that a stop is not held up for good.
+const SHUTDOWN_ARCHIVE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Rows still queued in the writer are committed before storage closes.
 #[async_trait]
 impl ShutdownHook for Mam {
     async fn shutdown(&self, _router: &Arc<Router>) {
         if let Some(writer) = self.archiver.writer.get() {
-            writer.flush().await;
+            writer.flush_before_shutdown(SHUTDOWN_ARCHIVE_GRACE).await;
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::xml::{self, ns};
 
 pub fn storage_failure(e: StorageError) -> StanzaError {
     warn!(error = %e, "message archive storage failed");
-    StanzaError::internal_server_error()
+    StanzaError::storage_failure()
 }
 
 /// XEP-0082 DateTime with milliseconds, UTC.

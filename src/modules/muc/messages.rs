@@ -121,7 +121,7 @@ async fn groupchat(
             let stored = crate::xml::to_string(&out);
             archive
                 .append(router, &room_name, &room_name, false, stored)
-                .await
+                .await?
         }
         _ => None,
     };

@@ -77,7 +77,7 @@ pub(super) async fn moderate(
             let stored = crate::xml::to_string(&announcement);
             archive
                 .append(router, &room_name, &room_name, false, stored)
-                .await
+                .await?
         }
         None => None,
     };

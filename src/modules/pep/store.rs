@@ -46,7 +46,7 @@ pub fn storage_error(e: StorageError) -> StanzaError {
         StorageError::NotFound => StanzaError::item_not_found(),
         e => {
             warn!(error = %e, "PEP storage failed");
-            StanzaError::internal_server_error()
+            StanzaError::storage_failure()
         }
     }
 }

@@ -18,7 +18,7 @@ pub struct RosterIq;
 
 fn storage_failed(e: StorageError) -> StanzaError {
     warn!(error = %e, "roster storage failed");
-    StanzaError::internal_server_error()
+    StanzaError::storage_failure()
 }
 
 #[async_trait]

@@ -179,7 +179,7 @@ pub async fn outbound(
         Ok(stored) => stored,
         Err(e) => {
             warn!(error = %e, "reading roster state failed");
-            router.bounce(original, StanzaError::internal_server_error());
+            router.bounce(original, StanzaError::storage_failure());
             return Outcome::default();
         }
     };
@@ -214,7 +214,7 @@ pub async fn outbound(
         Ok(_) => {}
         Err(e) => {
             warn!(error = %e, "writing roster state failed");
-            router.bounce(original, StanzaError::internal_server_error());
+            router.bounce(original, StanzaError::storage_failure());
             return Outcome::default();
         }
     }

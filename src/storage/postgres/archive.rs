@@ -77,6 +77,7 @@ impl ArchiveStore for PostgresStorage {
                     .push_bind(m.outgoing)
                     .push_bind(m.stanza.as_str());
             });
+            qb.push(" ON CONFLICT DO NOTHING");
             qb.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;

@@ -7,6 +7,7 @@
 //! the key-share locks that foreign-key checks take on the same row.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -29,6 +30,12 @@ mod vcard;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// How long an operation waits for a connection, unless `storage.timeout_ms` says otherwise.
+/// While the database is down or restarting, sqlx keeps reconnecting within this time, so a
+/// restart shorter than it is not even noticed; past it the operation fails (rather than
+/// hold up a login or a stanza for sqlx's default 30 s).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct PostgresStorage {
     pool: PgPool,
 }
@@ -37,8 +44,17 @@ impl PostgresStorage {
     /// Connects to `postgres://…` and brings the schema up to date, in whatever schema the
     /// URL's `search_path` selects (normally `public`).
     pub async fn open(url: &str) -> StorageResult<Self> {
+        PostgresStorage::open_with(url, ACQUIRE_TIMEOUT).await
+    }
+
+    /// `open`, with operations waiting up to `timeout` for a connection.
+    pub async fn open_with(url: &str, timeout: Duration) -> StorageResult<Self> {
         let options = PgConnectOptions::from_str(url)?;
-        let pool = PgPoolOptions::new().connect_with(options).await?;
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(timeout)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(reusable(conn)) }))
+            .connect_with(options)
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(PostgresStorage { pool })
     }
@@ -57,7 +73,11 @@ impl PostgresStorage {
             )));
         }
         let options = PgConnectOptions::from_str(url)?.options([("search_path", schema)]);
-        let pool = PgPoolOptions::new().connect_with(options).await?;
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(reusable(conn)) }))
+            .connect_with(options)
+            .await?;
         sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
             .execute(&pool)
             .await?;
@@ -70,6 +90,13 @@ impl PostgresStorage {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// A connection left inside a transaction (its rollback failed, e.g. as the server went away
+/// mid-commit) is closed rather than handed out again: every later `BEGIN` on it would fail.
+fn reusable(conn: &mut sqlx::PgConnection) -> bool {
+    use sqlx::Connection;
+    !conn.is_in_transaction()
 }
 
 fn is_plain_identifier(name: &str) -> bool {

@@ -67,7 +67,7 @@ impl ArchiveStore for SqliteStorage {
         // Multi-row INSERTs: far fewer round trips than one statement per row.
         for chunk in batch.chunks(APPEND_CHUNK) {
             let mut qb = QueryBuilder::new(
-                "INSERT INTO archive (id, owner, ts_ms, with_jid, outgoing, stanza) ",
+                "INSERT OR IGNORE INTO archive (id, owner, ts_ms, with_jid, outgoing, stanza) ",
             );
             qb.push_values(chunk, |mut row, m| {
                 row.push_bind(m.id)

@@ -31,8 +31,10 @@ mod vcard;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
-/// How long a writer waits for another one before giving up with `SQLITE_BUSY`. Transactions
-/// here are a handful of statements, so this is only reached if the disk is stuck.
+/// How long a writer waits for another one before giving up with `SQLITE_BUSY`, unless
+/// `storage.timeout_ms` says otherwise. Transactions here are a handful of statements, so
+/// this is only reached if the disk is stuck or another process holds the database locked;
+/// a brief lock is waited out.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStorage {
@@ -43,10 +45,15 @@ impl SqliteStorage {
     /// Opens `sqlite://path` (creating the file and its folder if missing) or `sqlite::memory:`,
     /// and brings the schema up to date.
     pub async fn open(url: &str) -> StorageResult<Self> {
+        SqliteStorage::open_with(url, BUSY_TIMEOUT).await
+    }
+
+    /// `open`, waiting up to `timeout` for a lock another connection holds.
+    pub async fn open_with(url: &str, timeout: Duration) -> StorageResult<Self> {
         let in_memory = is_in_memory(url);
         let mut options = SqliteConnectOptions::from_str(url)?
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(timeout);
 
         let pool = if in_memory {
             // An in-memory database lives only as long as a connection to it, and each
@@ -75,7 +82,13 @@ impl SqliteStorage {
                 // appends for many users touch index pages all over the file, and every page
                 // not cached is read back before it is written.
                 .pragma("cache_size", "-65536");
-            SqlitePoolOptions::new().connect_with(options).await?
+            SqlitePoolOptions::new()
+                // Waiting for a pooled connection is bounded by the same timeout as a lock.
+                .acquire_timeout(timeout)
+                .before_acquire(|conn, _| Box::pin(async move { Ok(reusable(conn)) }))
+                .after_connect(|conn, _| Box::pin(check_writable(conn)))
+                .connect_with(options)
+                .await?
         };
 
         MIGRATOR.run(&pool).await?;
@@ -91,6 +104,39 @@ impl SqliteStorage {
     async fn begin_write(&self) -> StorageResult<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+/// Whether a pooled connection may be handed out again; if not, the pool closes it and opens
+/// another. One still inside a transaction would refuse every later `BEGIN` ("non-zero
+/// transaction depth") long after the database is fine again: that happens when a commit
+/// failed on an I/O error (disk full, file not writable), SQLite rolled back by itself and
+/// sqlx's own rollback failed too.
+fn reusable(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    !conn.is_in_transaction()
+}
+
+/// A new connection is refused while the database cannot be written: SQLite would open it
+/// read-only (its write-ahead log too) and it would stay so for life, failing writes long
+/// after the file is writable again. A passive checkpoint writes if it can and never waits
+/// for another connection, so it tells this cheaply (and only when a connection opens).
+async fn check_writable(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(conn)
+        .await
+    {
+        Err(sqlx::Error::Database(e)) if is_unwritable(e.code().as_deref()) => {
+            Err(sqlx::Error::Database(e))
+        }
+        // Anything else (e.g. busy) says nothing about writability.
+        _ => Ok(()),
+    }
+}
+
+/// SQLITE_READONLY (8) or SQLITE_IOERR (10), with any extended code.
+fn is_unwritable(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 8 | 10))
 }
 
 fn is_in_memory(url: &str) -> bool {
