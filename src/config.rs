@@ -39,6 +39,36 @@ pub struct Config {
     pub fast: FastConfig,
     pub stream_management: StreamManagementConfig,
     pub mam: MamConfig,
+    pub cluster: ClusterConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's name. Storage gives each name a number for good, and that number is part
+    /// of every sortable id the node makes (`crate::ids`), so nodes sharing a database never
+    /// make the same id. Unset: the machine's host name.
+    pub node: Option<String>,
+}
+
+impl ClusterConfig {
+    /// The configured name, else the host name, else a fixed name (one node per machine).
+    pub fn node_name(&self) -> String {
+        if let Some(node) = self
+            .node
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            return node.to_owned();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|name| name.trim().to_owned())
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "corvid".to_owned())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -447,6 +477,7 @@ impl Default for Config {
             fast: FastConfig::default(),
             stream_management: StreamManagementConfig::default(),
             mam: MamConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

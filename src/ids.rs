@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const EPOCH_MS: u64 = 1_704_067_200_000;
 const NODE_BITS: u32 = 10;
+/// How many node numbers there are (0 to `NODES - 1`).
+pub const NODES: u16 = 1 << NODE_BITS;
 const SEQ_BITS: u32 = 12;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 
@@ -44,6 +46,11 @@ impl IdGenerator {
         ((ms << (NODE_BITS + SEQ_BITS)) | (self.node << SEQ_BITS) | seq) as i64
     }
 
+    /// The node number encoded in an id.
+    pub fn node_of(id: i64) -> u16 {
+        ((id as u64 >> SEQ_BITS) & ((1 << NODE_BITS) - 1)) as u16
+    }
+
     /// Milliseconds since the Unix epoch encoded in an id.
     pub fn timestamp_ms(id: i64) -> i64 {
         ((id as u64 >> (NODE_BITS + SEQ_BITS)) + EPOCH_MS) as i64
@@ -70,5 +77,15 @@ mod tests {
         assert!(ids.iter().all(|&id| id > 0));
         let ts = IdGenerator::timestamp_ms(ids[0]);
         assert!(ts >= before && ts <= before + 5_000, "{ts} vs {before}");
+        assert!(ids.iter().all(|&id| IdGenerator::node_of(id) == 3));
+    }
+
+    #[test]
+    fn two_nodes_never_make_the_same_id() {
+        let a = IdGenerator::new(0);
+        let b = IdGenerator::new(NODES - 1);
+        let from_a: std::collections::HashSet<i64> = (0..20_000).map(|_| a.next_id()).collect();
+        assert!((0..20_000).all(|_| !from_a.contains(&b.next_id())));
+        assert_eq!(IdGenerator::node_of(b.next_id()), NODES - 1);
     }
 }

@@ -30,6 +30,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("all {0} node numbers are taken by other node names in this database")]
+    NoNodeNumber(u16),
 }
 
 /// What every connection task shares.
@@ -119,10 +121,17 @@ pub async fn start_with_modules(
     if let Ok(decoy) = <[u8; 32]>::try_from(decoy.as_slice()) {
         let _ = crate::sasl::init_decoy_secret(decoy);
     }
+    let node_name = config.cluster.node_name();
+    let node = storage
+        .nodes
+        .node_number(&node_name, crate::ids::NODES)
+        .await?
+        .ok_or(ServerError::NoNodeNumber(crate::ids::NODES))?;
+    info!(node = %node_name, number = node, "node identity");
     let storage = storage.with_roster_cache(ROSTER_CACHE_USERS);
     let mut all = modules::all(&config);
     all.extend(extra);
-    let router = Router::new(config.clone(), storage, all);
+    let router = Router::new(config.clone(), storage, all, node);
     let ctx = Arc::new(ServerContext {
         config: config.clone(),
         router,

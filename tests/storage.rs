@@ -140,6 +140,7 @@ backend_tests!(
     archive_count_bounds_and_contains,
     archive_trim_expire_and_delete_owner,
     archive_prefs_roundtrip,
+    node_numbers_are_kept_and_never_shared,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -1795,4 +1796,31 @@ async fn archive_prefs_roundtrip(s: Storage) {
     };
     a.set_archive_prefs(ALICE, &replaced).await.unwrap();
     assert_eq!(a.archive_prefs(ALICE).await.unwrap(), Some(replaced));
+}
+
+async fn node_numbers_are_kept_and_never_shared(s: Storage) {
+    let a = s.nodes.node_number("a", 4).await.unwrap();
+    let b = s.nodes.node_number("b", 4).await.unwrap();
+    assert_eq!((a, b), (Some(0), Some(1)));
+    assert_eq!(s.nodes.node_number("a", 4).await.unwrap(), Some(0));
+    // Names claiming at once each get a number of their own.
+    let claims: Vec<_> = ["c", "d"]
+        .into_iter()
+        .map(|name| {
+            let s = s.clone();
+            tokio::spawn(async move { s.nodes.node_number(name, 4).await.unwrap() })
+        })
+        .collect();
+    let mut numbers = vec![a.unwrap(), b.unwrap()];
+    for claim in claims {
+        numbers.push(claim.await.unwrap().expect("a free number"));
+    }
+    numbers.sort();
+    assert_eq!(numbers, [0, 1, 2, 3]);
+    assert_eq!(
+        s.nodes.node_number("e", 4).await.unwrap(),
+        None,
+        "all taken"
+    );
+    assert!(s.nodes.node_number("c", 4).await.unwrap().is_some());
 }

@@ -60,7 +60,13 @@ pub enum IqRequestError {
 }
 
 impl Router {
-    pub fn new(config: Arc<Config>, storage: Storage, modules: Vec<Arc<dyn Module>>) -> Arc<Self> {
+    /// `node`: this node's number (see `crate::ids`), which goes into every id it makes.
+    pub fn new(
+        config: Arc<Config>,
+        storage: Storage,
+        modules: Vec<Arc<dyn Module>>,
+        node: u16,
+    ) -> Arc<Self> {
         let mut registry = Registry::default();
         for module in modules {
             debug!(module = module.name(), "registering module");
@@ -71,7 +77,7 @@ impl Router {
             registry,
             sessions: SessionTable::default(),
             storage,
-            ids: IdGenerator::new(0),
+            ids: IdGenerator::new(node),
             config,
             pending_iqs: DashMap::new(),
             ending: DashMap::new(),

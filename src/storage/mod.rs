@@ -5,6 +5,7 @@ mod archive;
 mod blocking;
 mod fast;
 mod muc;
+pub mod nodes;
 mod pep;
 mod postgres;
 mod push;
@@ -25,6 +26,7 @@ pub use archive::{
 pub use blocking::{BlockWrite, BlocklistStore};
 pub use fast::{FastSlot, FastToken, FastTokenStore};
 pub use muc::{MucStore, StoredAffiliation, StoredRoom};
+pub use nodes::NodeStore;
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
 pub use postgres::PostgresStorage;
 pub use push::{PushRegistration, PushStore};
@@ -177,6 +179,7 @@ pub struct Storage {
     pub muc: Arc<dyn MucStore>,
     pub push: Arc<dyn PushStore>,
     pub secrets: Arc<dyn ServerSecretStore>,
+    pub nodes: Arc<dyn NodeStore>,
     pub fast: Arc<dyn FastTokenStore>,
     pub archive: Arc<dyn ArchiveStore>,
     connections: Arc<dyn Connections>,
@@ -229,6 +232,7 @@ impl Storage {
             + MucStore
             + PushStore
             + ServerSecretStore
+            + NodeStore
             + FastTokenStore
             + ArchiveStore
             + Connections
@@ -245,6 +249,7 @@ impl Storage {
             muc: backend.clone(),
             push: backend.clone(),
             secrets: backend.clone(),
+            nodes: backend.clone(),
             fast: backend.clone(),
             archive: backend.clone(),
             connections: backend,

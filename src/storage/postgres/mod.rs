@@ -22,6 +22,7 @@ mod archive;
 mod blocking;
 mod fast;
 mod muc;
+mod nodes;
 mod pep;
 mod push;
 mod roster;
