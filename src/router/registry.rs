@@ -404,3 +404,61 @@ pub trait Module: Send + Sync {
     fn name(&self) -> &'static str;
     fn register(self: Arc<Self>, registry: &mut Registry);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Hook;
+
+    #[async_trait]
+    impl MessageHook for Hook {}
+
+    #[async_trait]
+    impl SessionHook for Hook {}
+
+    fn position<T: ?Sized>(hooks: &Ordered<T>, hook: &Arc<T>) -> Option<usize> {
+        hooks.iter().position(|h| Arc::ptr_eq(h, hook))
+    }
+
+    #[test]
+    fn hooks_run_by_priority_whatever_the_registration_order() {
+        let push: Arc<dyn MessageHook> = Arc::new(Hook);
+        let carbons: Arc<dyn MessageHook> = Arc::new(Hook);
+        let archive: Arc<dyn MessageHook> = Arc::new(Hook);
+        let mut registry = Registry::default();
+        // Registered backwards, the way a careless `modules::all` would.
+        for (module, priority, hook) in [
+            ("push", Priority::Notify, &push),
+            ("carbons", Priority::Copies, &carbons),
+            ("mam", Priority::Archive, &archive),
+        ] {
+            registry.enter_module(module);
+            registry.message_hook(priority, hook.clone());
+        }
+        let hooks = &registry.message_hooks;
+        assert_eq!(position(hooks, &archive), Some(0));
+        assert_eq!(position(hooks, &carbons), Some(1));
+        assert_eq!(position(hooks, &push), Some(2));
+    }
+
+    #[test]
+    fn equal_priorities_run_in_module_name_order() {
+        let vcard: Arc<dyn SessionHook> = Arc::new(Hook);
+        let pep: Arc<dyn SessionHook> = Arc::new(Hook);
+        let presence: Arc<dyn SessionHook> = Arc::new(Hook);
+        let mut registry = Registry::default();
+        for (module, priority, hook) in [
+            ("vcard", Priority::Profile, &vcard),
+            ("pep", Priority::Profile, &pep),
+            ("presence", Priority::Presence, &presence),
+        ] {
+            registry.enter_module(module);
+            registry.session_hook(priority, hook.clone());
+        }
+        let hooks = &registry.session_hooks;
+        assert_eq!(position(hooks, &presence), Some(0));
+        assert_eq!(position(hooks, &pep), Some(1));
+        assert_eq!(position(hooks, &vcard), Some(2));
+    }
+}
