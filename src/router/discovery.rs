@@ -95,7 +95,9 @@ pub trait ItemSource: Send + Sync {
 }
 
 /// Answers disco#info and disco#items for a node it registered (an ad-hoc command list, a
-/// XEP-0115 `node#ver`, …). A node nobody registered is `item-not-found`.
+/// XEP-0115 `node#ver`, …). A node nobody registered is `item-not-found`. For an account
+/// node the account may not exist, and anyone may ask: the handler decides what each
+/// requester learns, and its error goes back as the answer.
 #[async_trait]
 pub trait NodeHandler: Send + Sync {
     async fn info(

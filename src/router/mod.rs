@@ -104,14 +104,6 @@ impl Router {
         &self.ids
     }
 
-    pub fn server_features(&self) -> &[&'static str] {
-        self.registry.discovery.of(DiscoTarget::Server).features()
-    }
-
-    pub fn account_features(&self) -> &[&'static str] {
-        self.registry.discovery.of(DiscoTarget::Account).features()
-    }
-
     /// What modules contributed to service discovery.
     pub fn discovery(&self) -> &Discovery {
         &self.registry.discovery
