@@ -21,8 +21,8 @@ use tracing::warn;
 
 use super::user_cache::{bare_str, UserCache};
 use crate::router::{
-    Interest, IqHandler, IqRequest, IqResult, Module, Registry, Router, SessionHook, StanzaFilter,
-    Verdict,
+    Interest, IqHandler, IqRequest, IqResult, IqType, Module, Priority, Registry, Router,
+    SessionHook, StanzaFilter, Verdict,
 };
 use crate::stanza::{self, ErrorType, Kind, StanzaError};
 use crate::storage::{BlockWrite, StorageError, StorageResult};
@@ -72,11 +72,12 @@ impl Module for Blocking {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        for payload in ["blocklist", "block", "unblock"] {
-            registry.account_iq(ns::BLOCKING, payload, self.clone());
+        registry.account_iq(IqType::Get, ns::BLOCKING, "blocklist", self.clone());
+        for payload in ["block", "unblock"] {
+            registry.account_iq(IqType::Set, ns::BLOCKING, payload, self.clone());
         }
-        registry.stanza_filter(self.clone());
-        registry.session_hook(self);
+        registry.stanza_filter(Priority::Policy, self.clone());
+        registry.session_hook(Priority::Policy, self);
         // Conversations looks for the feature on the server, other clients on the account.
         registry.server_feature(ns::BLOCKING);
         registry.account_feature(ns::BLOCKING);
@@ -106,9 +107,10 @@ fn parse_items(payload: &Element) -> Result<Vec<Jid>, StanzaError> {
 
 fn parse_command(request: &IqRequest) -> Result<Command, StanzaError> {
     let payload = request.payload();
-    match (payload.name(), request.is_set) {
-        ("blocklist", false) => Ok(Command::Get),
-        ("block", true) => {
+    // The router hands over each payload only in the type it was registered for.
+    match payload.name() {
+        "blocklist" => Ok(Command::Get),
+        "block" => {
             let items = parse_items(payload)?;
             if items.is_empty() {
                 return Err(
@@ -117,7 +119,7 @@ fn parse_command(request: &IqRequest) -> Result<Command, StanzaError> {
             }
             Ok(Command::Block(items))
         }
-        ("unblock", true) => Ok(Command::Unblock(parse_items(payload)?)),
+        "unblock" => Ok(Command::Unblock(parse_items(payload)?)),
         _ => Err(StanzaError::bad_request()),
     }
 }
@@ -448,14 +450,19 @@ impl StanzaFilter for Blocking {
 
 #[async_trait]
 impl IqHandler for Blocking {
-    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        let Some(user) = request.account.clone() else {
-            return Err(StanzaError::service_unavailable());
-        };
-        // Only the user manages (or sees) their own list; to others it does not exist.
-        if bare_str(&request.from) != user.as_str() {
-            return Err(StanzaError::service_unavailable());
+    /// Only the user manages (or sees) their own list; to others it does not exist.
+    fn authorize(&self, request: &IqRequest) -> Result<(), StanzaError> {
+        match &request.account {
+            Some(user) if bare_str(&request.from) == user.as_str() => Ok(()),
+            _ => Err(StanzaError::service_unavailable()),
         }
+    }
+
+    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
+        let user = request
+            .account
+            .clone()
+            .ok_or_else(StanzaError::service_unavailable)?;
         let command = parse_command(&request)?;
         self.handle(router, &user, &request.from, command).await
     }

@@ -9,7 +9,8 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
 use crate::router::{
-    Interest, IqHandler, IqRequest, IqResult, MessageHook, Module, Registry, Router,
+    Interest, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, Priority, Registry,
+    Router,
 };
 use crate::stanza::{self, StanzaError};
 use crate::xml::ns;
@@ -22,9 +23,9 @@ impl Module for Carbons {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.account_iq(ns::CARBONS, "enable", self.clone());
-        registry.account_iq(ns::CARBONS, "disable", self.clone());
-        registry.message_hook(self);
+        registry.account_iq(IqType::Set, ns::CARBONS, "enable", self.clone());
+        registry.account_iq(IqType::Set, ns::CARBONS, "disable", self.clone());
+        registry.message_hook(Priority::Copies, self);
         // Clients look for it on the server (XEP-0280 §3).
         registry.server_feature(ns::CARBONS);
     }
@@ -32,14 +33,19 @@ impl Module for Carbons {
 
 #[async_trait]
 impl IqHandler for Carbons {
+    /// Only a session of the account itself can switch its own carbons.
+    fn authorize(&self, request: &IqRequest) -> Result<(), StanzaError> {
+        request
+            .own_session()
+            .map(|_| ())
+            .ok_or_else(StanzaError::forbidden)
+    }
+
     async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        // Only a session of the account itself can switch its own carbons.
-        let Some(session) = request.own_session().cloned() else {
-            return Err(StanzaError::forbidden());
-        };
-        if !request.is_set {
-            return Err(StanzaError::bad_request());
-        }
+        let session = request
+            .own_session()
+            .cloned()
+            .ok_or_else(StanzaError::forbidden)?;
         match request.payload().name() {
             "enable" => router.set_interested(&session, Interest::Carbons),
             _ => router.clear_interested(&session, Interest::Carbons),

@@ -1,12 +1,16 @@
 //! XEP-0030 Service Discovery for the server (identity `server/im`) and for accounts
-//! (`account/registered`, answered by the server on the user's behalf).
+//! (`account/registered`, answered by the server on the user's behalf). What is discovered
+//! comes from the modules (`Registry::disco_*`); this module only answers the queries.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use minidom::Element;
 
-use crate::router::{IqHandler, IqRequest, IqResult, Module, Registry, Router};
+use crate::router::{
+    DiscoQuery, DiscoTarget, Identity, IqHandler, IqRequest, IqResult, IqType, Item, Module,
+    Registry, Router,
+};
 use crate::stanza::{self, StanzaError};
 use crate::xml::ns;
 
@@ -18,88 +22,119 @@ impl Module for Disco {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.server_iq(ns::DISCO_INFO, "query", self.clone());
-        registry.server_iq(ns::DISCO_ITEMS, "query", self.clone());
-        registry.account_iq(ns::DISCO_INFO, "query", self.clone());
-        registry.account_iq(ns::DISCO_ITEMS, "query", self);
-        for feature in [ns::DISCO_INFO, ns::DISCO_ITEMS] {
-            registry.server_feature(feature);
-            registry.account_feature(feature);
+        for payload_ns in [ns::DISCO_INFO, ns::DISCO_ITEMS] {
+            registry.server_iq(IqType::Get, payload_ns, "query", self.clone());
+            registry.account_iq(IqType::Get, payload_ns, "query", self.clone());
+            registry.server_feature(payload_ns);
+            registry.account_feature(payload_ns);
         }
+        registry.disco_identity(
+            DiscoTarget::Server,
+            Identity::new("server", "im").named("corvid"),
+        );
+        registry.disco_identity(DiscoTarget::Account, Identity::new("account", "registered"));
     }
 }
 
 #[async_trait]
 impl IqHandler for Disco {
-    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        if request.is_set {
-            return Err(StanzaError::not_allowed());
-        }
-        let payload = request.payload();
-        let payload_ns = payload.ns();
-        // Nodes are for services that publish them; we publish none yet.
-        if payload.attr("node").is_some() {
-            return Err(StanzaError::item_not_found());
-        }
-        if payload_ns == ns::DISCO_ITEMS {
-            let mut query = Element::bare("query", ns::DISCO_ITEMS);
-            match &request.account {
-                Some(account) => {
-                    for item in super::pep::disco_items(router, account, &request.from).await {
-                        query.append_child(item);
-                    }
-                }
-                // The server lists the services it hosts, which is how clients find MUC.
-                None => {
-                    for domain in router.component_domains() {
-                        let mut item = Element::bare("item", ns::DISCO_ITEMS);
-                        stanza::set_attr(&mut item, "jid", domain);
-                        query.append_child(item);
-                    }
-                }
-            }
-            return Ok(Some(query));
-        }
-        let (category, kind, features) = match &request.account {
-            None => ("server", "im", router.server_features()),
-            Some(account) => {
-                let exists = match account.node() {
-                    Some(node) => router
-                        .storage()
-                        .accounts
-                        .account_exists(node.as_str())
-                        .await
-                        .unwrap_or(false),
-                    None => false,
-                };
-                if !exists {
-                    return Err(StanzaError::service_unavailable());
-                }
-                ("account", "registered", router.account_features())
-            }
-        };
-        let mut query = Element::bare("query", ns::DISCO_INFO);
-        let mut identity = Element::bare("identity", ns::DISCO_INFO);
-        stanza::set_attr(&mut identity, "category", category);
-        stanza::set_attr(&mut identity, "type", kind);
-        if request.account.is_none() {
-            stanza::set_attr(&mut identity, "name", "corvid");
-        }
-        query.append_child(identity);
-        // XEP-0163 §6.1: an account with a PEP service is also a pubsub/pep entity.
-        if request.account.is_some() && features.contains(&super::pep::PEP_FEATURE) {
-            let mut pep = Element::bare("identity", ns::DISCO_INFO);
-            stanza::set_attr(&mut pep, "category", "pubsub");
-            stanza::set_attr(&mut pep, "type", "pep");
-            query.append_child(pep);
-        }
-        let mut features: Vec<&str> = features.to_vec();
-        features.sort_unstable();
-        for feature in features {
-            let mut el = Element::bare("feature", ns::DISCO_INFO);
-            stanza::set_attr(&mut el, "var", feature);
-            query.append_child(el);
-        }
-        Ok(Some(query))
+    fn unhandled_type(&self) -> StanzaError {
+        StanzaError::not_allowed()
     }
+
+    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
+        let payload = request.payload();
+        let target = match request.account {
+            None => DiscoTarget::Server,
+            Some(_) => DiscoTarget::Account,
+        };
+        let contributions = router.discovery().of(target);
+        let query = DiscoQuery {
+            from: &request.from,
+            account: request.account.as_ref(),
+            node: payload.attr("node"),
+        };
+        let items = payload.is("query", ns::DISCO_ITEMS);
+        if let Some(node) = query.node {
+            let Some(handler) = contributions.node(node) else {
+                return Err(StanzaError::item_not_found());
+            };
+            let mut answer = if items {
+                items_query(&handler.items(router, &query).await?)
+            } else {
+                let info = handler.info(router, &query).await?;
+                let mut identities: Vec<&Identity> = info.identities.iter().collect();
+                identities.sort_unstable();
+                let features = info.features.iter().map(String::as_str).collect();
+                info_query(&identities, features)
+            };
+            stanza::set_attr(&mut answer, "node", node);
+            return Ok(Some(answer));
+        }
+        if items {
+            return Ok(Some(items_query(
+                &contributions.items(router, &query).await,
+            )));
+        }
+        if !account_exists(router, &request).await {
+            return Err(StanzaError::service_unavailable());
+        }
+        Ok(Some(info_query(
+            &contributions.identities(),
+            contributions.features().to_vec(),
+        )))
+    }
+}
+
+/// The server always exists; an account only once registered.
+async fn account_exists(router: &Router, request: &IqRequest) -> bool {
+    let Some(account) = &request.account else {
+        return true;
+    };
+    match account.node() {
+        Some(node) => router
+            .storage()
+            .accounts
+            .account_exists(node.as_str())
+            .await
+            .unwrap_or(false),
+        None => false,
+    }
+}
+
+fn info_query(identities: &[&Identity], mut features: Vec<&str>) -> Element {
+    let mut query = Element::bare("query", ns::DISCO_INFO);
+    for identity in identities {
+        let mut el = Element::bare("identity", ns::DISCO_INFO);
+        stanza::set_attr(&mut el, "category", identity.category.as_str());
+        stanza::set_attr(&mut el, "type", identity.kind.as_str());
+        if let Some(name) = &identity.name {
+            stanza::set_attr(&mut el, "name", name.as_str());
+        }
+        query.append_child(el);
+    }
+    features.sort_unstable();
+    features.dedup();
+    for feature in features {
+        let mut el = Element::bare("feature", ns::DISCO_INFO);
+        stanza::set_attr(&mut el, "var", feature);
+        query.append_child(el);
+    }
+    query
+}
+
+fn items_query(items: &[Item]) -> Element {
+    let mut query = Element::bare("query", ns::DISCO_ITEMS);
+    for item in items {
+        let mut el = Element::bare("item", ns::DISCO_ITEMS);
+        stanza::set_attr(&mut el, "jid", item.jid.as_str());
+        if let Some(node) = &item.node {
+            stanza::set_attr(&mut el, "node", node.as_str());
+        }
+        if let Some(name) = &item.name {
+            stanza::set_attr(&mut el, "name", name.as_str());
+        }
+        query.append_child(el);
+    }
+    query
 }

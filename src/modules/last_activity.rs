@@ -9,7 +9,7 @@ use chrono::Utc;
 use minidom::Element;
 use tracing::warn;
 
-use crate::router::{IqHandler, IqRequest, IqResult, Module, Registry, Router};
+use crate::router::{IqHandler, IqRequest, IqResult, IqType, Module, Registry, Router};
 use crate::stanza::{self, StanzaError};
 use crate::xml::ns;
 
@@ -31,8 +31,8 @@ impl Module for LastActivity {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.server_iq(ns::LAST_ACTIVITY, "query", self.clone());
-        registry.account_iq(ns::LAST_ACTIVITY, "query", self);
+        registry.server_iq(IqType::Get, ns::LAST_ACTIVITY, "query", self.clone());
+        registry.account_iq(IqType::Get, ns::LAST_ACTIVITY, "query", self);
         registry.server_feature(ns::LAST_ACTIVITY);
         registry.account_feature(ns::LAST_ACTIVITY);
     }
@@ -49,10 +49,11 @@ fn answer(seconds: i64, status: &str) -> Element {
 
 #[async_trait]
 impl IqHandler for LastActivity {
+    fn unhandled_type(&self) -> StanzaError {
+        StanzaError::not_allowed()
+    }
+
     async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        if request.is_set {
-            return Err(StanzaError::not_allowed());
-        }
         let Some(user) = &request.account else {
             let uptime = i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX);
             return Ok(Some(answer(uptime, "")));

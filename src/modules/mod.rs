@@ -21,8 +21,9 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::router::Module;
 
-/// Every module the server runs, in registration order. `config` decides the optional ones
-/// (MUC) and where they live.
+/// Every module the server runs. Their order here matters to nothing: hooks run in the order
+/// of their `Priority`, and IQ handlers and disco contributions are keyed, not listed.
+/// `config` decides the optional ones (MUC) and where they live.
 pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
     let mam = Arc::new(mam::Mam::new(config));
     let archiver = mam.archiver();
@@ -34,13 +35,10 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(presence::Presence::new(config)),
         Arc::new(last_activity::LastActivity::default()),
         Arc::new(offline::Offline::default()),
-        // Amends messages (stanza-ids), so before any module that copies them (carbons).
         mam,
         Arc::new(blocking::Blocking::default()),
         Arc::new(vcard::Vcard::default()),
         Arc::new(pep::Pep::default()),
-        // After every module that amends messages (the archive's stanza-id), so copies
-        // carry the amended message.
         Arc::new(carbons::Carbons),
         Arc::new(push::Push),
     ];

@@ -11,7 +11,7 @@ use minidom::Element;
 use tracing::warn;
 
 use crate::ids::IdGenerator;
-use crate::router::{Module, Registry, Router, SessionHook, UndeliverableMessage};
+use crate::router::{Module, Priority, Registry, Router, SessionHook, UndeliverableMessage};
 use crate::stanza::{self, StanzaError};
 use crate::storage::{OfflineMessage, OfflinePush};
 use crate::xml::{self, ns};
@@ -53,7 +53,7 @@ impl Module for Offline {
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
         registry.undeliverable_message(self.clone());
-        registry.session_hook(self);
+        registry.session_hook(Priority::Offline, self);
         registry.server_feature(ns::OFFLINE);
     }
 }

@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::router::{IqHandler, IqRequest, IqResult, Module, Registry, Router};
-use crate::stanza::StanzaError;
+use crate::router::{IqHandler, IqRequest, IqResult, IqType, Module, Registry, Router};
 use crate::xml::ns;
 
 pub struct Ping;
@@ -16,18 +15,15 @@ impl Module for Ping {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.server_iq(ns::PING, "ping", self.clone());
-        registry.account_iq(ns::PING, "ping", self);
+        registry.server_iq(IqType::Get, ns::PING, "ping", self.clone());
+        registry.account_iq(IqType::Get, ns::PING, "ping", self);
         registry.server_feature(ns::PING);
     }
 }
 
 #[async_trait]
 impl IqHandler for Ping {
-    async fn handle_iq(&self, _router: &Arc<Router>, request: IqRequest) -> IqResult {
-        if request.is_set {
-            return Err(StanzaError::bad_request());
-        }
+    async fn handle_iq(&self, _router: &Arc<Router>, _request: IqRequest) -> IqResult {
         Ok(None)
     }
 }

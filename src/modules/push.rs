@@ -11,7 +11,9 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tracing::{debug, warn};
 
-use crate::router::{IqHandler, IqRequest, IqResult, MessageHook, Module, Registry, Router};
+use crate::router::{
+    IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, Priority, Registry, Router,
+};
 use crate::stanza::{self, StanzaError};
 use crate::storage::{PushRegistration, StorageError};
 use crate::xml::{self, ns};
@@ -24,24 +26,34 @@ impl Module for Push {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.account_iq(ns::PUSH, "enable", self.clone());
-        registry.account_iq(ns::PUSH, "disable", self.clone());
-        registry.message_hook(self);
+        registry.account_iq(IqType::Set, ns::PUSH, "enable", self.clone());
+        registry.account_iq(IqType::Set, ns::PUSH, "disable", self.clone());
+        registry.message_hook(Priority::Notify, self);
         // XEP-0357 §5: the user's server advertises it on the account.
         registry.account_feature(ns::PUSH);
     }
 }
 
+/// The addressed account's username, when one of its own sessions asks.
+fn own_username(request: &IqRequest) -> Result<&str, StanzaError> {
+    match (request.own_session(), &request.account) {
+        (Some(_), Some(account)) => account
+            .node()
+            .map(|node| node.as_str())
+            .ok_or_else(StanzaError::forbidden),
+        _ => Err(StanzaError::forbidden()),
+    }
+}
+
 #[async_trait]
 impl IqHandler for Push {
+    /// Only the account's own sessions register its push services.
+    fn authorize(&self, request: &IqRequest) -> Result<(), StanzaError> {
+        own_username(request).map(|_| ())
+    }
+
     async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        let username = match (request.own_session(), &request.account) {
-            (Some(_), Some(account)) => account.node().ok_or_else(StanzaError::forbidden)?,
-            _ => return Err(StanzaError::forbidden()),
-        };
-        if !request.is_set {
-            return Err(StanzaError::bad_request());
-        }
+        let username = own_username(&request)?;
         let payload = request.payload();
         let service = payload
             .attr("jid")
@@ -61,11 +73,10 @@ impl IqHandler for Push {
                 };
                 let cap = router.config().push.max_registrations_per_user;
                 let stamp = router.ids().next_id();
-                push.enable_push(username.as_str(), &registration, stamp, cap)
-                    .await
+                push.enable_push(username, &registration, stamp, cap).await
             }
             _ => push
-                .disable_push(username.as_str(), &service.to_string(), node)
+                .disable_push(username, &service.to_string(), node)
                 .await
                 .map(|_| ()),
         };

@@ -28,7 +28,8 @@ use tracing::warn;
 
 use super::user_cache::{bare_str, UserCache};
 use crate::router::{
-    IqHandler, IqRequest, IqResult, Module, PresenceObserver, Registry, Router, SessionHook,
+    IqHandler, IqRequest, IqResult, IqType, Module, PresenceObserver, Priority, Registry, Router,
+    SessionHook,
 };
 use crate::stanza::StanzaError;
 use crate::storage::{StorageError, StorageResult, StoredVcard};
@@ -46,9 +47,10 @@ impl Module for Vcard {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.account_iq(ns::VCARD, "vCard", self.clone());
-        registry.presence_observer(self.clone());
-        registry.session_hook(self);
+        registry.account_iq(IqType::Get, ns::VCARD, "vCard", self.clone());
+        registry.account_iq(IqType::Set, ns::VCARD, "vCard", self.clone());
+        registry.presence_observer(Priority::Profile, self.clone());
+        registry.session_hook(Priority::Profile, self);
         registry.server_feature(ns::VCARD);
         registry.account_feature(ns::VCARD);
     }
@@ -173,7 +175,7 @@ impl IqHandler for Vcard {
             return Err(StanzaError::service_unavailable());
         };
         let own = bare_str(&request.from) == account.as_str();
-        if request.is_set {
+        if request.iq_type == IqType::Set {
             if !own {
                 return Err(StanzaError::forbidden());
             }

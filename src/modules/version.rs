@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use minidom::Element;
 
-use crate::router::{IqHandler, IqRequest, IqResult, Module, Registry, Router};
+use crate::router::{IqHandler, IqRequest, IqResult, IqType, Module, Registry, Router};
 use crate::stanza::StanzaError;
 use crate::xml::ns;
 
@@ -17,17 +17,18 @@ impl Module for Version {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.server_iq(ns::VERSION, "query", self);
+        registry.server_iq(IqType::Get, ns::VERSION, "query", self);
         registry.server_feature(ns::VERSION);
     }
 }
 
 #[async_trait]
 impl IqHandler for Version {
-    async fn handle_iq(&self, _router: &Arc<Router>, request: IqRequest) -> IqResult {
-        if request.is_set {
-            return Err(StanzaError::not_allowed());
-        }
+    fn unhandled_type(&self) -> StanzaError {
+        StanzaError::not_allowed()
+    }
+
+    async fn handle_iq(&self, _router: &Arc<Router>, _request: IqRequest) -> IqResult {
         let mut query = Element::bare("query", ns::VERSION);
         for (name, value) in [("name", "corvid"), ("version", env!("CARGO_PKG_VERSION"))] {
             let mut child = Element::bare(name, ns::VERSION);

@@ -3,6 +3,8 @@
 //! §10 and RFC 6121 §8; nothing here knows about sockets or about any particular XEP.
 
 mod checks;
+pub mod discovery;
+pub mod priority;
 pub mod registry;
 mod resource_cap;
 mod sessions;
@@ -17,8 +19,13 @@ use minidom::Element;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
+pub use discovery::{
+    Contributions, DiscoQuery, DiscoTarget, Discovery, Identity, Item, ItemSource, NodeHandler,
+    NodeInfo,
+};
+pub use priority::Priority;
 pub use registry::{
-    Component, IqHandler, IqRequest, IqResult, MessageHook, Module, PresenceHandler,
+    Component, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, PresenceHandler,
     PresenceObserver, Registry, SessionHook, ShutdownHook, StanzaFilter, UndeliverableMessage,
     Verdict,
 };
@@ -70,6 +77,7 @@ impl Router {
         let mut registry = Registry::default();
         for module in modules {
             debug!(module = module.name(), "registering module");
+            registry.enter_module(module.name());
             module.register(&mut registry);
         }
         Arc::new(Router {
@@ -102,28 +110,14 @@ impl Router {
         &self.ids
     }
 
-    pub fn server_features(&self) -> &[&'static str] {
-        &self.registry.server_features
+    /// What modules contributed to service discovery.
+    pub fn discovery(&self) -> &Discovery {
+        &self.registry.discovery
     }
 
-    pub fn account_features(&self) -> &[&'static str] {
-        &self.registry.account_features
-    }
-
-    /// The domains served in-process by components (for disco#items on the server).
-    pub fn component_domains(&self) -> Vec<&str> {
-        let mut domains: Vec<&str> = self
-            .registry
-            .components
-            .keys()
-            .map(String::as_str)
-            .collect();
-        domains.sort_unstable();
-        domains
-    }
-
-    pub fn presence_observers(&self) -> &[Arc<dyn PresenceObserver>] {
-        &self.registry.presence_observers
+    /// In priority order.
+    pub fn presence_observers(&self) -> impl Iterator<Item = &Arc<dyn PresenceObserver>> {
+        self.registry.presence_observers.iter()
     }
 
     /// Marks a session as an "interested resource" for `interest`: it fetched that list, so
@@ -245,7 +239,7 @@ impl Router {
     pub async fn unbind(self: &Arc<Self>, id: u64, jid: &FullJid, why: SessionEnd) {
         if let Some(entry) = self.sessions.remove(jid, id) {
             self.ending.insert(jid.clone(), why);
-            for hook in &self.registry.session_hooks {
+            for hook in self.registry.session_hooks.iter() {
                 hook.ended(self, jid, entry.availability.is_available())
                     .await;
             }
@@ -273,7 +267,7 @@ impl Router {
         let was_reachable = matches!(previous, Some(Availability::Available(p)) if p >= 0);
         let reachable = matches!(availability, Availability::Available(p) if p >= 0);
         if previous.is_some() && !was_reachable && reachable {
-            for hook in &self.registry.session_hooks {
+            for hook in self.registry.session_hooks.iter() {
                 hook.became_available(self, jid).await;
             }
         }
@@ -377,7 +371,7 @@ impl Router {
             return;
         }
         if self.has_message_hooks(&stanza) {
-            for hook in &self.registry.message_hooks {
+            for hook in self.registry.message_hooks.iter() {
                 if let Err(error) = hook.outgoing(self, from, &to, &mut stanza).await {
                     self.bounce(&stanza, error);
                     return;
@@ -401,7 +395,7 @@ impl Router {
         to: &Jid,
         stanza: &Element,
     ) -> bool {
-        for filter in &self.registry.filters {
+        for filter in self.registry.filters.iter() {
             match filter.outbound(self, from, to, stanza).await {
                 Verdict::Pass => {}
                 Verdict::Drop => return false,
@@ -429,7 +423,7 @@ impl Router {
         let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return true;
         };
-        for filter in &self.registry.filters {
+        for filter in self.registry.filters.iter() {
             match filter.inbound(self, user, &from, stanza).await {
                 Verdict::Pass => {}
                 Verdict::Drop => return false,
@@ -587,7 +581,7 @@ impl Router {
             self.deliver_message(user, resource, stanza).await;
             return;
         }
-        for hook in &self.registry.message_hooks {
+        for hook in self.registry.message_hooks.iter() {
             if let Err(error) = hook.incoming(self, user, &mut stanza).await {
                 self.bounce(&stanza, error);
                 return;
@@ -595,7 +589,7 @@ impl Router {
         }
         let copy = stanza.clone();
         let sessions = self.deliver_message(user, resource, stanza).await;
-        for hook in &self.registry.message_hooks {
+        for hook in self.registry.message_hooks.iter() {
             hook.delivered(self, user, &sessions, &copy).await;
         }
     }
@@ -748,12 +742,9 @@ impl Router {
         account: Option<BareJid>,
         implicit_to: bool,
     ) {
-        let iq_type = stanza::stanza_type(&stanza);
-        let is_set = match iq_type {
-            "get" => false,
-            "set" => true,
-            // Responses addressed to the server or an account: nobody is waiting for them.
-            _ => return,
+        // Responses addressed to the server or an account: nobody is waiting for them.
+        let Some(iq_type) = IqType::of(&stanza) else {
+            return;
         };
         let reply_from = match (&account, implicit_to) {
             (Some(account), true) => account.to_string(),
@@ -764,14 +755,14 @@ impl Router {
             return;
         };
         let key = (payload.ns(), payload.name().to_owned());
-        let handler = match &account {
+        let handlers = match &account {
             Some(_) => self.registry.account_iq.get(&key).or_else(|| {
                 // Pings and disco without `to` are meant for the server.
                 self.registry.server_iq.get(&key).filter(|_| implicit_to)
             }),
             None => self.registry.server_iq.get(&key),
         };
-        let Some(handler) = handler.cloned() else {
+        let Some(handler) = handlers.and_then(|h| h.for_type(iq_type)) else {
             self.bounce_from(&stanza, StanzaError::service_unavailable(), &reply_from);
             return;
         };
@@ -779,9 +770,21 @@ impl Router {
             stanza: stanza.clone(),
             from,
             account,
-            is_set,
+            iq_type,
         };
-        let reply = match handler.handle_iq(self, request).await {
+        let answer = match handler {
+            registry::IqRoute::Handler(handler) => match handler.authorize(&request) {
+                Ok(()) => handler.clone().handle_iq(self, request).await,
+                Err(refused) => Err(refused),
+            },
+            // A payload this server knows, in the other type: the handler that has it says
+            // what to answer, after the same access check as a request of its own type.
+            registry::IqRoute::OtherType(other) => Err(other
+                .authorize(&request)
+                .err()
+                .unwrap_or_else(|| other.unhandled_type())),
+        };
+        let reply = match answer {
             Ok(payload) => stanza::iq_result(&stanza, payload, &reply_from),
             Err(error) => stanza::error_reply(&stanza, &error, &reply_from),
         };
@@ -868,7 +871,7 @@ impl Router {
 
     /// Lets modules finish their own work (the archive writer's queue) before storage closes.
     pub async fn run_shutdown_hooks(self: &Arc<Self>) {
-        for hook in &self.registry.shutdown_hooks {
+        for hook in self.registry.shutdown_hooks.iter() {
             hook.shutdown(self).await;
         }
     }

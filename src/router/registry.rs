@@ -10,8 +10,30 @@ use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
+use tracing::warn;
+
+use super::discovery::{DiscoTarget, Discovery, Identity, ItemSource, NodeHandler};
+use super::priority::{Ordered, Priority};
 use super::Router;
 use crate::stanza::{Kind, StanzaError};
+
+/// The two IQ types that carry a request (RFC 6120 §8.2.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IqType {
+    Get,
+    Set,
+}
+
+impl IqType {
+    /// `None` for `result`, `error` and anything malformed.
+    pub fn of(stanza: &Element) -> Option<IqType> {
+        match crate::stanza::stanza_type(stanza) {
+            "get" => Some(IqType::Get),
+            "set" => Some(IqType::Set),
+            _ => None,
+        }
+    }
+}
 
 /// An IQ get/set addressed to the server or, on the user's behalf, to an account's bare JID.
 pub struct IqRequest {
@@ -20,7 +42,8 @@ pub struct IqRequest {
     pub from: Jid,
     /// `None` when the IQ was addressed to the server domain itself.
     pub account: Option<BareJid>,
-    pub is_set: bool,
+    /// Always a type the handler was registered for.
+    pub iq_type: IqType,
 }
 
 impl IqRequest {
@@ -39,8 +62,24 @@ impl IqRequest {
 
 pub type IqResult = Result<Option<Element>, StanzaError>;
 
+/// Handles IQs of the (type, payload) pairs it was registered for. For a payload it knows
+/// sent with the other type, the router answers with `authorize` and then `unhandled_type`
+/// of the handler it has for that payload, so the handler never looks at the type itself.
 #[async_trait]
 pub trait IqHandler: Send + Sync {
+    /// Who may send this payload at all, checked before the type: someone who may not ask
+    /// gets the same answer whatever type they used.
+    fn authorize(&self, _request: &IqRequest) -> Result<(), StanzaError> {
+        Ok(())
+    }
+
+    /// The answer to this payload in an IQ type no handler was registered for. `bad-request`
+    /// unless the protocol says otherwise (XEP-0030 and others use `not-allowed`).
+    fn unhandled_type(&self) -> StanzaError {
+        StanzaError::bad_request()
+    }
+
+    /// Called only after `authorize` passed.
     async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult;
 }
 
@@ -200,62 +239,123 @@ pub trait Component: Send + Sync {
     async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element);
 }
 
-/// Who handles an IQ: keyed by the payload's (namespace, element name).
+/// Who handles an IQ: keyed by the payload's (namespace, element name), then by type.
 type IqKey = (String, String);
+
+/// Where an IQ for a known payload goes.
+pub(super) enum IqRoute<'a> {
+    /// Registered for this type.
+    Handler(&'a Arc<dyn IqHandler>),
+    /// The payload's handler for the other type, which says what to answer instead.
+    OtherType(&'a Arc<dyn IqHandler>),
+}
+
+/// The handlers of one payload, one per type at most.
+#[derive(Default)]
+pub(super) struct IqHandlers {
+    get: Option<Arc<dyn IqHandler>>,
+    set: Option<Arc<dyn IqHandler>>,
+}
+
+impl IqHandlers {
+    /// Who takes an IQ of `iq_type`; `None` for an entry with no handler at all (never made).
+    pub(super) fn for_type(&self, iq_type: IqType) -> Option<IqRoute<'_>> {
+        let (wanted, other) = match iq_type {
+            IqType::Get => (&self.get, &self.set),
+            IqType::Set => (&self.set, &self.get),
+        };
+        match (wanted, other) {
+            (Some(handler), _) => Some(IqRoute::Handler(handler)),
+            (None, Some(other)) => Some(IqRoute::OtherType(other)),
+            (None, None) => None,
+        }
+    }
+
+    fn set(&mut self, iq_type: IqType, handler: Arc<dyn IqHandler>) {
+        match iq_type {
+            IqType::Get => self.get = Some(handler),
+            IqType::Set => self.set = Some(handler),
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Registry {
-    pub(super) server_iq: HashMap<IqKey, Arc<dyn IqHandler>>,
-    pub(super) account_iq: HashMap<IqKey, Arc<dyn IqHandler>>,
-    pub(super) session_hooks: Vec<Arc<dyn SessionHook>>,
-    pub(super) shutdown_hooks: Vec<Arc<dyn ShutdownHook>>,
+    /// The module whose `register` is running: ties between hooks of one priority are broken
+    /// by it, and disco contributions are kept in its order.
+    module: &'static str,
+    pub(super) server_iq: HashMap<IqKey, IqHandlers>,
+    pub(super) account_iq: HashMap<IqKey, IqHandlers>,
+    pub(super) session_hooks: Ordered<dyn SessionHook>,
+    pub(super) shutdown_hooks: Ordered<dyn ShutdownHook>,
     pub(super) presence: Option<Arc<dyn PresenceHandler>>,
-    pub(super) presence_observers: Vec<Arc<dyn PresenceObserver>>,
-    pub(super) filters: Vec<Arc<dyn StanzaFilter>>,
-    pub(super) message_hooks: Vec<Arc<dyn MessageHook>>,
+    pub(super) presence_observers: Ordered<dyn PresenceObserver>,
+    pub(super) filters: Ordered<dyn StanzaFilter>,
+    pub(super) message_hooks: Ordered<dyn MessageHook>,
     pub(super) components: HashMap<String, Arc<dyn Component>>,
     pub(super) undeliverable: Option<Arc<dyn UndeliverableMessage>>,
-    pub(super) server_features: Vec<&'static str>,
-    pub(super) account_features: Vec<&'static str>,
+    pub(super) discovery: Discovery,
 }
 
 impl Registry {
-    /// Handles IQs to the server's domain with a `<name xmlns=ns>` payload.
-    pub fn server_iq(&mut self, ns: &str, name: &str, handler: Arc<dyn IqHandler>) {
+    /// Names the module whose registrations follow.
+    pub(super) fn enter_module(&mut self, module: &'static str) {
+        self.module = module;
+    }
+
+    /// Handles `iq_type` IQs to the server's domain with a `<name xmlns=ns>` payload.
+    pub fn server_iq(
+        &mut self,
+        iq_type: IqType,
+        ns: &str,
+        name: &str,
+        handler: Arc<dyn IqHandler>,
+    ) {
         self.server_iq
-            .insert((ns.to_string(), name.to_string()), handler);
+            .entry((ns.to_string(), name.to_string()))
+            .or_default()
+            .set(iq_type, handler);
     }
 
-    /// Handles IQs to a local account's bare JID (or with no `to`) on the user's behalf.
-    pub fn account_iq(&mut self, ns: &str, name: &str, handler: Arc<dyn IqHandler>) {
+    /// Handles `iq_type` IQs to a local account's bare JID (or with no `to`) on the user's
+    /// behalf.
+    pub fn account_iq(
+        &mut self,
+        iq_type: IqType,
+        ns: &str,
+        name: &str,
+        handler: Arc<dyn IqHandler>,
+    ) {
         self.account_iq
-            .insert((ns.to_string(), name.to_string()), handler);
+            .entry((ns.to_string(), name.to_string()))
+            .or_default()
+            .set(iq_type, handler);
     }
 
-    pub fn session_hook(&mut self, hook: Arc<dyn SessionHook>) {
-        self.session_hooks.push(hook);
+    pub fn session_hook(&mut self, priority: Priority, hook: Arc<dyn SessionHook>) {
+        self.session_hooks.insert(priority, self.module, hook);
     }
 
-    pub fn shutdown_hook(&mut self, hook: Arc<dyn ShutdownHook>) {
-        self.shutdown_hooks.push(hook);
+    pub fn shutdown_hook(&mut self, priority: Priority, hook: Arc<dyn ShutdownHook>) {
+        self.shutdown_hooks.insert(priority, self.module, hook);
     }
 
     pub fn presence_handler(&mut self, handler: Arc<dyn PresenceHandler>) {
         self.presence = Some(handler);
     }
 
-    pub fn presence_observer(&mut self, observer: Arc<dyn PresenceObserver>) {
-        self.presence_observers.push(observer);
+    pub fn presence_observer(&mut self, priority: Priority, observer: Arc<dyn PresenceObserver>) {
+        self.presence_observers
+            .insert(priority, self.module, observer);
     }
 
-    pub fn stanza_filter(&mut self, filter: Arc<dyn StanzaFilter>) {
-        self.filters.push(filter);
+    pub fn stanza_filter(&mut self, priority: Priority, filter: Arc<dyn StanzaFilter>) {
+        self.filters.insert(priority, self.module, filter);
     }
 
-    /// Hooks run in registration order, so a module that amends a message (the archive adding
-    /// its stanza-id) must register before one that copies it (carbons).
-    pub fn message_hook(&mut self, hook: Arc<dyn MessageHook>) {
-        self.message_hooks.push(hook);
+    /// See `Priority` for why the archive comes before carbons.
+    pub fn message_hook(&mut self, priority: Priority, hook: Arc<dyn MessageHook>) {
+        self.message_hooks.insert(priority, self.module, hook);
     }
 
     /// Serves `domain` (already normalised, e.g. `conference.example.org`) in-process.
@@ -269,15 +369,32 @@ impl Registry {
 
     /// Disco features of the server (XEP-0030 on the domain).
     pub fn server_feature(&mut self, feature: &'static str) {
-        if !self.server_features.contains(&feature) {
-            self.server_features.push(feature);
-        }
+        self.discovery.feature(DiscoTarget::Server, feature);
     }
 
     /// Disco features of every account (XEP-0030 on a bare JID).
     pub fn account_feature(&mut self, feature: &'static str) {
-        if !self.account_features.contains(&feature) {
-            self.account_features.push(feature);
+        self.discovery.feature(DiscoTarget::Account, feature);
+    }
+
+    /// A disco identity of the server or of every account.
+    pub fn disco_identity(&mut self, target: DiscoTarget, identity: Identity) {
+        self.discovery.identity(target, identity);
+    }
+
+    /// Items `source` lists in disco#items (without a node) on the server or on an account.
+    pub fn disco_items(&mut self, target: DiscoTarget, source: Arc<dyn ItemSource>) {
+        self.discovery.items(target, self.module, source);
+    }
+
+    /// Hands disco#info and disco#items on `node` of the server or of an account to
+    /// `handler`. A node has one owner: a second registration is ignored (and logged).
+    pub fn disco_node(&mut self, target: DiscoTarget, node: &str, handler: Arc<dyn NodeHandler>) {
+        if !self.discovery.node(target, node.to_owned(), handler) {
+            warn!(
+                module = self.module,
+                node, "disco node registered twice; kept the first"
+            );
         }
     }
 }
@@ -286,4 +403,62 @@ impl Registry {
 pub trait Module: Send + Sync {
     fn name(&self) -> &'static str;
     fn register(self: Arc<Self>, registry: &mut Registry);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Hook;
+
+    #[async_trait]
+    impl MessageHook for Hook {}
+
+    #[async_trait]
+    impl SessionHook for Hook {}
+
+    fn position<T: ?Sized>(hooks: &Ordered<T>, hook: &Arc<T>) -> Option<usize> {
+        hooks.iter().position(|h| Arc::ptr_eq(h, hook))
+    }
+
+    #[test]
+    fn hooks_run_by_priority_whatever_the_registration_order() {
+        let push: Arc<dyn MessageHook> = Arc::new(Hook);
+        let carbons: Arc<dyn MessageHook> = Arc::new(Hook);
+        let archive: Arc<dyn MessageHook> = Arc::new(Hook);
+        let mut registry = Registry::default();
+        // Registered backwards, the way a careless `modules::all` would.
+        for (module, priority, hook) in [
+            ("push", Priority::Notify, &push),
+            ("carbons", Priority::Copies, &carbons),
+            ("mam", Priority::Archive, &archive),
+        ] {
+            registry.enter_module(module);
+            registry.message_hook(priority, hook.clone());
+        }
+        let hooks = &registry.message_hooks;
+        assert_eq!(position(hooks, &archive), Some(0));
+        assert_eq!(position(hooks, &carbons), Some(1));
+        assert_eq!(position(hooks, &push), Some(2));
+    }
+
+    #[test]
+    fn equal_priorities_run_in_module_name_order() {
+        let vcard: Arc<dyn SessionHook> = Arc::new(Hook);
+        let pep: Arc<dyn SessionHook> = Arc::new(Hook);
+        let presence: Arc<dyn SessionHook> = Arc::new(Hook);
+        let mut registry = Registry::default();
+        for (module, priority, hook) in [
+            ("vcard", Priority::Profile, &vcard),
+            ("pep", Priority::Profile, &pep),
+            ("presence", Priority::Presence, &presence),
+        ] {
+            registry.enter_module(module);
+            registry.session_hook(priority, hook.clone());
+        }
+        let hooks = &registry.session_hooks;
+        assert_eq!(position(hooks, &presence), Some(0));
+        assert_eq!(position(hooks, &pep), Some(1));
+        assert_eq!(position(hooks, &vcard), Some(2));
+    }
 }

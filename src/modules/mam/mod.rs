@@ -34,8 +34,8 @@ use tracing::warn;
 use super::user_cache::{bare_str, UserCache};
 use crate::config::Config;
 use crate::router::{
-    IqHandler, IqRequest, IqResult, MessageHook, Module, Registry, Router, SessionHook,
-    ShutdownHook,
+    IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, Priority, Registry, Router,
+    SessionHook, ShutdownHook,
 };
 use crate::stanza::{self, StanzaError};
 use crate::storage::{ArchiveDefault, ArchivePrefs, ArchivedMessage, StorageResult};
@@ -109,11 +109,11 @@ impl Archiver {
         &self,
         router: &Arc<Router>,
         payload: &Element,
-        is_set: bool,
+        iq_type: IqType,
         from: &Jid,
         owner: &str,
     ) -> IqResult {
-        if !is_set {
+        if iq_type == IqType::Get {
             return Ok(Some(form::template()));
         }
         self.flushed(router).await?;
@@ -298,12 +298,14 @@ impl Module for Mam {
         if !self.enabled {
             return;
         }
-        registry.message_hook(self.clone());
-        registry.account_iq(ns::MAM, "query", self.clone());
-        registry.account_iq(ns::MAM, "metadata", self.clone());
-        registry.account_iq(ns::MAM, "prefs", self.clone());
-        registry.session_hook(self.clone());
-        registry.shutdown_hook(self);
+        registry.message_hook(Priority::Archive, self.clone());
+        for iq_type in [IqType::Get, IqType::Set] {
+            registry.account_iq(iq_type, ns::MAM, "query", self.clone());
+            registry.account_iq(iq_type, ns::MAM, "prefs", self.clone());
+        }
+        registry.account_iq(IqType::Get, ns::MAM, "metadata", self.clone());
+        registry.session_hook(Priority::Archive, self.clone());
+        registry.shutdown_hook(Priority::Archive, self);
         registry.account_feature(ns::MAM);
         registry.account_feature(ns::MAM_EXTENDED);
         registry.account_feature(ns::STANZA_ID);
@@ -364,30 +366,39 @@ impl ShutdownHook for Mam {
 
 #[async_trait]
 impl IqHandler for Mam {
-    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        let Some(owner) = request.account.clone() else {
-            return Err(StanzaError::service_unavailable());
-        };
-        // Only the owner may read or configure an archive (XEP-0313 §4).
-        if bare_str(&request.from) != owner.as_str() {
-            return Err(StanzaError::forbidden());
+    /// Only the owner may read or configure an archive (XEP-0313 §4).
+    fn authorize(&self, request: &IqRequest) -> Result<(), StanzaError> {
+        match &request.account {
+            None => Err(StanzaError::service_unavailable()),
+            Some(owner) if bare_str(&request.from) != owner.as_str() => {
+                Err(StanzaError::forbidden())
+            }
+            Some(_) => Ok(()),
         }
+    }
+
+    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
+        let owner = request
+            .account
+            .clone()
+            .ok_or_else(StanzaError::service_unavailable)?;
         let payload = request.payload();
-        match (payload.name(), request.is_set) {
-            ("query", is_set) => {
+        // Each payload arrives only in the types it was registered for.
+        match (payload.name(), request.iq_type) {
+            ("query", iq_type) => {
                 self.archiver
-                    .query(router, payload, is_set, &request.from, owner.as_str())
+                    .query(router, payload, iq_type, &request.from, owner.as_str())
                     .await
             }
-            ("metadata", false) => self.metadata(router, &owner).await,
-            ("prefs", false) => {
+            ("metadata", _) => self.metadata(router, &owner).await,
+            ("prefs", IqType::Get) => {
                 let prefs = self
                     .prefs_of(router, owner.as_str())
                     .await
                     .map_err(query::storage_failure)?;
                 Ok(Some(prefs::to_element(&prefs)))
             }
-            ("prefs", true) => {
+            ("prefs", IqType::Set) => {
                 let el = payload.clone();
                 self.set_prefs(router, &owner, &el).await
             }

@@ -37,7 +37,9 @@ use tokio::sync::{Mutex, OnceCell};
 use super::mam::Archiver;
 use crate::config::{Config, MucConfig};
 use crate::limits::bucket::Rate;
-use crate::router::{Component, Module, Registry, Router};
+use crate::router::{
+    Component, DiscoQuery, DiscoTarget, IqType, Item, ItemSource, Module, Registry, Router,
+};
 use crate::stanza::{self, Kind, StanzaError};
 use crate::xml::ns;
 use room::Room;
@@ -234,7 +236,16 @@ impl Module for Muc {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.component(self.domain.clone(), self);
+        registry.component(self.domain.clone(), self.clone());
+        // How clients find the service: an item of the server (XEP-0045 §6.1).
+        registry.disco_items(DiscoTarget::Server, self);
+    }
+}
+
+#[async_trait]
+impl ItemSource for Muc {
+    async fn items(&self, _router: &Arc<Router>, _query: &DiscoQuery<'_>) -> Vec<Item> {
+        vec![Item::new(self.domain.clone())]
     }
 }
 
@@ -349,8 +360,9 @@ impl Muc {
             drop(room);
             let answer = if allowed {
                 let from = Jid::from(from.clone());
+                let iq_type = if is_get { IqType::Get } else { IqType::Set };
                 archive
-                    .query(router, &payload, !is_get, &from, room_jid.as_str())
+                    .query(router, &payload, iq_type, &from, room_jid.as_str())
                     .await
             } else {
                 Err(StanzaError::forbidden())

@@ -30,7 +30,8 @@ use minidom::Element;
 
 use crate::config::PepConfig;
 use crate::router::{
-    IqHandler, IqRequest, IqResult, Module, PresenceObserver, Registry, Router, SessionHook,
+    DiscoQuery, DiscoTarget, Identity, IqHandler, IqRequest, IqResult, IqType, Item, ItemSource,
+    Module, PresenceObserver, Priority, Registry, Router, SessionHook,
 };
 use crate::stanza::{self, ErrorType, StanzaError};
 use crate::storage::PepStore;
@@ -62,10 +63,6 @@ const FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#retrieve-items",
 ];
 
-/// The feature whose presence on an account means it is a PEP service (XEP-0163 §6.1); disco
-/// shows the `pubsub/pep` identity with it.
-pub const PEP_FEATURE: &str = "http://jabber.org/protocol/pubsub#publish";
-
 /// What the module keeps in memory, shared with the tasks it spawns.
 #[derive(Default)]
 pub(crate) struct PepState {
@@ -84,10 +81,16 @@ impl Module for Pep {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.account_iq(ns::PUBSUB, "pubsub", self.clone());
-        registry.account_iq(ns::PUBSUB_OWNER, "pubsub", self.clone());
-        registry.session_hook(self.clone());
-        registry.presence_observer(self);
+        // Which actions take which type is for each action to say (XEP-0060 §6–8).
+        for iq_type in [IqType::Get, IqType::Set] {
+            registry.account_iq(iq_type, ns::PUBSUB, "pubsub", self.clone());
+            registry.account_iq(iq_type, ns::PUBSUB_OWNER, "pubsub", self.clone());
+        }
+        registry.session_hook(Priority::Profile, self.clone());
+        registry.presence_observer(Priority::Profile, self.clone());
+        registry.disco_items(DiscoTarget::Account, self);
+        // XEP-0163 §6.1: an account with a PEP service is also a pubsub/pep entity.
+        registry.disco_identity(DiscoTarget::Account, Identity::new("pubsub", "pep"));
         for feature in FEATURES {
             registry.account_feature(feature);
         }
@@ -173,8 +176,19 @@ fn node_attr(action: &Element) -> Result<&str, StanzaError> {
 const MAX_NODE_LEN: usize = 1024;
 const MAX_ITEM_ID_LEN: usize = 1024;
 
-/// Disco#items on an account (XEP-0163 §6.2 / XEP-0060 §5.2): the nodes `requester` may read.
-pub async fn disco_items(router: &Arc<Router>, account: &BareJid, requester: &Jid) -> Vec<Element> {
+/// Disco#items on an account (XEP-0163 §6.2 / XEP-0060 §5.2): the nodes the requester may
+/// read.
+#[async_trait]
+impl ItemSource for Pep {
+    async fn items(&self, router: &Arc<Router>, query: &DiscoQuery<'_>) -> Vec<Item> {
+        match query.account {
+            Some(account) => readable_nodes(router, account, query.from).await,
+            None => Vec::new(),
+        }
+    }
+}
+
+async fn readable_nodes(router: &Arc<Router>, account: &BareJid, requester: &Jid) -> Vec<Item> {
     let Some(username) = account.node() else {
         return Vec::new();
     };
@@ -192,10 +206,7 @@ pub async fn disco_items(router: &Arc<Router>, account: &BareJid, requester: &Ji
             .await
             .unwrap_or(false)
         {
-            let mut item = Element::bare("item", ns::DISCO_ITEMS);
-            stanza::set_attr(&mut item, "jid", account.to_string());
-            stanza::set_attr(&mut item, "node", node.name);
-            items.push(item);
+            items.push(Item::new(account.to_string()).with_node(node.name));
         }
     }
     items
@@ -225,9 +236,9 @@ impl IqHandler for Pep {
         }
         let payload = request.payload();
         if payload.has_ns(ns::PUBSUB_OWNER) {
-            owner::handle(&ctx, payload, request.is_set).await
+            owner::handle(&ctx, payload, request.iq_type == IqType::Set).await
         } else {
-            publish::handle(&ctx, payload, request.is_set).await
+            publish::handle(&ctx, payload, request.iq_type == IqType::Set).await
         }
     }
 }

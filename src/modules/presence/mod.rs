@@ -17,7 +17,7 @@ use minidom::Element;
 use crate::config::Config;
 use crate::modules::roster::subscription;
 use crate::modules::roster::table::SubscriptionType;
-use crate::router::{Module, PresenceHandler, Registry, Router, SessionHook};
+use crate::router::{Module, PresenceHandler, Priority, Registry, Router, SessionHook};
 use crate::stanza::{self, ErrorType, StanzaError};
 use crate::xml::ns;
 use request_rate::RequestRate;
@@ -44,7 +44,7 @@ impl Module for Presence {
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
         registry.presence_handler(self.clone());
-        registry.session_hook(self);
+        registry.session_hook(Priority::Presence, self);
     }
 }
 

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::items::{self, RosterSet};
 use super::{locks, push, subscription};
-use crate::router::{Interest, IqHandler, IqRequest, IqResult, Router};
+use crate::router::{Interest, IqHandler, IqRequest, IqResult, IqType, Router};
 use crate::stanza::{self, StanzaError};
 use crate::storage::{RosterItem, RosterWrite, StorageError};
 use crate::xml::ns;
@@ -35,13 +35,14 @@ impl IqHandler for RosterIq {
             .node()
             .map(|n| n.as_str().to_owned())
             .unwrap_or_default();
-        if request.is_set {
-            set(router, &user, &username, request.payload()).await
-        } else {
-            if let Ok(full) = request.from.clone().try_into_full() {
-                router.set_interested(&full, Interest::Roster);
+        match request.iq_type {
+            IqType::Set => set(router, &user, &username, request.payload()).await,
+            IqType::Get => {
+                if let Ok(full) = request.from.clone().try_into_full() {
+                    router.set_interested(&full, Interest::Roster);
+                }
+                get(router, &username, request.payload()).await
             }
-            get(router, &username, request.payload()).await
         }
     }
 }

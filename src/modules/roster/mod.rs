@@ -10,7 +10,7 @@ pub mod table;
 
 use std::sync::Arc;
 
-use crate::router::{Module, Registry};
+use crate::router::{IqType, Module, Registry};
 use crate::xml::ns;
 
 pub struct Roster;
@@ -21,6 +21,8 @@ impl Module for Roster {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.account_iq(ns::ROSTER, "query", Arc::new(iq::RosterIq));
+        let handler = Arc::new(iq::RosterIq);
+        registry.account_iq(IqType::Get, ns::ROSTER, "query", handler.clone());
+        registry.account_iq(IqType::Set, ns::ROSTER, "query", handler);
     }
 }
