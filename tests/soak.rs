@@ -1,0 +1,935 @@
+//! Soak (hardening issue): a bounded churn of logins and logouts, roster pushes, room joins
+//! and leaves, XEP-0198 resumptions and 1:1 messages against one server, then two checks:
+//!
+//! * no leak: the server runtime's alive tasks and the process's open descriptors return to
+//!   their baseline once every client is gone, and RSS does not keep growing with the run;
+//! * no lost message: every 1:1 message sent is found exactly once as delivered live,
+//!   delivered from offline storage or bounced to its sender (a second delivery is allowed
+//!   only where XEP-0198 allows it: the first copy was received and never acknowledged).
+//!
+//! Short by default (CI); the real run is 10 minutes:
+//!
+//! ```text
+//! CORVID_SOAK_SECS=600 cargo test --release --test soak -- --nocapture
+//! ```
+//!
+//! Its figures are in benches/README.md under "Soak".
+
+mod common;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use corvid::xml::Frame;
+use minidom::Element;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rustls::ClientConfig;
+
+const SM: &str = "urn:xmpp:sm:3";
+const MUC: &str = "http://jabber.org/protocol/muc";
+const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const SERVICE: &str = "conference.localhost";
+const DELAY: &str = "urn:xmpp:delay";
+/// Virtual users, each with an account of its own and at most one session at a time (so a
+/// message to the bare JID has one possible live recipient and duplicates mean something).
+const USERS: usize = 24;
+/// Persistent rooms everyone joins and leaves; temporary rooms come and go besides.
+const ROOMS: [&str; 3] = ["lobby", "den", "attic"];
+/// Short, so sessions a client abandons (dropped and never resumed) end within the run and
+/// their queues reach offline storage before the final drain.
+const RESUME_TIMEOUT_SECS: u64 = 4;
+/// The warm-up before the baseline: long enough to touch every path once.
+const WARM_UP: Duration = Duration::from_secs(4);
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Outcome {
+    Live,
+    Offline,
+    Bounced,
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// Body (also the message id) -> (sender, recipient).
+    sent: HashMap<String, (String, String)>,
+    outcomes: HashMap<String, Vec<Outcome>>,
+    /// Bodies received on a stream-management stream that ended before acknowledging them:
+    /// the server hands those on again (XEP-0198 §5), so a second copy is no loss of order.
+    unacked: HashSet<String>,
+    /// Deliveries to someone other than the recipient (or a bounce to a non-sender).
+    misrouted: Vec<String>,
+    /// Bodies received that nobody sent.
+    unknown: Vec<String>,
+}
+
+#[derive(Default)]
+struct Stats {
+    logins: AtomicU64,
+    sm_logins: AtomicU64,
+    logouts: AtomicU64,
+    resumes: AtomicU64,
+    resent: AtomicU64,
+    abandons: AtomicU64,
+    roster_sets: AtomicU64,
+    room_joins: AtomicU64,
+    temp_rooms: AtomicU64,
+    groupchat_in: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+struct World {
+    addr: SocketAddr,
+    tls: Arc<ClientConfig>,
+    ledger: Mutex<Ledger>,
+    stats: Stats,
+    seq: AtomicU64,
+}
+
+impl World {
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// XEP-0198 state of a client: what it received (`h_in`, and which bodies since its last
+/// `<a/>`) and what it sent that the server has not acknowledged yet.
+struct Sm {
+    previd: String,
+    h_in: u32,
+    acked_in: u32,
+    recent: Vec<(u32, String)>,
+    out_acked: u32,
+    out_queue: VecDeque<String>,
+}
+
+impl Sm {
+    fn acked_by_server(&mut self, h: u32) {
+        let newly = h.wrapping_sub(self.out_acked) as usize;
+        assert!(
+            newly <= self.out_queue.len(),
+            "the server acknowledged {newly} stanzas, {} were sent",
+            self.out_queue.len()
+        );
+        self.out_queue.drain(..newly);
+        self.out_acked = h;
+    }
+
+    fn acknowledge(&mut self) -> u32 {
+        self.acked_in = self.h_in;
+        let h = self.h_in;
+        self.recent.retain(|(n, _)| *n > h);
+        h
+    }
+}
+
+/// One virtual user's session: a raw client that answers `<r/>`, replies to IQs, counts its
+/// `h` and books every 1:1 message it receives into the ledger.
+struct Client {
+    raw: Raw,
+    user: String,
+    jid: String,
+    sm: Option<Sm>,
+    world: Arc<World>,
+    /// `</stream:stream>` sent: nothing more may be written.
+    closing: bool,
+}
+
+impl Client {
+    async fn login(world: &Arc<World>, user: &str, sm: bool) -> Client {
+        let (raw, jid) = Raw::login(world.addr, world.tls.clone(), user, "soak").await;
+        let mut client = Client {
+            raw,
+            user: user.to_owned(),
+            jid,
+            sm: None,
+            world: world.clone(),
+            closing: false,
+        };
+        if sm {
+            // Not Raw::enable_resumption: stanzas may come first. When this login replaced
+            // a session of the same resource, what that one never acknowledged is routed
+            // again to the same full JID, i.e. here. They are booked, not counted in `h`.
+            client
+                .raw
+                .write(&format!("<enable xmlns='{SM}' resume='true'/>"))
+                .await;
+            let enabled = client.until(|el| el.ns() == SM).await;
+            assert!(enabled.is("enabled", SM), "{enabled:?}");
+            add(&world.stats.sm_logins, 1);
+            client.sm = Some(Sm {
+                previd: enabled.attr("id").expect("resumable").to_owned(),
+                h_in: 0,
+                acked_in: 0,
+                recent: Vec::new(),
+                out_acked: 0,
+                out_queue: VecDeque::new(),
+            });
+        }
+        // Fetching the roster makes the session interested in roster pushes.
+        let roster = client
+            .iq("<iq type='get'><query xmlns='jabber:iq:roster'/></iq>")
+            .await;
+        assert_eq!(roster.attr("type"), Some("result"));
+        client.stanza("<presence/>").await;
+        // Offline messages are queued when the presence is handled, before this answer.
+        client.ping().await;
+        add(&world.stats.logins, 1);
+        client
+    }
+
+    /// Sends a stanza (kept for retransmission until the server acknowledges it).
+    async fn stanza(&mut self, xml: &str) {
+        if let Some(sm) = self.sm.as_mut() {
+            sm.out_queue.push_back(xml.to_owned());
+        }
+        self.raw.write(xml).await;
+    }
+
+    async fn iq(&mut self, xml_without_id: &str) -> Element {
+        let id = format!("q{}", self.world.next_seq());
+        let xml = xml_without_id.replacen("<iq ", &format!("<iq id='{id}' "), 1);
+        self.stanza(&xml).await;
+        self.until(|el| {
+            el.name() == "iq"
+                && el.attr("id") == Some(id.as_str())
+                && matches!(el.attr("type"), Some("result" | "error"))
+        })
+        .await
+    }
+
+    /// A round trip: whatever the server routed for this client's earlier stanzas (bounces
+    /// included) is queued before the answer.
+    async fn ping(&mut self) {
+        let answer = self
+            .iq("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .await;
+        assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    }
+
+    async fn next(&mut self) -> Element {
+        let el = self.raw.element().await;
+        self.process(&el).await;
+        el
+    }
+
+    async fn until(&mut self, pred: impl Fn(&Element) -> bool) -> Element {
+        loop {
+            let el = self.next().await;
+            if pred(&el) {
+                return el;
+            }
+        }
+    }
+
+    /// Reads and handles whatever arrives for `time`.
+    async fn idle(&mut self, time: Duration) {
+        let deadline = tokio::time::Instant::now() + time;
+        loop {
+            match tokio::time::timeout_at(deadline, self.raw.frame()).await {
+                Err(_) => return,
+                Ok(Some(Frame::Element(el))) => self.process(&el).await,
+                Ok(Some(Frame::StreamOpen(_))) => {}
+                Ok(Some(Frame::StreamClose) | None) => {
+                    panic!("{}: the server closed the stream", self.jid)
+                }
+            }
+        }
+    }
+
+    async fn process(&mut self, el: &Element) {
+        if el.is("r", SM) {
+            if !self.closing {
+                if let Some(sm) = self.sm.as_mut() {
+                    let h = sm.acknowledge();
+                    self.raw.write(&format!("<a xmlns='{SM}' h='{h}'/>")).await;
+                }
+            }
+            return;
+        }
+        if el.is("a", SM) {
+            let h = el.attr("h").and_then(|h| h.parse().ok()).expect("h");
+            if let Some(sm) = self.sm.as_mut() {
+                sm.acked_by_server(h);
+            }
+            return;
+        }
+        if el.ns() != "jabber:client" {
+            return;
+        }
+        if let Some(sm) = self.sm.as_mut() {
+            sm.h_in = sm.h_in.wrapping_add(1);
+        }
+        match el.name() {
+            "message" => self.on_message(el),
+            "iq" if matches!(el.attr("type"), Some("get" | "set")) && !self.closing => {
+                let id = el.attr("id").unwrap_or_default();
+                let to = el
+                    .attr("from")
+                    .map(|f| format!(" to='{f}'"))
+                    .unwrap_or_default();
+                // Roster pushes are acknowledged; nothing else is asked of a soak client.
+                let reply = if el.has_child("query", "jabber:iq:roster") {
+                    format!("<iq type='result' id='{id}'{to}/>")
+                } else {
+                    format!(
+                        "<iq type='error' id='{id}'{to}><error type='cancel'>\
+                         <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+                         </error></iq>"
+                    )
+                };
+                self.stanza(&reply).await;
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message(&mut self, el: &Element) {
+        let (key, outcome) = match el.attr("type") {
+            Some("error") => match el.attr("id") {
+                Some(id) if id.starts_with("m-") => (id.to_owned(), Outcome::Bounced),
+                _ => return,
+            },
+            Some("chat") => {
+                let text = body(el);
+                if !text.starts_with("m-") {
+                    return;
+                }
+                let outcome = if el.has_child("delay", DELAY) {
+                    Outcome::Offline
+                } else {
+                    Outcome::Live
+                };
+                (text, outcome)
+            }
+            Some("groupchat") => {
+                add(&self.world.stats.groupchat_in, 1);
+                return;
+            }
+            _ => return,
+        };
+        if let Some(sm) = self.sm.as_mut() {
+            sm.recent.push((sm.h_in, key.clone()));
+        }
+        let mut ledger = self.world.ledger.lock().expect("ledger");
+        let Some((from, to)) = ledger.sent.get(&key).cloned() else {
+            ledger.unknown.push(key);
+            return;
+        };
+        let expected = if outcome == Outcome::Bounced {
+            from
+        } else {
+            to
+        };
+        if expected != self.user {
+            ledger
+                .misrouted
+                .push(format!("{key} ({outcome:?}) reached {}", self.user));
+        }
+        ledger.outcomes.entry(key).or_default().push(outcome);
+    }
+
+    /// Books what this stream received and never acknowledged: the server hands it on again.
+    fn finish(&mut self) {
+        if let Some(sm) = self.sm.as_ref() {
+            let mut ledger = self.world.ledger.lock().expect("ledger");
+            for (n, text) in &sm.recent {
+                if *n > sm.acked_in {
+                    ledger.unacked.insert(text.clone());
+                }
+            }
+        }
+    }
+
+    async fn chat(&mut self, rng: &mut StdRng) {
+        // One in fifty goes to an account that does not exist and must come back as an error.
+        let to = if rng.gen_ratio(1, 50) {
+            "ghost".to_owned()
+        } else {
+            format!("u{:02}", rng.gen_range(0..USERS))
+        };
+        let text = format!("m-{}-{}", self.user, self.world.next_seq());
+        self.world
+            .ledger
+            .lock()
+            .expect("ledger")
+            .sent
+            .insert(text.clone(), (self.user.clone(), to.clone()));
+        self.stanza(&format!(
+            "<message to='{to}@localhost' type='chat' id='{text}'><body>{text}</body></message>"
+        ))
+        .await;
+    }
+
+    /// Adds a contact and removes it: two roster sets, each pushed to this session.
+    async fn roster_churn(&mut self) {
+        let contact = format!("c{}@localhost", self.world.next_seq());
+        for item in [
+            format!("<item jid='{contact}' name='soak'><group>Soak</group></item>"),
+            format!("<item jid='{contact}' subscription='remove'/>"),
+        ] {
+            let answer = self
+                .iq(&format!(
+                    "<iq type='set'><query xmlns='jabber:iq:roster'>{item}</query></iq>"
+                ))
+                .await;
+            assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+            add(&self.world.stats.roster_sets, 1);
+        }
+    }
+
+    /// Joins `room` (up to the subject, after any history); returns the own presence.
+    async fn join(&mut self, room: &str, nick: &str) -> Element {
+        self.stanza(&format!(
+            "<presence to='{room}/{nick}'><x xmlns='{MUC}'/></presence>"
+        ))
+        .await;
+        let me = format!("{room}/{nick}");
+        let own = self
+            .until(|el| el.name() == "presence" && el.attr("from") == Some(me.as_str()))
+            .await;
+        assert_ne!(own.attr("type"), Some("error"), "join refused: {own:?}");
+        self.until(|el| {
+            el.name() == "message"
+                && el.has_child("subject", "jabber:client")
+                && el.attr("from").is_some_and(|f| f.starts_with(room))
+        })
+        .await;
+        add(&self.world.stats.room_joins, 1);
+        own
+    }
+
+    async fn say_and_leave(&mut self, room: &str, nick: &str) {
+        let text = format!("g-{}", self.world.next_seq());
+        self.stanza(&format!(
+            "<message to='{room}' type='groupchat'><body>{text}</body></message>"
+        ))
+        .await;
+        self.until(|el| el.name() == "message" && body(el) == text)
+            .await;
+        self.stanza(&format!("<presence to='{room}/{nick}' type='unavailable'/>"))
+            .await;
+        let me = format!("{room}/{nick}");
+        self.until(|el| {
+            el.name() == "presence"
+                && el.attr("from") == Some(me.as_str())
+                && el.attr("type") == Some("unavailable")
+        })
+        .await;
+    }
+
+    async fn shared_room(&mut self, room: &str) {
+        let room = format!("{room}@{SERVICE}");
+        let nick = self.user.clone();
+        self.join(&room, &nick).await;
+        self.say_and_leave(&room, &nick).await;
+    }
+
+    /// Creates an instant room, speaks in it and leaves it: the room is gone after.
+    async fn temp_room(&mut self) {
+        let room = format!("tmp{}@{SERVICE}", self.world.next_seq());
+        let nick = self.user.clone();
+        let own = self.join(&room, &nick).await;
+        assert!(status_codes(&own).contains(&201), "a new room: {own:?}");
+        let answer = self
+            .iq(&format!(
+                "<iq to='{room}' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+                 <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+            ))
+            .await;
+        assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+        self.say_and_leave(&room, &nick).await;
+        add(&self.world.stats.temp_rooms, 1);
+    }
+
+    /// Closes the stream cleanly and reads until the server has closed the connection.
+    async fn logout(mut self) {
+        self.ping().await;
+        if let Some(sm) = self.sm.as_mut() {
+            let h = sm.acknowledge();
+            self.raw.write(&format!("<a xmlns='{SM}' h='{h}'/>")).await;
+        }
+        self.closing = true;
+        self.raw.write("</stream:stream>").await;
+        while let Some(frame) = self.raw.frame().await {
+            if let Frame::Element(el) = frame {
+                self.process(&el).await;
+            }
+        }
+        self.finish();
+        add(&self.world.stats.logouts, 1);
+    }
+
+    /// Kills the connection without a word and resumes on a new one with the `h` counted;
+    /// resends what the server says it has not handled.
+    async fn drop_and_resume(self) -> Client {
+        let Client {
+            raw,
+            user,
+            jid,
+            sm,
+            world,
+            ..
+        } = self;
+        drop(raw);
+        let mut sm = sm.expect("resumable");
+        let (mut raw, _features) = Raw::authenticated(world.addr, world.tls.clone(), &user).await;
+        let answer = raw.resume(&sm.previd, sm.h_in).await;
+        assert!(answer.is("resumed", SM), "{jid}: {answer:?}");
+        sm.acknowledge();
+        let h = answer.attr("h").and_then(|h| h.parse().ok()).expect("h");
+        sm.acked_by_server(h);
+        for xml in &sm.out_queue {
+            raw.write(xml).await;
+        }
+        add(&world.stats.resent, sm.out_queue.len() as u64);
+        add(&world.stats.resumes, 1);
+        Client {
+            raw,
+            user,
+            jid,
+            sm: Some(sm),
+            world,
+            closing: false,
+        }
+    }
+
+    /// Kills the connection and never resumes: the session waits detached until the
+    /// resumption timeout (or a new login replacing it), then its queue goes on.
+    async fn abandon(mut self) {
+        // So that no bounce is still on its way to a session nobody will read.
+        self.ping().await;
+        self.finish();
+        add(&self.world.stats.abandons, 1);
+    }
+}
+
+fn status_codes(el: &Element) -> Vec<u16> {
+    el.get_child("x", MUC_USER)
+        .map(|x| {
+            x.children()
+                .filter(|c| c.name() == "status")
+                .filter_map(|c| c.attr("code").and_then(|v| v.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+async fn virtual_user(world: Arc<World>, user: String, stop: Arc<AtomicBool>, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut client: Option<Client> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(mut c) = client.take() else {
+            // Offline for a while: messages to it go to offline storage meanwhile.
+            tokio::time::sleep(ms(rng.gen_range(100..800))).await;
+            client = Some(Client::login(&world, &user, rng.gen_bool(0.6)).await);
+            continue;
+        };
+        let resumable = c.sm.is_some();
+        client = match rng.gen_range(0..100) {
+            0..=39 => {
+                for _ in 0..rng.gen_range(1..=3) {
+                    c.chat(&mut rng).await;
+                }
+                Some(c)
+            }
+            40..=47 => {
+                c.roster_churn().await;
+                Some(c)
+            }
+            48..=57 => {
+                c.shared_room(ROOMS[rng.gen_range(0..ROOMS.len())]).await;
+                Some(c)
+            }
+            58..=60 => {
+                c.temp_room().await;
+                Some(c)
+            }
+            61..=67 if resumable => Some(c.drop_and_resume().await),
+            68..=69 if resumable => {
+                c.abandon().await;
+                None
+            }
+            70..=75 => {
+                c.logout().await;
+                None
+            }
+            _ => Some(c),
+        };
+        if let Some(c) = client.as_mut() {
+            c.idle(ms(rng.gen_range(50..400))).await;
+        }
+    }
+    if let Some(c) = client {
+        c.logout().await;
+    }
+}
+
+fn user_names() -> Vec<String> {
+    (0..USERS).map(|i| format!("u{i:02}")).collect()
+}
+
+/// Runs the virtual users for `time`; `checkpoints` are taken (by `sample`) at those
+/// fractions of it while the load is on.
+async fn churn(
+    world: &Arc<World>,
+    time: Duration,
+    seed: u64,
+    checkpoints: &[f64],
+    mut sample: impl FnMut(usize),
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut users = tokio::task::JoinSet::new();
+    for (i, user) in user_names().into_iter().enumerate() {
+        users.spawn(virtual_user(
+            world.clone(),
+            user,
+            stop.clone(),
+            seed + i as u64,
+        ));
+    }
+    let start = tokio::time::Instant::now();
+    let mut marks: Vec<tokio::time::Instant> = checkpoints
+        .iter()
+        .map(|f| start + time.mul_f64(*f))
+        .collect();
+    marks.push(start + time);
+    for (i, mark) in marks.iter().enumerate() {
+        // A virtual user that fails fails the test now, not at the end of the run.
+        tokio::select! {
+            _ = tokio::time::sleep_until(*mark) => {}
+            Some(result) = users.join_next() => {
+                result.expect("a virtual user failed");
+                panic!("a virtual user stopped early");
+            }
+        }
+        if i < checkpoints.len() {
+            sample(i);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    while let Some(result) = users.join_next().await {
+        result.expect("a virtual user failed");
+    }
+}
+
+/// After a churn: abandoned sessions time out (their queues go to offline storage), then
+/// every user logs in once, without stream management, and takes its offline messages.
+async fn settle(world: &Arc<World>) {
+    tokio::time::sleep(Duration::from_secs(RESUME_TIMEOUT_SECS + 2)).await;
+    let mut drains = tokio::task::JoinSet::new();
+    for user in user_names() {
+        let world = world.clone();
+        drains.spawn(async move {
+            Client::login(&world, &user, false).await.logout().await;
+        });
+    }
+    while let Some(result) = drains.join_next().await {
+        result.expect("drain");
+    }
+}
+
+/// The owner creates the persistent rooms the virtual users share.
+async fn create_rooms(world: &Arc<World>) {
+    let mut owner = Client::login(world, "owner", false).await;
+    for name in ROOMS {
+        let room = format!("{name}@{SERVICE}");
+        let own = owner.join(&room, "owner").await;
+        assert!(status_codes(&own).contains(&201), "{own:?}");
+        let answer = owner
+            .iq(&format!(
+                "<iq to='{room}' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+                 <x xmlns='jabber:x:data' type='submit'>\
+                 <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+                 <field var='muc#roomconfig_persistentroom'><value>1</value></field>\
+                 </x></query></iq>"
+            ))
+            .await;
+        assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+        owner
+            .stanza(&format!("<presence to='{room}/owner' type='unavailable'/>"))
+            .await;
+        let me = format!("{room}/owner");
+        owner
+            .until(|el| el.name() == "presence" && el.attr("from") == Some(me.as_str()))
+            .await;
+    }
+    owner.logout().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the process holds.
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    rss: u64,
+    sqlite: u64,
+    fds: usize,
+    /// Descriptors of the SQLite files (database, WAL, shared memory): sqlx opens pool
+    /// connections on demand and keeps them, up to its pool size.
+    db_fds: usize,
+    tasks: usize,
+}
+
+impl Sample {
+    fn take(server_runtime: &tokio::runtime::Handle) -> Sample {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024;
+        let mut fds = 0;
+        let mut db_fds = 0;
+        for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
+            let Ok(entry) = entry else { continue };
+            fds += 1;
+            if std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.to_string_lossy().contains("corvid.db"))
+            {
+                db_fds += 1;
+            }
+        }
+        // SAFETY: reads a counter of the SQLite library sqlx links; no arguments, no state.
+        let sqlite = unsafe { libsqlite3_sys::sqlite3_memory_used() }.max(0) as u64;
+        Sample {
+            rss,
+            sqlite,
+            fds,
+            db_fds,
+            tasks: server_runtime.metrics().num_alive_tasks(),
+        }
+    }
+
+    /// RSS without SQLite's own allocations (mostly its page cache, bounded per connection).
+    fn heap(&self) -> u64 {
+        self.rss.saturating_sub(self.sqlite)
+    }
+
+    fn other_fds(&self) -> usize {
+        self.fds - self.db_fds
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_leaks_nothing_and_loses_no_message() {
+    let secs: u64 = std::env::var("CORVID_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let mut accounts = user_names();
+    accounts.push("owner".into());
+    let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
+    let server = IsolatedServer::start(
+        |c| {
+            // Every virtual user logs in from 127.0.0.1, up to two dozen SASL exchanges at
+            // once, which the per-address login throttle (exchanges in flight count against
+            // the failure budget too) would refuse; the per-address connection limits are
+            // already off in tests/common. Everything else keeps its default: the churn
+            // stays under the stanza and byte rates and the per-account caps.
+            c.auth.max_concurrent_per_address = 10_000;
+            c.auth.max_failures_per_window = 10_000;
+            c.stream_management.resume_timeout_secs = RESUME_TIMEOUT_SECS;
+        },
+        &accounts,
+    );
+    let world = Arc::new(World {
+        addr: server.c2s,
+        tls: server.tls_config(),
+        ledger: Mutex::default(),
+        stats: Stats::default(),
+        seq: AtomicU64::new(0),
+    });
+
+    // Baseline after a warm-up churn and its settling: the server's lazily made, bounded
+    // state (SQLite pool connections, the persistent rooms, caches, the allocator's first
+    // arenas) is then in place, and everything above it afterwards is what the churn left.
+    create_rooms(&world).await;
+    churn(&world, WARM_UP, 1, &[], |_| {}).await;
+    settle(&world).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base = Sample::take(&server.runtime);
+    let sent_in_warm_up = world.ledger.lock().expect("ledger").sent.len();
+
+    // The churn, with a sampler for the peaks.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let peak = Arc::new(Mutex::new(base));
+    let sampler = {
+        let sampling = sampling.clone();
+        let peak = peak.clone();
+        let runtime = server.runtime.clone();
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                let s = Sample::take(&runtime);
+                {
+                    let mut p = peak.lock().expect("peak");
+                    p.rss = p.rss.max(s.rss);
+                    p.sqlite = p.sqlite.max(s.sqlite);
+                    p.fds = p.fds.max(s.fds);
+                    p.db_fds = p.db_fds.max(s.db_fds);
+                    p.tasks = p.tasks.max(s.tasks);
+                }
+                tokio::time::sleep(ms(500)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut under_load = [Sample::default(); 2];
+    churn(
+        &world,
+        Duration::from_secs(secs),
+        1000,
+        &[0.5, 0.98],
+        |i| under_load[i] = Sample::take(&server.runtime),
+    )
+    .await;
+    let churned = started.elapsed();
+    settle(&world).await;
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await.expect("sampler");
+    let [mid, late] = under_load;
+
+    // Every client is gone: the server's tasks and the descriptors must come back.
+    let mut end = Sample::take(&server.runtime);
+    for _ in 0..300 {
+        if end.tasks <= base.tasks && end.other_fds() <= base.other_fds() {
+            break;
+        }
+        tokio::time::sleep(ms(100)).await;
+        end = Sample::take(&server.runtime);
+    }
+    let peak = *peak.lock().expect("peak");
+
+    // The accounting.
+    let ledger = world.ledger.lock().expect("ledger");
+    let sent = ledger.sent.len();
+    let (mut live, mut offline, mut bounced, mut again) = (0, 0, 0, 0);
+    let mut missing = Vec::new();
+    let mut duplicated = Vec::new();
+    for text in ledger.sent.keys() {
+        match ledger.outcomes.get(text).map(Vec::as_slice) {
+            None | Some([]) => missing.push(text.clone()),
+            Some([first, rest @ ..]) => {
+                match first {
+                    Outcome::Live => live += 1,
+                    Outcome::Offline => offline += 1,
+                    Outcome::Bounced => bounced += 1,
+                }
+                if !rest.is_empty() {
+                    if ledger.unacked.contains(text) {
+                        again += rest.len();
+                    } else {
+                        duplicated.push(format!("{text}: {first:?} {rest:?}"));
+                    }
+                }
+            }
+        }
+    }
+    let s = &world.stats;
+    println!(
+        "SOAK secs={secs} (churned {:.0}s) users={USERS} | logins={} (sm {}) logouts={} \
+         resumes={} (resent {}) abandoned={} roster_sets={} room_joins={} temp_rooms={} \
+         groupchat_in={} | messages sent={sent} (warm-up {sent_in_warm_up}) live={live} \
+         offline={offline} bounced={bounced} again_after_unacked={again} missing={} \
+         duplicated={} misrouted={} | rss MiB base={:.1} mid={:.1} late={:.1} peak={:.1} \
+         end={:.1} | rss-sqlite MiB base={:.1} mid={:.1} late={:.1} end={:.1} | sqlite MiB \
+         base={:.1} end={:.1} | fds base={} ({} db) peak={} ({} db) end={} ({} db) | tasks \
+         base={} mid={} peak={} end={}",
+        churned.as_secs_f64(),
+        get(&s.logins),
+        get(&s.sm_logins),
+        get(&s.logouts),
+        get(&s.resumes),
+        get(&s.resent),
+        get(&s.abandons),
+        get(&s.roster_sets),
+        get(&s.room_joins),
+        get(&s.temp_rooms),
+        get(&s.groupchat_in),
+        missing.len(),
+        duplicated.len(),
+        ledger.misrouted.len(),
+        mib(base.rss),
+        mib(mid.rss),
+        mib(late.rss),
+        mib(peak.rss),
+        mib(end.rss),
+        mib(base.heap()),
+        mib(mid.heap()),
+        mib(late.heap()),
+        mib(end.heap()),
+        mib(base.sqlite),
+        mib(end.sqlite),
+        base.fds,
+        base.db_fds,
+        peak.fds,
+        peak.db_fds,
+        end.fds,
+        end.db_fds,
+        base.tasks,
+        mid.tasks,
+        peak.tasks,
+        end.tasks,
+    );
+
+    assert!(missing.is_empty(), "lost: {:?}", &missing[..missing.len().min(20)]);
+    assert!(duplicated.is_empty(), "delivered twice: {duplicated:?}");
+    assert!(ledger.misrouted.is_empty(), "{:?}", ledger.misrouted);
+    assert!(ledger.unknown.is_empty(), "{:?}", ledger.unknown);
+    assert_eq!(sent, live + offline + bounced);
+    assert!(bounced > 0, "the churn sent nothing to the missing account");
+    assert!(offline > 0 && live > 0, "the churn did not exercise both paths");
+    assert!(get(&s.resumes) > 0 && get(&s.abandons) > 0, "no resumption");
+
+    assert!(
+        end.tasks <= base.tasks,
+        "server tasks: {} at the baseline, {} after the load",
+        base.tasks,
+        end.tasks
+    );
+    assert!(
+        end.other_fds() <= base.other_fds(),
+        "descriptors other than SQLite's: {} at the baseline, {} after the load",
+        base.other_fds(),
+        end.other_fds()
+    );
+    // sqlx's default pool: at most 10 connections, each with the database, its WAL and the
+    // shared-memory file open.
+    assert!(end.db_fds <= 30, "SQLite descriptors: {}", end.db_fds);
+    // A leak grows with the run; the allocator's retention and caches do not. So the second
+    // half of the churn must not add what the first did: between the middle and the end of
+    // the load, RSS outside SQLite may grow by a tenth or 16 MiB, whichever is more.
+    let allowance = (mid.heap() / 10).max(16 << 20);
+    assert!(
+        late.heap() <= mid.heap() + allowance,
+        "RSS outside SQLite grew from {:.1} MiB at mid-run to {:.1} MiB at the end of the load",
+        mib(mid.heap()),
+        mib(late.heap())
+    );
+    assert!(
+        end.heap() <= late.heap().max(mid.heap()) + allowance,
+        "RSS outside SQLite grew after the load: {:.1} MiB",
+        mib(end.heap())
+    );
+}
