@@ -80,6 +80,8 @@ struct Stats {
     room_joins: AtomicU64,
     temp_rooms: AtomicU64,
     groupchat_in: AtomicU64,
+    /// Logins and resumptions over WebSocket.
+    websocket: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -92,6 +94,7 @@ fn get(counter: &AtomicU64) -> u64 {
 
 struct World {
     addr: SocketAddr,
+    http: SocketAddr,
     tls: Arc<ClientConfig>,
     ledger: Mutex<Ledger>,
     stats: Stats,
@@ -102,6 +105,146 @@ impl World {
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// The framing of RFC 7395 (XMPP over WebSocket).
+const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+
+type WebSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// What a connection yields: the stream (re)opened, an element, the stream closed.
+enum Incoming {
+    Open,
+    Element(Element),
+    Close,
+}
+
+/// A client connection: TCP with STARTTLS (through `Raw`), or a WebSocket (RFC 7395) on the
+/// HTTP listener, where each element is a message of its own.
+enum Conn {
+    Tcp(Raw),
+    Ws(Box<WebSocket>),
+}
+
+impl Conn {
+    /// Connects, authenticates with PLAIN and restarts the stream: ready for bind or resume.
+    async fn authenticated(world: &World, user: &str, websocket: bool) -> Conn {
+        if !websocket {
+            let (raw, _features) = Raw::authenticated(world.addr, world.tls.clone(), user).await;
+            return Conn::Tcp(raw);
+        }
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/xmpp-websocket", world.http)
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "xmpp".parse().expect("header value"),
+        );
+        let tcp = tokio::net::TcpStream::connect(world.http)
+            .await
+            .expect("connect");
+        let (ws, _) = tokio_tungstenite::client_async(request, tcp)
+            .await
+            .expect("websocket handshake");
+        let mut conn = Conn::Ws(Box::new(ws));
+        let open = format!("<open xmlns='{FRAMING}' to='localhost' version='1.0'/>");
+        conn.write(&open).await;
+        conn.element().await;
+        use base64::Engine;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
+        conn.write(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        ))
+        .await;
+        let success = conn.element().await;
+        assert_eq!(success.name(), "success", "login of {user}: {success:?}");
+        conn.write(&open).await;
+        conn.element().await;
+        conn
+    }
+
+    async fn write(&mut self, xml: &str) {
+        match self {
+            Conn::Tcp(raw) => raw.write(xml).await,
+            Conn::Ws(ws) => {
+                use futures::SinkExt;
+                let message = tokio_tungstenite::tungstenite::Message::Text(
+                    with_client_namespace(xml).into(),
+                );
+                ws.send(message).await.expect("websocket send");
+            }
+        }
+    }
+
+    /// The next thing the server sent, or None once the connection is closed.
+    async fn frame(&mut self) -> Option<Incoming> {
+        match self {
+            Conn::Tcp(raw) => match raw.frame().await? {
+                Frame::StreamOpen(_) => Some(Incoming::Open),
+                Frame::Element(el) => Some(Incoming::Element(el)),
+                Frame::StreamClose => Some(Incoming::Close),
+            },
+            Conn::Ws(ws) => loop {
+                use futures::StreamExt;
+                use tokio_tungstenite::tungstenite::Message;
+                let message = match tokio::time::timeout(WAIT, ws.next()).await {
+                    Ok(Some(Ok(message))) => message,
+                    Ok(_) => return None,
+                    Err(_) => panic!("no data within {WAIT:?}"),
+                };
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Close(_) => return None,
+                    _ => continue,
+                };
+                let el = corvid::xml::parse_standalone(
+                    text.as_bytes(),
+                    corvid::xml::XmlLimits::STORED,
+                )
+                .expect("the server sends well-formed XML");
+                return Some(if el.is("open", FRAMING) {
+                    Incoming::Open
+                } else if el.is("close", FRAMING) {
+                    Incoming::Close
+                } else {
+                    Incoming::Element(el)
+                });
+            },
+        }
+    }
+
+    async fn element(&mut self) -> Element {
+        loop {
+            match self.frame().await {
+                Some(Incoming::Element(el)) => return el,
+                Some(Incoming::Open) => continue,
+                Some(Incoming::Close) => panic!("stream closed"),
+                None => panic!("connection closed"),
+            }
+        }
+    }
+
+    /// `</stream:stream>`, or RFC 7395's `<close/>`.
+    async fn close(&mut self) {
+        match self {
+            Conn::Tcp(raw) => raw.write("</stream:stream>").await,
+            Conn::Ws(_) => self.write(&format!("<close xmlns='{FRAMING}'/>")).await,
+        }
+    }
+}
+
+/// RFC 7395 §3.3.3: a stanza alone in a WebSocket message carries its namespace.
+fn with_client_namespace(xml: &str) -> String {
+    for name in ["message", "presence", "iq"] {
+        if let Some(rest) = xml.strip_prefix(&format!("<{name}")) {
+            if rest.starts_with([' ', '/', '>']) {
+                return format!("<{name} xmlns='jabber:client'{rest}");
+            }
+        }
+    }
+    xml.to_owned()
 }
 
 /// XEP-0198 state of a client: what it received (`h_in`, and which bodies since its last
@@ -138,7 +281,7 @@ impl Sm {
 /// One virtual user's session: a raw client that answers `<r/>`, replies to IQs, counts its
 /// `h` and books every 1:1 message it receives into the ledger.
 struct Client {
-    raw: Raw,
+    conn: Conn,
     user: String,
     jid: String,
     sm: Option<Sm>,
@@ -148,10 +291,21 @@ struct Client {
 }
 
 impl Client {
-    async fn login(world: &Arc<World>, user: &str, sm: bool) -> Client {
-        let (raw, jid) = Raw::login(world.addr, world.tls.clone(), user, "soak").await;
+    async fn login(world: &Arc<World>, user: &str, sm: bool, websocket: bool) -> Client {
+        let mut conn = Conn::authenticated(world, user, websocket).await;
+        conn.write(
+            "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>soak</resource></bind></iq>",
+        )
+        .await;
+        let bound = conn.element().await;
+        let jid = bound
+            .get_child("bind", corvid::xml::ns::BIND)
+            .and_then(|b| b.get_child("jid", corvid::xml::ns::BIND))
+            .map(|j| j.text())
+            .expect("bound jid");
         let mut client = Client {
-            raw,
+            conn,
             user: user.to_owned(),
             jid,
             sm: None,
@@ -163,7 +317,7 @@ impl Client {
             // a session of the same resource, what that one never acknowledged is routed
             // again to the same full JID, i.e. here. They are booked, not counted in `h`.
             client
-                .raw
+                .conn
                 .write(&format!("<enable xmlns='{SM}' resume='true'/>"))
                 .await;
             let enabled = client.until(|el| el.ns() == SM).await;
@@ -187,6 +341,9 @@ impl Client {
         // Offline messages are queued when the presence is handled, before this answer.
         client.ping().await;
         add(&world.stats.logins, 1);
+        if websocket {
+            add(&world.stats.websocket, 1);
+        }
         client
     }
 
@@ -195,7 +352,7 @@ impl Client {
         if let Some(sm) = self.sm.as_mut() {
             sm.out_queue.push_back(xml.to_owned());
         }
-        self.raw.write(xml).await;
+        self.conn.write(xml).await;
     }
 
     async fn iq(&mut self, xml_without_id: &str) -> Element {
@@ -220,7 +377,7 @@ impl Client {
     }
 
     async fn next(&mut self) -> Element {
-        let el = self.raw.element().await;
+        let el = self.conn.element().await;
         self.process(&el).await;
         el
     }
@@ -238,11 +395,11 @@ impl Client {
     async fn idle(&mut self, time: Duration) {
         let deadline = tokio::time::Instant::now() + time;
         loop {
-            match tokio::time::timeout_at(deadline, self.raw.frame()).await {
+            match tokio::time::timeout_at(deadline, self.conn.frame()).await {
                 Err(_) => return,
-                Ok(Some(Frame::Element(el))) => self.process(&el).await,
-                Ok(Some(Frame::StreamOpen(_))) => {}
-                Ok(Some(Frame::StreamClose) | None) => {
+                Ok(Some(Incoming::Element(el))) => self.process(&el).await,
+                Ok(Some(Incoming::Open)) => {}
+                Ok(Some(Incoming::Close) | None) => {
                     panic!("{}: the server closed the stream", self.jid)
                 }
             }
@@ -254,7 +411,7 @@ impl Client {
             if !self.closing {
                 if let Some(sm) = self.sm.as_mut() {
                     let h = sm.acknowledge();
-                    self.raw.write(&format!("<a xmlns='{SM}' h='{h}'/>")).await;
+                    self.conn.write(&format!("<a xmlns='{SM}' h='{h}'/>")).await;
                 }
             }
             return;
@@ -459,12 +616,12 @@ impl Client {
         self.ping().await;
         if let Some(sm) = self.sm.as_mut() {
             let h = sm.acknowledge();
-            self.raw.write(&format!("<a xmlns='{SM}' h='{h}'/>")).await;
+            self.conn.write(&format!("<a xmlns='{SM}' h='{h}'/>")).await;
         }
         self.closing = true;
-        self.raw.write("</stream:stream>").await;
-        while let Some(frame) = self.raw.frame().await {
-            if let Frame::Element(el) = frame {
+        self.conn.close().await;
+        while let Some(frame) = self.conn.frame().await {
+            if let Incoming::Element(el) = frame {
                 self.process(&el).await;
             }
         }
@@ -474,30 +631,38 @@ impl Client {
 
     /// Kills the connection without a word and resumes on a new one with the `h` counted;
     /// resends what the server says it has not handled.
-    async fn drop_and_resume(self) -> Client {
+    async fn drop_and_resume(self, websocket: bool) -> Client {
         let Client {
-            raw,
+            conn,
             user,
             jid,
             sm,
             world,
             ..
         } = self;
-        drop(raw);
+        drop(conn);
         let mut sm = sm.expect("resumable");
-        let (mut raw, _features) = Raw::authenticated(world.addr, world.tls.clone(), &user).await;
-        let answer = raw.resume(&sm.previd, sm.h_in).await;
+        let mut conn = Conn::authenticated(&world, &user, websocket).await;
+        conn.write(&format!(
+            "<resume xmlns='{SM}' previd='{}' h='{}'/>",
+            sm.previd, sm.h_in
+        ))
+        .await;
+        let answer = conn.element().await;
         assert!(answer.is("resumed", SM), "{jid}: {answer:?}");
         sm.acknowledge();
         let h = answer.attr("h").and_then(|h| h.parse().ok()).expect("h");
         sm.acked_by_server(h);
         for xml in &sm.out_queue {
-            raw.write(xml).await;
+            conn.write(xml).await;
         }
         add(&world.stats.resent, sm.out_queue.len() as u64);
         add(&world.stats.resumes, 1);
+        if websocket {
+            add(&world.stats.websocket, 1);
+        }
         Client {
-            raw,
+            conn,
             user,
             jid,
             sm: Some(sm),
@@ -538,7 +703,9 @@ async fn virtual_user(world: Arc<World>, user: String, stop: Arc<AtomicBool>, se
         let Some(mut c) = client.take() else {
             // Offline for a while: messages to it go to offline storage meanwhile.
             tokio::time::sleep(ms(rng.gen_range(100..800))).await;
-            client = Some(Client::login(&world, &user, rng.gen_bool(0.6)).await);
+            // A quarter over WebSocket; a resumption may change the transport.
+            let websocket = rng.gen_ratio(1, 4);
+            client = Some(Client::login(&world, &user, rng.gen_bool(0.6), websocket).await);
             continue;
         };
         let resumable = c.sm.is_some();
@@ -561,7 +728,7 @@ async fn virtual_user(world: Arc<World>, user: String, stop: Arc<AtomicBool>, se
                 c.temp_room().await;
                 Some(c)
             }
-            61..=67 if resumable => Some(c.drop_and_resume().await),
+            61..=67 if resumable => Some(c.drop_and_resume(rng.gen_ratio(1, 4)).await),
             68..=69 if resumable => {
                 c.abandon().await;
                 None
@@ -637,7 +804,7 @@ async fn settle(world: &Arc<World>) {
     for user in user_names() {
         let world = world.clone();
         drains.spawn(async move {
-            Client::login(&world, &user, false).await.logout().await;
+            Client::login(&world, &user, false, false).await.logout().await;
         });
     }
     while let Some(result) = drains.join_next().await {
@@ -647,7 +814,7 @@ async fn settle(world: &Arc<World>) {
 
 /// The owner creates the persistent rooms the virtual users share.
 async fn create_rooms(world: &Arc<World>) {
-    let mut owner = Client::login(world, "owner", false).await;
+    let mut owner = Client::login(world, "owner", false, false).await;
     for name in ROOMS {
         let room = format!("{name}@{SERVICE}");
         let own = owner.join(&room, "owner").await;
@@ -756,6 +923,7 @@ async fn churn_leaks_nothing_and_loses_no_message() {
     );
     let world = Arc::new(World {
         addr: server.c2s,
+        http: server.http,
         tls: server.tls_config(),
         ledger: Mutex::default(),
         stats: Stats::default(),
@@ -849,7 +1017,7 @@ async fn churn_leaks_nothing_and_loses_no_message() {
     let s = &world.stats;
     println!(
         "SOAK secs={secs} (churned {:.0}s) users={USERS} | logins={} (sm {}) logouts={} \
-         resumes={} (resent {}) abandoned={} roster_sets={} room_joins={} temp_rooms={} \
+         resumes={} (resent {}) websocket={} abandoned={} roster_sets={} room_joins={} temp_rooms={} \
          groupchat_in={} | messages sent={sent} (warm-up {sent_in_warm_up}) live={live} \
          offline={offline} bounced={bounced} again_after_unacked={again} missing={} \
          duplicated={} misrouted={} | rss MiB base={:.1} mid={:.1} late={:.1} peak={:.1} \
@@ -862,6 +1030,7 @@ async fn churn_leaks_nothing_and_loses_no_message() {
         get(&s.logouts),
         get(&s.resumes),
         get(&s.resent),
+        get(&s.websocket),
         get(&s.abandons),
         get(&s.roster_sets),
         get(&s.room_joins),
