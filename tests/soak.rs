@@ -55,17 +55,37 @@ enum Outcome {
 }
 
 #[derive(Default)]
+/// Kept small, as it lives in the process whose RSS is measured and grows with every message
+/// by design: a message is its sequence number (in its body and id, `m-<sender>-<seq>`), an
+/// account is its index (`GHOST` for the account that does not exist).
 struct Ledger {
-    /// Body (also the message id) -> (sender, recipient).
-    sent: HashMap<String, (String, String)>,
-    outcomes: HashMap<String, Vec<Outcome>>,
+    /// Sequence -> (sender, recipient).
+    sent: HashMap<u64, (u8, u8)>,
+    /// Sequence -> the first outcome and how many more copies arrived.
+    outcomes: HashMap<u64, (Outcome, u32)>,
     /// Bodies received on a stream-management stream that ended before acknowledging them:
     /// the server hands those on again (XEP-0198 §5), so a second copy is no loss of order.
-    unacked: HashSet<String>,
+    unacked: HashSet<u64>,
     /// Deliveries to someone other than the recipient (or a bounce to a non-sender).
     misrouted: Vec<String>,
     /// Bodies received that nobody sent.
     unknown: Vec<String>,
+}
+
+const GHOST: u8 = u8::MAX;
+
+fn account_index(name: &str) -> u8 {
+    match name {
+        "ghost" => GHOST,
+        // The owner of the rooms sends and receives no 1:1 message.
+        "owner" => GHOST - 1,
+        _ => name[1..].parse().expect("uNN"),
+    }
+}
+
+/// The sequence number of a soak message, from its body or id.
+fn message_seq(text: &str) -> Option<u64> {
+    text.strip_prefix("m-")?.rsplit('-').next()?.parse().ok()
 }
 
 #[derive(Default)]
@@ -253,7 +273,7 @@ struct Sm {
     previd: String,
     h_in: u32,
     acked_in: u32,
-    recent: Vec<(u32, String)>,
+    recent: Vec<(u32, u64)>,
     out_acked: u32,
     out_queue: VecDeque<String>,
 }
@@ -455,21 +475,20 @@ impl Client {
 
     fn on_message(&mut self, el: &Element) {
         let (key, outcome) = match el.attr("type") {
-            Some("error") => match el.attr("id") {
-                Some(id) if id.starts_with("m-") => (id.to_owned(), Outcome::Bounced),
-                _ => return,
+            Some("error") => match el.attr("id").and_then(message_seq) {
+                Some(seq) => (seq, Outcome::Bounced),
+                None => return,
             },
             Some("chat") => {
-                let text = body(el);
-                if !text.starts_with("m-") {
+                let Some(seq) = message_seq(&body(el)) else {
                     return;
-                }
+                };
                 let outcome = if el.has_child("delay", DELAY) {
                     Outcome::Offline
                 } else {
                     Outcome::Live
                 };
-                (text, outcome)
+                (seq, outcome)
             }
             Some("groupchat") => {
                 add(&self.world.stats.groupchat_in, 1);
@@ -478,11 +497,11 @@ impl Client {
             _ => return,
         };
         if let Some(sm) = self.sm.as_mut() {
-            sm.recent.push((sm.h_in, key.clone()));
+            sm.recent.push((sm.h_in, key));
         }
         let mut ledger = self.world.ledger.lock().expect("ledger");
-        let Some((from, to)) = ledger.sent.get(&key).cloned() else {
-            ledger.unknown.push(key);
+        let Some((from, to)) = ledger.sent.get(&key).copied() else {
+            ledger.unknown.push(corvid::xml::to_string(el));
             return;
         };
         let expected = if outcome == Outcome::Bounced {
@@ -490,21 +509,25 @@ impl Client {
         } else {
             to
         };
-        if expected != self.user {
+        if expected != account_index(&self.user) {
             ledger
                 .misrouted
                 .push(format!("{key} ({outcome:?}) reached {}", self.user));
         }
-        ledger.outcomes.entry(key).or_default().push(outcome);
+        ledger
+            .outcomes
+            .entry(key)
+            .and_modify(|(_, again)| *again += 1)
+            .or_insert((outcome, 0));
     }
 
     /// Books what this stream received and never acknowledged: the server hands it on again.
     fn finish(&mut self) {
         if let Some(sm) = self.sm.as_ref() {
             let mut ledger = self.world.ledger.lock().expect("ledger");
-            for (n, text) in &sm.recent {
+            for (n, seq) in &sm.recent {
                 if *n > sm.acked_in {
-                    ledger.unacked.insert(text.clone());
+                    ledger.unacked.insert(*seq);
                 }
             }
         }
@@ -517,13 +540,14 @@ impl Client {
         } else {
             format!("u{:02}", rng.gen_range(0..USERS))
         };
-        let text = format!("m-{}-{}", self.user, self.world.next_seq());
+        let seq = self.world.next_seq();
+        let text = format!("m-{}-{seq}", self.user);
         self.world
             .ledger
             .lock()
             .expect("ledger")
             .sent
-            .insert(text.clone(), (self.user.clone(), to.clone()));
+            .insert(seq, (account_index(&self.user), account_index(&to)));
         self.stanza(&format!(
             "<message to='{to}@localhost' type='chat' id='{text}'><body>{text}</body></message>"
         ))
@@ -995,20 +1019,20 @@ async fn churn_leaks_nothing_and_loses_no_message() {
     let (mut live, mut offline, mut bounced, mut again) = (0, 0, 0, 0);
     let mut missing = Vec::new();
     let mut duplicated = Vec::new();
-    for text in ledger.sent.keys() {
-        match ledger.outcomes.get(text).map(Vec::as_slice) {
-            None | Some([]) => missing.push(text.clone()),
-            Some([first, rest @ ..]) => {
+    for (seq, (from, to)) in &ledger.sent {
+        match ledger.outcomes.get(seq) {
+            None => missing.push(format!("m-u{from:02}-{seq} to {to}")),
+            Some((first, more)) => {
                 match first {
                     Outcome::Live => live += 1,
                     Outcome::Offline => offline += 1,
                     Outcome::Bounced => bounced += 1,
                 }
-                if !rest.is_empty() {
-                    if ledger.unacked.contains(text) {
-                        again += rest.len();
+                if *more > 0 {
+                    if ledger.unacked.contains(seq) {
+                        again += *more as usize;
                     } else {
-                        duplicated.push(format!("{text}: {first:?} {rest:?}"));
+                        duplicated.push(format!("m-u{from:02}-{seq}: {first:?} and {more} more"));
                     }
                 }
             }
