@@ -182,7 +182,7 @@ enum Incoming {
 /// A client connection: TCP with STARTTLS (through `Raw`), or a WebSocket (RFC 7395) on the
 /// HTTP listener, where each element is a message of its own.
 enum Conn {
-    Tcp(Raw),
+    Tcp(Box<Raw>),
     Ws(Box<WebSocket>),
 }
 
@@ -191,7 +191,7 @@ impl Conn {
     async fn authenticated(world: &World, user: &str, websocket: bool) -> Conn {
         if !websocket {
             let (raw, _features) = Raw::authenticated(world.addr, world.tls.clone(), user).await;
-            return Conn::Tcp(raw);
+            return Conn::Tcp(Box::new(raw));
         }
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut request = format!("ws://{}/xmpp-websocket", world.http)
@@ -259,11 +259,9 @@ impl Conn {
                     Message::Close(_) => return None,
                     _ => continue,
                 };
-                let el = corvid::xml::parse_standalone(
-                    text.as_bytes(),
-                    corvid::xml::XmlLimits::STORED,
-                )
-                .expect("the server sends well-formed XML");
+                let el =
+                    corvid::xml::parse_standalone(text.as_bytes(), corvid::xml::XmlLimits::STORED)
+                        .expect("the server sends well-formed XML");
                 return Some(if el.is("open", FRAMING) {
                     Incoming::Open
                 } else if el.is("close", FRAMING) {
@@ -646,8 +644,10 @@ impl Client {
         .await;
         self.until(|el| el.name() == "message" && body(el) == text)
             .await;
-        self.stanza(&format!("<presence to='{room}/{nick}' type='unavailable'/>"))
-            .await;
+        self.stanza(&format!(
+            "<presence to='{room}/{nick}' type='unavailable'/>"
+        ))
+        .await;
         let me = format!("{room}/{nick}");
         self.until(|el| {
             el.name() == "presence"
@@ -1071,29 +1071,24 @@ async fn churn_leaks_nothing_and_loses_no_message() {
     // the load kept for the check below.
     let checkpoints = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.98];
     let mut under_load = [Sample::default(); 10];
-    churn(
-        &world,
-        Duration::from_secs(secs),
-        1000,
-        &checkpoints,
-        |i| {
-            let s = Sample::take(&server.runtime);
-            let sent = world.ledger.lock().expect("ledger").sent.len();
-            println!(
-                "SOAK t={:.0}s sent={sent} logins={} rss={:.1} MiB (outside SQLite {:.1}, \
-                 SQLite {:.1}) fds={} ({} db) tasks={}",
-                started.elapsed().as_secs_f64(),
-                get(&world.stats.logins),
-                mib(s.rss),
-                mib(s.heap()),
-                mib(s.sqlite),
-                s.fds,
-                s.db_fds,
-                s.tasks
-            );
-            under_load[i] = s;
-        },
-    )
+    churn(&world, Duration::from_secs(secs), 1000, &checkpoints, |i| {
+        let s = Sample::take(&server.runtime);
+        let sent = world.ledger.lock().expect("ledger").sent.len();
+        println!(
+            "SOAK t={:.0}s sent={sent} logins={} rss={:.1} MiB (outside SQLite {:.1}, \
+                 SQLite {:.1}) live heap={:.2} MiB fds={} ({} db) tasks={}",
+            started.elapsed().as_secs_f64(),
+            get(&world.stats.logins),
+            mib(s.rss),
+            mib(s.heap()),
+            mib(s.sqlite),
+            mib(s.live),
+            s.fds,
+            s.db_fds,
+            s.tasks
+        );
+        under_load[i] = s;
+    })
     .await;
     let churned = started.elapsed();
     settle(&world).await;
@@ -1203,13 +1198,20 @@ async fn churn_leaks_nothing_and_loses_no_message() {
         mib(kept_end),
     );
 
-    assert!(missing.is_empty(), "lost: {:?}", &missing[..missing.len().min(20)]);
+    assert!(
+        missing.is_empty(),
+        "lost: {:?}",
+        &missing[..missing.len().min(20)]
+    );
     assert!(duplicated.is_empty(), "delivered twice: {duplicated:?}");
     assert!(ledger.misrouted.is_empty(), "{:?}", ledger.misrouted);
     assert!(ledger.unknown.is_empty(), "{:?}", ledger.unknown);
     assert_eq!(sent, live + offline + bounced);
     assert!(bounced > 0, "the churn sent nothing to the missing account");
-    assert!(offline > 0 && live > 0, "the churn did not exercise both paths");
+    assert!(
+        offline > 0 && live > 0,
+        "the churn did not exercise both paths"
+    );
     assert!(get(&s.resumes) > 0 && get(&s.abandons) > 0, "no resumption");
 
     assert!(
