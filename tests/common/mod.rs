@@ -211,6 +211,9 @@ pub struct IsolatedServer {
     pub direct_tls: SocketAddr,
     pub https: SocketAddr,
     pub cert_der: Vec<u8>,
+    /// The server's runtime, for its metrics (e.g. `num_alive_tasks`, which tests/soak.rs
+    /// watches for leaked tasks: only the server's tasks run there, not the test's).
+    pub runtime: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -238,6 +241,7 @@ impl IsolatedServer {
                 let _ = ready_tx.send((
                     [server.c2s(), server.http(), server.direct_tls(), https],
                     server.cert_der.clone(),
+                    tokio::runtime::Handle::current(),
                 ));
                 let _ = stop_rx.await;
                 drop(server);
@@ -245,7 +249,7 @@ impl IsolatedServer {
             // A hung worker would block the runtime's shutdown: leave it to the process exit.
             runtime.shutdown_background();
         });
-        let ([c2s, http, direct_tls, https], cert_der) =
+        let ([c2s, http, direct_tls, https], cert_der, runtime) =
             ready_rx.recv_timeout(WAIT).expect("server started");
         IsolatedServer {
             c2s,
@@ -253,6 +257,7 @@ impl IsolatedServer {
             direct_tls,
             https,
             cert_der,
+            runtime,
             stop: Some(stop_tx),
         }
     }
@@ -676,7 +681,7 @@ impl Raw {
         let _features = raw.element().await;
         raw.auth_plain(user, PASSWORD).await;
         let success = raw.element().await;
-        assert_eq!(success.name(), "success", "login of {user}");
+        assert_eq!(success.name(), "success", "login of {user}: {success:?}");
         raw.parser.reset();
         raw.write(OPEN).await;
         let features = raw.element().await;
