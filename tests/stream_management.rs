@@ -677,7 +677,6 @@ async fn a_room_sees_a_detached_occupant_leave_only_when_resumption_times_out() 
 /// sibling that was available then receives it a second time (and the archive hook stores
 /// it a second time). Fails today; see the soak report.
 #[tokio::test]
-#[ignore = "known duplicate: dispose re-routes bare-JID messages to siblings that already got them"]
 async fn a_bare_jid_message_reaches_a_sibling_resource_once_when_a_detached_session_ends() {
     let t = server_with(&["alice", "bob"], |c| {
         c.stream_management.resume_timeout_secs = 1;
@@ -706,4 +705,49 @@ async fn a_bare_jid_message_reaches_a_sibling_resource_once_when_a_detached_sess
     // The desk got both messages already: the phone's leftovers must not come again.
     let seen = desk.drain().await;
     assert_eq!(bodies(&seen), Vec::<String>::new(), "{seen:?}");
+}
+
+/// The same for a message sent to the detached session's full JID: a sibling with carbons
+/// enabled already has it as a carbon and gets nothing more; a sibling without carbons gets
+/// the message itself once the session is gone (RFC 6121 §8.5.3.2.1).
+#[tokio::test]
+async fn a_full_jid_message_reaches_each_sibling_once_when_a_detached_session_ends() {
+    let t = server_with(&["alice", "bob"], |c| {
+        c.stream_management.resume_timeout_secs = 1;
+    })
+    .await;
+    t.make_mutual("alice", "bob").await;
+    let mut bob = Session::online(&t, "bob", "desk").await;
+    let mut with_carbons = Session::online(&t, "alice", "laptop").await;
+    let enabled = with_carbons
+        .iq("<iq type='set'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        .await;
+    assert_eq!(enabled.attr("type"), Some("result"));
+    let mut without = Session::online(&t, "alice", "tablet").await;
+    let mut phone = SmClient::login(&t, "alice", "phone", true).await;
+    let phone_jid = phone.jid.clone();
+    phone.send("<presence/>").await;
+    bob.expect(|el| is_presence(el, None, &phone_jid)).await;
+
+    bob.send_marker(&phone_jid, "to-the-phone").await;
+    phone.until_body("to-the-phone").await;
+    // The laptop sees it as a carbon; the tablet does not see it yet.
+    with_carbons
+        .expect(|el| el.has_child("received", "urn:xmpp:carbons:2"))
+        .await;
+    drop(phone);
+    t.until_detached(&phone_jid).await;
+    bob.expect(|el| is_presence(el, Some("unavailable"), &phone_jid))
+        .await;
+
+    let got = without.expect(|el| has_body(el, "to-the-phone")).await;
+    assert_eq!(got.attr("to"), Some(phone_jid.as_str()));
+    bob.send_marker("alice@localhost/tablet", "marker").await;
+    let seen = without.expect(|el| has_body(el, "marker")).await;
+    assert!(has_body(&seen, "marker"));
+    let rest = with_carbons.drain().await;
+    assert!(
+        !rest.iter().any(|el| has_body(el, "to-the-phone")),
+        "the laptop had its carbon already: {rest:?}"
+    );
 }

@@ -177,4 +177,11 @@ impl MessageHook for Carbons {
         }
         copy_to_sessions(router, Direction::Received, to, &skip, message);
     }
+
+    fn copies_elsewhere(&self, router: &Router, to: &FullJid, message: &Element) -> Vec<FullJid> {
+        if !eligible(message) || is_muc_private_message(message) {
+            return Vec::new();
+        }
+        router.interested_resources(&to.to_bare(), Interest::Carbons)
+    }
 }

@@ -467,18 +467,57 @@ impl Router {
         }
     }
 
-    /// A message the router queued to a local session that ended without delivering it
-    /// (XEP-0198 §5, RFC 6120 §10): RFC 6121 delivery runs again (another resource, or offline
-    /// storage), but not the message hooks, which ran when it was first routed. Running them
-    /// again would archive it a second time and send the other resources a second carbon.
-    pub async fn redeliver(self: &Arc<Self>, to: Jid, stanza: Element) {
+    /// A message the router queued to the local session `ended` (its id), which ended without
+    /// delivering it (XEP-0198 §5, RFC 6120 §10). The message hooks ran when it was first
+    /// routed (it is archived, copies went out), so they do not run again; and a session that
+    /// already holds a copy does not get another:
+    /// - no other resource is available: offline storage, as RFC 6121 §8.5.3.2.1 says for a
+    ///   full JID that is gone;
+    /// - sent to the bare JID: the message was routed after `ended` was bound, so every
+    ///   session bound before it and available had its own copy; sessions bound later (a
+    ///   replacement under the same resource, a new device) get it now;
+    /// - sent to the full JID: the sessions bound before `ended` that a hook copied it to (a
+    ///   carbon) are skipped; every other available session gets it.
+    ///
+    /// A session bound later that happened to be there when the message was routed gets it
+    /// twice: a duplicate is the price of never losing a message (XEP-0198 delivers at least
+    /// once, too).
+    pub async fn redeliver(self: &Arc<Self>, to: Jid, stanza: Element, ended: u64) {
         if to.domain().as_str() != self.domain || to.node().is_none() {
             self.route(Kind::Message, to, stanza).await;
             return;
         }
-        let resource = to.resource().map(|r| r.as_str().to_owned());
-        self.deliver_message(&to.to_bare(), resource.as_deref(), stanza)
-            .await;
+        let user = to.to_bare();
+        let available: Vec<(FullJid, u64)> = self
+            .sessions
+            .available_with_ids(&user)
+            .into_iter()
+            .filter(|(_, priority, _)| *priority >= 0)
+            .map(|(jid, _, id)| (jid, id))
+            .collect();
+        if available.is_empty() || self.shutdown.has_begun() {
+            self.deliver_message(&user, None, stanza).await;
+            return;
+        }
+        let copied: Vec<FullJid> = match FullJid::try_from(to) {
+            Ok(full) => self
+                .registry
+                .message_hooks
+                .iter()
+                .flat_map(|hook| hook.copies_elsewhere(self, &full, &stanza))
+                .collect(),
+            // Every session available at the time took the bare-JID message itself.
+            Err(_) => available.iter().map(|(jid, _)| jid.clone()).collect(),
+        };
+        let targets = available
+            .iter()
+            .filter(|(jid, id)| *id > ended || !copied.contains(jid));
+        for (target, _) in targets {
+            if let Err(back) = self.sessions.deliver(target, stanza.clone()) {
+                self.undeliverable_after_queue_full(Kind::Message, &user, back)
+                    .await;
+            }
+        }
     }
 
     /// `route` for a groupchat message many local sessions receive (a room's message to its

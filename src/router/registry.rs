@@ -229,6 +229,17 @@ pub trait MessageHook: Send + Sync {
         _message: &Element,
     ) {
     }
+    /// Sessions of `to`'s account that already hold a copy of `message` through this hook
+    /// (carbons), so that delivering it again when the session it was queued to has ended
+    /// (`Router::redeliver`) skips them.
+    fn copies_elsewhere(
+        &self,
+        _router: &Router,
+        _to: &FullJid,
+        _message: &Element,
+    ) -> Vec<FullJid> {
+        Vec::new()
+    }
 }
 
 /// A service with its own domain on this server (XEP-0114-style, but in-process), such as the

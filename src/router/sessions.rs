@@ -217,6 +217,22 @@ impl SessionTable {
             .unwrap_or_default()
     }
 
+    /// `available`, with each session's id (ids grow with every bind).
+    pub fn available_with_ids(&self, user: &BareJid) -> Vec<(FullJid, i8, u64)> {
+        self.users
+            .get(user)
+            .map(|resources| {
+                resources
+                    .iter()
+                    .filter_map(|e| match e.availability {
+                        Availability::Available(p) => Some((e.jid.clone(), p, e.id)),
+                        Availability::Unavailable => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn set_interested(&self, jid: &FullJid, interest: Interest) {
         if let Some(mut resources) = self.users.get_mut(&jid.to_bare()) {
             if let Some(entry) = resources.iter_mut().find(|e| &e.jid == jid) {

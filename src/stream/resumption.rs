@@ -312,14 +312,15 @@ pub async fn end_session(
     if !left.is_empty() {
         debug!(jid = %bound.jid, stanzas = left.len(), "undelivered after session end");
     }
-    dispose(router, left).await;
+    dispose(router, left, bound.session_id).await;
 }
 
 /// RFC 6120 §10 / XEP-0198 §5 for stanzas a session never delivered: messages are delivered
 /// again, now that the session is gone (another resource or offline storage takes them); IQ
 /// requests get `<service-unavailable/>` so their sender is not left waiting; presence and the
-/// rest are dropped (presence is state, the next broadcast supersedes it).
-pub async fn dispose(router: &Arc<Router>, stanzas: Vec<Element>) {
+/// rest are dropped (presence is state, the next broadcast supersedes it). `ended`: the
+/// session's id, which tells the router which other sessions already hold a copy.
+pub async fn dispose(router: &Arc<Router>, stanzas: Vec<Element>, ended: u64) {
     for el in stanzas {
         match Kind::of(&el) {
             Some(Kind::Message) => {
@@ -331,7 +332,7 @@ pub async fn dispose(router: &Arc<Router>, stanzas: Vec<Element>) {
                     // queue it behind later messages.
                     router.store_offline(&to.to_bare(), el).await;
                 } else {
-                    router.redeliver(to, el).await;
+                    router.redeliver(to, el, ended).await;
                 }
             }
             Some(Kind::Iq) if matches!(stanza::stanza_type(&el), "get" | "set") => {
