@@ -162,4 +162,67 @@ mod tests {
         let ns = "<field var='FORM_TYPE'><value>urn:xmpp:mam:1</value></field>";
         assert_eq!(parse(&query(ns)).unwrap_err().condition, "bad-request");
     }
+
+    fn raw(xml: &str) -> Element {
+        xml.parse().unwrap()
+    }
+
+    #[test]
+    fn empty_values_filter_nothing() {
+        let q = parse(&query(
+            "<field var='with'><value/></field>\
+             <field var='after-id'><value>  </value></field>\
+             <field var='ids'><value/><value>3</value></field>",
+        ))
+        .unwrap();
+        assert_eq!(q.with, None);
+        assert_eq!(q.after_id, None);
+        assert_eq!(q.ids, Some(vec!["3".to_string()]));
+        // An empty FORM_TYPE claims nothing, as before.
+        let empty = "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'>\
+                     <field var='FORM_TYPE'><value/></field></x></query>";
+        assert_eq!(parse(&raw(empty)), Ok(FormQuery::default()));
+    }
+
+    #[test]
+    fn malformed_forms_are_bad_requests() {
+        // Two FORM_TYPEs, even equal ones: xmpp-parsers refuses the form (XEP-0068 allows one).
+        let twice = parse(&query(
+            "<field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>",
+        ));
+        assert_eq!(twice.unwrap_err().condition, "bad-request");
+        let no_var = parse(&query("<field><value>x</value></field>"));
+        assert_eq!(no_var.unwrap_err().condition, "bad-request");
+        // A fixed field may lack a var, but a query has no such field.
+        let fixed = parse(&query("<field type='fixed'><value>x</value></field>"));
+        assert_eq!(fixed.unwrap_err().condition, "bad-request");
+        let two = parse(&query(
+            "<field var='start'><value>a</value><value>b</value></field>",
+        ));
+        assert_eq!(two.unwrap_err().condition, "bad-request");
+    }
+
+    #[test]
+    fn only_submissions_are_read() {
+        let untyped = "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'>\
+                       <field var='after-id'><value>7</value></field></x></query>";
+        assert_eq!(parse(&raw(untyped)).unwrap().after_id.as_deref(), Some("7"));
+        let form = "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='form'/></query>";
+        assert_eq!(parse(&raw(form)).unwrap_err().condition, "bad-request");
+    }
+
+    #[test]
+    fn the_template_lists_every_field() {
+        let template = template();
+        let x = template.get_child("x", ns::DATA_FORMS).unwrap();
+        let form = forms::read(x).unwrap();
+        assert_eq!(form.type_, DataFormType::Form);
+        assert_eq!(form.form_type(), Some(ns::MAM));
+        let vars: Vec<_> = form.fields[1..]
+            .iter()
+            .map(|f| (f.var.as_deref().unwrap(), f.type_.clone()))
+            .collect();
+        let expected: Vec<_> = FIELDS.iter().map(|(v, t, _)| (*v, t.clone())).collect();
+        assert_eq!(vars, expected);
+    }
 }

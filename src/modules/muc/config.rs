@@ -372,4 +372,54 @@ mod tests {
             Err(FormError::FormType)
         );
     }
+
+    #[test]
+    fn the_form_reads_back_as_the_config() {
+        let limits = MucConfig::default();
+        let config = RoomConfig {
+            name: " Room ".into(),
+            description: "d".into(),
+            persistent: true,
+            password_protected: true,
+            password: "pw".into(),
+            non_anonymous: true,
+            max_users: 10,
+            allow_pm: AllowPm::Moderators,
+            history_length: 5,
+            ..RoomConfig::initial(&limits)
+        };
+        let form = form(&config, &limits);
+        assert_eq!(
+            apply_form(&form, &RoomConfig::initial(&limits), &limits),
+            Ok(config)
+        );
+    }
+
+    #[test]
+    fn malformed_forms_are_refused_and_empty_values_clear_text() {
+        let limits = MucConfig::default();
+        let base = RoomConfig {
+            name: "old".into(),
+            ..RoomConfig::initial(&limits)
+        };
+        let no_var = submitted("<field><value>x</value></field>");
+        assert!(matches!(
+            apply_form(&no_var, &base, &limits),
+            Err(FormError::Malformed(_))
+        ));
+        let no_form_type_value = submitted("<field var='FORM_TYPE' type='hidden'/>");
+        assert!(matches!(
+            apply_form(&no_form_type_value, &base, &limits),
+            Err(FormError::Malformed(_))
+        ));
+        let fixed = submitted("<field type='fixed'><value>note</value></field>");
+        assert_eq!(apply_form(&fixed, &base, &limits), Ok(base.clone()));
+        let empty = submitted(&format!("<field var='{NAME}'><value/></field>"));
+        assert_eq!(apply_form(&empty, &base, &limits).unwrap().name, "");
+        let no_value = submitted(&format!("<field var='{PUBLIC}'/>"));
+        assert_eq!(
+            apply_form(&no_value, &base, &limits),
+            Err(FormError::BadValue(PUBLIC.into()))
+        );
+    }
 }

@@ -125,3 +125,31 @@ async fn answer(
         .await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(forms: &str) -> Element {
+        format!("<message xmlns='jabber:client'>{forms}</message>")
+            .parse()
+            .expect("test xml")
+    }
+
+    #[test]
+    fn the_request_form_is_found_and_a_malformed_one_is_none() {
+        let request = format!(
+            "<x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>{}</value></field>\
+             <field var='muc#role'><value>participant</value></field></x>",
+            ns::MUC_REQUEST
+        );
+        let other = "<x xmlns='jabber:x:data' type='submit'>\
+                     <field var='FORM_TYPE'><value>urn:other</value></field></x>";
+        let found = request_form(&message(&format!("{other}{request}"))).expect("found");
+        assert_eq!(first_value(&found, "muc#role"), Some("participant"));
+        // A field without var: the form is malformed, so the message is no voice request.
+        let malformed = request.replace("var='muc#role'", "");
+        assert!(request_form(&message(&malformed)).is_none());
+    }
+}

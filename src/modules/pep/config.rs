@@ -236,4 +236,63 @@ mod tests {
         assert!(parse(&x, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()).is_err());
         assert!(parse(&x, ns::PUBSUB_NODE_CONFIG, false, &limits()).is_ok());
     }
+
+    #[test]
+    fn malformed_forms_are_refused_and_fixed_fields_skipped() {
+        let no_var = submitted("<field><value>open</value></field>");
+        assert!(matches!(
+            parse(&no_var, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()),
+            Err(FormError::Malformed(_))
+        ));
+        let twice = submitted(&format!(
+            "<field var='FORM_TYPE' type='hidden'><value>{}</value></field>",
+            ns::PUBSUB_PUBLISH_OPTIONS
+        ));
+        assert!(matches!(
+            parse(&twice, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()),
+            Err(FormError::Malformed(_))
+        ));
+        let fixed = submitted("<field type='fixed'><value>note</value></field>");
+        assert_eq!(
+            parse(&fixed, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()),
+            Ok(ConfigChange::default())
+        );
+    }
+
+    #[test]
+    fn an_empty_value_is_a_bad_value() {
+        let empty = submitted("<field var='pubsub#persist_items'><value/></field>");
+        assert_eq!(
+            parse(&empty, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()),
+            Err(FormError::BadValue(PERSIST_ITEMS.into()))
+        );
+    }
+
+    /// The FORM_TYPE is read first wherever the client put it: the form type gives the
+    /// other fields their meaning (xmpp-parsers moves it to the front).
+    #[test]
+    fn form_type_is_checked_before_the_fields() {
+        let x: Element = "<x xmlns='jabber:x:data' type='submit'>\
+             <field var='pubsub#access_model'><value>roster</value></field>\
+             <field var='FORM_TYPE' type='hidden'><value>urn:other</value></field></x>"
+            .parse()
+            .expect("xml");
+        assert_eq!(
+            parse(&x, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()),
+            Err(FormError::FormType(ns::PUBSUB_PUBLISH_OPTIONS))
+        );
+    }
+
+    #[test]
+    fn the_configure_form_reads_back_as_the_config() {
+        let config = NodeConfig {
+            access_model: AccessModel::Whitelist,
+            max_items: 7,
+            persist_items: false,
+            send_last_published_item: SendLastItem::OnSub,
+        };
+        let change = parse(&form(&config), ns::PUBSUB_NODE_CONFIG, true, &limits())
+            .expect("our own form parses");
+        assert_eq!(change.apply(default_config(&limits())), config);
+    }
 }
