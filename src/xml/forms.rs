@@ -12,8 +12,9 @@ use crate::xml::ns;
 pub const FORM_TYPE: &str = "FORM_TYPE";
 
 /// A form xmpp-parsers refuses: a field without `var` that is not `fixed`, an unknown field
-/// type, options on a field that is not a list, two hidden `FORM_TYPE` fields, or a `FORM_TYPE`
-/// without exactly one value.
+/// type, options on a field that is not a list, text outside `<value/>`, two hidden `FORM_TYPE`
+/// fields, or a `FORM_TYPE` without exactly one value. Unknown attributes and children are
+/// ignored, as they were before.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed data form: {0}")]
 pub struct Malformed(String);
@@ -95,8 +96,17 @@ pub fn with_options<S: AsRef<str>>(mut field: Field, options: &[S]) -> Field {
 pub fn form(form_type: &str, title: Option<&str>, fields: Vec<Field>) -> Element {
     let mut form = DataForm::new(DataFormType::Form, form_type, fields);
     form.title = title.map(str::to_owned);
-    // The conversion only fails on strings that are not XML, and every value here is either
-    // static or was itself read from XML.
+    to_element(form)
+}
+
+/// A `type='result'` form reporting values, such as the extended disco#info of XEP-0128.
+pub fn result(form_type: &str, fields: Vec<Field>) -> Element {
+    to_element(DataForm::new(DataFormType::Result_, form_type, fields))
+}
+
+fn to_element(form: DataForm) -> Element {
+    // xmpp-parsers' `From` panics only if serialising fails, and a form of plain strings
+    // cannot fail there (not even with a character XML forbids: the writer deals with that).
     Element::from(form)
 }
 
@@ -190,6 +200,14 @@ mod tests {
         assert_eq!(back.fields[1].options.len(), 2);
         assert!(back.fields[2].values.is_empty());
         assert_eq!(first_value(&back, "b").and_then(parse_bool), Some(true));
+        let info = read(&result(
+            "urn:example",
+            vec![field("n", FieldType::TextSingle, "", "3")],
+        ));
+        let info = info.unwrap();
+        assert_eq!(info.type_, DataFormType::Result_);
+        assert_eq!(info.form_type(), Some("urn:example"));
+        assert_eq!(first_value(&info, "n"), Some("3"));
     }
 
     #[test]
