@@ -4,7 +4,8 @@ use chrono::DateTime;
 use jid::Jid;
 use minidom::Element;
 
-use crate::stanza::{self, StanzaError};
+use crate::stanza::StanzaError;
+use crate::xml::forms::{self, DataFormType, Field, FieldType};
 use crate::xml::ns;
 
 /// What a submitted form asks for. Ids stay strings until checked against the archive.
@@ -19,49 +20,32 @@ pub struct FormQuery {
 }
 
 /// (var, type, label) of each field, in the order the form lists them.
-const FIELDS: [(&str, &str, &str); 6] = [
-    ("with", "jid-single", "With"),
-    ("start", "text-single", "Start"),
-    ("end", "text-single", "End"),
-    ("after-id", "text-single", "After ID"),
-    ("before-id", "text-single", "Before ID"),
-    ("ids", "text-multi", "IDs"),
+const FIELDS: [(&str, FieldType, &str); 6] = [
+    ("with", FieldType::JidSingle, "With"),
+    ("start", FieldType::TextSingle, "Start"),
+    ("end", FieldType::TextSingle, "End"),
+    ("after-id", FieldType::TextSingle, "After ID"),
+    ("before-id", FieldType::TextSingle, "Before ID"),
+    ("ids", FieldType::TextMulti, "IDs"),
 ];
 
 /// The empty form a client fetches to learn the fields (XEP-0313 §4.1.5).
 pub fn template() -> Element {
-    let mut x = Element::bare("x", ns::DATA_FORMS);
-    stanza::set_attr(&mut x, "type", "form");
-    let mut form_type = Element::bare("field", ns::DATA_FORMS);
-    stanza::set_attr(&mut form_type, "var", "FORM_TYPE");
-    stanza::set_attr(&mut form_type, "type", "hidden");
-    form_type.append_child(
-        Element::builder("value", ns::DATA_FORMS)
-            .append(ns::MAM)
-            .build(),
-    );
-    x.append_child(form_type);
-    for (var, kind, label) in FIELDS {
-        let mut field = Element::bare("field", ns::DATA_FORMS);
-        stanza::set_attr(&mut field, "var", var);
-        stanza::set_attr(&mut field, "type", kind);
-        stanza::set_attr(&mut field, "label", label);
-        x.append_child(field);
-    }
+    let fields = FIELDS
+        .iter()
+        .map(|(var, type_, label)| forms::blank(var, type_.clone(), label))
+        .collect();
     let mut query = Element::bare("query", ns::MAM);
-    query.append_child(x);
+    query.append_child(forms::form(ns::MAM, None, fields));
     query
 }
 
-fn values(field: &Element) -> Vec<String> {
-    field
-        .children()
-        .filter(|c| c.is("value", ns::DATA_FORMS))
-        .map(|c| c.text().trim().to_string())
-        .collect()
+/// The values of a field, trimmed: ids and dates never carry meaningful whitespace.
+fn values(field: &Field) -> Vec<String> {
+    field.values.iter().map(|v| v.trim().to_owned()).collect()
 }
 
-fn single(field: &Element, var: &str) -> Result<Option<String>, StanzaError> {
+fn single(field: &Field, var: &str) -> Result<Option<String>, StanzaError> {
     let mut values = values(field);
     match values.len() {
         0 => Ok(None),
@@ -85,13 +69,15 @@ pub fn parse(query: &Element) -> Result<FormQuery, StanzaError> {
     let Some(x) = query.get_child("x", ns::DATA_FORMS) else {
         return Ok(out);
     };
-    if !matches!(x.attr("type"), Some("submit") | None) {
+    let form = forms::read(x).map_err(|e| StanzaError::bad_request().with_text(e.to_string()))?;
+    if form.type_ != DataFormType::Submit {
         return Err(StanzaError::bad_request().with_text("the form must be of type submit"));
     }
-    for field in x.children().filter(|c| c.is("field", ns::DATA_FORMS)) {
-        let var = field.attr("var").unwrap_or("");
+    for field in &form.fields {
+        // Only a `fixed` field may lack a var, and a submission has no use for one.
+        let var = field.var.as_deref().unwrap_or("");
         match var {
-            "FORM_TYPE" => {
+            forms::FORM_TYPE => {
                 if single(field, var)?.as_deref().is_some_and(|v| v != ns::MAM) {
                     return Err(StanzaError::bad_request().with_text("unknown FORM_TYPE"));
                 }
@@ -175,5 +161,68 @@ mod tests {
         assert_eq!(date.unwrap_err().condition, "bad-request");
         let ns = "<field var='FORM_TYPE'><value>urn:xmpp:mam:1</value></field>";
         assert_eq!(parse(&query(ns)).unwrap_err().condition, "bad-request");
+    }
+
+    fn raw(xml: &str) -> Element {
+        xml.parse().unwrap()
+    }
+
+    #[test]
+    fn empty_values_filter_nothing() {
+        let q = parse(&query(
+            "<field var='with'><value/></field>\
+             <field var='after-id'><value>  </value></field>\
+             <field var='ids'><value/><value>3</value></field>",
+        ))
+        .unwrap();
+        assert_eq!(q.with, None);
+        assert_eq!(q.after_id, None);
+        assert_eq!(q.ids, Some(vec!["3".to_string()]));
+        // An empty FORM_TYPE claims nothing, as before.
+        let empty = "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'>\
+                     <field var='FORM_TYPE'><value/></field></x></query>";
+        assert_eq!(parse(&raw(empty)), Ok(FormQuery::default()));
+    }
+
+    #[test]
+    fn malformed_forms_are_bad_requests() {
+        // Two FORM_TYPEs, even equal ones: xmpp-parsers refuses the form (XEP-0068 allows one).
+        let twice = parse(&query(
+            "<field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>",
+        ));
+        assert_eq!(twice.unwrap_err().condition, "bad-request");
+        let no_var = parse(&query("<field><value>x</value></field>"));
+        assert_eq!(no_var.unwrap_err().condition, "bad-request");
+        // A fixed field may lack a var, but a query has no such field.
+        let fixed = parse(&query("<field type='fixed'><value>x</value></field>"));
+        assert_eq!(fixed.unwrap_err().condition, "bad-request");
+        let two = parse(&query(
+            "<field var='start'><value>a</value><value>b</value></field>",
+        ));
+        assert_eq!(two.unwrap_err().condition, "bad-request");
+    }
+
+    #[test]
+    fn only_submissions_are_read() {
+        let untyped = "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'>\
+                       <field var='after-id'><value>7</value></field></x></query>";
+        assert_eq!(parse(&raw(untyped)).unwrap().after_id.as_deref(), Some("7"));
+        let form = "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='form'/></query>";
+        assert_eq!(parse(&raw(form)).unwrap_err().condition, "bad-request");
+    }
+
+    #[test]
+    fn the_template_lists_every_field() {
+        let template = template();
+        let x = template.get_child("x", ns::DATA_FORMS).unwrap();
+        let form = forms::read(x).unwrap();
+        assert_eq!(form.type_, DataFormType::Form);
+        assert_eq!(form.form_type(), Some(ns::MAM));
+        let vars: Vec<_> = form.fields[1..]
+            .iter()
+            .map(|f| (f.var.as_deref().unwrap(), f.type_.clone()))
+            .collect();
+        let expected: Vec<_> = FIELDS.iter().map(|(v, t, _)| (*v, t.clone())).collect();
+        assert_eq!(vars, expected);
     }
 }

@@ -5,7 +5,7 @@ use minidom::Element;
 use serde::{Deserialize, Serialize};
 
 use crate::config::MucConfig;
-use crate::stanza;
+use crate::xml::forms::{self, FieldType, Malformed};
 use crate::xml::ns;
 
 /// Who may send private messages to occupants (`muc#roomconfig_allowpm`).
@@ -116,9 +116,11 @@ pub enum FormError {
     BadValue(String),
     #[error("a password-protected room needs a password")]
     MissingPassword,
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
 }
 
-const FORM_TYPE: &str = "FORM_TYPE";
+const FORM_TYPE: &str = forms::FORM_TYPE;
 const NAME: &str = "muc#roomconfig_roomname";
 const DESC: &str = "muc#roomconfig_roomdesc";
 const PERSISTENT: &str = "muc#roomconfig_persistentroom";
@@ -144,22 +146,6 @@ fn max_users_options(limits: &MucConfig) -> Vec<String> {
     options.iter().map(u32::to_string).collect()
 }
 
-pub(super) fn values(field: &Element) -> Vec<String> {
-    field
-        .children()
-        .filter(|v| v.is("value", ns::DATA_FORMS))
-        .map(|v| v.text())
-        .collect()
-}
-
-pub(super) fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim() {
-        "1" | "true" => Some(true),
-        "0" | "false" => Some(false),
-        _ => None,
-    }
-}
-
 /// Applies a submitted form to `base`. Fields the form does not name keep their value;
 /// fields this service does not know are ignored, since clients echo back whatever other
 /// servers offered them.
@@ -168,12 +154,14 @@ pub fn apply_form(
     base: &RoomConfig,
     limits: &MucConfig,
 ) -> Result<RoomConfig, FormError> {
+    let form = forms::read(form)?;
     let mut config = base.clone();
-    for field in form.children().filter(|f| f.is("field", ns::DATA_FORMS)) {
-        let Some(var) = field.attr("var") else {
+    for field in &form.fields {
+        // Only `fixed` fields lack a var, and they carry no setting.
+        let Some(var) = field.var.as_deref() else {
             continue;
         };
-        let found = values(field);
+        let found = &field.values;
         let bad = || FormError::BadValue(var.to_owned());
         if var == FORM_TYPE {
             if found.first().map(|v| v.trim()) != Some(ns::MUC_ROOMCONFIG) {
@@ -182,7 +170,7 @@ pub fn apply_form(
             continue;
         }
         let value = found.first().cloned().unwrap_or_default();
-        let flag = || parse_bool(&value).ok_or_else(bad);
+        let flag = || forms::parse_bool(&value).ok_or_else(bad);
         match var {
             NAME => config.name = value,
             DESC => config.description = value,
@@ -232,139 +220,95 @@ pub fn apply_form(
     Ok(config)
 }
 
-pub(super) fn field(
-    var: &'static str,
-    kind: &'static str,
-    label: &'static str,
-    value: &str,
-) -> Element {
-    let mut field = Element::bare("field", ns::DATA_FORMS);
-    stanza::set_attr(&mut field, "var", var);
-    if !kind.is_empty() {
-        stanza::set_attr(&mut field, "type", kind);
-    }
-    if !label.is_empty() {
-        stanza::set_attr(&mut field, "label", label);
-    }
-    let mut el = Element::bare("value", ns::DATA_FORMS);
-    el.append_text(value);
-    field.append_child(el);
-    field
-}
-
-fn with_options(mut field: Element, options: &[String]) -> Element {
-    for option in options {
-        let mut value = Element::bare("value", ns::DATA_FORMS);
-        value.append_text(option.as_str());
-        let mut el = Element::bare("option", ns::DATA_FORMS);
-        el.append_child(value);
-        field.append_child(el);
-    }
-    field
-}
-
-fn flag(value: bool) -> &'static str {
-    if value {
-        "1"
-    } else {
-        "0"
-    }
-}
-
 /// The configuration form with the room's current values (XEP-0045 §10.2, example 163).
 pub fn form(config: &RoomConfig, limits: &MucConfig) -> Element {
-    let mut x = Element::bare("x", ns::DATA_FORMS);
-    stanza::set_attr(&mut x, "type", "form");
-    x.append_child(
-        Element::builder("title", ns::DATA_FORMS)
-            .append("Room configuration")
-            .build(),
-    );
-    x.append_child(field(FORM_TYPE, "hidden", "", ns::MUC_ROOMCONFIG));
-    x.append_child(field(NAME, "text-single", "Room name", &config.name));
-    x.append_child(field(
-        DESC,
-        "text-single",
-        "Description",
-        &config.description,
-    ));
-    x.append_child(field(
-        PERSISTENT,
-        "boolean",
-        "Keep the room when the last occupant leaves",
-        flag(config.persistent),
-    ));
-    x.append_child(field(
-        PUBLIC,
-        "boolean",
-        "List the room publicly",
-        flag(config.public),
-    ));
-    x.append_child(field(
-        MODERATED,
-        "boolean",
-        "Only occupants with voice may speak",
-        flag(config.moderated),
-    ));
-    x.append_child(field(
-        MEMBERS_ONLY,
-        "boolean",
-        "Only members may join",
-        flag(config.members_only),
-    ));
-    x.append_child(field(
-        PASSWORD_PROTECTED,
-        "boolean",
-        "A password is needed to join",
-        flag(config.password_protected),
-    ));
-    x.append_child(field(SECRET, "text-private", "Password", &config.password));
+    use forms::{bool_value, field, with_options};
     let whois = if config.non_anonymous {
         "anyone"
     } else {
         "moderators"
     };
-    x.append_child(with_options(
-        field(WHOIS, "list-single", "Who may see real JIDs", whois),
-        &["moderators".to_owned(), "anyone".to_owned()],
-    ));
-    x.append_child(with_options(
+    let fields = vec![
+        field(NAME, FieldType::TextSingle, "Room name", &config.name),
         field(
-            MAX_USERS,
-            "list-single",
-            "Maximum number of occupants",
-            &config.max_users.to_string(),
+            DESC,
+            FieldType::TextSingle,
+            "Description",
+            &config.description,
         ),
-        &max_users_options(limits),
-    ));
-    x.append_child(field(
-        CHANGE_SUBJECT,
-        "boolean",
-        "Participants may change the subject",
-        flag(config.change_subject),
-    ));
-    x.append_child(field(
-        ALLOW_INVITES,
-        "boolean",
-        "Occupants may invite others",
-        flag(config.allow_invites),
-    ));
-    x.append_child(with_options(
         field(
-            ALLOW_PM,
-            "list-single",
-            "Who may send private messages",
-            config.allow_pm.as_str(),
+            PERSISTENT,
+            FieldType::Boolean,
+            "Keep the room when the last occupant leaves",
+            bool_value(config.persistent),
         ),
-        &["anyone", "participants", "moderators", "none"].map(str::to_owned),
-    ));
-    x.append_child(field(
-        HISTORY,
-        "text-single",
-        "History messages sent on join",
-        &config.history_length.to_string(),
-    ));
-    x
+        field(
+            PUBLIC,
+            FieldType::Boolean,
+            "List the room publicly",
+            bool_value(config.public),
+        ),
+        field(
+            MODERATED,
+            FieldType::Boolean,
+            "Only occupants with voice may speak",
+            bool_value(config.moderated),
+        ),
+        field(
+            MEMBERS_ONLY,
+            FieldType::Boolean,
+            "Only members may join",
+            bool_value(config.members_only),
+        ),
+        field(
+            PASSWORD_PROTECTED,
+            FieldType::Boolean,
+            "A password is needed to join",
+            bool_value(config.password_protected),
+        ),
+        field(SECRET, FieldType::TextPrivate, "Password", &config.password),
+        with_options(
+            field(WHOIS, FieldType::ListSingle, "Who may see real JIDs", whois),
+            &["moderators", "anyone"],
+        ),
+        with_options(
+            field(
+                MAX_USERS,
+                FieldType::ListSingle,
+                "Maximum number of occupants",
+                &config.max_users.to_string(),
+            ),
+            &max_users_options(limits),
+        ),
+        field(
+            CHANGE_SUBJECT,
+            FieldType::Boolean,
+            "Participants may change the subject",
+            bool_value(config.change_subject),
+        ),
+        field(
+            ALLOW_INVITES,
+            FieldType::Boolean,
+            "Occupants may invite others",
+            bool_value(config.allow_invites),
+        ),
+        with_options(
+            field(
+                ALLOW_PM,
+                FieldType::ListSingle,
+                "Who may send private messages",
+                config.allow_pm.as_str(),
+            ),
+            &["anyone", "participants", "moderators", "none"],
+        ),
+        field(
+            HISTORY,
+            FieldType::TextSingle,
+            "History messages sent on join",
+            &config.history_length.to_string(),
+        ),
+    ];
+    forms::form(ns::MUC_ROOMCONFIG, Some("Room configuration"), fields)
 }
 
 #[cfg(test)]
@@ -426,6 +370,56 @@ mod tests {
         assert_eq!(
             apply_form(&form, &RoomConfig::default(), &limits),
             Err(FormError::FormType)
+        );
+    }
+
+    #[test]
+    fn the_form_reads_back_as_the_config() {
+        let limits = MucConfig::default();
+        let config = RoomConfig {
+            name: " Room ".into(),
+            description: "d".into(),
+            persistent: true,
+            password_protected: true,
+            password: "pw".into(),
+            non_anonymous: true,
+            max_users: 10,
+            allow_pm: AllowPm::Moderators,
+            history_length: 5,
+            ..RoomConfig::initial(&limits)
+        };
+        let form = form(&config, &limits);
+        assert_eq!(
+            apply_form(&form, &RoomConfig::initial(&limits), &limits),
+            Ok(config)
+        );
+    }
+
+    #[test]
+    fn malformed_forms_are_refused_and_empty_values_clear_text() {
+        let limits = MucConfig::default();
+        let base = RoomConfig {
+            name: "old".into(),
+            ..RoomConfig::initial(&limits)
+        };
+        let no_var = submitted("<field><value>x</value></field>");
+        assert!(matches!(
+            apply_form(&no_var, &base, &limits),
+            Err(FormError::Malformed(_))
+        ));
+        let no_form_type_value = submitted("<field var='FORM_TYPE' type='hidden'/>");
+        assert!(matches!(
+            apply_form(&no_form_type_value, &base, &limits),
+            Err(FormError::Malformed(_))
+        ));
+        let fixed = submitted("<field type='fixed'><value>note</value></field>");
+        assert_eq!(apply_form(&fixed, &base, &limits), Ok(base.clone()));
+        let empty = submitted(&format!("<field var='{NAME}'><value/></field>"));
+        assert_eq!(apply_form(&empty, &base, &limits).unwrap().name, "");
+        let no_value = submitted(&format!("<field var='{PUBLIC}'/>"));
+        assert_eq!(
+            apply_form(&no_value, &base, &limits),
+            Err(FormError::BadValue(PUBLIC.into()))
         );
     }
 }

@@ -6,6 +6,7 @@ use minidom::Element;
 use super::room::Room;
 use super::Muc;
 use crate::stanza;
+use crate::xml::forms::{self, Field, FieldType};
 use crate::xml::ns;
 
 /// Features of the service itself; `tests/xeps.rs` checks these against `xeps.toml`.
@@ -73,18 +74,9 @@ pub(super) async fn service_items(muc: &Muc) -> Element {
     query
 }
 
-fn form_field(var: &str, value: &str) -> Element {
-    let mut field = Element::bare("field", ns::DATA_FORMS);
-    stanza::set_attr(&mut field, "var", var);
-    if var == "FORM_TYPE" {
-        stanza::set_attr(&mut field, "type", "hidden");
-    }
-    field.append_child(
-        Element::builder("value", ns::DATA_FORMS)
-            .append(value)
-            .build(),
-    );
-    field
+/// A `muc#roominfo` field: values only, so no type and no label.
+fn info_field(var: &str, value: &str) -> Field {
+    forms::field(var, FieldType::TextSingle, "", value)
 }
 
 /// §6.4: the room's identity, its `muc_*` features and the `muc#roominfo` form.
@@ -124,28 +116,19 @@ pub(super) fn room_info(room: &Room, request: &Element, archived: bool) -> Eleme
     if archived {
         query.append_child(feature(ns::MAM));
     }
-    let mut form = Element::bare("x", ns::DATA_FORMS);
-    stanza::set_attr(&mut form, "type", "result");
-    form.append_child(form_field("FORM_TYPE", ns::MUC_ROOMINFO));
-    form.append_child(form_field("muc#roomconfig_roomname", &name));
-    form.append_child(form_field("muc#roominfo_description", &c.description));
-    form.append_child(form_field(
-        "muc#roominfo_occupants",
-        &room.occupants.len().to_string(),
-    ));
-    form.append_child(form_field("muc#roominfo_subject", &room.subject));
-    form.append_child(form_field(
-        "muc#roominfo_subjectmod",
-        if c.change_subject { "1" } else { "0" },
-    ));
-    form.append_child(form_field(
-        "muc#maxhistoryfetch",
-        &c.history_length.to_string(),
-    ));
-    form.append_child(form_field(
-        "muc#roomconfig_maxusers",
-        &c.max_users.to_string(),
-    ));
+    let fields = vec![
+        info_field("muc#roomconfig_roomname", &name),
+        info_field("muc#roominfo_description", &c.description),
+        info_field("muc#roominfo_occupants", &room.occupants.len().to_string()),
+        info_field("muc#roominfo_subject", &room.subject),
+        info_field(
+            "muc#roominfo_subjectmod",
+            forms::bool_value(c.change_subject),
+        ),
+        info_field("muc#maxhistoryfetch", &c.history_length.to_string()),
+        info_field("muc#roomconfig_maxusers", &c.max_users.to_string()),
+    ];
+    let form = forms::result(ns::MUC_ROOMINFO, fields);
     query.append_child(form);
     query
 }

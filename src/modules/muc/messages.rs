@@ -182,7 +182,7 @@ async fn to_room(
     message: &Element,
 ) -> Result<(), StanzaError> {
     if let Some(form) = super::voice::request_form(message) {
-        return super::voice::handle(router, room, from, form).await;
+        return super::voice::handle(router, room, from, &form).await;
     }
     let Some(x) = message.get_child("x", ns::MUC_USER) else {
         return Err(StanzaError::bad_request());

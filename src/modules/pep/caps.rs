@@ -127,6 +127,11 @@ fn values(field: &Element) -> Vec<String> {
 
 /// One extended-information form (XEP-0128) as §5.1 step 6 reads it, or `None` for a form
 /// that does not count (no FORM_TYPE, or a FORM_TYPE that is not hidden).
+///
+/// Read from the element, not through `xml::forms`: the ver is a hash of what the client
+/// sent, and xmpp-parsers refuses forms §5.4 still hashes (a FORM_TYPE repeating one value,
+/// which only differing values make ill-formed; a field with a type it does not know, or
+/// without var; stray text), so going through `DataForm` would fail answers that verify.
 fn form_string(form: &Element) -> Result<Option<(String, String)>, IllFormed> {
     let mut form_type = None;
     let mut fields = Vec::new();
@@ -379,5 +384,31 @@ mod tests {
         assert_eq!(cache.len(), 2);
         assert!(cache.get(&key("a")).is_none());
         assert!(cache.get(&key("c")).is_some());
+    }
+
+    /// What `DataForm` would refuse still hashes as §5.4 says (see `form_string`).
+    #[test]
+    fn forms_xmpp_parsers_refuses_still_hash() {
+        let query = parse(
+            "<query xmlns='http://jabber.org/protocol/disco#info'>\
+             <x xmlns='jabber:x:data' type='result'>\
+             <field var='FORM_TYPE' type='hidden'><value>urn:x</value><value>urn:x</value></field>\
+             <field var='b' type='future-type'><value>2</value><value>1</value></field>\
+             <field var='a'><value/></field></x></query>",
+        );
+        assert_eq!(
+            verification_string(&query).as_deref(),
+            Ok("urn:x<a<<b<1<2<")
+        );
+        let differing = parse(
+            "<query xmlns='http://jabber.org/protocol/disco#info'>\
+             <x xmlns='jabber:x:data' type='result'>\
+             <field var='FORM_TYPE' type='hidden'><value>urn:x</value><value>urn:y</value></field>\
+             </x></query>",
+        );
+        assert_eq!(
+            verification_string(&differing),
+            Err(IllFormed::FormTypeValues)
+        );
     }
 }

@@ -9,8 +9,8 @@
 use minidom::Element;
 
 use crate::config::PepConfig;
-use crate::stanza;
 use crate::storage::{AccessModel, NodeConfig, SendLastItem};
+use crate::xml::forms::{self, Field, FieldType, Malformed};
 use crate::xml::ns;
 
 const ACCESS_MODEL: &str = "pubsub#access_model";
@@ -26,6 +26,8 @@ pub enum FormError {
     UnknownField(String),
     #[error("unsupported value for {0}")]
     BadValue(String),
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
 }
 
 /// The fields a form sets; the others keep their value.
@@ -47,20 +49,9 @@ pub fn default_config(limits: &PepConfig) -> NodeConfig {
     }
 }
 
-fn values(field: &Element) -> Vec<String> {
-    field
-        .children()
-        .filter(|v| v.is("value", ns::DATA_FORMS))
-        .map(|v| v.text().trim().to_owned())
-        .collect()
-}
-
-fn parse_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "true" => Some(true),
-        "0" | "false" => Some(false),
-        _ => None,
-    }
+/// The values of a field, trimmed: no supported field has meaningful whitespace.
+fn values(field: &Field) -> Vec<String> {
+    field.values.iter().map(|v| v.trim().to_owned()).collect()
 }
 
 fn parse_max_items(value: &str, limits: &PepConfig) -> Option<u32> {
@@ -81,14 +72,16 @@ pub fn parse(
     form_type_required: bool,
     limits: &PepConfig,
 ) -> Result<ConfigChange, FormError> {
+    let form = forms::read(form)?;
     let mut change = ConfigChange::default();
     let mut seen_form_type = false;
-    for field in form.children().filter(|f| f.is("field", ns::DATA_FORMS)) {
-        let Some(var) = field.attr("var") else {
+    for field in &form.fields {
+        // Only `fixed` fields lack a var, and they carry no setting.
+        let Some(var) = field.var.as_deref() else {
             continue;
         };
         let mut found = values(field);
-        if var == "FORM_TYPE" {
+        if var == forms::FORM_TYPE {
             if found.len() != 1 || found[0] != form_type {
                 return Err(FormError::FormType(form_type));
             }
@@ -103,7 +96,9 @@ pub fn parse(
         match var {
             ACCESS_MODEL => change.access_model = Some(AccessModel::parse(&value).ok_or_else(bad)?),
             MAX_ITEMS => change.max_items = Some(parse_max_items(&value, limits).ok_or_else(bad)?),
-            PERSIST_ITEMS => change.persist_items = Some(parse_bool(&value).ok_or_else(bad)?),
+            PERSIST_ITEMS => {
+                change.persist_items = Some(forms::parse_bool(&value).ok_or_else(bad)?)
+            }
             SEND_LAST => change.send_last = Some(SendLastItem::parse(&value).ok_or_else(bad)?),
             other => return Err(FormError::UnknownField(other.to_owned())),
         }
@@ -131,78 +126,53 @@ impl ConfigChange {
     }
 }
 
-fn field(var: &'static str, kind: &'static str, label: &'static str, value: &str) -> Element {
-    let mut field = Element::bare("field", ns::DATA_FORMS);
-    stanza::set_attr(&mut field, "var", var);
-    stanza::set_attr(&mut field, "type", kind);
-    if !label.is_empty() {
-        stanza::set_attr(&mut field, "label", label);
-    }
-    let mut el = Element::bare("value", ns::DATA_FORMS);
-    el.append_text(value);
-    field.append_child(el);
-    field
-}
-
-fn with_options(mut field: Element, options: &[&str]) -> Element {
-    for option in options {
-        let mut value = Element::bare("value", ns::DATA_FORMS);
-        value.append_text(*option);
-        let mut el = Element::bare("option", ns::DATA_FORMS);
-        el.append_child(value);
-        field.append_child(el);
-    }
-    field
-}
-
 /// The node configuration form (XEP-0060 §8.2.1) with the node's current values.
 pub fn form(config: &NodeConfig) -> Element {
-    let mut x = Element::bare("x", ns::DATA_FORMS);
-    stanza::set_attr(&mut x, "type", "form");
-    x.append_child(field("FORM_TYPE", "hidden", "", ns::PUBSUB_NODE_CONFIG));
     let access = [
         AccessModel::Open,
         AccessModel::Presence,
         AccessModel::Whitelist,
     ]
     .map(AccessModel::as_str);
-    x.append_child(with_options(
-        field(
-            ACCESS_MODEL,
-            "list-single",
-            "Who may retrieve items",
-            config.access_model.as_str(),
-        ),
-        &access,
-    ));
-    x.append_child(field(
-        MAX_ITEMS,
-        "text-single",
-        "Max # of items to persist",
-        &config.max_items.to_string(),
-    ));
-    x.append_child(field(
-        PERSIST_ITEMS,
-        "boolean",
-        "Persist items to storage",
-        if config.persist_items { "1" } else { "0" },
-    ));
     let send_last = [
         SendLastItem::Never,
         SendLastItem::OnSub,
         SendLastItem::OnSubAndPresence,
     ]
     .map(SendLastItem::as_str);
-    x.append_child(with_options(
-        field(
-            SEND_LAST,
-            "list-single",
-            "When to send the last published item",
-            config.send_last_published_item.as_str(),
+    let fields = vec![
+        forms::with_options(
+            forms::field(
+                ACCESS_MODEL,
+                FieldType::ListSingle,
+                "Who may retrieve items",
+                config.access_model.as_str(),
+            ),
+            &access,
         ),
-        &send_last,
-    ));
-    x
+        forms::field(
+            MAX_ITEMS,
+            FieldType::TextSingle,
+            "Max # of items to persist",
+            &config.max_items.to_string(),
+        ),
+        forms::field(
+            PERSIST_ITEMS,
+            FieldType::Boolean,
+            "Persist items to storage",
+            forms::bool_value(config.persist_items),
+        ),
+        forms::with_options(
+            forms::field(
+                SEND_LAST,
+                FieldType::ListSingle,
+                "When to send the last published item",
+                config.send_last_published_item.as_str(),
+            ),
+            &send_last,
+        ),
+    ];
+    forms::form(ns::PUBSUB_NODE_CONFIG, None, fields)
 }
 
 #[cfg(test)]
@@ -265,5 +235,64 @@ mod tests {
             .expect("xml");
         assert!(parse(&x, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()).is_err());
         assert!(parse(&x, ns::PUBSUB_NODE_CONFIG, false, &limits()).is_ok());
+    }
+
+    #[test]
+    fn malformed_forms_are_refused_and_fixed_fields_skipped() {
+        let no_var = submitted("<field><value>open</value></field>");
+        assert!(matches!(
+            parse(&no_var, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()),
+            Err(FormError::Malformed(_))
+        ));
+        let twice = submitted(&format!(
+            "<field var='FORM_TYPE' type='hidden'><value>{}</value></field>",
+            ns::PUBSUB_PUBLISH_OPTIONS
+        ));
+        assert!(matches!(
+            parse(&twice, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()),
+            Err(FormError::Malformed(_))
+        ));
+        let fixed = submitted("<field type='fixed'><value>note</value></field>");
+        assert_eq!(
+            parse(&fixed, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()),
+            Ok(ConfigChange::default())
+        );
+    }
+
+    #[test]
+    fn an_empty_value_is_a_bad_value() {
+        let empty = submitted("<field var='pubsub#persist_items'><value/></field>");
+        assert_eq!(
+            parse(&empty, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()),
+            Err(FormError::BadValue(PERSIST_ITEMS.into()))
+        );
+    }
+
+    /// The FORM_TYPE is read first wherever the client put it: the form type gives the
+    /// other fields their meaning (xmpp-parsers moves it to the front).
+    #[test]
+    fn form_type_is_checked_before_the_fields() {
+        let x: Element = "<x xmlns='jabber:x:data' type='submit'>\
+             <field var='pubsub#access_model'><value>roster</value></field>\
+             <field var='FORM_TYPE' type='hidden'><value>urn:other</value></field></x>"
+            .parse()
+            .expect("xml");
+        assert_eq!(
+            parse(&x, ns::PUBSUB_PUBLISH_OPTIONS, true, &limits()),
+            Err(FormError::FormType(ns::PUBSUB_PUBLISH_OPTIONS))
+        );
+    }
+
+    #[test]
+    fn the_configure_form_reads_back_as_the_config() {
+        let config = NodeConfig {
+            access_model: AccessModel::Whitelist,
+            max_items: 7,
+            persist_items: false,
+            send_last_published_item: SendLastItem::OnSub,
+        };
+        let change = parse(&form(&config), ns::PUBSUB_NODE_CONFIG, true, &limits())
+            .expect("our own form parses");
+        assert_eq!(change.apply(default_config(&limits())), config);
     }
 }

@@ -64,7 +64,9 @@ fn publish_options(ctx: &Ctx<'_>, options: &Element) -> Result<ConfigChange, Sta
         return Ok(ConfigChange::default());
     };
     config::parse(form, ns::PUBSUB_PUBLISH_OPTIONS, true, ctx.limits()).map_err(|e| match e {
-        FormError::FormType(_) => StanzaError::bad_request().with_text(e.to_string()),
+        FormError::FormType(_) | FormError::Malformed(_) => {
+            StanzaError::bad_request().with_text(e.to_string())
+        }
         FormError::UnknownField(_) | FormError::BadValue(_) => precondition_not_met(e.to_string()),
     })
 }
@@ -72,7 +74,9 @@ fn publish_options(ctx: &Ctx<'_>, options: &Element) -> Result<ConfigChange, Sta
 /// A submitted node configuration form (create-and-configure, configure).
 pub fn node_config_form(ctx: &Ctx<'_>, form: &Element) -> Result<ConfigChange, StanzaError> {
     config::parse(form, ns::PUBSUB_NODE_CONFIG, false, ctx.limits()).map_err(|e| match e {
-        FormError::FormType(_) => StanzaError::bad_request().with_text(e.to_string()),
+        FormError::FormType(_) | FormError::Malformed(_) => {
+            StanzaError::bad_request().with_text(e.to_string())
+        }
         FormError::UnknownField(_) | FormError::BadValue(_) => {
             not_acceptable().with_text(e.to_string())
         }
