@@ -260,6 +260,21 @@ async fn a_stanza_flood_is_slowed_and_its_neighbour_is_not() {
     );
 }
 
+/// A WebSocket connection to the server's RFC 7395 endpoint, nothing sent yet.
+async fn ws_connect(
+    server: &IsolatedServer,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("ws://{}/xmpp-websocket", server.http);
+    let mut request = url.into_client_request().expect("request");
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "xmpp".parse().expect("header"));
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket");
+    ws
+}
+
 /// A logged-in WebSocket session (PLAIN, allowed without TLS in this test's server).
 async fn ws_login(
     server: &IsolatedServer,
@@ -269,15 +284,7 @@ async fn ws_login(
     impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 ) {
     use base64::Engine;
-    let url = format!("ws://{}/xmpp-websocket", server.http);
-    let mut request = url.into_client_request().expect("request");
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "xmpp".parse().expect("header"));
-    let (ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket");
-    let (mut tx, mut rx) = ws.split();
+    let (mut tx, mut rx) = ws_connect(server).await.split();
     let open = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>";
     let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
     let steps = [
@@ -548,15 +555,7 @@ async fn websocket_fragments_forever_before_login_end_at_the_negotiation_deadlin
         c.c2s.negotiation_timeout_secs = 1;
         c.limits.bytes_rate_before_bind = 0;
     });
-    let url = format!("ws://{}/xmpp-websocket", server.http);
-    let mut request = url.into_client_request().expect("request");
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "xmpp".parse().expect("header"));
-    let (ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket");
-    let (mut tx, mut rx) = ws.split();
+    let (mut tx, mut rx) = ws_connect(&server).await.split();
     let (frames, _) = never_ending_message(0);
     let mut frames = frames.into_iter();
     let first = frames.next().expect("the first frame");

@@ -203,18 +203,10 @@ impl SessionTable {
     }
 
     pub fn available(&self, user: &BareJid) -> Vec<(FullJid, i8)> {
-        self.users
-            .get(user)
-            .map(|resources| {
-                resources
-                    .iter()
-                    .filter_map(|e| match e.availability {
-                        Availability::Available(p) => Some((e.jid.clone(), p)),
-                        Availability::Unavailable => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.available_with_ids(user)
+            .into_iter()
+            .map(|(jid, priority, _)| (jid, priority))
+            .collect()
     }
 
     /// `available`, with each session's id (ids grow with every bind).
