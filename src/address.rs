@@ -77,7 +77,9 @@ pub fn parse(raw: &str) -> Result<Jid, AddressError> {
 /// and only a second pass lowercases it. An address must have one form (routing, rosters and
 /// archives compare it), so it is prepared until it stops changing. ASCII needs one pass.
 fn settle(raw: &str, first: Jid) -> Result<Jid, AddressError> {
-    if raw.is_ascii() {
+    // Both: Unicode may prepare to ASCII that is not yet final ("FAX"), and an ASCII A-label
+    // becomes a Unicode U-label.
+    if raw.is_ascii() && first.as_str().is_ascii() {
         return Ok(first);
     }
     let mut jid = first;
@@ -123,6 +125,11 @@ pub fn check_domain(domain: &str) -> Result<Cow<'_, str>, AddressError> {
     }
     let (unicode, result) = idna::domain_to_unicode(&ascii);
     result.map_err(|_| AddressError::NotIdna)?;
+    // RFC 5891 §5.4: an A-label is valid only if its U-label converts back to it. One that
+    // does not (upper case inside the Punycode changes what it decodes to) has no normal form.
+    if unicode != domain && idna::domain_to_ascii_strict(&unicode).ok().as_ref() != Some(&ascii) {
+        return Err(AddressError::NotIdna);
+    }
     if unicode == domain {
         Ok(Cow::Borrowed(domain))
     } else {
@@ -304,8 +311,12 @@ mod tests {
             "bob@\u{FF21}.example",
             "oRbboo\u{213B}--mnb@272",
             "\u{213B}@d.test/\u{213B}",
+            "bob@xn--mAeamRRRRRRRRRtRRRRpampRRRRRp-RRp-3exaRRRRRRRRRRtRRRRpample",
+            "bob@XN--MNCHEN-3YA.example",
         ] {
-            let first = parse(raw).unwrap();
+            let Ok(first) = parse(raw) else {
+                continue;
+            };
             let again = parse(&first.to_string()).unwrap();
             assert_eq!(again, first, "{raw:?}");
             assert_eq!(again.to_string(), first.to_string(), "{raw:?}");
@@ -313,6 +324,15 @@ mod tests {
         assert_eq!(
             parse("o\u{213B}c\u{212B}").unwrap().to_string(),
             "ofaxc\u{00E5}"
+        );
+        // Found by the fuzz target in CI: an A-label with upper case inside its Punycode
+        // decodes to a U-label that does not convert back to it.
+        assert!(
+            parse("bob@xn--mAeamRRRRRRRRRtRRRRpampRRRRRp-RRp-3exaRRRRRRRRRRtRRRRpample").is_err()
+        );
+        assert_eq!(
+            parse("bob@XN--MNCHEN-3YA.example").unwrap().to_string(),
+            "bob@m\u{00FC}nchen.example"
         );
     }
 
