@@ -45,6 +45,21 @@ const MAX_PREPARATIONS: usize = 3;
 /// Parses an address from a client stanza: the domainpart is checked first (see the module
 /// comment), then the whole goes through the `jid` crate's preparation.
 pub fn parse(raw: &str) -> Result<Jid, AddressError> {
+    let first = parse_once(raw)?;
+    // ASCII without A-labels only has its case folded: one pass is final. An A-label decodes
+    // to Unicode that may map again (even back to ASCII, "ß" to "ss").
+    let has_a_label = raw
+        .as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"xn--"));
+    if raw.is_ascii() && !has_a_label {
+        return Ok(first);
+    }
+    settle(first)
+}
+
+/// One preparation: the domainpart checked, then the `jid` crate's preparation.
+fn parse_once(raw: &str) -> Result<Jid, AddressError> {
     // RFC 7622 §3.1: the resourcepart starts at the first '/', the localpart ends at the
     // first '@' before it.
     let (before_resource, resource) = match raw.split_once('/') {
@@ -57,7 +72,7 @@ pub fn parse(raw: &str) -> Result<Jid, AddressError> {
     };
     let checked = check_domain(domain)?;
     if checked == domain {
-        return settle(raw, Jid::new(raw)?);
+        return Ok(Jid::new(raw)?);
     }
     let mut text = String::with_capacity(raw.len());
     if let Some(node) = node {
@@ -69,22 +84,19 @@ pub fn parse(raw: &str) -> Result<Jid, AddressError> {
         text.push('/');
         text.push_str(resource);
     }
-    settle(raw, Jid::new(&text)?)
+    Ok(Jid::new(&text)?)
 }
 
-/// The `jid` crate's preparation is not idempotent for some compatibility characters: it
-/// case-folds before normalizing, so U+213B FACSIMILE SIGN in a localpart comes out as "FAX"
-/// and only a second pass lowercases it. An address must have one form (routing, rosters and
-/// archives compare it), so it is prepared until it stops changing. ASCII needs one pass.
-fn settle(raw: &str, first: Jid) -> Result<Jid, AddressError> {
-    // Both: Unicode may prepare to ASCII that is not yet final ("FAX"), and an ASCII A-label
-    // becomes a Unicode U-label.
-    if raw.is_ascii() && first.as_str().is_ascii() {
-        return Ok(first);
-    }
+/// Prepares an address until it stops changing; more passes than that, or a pass that
+/// refuses what the previous one produced, and it has no normal form. Needed because the
+/// `jid` crate's preparation is not idempotent for some input: it case-folds before NFKC (so
+/// U+213B FACSIMILE SIGN in a localpart comes out as "FAX", lower-cased only by a second
+/// pass), and an A-label becomes a U-label that the crate may map again. An address must have
+/// one form: routing, rosters and archives compare it. ASCII that stays ASCII needs no check.
+fn settle(first: Jid) -> Result<Jid, AddressError> {
     let mut jid = first;
     for _ in 0..MAX_PREPARATIONS {
-        let again = Jid::new(jid.as_str())?;
+        let again = parse_once(jid.as_str())?;
         if again == jid {
             return Ok(jid);
         }
@@ -313,6 +325,7 @@ mod tests {
             "\u{213B}@d.test/\u{213B}",
             "bob@xn--mAeamRRRRRRRRRtRRRRpampRRRRRp-RRp-3exaRRRRRRRRRRtRRRRpample",
             "bob@XN--MNCHEN-3YA.example",
+            "[ob@xn--mn--mgv-0vaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaAaaaaaa",
         ] {
             let Ok(first) = parse(raw) else {
                 continue;
