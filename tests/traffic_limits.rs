@@ -260,6 +260,18 @@ async fn a_stanza_flood_is_slowed_and_its_neighbour_is_not() {
     );
 }
 
+/// A server whose sessions are shaped to `rate` bytes a second after `burst`, and where a
+/// WebSocket client may log in with PLAIN over `ws://` (what `ws_login` does).
+fn start_shaped_for_websocket(rate: u32, burst: u32) -> IsolatedServer {
+    start(move |c| {
+        c.limits.bytes_rate_per_session = rate;
+        c.limits.bytes_burst_per_session = burst;
+        c.limits.stanza_rate_per_session = 0;
+        c.auth.allow_plain_without_tls = true;
+        c.c2s.require_encryption = false;
+    })
+}
+
 /// A WebSocket connection to the server's RFC 7395 endpoint, nothing sent yet.
 async fn ws_connect(
     server: &IsolatedServer,
@@ -323,13 +335,7 @@ async fn ws_login(
 
 #[tokio::test]
 async fn a_byte_flood_over_websocket_is_slowed() {
-    let server = start(|c| {
-        c.limits.bytes_rate_per_session = BYTE_RATE;
-        c.limits.bytes_burst_per_session = BYTE_BURST;
-        c.limits.stanza_rate_per_session = 0;
-        c.auth.allow_plain_without_tls = true;
-        c.c2s.require_encryption = false;
-    });
+    let server = start_shaped_for_websocket(BYTE_RATE, BYTE_BURST);
     let (mut tx, mut rx) = ws_login(&server, "flooder").await;
     let (mut neighbour, _) = Raw::login(server.c2s, server.tls_config(), "neighbour", "n").await;
     let before = pings_in(&mut neighbour, FLOOD, "before").await;
@@ -504,13 +510,7 @@ fn never_ending_message(continuations: usize) -> (Vec<Message>, u64) {
 async fn websocket_fragments_that_never_finish_a_message_are_read_at_the_session_rate() {
     const RATE: u32 = 64 * 1024;
     const BURST: u32 = 32 * 1024;
-    let server = start(|c| {
-        c.limits.bytes_rate_per_session = RATE;
-        c.limits.bytes_burst_per_session = BURST;
-        c.limits.stanza_rate_per_session = 0;
-        c.auth.allow_plain_without_tls = true;
-        c.c2s.require_encryption = false;
-    });
+    let server = start_shaped_for_websocket(RATE, BURST);
     let (mut tx, mut rx) = ws_login(&server, "flooder").await;
     let (frames, total) = never_ending_message(256 * 1024 / 6);
     let started = Instant::now();
