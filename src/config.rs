@@ -131,6 +131,9 @@ pub struct C2sConfig {
     /// the TLS handshake of direct TLS and HTTPS and the HTTP request before a WebSocket
     /// upgrade count too.
     pub negotiation_timeout_secs: u64,
+    /// SO_RCVBUF of the client listeners' sockets, in bytes; 0 leaves the size to the kernel,
+    /// which grows it with each connection's traffic (setting it turns that off).
+    pub receive_buffer_bytes: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -531,6 +534,7 @@ impl Default for C2sConfig {
             max_attributes: XmlLimits::DEFAULT_MAX_ATTRIBUTES,
             max_namespace_declarations: XmlLimits::DEFAULT_MAX_NAMESPACE_DECLARATIONS,
             negotiation_timeout_secs: 30,
+            receive_buffer_bytes: 0,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -143,14 +143,19 @@ pub async fn start_with_modules(
     });
     let mut tasks = Vec::new();
 
-    let c2s = bind(SocketAddr::new(config.c2s.bind, config.c2s.port)).await?;
+    let receive_buffer = config.c2s.receive_buffer_bytes;
+    let c2s = bind_c2s(
+        SocketAddr::new(config.c2s.bind, config.c2s.port),
+        receive_buffer,
+    )?;
     let c2s_addr = local_addr(&c2s)?;
     tasks.push(tokio::spawn(listen::tcp::serve(c2s, ctx.clone(), false)));
     info!(%c2s_addr, "c2s (STARTTLS) listening");
 
     let mut direct_tls_addr = None;
     if config.c2s.direct_tls {
-        let listener = bind(SocketAddr::new(config.c2s.bind, config.c2s.direct_tls_port)).await?;
+        let addr = SocketAddr::new(config.c2s.bind, config.c2s.direct_tls_port);
+        let listener = bind_c2s(addr, receive_buffer)?;
         let addr = local_addr(&listener)?;
         tasks.push(tokio::spawn(listen::tcp::serve(
             listener,
@@ -215,6 +220,28 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .await
         .map_err(|source| ServerError::Listen { addr, source })
 }
+
+/// A client listener. Accepted sockets inherit its receive buffer size, when one is set.
+fn bind_c2s(addr: SocketAddr, receive_buffer: u32) -> Result<TcpListener, ServerError> {
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // What `TcpListener::bind` does too: a restart may bind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        if receive_buffer > 0 {
+            socket.set_recv_buffer_size(receive_buffer)?;
+        }
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| ServerError::Listen { addr, source })
+}
+
+/// Connections the kernel queues for `accept`, as `TcpListener::bind` asks for.
+const LISTEN_BACKLOG: u32 = 1024;
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServerError> {
     listener.local_addr().map_err(|source| ServerError::Listen {
