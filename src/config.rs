@@ -1,6 +1,7 @@
 //! `corvid.toml`: every setting with its default. Unknown keys are errors, so a typo is reported
 //! by `corvid check-config` instead of being silently ignored.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -24,8 +25,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The XMPP domain this server hosts (the part after `@`).
+    /// The XMPP domain this server hosts (the part after `@`); the first of `hosted_domains`.
     pub domain: String,
+    /// Further domains served by this server (virtual hosting), each with settings of its own.
+    pub hosts: BTreeMap<String, HostConfig>,
     pub log: LogConfig,
     pub storage: StorageConfig,
     pub tls: TlsConfig,
@@ -40,6 +43,110 @@ pub struct Config {
     pub stream_management: StreamManagementConfig,
     pub mam: MamConfig,
     pub cluster: ClusterConfig,
+}
+
+/// A further hosted domain, `[hosts."example.net"]`, as Prosody's `VirtualHost` and ejabberd's
+/// `hosts`. What is unset follows the main domain's settings with this domain's name in it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// PEM certificate chain; `<domain>.crt` in the folder of `tls.cert` when unset.
+    pub cert: Option<PathBuf>,
+    /// PEM private key; `<domain>.key` in the folder of `tls.key` when unset.
+    pub key: Option<PathBuf>,
+    /// The domain's MUC service; `conference.<domain>` when unset.
+    pub muc_domain: Option<String>,
+}
+
+/// One domain this server serves, with its settings resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostedDomain {
+    pub domain: String,
+    /// Its certificate (and whether to generate a self-signed one when missing).
+    pub tls: TlsConfig,
+    /// Its MUC service's domain, when MUC is enabled.
+    pub muc_domain: Option<String>,
+}
+
+impl Config {
+    /// Every hosted domain, the main `domain` first, then `hosts` in name order.
+    pub fn hosted_domains(&self) -> Vec<HostedDomain> {
+        let main = HostedDomain {
+            domain: self.domain.clone(),
+            tls: self.tls.clone(),
+            muc_domain: self
+                .muc
+                .enabled
+                .then(|| self.muc.service_domain(&self.domain)),
+        };
+        let others = self.hosts.iter().map(|(domain, host)| {
+            let beside = |main: &Path, extension: &str| {
+                main.parent()
+                    .unwrap_or(Path::new("."))
+                    .join(format!("{domain}.{extension}"))
+            };
+            HostedDomain {
+                domain: domain.clone(),
+                tls: TlsConfig {
+                    cert: host
+                        .cert
+                        .clone()
+                        .unwrap_or_else(|| beside(&self.tls.cert, "crt")),
+                    key: host
+                        .key
+                        .clone()
+                        .unwrap_or_else(|| beside(&self.tls.key, "key")),
+                    generate_self_signed: self.tls.generate_self_signed,
+                },
+                muc_domain: self.muc.enabled.then(|| {
+                    host.muc_domain
+                        .clone()
+                        .unwrap_or_else(|| format!("conference.{domain}"))
+                }),
+            }
+        });
+        std::iter::once(main).chain(others).collect()
+    }
+
+    /// Whether `domain` is one of the hosted domains (not a service of one).
+    pub fn is_hosted(&self, domain: &str) -> bool {
+        domain == self.domain || self.hosts.contains_key(domain)
+    }
+
+    /// Hosted domains and their services must be distinct, valid domains written in their
+    /// normal form (lower case, U-labels), since addresses are compared as strings.
+    fn validate_hosts(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for host in self.hosted_domains() {
+            let names = std::iter::once(("domain", host.domain.clone()))
+                .chain(host.muc_domain.clone().map(|muc| ("MUC domain", muc)));
+            for (what, name) in names {
+                let normal = crate::address::parse(&name)
+                    .ok()
+                    .filter(|j| j.node().is_none() && j.resource().is_none())
+                    .map(|j| j.to_string());
+                match normal {
+                    Some(normal) if normal == name => {}
+                    Some(normal) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "{what} '{name}' must be written as '{normal}'"
+                        )))
+                    }
+                    None => {
+                        return Err(ConfigError::Invalid(format!(
+                            "{what} '{name}' is not a valid XMPP domain"
+                        )))
+                    }
+                }
+                if !seen.insert(name.clone()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "'{name}' is named twice among the hosted domains and their services"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -96,7 +203,7 @@ impl StorageConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -467,6 +574,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             domain: "localhost".into(),
+            hosts: BTreeMap::new(),
             log: LogConfig::default(),
             storage: StorageConfig::default(),
             tls: TlsConfig::default(),
@@ -815,6 +923,7 @@ impl Config {
             ));
         }
         self.validate_muc()?;
+        self.validate_hosts()?;
         self.auth.validate()?;
         let mam = &self.mam;
         if !matches!(mam.default.as_str(), "always" | "roster" | "never") {
@@ -886,6 +995,39 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn further_hosts_take_their_own_certificate_and_muc_service_by_default() {
+        let config = Config::parse(
+            "domain = 'a.example'\n[tls]\ncert = '/etc/corvid/a.crt'\nkey = '/etc/corvid/a.key'\n\
+             [hosts.'b.example']\n[hosts.'c.example']\ncert = '/x/c.pem'\nmuc_domain = 'rooms.c.example'\n",
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        let hosts = config.hosted_domains();
+        let names: Vec<_> = hosts.iter().map(|h| h.domain.as_str()).collect();
+        assert_eq!(names, ["a.example", "b.example", "c.example"]);
+        assert_eq!(hosts[1].tls.cert, Path::new("/etc/corvid/b.example.crt"));
+        assert_eq!(hosts[1].tls.key, Path::new("/etc/corvid/b.example.key"));
+        assert_eq!(hosts[1].muc_domain.as_deref(), Some("conference.b.example"));
+        assert_eq!(hosts[2].tls.cert, Path::new("/x/c.pem"));
+        assert_eq!(hosts[2].muc_domain.as_deref(), Some("rooms.c.example"));
+        assert!(config.is_hosted("b.example"));
+        assert!(!config.is_hosted("conference.b.example"));
+    }
+
+    #[test]
+    fn hosted_domains_must_be_distinct_and_in_normal_form() {
+        for (text, complaint) in [
+            ("[hosts.'B.example']", "must be written as 'b.example'"),
+            ("[hosts.'conference.localhost']", "named twice"),
+            ("[hosts.'b.example']\nmuc_domain = 'localhost'", "named twice"),
+            ("[hosts.'a b']", "not a valid XMPP domain"),
+        ] {
+            let err = Config::parse(text, Path::new("t.toml")).expect_err(text);
+            assert!(err.to_string().contains(complaint), "{text}: {err}");
+        }
+    }
 
     #[test]
     fn example_file_parses_and_matches_defaults() {
