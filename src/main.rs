@@ -151,66 +151,64 @@ async fn wait_for_signal() -> &'static str {
 }
 
 async fn user(config: Config, command: UserCommand) -> Result<(), String> {
-    let storage = Storage::open_with(&config.storage)
+    let storage = Storage::open_for(&config)
         .await
         .map_err(|e| e.to_string())?;
     let accounts = &storage.accounts;
-    let domain = &config.domain;
     let iterations = config.auth.scram_iterations;
-    let (username, result, done) = match command {
+    let (account, result, done) = match command {
         UserCommand::List => {
-            for name in accounts.list_accounts().await.map_err(|e| e.to_string())? {
-                println!("{name}@{domain}");
+            for account in accounts.list_accounts().await.map_err(|e| e.to_string())? {
+                println!("{account}");
             }
             return Ok(());
         }
-        UserCommand::Import => return import(&storage, domain, iterations).await,
+        UserCommand::Import => return import(&storage, &config, iterations).await,
         UserCommand::Add {
             user,
             password_stdin,
         } => {
-            let username = username(&user, domain)?;
+            let account = account(&user, &config)?;
             let creds = credentials(&read_password(password_stdin)?, iterations)?;
-            let result = accounts.create_account(&username, &creds).await;
-            (username, result, "created")
+            let result = accounts.create_account(&account, &creds).await;
+            (account, result, "created")
         }
         UserCommand::Passwd {
             user,
             password_stdin,
         } => {
-            let username = username(&user, domain)?;
+            let account = account(&user, &config)?;
             let creds = credentials(&read_password(password_stdin)?, iterations)?;
-            let result = accounts.set_credentials(&username, &creds).await;
-            (username, result, "password changed for")
+            let result = accounts.set_credentials(&account, &creds).await;
+            (account, result, "password changed for")
         }
         UserCommand::Del { user } => {
-            let username = username(&user, domain)?;
-            let mut result = accounts.delete_account(&username).await;
+            let account = account(&user, &config)?;
+            let mut result = accounts.delete_account(&account).await;
             if result.is_ok() {
                 // The archive is keyed by JID (rooms have archives too), not by account, so
                 // it is not deleted along with the account's rows.
-                let owner = format!("{username}@{domain}");
                 result = storage
                     .archive
-                    .archive_delete_owner(&owner)
+                    .archive_delete_owner(&account)
                     .await
                     .map(|_| ());
             }
-            (username, result, "deleted")
+            (account, result, "deleted")
         }
     };
     match result {
         Ok(()) => {
-            println!("{done} {username}@{domain}");
+            println!("{done} {account}");
             Ok(())
         }
-        Err(StorageError::Conflict) => Err(format!("{username}@{domain} already exists")),
-        Err(StorageError::NotFound) => Err(format!("{username}@{domain} does not exist")),
+        Err(StorageError::Conflict) => Err(format!("{account} already exists")),
+        Err(StorageError::NotFound) => Err(format!("{account} does not exist")),
         Err(e) => Err(e.to_string()),
     }
 }
 
-async fn import(storage: &Storage, domain: &str, iterations: u32) -> Result<(), String> {
+async fn import(storage: &Storage, config: &Config, iterations: u32) -> Result<(), String> {
     let (mut created, mut existing) = (0u64, 0u64);
     for (number, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line.map_err(|e| format!("cannot read standard input: {e}"))?;
@@ -221,13 +219,13 @@ async fn import(storage: &Storage, domain: &str, iterations: u32) -> Result<(), 
         let Some((user, password)) = line.split_once(char::is_whitespace) else {
             return Err(format!("line {}: expected 'user password'", number + 1));
         };
-        let username = username(user, domain)?;
+        let account = account(user, config)?;
         let creds = credentials(password.trim(), iterations)?;
-        match storage.accounts.create_account(&username, &creds).await {
+        match storage.accounts.create_account(&account, &creds).await {
             Ok(()) => created += 1,
             Err(StorageError::Conflict) => {
                 existing += 1;
-                eprintln!("{username}@{domain} already exists; left as it is");
+                eprintln!("{account} already exists; left as it is");
             }
             Err(e) => return Err(e.to_string()),
         }
@@ -236,21 +234,34 @@ async fn import(storage: &Storage, domain: &str, iterations: u32) -> Result<(), 
     Ok(())
 }
 
-/// `alice` or `alice@domain`, normalised (nodeprep) as the server will see it at login.
-fn username(input: &str, domain: &str) -> Result<String, String> {
+/// `alice` (on the main domain) or `alice@domain` (any hosted domain), as the bare JID that
+/// keys the account, normalised as the server will see it at login.
+fn account(input: &str, config: &Config) -> Result<String, String> {
     let full = if input.contains('@') {
         input.to_string()
     } else {
-        format!("{input}@{domain}")
+        format!("{input}@{}", config.domain)
     };
-    let jid =
-        jid::BareJid::new(&full).map_err(|e| format!("'{input}' is not a valid user: {e}"))?;
-    if jid.domain().as_str() != domain {
-        return Err(format!("'{input}' is not on this server's domain {domain}"));
+    let jid = corvid::address::parse(&full)
+        .ok()
+        .filter(|jid| jid.resource().is_none())
+        .map(jid::Jid::into_bare)
+        .ok_or_else(|| format!("'{input}' is not a valid user"))?;
+    if jid.node().is_none() {
+        return Err(format!("'{input}' has no user part"));
     }
-    jid.node()
-        .map(|n| n.as_str().to_string())
-        .ok_or_else(|| format!("'{input}' has no user part"))
+    if !config.is_hosted(jid.domain().as_str()) {
+        return Err(format!(
+            "'{input}' is not on a domain this server hosts ({})",
+            config
+                .hosted_domains()
+                .iter()
+                .map(|h| h.domain.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(jid.to_string())
 }
 
 fn read_password(from_stdin: bool) -> Result<String, String> {

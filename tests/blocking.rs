@@ -526,14 +526,14 @@ async fn blocking_a_subscribed_contact_hides_presence_and_unblocking_shows_it_ag
     item.subscription = Subscription::Both;
     t.storage()
         .roster
-        .put_roster_item("alice", &item, 100)
+        .put_roster_item(&account("alice"), &item, 100)
         .await
         .expect("roster");
     let mut item = RosterItem::new("alice@localhost");
     item.subscription = Subscription::Both;
     t.storage()
         .roster
-        .put_roster_item("bob", &item, 100)
+        .put_roster_item(&account("bob"), &item, 100)
         .await
         .expect("roster");
 

@@ -49,7 +49,7 @@ async fn put_roster(t: &TestServer, user: &str, contact: &str, subscription: Sub
     };
     t.storage()
         .roster
-        .put_roster_item(user, &item, 1000)
+        .put_roster_item(&account(user), &item, 1000)
         .await
         .expect("roster item");
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::xmpp::{error_condition, is_presence, is_roster_push, pushed_item, Session};
-use common::TestServer;
+use common::{account, TestServer};
 use corvid::storage::Subscription;
 
 const ALICE: &str = "alice@localhost";
@@ -73,7 +73,7 @@ async fn subscribe_approve_and_see_each_other() {
         let item = server
             .storage()
             .roster
-            .roster_item(user, contact)
+            .roster_item(&account(user), contact)
             .await
             .expect("read")
             .expect("item");
@@ -266,7 +266,7 @@ async fn unsubscribed_revokes_and_hides_presence() {
     let item = server
         .storage()
         .roster
-        .roster_item("alice", BOB)
+        .roster_item(&account("alice"), BOB)
         .await
         .expect("read")
         .expect("item");
@@ -304,7 +304,7 @@ async fn removing_a_contact_cancels_both_subscriptions() {
     let item = server
         .storage()
         .roster
-        .roster_item("bob", ALICE)
+        .roster_item(&account("bob"), ALICE)
         .await
         .expect("read")
         .expect("item");
@@ -312,7 +312,7 @@ async fn removing_a_contact_cancels_both_subscriptions() {
     assert!(server
         .storage()
         .roster
-        .roster_item("alice", BOB)
+        .roster_item(&account("alice"), BOB)
         .await
         .expect("read")
         .is_none());

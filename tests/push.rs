@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use common::xmpp::{error_condition, Session};
-use common::{TestServer, WAIT};
+use common::{account, TestServer, WAIT};
 use corvid::router::{Component, Module, Registry, Router};
 use corvid::stanza::{self, Kind, StanzaError};
 use jid::Jid;
@@ -228,7 +228,7 @@ async fn disable_stops_notifications() {
     let regs = server
         .storage()
         .push
-        .push_registrations("alice")
+        .push_registrations(&account("alice"))
         .await
         .unwrap();
     assert_eq!(regs.len(), 1, "{regs:?}");
@@ -244,7 +244,7 @@ async fn disable_stops_notifications() {
     assert!(server
         .storage()
         .push
-        .push_registrations("alice")
+        .push_registrations(&account("alice"))
         .await
         .unwrap()
         .is_empty());
@@ -264,7 +264,7 @@ async fn an_app_server_that_refuses_gets_no_more_notifications() {
         let regs = server
             .storage()
             .push
-            .push_registrations("alice")
+            .push_registrations(&account("alice"))
             .await
             .unwrap();
         if regs.is_empty() {
@@ -303,7 +303,7 @@ async fn enable_requests_are_checked() {
     let nodes: Vec<String> = server
         .storage()
         .push
-        .push_registrations("alice")
+        .push_registrations(&account("alice"))
         .await
         .unwrap()
         .into_iter()

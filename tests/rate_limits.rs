@@ -75,18 +75,18 @@ async fn subscription_requests_past_the_burst_are_refused_and_go_nowhere() {
     // Not stored: no pending request at c3, no pending-out item at alice.
     let roster = &t.storage().roster;
     assert!(!roster
-        .has_pending_in("c3", "alice@localhost")
+        .has_pending_in(&account("c3"), "alice@localhost")
         .await
         .expect("pending"));
     assert!(roster
-        .roster_item("alice", "c3@localhost")
+        .roster_item(&account("alice"), "c3@localhost")
         .await
         .expect("item")
         .is_none_or(|item| !item.ask));
     // The three within the burst were stored.
     for i in 0..3 {
         assert!(roster
-            .has_pending_in(&format!("c{i}"), "alice@localhost")
+            .has_pending_in(&account(&format!("c{i}")), "alice@localhost")
             .await
             .expect("pending"));
     }
@@ -303,7 +303,12 @@ async fn a_second_detached_session_ends_the_first_past_the_limit() {
     // Its queue went to offline storage.
     let mut stored = Vec::new();
     for _ in 0..1000 {
-        stored = t.storage().offline.peek("alice").await.expect("peek");
+        stored = t
+            .storage()
+            .offline
+            .peek(&account("alice"))
+            .await
+            .expect("peek");
         if !stored.is_empty() {
             break;
         }

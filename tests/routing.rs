@@ -151,12 +151,12 @@ async fn offline_messages_arrive_in_order_with_delay_stamps() {
     send(&mut alice, "<message xmlns='jabber:client' to='bob@localhost' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>").await;
     // Wait until all five are stored (sending is asynchronous).
     for _ in 0..200 {
-        if t.storage().offline.count("bob").await.unwrap() == 5 {
+        if t.storage().offline.count(&account("bob")).await.unwrap() == 5 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(t.storage().offline.count("bob").await.unwrap(), 5);
+    assert_eq!(t.storage().offline.count(&account("bob")).await.unwrap(), 5);
 
     let mut bob = t.client("bob", "b", true);
     online(&mut bob).await;
@@ -175,7 +175,7 @@ async fn offline_messages_arrive_in_order_with_delay_stamps() {
             "{stamp}"
         );
     }
-    assert_eq!(t.storage().offline.count("bob").await.unwrap(), 0);
+    assert_eq!(t.storage().offline.count(&account("bob")).await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -198,7 +198,7 @@ async fn full_offline_store_answers_service_unavailable() {
         error_condition(&error).as_deref(),
         Some("service-unavailable")
     );
-    assert_eq!(t.storage().offline.count("bob").await.unwrap(), 2);
+    assert_eq!(t.storage().offline.count(&account("bob")).await.unwrap(), 2);
 }
 
 #[tokio::test]
@@ -284,7 +284,7 @@ async fn message_to_an_unavailable_full_jid_is_treated_as_bare() {
         .write("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await;
     assert_eq!(alice.element().await.attr("id"), Some("sync"));
-    assert_eq!(t.storage().offline.count("bob").await.unwrap(), 1);
+    assert_eq!(t.storage().offline.count(&account("bob")).await.unwrap(), 1);
 }
 
 #[tokio::test]

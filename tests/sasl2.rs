@@ -589,7 +589,7 @@ async fn fast_expired_token_is_refused_as_credentials_expired() {
     t.storage()
         .fast
         .issue_fast_token(
-            "alice",
+            &account("alice"),
             "agent-a",
             "old-token",
             "HT-SHA-256-NONE",
@@ -616,7 +616,7 @@ async fn fast_token_in_the_second_half_of_its_life_is_rotated() {
     t.storage()
         .fast
         .issue_fast_token(
-            "alice",
+            &account("alice"),
             "agent-a",
             "aging-token",
             "HT-SHA-256-NONE",

@@ -97,7 +97,12 @@ fn bodies(prefix: &str, n: usize) -> Vec<String> {
 
 /// The stored offline messages of `user`: bodies in order, and each one has a delay stamp.
 async fn offline_bodies(t: &TestServer, user: &str) -> Vec<String> {
-    let stored = t.storage().offline.peek(user).await.expect("peek");
+    let stored = t
+        .storage()
+        .offline
+        .peek(&account(user))
+        .await
+        .expect("peek");
     stored
         .iter()
         .map(|m| {

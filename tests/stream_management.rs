@@ -516,7 +516,12 @@ async fn a_detached_session_whose_queue_fills_ends_and_loses_no_message() {
     // read directly, once all have been stored.
     let mut stored = Vec::new();
     for _ in 0..1000 {
-        stored = t.storage().offline.peek("alice").await.expect("peek");
+        stored = t
+            .storage()
+            .offline
+            .peek(&account("alice"))
+            .await
+            .expect("peek");
         if stored.len() >= sent.len() {
             break;
         }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::xmpp::{is_roster_push, pushed_item, Session};
-use common::TestServer;
+use common::{account, TestServer};
 use corvid::modules::roster::table::{Direction, State, SubscriptionType, APPENDIX_A};
 use std::sync::Arc;
 
@@ -31,6 +31,7 @@ fn mirror(state: State) -> State {
 }
 
 async fn set_state(storage: &Storage, user: &str, contact: &str, state: State) {
+    let user = &account(user);
     let roster = &storage.roster;
     roster
         .delete_roster_item(user, contact)
@@ -61,6 +62,7 @@ async fn set_state(storage: &Storage, user: &str, contact: &str, state: State) {
 }
 
 async fn state_of(storage: &Storage, user: &str, contact: &str) -> State {
+    let user = &account(user);
     let roster = &storage.roster;
     let item = roster.roster_item(user, contact).await.expect("item");
     let pending_in = roster.has_pending_in(user, contact).await.expect("pending");
@@ -191,7 +193,7 @@ async fn pre_approval_grants_without_asking() {
     let item = server
         .storage()
         .roster
-        .roster_item("u", C)
+        .roster_item(&account("u"), C)
         .await
         .expect("read")
         .expect("item");

@@ -268,7 +268,7 @@ async fn vcard_on_postgres() {
     let hash = t
         .storage()
         .vcard
-        .vcard_photo_hash("alice")
+        .vcard_photo_hash(&account("alice"))
         .await
         .expect("hash");
     // SHA-1 of "hello".

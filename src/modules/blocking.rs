@@ -126,7 +126,7 @@ fn parse_command(request: &IqRequest) -> Result<Command, StanzaError> {
 
 /// Stanzas between a user and these are never filtered.
 fn exempt(router: &Router, user: &str, peer: &Jid) -> bool {
-    bare_str(peer) == user || (peer.node().is_none() && peer.domain().as_str() == router.domain())
+    bare_str(peer) == user || (peer.node().is_none() && router.is_hosted(peer.domain().as_str()))
 }
 
 /// `<block>` or `<unblock>` with one `<item/>` per JID, for pushes.
@@ -156,8 +156,7 @@ impl Blocking {
     async fn list(&self, router: &Router, user: &str) -> StorageResult<Arc<Blocklist>> {
         self.lists
             .get_or_load(router, user, || async {
-                let node = user.split_once('@').map(|(node, _)| node).unwrap_or("");
-                let items = router.storage().blocklist.blocklist(node).await?;
+                let items = router.storage().blocklist.blocklist(user).await?;
                 Ok(Arc::new(Blocklist::new(items)))
             })
             .await
@@ -186,9 +185,10 @@ impl Blocking {
         from: &Jid,
         command: Command,
     ) -> IqResult {
-        let Some(node) = user.node().map(|n| n.as_str().to_owned()) else {
+        if user.node().is_none() {
             return Err(StanzaError::service_unavailable());
-        };
+        }
+        let node = user.as_str().to_owned();
         match command {
             Command::Get => {
                 let list = self

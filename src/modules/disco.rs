@@ -49,9 +49,13 @@ impl IqHandler for Disco {
             Some(_) => DiscoTarget::Account,
         };
         let contributions = router.discovery().of(target);
+        // No `to`: the sender's own account (RFC 6120 §10.3.3), so its domain.
+        let addressed = request.stanza.attr("to").or(Some(request.from.as_str()));
+        let domain = router.hosted_domain_of(addressed);
         let query = DiscoQuery {
             from: &request.from,
             account: request.account.as_ref(),
+            domain: &domain,
             node: payload.attr("node"),
         };
         let items = payload.is("query", ns::DISCO_ITEMS);
@@ -92,10 +96,10 @@ async fn account_exists(router: &Router, request: &IqRequest) -> bool {
         return true;
     };
     match account.node() {
-        Some(node) => router
+        Some(_) => router
             .storage()
             .accounts
-            .account_exists(node.as_str())
+            .account_exists(account.as_str())
             .await
             .unwrap_or(false),
         None => false,

@@ -58,9 +58,10 @@ impl IqHandler for LastActivity {
             let uptime = i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX);
             return Ok(Some(answer(uptime, "")));
         };
-        let Some(node) = user.node() else {
+        if user.node().is_none() {
             return Err(StanzaError::service_unavailable());
-        };
+        }
+        let node = user.clone();
         let requester = request.from.to_bare();
         if requester != *user {
             // §4: only those allowed to see the user's presence may know when it was seen.

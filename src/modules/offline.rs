@@ -69,14 +69,15 @@ fn worth_storing(message: &Element) -> bool {
         .any(|child| child.ns() != ns::CHATSTATES && child.ns() != ns::HINTS)
 }
 
-fn delay_stamp(router: &Router, received_at_ms: i64) -> Element {
+/// `server`: the recipient's domain, which held the message (XEP-0203 §3).
+fn delay_stamp(server: &str, received_at_ms: i64) -> Element {
     let stamp = Utc
         .timestamp_millis_opt(received_at_ms)
         .single()
         .unwrap_or_else(Utc::now)
         .to_rfc3339_opts(SecondsFormat::Millis, true);
     let mut delay = Element::bare("delay", ns::DELAY);
-    stanza::set_attr(&mut delay, "from", router.domain());
+    stanza::set_attr(&mut delay, "from", server);
     stanza::set_attr(&mut delay, "stamp", stamp);
     delay.append_text("Offline Storage");
     delay
@@ -90,13 +91,13 @@ impl UndeliverableMessage for Offline {
         to: &BareJid,
         message: &Element,
     ) -> Result<(), StanzaError> {
-        let Some(node) = to.node() else {
+        if to.node().is_none() {
             return Err(StanzaError::service_unavailable());
-        };
+        }
         if !worth_storing(message) {
             return Ok(());
         }
-        let _guard = self.lock_for(node.as_str()).lock().await;
+        let _guard = self.lock_for(to.as_str()).lock().await;
         // The recipient may have become available since the router looked (but while the
         // server shuts down, no session will write anything any more).
         let reachable: Vec<FullJid> = router
@@ -116,7 +117,7 @@ impl UndeliverableMessage for Offline {
         let id = router.ids().next_id();
         let received_at_ms = IdGenerator::timestamp_ms(id);
         let mut stored = message.clone();
-        stored.append_child(delay_stamp(router, received_at_ms));
+        stored.append_child(delay_stamp(to.domain().as_str(), received_at_ms));
         let record = OfflineMessage {
             id,
             received_at_ms,
@@ -126,7 +127,7 @@ impl UndeliverableMessage for Offline {
         match router
             .storage()
             .offline
-            .push(node.as_str(), &record, cap)
+            .push(to.as_str(), &record, cap)
             .await
         {
             Ok(OfflinePush::Stored) => Ok(()),
@@ -143,12 +144,13 @@ impl UndeliverableMessage for Offline {
 #[async_trait]
 impl SessionHook for Offline {
     async fn became_available(&self, router: &Arc<Router>, session: &FullJid) {
-        let Some(node) = session.node() else {
+        if session.node().is_none() {
             return;
-        };
+        }
+        let user = session.to_bare();
         let offline = &router.storage().offline;
-        let _guard = self.lock_for(node.as_str()).lock().await;
-        let waiting = match offline.peek(node.as_str()).await {
+        let _guard = self.lock_for(user.as_str()).lock().await;
+        let waiting = match offline.peek(user.as_str()).await {
             Ok(waiting) => waiting,
             Err(e) => {
                 warn!(error = %e, "reading offline messages failed");
@@ -170,7 +172,7 @@ impl SessionHook for Offline {
             delivered_up_to = Some(record.id);
         }
         if let Some(last) = delivered_up_to {
-            if let Err(e) = offline.remove_up_to(node.as_str(), last).await {
+            if let Err(e) = offline.remove_up_to(user.as_str(), last).await {
                 warn!(error = %e, "removing delivered offline messages failed");
             }
         }

@@ -37,10 +37,7 @@ impl Module for Push {
 /// The addressed account's username, when one of its own sessions asks.
 fn own_username(request: &IqRequest) -> Result<&str, StanzaError> {
     match (request.own_session(), &request.account) {
-        (Some(_), Some(account)) => account
-            .node()
-            .map(|node| node.as_str())
-            .ok_or_else(StanzaError::forbidden),
+        (Some(_), Some(account)) if account.node().is_some() => Ok(account.as_str()),
         _ => Err(StanzaError::forbidden()),
     }
 }
@@ -191,12 +188,12 @@ async fn notify(router: Arc<Router>, user: BareJid, registration: PushRegistrati
     match answer {
         Ok(answer) if registration_is_dead(&answer) => {
             debug!(%user, service = %registration.service, "app server refused; disabling");
-            if let Some(node) = user.node() {
+            if user.node().is_some() {
                 let _ = router
                     .storage()
                     .push
                     .disable_push(
-                        node.as_str(),
+                        user.as_str(),
                         &registration.service,
                         Some(&registration.node),
                     )
@@ -220,14 +217,14 @@ impl MessageHook for Push {
         if !is_important(message) || !nobody_is_listening(router, sessions) {
             return;
         }
-        let Some(node) = to.node() else {
+        if to.node().is_none() {
             return;
-        };
+        }
         // Reading the registrations and talking to the app server happen off the delivery
         // path: the sender's session should not wait for a phone to be woken.
         let router = router.clone();
         let user = to.clone();
-        let username = node.as_str().to_owned();
+        let username = to.as_str().to_owned();
         let message = message.clone();
         tokio::spawn(async move {
             let registrations = match router.storage().push.push_registrations(&username).await {

@@ -100,9 +100,14 @@ fn storage_failure(e: StorageError) -> StanzaError {
     }
 }
 
-/// The node of a local bare JID string ("" for a bare domain, which has no account).
+/// The account key of a local bare JID string: the string itself ("" for a bare domain,
+/// which has no account).
 fn node_of(bare: &str) -> &str {
-    bare.split_once('@').map(|(node, _)| node).unwrap_or("")
+    if bare.contains('@') {
+        bare
+    } else {
+        ""
+    }
 }
 
 impl Vcard {

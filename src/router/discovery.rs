@@ -83,6 +83,8 @@ pub struct DiscoQuery<'a> {
     pub from: &'a Jid,
     /// `None` when the query was addressed to the server's domain.
     pub account: Option<&'a BareJid>,
+    /// The hosted domain asked about: the server's, or the account's.
+    pub domain: &'a str,
     /// The `node` attribute, for node handlers.
     pub node: Option<&'a str>,
 }

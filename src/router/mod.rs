@@ -41,7 +41,10 @@ use crate::storage::Storage;
 use sessions::SessionTable;
 
 pub struct Router {
+    /// The main domain: what answers for the server when nothing names a hosted domain.
     domain: String,
+    /// Every hosted domain, the main one included.
+    hosted: std::collections::HashSet<String>,
     registry: Registry,
     sessions: SessionTable,
     storage: Storage,
@@ -82,6 +85,11 @@ impl Router {
         }
         Arc::new(Router {
             domain: config.domain.clone(),
+            hosted: config
+                .hosted_domains()
+                .into_iter()
+                .map(|host| host.domain)
+                .collect(),
             registry,
             sessions: SessionTable::default(),
             storage,
@@ -94,8 +102,24 @@ impl Router {
         })
     }
 
+    /// The main hosted domain.
     pub fn domain(&self) -> &str {
         &self.domain
+    }
+
+    /// Whether `domain` is one of the domains this server hosts (not a service of one).
+    pub fn is_hosted(&self, domain: &str) -> bool {
+        self.hosted.contains(domain)
+    }
+
+    /// The hosted domain of `address` (a JID as text), or the main domain when it names none:
+    /// who answers for the server about it.
+    pub fn hosted_domain_of(&self, address: Option<&str>) -> String {
+        address
+            .and_then(|a| Jid::new(a).ok())
+            .map(|jid| jid.domain().to_string())
+            .filter(|domain| self.is_hosted(domain))
+            .unwrap_or_else(|| self.domain.clone())
     }
 
     pub fn storage(&self) -> &Storage {
@@ -165,8 +189,8 @@ impl Router {
         iq: Element,
         timeout: Duration,
     ) -> Result<Element, IqRequestError> {
-        self.request_iq_as(self.domain.clone(), to, iq, timeout)
-            .await
+        let from = self.hosted_domain_of(Some(to.as_str()));
+        self.request_iq_as(from, to, iq, timeout).await
     }
 
     /// `request_iq` on behalf of `from`, a local account's bare JID or the server's domain
@@ -440,7 +464,7 @@ impl Router {
 
     /// Routes a stanza from any source (a client, a module, the server itself) to `to`.
     pub async fn route(self: &Arc<Self>, kind: Kind, to: Jid, stanza: Element) {
-        if to.domain().as_str() != self.domain {
+        if !self.is_hosted(to.domain().as_str()) {
             if let Some(component) = self.registry.components.get(to.domain().as_str()) {
                 component.clone().handle(self, kind, to, stanza).await;
                 return;
@@ -483,7 +507,7 @@ impl Router {
     /// twice: a duplicate is the price of never losing a message (XEP-0198 delivers at least
     /// once, too).
     pub async fn redeliver(self: &Arc<Self>, to: Jid, stanza: Element, ended: u64) {
-        if to.domain().as_str() != self.domain || to.node().is_none() {
+        if !self.is_hosted(to.domain().as_str()) || to.node().is_none() {
             self.route(Kind::Message, to, stanza).await;
             return;
         }
@@ -527,7 +551,7 @@ impl Router {
     pub async fn route_shared(self: &Arc<Self>, to: &FullJid, stanza: &Arc<SharedStanza>) {
         let groupchat = stanza.element.name() == "message"
             && stanza::stanza_type(&stanza.element) == "groupchat";
-        if groupchat && to.domain().as_str() == self.domain {
+        if groupchat && self.is_hosted(to.domain().as_str()) {
             if !self
                 .inbound_allowed(Kind::Message, &to.to_bare(), &stanza.element)
                 .await
@@ -733,10 +757,10 @@ impl Router {
     }
 
     async fn store_or_reject(self: &Arc<Self>, user: &BareJid, stanza: Element) {
-        let Some(node) = user.node() else {
+        if user.node().is_none() {
             return;
-        };
-        match self.storage.accounts.account_exists(node.as_str()).await {
+        }
+        match self.storage.accounts.account_exists(user.as_str()).await {
             Ok(true) => {}
             Ok(false) => {
                 self.bounce(&stanza, StanzaError::service_unavailable());
@@ -787,7 +811,7 @@ impl Router {
         };
         let reply_from = match (&account, implicit_to) {
             (Some(account), true) => account.to_string(),
-            _ => self.domain.clone(),
+            _ => self.hosted_domain_of(stanza.attr("to").or(Some(from.as_str()))),
         };
         let Some(payload) = stanza::iq_payload(&stanza) else {
             self.bounce_from(&stanza, StanzaError::bad_request(), &reply_from);
@@ -836,7 +860,7 @@ impl Router {
         let Some(to) = reply.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return;
         };
-        if to.domain().as_str() != self.domain
+        if !self.is_hosted(to.domain().as_str())
             && self.registry.components.contains_key(to.domain().as_str())
         {
             // Boxed: routing can lead back here (a component asking a user's account).
@@ -849,7 +873,8 @@ impl Router {
     /// Sends the error reply for `original` back to its sender. Never answers an error with an
     /// error (RFC 6120 §8.3.1).
     pub fn bounce(&self, original: &Element, error: StanzaError) {
-        self.bounce_from(original, error, &self.domain);
+        let fallback = self.hosted_domain_of(original.attr("from"));
+        self.bounce_from(original, error, &fallback);
     }
 
     /// `bounce`, naming who answers when the original had no `to`.

@@ -9,6 +9,7 @@ pub mod nodes;
 mod pep;
 mod postgres;
 mod push;
+mod qualify;
 mod roster;
 mod roster_cache;
 mod secrets;
@@ -82,9 +83,14 @@ pub struct ScramCredentials {
     pub server_key: Vec<u8>,
 }
 
-/// Accounts of the local domain. Usernames are already nodeprep'd (lower-case) by the caller.
+/// Accounts of the hosted domains, each keyed by its bare JID (`alice@example.org`, already in
+/// normal form). So is everything stored per account in the other stores: the `username` and
+/// `owner` parameters everywhere are that key.
 #[async_trait]
 pub trait AccountStore: Send + Sync {
+    /// Moves accounts an earlier single-domain release stored under their localpart alone to
+    /// `localpart@domain`, with everything stored for them (see `qualify`); how many moved.
+    async fn qualify_accounts(&self, domain: &str) -> StorageResult<u64>;
     /// Creates the account with one credential set per hash; `Conflict` if it exists.
     async fn create_account(&self, username: &str, creds: &[ScramCredentials])
         -> StorageResult<()>;
@@ -210,6 +216,27 @@ impl Storage {
         } else {
             Err(StorageError::UnsupportedUrl(url.to_string()))
         }
+    }
+
+    /// Opens storage for a `corvid` command run with `config`: `open_with`, then
+    /// `qualify_accounts` under the main domain, as a server start does.
+    pub async fn open_for(config: &crate::config::Config) -> StorageResult<Storage> {
+        let storage = Storage::open_with(&config.storage).await?;
+        storage.qualify_accounts(&config.domain).await?;
+        Ok(storage)
+    }
+
+    /// Accounts of an earlier single-domain release move under `domain` (see `qualify`).
+    pub async fn qualify_accounts(&self, domain: &str) -> StorageResult<()> {
+        let moved = self.accounts.qualify_accounts(domain).await?;
+        if moved > 0 {
+            tracing::info!(
+                accounts = moved,
+                %domain,
+                "accounts stored by localpart are now stored by bare JID"
+            );
+        }
+        Ok(())
     }
 
     /// Puts an in-memory cache of up to `max_users` rosters in front of the roster store.

@@ -177,18 +177,19 @@ async fn scram<T: Transport>(
 ) -> Result<Exchange, End> {
     let bindings = c2s.transport.channel_bindings();
     let plus_offered = offered.iter().any(|m| m.is_plus());
-    let domain = c2s.ctx.config.domain.clone();
+    let domain = c2s.domain.clone();
     let server =
         match ScramServer::client_first(hash, plus, client_first, &bindings, plus_offered, &domain)
         {
             Ok(server) => server,
             Err(failure) => return Ok(Err(failure)),
         };
-    if let Err(refused) = attempt.account(server.username()) {
+    let account = format!("{}@{domain}", server.username());
+    if let Err(refused) = attempt.account(&account) {
         return Ok(Err(refused.into()));
     }
     let ctx = c2s.ctx.clone();
-    let credentials = match lookup(&ctx, server.username(), hash).await {
+    let credentials = match lookup(&ctx, &account, hash).await {
         Ok(creds) => creds,
         Err(failure) => return Ok(Err(failure)),
     };
@@ -205,11 +206,12 @@ async fn scram<T: Transport>(
 }
 
 async fn plain<T: Transport>(c2s: &mut C2s<T>, message: &[u8], attempt: &mut Attempt) -> Exchange {
-    let request = PlainRequest::parse(message, &c2s.ctx.config.domain)?;
-    attempt.account(request.username())?;
+    let request = PlainRequest::parse(message, &c2s.domain)?;
+    let account = format!("{}@{}", request.username(), c2s.domain);
+    attempt.account(&account)?;
     attempt.turn().await;
     let ctx = c2s.ctx.clone();
-    let credentials = lookup(&ctx, request.username(), ScramHash::Sha256).await?;
+    let credentials = lookup(&ctx, &account, ScramHash::Sha256).await?;
     // PBKDF2 takes milliseconds of CPU: keep it off the threads that move stanzas.
     tokio::task::spawn_blocking(move || request.verify(credentials.as_ref()))
         .await
@@ -220,13 +222,13 @@ async fn plain<T: Transport>(c2s: &mut C2s<T>, message: &[u8], attempt: &mut Att
 /// across the storage await (transports are `Send` but not `Sync`).
 async fn lookup(
     ctx: &ServerContext,
-    username: &str,
+    account: &str,
     hash: ScramHash,
 ) -> Result<Option<ScramCredentials>, SaslFailure> {
     ctx.router
         .storage()
         .accounts
-        .credentials(username, hash)
+        .credentials(account, hash)
         .await
         .map_err(|e| {
             warn!(error = %e, "credential lookup failed");

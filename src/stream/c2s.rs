@@ -74,6 +74,10 @@ pub(super) struct Negotiated {
 pub(super) struct C2s<T: Transport> {
     pub transport: T,
     pub ctx: Arc<ServerContext>,
+    /// The hosted domain this stream is for: the first stream header's `to` (the main domain
+    /// when it names none). Later headers of the stream (after TLS, after SASL) must name it too.
+    pub domain: String,
+    domain_chosen: bool,
     header_sent: bool,
     /// Stanzas taken off the queue whose write has not finished: if the session ends before
     /// it does, they are routed again instead of vanishing with the connection.
@@ -96,6 +100,8 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<ServerContext>, permit: Pe
     let shaper = Shaper::before_bind(&ctx.config.limits, Instant::now());
     let mut stream = C2s {
         transport,
+        domain: ctx.config.domain.clone(),
+        domain_chosen: false,
         ctx,
         header_sent: false,
         in_flight: Vec::new(),
@@ -260,7 +266,7 @@ impl<T: Transport> C2s<T> {
                         if !matches!(el.attr("type"), Some("result" | "error")) {
                             let error = StanzaError::bad_request()
                                 .with_text("resource binding is an iq of type set");
-                            let domain = self.ctx.config.domain.clone();
+                            let domain = self.domain.clone();
                             self.send_el(&stanza::error_reply(&el, &error, &domain))
                                 .await?;
                         }
@@ -302,17 +308,34 @@ impl<T: Transport> C2s<T> {
                 ))
             }
         };
-        self.open_stream().await?;
-        let domain = self.ctx.config.domain.as_str();
-        if let Some(to) = &header.to {
+        let requested = header.to.as_deref().map(|to| {
             // RFC 7622 §3.2: a trailing label separator is not part of the name.
             let to = to.strip_suffix('.').unwrap_or(to);
-            if !to.eq_ignore_ascii_case(domain) {
-                return Err(End::Error(
-                    "host-unknown",
-                    Some(format!("this server is {domain}")),
-                ));
+            crate::address::parse(to)
+                .ok()
+                .filter(|jid| jid.node().is_none() && jid.resource().is_none())
+                .map(|jid| jid.domain().to_string())
+                .unwrap_or_else(|| to.to_owned())
+        });
+        let known = match &requested {
+            None => true,
+            Some(to) if self.domain_chosen => *to == self.domain,
+            Some(to) if self.ctx.config.is_hosted(to) => {
+                self.domain = to.clone();
+                true
             }
+            Some(_) => false,
+        };
+        self.domain_chosen = true;
+        self.open_stream().await?;
+        if !known {
+            return Err(End::Error(
+                "host-unknown",
+                Some(format!(
+                    "this stream is not for a domain served here ({})",
+                    self.domain
+                )),
+            ));
         }
         match header.version.as_deref() {
             Some(v) if v.starts_with("1.") => Ok(header),
@@ -326,7 +349,7 @@ impl<T: Transport> C2s<T> {
     async fn open_stream(&mut self) -> Result<(), End> {
         if !self.header_sent {
             let id = random_id();
-            let domain = self.ctx.config.domain.clone();
+            let domain = self.domain.clone();
             self.transport.open_stream(&id, &domain).await?;
             self.header_sent = true;
         }
@@ -370,10 +393,10 @@ impl<T: Transport> C2s<T> {
             .map(|r| r.text())
             .filter(|r| !r.trim().is_empty());
         let resource = requested.unwrap_or_else(random_id);
-        let full = format!("{username}@{}/{resource}", self.ctx.config.domain);
+        let full = format!("{username}@{}/{resource}", self.domain);
         let Ok(jid) = FullJid::new(&full) else {
             let error = StanzaError::bad_request().with_text("invalid resource");
-            let reply = stanza::error_reply(iq, &error, &self.ctx.config.domain);
+            let reply = stanza::error_reply(iq, &error, &self.domain);
             self.send_el(&reply).await?;
             return Err(End::Error(
                 "not-authorized",
@@ -386,7 +409,7 @@ impl<T: Transport> C2s<T> {
                 debug!(%jid, %refusal, "resource refused");
                 // RFC 6120 §7.6.2.1.
                 let error = StanzaError::resource_constraint().with_text(refusal.to_string());
-                let reply = stanza::error_reply(iq, &error, &self.ctx.config.domain);
+                let reply = stanza::error_reply(iq, &error, &self.domain);
                 self.send_el(&reply).await?;
                 return Ok(None);
             }
@@ -422,7 +445,7 @@ impl<T: Transport> C2s<T> {
                 return Ok(None);
             }
         };
-        let account = format!("{user}@{}", self.ctx.config.domain);
+        let account = format!("{user}@{}", self.domain);
         let Ok(account) = BareJid::new(&account) else {
             self.send_raw(&sm::failed("item-not-found", None)).await?;
             return Ok(None);
@@ -651,8 +674,8 @@ impl<T: Transport> C2s<T> {
             if el.attr("id").is_none() {
                 return Err(End::Error("invalid-xml", Some("<iq/> without id".into())));
             }
-            if is_session_request(&el, &self.ctx.config.domain) {
-                let reply = stanza::iq_result(&el, None, &self.ctx.config.domain);
+            if is_session_request(&el, &self.domain) {
+                let reply = stanza::iq_result(&el, None, &self.domain);
                 return self.write_elements(b, vec![reply], false).await;
             }
         }

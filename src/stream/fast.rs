@@ -56,26 +56,27 @@ pub(super) struct TokenLogin {
 
 /// Checks a token login: the client's hash against the client's stored tokens (the `new` slot
 /// first), then expiry and the replay counter.
+/// `domain`: the stream's hosted domain, whose account the request's username names.
 pub(super) async fn authenticate(
     ctx: &ServerContext,
+    domain: &str,
     mechanism: HtMechanism,
-    message: &[u8],
-    bindings: &crate::sasl::ChannelBindings,
+    request: HtRequest,
     client_id: Option<&str>,
     fast: FastUse,
     attempt: &mut Attempt,
 ) -> Result<TokenLogin, SaslFailure> {
-    let request = HtRequest::parse(mechanism, message, bindings)?;
     // Tokens belong to one client; without its id there is nothing to check against.
     let Some(client_id) = client_id else {
         return Err(SaslFailure::NotAuthorized);
     };
     // A token is a password the server chose: guessing it is throttled like one.
-    attempt.account(request.username())?;
-    attempt.turn().await;
     let username = request.username().to_string();
+    let account = format!("{username}@{domain}");
+    attempt.account(&account)?;
+    attempt.turn().await;
     let store = &ctx.router.storage().fast;
-    let tokens = store.fast_tokens(&username, client_id).await.map_err(|e| {
+    let tokens = store.fast_tokens(&account, client_id).await.map_err(|e| {
         warn!(error = %e, "FAST token lookup failed");
         SaslFailure::TemporaryAuthFailure
     })?;
@@ -94,7 +95,7 @@ pub(super) async fn authenticate(
         return Err(SaslFailure::CredentialsExpired);
     }
     let fresh = store
-        .use_fast_token(&username, client_id, &token.token, fast.count)
+        .use_fast_token(&account, client_id, &token.token, fast.count)
         .await
         .map_err(|e| {
             warn!(error = %e, "FAST token update failed");
@@ -116,9 +117,10 @@ pub(super) async fn authenticate(
 /// The FAST part of a successful login: invalidates the used token if asked, issues a token
 /// when the client requested one or the used one is in the second half of its life. Returns
 /// the `<token/>` for `<success/>`, if any. Storage errors cost the token, not the login.
+/// `account`: the bare JID that logged in.
 pub(super) async fn after_success(
     ctx: &ServerContext,
-    username: &str,
+    account: &str,
     client_id: Option<&str>,
     used: Option<&TokenLogin>,
     fast: FastUse,
@@ -128,7 +130,7 @@ pub(super) async fn after_success(
     let store = &ctx.router.storage().fast;
     if let (Some(used), true) = (used, fast.invalidate) {
         if let Err(e) = store
-            .delete_fast_token(username, client_id, &used.token.token)
+            .delete_fast_token(account, client_id, &used.token.token)
             .await
         {
             warn!(error = %e, "FAST token invalidation failed");
@@ -151,7 +153,7 @@ pub(super) async fn after_success(
     let expires_at_ms = now.saturating_add(lifetime_ms);
     if let Err(e) = store
         .issue_fast_token(
-            username,
+            account,
             client_id,
             &token,
             mechanism.name(),

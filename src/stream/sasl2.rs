@@ -18,7 +18,7 @@ use super::sm::{self, Nonza};
 use super::throttle::Attempt;
 use super::transport::Transport;
 use crate::router::{Reservation, TooManyResources};
-use crate::sasl::{self, HtMechanism, Mechanism, SaslFailure};
+use crate::sasl::{self, HtMechanism, HtRequest, Mechanism, SaslFailure};
 use crate::xml::ns;
 
 /// Longest `<user-agent id='…'/>` accepted: a UUID is 36 characters; the id is stored with
@@ -160,7 +160,7 @@ pub(super) async fn authenticate<T: Transport>(
     };
     let name = request.mechanism.as_str();
     let username = success.username;
-    let domain = c2s.ctx.config.domain.clone();
+    let domain = c2s.domain.clone();
     let client_id = request.client_id.as_deref();
 
     let mut el = Element::bare("success", ns::SASL2);
@@ -218,9 +218,10 @@ pub(super) async fn authenticate<T: Transport>(
         .and_then(HtMechanism::from_name)
         .filter(|m| ht_offered.contains(m));
     let ctx = c2s.ctx.clone();
+    let account = format!("{username}@{domain}");
     let token = fast::after_success(
         &ctx,
-        &username,
+        &account,
         client_id,
         token_login.as_ref(),
         request.fast,
@@ -274,7 +275,7 @@ async fn inline_resume<T: Transport>(
     let Some(Ok(Nonza::Resume { previd, h })) = sm::parse(resume) else {
         return (None, as_element(&sm::failed("bad-request", None)));
     };
-    let account = format!("{username}@{}", c2s.ctx.config.domain);
+    let account = format!("{username}@{}", c2s.domain);
     let Ok(account) = BareJid::new(&account) else {
         return (None, as_element(&sm::failed("item-not-found", None)));
     };
@@ -308,11 +309,13 @@ async fn token<T: Transport>(
     let message = sasl::decode_payload(&request.initial)?.ok_or(SaslFailure::MalformedRequest)?;
     let bindings = c2s.transport.channel_bindings();
     let ctx = c2s.ctx.clone();
+    let ht = HtRequest::parse(mechanism, &message, &bindings)?;
+    let domain = c2s.domain.clone();
     fast::authenticate(
         &ctx,
+        &domain,
         mechanism,
-        &message,
-        &bindings,
+        ht,
         request.client_id.as_deref(),
         request.fast,
         attempt,

@@ -29,6 +29,16 @@ use tokio_xmpp::xmlstream::{
 use tokio_xmpp::{Client, Event};
 
 pub const DOMAIN: &str = "localhost";
+
+/// The storage key of a test account: `name` on the main test domain, or `name` itself when
+/// it already names a domain.
+pub fn account(name: &str) -> String {
+    if name.contains('@') {
+        name.to_owned()
+    } else {
+        format!("{name}@{DOMAIN}")
+    }
+}
 pub const PASSWORD: &str = "secret-pw";
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -122,7 +132,7 @@ impl TestServer {
             .collect();
         self.storage()
             .accounts
-            .create_account(name, &creds)
+            .create_account(&account(name), &creds)
             .await
             .expect("create account");
     }
@@ -130,11 +140,11 @@ impl TestServer {
     /// Both directions subscribed, written straight to storage.
     pub async fn make_mutual(&self, a: &str, b: &str) {
         for (user, contact) in [(a, b), (b, a)] {
-            let mut item = corvid::storage::RosterItem::new(format!("{contact}@{DOMAIN}"));
+            let mut item = corvid::storage::RosterItem::new(account(contact));
             item.subscription = corvid::storage::Subscription::Both;
             self.storage()
                 .roster
-                .put_roster_item(user, &item, 100)
+                .put_roster_item(&account(user), &item, 100)
                 .await
                 .expect("item");
         }

@@ -194,13 +194,13 @@ impl Mam {
             prefs::Decision::Archive => true,
             prefs::Decision::Skip => false,
             prefs::Decision::IfInRoster => {
-                let Some(node) = owner.node() else {
+                if owner.node().is_none() {
                     return false;
-                };
+                }
                 match router
                     .storage()
                     .roster
-                    .roster_item(node.as_str(), with)
+                    .roster_item(owner.as_str(), with)
                     .await
                 {
                     Ok(item) => item.is_some(),
@@ -243,13 +243,13 @@ impl Mam {
         if router.has_sessions(user) {
             return true;
         }
-        let Some(node) = user.node() else {
+        if user.node().is_none() {
             return false;
-        };
+        }
         router
             .storage()
             .accounts
-            .account_exists(node.as_str())
+            .account_exists(user.as_str())
             .await
             .unwrap_or(false)
     }

@@ -48,12 +48,14 @@ pub(super) fn service_info(request: &Element) -> Element {
     query
 }
 
-/// Public rooms that are configured (locked ones do not exist yet for anyone else).
-pub(super) async fn service_items(muc: &Muc) -> Element {
+/// Public rooms of the `service` domain that are configured (locked ones do not exist yet for
+/// anyone else).
+pub(super) async fn service_items(muc: &Muc, service: &str) -> Element {
     let mut items = Vec::new();
     for handle in muc.all_rooms() {
         let room = handle.lock().await;
-        if room.gone || room.locked || !room.config.public {
+        if room.gone || room.locked || !room.config.public || room.jid.domain().as_str() != service
+        {
             continue;
         }
         let name = if room.config.name.is_empty() {

@@ -215,7 +215,7 @@ async fn to_room(
         };
         // Invitations go to users, never to another room of this service (which could
         // wait on this room's lock).
-        if to.domain().as_str() == muc.domain {
+        if muc.serves(to.domain().as_str()) {
             return Err(StanzaError::bad_request());
         }
         let reason = invite
@@ -298,7 +298,7 @@ async fn forward_decline(
     let Some(to) = decline.attr("to").and_then(|t| Jid::new(t).ok()) else {
         return Err(StanzaError::bad_request());
     };
-    if to.domain().as_str() == muc.domain {
+    if muc.serves(to.domain().as_str()) {
         return Err(StanzaError::bad_request());
     }
     let mut message = Element::bare("message", ns::CLIENT);

@@ -47,7 +47,9 @@ use room::Room;
 pub type RoomHandle = Arc<Mutex<Room>>;
 
 pub struct Muc {
-    domain: String,
+    /// Each hosted domain with its service's domain; one service state serves them all, rooms
+    /// being keyed by their full JID.
+    services: Vec<(String, String)>,
     limits: MucConfig,
     rooms: StdMutex<HashMap<BareJid, RoomHandle>>,
     /// Rooms each user created that still exist.
@@ -70,7 +72,11 @@ impl Muc {
             return None;
         }
         Some(Arc::new(Muc {
-            domain: config.muc.service_domain(&config.domain),
+            services: config
+                .hosted_domains()
+                .into_iter()
+                .filter_map(|host| Some((host.domain, host.muc_domain?)))
+                .collect(),
             limits: config.muc.clone(),
             rooms: StdMutex::new(HashMap::new()),
             created: StdMutex::new(HashMap::new()),
@@ -84,6 +90,11 @@ impl Muc {
                 config.muc.occupant_message_burst,
             ),
         }))
+    }
+
+    /// Whether `domain` is one of this server's MUC services.
+    pub(crate) fn serves(&self, domain: &str) -> bool {
+        self.services.iter().any(|(_, service)| service == domain)
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, RoomHandle>> {
@@ -200,7 +211,7 @@ impl Muc {
     }
 
     /// IQs to the service itself: disco and ping.
-    async fn service_iq(&self, router: &Arc<Router>, iq: Element) {
+    async fn service_iq(&self, router: &Arc<Router>, service: &str, iq: Element) {
         if !matches!(stanza::stanza_type(&iq), "get" | "set") {
             return;
         }
@@ -212,7 +223,7 @@ impl Muc {
         let answer = if is_get && payload.is("query", ns::DISCO_INFO) {
             Ok(Some(disco::service_info(payload)))
         } else if is_get && payload.is("query", ns::DISCO_ITEMS) {
-            Ok(Some(disco::service_items(self).await))
+            Ok(Some(disco::service_items(self, service).await))
         } else if is_get && payload.is("ping", ns::PING) {
             Ok(None)
         } else {
@@ -236,7 +247,9 @@ impl Module for Muc {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.component(self.domain.clone(), self.clone());
+        for (_, service) in &self.services {
+            registry.component(service.clone(), self.clone());
+        }
         // How clients find the service: an item of the server (XEP-0045 §6.1).
         registry.disco_items(DiscoTarget::Server, self);
     }
@@ -244,8 +257,12 @@ impl Module for Muc {
 
 #[async_trait]
 impl ItemSource for Muc {
-    async fn items(&self, _router: &Arc<Router>, _query: &DiscoQuery<'_>) -> Vec<Item> {
-        vec![Item::new(self.domain.clone())]
+    async fn items(&self, _router: &Arc<Router>, query: &DiscoQuery<'_>) -> Vec<Item> {
+        self.services
+            .iter()
+            .filter(|(host, _)| host == query.domain)
+            .map(|(_, service)| Item::new(service.clone()))
+            .collect()
     }
 }
 
@@ -255,7 +272,7 @@ impl Component for Muc {
         // Only this server's users reach the service (there is no federation), always with
         // the full JID the server stamped; anything else has nobody to answer to.
         let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
-        let Some(from) = from.filter(|f| f.domain().as_str() == router.domain()) else {
+        let Some(from) = from.filter(|f| router.is_hosted(f.domain().as_str())) else {
             return;
         };
         let is_answer =
@@ -274,7 +291,7 @@ impl Component for Muc {
         self.ensure_loaded(router).await;
         let Some(_) = to.node() else {
             match kind {
-                Kind::Iq => self.service_iq(router, stanza).await,
+                Kind::Iq => self.service_iq(router, to.domain().as_str(), stanza).await,
                 Kind::Message if !stanza::is_error(&stanza) => {
                     router.bounce(&stanza, StanzaError::service_unavailable())
                 }

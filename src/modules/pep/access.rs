@@ -24,13 +24,13 @@ pub async fn may_read(
         AccessModel::Open => Ok(true),
         AccessModel::Whitelist => Ok(false),
         AccessModel::Presence => {
-            let Some(username) = owner.node() else {
+            if owner.node().is_none() {
                 return Ok(false);
-            };
+            }
             let item = router
                 .storage()
                 .roster
-                .roster_item(username.as_str(), &reader.to_string())
+                .roster_item(owner.as_str(), &reader.to_string())
                 .await?;
             Ok(item.is_some_and(|i| i.subscription.contact_sees_user()))
         }

@@ -102,7 +102,7 @@ pub(crate) struct Ctx<'a> {
     router: &'a Arc<Router>,
     state: &'a Arc<PepState>,
     owner: BareJid,
-    /// The owner's username (the local part), as storage keys it.
+    /// The owner's bare JID as text, as storage keys it.
     owner_name: String,
     /// Who asks (or, for last items, who receives), as a bare JID.
     requester: BareJid,
@@ -115,7 +115,8 @@ impl<'a> Ctx<'a> {
         owner: BareJid,
         requester: BareJid,
     ) -> Option<Ctx<'a>> {
-        let owner_name = owner.node()?.to_string();
+        owner.node()?;
+        let owner_name = owner.to_string();
         Some(Ctx {
             router,
             state,
@@ -189,10 +190,10 @@ impl ItemSource for Pep {
 }
 
 async fn readable_nodes(router: &Arc<Router>, account: &BareJid, requester: &Jid) -> Vec<Item> {
-    let Some(username) = account.node() else {
+    if account.node().is_none() {
         return Vec::new();
-    };
-    let nodes = match router.storage().pep.pep_nodes(username.as_str()).await {
+    }
+    let nodes = match router.storage().pep.pep_nodes(account.as_str()).await {
         Ok(nodes) => nodes,
         Err(e) => {
             tracing::warn!(error = %e, "listing PEP nodes failed");

@@ -74,14 +74,15 @@ fn message(router: &Router, owner: &BareJid, to: &FullJid, event_child: Element)
 }
 
 /// XEP-0203 stamp for a last item sent later than it was published.
-fn delay(router: &Router, item: &PepItem) -> Element {
+/// `server`: the owner's domain, whose service kept the item (XEP-0203 §3).
+fn delay(server: &str, item: &PepItem) -> Element {
     let stamp = Utc
         .timestamp_millis_opt(IdGenerator::timestamp_ms(item.seq))
         .single()
         .unwrap_or_else(Utc::now)
         .to_rfc3339_opts(SecondsFormat::Millis, true);
     let mut delay = Element::bare("delay", ns::DELAY);
-    stanza::set_attr(&mut delay, "from", router.domain());
+    stanza::set_attr(&mut delay, "from", server);
     stanza::set_attr(&mut delay, "stamp", stamp);
     delay
 }
@@ -103,7 +104,7 @@ async fn local_contacts(
         .into_iter()
         .filter(|item| keep(item.subscription))
         .filter_map(|item| BareJid::new(&item.contact).ok())
-        .filter(|jid| jid.node().is_some() && jid.domain().as_str() == router.domain())
+        .filter(|jid| jid.node().is_some() && router.is_hosted(jid.domain().as_str()))
         .collect()
 }
 
@@ -119,9 +120,9 @@ async fn recipients(
 ) -> Vec<FullJid> {
     let mut accounts = vec![owner.clone()];
     if model != AccessModel::Whitelist {
-        if let Some(username) = owner.node() {
+        if owner.node().is_some() {
             accounts
-                .extend(local_contacts(router, username.as_str(), |s| s.contact_sees_user()).await);
+                .extend(local_contacts(router, owner.as_str(), |s| s.contact_sees_user()).await);
         }
     }
     accounts
@@ -157,11 +158,11 @@ pub async fn send_last_items(
         return;
     }
     let user = session.to_bare();
-    let Some(username) = user.node() else {
+    if user.node().is_none() {
         return;
-    };
+    }
     let mut owners = vec![user.clone()];
-    owners.extend(local_contacts(&router, username.as_str(), |s| s.user_sees_contact()).await);
+    owners.extend(local_contacts(&router, user.as_str(), |s| s.user_sees_contact()).await);
     for owner in owners {
         let Some(ctx) = Ctx::new(&router, &state, owner, user.clone()) else {
             continue;
@@ -227,7 +228,7 @@ async fn send_last_items_of(
             [item_element(ns::PUBSUB_EVENT, &item.id, Some(payload))],
         );
         let mut message = message(ctx.router, &ctx.owner, session, event);
-        message.append_child(delay(ctx.router, &item));
+        message.append_child(delay(ctx.owner.domain().as_str(), &item));
         ctx.router
             .route_from_user(&from, Jid::from(session.clone()), message)
             .await;

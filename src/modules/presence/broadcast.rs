@@ -26,10 +26,15 @@ fn to_own_resources(router: &Router, from: &FullJid, presence: &Element) {
 }
 
 async fn roster_of(router: &Router, session: &FullJid) -> Vec<RosterItem> {
-    let Some(node) = session.node() else {
+    if session.node().is_none() {
         return Vec::new();
-    };
-    match router.storage().roster.roster(node.as_str()).await {
+    }
+    match router
+        .storage()
+        .roster
+        .roster(session.to_bare().as_str())
+        .await
+    {
         Ok((_, items)) => items,
         Err(e) => {
             warn!(error = %e, "loading the roster for presence broadcast failed");
@@ -105,10 +110,11 @@ impl Presence {
             }
         }
 
-        let Some(node) = from.node() else {
+        if from.node().is_none() {
             return;
-        };
-        let pending = match router.storage().roster.pending_in(node.as_str()).await {
+        }
+        let user = from.to_bare();
+        let pending = match router.storage().roster.pending_in(user.as_str()).await {
             Ok(pending) => pending,
             Err(e) => {
                 warn!(error = %e, "loading pending subscription requests failed");
@@ -161,7 +167,7 @@ impl Presence {
         self.send_to_directed(router, session, &presence).await;
         let user = session.to_bare();
         if router.available_resources(&user).is_empty() {
-            if let Some(node) = user.node() {
+            if user.node().is_some() {
                 let last = LastActivity {
                     at_secs: Utc::now().timestamp(),
                     status: presence
@@ -172,7 +178,7 @@ impl Presence {
                 if let Err(e) = router
                     .storage()
                     .last_activity
-                    .set_last_activity(node.as_str(), &last)
+                    .set_last_activity(user.as_str(), &last)
                     .await
                 {
                     warn!(error = %e, "recording last activity failed");

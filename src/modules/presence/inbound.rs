@@ -54,12 +54,12 @@ async fn answer_probe(module: &Presence, router: &Arc<Router>, user: &BareJid, p
     if prober.to_bare() == *user {
         return;
     }
-    let Some(node) = user.node() else {
+    if user.node().is_none() {
         return;
-    };
+    }
     let store = &router.storage().roster;
     let subscribed = store
-        .roster_item(node.as_str(), &prober.to_bare().to_string())
+        .roster_item(user.as_str(), &prober.to_bare().to_string())
         .await
         .ok()
         .flatten()
@@ -87,7 +87,7 @@ async fn answer_probe(module: &Presence, router: &Arc<Router>, user: &BareJid, p
     if let Ok(Some(last)) = router
         .storage()
         .last_activity
-        .last_activity(node.as_str())
+        .last_activity(user.as_str())
         .await
     {
         if !last.status.is_empty() {

@@ -137,13 +137,13 @@ impl SessionHook for Presence {
 
 impl Presence {
     async fn contact_sees_user(&self, router: &Router, from: &FullJid, to: &Jid) -> bool {
-        let Some(node) = from.node() else {
+        if from.node().is_none() {
             return false;
-        };
+        }
         router
             .storage()
             .roster
-            .roster_item(node.as_str(), &to.to_bare().to_string())
+            .roster_item(from.to_bare().as_str(), &to.to_bare().to_string())
             .await
             .ok()
             .flatten()

@@ -31,10 +31,7 @@ impl IqHandler for RosterIq {
         if request.from.to_bare() != user {
             return Err(StanzaError::forbidden());
         }
-        let username = user
-            .node()
-            .map(|n| n.as_str().to_owned())
-            .unwrap_or_default();
+        let username = user.as_str().to_owned();
         match request.iq_type {
             IqType::Set => set(router, &user, &username, request.payload()).await,
             IqType::Get => {

@@ -161,9 +161,7 @@ impl<'a> Relation<'a> {
 }
 
 fn username_of(user: &BareJid) -> String {
-    user.node()
-        .map(|n| n.as_str().to_owned())
-        .unwrap_or_default()
+    user.as_str().to_owned()
 }
 
 /// The user sent a subscription stanza to `contact` (Appendix A.2, §3.4).

@@ -144,6 +144,22 @@ async fn insert_credentials(
 
 #[async_trait]
 impl AccountStore for PostgresStorage {
+    async fn qualify_accounts(&self, domain: &str) -> StorageResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut moved = 0;
+        for (i, statement) in crate::storage::qualify::STATEMENTS.iter().enumerate() {
+            let done = sqlx::query(statement)
+                .bind(domain)
+                .execute(&mut *tx)
+                .await?;
+            if i == 0 {
+                moved = done.rows_affected();
+            }
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+
     async fn create_account(
         &self,
         username: &str,
