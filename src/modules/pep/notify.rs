@@ -119,11 +119,8 @@ async fn recipients(
     model: AccessModel,
 ) -> Vec<FullJid> {
     let mut accounts = vec![owner.clone()];
-    if model != AccessModel::Whitelist {
-        if owner.node().is_some() {
-            accounts
-                .extend(local_contacts(router, owner.as_str(), |s| s.contact_sees_user()).await);
-        }
+    if model != AccessModel::Whitelist && owner.node().is_some() {
+        accounts.extend(local_contacts(router, owner.as_str(), |s| s.contact_sees_user()).await);
     }
     accounts
         .iter()

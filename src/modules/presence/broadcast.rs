@@ -166,23 +166,21 @@ impl Presence {
         .await;
         self.send_to_directed(router, session, &presence).await;
         let user = session.to_bare();
-        if router.available_resources(&user).is_empty() {
-            if user.node().is_some() {
-                let last = LastActivity {
-                    at_secs: Utc::now().timestamp(),
-                    status: presence
-                        .get_child("status", ns::CLIENT)
-                        .map(|s| s.text())
-                        .unwrap_or_default(),
-                };
-                if let Err(e) = router
-                    .storage()
-                    .last_activity
-                    .set_last_activity(user.as_str(), &last)
-                    .await
-                {
-                    warn!(error = %e, "recording last activity failed");
-                }
+        if router.available_resources(&user).is_empty() && user.node().is_some() {
+            let last = LastActivity {
+                at_secs: Utc::now().timestamp(),
+                status: presence
+                    .get_child("status", ns::CLIENT)
+                    .map(|s| s.text())
+                    .unwrap_or_default(),
+            };
+            if let Err(e) = router
+                .storage()
+                .last_activity
+                .set_last_activity(user.as_str(), &last)
+                .await
+            {
+                warn!(error = %e, "recording last activity failed");
             }
         }
         for observer in router.presence_observers() {
