@@ -1021,7 +1021,10 @@ mod tests {
         for (text, complaint) in [
             ("[hosts.'B.example']", "must be written as 'b.example'"),
             ("[hosts.'conference.localhost']", "named twice"),
-            ("[hosts.'b.example']\nmuc_domain = 'localhost'", "named twice"),
+            (
+                "[hosts.'b.example']\nmuc_domain = 'localhost'",
+                "named twice",
+            ),
             ("[hosts.'a b']", "not a valid XMPP domain"),
         ] {
             let err = Config::parse(text, Path::new("t.toml")).expect_err(text);
