@@ -181,7 +181,7 @@ impl<T: Transport> C2s<T> {
         let mut username: Option<String> = None;
         let mut failures = 0u32;
         loop {
-            self.expect_stream_header().await?;
+            let header = self.expect_stream_header().await?;
             self.send_features(username.is_some()).await?;
             // Elements of this stream, until it restarts (after TLS or SASL) or binds.
             loop {
@@ -201,7 +201,8 @@ impl<T: Transport> C2s<T> {
                         return Err(End::Disconnected);
                     }
                     self.send_el(&Element::bare("proceed", ns::TLS)).await?;
-                    self.transport.starttls().await?;
+                    let to = header.to.as_deref().unwrap_or_default();
+                    self.transport.starttls(to).await?;
                     self.header_sent = false;
                     break;
                 }
@@ -307,7 +308,7 @@ impl<T: Transport> C2s<T> {
         if let Some(to) = &header.to {
             // RFC 7622 §3.2: a trailing label separator is not part of the name.
             let to = to.strip_suffix('.').unwrap_or(to);
-            if !to.eq_ignore_ascii_case(domain) {
+            if !to.eq_ignore_ascii_case(domain) && !self.ctx.config.is_hosted(to) {
                 return Err(End::Error(
                     "host-unknown",
                     Some(format!("this server is {domain}")),
