@@ -111,7 +111,7 @@ pub async fn start_with_modules(
     storage: Storage,
     extra: Vec<Arc<dyn Module>>,
 ) -> Result<RunningServer, ServerError> {
-    let tls = TlsContext::load_or_generate(&config.tls, &config.domain)?;
+    let tls = TlsContext::load(&config)?;
     storage.qualify_accounts(&config.domain).await?;
     // Unknown users get the same decoy salt from every start of this server (and every node):
     // the secret is generated once and kept in storage (see `sasl::init_decoy_secret`).

@@ -1,15 +1,20 @@
-//! The server certificate: loaded from PEM files, or generated self-signed for the domain on
-//! first start (the embedded default), and the rustls configurations built from it.
+//! The certificates of the hosted domains: loaded from PEM files, or generated self-signed for
+//! a domain on first start (the embedded default), and the rustls configurations that serve
+//! them. Each hosted domain has its own certificate: direct TLS and HTTPS choose it by SNI,
+//! STARTTLS by the stream header's `to` (known before the handshake starts).
 
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
-use crate::config::TlsConfig;
+use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -27,65 +32,223 @@ pub enum TlsError {
     NoCertificate { path: String },
     #[error("{path} holds no PEM private key")]
     NoKey { path: String },
+    #[error("the certificate or key of {domain} is unusable: {source}")]
+    Unusable {
+        domain: String,
+        source: rustls::Error,
+    },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
 }
 
-/// What every TLS listener needs: acceptors and the certificate (for tls-server-end-point).
+/// One hosted domain's certificate chain and key, as read from its files.
+pub struct DomainCert {
+    pub domain: String,
+    /// Its MUC service, which has no certificate of its own.
+    pub muc_domain: Option<String>,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// What every TLS listener needs: acceptors, and which certificate each name is served.
 pub struct TlsContext {
-    /// For STARTTLS on 5222: no ALPN, clients do not send it there.
-    pub starttls: TlsAcceptor,
-    /// For XEP-0368 direct TLS: ALPN `xmpp-client`.
+    certs: Arc<Certificates>,
+    /// For XEP-0368 direct TLS: ALPN `xmpp-client`, certificate by SNI.
     pub direct: TlsAcceptor,
-    /// For HTTPS: ALPN `http/1.1` (WebSocket upgrades need HTTP/1.1).
+    /// For HTTPS: ALPN `http/1.1` (WebSocket upgrades need HTTP/1.1), certificate by SNI.
     pub https: TlsAcceptor,
-    /// DER of the leaf certificate.
-    pub leaf_der: Vec<u8>,
 }
 
 impl TlsContext {
-    pub fn load_or_generate(config: &TlsConfig, domain: &str) -> Result<TlsContext, TlsError> {
-        if config.generate_self_signed && !(config.cert.exists() && config.key.exists()) {
-            generate_self_signed(&config.cert, &config.key, domain)?;
+    /// Every hosted domain's certificate, generated first where missing and allowed.
+    pub fn load(config: &Config) -> Result<TlsContext, TlsError> {
+        let mut hosts = Vec::new();
+        for host in config.hosted_domains() {
+            let tls = &host.tls;
+            if tls.generate_self_signed && !(tls.cert.exists() && tls.key.exists()) {
+                generate_self_signed(
+                    &tls.cert,
+                    &tls.key,
+                    &host.domain,
+                    host.muc_domain.as_deref(),
+                )?;
+            }
+            hosts.push(DomainCert {
+                chain: read_certs(&tls.cert)?,
+                key: read_key(&tls.key)?,
+                domain: host.domain,
+                muc_domain: host.muc_domain,
+            });
         }
-        let certs = read_certs(&config.cert)?;
-        let key = read_key(&config.key)?;
-        Self::from_parts(certs, key)
+        let mut hosts = hosts.into_iter();
+        let Some(main) = hosts.next() else {
+            // hosted_domains() always yields the main domain; nothing to serve without it.
+            return Err(TlsError::NoCertificate {
+                path: config.tls.cert.display().to_string(),
+            });
+        };
+        Self::from_parts(main, hosts.collect())
     }
 
-    pub fn from_parts(
-        certs: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> Result<TlsContext, TlsError> {
-        let leaf_der = certs.first().map(|c| c.to_vec()).unwrap_or_default();
-        let starttls = server_config(certs.clone(), key.clone_key(), vec![])?;
-        let direct = server_config(
-            certs.clone(),
-            key.clone_key(),
-            vec![b"xmpp-client".to_vec()],
-        )?;
-        let https = server_config(certs, key, vec![b"http/1.1".to_vec()])?;
+    /// `main` is served when no SNI or `to` names one of `others` (or their services).
+    pub fn from_parts(main: DomainCert, others: Vec<DomainCert>) -> Result<TlsContext, TlsError> {
+        let provider = provider();
+        let main = Host::new(main, &provider)?;
+        let others = others
+            .into_iter()
+            .map(|host| Host::new(host, &provider))
+            .collect::<Result<Vec<_>, _>>()?;
+        let certs = Arc::new(Certificates { main, others });
+        let by_sni = || Arc::new(BySni(certs.clone())) as Arc<dyn ResolvesServerCert>;
+        let direct = server_config(by_sni(), vec![b"xmpp-client".to_vec()])?;
+        let https = server_config(by_sni(), vec![b"http/1.1".to_vec()])?;
         Ok(TlsContext {
-            starttls: TlsAcceptor::from(Arc::new(starttls)),
             direct: TlsAcceptor::from(Arc::new(direct)),
             https: TlsAcceptor::from(Arc::new(https)),
-            leaf_der,
+            certs,
         })
+    }
+
+    /// For STARTTLS on a stream to `domain`: an acceptor that serves `domain`'s certificate
+    /// (the main domain's if it is not hosted) whatever SNI the client sends, and that
+    /// certificate.
+    pub fn starttls(&self, domain: &str) -> (TlsAcceptor, &Arc<CertifiedKey>) {
+        let host = self.certs.select(Some(domain));
+        (TlsAcceptor::from(host.starttls.clone()), &host.key)
+    }
+
+    /// The certificate a handshake for `name` is served: `name` is the SNI on direct TLS and
+    /// HTTPS, the stream's `to` on STARTTLS. Its leaf is what tls-server-end-point hashes.
+    pub fn certificate(&self, name: Option<&str>) -> &Arc<CertifiedKey> {
+        &self.certs.select(name).key
+    }
+
+    /// DER of the leaf certificate served for `name` (see `certificate`).
+    pub fn leaf_der(&self, name: Option<&str>) -> &[u8] {
+        leaf_der(self.certificate(name))
     }
 }
 
+/// DER of the end-entity certificate of a chain (empty if the chain is, which `Host::new`
+/// refuses).
+pub fn leaf_der(key: &CertifiedKey) -> &[u8] {
+    key.cert.first().map(|c| c.as_ref()).unwrap_or_default()
+}
+
+/// One hosted domain: the names it answers to, in the form SNI carries them, and its
+/// certificate.
+#[derive(Debug)]
+struct Host {
+    domain: String,
+    muc_domain: Option<String>,
+    key: Arc<CertifiedKey>,
+    /// STARTTLS serves this domain's certificate regardless of SNI: the `to` chose it. A
+    /// configuration of its own also keeps its session cache to itself, so a session resumed
+    /// there was made with this certificate (rustls checks SNI on resumption, which does not
+    /// decide here).
+    starttls: Arc<ServerConfig>,
+}
+
+impl Host {
+    fn new(cert: DomainCert, provider: &Arc<CryptoProvider>) -> Result<Host, TlsError> {
+        let unusable = |source| TlsError::Unusable {
+            domain: cert.domain.clone(),
+            source,
+        };
+        let key = CertifiedKey::from_der(cert.chain, cert.key, provider).map_err(unusable)?;
+        key.end_entity_cert().map_err(unusable)?;
+        let key = Arc::new(key);
+        let starttls = server_config(Arc::new(Fixed(key.clone())), vec![])?;
+        Ok(Host {
+            domain: sni_form(&cert.domain).unwrap_or(cert.domain),
+            muc_domain: cert.muc_domain.map(|muc| sni_form(&muc).unwrap_or(muc)),
+            key,
+            starttls: Arc::new(starttls),
+        })
+    }
+
+    fn answers_to(&self, name: &str) -> bool {
+        self.domain == name || self.muc_domain.as_deref() == Some(name)
+    }
+
+    /// A name under this domain (`conference.`, `upload.`, any other service).
+    fn is_parent_of(&self, name: &str) -> bool {
+        name.strip_suffix(self.domain.as_str())
+            .is_some_and(|label| label.len() > 1 && label.ends_with('.'))
+    }
+}
+
+/// Every hosted domain's certificate, the main domain's apart: it is the fallback.
+#[derive(Debug)]
+struct Certificates {
+    main: Host,
+    others: Vec<Host>,
+}
+
+impl Certificates {
+    /// Which domain's certificate a handshake for `name` gets (SNI, or STARTTLS's `to`): the
+    /// domain or MUC service named exactly, else the closest hosted domain the name is under,
+    /// else the main domain. The resolver and the channel binding both ask this, so the
+    /// binding always hashes the certificate that was served.
+    fn select(&self, name: Option<&str>) -> &Host {
+        let Some(name) = name.and_then(sni_form) else {
+            return &self.main;
+        };
+        let hosts = || std::iter::once(&self.main).chain(&self.others);
+        if let Some(host) = hosts().find(|host| host.answers_to(&name)) {
+            return host;
+        }
+        hosts()
+            .filter(|host| host.is_parent_of(&name))
+            .max_by_key(|host| host.domain.len())
+            .unwrap_or(&self.main)
+    }
+}
+
+/// A name as SNI carries it: ASCII (A-labels), lower case, no trailing dot. Config domains are
+/// written with U-labels and a stream's `to` may be either, so both sides are compared in
+/// this form. `None` for what is no domain name at all.
+fn sni_form(name: &str) -> Option<String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    idna::domain_to_ascii(name)
+        .ok()
+        .filter(|ascii| !ascii.is_empty())
+}
+
+/// Direct TLS and HTTPS: the certificate by SNI.
+#[derive(Debug)]
+struct BySni(Arc<Certificates>);
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.select(hello.server_name()).key.clone())
+    }
+}
+
+/// STARTTLS: the certificate the stream's `to` chose.
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 fn server_config(
-    certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    resolver: Arc<dyn ResolvesServerCert>,
     alpn: Vec<Vec<u8>>,
 ) -> Result<ServerConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = alpn;
     Ok(config)
 }
@@ -119,17 +282,28 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         })
 }
 
-/// Writes a self-signed certificate (ECDSA P-256) for the domain and its usual service names.
+/// Writes a self-signed certificate (ECDSA P-256) for the domain, its MUC service and its usual
+/// service names.
 pub fn generate_self_signed(
     cert_path: &Path,
     key_path: &Path,
     domain: &str,
+    muc_domain: Option<&str>,
 ) -> Result<(), TlsError> {
-    let names = vec![
-        domain.to_string(),
-        format!("conference.{domain}"),
-        format!("upload.{domain}"),
+    let mut names = Vec::new();
+    let candidates = [
+        Some(domain.to_string()),
+        muc_domain.map(str::to_owned),
+        Some(format!("conference.{domain}")),
+        Some(format!("upload.{domain}")),
     ];
+    for name in candidates.into_iter().flatten() {
+        // Certificates hold A-labels (a dNSName is IA5String); config domains are U-labels.
+        let name = sni_form(&name).unwrap_or(name);
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
     let certified = rcgen::generate_simple_self_signed(names)?;
     for (path, contents) in [
         (cert_path, certified.cert.pem()),
@@ -159,3 +333,120 @@ fn restrict_key_permissions(path: &Path) {
 
 #[cfg(not(unix))]
 fn restrict_key_permissions(_path: &Path) {}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A self-signed certificate made in memory.
+    pub(crate) fn domain_cert(domain: &str, muc_domain: Option<&str>) -> DomainCert {
+        let san = sni_form(domain).expect("a domain name");
+        let certified = rcgen::generate_simple_self_signed(vec![san]).expect("generate");
+        DomainCert {
+            domain: domain.to_owned(),
+            muc_domain: muc_domain.map(str::to_owned),
+            chain: vec![certified.cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into()),
+        }
+    }
+
+    /// A context for `domains` (the first is the main one), each with its own certificate.
+    pub(crate) fn context(domains: &[(&str, Option<&str>)]) -> TlsContext {
+        let mut certs = domains.iter().map(|(d, muc)| domain_cert(d, *muc));
+        let main = certs.next().expect("a main domain");
+        TlsContext::from_parts(main, certs.collect()).expect("context")
+    }
+
+    #[test]
+    fn each_name_gets_its_domains_certificate() {
+        let tls = context(&[
+            ("localhost", Some("conference.localhost")),
+            ("b.example", Some("rooms.elsewhere.org")),
+            ("sub.b.example", None),
+            ("bücher.example", None),
+        ]);
+        let main = tls.leaf_der(Some("localhost")).to_vec();
+        let b = tls.leaf_der(Some("b.example")).to_vec();
+        let sub = tls.leaf_der(Some("sub.b.example")).to_vec();
+        let idn = tls.leaf_der(Some("bücher.example")).to_vec();
+        assert_eq!(
+            [&main, &b, &sub, &idn]
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            4,
+            "four certificates"
+        );
+        let cases: &[(Option<&str>, &Vec<u8>)] = &[
+            (None, &main),
+            (Some(""), &main),
+            (Some("conference.localhost"), &main),
+            (Some("unknown.org"), &main),
+            (Some("xb.example"), &main),
+            (Some("example"), &main),
+            (Some("b.example"), &b),
+            (Some("B.Example."), &b),
+            (Some("conference.b.example"), &b),
+            (Some("upload.b.example"), &b),
+            (Some("rooms.elsewhere.org"), &b),
+            (Some("sub.b.example"), &sub),
+            (Some("conference.sub.b.example"), &sub),
+            // SNI carries A-labels; a stream's `to` may carry either.
+            (Some("xn--bcher-kva.example"), &idn),
+            (Some("conference.xn--bcher-kva.example"), &idn),
+            (Some("upload.bücher.example"), &idn),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(tls.leaf_der(*name), expected.as_slice(), "{name:?}");
+            let (_, served) = tls.starttls(name.unwrap_or_default());
+            assert_eq!(leaf_der(served), expected.as_slice(), "STARTTLS {name:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused() {
+        let mut b = domain_cert("b.example", None);
+        b.key = domain_cert("other.example", None).key;
+        let refused = TlsContext::from_parts(domain_cert("localhost", None), vec![b]);
+        assert!(
+            matches!(refused, Err(TlsError::Unusable { ref domain, .. }) if domain == "b.example"),
+            "{:?}",
+            refused.err()
+        );
+    }
+
+    #[test]
+    fn generated_certificates_name_the_domain_and_its_services() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (cert, key) = (dir.path().join("b.crt"), dir.path().join("b.key"));
+        generate_self_signed(&cert, &key, "bücher.example", Some("rooms.elsewhere.org"))
+            .expect("generate");
+        let der = read_certs(&cert).expect("cert").remove(0);
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(der.as_ref()).expect("parses as X.509");
+        let names: Vec<String> = parsed
+            .subject_alternative_name()
+            .expect("extension")
+            .expect("SANs")
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
+                _ => None,
+            })
+            .collect();
+        for expected in [
+            "xn--bcher-kva.example",
+            "rooms.elsewhere.org",
+            "conference.xn--bcher-kva.example",
+            "upload.xn--bcher-kva.example",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
+        }
+        read_key(&key).expect("key");
+    }
+}

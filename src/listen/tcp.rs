@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
@@ -60,13 +61,16 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, direct_tls: b
                     warn!("no TLS context; refusing connection");
                     return;
                 };
-                let socket = if direct_tls {
+                let (socket, served) = if direct_tls {
                     // Part of the negotiation: a peer that never finishes the handshake
                     // must not hold the task and the socket past the negotiation deadline.
                     let timeout = Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs);
                     let handshake = tls.direct.accept(socket);
                     match tokio::time::timeout_at(permit.deadline(timeout), handshake).await {
-                        Ok(Ok(stream)) => Socket::Tls(Box::new(stream)),
+                        Ok(Ok(stream)) => {
+                            let served = tls.certificate(stream.get_ref().1.server_name()).clone();
+                            (Socket::Tls(Box::new(stream)), Some(served))
+                        }
                         Ok(Err(e)) => {
                             debug!(error = %e, "TLS handshake failed");
                             return;
@@ -77,9 +81,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, direct_tls: b
                         }
                     }
                 } else {
-                    Socket::Plain(socket)
+                    (Socket::Plain(socket), None)
                 };
-                let transport = TcpTransport::new(socket, peer, tls, ctx.config.c2s.xml_limits());
+                let limits = ctx.config.c2s.xml_limits();
+                let transport = TcpTransport::new(socket, served, peer, tls, limits);
                 c2s::run(transport, ctx, permit).await;
             }
             .instrument(span),
@@ -143,6 +148,8 @@ pub struct TcpTransport {
     parser: StreamParser,
     frames: VecDeque<Frame>,
     tls: Arc<TlsContext>,
+    /// The certificate this connection's TLS handshake was served, for tls-server-end-point.
+    served: Option<Arc<CertifiedKey>>,
     peer: SocketAddr,
     write_buf: Vec<u8>,
     /// Bytes read from the client so far, after TLS (see `Transport::bytes_read`).
@@ -150,12 +157,19 @@ pub struct TcpTransport {
 }
 
 impl TcpTransport {
-    fn new(socket: Socket, peer: SocketAddr, tls: Arc<TlsContext>, limits: XmlLimits) -> Self {
+    fn new(
+        socket: Socket,
+        served: Option<Arc<CertifiedKey>>,
+        peer: SocketAddr,
+        tls: Arc<TlsContext>,
+        limits: XmlLimits,
+    ) -> Self {
         TcpTransport {
             socket,
             parser: StreamParser::new(limits),
             frames: VecDeque::new(),
             tls,
+            served,
             peer,
             write_buf: Vec::new(),
             read: 0,
@@ -252,11 +266,14 @@ impl Transport for TcpTransport {
         matches!(self.socket, Socket::Plain(_))
     }
 
-    async fn starttls(&mut self) -> io::Result<()> {
+    async fn starttls(&mut self, domain: &str) -> io::Result<()> {
         let Socket::Plain(tcp) = std::mem::replace(&mut self.socket, Socket::Upgrading) else {
             return Err(io::ErrorKind::Unsupported.into());
         };
-        let stream = self.tls.starttls.accept(tcp).await?;
+        let (acceptor, served) = self.tls.starttls(domain);
+        let served = served.clone();
+        let stream = acceptor.accept(tcp).await?;
+        self.served = Some(served);
         self.socket = Socket::Tls(Box::new(stream));
         // Plaintext that came with <starttls/> (parsed frames, a partial one) is dropped here,
         // never read as if it had come over TLS: the STARTTLS command injection of
@@ -274,7 +291,8 @@ impl Transport for TcpTransport {
             return ChannelBindings::none();
         };
         let conn = stream.get_ref().1;
-        ChannelBindings::from_tls(conn, Some(&self.tls.leaf_der))
+        let leaf = self.served.as_deref().map(crate::tls::leaf_der);
+        ChannelBindings::from_tls(conn, leaf)
     }
 
     fn restart(&mut self) {
@@ -345,20 +363,10 @@ mod tests {
         client.write_all(&flood).await.expect("flood");
         tokio::time::sleep(Duration::from_millis(200)).await;
 
-        let dir = tempfile::tempdir().expect("dir");
-        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-        crate::tls::generate_self_signed(&cert, &key, "localhost").expect("cert");
-        let tls = TlsContext::load_or_generate(
-            &crate::config::TlsConfig {
-                cert,
-                key,
-                generate_self_signed: false,
-            },
-            "localhost",
-        )
-        .expect("tls");
+        let tls = crate::tls::tests::context(&[("localhost", None)]);
         let mut transport = TcpTransport::new(
             Socket::Plain(server),
+            None,
             peer,
             Arc::new(tls),
             XmlLimits::with_max_size(256 * 1024),
@@ -383,5 +391,53 @@ mod tests {
             let _ = events.send("other task ran");
         });
         let _ = reader.await;
+    }
+
+    /// The stream's `to` chooses the certificate STARTTLS serves, and tls-server-end-point
+    /// hashes that one, not the main domain's.
+    #[tokio::test]
+    async fn starttls_serves_and_binds_the_certificate_of_the_streams_domain() {
+        use sha2::Digest;
+
+        let tls = Arc::new(crate::tls::tests::context(&[
+            ("localhost", None),
+            ("b.example", None),
+        ]));
+        let b_der = tls.leaf_der(Some("b.example")).to_vec();
+        assert_ne!(b_der, tls.leaf_der(None));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"));
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (server, peer) = accepted.expect("accept");
+        let mut transport = TcpTransport::new(
+            Socket::Plain(server),
+            None,
+            peer,
+            tls,
+            XmlLimits::with_max_size(256 * 1024),
+        );
+        // The client trusts b.example's certificate only.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(b_der.clone().into()).expect("root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("b.example").expect("name");
+        let connect =
+            tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, client.expect("tcp"));
+        let (upgraded, connected) = tokio::join!(transport.starttls("b.example"), connect);
+        upgraded.expect("server side of the handshake");
+        let _client = connected.expect("the client accepts b.example's certificate");
+        assert_eq!(
+            transport
+                .channel_bindings()
+                .get(crate::sasl::ChannelBindingType::TlsServerEndPoint),
+            Some(sha2::Sha256::digest(&b_der).as_slice())
+        );
     }
 }

@@ -144,7 +144,7 @@ impl Transport for WsTransport {
         false
     }
 
-    async fn starttls(&mut self) -> io::Result<()> {
+    async fn starttls(&mut self, _domain: &str) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
     }
 

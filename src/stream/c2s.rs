@@ -207,7 +207,9 @@ impl<T: Transport> C2s<T> {
                         return Err(End::Disconnected);
                     }
                     self.send_el(&Element::bare("proceed", ns::TLS)).await?;
-                    self.transport.starttls().await?;
+                    // The certificate of the domain the stream is for (RFC 6120 §13.7.2.1).
+                    let domain = self.domain.clone();
+                    self.transport.starttls(&domain).await?;
                     self.header_sent = false;
                     break;
                 }

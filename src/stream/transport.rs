@@ -60,8 +60,10 @@ pub trait Transport: Send + 'static {
 
     fn can_starttls(&self) -> bool;
 
-    /// Upgrades the connection to TLS after `<proceed/>` was sent (RFC 6120 §5.4.3.3).
-    fn starttls(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Upgrades the connection to TLS after `<proceed/>` was sent (RFC 6120 §5.4.3.3), with
+    /// the certificate of `domain`, the stream header's `to` (the main domain's when that is
+    /// empty or not hosted).
+    fn starttls(&mut self, domain: &str) -> impl Future<Output = io::Result<()>> + Send;
 
     fn is_secure(&self) -> bool;
 

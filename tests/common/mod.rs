@@ -108,7 +108,7 @@ impl TestServer {
             .ctx
             .tls
             .as_ref()
-            .map(|t| t.leaf_der.clone())
+            .map(|t| t.leaf_der(None).to_vec())
             .expect("tls context");
         TestServer {
             server,
@@ -205,6 +205,23 @@ impl TestServer {
 
     pub fn config(&self) -> &Config {
         &self.server.ctx.config
+    }
+
+    /// DER of the leaf certificate in `domain`'s certificate file (a hosted domain's), read
+    /// from disk rather than asked of the server, so that tests check what it serves.
+    pub fn cert_der_of(&self, domain: &str) -> Vec<u8> {
+        let host = self
+            .config()
+            .hosted_domains()
+            .into_iter()
+            .find(|h| h.domain == domain)
+            .expect("a hosted domain");
+        let pem = std::fs::read(&host.tls.cert).expect("certificate file");
+        let first = rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .expect("a certificate")
+            .expect("PEM");
+        first.to_vec()
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -530,6 +547,11 @@ impl Raw {
         Raw::over(Box::new(tcp))
     }
 
+    /// A raw client on any stream (e.g. one a test wrapped in TLS itself).
+    pub fn over_stream(io: Box<dyn Io>) -> Raw {
+        Raw::over(io)
+    }
+
     fn over(io: Box<dyn Io>) -> Raw {
         Raw {
             io,
@@ -758,7 +780,7 @@ pub async fn start_on_postgres() -> Option<(TestServer, String)> {
         .ctx
         .tls
         .as_ref()
-        .map(|t| t.leaf_der.clone())
+        .map(|t| t.leaf_der(None).to_vec())
         .expect("tls");
     Some((
         TestServer {
