@@ -182,3 +182,60 @@ async fn user_del_removes_the_archive() {
         1
     );
 }
+
+/// `corvid user` works on every hosted domain, and only on those.
+#[test]
+fn users_of_any_hosted_domain_are_managed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corvid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "domain = 'a.example'\n[hosts.'b.example']\n[storage]\nurl = 'sqlite://{}'\n",
+            dir.path().join("db.sqlite").display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    for (user, shown) in [
+        ("alice", "alice@a.example"),
+        ("alice@b.example", "alice@b.example"),
+        ("Bob@B.Example", "bob@b.example"),
+    ] {
+        let add = corvid(
+            &["user", "add", user, "--password-stdin", "-c", c],
+            Some("pw\n"),
+        );
+        assert!(add.status.success(), "{}", text(&add));
+        assert!(text(&add).contains(shown), "{}", text(&add));
+    }
+    let elsewhere = corvid(
+        &[
+            "user",
+            "add",
+            "carol@c.example",
+            "--password-stdin",
+            "-c",
+            c,
+        ],
+        Some("pw\n"),
+    );
+    assert!(!elsewhere.status.success());
+    assert!(
+        text(&elsewhere).contains("a.example, b.example"),
+        "{}",
+        text(&elsewhere)
+    );
+    let list = corvid(&["user", "list", "-c", c], None);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "alice@a.example\nalice@b.example\nbob@b.example\n"
+    );
+    let del = corvid(&["user", "del", "alice@b.example", "-c", c], None);
+    assert!(del.status.success(), "{}", text(&del));
+    let list = corvid(&["user", "list", "-c", c], None);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "alice@a.example\nbob@b.example\n"
+    );
+}

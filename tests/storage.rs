@@ -141,6 +141,7 @@ backend_tests!(
     archive_trim_expire_and_delete_owner,
     archive_prefs_roundtrip,
     node_numbers_are_kept_and_never_shared,
+    accounts_of_a_single_domain_release_move_under_the_main_domain,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -1823,4 +1824,95 @@ async fn node_numbers_are_kept_and_never_shared(s: Storage) {
         "all taken"
     );
     assert!(s.nodes.node_number("c", 4).await.unwrap().is_some());
+}
+
+/// What a single-domain release wrote (every row keyed by the localpart) is moved under
+/// `localpart@domain`, each table, in one go; an account already keyed by its bare JID stays as
+/// it is, and a second run moves nothing.
+async fn accounts_of_a_single_domain_release_move_under_the_main_domain(s: Storage) {
+    for user in ["alice", "bob", "carol@b.example"] {
+        s.accounts.create_account(user, &both(1)).await.unwrap();
+        s.roster
+            .put_roster_item(user, &RosterItem::new("dave@x"), 10)
+            .await
+            .unwrap();
+        s.roster
+            .put_pending_in(user, "erin@x", "<presence type='subscribe'/>")
+            .await
+            .unwrap();
+        let last = LastActivity {
+            at_secs: 1_700_000_000,
+            status: "gone".into(),
+        };
+        s.last_activity
+            .set_last_activity(user, &last)
+            .await
+            .unwrap();
+        s.blocklist
+            .block(user, &["spam@x".to_owned()], 10)
+            .await
+            .unwrap();
+        let vcard = StoredVcard {
+            xml: "<vCard xmlns='vcard-temp'/>".into(),
+            photo_hash: "ab".into(),
+        };
+        s.vcard.set_vcard(user, &vcard).await.unwrap();
+        s.pep
+            .create_pep_node(user, "n", &pep_config(2), 10)
+            .await
+            .unwrap();
+        s.pep
+            .publish_pep_item(user, "n", &pep_item("i", 1))
+            .await
+            .unwrap();
+        s.fast
+            .issue_fast_token(user, "ua", "t", NONE, LATER, NOW)
+            .await
+            .unwrap();
+        s.push
+            .enable_push(user, &push_registration("p.x", "d", None), 1, 5)
+            .await
+            .unwrap();
+    }
+    s.offline.push("alice", &msg(1), 10).await.unwrap();
+
+    assert_eq!(s.accounts.qualify_accounts("a.example").await.unwrap(), 2);
+    assert_eq!(
+        s.accounts.list_accounts().await.unwrap(),
+        ["alice@a.example", "bob@a.example", "carol@b.example"]
+    );
+    for user in ["alice@a.example", "bob@a.example", "carol@b.example"] {
+        let sha256 = s.accounts.credentials(user, ScramHash::Sha256).await;
+        assert_eq!(sha256.unwrap(), Some(creds(ScramHash::Sha256, 1)), "{user}");
+        let (_, roster) = s.roster.roster(user).await.unwrap();
+        assert_eq!(roster.len(), 1, "{user}");
+        assert!(
+            s.roster.has_pending_in(user, "erin@x").await.unwrap(),
+            "{user}"
+        );
+        let last = s.last_activity.last_activity(user).await.unwrap();
+        assert_eq!(last.map(|l| l.status), Some("gone".into()), "{user}");
+        assert_eq!(
+            s.blocklist.blocklist(user).await.unwrap(),
+            ["spam@x"],
+            "{user}"
+        );
+        let hash = s.vcard.vcard_photo_hash(user).await.unwrap();
+        assert_eq!(hash.as_deref(), Some("ab"), "{user}");
+        let items = s.pep.pep_items(user, "n", None).await.unwrap();
+        assert_eq!(pep_ids(&items), ["i"], "{user}");
+        assert_eq!(fast_slots(&s, user, "ua").await.len(), 1, "{user}");
+        assert_eq!(
+            s.push.push_registrations(user).await.unwrap().len(),
+            1,
+            "{user}"
+        );
+    }
+    assert_eq!(ids(&s.offline.peek("alice@a.example").await.unwrap()), [1]);
+    for old in ["alice", "bob"] {
+        assert!(!s.accounts.account_exists(old).await.unwrap());
+        assert!(s.pep.pep_nodes(old).await.unwrap().is_empty());
+        assert!(s.offline.peek(old).await.unwrap().is_empty());
+    }
+    assert_eq!(s.accounts.qualify_accounts("a.example").await.unwrap(), 0);
 }

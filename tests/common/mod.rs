@@ -521,6 +521,11 @@ pub struct Raw {
 pub const OPEN: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
     xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
 
+/// A stream header like `OPEN`, for the hosted domain `domain`.
+pub fn open_to(domain: &str) -> String {
+    OPEN.replace("to='localhost'", &format!("to='{domain}'"))
+}
+
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
         let tcp = TcpStream::connect(addr).await.expect("connect");
@@ -652,8 +657,14 @@ impl Raw {
 
     /// `starttls`, with `extra` in the same write as `<starttls/>` (what a STARTTLS command
     /// injection looks like on the wire).
-    pub async fn starttls_with(mut self, tls: Arc<ClientConfig>, extra: &str) -> Raw {
-        self.write(OPEN).await;
+    pub async fn starttls_with(self, tls: Arc<ClientConfig>, extra: &str) -> Raw {
+        self.starttls_to(tls, DOMAIN, extra).await
+    }
+
+    /// `starttls_with` on a stream to the hosted domain `domain`, whose certificate `tls` must
+    /// accept.
+    pub async fn starttls_to(mut self, tls: Arc<ClientConfig>, domain: &str, extra: &str) -> Raw {
+        self.write(&open_to(domain)).await;
         let features = self.element().await;
         assert!(features.has_child("starttls", corvid::xml::ns::TLS));
         self.write(&format!(
@@ -665,7 +676,7 @@ impl Raw {
         let io = self.io;
         // The box erases the type; STARTTLS needs the TcpStream back, so raw TLS goes through
         // a fresh connector on the boxed stream.
-        let name = ServerName::try_from(DOMAIN).expect("name");
+        let name = ServerName::try_from(domain.to_owned()).expect("name");
         let tls = tokio_rustls::TlsConnector::from(tls)
             .connect(name, io)
             .await
@@ -687,7 +698,18 @@ impl Raw {
         user: &str,
         resource: &str,
     ) -> (Raw, String) {
-        let (mut raw, _features) = Raw::authenticated(addr, tls, user).await;
+        Raw::login_on(addr, tls, DOMAIN, user, resource).await
+    }
+
+    /// `login` as `user` of the hosted domain `domain` (`tls` must accept its certificate).
+    pub async fn login_on(
+        addr: SocketAddr,
+        tls: Arc<ClientConfig>,
+        domain: &str,
+        user: &str,
+        resource: &str,
+    ) -> (Raw, String) {
+        let (mut raw, _features) = Raw::authenticated_on(addr, tls, domain, user).await;
         raw.write(&format!(
             "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
         ))
@@ -708,14 +730,24 @@ impl Raw {
         tls: Arc<ClientConfig>,
         user: &str,
     ) -> (Raw, Element) {
-        let mut raw = Raw::connect(addr).await.starttls(tls).await;
-        raw.write(OPEN).await;
+        Raw::authenticated_on(addr, tls, DOMAIN, user).await
+    }
+
+    /// `authenticated` as `user` of the hosted domain `domain`.
+    pub async fn authenticated_on(
+        addr: SocketAddr,
+        tls: Arc<ClientConfig>,
+        domain: &str,
+        user: &str,
+    ) -> (Raw, Element) {
+        let mut raw = Raw::connect(addr).await.starttls_to(tls, domain, "").await;
+        raw.write(&open_to(domain)).await;
         let _features = raw.element().await;
         raw.auth_plain(user, PASSWORD).await;
         let success = raw.element().await;
         assert_eq!(success.name(), "success", "login of {user}: {success:?}");
         raw.parser.reset();
-        raw.write(OPEN).await;
+        raw.write(&open_to(domain)).await;
         let features = raw.element().await;
         (raw, features)
     }
@@ -756,12 +788,23 @@ impl Raw {
 /// A server on PostgreSQL (a fresh schema of `CORVID_TEST_POSTGRES`), or None when the
 /// variable is not set. The schema is dropped by `drop_schema`.
 pub async fn start_on_postgres() -> Option<(TestServer, String)> {
+    start_on_postgres_after(|_| async {}).await
+}
+
+/// `start_on_postgres`, with `prepare` writing to the fresh schema before the server starts
+/// on it (what an earlier release left there, say).
+pub async fn start_on_postgres_after<F, Fut>(prepare: F) -> Option<(TestServer, String)>
+where
+    F: FnOnce(Storage) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let url = std::env::var("CORVID_TEST_POSTGRES").ok()?;
     let schema = format!("corvid_srv_{}", rand_suffix());
     let backend = corvid::storage::PostgresStorage::open_with_schema(&url, &schema)
         .await
         .expect("postgres schema");
     let storage = Storage::from_backend(Arc::new(backend));
+    prepare(storage.clone()).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::default();
     config.storage.url = url;

@@ -28,6 +28,39 @@ impl Session {
         }
     }
 
+    /// `login` as `user` of the hosted domain `domain`, checking its own certificate.
+    pub async fn login_on(
+        server: &TestServer,
+        domain: &str,
+        user: &str,
+        resource: &str,
+    ) -> Session {
+        let tls = super::pinned_tls_config(server.cert_der_of(domain), vec![]);
+        let (raw, jid) = Raw::login_on(server.c2s(), tls, domain, user, resource).await;
+        Session {
+            raw,
+            jid,
+            held: Default::default(),
+        }
+    }
+
+    /// `online` as `user` of the hosted domain `domain`.
+    pub async fn online_on(
+        server: &TestServer,
+        domain: &str,
+        user: &str,
+        resource: &str,
+    ) -> Session {
+        let mut session = Session::login_on(server, domain, user, resource).await;
+        session.roster_get().await;
+        session.send("<presence/>").await;
+        let jid = session.jid.clone();
+        session
+            .expect(|el| el.name() == "presence" && el.attr("from") == Some(jid.as_str()))
+            .await;
+        session
+    }
+
     /// Wraps a stream that is already bound as `jid` (e.g. by SASL2 + Bind2).
     pub fn from_raw(raw: Raw, jid: String) -> Session {
         Session {
