@@ -138,7 +138,7 @@ async fn users_of_two_hosted_domains_chat_subscribe_and_meet_in_each_others_room
         ("lobby@conference.b.example", 0, 1),
         ("hall@conference.localhost", 1, 0),
     ] {
-        let mut people = [&mut alice, &mut bob];
+        let people = [&mut alice, &mut bob];
         create_instant(people[first], room, "first").await;
         join(people[second], room, "second").await;
         people[first]
