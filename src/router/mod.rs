@@ -469,7 +469,11 @@ impl Router {
                 component.clone().handle(self, kind, to, stanza).await;
                 return;
             }
-            // No federation yet: say so instead of dropping (RFC 6120 §8.3.3.15).
+            if let Some(remote) = &self.registry.remote_domains {
+                remote.clone().handle(self, kind, to, stanza).await;
+                return;
+            }
+            // Nothing reaches other domains: say so instead of dropping (RFC 6120 §8.3.3.15).
             if kind != Kind::Presence {
                 self.bounce(&stanza, StanzaError::remote_server_not_found());
             }
@@ -855,13 +859,16 @@ impl Router {
     }
 
     /// An answer to an IQ that may have come from a component (a MUC room passing a vCard
-    /// request on, say): local sessions get it directly, a component's domain through `route`.
+    /// request on, say) or from another domain: local sessions get it directly, the others
+    /// through `route`.
     async fn send_iq_answer(self: &Arc<Self>, reply: Element) {
         let Some(to) = reply.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return;
         };
-        if !self.is_hosted(to.domain().as_str())
-            && self.registry.components.contains_key(to.domain().as_str())
+        let domain = to.domain().as_str();
+        if !self.is_hosted(domain)
+            && (self.registry.components.contains_key(domain)
+                || self.registry.remote_domains.is_some())
         {
             // Boxed: routing can lead back here (a component asking a user's account).
             Box::pin(self.route(Kind::Iq, to, reply)).await;

@@ -304,6 +304,7 @@ pub struct Registry {
     pub(super) filters: Ordered<dyn StanzaFilter>,
     pub(super) message_hooks: Ordered<dyn MessageHook>,
     pub(super) components: HashMap<String, Arc<dyn Component>>,
+    pub(super) remote_domains: Option<Arc<dyn Component>>,
     pub(super) undeliverable: Option<Arc<dyn UndeliverableMessage>>,
     pub(super) discovery: Discovery,
 }
@@ -372,6 +373,14 @@ impl Registry {
     /// Serves `domain` (already normalised, e.g. `conference.example.org`) in-process.
     pub fn component(&mut self, domain: String, component: Arc<dyn Component>) {
         self.components.insert(domain, component);
+    }
+
+    /// Takes the stanzas for every other domain: one neither hosted here nor served by a
+    /// component. Federation's outbound side plugs in here; without it they are bounced with
+    /// `remote-server-not-found`. Answers and stanzas from those domains come back in through
+    /// `Router::route`.
+    pub fn remote_domains(&mut self, egress: Arc<dyn Component>) {
+        self.remote_domains = Some(egress);
     }
 
     pub fn undeliverable_message(&mut self, handler: Arc<dyn UndeliverableMessage>) {
