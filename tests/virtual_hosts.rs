@@ -306,3 +306,34 @@ async fn a_single_domain_postgres_database_is_upgraded_and_its_users_log_in() {
     users_of_the_earlier_release_carry_on(&t).await;
     drop_schema(&schema).await;
 }
+
+/// XEP-0156: host-meta asked for `b.example` announces the WebSocket endpoint under that
+/// domain, so a web client of b.example connects to a name its certificate covers.
+#[tokio::test]
+async fn host_meta_names_the_domain_it_was_asked_for() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = server().await;
+    let https_port = t.server.https_addr.expect("https").port();
+    for (host, expected) in [
+        ("b.example", B),
+        ("B.Example:5280", B),
+        ("localhost", DOMAIN),
+        ("elsewhere.example", DOMAIN),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(t.http())
+            .await
+            .expect("connect");
+        s.write_all(
+            format!(
+                "GET /.well-known/host-meta HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("request");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.expect("answer");
+        let href = format!("href='wss://{expected}:{https_port}/xmpp-websocket'");
+        assert!(answer.contains(&href), "Host {host}: {answer}");
+    }
+}

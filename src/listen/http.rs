@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Extension;
@@ -31,13 +31,13 @@ const WEBSOCKET_READ_BUFFER: usize = 4096;
 #[derive(Clone)]
 struct HttpState {
     ctx: Arc<ServerContext>,
-    /// The WebSocket URL host-meta announces (ports as actually bound).
-    websocket_url: Arc<str>,
+    /// What host-meta announces.
+    websocket_url: WebsocketUrl,
     /// Served over TLS (wss://).
     encrypted: bool,
 }
 
-fn app(ctx: Arc<ServerContext>, websocket_url: Arc<str>, encrypted: bool) -> HttpRouter {
+fn app(ctx: Arc<ServerContext>, websocket_url: WebsocketUrl, encrypted: bool) -> HttpRouter {
     HttpRouter::new()
         .route(WEBSOCKET_PATH, get(websocket))
         .route("/.well-known/host-meta", get(host_meta_xml))
@@ -49,22 +49,58 @@ fn app(ctx: Arc<ServerContext>, websocket_url: Arc<str>, encrypted: bool) -> Htt
         })
 }
 
-/// The URL host-meta announces: configured, or derived from the bound ports.
-pub fn websocket_url(ctx: &ServerContext, http_port: u16, https_port: Option<u16>) -> Arc<str> {
-    let url = ctx
-        .config
-        .http
-        .websocket_url
-        .clone()
-        .unwrap_or_else(|| match https_port {
-            Some(port) => format!("wss://{}:{port}{WEBSOCKET_PATH}", ctx.config.domain),
-            None => format!("ws://{}:{http_port}{WEBSOCKET_PATH}", ctx.config.domain),
-        });
-    url.into()
+/// The WebSocket URL host-meta announces.
+#[derive(Clone)]
+pub enum WebsocketUrl {
+    /// `http.websocket_url`, the same for every domain (a reverse proxy's address, say).
+    Configured(Arc<str>),
+    /// The bound port (wss:// when HTTPS listens), under the hosted domain the request is for.
+    Derived { scheme: &'static str, port: u16 },
+}
+
+impl WebsocketUrl {
+    fn for_domain(&self, domain: &str) -> String {
+        match self {
+            WebsocketUrl::Configured(url) => url.to_string(),
+            WebsocketUrl::Derived { scheme, port } => {
+                format!("{scheme}://{domain}:{port}{WEBSOCKET_PATH}")
+            }
+        }
+    }
+}
+
+/// What host-meta announces: configured, or derived from the bound ports.
+pub fn websocket_url(ctx: &ServerContext, http_port: u16, https_port: Option<u16>) -> WebsocketUrl {
+    match (&ctx.config.http.websocket_url, https_port) {
+        (Some(url), _) => WebsocketUrl::Configured(url.as_str().into()),
+        (None, Some(port)) => WebsocketUrl::Derived {
+            scheme: "wss",
+            port,
+        },
+        (None, None) => WebsocketUrl::Derived {
+            scheme: "ws",
+            port: http_port,
+        },
+    }
+}
+
+/// The WebSocket URL for the domain a host-meta request names in its `Host` (XEP-0156 §3:
+/// clients ask the domain of their JID); the main domain when it names none hosted here.
+fn announced_url(state: &HttpState, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+    let config = &state.ctx.config;
+    let domain = host
+        .filter(|h| config.is_hosted(h))
+        .unwrap_or_else(|| config.domain.clone());
+    state.websocket_url.for_domain(&domain)
 }
 
 /// Plain HTTP on 5280.
-pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, websocket_url: Arc<str>) {
+pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, websocket_url: WebsocketUrl) {
     let app = app(ctx.clone(), websocket_url, false);
     accept_loop(listener, ctx, app, None).await;
 }
@@ -73,7 +109,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, websocket_url
 pub async fn serve_tls(
     listener: TcpListener,
     ctx: Arc<ServerContext>,
-    websocket_url: Arc<str>,
+    websocket_url: WebsocketUrl,
     acceptor: TlsAcceptor,
 ) {
     let app = app(ctx.clone(), websocket_url, true);
@@ -214,21 +250,21 @@ fn discovery_response(content_type: &'static str, body: String) -> Response {
     response
 }
 
-async fn host_meta_xml(State(state): State<HttpState>) -> Response {
-    let url = &state.websocket_url;
+async fn host_meta_xml(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let url = announced_url(&state, &headers);
     let body = format!(
         "<?xml version='1.0' encoding='utf-8'?>\n\
          <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  \
          <Link rel='urn:xmpp:alt-connections:websocket' href='{}'/>\n</XRD>\n",
-        xml::escape_attr(url)
+        xml::escape_attr(&url)
     );
     discovery_response("application/xrd+xml", body)
 }
 
-async fn host_meta_json(State(state): State<HttpState>) -> Response {
-    let url = &state.websocket_url;
+async fn host_meta_json(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let url = announced_url(&state, &headers);
     let body = serde_json::json!({
-        "links": [{ "rel": "urn:xmpp:alt-connections:websocket", "href": url.as_ref() }]
+        "links": [{ "rel": "urn:xmpp:alt-connections:websocket", "href": url }]
     });
     discovery_response("application/json", body.to_string())
 }
