@@ -47,8 +47,13 @@ impl Module for Vcard {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.account_iq(IqType::Get, ns::VCARD, "vCard", self.clone());
-        registry.account_iq(IqType::Set, ns::VCARD, "vCard", self.clone());
+        registry.account_iq(IqType::Get, ns::VCARD, "vCard", Arc::new(GetVcard));
+        registry.account_iq(
+            IqType::Set,
+            ns::VCARD,
+            "vCard",
+            Arc::new(SetVcard(self.clone())),
+        );
         registry.presence_observer(Priority::Profile, self.clone());
         registry.session_hook(Priority::Profile, self);
         registry.server_feature(ns::VCARD);
@@ -110,6 +115,30 @@ fn node_of(bare: &str) -> &str {
     }
 }
 
+/// `own`: the owner asks, who may learn that there is no vCard.
+async fn get(router: &Router, account: &BareJid, own: bool) -> IqResult {
+    let stored = router
+        .storage()
+        .vcard
+        .vcard(node_of(account.as_str()))
+        .await
+        .map_err(storage_failure)?;
+    let Some(stored) = stored else {
+        return Err(if own {
+            StanzaError::item_not_found()
+        } else {
+            StanzaError::service_unavailable()
+        });
+    };
+    match xml::parse_standalone(stored.xml.as_bytes(), xml::XmlLimits::STORED) {
+        Ok(vcard) => Ok(Some(vcard)),
+        Err(e) => {
+            warn!(error = %e, user = %account, "stored vCard does not parse");
+            Err(StanzaError::internal_server_error())
+        }
+    }
+}
+
 impl Vcard {
     async fn hash_of(&self, router: &Router, user: &str) -> StorageResult<Arc<str>> {
         self.hashes
@@ -122,29 +151,6 @@ impl Vcard {
                 Ok(Arc::from(hash.unwrap_or_default()))
             })
             .await
-    }
-
-    async fn get(&self, router: &Router, account: &BareJid, own: bool) -> IqResult {
-        let stored = router
-            .storage()
-            .vcard
-            .vcard(node_of(account.as_str()))
-            .await
-            .map_err(storage_failure)?;
-        let Some(stored) = stored else {
-            return Err(if own {
-                StanzaError::item_not_found()
-            } else {
-                StanzaError::service_unavailable()
-            });
-        };
-        match xml::parse_standalone(stored.xml.as_bytes(), xml::XmlLimits::STORED) {
-            Ok(vcard) => Ok(Some(vcard)),
-            Err(e) => {
-                warn!(error = %e, user = %account, "stored vCard does not parse");
-                Err(StanzaError::internal_server_error())
-            }
-        }
     }
 
     async fn set(&self, router: &Router, account: &BareJid, vcard: &Element) -> IqResult {
@@ -173,21 +179,37 @@ impl Vcard {
     }
 }
 
+/// The account a vCard IQ is about, and whether the sender is its owner.
+fn addressed(request: &IqRequest) -> Result<(&BareJid, bool), StanzaError> {
+    let account = request
+        .account
+        .as_ref()
+        .ok_or_else(StanzaError::service_unavailable)?;
+    Ok((account, bare_str(&request.from) == account.as_str()))
+}
+
+/// vCards are public: anyone may read any account's (XEP-0054 §3.1).
+struct GetVcard;
+
 #[async_trait]
-impl IqHandler for Vcard {
+impl IqHandler for GetVcard {
     async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        let Some(account) = request.account.as_ref() else {
-            return Err(StanzaError::service_unavailable());
-        };
-        let own = bare_str(&request.from) == account.as_str();
-        if request.iq_type == IqType::Set {
-            if !own {
-                return Err(StanzaError::forbidden());
-            }
-            self.set(router, account, request.payload()).await
-        } else {
-            self.get(router, account, own).await
+        let (account, own) = addressed(&request)?;
+        get(router, account, own).await
+    }
+}
+
+/// Holds the module for its photo hashes, which a new vCard replaces.
+struct SetVcard(Arc<Vcard>);
+
+#[async_trait]
+impl IqHandler for SetVcard {
+    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
+        let (account, own) = addressed(&request)?;
+        if !own {
+            return Err(StanzaError::forbidden());
         }
+        self.0.set(router, account, request.payload()).await
     }
 }
 

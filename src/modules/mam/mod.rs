@@ -10,13 +10,14 @@
 //! - Writes never wait on storage: records go to `writer::Writer`, which also keeps the queue
 //!   in id order (see there for why that matters for `after-id` catch-up).
 //! - Queries (`query.rs`), form discovery, `<metadata/>` and `<prefs/>` are account IQs
-//!   answered only to the archive's owner.
+//!   (`iq.rs`) answered only to the archive's owner.
 //! - Retention: `mam.max_messages_per_user` and `mam.expire_after_days`, applied by the writer.
 //! - MUC rooms archive their groupchat messages through `Archiver` (shared with the MUC
 //!   module): owner and `with` are the room's bare JID, the archive id is the room's stanza-id,
 //!   and the room answers queries on its own JID (`muc/mod.rs`).
 
 mod eligibility;
+mod iq;
 // Public for the fuzz targets in tests/fuzz, which feed them arbitrary queries.
 pub mod form;
 mod prefs;
@@ -34,8 +35,8 @@ use tracing::warn;
 use super::user_cache::{bare_str, UserCache};
 use crate::config::Config;
 use crate::router::{
-    IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, Priority, Registry, Router,
-    SessionHook, ShutdownHook,
+    IqHandler, IqResult, IqType, MessageHook, Module, Priority, Registry, Router, SessionHook,
+    ShutdownHook,
 };
 use crate::stanza::{self, StanzaError};
 use crate::storage::{ArchiveDefault, ArchivePrefs, ArchivedMessage, StorageResult};
@@ -104,7 +105,9 @@ impl Archiver {
         }
     }
 
-    /// Answers a MAM `<query/>` get (the form) or set from `from` on `owner`'s archive.
+    /// Answers a MAM `<query/>` get (the form) or set from `from` on `owner`'s archive. For a
+    /// component such as a MUC room, whose IQs reach it unsorted; accounts have a handler per
+    /// type (`iq.rs`).
     pub async fn query(
         &self,
         router: &Arc<Router>,
@@ -113,9 +116,21 @@ impl Archiver {
         from: &Jid,
         owner: &str,
     ) -> IqResult {
-        if iq_type == IqType::Get {
-            return Ok(Some(form::template()));
+        match iq_type {
+            IqType::Get => Ok(Some(form::template())),
+            IqType::Set => self.search(router, payload, from, owner).await,
         }
+    }
+
+    /// Runs a `<query/>` set from `from` on `owner`'s archive, once what was queued before is
+    /// committed so that the query sees it.
+    async fn search(
+        &self,
+        router: &Arc<Router>,
+        payload: &Element,
+        from: &Jid,
+        owner: &str,
+    ) -> IqResult {
         self.flushed(router).await?;
         query::run(router, payload, from, owner, &self.limits).await
     }
@@ -253,40 +268,6 @@ impl Mam {
             .await
             .unwrap_or(false)
     }
-
-    async fn metadata(&self, router: &Router, owner: &BareJid) -> IqResult {
-        self.archiver.flushed(router).await?;
-        let bounds = router
-            .storage()
-            .archive
-            .archive_bounds(owner.as_str())
-            .await
-            .map_err(query::storage_failure)?;
-        let mut metadata = Element::bare("metadata", ns::MAM);
-        if let Some((first, last)) = bounds {
-            for (name, bound) in [("start", first), ("end", last)] {
-                let mut el = Element::bare(name, ns::MAM);
-                stanza::set_attr(&mut el, "id", bound.id.to_string());
-                stanza::set_attr(&mut el, "timestamp", query::stamp(bound.timestamp_ms));
-                metadata.append_child(el);
-            }
-        }
-        Ok(Some(metadata))
-    }
-
-    async fn set_prefs(&self, router: &Router, owner: &BareJid, el: &Element) -> IqResult {
-        let new = prefs::parse(el)?;
-        let guard = self.prefs.write_lock().await;
-        router
-            .storage()
-            .archive
-            .set_archive_prefs(owner.as_str(), &new)
-            .await
-            .map_err(query::storage_failure)?;
-        let reply = prefs::to_element(&new);
-        self.prefs.publish(&guard, owner.as_str(), Arc::new(new));
-        Ok(Some(reply))
-    }
 }
 
 impl Module for Mam {
@@ -299,11 +280,22 @@ impl Module for Mam {
             return;
         }
         registry.message_hook(Priority::Archive, self.clone());
-        for iq_type in [IqType::Get, IqType::Set] {
-            registry.account_iq(iq_type, ns::MAM, "query", self.clone());
-            registry.account_iq(iq_type, ns::MAM, "prefs", self.clone());
+        let archiver = &self.archiver;
+        // A `<query/>` get asks for the form (XEP-0313 §4.1.5), a set runs the query.
+        let handlers: [(IqType, &str, Arc<dyn IqHandler>); 5] = [
+            (IqType::Get, "query", Arc::new(iq::QueryForm)),
+            (IqType::Set, "query", Arc::new(iq::Query(archiver.clone()))),
+            (
+                IqType::Get,
+                "metadata",
+                Arc::new(iq::Metadata(archiver.clone())),
+            ),
+            (IqType::Get, "prefs", Arc::new(iq::GetPrefs(self.clone()))),
+            (IqType::Set, "prefs", Arc::new(iq::SetPrefs(self.clone()))),
+        ];
+        for (iq_type, payload, handler) in handlers {
+            registry.account_iq(iq_type, ns::MAM, payload, handler);
         }
-        registry.account_iq(IqType::Get, ns::MAM, "metadata", self.clone());
         registry.session_hook(Priority::Archive, self.clone());
         registry.shutdown_hook(Priority::Archive, self);
         registry.account_feature(ns::MAM);
@@ -360,49 +352,6 @@ impl ShutdownHook for Mam {
     async fn shutdown(&self, _router: &Arc<Router>) {
         if let Some(writer) = self.archiver.writer.get() {
             writer.flush_before_shutdown(SHUTDOWN_ARCHIVE_GRACE).await;
-        }
-    }
-}
-
-#[async_trait]
-impl IqHandler for Mam {
-    /// Only the owner may read or configure an archive (XEP-0313 §4).
-    fn authorize(&self, request: &IqRequest) -> Result<(), StanzaError> {
-        match &request.account {
-            None => Err(StanzaError::service_unavailable()),
-            Some(owner) if bare_str(&request.from) != owner.as_str() => {
-                Err(StanzaError::forbidden())
-            }
-            Some(_) => Ok(()),
-        }
-    }
-
-    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        let owner = request
-            .account
-            .clone()
-            .ok_or_else(StanzaError::service_unavailable)?;
-        let payload = request.payload();
-        // Each payload arrives only in the types it was registered for.
-        match (payload.name(), request.iq_type) {
-            ("query", iq_type) => {
-                self.archiver
-                    .query(router, payload, iq_type, &request.from, owner.as_str())
-                    .await
-            }
-            ("metadata", _) => self.metadata(router, &owner).await,
-            ("prefs", IqType::Get) => {
-                let prefs = self
-                    .prefs_of(router, owner.as_str())
-                    .await
-                    .map_err(query::storage_failure)?;
-                Ok(Some(prefs::to_element(&prefs)))
-            }
-            ("prefs", IqType::Set) => {
-                let el = payload.clone();
-                self.set_prefs(router, &owner, &el).await
-            }
-            _ => Err(StanzaError::bad_request()),
         }
     }
 }

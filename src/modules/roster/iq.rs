@@ -9,38 +9,47 @@ use tracing::warn;
 
 use super::items::{self, RosterSet};
 use super::{locks, push, subscription};
-use crate::router::{Interest, IqHandler, IqRequest, IqResult, IqType, Router};
+use crate::router::{Interest, IqHandler, IqRequest, IqResult, Router};
 use crate::stanza::{self, StanzaError};
 use crate::storage::{RosterItem, RosterWrite, StorageError};
 use crate::xml::ns;
 
-pub struct RosterIq;
+pub struct GetRoster;
+pub struct SetRoster;
 
 fn storage_failed(e: StorageError) -> StanzaError {
     warn!(error = %e, "roster storage failed");
     StanzaError::storage_failure()
 }
 
+/// Only the user reads or changes their roster (§2.1.5, §2.3.3).
+fn own_roster(request: &IqRequest) -> Result<BareJid, StanzaError> {
+    let Some(user) = request.account.clone() else {
+        return Err(StanzaError::service_unavailable());
+    };
+    if request.from.to_bare() != user {
+        return Err(StanzaError::forbidden());
+    }
+    Ok(user)
+}
+
 #[async_trait]
-impl IqHandler for RosterIq {
+impl IqHandler for GetRoster {
     async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        let Some(user) = request.account.clone() else {
-            return Err(StanzaError::service_unavailable());
-        };
-        // Only the user reads or changes their roster (§2.1.5, §2.3.3).
-        if request.from.to_bare() != user {
-            return Err(StanzaError::forbidden());
+        let user = own_roster(&request)?;
+        // A session that fetched its roster is one that wants pushes (§2.1.6).
+        if let Ok(full) = request.from.clone().try_into_full() {
+            router.set_interested(&full, Interest::Roster);
         }
-        let username = user.as_str().to_owned();
-        match request.iq_type {
-            IqType::Set => set(router, &user, &username, request.payload()).await,
-            IqType::Get => {
-                if let Ok(full) = request.from.clone().try_into_full() {
-                    router.set_interested(&full, Interest::Roster);
-                }
-                get(router, &username, request.payload()).await
-            }
-        }
+        get(router, user.as_str(), request.payload()).await
+    }
+}
+
+#[async_trait]
+impl IqHandler for SetRoster {
+    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
+        let user = own_roster(&request)?;
+        set(router, &user, user.as_str(), request.payload()).await
     }
 }
 

@@ -21,8 +21,7 @@ impl Module for Roster {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        let handler = Arc::new(iq::RosterIq);
-        registry.account_iq(IqType::Get, ns::ROSTER, "query", handler.clone());
-        registry.account_iq(IqType::Set, ns::ROSTER, "query", handler);
+        registry.account_iq(IqType::Get, ns::ROSTER, "query", Arc::new(iq::GetRoster));
+        registry.account_iq(IqType::Set, ns::ROSTER, "query", Arc::new(iq::SetRoster));
     }
 }
