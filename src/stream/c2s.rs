@@ -32,8 +32,8 @@ const FAREWELL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 pub(super) enum End {
     /// We close with this RFC 6120 §4.9.3 condition.
     Error(&'static str, Option<String>),
-    /// We close with this condition and an application-specific condition element (XML).
-    ErrorWith(&'static str, String),
+    /// We close with this condition and an application-specific condition element.
+    ErrorWith(&'static str, Box<Element>),
     /// The client sent `</stream:stream>`: answer in kind.
     PeerClosed,
     /// The connection broke: nothing more can be sent.
@@ -235,7 +235,7 @@ impl<T: Transport> C2s<T> {
                         Sasl2Outcome::Success(login) => {
                             let login = *login;
                             if let Some(jid) = login.bound {
-                                self.send_stream_features(&features::after_inline_bind())
+                                self.send_stream_features(features::after_inline_bind())
                                     .await?;
                                 return Ok(Negotiated {
                                     jid,
@@ -359,27 +359,36 @@ impl<T: Transport> C2s<T> {
     }
 
     async fn send_features(&mut self, authenticated: bool) -> Result<(), End> {
-        let body = if authenticated {
+        let children = if authenticated {
             features::after_auth()
         } else {
             let mechanisms = auth::offered_mechanisms(self);
             let sasl2 = features::sasl2(&mechanisms, &fast::offered(self));
-            let classic = features::before_auth(
+            let mut classic = features::before_auth(
                 self.transport.can_starttls(),
                 self.ctx.config.c2s.require_encryption,
                 mechanisms,
                 self.transport.channel_bindings(),
             );
-            classic + &sasl2
+            classic.extend(sasl2);
+            classic
         };
-        self.send_stream_features(&body).await
+        self.send_stream_features(children).await
     }
 
-    pub(super) async fn send_stream_features(&mut self, body: &str) -> Result<(), End> {
-        let decl = self.transport.stream_prefix_declaration();
-        let xml = format!("<stream:features{decl}>{body}</stream:features>");
-        self.transport.send(&[xml.as_bytes()]).await?;
+    pub(super) async fn send_stream_features(&mut self, children: Vec<Element>) -> Result<(), End> {
+        let features = Element::builder("features", ns::STREAM)
+            .append_all(children)
+            .build();
+        let bytes = xml::stream_element_to_bytes(&features, self.declares_stream_prefix());
+        self.transport.send(&[&bytes]).await?;
         Ok(())
+    }
+
+    /// Whether a `stream:` element must bind its own prefix. The transport gives its
+    /// declaration as text; the writer only needs to know if there is one.
+    fn declares_stream_prefix(&self) -> bool {
+        !self.transport.stream_prefix_declaration().is_empty()
     }
 
     /// RFC 6120 §7: binds the requested resource, or a generated one. None when the account
@@ -508,7 +517,7 @@ impl<T: Transport> C2s<T> {
                 .await;
         };
         if let Err(too_high) = sm.ack(h) {
-            let end = End::ErrorWith("undefined-condition", too_high.to_xml());
+            let end = End::ErrorWith("undefined-condition", Box::new(too_high.to_element()));
             return self.end_bound(*bound, end).await;
         }
         let previd = sm.id.clone().unwrap_or_default();
@@ -711,8 +720,9 @@ impl<T: Transport> C2s<T> {
             (Nonza::Enable { resume, max }, None) => self.enable_sm(b, resume, max).await,
             (Nonza::Ack { h }, Some(sm)) => {
                 sm.request_outstanding = false;
-                sm.ack(h)
-                    .map_err(|too_high| End::ErrorWith("undefined-condition", too_high.to_xml()))
+                sm.ack(h).map_err(|too_high| {
+                    End::ErrorWith("undefined-condition", Box::new(too_high.to_element()))
+                })
             }
             (Nonza::Request, Some(sm)) => {
                 let ack = sm::ack(sm.inbound);
@@ -892,8 +902,8 @@ impl<T: Transport> C2s<T> {
 
     async fn say_goodbye(&mut self, end: End) {
         let (end, app) = match end {
-            End::ErrorWith(condition, app) => (End::Error(condition, None), app),
-            end => (end, String::new()),
+            End::ErrorWith(condition, app) => (End::Error(condition, None), Some(app)),
+            end => (end, None),
         };
         match end {
             End::Error(condition, text) => {
@@ -901,21 +911,9 @@ impl<T: Transport> C2s<T> {
                 if self.open_stream().await.is_err() {
                     return;
                 }
-                let decl = self.transport.stream_prefix_declaration();
-                let text = text
-                    .map(|t| {
-                        format!(
-                            "<text xmlns='{}' xml:lang='en'>{}</text>",
-                            ns::STREAMS_ERRORS,
-                            xml::escape_text(&t)
-                        )
-                    })
-                    .unwrap_or_default();
-                let error = format!(
-                    "<stream:error{decl}><{condition} xmlns='{}'/>{text}{app}</stream:error>",
-                    ns::STREAMS_ERRORS
-                );
-                if self.transport.send(&[error.as_bytes()]).await.is_ok() {
+                let error = stream_error(condition, text, app.map(|app| *app));
+                let bytes = xml::stream_element_to_bytes(&error, self.declares_stream_prefix());
+                if self.transport.send(&[&bytes]).await.is_ok() {
                     let _ = self.transport.close_stream().await;
                 }
             }
@@ -954,6 +952,26 @@ pub(super) struct Resumed {
     pub h: u32,
     /// `<resumed/>` already went out (inline in SASL2's `<success/>`).
     pub announced: bool,
+}
+
+/// `<stream:error/>` (RFC 6120 §4.9.2): the condition, our text in English, and an
+/// application-specific condition after them.
+fn stream_error(condition: &'static str, text: Option<String>, app: Option<Element>) -> Element {
+    let mut error = Element::bare("error", ns::STREAM);
+    error.append_child(Element::bare(condition, ns::STREAMS_ERRORS));
+    if let Some(text) = text {
+        let mut el = Element::bare("text", ns::STREAMS_ERRORS);
+        if let Ok(lang) = rxml::NcName::try_from("lang") {
+            el.attrs_mut()
+                .insert(rxml::Namespace::XML, lang, "en".to_owned());
+        }
+        el.append_text(text);
+        error.append_child(el);
+    }
+    if let Some(app) = app {
+        error.append_child(app);
+    }
+    error
 }
 
 const MAX_AUTH_ATTEMPTS: u32 = 5;

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use minidom::Element;
 
+use crate::stanza::set_attr;
 use crate::xml::ns;
 
 /// Ask for an ack once this many stanzas are unacknowledged (and no request is outstanding):
@@ -73,13 +74,11 @@ pub struct CountTooHigh {
 
 impl CountTooHigh {
     /// The application condition that goes with the `<undefined-condition/>` stream error.
-    pub fn to_xml(&self) -> String {
-        format!(
-            "<handled-count-too-high xmlns='{}' h='{}' send-count='{}'/>",
-            ns::SM,
-            self.h,
-            self.sent
-        )
+    pub fn to_element(&self) -> Element {
+        let mut el = Element::bare("handled-count-too-high", ns::SM);
+        set_attr(&mut el, "h", self.h.to_string());
+        set_attr(&mut el, "send-count", self.sent.to_string());
+        el
     }
 }
 
