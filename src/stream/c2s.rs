@@ -447,18 +447,18 @@ impl<T: Transport> C2s<T> {
             Some(Ok(Nonza::Resume { previd, h })) => (previd, h),
             Some(Err(e)) => {
                 debug!(error = %e, "bad Stream Management element before bind");
-                self.send_raw(&sm::failed("bad-request", None)).await?;
+                self.send_el(&sm::failed("bad-request", None)).await?;
                 return Ok(None);
             }
             _ => {
-                self.send_raw(&sm::failed("unexpected-request", None))
+                self.send_el(&sm::failed("unexpected-request", None))
                     .await?;
                 return Ok(None);
             }
         };
         let account = format!("{user}@{}", self.domain);
         let Ok(account) = BareJid::new(&account) else {
-            self.send_raw(&sm::failed("item-not-found", None)).await?;
+            self.send_el(&sm::failed("item-not-found", None)).await?;
             return Ok(None);
         };
         match self.ctx.resumption.take(&previd, &account).await {
@@ -473,8 +473,7 @@ impl<T: Transport> C2s<T> {
             }
             Err(known_h) => {
                 debug!(previd, "resumption failed: unknown or expired");
-                self.send_raw(&sm::failed("item-not-found", known_h))
-                    .await?;
+                self.send_el(&sm::failed("item-not-found", known_h)).await?;
                 Ok(None)
             }
         }
@@ -528,13 +527,12 @@ impl<T: Transport> C2s<T> {
         bound.slot = Some(self.ctx.resumption.register(previd.clone(), account));
         self.ctx.router.set_detached(&bound.jid, false);
         // Resumed inline in a SASL2 `<success/>`, the client already has our `h`.
-        let resumed = if announced {
-            String::new()
-        } else {
-            sm::resumed(&previd, inbound)
-        };
-        let mut slices: Vec<&[u8]> = vec![resumed.as_bytes()];
-        slices.extend(retransmit.iter().map(Vec::as_slice));
+        let resumed = (!announced).then(|| xml::to_bytes(&sm::resumed(&previd, inbound)));
+        let slices: Vec<&[u8]> = resumed
+            .iter()
+            .chain(&retransmit)
+            .map(Vec::as_slice)
+            .collect();
         debug!(retransmitted = retransmit.len(), "resumed");
         if let Err(e) = self.transport.send(&slices).await {
             return self.end_bound(*bound, End::from(e)).await;
@@ -726,10 +724,10 @@ impl<T: Transport> C2s<T> {
             }
             (Nonza::Request, Some(sm)) => {
                 let ack = sm::ack(sm.inbound);
-                self.send_raw(&ack).await
+                self.send_el(&ack).await
             }
             // Enabling twice, resuming a bound session, acks without SM (XEP-0198 §3, §5).
-            _ => self.send_raw(&sm::failed("unexpected-request", None)).await,
+            _ => self.send_el(&sm::failed("unexpected-request", None)).await,
         }
     }
 
@@ -744,7 +742,7 @@ impl<T: Transport> C2s<T> {
         let grant = self.grant_sm(resume, max);
         let reply = sm::enabled(grant.id.as_deref(), grant.max_secs);
         self.install_sm(b, grant);
-        self.send_raw(&reply).await
+        self.send_el(&reply).await
     }
 
     /// What an `<enable/>` gets: a resumption id (when resumption is asked for and allowed)
@@ -865,7 +863,7 @@ impl<T: Transport> C2s<T> {
         let mut slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         if let Some(sm) = b.sm.as_mut() {
             if sm.should_request(self.in_flight.len()) {
-                slices.push(sm::REQUEST.as_bytes());
+                slices.push(&sm::REQUEST);
             }
         }
         self.transport.send(&slices).await?;
@@ -879,11 +877,6 @@ impl<T: Transport> C2s<T> {
             }
             None => self.in_flight.clear(),
         }
-        Ok(())
-    }
-
-    async fn send_raw(&mut self, xml: &str) -> Result<(), End> {
-        self.transport.send(&[xml.as_bytes()]).await?;
         Ok(())
     }
 
