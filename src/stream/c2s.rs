@@ -32,8 +32,8 @@ const FAREWELL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 pub(super) enum End {
     /// We close with this RFC 6120 §4.9.3 condition.
     Error(&'static str, Option<String>),
-    /// We close with this condition and an application-specific condition element (XML).
-    ErrorWith(&'static str, String),
+    /// We close with this condition and an application-specific condition element.
+    ErrorWith(&'static str, Box<Element>),
     /// The client sent `</stream:stream>`: answer in kind.
     PeerClosed,
     /// The connection broke: nothing more can be sent.
@@ -235,7 +235,7 @@ impl<T: Transport> C2s<T> {
                         Sasl2Outcome::Success(login) => {
                             let login = *login;
                             if let Some(jid) = login.bound {
-                                self.send_stream_features(&features::after_inline_bind())
+                                self.send_stream_features(features::after_inline_bind())
                                     .await?;
                                 return Ok(Negotiated {
                                     jid,
@@ -359,27 +359,36 @@ impl<T: Transport> C2s<T> {
     }
 
     async fn send_features(&mut self, authenticated: bool) -> Result<(), End> {
-        let body = if authenticated {
+        let children = if authenticated {
             features::after_auth()
         } else {
             let mechanisms = auth::offered_mechanisms(self);
             let sasl2 = features::sasl2(&mechanisms, &fast::offered(self));
-            let classic = features::before_auth(
+            let mut classic = features::before_auth(
                 self.transport.can_starttls(),
                 self.ctx.config.c2s.require_encryption,
                 mechanisms,
                 self.transport.channel_bindings(),
             );
-            classic + &sasl2
+            classic.extend(sasl2);
+            classic
         };
-        self.send_stream_features(&body).await
+        self.send_stream_features(children).await
     }
 
-    pub(super) async fn send_stream_features(&mut self, body: &str) -> Result<(), End> {
-        let decl = self.transport.stream_prefix_declaration();
-        let xml = format!("<stream:features{decl}>{body}</stream:features>");
-        self.transport.send(&[xml.as_bytes()]).await?;
+    pub(super) async fn send_stream_features(&mut self, children: Vec<Element>) -> Result<(), End> {
+        let features = Element::builder("features", ns::STREAM)
+            .append_all(children)
+            .build();
+        let bytes = xml::stream_element_to_bytes(&features, self.declares_stream_prefix());
+        self.transport.send(&[&bytes]).await?;
         Ok(())
+    }
+
+    /// Whether a `stream:` element must bind its own prefix. The transport gives its
+    /// declaration as text; the writer only needs to know if there is one.
+    fn declares_stream_prefix(&self) -> bool {
+        !self.transport.stream_prefix_declaration().is_empty()
     }
 
     /// RFC 6120 §7: binds the requested resource, or a generated one. None when the account
@@ -438,18 +447,18 @@ impl<T: Transport> C2s<T> {
             Some(Ok(Nonza::Resume { previd, h })) => (previd, h),
             Some(Err(e)) => {
                 debug!(error = %e, "bad Stream Management element before bind");
-                self.send_raw(&sm::failed("bad-request", None)).await?;
+                self.send_el(&sm::failed("bad-request", None)).await?;
                 return Ok(None);
             }
             _ => {
-                self.send_raw(&sm::failed("unexpected-request", None))
+                self.send_el(&sm::failed("unexpected-request", None))
                     .await?;
                 return Ok(None);
             }
         };
         let account = format!("{user}@{}", self.domain);
         let Ok(account) = BareJid::new(&account) else {
-            self.send_raw(&sm::failed("item-not-found", None)).await?;
+            self.send_el(&sm::failed("item-not-found", None)).await?;
             return Ok(None);
         };
         match self.ctx.resumption.take(&previd, &account).await {
@@ -464,8 +473,7 @@ impl<T: Transport> C2s<T> {
             }
             Err(known_h) => {
                 debug!(previd, "resumption failed: unknown or expired");
-                self.send_raw(&sm::failed("item-not-found", known_h))
-                    .await?;
+                self.send_el(&sm::failed("item-not-found", known_h)).await?;
                 Ok(None)
             }
         }
@@ -508,7 +516,7 @@ impl<T: Transport> C2s<T> {
                 .await;
         };
         if let Err(too_high) = sm.ack(h) {
-            let end = End::ErrorWith("undefined-condition", too_high.to_xml());
+            let end = End::ErrorWith("undefined-condition", Box::new(too_high.to_element()));
             return self.end_bound(*bound, end).await;
         }
         let previd = sm.id.clone().unwrap_or_default();
@@ -519,13 +527,12 @@ impl<T: Transport> C2s<T> {
         bound.slot = Some(self.ctx.resumption.register(previd.clone(), account));
         self.ctx.router.set_detached(&bound.jid, false);
         // Resumed inline in a SASL2 `<success/>`, the client already has our `h`.
-        let resumed = if announced {
-            String::new()
-        } else {
-            sm::resumed(&previd, inbound)
-        };
-        let mut slices: Vec<&[u8]> = vec![resumed.as_bytes()];
-        slices.extend(retransmit.iter().map(Vec::as_slice));
+        let resumed = (!announced).then(|| xml::to_bytes(&sm::resumed(&previd, inbound)));
+        let slices: Vec<&[u8]> = resumed
+            .iter()
+            .chain(&retransmit)
+            .map(Vec::as_slice)
+            .collect();
         debug!(retransmitted = retransmit.len(), "resumed");
         if let Err(e) = self.transport.send(&slices).await {
             return self.end_bound(*bound, End::from(e)).await;
@@ -711,15 +718,16 @@ impl<T: Transport> C2s<T> {
             (Nonza::Enable { resume, max }, None) => self.enable_sm(b, resume, max).await,
             (Nonza::Ack { h }, Some(sm)) => {
                 sm.request_outstanding = false;
-                sm.ack(h)
-                    .map_err(|too_high| End::ErrorWith("undefined-condition", too_high.to_xml()))
+                sm.ack(h).map_err(|too_high| {
+                    End::ErrorWith("undefined-condition", Box::new(too_high.to_element()))
+                })
             }
             (Nonza::Request, Some(sm)) => {
                 let ack = sm::ack(sm.inbound);
-                self.send_raw(&ack).await
+                self.send_el(&ack).await
             }
             // Enabling twice, resuming a bound session, acks without SM (XEP-0198 §3, §5).
-            _ => self.send_raw(&sm::failed("unexpected-request", None)).await,
+            _ => self.send_el(&sm::failed("unexpected-request", None)).await,
         }
     }
 
@@ -734,7 +742,7 @@ impl<T: Transport> C2s<T> {
         let grant = self.grant_sm(resume, max);
         let reply = sm::enabled(grant.id.as_deref(), grant.max_secs);
         self.install_sm(b, grant);
-        self.send_raw(&reply).await
+        self.send_el(&reply).await
     }
 
     /// What an `<enable/>` gets: a resumption id (when resumption is asked for and allowed)
@@ -855,7 +863,7 @@ impl<T: Transport> C2s<T> {
         let mut slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         if let Some(sm) = b.sm.as_mut() {
             if sm.should_request(self.in_flight.len()) {
-                slices.push(sm::REQUEST.as_bytes());
+                slices.push(&sm::REQUEST);
             }
         }
         self.transport.send(&slices).await?;
@@ -869,11 +877,6 @@ impl<T: Transport> C2s<T> {
             }
             None => self.in_flight.clear(),
         }
-        Ok(())
-    }
-
-    async fn send_raw(&mut self, xml: &str) -> Result<(), End> {
-        self.transport.send(&[xml.as_bytes()]).await?;
         Ok(())
     }
 
@@ -892,8 +895,8 @@ impl<T: Transport> C2s<T> {
 
     async fn say_goodbye(&mut self, end: End) {
         let (end, app) = match end {
-            End::ErrorWith(condition, app) => (End::Error(condition, None), app),
-            end => (end, String::new()),
+            End::ErrorWith(condition, app) => (End::Error(condition, None), Some(app)),
+            end => (end, None),
         };
         match end {
             End::Error(condition, text) => {
@@ -901,21 +904,9 @@ impl<T: Transport> C2s<T> {
                 if self.open_stream().await.is_err() {
                     return;
                 }
-                let decl = self.transport.stream_prefix_declaration();
-                let text = text
-                    .map(|t| {
-                        format!(
-                            "<text xmlns='{}' xml:lang='en'>{}</text>",
-                            ns::STREAMS_ERRORS,
-                            xml::escape_text(&t)
-                        )
-                    })
-                    .unwrap_or_default();
-                let error = format!(
-                    "<stream:error{decl}><{condition} xmlns='{}'/>{text}{app}</stream:error>",
-                    ns::STREAMS_ERRORS
-                );
-                if self.transport.send(&[error.as_bytes()]).await.is_ok() {
+                let error = stream_error(condition, text, app.map(|app| *app));
+                let bytes = xml::stream_element_to_bytes(&error, self.declares_stream_prefix());
+                if self.transport.send(&[&bytes]).await.is_ok() {
                     let _ = self.transport.close_stream().await;
                 }
             }
@@ -954,6 +945,26 @@ pub(super) struct Resumed {
     pub h: u32,
     /// `<resumed/>` already went out (inline in SASL2's `<success/>`).
     pub announced: bool,
+}
+
+/// `<stream:error/>` (RFC 6120 §4.9.2): the condition, our text in English, and an
+/// application-specific condition after them.
+fn stream_error(condition: &'static str, text: Option<String>, app: Option<Element>) -> Element {
+    let mut error = Element::bare("error", ns::STREAM);
+    error.append_child(Element::bare(condition, ns::STREAMS_ERRORS));
+    if let Some(text) = text {
+        let mut el = Element::bare("text", ns::STREAMS_ERRORS);
+        if let Ok(lang) = rxml::NcName::try_from("lang") {
+            el.attrs_mut()
+                .insert(rxml::Namespace::XML, lang, "en".to_owned());
+        }
+        el.append_text(text);
+        error.append_child(el);
+    }
+    if let Some(app) = app {
+        error.append_child(app);
+    }
+    error
 }
 
 const MAX_AUTH_ATTEMPTS: u32 = 5;

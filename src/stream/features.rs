@@ -1,6 +1,9 @@
-//! The `<stream:features/>` bodies a client sees at each step (RFC 6120 §4.3.2).
+//! The children of the `<stream:features/>` a client sees at each step (RFC 6120 §4.3.2).
+
+use minidom::Element;
 
 use crate::sasl::{ChannelBindings, HtMechanism, Mechanism};
+use crate::stanza::set_attr;
 use crate::xml::ns;
 
 /// Before authentication: STARTTLS while the stream is plain, SASL mechanisms where allowed,
@@ -10,90 +13,135 @@ pub fn before_auth(
     tls_required: bool,
     mechanisms: Vec<Mechanism>,
     bindings: ChannelBindings,
-) -> String {
-    let mut out = String::new();
+) -> Vec<Element> {
+    let mut features = Vec::new();
     if can_starttls {
-        out.push_str(&format!("<starttls xmlns='{}'>", ns::TLS));
+        let mut starttls = Element::bare("starttls", ns::TLS);
         if tls_required {
-            out.push_str("<required/>");
+            starttls.append_child(Element::bare("required", ns::TLS));
         }
-        out.push_str("</starttls>");
+        features.push(starttls);
     }
     if !mechanisms.is_empty() {
-        out.push_str(&format!("<mechanisms xmlns='{}'>", ns::SASL));
-        for mechanism in &mechanisms {
-            out.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
-        }
-        out.push_str("</mechanisms>");
+        let names = mechanisms.iter().map(|m| m.name());
+        features.push(mechanism_list("mechanisms", ns::SASL, names));
     }
     // Only worth saying where a -PLUS mechanism can use it.
     let types = bindings.names();
     if mechanisms.iter().any(|m| m.is_plus()) && !types.is_empty() {
-        out.push_str(&format!("<sasl-channel-binding xmlns='{}'>", ns::SASL_CB));
+        let mut list = Element::bare("sasl-channel-binding", ns::SASL_CB);
         for t in types {
-            out.push_str(&format!("<channel-binding type='{t}'/>"));
+            let mut binding = Element::bare("channel-binding", ns::SASL_CB);
+            set_attr(&mut binding, "type", t);
+            list.append_child(binding);
         }
-        out.push_str("</sasl-channel-binding>");
+        features.push(list);
     }
-    out
+    features
 }
 
 /// XEP-0388 SASL2 next to `<mechanisms/>`: the same password mechanisms, and what may be
-/// requested inline. Bind2 can enable carbons; FAST lists its token mechanisms. Stream
-/// management is not listed until inline enable/resume are wired (see `stream::bind2`).
-pub fn sasl2(mechanisms: &[Mechanism], token_mechanisms: &[HtMechanism]) -> String {
+/// requested inline. Bind2 can enable carbons and stream management; FAST lists its token
+/// mechanisms.
+pub fn sasl2(mechanisms: &[Mechanism], token_mechanisms: &[HtMechanism]) -> Option<Element> {
     if mechanisms.is_empty() {
-        return String::new();
+        return None;
     }
-    let mut out = format!("<authentication xmlns='{}'>", ns::SASL2);
-    for mechanism in mechanisms {
-        out.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
+    let names = mechanisms.iter().map(|m| m.name());
+    let mut authentication = mechanism_list("authentication", ns::SASL2, names);
+    let mut bind_inline = Element::bare("inline", ns::BIND2);
+    for var in [ns::CARBONS, ns::SM] {
+        let mut feature = Element::bare("feature", ns::BIND2);
+        set_attr(&mut feature, "var", var);
+        bind_inline.append_child(feature);
     }
+    let mut bind = Element::bare("bind", ns::BIND2);
+    bind.append_child(bind_inline);
+    let mut inline = Element::bare("inline", ns::SASL2);
+    inline.append_child(bind);
     // Stream management both ways: enabled with the binding, or resumed instead of one.
-    out.push_str(&format!(
-        "<inline><bind xmlns='{}'><inline><feature var='{}'/><feature var='{}'/></inline></bind>\
-         <sm xmlns='{}'/>",
-        ns::BIND2,
-        ns::CARBONS,
-        ns::SM,
-        ns::SM
-    ));
+    inline.append_child(Element::bare("sm", ns::SM));
     if !token_mechanisms.is_empty() {
-        out.push_str(&format!("<fast xmlns='{}'>", ns::FAST));
-        for mechanism in token_mechanisms {
-            out.push_str(&format!("<mechanism>{}</mechanism>", mechanism.name()));
-        }
-        out.push_str("</fast>");
+        let names = token_mechanisms.iter().map(|m| m.name());
+        inline.append_child(mechanism_list("fast", ns::FAST, names));
     }
-    out.push_str("</inline></authentication>");
-    out
+    authentication.append_child(inline);
+    Some(authentication)
 }
 
 /// After a SASL2 success that bound a resource inline (XEP-0388 §2.6 sends features after
 /// every success): what is left to use on the bound stream, so no `<bind/>` or `<session/>`.
-pub fn after_inline_bind() -> String {
-    format!(
-        "<ver xmlns='{}'/><sub xmlns='{}'/><sm xmlns='{}'/><csi xmlns='{}'/>",
-        ns::ROSTER_VER_FEATURE,
-        ns::PRE_APPROVAL_FEATURE,
-        ns::SM,
-        ns::CSI
-    )
+pub fn after_inline_bind() -> Vec<Element> {
+    vec![
+        Element::bare("ver", ns::ROSTER_VER_FEATURE),
+        Element::bare("sub", ns::PRE_APPROVAL_FEATURE),
+        Element::bare("sm", ns::SM),
+        Element::bare("csi", ns::CSI),
+    ]
 }
 
 /// After authentication: resource binding, RFC 3921 sessions marked optional for the clients
 /// that still look for them, and the roster features of RFC 6121 (versioning §2.6,
 /// subscription pre-approval §3.4), Stream Management (XEP-0198) and Client State Indication
 /// (XEP-0352).
-pub fn after_auth() -> String {
-    format!(
-        "<bind xmlns='{}'/><session xmlns='{}'><optional/></session>\
-         <ver xmlns='{}'/><sub xmlns='{}'/><sm xmlns='{}'/><csi xmlns='{}'/>",
-        ns::BIND,
-        ns::SESSION,
-        ns::ROSTER_VER_FEATURE,
-        ns::PRE_APPROVAL_FEATURE,
-        ns::SM,
-        ns::CSI
-    )
+pub fn after_auth() -> Vec<Element> {
+    let mut session = Element::bare("session", ns::SESSION);
+    session.append_child(Element::bare("optional", ns::SESSION));
+    let mut features = vec![Element::bare("bind", ns::BIND), session];
+    features.extend(after_inline_bind());
+    features
+}
+
+/// `<name xmlns='namespace'><mechanism>…</mechanism>…</name>`, the shape SASL, SASL2 and FAST
+/// list their mechanisms in.
+fn mechanism_list<'a>(
+    name: &str,
+    namespace: &str,
+    mechanisms: impl IntoIterator<Item = &'a str>,
+) -> Element {
+    let mut list = Element::bare(name, namespace);
+    for mechanism in mechanisms {
+        let mut el = Element::bare("mechanism", namespace);
+        el.append_text(mechanism);
+        list.append_child(el);
+    }
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::{stream_element_to_bytes, to_string};
+
+    fn features(children: Vec<Element>) -> String {
+        let el = Element::builder("features", ns::STREAM)
+            .append_all(children)
+            .build();
+        String::from_utf8(stream_element_to_bytes(&el, false)).unwrap()
+    }
+
+    #[test]
+    fn after_auth_is_what_it_always_was() {
+        assert_eq!(
+            features(after_auth()),
+            "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
+             <session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>\
+             <ver xmlns='urn:xmpp:features:rosterver'/><sub xmlns='urn:xmpp:features:pre-approval'/>\
+             <sm xmlns='urn:xmpp:sm:3'/><csi xmlns='urn:xmpp:csi:0'/></stream:features>"
+        );
+    }
+
+    #[test]
+    fn sasl2_lists_mechanisms_and_inline_features() {
+        assert_eq!(sasl2(&[], &[HtMechanism::Sha256None]), None);
+        let el = sasl2(&[Mechanism::Plain], &[HtMechanism::Sha256None]).unwrap();
+        assert_eq!(
+            to_string(&el),
+            "<authentication xmlns='urn:xmpp:sasl:2'><mechanism>PLAIN</mechanism><inline>\
+             <bind xmlns='urn:xmpp:bind:0'><inline><feature var='urn:xmpp:carbons:2'/>\
+             <feature var='urn:xmpp:sm:3'/></inline></bind><sm xmlns='urn:xmpp:sm:3'/>\
+             <fast xmlns='urn:xmpp:fast:0'><mechanism>HT-SHA-256-NONE</mechanism></fast>\
+             </inline></authentication>"
+        );
+    }
 }

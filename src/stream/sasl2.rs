@@ -209,7 +209,7 @@ pub(super) async fn authenticate<T: Transport>(
     if bound.is_some() && resumed.is_none() {
         let enabled = sm
             .as_ref()
-            .and_then(|g| as_element(&sm::enabled(g.id.as_deref(), g.max_secs)));
+            .map(|g| sm::enabled(g.id.as_deref(), g.max_secs));
         el.append_child(bind2::bound_element(enabled));
     }
     let requested = request
@@ -273,11 +273,11 @@ async fn inline_resume<T: Transport>(
     resume: &Element,
 ) -> (Option<FullJid>, Option<Element>) {
     let Some(Ok(Nonza::Resume { previd, h })) = sm::parse(resume) else {
-        return (None, as_element(&sm::failed("bad-request", None)));
+        return (None, Some(sm::failed("bad-request", None)));
     };
     let account = format!("{username}@{}", c2s.domain);
     let Ok(account) = BareJid::new(&account) else {
-        return (None, as_element(&sm::failed("item-not-found", None)));
+        return (None, Some(sm::failed("item-not-found", None)));
     };
     match c2s.ctx.resumption.take(&previd, &account).await {
         Ok(bound) => {
@@ -288,15 +288,10 @@ async fn inline_resume<T: Transport>(
                 h,
                 announced: true,
             });
-            (Some(jid), as_element(&sm::resumed(&previd, inbound)))
+            (Some(jid), Some(sm::resumed(&previd, inbound)))
         }
-        Err(known_h) => (None, as_element(&sm::failed("item-not-found", known_h))),
+        Err(known_h) => (None, Some(sm::failed("item-not-found", known_h))),
     }
-}
-
-/// The nonzas of `stream::sm` are written as text; inside `<success/>` they are children.
-fn as_element(xml: &str) -> Option<Element> {
-    xml.parse().ok()
 }
 
 /// A token login: one message, no challenge (the HT mechanisms are client-first).

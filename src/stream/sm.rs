@@ -3,9 +3,11 @@
 //! with the answers the server writes. Resumption across connections is `resumption.rs`.
 
 use std::collections::VecDeque;
+use std::sync::LazyLock;
 
 use minidom::Element;
 
+use crate::stanza::set_attr;
 use crate::xml::ns;
 
 /// Ask for an ack once this many stanzas are unacknowledged (and no request is outstanding):
@@ -73,13 +75,11 @@ pub struct CountTooHigh {
 
 impl CountTooHigh {
     /// The application condition that goes with the `<undefined-condition/>` stream error.
-    pub fn to_xml(&self) -> String {
-        format!(
-            "<handled-count-too-high xmlns='{}' h='{}' send-count='{}'/>",
-            ns::SM,
-            self.h,
-            self.sent
-        )
+    pub fn to_element(&self) -> Element {
+        let mut el = Element::bare("handled-count-too-high", ns::SM);
+        set_attr(&mut el, "h", self.h.to_string());
+        set_attr(&mut el, "send-count", self.sent.to_string());
+        el
     }
 }
 
@@ -156,41 +156,46 @@ impl SmState {
     }
 }
 
-pub fn enabled(id: Option<&str>, max_secs: u64) -> String {
-    match id {
-        Some(id) => format!(
-            "<enabled xmlns='{}' id='{}' resume='true' max='{max_secs}'/>",
-            ns::SM,
-            crate::xml::escape_attr(id)
-        ),
-        None => format!("<enabled xmlns='{}'/>", ns::SM),
+/// `<enabled/>`; with an id, resumption is granted for `max_secs`.
+pub fn enabled(id: Option<&str>, max_secs: u64) -> Element {
+    let mut el = Element::bare("enabled", ns::SM);
+    if let Some(id) = id {
+        set_attr(&mut el, "id", id);
+        set_attr(&mut el, "resume", "true");
+        set_attr(&mut el, "max", max_secs.to_string());
     }
+    el
 }
 
-pub fn resumed(previd: &str, h: u32) -> String {
-    format!(
-        "<resumed xmlns='{}' previd='{}' h='{h}'/>",
-        ns::SM,
-        crate::xml::escape_attr(previd)
-    )
+/// `<resumed/>`: `previd` is the client's, echoed back, so it must go out as an attribute
+/// value and never as markup.
+pub fn resumed(previd: &str, h: u32) -> Element {
+    let mut el = Element::bare("resumed", ns::SM);
+    set_attr(&mut el, "previd", previd);
+    set_attr(&mut el, "h", h.to_string());
+    el
 }
 
 /// `<failed/>` with a stanza error condition, and our `h` when the client may learn it.
-pub fn failed(condition: &str, h: Option<u32>) -> String {
-    let h = h.map(|h| format!(" h='{h}'")).unwrap_or_default();
-    format!(
-        "<failed xmlns='{}'{h}><{condition} xmlns='{}'/></failed>",
-        ns::SM,
-        ns::STANZAS_ERRORS
-    )
+pub fn failed(condition: &'static str, h: Option<u32>) -> Element {
+    let mut el = Element::bare("failed", ns::SM);
+    if let Some(h) = h {
+        set_attr(&mut el, "h", h.to_string());
+    }
+    el.append_child(Element::bare(condition, ns::STANZAS_ERRORS));
+    el
 }
 
-pub fn ack(h: u32) -> String {
-    format!("<a xmlns='{}' h='{h}'/>", ns::SM)
+pub fn ack(h: u32) -> Element {
+    let mut el = Element::bare("a", ns::SM);
+    set_attr(&mut el, "h", h.to_string());
+    el
 }
 
-/// `<r/>`, written with the stanzas it follows.
-pub const REQUEST: &str = "<r xmlns='urn:xmpp:sm:3'/>";
+/// `<r/>`, serialized once: it goes out with a batch of stanzas every few writes, and never
+/// changes, so a batch that asks for an ack allocates nothing for it.
+pub static REQUEST: LazyLock<Vec<u8>> =
+    LazyLock::new(|| crate::xml::to_bytes(&Element::bare("r", ns::SM)));
 
 #[cfg(test)]
 mod tests {
@@ -228,8 +233,64 @@ mod tests {
 
     #[test]
     fn request_is_in_the_sm_namespace() {
-        let r: Element = REQUEST.parse().unwrap();
+        let r: Element = std::str::from_utf8(&REQUEST).unwrap().parse().unwrap();
         assert!(r.is("r", ns::SM));
+        assert_eq!(r.attrs().len(), 0);
+    }
+
+    /// Ids are echoed back (`previd` comes from the client): whatever they hold stays inside
+    /// the attribute, and a third-party XEP-0198 model reads the same values back.
+    #[test]
+    fn hostile_ids_are_escaped_and_read_back() {
+        use crate::xml::{parse_standalone, to_string, XmlLimits};
+
+        let hostile = "x' h='9\"/><a xmlns='urn:xmpp:sm:3' h='1'/>&amp;<";
+        let reparse = |el: &Element| {
+            let xml = to_string(el);
+            assert!(!xml.contains("<a "), "{xml}");
+            assert!(xml.contains("&apos;") && xml.contains("&quot;") && xml.contains("&lt;"));
+            assert!(xml.contains("&amp;amp;"), "{xml}");
+            parse_standalone(xml.as_bytes(), XmlLimits::with_max_size(4096)).unwrap()
+        };
+
+        let enabled = reparse(&enabled(Some(hostile), 300));
+        assert_eq!(enabled.attr("id"), Some(hostile));
+        assert_eq!(enabled.attr("max"), Some("300"));
+        assert_eq!(enabled.children().count(), 0);
+        let model = xmpp_parsers::sm::Enabled::try_from(enabled).unwrap();
+        assert_eq!(model.id.map(|id| id.0).as_deref(), Some(hostile));
+        assert!(model.resume);
+        assert_eq!(model.max, Some(300));
+
+        let resumed = reparse(&resumed(hostile, 7));
+        assert_eq!(resumed.attr("previd"), Some(hostile));
+        let model = xmpp_parsers::sm::Resumed::try_from(resumed).unwrap();
+        assert_eq!((model.previd.0.as_str(), model.h), (hostile, 7));
+    }
+
+    #[test]
+    fn failed_enabled_and_counts_read_as_xep_0198() {
+        use xmpp_parsers::sm;
+        use xmpp_parsers::stanza_error::DefinedCondition;
+
+        let failed = sm::Failed::try_from(failed("item-not-found", Some(3))).unwrap();
+        assert_eq!(failed.h, Some(3));
+        assert_eq!(failed.error, Some(DefinedCondition::ItemNotFound));
+        // xmpp-parsers 0.23 requires `h` on `<failed/>`, which XEP-0198 makes optional: this
+        // one is read by hand.
+        let bare = super::failed("unexpected-request", None);
+        assert_eq!(bare.attrs().len(), 0);
+        assert!(bare.has_child("unexpected-request", ns::STANZAS_ERRORS));
+
+        // Without resumption, nothing but the element: no resume='false', no max.
+        let plain = enabled(None, 300);
+        assert_eq!((plain.attrs().len(), plain.children().count()), (0, 0));
+        assert!(plain.is("enabled", ns::SM));
+
+        assert_eq!(sm::A::try_from(ack(u32::MAX)).unwrap().h, u32::MAX);
+        let too_high = CountTooHigh { h: 5, sent: 2 }.to_element();
+        let too_high = sm::HandledCountTooHigh::try_from(too_high).unwrap();
+        assert_eq!((too_high.h, too_high.send_count), (5, 2));
     }
 
     #[test]

@@ -9,4 +9,4 @@ pub mod ns;
 pub mod writer;
 
 pub use framing::{parse_standalone, Frame, FramingError, StreamHeader, StreamParser, XmlLimits};
-pub use writer::{escape_attr, escape_text, to_bytes, to_string};
+pub use writer::{escape_attr, escape_text, stream_element_to_bytes, to_bytes, to_string};

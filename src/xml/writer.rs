@@ -3,7 +3,8 @@
 //! We do not use minidom's own writer: it re-declares the prefixes a parsed element carried and
 //! asserts when a child re-binds one of them, which a client could trigger on purpose. Here every
 //! element is written in default-namespace form (`xmlns='…'` wherever the namespace changes), so
-//! prefixes from the input never reach the output.
+//! prefixes from the input never reach the output. The one prefix written is our own `stream:`,
+//! on the top-level elements of the stream namespace (`stream_element_to_bytes`).
 
 use minidom::{Element, Node};
 
@@ -22,6 +23,28 @@ pub fn to_string(el: &Element) -> String {
     out
 }
 
+/// An element of the stream namespace (`<stream:features>`, `<stream:error>`) as bytes, with
+/// the `stream` prefix clients look for. `declare_prefix` binds it on the element itself, for
+/// transports where no stream header did (RFC 7395 WebSocket messages stand alone). Its
+/// children declare their namespaces whatever the default in scope: the stream header's
+/// `jabber:client` on TCP, none on WebSocket.
+pub fn stream_element_to_bytes(el: &Element, declare_prefix: bool) -> Vec<u8> {
+    if el.ns() != ns::STREAM {
+        return to_bytes(el);
+    }
+    let mut out = String::with_capacity(256);
+    out.push_str("<stream:");
+    out.push_str(el.name());
+    if declare_prefix {
+        out.push_str(" xmlns:stream='");
+        escape_attr_into(ns::STREAM, &mut out);
+        out.push('\'');
+    }
+    write_attrs(el, &mut out);
+    write_content(el, "stream:", None, &mut out);
+    out.into_bytes()
+}
+
 fn write_element(el: &Element, parent_ns: Option<&str>, out: &mut String) {
     let el_ns = el.ns();
     out.push('<');
@@ -31,6 +54,11 @@ fn write_element(el: &Element, parent_ns: Option<&str>, out: &mut String) {
         escape_attr_into(&el_ns, out);
         out.push('\'');
     }
+    write_attrs(el, out);
+    write_content(el, "", Some(el_ns.as_str()), out);
+}
+
+fn write_attrs(el: &Element, out: &mut String) {
     let mut extra_prefix = 0usize;
     for ((attr_ns, name), value) in el.attrs().iter() {
         out.push(' ');
@@ -57,6 +85,11 @@ fn write_element(el: &Element, parent_ns: Option<&str>, out: &mut String) {
         escape_attr_into(value, out);
         out.push('\'');
     }
+}
+
+/// Ends the start tag, then writes the children and the end tag (`prefix` is the start tag's);
+/// children declare their namespace unless it is `default_ns`.
+fn write_content(el: &Element, prefix: &str, default_ns: Option<&str>, out: &mut String) {
     let mut nodes = el.nodes().peekable();
     if nodes.peek().is_none() {
         out.push_str("/>");
@@ -65,11 +98,12 @@ fn write_element(el: &Element, parent_ns: Option<&str>, out: &mut String) {
     out.push('>');
     for node in nodes {
         match node {
-            Node::Element(child) => write_element(child, Some(el_ns.as_str()), out),
+            Node::Element(child) => write_element(child, default_ns, out),
             Node::Text(text) => escape_text_into(text, out),
         }
     }
     out.push_str("</");
+    out.push_str(prefix);
     out.push_str(el.name());
     out.push('>');
 }
@@ -143,6 +177,42 @@ mod tests {
         assert_eq!(body.attr_ns("urn:a", "attr"), None);
         assert_eq!(b.attr("to"), Some("b&c"));
         assert_eq!(b.attr_ns(ns::XML, "lang"), Some("en"));
+    }
+
+    #[test]
+    fn stream_elements_keep_their_prefix() {
+        let mut features = Element::bare("features", ns::STREAM);
+        let mut starttls = Element::bare("starttls", ns::TLS);
+        starttls.append_child(Element::bare("required", ns::TLS));
+        features.append_child(starttls);
+        features.append_child(Element::bare("sm", "urn:xmpp:sm:3"));
+        let tcp = String::from_utf8(stream_element_to_bytes(&features, false)).unwrap();
+        assert_eq!(
+            tcp,
+            "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>\
+             </starttls><sm xmlns='urn:xmpp:sm:3'/></stream:features>"
+        );
+        let ws = String::from_utf8(stream_element_to_bytes(&features, true)).unwrap();
+        assert_eq!(
+            ws,
+            tcp.replacen(
+                "<stream:features>",
+                "<stream:features xmlns:stream='http://etherx.jabber.org/streams'>",
+                1
+            )
+        );
+        let read = parse_standalone(ws.as_bytes(), XmlLimits::with_max_size(4096)).unwrap();
+        assert!(read.is("features", ns::STREAM));
+        assert!(read.has_child("starttls", ns::TLS));
+        assert!(read.has_child("sm", "urn:xmpp:sm:3"));
+
+        let empty = Element::bare("features", ns::STREAM);
+        assert_eq!(
+            stream_element_to_bytes(&empty, false),
+            b"<stream:features/>"
+        );
+        let other = Element::bare("x", "urn:x");
+        assert_eq!(stream_element_to_bytes(&other, true), to_bytes(&other));
     }
 
     #[test]
