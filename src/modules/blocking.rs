@@ -188,7 +188,6 @@ impl Blocking {
         if user.node().is_none() {
             return Err(StanzaError::service_unavailable());
         }
-        let node = user.as_str().to_owned();
         match command {
             Command::Get => {
                 let list = self
@@ -212,21 +211,21 @@ impl Blocking {
                     let written = router
                         .storage()
                         .blocklist
-                        .block(&node, &jids, cap)
+                        .block(user.as_str(), &jids, cap)
                         .await
                         .map_err(storage_failure)?;
                     if written == BlockWrite::Full {
                         return Err(StanzaError::not_acceptable()
                             .with_text(format!("a blocklist holds at most {cap} JIDs")));
                     }
-                    self.reload(router, &guard, user, &node).await?;
+                    self.reload(router, &guard, user).await?;
                 }
                 self.push(
                     router,
                     user,
                     payload_with_items("block", jids.iter().map(String::as_str)),
                 );
-                self.announce_unavailable(router, user, &node, &items).await;
+                self.announce_unavailable(router, user, &items).await;
                 Ok(None)
             }
             Command::Unblock(items) => {
@@ -239,19 +238,19 @@ impl Blocking {
                     let guard = self.lists.write_lock().await;
                     let store = &router.storage().blocklist;
                     let removed = if jids.is_empty() {
-                        store.unblock_all(&node).await
+                        store.unblock_all(user.as_str()).await
                     } else {
-                        store.unblock(&node, &jids).await
+                        store.unblock(user.as_str(), &jids).await
                     };
                     removed.map_err(storage_failure)?;
-                    self.reload(router, &guard, user, &node).await?;
+                    self.reload(router, &guard, user).await?;
                 }
                 self.push(
                     router,
                     user,
                     payload_with_items("unblock", jids.iter().map(String::as_str)),
                 );
-                self.announce_available(router, user, &node, &before).await;
+                self.announce_available(router, user, &before).await;
                 Ok(None)
             }
         }
@@ -263,12 +262,11 @@ impl Blocking {
         router: &Router,
         guard: &tokio::sync::MutexGuard<'_, ()>,
         user: &BareJid,
-        node: &str,
     ) -> Result<(), StanzaError> {
         let items = router
             .storage()
             .blocklist
-            .blocklist(node)
+            .blocklist(user.as_str())
             .await
             .map_err(storage_failure)?;
         self.lists
@@ -296,18 +294,12 @@ impl Blocking {
     /// unavailable presence from each of the user's available resources, so the user appears
     /// offline to it. "Could see" is read from the roster (subscription from/both); contacts
     /// that only got directed presence are not tracked yet.
-    async fn announce_unavailable(
-        &self,
-        router: &Arc<Router>,
-        user: &BareJid,
-        node: &str,
-        blocked: &[Jid],
-    ) {
+    async fn announce_unavailable(&self, router: &Arc<Router>, user: &BareJid, blocked: &[Jid]) {
         let resources = router.available_resources(user);
         if resources.is_empty() {
             return;
         }
-        let roster = match router.storage().roster.roster(node).await {
+        let roster = match router.storage().roster.roster(user.as_str()).await {
             Ok((_, items)) => items,
             Err(e) => {
                 warn!(error = %e, "reading the roster after a block failed");
@@ -353,17 +345,11 @@ impl Blocking {
     /// `before` blocked and the list now lets through sees the user's current presence again.
     /// The presence module answers it as it answers a probe from that contact, so only what
     /// the contact is entitled to see goes out.
-    async fn announce_available(
-        &self,
-        router: &Arc<Router>,
-        user: &BareJid,
-        node: &str,
-        before: &Blocklist,
-    ) {
+    async fn announce_available(&self, router: &Arc<Router>, user: &BareJid, before: &Blocklist) {
         if router.available_resources(user).is_empty() {
             return;
         }
-        let roster = match router.storage().roster.roster(node).await {
+        let roster = match router.storage().roster.roster(user.as_str()).await {
             Ok((_, items)) => items,
             Err(e) => {
                 warn!(error = %e, "reading the roster after an unblock failed");

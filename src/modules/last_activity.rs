@@ -61,14 +61,13 @@ impl IqHandler for LastActivity {
         if user.node().is_none() {
             return Err(StanzaError::service_unavailable());
         }
-        let node = user.clone();
         let requester = request.from.to_bare();
         if requester != *user {
             // §4: only those allowed to see the user's presence may know when it was seen.
             let allowed = router
                 .storage()
                 .roster
-                .roster_item(node.as_str(), &requester.to_string())
+                .roster_item(user.as_str(), &requester.to_string())
                 .await
                 .ok()
                 .flatten()
@@ -83,7 +82,7 @@ impl IqHandler for LastActivity {
         match router
             .storage()
             .last_activity
-            .last_activity(node.as_str())
+            .last_activity(user.as_str())
             .await
         {
             Ok(Some(last)) => Ok(Some(answer(

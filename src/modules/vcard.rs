@@ -105,22 +105,12 @@ fn storage_failure(e: StorageError) -> StanzaError {
     }
 }
 
-/// The account key of a local bare JID string: the string itself ("" for a bare domain,
-/// which has no account).
-fn node_of(bare: &str) -> &str {
-    if bare.contains('@') {
-        bare
-    } else {
-        ""
-    }
-}
-
 /// `own`: the owner asks, who may learn that there is no vCard.
 async fn get(router: &Router, account: &BareJid, own: bool) -> IqResult {
     let stored = router
         .storage()
         .vcard
-        .vcard(node_of(account.as_str()))
+        .vcard(account.as_str())
         .await
         .map_err(storage_failure)?;
     let Some(stored) = stored else {
@@ -143,11 +133,7 @@ impl Vcard {
     async fn hash_of(&self, router: &Router, user: &str) -> StorageResult<Arc<str>> {
         self.hashes
             .get_or_load(router, user, || async {
-                let hash = router
-                    .storage()
-                    .vcard
-                    .vcard_photo_hash(node_of(user))
-                    .await?;
+                let hash = router.storage().vcard.vcard_photo_hash(user).await?;
                 Ok(Arc::from(hash.unwrap_or_default()))
             })
             .await
@@ -170,7 +156,7 @@ impl Vcard {
         router
             .storage()
             .vcard
-            .set_vcard(node_of(account.as_str()), &record)
+            .set_vcard(account.as_str(), &record)
             .await
             .map_err(storage_failure)?;
         self.hashes

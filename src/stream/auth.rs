@@ -184,7 +184,7 @@ async fn scram<T: Transport>(
             Ok(server) => server,
             Err(failure) => return Ok(Err(failure)),
         };
-    let account = format!("{}@{domain}", server.username());
+    let account = c2s.account(server.username());
     if let Err(refused) = attempt.account(&account) {
         return Ok(Err(refused.into()));
     }
@@ -207,7 +207,7 @@ async fn scram<T: Transport>(
 
 async fn plain<T: Transport>(c2s: &mut C2s<T>, message: &[u8], attempt: &mut Attempt) -> Exchange {
     let request = PlainRequest::parse(message, &c2s.domain)?;
-    let account = format!("{}@{}", request.username(), c2s.domain);
+    let account = c2s.account(request.username());
     attempt.account(&account)?;
     attempt.turn().await;
     let ctx = c2s.ctx.clone();

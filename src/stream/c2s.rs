@@ -348,6 +348,12 @@ impl<T: Transport> C2s<T> {
         }
     }
 
+    /// The account `username` names on this stream's domain: its bare JID as text, which is
+    /// also how storage keys it.
+    pub(super) fn account(&self, username: &str) -> String {
+        format!("{username}@{}", self.domain)
+    }
+
     async fn open_stream(&mut self) -> Result<(), End> {
         if !self.header_sent {
             let id = random_id();
@@ -456,7 +462,7 @@ impl<T: Transport> C2s<T> {
                 return Ok(None);
             }
         };
-        let account = format!("{user}@{}", self.domain);
+        let account = self.account(user);
         let Ok(account) = BareJid::new(&account) else {
             self.send_el(&sm::failed("item-not-found", None)).await?;
             return Ok(None);

@@ -161,6 +161,7 @@ pub(super) async fn authenticate<T: Transport>(
     let name = request.mechanism.as_str();
     let username = success.username;
     let domain = c2s.domain.clone();
+    let account = c2s.account(&username);
     let client_id = request.client_id.as_deref();
 
     let mut el = Element::bare("success", ns::SASL2);
@@ -192,7 +193,7 @@ pub(super) async fn authenticate<T: Transport>(
     let mut identifier = Element::bare("authorization-identifier", ns::SASL2);
     identifier.append_text(match &bound {
         Some(jid) => jid.to_string(),
-        None => format!("{username}@{domain}"),
+        None => account.clone(),
     });
     el.append_child(identifier);
     if let Some(answer) = resume_answer {
@@ -218,7 +219,6 @@ pub(super) async fn authenticate<T: Transport>(
         .and_then(HtMechanism::from_name)
         .filter(|m| ht_offered.contains(m));
     let ctx = c2s.ctx.clone();
-    let account = format!("{username}@{domain}");
     let token = fast::after_success(
         &ctx,
         &account,
@@ -275,7 +275,7 @@ async fn inline_resume<T: Transport>(
     let Some(Ok(Nonza::Resume { previd, h })) = sm::parse(resume) else {
         return (None, Some(sm::failed("bad-request", None)));
     };
-    let account = format!("{username}@{}", c2s.domain);
+    let account = c2s.account(username);
     let Ok(account) = BareJid::new(&account) else {
         return (None, Some(sm::failed("item-not-found", None)));
     };

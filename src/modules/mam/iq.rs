@@ -1,6 +1,6 @@
-//! The archive's account IQs, one handler per payload and type. Each one checks the sender in
-//! `authorize`, so that someone else's archive is refused the same way whatever type they
-//! used, `<metadata/>` in a set included.
+//! The archive's account IQs, one handler per payload and type. Every one is wrapped in
+//! `OwnerOnly`, which checks the sender in `authorize`, so that someone else's archive is
+//! refused the same way whatever type they used, `<metadata/>` in a set included.
 
 use std::sync::Arc;
 
@@ -23,16 +23,38 @@ fn owner(request: &IqRequest) -> Result<&BareJid, StanzaError> {
     }
 }
 
-/// A `<query/>` get: the form a client fetches to learn the fields.
-pub(super) struct QueryForm;
+/// One archive request, answered for its owner.
+#[async_trait]
+pub(super) trait OwnerIq: Send + Sync {
+    async fn answer(&self, router: &Arc<Router>, request: &IqRequest, owner: &BareJid) -> IqResult;
+}
+
+/// Registers an `OwnerIq` as a handler that only the archive's owner gets through.
+pub(super) struct OwnerOnly<T>(pub(super) T);
 
 #[async_trait]
-impl IqHandler for QueryForm {
+impl<T: OwnerIq> IqHandler for OwnerOnly<T> {
     fn authorize(&self, request: &IqRequest) -> Result<(), StanzaError> {
         owner(request).map(|_| ())
     }
 
-    async fn handle_iq(&self, _router: &Arc<Router>, _request: IqRequest) -> IqResult {
+    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
+        let owner = owner(&request)?;
+        self.0.answer(router, &request, owner).await
+    }
+}
+
+/// A `<query/>` get: the form a client fetches to learn the fields.
+pub(super) struct QueryForm;
+
+#[async_trait]
+impl OwnerIq for QueryForm {
+    async fn answer(
+        &self,
+        _router: &Arc<Router>,
+        _request: &IqRequest,
+        _owner: &BareJid,
+    ) -> IqResult {
         Ok(Some(form::template()))
     }
 }
@@ -41,13 +63,8 @@ impl IqHandler for QueryForm {
 pub(super) struct Query(pub(super) Arc<Archiver>);
 
 #[async_trait]
-impl IqHandler for Query {
-    fn authorize(&self, request: &IqRequest) -> Result<(), StanzaError> {
-        owner(request).map(|_| ())
-    }
-
-    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        let owner = owner(&request)?;
+impl OwnerIq for Query {
+    async fn answer(&self, router: &Arc<Router>, request: &IqRequest, owner: &BareJid) -> IqResult {
         self.0
             .search(router, request.payload(), &request.from, owner.as_str())
             .await
@@ -57,13 +74,13 @@ impl IqHandler for Query {
 pub(super) struct Metadata(pub(super) Arc<Archiver>);
 
 #[async_trait]
-impl IqHandler for Metadata {
-    fn authorize(&self, request: &IqRequest) -> Result<(), StanzaError> {
-        owner(request).map(|_| ())
-    }
-
-    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        let owner = owner(&request)?;
+impl OwnerIq for Metadata {
+    async fn answer(
+        &self,
+        router: &Arc<Router>,
+        _request: &IqRequest,
+        owner: &BareJid,
+    ) -> IqResult {
         self.0.flushed(router).await?;
         let bounds = router
             .storage()
@@ -88,13 +105,13 @@ impl IqHandler for Metadata {
 pub(super) struct GetPrefs(pub(super) Arc<Mam>);
 
 #[async_trait]
-impl IqHandler for GetPrefs {
-    fn authorize(&self, request: &IqRequest) -> Result<(), StanzaError> {
-        owner(request).map(|_| ())
-    }
-
-    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        let owner = owner(&request)?;
+impl OwnerIq for GetPrefs {
+    async fn answer(
+        &self,
+        router: &Arc<Router>,
+        _request: &IqRequest,
+        owner: &BareJid,
+    ) -> IqResult {
         let prefs = self
             .0
             .prefs_of(router, owner.as_str())
@@ -108,13 +125,8 @@ impl IqHandler for GetPrefs {
 pub(super) struct SetPrefs(pub(super) Arc<Mam>);
 
 #[async_trait]
-impl IqHandler for SetPrefs {
-    fn authorize(&self, request: &IqRequest) -> Result<(), StanzaError> {
-        owner(request).map(|_| ())
-    }
-
-    async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
-        let owner = owner(&request)?;
+impl OwnerIq for SetPrefs {
+    async fn answer(&self, router: &Arc<Router>, request: &IqRequest, owner: &BareJid) -> IqResult {
         let new = prefs::parse(request.payload())?;
         let cache = &self.0.prefs;
         let guard = cache.write_lock().await;

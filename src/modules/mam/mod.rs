@@ -283,15 +283,27 @@ impl Module for Mam {
         let archiver = &self.archiver;
         // A `<query/>` get asks for the form (XEP-0313 §4.1.5), a set runs the query.
         let handlers: [(IqType, &str, Arc<dyn IqHandler>); 5] = [
-            (IqType::Get, "query", Arc::new(iq::QueryForm)),
-            (IqType::Set, "query", Arc::new(iq::Query(archiver.clone()))),
+            (IqType::Get, "query", Arc::new(iq::OwnerOnly(iq::QueryForm))),
+            (
+                IqType::Set,
+                "query",
+                Arc::new(iq::OwnerOnly(iq::Query(archiver.clone()))),
+            ),
             (
                 IqType::Get,
                 "metadata",
-                Arc::new(iq::Metadata(archiver.clone())),
+                Arc::new(iq::OwnerOnly(iq::Metadata(archiver.clone()))),
             ),
-            (IqType::Get, "prefs", Arc::new(iq::GetPrefs(self.clone()))),
-            (IqType::Set, "prefs", Arc::new(iq::SetPrefs(self.clone()))),
+            (
+                IqType::Get,
+                "prefs",
+                Arc::new(iq::OwnerOnly(iq::GetPrefs(self.clone()))),
+            ),
+            (
+                IqType::Set,
+                "prefs",
+                Arc::new(iq::OwnerOnly(iq::SetPrefs(self.clone()))),
+            ),
         ];
         for (iq_type, payload, handler) in handlers {
             registry.account_iq(iq_type, ns::MAM, payload, handler);

@@ -52,7 +52,6 @@ pub async fn send_unavailable(router: &Arc<Router>, user: &BareJid, contact: &Ba
 /// whether a request from `contact` waits.
 struct Relation<'a> {
     user: &'a BareJid,
-    username: String,
     contact: String,
     item: Option<RosterItem>,
     pending_in: bool,
@@ -71,13 +70,11 @@ impl<'a> Relation<'a> {
         contact: &BareJid,
     ) -> StorageResult<Relation<'a>> {
         let store = &router.storage().roster;
-        let username = username_of(user);
         let contact = contact.to_string();
         Ok(Relation {
-            item: store.roster_item(&username, &contact).await?,
-            pending_in: store.has_pending_in(&username, &contact).await?,
+            item: store.roster_item(user.as_str(), &contact).await?,
+            pending_in: store.has_pending_in(user.as_str(), &contact).await?,
             user,
-            username,
             contact,
         })
     }
@@ -108,13 +105,13 @@ impl<'a> Relation<'a> {
         let before = self.state();
         if before.pending_in() && !after.pending_in() {
             store
-                .delete_pending_in(&self.username, &self.contact)
+                .delete_pending_in(self.user.as_str(), &self.contact)
                 .await?;
         }
         if !before.pending_in() && after.pending_in() {
             if let Some(request) = request {
                 store
-                    .put_pending_in(&self.username, &self.contact, &xml::to_string(request))
+                    .put_pending_in(self.user.as_str(), &self.contact, &xml::to_string(request))
                     .await?;
             }
         }
@@ -132,7 +129,10 @@ impl<'a> Relation<'a> {
             return Ok(Saved::Unchanged);
         }
         let cap = router.config().limits.roster_items;
-        match store.put_roster_item(&self.username, &item, cap).await? {
+        match store
+            .put_roster_item(self.user.as_str(), &item, cap)
+            .await?
+        {
             RosterWrite::Stored(version) => {
                 push::push(router, self.user, version, items::item_element(&item));
                 Ok(Saved::Pushed)
@@ -160,10 +160,6 @@ impl<'a> Relation<'a> {
     }
 }
 
-fn username_of(user: &BareJid) -> String {
-    user.as_str().to_owned()
-}
-
 /// The user sent a subscription stanza to `contact` (Appendix A.2, §3.4).
 pub async fn outbound(
     router: &Arc<Router>,
@@ -172,7 +168,7 @@ pub async fn outbound(
     kind: SubscriptionType,
     original: &Element,
 ) -> Outcome {
-    let guard = locks::lock(&username_of(user), contact.as_str()).await;
+    let guard = locks::lock(&user.to_string(), contact.as_str()).await;
     let stored = match Relation::load(router, user, contact).await {
         Ok(stored) => stored,
         Err(e) => {
@@ -243,7 +239,7 @@ pub async fn inbound(
     kind: SubscriptionType,
     mut stanza: Element,
 ) -> Outcome {
-    let username = username_of(user);
+    let username = user.to_string();
     match router.storage().accounts.account_exists(&username).await {
         Ok(true) => {}
         Ok(false) => {
@@ -334,7 +330,7 @@ async fn apply_inbound(
             }
             return InboundEffect::None;
         }
-        if after == before || !pending_room(router, &stored.username).await {
+        if after == before || !pending_room(router, stored.user.as_str()).await {
             return InboundEffect::None;
         }
         if stored.save_or_log(router, after, false, Some(stanza)).await {
