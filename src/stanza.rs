@@ -5,6 +5,9 @@ use minidom::Element;
 
 use crate::xml::ns;
 
+/// RFC 6120 §8.3.3 stanza error conditions, as xmpp-parsers models them.
+pub use xmpp_parsers::stanza_error::DefinedCondition as Condition;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Message,
@@ -51,10 +54,10 @@ impl ErrorType {
 }
 
 /// A stanza error condition with its RFC-recommended type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StanzaError {
     pub kind: ErrorType,
-    pub condition: &'static str,
+    pub condition: Condition,
     pub text: Option<String>,
     /// An application-specific condition (RFC 6120 §8.3.4), e.g. XEP-0060's
     /// `<precondition-not-met xmlns='http://jabber.org/protocol/pubsub#errors'/>`.
@@ -62,7 +65,7 @@ pub struct StanzaError {
 }
 
 impl StanzaError {
-    pub fn new(kind: ErrorType, condition: &'static str) -> Self {
+    pub fn new(kind: ErrorType, condition: Condition) -> Self {
         StanzaError {
             kind,
             condition,
@@ -82,52 +85,52 @@ impl StanzaError {
     }
 
     pub fn service_unavailable() -> Self {
-        Self::new(ErrorType::Cancel, "service-unavailable")
+        Self::new(ErrorType::Cancel, Condition::ServiceUnavailable)
     }
     pub fn item_not_found() -> Self {
-        Self::new(ErrorType::Cancel, "item-not-found")
+        Self::new(ErrorType::Cancel, Condition::ItemNotFound)
     }
     pub fn bad_request() -> Self {
-        Self::new(ErrorType::Modify, "bad-request")
+        Self::new(ErrorType::Modify, Condition::BadRequest)
     }
     pub fn jid_malformed() -> Self {
-        Self::new(ErrorType::Modify, "jid-malformed")
+        Self::new(ErrorType::Modify, Condition::JidMalformed)
     }
     pub fn feature_not_implemented() -> Self {
-        Self::new(ErrorType::Cancel, "feature-not-implemented")
+        Self::new(ErrorType::Cancel, Condition::FeatureNotImplemented)
     }
     pub fn remote_server_not_found() -> Self {
-        Self::new(ErrorType::Cancel, "remote-server-not-found")
+        Self::new(ErrorType::Cancel, Condition::RemoteServerNotFound)
     }
     pub fn forbidden() -> Self {
-        Self::new(ErrorType::Auth, "forbidden")
+        Self::new(ErrorType::Auth, Condition::Forbidden)
     }
     pub fn not_allowed() -> Self {
-        Self::new(ErrorType::Cancel, "not-allowed")
+        Self::new(ErrorType::Cancel, Condition::NotAllowed)
     }
     pub fn internal_server_error() -> Self {
-        Self::new(ErrorType::Cancel, "internal-server-error")
+        Self::new(ErrorType::Cancel, Condition::InternalServerError)
     }
     /// Storage failed (down, locked, read-only): type `wait`, since the same request may well
     /// succeed once it is back.
     pub fn storage_failure() -> Self {
-        Self::new(ErrorType::Wait, "internal-server-error")
+        Self::new(ErrorType::Wait, Condition::InternalServerError)
             .with_text("Storage is temporarily unavailable; try again later")
     }
     pub fn conflict() -> Self {
-        Self::new(ErrorType::Cancel, "conflict")
+        Self::new(ErrorType::Cancel, Condition::Conflict)
     }
     pub fn not_acceptable() -> Self {
-        Self::new(ErrorType::Modify, "not-acceptable")
+        Self::new(ErrorType::Modify, Condition::NotAcceptable)
     }
     pub fn resource_constraint() -> Self {
-        Self::new(ErrorType::Wait, "resource-constraint")
+        Self::new(ErrorType::Wait, Condition::ResourceConstraint)
     }
 
     pub fn to_element(&self) -> Element {
         let mut error = Element::bare("error", ns::CLIENT);
         set_attr(&mut error, "type", self.kind.as_str());
-        error.append_child(Element::bare(self.condition, ns::STANZAS_ERRORS));
+        error.append_child(Element::from(self.condition.clone()));
         if let Some(text) = &self.text {
             error.append_child(
                 Element::builder("text", ns::STANZAS_ERRORS)

@@ -337,3 +337,40 @@ async fn host_meta_names_the_domain_it_was_asked_for() {
         assert!(answer.contains(&href), "Host {host}: {answer}");
     }
 }
+
+/// An internationalized hosted domain is configured in U-labels, but a `Host` header carries
+/// only A-labels: host-meta asked for `xn--bcher-kva.example` answers for `bücher.example`, with
+/// the URL's host in A-labels.
+#[tokio::test]
+async fn host_meta_matches_an_internationalized_domain_by_its_a_label() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestServer::start_with(|config| {
+        config.hosts.insert(
+            "bücher.example".into(),
+            corvid::config::HostConfig::default(),
+        );
+    })
+    .await;
+    let https_port = t.server.https_addr.expect("https").port();
+    for (host, expected) in [
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("XN--BCHER-KVA.example:5280", "xn--bcher-kva.example"),
+        ("xn--bcher-kvb.example", DOMAIN),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(t.http())
+            .await
+            .expect("connect");
+        s.write_all(
+            format!(
+                "GET /.well-known/host-meta HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("request");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.expect("answer");
+        let href = format!("href='wss://{expected}:{https_port}/xmpp-websocket'");
+        assert!(answer.contains(&href), "Host {host}: {answer}");
+    }
+}

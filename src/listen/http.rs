@@ -63,7 +63,10 @@ impl WebsocketUrl {
         match self {
             WebsocketUrl::Configured(url) => url.to_string(),
             WebsocketUrl::Derived { scheme, port } => {
-                format!("{scheme}://{domain}:{port}{WEBSOCKET_PATH}")
+                // A URL's host is written in A-labels: that is what every HTTP client and
+                // certificate check compares.
+                let host = idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_owned());
+                format!("{scheme}://{host}:{port}{WEBSOCKET_PATH}")
             }
         }
     }
@@ -91,7 +94,14 @@ fn announced_url(state: &HttpState, headers: &HeaderMap) -> String {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
-        .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+        .map(|h| h.to_ascii_lowercase())
+        // Hosted domains are configured in their normal form (U-labels); a Host header can
+        // only carry the A-label form, so it is brought to the same form before comparing.
+        .and_then(|h| {
+            crate::address::check_domain(&h)
+                .ok()
+                .map(|d| d.into_owned())
+        });
     let config = &state.ctx.config;
     let domain = host
         .filter(|h| config.is_hosted(h))

@@ -24,7 +24,7 @@ use crate::router::{
     Interest, IqHandler, IqRequest, IqResult, IqType, Module, Priority, Registry, Router,
     SessionHook, StanzaFilter, Verdict,
 };
-use crate::stanza::{self, ErrorType, Kind, StanzaError};
+use crate::stanza::{self, Condition, ErrorType, Kind, StanzaError};
 use crate::storage::{BlockWrite, StorageError, StorageResult};
 use crate::xml::ns;
 
@@ -201,8 +201,10 @@ impl Blocking {
             }
             Command::Block(items) => {
                 if let Some(own) = items.iter().find(|jid| bare_str(jid) == user.as_str()) {
-                    return Err(StanzaError::new(ErrorType::Modify, "not-acceptable")
-                        .with_text(format!("{own} is your own account")));
+                    return Err(
+                        StanzaError::new(ErrorType::Modify, Condition::NotAcceptable)
+                            .with_text(format!("{own} is your own account")),
+                    );
                 }
                 let jids: Vec<String> = items.iter().map(|j| j.as_str().to_owned()).collect();
                 let cap = router.config().limits.blocklist_items;
@@ -396,7 +398,7 @@ fn outbound_verdict(stanza: &Element) -> Verdict {
     match (Kind::of(stanza), stanza::stanza_type(stanza)) {
         (_, "error") | (Some(Kind::Presence), _) | (None, _) => Verdict::Drop,
         (Some(Kind::Message), _) | (Some(Kind::Iq), "get" | "set") => Verdict::Reject(
-            StanzaError::new(ErrorType::Cancel, "not-acceptable")
+            StanzaError::new(ErrorType::Cancel, Condition::NotAcceptable)
                 .with_app_condition(Element::bare("blocked", ns::BLOCKING_ERRORS)),
         ),
         (Some(Kind::Iq), _) => Verdict::Drop,
@@ -529,14 +531,14 @@ mod tests {
         assert!(matches!(
             inbound_verdict(&message),
             Verdict::Reject(StanzaError {
-                condition: "service-unavailable",
+                condition: Condition::ServiceUnavailable,
                 ..
             })
         ));
         assert!(matches!(
             inbound_verdict(&get),
             Verdict::Reject(StanzaError {
-                condition: "service-unavailable",
+                condition: Condition::ServiceUnavailable,
                 ..
             })
         ));
@@ -544,7 +546,7 @@ mod tests {
         assert!(matches!(outbound_verdict(&result), Verdict::Drop));
         match outbound_verdict(&message) {
             Verdict::Reject(e) => {
-                assert_eq!(e.condition, "not-acceptable");
+                assert_eq!(e.condition, Condition::NotAcceptable);
                 assert_eq!(e.kind, ErrorType::Cancel);
                 assert!(e
                     .app_condition

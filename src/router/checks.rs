@@ -93,6 +93,7 @@ fn normalize_message_type(el: &mut Element) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stanza::Condition;
 
     fn el(xml: &str) -> Element {
         xml.parse().unwrap()
@@ -141,7 +142,7 @@ mod tests {
             Err(Malformed::PayloadCount("set", 2))
         );
         let error = check(Kind::Iq, &mut iq("type='set'", "")).unwrap_err();
-        assert_eq!(error.stanza_error().condition, "bad-request");
+        assert_eq!(error.stanza_error().condition, Condition::BadRequest);
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub fn parse(query: &Element) -> Result<FormQuery, StanzaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stanza::Condition;
 
     fn query(fields: &str) -> Element {
         format!(
@@ -154,13 +155,16 @@ mod tests {
     #[test]
     fn unknown_fields_and_bad_dates_are_bad_requests() {
         let unknown = parse(&query("<field var='fulltext'><value>x</value></field>"));
-        assert_eq!(unknown.unwrap_err().condition, "bad-request");
+        assert_eq!(unknown.unwrap_err().condition, Condition::BadRequest);
         let date = parse(&query(
             "<field var='start'><value>yesterday</value></field>",
         ));
-        assert_eq!(date.unwrap_err().condition, "bad-request");
+        assert_eq!(date.unwrap_err().condition, Condition::BadRequest);
         let ns = "<field var='FORM_TYPE'><value>urn:xmpp:mam:1</value></field>";
-        assert_eq!(parse(&query(ns)).unwrap_err().condition, "bad-request");
+        assert_eq!(
+            parse(&query(ns)).unwrap_err().condition,
+            Condition::BadRequest
+        );
     }
 
     fn raw(xml: &str) -> Element {
@@ -190,16 +194,16 @@ mod tests {
         let twice = parse(&query(
             "<field var='FORM_TYPE' type='hidden'><value>urn:xmpp:mam:2</value></field>",
         ));
-        assert_eq!(twice.unwrap_err().condition, "bad-request");
+        assert_eq!(twice.unwrap_err().condition, Condition::BadRequest);
         let no_var = parse(&query("<field><value>x</value></field>"));
-        assert_eq!(no_var.unwrap_err().condition, "bad-request");
+        assert_eq!(no_var.unwrap_err().condition, Condition::BadRequest);
         // A fixed field may lack a var, but a query has no such field.
         let fixed = parse(&query("<field type='fixed'><value>x</value></field>"));
-        assert_eq!(fixed.unwrap_err().condition, "bad-request");
+        assert_eq!(fixed.unwrap_err().condition, Condition::BadRequest);
         let two = parse(&query(
             "<field var='start'><value>a</value><value>b</value></field>",
         ));
-        assert_eq!(two.unwrap_err().condition, "bad-request");
+        assert_eq!(two.unwrap_err().condition, Condition::BadRequest);
     }
 
     #[test]
@@ -208,7 +212,10 @@ mod tests {
                        <field var='after-id'><value>7</value></field></x></query>";
         assert_eq!(parse(&raw(untyped)).unwrap().after_id.as_deref(), Some("7"));
         let form = "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='form'/></query>";
-        assert_eq!(parse(&raw(form)).unwrap_err().condition, "bad-request");
+        assert_eq!(
+            parse(&raw(form)).unwrap_err().condition,
+            Condition::BadRequest
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tracing::warn;
 
 use super::{form, rsm};
 use crate::router::{IqResult, Router};
-use crate::stanza::{self, ErrorType, StanzaError};
+use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::storage::{ArchiveFilter, ArchiveQuery, ArchiveStore, ArchivedMessage, StorageError};
 use crate::xml::{self, ns};
 
@@ -149,8 +149,10 @@ pub async fn run(
     for row in ordered {
         let message = result_message(&session, owner_str, queryid.as_deref(), row);
         if router.deliver_to_session(&session, message).is_err() {
-            return Err(StanzaError::new(ErrorType::Wait, "resource-constraint")
-                .with_text("the session cannot take the results"));
+            return Err(
+                StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint)
+                    .with_text("the session cannot take the results"),
+            );
         }
     }
 

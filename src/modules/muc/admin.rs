@@ -11,7 +11,7 @@ use super::persist;
 use super::room::{Affiliation, ItemExtra, Role, Room};
 use super::Muc;
 use crate::router::Router;
-use crate::stanza::{self, ErrorType, StanzaError};
+use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::xml::ns;
 
 enum Change {
@@ -156,7 +156,10 @@ fn check(muc: &Muc, room: &Room, actor: &Actor, change: &Change) -> Result<(), S
             }
             let grows = current == Affiliation::None && *affiliation != Affiliation::None;
             if grows && room.affiliations.len() >= muc.limits.max_affiliations_per_room as usize {
-                return Err(StanzaError::new(ErrorType::Wait, "resource-constraint"));
+                return Err(StanzaError::new(
+                    ErrorType::Wait,
+                    Condition::ResourceConstraint,
+                ));
             }
             Ok(())
         }

@@ -12,7 +12,7 @@ use super::room::{public_presence, Affiliation, ItemExtra, Occupant, Role, Room}
 use super::Muc;
 use crate::limits::bucket::Bucket;
 use crate::router::{Router, SessionEnd};
-use crate::stanza::{self, ErrorType, Kind, StanzaError};
+use crate::stanza::{self, Condition, ErrorType, Kind, StanzaError};
 use crate::xml::ns;
 
 /// §7.14 (status 333): the occupant's session ended without leaving the room first.
@@ -86,7 +86,7 @@ async fn available(
     }
     router.bounce(
         &presence,
-        StanzaError::new(ErrorType::Wait, "resource-constraint"),
+        StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
     );
 }
 
@@ -106,7 +106,10 @@ fn refusal(
         return Some(StanzaError::item_not_found());
     }
     if room.config.members_only && affiliation < Affiliation::Member {
-        return Some(StanzaError::new(ErrorType::Auth, "registration-required"));
+        return Some(StanzaError::new(
+            ErrorType::Auth,
+            Condition::RegistrationRequired,
+        ));
     }
     if room.config.password_protected {
         let given = presence
@@ -114,7 +117,7 @@ fn refusal(
             .and_then(|x| x.get_child("password", ns::MUC))
             .map(|p| p.text());
         if given.as_deref() != Some(room.config.password.as_str()) {
-            return Some(StanzaError::new(ErrorType::Auth, "not-authorized"));
+            return Some(StanzaError::new(ErrorType::Auth, Condition::NotAuthorized));
         }
     }
     if room.occupant_by_nick(nick).is_some() {

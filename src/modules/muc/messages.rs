@@ -13,7 +13,7 @@ use super::Muc;
 use crate::limits::bucket::Rate;
 use crate::modules::mam::Archiver;
 use crate::router::Router;
-use crate::stanza::{self, ErrorType, Kind, StanzaError};
+use crate::stanza::{self, Condition, ErrorType, Kind, StanzaError};
 use crate::xml::ns;
 
 pub(super) async fn handle(
@@ -82,8 +82,10 @@ async fn groupchat(
     // counts, chat states and markers too: each costs one stanza per occupant all the same.
     if let (Some(rate), Some(budget)) = (service.rate, room.occupants[index].budget.as_mut()) {
         if let Err(exhausted) = budget.take(rate, Instant::now()) {
-            return Err(StanzaError::new(ErrorType::Wait, "policy-violation")
-                .with_text(format!("You are sending messages too fast: {exhausted}")));
+            return Err(
+                StanzaError::new(ErrorType::Wait, Condition::PolicyViolation)
+                    .with_text(format!("You are sending messages too fast: {exhausted}")),
+            );
         }
     }
     let sender = &room.occupants[index];

@@ -40,7 +40,7 @@ use crate::limits::bucket::Rate;
 use crate::router::{
     Component, DiscoQuery, DiscoTarget, IqType, Item, ItemSource, Module, Registry, Router,
 };
-use crate::stanza::{self, Kind, StanzaError};
+use crate::stanza::{self, Condition, Kind, StanzaError};
 use crate::xml::ns;
 use room::Room;
 
@@ -125,7 +125,7 @@ impl Muc {
         if rooms.len() >= self.limits.max_rooms as usize {
             return Err(StanzaError::new(
                 crate::stanza::ErrorType::Wait,
-                "resource-constraint",
+                Condition::ResourceConstraint,
             ));
         }
         let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());

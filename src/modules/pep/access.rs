@@ -7,7 +7,7 @@ use jid::BareJid;
 use minidom::Element;
 
 use crate::router::Router;
-use crate::stanza::{ErrorType, StanzaError};
+use crate::stanza::{Condition, ErrorType, StanzaError};
 use crate::storage::{AccessModel, StorageResult};
 use crate::xml::ns;
 
@@ -40,11 +40,11 @@ pub async fn may_read(
 /// The XEP-0060 §6.5.9 error for a reader the model keeps out.
 pub fn denial(model: AccessModel) -> StanzaError {
     match model {
-        AccessModel::Presence => StanzaError::new(ErrorType::Auth, "not-authorized")
-            .with_app_condition(Element::bare(
-                "presence-subscription-required",
-                ns::PUBSUB_ERRORS,
-            )),
+        AccessModel::Presence => {
+            StanzaError::new(ErrorType::Auth, Condition::NotAuthorized).with_app_condition(
+                Element::bare("presence-subscription-required", ns::PUBSUB_ERRORS),
+            )
+        }
         AccessModel::Whitelist => StanzaError::not_allowed()
             .with_app_condition(Element::bare("closed-node", ns::PUBSUB_ERRORS)),
         AccessModel::Open => StanzaError::forbidden(),

@@ -33,7 +33,7 @@ use crate::router::{
     DiscoQuery, DiscoTarget, Identity, IqHandler, IqRequest, IqResult, IqType, Item, ItemSource,
     Module, PresenceObserver, Priority, Registry, Router, SessionHook,
 };
-use crate::stanza::{self, ErrorType, StanzaError};
+use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::storage::PepStore;
 use crate::xml::ns;
 
@@ -161,7 +161,7 @@ fn bad_request(condition: &str) -> StanzaError {
 }
 
 fn not_acceptable() -> StanzaError {
-    StanzaError::new(ErrorType::Modify, "not-acceptable")
+    StanzaError::new(ErrorType::Modify, Condition::NotAcceptable)
 }
 
 /// The node named by an action element, or `<nodeid-required/>`.

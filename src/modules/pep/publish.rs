@@ -9,7 +9,7 @@ use super::{
     MAX_ITEM_ID_LEN,
 };
 use crate::router::IqResult;
-use crate::stanza::{self, ErrorType, StanzaError};
+use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::storage::{NodeConfig, PepCreate, PepItem, StorageError};
 use crate::xml::{self, ns};
 
@@ -92,8 +92,10 @@ async fn create_node(ctx: &Ctx<'_>, node: &str, config: &NodeConfig) -> Result<b
         .await
     {
         Ok(PepCreate::Created) => Ok(true),
-        Ok(PepCreate::Full) => Err(StanzaError::new(ErrorType::Modify, "policy-violation")
-            .with_text("this account has as many PEP nodes as it may")),
+        Ok(PepCreate::Full) => Err(
+            StanzaError::new(ErrorType::Modify, Condition::PolicyViolation)
+                .with_text("this account has as many PEP nodes as it may"),
+        ),
         Err(StorageError::Conflict) => Ok(false),
         Err(e) => Err(store::storage_error(e)),
     }

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::modules::roster::subscription;
 use crate::modules::roster::table::SubscriptionType;
 use crate::router::{Module, PresenceHandler, Priority, Registry, Router, SessionHook};
-use crate::stanza::{self, ErrorType, StanzaError};
+use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::xml::ns;
 use request_rate::RequestRate;
 use state::PresenceState;
@@ -87,7 +87,7 @@ impl PresenceHandler for Presence {
             // Refused before anything is stored or routed: the contact never hears of it.
             if kind == SubscriptionType::Subscribe {
                 if let Err(exhausted) = self.requests.request(&user) {
-                    let error = StanzaError::new(ErrorType::Wait, "policy-violation")
+                    let error = StanzaError::new(ErrorType::Wait, Condition::PolicyViolation)
                         .with_text(format!("Too many subscription requests: {exhausted}"));
                     router.bounce(&presence, error);
                     return;

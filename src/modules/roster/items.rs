@@ -3,7 +3,7 @@
 use jid::BareJid;
 use minidom::Element;
 
-use crate::stanza::{self, ErrorType, StanzaError};
+use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::storage::RosterItem;
 use crate::xml::ns;
 
@@ -58,7 +58,7 @@ pub enum RosterSet {
 }
 
 fn not_acceptable(text: &str) -> StanzaError {
-    StanzaError::new(ErrorType::Modify, "not-acceptable").with_text(text)
+    StanzaError::new(ErrorType::Modify, Condition::NotAcceptable).with_text(text)
 }
 
 /// Reads a roster set's `<query/>`, with the errors RFC 6121 §2.3.3 names.

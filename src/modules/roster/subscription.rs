@@ -14,7 +14,7 @@ use super::locks;
 use super::push;
 use super::table::{transition, Direction, State, SubscriptionType};
 use crate::router::Router;
-use crate::stanza::{self, ErrorType, StanzaError};
+use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::storage::{RosterItem, RosterWrite, StorageResult, Subscription};
 use crate::xml::{self, ns};
 
@@ -200,7 +200,7 @@ pub async fn outbound(
     }
     match stored.save(router, after, approved, None).await {
         Ok(Saved::Full) => {
-            let error = StanzaError::new(ErrorType::Wait, "resource-constraint")
+            let error = StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint)
                 .with_text("the roster is full");
             router.bounce(original, error);
             return Outcome::default();
