@@ -3,6 +3,7 @@
 
 use minidom::Element;
 
+pub use crate::xml::attrs::{remove_attr, set_attr};
 use crate::xml::ns;
 
 /// RFC 6120 §8.3.3 stanza error conditions, as xmpp-parsers models them.
@@ -142,20 +143,6 @@ impl StanzaError {
             error.append_child((**app).clone());
         }
         error
-    }
-}
-
-pub fn set_attr(el: &mut Element, name: &'static str, value: impl Into<String>) {
-    let Ok(name) = rxml::NcName::try_from(name) else {
-        return;
-    };
-    el.attrs_mut()
-        .insert(rxml::Namespace::NONE, name, value.into());
-}
-
-pub fn remove_attr(el: &mut Element, name: &'static str) {
-    if let Ok(name) = rxml::NcName::try_from(name) {
-        el.attrs_mut().remove(&rxml::Namespace::NONE, &name);
     }
 }
 

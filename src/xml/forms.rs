@@ -28,7 +28,7 @@ pub fn read(x: &Element) -> Result<DataForm, Malformed> {
     }
     let mut x = x.clone();
     if x.attr("type").is_none() {
-        crate::stanza::set_attr(&mut x, "type", "submit");
+        super::attrs::set_attr(&mut x, "type", "submit");
     }
     DataForm::try_from(x).map_err(|e| Malformed(e.to_string()))
 }

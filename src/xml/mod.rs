@@ -1,6 +1,7 @@
 //! XML on the wire: stream framing with XMPP's restrictions and limits, namespaces, and one
 //! serializer for everything corvid sends.
 
+pub mod attrs;
 pub mod forms;
 pub mod framing;
 #[cfg(test)]
