@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use jid::Jid;
 use minidom::Element;
+use xmpp_parsers::disco::{self, DiscoInfoResult, DiscoItemsResult};
 
 use crate::router::{
     DiscoQuery, DiscoTarget, Identity, IqHandler, IqRequest, IqResult, IqType, Item, Module,
@@ -106,39 +108,40 @@ async fn account_exists(router: &Router, request: &IqRequest) -> bool {
     }
 }
 
-fn info_query(identities: &[&Identity], mut features: Vec<&str>) -> Element {
-    let mut query = Element::bare("query", ns::DISCO_INFO);
-    for identity in identities {
-        let mut el = Element::bare("identity", ns::DISCO_INFO);
-        stanza::set_attr(&mut el, "category", identity.category.as_str());
-        stanza::set_attr(&mut el, "type", identity.kind.as_str());
-        if let Some(name) = &identity.name {
-            stanza::set_attr(&mut el, "name", name.as_str());
-        }
-        query.append_child(el);
+fn info_query(identities: &[&Identity], features: Vec<&str>) -> Element {
+    DiscoInfoResult {
+        node: None,
+        identities: identities
+            .iter()
+            .map(|identity| disco::Identity {
+                category: identity.category.clone(),
+                type_: identity.kind.clone(),
+                lang: None,
+                name: identity.name.clone(),
+            })
+            .collect(),
+        features: features.into_iter().map(str::to_owned).collect(),
+        extensions: Vec::new(),
     }
-    features.sort_unstable();
-    features.dedup();
-    for feature in features {
-        let mut el = Element::bare("feature", ns::DISCO_INFO);
-        stanza::set_attr(&mut el, "var", feature);
-        query.append_child(el);
-    }
-    query
+    .into()
 }
 
+/// Items whose `jid` is not an address are left out: a module contributed something no
+/// client could use.
 fn items_query(items: &[Item]) -> Element {
-    let mut query = Element::bare("query", ns::DISCO_ITEMS);
-    for item in items {
-        let mut el = Element::bare("item", ns::DISCO_ITEMS);
-        stanza::set_attr(&mut el, "jid", item.jid.as_str());
-        if let Some(node) = &item.node {
-            stanza::set_attr(&mut el, "node", node.as_str());
-        }
-        if let Some(name) = &item.name {
-            stanza::set_attr(&mut el, "name", name.as_str());
-        }
-        query.append_child(el);
+    DiscoItemsResult {
+        node: None,
+        items: items
+            .iter()
+            .filter_map(|item| {
+                Some(disco::Item {
+                    jid: Jid::new(&item.jid).ok()?,
+                    node: item.node.clone(),
+                    name: item.name.clone(),
+                })
+            })
+            .collect(),
+        rsm: None,
     }
-    query
+    .into()
 }

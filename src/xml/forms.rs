@@ -100,8 +100,8 @@ pub fn form(form_type: &str, title: Option<&str>, fields: Vec<Field>) -> Element
 }
 
 /// A `type='result'` form reporting values, such as the extended disco#info of XEP-0128.
-pub fn result(form_type: &str, fields: Vec<Field>) -> Element {
-    to_element(DataForm::new(DataFormType::Result_, form_type, fields))
+pub fn result(form_type: &str, fields: Vec<Field>) -> DataForm {
+    DataForm::new(DataFormType::Result_, form_type, fields)
 }
 
 fn to_element(form: DataForm) -> Element {
@@ -200,10 +200,10 @@ mod tests {
         assert_eq!(back.fields[1].options.len(), 2);
         assert!(back.fields[2].values.is_empty());
         assert_eq!(first_value(&back, "b").and_then(parse_bool), Some(true));
-        let info = read(&result(
+        let info = read(&to_element(result(
             "urn:example",
             vec![field("n", FieldType::TextSingle, "", "3")],
-        ));
+        )));
         let info = info.unwrap();
         assert_eq!(info.type_, DataFormType::Result_);
         assert_eq!(info.form_type(), Some("urn:example"));

@@ -2,11 +2,11 @@
 //! `muc#roominfo` extended form (XEP-0128) on rooms.
 
 use minidom::Element;
+use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 
 use super::room::Room;
 use super::Muc;
-use crate::stanza;
-use crate::xml::forms::{self, Field, FieldType};
+use crate::xml::forms::{self, DataForm, Field, FieldType};
 use crate::xml::ns;
 
 /// Features of the service itself; `tests/xeps.rs` checks these against `xeps.toml`.
@@ -18,34 +18,28 @@ pub const SERVICE_FEATURES: &[&str] = &[
     ns::PING,
 ];
 
-fn identity(name: &str) -> Element {
-    let mut identity = Element::bare("identity", ns::DISCO_INFO);
-    stanza::set_attr(&mut identity, "category", "conference");
-    stanza::set_attr(&mut identity, "type", "text");
-    stanza::set_attr(&mut identity, "name", name);
-    identity
-}
-
-fn feature(var: &str) -> Element {
-    let mut el = Element::bare("feature", ns::DISCO_INFO);
-    stanza::set_attr(&mut el, "var", var);
-    el
-}
-
-fn with_node(mut query: Element, request: &Element) -> Element {
-    if let Some(node) = request.attr("node") {
-        stanza::set_attr(&mut query, "node", node);
+fn identity(name: &str) -> Identity {
+    Identity {
+        category: "conference".to_owned(),
+        type_: "text".to_owned(),
+        lang: None,
+        name: Some(name.to_owned()),
     }
-    query
+}
+
+/// A disco#info answer, for the node the request named if any.
+fn info(request: &Element, name: &str, features: &[&str], extensions: Vec<DataForm>) -> Element {
+    DiscoInfoResult {
+        node: request.attr("node").map(str::to_owned),
+        identities: vec![identity(name)],
+        features: features.iter().map(|&var| var.to_owned()).collect(),
+        extensions,
+    }
+    .into()
 }
 
 pub(super) fn service_info(request: &Element) -> Element {
-    let mut query = with_node(Element::bare("query", ns::DISCO_INFO), request);
-    query.append_child(identity("Chatrooms"));
-    for var in SERVICE_FEATURES {
-        query.append_child(feature(var));
-    }
-    query
+    info(request, "Chatrooms", SERVICE_FEATURES, Vec::new())
 }
 
 /// Public rooms of the `service` domain that are configured (locked ones do not exist yet for
@@ -63,17 +57,22 @@ pub(super) async fn service_items(muc: &Muc, service: &str) -> Element {
         } else {
             room.config.name.clone()
         };
-        items.push((room.jid.to_string(), name));
+        items.push((room.jid.to_string(), room.jid.clone(), name));
     }
     items.sort();
-    let mut query = Element::bare("query", ns::DISCO_ITEMS);
-    for (jid, name) in items {
-        let mut item = Element::bare("item", ns::DISCO_ITEMS);
-        stanza::set_attr(&mut item, "jid", jid);
-        stanza::set_attr(&mut item, "name", name);
-        query.append_child(item);
+    DiscoItemsResult {
+        node: None,
+        items: items
+            .into_iter()
+            .map(|(_, jid, name)| Item {
+                jid: jid.into(),
+                node: None,
+                name: Some(name),
+            })
+            .collect(),
+        rsm: None,
     }
-    query
+    .into()
 }
 
 /// A `muc#roominfo` field: values only, so no type and no label.
@@ -83,16 +82,14 @@ fn info_field(var: &str, value: &str) -> Field {
 
 /// §6.4: the room's identity, its `muc_*` features and the `muc#roominfo` form.
 pub(super) fn room_info(room: &Room, request: &Element, archived: bool) -> Element {
-    let mut query = with_node(Element::bare("query", ns::DISCO_INFO), request);
     let name = if room.config.name.is_empty() {
         room.jid.node().map(|n| n.to_string()).unwrap_or_default()
     } else {
         room.config.name.clone()
     };
-    query.append_child(identity(&name));
     let c = &room.config;
     let pick = |on: bool, yes: &'static str, no: &'static str| if on { yes } else { no };
-    let features = [
+    let mut features = vec![
         ns::MUC,
         ns::DISCO_INFO,
         ns::DISCO_ITEMS,
@@ -112,11 +109,8 @@ pub(super) fn room_info(room: &Room, request: &Element, archived: bool) -> Eleme
         ),
         pick(c.public, "muc_public", "muc_hidden"),
     ];
-    for var in features {
-        query.append_child(feature(var));
-    }
     if archived {
-        query.append_child(feature(ns::MAM));
+        features.push(ns::MAM);
     }
     let fields = vec![
         info_field("muc#roomconfig_roomname", &name),
@@ -131,6 +125,5 @@ pub(super) fn room_info(room: &Room, request: &Element, archived: bool) -> Eleme
         info_field("muc#roomconfig_maxusers", &c.max_users.to_string()),
     ];
     let form = forms::result(ns::MUC_ROOMINFO, fields);
-    query.append_child(form);
-    query
+    info(request, &name, &features, vec![form])
 }
