@@ -13,6 +13,7 @@ mod qualify;
 mod roster;
 mod roster_cache;
 mod secrets;
+mod sql;
 mod sqlite;
 mod vcard;
 
