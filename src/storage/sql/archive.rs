@@ -9,12 +9,17 @@ macro_rules! archive_store {
 
             use $crate::storage::archive::{jids_from_json, jids_to_json};
             use $crate::storage::{
-                count_from_db, ArchiveBound, ArchiveDefault, ArchiveFilter, ArchivePage, ArchivePrefs,
-                ArchiveQuery, ArchiveStore, ArchivedMessage, StorageError, StorageResult,
+                count_from_db, ArchiveBound, ArchiveDefault, ArchiveFilter, ArchivePage,
+                ArchivePrefs, ArchiveQuery, ArchiveStore, ArchivedMessage, StorageError,
+                StorageResult,
             };
 
             /// Appends `WHERE owner = ? AND …` for `filter`.
-            fn push_filter<'a>(qb: &mut QueryBuilder<'a, $db>, owner: &'a str, filter: &'a ArchiveFilter) {
+            fn push_filter<'a>(
+                qb: &mut QueryBuilder<'a, $db>,
+                owner: &'a str,
+                filter: &'a ArchiveFilter,
+            ) {
                 qb.push(" WHERE owner = ").push_bind(owner);
                 if let Some(with) = &filter.with {
                     qb.push(" AND with_jid = ").push_bind(with.as_str());
@@ -48,7 +53,10 @@ macro_rules! archive_store {
             /// Rows per INSERT statement (6 parameters each, well under both databases' limits).
             const APPEND_CHUNK: usize = 500;
 
-            fn row_to_message(owner: &str, row: &<$db as sqlx::Database>::Row) -> StorageResult<ArchivedMessage> {
+            fn row_to_message(
+                owner: &str,
+                row: &<$db as sqlx::Database>::Row,
+            ) -> StorageResult<ArchivedMessage> {
                 Ok(ArchivedMessage {
                     owner: owner.to_string(),
                     id: row.try_get("id")?,
@@ -86,8 +94,14 @@ macro_rules! archive_store {
                     Ok(())
                 }
 
-                async fn archive_query(&self, owner: &str, query: &ArchiveQuery) -> StorageResult<ArchivePage> {
-                    let mut qb = QueryBuilder::new("SELECT id, ts_ms, with_jid, outgoing, stanza FROM archive");
+                async fn archive_query(
+                    &self,
+                    owner: &str,
+                    query: &ArchiveQuery,
+                ) -> StorageResult<ArchivePage> {
+                    let mut qb = QueryBuilder::new(
+                        "SELECT id, ts_ms, with_jid, outgoing, stanza FROM archive",
+                    );
                     push_filter(&mut qb, owner, &query.filter);
                     qb.push(if query.backward {
                         " ORDER BY id DESC LIMIT "
@@ -111,7 +125,11 @@ macro_rules! archive_store {
                     })
                 }
 
-                async fn archive_count(&self, owner: &str, filter: &ArchiveFilter) -> StorageResult<u64> {
+                async fn archive_count(
+                    &self,
+                    owner: &str,
+                    filter: &ArchiveFilter,
+                ) -> StorageResult<u64> {
                     let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM archive");
                     push_filter(&mut qb, owner, filter);
                     let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
@@ -133,7 +151,8 @@ macro_rules! archive_store {
                 ) -> StorageResult<Option<(ArchiveBound, ArchiveBound)>> {
                     let bound = |order: &'static str| {
                         let sql = format!(
-                            "SELECT id, ts_ms FROM archive WHERE owner = $1 ORDER BY id {order} LIMIT 1"
+                            "SELECT id, ts_ms FROM archive WHERE owner = $1 ORDER BY id {order} \
+                             LIMIT 1"
                         );
                         async move {
                             let row = sqlx::query(&sql)
@@ -160,7 +179,8 @@ macro_rules! archive_store {
                     let keep = i64::try_from(keep).unwrap_or(i64::MAX);
                     let done = sqlx::query(
                         "DELETE FROM archive WHERE owner = $1 AND id <= \
-                         (SELECT id FROM archive WHERE owner = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+                         (SELECT id FROM archive WHERE owner = $1 ORDER BY id DESC LIMIT 1 OFFSET \
+                         $2)",
                     )
                     .bind(owner)
                     .bind(keep)
@@ -193,7 +213,8 @@ macro_rules! archive_store {
 
                 async fn archive_prefs(&self, owner: &str) -> StorageResult<Option<ArchivePrefs>> {
                     let row = sqlx::query(
-                        "SELECT default_mode, always_jids, never_jids FROM archive_prefs WHERE owner = $1",
+                        "SELECT default_mode, always_jids, never_jids FROM archive_prefs WHERE \
+                         owner = $1",
                     )
                     .bind(owner)
                     .fetch_optional(&self.pool)
@@ -209,7 +230,11 @@ macro_rules! archive_store {
                     }))
                 }
 
-                async fn set_archive_prefs(&self, owner: &str, prefs: &ArchivePrefs) -> StorageResult<()> {
+                async fn set_archive_prefs(
+                    &self,
+                    owner: &str,
+                    prefs: &ArchivePrefs,
+                ) -> StorageResult<()> {
                     sqlx::query(
                         "INSERT INTO archive_prefs (owner, default_mode, always_jids, never_jids) \
                          VALUES ($1, $2, $3, $4) ON CONFLICT (owner) DO UPDATE SET \

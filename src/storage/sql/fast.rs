@@ -8,12 +8,17 @@ macro_rules! fast_token_store {
             use sqlx::Row;
 
             use $crate::storage::{
-                not_found_on_foreign_key, FastSlot, FastToken, FastTokenStore, StorageError, StorageResult,
+                not_found_on_foreign_key, FastSlot, FastToken, FastTokenStore, StorageError,
+                StorageResult,
             };
 
             #[async_trait]
             impl FastTokenStore for $storage {
-                async fn fast_tokens(&self, username: &str, client_id: &str) -> StorageResult<Vec<FastToken>> {
+                async fn fast_tokens(
+                    &self,
+                    username: &str,
+                    client_id: &str,
+                ) -> StorageResult<Vec<FastToken>> {
                     let rows = sqlx::query(
                         "SELECT slot, token, mechanism, expires_at_ms, last_count FROM fast_tokens \
                          WHERE username = $1 AND client_id = $2 ORDER BY slot DESC",
@@ -46,16 +51,19 @@ macro_rules! fast_token_store {
                     now_ms: i64,
                 ) -> StorageResult<()> {
                     let mut tx = self.begin_write().await?;
-                    sqlx::query("DELETE FROM fast_tokens WHERE username = $1 AND expires_at_ms <= $2")
-                        .bind(username)
-                        .bind(now_ms)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "DELETE FROM fast_tokens WHERE username = $1 AND expires_at_ms <= $2",
+                    )
+                    .bind(username)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
                     sqlx::query(
                         "INSERT INTO fast_tokens \
                          (username, client_id, slot, token, mechanism, expires_at_ms, last_count) \
                          VALUES ($1, $2, 'new', $3, $4, $5, NULL) \
-                         ON CONFLICT (username, client_id, slot) DO UPDATE SET token = excluded.token, \
+                         ON CONFLICT (username, client_id, slot) DO UPDATE SET token = \
+                         excluded.token, \
                          mechanism = excluded.mechanism, expires_at_ms = excluded.expires_at_ms, \
                          last_count = NULL",
                     )
@@ -124,7 +132,8 @@ macro_rules! fast_token_store {
                     token: &str,
                 ) -> StorageResult<()> {
                     sqlx::query(
-                        "DELETE FROM fast_tokens WHERE username = $1 AND client_id = $2 AND token = $3",
+                        "DELETE FROM fast_tokens WHERE username = $1 AND client_id = $2 AND token \
+                         = $3",
                     )
                     .bind(username)
                     .bind(client_id)
@@ -135,8 +144,8 @@ macro_rules! fast_token_store {
                 }
             }
 
-            /// The schema's CHECK allows only the two slot names; anything else was written by something
-            /// else.
+            /// The schema's CHECK allows only the two slot names; anything else was written by
+            /// something else.
             fn bad_slot(slot: &str) -> StorageError {
                 StorageError::Database(sqlx::Error::Decode(
                     format!("unknown FAST token slot '{slot}'").into(),

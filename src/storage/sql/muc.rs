@@ -8,16 +8,18 @@ macro_rules! muc_store {
             use sqlx::Row;
 
             use $crate::storage::{
-                not_found_on_foreign_key, MucStore, StorageError, StorageResult, StoredAffiliation, StoredRoom,
+                not_found_on_foreign_key, MucStore, StorageError, StorageResult, StoredAffiliation,
+                StoredRoom,
             };
 
             #[async_trait]
             impl MucStore for $storage {
                 async fn muc_rooms(&self) -> StorageResult<Vec<StoredRoom>> {
-                    let rows =
-                        sqlx::query("SELECT jid, config, subject, subject_nick FROM muc_rooms ORDER BY jid")
-                            .fetch_all(&self.pool)
-                            .await?;
+                    let rows = sqlx::query(
+                        "SELECT jid, config, subject, subject_nick FROM muc_rooms ORDER BY jid",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?;
                     rows.iter()
                         .map(|row| {
                             Ok(StoredRoom {
@@ -32,7 +34,8 @@ macro_rules! muc_store {
 
                 async fn save_muc_room(&self, room: &StoredRoom) -> StorageResult<()> {
                     sqlx::query(
-                        "INSERT INTO muc_rooms (jid, config, subject, subject_nick) VALUES ($1, $2, $3, $4) \
+                        "INSERT INTO muc_rooms (jid, config, subject, subject_nick) VALUES ($1, \
+                         $2, $3, $4) \
                          ON CONFLICT (jid) DO UPDATE SET config = excluded.config, \
                          subject = excluded.subject, subject_nick = excluded.subject_nick",
                     )
@@ -53,9 +56,13 @@ macro_rules! muc_store {
                     Ok(done.rows_affected() > 0)
                 }
 
-                async fn muc_affiliations(&self, room: &str) -> StorageResult<Vec<StoredAffiliation>> {
+                async fn muc_affiliations(
+                    &self,
+                    room: &str,
+                ) -> StorageResult<Vec<StoredAffiliation>> {
                     let rows = sqlx::query(
-                        "SELECT jid, affiliation FROM muc_affiliations WHERE room = $1 ORDER BY jid",
+                        "SELECT jid, affiliation FROM muc_affiliations WHERE room = $1 ORDER BY \
+                         jid",
                     )
                     .bind(room)
                     .fetch_all(&self.pool)
@@ -78,8 +85,10 @@ macro_rules! muc_store {
                 ) -> StorageResult<()> {
                     let result = match affiliation {
                         Some(affiliation) => sqlx::query(
-                            "INSERT INTO muc_affiliations (room, jid, affiliation) VALUES ($1, $2, $3) \
-                             ON CONFLICT (room, jid) DO UPDATE SET affiliation = excluded.affiliation",
+                            "INSERT INTO muc_affiliations (room, jid, affiliation) VALUES ($1, $2, \
+                             $3) \
+                             ON CONFLICT (room, jid) DO UPDATE SET affiliation = \
+                             excluded.affiliation",
                         )
                         .bind(room)
                         .bind(jid)
@@ -88,11 +97,12 @@ macro_rules! muc_store {
                         .await
                         .map(|_| ()),
                         None => {
-                            let exists: Option<i64> =
-                                sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM muc_rooms WHERE jid = $1")
-                                    .bind(room)
-                                    .fetch_optional(&self.pool)
-                                    .await?;
+                            let exists: Option<i64> = sqlx::query_scalar(
+                                "SELECT CAST(1 AS BIGINT) FROM muc_rooms WHERE jid = $1",
+                            )
+                            .bind(room)
+                            .fetch_optional(&self.pool)
+                            .await?;
                             if exists.is_none() {
                                 return Err(StorageError::NotFound);
                             }

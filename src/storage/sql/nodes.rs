@@ -28,10 +28,11 @@ macro_rules! node_store {
                         let Some(free) = free else {
                             return Ok(None);
                         };
-                        // Another node may claim the same number meanwhile: the unique index refuses one
-                        // of the two, and the loser looks again.
+                        // Another node may claim the same number meanwhile: the unique index
+                        // refuses one of the two, and the loser looks again.
                         sqlx::query(
-                            "INSERT INTO cluster_nodes (name, number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                            "INSERT INTO cluster_nodes (name, number) VALUES ($1, $2) ON CONFLICT \
+                             DO NOTHING",
                         )
                         .bind(name)
                         .bind(free)

@@ -12,8 +12,8 @@ macro_rules! pep_store {
             use $crate::storage::pep::placeholders;
             use $crate::storage::sql::Dialect;
             use $crate::storage::{
-                conflict_on_unique, count_from_db, AccessModel, NodeConfig, PepCreate, PepItem, PepNode,
-                PepStore, SendLastItem, StorageError, StorageResult,
+                conflict_on_unique, count_from_db, AccessModel, NodeConfig, PepCreate, PepItem,
+                PepNode, PepStore, SendLastItem, StorageError, StorageResult,
             };
 
             const CONFIG_COLUMNS: &str = "access_model, max_items, persist_items, send_last_item";
@@ -24,12 +24,14 @@ macro_rules! pep_store {
                 let send_last: String = row.try_get("send_last_item")?;
                 let max_items: i64 = row.try_get("max_items")?;
                 Ok(NodeConfig {
-                    // The CHECK constraints keep these in range; a row written by something else falls
-                    // back to the most private reading rather than failing every read of the node.
+                    // The CHECK constraints keep these in range; a row written by something else
+                    // falls back to the most private reading rather than failing every read of the
+                    // node.
                     access_model: AccessModel::parse(&access).unwrap_or(AccessModel::Whitelist),
                     max_items: u32::try_from(max_items).unwrap_or(1).max(1),
                     persist_items: row.try_get::<bool, _>("persist_items")?,
-                    send_last_published_item: SendLastItem::parse(&send_last).unwrap_or(SendLastItem::Never),
+                    send_last_published_item: SendLastItem::parse(&send_last)
+                        .unwrap_or(SendLastItem::Never),
                 })
             }
 
@@ -50,7 +52,8 @@ macro_rules! pep_store {
             ) -> StorageResult<()> {
                 sqlx::query(
                     "DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND item_id NOT IN \
-                     (SELECT item_id FROM pep_items WHERE owner = $3 AND node = $4 ORDER BY seq DESC LIMIT $5)",
+                     (SELECT item_id FROM pep_items WHERE owner = $3 AND node = $4 ORDER BY seq \
+                     DESC LIMIT $5)",
                 )
                 .bind(owner)
                 .bind(node)
@@ -66,7 +69,8 @@ macro_rules! pep_store {
             impl PepStore for $storage {
                 async fn pep_nodes(&self, owner: &str) -> StorageResult<Vec<PepNode>> {
                     let rows = sqlx::query(&format!(
-                        "SELECT node, {CONFIG_COLUMNS} FROM pep_nodes WHERE owner = $1 ORDER BY node"
+                        "SELECT node, {CONFIG_COLUMNS} FROM pep_nodes WHERE owner = $1 ORDER BY \
+                         node"
                     ))
                     .bind(owner)
                     .fetch_all(&self.pool)
@@ -81,7 +85,11 @@ macro_rules! pep_store {
                         .collect()
                 }
 
-                async fn pep_node(&self, owner: &str, node: &str) -> StorageResult<Option<NodeConfig>> {
+                async fn pep_node(
+                    &self,
+                    owner: &str,
+                    node: &str,
+                ) -> StorageResult<Option<NodeConfig>> {
                     let row = sqlx::query(&format!(
                         "SELECT {CONFIG_COLUMNS} FROM pep_nodes WHERE owner = $1 AND node = $2"
                     ))
@@ -114,7 +122,8 @@ macro_rules! pep_store {
                         return Ok(PepCreate::Full);
                     }
                     sqlx::query(&format!(
-                        "INSERT INTO pep_nodes (owner, node, {CONFIG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+                        "INSERT INTO pep_nodes (owner, node, {CONFIG_COLUMNS}) VALUES ($1, $2, $3, \
+                         $4, $5, $6)"
                     ))
                     .bind(owner)
                     .bind(node)
@@ -137,8 +146,8 @@ macro_rules! pep_store {
                 ) -> StorageResult<bool> {
                     let mut tx = self.begin_write().await?;
                     let done = sqlx::query(
-                        "UPDATE pep_nodes SET access_model = $1, max_items = $2, persist_items = $3, \
-                         send_last_item = $4 WHERE owner = $5 AND node = $6",
+                        "UPDATE pep_nodes SET access_model = $1, max_items = $2, \
+                         persist_items = $3, send_last_item = $4 WHERE owner = $5 AND node = $6",
                     )
                     .bind(config.access_model.as_str())
                     .bind(i64::from(config.max_items))
@@ -175,10 +184,15 @@ macro_rules! pep_store {
                     Ok(done.rows_affected() > 0)
                 }
 
-                async fn publish_pep_item(&self, owner: &str, node: &str, item: &PepItem) -> StorageResult<()> {
+                async fn publish_pep_item(
+                    &self,
+                    owner: &str,
+                    node: &str,
+                    item: &PepItem,
+                ) -> StorageResult<()> {
                     let mut tx = self.begin_write().await?;
-                    // Locked (where the backend locks rows), so concurrent publishers to one node queue
-                    // and the item cap holds.
+                    // Locked (where the backend locks rows), so concurrent publishers to one node
+                    // queue and the item cap holds.
                     let max_items: Option<i64> = sqlx::query_scalar(&format!(
                         "SELECT max_items FROM pep_nodes WHERE owner = $1 AND node = $2{}",
                         <$storage as Dialect>::LOCK_ROWS
@@ -192,7 +206,8 @@ macro_rules! pep_store {
                         return Err(StorageError::NotFound);
                     };
                     sqlx::query(
-                        "INSERT INTO pep_items (owner, node, item_id, seq, payload) VALUES ($1, $2, $3, $4, $5) \
+                        "INSERT INTO pep_items (owner, node, item_id, seq, payload) VALUES ($1, \
+                         $2, $3, $4, $5) \
                          ON CONFLICT (owner, node, item_id) DO UPDATE SET seq = excluded.seq, \
                          payload = excluded.payload",
                     )
@@ -264,8 +279,9 @@ macro_rules! pep_store {
                         return Ok(Vec::new());
                     }
                     let sql = format!(
-                        "SELECT node, {ITEM_COLUMNS} FROM pep_items AS i WHERE owner = $1 AND node IN ({}) \
-                         AND seq = (SELECT MAX(seq) FROM pep_items WHERE owner = i.owner AND node = i.node) \
+                        "SELECT node, {ITEM_COLUMNS} FROM pep_items AS i \
+                         WHERE owner = $1 AND node IN ({}) AND seq = \
+                         (SELECT MAX(seq) FROM pep_items WHERE owner = i.owner AND node = i.node) \
                          ORDER BY node",
                         placeholders(nodes.len(), 2)
                     );
@@ -279,14 +295,20 @@ macro_rules! pep_store {
                         .collect()
                 }
 
-                async fn retract_pep_item(&self, owner: &str, node: &str, id: &str) -> StorageResult<bool> {
-                    let done =
-                        sqlx::query("DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND item_id = $3")
-                            .bind(owner)
-                            .bind(node)
-                            .bind(id)
-                            .execute(&self.pool)
-                            .await?;
+                async fn retract_pep_item(
+                    &self,
+                    owner: &str,
+                    node: &str,
+                    id: &str,
+                ) -> StorageResult<bool> {
+                    let done = sqlx::query(
+                        "DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND item_id = $3",
+                    )
+                    .bind(owner)
+                    .bind(node)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
                     Ok(done.rows_affected() > 0)
                 }
 

@@ -7,7 +7,9 @@ macro_rules! push_store {
             use async_trait::async_trait;
             use sqlx::Row;
 
-            use $crate::storage::{not_found_on_foreign_key, PushRegistration, PushStore, StorageResult};
+            use $crate::storage::{
+                not_found_on_foreign_key, PushRegistration, PushStore, StorageResult,
+            };
 
             #[async_trait]
             impl PushStore for $storage {
@@ -21,9 +23,11 @@ macro_rules! push_store {
                     let mut tx = self.pool.begin().await?;
                     sqlx::query(
                         "INSERT INTO push_registrations \
-                         (username, service, node, publish_options, enabled_id) VALUES ($1, $2, $3, $4, $5) \
+                         (username, service, node, publish_options, enabled_id) VALUES ($1, $2, \
+                         $3, $4, $5) \
                          ON CONFLICT (username, service, node) DO UPDATE SET \
-                         publish_options = excluded.publish_options, enabled_id = excluded.enabled_id",
+                         publish_options = excluded.publish_options, enabled_id = \
+                         excluded.enabled_id",
                     )
                     .bind(username)
                     .bind(&registration.service)
@@ -35,7 +39,8 @@ macro_rules! push_store {
                     .map_err(not_found_on_foreign_key)?;
                     // Keep the newest `cap`.
                     sqlx::query(
-                        "DELETE FROM push_registrations WHERE username = $1 AND (service, node) NOT IN \
+                        "DELETE FROM push_registrations WHERE username = $1 AND (service, node) \
+                         NOT IN \
                          (SELECT service, node FROM push_registrations WHERE username = $1 \
                           ORDER BY enabled_id DESC LIMIT $2)",
                     )
@@ -65,18 +70,21 @@ macro_rules! push_store {
                             .execute(&self.pool)
                             .await?
                         }
-                        None => {
-                            sqlx::query("DELETE FROM push_registrations WHERE username = $1 AND service = $2")
-                                .bind(username)
-                                .bind(service)
-                                .execute(&self.pool)
-                                .await?
-                        }
+                        None => sqlx::query(
+                            "DELETE FROM push_registrations WHERE username = $1 AND service = $2",
+                        )
+                        .bind(username)
+                        .bind(service)
+                        .execute(&self.pool)
+                        .await?,
                     };
                     Ok(result.rows_affected())
                 }
 
-                async fn push_registrations(&self, username: &str) -> StorageResult<Vec<PushRegistration>> {
+                async fn push_registrations(
+                    &self,
+                    username: &str,
+                ) -> StorageResult<Vec<PushRegistration>> {
                     let rows = sqlx::query(
                         "SELECT service, node, publish_options FROM push_registrations \
                          WHERE username = $1 ORDER BY enabled_id",

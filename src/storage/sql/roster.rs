@@ -11,8 +11,8 @@ macro_rules! roster_stores {
 
             use $crate::storage::roster::{groups_from_json, groups_to_json};
             use $crate::storage::{
-                count_from_db, not_found_on_foreign_key, LastActivity, LastActivityStore, RosterItem,
-                RosterStore, RosterWrite, StorageError, StorageResult, Subscription,
+                count_from_db, not_found_on_foreign_key, LastActivity, LastActivityStore,
+                RosterItem, RosterStore, RosterWrite, StorageError, StorageResult, Subscription,
             };
 
             const ITEM_COLUMNS: &str = "contact, name, subscription, ask, approved, groups";
@@ -30,10 +30,14 @@ macro_rules! roster_stores {
                 })
             }
 
-            async fn bump_version(tx: &mut Transaction<'_, $db>, username: &str) -> StorageResult<i64> {
+            async fn bump_version(
+                tx: &mut Transaction<'_, $db>,
+                username: &str,
+            ) -> StorageResult<i64> {
                 let row = sqlx::query(
                     "INSERT INTO roster_versions (username, version) VALUES ($1, 1) \
-                     ON CONFLICT (username) DO UPDATE SET version = roster_versions.version + 1 RETURNING version",
+                     ON CONFLICT (username) DO UPDATE SET version = roster_versions.version + 1 \
+                     RETURNING version",
                 )
                 .bind(username)
                 .fetch_one(&mut **tx)
@@ -46,15 +50,17 @@ macro_rules! roster_stores {
                 async fn roster(&self, username: &str) -> StorageResult<(i64, Vec<RosterItem>)> {
                     // One read transaction, so the version matches the items.
                     let mut tx = self.pool.begin().await?;
-                    let version = sqlx::query("SELECT version FROM roster_versions WHERE username = $1")
-                        .bind(username)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|row| row.try_get::<i64, _>(0))
-                        .transpose()?
-                        .unwrap_or(0);
+                    let version =
+                        sqlx::query("SELECT version FROM roster_versions WHERE username = $1")
+                            .bind(username)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .map(|row| row.try_get::<i64, _>(0))
+                            .transpose()?
+                            .unwrap_or(0);
                     let rows = sqlx::query(&format!(
-                        "SELECT {ITEM_COLUMNS} FROM roster_items WHERE username = $1 ORDER BY contact"
+                        "SELECT {ITEM_COLUMNS} FROM roster_items WHERE username = $1 ORDER BY \
+                         contact"
                     ))
                     .bind(username)
                     .fetch_all(&mut *tx)
@@ -68,10 +74,11 @@ macro_rules! roster_stores {
                 }
 
                 async fn roster_version(&self, username: &str) -> StorageResult<i64> {
-                    let row = sqlx::query("SELECT version FROM roster_versions WHERE username = $1")
-                        .bind(username)
-                        .fetch_optional(&self.pool)
-                        .await?;
+                    let row =
+                        sqlx::query("SELECT version FROM roster_versions WHERE username = $1")
+                            .bind(username)
+                            .fetch_optional(&self.pool)
+                            .await?;
                     Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
                 }
 
@@ -81,7 +88,8 @@ macro_rules! roster_stores {
                     contact: &str,
                 ) -> StorageResult<Option<RosterItem>> {
                     let row = sqlx::query(&format!(
-                        "SELECT {ITEM_COLUMNS} FROM roster_items WHERE username = $1 AND contact = $2"
+                        "SELECT {ITEM_COLUMNS} FROM roster_items WHERE username = $1 AND contact = \
+                         $2"
                     ))
                     .bind(username)
                     .bind(contact)
@@ -101,25 +109,29 @@ macro_rules! roster_stores {
                         tx.rollback().await?;
                         return Err(StorageError::NotFound);
                     }
-                    let exists = sqlx::query("SELECT 1 FROM roster_items WHERE username = $1 AND contact = $2")
-                        .bind(username)
-                        .bind(&item.contact)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .is_some();
+                    let exists = sqlx::query(
+                        "SELECT 1 FROM roster_items WHERE username = $1 AND contact = $2",
+                    )
+                    .bind(username)
+                    .bind(&item.contact)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
                     if !exists {
-                        let count: i64 = sqlx::query("SELECT COUNT(*) FROM roster_items WHERE username = $1")
-                            .bind(username)
-                            .fetch_one(&mut *tx)
-                            .await?
-                            .try_get(0)?;
+                        let count: i64 =
+                            sqlx::query("SELECT COUNT(*) FROM roster_items WHERE username = $1")
+                                .bind(username)
+                                .fetch_one(&mut *tx)
+                                .await?
+                                .try_get(0)?;
                         if count_from_db(count) >= u64::from(max_items) {
                             tx.rollback().await?;
                             return Ok(RosterWrite::Full);
                         }
                     }
                     sqlx::query(
-                        "INSERT INTO roster_items (username, contact, name, subscription, ask, approved, groups) \
+                        "INSERT INTO roster_items (username, contact, name, subscription, ask, \
+                         approved, groups) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7) \
                          ON CONFLICT (username, contact) DO UPDATE SET name = excluded.name, \
                          subscription = excluded.subscription, ask = excluded.ask, \
@@ -145,11 +157,13 @@ macro_rules! roster_stores {
                     contact: &str,
                 ) -> StorageResult<Option<i64>> {
                     let mut tx = self.begin_write().await?;
-                    let done = sqlx::query("DELETE FROM roster_items WHERE username = $1 AND contact = $2")
-                        .bind(username)
-                        .bind(contact)
-                        .execute(&mut *tx)
-                        .await?;
+                    let done = sqlx::query(
+                        "DELETE FROM roster_items WHERE username = $1 AND contact = $2",
+                    )
+                    .bind(username)
+                    .bind(contact)
+                    .execute(&mut *tx)
+                    .await?;
                     if done.rows_affected() == 0 {
                         tx.rollback().await?;
                         return Ok(None);
@@ -166,7 +180,8 @@ macro_rules! roster_stores {
                     stanza: &str,
                 ) -> StorageResult<()> {
                     sqlx::query(
-                        "INSERT INTO roster_pending_in (username, contact, stanza) VALUES ($1, $2, $3) \
+                        "INSERT INTO roster_pending_in (username, contact, stanza) VALUES ($1, $2, \
+                         $3) \
                          ON CONFLICT (username, contact) DO UPDATE SET stanza = excluded.stanza",
                     )
                     .bind(username)
@@ -178,29 +193,40 @@ macro_rules! roster_stores {
                     Ok(())
                 }
 
-                async fn delete_pending_in(&self, username: &str, contact: &str) -> StorageResult<bool> {
-                    let done =
-                        sqlx::query("DELETE FROM roster_pending_in WHERE username = $1 AND contact = $2")
-                            .bind(username)
-                            .bind(contact)
-                            .execute(&self.pool)
-                            .await?;
+                async fn delete_pending_in(
+                    &self,
+                    username: &str,
+                    contact: &str,
+                ) -> StorageResult<bool> {
+                    let done = sqlx::query(
+                        "DELETE FROM roster_pending_in WHERE username = $1 AND contact = $2",
+                    )
+                    .bind(username)
+                    .bind(contact)
+                    .execute(&self.pool)
+                    .await?;
                     Ok(done.rows_affected() > 0)
                 }
 
-                async fn has_pending_in(&self, username: &str, contact: &str) -> StorageResult<bool> {
-                    let row =
-                        sqlx::query("SELECT 1 FROM roster_pending_in WHERE username = $1 AND contact = $2")
-                            .bind(username)
-                            .bind(contact)
-                            .fetch_optional(&self.pool)
-                            .await?;
+                async fn has_pending_in(
+                    &self,
+                    username: &str,
+                    contact: &str,
+                ) -> StorageResult<bool> {
+                    let row = sqlx::query(
+                        "SELECT 1 FROM roster_pending_in WHERE username = $1 AND contact = $2",
+                    )
+                    .bind(username)
+                    .bind(contact)
+                    .fetch_optional(&self.pool)
+                    .await?;
                     Ok(row.is_some())
                 }
 
                 async fn pending_in(&self, username: &str) -> StorageResult<Vec<(String, String)>> {
                     let rows = sqlx::query(
-                        "SELECT contact, stanza FROM roster_pending_in WHERE username = $1 ORDER BY contact",
+                        "SELECT contact, stanza FROM roster_pending_in WHERE username = $1 ORDER \
+                         BY contact",
                     )
                     .bind(username)
                     .fetch_all(&self.pool)
@@ -213,7 +239,11 @@ macro_rules! roster_stores {
 
             #[async_trait]
             impl LastActivityStore for $storage {
-                async fn set_last_activity(&self, username: &str, last: &LastActivity) -> StorageResult<()> {
+                async fn set_last_activity(
+                    &self,
+                    username: &str,
+                    last: &LastActivity,
+                ) -> StorageResult<()> {
                     sqlx::query(
                         "INSERT INTO last_activity (username, at_secs, status) VALUES ($1, $2, $3) \
                          ON CONFLICT (username) DO UPDATE SET at_secs = excluded.at_secs, \
@@ -228,11 +258,16 @@ macro_rules! roster_stores {
                     Ok(())
                 }
 
-                async fn last_activity(&self, username: &str) -> StorageResult<Option<LastActivity>> {
-                    let row = sqlx::query("SELECT at_secs, status FROM last_activity WHERE username = $1")
-                        .bind(username)
-                        .fetch_optional(&self.pool)
-                        .await?;
+                async fn last_activity(
+                    &self,
+                    username: &str,
+                ) -> StorageResult<Option<LastActivity>> {
+                    let row = sqlx::query(
+                        "SELECT at_secs, status FROM last_activity WHERE username = $1",
+                    )
+                    .bind(username)
+                    .fetch_optional(&self.pool)
+                    .await?;
                     row.map(|row| {
                         Ok(LastActivity {
                             at_secs: row.try_get(0)?,
