@@ -1,10 +1,11 @@
 //! PostgreSQL backend, for deployments that already run a database server or want several
 //! server nodes to share one store.
 //!
-//! Transactions run at READ COMMITTED. Where a read decides a write (the offline cap, replacing
-//! credentials), the account row is locked first with `FOR NO KEY UPDATE`: that serialises
-//! writers of the same account without blocking other accounts, and without conflicting with
-//! the key-share locks that foreign-key checks take on the same row.
+//! Transactions run at READ COMMITTED. Where a read decides a write (the offline, roster,
+//! blocklist and PEP node caps, replacing credentials), the account row is locked first with
+//! `FOR NO KEY UPDATE`: that serialises writers of the same account without blocking other
+//! accounts, and without conflicting with the key-share locks that foreign-key checks take on
+//! the same row. Publishing a PEP item locks its node row the same way.
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -3,14 +3,19 @@
 //! Queries use numbered placeholders (`$1`, `$2`, …), which PostgreSQL requires and sqlx's
 //! SQLite driver binds by number too, so one string serves both. The few places where the two
 //! databases differ in syntax or in how a write transaction keeps other writers out come from
-//! the backend's [`Dialect`].
+//! the backend's [`Dialect`]. Elsewhere the spelling both accept is used: `CAST(… AS BIGINT)`
+//! rather than `::BIGINT`, `ON CONFLICT DO NOTHING` rather than `INSERT OR IGNORE`, `FALSE`,
+//! and booleans bound and read as `bool` (SQLite keeps storing 0 and 1, as its CHECKs require).
 //!
 //! Each concern is a macro that implements its store trait for one backend type, instantiated
 //! by `sqlite.rs` and `postgres.rs` through [`sql_stores!`]. Macros rather than code generic over
-//! `sqlx::Database`: with concrete pool and row types every query and decode is checked as
-//! written, instead of behind higher-ranked `Executor` bounds repeated on every impl (which
-//! also tend to break the `Send` bound `async_trait` needs). The expansion sits in a `const _`
-//! block, so one concern's helpers cannot clash with another's.
+//! `sqlx::Database`: with concrete pool and row types every bind and decode is checked as
+//! written, instead of behind higher-ranked `Executor` and per-column-type bounds repeated on
+//! every impl, which generic sqlx code inside `async_trait`'s `Send` futures is prone to fail
+//! with "not general enough" errors. (`sqlx::Any` would route every value through its own
+//! narrower set of types; concrete types keep each driver's own encoding and decoding.)
+//! Each expansion sits in a `const _` block, so one concern's helpers cannot clash with
+//! another's.
 //!
 //! A backend type taking part has a `pool` field (its `sqlx::Pool`) and implements [`Dialect`].
 
