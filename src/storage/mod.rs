@@ -1,5 +1,7 @@
 //! Storage behind traits, one per concern. The server only ever talks to these traits; the
-//! SQLite and PostgreSQL implementations are chosen once, from the configured URL.
+//! SQLite and PostgreSQL implementations are chosen once, from the configured URL. Both run the
+//! same SQL (`sql`); `sqlite` and `postgres` hold only how each connects, migrates and where its
+//! dialect differs.
 
 mod archive;
 mod blocking;
@@ -13,6 +15,7 @@ mod qualify;
 mod roster;
 mod roster_cache;
 mod secrets;
+mod sql;
 mod sqlite;
 mod vcard;
 

@@ -151,14 +151,11 @@ pub trait PepStore: Send + Sync {
     async fn purge_pep_node(&self, owner: &str, node: &str) -> StorageResult<u64>;
 }
 
-/// SQL placeholders for an `IN (…)` list of `n` values, starting at `$first` (PostgreSQL) or
-/// as `?` (SQLite, when `first` is `None`).
-pub(super) fn placeholders(n: usize, first: Option<usize>) -> String {
+/// SQL placeholders `$first, $first+1, …` for an `IN (…)` list of `n` values (both backends
+/// accept numbered placeholders).
+pub(super) fn placeholders(n: usize, first: usize) -> String {
     (0..n)
-        .map(|i| match first {
-            Some(first) => format!("${}", first + i),
-            None => "?".to_string(),
-        })
+        .map(|i| format!("${}", first + i))
         .collect::<Vec<_>>()
         .join(", ")
 }
