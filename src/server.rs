@@ -9,11 +9,12 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::listen;
 use crate::listen::admission::{self, Admission};
+use crate::listen::{self, ListenContext};
 use crate::modules;
 use crate::router::{Module, Router};
 use crate::storage::{Storage, StorageError};
+use crate::stream::context::StreamContext;
 use crate::stream::detached_cap::DetachedCap;
 use crate::stream::resumption::Resumption;
 use crate::stream::throttle::{AuthThrottle, Limits};
@@ -34,23 +35,9 @@ pub enum ServerError {
     NoNodeNumber(u16),
 }
 
-/// What every connection task shares.
-pub struct ServerContext {
-    pub config: Arc<Config>,
-    pub router: Arc<Router>,
-    pub tls: Option<Arc<TlsContext>>,
-    pub throttle: AuthThrottle,
-    /// XEP-0198 sessions that can be resumed, live or detached.
-    pub resumption: Resumption,
-    /// How many of them may wait detached per account (`limits.max_detached_sessions_per_account`).
-    pub detached: DetachedCap,
-    /// Which new connections every listener serves (`limits.*connections*`).
-    pub admission: Admission,
-}
-
 /// A started server: its bound addresses, and the tasks to stop it.
 pub struct RunningServer {
-    pub ctx: Arc<ServerContext>,
+    pub ctx: Arc<StreamContext>,
     pub c2s_addr: SocketAddr,
     pub direct_tls_addr: Option<SocketAddr>,
     pub http_addr: Option<SocketAddr>,
@@ -133,13 +120,16 @@ pub async fn start_with_modules(
     let mut all = modules::all(&config);
     all.extend(extra);
     let router = Router::new(config.clone(), storage, all, node);
-    let ctx = Arc::new(ServerContext {
+    let ctx = Arc::new(StreamContext {
         config: config.clone(),
         router,
         tls: Some(Arc::new(tls)),
         throttle: AuthThrottle::new(Limits::from(&config.auth)),
         resumption: Resumption::default(),
         detached: DetachedCap::new(config.limits.max_detached_sessions_per_account),
+    });
+    let listeners = Arc::new(ListenContext {
+        streams: ctx.clone(),
         admission: Admission::new(admission::Limits::from(&config.limits)),
     });
     let mut tasks = Vec::new();
@@ -150,7 +140,11 @@ pub async fn start_with_modules(
         receive_buffer,
     )?;
     let c2s_addr = local_addr(&c2s)?;
-    tasks.push(tokio::spawn(listen::tcp::serve(c2s, ctx.clone(), false)));
+    tasks.push(tokio::spawn(listen::tcp::serve(
+        c2s,
+        listeners.clone(),
+        false,
+    )));
     info!(%c2s_addr, "c2s (STARTTLS) listening");
 
     let mut direct_tls_addr = None;
@@ -160,7 +154,7 @@ pub async fn start_with_modules(
         let addr = local_addr(&listener)?;
         tasks.push(tokio::spawn(listen::tcp::serve(
             listener,
-            ctx.clone(),
+            listeners.clone(),
             true,
         )));
         info!(%addr, "c2s (direct TLS) listening");
@@ -191,7 +185,7 @@ pub async fn start_with_modules(
     if let (Some(listener), Some(addr)) = (http, http_addr) {
         tasks.push(tokio::spawn(listen::http::serve(
             listener,
-            ctx.clone(),
+            listeners.clone(),
             url.clone(),
         )));
         info!(%addr, "HTTP (WebSocket, host-meta) listening");
@@ -199,7 +193,7 @@ pub async fn start_with_modules(
     if let (Some(listener), Some(addr), Some(tls)) = (https, https_addr, ctx.tls.clone()) {
         tasks.push(tokio::spawn(listen::http::serve_tls(
             listener,
-            ctx.clone(),
+            listeners.clone(),
             url,
             tls.https.clone(),
         )));

@@ -1,7 +1,8 @@
 //! The certificates of the hosted domains: loaded from PEM files, or generated self-signed for
 //! a domain on first start (the embedded default), and the rustls configurations that serve
 //! them. Each hosted domain has its own certificate: direct TLS and HTTPS choose it by SNI,
-//! STARTTLS by the stream header's `to` (known before the handshake starts).
+//! STARTTLS by the stream header's `to` (known before the handshake starts). `connector` is
+//! the other side: TLS to other servers.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
 use crate::config::Config;
+
+pub mod connector;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -37,6 +40,8 @@ pub enum TlsError {
         domain: String,
         source: rustls::Error,
     },
+    #[error("{path} holds a certificate that cannot be a trust root: {source}")]
+    Root { path: String, source: rustls::Error },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("TLS configuration rejected: {0}")]

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
 use crate::limits::bucket::{Bucket, Rate};
+use crate::stream::context::Admitted;
 use crate::stream::throttle::Source;
 use crate::xml::ns;
 
@@ -197,6 +198,16 @@ impl Permit {
     /// for the TLS handshake, an HTTP upgrade and the XMPP negotiation together.
     pub fn deadline(&self, negotiation_timeout: Duration) -> Instant {
         self.0.accepted_at + negotiation_timeout
+    }
+}
+
+impl Admitted for Permit {
+    fn deadline(&self, negotiation_timeout: Duration) -> Instant {
+        Permit::deadline(self, negotiation_timeout)
+    }
+
+    fn bound(&self) {
+        Permit::bound(self)
     }
 }
 

@@ -19,8 +19,9 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::admission::{self, Answer, Permit};
 use super::read_meter::{MeteredIo, ReadMeter};
 use super::websocket::WsTransport;
-use crate::server::ServerContext;
+use super::ListenContext;
 use crate::stream::c2s;
+use crate::stream::context::StreamContext;
 use crate::xml;
 
 pub const WEBSOCKET_PATH: &str = "/xmpp-websocket";
@@ -30,14 +31,14 @@ const WEBSOCKET_READ_BUFFER: usize = 4096;
 
 #[derive(Clone)]
 struct HttpState {
-    ctx: Arc<ServerContext>,
+    ctx: Arc<StreamContext>,
     /// What host-meta announces.
     websocket_url: WebsocketUrl,
     /// Served over TLS (wss://).
     encrypted: bool,
 }
 
-fn app(ctx: Arc<ServerContext>, websocket_url: WebsocketUrl, encrypted: bool) -> HttpRouter {
+fn app(ctx: Arc<StreamContext>, websocket_url: WebsocketUrl, encrypted: bool) -> HttpRouter {
     HttpRouter::new()
         .route(WEBSOCKET_PATH, get(websocket))
         .route("/.well-known/host-meta", get(host_meta_xml))
@@ -73,7 +74,7 @@ impl WebsocketUrl {
 }
 
 /// What host-meta announces: configured, or derived from the bound ports.
-pub fn websocket_url(ctx: &ServerContext, http_port: u16, https_port: Option<u16>) -> WebsocketUrl {
+pub fn websocket_url(ctx: &StreamContext, http_port: u16, https_port: Option<u16>) -> WebsocketUrl {
     match (&ctx.config.http.websocket_url, https_port) {
         (Some(url), _) => WebsocketUrl::Configured(url.as_str().into()),
         (None, Some(port)) => WebsocketUrl::Derived {
@@ -110,19 +111,19 @@ fn announced_url(state: &HttpState, headers: &HeaderMap) -> String {
 }
 
 /// Plain HTTP on 5280.
-pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, websocket_url: WebsocketUrl) {
-    let app = app(ctx.clone(), websocket_url, false);
+pub async fn serve(listener: TcpListener, ctx: Arc<ListenContext>, websocket_url: WebsocketUrl) {
+    let app = app(ctx.streams.clone(), websocket_url, false);
     accept_loop(listener, ctx, app, None).await;
 }
 
 /// HTTPS on 5281: the same routes behind rustls.
 pub async fn serve_tls(
     listener: TcpListener,
-    ctx: Arc<ServerContext>,
+    ctx: Arc<ListenContext>,
     websocket_url: WebsocketUrl,
     acceptor: TlsAcceptor,
 ) {
-    let app = app(ctx.clone(), websocket_url, true);
+    let app = app(ctx.streams.clone(), websocket_url, true);
     accept_loop(listener, ctx, app, Some(acceptor)).await;
 }
 
@@ -130,11 +131,11 @@ pub async fn serve_tls(
 /// the negotiation deadline have to apply before a request is read).
 async fn accept_loop(
     listener: TcpListener,
-    ctx: Arc<ServerContext>,
+    ctx: Arc<ListenContext>,
     app: HttpRouter,
     acceptor: Option<TlsAcceptor>,
 ) {
-    let timeout = Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs);
+    let timeout = Duration::from_secs(ctx.streams.config.c2s.negotiation_timeout_secs);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,7 +17,6 @@ use tokio_rustls::server::TlsStream;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::sasl::ChannelBindings;
-use crate::server::ServerContext;
 use crate::stream::c2s;
 use crate::stream::transport::{Incoming, Read, Transport, TransportError};
 use crate::tls::TlsContext;
@@ -24,9 +24,10 @@ use crate::xml::{ns, Frame, StreamParser, XmlLimits};
 
 use super::admission::{self, Answer};
 use super::byte_stream;
+use super::ListenContext;
 
 /// Accepts connections until the listener fails; each connection is its own task.
-pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, direct_tls: bool) {
+pub async fn serve(listener: TcpListener, ctx: Arc<ListenContext>, direct_tls: bool) {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -41,7 +42,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, direct_tls: b
             Answer::Nothing
         } else {
             Answer::Xmpp {
-                domain: &ctx.config.domain,
+                domain: &ctx.streams.config.domain,
             }
         };
         let permit = match ctx.admission.admit(peer.ip()) {
@@ -53,7 +54,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, direct_tls: b
             }
         };
         let _ = socket.set_nodelay(true);
-        let ctx = ctx.clone();
+        let ctx = ctx.streams.clone();
         let span = info_span!("c2s", %peer, transport = if direct_tls { "tls" } else { "tcp" }, jid = tracing::field::Empty);
         tokio::spawn(
             async move {
@@ -293,6 +294,13 @@ impl Transport for TcpTransport {
         let conn = stream.get_ref().1;
         let leaf = self.served.as_deref().map(crate::tls::leaf_der);
         ChannelBindings::from_tls(conn, leaf)
+    }
+
+    fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        match &self.socket {
+            Socket::Tls(stream) => stream.get_ref().1.peer_certificates(),
+            Socket::Plain(_) | Socket::Upgrading => None,
+        }
     }
 
     fn restart(&mut self) {

@@ -9,6 +9,7 @@ use std::task::Poll;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures::{SinkExt, StreamExt};
+use rustls::pki_types::CertificateDer;
 
 use super::read_meter::ReadMeter;
 
@@ -154,6 +155,11 @@ impl Transport for WsTransport {
 
     fn channel_bindings(&self) -> ChannelBindings {
         ChannelBindings::none()
+    }
+
+    /// TLS (for wss://) ends below the WebSocket, in the HTTP listener: no certificate here.
+    fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        None
     }
 
     fn restart(&mut self) {}

@@ -9,11 +9,12 @@
 use minidom::Element;
 use tracing::{debug, warn};
 
-use super::c2s::{C2s, End};
+use super::context::StreamContext;
+use super::end::End;
+use super::sasl_stream::SaslStream;
 use super::throttle::Attempt;
-use super::transport::{Incoming, Transport};
+use super::transport::Incoming;
 use crate::sasl::{self, Mechanism, PlainRequest, SaslFailure, SaslSuccess, ScramServer};
-use crate::server::ServerContext;
 use crate::storage::{ScramCredentials, ScramHash};
 use crate::xml::ns;
 
@@ -41,31 +42,15 @@ pub(super) enum AuthOutcome {
     Failure,
 }
 
-/// What this stream may authenticate with: nothing at all before encryption when the server
-/// requires it (the client must STARTTLS first, or use wss://).
-pub(super) fn offered_mechanisms<T: Transport>(c2s: &C2s<T>) -> Vec<Mechanism> {
-    let config = &c2s.ctx.config;
-    if config.c2s.require_encryption && !c2s.transport.is_secure() {
-        return Vec::new();
-    }
-    let auth = &config.auth;
-    let encrypted = c2s.transport.is_secure() || auth.allow_plain_without_tls;
-    sasl::offered_mechanisms(
-        encrypted,
-        auth.allow_plain,
-        &c2s.transport.channel_bindings(),
-    )
-}
-
 /// Runs one SASL exchange that starts with `auth`.
-pub(super) async fn authenticate<T: Transport>(
-    c2s: &mut C2s<T>,
+pub(super) async fn authenticate<S: SaslStream>(
+    stream: &mut S,
     auth: Element,
 ) -> Result<AuthOutcome, End> {
-    let Some(mut attempt) = admit(c2s) else {
-        return send_failure(c2s, Wrapper::Rfc6120, SaslFailure::TemporaryAuthFailure).await;
+    let Some(mut attempt) = stream.admit() else {
+        return send_failure(stream, Wrapper::Rfc6120, SaslFailure::TemporaryAuthFailure).await;
     };
-    let offered = offered_mechanisms(c2s);
+    let offered = stream.offered_mechanisms();
     let mechanism = auth
         .attr("mechanism")
         .and_then(Mechanism::from_name)
@@ -75,7 +60,15 @@ pub(super) async fn authenticate<T: Transport>(
         None => Err(SaslFailure::InvalidMechanism),
         Some(m) => {
             let initial = auth.text();
-            run_mechanism(c2s, Wrapper::Rfc6120, m, &initial, &offered, &mut attempt).await?
+            run_mechanism(
+                stream,
+                Wrapper::Rfc6120,
+                m,
+                &initial,
+                &offered,
+                &mut attempt,
+            )
+            .await?
         }
     };
     hold_verdict(&mut attempt, &result).await;
@@ -85,19 +78,13 @@ pub(super) async fn authenticate<T: Transport>(
             if let Some(data) = success.additional_data.as_deref() {
                 el.append_text(sasl::encode_payload(Some(data)));
             }
-            c2s.send_el(&el).await?;
+            stream.send_element(&el).await?;
             let mechanism = mechanism.map_or("", Mechanism::name);
             debug!(username = %success.username, mechanism, "authenticated");
             Ok(AuthOutcome::Success(success.username))
         }
-        Err(failure) => send_failure(c2s, Wrapper::Rfc6120, failure).await,
+        Err(failure) => send_failure(stream, Wrapper::Rfc6120, failure).await,
     }
-}
-
-/// Starts a throttled exchange from this stream's address; `None` when the throttle refuses
-/// it, to be answered `<temporary-auth-failure/>` at once.
-pub(super) fn admit<T: Transport>(c2s: &C2s<T>) -> Option<Attempt> {
-    c2s.ctx.throttle.admit(c2s.transport.peer().ip()).ok()
 }
 
 /// Counts the exchange's outcome and waits the throttle's delay, which is the same whatever
@@ -113,28 +100,30 @@ pub(super) async fn hold_verdict<S>(attempt: &mut Attempt, result: &Result<S, Sa
 /// the opening element carried, empty for none) to the verdict; challenges and responses go
 /// over the stream in `wrapper`'s namespace. The mechanism tells `attempt` the account as soon
 /// as it is known, and waits for the account's turn just before checking.
-pub(super) async fn run_mechanism<T: Transport>(
-    c2s: &mut C2s<T>,
+pub(super) async fn run_mechanism<S: SaslStream>(
+    stream: &mut S,
     wrapper: Wrapper,
     mechanism: Mechanism,
     initial: &str,
     offered: &[Mechanism],
     attempt: &mut Attempt,
 ) -> Result<Exchange, End> {
-    let initial = match initial_response(c2s, wrapper, initial).await? {
+    let initial = match initial_response(stream, wrapper, initial).await? {
         Ok(data) => data,
         Err(failure) => return Ok(Err(failure)),
     };
     Ok(match mechanism.scram() {
-        Some((hash, plus)) => scram(c2s, wrapper, hash, plus, &initial, offered, attempt).await?,
-        None => plain(c2s, &initial, attempt).await,
+        Some((hash, plus)) => {
+            scram(stream, wrapper, hash, plus, &initial, offered, attempt).await?
+        }
+        None => plain(stream, &initial, attempt).await,
     })
 }
 
 /// The initial response: inline in `<auth/>`, or asked for with an empty challenge when the
 /// client sent none (RFC 6120 §6.4.2).
-async fn initial_response<T: Transport>(
-    c2s: &mut C2s<T>,
+async fn initial_response<S: SaslStream>(
+    stream: &mut S,
     wrapper: Wrapper,
     text: &str,
 ) -> Result<Result<Vec<u8>, SaslFailure>, End> {
@@ -142,18 +131,19 @@ async fn initial_response<T: Transport>(
         Ok(Some(data)) => Ok(Ok(data)),
         Err(failure) => Ok(Err(failure)),
         Ok(None) => {
-            c2s.send_el(&Element::bare("challenge", wrapper.ns()))
+            stream
+                .send_element(&Element::bare("challenge", wrapper.ns()))
                 .await?;
-            read_response(c2s, wrapper).await
+            read_response(stream, wrapper).await
         }
     }
 }
 
-async fn read_response<T: Transport>(
-    c2s: &mut C2s<T>,
+async fn read_response<S: SaslStream>(
+    stream: &mut S,
     wrapper: Wrapper,
 ) -> Result<Result<Vec<u8>, SaslFailure>, End> {
-    match c2s.next_frame().await? {
+    match stream.read_frame().await? {
         Incoming::Element(el) if el.is("response", wrapper.ns()) => {
             Ok(sasl::decode_payload(&el.text()).map(Option::unwrap_or_default))
         }
@@ -166,8 +156,8 @@ async fn read_response<T: Transport>(
 
 pub(super) type Exchange = Result<SaslSuccess, SaslFailure>;
 
-async fn scram<T: Transport>(
-    c2s: &mut C2s<T>,
+async fn scram<S: SaslStream>(
+    stream: &mut S,
     wrapper: Wrapper,
     hash: ScramHash,
     plus: bool,
@@ -175,20 +165,20 @@ async fn scram<T: Transport>(
     offered: &[Mechanism],
     attempt: &mut Attempt,
 ) -> Result<Exchange, End> {
-    let bindings = c2s.transport.channel_bindings();
+    let bindings = stream.channel_bindings();
     let plus_offered = offered.iter().any(|m| m.is_plus());
-    let domain = c2s.domain.clone();
+    let domain = stream.domain().to_owned();
     let server =
         match ScramServer::client_first(hash, plus, client_first, &bindings, plus_offered, &domain)
         {
             Ok(server) => server,
             Err(failure) => return Ok(Err(failure)),
         };
-    let account = c2s.account(server.username());
+    let account = stream.account(server.username());
     if let Err(refused) = attempt.account(&account) {
         return Ok(Err(refused.into()));
     }
-    let ctx = c2s.ctx.clone();
+    let ctx = stream.context().clone();
     let credentials = match lookup(&ctx, &account, hash).await {
         Ok(creds) => creds,
         Err(failure) => return Ok(Err(failure)),
@@ -196,8 +186,8 @@ async fn scram<T: Transport>(
     let (server, server_first) = server.server_first(credentials.as_ref());
     let mut challenge = Element::bare("challenge", wrapper.ns());
     challenge.append_text(sasl::encode_payload(Some(&server_first)));
-    c2s.send_el(&challenge).await?;
-    let client_final = match read_response(c2s, wrapper).await? {
+    stream.send_element(&challenge).await?;
+    let client_final = match read_response(stream, wrapper).await? {
         Ok(data) => data,
         Err(failure) => return Ok(Err(failure)),
     };
@@ -205,12 +195,12 @@ async fn scram<T: Transport>(
     Ok(server.client_final(&client_final))
 }
 
-async fn plain<T: Transport>(c2s: &mut C2s<T>, message: &[u8], attempt: &mut Attempt) -> Exchange {
-    let request = PlainRequest::parse(message, &c2s.domain)?;
-    let account = c2s.account(request.username());
+async fn plain<S: SaslStream>(stream: &mut S, message: &[u8], attempt: &mut Attempt) -> Exchange {
+    let request = PlainRequest::parse(message, stream.domain())?;
+    let account = stream.account(request.username());
     attempt.account(&account)?;
     attempt.turn().await;
-    let ctx = c2s.ctx.clone();
+    let ctx = stream.context().clone();
     let credentials = lookup(&ctx, &account, ScramHash::Sha256).await?;
     // PBKDF2 takes milliseconds of CPU: keep it off the threads that move stanzas.
     tokio::task::spawn_blocking(move || request.verify(credentials.as_ref()))
@@ -221,7 +211,7 @@ async fn plain<T: Transport>(c2s: &mut C2s<T>, message: &[u8], attempt: &mut Att
 /// Takes the context rather than the stream: nothing borrowed from the transport may live
 /// across the storage await (transports are `Send` but not `Sync`).
 async fn lookup(
-    ctx: &ServerContext,
+    ctx: &StreamContext,
     account: &str,
     hash: ScramHash,
 ) -> Result<Option<ScramCredentials>, SaslFailure> {
@@ -237,8 +227,8 @@ async fn lookup(
 }
 
 /// Sends `<failure/>`; any throttle delay has been waited already.
-pub(super) async fn send_failure<T: Transport>(
-    c2s: &mut C2s<T>,
+pub(super) async fn send_failure<S: SaslStream>(
+    stream: &mut S,
     wrapper: Wrapper,
     failure: SaslFailure,
 ) -> Result<AuthOutcome, End> {
@@ -256,6 +246,6 @@ pub(super) async fn send_failure<T: Transport>(
         text.append_text(failure.to_string());
         el.append_child(text);
     }
-    c2s.send_el(&el).await?;
+    stream.send_element(&el).await?;
     Ok(AuthOutcome::Failure)
 }

@@ -5,7 +5,7 @@ use jid::FullJid;
 use minidom::Element;
 use sha2::{Digest, Sha256};
 
-use super::c2s::SmGrant;
+use super::sm::SmGrant;
 use crate::router::{Interest, Router};
 use crate::xml::ns;
 

@@ -9,11 +9,10 @@ use minidom::Element;
 use rand::RngCore;
 use tracing::{debug, warn};
 
-use super::c2s::C2s;
+use super::context::StreamContext;
+use super::sasl_stream::SaslStream;
 use super::throttle::Attempt;
-use super::transport::Transport;
 use crate::sasl::{offered_ht_mechanisms, HtMechanism, HtRequest, SaslFailure, SaslSuccess};
-use crate::server::ServerContext;
 use crate::storage::FastToken;
 use crate::xml::ns;
 
@@ -22,11 +21,11 @@ const TOKEN_BYTES: usize = 32;
 
 /// The HT mechanisms this stream offers: none unless FAST is enabled and the stream encrypted,
 /// because without TLS a passive observer could replay a token login.
-pub(super) fn offered<T: Transport>(c2s: &C2s<T>) -> Vec<HtMechanism> {
-    if !c2s.ctx.config.fast.enabled || !c2s.transport.is_secure() {
+pub(super) fn offered<S: SaslStream>(stream: &S) -> Vec<HtMechanism> {
+    if !stream.context().config.fast.enabled || !stream.is_secure() {
         return Vec::new();
     }
-    offered_ht_mechanisms(&c2s.transport.channel_bindings())
+    offered_ht_mechanisms(&stream.channel_bindings())
 }
 
 /// `<fast xmlns='urn:xmpp:fast:0' count='…' invalidate='…'/>` of an `<authenticate/>`.
@@ -58,7 +57,7 @@ pub(super) struct TokenLogin {
 /// first), then expiry and the replay counter.
 /// `domain`: the stream's hosted domain, whose account the request's username names.
 pub(super) async fn authenticate(
-    ctx: &ServerContext,
+    ctx: &StreamContext,
     domain: &str,
     mechanism: HtMechanism,
     request: HtRequest,
@@ -119,7 +118,7 @@ pub(super) async fn authenticate(
 /// the `<token/>` for `<success/>`, if any. Storage errors cost the token, not the login.
 /// `account`: the bare JID that logged in.
 pub(super) async fn after_success(
-    ctx: &ServerContext,
+    ctx: &StreamContext,
     account: &str,
     client_id: Option<&str>,
     used: Option<&TokenLogin>,
@@ -174,7 +173,7 @@ pub(super) async fn after_success(
     Some(el)
 }
 
-fn lifetime_ms(ctx: &ServerContext) -> i64 {
+fn lifetime_ms(ctx: &StreamContext) -> i64 {
     i64::try_from(ctx.config.fast.token_lifetime_secs)
         .unwrap_or(i64::MAX)
         .saturating_mul(1000)

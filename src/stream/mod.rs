@@ -3,12 +3,16 @@
 mod auth;
 mod bind2;
 pub mod c2s;
+pub mod context;
 mod csi;
 pub mod detached_cap;
+pub mod end;
 mod fast;
 mod features;
+mod random_id;
 pub mod resumption;
 mod sasl2;
+pub mod sasl_stream;
 pub mod shaper;
 mod sm;
 pub mod throttle;

@@ -19,10 +19,10 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
+use super::context::StreamContext;
 use super::csi::CsiState;
 use super::sm::SmState;
 use crate::router::{Outbound, Router, SessionEnd};
-use crate::server::ServerContext;
 use crate::stanza::{self, Kind, StanzaError};
 
 /// How long a resuming connection waits for the owner of the state to hand it over.
@@ -75,6 +75,15 @@ impl Bound {
     fn inbound_h(&self) -> u32 {
         self.sm.as_ref().map_or(0, |sm| sm.inbound)
     }
+}
+
+/// A detached session a new connection took over (XEP-0198 `<resume/>`).
+pub struct Resumed {
+    pub bound: Box<Bound>,
+    /// The client's count of what it received.
+    pub h: u32,
+    /// `<resumed/>` already went out (inline in SASL2's `<success/>`).
+    pub announced: bool,
 }
 
 /// Ownership of one registry entry.
@@ -199,7 +208,7 @@ pub async fn takeover_requested(slot: &mut Option<Slot>) -> Option<Takeover> {
 
 /// Parks a resumable session whose connection broke: the router keeps queuing for it and its
 /// presence stays until the client resumes or the timeout passes.
-pub fn detach(ctx: Arc<ServerContext>, bound: Box<Bound>) {
+pub fn detach(ctx: Arc<StreamContext>, bound: Box<Bound>) {
     ctx.router.set_detached(&bound.jid, true);
     info!(jid = %bound.jid, "session detached, waiting for resumption");
     // Taken here, while the caller still holds its own, so shutdown never sees a gap.
@@ -222,7 +231,7 @@ enum Wake {
     End(&'static str, SessionEnd),
 }
 
-async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
+async fn hibernate(ctx: Arc<StreamContext>, mut bound: Box<Bound>) {
     let timeout = bound.sm.as_ref().map_or(0, |sm| sm.max_secs);
     let deadline = Instant::now() + Duration::from_secs(timeout);
     // What was already waiting when the connection broke (a stalled client's full queue)
@@ -282,7 +291,7 @@ async fn hibernate(ctx: Arc<ServerContext>, mut bound: Box<Bound>) {
 /// rooms left), then deals with everything that never reached the client or was never
 /// acknowledged, oldest first (see `dispose`).
 pub async fn end_session(
-    ctx: &ServerContext,
+    ctx: &StreamContext,
     mut bound: Bound,
     in_flight: Vec<Element>,
     why: SessionEnd,

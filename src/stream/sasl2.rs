@@ -12,11 +12,13 @@ use tracing::debug;
 
 use super::auth::{self, AuthOutcome, Exchange, Wrapper};
 use super::bind2::{self, BindRequest, InlineRequests};
-use super::c2s::{random_id, C2s, End, Resumed};
+use super::end::End;
 use super::fast::{self, FastUse, TokenLogin};
-use super::sm::{self, Nonza};
+use super::random_id::random_id;
+use super::resumption::Resumed;
+use super::sasl_stream::SaslStream;
+use super::sm::{self, Nonza, SmGrant};
 use super::throttle::Attempt;
-use super::transport::Transport;
 use crate::router::{Reservation, TooManyResources};
 use crate::sasl::{self, HtMechanism, HtRequest, Mechanism, SaslFailure};
 use crate::xml::ns;
@@ -24,6 +26,13 @@ use crate::xml::ns;
 /// Longest `<user-agent id='…'/>` accepted: a UUID is 36 characters; the id is stored with
 /// every FAST token, so it must not be unbounded.
 const MAX_CLIENT_ID_CHARS: usize = 128;
+
+/// A client stream, which SASL2 can also resume a session on (XEP-0198 inline).
+pub(super) trait Sasl2Stream: SaslStream {
+    /// Keeps the session taken over by an inline `<resume/>`, from the moment it was taken:
+    /// if the stream ends before the session runs, it is parked again, not lost.
+    fn keep_resumed(&mut self, resumed: Resumed);
+}
 
 pub(super) enum Sasl2Outcome {
     Success(Box<Sasl2Login>),
@@ -115,21 +124,21 @@ impl Request {
 }
 
 /// Runs one SASL2 exchange that starts with `authenticate`.
-pub(super) async fn authenticate<T: Transport>(
-    c2s: &mut C2s<T>,
+pub(super) async fn authenticate<S: Sasl2Stream>(
+    stream: &mut S,
     authenticate: Element,
 ) -> Result<Sasl2Outcome, End> {
     // Held until this function returns, after the answer went out: the throttle's slot and
     // the account's turn cover the whole verdict.
-    let Some(mut attempt) = auth::admit(c2s) else {
-        return failed(c2s, SaslFailure::TemporaryAuthFailure).await;
+    let Some(mut attempt) = stream.admit() else {
+        return failed(stream, SaslFailure::TemporaryAuthFailure).await;
     };
-    let offered = auth::offered_mechanisms(c2s);
+    let offered = stream.offered_mechanisms();
     let request = match Request::parse(&authenticate) {
         _ if offered.is_empty() => Err(SaslFailure::EncryptionRequired),
         parsed => parsed,
     };
-    let ht_offered = fast::offered(c2s);
+    let ht_offered = fast::offered(stream);
     let mut token_login = None;
     let result: Exchange = match &request {
         Err(failure) => Err(*failure),
@@ -137,10 +146,11 @@ pub(super) async fn authenticate<T: Transport>(
             let name = request.mechanism.as_str();
             if let Some(m) = Mechanism::from_name(name).filter(|m| offered.contains(m)) {
                 let initial = &request.initial;
-                auth::run_mechanism(c2s, Wrapper::Sasl2, m, initial, &offered, &mut attempt).await?
+                auth::run_mechanism(stream, Wrapper::Sasl2, m, initial, &offered, &mut attempt)
+                    .await?
             } else if let Some(m) = HtMechanism::from_name(name).filter(|m| ht_offered.contains(m))
             {
-                match token(c2s, m, request, &mut attempt).await {
+                match token(stream, m, request, &mut attempt).await {
                     Ok(login) => {
                         let success = login.success.clone();
                         token_login = Some(login);
@@ -156,12 +166,12 @@ pub(super) async fn authenticate<T: Transport>(
     auth::hold_verdict(&mut attempt, &result).await;
     let (success, request) = match (result, request) {
         (Ok(success), Ok(request)) => (success, request),
-        (Err(failure), _) | (_, Err(failure)) => return failed(c2s, failure).await,
+        (Err(failure), _) | (_, Err(failure)) => return failed(stream, failure).await,
     };
     let name = request.mechanism.as_str();
     let username = success.username;
-    let domain = c2s.domain.clone();
-    let account = c2s.account(&username);
+    let domain = stream.domain().to_owned();
+    let account = stream.account(&username);
     let client_id = request.client_id.as_deref();
 
     let mut el = Element::bare("success", ns::SASL2);
@@ -173,7 +183,7 @@ pub(super) async fn authenticate<T: Transport>(
     // XEP-0198 inline (XEP-0388 §…): a resumed session takes the place of a new binding; a
     // failed resumption says so and binding goes ahead.
     let (resumed, resume_answer) = match &request.sm_resume {
-        Some(resume) => inline_resume(c2s, &username, resume).await,
+        Some(resume) => inline_resume(stream, &username, resume).await,
         None => (None, None),
     };
     let bound = match &resumed {
@@ -184,9 +194,9 @@ pub(super) async fn authenticate<T: Transport>(
             .and_then(|b| bind2::bind(&username, &domain, b, client_id, random_id)),
     };
     let reservation = match (&bound, &resumed) {
-        (Some(jid), None) => match c2s.ctx.router.reserve_resource(jid) {
+        (Some(jid), None) => match stream.context().router.reserve_resource(jid) {
             Ok(reservation) => reservation,
-            Err(refusal) => return resource_refused(c2s, refusal).await,
+            Err(refusal) => return resource_refused(stream, refusal).await,
         },
         _ => Reservation::uncounted(),
     };
@@ -203,8 +213,13 @@ pub(super) async fn authenticate<T: Transport>(
         Some(b) if bound.is_some() && resumed.is_none() => b.sm_enable.as_ref(),
         _ => None,
     };
+    let server_max = stream
+        .context()
+        .config
+        .stream_management
+        .resume_timeout_secs;
     let sm = sm_enable.and_then(|enable| match sm::parse(enable) {
-        Some(Ok(Nonza::Enable { resume, max })) => Some(c2s.grant_sm(resume, max)),
+        Some(Ok(Nonza::Enable { resume, max })) => Some(SmGrant::new(resume, max, server_max)),
         _ => None,
     });
     if bound.is_some() && resumed.is_none() {
@@ -218,7 +233,7 @@ pub(super) async fn authenticate<T: Transport>(
         .as_deref()
         .and_then(HtMechanism::from_name)
         .filter(|m| ht_offered.contains(m));
-    let ctx = c2s.ctx.clone();
+    let ctx = stream.context().clone();
     let token = fast::after_success(
         &ctx,
         &account,
@@ -231,7 +246,7 @@ pub(super) async fn authenticate<T: Transport>(
     if let Some(token) = token {
         el.append_child(token);
     }
-    c2s.send_el(&el).await?;
+    stream.send_element(&el).await?;
     debug!(%username, mechanism = name, bound = bound.is_some(), "authenticated (SASL2)");
 
     let carbons = match request.bind {
@@ -249,8 +264,8 @@ pub(super) async fn authenticate<T: Transport>(
 /// Bind2 cannot bind: the account has all the resources it may have. The credentials were
 /// fine, so this is no failed login for the throttle; XEP-0388 lets a `<failure/>` carry an
 /// application condition, here RFC 6120's `<resource-constraint/>` for resource binding.
-async fn resource_refused<T: Transport>(
-    c2s: &mut C2s<T>,
+async fn resource_refused<S: SaslStream>(
+    stream: &mut S,
     refusal: TooManyResources,
 ) -> Result<Sasl2Outcome, End> {
     debug!(%refusal, "Bind2 refused");
@@ -260,30 +275,31 @@ async fn resource_refused<T: Transport>(
     let mut text = Element::bare("text", ns::SASL2);
     text.append_text(refusal.to_string());
     el.append_child(text);
-    c2s.send_el(&el).await?;
+    stream.send_element(&el).await?;
     Ok(Sasl2Outcome::Failure)
 }
 
 /// Tries the `<resume/>` sent inside `<authenticate/>`: on success the detached session is
-/// handed to `c2s` (its `<resumed/>` is the returned answer, so the session does not send it
+/// handed to `stream` (its `<resumed/>` is the returned answer, so the session does not send it
 /// again); otherwise the answer is `<failed/>`.
-async fn inline_resume<T: Transport>(
-    c2s: &mut C2s<T>,
+async fn inline_resume<S: Sasl2Stream>(
+    stream: &mut S,
     username: &str,
     resume: &Element,
 ) -> (Option<FullJid>, Option<Element>) {
     let Some(Ok(Nonza::Resume { previd, h })) = sm::parse(resume) else {
         return (None, Some(sm::failed("bad-request", None)));
     };
-    let account = c2s.account(username);
+    let account = stream.account(username);
     let Ok(account) = BareJid::new(&account) else {
         return (None, Some(sm::failed("item-not-found", None)));
     };
-    match c2s.ctx.resumption.take(&previd, &account).await {
+    let ctx = stream.context().clone();
+    match ctx.resumption.take(&previd, &account).await {
         Ok(bound) => {
             let jid = bound.jid.clone();
             let inbound = bound.sm.as_ref().map_or(0, |sm| sm.inbound);
-            c2s.resumed = Some(Resumed {
+            stream.keep_resumed(Resumed {
                 bound,
                 h,
                 announced: true,
@@ -295,17 +311,17 @@ async fn inline_resume<T: Transport>(
 }
 
 /// A token login: one message, no challenge (the HT mechanisms are client-first).
-async fn token<T: Transport>(
-    c2s: &mut C2s<T>,
+async fn token<S: SaslStream>(
+    stream: &mut S,
     mechanism: HtMechanism,
     request: &Request,
     attempt: &mut Attempt,
 ) -> Result<TokenLogin, SaslFailure> {
     let message = sasl::decode_payload(&request.initial)?.ok_or(SaslFailure::MalformedRequest)?;
-    let bindings = c2s.transport.channel_bindings();
-    let ctx = c2s.ctx.clone();
+    let bindings = stream.channel_bindings();
+    let ctx = stream.context().clone();
     let ht = HtRequest::parse(mechanism, &message, &bindings)?;
-    let domain = c2s.domain.clone();
+    let domain = stream.domain().to_owned();
     fast::authenticate(
         &ctx,
         &domain,
@@ -318,8 +334,8 @@ async fn token<T: Transport>(
     .await
 }
 
-async fn failed<T: Transport>(c2s: &mut C2s<T>, failure: SaslFailure) -> Result<Sasl2Outcome, End> {
-    match auth::send_failure(c2s, Wrapper::Sasl2, failure).await? {
+async fn failed<S: SaslStream>(stream: &mut S, failure: SaslFailure) -> Result<Sasl2Outcome, End> {
+    match auth::send_failure(stream, Wrapper::Sasl2, failure).await? {
         AuthOutcome::Failure | AuthOutcome::Success(_) => Ok(Sasl2Outcome::Failure),
     }
 }

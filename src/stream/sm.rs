@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 
 use minidom::Element;
 
+use super::random_id::random_id;
 use crate::stanza::set_attr;
 use crate::xml::ns;
 
@@ -80,6 +81,23 @@ impl CountTooHigh {
         set_attr(&mut el, "h", self.h.to_string());
         set_attr(&mut el, "send-count", self.sent.to_string());
         el
+    }
+}
+
+/// Stream management granted to a session (XEP-0198 `<enabled/>`).
+#[derive(Debug)]
+pub struct SmGrant {
+    pub id: Option<String>,
+    pub max_secs: u64,
+}
+
+impl SmGrant {
+    /// What an `<enable/>` gets: a resumption id (when resumption is asked for and allowed)
+    /// and the timeout granted, the smaller of the client's `max` and ours (`server_max`).
+    pub fn new(resume: bool, max: Option<u64>, server_max: u64) -> SmGrant {
+        let max_secs = max.map_or(server_max, |asked| asked.min(server_max));
+        let id = (resume && max_secs > 0).then(random_id);
+        SmGrant { id, max_secs }
     }
 }
 

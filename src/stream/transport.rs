@@ -1,11 +1,12 @@
-//! What the c2s negotiation needs from a connection, whatever carries it: TCP (with or
-//! without TLS) or WebSocket. Listeners implement this; `stream::c2s` is written once on top.
+//! What a stream needs from a connection, whatever carries it: TCP (with or without TLS) or
+//! WebSocket. Listeners implement this; `stream::c2s` is written once on top.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
 use minidom::Element;
+use rustls::pki_types::CertificateDer;
 
 use crate::sasl::ChannelBindings;
 use crate::xml::{FramingError, StreamHeader};
@@ -68,6 +69,11 @@ pub trait Transport: Send + 'static {
     fn is_secure(&self) -> bool;
 
     fn channel_bindings(&self) -> ChannelBindings;
+
+    /// The certificate chain the peer presented in the TLS handshake, end entity first, as
+    /// rustls received it: what SASL EXTERNAL authenticates with. None without TLS, or when
+    /// the peer sent none.
+    fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]>;
 
     /// Forgets parser state: a new stream starts (after TLS or SASL success).
     fn restart(&mut self);

@@ -1,0 +1,201 @@
+//! The bound session: client stanzas go to the router, the router's go to the client, until
+//! the stream ends; then the session ends for real or is parked for resumption.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use jid::FullJid;
+use minidom::Element;
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, info};
+
+use super::goodbye::FAREWELL_TIMEOUT;
+use super::C2s;
+use crate::router::{Outbound, Reservation, SessionEnd};
+use crate::stream::bind2::{self, InlineRequests};
+use crate::stream::end::End;
+use crate::stream::resumption::{self, Bound, Resumed, Takeover};
+use crate::stream::sm;
+use crate::stream::transport::{Incoming, Transport, TransportError};
+use crate::xml;
+
+impl<T: Transport> C2s<T> {
+    /// The bound session: client stanzas go to the router, the router's go to the client.
+    pub(super) async fn session(
+        &mut self,
+        jid: &FullJid,
+        inline: InlineRequests,
+        reservation: Reservation,
+    ) -> End {
+        let router = self.ctx.router.clone();
+        let (tx, rx) = mpsc::channel(self.ctx.config.limits.session_queue);
+        let stalled = Arc::new(Notify::new());
+        let session_id = router.bind(jid.clone(), tx, stalled.clone());
+        // The session table counts this resource now.
+        drop(reservation);
+        bind2::apply_after_bind(&router, jid, &inline);
+        let mut bound = Bound::new(session_id, jid.clone(), rx, stalled);
+        if let Some(grant) = inline.sm {
+            // Enabled inline (XEP-0386): its `<enabled/>` already went out inside `<bound/>`.
+            self.install_sm(&mut bound, grant);
+        }
+        self.run_bound(bound).await
+    }
+
+    /// Continues a session taken over by `<resume/>`: the client's `h` acknowledges what it
+    /// got, `<resumed/>` tells it ours, then the unacknowledged stanzas are sent again and
+    /// whatever queued up meanwhile follows.
+    pub(super) async fn resume_session(&mut self, resumed: Resumed) -> End {
+        let Resumed {
+            mut bound,
+            h,
+            announced,
+        } = resumed;
+        let Some(sm) = bound.sm.as_mut() else {
+            return self
+                .end_bound(*bound, End::Error("internal-server-error", None))
+                .await;
+        };
+        if let Err(too_high) = sm.ack(h) {
+            let end = End::ErrorWith("undefined-condition", Box::new(too_high.to_element()));
+            return self.end_bound(*bound, end).await;
+        }
+        let previd = sm.id.clone().unwrap_or_default();
+        let inbound = sm.inbound;
+        sm.request_outstanding = false;
+        let retransmit: Vec<Vec<u8>> = sm.unacked.iter().map(xml::to_bytes).collect();
+        let account = bound.jid.to_bare();
+        bound.slot = Some(self.ctx.resumption.register(previd.clone(), account));
+        self.ctx.router.set_detached(&bound.jid, false);
+        // Resumed inline in a SASL2 `<success/>`, the client already has our `h`.
+        let resumed = (!announced).then(|| xml::to_bytes(&sm::resumed(&previd, inbound)));
+        let slices: Vec<&[u8]> = resumed
+            .iter()
+            .chain(&retransmit)
+            .map(Vec::as_slice)
+            .collect();
+        debug!(retransmitted = retransmit.len(), "resumed");
+        if let Err(e) = self.transport.send(&slices).await {
+            return self.end_bound(*bound, End::from(e)).await;
+        }
+        let pending: Vec<Element> = bound.pending.drain(..).collect();
+        if let Err(end) = self.write_elements(&mut bound, pending, true).await {
+            return self.end_bound(*bound, end).await;
+        }
+        self.run_bound(*bound).await
+    }
+
+    /// Pumps stanzas both ways until the stream ends, then ends the session or parks it.
+    async fn run_bound(&mut self, mut b: Bound) -> End {
+        self.shaper.bound(&self.ctx.config.limits, Instant::now());
+        let stalled = b.stalled.clone();
+        let mut shutdown = self.ctx.router.shutdown_signal();
+        let end = loop {
+            let mut slot = b.slot.take();
+            let step = tokio::select! {
+                frame = self.next_frame() => Step::Frame(frame),
+                first = b.rx.recv() => Step::Queued(first),
+                _ = stalled.notified() => Step::Stalled,
+                Some(request) = resumption::takeover_requested(&mut slot) => Step::Takeover(request),
+                _ = shutdown.wait() => Step::Shutdown,
+            };
+            b.slot = slot;
+            let result = match step {
+                Step::Frame(Ok(Incoming::Element(el))) => {
+                    Box::pin(self.handle_client_stanza(&mut b, el)).await
+                }
+                Step::Frame(Ok(Incoming::Close)) => Err(End::PeerClosed),
+                Step::Frame(Ok(Incoming::Open(_))) => Err(End::Error("invalid-xml", None)),
+                Step::Frame(Err(e)) => Err(End::from(e)),
+                Step::Queued(None) => Err(End::Disconnected),
+                Step::Queued(Some(first)) => {
+                    let mut slot = b.slot.take();
+                    // A write blocked on a client that stopped reading must not outlive the
+                    // queue filling up behind it, nor keep a resuming client waiting.
+                    let mut write = Box::pin(self.write_queued(&mut b, first));
+                    let written = tokio::select! {
+                        written = &mut write => written,
+                        _ = stalled.notified() => Err(End::Stalled),
+                        Some(request) = resumption::takeover_requested(&mut slot) => {
+                            Err(End::TakenOver(request))
+                        }
+                        // Cutting a write short would leave half a stanza before the stream
+                        // error; a client that reads nothing gets a bounded wait, then only
+                        // the connection closes (what it did not get is stored offline).
+                        _ = shutdown.wait() => {
+                            match tokio::time::timeout(FAREWELL_TIMEOUT, &mut write).await {
+                                Ok(Ok(())) => Err(End::Error("system-shutdown", None)),
+                                Ok(Err(end)) => Err(end),
+                                Err(_) => Err(End::Stalled),
+                            }
+                        }
+                    };
+                    drop(write);
+                    if b.slot.is_none() {
+                        b.slot = slot;
+                    }
+                    written
+                }
+                Step::Stalled => Err(End::Error(
+                    "policy-violation",
+                    Some("too many stanzas waiting to be read".into()),
+                )),
+                Step::Takeover(request) => Err(End::TakenOver(request)),
+                Step::Shutdown => Err(End::Error("system-shutdown", None)),
+            };
+            if let Err(end) = result {
+                break end;
+            }
+        };
+        self.end_bound(b, end).await
+    }
+
+    /// After the stream ended: a resumable session whose connection broke is parked for its
+    /// client to come back; any other session ends for real.
+    async fn end_bound(&mut self, mut b: Bound, end: End) -> End {
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let resumable = b.slot.is_some() && b.sm.as_ref().is_some_and(|sm| sm.resumable());
+        let end = match end {
+            End::TakenOver(request) => {
+                // What was being written may be half on the old wire: the client never
+                // counted it, so it goes first on the new one.
+                for el in in_flight.drain(..).rev() {
+                    b.pending.push_front(el);
+                }
+                info!("session taken over by a resuming connection");
+                if let Err(back) = request.send(Box::new(b)) {
+                    // The resuming connection gave up waiting: park the state after all.
+                    resumption::detach(self.ctx.clone(), back);
+                }
+                return End::Disconnected;
+            }
+            // At shutdown nothing is parked: resumption state does not outlive the process.
+            end @ (End::Disconnected | End::Stalled)
+                if resumable && !self.ctx.router.is_shutting_down() =>
+            {
+                for el in in_flight.drain(..).rev() {
+                    b.pending.push_front(el);
+                }
+                resumption::detach(self.ctx.clone(), Box::new(b));
+                return end;
+            }
+            end => end,
+        };
+        let why = match &end {
+            End::PeerClosed => SessionEnd::Closed,
+            End::Disconnected | End::Stalled => SessionEnd::ConnectionLost,
+            End::Error(..) | End::ErrorWith(..) | End::TakenOver(_) => SessionEnd::ByServer,
+        };
+        resumption::end_session(&self.ctx, b, in_flight, why).await;
+        end
+    }
+}
+
+/// What woke the bound session.
+enum Step {
+    Frame(Result<Incoming, TransportError>),
+    Queued(Option<Outbound>),
+    Stalled,
+    Takeover(Takeover),
+    Shutdown,
+}

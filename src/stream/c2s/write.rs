@@ -1,0 +1,137 @@
+//! The write path: what the router queued, taken in batches and written at once, through CSI
+//! and counted for Stream Management.
+
+use minidom::Element;
+use tracing::debug;
+
+use super::C2s;
+use crate::router::Outbound;
+use crate::stream::end::End;
+use crate::stream::resumption::Bound;
+use crate::stream::sm;
+use crate::stream::transport::Transport;
+use crate::xml;
+
+/// Stanzas written with one call to the transport at most.
+const MAX_BATCH: usize = 64;
+
+impl<T: Transport> C2s<T> {
+    /// Writes what the router queued, batching whatever else is already waiting.
+    pub(super) async fn write_queued(&mut self, b: &mut Bound, first: Outbound) -> Result<(), End> {
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut next = Some(first);
+        let mut end = None;
+        self.in_flight.clear();
+        // Without stream management or CSI holding anything, a shared stanza is written from
+        // its bytes. It is not kept for re-routing either: only groupchat is shared, and a
+        // groupchat message for a session that is going away only goes back to its room.
+        let plain = b.sm.is_none()
+            && b.csi
+                .as_ref()
+                .is_none_or(|c| !c.is_inactive() && !c.has_held());
+        while let Some(item) = next.take() {
+            let el = match item {
+                Outbound::Stanza(el) => *el,
+                Outbound::Shared(shared) if plain => {
+                    batch.push(shared.0.bytes_to(&shared.1));
+                    if batch.len() >= MAX_BATCH {
+                        break;
+                    }
+                    next = b.rx.try_recv().ok();
+                    continue;
+                }
+                Outbound::Shared(shared) => shared.0.element_to(&shared.1),
+                Outbound::Replaced => {
+                    end = Some(End::Error(
+                        "conflict",
+                        Some("replaced by a new session".into()),
+                    ));
+                    break;
+                }
+            };
+            match b.csi.as_mut() {
+                Some(csi) if csi.is_inactive() || csi.has_held() => {
+                    let in_flight = &mut self.in_flight;
+                    csi.filter(el, |el| {
+                        batch.push(xml::to_bytes(&el));
+                        in_flight.push(el);
+                    });
+                }
+                _ => {
+                    batch.push(xml::to_bytes(&el));
+                    self.in_flight.push(el);
+                }
+            }
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+            next = b.rx.try_recv().ok();
+        }
+        self.send_batch(b, batch).await?;
+        match end {
+            Some(end) => Err(end),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes stanzas that did not come off the queue (held ones, a server answer), through
+    /// CSI when `filter` says so, and counted for Stream Management like any other.
+    pub(super) async fn write_elements(
+        &mut self,
+        b: &mut Bound,
+        elements: Vec<Element>,
+        filter: bool,
+    ) -> Result<(), End> {
+        self.in_flight.clear();
+        let mut batch = Vec::with_capacity(elements.len());
+        for el in elements {
+            match b.csi.as_mut() {
+                Some(csi) if filter => {
+                    let in_flight = &mut self.in_flight;
+                    csi.filter(el, |el| {
+                        batch.push(xml::to_bytes(&el));
+                        in_flight.push(el);
+                    });
+                }
+                _ => {
+                    batch.push(xml::to_bytes(&el));
+                    self.in_flight.push(el);
+                }
+            }
+        }
+        self.send_batch(b, batch).await
+    }
+
+    /// Sends serialized stanzas (their elements are in `in_flight`), asking for an ack when
+    /// enough are unacknowledged; once written they move to the unacked queue.
+    async fn send_batch(&mut self, b: &mut Bound, batch: Vec<Vec<u8>>) -> Result<(), End> {
+        if batch.is_empty() {
+            self.in_flight.clear();
+            return Ok(());
+        }
+        let mut slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        if let Some(sm) = b.sm.as_mut() {
+            if sm.should_request(self.in_flight.len()) {
+                slices.push(&sm::REQUEST);
+            }
+        }
+        self.transport.send(&slices).await?;
+        match b.sm.as_mut() {
+            Some(sm) => {
+                sm.sent_stanzas(self.in_flight.drain(..));
+                if sm.unacked.len() > self.ctx.config.stream_management.max_unacked {
+                    debug!(unacked = sm.unacked.len(), "client does not acknowledge");
+                    return Err(End::Stalled);
+                }
+            }
+            None => self.in_flight.clear(),
+        }
+        Ok(())
+    }
+
+    pub(super) async fn send_el(&mut self, el: &Element) -> Result<(), End> {
+        let bytes = xml::to_bytes(el);
+        self.transport.send(&[&bytes]).await?;
+        Ok(())
+    }
+}
