@@ -20,7 +20,7 @@ use crate::config::LimitsConfig;
 use crate::limits::bucket::{Bucket, Rate};
 use crate::stream::context::Admitted;
 use crate::stream::throttle::Source;
-use crate::xml::ns;
+use crate::xml::{self, ns, stream_error, StreamCondition};
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -247,8 +247,9 @@ pub fn turn_away(socket: TcpStream, refusal: &Refusal, answer: Answer<'_>) {
         Answer::Http => format!(
             "HTTP/1.1 {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
             refusal.http_status_line()
-        ),
-        Answer::Nothing => String::new(),
+        )
+        .into_bytes(),
+        Answer::Nothing => Vec::new(),
     };
     // Blocking mode is never set: the std socket stays non-blocking, so nothing below waits.
     let Ok(mut socket) = socket.into_std() else {
@@ -256,7 +257,7 @@ pub fn turn_away(socket: TcpStream, refusal: &Refusal, answer: Answer<'_>) {
     };
     if !bytes.is_empty() {
         // A new connection's send buffer is empty: a few hundred bytes always fit.
-        let _ = socket.write(bytes.as_bytes());
+        let _ = socket.write(&bytes);
         let _ = socket.shutdown(Shutdown::Write);
     }
     // Bytes left unread at close make the kernel reset the connection, and a reset can
@@ -270,19 +271,16 @@ pub fn turn_away(socket: TcpStream, refusal: &Refusal, answer: Answer<'_>) {
     }
 }
 
-fn xmpp_refusal(domain: &str, refusal: &Refusal) -> String {
-    format!(
-        "<?xml version='1.0'?><stream:stream xmlns='{client}' xmlns:stream='{stream}' \
-         id='{id}' from='{from}' version='1.0' xml:lang='en'><stream:error>\
-         <policy-violation xmlns='{errors}'/><text xmlns='{errors}' xml:lang='en'>{text}</text>\
-         </stream:error></stream:stream>",
-        client = ns::CLIENT,
-        stream = ns::STREAM,
-        id = stream_id(),
-        from = crate::xml::escape_attr(domain),
-        errors = ns::STREAMS_ERRORS,
-        text = crate::xml::escape_text(&refusal.to_string()),
-    )
+fn xmpp_refusal(domain: &str, refusal: &Refusal) -> Vec<u8> {
+    let error = stream_error::element(
+        StreamCondition::PolicyViolation,
+        Some(refusal.to_string()),
+        None,
+    );
+    let mut answer = stream_error::header(ns::CLIENT, &stream_id(), domain).into_bytes();
+    answer.extend_from_slice(&xml::stream_element_to_bytes(&error, false));
+    answer.extend_from_slice(b"</stream:stream>");
+    answer
 }
 
 fn stream_id() -> String {

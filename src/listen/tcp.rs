@@ -227,13 +227,7 @@ impl Transport for TcpTransport {
     }
 
     async fn open_stream(&mut self, id: &str, from: &str) -> io::Result<()> {
-        let header = format!(
-            "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0' xml:lang='en'>",
-            ns::CLIENT,
-            ns::STREAM,
-            crate::xml::escape_attr(id),
-            crate::xml::escape_attr(from),
-        );
+        let header = crate::xml::stream_error::header(ns::CLIENT, id, from);
         self.send(&[header.as_bytes()]).await
     }
 

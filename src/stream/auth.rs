@@ -17,6 +17,7 @@ use super::transport::Incoming;
 use crate::sasl::{self, Mechanism, PlainRequest, SaslFailure, SaslSuccess, ScramServer};
 use crate::storage::{ScramCredentials, ScramHash};
 use crate::xml::ns;
+use crate::xml::StreamCondition;
 
 /// Which protocol frames the exchange: the namespace of `<challenge/>`, `<response/>`,
 /// `<abort/>` and `<failure/>`.
@@ -150,7 +151,7 @@ async fn read_response<S: SaslStream>(
         Incoming::Element(el) if el.is("abort", wrapper.ns()) => Ok(Err(SaslFailure::Aborted)),
         Incoming::Element(_) => Ok(Err(SaslFailure::MalformedRequest)),
         Incoming::Close => Err(End::PeerClosed),
-        Incoming::Open(_) => Err(End::Error("invalid-xml", None)),
+        Incoming::Open(_) => Err(End::Error(StreamCondition::InvalidXml, None)),
     }
 }
 

@@ -5,13 +5,14 @@ use minidom::Element;
 
 use super::resumption::Takeover;
 use super::transport::TransportError;
+use crate::xml::StreamCondition;
 
 #[derive(Debug)]
 pub enum End {
     /// We close with this RFC 6120 §4.9.3 condition.
-    Error(&'static str, Option<String>),
+    Error(StreamCondition, Option<String>),
     /// We close with this condition and an application-specific condition element.
-    ErrorWith(&'static str, Box<Element>),
+    ErrorWith(StreamCondition, Box<Element>),
     /// The peer sent `</stream:stream>`: answer in kind.
     PeerClosed,
     /// The connection broke: nothing more can be sent.

@@ -21,6 +21,7 @@ use super::sm::{self, Nonza, SmGrant};
 use super::throttle::Attempt;
 use crate::router::{Reservation, TooManyResources};
 use crate::sasl::{self, HtMechanism, HtRequest, Mechanism, SaslFailure};
+use crate::stanza::Condition;
 use crate::xml::ns;
 
 /// Longest `<user-agent id='…'/>` accepted: a UUID is 36 characters; the id is stored with
@@ -288,11 +289,11 @@ async fn inline_resume<S: Sasl2Stream>(
     resume: &Element,
 ) -> (Option<FullJid>, Option<Element>) {
     let Some(Ok(Nonza::Resume { previd, h })) = sm::parse(resume) else {
-        return (None, Some(sm::failed("bad-request", None)));
+        return (None, Some(sm::failed(Condition::BadRequest, None)));
     };
     let account = stream.account(username);
     let Ok(account) = BareJid::new(&account) else {
-        return (None, Some(sm::failed("item-not-found", None)));
+        return (None, Some(sm::failed(Condition::ItemNotFound, None)));
     };
     let ctx = stream.context().clone();
     match ctx.resumption.take(&previd, &account).await {
@@ -306,7 +307,7 @@ async fn inline_resume<S: Sasl2Stream>(
             });
             (Some(jid), Some(sm::resumed(&previd, inbound)))
         }
-        Err(known_h) => (None, Some(sm::failed("item-not-found", known_h))),
+        Err(known_h) => (None, Some(sm::failed(Condition::ItemNotFound, known_h))),
     }
 }
 

@@ -9,6 +9,7 @@ use minidom::Element;
 
 use super::random_id::random_id;
 use crate::stanza::set_attr;
+use crate::stanza::Condition;
 use crate::xml::ns;
 
 /// Ask for an ack once this many stanzas are unacknowledged (and no request is outstanding):
@@ -195,12 +196,12 @@ pub fn resumed(previd: &str, h: u32) -> Element {
 }
 
 /// `<failed/>` with a stanza error condition, and our `h` when the client may learn it.
-pub fn failed(condition: &'static str, h: Option<u32>) -> Element {
+pub fn failed(condition: Condition, h: Option<u32>) -> Element {
     let mut el = Element::bare("failed", ns::SM);
     if let Some(h) = h {
         set_attr(&mut el, "h", h.to_string());
     }
-    el.append_child(Element::bare(condition, ns::STANZAS_ERRORS));
+    el.append_child(Element::from(condition));
     el
 }
 
@@ -291,12 +292,12 @@ mod tests {
         use xmpp_parsers::sm;
         use xmpp_parsers::stanza_error::DefinedCondition;
 
-        let failed = sm::Failed::try_from(failed("item-not-found", Some(3))).unwrap();
+        let failed = sm::Failed::try_from(failed(Condition::ItemNotFound, Some(3))).unwrap();
         assert_eq!(failed.h, Some(3));
         assert_eq!(failed.error, Some(DefinedCondition::ItemNotFound));
         // xmpp-parsers 0.23 requires `h` on `<failed/>`, which XEP-0198 makes optional: this
         // one is read by hand.
-        let bare = super::failed("unexpected-request", None);
+        let bare = super::failed(Condition::UnexpectedRequest, None);
         assert_eq!(bare.attrs().len(), 0);
         assert!(bare.has_child("unexpected-request", ns::STANZAS_ERRORS));
 

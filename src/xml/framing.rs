@@ -15,6 +15,7 @@ use rxml::error::EndOrError;
 use rxml::{Parse, RawEvent, RawParser, WithOptions};
 
 use super::ns;
+use super::StreamCondition;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FramingError {
@@ -36,15 +37,15 @@ pub enum FramingError {
 
 impl FramingError {
     /// The RFC 6120 §4.9.3 stream error condition for this failure.
-    pub fn condition(&self) -> &'static str {
+    pub fn condition(&self) -> StreamCondition {
         match self {
-            FramingError::NotWellFormed(_) => "not-well-formed",
-            FramingError::RestrictedXml(_) => "restricted-xml",
+            FramingError::NotWellFormed(_) => StreamCondition::NotWellFormed,
+            FramingError::RestrictedXml(_) => StreamCondition::RestrictedXml,
             FramingError::TooLarge(_)
             | FramingError::TooDeep(_)
             | FramingError::TooManyAttributes(_)
-            | FramingError::TooManyNamespaceDeclarations(_) => "policy-violation",
-            FramingError::InvalidNamespace(_) => "invalid-namespace",
+            | FramingError::TooManyNamespaceDeclarations(_) => StreamCondition::PolicyViolation,
+            FramingError::InvalidNamespace(_) => StreamCondition::InvalidNamespace,
         }
     }
 }
@@ -463,14 +464,18 @@ mod tests {
             &format!("{OPEN}<message>&xxe;</message>"),
         ] {
             let err = frames_of(bad, 3).unwrap_err();
-            assert_eq!(err.condition(), "restricted-xml", "{bad}: {err}");
+            assert_eq!(
+                err.condition(),
+                StreamCondition::RestrictedXml,
+                "{bad}: {err}"
+            );
         }
     }
 
     #[test]
     fn malformed_xml_is_not_well_formed() {
         let err = frames_of(&format!("{OPEN}<message></presence>"), 5).unwrap_err();
-        assert_eq!(err.condition(), "not-well-formed");
+        assert_eq!(err.condition(), StreamCondition::NotWellFormed);
     }
 
     #[test]
@@ -483,7 +488,7 @@ mod tests {
         let big_attr = format!("{OPEN}<message to='{}'/>", "y".repeat(5000));
         assert_eq!(
             frames_of(&big_attr, 1000).unwrap_err().condition(),
-            "policy-violation"
+            StreamCondition::PolicyViolation
         );
     }
 
@@ -503,7 +508,7 @@ mod tests {
             4,
         )
         .unwrap_err();
-        assert_eq!(err.condition(), "invalid-namespace");
+        assert_eq!(err.condition(), StreamCondition::InvalidNamespace);
     }
 
     #[test]
@@ -520,7 +525,7 @@ mod tests {
             parse_standalone(b"<a>", XmlLimits::with_max_size(100))
                 .unwrap_err()
                 .condition(),
-            "not-well-formed"
+            StreamCondition::NotWellFormed
         );
     }
 }

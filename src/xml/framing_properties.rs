@@ -6,6 +6,7 @@
 use proptest::prelude::*;
 
 use super::framing::{Frame, StreamParser, XmlLimits};
+use super::StreamCondition;
 
 const LIMITS: XmlLimits = XmlLimits {
     max_stanza_size: 8192,
@@ -91,7 +92,7 @@ fn describe(frames: &[Frame]) -> Vec<String> {
 
 /// Frames and verdict of a parse fed in chunks of the given sizes (cycled), checking after
 /// every chunk that the work was bounded and no element opened beyond the limit.
-fn parse_in_chunks(input: &[u8], sizes: &[usize]) -> (Vec<String>, Option<&'static str>) {
+fn parse_in_chunks(input: &[u8], sizes: &[usize]) -> (Vec<String>, Option<StreamCondition>) {
     let mut parser = StreamParser::new(LIMITS);
     let mut frames = Vec::new();
     let mut rest = input;

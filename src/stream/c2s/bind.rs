@@ -7,6 +7,7 @@ use tracing::debug;
 
 use super::C2s;
 use crate::router::Reservation;
+use crate::stanza::Condition;
 use crate::stanza::{self, StanzaError};
 use crate::stream::end::End;
 use crate::stream::random_id::random_id;
@@ -15,6 +16,7 @@ use crate::stream::sasl_stream::SaslStream;
 use crate::stream::sm::{self, Nonza};
 use crate::stream::transport::Transport;
 use crate::xml::ns;
+use crate::xml::StreamCondition;
 
 impl<T: Transport> C2s<T> {
     /// RFC 6120 §7: binds the requested resource, or a generated one. None when the account
@@ -36,7 +38,7 @@ impl<T: Transport> C2s<T> {
             let reply = stanza::error_reply(iq, &error, &self.domain);
             self.send_el(&reply).await?;
             return Err(End::Error(
-                "not-authorized",
+                StreamCondition::NotAuthorized,
                 Some("no valid resource bound".into()),
             ));
         };
@@ -77,18 +79,20 @@ impl<T: Transport> C2s<T> {
             Some(Ok(Nonza::Resume { previd, h })) => (previd, h),
             Some(Err(e)) => {
                 debug!(error = %e, "bad Stream Management element before bind");
-                self.send_el(&sm::failed("bad-request", None)).await?;
+                self.send_el(&sm::failed(Condition::BadRequest, None))
+                    .await?;
                 return Ok(None);
             }
             _ => {
-                self.send_el(&sm::failed("unexpected-request", None))
+                self.send_el(&sm::failed(Condition::UnexpectedRequest, None))
                     .await?;
                 return Ok(None);
             }
         };
         let account = self.account(user);
         let Ok(account) = BareJid::new(&account) else {
-            self.send_el(&sm::failed("item-not-found", None)).await?;
+            self.send_el(&sm::failed(Condition::ItemNotFound, None))
+                .await?;
             return Ok(None);
         };
         match self.ctx.resumption.take(&previd, &account).await {
@@ -103,7 +107,8 @@ impl<T: Transport> C2s<T> {
             }
             Err(known_h) => {
                 debug!(previd, "resumption failed: unknown or expired");
-                self.send_el(&sm::failed("item-not-found", known_h)).await?;
+                self.send_el(&sm::failed(Condition::ItemNotFound, known_h))
+                    .await?;
                 Ok(None)
             }
         }

@@ -1,13 +1,12 @@
 //! The goodbye: a stream error and the footer, the footer alone, or nothing, as the way the
 //! stream ended calls for.
 
-use minidom::Element;
 use tracing::debug;
 
 use super::C2s;
 use crate::stream::end::End;
 use crate::stream::transport::Transport;
-use crate::xml::{self, ns};
+use crate::xml::{self, stream_error};
 
 /// How long the closing stream error and footer may take to write.
 pub(super) const FAREWELL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -27,11 +26,11 @@ impl<T: Transport> C2s<T> {
         };
         match end {
             End::Error(condition, text) => {
-                debug!(condition, ?text, "closing stream with error");
+                debug!(%condition, ?text, "closing stream with error");
                 if self.open_stream().await.is_err() {
                     return;
                 }
-                let error = stream_error(condition, text, app.map(|app| *app));
+                let error = stream_error::element(condition, text, app.map(|app| *app));
                 let bytes = xml::stream_element_to_bytes(&error, self.declares_stream_prefix());
                 if self.transport.send(&[&bytes]).await.is_ok() {
                     let _ = self.transport.close_stream().await;
@@ -47,24 +46,4 @@ impl<T: Transport> C2s<T> {
             }
         }
     }
-}
-
-/// `<stream:error/>` (RFC 6120 §4.9.2): the condition, our text in English, and an
-/// application-specific condition after them.
-fn stream_error(condition: &'static str, text: Option<String>, app: Option<Element>) -> Element {
-    let mut error = Element::bare("error", ns::STREAM);
-    error.append_child(Element::bare(condition, ns::STREAMS_ERRORS));
-    if let Some(text) = text {
-        let mut el = Element::bare("text", ns::STREAMS_ERRORS);
-        if let Ok(lang) = rxml::NcName::try_from("lang") {
-            el.attrs_mut()
-                .insert(rxml::Namespace::XML, lang, "en".to_owned());
-        }
-        el.append_text(text);
-        error.append_child(el);
-    }
-    if let Some(app) = app {
-        error.append_child(app);
-    }
-    error
 }

@@ -10,6 +10,7 @@ use crate::stream::features;
 use crate::stream::random_id::random_id;
 use crate::stream::sasl_stream::SaslStream;
 use crate::stream::transport::{Incoming, Transport};
+use crate::xml::StreamCondition;
 use crate::xml::{self, ns, StreamHeader};
 
 impl<T: Transport> C2s<T> {
@@ -20,7 +21,7 @@ impl<T: Transport> C2s<T> {
             Incoming::Close => return Err(End::PeerClosed),
             Incoming::Element(_) => {
                 return Err(End::Error(
-                    "invalid-xml",
+                    StreamCondition::InvalidXml,
                     Some("expected a stream header".into()),
                 ))
             }
@@ -47,7 +48,7 @@ impl<T: Transport> C2s<T> {
         self.open_stream().await?;
         if !known {
             return Err(End::Error(
-                "host-unknown",
+                StreamCondition::HostUnknown,
                 Some(format!(
                     "this stream is not for a domain served here ({})",
                     self.domain
@@ -57,7 +58,7 @@ impl<T: Transport> C2s<T> {
         match header.version.as_deref() {
             Some(v) if v.starts_with("1.") => Ok(header),
             _ => Err(End::Error(
-                "unsupported-version",
+                StreamCondition::UnsupportedVersion,
                 Some("XMPP 1.0 streams only".into()),
             )),
         }

@@ -9,6 +9,7 @@ use crate::stream::end::End;
 use crate::stream::resumption::Bound;
 use crate::stream::transport::Transport;
 use crate::xml::ns;
+use crate::xml::StreamCondition;
 
 impl<T: Transport> C2s<T> {
     /// Validates and stamps a stanza from the client, then hands it to the router. Stream
@@ -30,7 +31,7 @@ impl<T: Transport> C2s<T> {
             });
             if !own {
                 return Err(End::Error(
-                    "invalid-from",
+                    StreamCondition::InvalidFrom,
                     Some(format!("'{from}' is not this session's address")),
                 ));
             }
@@ -47,7 +48,10 @@ impl<T: Transport> C2s<T> {
         }
         if kind == Kind::Iq {
             if el.attr("id").is_none() {
-                return Err(End::Error("invalid-xml", Some("<iq/> without id".into())));
+                return Err(End::Error(
+                    StreamCondition::InvalidXml,
+                    Some("<iq/> without id".into()),
+                ));
             }
             if is_session_request(&el, &self.domain) {
                 let reply = stanza::iq_result(&el, None, &self.domain);

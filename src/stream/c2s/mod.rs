@@ -33,6 +33,7 @@ use super::throttle::Attempt;
 use super::transport::{Incoming, Read, Transport, TransportError};
 use crate::router::SessionEnd;
 use crate::sasl::{self, ChannelBindings, Mechanism};
+use crate::xml::StreamCondition;
 use negotiation::Negotiated;
 
 pub(super) struct C2s<T: Transport> {
@@ -76,7 +77,7 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<StreamContext>, permit: im
     // negotiation's (or routing's) deepest await for its whole life.
     let negotiated = tokio::select! {
         negotiated = tokio::time::timeout_at(deadline, Box::pin(stream.negotiate())) => negotiated,
-        _ = shutdown.wait() => Ok(Err(End::Error("system-shutdown", None))),
+        _ = shutdown.wait() => Ok(Err(End::Error(StreamCondition::SystemShutdown, None))),
     };
     let Negotiated {
         jid,
@@ -102,7 +103,9 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<StreamContext>, permit: im
                 // Taken over just as time ran out: park it again rather than drop it.
                 resumption::detach(stream.ctx.clone(), bound);
             }
-            return stream.finish(End::Error("connection-timeout", None)).await;
+            return stream
+                .finish(End::Error(StreamCondition::ConnectionTimeout, None))
+                .await;
         }
     };
     tracing::Span::current().record("jid", tracing::field::display(&jid));

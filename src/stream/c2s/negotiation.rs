@@ -14,6 +14,7 @@ use crate::stream::features;
 use crate::stream::sasl2::{self, Sasl2Outcome};
 use crate::stream::transport::{Incoming, Transport};
 use crate::xml::ns;
+use crate::xml::StreamCondition;
 
 /// What the negotiation ends with: the bound address, and what the client asked to have
 /// switched on from the session's start (XEP-0386 inline features).
@@ -39,7 +40,7 @@ impl<T: Transport> C2s<T> {
                     Incoming::Close => return Err(End::PeerClosed),
                     Incoming::Open(_) => {
                         return Err(End::Error(
-                            "invalid-xml",
+                            StreamCondition::InvalidXml,
                             Some("unexpected stream header".into()),
                         ))
                     }
@@ -132,7 +133,7 @@ impl<T: Transport> C2s<T> {
                     }
                     _ => {
                         return Err(End::Error(
-                            "not-authorized",
+                            StreamCondition::NotAuthorized,
                             Some("authenticate and bind a resource first".into()),
                         ))
                     }
@@ -149,7 +150,7 @@ fn count_failure(failures: &mut u32) -> Result<(), End> {
     *failures += 1;
     if *failures >= MAX_AUTH_ATTEMPTS {
         return Err(End::Error(
-            "policy-violation",
+            StreamCondition::PolicyViolation,
             Some("too many failed authentication attempts".into()),
         ));
     }

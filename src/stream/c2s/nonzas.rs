@@ -4,11 +4,13 @@ use minidom::Element;
 use tracing::debug;
 
 use super::C2s;
+use crate::stanza::Condition;
 use crate::stream::end::End;
 use crate::stream::resumption::Bound;
 use crate::stream::sm::{self, Nonza, SmGrant, SmState};
 use crate::stream::transport::Transport;
 use crate::xml::ns;
+use crate::xml::StreamCondition;
 
 impl<T: Transport> C2s<T> {
     /// XEP-0198 and XEP-0352 elements; anything else is not allowed on a client stream.
@@ -25,10 +27,12 @@ impl<T: Transport> C2s<T> {
         }
         let nonza = match sm::parse(&el) {
             Some(Ok(nonza)) => nonza,
-            Some(Err(e)) => return Err(End::Error("bad-format", Some(e.to_string()))),
+            Some(Err(e)) => {
+                return Err(End::Error(StreamCondition::BadFormat, Some(e.to_string())))
+            }
             None => {
                 return Err(End::Error(
-                    "unsupported-stanza-type",
+                    StreamCondition::UnsupportedStanzaType,
                     Some(format!("<{}/> in {}", el.name(), el.ns())),
                 ))
             }
@@ -38,7 +42,10 @@ impl<T: Transport> C2s<T> {
             (Nonza::Ack { h }, Some(sm)) => {
                 sm.request_outstanding = false;
                 sm.ack(h).map_err(|too_high| {
-                    End::ErrorWith("undefined-condition", Box::new(too_high.to_element()))
+                    End::ErrorWith(
+                        StreamCondition::UndefinedCondition,
+                        Box::new(too_high.to_element()),
+                    )
                 })
             }
             (Nonza::Request, Some(sm)) => {
@@ -46,7 +53,10 @@ impl<T: Transport> C2s<T> {
                 self.send_el(&ack).await
             }
             // Enabling twice, resuming a bound session, acks without SM (XEP-0198 §3, §5).
-            _ => self.send_el(&sm::failed("unexpected-request", None)).await,
+            _ => {
+                self.send_el(&sm::failed(Condition::UnexpectedRequest, None))
+                    .await
+            }
         }
     }
 

@@ -18,6 +18,7 @@ use crate::stream::resumption::{self, Bound, Resumed, Takeover};
 use crate::stream::sm;
 use crate::stream::transport::{Incoming, Transport, TransportError};
 use crate::xml;
+use crate::xml::StreamCondition;
 
 impl<T: Transport> C2s<T> {
     /// The bound session: client stanzas go to the router, the router's go to the client.
@@ -53,11 +54,17 @@ impl<T: Transport> C2s<T> {
         } = resumed;
         let Some(sm) = bound.sm.as_mut() else {
             return self
-                .end_bound(*bound, End::Error("internal-server-error", None))
+                .end_bound(
+                    *bound,
+                    End::Error(StreamCondition::InternalServerError, None),
+                )
                 .await;
         };
         if let Err(too_high) = sm.ack(h) {
-            let end = End::ErrorWith("undefined-condition", Box::new(too_high.to_element()));
+            let end = End::ErrorWith(
+                StreamCondition::UndefinedCondition,
+                Box::new(too_high.to_element()),
+            );
             return self.end_bound(*bound, end).await;
         }
         let previd = sm.id.clone().unwrap_or_default();
@@ -105,7 +112,9 @@ impl<T: Transport> C2s<T> {
                     Box::pin(self.handle_client_stanza(&mut b, el)).await
                 }
                 Step::Frame(Ok(Incoming::Close)) => Err(End::PeerClosed),
-                Step::Frame(Ok(Incoming::Open(_))) => Err(End::Error("invalid-xml", None)),
+                Step::Frame(Ok(Incoming::Open(_))) => {
+                    Err(End::Error(StreamCondition::InvalidXml, None))
+                }
                 Step::Frame(Err(e)) => Err(End::from(e)),
                 Step::Queued(None) => Err(End::Disconnected),
                 Step::Queued(Some(first)) => {
@@ -124,7 +133,7 @@ impl<T: Transport> C2s<T> {
                         // the connection closes (what it did not get is stored offline).
                         _ = shutdown.wait() => {
                             match tokio::time::timeout(FAREWELL_TIMEOUT, &mut write).await {
-                                Ok(Ok(())) => Err(End::Error("system-shutdown", None)),
+                                Ok(Ok(())) => Err(End::Error(StreamCondition::SystemShutdown, None)),
                                 Ok(Err(end)) => Err(end),
                                 Err(_) => Err(End::Stalled),
                             }
@@ -137,11 +146,11 @@ impl<T: Transport> C2s<T> {
                     written
                 }
                 Step::Stalled => Err(End::Error(
-                    "policy-violation",
+                    StreamCondition::PolicyViolation,
                     Some("too many stanzas waiting to be read".into()),
                 )),
                 Step::Takeover(request) => Err(End::TakenOver(request)),
-                Step::Shutdown => Err(End::Error("system-shutdown", None)),
+                Step::Shutdown => Err(End::Error(StreamCondition::SystemShutdown, None)),
             };
             if let Err(end) = result {
                 break end;

@@ -11,6 +11,7 @@ use crate::stream::resumption::Bound;
 use crate::stream::sm;
 use crate::stream::transport::Transport;
 use crate::xml;
+use crate::xml::StreamCondition;
 
 /// Stanzas written with one call to the transport at most.
 const MAX_BATCH: usize = 64;
@@ -43,7 +44,7 @@ impl<T: Transport> C2s<T> {
                 Outbound::Shared(shared) => shared.0.element_to(&shared.1),
                 Outbound::Replaced => {
                     end = Some(End::Error(
-                        "conflict",
+                        StreamCondition::Conflict,
                         Some("replaced by a new session".into()),
                     ));
                     break;
