@@ -1,5 +1,5 @@
-//! The local session table: bare JID -> bound resources, with each one's presence state and
-//! outbound queue.
+//! The local session table (bare JID -> bound resources, with each one's presence state,
+//! flags and outbound queue), and what the router hands a session.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,6 +9,9 @@ use jid::{BareJid, FullJid};
 use minidom::Element;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::Notify;
+
+use super::directory::{Directory, Location, Replaced, Resource};
+use super::flags::{SessionFlag, SessionFlags};
 
 /// One stanza going to many sessions (a room's message to its occupants), serialized once:
 /// each session writes `head`, its own `to`, then `tail`, instead of a copy of the tree
@@ -68,28 +71,6 @@ pub enum Outbound {
     Replaced,
 }
 
-/// Something a session opted into receiving: a list it fetched and now gets pushes for
-/// ("interested resource"), or copies of its account's messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interest {
-    /// The roster (RFC 6121 §2.1.6).
-    Roster,
-    /// The blocklist (XEP-0191 §3.3).
-    Blocklist,
-    /// Message carbons (XEP-0280), enabled per session.
-    Carbons,
-}
-
-impl Interest {
-    fn bit(self) -> u8 {
-        match self {
-            Interest::Roster => 1,
-            Interest::Blocklist => 2,
-            Interest::Carbons => 4,
-        }
-    }
-}
-
 /// Why a session ended, for the hooks that run when it does (and anyone they route to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEnd {
@@ -115,46 +96,60 @@ impl Availability {
     }
 }
 
-pub struct SessionEntry {
-    pub id: u64,
-    pub jid: FullJid,
-    pub tx: mpsc::Sender<Outbound>,
-    pub availability: Availability,
-    /// The lists this session fetched and so receives pushes for (bits of `Interest`). Kept
-    /// on the entry, so a session that replaces another under the same full JID starts with
-    /// none.
-    interests: u8,
+struct SessionEntry {
+    seq: u64,
+    jid: FullJid,
+    tx: mpsc::Sender<Outbound>,
+    availability: Availability,
+    /// Bits of the modules' flags (and `DISCONNECTED`). Kept on the entry, so a session that
+    /// replaces another under the same full JID starts with none.
+    flags: SessionFlags,
     /// Woken when the queue overflows; the session then ends itself.
     stalled: Arc<Notify>,
-    /// The connection is gone but the session waits to be resumed (XEP-0198): stanzas are
-    /// still queued for it, but nobody reads them right now (push notifications care).
-    detached: bool,
 }
 
+impl SessionEntry {
+    fn resource(&self) -> Resource<'_> {
+        Resource {
+            jid: &self.jid,
+            availability: self.availability,
+            flags: self.flags,
+            seq: self.seq,
+            location: Location::Local,
+        }
+    }
+}
+
+/// The sessions bound on this node: the single-node `Directory`.
 #[derive(Default)]
 pub(super) struct SessionTable {
     users: DashMap<BareJid, Vec<SessionEntry>>,
-    next_id: AtomicU64,
+    next_seq: AtomicU64,
     count: AtomicUsize,
 }
 
 impl SessionTable {
-    /// Adds a session; returns its id and the entry it replaced, if any.
-    pub fn insert(
+    fn with_entry<R>(&self, jid: &FullJid, f: impl FnOnce(&mut SessionEntry) -> R) -> Option<R> {
+        let mut resources = self.users.get_mut(&jid.to_bare())?;
+        resources.iter_mut().find(|e| &e.jid == jid).map(f)
+    }
+}
+
+impl Directory for SessionTable {
+    fn bind(
         &self,
         jid: FullJid,
         tx: mpsc::Sender<Outbound>,
         stalled: Arc<Notify>,
-    ) -> (u64, Option<SessionEntry>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    ) -> (u64, Option<Replaced>) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = SessionEntry {
-            id,
+            seq,
             jid: jid.clone(),
             tx,
             availability: Availability::Unavailable,
-            interests: 0,
+            flags: SessionFlags::default(),
             stalled,
-            detached: false,
         };
         let mut resources = self.users.entry(jid.to_bare()).or_default();
         let replaced = resources
@@ -165,17 +160,16 @@ impl SessionTable {
         if replaced.is_none() {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
-        (id, replaced)
+        (seq, replaced.map(|old| old.tx))
     }
 
-    /// Removes the session only if `id` still owns the JID (a replacement may have taken it).
-    pub fn remove(&self, jid: &FullJid, id: u64) -> Option<SessionEntry> {
+    fn unbind(&self, jid: &FullJid, seq: u64) -> Option<Availability> {
         let bare = jid.to_bare();
         let mut removed = None;
         let now_empty = match self.users.get_mut(&bare) {
             Some(mut resources) => {
-                if let Some(i) = resources.iter().position(|e| e.id == id) {
-                    removed = Some(resources.swap_remove(i));
+                if let Some(i) = resources.iter().position(|e| e.seq == seq) {
+                    removed = Some(resources.swap_remove(i).availability);
                 }
                 resources.is_empty()
             }
@@ -191,113 +185,56 @@ impl SessionTable {
         removed
     }
 
-    /// Sets a session's availability; returns the previous one (None if not bound).
-    pub fn set_availability(
-        &self,
-        jid: &FullJid,
-        availability: Availability,
-    ) -> Option<Availability> {
-        let mut resources = self.users.get_mut(&jid.to_bare())?;
-        let entry = resources.iter_mut().find(|e| &e.jid == jid)?;
-        Some(std::mem::replace(&mut entry.availability, availability))
+    fn set_availability(&self, jid: &FullJid, availability: Availability) -> Option<Availability> {
+        self.with_entry(jid, |entry| {
+            std::mem::replace(&mut entry.availability, availability)
+        })
     }
 
-    pub fn available(&self, user: &BareJid) -> Vec<(FullJid, i8)> {
-        self.available_with_ids(user)
-            .into_iter()
-            .map(|(jid, priority, _)| (jid, priority))
-            .collect()
+    fn set_flag(&self, jid: &FullJid, flag: SessionFlag, on: bool) {
+        self.with_entry(jid, |entry| entry.flags = entry.flags.with(flag, on));
     }
 
-    /// `available`, with each session's id (ids grow with every bind).
-    pub fn available_with_ids(&self, user: &BareJid) -> Vec<(FullJid, i8, u64)> {
+    fn locate(&self, jid: &FullJid) -> Location {
+        let bound = self
+            .users
+            .get(&jid.to_bare())
+            .is_some_and(|resources| resources.iter().any(|e| &e.jid == jid));
+        if bound {
+            Location::Local
+        } else {
+            Location::Unbound
+        }
+    }
+
+    fn flags(&self, jid: &FullJid) -> SessionFlags {
         self.users
-            .get(user)
-            .map(|resources| {
-                resources
-                    .iter()
-                    .filter_map(|e| match e.availability {
-                        Availability::Available(p) => Some((e.jid.clone(), p, e.id)),
-                        Availability::Unavailable => None,
-                    })
-                    .collect()
-            })
+            .get(&jid.to_bare())
+            .and_then(|resources| resources.iter().find(|e| &e.jid == jid).map(|e| e.flags))
             .unwrap_or_default()
     }
 
-    pub fn set_interested(&self, jid: &FullJid, interest: Interest) {
-        if let Some(mut resources) = self.users.get_mut(&jid.to_bare()) {
-            if let Some(entry) = resources.iter_mut().find(|e| &e.jid == jid) {
-                entry.interests |= interest.bit();
+    fn resources(&self, user: &BareJid, visit: &mut dyn FnMut(Resource<'_>)) {
+        if let Some(resources) = self.users.get(user) {
+            for entry in resources.iter() {
+                visit(entry.resource());
             }
         }
     }
 
-    pub fn clear_interested(&self, jid: &FullJid, interest: Interest) {
-        if let Some(mut resources) = self.users.get_mut(&jid.to_bare()) {
-            if let Some(entry) = resources.iter_mut().find(|e| &e.jid == jid) {
-                entry.interests &= !interest.bit();
-            }
-        }
-    }
-
-    pub fn set_detached(&self, jid: &FullJid, detached: bool) {
-        if let Some(mut resources) = self.users.get_mut(&jid.to_bare()) {
-            if let Some(entry) = resources.iter_mut().find(|e| &e.jid == jid) {
-                entry.detached = detached;
-            }
-        }
-    }
-
-    pub fn is_detached(&self, jid: &FullJid) -> bool {
-        self.users
-            .get(&jid.to_bare())
-            .is_some_and(|resources| resources.iter().any(|e| &e.jid == jid && e.detached))
-    }
-
-    pub fn interested(&self, user: &BareJid, interest: Interest) -> Vec<FullJid> {
-        self.select(user, |e| e.interests & interest.bit() != 0)
-    }
-
-    /// Sessions bound for `user`, detached ones included.
-    pub fn count(&self, user: &BareJid) -> usize {
+    fn count(&self, user: &BareJid) -> usize {
         self.users.get(user).map_or(0, |resources| resources.len())
     }
 
-    pub fn has_any(&self, user: &BareJid) -> bool {
+    fn has_any(&self, user: &BareJid) -> bool {
         self.users.contains_key(user)
     }
 
-    pub fn bound(&self, user: &BareJid) -> Vec<FullJid> {
-        self.select(user, |_| true)
-    }
-
-    fn select(&self, user: &BareJid, keep: impl Fn(&SessionEntry) -> bool) -> Vec<FullJid> {
-        self.users
-            .get(user)
-            .map(|resources| {
-                resources
-                    .iter()
-                    .filter(|e| keep(e))
-                    .map(|e| e.jid.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    pub fn contains(&self, jid: &FullJid) -> bool {
-        self.users
-            .get(&jid.to_bare())
-            .is_some_and(|resources| resources.iter().any(|e| &e.jid == jid))
-    }
-
-    pub fn len(&self) -> usize {
+    fn local_count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Queues a stanza for a session without waiting. A full queue means the client stopped
-    /// reading: the session is told to end, and the stanza is handed back to the caller.
-    pub fn deliver(&self, to: &FullJid, stanza: Element) -> Result<(), Element> {
+    fn deliver(&self, to: &FullJid, stanza: Element) -> Result<(), Element> {
         let Some(resources) = self.users.get(&to.to_bare()) else {
             return Err(stanza);
         };
@@ -315,8 +252,7 @@ impl SessionTable {
         }
     }
 
-    /// `deliver` for a shared stanza: no copy of the tree per recipient.
-    pub fn deliver_shared(&self, to: &FullJid, stanza: &Arc<SharedStanza>) -> bool {
+    fn deliver_shared(&self, to: &FullJid, stanza: &Arc<SharedStanza>) -> bool {
         let Some(resources) = self.users.get(&to.to_bare()) else {
             return false;
         };

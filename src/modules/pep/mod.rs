@@ -31,7 +31,7 @@ use minidom::Element;
 use crate::config::PepConfig;
 use crate::router::{
     DiscoQuery, DiscoTarget, Identity, IqHandler, IqRequest, IqResult, IqType, Item, ItemSource,
-    Module, PresenceObserver, Priority, Registry, Router, SessionHook,
+    Module, PresenceObserver, Priority, Registry, Router, SessionEnd, SessionHook,
 };
 use crate::stanza::{self, ErrorType, StanzaError};
 use crate::storage::PepStore;
@@ -260,7 +260,13 @@ impl PresenceObserver for Pep {
 
 #[async_trait]
 impl SessionHook for Pep {
-    async fn ended(&self, _router: &Arc<Router>, session: &FullJid, _was_available: bool) {
+    async fn ended(
+        &self,
+        _router: &Arc<Router>,
+        session: &FullJid,
+        _was_available: bool,
+        _why: SessionEnd,
+    ) {
         self.state.interests.forget(session);
     }
 }
