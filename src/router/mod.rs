@@ -6,6 +6,7 @@ mod checks;
 pub mod directory;
 pub mod discovery;
 pub mod flags;
+mod local_sessions;
 pub mod priority;
 pub mod registry;
 mod resource_cap;
@@ -44,7 +45,7 @@ use crate::config::Config;
 use crate::ids::IdGenerator;
 use crate::stanza::{self, Kind, StanzaError};
 use crate::storage::Storage;
-use sessions::SessionTable;
+use local_sessions::SessionTable;
 
 pub struct Router {
     /// The main domain: what answers for the server when nothing names a hosted domain.
@@ -184,13 +185,15 @@ impl Router {
         found
     }
 
-    /// Marks a session as detached (its connection broke, it waits for XEP-0198 resumption)
-    /// or attached again.
+    /// `SessionFlag::DISCONNECTED` under the name stream management uses: the session's
+    /// connection broke and it waits to be resumed, or it is attached again. Kept for the
+    /// callers in `src/stream/`.
     pub fn set_detached(&self, jid: &FullJid, detached: bool) {
         self.set_session_flag(jid, SessionFlag::DISCONNECTED, detached);
     }
 
     /// True while the session waits for its client to resume it: stanzas queue up unread.
+    /// Kept for the callers in `src/stream/` and the tests; modules ask for the flag.
     pub fn is_detached(&self, jid: &FullJid) -> bool {
         self.has_session_flag(jid, SessionFlag::DISCONNECTED)
     }
