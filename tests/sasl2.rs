@@ -8,7 +8,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use common::xmpp::Session;
 use common::*;
-use corvid::router::Interest;
 use corvid::xml::ns;
 use hmac::{Hmac, Mac};
 use minidom::Element;
@@ -395,14 +394,11 @@ async fn bind2_inline_carbons_marks_the_session_for_carbons() {
     // The roster answer in bound_session means both sessions are registered by now.
     let _without = bound_session(raw, &success).await;
     let bare = jid::BareJid::new("alice@localhost").unwrap();
-    let carbons: Vec<String> = t
-        .server
-        .ctx
-        .router
-        .interested_resources(&bare, Interest::Carbons)
-        .iter()
-        .map(|j| j.to_string())
-        .collect();
+    let carbons: Vec<String> =
+        corvid::modules::carbons::enabled_sessions(&t.server.ctx.router, &bare)
+            .iter()
+            .map(|j| j.to_string())
+            .collect();
     assert_eq!(carbons, [with]);
     assert_ne!(carbons, [without]);
 }

@@ -21,7 +21,7 @@ use tracing::warn;
 
 use super::user_cache::{bare_str, UserCache};
 use crate::router::{
-    Interest, IqHandler, IqRequest, IqResult, IqType, Module, Priority, Registry, Router,
+    IqHandler, IqRequest, IqResult, IqType, Module, Priority, Registry, Router, SessionEnd,
     SessionHook, StanzaFilter, Verdict,
 };
 use crate::stanza::{self, Condition, ErrorType, Kind, StanzaError};
@@ -61,6 +61,9 @@ impl Blocklist {
     }
 }
 
+/// The flag of sessions that fetched the blocklist and so get its pushes (XEP-0191 §3.3).
+pub const INTERESTED: &str = "blocklist-interested";
+
 #[derive(Default)]
 pub struct Blocking {
     lists: UserCache<Arc<Blocklist>>,
@@ -72,6 +75,7 @@ impl Module for Blocking {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
+        registry.session_flag(INTERESTED);
         registry.account_iq(IqType::Get, ns::BLOCKING, "blocklist", self.clone());
         for payload in ["block", "unblock"] {
             registry.account_iq(IqType::Set, ns::BLOCKING, payload, self.clone());
@@ -194,8 +198,9 @@ impl Blocking {
                     .list(router, user.as_str())
                     .await
                     .map_err(storage_failure)?;
-                if let Ok(full) = from.clone().try_into_full() {
-                    router.set_interested(&full, Interest::Blocklist);
+                let interested = router.session_flag(INTERESTED);
+                if let (Ok(full), Some(interested)) = (from.clone().try_into_full(), interested) {
+                    router.set_session_flag(&full, interested, true);
                 }
                 Ok(Some(payload_with_items("blocklist", list.sorted())))
             }
@@ -278,7 +283,10 @@ impl Blocking {
 
     /// Sends the change to every resource of the user that fetched the list.
     fn push(&self, router: &Router, user: &BareJid, payload: Element) {
-        for resource in router.interested_resources(user, Interest::Blocklist) {
+        let Some(interested) = router.session_flag(INTERESTED) else {
+            return;
+        };
+        for resource in router.resources_with_flag(user, interested) {
             let mut iq = Element::bare("iq", ns::CLIENT);
             stanza::set_attr(&mut iq, "type", "set");
             stanza::set_attr(
@@ -458,7 +466,13 @@ impl IqHandler for Blocking {
 
 #[async_trait]
 impl SessionHook for Blocking {
-    async fn ended(&self, router: &Arc<Router>, session: &FullJid, _was_available: bool) {
+    async fn ended(
+        &self,
+        router: &Arc<Router>,
+        session: &FullJid,
+        _was_available: bool,
+        _why: SessionEnd,
+    ) {
         let user = session.to_bare();
         if !router.has_sessions(&user) {
             self.lists.forget(user.as_str());

@@ -9,11 +9,14 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
 use crate::router::{
-    Interest, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, Priority, Registry,
-    Router,
+    IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, Priority, Registry, Router,
+    SessionFlag,
 };
 use crate::stanza::{self, StanzaError};
 use crate::xml::ns;
+
+/// The flag of sessions that enabled carbons.
+pub const ENABLED: &str = "carbons-enabled";
 
 pub struct Carbons;
 
@@ -23,16 +26,40 @@ impl Module for Carbons {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        registry.account_iq(IqType::Set, ns::CARBONS, "enable", self.clone());
-        registry.account_iq(IqType::Set, ns::CARBONS, "disable", self.clone());
-        registry.message_hook(Priority::Copies, self);
+        let copies = Arc::new(Copies {
+            enabled: registry.session_flag(ENABLED),
+        });
+        registry.account_iq(IqType::Set, ns::CARBONS, "enable", copies.clone());
+        registry.account_iq(IqType::Set, ns::CARBONS, "disable", copies.clone());
+        registry.message_hook(Priority::Copies, copies);
         // Clients look for it on the server (XEP-0280 §3).
         registry.server_feature(ns::CARBONS);
     }
 }
 
+/// Switches carbons on for `session` as `<enable/>` would (XEP-0386 lets a client ask for it
+/// while binding); nothing happens without the carbons module.
+pub fn enable(router: &Router, session: &FullJid) {
+    if let Some(enabled) = router.session_flag(ENABLED) {
+        router.set_session_flag(session, enabled, true);
+    }
+}
+
+/// The account's sessions that enabled carbons.
+pub fn enabled_sessions(router: &Router, account: &BareJid) -> Vec<FullJid> {
+    router
+        .session_flag(ENABLED)
+        .map(|enabled| router.resources_with_flag(account, enabled))
+        .unwrap_or_default()
+}
+
+/// The registered handler and hook: which sessions get copies.
+struct Copies {
+    enabled: SessionFlag,
+}
+
 #[async_trait]
-impl IqHandler for Carbons {
+impl IqHandler for Copies {
     /// Only a session of the account itself can switch its own carbons.
     fn authorize(&self, request: &IqRequest) -> Result<(), StanzaError> {
         request
@@ -46,10 +73,8 @@ impl IqHandler for Carbons {
             .own_session()
             .cloned()
             .ok_or_else(StanzaError::forbidden)?;
-        match request.payload().name() {
-            "enable" => router.set_interested(&session, Interest::Carbons),
-            _ => router.clear_interested(&session, Interest::Carbons),
-        }
+        let on = request.payload().name() == "enable";
+        router.set_session_flag(&session, self.enabled, on);
         Ok(None)
     }
 }
@@ -116,12 +141,13 @@ fn wrap(direction: Direction, account: &BareJid, to: &FullJid, message: &Element
 /// have the message itself).
 fn copy_to_sessions(
     router: &Router,
+    enabled: SessionFlag,
     direction: Direction,
     account: &BareJid,
     skip: &[&FullJid],
     message: &Element,
 ) {
-    for session in router.interested_resources(account, Interest::Carbons) {
+    for session in router.resources_with_flag(account, enabled) {
         if skip.contains(&&session) {
             continue;
         }
@@ -133,7 +159,7 @@ fn copy_to_sessions(
 }
 
 #[async_trait]
-impl MessageHook for Carbons {
+impl MessageHook for Copies {
     async fn outgoing(
         &self,
         router: &Arc<Router>,
@@ -150,7 +176,14 @@ impl MessageHook for Carbons {
         if to.to_bare() == account {
             return Ok(());
         }
-        copy_to_sessions(router, Direction::Sent, &account, &[from], message);
+        copy_to_sessions(
+            router,
+            self.enabled,
+            Direction::Sent,
+            &account,
+            &[from],
+            message,
+        );
         Ok(())
     }
 
@@ -175,13 +208,20 @@ impl MessageHook for Carbons {
         if let Some(sender) = sender.as_ref().filter(|s| s.to_bare() == *to) {
             skip.push(sender);
         }
-        copy_to_sessions(router, Direction::Received, to, &skip, message);
+        copy_to_sessions(
+            router,
+            self.enabled,
+            Direction::Received,
+            to,
+            &skip,
+            message,
+        );
     }
 
     fn copies_elsewhere(&self, router: &Router, to: &FullJid, message: &Element) -> Vec<FullJid> {
         if !eligible(message) || is_muc_private_message(message) {
             return Vec::new();
         }
-        router.interested_resources(&to.to_bare(), Interest::Carbons)
+        router.resources_with_flag(&to.to_bare(), self.enabled)
     }
 }

@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use crate::router::{
     IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, Priority, Registry, Router,
+    SessionFlag,
 };
 use crate::stanza::{self, StanzaError};
 use crate::storage::{PushRegistration, StorageError};
@@ -115,7 +116,9 @@ fn is_important(message: &Element) -> bool {
 /// detached by stream management (the phone dropped off the network and may never return
 /// unless woken).
 fn nobody_is_listening(router: &Router, sessions: &[FullJid]) -> bool {
-    sessions.iter().all(|session| router.is_detached(session))
+    sessions
+        .iter()
+        .all(|session| router.has_session_flag(session, SessionFlag::DISCONNECTED))
 }
 
 fn form_field(var: &str, value: &str) -> Element {

@@ -29,7 +29,7 @@ use tracing::warn;
 use super::user_cache::{bare_str, UserCache};
 use crate::router::{
     IqHandler, IqRequest, IqResult, IqType, Module, PresenceObserver, Priority, Registry, Router,
-    SessionHook,
+    SessionEnd, SessionHook,
 };
 use crate::stanza::StanzaError;
 use crate::storage::{StorageError, StorageResult, StoredVcard};
@@ -233,7 +233,13 @@ impl PresenceObserver for Vcard {
 
 #[async_trait]
 impl SessionHook for Vcard {
-    async fn ended(&self, router: &Arc<Router>, session: &FullJid, _was_available: bool) {
+    async fn ended(
+        &self,
+        router: &Arc<Router>,
+        session: &FullJid,
+        _was_available: bool,
+        _why: SessionEnd,
+    ) {
         let user = session.to_bare();
         if !router.has_sessions(&user) {
             self.hashes.forget(user.as_str());

@@ -3,7 +3,10 @@
 //! §10 and RFC 6121 §8; nothing here knows about sockets or about any particular XEP.
 
 mod checks;
+pub mod directory;
 pub mod discovery;
+pub mod flags;
+mod local_sessions;
 pub mod priority;
 pub mod registry;
 mod resource_cap;
@@ -19,10 +22,14 @@ use minidom::Element;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
+pub use directory::{
+    Destination, Directory, DirectoryFactory, Location, NodeId, Replaced, Resource,
+};
 pub use discovery::{
     Contributions, DiscoQuery, DiscoTarget, Discovery, Identity, Item, ItemSource, NodeHandler,
     NodeInfo,
 };
+pub use flags::{SessionFlag, SessionFlags};
 pub use priority::Priority;
 pub use registry::{
     Component, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, PresenceHandler,
@@ -30,7 +37,7 @@ pub use registry::{
     Verdict,
 };
 pub use resource_cap::{Reservation, TooManyResources};
-pub use sessions::{Availability, Interest, Outbound, SessionEnd, SessionEntry, SharedStanza};
+pub use sessions::{Availability, Outbound, SessionEnd, SharedStanza};
 pub use shutdown::{ShutdownSignal, TaskGuard};
 
 use crate::address;
@@ -38,7 +45,7 @@ use crate::config::Config;
 use crate::ids::IdGenerator;
 use crate::stanza::{self, Kind, StanzaError};
 use crate::storage::Storage;
-use sessions::SessionTable;
+use local_sessions::SessionTable;
 
 pub struct Router {
     /// The main domain: what answers for the server when nothing names a hosted domain.
@@ -46,16 +53,15 @@ pub struct Router {
     /// Every hosted domain, the main one included.
     hosted: std::collections::HashSet<String>,
     registry: Registry,
-    sessions: SessionTable,
+    /// Where each account's resources are: this node's session table, or what a registered
+    /// directory built around it.
+    directory: Box<dyn Directory>,
     storage: Storage,
     ids: IdGenerator,
     config: Arc<Config>,
     /// IQs the server sent and awaits an answer to: id -> (who must answer, waiter).
     pending_iqs: DashMap<String, (Jid, oneshot::Sender<Element>)>,
-    /// Sessions whose end hooks are running, and why they ended: what a module reached from
-    /// those hooks (a MUC room getting the unavailable presence) may ask.
-    ending: DashMap<FullJid, SessionEnd>,
-    /// Resources granted during negotiation that are not in `sessions` yet.
+    /// Resources granted during negotiation that are not in the directory yet.
     pending_resources: resource_cap::Pending,
     shutdown: shutdown::Shutdown,
 }
@@ -83,6 +89,11 @@ impl Router {
             registry.enter_module(module.name());
             module.register(&mut registry);
         }
+        let local: Box<dyn Directory> = Box::new(SessionTable::default());
+        let directory = match registry.directory.take() {
+            Some(around) => around(local),
+            None => local,
+        };
         Arc::new(Router {
             domain: config.domain.clone(),
             hosted: config
@@ -91,12 +102,11 @@ impl Router {
                 .map(|host| host.domain)
                 .collect(),
             registry,
-            sessions: SessionTable::default(),
+            directory,
             storage,
             ids: IdGenerator::new(node),
             config,
             pending_iqs: DashMap::new(),
-            ending: DashMap::new(),
             pending_resources: resource_cap::Pending::default(),
             shutdown: shutdown::Shutdown::default(),
         })
@@ -144,41 +154,61 @@ impl Router {
         self.registry.presence_observers.iter()
     }
 
-    /// Marks a session as an "interested resource" for `interest`: it fetched that list, so
-    /// it gets the pushes (RFC 6121 §2.1.6, XEP-0191 §3.3).
-    pub fn set_interested(&self, jid: &FullJid, interest: Interest) {
-        self.sessions.set_interested(jid, interest);
+    /// Where each account's resources are, with their availability and flags.
+    pub fn directory(&self) -> &dyn Directory {
+        &*self.directory
     }
 
-    /// Withdraws `interest` from a session (e.g. carbons disabled).
-    pub fn clear_interested(&self, jid: &FullJid, interest: Interest) {
-        self.sessions.clear_interested(jid, interest);
+    /// A flag some module declared under `name` (see `Registry::session_flag`), for code that
+    /// has no module instance at hand; `None` when no module declared it.
+    pub fn session_flag(&self, name: &str) -> Option<SessionFlag> {
+        self.registry.flags.find(name)
     }
 
-    /// Marks a session as detached (its connection broke, it waits for XEP-0198 resumption)
-    /// or attached again.
+    /// Sets or clears a module's flag on a session.
+    pub fn set_session_flag(&self, jid: &FullJid, flag: SessionFlag, on: bool) {
+        self.directory.set_flag(jid, flag, on);
+    }
+
+    pub fn has_session_flag(&self, jid: &FullJid, flag: SessionFlag) -> bool {
+        self.directory.flags(jid).contains(flag)
+    }
+
+    /// The user's sessions that have `flag`.
+    pub fn resources_with_flag(&self, user: &BareJid, flag: SessionFlag) -> Vec<FullJid> {
+        let mut found = Vec::new();
+        self.directory.resources(user, &mut |resource| {
+            if resource.flags.contains(flag) {
+                found.push(resource.jid.clone());
+            }
+        });
+        found
+    }
+
+    /// `SessionFlag::DISCONNECTED` under the name stream management uses: the session's
+    /// connection broke and it waits to be resumed, or it is attached again. Kept for the
+    /// callers in `src/stream/`.
     pub fn set_detached(&self, jid: &FullJid, detached: bool) {
-        self.sessions.set_detached(jid, detached);
+        self.set_session_flag(jid, SessionFlag::DISCONNECTED, detached);
     }
 
     /// True while the session waits for its client to resume it: stanzas queue up unread.
+    /// Kept for the callers in `src/stream/` and the tests; modules ask for the flag.
     pub fn is_detached(&self, jid: &FullJid) -> bool {
-        self.sessions.is_detached(jid)
-    }
-
-    /// The user's sessions that opted into `interest`.
-    pub fn interested_resources(&self, user: &BareJid, interest: Interest) -> Vec<FullJid> {
-        self.sessions.interested(user, interest)
+        self.has_session_flag(jid, SessionFlag::DISCONNECTED)
     }
 
     /// Whether the user has any bound session (no list built: for per-message checks).
     pub fn has_sessions(&self, user: &BareJid) -> bool {
-        self.sessions.has_any(user)
+        self.directory.has_any(user)
     }
 
     /// Every bound session of the user, available or not.
     pub fn bound_resources(&self, user: &BareJid) -> Vec<FullJid> {
-        self.sessions.bound(user)
+        let mut found = Vec::new();
+        self.directory
+            .resources(user, &mut |resource| found.push(resource.jid.clone()));
+        found
     }
 
     /// Sends an IQ get/set from the server's domain and waits for the answer. The answer is
@@ -241,40 +271,31 @@ impl Router {
     /// XEP-0198 resumption takes over a session without binding and never asks.
     pub fn reserve_resource(&self, jid: &FullJid) -> Result<Reservation, TooManyResources> {
         let max = self.config.limits.max_resources_per_account;
-        if max == 0 || self.sessions.contains(jid) {
+        if max == 0 || self.directory.locate(jid).is_bound() {
             return Ok(Reservation::uncounted());
         }
         let user = jid.to_bare();
         self.pending_resources
-            .reserve(&user, max, || self.sessions.count(&user))
+            .reserve(&user, max, || self.directory.count(&user))
     }
 
     /// Registers a bound resource. A session already bound to the same full JID is told to
     /// end with `<conflict/>` (RFC 6120 §7.7.2.2, "override the existing session").
     pub fn bind(&self, jid: FullJid, tx: mpsc::Sender<Outbound>, stalled: Arc<Notify>) -> u64 {
-        let (id, replaced) = self.sessions.insert(jid, tx, stalled);
+        let (seq, replaced) = self.directory.bind(jid, tx, stalled);
         if let Some(old) = replaced {
-            let _ = old.tx.try_send(Outbound::Replaced);
+            let _ = old.try_send(Outbound::Replaced);
         }
-        id
+        seq
     }
 
     /// Removes a session and runs the session-end hooks (presence unavailable, etc.).
     pub async fn unbind(self: &Arc<Self>, id: u64, jid: &FullJid, why: SessionEnd) {
-        if let Some(entry) = self.sessions.remove(jid, id) {
-            self.ending.insert(jid.clone(), why);
+        if let Some(last) = self.directory.unbind(jid, id) {
             for hook in self.registry.session_hooks.iter() {
-                hook.ended(self, jid, entry.availability.is_available())
-                    .await;
+                hook.ended(self, jid, last.is_available(), why).await;
             }
-            self.ending.remove(jid);
         }
-    }
-
-    /// While a session's end hooks run: why it ended (`None` for a session that is not
-    /// ending).
-    pub fn ending_reason(&self, jid: &FullJid) -> Option<SessionEnd> {
-        self.ending.get(jid).map(|why| *why)
     }
 
     /// Records a session's presence and runs `became_available` hooks when it becomes
@@ -285,7 +306,7 @@ impl Router {
         jid: &FullJid,
         availability: Availability,
     ) -> Option<Availability> {
-        let previous = self.sessions.set_availability(jid, availability);
+        let previous = self.directory.set_availability(jid, availability);
         // Also when a negative priority turns non-negative: messages to the bare JID went to
         // offline storage meanwhile, and now this session can take them.
         let was_reachable = matches!(previous, Some(Availability::Available(p)) if p >= 0);
@@ -300,15 +321,22 @@ impl Router {
 
     /// The user's sessions that have sent available presence.
     pub fn available_resources(&self, user: &BareJid) -> Vec<(FullJid, i8)> {
-        self.sessions.available(user)
+        let mut found = Vec::new();
+        self.directory.resources(user, &mut |resource| {
+            if let Availability::Available(priority) = resource.availability {
+                found.push((resource.jid.clone(), priority));
+            }
+        });
+        found
     }
 
     pub fn is_bound(&self, jid: &FullJid) -> bool {
-        self.sessions.contains(jid)
+        self.directory.locate(jid).is_bound()
     }
 
+    /// Sessions bound on this node.
     pub fn online_session_count(&self) -> usize {
-        self.sessions.len()
+        self.directory.local_count()
     }
 
     /// Routes a stanza a local client sent; `from` is already stamped with its full JID.
@@ -464,35 +492,42 @@ impl Router {
 
     /// Routes a stanza from any source (a client, a module, the server itself) to `to`.
     pub async fn route(self: &Arc<Self>, kind: Kind, to: Jid, stanza: Element) {
-        if !self.is_hosted(to.domain().as_str()) {
-            if let Some(component) = self.registry.components.get(to.domain().as_str()) {
-                component.clone().handle(self, kind, to, stanza).await;
-                return;
+        match self.destination(&to) {
+            Destination::Service(service) => {
+                service.clone().handle(self, kind, to, stanza).await;
             }
-            if let Some(remote) = &self.registry.remote_domains {
-                remote.clone().handle(self, kind, to, stanza).await;
-                return;
+            Destination::Remote(egress) => {
+                egress.clone().handle(self, kind, to, stanza).await;
             }
             // Nothing reaches other domains: say so instead of dropping (RFC 6120 §8.3.3.15).
-            if kind != Kind::Presence {
-                self.bounce(&stanza, StanzaError::remote_server_not_found());
+            Destination::Unreachable => {
+                if kind != Kind::Presence {
+                    self.bounce(&stanza, StanzaError::remote_server_not_found());
+                }
             }
-            return;
-        }
-        match to.node() {
-            None if to.resource().is_none() => self.route_to_server(kind, stanza).await,
-            None => {
+            Destination::Server => self.route_to_server(kind, stanza).await,
+            Destination::Nothing => {
                 if kind != Kind::Presence {
                     self.bounce(&stanza, StanzaError::service_unavailable());
                 }
             }
-            Some(_) => {
+            Destination::Account => {
                 let resource = to.resource().map(|r| r.as_str().to_owned());
                 let bare = to.to_bare();
                 self.route_to_local_user(kind, &bare, resource.as_deref(), stanza)
                     .await;
             }
         }
+    }
+
+    /// Where `to` is, as far as the domain says: the accounts' resources are the directory's.
+    pub fn destination(&self, to: &Jid) -> Destination<'_> {
+        Destination::of(
+            to,
+            &self.hosted,
+            &self.registry.components,
+            self.registry.remote_domains.as_ref(),
+        )
     }
 
     /// A message the router queued to the local session `ended` (its id), which ended without
@@ -516,13 +551,12 @@ impl Router {
             return;
         }
         let user = to.to_bare();
-        let available: Vec<(FullJid, u64)> = self
-            .sessions
-            .available_with_ids(&user)
-            .into_iter()
-            .filter(|(_, priority, _)| *priority >= 0)
-            .map(|(jid, _, id)| (jid, id))
-            .collect();
+        let mut available: Vec<(FullJid, u64)> = Vec::new();
+        self.directory.resources(&user, &mut |resource| {
+            if resource.takes_bare_messages() {
+                available.push((resource.jid.clone(), resource.seq));
+            }
+        });
         if available.is_empty() || self.shutdown.has_begun() {
             self.deliver_message(&user, None, stanza).await;
             return;
@@ -541,7 +575,7 @@ impl Router {
             .iter()
             .filter(|(jid, id)| *id > ended || !copied.contains(jid));
         for (target, _) in targets {
-            if let Err(back) = self.sessions.deliver(target, stanza.clone()) {
+            if let Err(back) = self.directory.deliver(target, stanza.clone()) {
                 self.undeliverable_after_queue_full(Kind::Message, &user, back)
                     .await;
             }
@@ -562,7 +596,7 @@ impl Router {
             {
                 return;
             }
-            if self.sessions.deliver_shared(to, stanza) {
+            if self.directory.deliver_shared(to, stanza) {
                 return;
             }
         }
@@ -611,8 +645,8 @@ impl Router {
             Kind::Iq => {
                 if let Some(resource) = resource {
                     let full = user.with_resource_str(resource).ok();
-                    if let Some(full) = full.filter(|f| self.sessions.contains(f)) {
-                        if let Err(stanza) = self.sessions.deliver(&full, stanza) {
+                    if let Some(full) = full.filter(|f| self.directory.locate(f).is_bound()) {
+                        if let Err(stanza) = self.directory.deliver(&full, stanza) {
                             self.undeliverable_after_queue_full(kind, user, stanza)
                                 .await;
                         }
@@ -680,8 +714,8 @@ impl Router {
             return self.message_to_bare(user, stanza).await;
         };
         let full = user.with_resource_str(resource).ok();
-        if let Some(full) = full.filter(|f| self.sessions.contains(f)) {
-            return match self.sessions.deliver(&full, stanza) {
+        if let Some(full) = full.filter(|f| self.directory.locate(f).is_bound()) {
+            return match self.directory.deliver(&full, stanza) {
                 Ok(()) => vec![full],
                 Err(stanza) => {
                     self.undeliverable_after_queue_full(Kind::Message, user, stanza)
@@ -709,17 +743,16 @@ impl Router {
             self.bounce(&stanza, StanzaError::service_unavailable());
             return Vec::new();
         }
-        let targets: Vec<FullJid> = self
-            .sessions
-            .available(user)
-            .into_iter()
-            .filter(|(_, priority)| *priority >= 0)
-            .map(|(jid, _)| jid)
-            .collect();
+        let mut targets: Vec<FullJid> = Vec::new();
+        self.directory.resources(user, &mut |resource| {
+            if resource.takes_bare_messages() {
+                targets.push(resource.jid.clone());
+            }
+        });
         let mut undelivered = None;
         let mut delivered = Vec::with_capacity(targets.len());
         for target in targets {
-            match self.sessions.deliver(&target, stanza.clone()) {
+            match self.directory.deliver(&target, stanza.clone()) {
                 Ok(()) => delivered.push(target),
                 Err(back) => undelivered = Some(back),
             }
@@ -749,12 +782,12 @@ impl Router {
         match resource {
             Some(resource) => {
                 if let Ok(full) = user.with_resource_str(resource) {
-                    let _ = self.sessions.deliver(&full, stanza);
+                    let _ = self.directory.deliver(&full, stanza);
                 }
             }
             None => {
-                for (target, _) in self.sessions.available(user) {
-                    let _ = self.sessions.deliver(&target, stanza.clone());
+                for (target, _) in self.available_resources(user) {
+                    let _ = self.directory.deliver(&target, stanza.clone());
                 }
             }
         }
@@ -865,11 +898,10 @@ impl Router {
         let Some(to) = reply.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return;
         };
-        let domain = to.domain().as_str();
-        if !self.is_hosted(domain)
-            && (self.registry.components.contains_key(domain)
-                || self.registry.remote_domains.is_some())
-        {
+        if matches!(
+            self.destination(&to),
+            Destination::Service(_) | Destination::Remote(_)
+        ) {
             // Boxed: routing can lead back here (a component asking a user's account).
             Box::pin(self.route(Kind::Iq, to, reply)).await;
         } else {
@@ -899,12 +931,12 @@ impl Router {
         let Some(to) = reply.attr("to").and_then(|t| FullJid::new(t).ok()) else {
             return;
         };
-        let _ = self.sessions.deliver(&to, reply);
+        let _ = self.directory.deliver(&to, reply);
     }
 
     /// Delivers to one bound session; hands the stanza back if it could not be queued.
     pub fn deliver_to_session(&self, to: &FullJid, stanza: Element) -> Result<(), Element> {
-        self.sessions.deliver(to, stanza)
+        self.directory.deliver(to, stanza)
     }
 
     /// Begins shutdown: every session is told to end with `<system-shutdown/>`, and messages

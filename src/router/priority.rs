@@ -11,17 +11,21 @@ use std::sync::Arc;
 ///
 /// | priority   | session hooks | stanza filters | message hooks | presence observers |
 /// |------------|---------------|----------------|---------------|--------------------|
+/// | `Prelude`  | muc           |                |               |                    |
 /// | `Presence` | presence      |                |               |                    |
 /// | `Policy`   | blocking      | blocking       |               |                    |
 /// | `Offline`  | offline       |                |               |                    |
 /// | `Archive`  | mam           |                | mam           |                    |
 /// | `Profile`  | pep, vcard    |                |               | pep, vcard         |
 /// | `Copies`   |               |                | carbons       |                    |
-/// | `Notify`   |               |                | push          |                    |
+/// | `Notify`   | muc           |                | push          |                    |
 ///
 /// Shutdown hooks (only mam's) take `Archive`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
+    /// Notes what later hooks of the same moment need and cannot be told (MUC noting why a
+    /// session ends, for the rooms its unavailable presence then reaches). Changes nothing.
+    Prelude,
     /// The session's own presence (RFC 6121 §4): a session that ends goes unavailable to its
     /// contacts before anything else about it is torn down.
     Presence,

@@ -12,8 +12,11 @@ use minidom::Element;
 
 use tracing::warn;
 
+use super::directory::DirectoryFactory;
 use super::discovery::{DiscoTarget, Discovery, Identity, ItemSource, NodeHandler};
+use super::flags::{FlagNames, SessionFlag};
 use super::priority::{Ordered, Priority};
+use super::sessions::SessionEnd;
 use super::Router;
 use crate::stanza::{Kind, StanzaError};
 
@@ -88,8 +91,15 @@ pub trait IqHandler: Send + Sync {
 pub trait SessionHook: Send + Sync {
     /// The session sent its first available presence with a non-negative priority.
     async fn became_available(&self, _router: &Arc<Router>, _session: &FullJid) {}
-    /// The session ended (cleanly or not) after having been bound.
-    async fn ended(&self, _router: &Arc<Router>, _session: &FullJid, _was_available: bool) {}
+    /// The session ended (cleanly or not, `why`) after having been bound.
+    async fn ended(
+        &self,
+        _router: &Arc<Router>,
+        _session: &FullJid,
+        _was_available: bool,
+        _why: SessionEnd,
+    ) {
+    }
 }
 
 /// Work a module must finish before the process exits, run once every session has ended
@@ -307,6 +317,8 @@ pub struct Registry {
     pub(super) remote_domains: Option<Arc<dyn Component>>,
     pub(super) undeliverable: Option<Arc<dyn UndeliverableMessage>>,
     pub(super) discovery: Discovery,
+    pub(super) flags: FlagNames,
+    pub(super) directory: Option<DirectoryFactory>,
 }
 
 impl Registry {
@@ -381,6 +393,20 @@ impl Registry {
     /// `Router::route`.
     pub fn remote_domains(&mut self, egress: Arc<dyn Component>) {
         self.remote_domains = Some(egress);
+    }
+
+    /// Declares a per-session flag the module owns (carbons enabled, roster fetched): the
+    /// router stores it with each session and answers which sessions have it, but never reads
+    /// it. Declaring a name again gives the same flag.
+    pub fn session_flag(&mut self, name: &'static str) -> SessionFlag {
+        self.flags.declare(name)
+    }
+
+    /// Replaces the single-node directory with one built around it: a cluster directory
+    /// that also knows the other nodes' sessions (see `directory`). The last one registered
+    /// wins.
+    pub fn directory(&mut self, around_local: DirectoryFactory) {
+        self.directory = Some(around_local);
     }
 
     pub fn undeliverable_message(&mut self, handler: Arc<dyn UndeliverableMessage>) {

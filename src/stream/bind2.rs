@@ -6,7 +6,7 @@ use minidom::Element;
 use sha2::{Digest, Sha256};
 
 use super::sm::SmGrant;
-use crate::router::{Interest, Router};
+use crate::router::Router;
 use crate::xml::ns;
 
 /// Longest tag kept in a resource: the tag names the client software, a few words at most.
@@ -106,7 +106,7 @@ pub fn bound_element(answers: impl IntoIterator<Item = Element>) -> Element {
 pub fn apply_after_bind(router: &Router, jid: &FullJid, inline: &InlineRequests) {
     if inline.carbons {
         // Exactly what `<iq><enable xmlns='urn:xmpp:carbons:2'/></iq>` does.
-        router.set_interested(jid, Interest::Carbons);
+        crate::modules::carbons::enable(router, jid);
     }
 }
 

@@ -35,8 +35,8 @@ use tracing::warn;
 use super::user_cache::{bare_str, UserCache};
 use crate::config::Config;
 use crate::router::{
-    IqHandler, IqResult, IqType, MessageHook, Module, Priority, Registry, Router, SessionHook,
-    ShutdownHook,
+    IqHandler, IqResult, IqType, MessageHook, Module, Priority, Registry, Router, SessionEnd,
+    SessionHook, ShutdownHook,
 };
 use crate::stanza::{self, StanzaError};
 use crate::storage::{ArchiveDefault, ArchivePrefs, ArchivedMessage, StorageResult};
@@ -370,7 +370,13 @@ impl ShutdownHook for Mam {
 
 #[async_trait]
 impl SessionHook for Mam {
-    async fn ended(&self, router: &Arc<Router>, session: &FullJid, _was_available: bool) {
+    async fn ended(
+        &self,
+        router: &Arc<Router>,
+        session: &FullJid,
+        _was_available: bool,
+        _why: SessionEnd,
+    ) {
         let user = session.to_bare();
         if !router.has_sessions(&user) {
             self.prefs.forget(user.as_str());

@@ -242,7 +242,7 @@ async fn leave(
     // stream left like one that sent unavailable; any other end (the connection lost, or
     // ended by the server) is the "technical reason" of status 333.
     let lost = matches!(
-        router.ending_reason(from),
+        muc.departures.why(from),
         Some(SessionEnd::ConnectionLost | SessionEnd::ByServer)
     );
     let codes: &[u16] = if lost { &[GONE_WITHOUT_LEAVING] } else { &[] };

@@ -12,6 +12,7 @@
 
 mod admin;
 mod config;
+mod departures;
 mod disco;
 mod forward;
 mod history;
@@ -63,6 +64,7 @@ pub struct Muc {
     archive: Option<Arc<Archiver>>,
     /// Groupchat messages per occupant (`muc.occupant_messages_per_second`), when limited.
     message_rate: Option<Rate>,
+    departures: Arc<departures::Departures>,
 }
 
 impl Muc {
@@ -89,6 +91,7 @@ impl Muc {
                 std::time::Duration::from_secs(1),
                 config.muc.occupant_message_burst,
             ),
+            departures: Arc::default(),
         }))
     }
 
@@ -250,6 +253,7 @@ impl Module for Muc {
         for (_, service) in &self.services {
             registry.component(service.clone(), self.clone());
         }
+        self.departures.register(registry);
         // How clients find the service: an item of the server (XEP-0045 §6.1).
         registry.disco_items(DiscoTarget::Server, self);
     }

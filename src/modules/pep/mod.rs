@@ -31,7 +31,7 @@ use minidom::Element;
 use crate::config::PepConfig;
 use crate::router::{
     DiscoQuery, DiscoTarget, Identity, IqHandler, IqRequest, IqResult, IqType, Item, ItemSource,
-    Module, PresenceObserver, Priority, Registry, Router, SessionHook,
+    Module, PresenceObserver, Priority, Registry, Router, SessionEnd, SessionHook,
 };
 use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::storage::PepStore;
@@ -81,10 +81,24 @@ impl Module for Pep {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
-        // Which actions take which type is for each action to say (XEP-0060 §6–8).
-        for iq_type in [IqType::Get, IqType::Set] {
-            registry.account_iq(iq_type, ns::PUBSUB, "pubsub", self.clone());
-            registry.account_iq(iq_type, ns::PUBSUB_OWNER, "pubsub", self.clone());
+        // One handler per namespace and type; the action is the `<pubsub/>`'s child, which
+        // the handler reads (XEP-0060 §6–8).
+        let handlers: [(IqType, &str, Arc<dyn IqHandler>); 4] = [
+            (IqType::Get, ns::PUBSUB, self.service(Action::Get)),
+            (IqType::Set, ns::PUBSUB, self.service(Action::Set)),
+            (
+                IqType::Get,
+                ns::PUBSUB_OWNER,
+                self.service(Action::OwnerGet),
+            ),
+            (
+                IqType::Set,
+                ns::PUBSUB_OWNER,
+                self.service(Action::OwnerSet),
+            ),
+        ];
+        for (iq_type, namespace, handler) in handlers {
+            registry.account_iq(iq_type, namespace, "pubsub", handler);
         }
         registry.session_hook(Priority::Profile, self.clone());
         registry.presence_observer(Priority::Profile, self.clone());
@@ -213,8 +227,32 @@ async fn readable_nodes(router: &Arc<Router>, account: &BareJid, requester: &Jid
     items
 }
 
+impl Pep {
+    fn service(&self, action: Action) -> Arc<dyn IqHandler> {
+        Arc::new(Service {
+            state: self.state.clone(),
+            action,
+        })
+    }
+}
+
+/// Which requests a registered handler takes: a namespace and a type.
+#[derive(Clone, Copy)]
+enum Action {
+    Get,
+    Set,
+    OwnerGet,
+    OwnerSet,
+}
+
+/// One account's PEP service, for one kind of request.
+struct Service {
+    state: Arc<PepState>,
+    action: Action,
+}
+
 #[async_trait]
-impl IqHandler for Pep {
+impl IqHandler for Service {
     async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
         let Some(account) = request.account.clone() else {
             return Err(StanzaError::service_unavailable());
@@ -236,10 +274,11 @@ impl IqHandler for Pep {
             }
         }
         let payload = request.payload();
-        if payload.has_ns(ns::PUBSUB_OWNER) {
-            owner::handle(&ctx, payload, request.iq_type == IqType::Set).await
-        } else {
-            publish::handle(&ctx, payload, request.iq_type == IqType::Set).await
+        match self.action {
+            Action::Get => publish::get(&ctx, payload).await,
+            Action::Set => publish::set(&ctx, payload).await,
+            Action::OwnerGet => owner::get(&ctx, payload).await,
+            Action::OwnerSet => owner::set(&ctx, payload).await,
         }
     }
 }
@@ -260,7 +299,13 @@ impl PresenceObserver for Pep {
 
 #[async_trait]
 impl SessionHook for Pep {
-    async fn ended(&self, _router: &Arc<Router>, session: &FullJid, _was_available: bool) {
+    async fn ended(
+        &self,
+        _router: &Arc<Router>,
+        session: &FullJid,
+        _was_available: bool,
+        _why: SessionEnd,
+    ) {
         self.state.interests.forget(session);
     }
 }

@@ -11,7 +11,8 @@ use crate::stanza::{self, StanzaError};
 use crate::storage::NodeConfig;
 use crate::xml::ns;
 
-pub async fn handle(ctx: &Ctx<'_>, pubsub: &Element, is_set: bool) -> IqResult {
+/// The owner's one action element.
+fn action<'e>(ctx: &Ctx<'_>, pubsub: &'e Element) -> Result<&'e Element, StanzaError> {
     ctx.require_owner()?;
     let mut children = pubsub.children();
     let (Some(action), None) = (children.next(), children.next()) else {
@@ -20,18 +21,39 @@ pub async fn handle(ctx: &Ctx<'_>, pubsub: &Element, is_set: bool) -> IqResult {
     if !action.has_ns(ns::PUBSUB_OWNER) {
         return Err(StanzaError::bad_request());
     }
-    match (action.name(), is_set) {
-        ("configure", false) => get_configuration(ctx, action).await,
-        ("configure", true) => set_configuration(ctx, action).await,
-        ("default", false) => Ok(Some(owner_payload(
+    Ok(action)
+}
+
+/// An owner get: a node's configuration, or the default one.
+pub async fn get(ctx: &Ctx<'_>, pubsub: &Element) -> IqResult {
+    let action = action(ctx, pubsub)?;
+    match action.name() {
+        "configure" => get_configuration(ctx, action).await,
+        "default" => Ok(Some(owner_payload(
             "default",
             None,
             config::form(&config::default_config(ctx.limits())),
         ))),
-        ("delete", true) => delete(ctx, action).await,
-        ("purge", true) => purge(ctx, action).await,
-        ("subscriptions", _) => Err(unsupported("manage-subscriptions")),
-        ("affiliations", _) => Err(unsupported("modify-affiliations")),
+        other => unsupported_action(other),
+    }
+}
+
+/// An owner set: configure, delete, purge.
+pub async fn set(ctx: &Ctx<'_>, pubsub: &Element) -> IqResult {
+    let action = action(ctx, pubsub)?;
+    match action.name() {
+        "configure" => set_configuration(ctx, action).await,
+        "delete" => delete(ctx, action).await,
+        "purge" => purge(ctx, action).await,
+        other => unsupported_action(other),
+    }
+}
+
+/// What either type answers for an action it does not take.
+fn unsupported_action(action: &str) -> IqResult {
+    match action {
+        "subscriptions" => Err(unsupported("manage-subscriptions")),
+        "affiliations" => Err(unsupported("modify-affiliations")),
         _ => Err(StanzaError::bad_request()),
     }
 }

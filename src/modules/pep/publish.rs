@@ -13,7 +13,15 @@ use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::storage::{NodeConfig, PepCreate, PepItem, StorageError};
 use crate::xml::{self, ns};
 
-pub async fn handle(ctx: &Ctx<'_>, pubsub: &Element, is_set: bool) -> IqResult {
+/// The action of a `<pubsub/>` request, with the `<publish-options/>` and `<configure/>`
+/// that may come along.
+struct Request<'e> {
+    action: &'e Element,
+    options: Option<&'e Element>,
+    configure: Option<&'e Element>,
+}
+
+fn parse(pubsub: &Element) -> Result<Request<'_>, StanzaError> {
     let mut action = None;
     let mut options = None;
     let mut configure = None;
@@ -28,16 +36,45 @@ pub async fn handle(ctx: &Ctx<'_>, pubsub: &Element, is_set: bool) -> IqResult {
     let Some(action) = action else {
         return Err(StanzaError::bad_request());
     };
-    match (action.name(), is_set) {
-        ("publish", true) => publish(ctx, action, options).await,
-        ("retract", true) => retract(ctx, action).await,
-        ("create", true) => create(ctx, action, configure).await,
-        ("items", false) => items(ctx, action).await,
+    Ok(Request {
+        action,
+        options,
+        configure,
+    })
+}
+
+/// A `<pubsub/>` get: item retrieval.
+pub async fn get(ctx: &Ctx<'_>, pubsub: &Element) -> IqResult {
+    let request = parse(pubsub)?;
+    match request.action.name() {
+        "items" => items(ctx, request.action).await,
+        other => unsupported_action(other),
+    }
+}
+
+/// A `<pubsub/>` set: publish, retract, create.
+pub async fn set(ctx: &Ctx<'_>, pubsub: &Element) -> IqResult {
+    let Request {
+        action,
+        options,
+        configure,
+    } = parse(pubsub)?;
+    match action.name() {
+        "publish" => publish(ctx, action, options).await,
+        "retract" => retract(ctx, action).await,
+        "create" => create(ctx, action, configure).await,
+        other => unsupported_action(other),
+    }
+}
+
+/// What either type answers for an action it does not take.
+fn unsupported_action(action: &str) -> IqResult {
+    match action {
         // PEP subscriptions are the implicit, presence-based ones (XEP-0163 §4.1).
-        ("subscribe" | "unsubscribe", _) => Err(unsupported("subscribe")),
-        ("options", _) => Err(unsupported("subscription-options")),
-        ("subscriptions", _) => Err(unsupported("retrieve-subscriptions")),
-        ("affiliations", _) => Err(unsupported("retrieve-affiliations")),
+        "subscribe" | "unsubscribe" => Err(unsupported("subscribe")),
+        "options" => Err(unsupported("subscription-options")),
+        "subscriptions" => Err(unsupported("retrieve-subscriptions")),
+        "affiliations" => Err(unsupported("retrieve-affiliations")),
         _ => Err(StanzaError::bad_request()),
     }
 }

@@ -17,7 +17,7 @@ use minidom::Element;
 use crate::config::Config;
 use crate::modules::roster::subscription;
 use crate::modules::roster::table::SubscriptionType;
-use crate::router::{Module, PresenceHandler, Priority, Registry, Router, SessionHook};
+use crate::router::{Module, PresenceHandler, Priority, Registry, Router, SessionEnd, SessionHook};
 use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::xml::ns;
 use request_rate::RequestRate;
@@ -124,7 +124,13 @@ impl PresenceHandler for Presence {
 
 #[async_trait]
 impl SessionHook for Presence {
-    async fn ended(&self, router: &Arc<Router>, session: &FullJid, was_available: bool) {
+    async fn ended(
+        &self,
+        router: &Arc<Router>,
+        session: &FullJid,
+        was_available: bool,
+        _why: SessionEnd,
+    ) {
         let unavailable = unavailable_from(session);
         if was_available {
             self.went_unavailable(router, session, unavailable).await;

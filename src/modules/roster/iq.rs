@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::items::{self, RosterSet};
 use super::{locks, push, subscription};
-use crate::router::{Interest, IqHandler, IqRequest, IqResult, Router};
+use crate::router::{IqHandler, IqRequest, IqResult, Router};
 use crate::stanza::{self, StanzaError};
 use crate::storage::{RosterItem, RosterWrite, StorageError};
 use crate::xml::ns;
@@ -38,8 +38,9 @@ impl IqHandler for GetRoster {
     async fn handle_iq(&self, router: &Arc<Router>, request: IqRequest) -> IqResult {
         let user = own_roster(&request)?;
         // A session that fetched its roster is one that wants pushes (§2.1.6).
-        if let Ok(full) = request.from.clone().try_into_full() {
-            router.set_interested(&full, Interest::Roster);
+        let interested = router.session_flag(super::INTERESTED);
+        if let (Ok(full), Some(interested)) = (request.from.clone().try_into_full(), interested) {
+            router.set_session_flag(&full, interested, true);
         }
         get(router, user.as_str(), request.payload()).await
     }

@@ -13,6 +13,9 @@ use std::sync::Arc;
 use crate::router::{IqType, Module, Registry};
 use crate::xml::ns;
 
+/// The flag of sessions that fetched the roster and so get its pushes (RFC 6121 §2.1.6).
+pub const INTERESTED: &str = "roster-interested";
+
 pub struct Roster;
 
 impl Module for Roster {
@@ -21,6 +24,7 @@ impl Module for Roster {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
+        registry.session_flag(INTERESTED);
         registry.account_iq(IqType::Get, ns::ROSTER, "query", Arc::new(iq::GetRoster));
         registry.account_iq(IqType::Set, ns::ROSTER, "query", Arc::new(iq::SetRoster));
     }

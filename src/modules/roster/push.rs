@@ -4,12 +4,15 @@
 use jid::BareJid;
 use minidom::Element;
 
-use crate::router::{Interest, Router};
+use crate::router::Router;
 use crate::stanza;
 use crate::xml::ns;
 
 pub fn push(router: &Router, user: &BareJid, version: i64, item: Element) {
-    let targets = router.interested_resources(user, Interest::Roster);
+    let Some(interested) = router.session_flag(super::INTERESTED) else {
+        return;
+    };
+    let targets = router.resources_with_flag(user, interested);
     if targets.is_empty() {
         return;
     }
