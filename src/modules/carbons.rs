@@ -9,8 +9,8 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
 use crate::router::{
-    IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, Priority, Registry, Router,
-    SessionFlag,
+    InlineFeature, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, Priority, Registry,
+    Router, SessionFlag,
 };
 use crate::stanza::{self, StanzaError};
 use crate::xml::ns;
@@ -31,17 +31,10 @@ impl Module for Carbons {
         });
         registry.account_iq(IqType::Set, ns::CARBONS, "enable", copies.clone());
         registry.account_iq(IqType::Set, ns::CARBONS, "disable", copies.clone());
-        registry.message_hook(Priority::Copies, copies);
+        registry.message_hook(Priority::Copies, copies.clone());
+        registry.inline_feature(ns::CARBONS, copies);
         // Clients look for it on the server (XEP-0280 §3).
         registry.server_feature(ns::CARBONS);
-    }
-}
-
-/// Switches carbons on for `session` as `<enable/>` would (XEP-0386 lets a client ask for it
-/// while binding); nothing happens without the carbons module.
-pub fn enable(router: &Router, session: &FullJid) {
-    if let Some(enabled) = router.session_flag(ENABLED) {
-        router.set_session_flag(session, enabled, true);
     }
 }
 
@@ -56,6 +49,13 @@ pub fn enabled_sessions(router: &Router, account: &BareJid) -> Vec<FullJid> {
 /// The registered handler and hook: which sessions get copies.
 struct Copies {
     enabled: SessionFlag,
+}
+
+/// XEP-0386: `<enable xmlns='urn:xmpp:carbons:2'/>` inside Bind2 does what the IQ does.
+impl InlineFeature for Copies {
+    fn enable(&self, router: &Router, session: &FullJid, _request: &Element) {
+        router.set_session_flag(session, self.enabled, true);
+    }
 }
 
 #[async_trait]

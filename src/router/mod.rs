@@ -32,9 +32,9 @@ pub use discovery::{
 pub use flags::{SessionFlag, SessionFlags};
 pub use priority::Priority;
 pub use registry::{
-    Component, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, PresenceHandler,
-    PresenceObserver, Registry, SessionHook, ShutdownHook, StanzaFilter, UndeliverableMessage,
-    Verdict,
+    Component, InlineFeature, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module,
+    PresenceHandler, PresenceObserver, Registry, SessionHook, ShutdownHook, StanzaFilter,
+    UndeliverableMessage, Verdict,
 };
 pub use resource_cap::{Reservation, TooManyResources};
 pub use sessions::{Availability, Outbound, SessionEnd, SharedStanza};
@@ -147,6 +147,27 @@ impl Router {
     /// What modules contributed to service discovery.
     pub fn discovery(&self) -> &Discovery {
         &self.registry.discovery
+    }
+
+    /// The namespaces of the features modules let clients switch on while binding (XEP-0386),
+    /// in the order they registered.
+    pub fn inline_features(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.registry.inline_features.iter().map(|(ns, _)| *ns)
+    }
+
+    /// Switches on, for the just-bound `session`, each feature the client asked for inline;
+    /// requests for a feature no module registered are ignored (it was not advertised).
+    pub fn enable_inline(&self, session: &FullJid, requests: &[Element]) {
+        for request in requests {
+            let feature = self
+                .registry
+                .inline_features
+                .iter()
+                .find(|(ns, _)| request.has_ns(*ns));
+            if let Some((_, feature)) = feature {
+                feature.enable(self, session, request);
+            }
+        }
     }
 
     /// In priority order.

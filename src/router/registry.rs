@@ -188,6 +188,14 @@ pub trait StanzaFilter: Send + Sync {
     }
 }
 
+/// A session feature a client may switch on while binding its resource inside SASL2
+/// (XEP-0386 Bind2: an `<enable/>`-like child of `<bind/>`, advertised under `<inline/>`).
+pub trait InlineFeature: Send + Sync {
+    /// Switches the feature on for `session`, which has just been bound, as the feature's own
+    /// request would. `request` is the client's element.
+    fn enable(&self, router: &Router, session: &FullJid, request: &Element);
+}
+
 /// What to do with a chat/normal message to an existing local account with no resource that
 /// can take it (RFC 6121 §8.5.2.1.1): store it, or say why not.
 #[async_trait]
@@ -319,6 +327,8 @@ pub struct Registry {
     pub(super) discovery: Discovery,
     pub(super) flags: FlagNames,
     pub(super) directory: Option<DirectoryFactory>,
+    /// Bind2 inline features by namespace, in registration order (the order advertised).
+    pub(super) inline_features: Vec<(&'static str, Arc<dyn InlineFeature>)>,
 }
 
 impl Registry {
@@ -400,6 +410,12 @@ impl Registry {
     /// it. Declaring a name again gives the same flag.
     pub fn session_flag(&mut self, name: &'static str) -> SessionFlag {
         self.flags.declare(name)
+    }
+
+    /// Lets clients switch on the feature of namespace `ns` while binding (XEP-0386).
+    pub fn inline_feature(&mut self, ns: &'static str, feature: Arc<dyn InlineFeature>) {
+        self.inline_features.retain(|(known, _)| *known != ns);
+        self.inline_features.push((ns, feature));
     }
 
     /// Replaces the single-node directory with one built around it: a cluster directory

@@ -16,8 +16,9 @@ const MAX_TAG_CHARS: usize = 32;
 /// start of the bound session.
 #[derive(Debug, Default)]
 pub struct InlineRequests {
-    /// `<enable xmlns='urn:xmpp:carbons:2'/>` inside Bind2.
-    pub carbons: bool,
+    /// Requests for features modules switch on (`Router::enable_inline`), such as
+    /// `<enable xmlns='urn:xmpp:carbons:2'/>`.
+    pub features: Vec<Element>,
     /// Stream management enabled inside Bind2; its `<enabled/>` went out in `<bound/>`.
     pub sm: Option<SmGrant>,
 }
@@ -26,7 +27,8 @@ pub struct InlineRequests {
 #[derive(Debug, Default)]
 pub struct BindRequest {
     pub tag: Option<String>,
-    pub carbons: bool,
+    /// Every other child: requests for features modules may have registered.
+    pub features: Vec<Element>,
     pub sm_enable: Option<Element>,
 }
 
@@ -40,7 +42,11 @@ impl BindRequest {
             .filter(|t| !t.is_empty());
         BindRequest {
             tag,
-            carbons: bind.has_child("enable", ns::CARBONS),
+            features: bind
+                .children()
+                .filter(|child| !child.has_ns(ns::BIND2) && !child.has_ns(ns::SM))
+                .cloned()
+                .collect(),
             sm_enable: bind.get_child("enable", ns::SM).cloned(),
         }
     }
@@ -102,12 +108,9 @@ pub fn bound_element(answers: impl IntoIterator<Item = Element>) -> Element {
 }
 
 /// Switches on what the client asked for inline, once the session is registered with the
-/// router (interest flags live on the router's session entry).
+/// router: the modules that registered those features keep their own per-session state.
 pub fn apply_after_bind(router: &Router, jid: &FullJid, inline: &InlineRequests) {
-    if inline.carbons {
-        // Exactly what `<iq><enable xmlns='urn:xmpp:carbons:2'/></iq>` does.
-        crate::modules::carbons::enable(router, jid);
-    }
+    router.enable_inline(jid, &inline.features);
 }
 
 #[cfg(test)]
@@ -126,11 +129,12 @@ mod tests {
              </bind>",
         );
         assert_eq!(r.tag.as_deref(), Some("Conversationsx"));
-        assert!(r.carbons);
+        assert_eq!(r.features.len(), 1);
+        assert!(r.features[0].is("enable", ns::CARBONS));
         assert_eq!(r.sm_enable.unwrap().attr("resume"), Some("true"));
         let r = parse("<bind xmlns='urn:xmpp:bind:0'><tag/></bind>");
         assert_eq!(r.tag, None);
-        assert!(!r.carbons);
+        assert!(r.features.is_empty());
     }
 
     #[test]

@@ -41,16 +41,21 @@ pub fn before_auth(
 }
 
 /// XEP-0388 SASL2 next to `<mechanisms/>`: the same password mechanisms, and what may be
-/// requested inline. Bind2 can enable carbons and stream management; FAST lists its token
-/// mechanisms.
-pub fn sasl2(mechanisms: &[Mechanism], token_mechanisms: &[HtMechanism]) -> Option<Element> {
+/// requested inline. Bind2 can enable the features modules registered (carbons) and stream
+/// management; FAST lists its token mechanisms.
+pub fn sasl2<'a>(
+    mechanisms: &[Mechanism],
+    token_mechanisms: &[HtMechanism],
+    inline_features: impl IntoIterator<Item = &'a str>,
+) -> Option<Element> {
     if mechanisms.is_empty() {
         return None;
     }
     let names = mechanisms.iter().map(|m| m.name());
     let mut authentication = mechanism_list("authentication", ns::SASL2, names);
     let mut bind_inline = Element::bare("inline", ns::BIND2);
-    for var in [ns::CARBONS, ns::SM] {
+    // What modules registered (carbons, say), then stream management, which the stream runs.
+    for var in inline_features.into_iter().chain([ns::SM]) {
         let mut feature = Element::bare("feature", ns::BIND2);
         set_attr(&mut feature, "var", var);
         bind_inline.append_child(feature);
@@ -133,8 +138,13 @@ mod tests {
 
     #[test]
     fn sasl2_lists_mechanisms_and_inline_features() {
-        assert_eq!(sasl2(&[], &[HtMechanism::Sha256None]), None);
-        let el = sasl2(&[Mechanism::Plain], &[HtMechanism::Sha256None]).unwrap();
+        assert_eq!(sasl2(&[], &[HtMechanism::Sha256None], [ns::CARBONS]), None);
+        let el = sasl2(
+            &[Mechanism::Plain],
+            &[HtMechanism::Sha256None],
+            [ns::CARBONS],
+        )
+        .unwrap();
         assert_eq!(
             to_string(&el),
             "<authentication xmlns='urn:xmpp:sasl:2'><mechanism>PLAIN</mechanism><inline>\

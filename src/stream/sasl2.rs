@@ -250,14 +250,14 @@ pub(super) async fn authenticate<S: Sasl2Stream>(
     stream.send_element(&el).await?;
     debug!(%username, mechanism = name, bound = bound.is_some(), "authenticated (SASL2)");
 
-    let carbons = match request.bind {
-        Some(b) if bound.is_some() && resumed.is_none() => b.carbons,
-        _ => false,
+    let features = match request.bind {
+        Some(b) if bound.is_some() && resumed.is_none() => b.features,
+        _ => Vec::new(),
     };
     Ok(Sasl2Outcome::Success(Box::new(Sasl2Login {
         username,
         bound,
-        inline: InlineRequests { carbons, sm },
+        inline: InlineRequests { features, sm },
         reservation,
     })))
 }

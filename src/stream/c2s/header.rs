@@ -79,7 +79,11 @@ impl<T: Transport> C2s<T> {
             features::after_auth()
         } else {
             let mechanisms = self.offered_mechanisms();
-            let sasl2 = features::sasl2(&mechanisms, &fast::offered(self));
+            let sasl2 = features::sasl2(
+                &mechanisms,
+                &fast::offered(self),
+                self.ctx.router.inline_features(),
+            );
             let mut classic = features::before_auth(
                 self.transport.can_starttls(),
                 self.ctx.config.c2s.require_encryption,
