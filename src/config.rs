@@ -56,6 +56,32 @@ pub struct HostConfig {
     pub key: Option<PathBuf>,
     /// The domain's MUC service; `conference.<domain>` when unset.
     pub muc_domain: Option<String>,
+    /// Per-account limits of this domain's users; what is unset follows `[limits]`.
+    pub limits: HostLimits,
+}
+
+/// `[hosts."example.net".limits]`: the limits on one account that a hosted domain may set
+/// apart from the main domain's (a domain of bots that keep many resources, a domain with
+/// smaller offline stores). Limits on connections and rates stay server-wide: they protect
+/// the server, whichever domain a client names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostLimits {
+    pub offline_messages_per_user: Option<u32>,
+    pub roster_items: Option<u32>,
+    pub blocklist_items: Option<u32>,
+    pub vcard_max_bytes: Option<usize>,
+    pub max_resources_per_account: Option<usize>,
+}
+
+/// The limits on one account in force on a hosted domain (see `LimitsConfig` for each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountLimits {
+    pub offline_messages_per_user: u32,
+    pub roster_items: u32,
+    pub blocklist_items: u32,
+    pub vcard_max_bytes: usize,
+    pub max_resources_per_account: usize,
 }
 
 /// One domain this server serves, with its settings resolved.
@@ -69,6 +95,31 @@ pub struct HostedDomain {
 }
 
 impl Config {
+    /// The limits on an account of `domain`: its `[hosts]` entry's, then `[limits]`.
+    pub fn account_limits(&self, domain: &str) -> AccountLimits {
+        let main = &self.limits;
+        let own = self.hosts.get(domain).map(|host| &host.limits);
+        let pick = |field: fn(&HostLimits) -> Option<usize>, default: usize| {
+            own.and_then(field).unwrap_or(default)
+        };
+        let pick32 = |field: fn(&HostLimits) -> Option<u32>, default: u32| {
+            own.and_then(field).unwrap_or(default)
+        };
+        AccountLimits {
+            offline_messages_per_user: pick32(
+                |l| l.offline_messages_per_user,
+                main.offline_messages_per_user,
+            ),
+            roster_items: pick32(|l| l.roster_items, main.roster_items),
+            blocklist_items: pick32(|l| l.blocklist_items, main.blocklist_items),
+            vcard_max_bytes: pick(|l| l.vcard_max_bytes, main.vcard_max_bytes),
+            max_resources_per_account: pick(
+                |l| l.max_resources_per_account,
+                main.max_resources_per_account,
+            ),
+        }
+    }
+
     /// Every hosted domain, the main `domain` first, then `hosts` in name order.
     pub fn hosted_domains(&self) -> Vec<HostedDomain> {
         let main = HostedDomain {

@@ -374,3 +374,70 @@ async fn host_meta_matches_an_internationalized_domain_by_its_a_label() {
         assert!(answer.contains(&href), "Host {host}: {answer}");
     }
 }
+
+/// `[hosts."b.example".limits]` applies to b.example's accounts only; the main domain's keep
+/// `[limits]`: one resource and one offline message per account on b.example, the defaults on
+/// localhost.
+#[tokio::test]
+async fn a_hosted_domain_sets_its_own_account_limits() {
+    let t = TestServer::start_with(|config| {
+        let mut host = corvid::config::HostConfig::default();
+        host.limits.max_resources_per_account = Some(1);
+        host.limits.offline_messages_per_user = Some(1);
+        config.hosts.insert(B.into(), host);
+    })
+    .await;
+    for user in ["alice", "dave"] {
+        t.add_user(user).await;
+    }
+    for user in ["bob", "carol"] {
+        t.add_user(&format!("{user}@{B}")).await;
+    }
+    let b_tls = pinned_tls_config(t.cert_der_of(B), vec![]);
+
+    let _first = Raw::login_on(t.c2s(), b_tls.clone(), B, "bob", "one").await;
+    let (mut second, _) = Raw::authenticated_on(t.c2s(), b_tls, B, "bob").await;
+    second
+        .write(
+            "<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>two</resource></bind></iq>",
+        )
+        .await;
+    let refused = second.element().await;
+    assert_eq!(refused.attr("type"), Some("error"), "{refused:?}");
+    assert_eq!(
+        error_condition(&refused).as_deref(),
+        Some("resource-constraint")
+    );
+    let (mut alice, _) = Raw::login(t.c2s(), t.tls_config(), "alice", "one").await;
+    let _alice_two = Raw::login(t.c2s(), t.tls_config(), "alice", "two").await;
+
+    for (to, id) in [
+        (format!("carol@{B}"), "c1"),
+        (format!("carol@{B}"), "c2"),
+        ("dave@localhost".to_owned(), "d1"),
+        ("dave@localhost".to_owned(), "d2"),
+    ] {
+        alice
+            .write(&format!(
+                "<message to='{to}' type='chat' id='{id}'><body>{id}</body></message>"
+            ))
+            .await;
+    }
+    let error = alice.element().await;
+    assert_eq!(error.attr("id"), Some("c2"), "{error:?}");
+    assert_eq!(
+        error_condition(&error).as_deref(),
+        Some("service-unavailable")
+    );
+    // The session handles its stanzas in order: once the ping is answered, both of dave's
+    // messages have been stored.
+    alice
+        .write("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let pong = alice.element().await;
+    assert_eq!(pong.attr("id"), Some("p"), "{pong:?}");
+    let offline = &t.storage().offline;
+    assert_eq!(offline.count(&format!("carol@{B}")).await.unwrap(), 1);
+    assert_eq!(offline.count("dave@localhost").await.unwrap(), 2);
+}

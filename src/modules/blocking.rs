@@ -212,7 +212,10 @@ impl Blocking {
                     );
                 }
                 let jids: Vec<String> = items.iter().map(|j| j.as_str().to_owned()).collect();
-                let cap = router.config().limits.blocklist_items;
+                let cap = router
+                    .config()
+                    .account_limits(user.domain().as_str())
+                    .blocklist_items;
                 {
                     let guard = self.lists.write_lock().await;
                     let written = router

@@ -123,7 +123,10 @@ impl UndeliverableMessage for Offline {
             received_at_ms,
             stanza: xml::to_string(&stored),
         };
-        let cap = router.config().limits.offline_messages_per_user;
+        let cap = router
+            .config()
+            .account_limits(to.domain().as_str())
+            .offline_messages_per_user;
         match router
             .storage()
             .offline

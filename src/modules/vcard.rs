@@ -141,7 +141,10 @@ impl Vcard {
 
     async fn set(&self, router: &Router, account: &BareJid, vcard: &Element) -> IqResult {
         let serialized = xml::to_string(vcard);
-        let max = router.config().limits.vcard_max_bytes;
+        let max = router
+            .config()
+            .account_limits(account.domain().as_str())
+            .vcard_max_bytes;
         if serialized.len() > max {
             return Err(StanzaError::not_acceptable()
                 .with_text(format!("a vCard may be at most {max} bytes")));

@@ -291,7 +291,10 @@ impl Router {
     /// already replaces that session (RFC 6120 §7.7.2.2), so it is granted without counting;
     /// XEP-0198 resumption takes over a session without binding and never asks.
     pub fn reserve_resource(&self, jid: &FullJid) -> Result<Reservation, TooManyResources> {
-        let max = self.config.limits.max_resources_per_account;
+        let max = self
+            .config
+            .account_limits(jid.domain().as_str())
+            .max_resources_per_account;
         if max == 0 || self.directory.locate(jid).is_bound() {
             return Ok(Reservation::uncounted());
         }

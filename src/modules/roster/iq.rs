@@ -99,7 +99,10 @@ async fn set(router: &Arc<Router>, user: &BareJid, username: &str, query: &Eleme
                 .unwrap_or_else(|| RosterItem::new(contact_str));
             item.name = name;
             item.groups = groups;
-            let cap = router.config().limits.roster_items;
+            let cap = router
+                .config()
+                .account_limits(user.domain().as_str())
+                .roster_items;
             match store.put_roster_item(username, &item, cap).await {
                 Ok(RosterWrite::Stored(version)) => {
                     push::push(router, user, version, items::item_element(&item));

@@ -128,7 +128,10 @@ impl<'a> Relation<'a> {
         if self.item.as_ref() == Some(&item) {
             return Ok(Saved::Unchanged);
         }
-        let cap = router.config().limits.roster_items;
+        let cap = router
+            .config()
+            .account_limits(self.user.domain().as_str())
+            .roster_items;
         match store
             .put_roster_item(self.user.as_str(), &item, cap)
             .await?
@@ -330,7 +333,7 @@ async fn apply_inbound(
             }
             return InboundEffect::None;
         }
-        if after == before || !pending_room(router, stored.user.as_str()).await {
+        if after == before || !pending_room(router, stored.user).await {
             return InboundEffect::None;
         }
         if stored.save_or_log(router, after, false, Some(stanza)).await {
@@ -354,10 +357,13 @@ async fn apply_inbound(
 
 /// Stored requests from strangers count against the roster cap, so nobody can fill a user's
 /// storage by sending requests from many addresses.
-async fn pending_room(router: &Router, username: &str) -> bool {
+async fn pending_room(router: &Router, user: &BareJid) -> bool {
     let store = &router.storage().roster;
-    let cap = router.config().limits.roster_items as usize;
-    match store.pending_in(username).await {
+    let cap = router
+        .config()
+        .account_limits(user.domain().as_str())
+        .roster_items as usize;
+    match store.pending_in(user.as_str()).await {
         Ok(pending) => pending.len() < cap,
         Err(e) => {
             warn!(error = %e, "reading pending requests failed");
