@@ -14,13 +14,16 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tokio::sync::{mpsc, Notify};
 
 use super::flags::{SessionFlag, SessionFlags};
-use super::registry::Component;
 use super::sessions::{Availability, Outbound, SharedStanza};
+use super::Router;
+use crate::stanza::Kind;
 
 /// A node of a cluster, numbered as `crate::ids` numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,6 +117,14 @@ pub trait Directory: Send + Sync {
 
 /// Builds the directory around this node's session table (see `Registry::directory`).
 pub type DirectoryFactory = Box<dyn FnOnce(Box<dyn Directory>) -> Box<dyn Directory> + Send + Sync>;
+
+/// A service with its own domain on this server (XEP-0114-style, but in-process), such as the
+/// MUC service at `conference.<domain>`: every stanza addressed to that domain or to any JID
+/// at it is handed over as is, `from` already stamped.
+#[async_trait]
+pub trait Component: Send + Sync {
+    async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element);
+}
 
 /// The answer to "where is this address?" for everything the router routes.
 pub enum Destination<'r> {

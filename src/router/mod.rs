@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
 pub use directory::{
-    Destination, Directory, DirectoryFactory, Location, NodeId, Replaced, Resource,
+    Component, Destination, Directory, DirectoryFactory, Location, NodeId, Replaced, Resource,
 };
 pub use discovery::{
     Contributions, DiscoQuery, DiscoTarget, Discovery, Identity, Item, ItemSource, NodeHandler,
@@ -32,9 +32,9 @@ pub use discovery::{
 pub use flags::{SessionFlag, SessionFlags};
 pub use priority::Priority;
 pub use registry::{
-    Component, InlineFeature, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module,
-    PresenceHandler, PresenceObserver, Registry, SessionHook, ShutdownHook, StanzaFilter,
-    UndeliverableMessage, Verdict,
+    InlineFeature, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, PresenceHandler,
+    PresenceObserver, Registry, SessionHook, ShutdownHook, StanzaFilter, UndeliverableMessage,
+    Verdict,
 };
 pub use resource_cap::{Reservation, TooManyResources};
 pub use sessions::{Availability, Outbound, SessionEnd, SharedStanza};

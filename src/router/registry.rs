@@ -12,13 +12,13 @@ use minidom::Element;
 
 use tracing::warn;
 
-use super::directory::DirectoryFactory;
+use super::directory::{Component, DirectoryFactory};
 use super::discovery::{DiscoTarget, Discovery, Identity, ItemSource, NodeHandler};
 use super::flags::{FlagNames, SessionFlag};
 use super::priority::{Ordered, Priority};
 use super::sessions::SessionEnd;
 use super::Router;
-use crate::stanza::{Kind, StanzaError};
+use crate::stanza::StanzaError;
 
 /// The two IQ types that carry a request (RFC 6120 §8.2.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -258,14 +258,6 @@ pub trait MessageHook: Send + Sync {
     ) -> Vec<FullJid> {
         Vec::new()
     }
-}
-
-/// A service with its own domain on this server (XEP-0114-style, but in-process), such as the
-/// MUC service at `conference.<domain>`: every stanza addressed to that domain or to any JID
-/// at it is handed over as is, `from` already stamped.
-#[async_trait]
-pub trait Component: Send + Sync {
-    async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element);
 }
 
 /// Who handles an IQ: keyed by the payload's (namespace, element name), then by type.
