@@ -307,11 +307,24 @@ async fn a_single_domain_postgres_database_is_upgraded_and_its_users_log_in() {
     drop_schema(&schema).await;
 }
 
+/// The host-meta document as served to a request naming `host` in its `Host` header.
+async fn host_meta(t: &TestServer, host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(t.http())
+        .await
+        .expect("connect");
+    let request =
+        format!("GET /.well-known/host-meta HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.expect("request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.expect("answer");
+    answer
+}
+
 /// XEP-0156: host-meta asked for `b.example` announces the WebSocket endpoint under that
 /// domain, so a web client of b.example connects to a name its certificate covers.
 #[tokio::test]
 async fn host_meta_names_the_domain_it_was_asked_for() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let t = server().await;
     let https_port = t.server.https_addr.expect("https").port();
     for (host, expected) in [
@@ -320,19 +333,7 @@ async fn host_meta_names_the_domain_it_was_asked_for() {
         ("localhost", DOMAIN),
         ("elsewhere.example", DOMAIN),
     ] {
-        let mut s = tokio::net::TcpStream::connect(t.http())
-            .await
-            .expect("connect");
-        s.write_all(
-            format!(
-                "GET /.well-known/host-meta HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .expect("request");
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).await.expect("answer");
+        let answer = host_meta(&t, host).await;
         let href = format!("href='wss://{expected}:{https_port}/xmpp-websocket'");
         assert!(answer.contains(&href), "Host {host}: {answer}");
     }
@@ -343,7 +344,6 @@ async fn host_meta_names_the_domain_it_was_asked_for() {
 /// the URL's host in A-labels.
 #[tokio::test]
 async fn host_meta_matches_an_internationalized_domain_by_its_a_label() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let t = TestServer::start_with(|config| {
         config.hosts.insert(
             "bücher.example".into(),
@@ -357,19 +357,7 @@ async fn host_meta_matches_an_internationalized_domain_by_its_a_label() {
         ("XN--BCHER-KVA.example:5280", "xn--bcher-kva.example"),
         ("xn--bcher-kvb.example", DOMAIN),
     ] {
-        let mut s = tokio::net::TcpStream::connect(t.http())
-            .await
-            .expect("connect");
-        s.write_all(
-            format!(
-                "GET /.well-known/host-meta HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .expect("request");
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).await.expect("answer");
+        let answer = host_meta(&t, host).await;
         let href = format!("href='wss://{expected}:{https_port}/xmpp-websocket'");
         assert!(answer.contains(&href), "Host {host}: {answer}");
     }
