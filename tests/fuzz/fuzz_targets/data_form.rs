@@ -7,6 +7,7 @@
 
 use corvid::config::Config;
 use corvid::modules::mam::form;
+use corvid::stanza::Condition;
 use corvid::xml::{ns, parse_standalone};
 use libfuzzer_sys::fuzz_target;
 use minidom::Element;
@@ -30,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let parsed = match form::parse(&query) {
         Ok(parsed) => parsed,
         Err(e) => {
-            assert_eq!(e.condition, "bad-request", "{e:?}");
+            assert_eq!(e.condition, Condition::BadRequest, "{e:?}");
             return;
         }
     };

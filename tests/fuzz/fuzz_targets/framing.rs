@@ -4,7 +4,7 @@
 //! depth limit.
 #![no_main]
 
-use corvid::xml::{to_string, Frame, StreamParser, XmlLimits};
+use corvid::xml::{to_string, Frame, StreamCondition, StreamParser, XmlLimits};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: XmlLimits = XmlLimits {
@@ -25,14 +25,18 @@ fn describe(frames: &[Frame]) -> Vec<String> {
         .collect()
 }
 
-fn parse(input: &[u8], chunk: usize) -> (Vec<String>, Option<&'static str>) {
+fn parse(input: &[u8], chunk: usize) -> (Vec<String>, Option<StreamCondition>) {
     let mut parser = StreamParser::new(LIMITS);
     let mut frames = Vec::new();
     for piece in input.chunks(chunk.max(1)) {
         let before = parser.events_handled();
         let result = parser.feed(piece, &mut frames);
         let events = parser.events_handled() - before;
-        assert!(events <= 3 * piece.len() as u64 + 3, "{events} events for {} bytes", piece.len());
+        assert!(
+            events <= 3 * piece.len() as u64 + 3,
+            "{events} events for {} bytes",
+            piece.len()
+        );
         assert!(parser.open_depth() <= LIMITS.max_depth);
         if let Err(e) = result {
             return (describe(&frames), Some(e.condition()));

@@ -7,7 +7,7 @@
 
 use corvid::config::Config;
 use corvid::modules::mam::{form, rsm};
-use corvid::stanza;
+use corvid::stanza::{self, Condition};
 use corvid::xml::{ns, parse_standalone, to_string, XmlLimits};
 use libfuzzer_sys::fuzz_target;
 use minidom::Element;
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Err(e) = form::parse(&query) {
-        assert_eq!(e.condition, "bad-request", "{e:?}");
+        assert_eq!(e.condition, Condition::BadRequest, "{e:?}");
     }
     match rsm::parse(&query) {
         Ok(page) => {
@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Err(e) => assert!(
-            matches!(e.condition, "bad-request" | "feature-not-implemented"),
+            matches!(
+                e.condition,
+                Condition::BadRequest | Condition::FeatureNotImplemented
+            ),
             "{e:?}"
         ),
     }
