@@ -50,19 +50,11 @@ impl<T: Transport> C2s<T> {
                     break;
                 }
             };
-            match b.csi.as_mut() {
-                Some(csi) if csi.is_inactive() || csi.has_held() => {
-                    let in_flight = &mut self.in_flight;
-                    csi.filter(el, |el| {
-                        batch.push(xml::to_bytes(&el));
-                        in_flight.push(el);
-                    });
-                }
-                _ => {
-                    batch.push(xml::to_bytes(&el));
-                    self.in_flight.push(el);
-                }
-            }
+            let through_csi = b
+                .csi
+                .as_ref()
+                .is_some_and(|csi| csi.is_inactive() || csi.has_held());
+            self.stage(b, el, through_csi, &mut batch);
             if batch.len() >= MAX_BATCH {
                 break;
             }
@@ -86,21 +78,27 @@ impl<T: Transport> C2s<T> {
         self.in_flight.clear();
         let mut batch = Vec::with_capacity(elements.len());
         for el in elements {
-            match b.csi.as_mut() {
-                Some(csi) if filter => {
-                    let in_flight = &mut self.in_flight;
-                    csi.filter(el, |el| {
-                        batch.push(xml::to_bytes(&el));
-                        in_flight.push(el);
-                    });
-                }
-                _ => {
-                    batch.push(xml::to_bytes(&el));
-                    self.in_flight.push(el);
-                }
-            }
+            self.stage(b, el, filter, &mut batch);
         }
         self.send_batch(b, batch).await
+    }
+
+    /// Adds a stanza to the batch being written (and `in_flight`), or, when `through_csi`, lets
+    /// CSI hold it back or release it with what it held.
+    fn stage(&mut self, b: &mut Bound, el: Element, through_csi: bool, batch: &mut Vec<Vec<u8>>) {
+        match b.csi.as_mut() {
+            Some(csi) if through_csi => {
+                let in_flight = &mut self.in_flight;
+                csi.filter(el, |el| {
+                    batch.push(xml::to_bytes(&el));
+                    in_flight.push(el);
+                });
+            }
+            _ => {
+                batch.push(xml::to_bytes(&el));
+                self.in_flight.push(el);
+            }
+        }
     }
 
     /// Sends serialized stanzas (their elements are in `in_flight`), asking for an ack when
