@@ -43,6 +43,7 @@ pub struct Config {
     pub stream_management: StreamManagementConfig,
     pub mam: MamConfig,
     pub cluster: ClusterConfig,
+    pub s2s: S2sConfig,
 }
 
 /// A further hosted domain, `[hosts."example.net"]`, as Prosody's `VirtualHost` and ejabberd's
@@ -292,6 +293,107 @@ pub struct C2sConfig {
     /// SO_RCVBUF of the client listeners' sockets, in bytes; 0 leaves the size to the kernel,
     /// which grows it with each connection's traffic (setting it turns that off).
     pub receive_buffer_bytes: u32,
+}
+
+/// Server-to-server federation (RFC 6120 §13, XEP-0178, XEP-0220, XEP-0288, XEP-0368).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S2sConfig {
+    /// Listen for other servers and connect to them; off, stanzas for other domains are
+    /// bounced with `remote-server-not-found`.
+    pub enabled: bool,
+    pub bind: IpAddr,
+    /// STARTTLS listener (RFC 6120). 0 picks an ephemeral port.
+    pub port: u16,
+    /// Direct TLS listener (XEP-0368, ALPN `xmpp-server`) on `direct_tls_port`.
+    pub direct_tls: bool,
+    pub direct_tls_port: u16,
+    /// TLS on every s2s stream, both directions (RFC 7590).
+    pub require_encryption: bool,
+    /// Every remote domain must authenticate with a certificate (SASL EXTERNAL, XEP-0178);
+    /// off, dialback (XEP-0220) is accepted when its certificate does not verify. Prosody's
+    /// `s2s_secure_auth`.
+    pub require_certificates: bool,
+    /// Domains that must authenticate with a certificate even when `require_certificates` is off.
+    pub secure_domains: Vec<String>,
+    /// Domains that may use dialback even when `require_certificates` is on.
+    pub insecure_domains: Vec<String>,
+    /// PEM file of further trust roots for remote servers' certificates (a private CA), besides
+    /// the built-in Mozilla set.
+    pub ca_file: Option<PathBuf>,
+    /// Where to reach a domain without asking DNS: `"example.net" = "10.0.0.7:5269"` (STARTTLS),
+    /// or `"tls://10.0.0.7:5270"` for direct TLS. For private deployments and tests.
+    pub routes: BTreeMap<String, String>,
+    /// DNS servers to ask (`"127.0.0.1:53"`); empty uses the system's (`/etc/resolv.conf`).
+    /// `/etc/hosts` is read either way.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// A DNS lookup that takes longer fails (and the stanzas waiting on it are bounced).
+    pub dns_timeout_ms: u64,
+    /// Seconds to open the TCP connection to one address before trying the next.
+    pub connect_timeout_secs: u64,
+    /// Seconds from TCP connect (or accept) to an authenticated stream.
+    pub negotiation_timeout_secs: u64,
+    /// An outbound connection that carried nothing this long is closed (reopened on demand).
+    pub idle_timeout_secs: u64,
+    /// Seconds between whitespace keepalives on an idle stream.
+    pub keepalive_secs: u64,
+    /// Largest stanza accepted from another server, in bytes (advertised with XEP-0478).
+    pub max_stanza_size: usize,
+    /// Stanzas held for a remote domain while its connection is being set up; more are bounced.
+    pub queue_limit: usize,
+    /// Inbound streams accepted from one remote domain at a time.
+    pub max_connections_per_domain: u32,
+    /// s2s connections (in and out) at a time.
+    pub max_connections: u32,
+    /// After a failed connection to a domain, seconds during which new stanzas for it are
+    /// bounced at once rather than retried; doubles with each further failure, up to 16 times.
+    pub retry_after_secs: u64,
+}
+
+impl Default for S2sConfig {
+    fn default() -> Self {
+        S2sConfig {
+            enabled: true,
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 5269,
+            direct_tls: true,
+            direct_tls_port: 5270,
+            require_encryption: true,
+            require_certificates: false,
+            secure_domains: Vec::new(),
+            insecure_domains: Vec::new(),
+            ca_file: None,
+            routes: BTreeMap::new(),
+            nameservers: Vec::new(),
+            dns_timeout_ms: 5000,
+            connect_timeout_secs: 10,
+            negotiation_timeout_secs: 30,
+            idle_timeout_secs: 600,
+            keepalive_secs: 60,
+            max_stanza_size: 512 * 1024,
+            queue_limit: 1000,
+            max_connections_per_domain: 4,
+            max_connections: 10_000,
+            retry_after_secs: 10,
+        }
+    }
+}
+
+impl S2sConfig {
+    /// Whether `domain` must authenticate with a certificate (no dialback).
+    pub fn certificate_required(&self, domain: &str) -> bool {
+        let listed = |list: &[String]| list.iter().any(|d| d.eq_ignore_ascii_case(domain));
+        if self.require_certificates {
+            !listed(&self.insecure_domains)
+        } else {
+            listed(&self.secure_domains)
+        }
+    }
+
+    /// What one element read from another server may cost.
+    pub fn xml_limits(&self) -> XmlLimits {
+        XmlLimits::with_max_size(self.max_stanza_size)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -640,6 +742,7 @@ impl Default for Config {
             stream_management: StreamManagementConfig::default(),
             mam: MamConfig::default(),
             cluster: ClusterConfig::default(),
+            s2s: S2sConfig::default(),
         }
     }
 }

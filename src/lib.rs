@@ -7,6 +7,7 @@ pub mod limits;
 pub mod listen;
 pub mod modules;
 pub mod router;
+pub mod s2s;
 pub mod sasl;
 pub mod server;
 pub mod stanza;

@@ -91,6 +91,12 @@ impl TestServer {
         // turns these on where they are the subject.
         config.limits.max_connections_per_address = 0;
         config.limits.connection_rate_per_address = 0;
+        // Federation is off unless a test is about it (tests/federation*.rs): other domains
+        // are then bounced at once instead of looked up in DNS.
+        config.s2s.enabled = false;
+        config.s2s.bind = loopback;
+        config.s2s.port = 0;
+        config.s2s.direct_tls_port = 0;
         adjust(&mut config);
         if std::env::var_os("CORVID_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
