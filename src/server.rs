@@ -13,6 +13,7 @@ use crate::listen::admission::{self, Admission};
 use crate::listen::{self, ListenContext};
 use crate::modules;
 use crate::router::{Module, Router};
+use crate::s2s::S2s;
 use crate::storage::{Storage, StorageError};
 use crate::stream::context::StreamContext;
 use crate::stream::detached_cap::DetachedCap;
@@ -33,6 +34,8 @@ pub enum ServerError {
     },
     #[error("all {0} node numbers are taken by other node names in this database")]
     NoNodeNumber(u16),
+    #[error("{0}")]
+    S2s(#[from] crate::s2s::S2sError),
 }
 
 /// A started server: its bound addresses, and the tasks to stop it.
@@ -42,6 +45,10 @@ pub struct RunningServer {
     pub direct_tls_addr: Option<SocketAddr>,
     pub http_addr: Option<SocketAddr>,
     pub https_addr: Option<SocketAddr>,
+    /// Federation's listeners (STARTTLS, direct TLS) and egress, when `s2s.enabled`.
+    pub s2s_addr: Option<SocketAddr>,
+    pub s2s_direct_tls_addr: Option<SocketAddr>,
+    pub s2s: Option<Arc<S2s>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -98,7 +105,7 @@ pub async fn start_with_modules(
     storage: Storage,
     extra: Vec<Arc<dyn Module>>,
 ) -> Result<RunningServer, ServerError> {
-    let tls = TlsContext::load(&config)?;
+    let tls = Arc::new(TlsContext::load(&config)?);
     storage.qualify_accounts(&config.domain).await?;
     // Unknown users get the same decoy salt from every start of this server (and every node):
     // the secret is generated once and kept in storage (see `sasl::init_decoy_secret`).
@@ -118,12 +125,25 @@ pub async fn start_with_modules(
     info!(node = %node_name, number = node, "node identity");
     let storage = storage.with_roster_cache(ROSTER_CACHE_USERS);
     let mut all = modules::all(&config);
+    let s2s = if config.s2s.enabled {
+        // Every node derives dialback keys from the same stored secret, so any of them can
+        // answer a verification for a stream another opened.
+        let secret = storage
+            .secrets
+            .server_secret(crate::s2s::dialback::SECRET_NAME, &rand::random::<[u8; 32]>())
+            .await?;
+        let s2s = S2s::new(config.clone(), tls.clone(), &secret)?;
+        all.push(s2s.clone());
+        Some(s2s)
+    } else {
+        None
+    };
     all.extend(extra);
     let router = Router::new(config.clone(), storage, all, node);
     let ctx = Arc::new(StreamContext {
         config: config.clone(),
         router,
-        tls: Some(Arc::new(tls)),
+        tls: Some(tls),
         throttle: AuthThrottle::new(Limits::from(&config.auth)),
         resumption: Resumption::default(),
         detached: DetachedCap::new(config.limits.max_detached_sessions_per_account),
@@ -200,12 +220,35 @@ pub async fn start_with_modules(
         info!(%addr, "HTTPS (secure WebSocket, host-meta) listening");
     }
 
+    let mut s2s_addr = None;
+    let mut s2s_direct_tls_addr = None;
+    if let Some(s2s) = &s2s {
+        crate::s2s::attach(s2s, &ctx.router);
+        let s2s_config = &config.s2s;
+        let listener = bind(SocketAddr::new(s2s_config.bind, s2s_config.port)).await?;
+        let addr = local_addr(&listener)?;
+        tasks.push(tokio::spawn(s2s.clone().serve(listener, false)));
+        info!(%addr, "s2s (STARTTLS) listening");
+        s2s_addr = Some(addr);
+        if s2s_config.direct_tls {
+            let addr = SocketAddr::new(s2s_config.bind, s2s_config.direct_tls_port);
+            let listener = bind(addr).await?;
+            let addr = local_addr(&listener)?;
+            tasks.push(tokio::spawn(s2s.clone().serve(listener, true)));
+            info!(%addr, "s2s (direct TLS) listening");
+            s2s_direct_tls_addr = Some(addr);
+        }
+    }
+
     Ok(RunningServer {
         ctx,
         c2s_addr,
         direct_tls_addr,
         http_addr,
         https_addr,
+        s2s_addr,
+        s2s_direct_tls_addr,
+        s2s,
         tasks,
     })
 }

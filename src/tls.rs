@@ -18,6 +18,7 @@ use tracing::info;
 use crate::config::Config;
 
 pub mod connector;
+pub mod s2s;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

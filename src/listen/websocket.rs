@@ -99,6 +99,8 @@ impl Transport for WsTransport {
                 from: el.attr("from").map(str::to_owned),
                 version: el.attr("version").map(str::to_owned),
                 lang: el.attr_ns(ns::XML, "lang").map(str::to_owned),
+                id: None,
+                default_ns: Some(ns::CLIENT.to_owned()),
             })));
         }
         if el.is("close", ns::FRAMING) {

@@ -52,6 +52,8 @@ pub struct Router {
     domain: String,
     /// Every hosted domain, the main one included.
     hosted: std::collections::HashSet<String>,
+    /// For the few replies that must leave through an async egress from a sync caller.
+    this: std::sync::Weak<Router>,
     registry: Registry,
     /// Where each account's resources are: this node's session table, or what a registered
     /// directory built around it.
@@ -94,7 +96,8 @@ impl Router {
             Some(around) => around(local),
             None => local,
         };
-        Arc::new(Router {
+        Arc::new_cyclic(|this| Router {
+            this: this.clone(),
             domain: config.domain.clone(),
             hosted: config
                 .hosted_domains()
@@ -950,9 +953,21 @@ impl Router {
     }
 
     /// Delivers a server-generated stanza to a local full JID, dropping it if that session is
-    /// gone: replies are never re-routed or bounced, so they cannot loop.
+    /// gone: replies are never re-routed or bounced, so they cannot loop. A reply to another
+    /// domain (an error for a remote sender) leaves through the egress, which never bounces
+    /// an error either.
     pub fn send_reply(&self, reply: Element) {
-        let Some(to) = reply.attr("to").and_then(|t| FullJid::new(t).ok()) else {
+        let Some(to) = reply.attr("to").and_then(|t| Jid::new(t).ok()) else {
+            return;
+        };
+        if let Destination::Remote(egress) = self.destination(&to) {
+            if let (Some(router), Some(kind)) = (self.this.upgrade(), Kind::of(&reply)) {
+                let egress = egress.clone();
+                tokio::spawn(async move { egress.handle(&router, kind, to, reply).await });
+            }
+            return;
+        }
+        let Ok(to) = FullJid::try_from(to) else {
             return;
         };
         let _ = self.directory.deliver(&to, reply);

@@ -1,3 +1,193 @@
 //! Server-to-server federation (RFC 6120 §13): streams in the `jabber:server` namespace with
 //! other servers, in both directions, authenticated with certificates (SASL EXTERNAL,
 //! XEP-0178) or Server Dialback (XEP-0220), and the router's egress to other domains.
+//!
+//! - `pool`: the router's door to other domains: one outbound link per (local domain,
+//!   remote domain), opened on demand, with the stanzas waiting for it;
+//! - `outbound`: a link's life: resolution, TLS, authentication, then stanzas out;
+//! - `inbound`: a stream another server opened: its authentication (and the dialback
+//!   verification it asks of the sender's authoritative server), then stanzas in;
+//! - `wire`: frames in and bytes out on either kind of connection;
+//! - `dialback`, `resolve`: keys, and where a domain's servers are.
+
+pub mod dialback;
+mod inbound;
+mod outbound;
+mod pool;
+pub mod resolve;
+mod wire;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use async_trait::async_trait;
+use jid::Jid;
+use minidom::Element;
+use tokio::net::TcpListener;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::router::{Component, Module, Registry, Router};
+use crate::stanza::Kind;
+use crate::tls::s2s::{PeerTrust, S2sConnector};
+use crate::tls::{TlsContext, TlsError};
+use dialback::DialbackKeys;
+use resolve::{ResolveError, Resolver};
+
+#[derive(Debug, thiserror::Error)]
+pub enum S2sError {
+    #[error("s2s TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("s2s resolver: {0}")]
+    Resolve(#[from] ResolveError),
+}
+
+/// Federation: the egress the router hands stanzas for other domains, and what the s2s
+/// listeners run streams with.
+pub struct S2s {
+    config: Arc<Config>,
+    tls: Arc<TlsContext>,
+    trust: PeerTrust,
+    connector: S2sConnector,
+    resolver: Resolver,
+    keys: DialbackKeys,
+    pool: pool::Pool,
+    /// s2s connections open now, both directions (`s2s.max_connections`).
+    connections: AtomicUsize,
+    /// For spawning link tasks from `&self`.
+    this: Weak<S2s>,
+    router: OnceLock<Weak<Router>>,
+}
+
+impl S2s {
+    /// `secret`: the dialback secret from storage, the same on every node.
+    pub fn new(
+        config: Arc<Config>,
+        tls: Arc<TlsContext>,
+        secret: &[u8],
+    ) -> Result<Arc<S2s>, S2sError> {
+        let trust = PeerTrust::new(config.s2s.ca_file.as_deref())?;
+        let connector = S2sConnector::new(&tls, trust.clone())?;
+        let resolver = Resolver::new(&config.s2s)?;
+        Ok(Arc::new_cyclic(|this| S2s {
+            keys: DialbackKeys::new(secret),
+            pool: pool::Pool::default(),
+            connections: AtomicUsize::new(0),
+            this: this.clone(),
+            router: OnceLock::new(),
+            config,
+            tls,
+            trust,
+            connector,
+            resolver,
+        }))
+    }
+
+    /// Outbound links open now.
+    pub fn link_count(&self) -> usize {
+        self.pool.len()
+    }
+
+    fn router(&self) -> Option<Arc<Router>> {
+        self.router.get().and_then(Weak::upgrade)
+    }
+
+    /// Accepts other servers' connections until the listener fails: STARTTLS on 5269, or
+    /// direct TLS (XEP-0368) on 5270.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, direct_tls: bool) {
+        loop {
+            let (socket, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "s2s accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(router) = self.router() else {
+                return;
+            };
+            let Some(slot) = self.connection_slot() else {
+                debug!(%peer, "s2s connection refused: s2s.max_connections reached");
+                continue;
+            };
+            let _ = socket.set_nodelay(true);
+            let span = info_span!(
+                "s2s",
+                direction = "in",
+                %peer,
+                transport = if direct_tls { "tls" } else { "tcp" },
+                local = tracing::field::Empty,
+                remote = tracing::field::Empty,
+                auth = tracing::field::Empty,
+            );
+            let s2s = self.clone();
+            tokio::spawn(
+                async move {
+                    inbound::run(s2s, router, socket, peer, direct_tls).await;
+                    drop(slot);
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// A place among `s2s.max_connections`, given back when dropped.
+    fn connection_slot(&self) -> Option<ConnectionSlot> {
+        let max = self.config.s2s.max_connections as usize;
+        let previous = self.connections.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot(self.this.clone());
+        if max > 0 && previous >= max {
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Whether `domain` is served here: a hosted domain or one of its services. Another
+    /// server may never speak for these.
+    fn serves(&self, router: &Router, domain: &str) -> bool {
+        let Ok(jid) = Jid::new(domain) else {
+            return false;
+        };
+        matches!(
+            router.destination(&jid),
+            crate::router::Destination::Server | crate::router::Destination::Service(_)
+        )
+    }
+}
+
+struct ConnectionSlot(Weak<S2s>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Some(s2s) = self.0.upgrade() {
+            s2s.connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Module for S2s {
+    fn name(&self) -> &'static str {
+        "s2s"
+    }
+
+    fn register(self: Arc<Self>, registry: &mut Registry) {
+        registry.remote_domains(self);
+    }
+}
+
+#[async_trait]
+impl Component for S2s {
+    async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element) {
+        let _ = self.router.set(Arc::downgrade(router));
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        pool::send(&this, router, kind, &to, stanza);
+    }
+}
+
+/// Tells the federation which router it serves (the router is built after its modules).
+pub fn attach(s2s: &S2s, router: &Arc<Router>) {
+    let _ = s2s.router.set(Arc::downgrade(router));
+}

@@ -9,7 +9,7 @@ pub mod detached_cap;
 pub mod end;
 mod fast;
 mod features;
-mod random_id;
+pub mod random_id;
 pub mod resumption;
 mod sasl2;
 pub mod sasl_stream;

@@ -150,6 +150,10 @@ pub struct StreamHeader {
     pub from: Option<String>,
     pub version: Option<String>,
     pub lang: Option<String>,
+    /// The stream id the peer chose (a receiving server's header carries one).
+    pub id: Option<String>,
+    /// The namespace the header declared as default (`jabber:client`, `jabber:server`).
+    pub default_ns: Option<String>,
 }
 
 impl StreamHeader {
@@ -159,6 +163,8 @@ impl StreamHeader {
             from: el.attr("from").map(str::to_owned),
             version: el.attr("version").map(str::to_owned),
             lang: el.attr_ns(ns::XML, "lang").map(str::to_owned),
+            id: el.attr("id").map(str::to_owned),
+            default_ns: None,
         }
     }
 }
@@ -191,6 +197,8 @@ pub struct StreamParser {
     closed: bool,
     /// Parser events handled so far: the property tests bound the work done per byte with it.
     events: u64,
+    /// The stream's default namespace as stanzas are built in (see `stanzas_in`).
+    internal_default: Option<(&'static str, &'static str)>,
 }
 
 impl StreamParser {
@@ -204,7 +212,17 @@ impl StreamParser {
             pending: 0,
             closed: false,
             events: 0,
+            internal_default: None,
         }
+    }
+
+    /// Stanzas of a stream whose default namespace is `wire` are built in `internal`: a
+    /// server-to-server stream's `jabber:server` stanzas come out as the `jabber:client` ones
+    /// the router and every module handle, at no cost per stanza (RFC 6120 §4.8.3 makes the
+    /// two the same stanzas in different streams).
+    pub fn stanzas_in(mut self, wire: &'static str, internal: &'static str) -> Self {
+        self.internal_default = Some((wire, internal));
+        self
     }
 
     /// Elements open inside the current top-level element (0 between stanzas).
@@ -222,7 +240,9 @@ impl StreamParser {
     }
 
     pub fn reset(&mut self) {
+        let internal_default = self.internal_default;
         *self = StreamParser::new(self.limits.limits);
+        self.internal_default = internal_default;
     }
 
     /// Parses as much of `data` as possible, appending complete frames to `out`.
@@ -283,7 +303,9 @@ impl StreamParser {
         }
         let header = match self.tree.top() {
             Some(root) if root.name() == "stream" && root.ns() == ns::STREAM => {
-                StreamHeader::from_element(root)
+                let mut header = StreamHeader::from_element(root);
+                header.default_ns = self.stream_prefixes.get(&None).cloned();
+                header
             }
             _ => {
                 return Err(FramingError::InvalidNamespace(format!(
@@ -330,7 +352,13 @@ impl StreamParser {
     }
 
     fn stanza_tree(&self) -> TreeBuilder {
-        TreeBuilder::new().with_prefixes_stack(vec![self.stream_prefixes.clone().into()])
+        let mut prefixes = self.stream_prefixes.clone();
+        if let Some((wire, internal)) = self.internal_default {
+            if let Some(default) = prefixes.get_mut(&None).filter(|ns| ns.as_str() == wire) {
+                *default = internal.to_owned();
+            }
+        }
+        TreeBuilder::new().with_prefixes_stack(vec![prefixes.into()])
     }
 }
 
@@ -499,6 +527,40 @@ mod tests {
             input.push_str("<presence/> ");
         }
         assert_eq!(frames_of(&input, 7).unwrap().len(), 201);
+    }
+
+    #[test]
+    fn server_stanzas_are_built_as_client_stanzas_when_asked() {
+        let mut parser = StreamParser::new(XmlLimits::with_max_size(4096))
+            .stanzas_in(ns::SERVER, ns::CLIENT);
+        let mut out = Vec::new();
+        parser
+            .feed(
+                b"<stream:stream xmlns='jabber:server' xmlns:db='jabber:server:dialback' \
+                  xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>\
+                  <message to='a@b'><body>hi</body></message><db:result from='x' to='y'>k</db:result>",
+                &mut out,
+            )
+            .expect("parses");
+        let Frame::Element(message) = &out[1] else {
+            panic!("a stanza: {:?}", out[1]);
+        };
+        assert!(message.is("message", ns::CLIENT));
+        assert!(message.has_child("body", ns::CLIENT));
+        let Frame::Element(result) = &out[2] else {
+            panic!("dialback: {:?}", out[2]);
+        };
+        assert!(result.is("result", "jabber:server:dialback"));
+        parser.reset();
+        out.clear();
+        parser
+            .feed(
+                b"<stream:stream xmlns='jabber:server' \
+                  xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><iq/>",
+                &mut out,
+            )
+            .expect("parses after a restart");
+        assert!(matches!(&out[1], Frame::Element(iq) if iq.is("iq", ns::CLIENT)));
     }
 
     #[test]

@@ -17,6 +17,17 @@ pub fn to_bytes(el: &Element) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The element as bytes for a stream whose default namespace stands for `default_ns`: a
+/// `jabber:client` stanza written on a server-to-server stream carries no `xmlns`, so it is
+/// read in the stream's `jabber:server` (RFC 6120 §4.8.3), children included; elements of
+/// other namespaces, and `jabber:client` ones nested under them (a forwarded message), keep
+/// their own declaration.
+pub fn to_bytes_in_default(el: &Element, default_ns: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(256);
+    write_element(el, Some(default_ns), &mut out);
+    out.into_bytes()
+}
+
 pub fn to_string(el: &Element) -> String {
     let mut out = String::with_capacity(256);
     write_element(el, None, &mut out);
@@ -160,6 +171,21 @@ mod tests {
         let second = parse_standalone(written.as_bytes(), XmlLimits::with_max_size(1 << 20))
             .unwrap_or_else(|e| panic!("output {written} does not parse: {e}"));
         (first, second)
+    }
+
+    #[test]
+    fn a_client_stanza_on_a_server_stream_takes_the_streams_namespace() {
+        let el: Element = "<message xmlns='jabber:client' to='a@b'><body>hi</body>\
+            <forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client'/></forwarded>\
+            </message>"
+            .parse()
+            .expect("parses");
+        let written = String::from_utf8(to_bytes_in_default(&el, ns::CLIENT)).expect("utf8");
+        assert_eq!(
+            written,
+            "<message to='a@b'><body>hi</body><forwarded xmlns='urn:xmpp:forward:0'>\
+             <message xmlns='jabber:client'/></forwarded></message>"
+        );
     }
 
     #[test]

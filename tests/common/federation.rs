@@ -1,0 +1,130 @@
+//! Two corvid servers federating over real sockets: `a.test` with s2s on 127.0.0.2 and
+//! `b.test` on 127.0.0.3, each reaching the other through `[s2s.routes]`. Certificates come
+//! from a test CA both trust (so SASL EXTERNAL works), or are self-signed (so only dialback
+//! can authenticate).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use corvid::config::Config;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+use super::TestServer;
+
+pub const A: &str = "a.test";
+pub const B: &str = "b.test";
+pub const A_IP: [u8; 4] = [127, 0, 0, 2];
+pub const B_IP: [u8; 4] = [127, 0, 0, 3];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Trust {
+    /// Both certificates issued by a test CA both servers trust: SASL EXTERNAL.
+    TestCa,
+    /// Each server's own self-signed certificate, trusted by nobody: dialback.
+    SelfSigned,
+}
+
+pub struct Federation {
+    pub a: TestServer,
+    pub b: TestServer,
+    pub certs: tempfile::TempDir,
+}
+
+/// A port free on `ip` now (bound and released): the other server's route must name it
+/// before that server starts.
+pub fn free_port(ip: [u8; 4]) -> u16 {
+    std::net::TcpListener::bind(SocketAddr::from((ip, 0)))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub struct Certs {
+    pub ca_pem: PathBuf,
+}
+
+/// Writes a test CA and, for each domain, `<domain>.crt`/`.key` into `dir`: issued by the CA
+/// for `Trust::TestCa`, self-signed otherwise. Each names the domain and its `conference.`.
+pub fn write_certs(dir: &Path, trust: Trust, domains: &[&str]) -> Certs {
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "corvid test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).expect("write ca");
+    for domain in domains {
+        let key = KeyPair::generate().expect("key");
+        let params = CertificateParams::new(vec![
+            domain.to_string(),
+            format!("conference.{domain}"),
+        ])
+        .expect("params");
+        let cert = match trust {
+            Trust::TestCa => params.signed_by(&key, &ca, &ca_key).expect("signed"),
+            Trust::SelfSigned => params.self_signed(&key).expect("self-signed"),
+        };
+        std::fs::write(dir.join(format!("{domain}.crt")), cert.pem()).expect("write cert");
+        std::fs::write(dir.join(format!("{domain}.key")), key.serialize_pem()).expect("write key");
+    }
+    Certs { ca_pem }
+}
+
+impl Federation {
+    pub async fn start(trust: Trust) -> Federation {
+        Self::start_with(trust, |_| {}, |_| {}).await
+    }
+
+    /// `adjust_a`/`adjust_b` may change either server's settings last.
+    pub async fn start_with(
+        trust: Trust,
+        adjust_a: impl FnOnce(&mut Config),
+        adjust_b: impl FnOnce(&mut Config),
+    ) -> Federation {
+        let certs = tempfile::tempdir().expect("cert dir");
+        let written = write_certs(certs.path(), trust, &[A, B]);
+        let a_port = free_port(A_IP);
+        let b_port = free_port(B_IP);
+        let a = TestServer::start_with(|c| {
+            configure(c, certs.path(), &written, A, A_IP, a_port, (B, B_IP, b_port));
+            adjust_a(c);
+        })
+        .await;
+        let b = TestServer::start_with(|c| {
+            configure(c, certs.path(), &written, B, B_IP, b_port, (A, A_IP, a_port));
+            adjust_b(c);
+        })
+        .await;
+        Federation { a, b, certs }
+    }
+}
+
+fn configure(
+    c: &mut Config,
+    dir: &Path,
+    certs: &Certs,
+    domain: &str,
+    ip: [u8; 4],
+    port: u16,
+    (other, other_ip, other_port): (&str, [u8; 4], u16),
+) {
+    c.domain = domain.to_owned();
+    c.tls.cert = dir.join(format!("{domain}.crt"));
+    c.tls.key = dir.join(format!("{domain}.key"));
+    c.tls.generate_self_signed = false;
+    c.s2s.enabled = true;
+    c.s2s.bind = ip.into();
+    c.s2s.port = port;
+    c.s2s.direct_tls = false;
+    c.s2s.ca_file = Some(certs.ca_pem.clone());
+    c.s2s.routes.insert(
+        other.to_owned(),
+        SocketAddr::from((other_ip, other_port)).to_string(),
+    );
+    c.s2s.routes.insert(
+        format!("conference.{other}"),
+        SocketAddr::from((other_ip, other_port)).to_string(),
+    );
+}

