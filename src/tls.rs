@@ -2,7 +2,9 @@
 //! a domain on first start (the embedded default), and the rustls configurations that serve
 //! them. Each hosted domain has its own certificate: direct TLS and HTTPS choose it by SNI,
 //! STARTTLS by the stream header's `to` (known before the handshake starts). `connector` is
-//! the other side: TLS to other servers.
+//! the other side: TLS to other servers. `s2s` holds what server-to-server federation needs on
+//! both sides: the trust in other servers' certificates, the acceptors that ask a connecting
+//! server for its certificate, and the connector that presents ours.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -65,6 +67,9 @@ pub struct TlsContext {
     pub direct: TlsAcceptor,
     /// For HTTPS: ALPN `http/1.1` (WebSocket upgrades need HTTP/1.1), certificate by SNI.
     pub https: TlsAcceptor,
+    /// For XEP-0368 direct TLS from other servers: ALPN `xmpp-server`, certificate by SNI, and
+    /// the connecting server's certificate asked for but not required (see `s2s`).
+    pub s2s_direct: TlsAcceptor,
 }
 
 impl TlsContext {
@@ -110,9 +115,11 @@ impl TlsContext {
         let by_sni = || Arc::new(BySni(certs.clone())) as Arc<dyn ResolvesServerCert>;
         let direct = server_config(by_sni(), vec![b"xmpp-client".to_vec()])?;
         let https = server_config(by_sni(), vec![b"http/1.1".to_vec()])?;
+        let s2s_direct = s2s::server_config(by_sni(), vec![s2s::ALPN.to_vec()])?;
         Ok(TlsContext {
             direct: TlsAcceptor::from(Arc::new(direct)),
             https: TlsAcceptor::from(Arc::new(https)),
+            s2s_direct: TlsAcceptor::from(Arc::new(s2s_direct)),
             certs,
         })
     }
@@ -123,6 +130,13 @@ impl TlsContext {
     pub fn starttls(&self, domain: &str) -> (TlsAcceptor, &Arc<CertifiedKey>) {
         let host = self.certs.select(Some(domain));
         (TlsAcceptor::from(host.starttls.clone()), &host.key)
+    }
+
+    /// For STARTTLS on a stream from another server to `domain`: as `starttls`, and the
+    /// connecting server's certificate is asked for but not required. Whether it is valid for
+    /// the domain its stream claims is `s2s::PeerTrust::verify`'s to say, after the handshake.
+    pub fn s2s_starttls(&self, domain: &str) -> TlsAcceptor {
+        TlsAcceptor::from(self.certs.select(Some(domain)).s2s_starttls.clone())
     }
 
     /// The certificate a handshake for `name` is served: `name` is the SNI on direct TLS and
@@ -155,6 +169,10 @@ struct Host {
     /// there was made with this certificate (rustls checks SNI on resumption, which does not
     /// decide here).
     starttls: Arc<ServerConfig>,
+    /// The same for streams from other servers, which are asked for a certificate.
+    s2s_starttls: Arc<ServerConfig>,
+    /// Connections to other servers as this domain, presenting its certificate.
+    s2s_client: s2s::ClientConfigs,
 }
 
 impl Host {
@@ -167,11 +185,15 @@ impl Host {
         key.end_entity_cert().map_err(unusable)?;
         let key = Arc::new(key);
         let starttls = server_config(Arc::new(Fixed(key.clone())), vec![])?;
+        let s2s_starttls = s2s::server_config(Arc::new(Fixed(key.clone())), vec![])?;
+        let s2s_client = s2s::ClientConfigs::new(&key)?;
         Ok(Host {
             domain: sni_form(&cert.domain).unwrap_or(cert.domain),
             muc_domain: cert.muc_domain.map(|muc| sni_form(&muc).unwrap_or(muc)),
             key,
             starttls: Arc::new(starttls),
+            s2s_starttls: Arc::new(s2s_starttls),
+            s2s_client,
         })
     }
 

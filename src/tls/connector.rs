@@ -103,7 +103,7 @@ impl TlsConnector {
 
 /// rustls reports a refused certificate inside an `io::Error`: brought out, it says what
 /// was wrong rather than "invalid data".
-fn handshake_error(name: &str, e: io::Error) -> ConnectError {
+pub(super) fn handshake_error(name: &str, e: io::Error) -> ConnectError {
     let refused = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
