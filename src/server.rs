@@ -130,7 +130,10 @@ pub async fn start_with_modules(
         // answer a verification for a stream another opened.
         let secret = storage
             .secrets
-            .server_secret(crate::s2s::dialback::SECRET_NAME, &rand::random::<[u8; 32]>())
+            .server_secret(
+                crate::s2s::dialback::SECRET_NAME,
+                &rand::random::<[u8; 32]>(),
+            )
             .await?;
         let s2s = S2s::new(config.clone(), tls.clone(), &secret)?;
         all.push(s2s.clone());

@@ -21,7 +21,11 @@ async fn users(f: &Federation) {
 fn is_chat_from(el: &Element, from: &str, body: &str) -> bool {
     el.name() == "message"
         && el.attr("from") == Some(from)
-        && el.get_child("body", corvid::xml::ns::CLIENT).map(Element::text).as_deref() == Some(body)
+        && el
+            .get_child("body", corvid::xml::ns::CLIENT)
+            .map(Element::text)
+            .as_deref()
+            == Some(body)
 }
 
 /// alice@a.test and bob@b.test exchange a message each way.
@@ -33,8 +37,10 @@ async fn round_trip(f: &Federation) {
         .await;
     bob.expect(|el| is_chat_from(el, "alice@a.test/pc", "hello from a"))
         .await;
-    bob.send("<message to='alice@a.test/pc' type='chat' id='m2'><body>hello from b</body></message>")
-        .await;
+    bob.send(
+        "<message to='alice@a.test/pc' type='chat' id='m2'><body>hello from b</body></message>",
+    )
+    .await;
     alice
         .expect(|el| is_chat_from(el, "bob@b.test/phone", "hello from b"))
         .await;

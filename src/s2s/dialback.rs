@@ -196,7 +196,10 @@ mod tests {
         assert_eq!(parsed.key, "abc");
         let answer = Dialback::parse(&parsed.answer(true)).expect("answer parses");
         assert_eq!(answer.kind, DialbackType::Valid);
-        assert_eq!((answer.from.as_str(), answer.to.as_str()), ("a.test", "b.test"));
+        assert_eq!(
+            (answer.from.as_str(), answer.to.as_str()),
+            ("a.test", "b.test")
+        );
         assert_eq!(answer.id.as_deref(), Some("s1"));
         let error = Dialback::parse(&parsed.error("item-not-found", "no")).expect("error");
         assert_eq!(error.kind, DialbackType::Error);

@@ -57,7 +57,7 @@ pub(super) async fn run(
     let negotiation = Duration::from_secs(s2s.config.s2s.negotiation_timeout_secs.max(1));
     let deadline = Instant::now() + negotiation;
     let socket = if direct_tls {
-        match tokio::time::timeout_at(deadline, s2s.tls.s2s_direct().accept(tcp)).await {
+        match tokio::time::timeout_at(deadline, s2s.tls.s2s_direct.accept(tcp)).await {
             Ok(Ok(tls)) => Socket::Accepted(Box::new(tls)),
             Ok(Err(e)) => {
                 debug!(%peer, error = %e, "s2s TLS handshake failed");
@@ -94,7 +94,11 @@ impl Inbound {
         let mut shutdown = self.router.shutdown_signal();
         loop {
             let unauthenticated = self.authenticated.is_empty();
-            let timer = if unauthenticated { deadline } else { last_read + idle };
+            let timer = if unauthenticated {
+                deadline
+            } else {
+                last_read + idle
+            };
             tokio::select! {
                 frame = self.wire.next_frame() => {
                     let frame = match frame {
@@ -155,7 +159,10 @@ impl Inbound {
             Frame::StreamOpen(header) => header,
             Frame::StreamClose => return Err(End::PeerClosed),
             Frame::Element(_) => {
-                return Err(End::Error(StreamCondition::InvalidXml, Some("expected a stream header".into())))
+                return Err(End::Error(
+                    StreamCondition::InvalidXml,
+                    Some("expected a stream header".into()),
+                ))
             }
         };
         let first = self.stream_id.is_empty();
@@ -166,11 +173,19 @@ impl Inbound {
                 if first {
                     self.local = to.clone();
                 } else if *to != self.local {
-                    return Err(self.refuse_header(StreamCondition::HostUnknown, "a different domain after a restart").await);
+                    return Err(self
+                        .refuse_header(
+                            StreamCondition::HostUnknown,
+                            "a different domain after a restart",
+                        )
+                        .await);
                 }
             }
             _ => {
-                let why = format!("{} is not served here", to.as_deref().unwrap_or("(no 'to')"));
+                let why = format!(
+                    "{} is not served here",
+                    to.as_deref().unwrap_or("(no 'to')")
+                );
                 return Err(self.refuse_header(StreamCondition::HostUnknown, &why).await);
             }
         }
@@ -188,7 +203,11 @@ impl Inbound {
             .await
             .map_err(End::from)?;
         check_header(&header)?;
-        if self.claimed.as_deref().is_some_and(|c| self.s2s.serves(&self.router, c)) {
+        if self
+            .claimed
+            .as_deref()
+            .is_some_and(|c| self.s2s.serves(&self.router, c))
+        {
             return Err(End::Error(
                 StreamCondition::InvalidFrom,
                 Some("another server cannot speak for a domain served here".into()),
@@ -221,7 +240,11 @@ impl Inbound {
             if self.certificate_verifies() {
                 features = features.append(
                     Element::builder("mechanisms", ns::SASL)
-                        .append(Element::builder("mechanism", ns::SASL).append("EXTERNAL").build())
+                        .append(
+                            Element::builder("mechanism", ns::SASL)
+                                .append("EXTERNAL")
+                                .build(),
+                        )
                         .build(),
                 );
             }
@@ -267,7 +290,10 @@ impl Inbound {
             Frame::Element(el) => el,
             Frame::StreamClose => return Err(End::PeerClosed),
             Frame::StreamOpen(_) => {
-                return Err(End::Error(StreamCondition::InvalidXml, Some("unexpected stream header".into())))
+                return Err(End::Error(
+                    StreamCondition::InvalidXml,
+                    Some("unexpected stream header".into()),
+                ))
             }
         };
         if el.is("starttls", ns::TLS) {
@@ -294,7 +320,10 @@ impl Inbound {
 
     async fn starttls(&mut self) -> Result<(), End> {
         if self.wire.is_secure() {
-            return Err(End::Error(StreamCondition::PolicyViolation, Some("TLS already runs".into())));
+            return Err(End::Error(
+                StreamCondition::PolicyViolation,
+                Some("TLS already runs".into()),
+            ));
         }
         self.wire
             .send_element(&Element::bare("proceed", ns::TLS))
@@ -361,22 +390,33 @@ impl Inbound {
 
     async fn dialback(&mut self, el: &Element) -> Result<(), End> {
         let Some(request) = Dialback::parse(el) else {
-            return Err(End::Error(StreamCondition::InvalidXml, Some("dialback without from/to".into())));
+            return Err(End::Error(
+                StreamCondition::InvalidXml,
+                Some("dialback without from/to".into()),
+            ));
         };
         if request.kind != DialbackType::Request {
             // Answers come on streams we opened, not on this one.
-            return Err(End::Error(StreamCondition::InvalidXml, Some("unsolicited dialback answer".into())));
+            return Err(End::Error(
+                StreamCondition::InvalidXml,
+                Some("unsolicited dialback answer".into()),
+            ));
         }
         let config = &self.s2s.config.s2s;
         if config.require_encryption && !self.wire.is_secure() {
-            return Err(End::Error(StreamCondition::PolicyViolation, Some("TLS first".into())));
+            return Err(End::Error(
+                StreamCondition::PolicyViolation,
+                Some("TLS first".into()),
+            ));
         }
         if request.verify {
             // We are the authoritative server: is this the key we gave?
             let ours = self.s2s.serves(&self.router, &request.to);
             let valid = ours
                 && request.id.as_deref().is_some_and(|id| {
-                    self.s2s.keys.is_valid(&request.key, &request.from, &request.to, id)
+                    self.s2s
+                        .keys
+                        .is_valid(&request.key, &request.from, &request.to, id)
                 });
             debug!(from = %request.from, to = %request.to, valid, "dialback verify answered");
             let answer = if ours {
@@ -398,12 +438,20 @@ impl Inbound {
             ));
         }
         if self.authenticated.contains(&request.from) {
-            return self.wire.send_element(&request.answer(true)).await.map_err(End::from);
+            return self
+                .wire
+                .send_element(&request.answer(true))
+                .await
+                .map_err(End::from);
         }
         // A certificate valid for the domain is proof enough, without asking (XEP-0344).
         if self.verifies_for(Some(&request.from)) {
             self.authenticate(&request.from.clone(), "dialback+certificate");
-            return self.wire.send_element(&request.answer(true)).await.map_err(End::from);
+            return self
+                .wire
+                .send_element(&request.answer(true))
+                .await
+                .map_err(End::from);
         }
         if config.certificate_required(&request.from) {
             let answer = request.error(
@@ -415,16 +463,21 @@ impl Inbound {
         let s2s = self.s2s.clone();
         let stream_id = self.stream_id.clone();
         self.verifying.spawn(async move {
-            let verdict = outbound::verify(&s2s, &request.to, &request.from, &stream_id, &request.key)
-                .await
-                .map_err(|e| e.to_string());
+            let verdict =
+                outbound::verify(&s2s, &request.to, &request.from, &stream_id, &request.key)
+                    .await
+                    .map_err(|e| e.to_string());
             (request, verdict)
         });
         Ok(())
     }
 
     /// The authoritative server answered (or could not be asked).
-    async fn verified(&mut self, request: Dialback, verdict: Result<bool, String>) -> Result<(), End> {
+    async fn verified(
+        &mut self,
+        request: Dialback,
+        verdict: Result<bool, String>,
+    ) -> Result<(), End> {
         let answer = match verdict {
             Ok(true) => {
                 self.authenticate(&request.from, "dialback");
@@ -444,7 +497,10 @@ impl Inbound {
 
     async fn stanza(&mut self, kind: Kind, mut stanza: Element) -> Result<(), End> {
         if self.authenticated.is_empty() {
-            return Err(End::Error(StreamCondition::NotAuthorized, Some("authenticate first".into())));
+            return Err(End::Error(
+                StreamCondition::NotAuthorized,
+                Some("authenticate first".into()),
+            ));
         }
         let from = stanza.attr("from").map(crate::address::parse);
         let to = stanza.attr("to").map(crate::address::parse);
@@ -457,7 +513,10 @@ impl Inbound {
         if !self.authenticated.contains(from.domain().as_str()) {
             return Err(End::Error(
                 StreamCondition::InvalidFrom,
-                Some(format!("{} is not authenticated on this stream", from.domain())),
+                Some(format!(
+                    "{} is not authenticated on this stream",
+                    from.domain()
+                )),
             ));
         }
         if !self.s2s.serves(&self.router, to.domain().as_str()) {

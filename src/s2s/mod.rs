@@ -67,7 +67,7 @@ impl S2s {
         secret: &[u8],
     ) -> Result<Arc<S2s>, S2sError> {
         let trust = PeerTrust::new(config.s2s.ca_file.as_deref())?;
-        let connector = S2sConnector::new(&tls, trust.clone())?;
+        let connector = S2sConnector::new(&tls, trust.clone());
         let resolver = Resolver::new(&config.s2s)?;
         Ok(Arc::new_cyclic(|this| S2s {
             keys: DialbackKeys::new(secret),

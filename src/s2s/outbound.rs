@@ -173,7 +173,9 @@ fn resend(s2s: &Arc<S2s>, router: &Arc<Router>, stanza: Element) {
             router,
             kind,
             &stanza,
-            LinkError::Stopped.unreachable().stanza_error(to.domain().as_str()),
+            LinkError::Stopped
+                .unreachable()
+                .stanza_error(to.domain().as_str()),
         );
         return;
     }
@@ -303,7 +305,10 @@ async fn restart(s2s: &S2s, mut wire: Wire, pair: &Pair) -> Result<Opened, LinkE
                     if let Some(error) = stream_error_text(&el) {
                         return Err(LinkError::StreamError(error));
                     }
-                    return Err(LinkError::Protocol(format!("expected features, got <{}>", el.name())));
+                    return Err(LinkError::Protocol(format!(
+                        "expected features, got <{}>",
+                        el.name()
+                    )));
                 }
                 Frame::StreamClose => return Err(LinkError::StreamError("closed".into())),
                 Frame::StreamOpen(_) => return Err(LinkError::Protocol("a second header".into())),
@@ -311,7 +316,8 @@ async fn restart(s2s: &S2s, mut wire: Wire, pair: &Pair) -> Result<Opened, LinkE
         };
         if !wire.is_secure() {
             if features.has_child("starttls", ns::TLS) {
-                wire.send_element(&Element::bare("starttls", ns::TLS)).await?;
+                wire.send_element(&Element::bare("starttls", ns::TLS))
+                    .await?;
                 match wire.next_frame().await? {
                     Frame::Element(el) if el.is("proceed", ns::TLS) => {}
                     _ => return Err(LinkError::Refused("STARTTLS failed".into())),
@@ -345,9 +351,10 @@ async fn restart(s2s: &S2s, mut wire: Wire, pair: &Pair) -> Result<Opened, LinkE
 }
 
 fn offers_mechanism(features: &Element, mechanism: &str) -> bool {
-    features
-        .get_child("mechanisms", ns::SASL)
-        .is_some_and(|m| m.children().any(|c| c.is("mechanism", ns::SASL) && c.text().trim() == mechanism))
+    features.get_child("mechanisms", ns::SASL).is_some_and(|m| {
+        m.children()
+            .any(|c| c.is("mechanism", ns::SASL) && c.text().trim() == mechanism)
+    })
 }
 
 fn offers_dialback(features: &Element) -> bool {
@@ -369,13 +376,17 @@ async fn sasl_external(wire: &mut Wire, local: &str) -> Result<bool, LinkError> 
             Frame::Element(el) if el.is("failure", ns::SASL) => return Ok(false),
             // A challenge to EXTERNAL is answered empty (RFC 4422 appendix A).
             Frame::Element(el) if el.is("challenge", ns::SASL) => {
-                wire.send_element(&Element::bare("response", ns::SASL)).await?;
+                wire.send_element(&Element::bare("response", ns::SASL))
+                    .await?;
             }
             Frame::Element(el) => {
                 if let Some(error) = stream_error_text(&el) {
                     return Err(LinkError::StreamError(error));
                 }
-                return Err(LinkError::Protocol(format!("unexpected <{}> in SASL", el.name())));
+                return Err(LinkError::Protocol(format!(
+                    "unexpected <{}> in SASL",
+                    el.name()
+                )));
             }
             _ => return Err(LinkError::Protocol("stream ended in SASL".into())),
         }
@@ -384,7 +395,12 @@ async fn sasl_external(wire: &mut Wire, local: &str) -> Result<bool, LinkError> 
 
 /// XEP-0220 §2.1 as the originating server: our key for this stream, then the receiving
 /// server's verdict once it has asked our authoritative server.
-async fn dialback(s2s: &S2s, wire: &mut Wire, pair: &Pair, stream_id: &str) -> Result<(), LinkError> {
+async fn dialback(
+    s2s: &S2s,
+    wire: &mut Wire,
+    pair: &Pair,
+    stream_id: &str,
+) -> Result<(), LinkError> {
     let key = s2s.keys.key(&pair.remote, &pair.local, stream_id);
     wire.send_element(&Dialback::result_request(&pair.local, &pair.remote, key))
         .await?;

@@ -134,7 +134,9 @@ impl Pool {
                 queue: queue.clone(),
             },
         );
+        // A root span: the link outlives the session whose stanza happened to open it.
         let span = info_span!(
+            parent: None,
             "s2s",
             direction = "out",
             local = %pair.local,

@@ -531,8 +531,8 @@ mod tests {
 
     #[test]
     fn server_stanzas_are_built_as_client_stanzas_when_asked() {
-        let mut parser = StreamParser::new(XmlLimits::with_max_size(4096))
-            .stanzas_in(ns::SERVER, ns::CLIENT);
+        let mut parser =
+            StreamParser::new(XmlLimits::with_max_size(4096)).stanzas_in(ns::SERVER, ns::CLIENT);
         let mut out = Vec::new();
         parser
             .feed(

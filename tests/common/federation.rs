@@ -57,11 +57,9 @@ pub fn write_certs(dir: &Path, trust: Trust, domains: &[&str]) -> Certs {
     std::fs::write(&ca_pem, ca.pem()).expect("write ca");
     for domain in domains {
         let key = KeyPair::generate().expect("key");
-        let params = CertificateParams::new(vec![
-            domain.to_string(),
-            format!("conference.{domain}"),
-        ])
-        .expect("params");
+        let params =
+            CertificateParams::new(vec![domain.to_string(), format!("conference.{domain}")])
+                .expect("params");
         let cert = match trust {
             Trust::TestCa => params.signed_by(&key, &ca, &ca_key).expect("signed"),
             Trust::SelfSigned => params.self_signed(&key).expect("self-signed"),
@@ -88,12 +86,28 @@ impl Federation {
         let a_port = free_port(A_IP);
         let b_port = free_port(B_IP);
         let a = TestServer::start_with(|c| {
-            configure(c, certs.path(), &written, A, A_IP, a_port, (B, B_IP, b_port));
+            configure(
+                c,
+                certs.path(),
+                &written,
+                A,
+                A_IP,
+                a_port,
+                (B, B_IP, b_port),
+            );
             adjust_a(c);
         })
         .await;
         let b = TestServer::start_with(|c| {
-            configure(c, certs.path(), &written, B, B_IP, b_port, (A, A_IP, a_port));
+            configure(
+                c,
+                certs.path(),
+                &written,
+                B,
+                B_IP,
+                b_port,
+                (A, A_IP, a_port),
+            );
             adjust_b(c);
         })
         .await;
