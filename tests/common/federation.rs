@@ -142,3 +142,58 @@ fn configure(
         SocketAddr::from((other_ip, other_port)).to_string(),
     );
 }
+
+/// A raw server-to-server stream to `server` claiming to come from `from`: the header, STARTTLS
+/// (trusting the server's certificate for `to`, presenting none), the header again. Returns the
+/// connection, the id of the secured stream (what dialback keys are made for) and its features.
+pub async fn raw_s2s(
+    server: &TestServer,
+    from: &str,
+    to: &str,
+) -> (super::Raw, String, minidom::Element) {
+    let addr = server.server.s2s_addr.expect("s2s listens");
+    let mut raw = super::Raw::connect(addr).await;
+    raw.write(&s2s_header(from, to)).await;
+    let _header = raw.frame().await;
+    let features = raw.element().await;
+    assert!(
+        features.has_child("starttls", corvid::xml::ns::TLS),
+        "{features:?}"
+    );
+    raw.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await;
+    assert_eq!(raw.element().await.name(), "proceed");
+    let tls = super::pinned_tls_config(server.cert_der_of(to), vec![]);
+    let name = rustls::pki_types::ServerName::try_from(to.to_owned()).expect("name");
+    let io = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, raw.io)
+        .await
+        .expect("TLS with the server");
+    let mut raw = super::Raw::over_stream(Box::new(io));
+    raw.write(&s2s_header(from, to)).await;
+    let id = match raw.frame().await {
+        Some(corvid::xml::Frame::StreamOpen(header)) => header.id.expect("a stream id"),
+        other => panic!("expected a stream header, got {other:?}"),
+    };
+    let features = raw.element().await;
+    (raw, id, features)
+}
+
+pub fn s2s_header(from: &str, to: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+         xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+         from='{from}' to='{to}' version='1.0'>"
+    )
+}
+
+/// The dialback keys `server` gives out, from its stored secret.
+pub async fn dialback_keys(server: &TestServer) -> corvid::s2s::dialback::DialbackKeys {
+    let secret = server
+        .storage()
+        .secrets
+        .server_secret(corvid::s2s::dialback::SECRET_NAME, b"not used: one exists")
+        .await
+        .expect("secret");
+    corvid::s2s::dialback::DialbackKeys::new(&secret)
+}
