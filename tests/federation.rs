@@ -142,3 +142,49 @@ async fn an_idle_link_closes_and_a_new_one_opens_on_demand() {
     .expect("the idle link closes");
     round_trip(&f).await;
 }
+
+#[tokio::test]
+async fn a_link_can_use_direct_tls() {
+    // b.test listens for direct TLS too (XEP-0368, ALPN xmpp-server), and a.test's route to
+    // it says so.
+    let b_tls_port = common::federation::free_port(common::federation::B_IP);
+    let f = Federation::start_with(
+        Trust::TestCa,
+        |c| {
+            c.s2s.require_certificates = true;
+            let route = format!("tls://127.0.0.3:{b_tls_port}");
+            c.s2s.routes.insert(B.to_owned(), route);
+        },
+        |c| {
+            c.s2s.require_certificates = true;
+            c.s2s.direct_tls = true;
+            c.s2s.direct_tls_port = b_tls_port;
+        },
+    )
+    .await;
+    users(&f).await;
+    assert_eq!(
+        f.b.server.s2s_direct_tls_addr.map(|a| a.port()),
+        Some(b_tls_port)
+    );
+    round_trip(&f).await;
+}
+
+#[tokio::test]
+async fn replies_take_the_same_connection_back_with_bidi() {
+    let f = Federation::start_with(
+        Trust::TestCa,
+        |c| c.s2s.require_certificates = true,
+        |c| c.s2s.require_certificates = true,
+    )
+    .await;
+    users(&f).await;
+    round_trip(&f).await;
+    // a.test opened one connection and asked for bidi (XEP-0288); b.test's reply went back
+    // over it instead of a connection of its own.
+    let a = f.a.server.s2s.clone().expect("federation on");
+    let b = f.b.server.s2s.clone().expect("federation on");
+    assert_eq!(a.connection_count(), 1);
+    assert_eq!(b.connection_count(), 1);
+    assert_eq!(b.link_count(), 1);
+}

@@ -11,14 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use jid::Jid;
 use minidom::Element;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::dialback::{self, Dialback, DialbackType};
 use super::outbound;
+use super::pool::Pair;
 use super::wire::{Socket, Wire};
 use super::S2s;
 use crate::router::Router;
@@ -28,6 +31,9 @@ use crate::xml::{self, ns, Frame, StreamCondition, StreamHeader};
 
 /// XEP-0478's namespace.
 const STREAM_LIMITS: &str = "urn:xmpp:stream-limits:0";
+/// XEP-0288: the feature we offer, and what the initiating server sends to use it.
+pub(super) const BIDI_FEATURE: &str = "urn:xmpp:features:bidi";
+pub(super) const BIDI: &str = "urn:xmpp:bidi";
 
 struct Inbound {
     s2s: Arc<S2s>,
@@ -43,6 +49,16 @@ struct Inbound {
     sasl_done: bool,
     /// Dialback verifications under way with authoritative servers.
     verifying: JoinSet<(Dialback, Result<bool, String>)>,
+    /// The initiating server asked to use the stream both ways (XEP-0288).
+    bidi: bool,
+    /// Stanzas for the peer that take this stream back (bidi): the pool's link for the pair.
+    returning: Option<Returning>,
+}
+
+struct Returning {
+    pair: Pair,
+    id: u64,
+    queue: mpsc::Receiver<Element>,
 }
 
 pub(super) async fn run(
@@ -76,10 +92,13 @@ pub(super) async fn run(
         authenticated: HashSet::new(),
         sasl_done: false,
         verifying: JoinSet::new(),
+        bidi: false,
+        returning: None,
         s2s,
         router,
     };
     let end = stream.serve(deadline).await;
+    stream.give_back_returning().await;
     stream.finish(end).await;
 }
 
@@ -111,6 +130,13 @@ impl Inbound {
                         return end;
                     }
                 }
+                Some(stanza) = next_returning(&mut self.returning) => {
+                    if let Err(e) = self.wire.send_stanza(&stanza).await {
+                        super::outbound::resend(&self.s2s, &self.router, stanza);
+                        return End::from(e);
+                    }
+                    last_read = Instant::now();
+                }
                 Some(done) = self.verifying.join_next(), if !self.verifying.is_empty() => {
                     if let Ok((request, verdict)) = done {
                         if let Err(end) = self.verified(request, verdict).await {
@@ -133,6 +159,36 @@ impl Inbound {
                 }
                 _ = shutdown.wait() => return End::Error(StreamCondition::SystemShutdown, None),
             }
+        }
+    }
+
+    /// The stream ends: stanzas still queued for the peer go out another way (a link of
+    /// their own), and new ones no longer come here.
+    async fn give_back_returning(&mut self) {
+        let Some(mut returning) = self.returning.take() else {
+            return;
+        };
+        self.s2s.pool.remove(&returning.pair, returning.id);
+        returning.queue.close();
+        while let Ok(stanza) = returning.queue.try_recv() {
+            super::outbound::resend(&self.s2s, &self.router, stanza);
+        }
+    }
+
+    /// With bidi, our stanzas for the domain just authenticated take this stream back,
+    /// unless a link of our own to it is already there.
+    fn adopt_for_return(&mut self, remote: &str) {
+        if !self.bidi || self.returning.is_some() {
+            return;
+        }
+        let pair = Pair {
+            local: self.local.clone(),
+            remote: remote.to_owned(),
+        };
+        let capacity = self.s2s.config.s2s.queue_limit.max(1);
+        if let Some((id, queue)) = self.s2s.pool.adopt(&pair, capacity) {
+            debug!(%remote, "bidi: stanzas for the peer take this stream");
+            self.returning = Some(Returning { pair, id, queue });
         }
     }
 
@@ -254,6 +310,9 @@ impl Inbound {
                     .build(),
             );
         }
+        if may_authenticate && !self.bidi {
+            features = features.append(Element::bare("bidi", BIDI_FEATURE));
+        }
         if may_authenticate {
             features = features.append(
                 Element::builder("limits", STREAM_LIMITS)
@@ -298,6 +357,13 @@ impl Inbound {
         };
         if el.is("starttls", ns::TLS) {
             return self.starttls().await;
+        }
+        if el.is("bidi", BIDI) {
+            self.bidi = true;
+            if let Some(remote) = self.authenticated.iter().next().cloned() {
+                self.adopt_for_return(&remote);
+            }
+            return Ok(());
         }
         if el.is("auth", ns::SASL) {
             return self.sasl_external(&el).await;
@@ -386,6 +452,7 @@ impl Inbound {
         info!(remote = %domain, method, "s2s stream authenticated");
         tracing::Span::current().record("auth", method);
         self.authenticated.insert(domain.to_owned());
+        self.adopt_for_return(domain);
     }
 
     async fn dialback(&mut self, el: &Element) -> Result<(), End> {
@@ -495,41 +562,66 @@ impl Inbound {
         self.wire.send_element(&answer).await.map_err(End::from)
     }
 
-    async fn stanza(&mut self, kind: Kind, mut stanza: Element) -> Result<(), End> {
+    async fn stanza(&mut self, kind: Kind, stanza: Element) -> Result<(), End> {
         if self.authenticated.is_empty() {
             return Err(End::Error(
                 StreamCondition::NotAuthorized,
                 Some("authenticate first".into()),
             ));
         }
-        let from = stanza.attr("from").map(crate::address::parse);
-        let to = stanza.attr("to").map(crate::address::parse);
-        let (Some(Ok(from)), Some(Ok(to))) = (from, to) else {
-            return Err(End::Error(
-                StreamCondition::ImproperAddressing,
-                Some("a stanza between servers needs valid 'from' and 'to'".into()),
-            ));
-        };
-        if !self.authenticated.contains(from.domain().as_str()) {
-            return Err(End::Error(
-                StreamCondition::InvalidFrom,
-                Some(format!(
-                    "{} is not authenticated on this stream",
-                    from.domain()
-                )),
-            ));
-        }
-        if !self.s2s.serves(&self.router, to.domain().as_str()) {
-            return Err(End::Error(
-                StreamCondition::HostUnknown,
-                Some(format!("{} is not served here", to.domain())),
-            ));
-        }
-        // Addresses as the router expects them (prepared, no trailing dot).
-        crate::stanza::set_attr(&mut stanza, "from", from.to_string());
-        crate::stanza::set_attr(&mut stanza, "to", to.to_string());
+        let authenticated = &self.authenticated;
+        let (to, stanza) = admit(
+            &self.s2s,
+            &self.router,
+            |d| authenticated.contains(d),
+            stanza,
+        )?;
         self.router.route(kind, to, stanza).await;
         Ok(())
+    }
+}
+
+/// A stanza another server sent, checked before it is routed: valid addresses, a `from` of a
+/// domain the stream authenticated (`authenticated`), a `to` served here. Returns where it goes.
+pub(super) fn admit(
+    s2s: &S2s,
+    router: &Router,
+    authenticated: impl Fn(&str) -> bool,
+    mut stanza: Element,
+) -> Result<(Jid, Element), End> {
+    let from = stanza.attr("from").map(crate::address::parse);
+    let to = stanza.attr("to").map(crate::address::parse);
+    let (Some(Ok(from)), Some(Ok(to))) = (from, to) else {
+        return Err(End::Error(
+            StreamCondition::ImproperAddressing,
+            Some("a stanza between servers needs valid 'from' and 'to'".into()),
+        ));
+    };
+    if !authenticated(from.domain().as_str()) {
+        return Err(End::Error(
+            StreamCondition::InvalidFrom,
+            Some(format!(
+                "{} is not authenticated on this stream",
+                from.domain()
+            )),
+        ));
+    }
+    if !s2s.serves(router, to.domain().as_str()) {
+        return Err(End::Error(
+            StreamCondition::HostUnknown,
+            Some(format!("{} is not served here", to.domain())),
+        ));
+    }
+    // Addresses as the router expects them (prepared, no trailing dot).
+    crate::stanza::set_attr(&mut stanza, "from", from.to_string());
+    crate::stanza::set_attr(&mut stanza, "to", to.to_string());
+    Ok((to, stanza))
+}
+
+async fn next_returning(returning: &mut Option<Returning>) -> Option<Element> {
+    match returning {
+        Some(returning) => returning.queue.recv().await,
+        None => std::future::pending().await,
     }
 }
 

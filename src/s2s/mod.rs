@@ -83,9 +83,14 @@ impl S2s {
         }))
     }
 
-    /// Outbound links open now.
+    /// Outbound links open now (a bidi stream carrying ours back counts as one).
     pub fn link_count(&self) -> usize {
         self.pool.len()
+    }
+
+    /// s2s connections open now, both directions.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
     }
 
     fn router(&self) -> Option<Arc<Router>> {

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::dialback::{self, Dialback, DialbackType};
+use super::inbound;
 use super::pool::{self, Pair, Unreachable};
 use super::wire::{Socket, Wire};
 use super::S2s;
@@ -91,6 +92,10 @@ pub(super) async fn run_link(
     mut queue: mpsc::Receiver<Element>,
 ) {
     let _alive = router.track_task();
+    let Some(_slot) = s2s.connection_slot() else {
+        let full = LinkError::Refused("s2s.max_connections reached here".into());
+        return give_up(&s2s, &router, &pair, id, queue, full).await;
+    };
     let limit = negotiation_limit(&s2s);
     let established = tokio::time::timeout(limit, establish(&s2s, &pair)).await;
     let (mut wire, auth) = match established {
@@ -123,7 +128,22 @@ pub(super) async fn run_link(
                     if let Some(error) = stream_error_text(&el) {
                         break Some(LinkError::StreamError(error));
                     }
-                    debug!(name = el.name(), "unexpected element on an outbound link ignored");
+                    let Some(kind) = Kind::of(&el) else {
+                        debug!(name = el.name(), "unexpected element on an outbound link ignored");
+                        continue;
+                    };
+                    // Bidi: the server we connected to (whose identity the connection itself
+                    // established) sends its stanzas back this way, from its own domain only.
+                    let remote = pair.remote.as_str();
+                    match inbound::admit(&s2s, &router, |d| d == remote, el) {
+                        Ok((to, stanza)) => router.route(kind, to, stanza).await,
+                        Err(end) => {
+                            let error = end_element(end);
+                            wire.close(error).await;
+                            break Some(LinkError::Protocol("the peer sent a stanza it may not".into()));
+                        }
+                    }
+                    last_use = Instant::now();
                 }
                 Ok(Frame::StreamClose) => break None,
                 Ok(Frame::StreamOpen(_)) => break Some(LinkError::Protocol("a second stream header".into())),
@@ -161,7 +181,7 @@ pub(super) async fn run_link(
 
 /// A stanza the link took but could not write: it goes out again through the pool (a new
 /// link, or a bounce if the domain is now unreachable), never silently lost.
-fn resend(s2s: &Arc<S2s>, router: &Arc<Router>, stanza: Element) {
+pub(super) fn resend(s2s: &Arc<S2s>, router: &Arc<Router>, stanza: Element) {
     let Some(kind) = Kind::of(&stanza) else {
         return;
     };
@@ -216,6 +236,13 @@ fn negotiation_limit(s2s: &S2s) -> Duration {
 
 async fn establish(s2s: &S2s, pair: &Pair) -> Result<(Wire, Auth), LinkError> {
     let mut opened = open(s2s, pair).await?;
+    if opened.features.has_child("bidi", inbound::BIDI_FEATURE) {
+        // XEP-0288: the peer may send its stanzas for us back on this stream.
+        opened
+            .wire
+            .send_element(&Element::bare("bidi", inbound::BIDI))
+            .await?;
+    }
     if offers_mechanism(&opened.features, "EXTERNAL") {
         if sasl_external(&mut opened.wire, &pair.local).await? {
             let opened = restart(s2s, opened.wire, pair).await?;
@@ -444,6 +471,9 @@ pub(super) async fn verify(
         remote: originating.to_owned(),
     };
     let exchange = async {
+        let _slot = s2s
+            .connection_slot()
+            .ok_or_else(|| LinkError::Refused("s2s.max_connections reached here".into()))?;
         let mut opened = open(s2s, &pair).await?;
         let request = Dialback::verify_request(receiving, originating, stream_id, key.to_owned());
         opened.wire.send_element(&request).await?;
@@ -472,6 +502,22 @@ pub(super) async fn verify(
     tokio::time::timeout(negotiation_limit(s2s), exchange)
         .await
         .map_err(|_| LinkError::Timeout)?
+}
+
+/// The `<stream:error/>` an `End` sends, if any.
+fn end_element(end: crate::stream::end::End) -> Option<Element> {
+    use crate::stream::end::End;
+    match end {
+        End::Error(condition, text) => {
+            Some(crate::xml::stream_error::element(condition, text, None))
+        }
+        End::ErrorWith(condition, app) => Some(crate::xml::stream_error::element(
+            condition,
+            None,
+            Some(*app),
+        )),
+        _ => None,
+    }
 }
 
 /// The condition (and text) of a `<stream:error>`, None for any other element.

@@ -150,6 +150,23 @@ impl Pool {
         queue
     }
 
+    /// A queue for `pair` whose stanzas a stream another server opened will carry back
+    /// (XEP-0288), if no link for the pair is open: its id and receiving end.
+    pub(super) fn adopt(
+        &self,
+        pair: &Pair,
+        capacity: usize,
+    ) -> Option<(u64, mpsc::Receiver<Element>)> {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        if links.get(pair).is_some_and(|link| !link.queue.is_closed()) {
+            return None;
+        }
+        let (queue, waiting) = mpsc::channel(capacity);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        links.insert(pair.clone(), Link { id, queue });
+        Some((id, waiting))
+    }
+
     fn forget_closed(&self, pair: &Pair) {
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         if links.get(pair).is_some_and(|link| link.queue.is_closed()) {
