@@ -148,6 +148,20 @@ impl S2s {
         Some(slot)
     }
 
+    /// The hosted domain a domain served here belongs to: itself, or the parent of a service
+    /// (`conference.example.org` belongs to `example.org`).
+    fn owner(&self, domain: &str) -> String {
+        if self.config.is_hosted(domain) {
+            return domain.to_owned();
+        }
+        domain
+            .split_once('.')
+            .map(|(_, parent)| parent)
+            .filter(|parent| self.config.is_hosted(parent))
+            .unwrap_or(domain)
+            .to_owned()
+    }
+
     /// Whether `domain` is served here: a hosted domain or one of its services. Another
     /// server may never speak for these.
     fn serves(&self, router: &Router, domain: &str) -> bool {

@@ -98,7 +98,12 @@ pub(super) async fn run_link(
     };
     let limit = negotiation_limit(&s2s);
     let established = tokio::time::timeout(limit, establish(&s2s, &pair)).await;
-    let (mut wire, auth) = match established {
+    let Established {
+        mut wire,
+        auth,
+        stream_id,
+        dialback_offered,
+    } = match established {
         Ok(Ok(link)) => link,
         Ok(Err(e)) => return give_up(&s2s, &router, &pair, id, queue, e).await,
         Err(_) => return give_up(&s2s, &router, &pair, id, queue, LinkError::Timeout).await,
@@ -111,10 +116,38 @@ pub(super) async fn run_link(
     let mut last_write = Instant::now();
     let mut last_use = Instant::now();
     let mut shutdown = router.shutdown_signal();
+    let mut piggyback = Piggyback {
+        authenticated: std::collections::HashSet::from([pair.local.clone()]),
+        pending: std::collections::HashMap::new(),
+    };
     let ended = loop {
         tokio::select! {
             next = queue.recv() => {
                 let Some(stanza) = next else { break None };
+                let from_domain = from_domain(&stanza);
+                if !piggyback.authenticated.contains(&from_domain) {
+                    if let Some(waiting) = piggyback.pending.get_mut(&from_domain) {
+                        waiting.push(stanza);
+                        continue;
+                    }
+                    let Some(stream_id) = stream_id.as_deref().filter(|_| dialback_offered) else {
+                        // The peer takes no dialback here: a link of the domain's own.
+                        let own = Pair { local: from_domain, remote: pair.remote.clone() };
+                        if let Some(kind) = Kind::of(&stanza) {
+                            pool::send_on(&s2s, &router, kind, own, stanza);
+                        }
+                        continue;
+                    };
+                    let key = s2s.keys.key(&pair.remote, &from_domain, stream_id);
+                    let request = Dialback::result_request(&from_domain, &pair.remote, key);
+                    if let Err(e) = wire.send_element(&request).await {
+                        resend(&s2s, &router, stanza);
+                        break Some(LinkError::from(e));
+                    }
+                    debug!(domain = %from_domain, "dialback piggybacking");
+                    piggyback.pending.insert(from_domain, vec![stanza]);
+                    continue;
+                }
                 if let Err(e) = wire.send_stanza(&stanza).await {
                     debug!(error = %e, "s2s write failed");
                     resend(&s2s, &router, stanza);
@@ -127,6 +160,12 @@ pub(super) async fn run_link(
                 Ok(Frame::Element(el)) => {
                     if let Some(error) = stream_error_text(&el) {
                         break Some(LinkError::StreamError(error));
+                    }
+                    if let Some(answer) = Dialback::parse(&el) {
+                        if let Err(e) = piggyback.answered(&s2s, &router, &mut wire, &pair, answer, &el).await {
+                            break Some(e);
+                        }
+                        continue;
                     }
                     let Some(kind) = Kind::of(&el) else {
                         debug!(name = el.name(), "unexpected element on an outbound link ignored");
@@ -165,6 +204,17 @@ pub(super) async fn run_link(
     // New stanzas open a new link from here on; those already queued go out on this one while
     // it can still write, or take the new one.
     s2s.pool.remove(&pair, id);
+    for (domain, waiting) in piggyback.pending.drain() {
+        let why = Unreachable {
+            timeout: false,
+            reason: format!("the link closed before {domain} was authenticated"),
+        };
+        for stanza in waiting {
+            if let Some(kind) = Kind::of(&stanza) {
+                pool::bounce(&router, kind, &stanza, why.stanza_error(&pair.remote));
+            }
+        }
+    }
     queue.close();
     while let Ok(stanza) = queue.try_recv() {
         if ended.is_some() || wire.send_stanza(&stanza).await.is_err() {
@@ -234,8 +284,78 @@ fn negotiation_limit(s2s: &S2s) -> Duration {
         + Duration::from_secs(c.connect_timeout_secs + c.negotiation_timeout_secs)
 }
 
-async fn establish(s2s: &S2s, pair: &Pair) -> Result<(Wire, Auth), LinkError> {
+/// A link ready for stanzas.
+struct Established {
+    wire: Wire,
+    auth: Auth,
+    /// The id of the stream in use: what piggybacked dialback keys are made for.
+    stream_id: Option<String>,
+    /// The peer took dialback on this connection, so further domains can be added to it.
+    dialback_offered: bool,
+}
+
+/// Dialback piggybacking (XEP-0220 §2.5): our other domains (services such as
+/// `conference.`) authenticated on the link one by one, their stanzas held until then.
+struct Piggyback {
+    authenticated: std::collections::HashSet<String>,
+    pending: std::collections::HashMap<String, Vec<Element>>,
+}
+
+impl Piggyback {
+    async fn answered(
+        &mut self,
+        s2s: &Arc<S2s>,
+        router: &Arc<Router>,
+        wire: &mut Wire,
+        pair: &Pair,
+        answer: Dialback,
+        el: &Element,
+    ) -> Result<(), LinkError> {
+        if answer.verify || answer.from != pair.remote {
+            return Ok(());
+        }
+        let Some(waiting) = self.pending.remove(&answer.to) else {
+            return Ok(());
+        };
+        if answer.kind == DialbackType::Valid {
+            debug!(domain = %answer.to, "piggybacked domain authenticated");
+            self.authenticated.insert(answer.to.clone());
+            for stanza in waiting {
+                if let Err(e) = wire.send_stanza(&stanza).await {
+                    resend(s2s, router, stanza);
+                    return Err(e.into());
+                }
+            }
+            return Ok(());
+        }
+        let why = Unreachable {
+            timeout: false,
+            reason: format!(
+                "it refused {} ({})",
+                answer.to,
+                error_text(el).unwrap_or_else(|| "dialback key invalid".into())
+            ),
+        };
+        for stanza in waiting {
+            if let Some(kind) = Kind::of(&stanza) {
+                pool::bounce(router, kind, &stanza, why.stanza_error(&pair.remote));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn from_domain(stanza: &Element) -> String {
+    stanza
+        .attr("from")
+        .and_then(|f| jid::Jid::new(f).ok())
+        .map(|jid| jid.domain().to_string())
+        .unwrap_or_default()
+}
+
+async fn establish(s2s: &S2s, pair: &Pair) -> Result<Established, LinkError> {
     let mut opened = open(s2s, pair).await?;
+    let dialback_offered = offers_dialback(&opened.features);
     if opened.features.has_child("bidi", inbound::BIDI_FEATURE) {
         // XEP-0288: the peer may send its stanzas for us back on this stream.
         opened
@@ -246,11 +366,16 @@ async fn establish(s2s: &S2s, pair: &Pair) -> Result<(Wire, Auth), LinkError> {
     if offers_mechanism(&opened.features, "EXTERNAL") {
         if sasl_external(&mut opened.wire, &pair.local).await? {
             let opened = restart(s2s, opened.wire, pair).await?;
-            return Ok((opened.wire, Auth::External));
+            return Ok(Established {
+                wire: opened.wire,
+                auth: Auth::External,
+                stream_id: opened.stream_id,
+                dialback_offered,
+            });
         }
         debug!("SASL EXTERNAL refused; trying dialback");
     }
-    if !offers_dialback(&opened.features) {
+    if !dialback_offered {
         return Err(LinkError::Refused(
             "no authentication method we can use (SASL EXTERNAL refused or not offered, no \
              dialback)"
@@ -262,7 +387,12 @@ async fn establish(s2s: &S2s, pair: &Pair) -> Result<(Wire, Auth), LinkError> {
         .clone()
         .ok_or_else(|| LinkError::Protocol("no stream id for dialback".into()))?;
     dialback(s2s, &mut opened.wire, pair, &id).await?;
-    Ok((opened.wire, Auth::Dialback))
+    Ok(Established {
+        wire: opened.wire,
+        auth: Auth::Dialback,
+        stream_id: Some(id),
+        dialback_offered,
+    })
 }
 
 /// Connects to the first address that answers and negotiates TLS, up to the features of the

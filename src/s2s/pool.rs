@@ -28,6 +28,9 @@ pub(super) struct Pair {
 struct Link {
     id: u64,
     queue: mpsc::Sender<Element>,
+    /// A stream another server opened and that carries ours back (XEP-0288) speaks for its
+    /// `to` domain only; stanzas from our other domains take links of their own.
+    only_from: Option<String>,
 }
 
 /// Why a remote domain cannot be reached now.
@@ -66,7 +69,7 @@ pub(super) struct Pool {
 /// Hands a stanza for another domain to its link, opening the link if there is none.
 pub(super) fn send(s2s: &Arc<S2s>, router: &Arc<Router>, kind: Kind, to: &Jid, stanza: Element) {
     let remote = to.domain().as_str().to_owned();
-    let local = match stanza.attr("from").and_then(|f| Jid::new(f).ok()) {
+    let from_domain = match stanza.attr("from").and_then(|f| Jid::new(f).ok()) {
         Some(from) if s2s.serves(router, from.domain().as_str()) => from.domain().to_string(),
         // Only our own stanzas leave, stamped by the router: anything else is a bug upstream.
         _ => {
@@ -78,7 +81,26 @@ pub(super) fn send(s2s: &Arc<S2s>, router: &Arc<Router>, kind: Kind, to: &Jid, s
         bounce(router, kind, &stanza, why.stanza_error(&remote));
         return;
     }
-    let pair = Pair { local, remote };
+    // One link per hosted domain: its services (`conference.`) ride on it, authenticated
+    // with dialback piggybacking (XEP-0220 §2.5).
+    let mut pair = Pair {
+        local: s2s.owner(&from_domain),
+        remote,
+    };
+    if !s2s.pool.carries(&pair, &from_domain) {
+        pair.local = from_domain;
+    }
+    send_on(s2s, router, kind, pair, stanza);
+}
+
+/// `send` on the link of `pair`, opened if needed.
+pub(super) fn send_on(
+    s2s: &Arc<S2s>,
+    router: &Arc<Router>,
+    kind: Kind,
+    pair: Pair,
+    stanza: Element,
+) {
     let mut stanza = stanza;
     // A link found closed (it just ended) is replaced once.
     for _ in 0..2 {
@@ -132,6 +154,7 @@ impl Pool {
             Link {
                 id,
                 queue: queue.clone(),
+                only_from: None,
             },
         );
         // A root span: the link outlives the session whose stanza happened to open it.
@@ -163,8 +186,28 @@ impl Pool {
         }
         let (queue, waiting) = mpsc::channel(capacity);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        links.insert(pair.clone(), Link { id, queue });
+        let only_from = Some(pair.local.clone());
+        links.insert(
+            pair.clone(),
+            Link {
+                id,
+                queue,
+                only_from,
+            },
+        );
         Some((id, waiting))
+    }
+
+    /// Whether the open link of `pair` (if any) can carry stanzas from `from_domain`.
+    fn carries(&self, pair: &Pair, from_domain: &str) -> bool {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        match links.get(pair) {
+            Some(link) if !link.queue.is_closed() => link
+                .only_from
+                .as_deref()
+                .is_none_or(|only| only == from_domain),
+            _ => true,
+        }
     }
 
     fn forget_closed(&self, pair: &Pair) {
