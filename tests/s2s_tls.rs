@@ -626,7 +626,7 @@ async fn the_handshake_proves_the_client_holds_its_certificates_key() {
         let _ = client
             .connect(ServerName::try_from("b.test").expect("name"), tcp)
             .await;
-        let refused = server.await.expect("server").err().expect("refused");
+        let refused = server.await.expect("server").expect_err("refused");
         let reason = refused
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())

@@ -499,3 +499,25 @@ impl AsyncWrite for S2sTls {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_checked_in_the_form_certificates_name_them() {
+        let name = |domain| dns_name(domain).map(|n| n.to_str().into_owned());
+        assert_eq!(name("a.test").as_deref(), Some("a.test"));
+        assert_eq!(name("A.Test.").as_deref(), Some("a.test"));
+        assert_eq!(name("bücher.test").as_deref(), Some("xn--bcher-kva.test"));
+        for not_a_name in ["", "127.0.0.1", "::1", "a..test", "a test"] {
+            assert_eq!(name(not_a_name), None, "{not_a_name:?}");
+        }
+    }
+
+    #[test]
+    fn trust_needs_a_root() {
+        assert!(PeerTrust::with_roots(RootCertStore::empty()).is_err());
+        assert!(PeerTrust::new(None).is_ok());
+    }
+}
