@@ -654,8 +654,7 @@ async fn a_name_that_is_no_domain_is_refused_before_connecting() {
     let refused = connector
         .connect_direct(addr, "a.test", "127.0.0.1")
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         matches!(&refused, ConnectError::InvalidName(name) if name == "127.0.0.1"),
         "{refused:?}"
@@ -663,8 +662,7 @@ async fn a_name_that_is_no_domain_is_refused_before_connecting() {
     let refused = connector
         .connect_direct(addr, "a.test", "b.test")
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         matches!(refused, ConnectError::Connect { .. }),
         "{refused:?}"

@@ -67,6 +67,14 @@ pub struct PeerTrust {
     inner: Arc<Trust>,
 }
 
+impl std::fmt::Debug for PeerTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTrust")
+            .field("roots", &self.inner.roots.len())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Trust {
     roots: Arc<RootCertStore>,
     algorithms: WebPkiSupportedAlgorithms,
@@ -351,7 +359,7 @@ impl ClientConfigs {
 }
 
 /// Opens TLS to other servers as one of the hosted domains. Cheap to clone (shared).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct S2sConnector {
     certs: Arc<Certificates>,
     trust: PeerTrust,
@@ -372,6 +380,11 @@ impl S2sConnector {
 
     /// XEP-0368 direct TLS: connects to `addr` and runs the handshake with SNI
     /// `remote_domain` and ALPN `xmpp-server`, presenting `local_domain`'s certificate.
+    ///
+    /// `local_domain`'s certificate is chosen as `TlsContext::certificate` chooses the one it
+    /// serves: a service such as `conference.a.test` presents `a.test`'s, and an unhosted name
+    /// the main domain's. The handshake completes whatever the server's certificate; see
+    /// `S2sTls::verified`. No timeout: the caller bounds the whole negotiation.
     pub async fn connect_direct(
         &self,
         addr: SocketAddr,
@@ -389,8 +402,8 @@ impl S2sConnector {
     }
 
     /// STARTTLS: the handshake on a connection whose peer has just sent `<proceed/>`, with
-    /// SNI `remote_domain`, presenting `local_domain`'s certificate. Nothing read before it may
-    /// be kept: the caller starts a new stream.
+    /// SNI `remote_domain`, presenting `local_domain`'s certificate (chosen as for
+    /// `connect_direct`). Nothing read before it may be kept: the caller starts a new stream.
     pub async fn starttls(
         &self,
         tcp: TcpStream,
@@ -402,9 +415,7 @@ impl S2sConnector {
         self.handshake(config, tcp, name, remote_domain).await
     }
 
-    /// `local_domain`'s certificate is chosen as `TlsContext::certificate` chooses the one it
-    /// serves: a service such as `conference.a.test` presents `a.test`'s, and an unhosted name
-    /// the main domain's.
+    /// The handshake, and the verdict on the server's chain for `remote_domain`.
     async fn handshake(
         &self,
         config: &Arc<ClientConfig>,
@@ -457,6 +468,16 @@ impl S2sTls {
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream.get_ref().0.peer_addr()
+    }
+}
+
+impl std::fmt::Debug for S2sTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S2sTls")
+            .field("peer_addr", &self.peer_addr().ok())
+            .field("alpn", &self.alpn_protocol().map(String::from_utf8_lossy))
+            .field("verified", &self.verified)
+            .finish_non_exhaustive()
     }
 }
 
