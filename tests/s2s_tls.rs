@@ -626,7 +626,7 @@ async fn the_handshake_proves_the_client_holds_its_certificates_key() {
         let _ = client
             .connect(ServerName::try_from("b.test").expect("name"), tcp)
             .await;
-        let refused = server.await.expect("server").err().expect("refused");
+        let refused = server.await.expect("server").expect_err("refused");
         let reason = refused
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -654,8 +654,7 @@ async fn a_name_that_is_no_domain_is_refused_before_connecting() {
     let refused = connector
         .connect_direct(addr, "a.test", "127.0.0.1")
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         matches!(&refused, ConnectError::InvalidName(name) if name == "127.0.0.1"),
         "{refused:?}"
@@ -663,10 +662,60 @@ async fn a_name_that_is_no_domain_is_refused_before_connecting() {
     let refused = connector
         .connect_direct(addr, "a.test", "b.test")
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         matches!(refused, ConnectError::Connect { .. }),
         "{refused:?}"
     );
+}
+
+/// A server certificate with a key that is not its own (see `Presents`).
+#[derive(Debug)]
+struct Serves(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Serves {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn the_handshake_proves_the_server_holds_its_certificates_key() {
+    let f = federation();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let stranger = KeyPair::generate().expect("key");
+    let signing_key = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(stranger.serialize_der().into()))
+        .expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Serves(Arc::new(CertifiedKey::new(
+            f.b.chain.clone(),
+            signing_key,
+        )))));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let _ = acceptor.accept(tcp).await;
+    });
+    let refused = S2sConnector::new(&f.a_tls, f.pki.trust())
+        .connect_direct(addr, "a.test", "b.test")
+        .await
+        .expect_err("b.test's certificate, but not b.test's key");
+    assert!(
+        matches!(
+            refused,
+            ConnectError::Refused {
+                source: rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature),
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    server.await.expect("server");
 }

@@ -67,6 +67,14 @@ pub struct PeerTrust {
     inner: Arc<Trust>,
 }
 
+impl std::fmt::Debug for PeerTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTrust")
+            .field("roots", &self.inner.roots.len())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Trust {
     roots: Arc<RootCertStore>,
     algorithms: WebPkiSupportedAlgorithms,
@@ -351,7 +359,7 @@ impl ClientConfigs {
 }
 
 /// Opens TLS to other servers as one of the hosted domains. Cheap to clone (shared).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct S2sConnector {
     certs: Arc<Certificates>,
     trust: PeerTrust,
@@ -372,6 +380,11 @@ impl S2sConnector {
 
     /// XEP-0368 direct TLS: connects to `addr` and runs the handshake with SNI
     /// `remote_domain` and ALPN `xmpp-server`, presenting `local_domain`'s certificate.
+    ///
+    /// `local_domain`'s certificate is chosen as `TlsContext::certificate` chooses the one it
+    /// serves: a service such as `conference.a.test` presents `a.test`'s, and an unhosted name
+    /// the main domain's. The handshake completes whatever the server's certificate; see
+    /// `S2sTls::verified`. No timeout: the caller bounds the whole negotiation.
     pub async fn connect_direct(
         &self,
         addr: SocketAddr,
@@ -389,8 +402,8 @@ impl S2sConnector {
     }
 
     /// STARTTLS: the handshake on a connection whose peer has just sent `<proceed/>`, with
-    /// SNI `remote_domain`, presenting `local_domain`'s certificate. Nothing read before it may
-    /// be kept: the caller starts a new stream.
+    /// SNI `remote_domain`, presenting `local_domain`'s certificate (chosen as for
+    /// `connect_direct`). Nothing read before it may be kept: the caller starts a new stream.
     pub async fn starttls(
         &self,
         tcp: TcpStream,
@@ -402,9 +415,7 @@ impl S2sConnector {
         self.handshake(config, tcp, name, remote_domain).await
     }
 
-    /// `local_domain`'s certificate is chosen as `TlsContext::certificate` chooses the one it
-    /// serves: a service such as `conference.a.test` presents `a.test`'s, and an unhosted name
-    /// the main domain's.
+    /// The handshake, and the verdict on the server's chain for `remote_domain`.
     async fn handshake(
         &self,
         config: &Arc<ClientConfig>,
@@ -460,6 +471,16 @@ impl S2sTls {
     }
 }
 
+impl std::fmt::Debug for S2sTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S2sTls")
+            .field("peer_addr", &self.peer_addr().ok())
+            .field("alpn", &self.alpn_protocol().map(String::from_utf8_lossy))
+            .field("verified", &self.verified)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AsyncRead for S2sTls {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -497,5 +518,27 @@ impl AsyncWrite for S2sTls {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_checked_in_the_form_certificates_name_them() {
+        let name = |domain| dns_name(domain).map(|n| n.to_str().into_owned());
+        assert_eq!(name("a.test").as_deref(), Some("a.test"));
+        assert_eq!(name("A.Test.").as_deref(), Some("a.test"));
+        assert_eq!(name("bücher.test").as_deref(), Some("xn--bcher-kva.test"));
+        for not_a_name in ["", "127.0.0.1", "::1", "a..test", "a test"] {
+            assert_eq!(name(not_a_name), None, "{not_a_name:?}");
+        }
+    }
+
+    #[test]
+    fn trust_needs_a_root() {
+        assert!(PeerTrust::with_roots(RootCertStore::empty()).is_err());
+        assert!(PeerTrust::new(None).is_ok());
     }
 }
