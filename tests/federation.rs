@@ -188,3 +188,44 @@ async fn replies_take_the_same_connection_back_with_bidi() {
     assert_eq!(b.connection_count(), 1);
     assert_eq!(b.link_count(), 1);
 }
+
+/// A hosted domain's service (its MUC) reaches the other server over the hosted domain's own
+/// link, authenticated there with a dialback key of its own (XEP-0220 §2.5 piggybacking).
+async fn invitation_from_a_room_rides_on_the_domains_link(trust: Trust) {
+    let f = Federation::start(trust).await;
+    users(&f).await;
+    round_trip(&f).await;
+    let mut alice = Session::online_on(&f.a, A, "alice", "pc2").await;
+    let room = "club@conference.a.test";
+    alice
+        .send(&format!(
+            "<presence to='{room}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    alice
+        .expect(|el| {
+            el.name() == "presence" && el.attr("from") == Some("club@conference.a.test/alice")
+        })
+        .await;
+    let mut bob = Session::online_on(&f.b, B, "bob", "tablet").await;
+    alice
+        .send(&format!(
+            "<message to='{room}'><x xmlns='http://jabber.org/protocol/muc#user'>\
+             <invite to='bob@b.test'/></x></message>"
+        ))
+        .await;
+    bob.expect(|el| el.name() == "message" && el.attr("from") == Some(room))
+        .await;
+    let a = f.a.server.s2s.clone().expect("federation on");
+    assert_eq!(a.link_count(), 1, "conference.a.test used a.test's link");
+}
+
+#[tokio::test]
+async fn a_service_rides_on_its_domains_link_with_dialback() {
+    invitation_from_a_room_rides_on_the_domains_link(Trust::SelfSigned).await;
+}
+
+#[tokio::test]
+async fn a_service_rides_on_its_domains_link_with_certificates() {
+    invitation_from_a_room_rides_on_the_domains_link(Trust::TestCa).await;
+}
