@@ -14,9 +14,10 @@ use hickory_resolver::proto::rr::rdata::{A, AAAA, SRV};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 
-/// The records the test server answers with; every other name is NXDOMAIN.
+/// The records the test server answers with; every other name is NXDOMAIN, except the
+/// names in `failing`, which get SERVFAIL.
 #[derive(Clone, Default)]
-struct Zone(Vec<Record>);
+struct Zone(Vec<Record>, Vec<String>);
 
 fn name(n: &str) -> Name {
     Name::from_ascii(format!("{n}.")).expect("a name")
@@ -38,6 +39,10 @@ impl Zone {
             name(target)
         };
         self.with(owner, RData::SRV(SRV::new(priority, weight, port, target)))
+    }
+    fn servfail(mut self, owner: &str) -> Self {
+        self.1.push(owner.to_owned());
+        self
     }
     fn a(self, owner: &str, ip: &str) -> Self {
         self.with(owner, RData::A(A(ip.parse().expect("IPv4"))))
@@ -62,6 +67,10 @@ fn reply(zone: &Zone, query: &Message, asked: &Asked) -> Message {
             .unwrap()
             .push((wanted.clone(), question.query_type()));
         reply.add_query(question.clone());
+        if zone.1.contains(&wanted) {
+            reply.metadata.response_code = ResponseCode::ServFail;
+            continue;
+        }
         let mut owned = zone.0.iter().filter(|r| key(&r.name) == wanted).peekable();
         if owned.peek().is_none() {
             reply.metadata.response_code = ResponseCode::NXDomain;
@@ -260,6 +269,33 @@ async fn dot_target_of_one_service_leaves_the_other() {
         resolver.resolve("f.example").await.expect("resolves"),
         [target("127.0.0.8:5269", false)]
     );
+}
+
+#[tokio::test]
+async fn a_failing_srv_lookup_leaves_the_other_services_records() {
+    let zone = Zone::default()
+        .servfail("_xmpps-server._tcp.i.example")
+        .srv("_xmpp-server._tcp.i.example", 0, 0, 5269, "host.i.example")
+        .a("host.i.example", "127.0.0.14");
+    let (resolver, _) = resolver(zone).await;
+    assert_eq!(
+        resolver.resolve("i.example").await.expect("resolves"),
+        [target("127.0.0.14:5269", false)]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_srv_lookup_is_no_reason_to_skip_srv() {
+    // Without the failed name's answer it is unknown whether SRV records exist, so the
+    // domain's own address is not used.
+    let zone = Zone::default()
+        .servfail("_xmpps-server._tcp.j.example")
+        .a("j.example", "127.0.0.15");
+    let (resolver, asked) = resolver(zone).await;
+    let err = resolver.resolve("j.example").await.expect_err("SERVFAIL");
+    assert!(matches!(err, ResolveError::Resolver(_)), "{err}");
+    let asked = asked.lock().unwrap();
+    assert!(!asked.iter().any(|(n, _)| n == "j.example"), "{asked:?}");
 }
 
 #[tokio::test]

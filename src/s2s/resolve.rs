@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures::future::join_all;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::NetError;
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData};
 use hickory_resolver::TokioResolver;
 use rand::seq::SliceRandom;
@@ -163,7 +164,7 @@ impl Resolver {
                     direct_tls: route.direct_tls,
                 }]),
                 RouteHost::Name(host) => {
-                    let what = format!("{} (the route of {domain})", host.to_ascii());
+                    let what = format!("{} (the route of {domain})", shown(host));
                     self.addresses(host.clone(), route.port, route.direct_tls, &what)
                         .await
                 }
@@ -194,6 +195,9 @@ impl Resolver {
             }
         }
         if !usable.is_empty() {
+            if let Some(err) = &failure {
+                debug!(domain, %err, "one SRV lookup failed; using the other's records");
+            }
             let ordered = order_srv(usable, &mut rand::thread_rng());
             debug!(domain, ?ordered, "SRV records");
             return self.srv_addresses(domain, ordered).await;
@@ -260,7 +264,7 @@ impl Resolver {
         records: Vec<SrvRecord>,
     ) -> Result<Vec<Target>, ResolveError> {
         let lookups = records.iter().map(|record| {
-            let what = record.target.to_ascii();
+            let what = shown(&record.target);
             async move {
                 self.addresses(record.target.clone(), record.port, record.direct_tls, &what)
                     .await
@@ -325,8 +329,15 @@ impl Resolver {
 
 /// `None` when the name simply has no such records; else the error to report.
 fn lookup_failure(err: NetError, what: &str) -> Option<ResolveError> {
-    if err.is_no_records_found() {
-        return None;
+    // hickory also reports a SERVFAIL as "no records": that one says nothing about the
+    // name, so it must not send the lookup on to a fallback.
+    if let NetError::Dns(DnsError::NoRecordsFound(NoRecords { response_code, .. })) = &err {
+        if matches!(
+            response_code,
+            ResponseCode::NoError | ResponseCode::NXDomain
+        ) {
+            return None;
+        }
     }
     Some(match err {
         NetError::Timeout => ResolveError::Timeout(what.to_owned()),
@@ -362,6 +373,12 @@ fn ip_literal(domain: &str) -> Option<IpAddr> {
         return v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
     }
     domain.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// A name as messages show it, without the root's dot.
+fn shown(name: &Name) -> String {
+    let ascii = name.to_ascii();
+    ascii.strip_suffix('.').unwrap_or(&ascii).to_owned()
 }
 
 fn fqdn(ascii: &str) -> Option<Name> {
@@ -630,11 +647,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_route_is_a_config_error() {
-        let mut config = S2sConfig::default();
-        config.nameservers = vec!["127.0.0.1:9".parse().unwrap()];
-        config
-            .routes
-            .insert("example.net".into(), "tls://10.0.0.7".into());
+        let config = S2sConfig {
+            nameservers: vec!["127.0.0.1:9".parse().unwrap()],
+            routes: [("example.net".into(), "tls://10.0.0.7".into())].into(),
+            ..S2sConfig::default()
+        };
         let err = Resolver::new(&config).unwrap_err();
         assert!(err.to_string().contains("example.net"), "{err}");
     }
