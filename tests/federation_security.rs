@@ -135,3 +135,66 @@ async fn verification_requests_are_answered_by_the_key_alone() {
     .await;
     assert_eq!(dialback_type(&raw.element().await), Some("error"));
 }
+
+#[tokio::test]
+async fn limits_are_advertised_and_enforced() {
+    let f =
+        Federation::start_with(Trust::SelfSigned, |_| {}, |c| c.s2s.max_stanza_size = 4096).await;
+    let (mut raw, _id, features) = raw_s2s(&f.b, A, B).await;
+    let limits = features
+        .get_child("limits", "urn:xmpp:stream-limits:0")
+        .expect("XEP-0478 limits");
+    let max = limits
+        .get_child("max-bytes", "urn:xmpp:stream-limits:0")
+        .map(Element::text);
+    assert_eq!(max.as_deref(), Some("4096"));
+    // The default is 512 KiB, as the issue and XEP-0478's examples have it.
+    assert_eq!(
+        corvid::config::S2sConfig::default().max_stanza_size,
+        512 * 1024
+    );
+    let big = "x".repeat(8192);
+    raw.write(&format!(
+        "<message from='a@a.test' to='bob@b.test'><body>{big}</body></message>"
+    ))
+    .await;
+    assert_eq!(raw.stream_error().await, "policy-violation");
+}
+
+#[tokio::test]
+async fn a_stream_that_never_authenticates_is_cut_at_the_deadline() {
+    let f = Federation::start_with(
+        Trust::SelfSigned,
+        |_| {},
+        |c| c.s2s.negotiation_timeout_secs = 1,
+    )
+    .await;
+    let (mut raw, _id, _) = raw_s2s(&f.b, A, B).await;
+    assert_eq!(raw.stream_error().await, "connection-timeout");
+}
+
+#[tokio::test]
+async fn streams_from_one_domain_are_capped() {
+    let f = Federation::start_with(
+        Trust::SelfSigned,
+        |_| {},
+        |c| c.s2s.max_connections_per_domain = 1,
+    )
+    .await;
+    let keys = dialback_keys(&f.a).await;
+    let mut streams = Vec::new();
+    for expected in ["valid", "policy-violation"] {
+        let (mut raw, id, _) = raw_s2s(&f.b, A, B).await;
+        raw.write(&format!(
+            "<db:result from='{A}' to='{B}'>{}</db:result>",
+            keys.key(B, A, &id)
+        ))
+        .await;
+        if expected == "valid" {
+            assert_eq!(dialback_type(&raw.element().await), Some("valid"));
+        } else {
+            assert_eq!(raw.stream_error().await, expected);
+        }
+        streams.push(raw);
+    }
+}

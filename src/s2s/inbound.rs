@@ -98,6 +98,9 @@ pub(super) async fn run(
         router,
     };
     let end = stream.serve(deadline).await;
+    for domain in &stream.authenticated {
+        stream.s2s.inbound.leave(domain);
+    }
     stream.give_back_returning().await;
     stream.finish(end).await;
 }
@@ -436,7 +439,7 @@ impl Inbound {
             .await
             .map_err(End::from)?;
         self.sasl_done = true;
-        self.authenticate(&claimed, "external");
+        self.authenticate(&claimed, "external")?;
         self.wire.restart();
         self.accept_header().await
     }
@@ -448,11 +451,26 @@ impl Inbound {
         self.wire.send_element(&failure).await.map_err(End::from)
     }
 
-    fn authenticate(&mut self, domain: &str, method: &'static str) {
+    /// Admits `domain` on this stream, within `s2s.max_connections_per_domain` streams
+    /// from it at a time.
+    fn authenticate(&mut self, domain: &str, method: &'static str) -> Result<(), End> {
+        if !self.authenticated.contains(domain) {
+            if !self
+                .s2s
+                .inbound
+                .enter(domain, self.s2s.config.s2s.max_connections_per_domain)
+            {
+                return Err(End::Error(
+                    StreamCondition::PolicyViolation,
+                    Some(format!("too many connections from {domain}")),
+                ));
+            }
+            self.authenticated.insert(domain.to_owned());
+        }
         info!(remote = %domain, method, "s2s stream authenticated");
         tracing::Span::current().record("auth", method);
-        self.authenticated.insert(domain.to_owned());
         self.adopt_for_return(domain);
+        Ok(())
     }
 
     async fn dialback(&mut self, el: &Element) -> Result<(), End> {
@@ -513,7 +531,7 @@ impl Inbound {
         }
         // A certificate valid for the domain is proof enough, without asking (XEP-0344).
         if self.verifies_for(Some(&request.from)) {
-            self.authenticate(&request.from.clone(), "dialback+certificate");
+            self.authenticate(&request.from.clone(), "dialback+certificate")?;
             return self
                 .wire
                 .send_element(&request.answer(true))
@@ -547,7 +565,7 @@ impl Inbound {
     ) -> Result<(), End> {
         let answer = match verdict {
             Ok(true) => {
-                self.authenticate(&request.from, "dialback");
+                self.authenticate(&request.from, "dialback")?;
                 request.answer(true)
             }
             Ok(false) => {

@@ -54,6 +54,8 @@ pub struct S2s {
     pool: pool::Pool,
     /// s2s connections open now, both directions (`s2s.max_connections`).
     connections: AtomicUsize,
+    /// Authenticated inbound streams per remote domain (`s2s.max_connections_per_domain`).
+    inbound: InboundCount,
     /// For spawning link tasks from `&self`.
     this: Weak<S2s>,
     router: OnceLock<Weak<Router>>,
@@ -73,6 +75,7 @@ impl S2s {
             keys: DialbackKeys::new(secret),
             pool: pool::Pool::default(),
             connections: AtomicUsize::new(0),
+            inbound: InboundCount::default(),
             this: this.clone(),
             router: OnceLock::new(),
             config,
@@ -172,6 +175,32 @@ impl S2s {
             router.destination(&jid),
             crate::router::Destination::Server | crate::router::Destination::Service(_)
         )
+    }
+}
+
+#[derive(Default)]
+struct InboundCount(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+impl InboundCount {
+    /// Counts one more stream from `domain`; false (and not counted) past `max` (0: no cap).
+    fn enter(&self, domain: &str, max: u32) -> bool {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(domain.to_owned()).or_default();
+        if max > 0 && *count >= max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn leave(&self, domain: &str) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(domain) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(domain);
+            }
+        }
     }
 }
 
