@@ -968,6 +968,22 @@ impl Config {
                 "storage.url '{url}' must start with sqlite:// or postgres://"
             )));
         }
+        if self.s2s.max_stanza_size < 10_000 {
+            return Err(ConfigError::Invalid(
+                "s2s.max_stanza_size must be at least 10000 bytes (RFC 6120 §13.12)".into(),
+            ));
+        }
+        if self.s2s.dns_timeout_ms == 0 || self.s2s.queue_limit == 0 {
+            return Err(ConfigError::Invalid(
+                "s2s.dns_timeout_ms and s2s.queue_limit must be above 0".into(),
+            ));
+        }
+        if let Some(ca) = self.s2s.ca_file.as_deref().filter(|ca| !ca.exists()) {
+            return Err(ConfigError::Invalid(format!(
+                "s2s.ca_file {} does not exist",
+                ca.display()
+            )));
+        }
         if self.c2s.max_stanza_size < 10_000 {
             return Err(ConfigError::Invalid(
                 "c2s.max_stanza_size must be at least 10000 bytes (RFC 6120 §13.12)".into(),

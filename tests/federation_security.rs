@@ -139,7 +139,7 @@ async fn verification_requests_are_answered_by_the_key_alone() {
 #[tokio::test]
 async fn limits_are_advertised_and_enforced() {
     let f =
-        Federation::start_with(Trust::SelfSigned, |_| {}, |c| c.s2s.max_stanza_size = 4096).await;
+        Federation::start_with(Trust::SelfSigned, |_| {}, |c| c.s2s.max_stanza_size = 16384).await;
     let (mut raw, _id, features) = raw_s2s(&f.b, A, B).await;
     let limits = features
         .get_child("limits", "urn:xmpp:stream-limits:0")
@@ -147,13 +147,13 @@ async fn limits_are_advertised_and_enforced() {
     let max = limits
         .get_child("max-bytes", "urn:xmpp:stream-limits:0")
         .map(Element::text);
-    assert_eq!(max.as_deref(), Some("4096"));
+    assert_eq!(max.as_deref(), Some("16384"));
     // The default is 512 KiB, as the issue and XEP-0478's examples have it.
     assert_eq!(
         corvid::config::S2sConfig::default().max_stanza_size,
         512 * 1024
     );
-    let big = "x".repeat(8192);
+    let big = "x".repeat(32768);
     raw.write(&format!(
         "<message from='a@a.test' to='bob@b.test'><body>{big}</body></message>"
     ))
