@@ -977,6 +977,32 @@ async fn a_remote_user_joins_talks_reads_history_and_is_moderated() {
     assert_eq!(occupant_id(&got).as_deref(), Some(bob_occupant.as_str()));
     bob.expect(has_body("thanks alice")).await;
 
+    // IQs to an occupant: a vCard request to room/Bob is answered by bob's server (XEP-0045
+    // §17.3 passes it to his account), and a private message reaches the remote occupant.
+    let stored = bob
+        .iq("<iq type='set'><vCard xmlns='vcard-temp'><FN>Bob of B</FN></vCard></iq>")
+        .await;
+    assert_eq!(stored.attr("type"), Some("result"), "{stored:?}");
+    let vcard = iq_to(
+        &mut alice,
+        "room@conference.a.test/Bob",
+        "<vCard xmlns='vcard-temp'/>",
+        "get",
+    )
+    .await;
+    assert_eq!(vcard.attr("type"), Some("result"), "{vcard:?}");
+    assert_eq!(vcard.attr("from"), Some("room@conference.a.test/Bob"));
+    let full_name = vcard
+        .get_child("vCard", "vcard-temp")
+        .and_then(|v| v.get_child("FN", "vcard-temp"))
+        .map(Element::text);
+    assert_eq!(full_name.as_deref(), Some("Bob of B"));
+    alice
+        .send("<message to='room@conference.a.test/Bob' type='chat'><body>psst</body></message>")
+        .await;
+    let private = bob.expect(has_body("psst")).await;
+    assert_eq!(private.attr("from"), Some("room@conference.a.test/Alice"));
+
     // Carol (also of b.test) joins later: the history has both messages.
     let mut carol = Session::online_on(&f.b, B, "carol", "pc").await;
     let (_, seen) = join(&mut carol, room, "Carol").await;
@@ -1218,4 +1244,23 @@ async fn a_blocked_remote_user_is_refused_and_unseen() {
         .await;
     assert_eq!(refused.attr("type"), Some("error"));
     assert_eq!(error_condition(&refused).as_deref(), Some("not-acceptable"));
+}
+
+#[tokio::test]
+async fn a_remote_occupant_whose_session_ends_leaves_the_room() {
+    let f = federation().await;
+    f.a.add_user("alice@a.test").await;
+    f.b.add_user("bob@b.test").await;
+    let room = "room@conference.a.test";
+    let mut alice = Session::online_on(&f.a, A, "alice", "pc").await;
+    create_instant(&mut alice, room, "Alice").await;
+    let mut bob = Session::online_on(&f.b, B, "bob", "phone").await;
+    join(&mut bob, room, "Bob").await;
+    // No unavailable to the room: the stream just ends. Bob's server tells the room (the
+    // directed presence of the session, RFC 6121 §4.6.3).
+    bob.send("</stream:stream>").await;
+    until_gone(&f.b, "bob@b.test/phone").await;
+    alice
+        .expect(|el| is_presence(el, Some("unavailable"), "room@conference.a.test/Bob"))
+        .await;
 }
