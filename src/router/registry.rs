@@ -140,6 +140,17 @@ pub trait PresenceObserver: Send + Sync {
     async fn decorate(&self, _router: &Arc<Router>, _from: &FullJid, _presence: &mut Element) {}
     /// Called after a session's broadcast presence (available or unavailable) went out.
     async fn broadcasted(&self, _router: &Arc<Router>, _from: &FullJid, _presence: &Element) {}
+    /// Called when available or unavailable presence from a session of another server
+    /// (`from`) reached the local account `user`: what `broadcasted` tells of local sessions,
+    /// for the remote contacts a module serves (PEP learns their caps from it).
+    async fn received(
+        &self,
+        _router: &Arc<Router>,
+        _user: &BareJid,
+        _from: &FullJid,
+        _presence: &Element,
+    ) {
+    }
     /// `contact` may now see `user`'s presence (RFC 6121 §3.1.5), e.g. to send it the user's
     /// last PEP items (XEP-0163 §6.1).
     async fn subscription_granted(

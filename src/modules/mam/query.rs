@@ -10,7 +10,7 @@ use tracing::warn;
 
 use super::{form, rsm};
 use crate::router::{IqResult, Router};
-use crate::stanza::{self, Condition, ErrorType, StanzaError};
+use crate::stanza::{self, Condition, ErrorType, Kind, StanzaError};
 use crate::storage::{ArchiveFilter, ArchiveQuery, ArchiveStore, ArchivedMessage, StorageError};
 use crate::xml::{self, ns};
 
@@ -146,9 +146,17 @@ pub async fn run(
     if flip {
         ordered.reverse();
     }
+    // A room's archive is also read by occupants of other servers: their results leave
+    // through the router's egress, in order and ahead of the `<fin/>` answer (the link to the
+    // querier's domain is one queue), instead of looking for a local session.
+    let remote = !router.is_hosted(session.domain().as_str());
     for row in ordered {
         let message = result_message(&session, owner_str, queryid.as_deref(), row);
-        if router.deliver_to_session(&session, message).is_err() {
+        if remote {
+            router
+                .route(Kind::Message, Jid::from(session.clone()), message)
+                .await;
+        } else if router.deliver_to_session(&session, message).is_err() {
             return Err(
                 StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint)
                     .with_text("the session cannot take the results"),

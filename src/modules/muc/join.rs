@@ -55,7 +55,11 @@ async fn available(
     for _ in 0..3 {
         let found = match muc.room(room_jid) {
             Some(handle) => Ok((handle, false)),
-            None => muc.room_or_create(room_jid, &from.to_bare()),
+            None => muc.room_or_create(
+                room_jid,
+                &from.to_bare(),
+                router.is_hosted(from.domain().as_str()),
+            ),
         };
         let (handle, created) = match found {
             Ok(found) => found,

@@ -112,11 +112,14 @@ impl Muc {
         self.rooms().values().cloned().collect()
     }
 
-    /// The existing room, or a new locked one when `creator` may create it.
+    /// The existing room, or a new locked one when `creator` may create it. `creator_is_local`:
+    /// an account of this server (`muc.room_creation = "local_users"` leaves other servers'
+    /// users to join rooms, not to create them).
     fn room_or_create(
         &self,
         jid: &BareJid,
         creator: &BareJid,
+        creator_is_local: bool,
     ) -> Result<(RoomHandle, bool), StanzaError> {
         let mut rooms = self.rooms();
         if let Some(room) = rooms.get(jid) {
@@ -124,6 +127,11 @@ impl Muc {
         }
         if self.limits.room_creation == crate::config::RoomCreation::Nobody {
             return Err(StanzaError::not_allowed().with_text("Room creation is disabled"));
+        }
+        if !creator_is_local {
+            return Err(
+                StanzaError::not_allowed().with_text("Only users of this server create rooms here")
+            );
         }
         if rooms.len() >= self.limits.max_rooms as usize {
             return Err(StanzaError::new(
@@ -273,10 +281,10 @@ impl ItemSource for Muc {
 #[async_trait]
 impl Component for Muc {
     async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element) {
-        // Only this server's users reach the service (there is no federation), always with
-        // the full JID the server stamped; anything else has nobody to answer to.
-        let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
-        let Some(from) = from.filter(|f| router.is_hosted(f.domain().as_str())) else {
+        // This server's users and, through federation, other servers' (the s2s stream
+        // checked that the sender's domain is the peer's): a room has remote occupants too.
+        // The router or the s2s stream stamped `from`; without one there is nobody to answer.
+        let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return;
         };
         let is_answer =

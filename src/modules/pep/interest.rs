@@ -6,12 +6,12 @@
 //! (disco#info with `node='node#ver'`) in a task of its own, never on the session's own
 //! presence path, because the answer arrives on that same session.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use jid::{FullJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tracing::debug;
 
@@ -49,9 +49,73 @@ enum Next {
     Resolve(Caps),
 }
 
+/// Sessions of other servers' users that sent presence to local accounts: the owners each
+/// one watches (whose notifications it may get, and whose last items it gets once its caps
+/// are known), by the remote user's bare JID.
+#[derive(Default)]
+struct RemoteSessions(DashMap<BareJid, HashMap<FullJid, HashSet<BareJid>>>);
+
+impl RemoteSessions {
+    /// `session` sent available presence to `owner`; true if it had not before.
+    fn seen(&self, owner: &BareJid, session: &FullJid) -> bool {
+        self.0
+            .entry(session.to_bare())
+            .or_default()
+            .entry(session.clone())
+            .or_default()
+            .insert(owner.clone())
+    }
+
+    /// `session` told `owner` it is unavailable; true if it watches nobody any more.
+    fn gone(&self, owner: &BareJid, session: &FullJid) -> bool {
+        let bare = session.to_bare();
+        let Some(mut sessions) = self.0.get_mut(&bare) else {
+            return true;
+        };
+        let left = match sessions.get_mut(session) {
+            Some(owners) => {
+                owners.remove(owner);
+                owners.len()
+            }
+            None => 0,
+        };
+        if left == 0 {
+            sessions.remove(session);
+        }
+        let empty = sessions.is_empty();
+        drop(sessions);
+        if empty {
+            self.0.remove_if(&bare, |_, sessions| sessions.is_empty());
+        }
+        left == 0
+    }
+
+    fn owners(&self, session: &FullJid) -> Vec<BareJid> {
+        self.0
+            .get(&session.to_bare())
+            .and_then(|sessions| sessions.get(session).map(|o| o.iter().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// The sessions of the remote user `contact` that watch `owner`.
+    fn watching(&self, contact: &BareJid, owner: &BareJid) -> Vec<FullJid> {
+        self.0
+            .get(contact)
+            .map(|sessions| {
+                sessions
+                    .iter()
+                    .filter(|(_, owners)| owners.contains(owner))
+                    .map(|(jid, _)| jid.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Default)]
 pub struct Interests {
     sessions: DashMap<FullJid, Session>,
+    remote: RemoteSessions,
     cache: CapsCache,
     /// Caps being asked about, with the sessions waiting for the same answer: two sessions
     /// with one new ver cost one query.
@@ -68,6 +132,16 @@ impl Interests {
 
     pub fn forget(&self, jid: &FullJid) {
         self.sessions.remove(jid);
+    }
+
+    /// The local accounts a remote session sent presence to: whose last items it gets.
+    pub fn remote_owners(&self, session: &FullJid) -> Vec<BareJid> {
+        self.remote.owners(session)
+    }
+
+    /// The sessions of the remote user `contact` that sent presence to `owner`.
+    pub fn remote_sessions(&self, contact: &BareJid, owner: &BareJid) -> Vec<FullJid> {
+        self.remote.watching(contact, owner)
     }
 
     /// Every node the session asked to be notified of (none while its priority is negative).
@@ -202,6 +276,62 @@ pub fn on_presence(
                         from.clone(),
                         nodes,
                     ));
+                }
+                Next::Resolve(caps) => {
+                    tokio::spawn(resolve(router.clone(), state.clone(), from.clone(), caps));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Called when presence from a remote session (`from`) reached the local account `owner`: its
+/// interests are learned from its caps as a local session's are (the caps query goes over
+/// s2s), and on its first presence to `owner` it gets `owner`'s last items (§4.3.3).
+pub fn on_remote_presence(
+    router: &Arc<Router>,
+    state: &Arc<PepState>,
+    owner: &BareJid,
+    from: &FullJid,
+    presence: &Element,
+) {
+    match stanza::stanza_type(presence) {
+        "unavailable" if state.interests.remote.gone(owner, from) => {
+            state.interests.forget(from);
+        }
+        "available" => {
+            let new_to_owner = state.interests.remote.seen(owner, from);
+            let caps = Caps::from_presence(presence);
+            let eligible = priority_is_non_negative(presence);
+            let next = state.interests.observe(from, caps, eligible);
+            if new_to_owner {
+                // Everything it wants now, from this owner; what the caps add later comes
+                // with the answer, from every owner it watches.
+                let nodes = state.interests.wanted_nodes(from);
+                let (router, state, owner, from) =
+                    (router.clone(), state.clone(), owner.clone(), from.clone());
+                tokio::spawn(async move {
+                    notify::send_last_items_from(&router, &state, owner, &from, &nodes).await;
+                });
+            }
+            match next {
+                Next::Nothing => {}
+                Next::Deliver(nodes) => {
+                    // The owner that is new to it had all it wants just now.
+                    let owners: Vec<BareJid> = state
+                        .interests
+                        .remote_owners(from)
+                        .into_iter()
+                        .filter(|o| !(new_to_owner && o == owner))
+                        .collect();
+                    let (router, state, from) = (router.clone(), state.clone(), from.clone());
+                    tokio::spawn(async move {
+                        for owner in owners {
+                            notify::send_last_items_from(&router, &state, owner, &from, &nodes)
+                                .await;
+                        }
+                    });
                 }
                 Next::Resolve(caps) => {
                     tokio::spawn(resolve(router.clone(), state.clone(), from.clone(), caps));

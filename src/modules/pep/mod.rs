@@ -289,8 +289,28 @@ impl PresenceObserver for Pep {
         interest::on_presence(router, &self.state, from, presence);
     }
 
+    async fn received(
+        &self,
+        router: &Arc<Router>,
+        user: &BareJid,
+        from: &FullJid,
+        presence: &Element,
+    ) {
+        interest::on_remote_presence(router, &self.state, user, from, presence);
+    }
+
     async fn subscription_granted(&self, router: &Arc<Router>, user: &BareJid, contact: &BareJid) {
-        for (session, _) in router.available_resources(contact) {
+        // A contact of another server: its sessions known from the presence they sent `user`.
+        let sessions: Vec<FullJid> = if router.is_hosted(contact.domain().as_str()) {
+            router
+                .available_resources(contact)
+                .into_iter()
+                .map(|(session, _)| session)
+                .collect()
+        } else {
+            self.state.interests.remote_sessions(contact, user)
+        };
+        for session in sessions {
             let nodes = self.state.interests.wanted_nodes(&session);
             notify::send_last_items_from(router, &self.state, user.clone(), &session, &nodes).await;
         }

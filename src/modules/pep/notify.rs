@@ -87,8 +87,9 @@ fn delay(server: &str, item: &PepItem) -> Element {
     delay
 }
 
-/// The local accounts on `username`'s roster with the given subscription test, as bare JIDs.
-async fn local_contacts(
+/// The accounts on `username`'s roster with the given subscription test, as bare JIDs (this
+/// server's and other servers').
+async fn contacts(
     router: &Router,
     username: &str,
     keep: impl Fn(crate::storage::Subscription) -> bool,
@@ -104,7 +105,7 @@ async fn local_contacts(
         .into_iter()
         .filter(|item| keep(item.subscription))
         .filter_map(|item| BareJid::new(&item.contact).ok())
-        .filter(|jid| jid.node().is_some() && router.is_hosted(jid.domain().as_str()))
+        .filter(|jid| jid.node().is_some())
         .collect()
 }
 
@@ -120,15 +121,26 @@ async fn recipients(
 ) -> Vec<FullJid> {
     let mut accounts = vec![owner.clone()];
     if model != AccessModel::Whitelist && owner.node().is_some() {
-        accounts.extend(local_contacts(router, owner.as_str(), |s| s.contact_sees_user()).await);
+        accounts.extend(contacts(router, owner.as_str(), |s| s.contact_sees_user()).await);
     }
-    accounts
-        .iter()
-        .flat_map(|account| router.available_resources(account))
-        .filter(|(_, priority)| *priority >= 0)
-        .map(|(jid, _)| jid)
-        .filter(|jid| state.interests.wants(jid, node))
-        .collect()
+    let mut sessions = Vec::new();
+    for account in &accounts {
+        if router.is_hosted(account.domain().as_str()) {
+            sessions.extend(
+                router
+                    .available_resources(account)
+                    .into_iter()
+                    .filter(|(_, priority)| *priority >= 0)
+                    .map(|(jid, _)| jid),
+            );
+        } else {
+            // A contact of another server: the sessions that sent the owner presence (their
+            // priority is in `wants`, which remembers it).
+            sessions.extend(state.interests.remote_sessions(account, owner));
+        }
+    }
+    sessions.retain(|jid| state.interests.wants(jid, node));
+    sessions
 }
 
 /// Sends `event_child` (inside `<event/>`) to every session that wants `node`.
@@ -158,8 +170,20 @@ pub async fn send_last_items(
     if user.node().is_none() {
         return;
     }
-    let mut owners = vec![user.clone()];
-    owners.extend(local_contacts(&router, user.as_str(), |s| s.user_sees_contact()).await);
+    let owners = if router.is_hosted(user.domain().as_str()) {
+        let mut owners = vec![user.clone()];
+        owners.extend(
+            contacts(&router, user.as_str(), |s| s.user_sees_contact())
+                .await
+                .into_iter()
+                // Other servers keep their users' PEP nodes.
+                .filter(|owner| router.is_hosted(owner.domain().as_str())),
+        );
+        owners
+    } else {
+        // A session of another server: the local accounts it sent presence to.
+        state.interests.remote_owners(&session)
+    };
     for owner in owners {
         let Some(ctx) = Ctx::new(&router, &state, owner, user.clone()) else {
             continue;

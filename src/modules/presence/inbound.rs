@@ -41,7 +41,20 @@ pub(super) async fn handle(
                 answer_probe(module, router, to, prober).await;
             }
         }
-        "available" | "unavailable" | "error" => router.deliver_presence(to, resource, presence),
+        "available" | "unavailable" => {
+            // Local sessions' presence reaches the observers as it is broadcast; a remote
+            // session's only as it arrives here, once per local user it is sent to.
+            let remote = from
+                .and_then(|f| f.try_into_full().ok())
+                .filter(|f| !router.is_hosted(f.domain().as_str()));
+            if let Some(remote) = remote {
+                for observer in router.presence_observers() {
+                    observer.received(router, to, &remote, &presence).await;
+                }
+            }
+            router.deliver_presence(to, resource, presence)
+        }
+        "error" => router.deliver_presence(to, resource, presence),
         // An unknown type is not presence we can act on.
         _ => {}
     }
