@@ -192,8 +192,12 @@ storage = "internal"
 c2s_require_encryption = true
 s2s_require_encryption = true
 s2s_secure_auth = $secure
--- DNS through lua-unbound, asking only the harness's dnsmasq.
-unbound = { resolvconf = "$work/resolv.conf"; hoststxt = false }
+-- DNS through lua-unbound, asking only the harness's dnsmasq. libunbound answers NXDOMAIN
+-- itself for the special-use "test." zone (RFC 6761) unless told to pass it through.
+unbound = {
+    resolvconf = "$work/resolv.conf"; hoststxt = false;
+    options = { ["local-zone:"] = "test. transparent" };
+}
 use_ipv6 = false
 ssl = { certificate = "$crt"; key = "$key"; cafile = "$pki/ca.crt" }
 
