@@ -182,7 +182,7 @@ start_prosody() { # mode
 -- Written by interop/federation/run.sh ($mode mode).
 pidfile = "$dir/prosody.pid"
 data_path = "$dir/data"
-log = { { levels = { min = "${PROSODY_LOG_LEVEL:-info}" }, to = "file", filename = "$dir/prosody.log" } }
+log = { { levels = { min = "${PROSODY_LOG_LEVEL:-debug}" }, to = "file", filename = "$dir/prosody.log" } }
 interfaces = { "${ADDR[prosody]}" }
 c2s_ports = { $C2S_PORT }
 s2s_ports = { $S2S_PORT }
@@ -373,6 +373,42 @@ stop_corvid() {
     wait "$corvid_pid" 2>/dev/null || true
 }
 
+# The mechanism that authenticated the s2s streams between a pair, both directions, as the
+# Prosody or ejabberd side logged it: SASL EXTERNAL in certs mode, dialback in dialback mode
+# (where a peer accepting EXTERNAL would mean it trusted a certificate it cannot verify).
+check_auth() { # mode server peer_domain label
+    local mode=$1 server=$2 peer=$3 label=$4 log want=() forbid=() line missing="" found=""
+    case "$server" in
+        ejabberd)
+            log="$work/$mode/ejabberd/logs/ejabberd.log"
+            local mech=EXTERNAL other=dialback
+            [ "$mode" = dialback ] && mech=dialback other=EXTERNAL
+            want=("Accepted inbound s2s $mech authentication $peer -> ejabberd.test"
+                  "Accepted outbound s2s $mech authentication ejabberd.test -> $peer")
+            forbid=("Accepted inbound s2s $other authentication $peer -> ejabberd.test"
+                    "Accepted outbound s2s $other authentication ejabberd.test -> $peer") ;;
+        prosody)
+            log="$work/$mode/prosody/prosody.log"
+            local external=("Accepting SASL EXTERNAL identity from $peer" "SASL EXTERNAL with $peer succeeded")
+            if [ "$mode" = certs ]; then
+                want=("${external[@]}")
+            else
+                want=("Incoming s2s connection $peer->prosody.test complete"
+                      "Outgoing s2s connection prosody.test->$peer complete")
+                forbid=("${external[@]}")
+            fi ;;
+        *) return 0 ;;
+    esac
+    for line in "${want[@]}"; do grep -qF "$line" "$log" || missing+=" [$line]"; done
+    for line in "${forbid[@]}"; do ! grep -qF "$line" "$log" || found+=" [$line]"; done
+    local step="auth $mode $server.test<->$peer (as $server logged it)"
+    if [ -z "$missing$found" ]; then
+        echo "PASS $label $step"
+    else
+        echo "FAIL $label $step:${missing:+ missing$missing}${found:+ unexpected$found}"
+    fi
+}
+
 server_logs() { # mode
     local f
     for f in "$work/$1/corvid/corvid.log" "$work/$1/prosody/prosody.log" "$work/$1/ejabberd/logs/ejabberd.log"; do
@@ -430,6 +466,8 @@ for mode in "${modes[@]}"; do
             --a-jid "$user_x@$x.test" --a-password "$PASSWORD" --a-addr "${ADDR[$x]}:$C2S_PORT" \
             --b-jid "$user_y@$y.test" --b-password "$PASSWORD" --b-addr "${ADDR[$y]}:$C2S_PORT" \
             --cafile "$cafile" --room "room-$x-$y" | tee -a "$results" || true
+        check_auth "$mode" "$x" "$y.test" "$label" | tee -a "$results"
+        check_auth "$mode" "$y" "$x.test" "$label" | tee -a "$results"
     done
     if grep -q "^FAIL \[$mode\]" "$results"; then server_logs "$mode" >&2; fi
     for server in "${started[@]}"; do "stop_$server"; done
