@@ -17,6 +17,7 @@ the number of failures (0 when all pass)."""
 import argparse
 import asyncio
 import hashlib
+import os
 import ssl
 import sys
 import time
@@ -24,7 +25,7 @@ import time
 import slixmpp
 from slixmpp.xmlstream import ET
 
-TIMEOUT = 30
+TIMEOUT = int(os.environ.get("FEDERATION_STEP_TIMEOUT", "20"))
 MUC_OWNER = "http://jabber.org/protocol/muc#owner"
 
 
