@@ -40,7 +40,7 @@ for arg in "$@"; do
         certs|dialback) modes+=("$arg") ;;
         corvid-prosody|corvid-ejabberd|prosody-ejabberd) pairs+=("$arg") ;;
         prosody-corvid|ejabberd-corvid|ejabberd-prosody) pairs+=("${arg#*-}-${arg%%-*}") ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | cut -c3-; exit 0 ;;
         *) die "unknown argument '$arg' (pairs: corvid-prosody corvid-ejabberd prosody-ejabberd; modes: certs dialback)" ;;
     esac
 done
@@ -66,7 +66,12 @@ if [ ${#need[@]} -gt 0 ]; then
     timeout 600 apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 # The packages may start their system instance, which binds 5222/5269 on every address.
-if [ -n "${want[prosody]:-}" ]; then timeout 30 service prosody stop >/dev/null 2>&1 || true; fi
+if [ -n "${want[prosody]:-}" ]; then
+    timeout 30 service prosody stop >/dev/null 2>&1 || true
+    # bookworm's init script matches a process named lua5.2 and so misses Prosody on lua5.4;
+    # prosodyctl stops the instance of /etc/prosody through its pidfile.
+    if timeout 30 prosodyctl status >/dev/null 2>&1; then timeout 60 prosodyctl stop >/dev/null 2>&1 || true; fi
+fi
 if [ -n "${want[ejabberd]:-}" ]; then timeout 60 service ejabberd stop >/dev/null 2>&1 || true; fi
 
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import slixmpp' 2>/dev/null; then
