@@ -70,6 +70,9 @@ impl RunningServer {
         {
             warn!("sessions still ending after {SESSIONS_GRACE:?}; shutting down anyway");
         }
+        if let Some(s2s) = &self.s2s {
+            s2s.shutdown().await;
+        }
         router.store_late_messages().await;
         router.run_shutdown_hooks().await;
         router.storage().close().await;

@@ -533,13 +533,9 @@ async fn directed_presence_to_a_remote_jid_and_its_unavailable() {
         .await;
 }
 
-/// Not so today, and not for the modules to fix: on shutdown b.test's outbound s2s links
-/// stop at once (`outbound::run_link` breaks on the shutdown signal with `Stopped`), and the
-/// unavailable presence bob's ending session sends afterwards opens a new link that stops as
-/// soon as it is up, its queue bounced (presence dropped). Nor does a.test mark b.test's users
-/// unavailable when the stream from b.test ends.
+/// A server that shuts down ends its sessions first, and its links carry their unavailable
+/// presence before they close (`S2s::shutdown`).
 #[tokio::test]
-#[ignore = "s2s links stop before the sessions' unavailable presence leaves (see above)"]
 async fn remote_contacts_go_unavailable_when_their_server_shuts_down() {
     let f = federation().await;
     f.a.add_user("alice@a.test").await;

@@ -68,7 +68,6 @@ pub(super) async fn run(
     peer: SocketAddr,
     direct_tls: bool,
 ) {
-    let _alive = router.track_task();
     let limits = s2s.config.s2s.xml_limits();
     let negotiation = Duration::from_secs(s2s.config.s2s.negotiation_timeout_secs.max(1));
     let deadline = Instant::now() + negotiation;
@@ -113,7 +112,7 @@ impl Inbound {
         let idle = Duration::from_secs(self.s2s.config.s2s.idle_timeout_secs.max(1));
         let mut last_read = Instant::now();
         let mut read_so_far = self.wire.bytes_read();
-        let mut shutdown = self.router.shutdown_signal();
+        let mut closing = self.s2s.closing.subscribe();
         loop {
             let unauthenticated = self.authenticated.is_empty();
             let timer = if unauthenticated {
@@ -160,7 +159,7 @@ impl Inbound {
                     debug!("s2s stream idle: closing");
                     return End::PeerClosed;
                 }
-                _ = shutdown.wait() => return End::Error(StreamCondition::SystemShutdown, None),
+                _ = super::until_closing(&mut closing) => return End::Error(StreamCondition::SystemShutdown, None),
             }
         }
     }

@@ -56,6 +56,9 @@ pub struct S2s {
     connections: AtomicUsize,
     /// Authenticated inbound streams per remote domain (`s2s.max_connections_per_domain`).
     inbound: InboundCount,
+    /// Set when the server stops, after its sessions ended: links send what they hold and
+    /// close, inbound streams end with `<system-shutdown/>`.
+    closing: tokio::sync::watch::Sender<bool>,
     /// For spawning link tasks from `&self`.
     this: Weak<S2s>,
     router: OnceLock<Weak<Router>>,
@@ -76,6 +79,7 @@ impl S2s {
             pool: pool::Pool::default(),
             connections: AtomicUsize::new(0),
             inbound: InboundCount::default(),
+            closing: tokio::sync::watch::Sender::new(false),
             this: this.clone(),
             router: OnceLock::new(),
             config,
@@ -89,6 +93,25 @@ impl S2s {
     /// Outbound links open now (a bidi stream carrying ours back counts as one).
     pub fn link_count(&self) -> usize {
         self.pool.len()
+    }
+
+    /// Closes every s2s connection once the sessions have ended (their last presences are
+    /// queued on the links by then): links send what they hold first. Waits for them, a few
+    /// seconds at most.
+    pub async fn shutdown(&self) {
+        self.closing.send_replace(true);
+        let wait = async {
+            while self.connection_count() > 0 || self.pool.len() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, wait).await.is_err() {
+            warn!("s2s connections still open after {SHUTDOWN_GRACE:?}; closing anyway");
+        }
+    }
+
+    fn is_closing(&self) -> bool {
+        *self.closing.borrow()
     }
 
     /// s2s connections open now, both directions.
@@ -203,6 +226,15 @@ impl InboundCount {
         }
     }
 }
+
+/// Returns once the server closes its s2s connections.
+async fn until_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: dropped here, before any other await.
+    let _ = closing.wait_for(|closing| *closing).await.is_ok();
+}
+
+/// How long shutdown waits for links to send what they hold.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct ConnectionSlot(Weak<S2s>);
 

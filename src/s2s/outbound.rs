@@ -91,7 +91,8 @@ pub(super) async fn run_link(
     id: u64,
     mut queue: mpsc::Receiver<Element>,
 ) {
-    let _alive = router.track_task();
+    // Not one of the tasks shutdown waits for: links carry the unavailable presence of the
+    // sessions that end then, and close after them (`S2s::shutdown`).
     let Some(_slot) = s2s.connection_slot() else {
         let full = LinkError::Refused("s2s.max_connections reached here".into());
         return give_up(&s2s, &router, &pair, id, queue, full).await;
@@ -115,7 +116,7 @@ pub(super) async fn run_link(
     let idle = Duration::from_secs(s2s.config.s2s.idle_timeout_secs.max(1));
     let mut last_write = Instant::now();
     let mut last_use = Instant::now();
-    let mut shutdown = router.shutdown_signal();
+    let mut closing = s2s.closing.subscribe();
     let mut piggyback = Piggyback {
         authenticated: std::collections::HashSet::from([pair.local.clone()]),
         pending: std::collections::HashMap::new(),
@@ -198,7 +199,8 @@ pub(super) async fn run_link(
                 debug!("s2s link idle: closing");
                 break None;
             }
-            _ = shutdown.wait() => break Some(LinkError::Stopped),
+            // What is queued still goes out, below, before the stream closes.
+            _ = super::until_closing(&mut closing) => break None,
         }
     };
     // New stanzas open a new link from here on; those already queued go out on this one while
@@ -238,7 +240,7 @@ pub(super) fn resend(s2s: &Arc<S2s>, router: &Arc<Router>, stanza: Element) {
     let Some(to) = stanza.attr("to").and_then(|t| jid::Jid::new(t).ok()) else {
         return;
     };
-    if router.is_shutting_down() {
+    if s2s.is_closing() {
         pool::bounce(
             router,
             kind,
@@ -455,21 +457,19 @@ async fn restart(s2s: &S2s, mut wire: Wire, pair: &Pair) -> Result<Opened, LinkE
         if header.default_ns.as_deref() != Some(ns::SERVER) {
             return Err(LinkError::Protocol("not a jabber:server stream".into()));
         }
-        let features = loop {
-            match wire.next_frame().await? {
-                Frame::Element(el) if el.is("features", ns::STREAM) => break el,
-                Frame::Element(el) => {
-                    if let Some(error) = stream_error_text(&el) {
-                        return Err(LinkError::StreamError(error));
-                    }
-                    return Err(LinkError::Protocol(format!(
-                        "expected features, got <{}>",
-                        el.name()
-                    )));
+        let features = match wire.next_frame().await? {
+            Frame::Element(el) if el.is("features", ns::STREAM) => el,
+            Frame::Element(el) => {
+                if let Some(error) = stream_error_text(&el) {
+                    return Err(LinkError::StreamError(error));
                 }
-                Frame::StreamClose => return Err(LinkError::StreamError("closed".into())),
-                Frame::StreamOpen(_) => return Err(LinkError::Protocol("a second header".into())),
+                return Err(LinkError::Protocol(format!(
+                    "expected features, got <{}>",
+                    el.name()
+                )));
             }
+            Frame::StreamClose => return Err(LinkError::StreamError("closed".into())),
+            Frame::StreamOpen(_) => return Err(LinkError::Protocol("a second header".into())),
         };
         if !wire.is_secure() {
             if features.has_child("starttls", ns::TLS) {

@@ -1,10 +1,11 @@
 //! The stream framing against arbitrary bytes: the first two bytes choose how the rest is split
 //! (as TCP might), and the frames and verdict must match a one-shot parse; no input may make the
 //! parser do more than a few events of work per byte or hold more open elements than the
-//! depth limit.
+//! depth limit. The second byte's top bit picks a server-to-server stream, whose `jabber:server`
+//! stanzas are built as `jabber:client` ones.
 #![no_main]
 
-use corvid::xml::{to_string, Frame, StreamCondition, StreamParser, XmlLimits};
+use corvid::xml::{ns, to_string, Frame, StreamCondition, StreamParser, XmlLimits};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: XmlLimits = XmlLimits {
@@ -25,8 +26,11 @@ fn describe(frames: &[Frame]) -> Vec<String> {
         .collect()
 }
 
-fn parse(input: &[u8], chunk: usize) -> (Vec<String>, Option<StreamCondition>) {
+fn parse(input: &[u8], chunk: usize, s2s: bool) -> (Vec<String>, Option<StreamCondition>) {
     let mut parser = StreamParser::new(LIMITS);
+    if s2s {
+        parser = parser.stanzas_in(ns::SERVER, ns::CLIENT);
+    }
     let mut frames = Vec::new();
     for piece in input.chunks(chunk.max(1)) {
         let before = parser.events_handled();
@@ -49,9 +53,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((split, input)) = data.split_first_chunk::<2>() else {
         return;
     };
-    let chunk = usize::from(u16::from_le_bytes(*split)) % 8192 + 1;
-    let whole = parse(input, input.len());
-    let split = parse(input, chunk);
+    let s2s = split[1] & 0x80 != 0;
+    let chunk = usize::from(u16::from_le_bytes(*split) & 0x7fff) % 8192 + 1;
+    let whole = parse(input, input.len(), s2s);
+    let split = parse(input, chunk, s2s);
     assert_eq!(whole, split, "chunk size {chunk}");
     // Every frame that came out serializes to XML that parses again to the same thing.
     for frame in &whole.0 {
