@@ -50,6 +50,8 @@ direct_tls = false
 [http]
 enabled = false
 tls_enabled = false
+[s2s]
+enabled = false
 TOML
 
 "$bin" check-config -c "$work/corvid.toml"

@@ -372,7 +372,7 @@ async fn signal_tells_clients_and_the_binary_exits_cleanly(signal: &str) {
         &config,
         format!(
             "domain = 'localhost'\n[storage]\nurl = 'sqlite://{db}'\n[tls]\ncert = '{cert}'\nkey = '{key}'\n\
-             [c2s]\nbind = '127.0.0.1'\nport = 0\ndirect_tls = false\n[http]\nenabled = false\ntls_enabled = false\n",
+             [c2s]\nbind = '127.0.0.1'\nport = 0\ndirect_tls = false\n[http]\nenabled = false\ntls_enabled = false\n[s2s]\nenabled = false\n",
             db = dir.path().join("corvid.db").display(),
             cert = dir.path().join("cert.pem").display(),
             key = dir.path().join("key.pem").display(),
