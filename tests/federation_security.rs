@@ -198,3 +198,31 @@ async fn streams_from_one_domain_are_capped() {
         streams.push(raw);
     }
 }
+
+/// ejabberd matches dialback elements by their prefixed name (`db:verify`), not by namespace:
+/// corvid writes them with the `db:` prefix its stream header binds.
+#[tokio::test]
+async fn dialback_elements_are_written_with_the_db_prefix() {
+    use tokio::io::AsyncReadExt;
+    let f = federation().await;
+    let keys = dialback_keys(&f.a).await;
+    let (mut raw, _id, _) = raw_s2s(&f.a, B, A).await;
+    raw.write(&format!(
+        "<db:verify from='{B}' to='{A}' id='s1'>{}</db:verify>",
+        keys.key(B, A, "s1")
+    ))
+    .await;
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(common::WAIT, async {
+        while !bytes.ends_with(b"/>") {
+            raw.io.read_exact(&mut byte).await.expect("read");
+            bytes.push(byte[0]);
+        }
+    })
+    .await
+    .expect("an answer");
+    let answer = String::from_utf8_lossy(&bytes);
+    assert!(answer.trim_start().starts_with("<db:verify "), "{answer}");
+    assert!(answer.contains("type='valid'"), "{answer}");
+}

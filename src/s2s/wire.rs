@@ -147,6 +147,11 @@ impl Wire {
     /// A nonza: stream features and errors with the `stream:` prefix, anything else with its
     /// own namespace (dialback elements in theirs, which the header bound to `db:`, too).
     pub async fn send_element(&mut self, el: &Element) -> io::Result<()> {
+        if el.ns() == dialback::NS {
+            return self
+                .send_bytes(&xml::writer::prefixed_to_bytes(el, "db"))
+                .await;
+        }
         self.send_bytes(&xml::stream_element_to_bytes(el, false))
             .await
     }

@@ -56,6 +56,21 @@ pub fn stream_element_to_bytes(el: &Element, declare_prefix: bool) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The element written with `prefix`, which the stream header bound to its namespace: how
+/// Server Dialback's `<db:result/>` and `<db:verify/>` go out, since some servers (ejabberd)
+/// match those by their prefixed name rather than by namespace. Children declare their own
+/// namespaces.
+pub fn prefixed_to_bytes(el: &Element, prefix: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(128);
+    let prefix = format!("{prefix}:");
+    out.push('<');
+    out.push_str(&prefix);
+    out.push_str(el.name());
+    write_attrs(el, &mut out);
+    write_content(el, &prefix, None, &mut out);
+    out.into_bytes()
+}
+
 fn write_element(el: &Element, parent_ns: Option<&str>, out: &mut String) {
     let el_ns = el.ns();
     out.push('<');
@@ -171,6 +186,18 @@ mod tests {
         let second = parse_standalone(written.as_bytes(), XmlLimits::with_max_size(1 << 20))
             .unwrap_or_else(|e| panic!("output {written} does not parse: {e}"));
         (first, second)
+    }
+
+    #[test]
+    fn a_prefixed_element_keeps_the_prefix_and_its_children_their_namespaces() {
+        let el: Element = "<result xmlns='jabber:server:dialback' from='a' to='b' type='error'>\
+            <error xmlns='jabber:server' type='cancel'/></result>"
+            .parse()
+            .expect("parses");
+        let written = String::from_utf8(prefixed_to_bytes(&el, "db")).expect("utf8");
+        assert!(written.starts_with("<db:result "), "{written}");
+        assert!(written.ends_with("<error xmlns='jabber:server' type='cancel'/></db:result>"));
+        assert!(!written.contains("xmlns='jabber:server:dialback'"));
     }
 
     #[test]
