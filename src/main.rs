@@ -64,6 +64,13 @@ fn main() -> ExitCode {
         }
     };
     if let Command::CheckConfig = cli.command {
+        // Federation routes are parsed as the server would at start.
+        if config.s2s.enabled {
+            if let Err(e) = corvid::s2s::resolve::Resolver::new(&config.s2s) {
+                eprintln!("corvid: {}: {e}", cli.config.display());
+                return ExitCode::FAILURE;
+            }
+        }
         println!(
             "{}: ok (domain {}, storage {})",
             cli.config.display(),

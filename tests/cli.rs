@@ -48,6 +48,12 @@ fn check_config_accepts_the_example_and_names_mistakes() {
     assert!(!out.status.success());
     assert!(text(&out).contains("max_stanza_size"), "{}", text(&out));
 
+    // A federation route the server could not use is reported before it starts.
+    std::fs::write(&bad, "[s2s.routes]\n'example.net' = 'tls://10.0.0.7'\n").unwrap();
+    let out = corvid(&["check-config", "-c", bad.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("example.net"), "{}", text(&out));
+
     let missing = dir.path().join("missing.toml");
     let out = corvid(&["check-config", "-c", missing.to_str().unwrap()], None);
     assert!(!out.status.success());
