@@ -188,6 +188,29 @@ impl S2s {
             .to_owned()
     }
 
+    /// A stream with `domain` ended abnormally: the modules hear of it
+    /// (`Router::remote_domain_lost`) in a task of their own, so the stream's task finishes
+    /// without waiting for every room and contact the domain's users touched. Nothing is said
+    /// while this server shuts down: its own streams end then, not the other server.
+    ///
+    /// Said whether or not another stream with the domain is still up (a peer usually holds one
+    /// in each direction). When a server crashes or the network fails, every stream with it
+    /// breaks, and waiting for the last one would delay the news by however long an idle
+    /// stream takes to notice (minutes, until a keepalive write fails). And the stream that
+    /// broke may have swallowed stanzas in flight, an unavailable presence among them, that
+    /// the peer will not send again on its other stream. The cost is on the rare loss of one
+    /// stream of a healthy peer: its users look offline here until their next presence.
+    /// Counting streams per domain across both directions would also need state shared by
+    /// `inbound` and `outbound` that nothing else needs.
+    fn lost(&self, router: &Arc<Router>, domain: &str) {
+        if self.is_closing() || router.is_shutting_down() {
+            return;
+        }
+        tracing::info!(remote = %domain, "connection to the domain lost");
+        let (router, domain) = (router.clone(), domain.to_owned());
+        tokio::spawn(async move { router.remote_domain_lost(&domain).await });
+    }
+
     /// Whether `domain` is served here: a hosted domain or one of its services. Another
     /// server may never speak for these.
     fn serves(&self, router: &Router, domain: &str) -> bool {

@@ -206,6 +206,15 @@ pub(super) async fn run_link(
     // New stanzas open a new link from here on; those already queued go out on this one while
     // it can still write, or take the new one.
     s2s.pool.remove(&pair, id);
+    // An established link that broke, or that a stream error (the peer's or ours) ended: the
+    // remote server's users may be gone without a word. Idling out, the peer's
+    // `</stream:stream>` and our shutdown are clean (`None`).
+    if matches!(
+        ended,
+        Some(LinkError::Lost(_) | LinkError::StreamError(_) | LinkError::Protocol(_))
+    ) {
+        s2s.lost(&router, &pair.remote);
+    }
     for (domain, waiting) in piggyback.pending.drain() {
         let why = Unreachable {
             timeout: false,
