@@ -162,7 +162,11 @@ async fn a_crashed_server_s_users_go_unavailable_and_leave_rooms_with_333() {
         })
         .and_then(|f| f.get_child("value", "jabber:x:data"))
         .map(Element::text);
-    assert_eq!(occupants.as_deref(), Some("1"), "only alice is left: {info:?}");
+    assert_eq!(
+        occupants.as_deref(),
+        Some("1"),
+        "only alice is left: {info:?}"
+    );
 }
 
 /// Streams that idle out end with `</stream:stream>`: the other server's users are still there

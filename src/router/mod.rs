@@ -33,8 +33,8 @@ pub use flags::{SessionFlag, SessionFlags};
 pub use priority::Priority;
 pub use registry::{
     InlineFeature, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, PresenceHandler,
-    PresenceObserver, Registry, RemoteDomainHook, SessionHook, ShutdownHook, StanzaFilter, UndeliverableMessage,
-    Verdict,
+    PresenceObserver, Registry, RemoteDomainHook, SessionHook, ShutdownHook, StanzaFilter,
+    UndeliverableMessage, Verdict,
 };
 pub use resource_cap::{Reservation, TooManyResources};
 pub use sessions::{Availability, Outbound, SessionEnd, SharedStanza};

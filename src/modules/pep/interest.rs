@@ -508,6 +508,10 @@ mod tests {
         assert_eq!(interests.remote_owners(&carol), vec![alice.clone()]);
         assert!(interests.sessions.contains_key(&carol));
         assert!(interests.sessions.contains_key(&local));
-        assert_eq!(interests.forget_domain("b.test"), 0, "nothing left the second time");
+        assert_eq!(
+            interests.forget_domain("b.test"),
+            0,
+            "nothing left the second time"
+        );
     }
 }

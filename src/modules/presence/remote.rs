@@ -142,7 +142,10 @@ mod tests {
         let taken = remote.take_domain("b.test");
         assert_eq!(taken, vec![(bob.clone(), vec![bare("alice@a.test")])]);
         assert_eq!(remote.entries(), 1);
-        assert!(remote.take_domain("b.test").is_empty(), "a second loss finds nothing");
+        assert!(
+            remote.take_domain("b.test").is_empty(),
+            "a second loss finds nothing"
+        );
         remote.unavailable(&carol, &bare("alice@a.test"));
         assert_eq!(remote.entries(), 0);
         assert!(remote.domains.is_empty());
@@ -157,7 +160,11 @@ mod tests {
         }
         assert_eq!(remote.entries(), MAX_PER_DOMAIN);
         remote.available(&full("bob@b.test/phone"), &alice);
-        assert_eq!(remote.entries(), MAX_PER_DOMAIN + 1, "other domains still count");
+        assert_eq!(
+            remote.entries(),
+            MAX_PER_DOMAIN + 1,
+            "other domains still count"
+        );
         assert_eq!(remote.take_domain("evil.test").len(), MAX_PER_DOMAIN);
         assert_eq!(remote.entries(), 1);
     }
