@@ -222,3 +222,48 @@ async fn a_clean_close_of_an_idle_stream_says_nothing() {
         })
         .await;
 }
+
+/// A server that shuts down says goodbye for its users, then ends its streams with
+/// `<system-shutdown/>` or `</stream:stream>`: its users leave as they said, once, and not as
+/// lost (no 333).
+#[tokio::test]
+async fn a_clean_shutdown_of_the_other_server_is_not_a_loss() {
+    let f = Federation::start(Trust::TestCa).await;
+    f.a.add_user("alice@a.test").await;
+    f.b.add_user("bob@b.test").await;
+    put_item(&f.a, "alice@a.test", "bob@b.test").await;
+    put_item(&f.b, "bob@b.test", "alice@a.test").await;
+    let mut alice = Session::online_on(&f.a, A, "alice", "pc").await;
+    let mut bob = Session::online_on(&f.b, B, "bob", "phone").await;
+    alice
+        .expect(|el| is_presence(el, None, "bob@b.test/phone"))
+        .await;
+    join(&mut alice, "Alice").await;
+    let configured = alice
+        .iq(&format!(
+            "<iq to='{ROOM}' type='set'><query xmlns='{MUC_OWNER}'>\
+             <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    assert_eq!(configured.attr("type"), Some("result"), "{configured:?}");
+    join(&mut bob, "Bob").await;
+    alice
+        .expect(|el| is_presence(el, None, "room@conference.a.test/Bob"))
+        .await;
+
+    f.b.server.shutdown().await;
+    until_no_s2s(&f.a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = alice.drain().await;
+    let unavailable: Vec<&Element> = seen
+        .iter()
+        .filter(|el| is_presence(el, Some("unavailable"), "bob@b.test/phone"))
+        .collect();
+    assert_eq!(unavailable.len(), 1, "bob's own goodbye only: {seen:?}");
+    let left: Vec<&Element> = seen
+        .iter()
+        .filter(|el| is_presence(el, Some("unavailable"), "room@conference.a.test/Bob"))
+        .collect();
+    assert_eq!(left.len(), 1, "bob left the room once: {seen:?}");
+    assert!(!muc_codes(left[0]).contains(&333), "{:?}", left[0]);
+}

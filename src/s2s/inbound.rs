@@ -382,6 +382,10 @@ impl Inbound {
         }
         if el.is("error", ns::STREAM) {
             debug!(error = ?outbound::stream_error_text(&el), "the peer ended the stream");
+            // Answered like its `</stream:stream>`: not a lost connection (`is_loss`).
+            if super::peer_shuts_down(&el) {
+                return Err(End::PeerClosed);
+            }
             return Err(End::Disconnected);
         }
         Err(End::Error(

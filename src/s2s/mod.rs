@@ -250,6 +250,15 @@ impl InboundCount {
     }
 }
 
+/// Whether a `<stream:error/>` from the peer says it is shutting down: a server that stops
+/// cleanly says goodbye for its users before it closes its streams (corvid does, so do Prosody
+/// and ejabberd), so this is not a lost connection, and treating it as one would race with
+/// those goodbyes still on their way on another stream.
+fn peer_shuts_down(error: &Element) -> bool {
+    error.is("error", crate::xml::ns::STREAM)
+        && error.has_child("system-shutdown", crate::xml::ns::STREAMS_ERRORS)
+}
+
 /// Returns once the server closes its s2s connections.
 async fn until_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`: dropped here, before any other await.
