@@ -303,3 +303,33 @@ impl Component for S2s {
 pub fn attach(s2s: &S2s, router: &Arc<Router>) {
     let _ = s2s.router.set(Arc::downgrade(router));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_error(condition: &str) -> Element {
+        Element::builder("error", crate::xml::ns::STREAM)
+            .append(Element::bare(condition, crate::xml::ns::STREAMS_ERRORS))
+            .build()
+    }
+
+    #[test]
+    fn only_the_peer_s_system_shutdown_is_a_clean_stream_error() {
+        assert!(peer_shuts_down(&stream_error("system-shutdown")));
+        for condition in [
+            "connection-timeout",
+            "policy-violation",
+            "internal-server-error",
+        ] {
+            assert!(!peer_shuts_down(&stream_error(condition)), "{condition}");
+        }
+        let stanza_error = Element::builder("error", crate::xml::ns::CLIENT)
+            .append(Element::bare(
+                "system-shutdown",
+                crate::xml::ns::STREAMS_ERRORS,
+            ))
+            .build();
+        assert!(!peer_shuts_down(&stanza_error));
+    }
+}
