@@ -33,8 +33,8 @@ pub use flags::{SessionFlag, SessionFlags};
 pub use priority::Priority;
 pub use registry::{
     InlineFeature, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, PresenceHandler,
-    PresenceObserver, Registry, SessionHook, ShutdownHook, StanzaFilter, UndeliverableMessage,
-    Verdict,
+    PresenceObserver, Registry, RemoteDomainHook, SessionHook, ShutdownHook, StanzaFilter,
+    UndeliverableMessage, Verdict,
 };
 pub use resource_cap::{Reservation, TooManyResources};
 pub use sessions::{Availability, Outbound, SessionEnd, SharedStanza};
@@ -322,6 +322,18 @@ impl Router {
             for hook in self.registry.session_hooks.iter() {
                 hook.ended(self, jid, last.is_available(), why).await;
             }
+        }
+    }
+
+    /// The connection to the other server `domain` was lost abnormally (see
+    /// `RemoteDomainHook`): each module forgets or ends what that server's users had here.
+    /// Nothing runs once shutdown has begun: the loss is then our own doing.
+    pub async fn remote_domain_lost(self: &Arc<Self>, domain: &str) {
+        if self.shutdown.has_begun() {
+            return;
+        }
+        for hook in self.registry.remote_domain_hooks.iter() {
+            hook.lost(self, domain).await;
         }
     }
 

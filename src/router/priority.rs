@@ -9,16 +9,16 @@ use std::sync::Arc;
 ///
 /// Where today's hooks sit:
 ///
-/// | priority   | session hooks | stanza filters | message hooks | presence observers |
-/// |------------|---------------|----------------|---------------|--------------------|
-/// | `Prelude`  | muc           |                |               |                    |
-/// | `Presence` | presence      |                |               |                    |
-/// | `Policy`   | blocking      | blocking       |               |                    |
-/// | `Offline`  | offline       |                |               |                    |
-/// | `Archive`  | mam           |                | mam           |                    |
-/// | `Profile`  | pep, vcard    |                |               | pep, vcard         |
-/// | `Copies`   |               |                | carbons       |                    |
-/// | `Notify`   | muc           |                | push          |                    |
+/// | priority   | session hooks | stanza filters | message hooks | presence observers | remote-domain hooks |
+/// |------------|---------------|----------------|---------------|--------------------|---------------------|
+/// | `Prelude`  | muc           |                |               |                    |                     |
+/// | `Presence` | presence      |                |               |                    | muc, presence       |
+/// | `Policy`   | blocking      | blocking       |               |                    |                     |
+/// | `Offline`  | offline       |                |               |                    |                     |
+/// | `Archive`  | mam           |                | mam           |                    |                     |
+/// | `Profile`  | pep, vcard    |                |               | pep, vcard         | pep                 |
+/// | `Copies`   |               |                | carbons       |                    |                     |
+/// | `Notify`   | muc           |                | push          |                    |                     |
 ///
 /// Shutdown hooks (only mam's) take `Archive`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -162,6 +162,24 @@ pub trait PresenceObserver: Send + Sync {
     }
 }
 
+/// Told when this server lost its connection to another domain abnormally: the s2s stream or
+/// link with it broke, or ended with a stream error (the peer's or ours). Presence and
+/// occupancy that server's users had here can no longer be trusted: their sessions may have
+/// ended while nothing could tell us (RFC 6121 gives a server that learns a remote session is
+/// gone no other way to say so than the unavailable presence it would have sent). Not called
+/// for a clean `</stream:stream>` (servers close idle streams routinely and say goodbye for
+/// their users first), nor while this server shuts down.
+///
+/// Federation calls it in a task of its own, off the stream's task; it may be called more than
+/// once for one outage (a peer holds a stream in each direction and both break), so an
+/// implementation forgets what it acted on and a second call finds nothing left to do.
+#[async_trait]
+pub trait RemoteDomainHook: Send + Sync {
+    /// The connection to `domain` (as it authenticated: `example.org`, or a service of it such
+    /// as `conference.example.org`) was lost.
+    async fn lost(&self, router: &Arc<Router>, domain: &str);
+}
+
 /// What a stanza filter decides.
 #[derive(Debug)]
 pub enum Verdict {
@@ -322,6 +340,7 @@ pub struct Registry {
     pub(super) shutdown_hooks: Ordered<dyn ShutdownHook>,
     pub(super) presence: Option<Arc<dyn PresenceHandler>>,
     pub(super) presence_observers: Ordered<dyn PresenceObserver>,
+    pub(super) remote_domain_hooks: Ordered<dyn RemoteDomainHook>,
     pub(super) filters: Ordered<dyn StanzaFilter>,
     pub(super) message_hooks: Ordered<dyn MessageHook>,
     pub(super) components: HashMap<String, Arc<dyn Component>>,
@@ -384,6 +403,12 @@ impl Registry {
     pub fn presence_observer(&mut self, priority: Priority, observer: Arc<dyn PresenceObserver>) {
         self.presence_observers
             .insert(priority, self.module, observer);
+    }
+
+    /// See `RemoteDomainHook`: what a module does when the connection to another server
+    /// was lost.
+    pub fn remote_domain_hook(&mut self, priority: Priority, hook: Arc<dyn RemoteDomainHook>) {
+        self.remote_domain_hooks.insert(priority, self.module, hook);
     }
 
     pub fn stanza_filter(&mut self, priority: Priority, filter: Arc<dyn StanzaFilter>) {

@@ -97,8 +97,12 @@ pub(super) async fn run(
         router,
     };
     let end = stream.serve(deadline).await;
+    let lost = is_loss(&end);
     for domain in &stream.authenticated {
         stream.s2s.inbound.leave(domain);
+        if lost {
+            stream.s2s.lost(&stream.router, domain);
+        }
     }
     stream.give_back_returning().await;
     stream.finish(end).await;
@@ -378,6 +382,10 @@ impl Inbound {
         }
         if el.is("error", ns::STREAM) {
             debug!(error = ?outbound::stream_error_text(&el), "the peer ended the stream");
+            // Answered like its `</stream:stream>`: not a lost connection (`is_loss`).
+            if super::peer_shuts_down(&el) {
+                return Err(End::PeerClosed);
+            }
             return Err(End::Disconnected);
         }
         Err(End::Error(
@@ -633,6 +641,19 @@ pub(super) fn admit(
     crate::stanza::set_attr(&mut stanza, "from", from.to_string());
     crate::stanza::set_attr(&mut stanza, "to", to.to_string());
     Ok((to, stanza))
+}
+
+/// Whether a stream ending so means the connection with the peer was lost: it broke, the
+/// peer ended it with a stream error, or we did. A `</stream:stream>` from the peer, our own
+/// close of an idle stream (the peer sent nothing, keepalives included, for
+/// `s2s.idle_timeout_secs`: a server that does not use a stream may well be silent on it) and
+/// `<system-shutdown/>` (ours) are not.
+fn is_loss(end: &End) -> bool {
+    match end {
+        End::Disconnected | End::Stalled | End::ErrorWith(..) => true,
+        End::Error(condition, _) => !matches!(condition, StreamCondition::SystemShutdown),
+        End::PeerClosed | End::TakenOver(_) => false,
+    }
 }
 
 async fn next_returning(returning: &mut Option<Returning>) -> Option<Element> {

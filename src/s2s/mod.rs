@@ -188,6 +188,29 @@ impl S2s {
             .to_owned()
     }
 
+    /// A stream with `domain` ended abnormally: the modules hear of it
+    /// (`Router::remote_domain_lost`) in a task of their own, so the stream's task finishes
+    /// without waiting for every room and contact the domain's users touched. Nothing is said
+    /// while this server shuts down: its own streams end then, not the other server.
+    ///
+    /// Said whether or not another stream with the domain is still up (a peer usually holds one
+    /// in each direction). When a server crashes or the network fails, every stream with it
+    /// breaks, and waiting for the last one would delay the news by however long an idle
+    /// stream takes to notice (minutes, until a keepalive write fails). And the stream that
+    /// broke may have swallowed stanzas in flight, an unavailable presence among them, that
+    /// the peer will not send again on its other stream. The cost is on the rare loss of one
+    /// stream of a healthy peer: its users look offline here until their next presence.
+    /// Counting streams per domain across both directions would also need state shared by
+    /// `inbound` and `outbound` that nothing else needs.
+    fn lost(&self, router: &Arc<Router>, domain: &str) {
+        if self.is_closing() || router.is_shutting_down() {
+            return;
+        }
+        tracing::info!(remote = %domain, "connection to the domain lost");
+        let (router, domain) = (router.clone(), domain.to_owned());
+        tokio::spawn(async move { router.remote_domain_lost(&domain).await });
+    }
+
     /// Whether `domain` is served here: a hosted domain or one of its services. Another
     /// server may never speak for these.
     fn serves(&self, router: &Router, domain: &str) -> bool {
@@ -225,6 +248,15 @@ impl InboundCount {
             }
         }
     }
+}
+
+/// Whether a `<stream:error/>` from the peer says it is shutting down: a server that stops
+/// cleanly says goodbye for its users before it closes its streams (corvid does, so do Prosody
+/// and ejabberd), so this is not a lost connection, and treating it as one would race with
+/// those goodbyes still on their way on another stream.
+fn peer_shuts_down(error: &Element) -> bool {
+    error.is("error", crate::xml::ns::STREAM)
+        && error.has_child("system-shutdown", crate::xml::ns::STREAMS_ERRORS)
 }
 
 /// Returns once the server closes its s2s connections.
@@ -270,4 +302,34 @@ impl Component for S2s {
 /// Tells the federation which router it serves (the router is built after its modules).
 pub fn attach(s2s: &S2s, router: &Arc<Router>) {
     let _ = s2s.router.set(Arc::downgrade(router));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_error(condition: &str) -> Element {
+        Element::builder("error", crate::xml::ns::STREAM)
+            .append(Element::bare(condition, crate::xml::ns::STREAMS_ERRORS))
+            .build()
+    }
+
+    #[test]
+    fn only_the_peer_s_system_shutdown_is_a_clean_stream_error() {
+        assert!(peer_shuts_down(&stream_error("system-shutdown")));
+        for condition in [
+            "connection-timeout",
+            "policy-violation",
+            "internal-server-error",
+        ] {
+            assert!(!peer_shuts_down(&stream_error(condition)), "{condition}");
+        }
+        let stanza_error = Element::builder("error", crate::xml::ns::CLIENT)
+            .append(Element::bare(
+                "system-shutdown",
+                crate::xml::ns::STREAMS_ERRORS,
+            ))
+            .build();
+        assert!(!peer_shuts_down(&stanza_error));
+    }
 }

@@ -121,6 +121,8 @@ pub(super) async fn run_link(
         authenticated: std::collections::HashSet::from([pair.local.clone()]),
         pending: std::collections::HashMap::new(),
     };
+    // The peer's stream error was `<system-shutdown/>`: it goes away cleanly.
+    let mut peer_shut_down = false;
     let ended = loop {
         tokio::select! {
             next = queue.recv() => {
@@ -160,6 +162,7 @@ pub(super) async fn run_link(
             frame = wire.next_frame() => match frame {
                 Ok(Frame::Element(el)) => {
                     if let Some(error) = stream_error_text(&el) {
+                        peer_shut_down = super::peer_shuts_down(&el);
                         break Some(LinkError::StreamError(error));
                     }
                     if let Some(answer) = Dialback::parse(&el) {
@@ -206,6 +209,17 @@ pub(super) async fn run_link(
     // New stanzas open a new link from here on; those already queued go out on this one while
     // it can still write, or take the new one.
     s2s.pool.remove(&pair, id);
+    // An established link that broke, or that a stream error (the peer's or ours) ended: the
+    // remote server's users may be gone without a word. Idling out, the peer's
+    // `</stream:stream>` and our shutdown are clean (`None`), and so is the peer's own
+    // `<system-shutdown/>` (`peer_shuts_down`).
+    let lost = matches!(
+        ended,
+        Some(LinkError::Lost(_) | LinkError::StreamError(_) | LinkError::Protocol(_))
+    );
+    if lost && !peer_shut_down {
+        s2s.lost(&router, &pair.remote);
+    }
     for (domain, waiting) in piggyback.pending.drain() {
         let why = Unreachable {
             timeout: false,

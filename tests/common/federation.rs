@@ -115,6 +115,91 @@ impl Federation {
     }
 }
 
+/// `a.test` as in `Federation`, and `b.test` on a runtime of its own so that it can crash
+/// (`crash_b`): its tasks vanish with their sockets, and the kernel closes its connections
+/// without a `</stream:stream>` or a TLS close_notify, which is what a killed process or a
+/// machine that went away looks like from `a.test`. Anything that runs on `b.test`'s storage
+/// goes through `on_b`, on its runtime.
+pub struct CrashableFederation {
+    pub a: TestServer,
+    pub b: std::sync::Arc<TestServer>,
+    b_runtime: Option<tokio::runtime::Runtime>,
+    pub certs: tempfile::TempDir,
+}
+
+impl CrashableFederation {
+    /// `adjust` changes both servers' settings last.
+    pub async fn start(trust: Trust, adjust: fn(&mut Config)) -> CrashableFederation {
+        let certs = tempfile::tempdir().expect("cert dir");
+        let written = write_certs(certs.path(), trust, &[A, B]);
+        let a_port = free_port(A_IP);
+        let b_port = free_port(B_IP);
+        let a = TestServer::start_with(|c| {
+            configure(
+                c,
+                certs.path(),
+                &written,
+                A,
+                A_IP,
+                a_port,
+                (B, B_IP, b_port),
+            );
+            adjust(c);
+        })
+        .await;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("b.test's runtime");
+        let dir = certs.path().to_owned();
+        let b = runtime
+            .spawn(async move {
+                TestServer::start_with(move |c| {
+                    configure(c, &dir, &written, B, B_IP, b_port, (A, A_IP, a_port));
+                    adjust(c);
+                })
+                .await
+            })
+            .await
+            .expect("b.test starts");
+        CrashableFederation {
+            a,
+            b: std::sync::Arc::new(b),
+            b_runtime: Some(runtime),
+            certs,
+        }
+    }
+
+    /// Runs `work` with `b.test` on its runtime, where its storage and tasks live.
+    pub async fn on_b<F, Fut, T>(&self, work: F) -> T
+    where
+        F: FnOnce(std::sync::Arc<TestServer>) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let runtime = self.b_runtime.as_ref().expect("b.test is running");
+        runtime
+            .spawn(work(self.b.clone()))
+            .await
+            .expect("work on b.test")
+    }
+
+    /// Kills `b.test`: its runtime stops and drops every task where it stands, nothing said.
+    pub fn crash_b(&mut self) {
+        if let Some(runtime) = self.b_runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for CrashableFederation {
+    fn drop(&mut self) {
+        // A runtime may not be dropped inside another one (the test's) but may be shut down.
+        self.crash_b();
+    }
+}
+
 fn configure(
     c: &mut Config,
     dir: &Path,

@@ -1,6 +1,8 @@
 //! Why sessions that are ending ended, while their end hooks run: the presence module's
 //! goodbye reaches a room as an ordinary unavailable presence, and the room tells occupants
 //! apart who left (closed their stream) from those gone for a technical reason (status 333).
+//! Occupants of another server whose connection with us was lost are gone for a technical
+//! reason too, and leave the same way (`lost_domain`).
 
 use std::sync::Arc;
 
@@ -8,7 +10,13 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use jid::FullJid;
 
+use minidom::Element;
+
+use super::join::{remove_occupant, GONE_WITHOUT_LEAVING};
+use super::room::ItemExtra;
+use super::Muc;
 use crate::router::{Priority, Registry, Router, SessionEnd, SessionHook};
+use crate::xml::ns;
 
 #[derive(Default)]
 pub struct Departures {
@@ -44,5 +52,37 @@ struct Forget(Arc<Departures>);
 impl SessionHook for Forget {
     async fn ended(&self, _: &Arc<Router>, session: &FullJid, _: bool, _: SessionEnd) {
         self.0.ending.remove(session);
+    }
+}
+
+/// XEP-0045 §7.14 for another server's users: the connection to `domain` was lost, so its
+/// occupants' sessions may have ended with nobody able to tell the rooms. Each leaves every
+/// room as a local occupant whose session ended does, with status 333 (its own copy goes to
+/// it too: if its server is still there, its client learns it is out). An occupant whose
+/// server comes back joins again like anyone else.
+pub(super) async fn lost_domain(muc: &Muc, router: &Arc<Router>, domain: &str) {
+    for handle in muc.all_rooms() {
+        let mut room = handle.lock().await;
+        // A room emptied by the last removal is gone: nothing more to do in it.
+        while !room.gone {
+            let Some(index) = room
+                .occupants
+                .iter()
+                .position(|o| o.jid.domain().as_str() == domain)
+            else {
+                break;
+            };
+            // What it last said (its status) is not what it says on leaving: it said nothing.
+            room.occupants[index].presence = Element::bare("presence", ns::CLIENT);
+            remove_occupant(
+                muc,
+                router,
+                &mut room,
+                index,
+                &[GONE_WITHOUT_LEAVING],
+                ItemExtra::default(),
+            )
+            .await;
+        }
     }
 }

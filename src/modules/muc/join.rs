@@ -16,7 +16,7 @@ use crate::stanza::{self, Condition, ErrorType, Kind, StanzaError};
 use crate::xml::ns;
 
 /// §7.14 (status 333): the occupant's session ended without leaving the room first.
-const GONE_WITHOUT_LEAVING: u16 = 333;
+pub(super) const GONE_WITHOUT_LEAVING: u16 = 333;
 
 pub(super) async fn presence(
     muc: &Muc,

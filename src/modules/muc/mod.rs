@@ -39,7 +39,8 @@ use super::mam::Archiver;
 use crate::config::{Config, MucConfig};
 use crate::limits::bucket::Rate;
 use crate::router::{
-    Component, DiscoQuery, DiscoTarget, IqType, Item, ItemSource, Module, Registry, Router,
+    Component, DiscoQuery, DiscoTarget, IqType, Item, ItemSource, Module, Priority, Registry,
+    RemoteDomainHook, Router,
 };
 use crate::stanza::{self, Condition, Kind, StanzaError};
 use crate::xml::ns;
@@ -262,6 +263,7 @@ impl Module for Muc {
             registry.component(service.clone(), self.clone());
         }
         self.departures.register(registry);
+        registry.remote_domain_hook(Priority::Presence, self.clone());
         // How clients find the service: an item of the server (XEP-0045 §6.1).
         registry.disco_items(DiscoTarget::Server, self);
     }
@@ -275,6 +277,13 @@ impl ItemSource for Muc {
             .filter(|(host, _)| host == query.domain)
             .map(|(_, service)| Item::new(service.clone()))
             .collect()
+    }
+}
+
+#[async_trait]
+impl RemoteDomainHook for Muc {
+    async fn lost(&self, router: &Arc<Router>, domain: &str) {
+        departures::lost_domain(self, router, domain).await;
     }
 }
 

@@ -90,6 +90,19 @@ impl RemoteSessions {
         left == 0
     }
 
+    /// Forgets every session of `domain`'s users; returns them.
+    fn forget_domain(&self, domain: &str) -> Vec<FullJid> {
+        let mut gone = Vec::new();
+        self.0.retain(|user, sessions| {
+            if user.domain().as_str() != domain {
+                return true;
+            }
+            gone.extend(sessions.keys().cloned());
+            false
+        });
+        gone
+    }
+
     fn owners(&self, session: &FullJid) -> Vec<BareJid> {
         self.0
             .get(&session.to_bare())
@@ -132,6 +145,25 @@ impl Interests {
 
     pub fn forget(&self, jid: &FullJid) {
         self.sessions.remove(jid);
+    }
+
+    /// The connection to `domain` was lost: what its users' sessions asked for, and whom they
+    /// watch, is forgotten, as if each had sent unavailable. Walks every remote user once
+    /// (losses are rare; presence, the frequent path, stays keyed by user). Returns how many
+    /// sessions were forgotten.
+    pub fn forget_domain(&self, domain: &str) -> usize {
+        let mut gone = self.remote.forget_domain(domain);
+        // Sessions known from their caps but no longer (or never) watching anyone here.
+        self.sessions.retain(|jid, _| {
+            if jid.domain().as_str() == domain {
+                gone.push(jid.clone());
+                return false;
+            }
+            true
+        });
+        gone.sort_unstable();
+        gone.dedup();
+        gone.len()
     }
 
     /// The local accounts a remote session sent presence to: whose last items it gets.
@@ -443,5 +475,43 @@ async fn ask(
             debug!(%jid, error = %e, "no caps answer");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(s: &str) -> FullJid {
+        FullJid::new(s).expect("full jid")
+    }
+
+    fn bare(s: &str) -> BareJid {
+        BareJid::new(s).expect("bare jid")
+    }
+
+    #[test]
+    fn a_lost_domain_takes_its_sessions_and_nobody_else() {
+        let interests = Interests::default();
+        let alice = bare("alice@a.test");
+        let bob = full("bob@b.test/phone");
+        let carol = full("carol@c.test/pc");
+        let local = full("alice@a.test/pc");
+        for remote in [&bob, &carol] {
+            assert!(interests.remote.seen(&alice, remote));
+            interests.observe(remote, None, true);
+        }
+        interests.observe(&local, None, true);
+        assert_eq!(interests.forget_domain("b.test"), 1);
+        assert!(interests.remote_owners(&bob).is_empty());
+        assert!(!interests.sessions.contains_key(&bob));
+        assert_eq!(interests.remote_owners(&carol), vec![alice.clone()]);
+        assert!(interests.sessions.contains_key(&carol));
+        assert!(interests.sessions.contains_key(&local));
+        assert_eq!(
+            interests.forget_domain("b.test"),
+            0,
+            "nothing left the second time"
+        );
     }
 }

@@ -31,7 +31,8 @@ use minidom::Element;
 use crate::config::PepConfig;
 use crate::router::{
     DiscoQuery, DiscoTarget, Identity, IqHandler, IqRequest, IqResult, IqType, Item, ItemSource,
-    Module, PresenceObserver, Priority, Registry, Router, SessionEnd, SessionHook,
+    Module, PresenceObserver, Priority, Registry, RemoteDomainHook, Router, SessionEnd,
+    SessionHook,
 };
 use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::storage::PepStore;
@@ -102,6 +103,7 @@ impl Module for Pep {
         }
         registry.session_hook(Priority::Profile, self.clone());
         registry.presence_observer(Priority::Profile, self.clone());
+        registry.remote_domain_hook(Priority::Profile, self.clone());
         registry.disco_items(DiscoTarget::Account, self);
         // XEP-0163 §6.1: an account with a PEP service is also a pubsub/pep entity.
         registry.disco_identity(DiscoTarget::Account, Identity::new("pubsub", "pep"));
@@ -327,5 +329,18 @@ impl SessionHook for Pep {
         _why: SessionEnd,
     ) {
         self.state.interests.forget(session);
+    }
+}
+
+/// The connection to another server was lost: its users' sessions get no notifications and no
+/// last items until they send presence again (the presence module's unavailable, which runs
+/// first, already let go of those it knew of).
+#[async_trait]
+impl RemoteDomainHook for Pep {
+    async fn lost(&self, _router: &Arc<Router>, domain: &str) {
+        let forgotten = self.state.interests.forget_domain(domain);
+        if forgotten > 0 {
+            tracing::debug!(%domain, forgotten, "PEP interests of a lost domain forgotten");
+        }
     }
 }

@@ -48,6 +48,13 @@ pub(super) async fn handle(
                 .and_then(|f| f.try_into_full().ok())
                 .filter(|f| !router.is_hosted(f.domain().as_str()));
             if let Some(remote) = remote {
+                if presence_type == "unavailable" {
+                    module.remote.unavailable(&remote, to);
+                } else if reaches_anyone(router, to, resource) {
+                    // Remembered only while someone here sees it: that is who a lost
+                    // connection must tell (`remote`).
+                    module.remote.available(&remote, to);
+                }
                 for observer in router.presence_observers() {
                     observer.received(router, to, &remote, &presence).await;
                 }
@@ -57,6 +64,16 @@ pub(super) async fn handle(
         "error" => router.deliver_presence(to, resource, presence),
         // An unknown type is not presence we can act on.
         _ => {}
+    }
+}
+
+/// Whether presence to `to` (at `resource`, if given) reaches a session now.
+fn reaches_anyone(router: &Router, to: &BareJid, resource: Option<&str>) -> bool {
+    match resource {
+        Some(resource) => to
+            .with_resource_str(resource)
+            .is_ok_and(|full| router.is_bound(&full)),
+        None => !router.available_resources(to).is_empty(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod broadcast;
 mod inbound;
+mod remote;
 mod request_rate;
 mod state;
 
@@ -17,15 +18,20 @@ use minidom::Element;
 use crate::config::Config;
 use crate::modules::roster::subscription;
 use crate::modules::roster::table::SubscriptionType;
-use crate::router::{Module, PresenceHandler, Priority, Registry, Router, SessionEnd, SessionHook};
+use crate::router::{
+    Module, PresenceHandler, Priority, Registry, RemoteDomainHook, Router, SessionEnd, SessionHook,
+};
 use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::xml::ns;
+use remote::RemoteAvailable;
 use request_rate::RequestRate;
 use state::PresenceState;
 
 pub struct Presence {
     state: PresenceState,
     requests: RequestRate,
+    /// Remote sessions local users were told are available (see `remote`).
+    remote: RemoteAvailable,
 }
 
 impl Presence {
@@ -33,6 +39,7 @@ impl Presence {
         Presence {
             state: PresenceState::default(),
             requests: RequestRate::new(&config.limits),
+            remote: RemoteAvailable::default(),
         }
     }
 }
@@ -44,7 +51,8 @@ impl Module for Presence {
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
         registry.presence_handler(self.clone());
-        registry.session_hook(Priority::Presence, self);
+        registry.session_hook(Priority::Presence, self.clone());
+        registry.remote_domain_hook(Priority::Presence, self);
     }
 }
 
@@ -137,6 +145,25 @@ impl SessionHook for Presence {
         } else {
             // Directed presence can precede initial presence (a MUC join, say).
             self.send_to_directed(router, session, &unavailable).await;
+        }
+    }
+}
+
+/// The connection to another server was lost: each of its sessions local users were told is
+/// available goes unavailable to them, as if that server had said so (what it would have done
+/// had the session ended while the connection was up). Routed like presence from that server,
+/// so the recipients' filters and the presence observers (PEP) see it as they would have.
+#[async_trait]
+impl RemoteDomainHook for Presence {
+    async fn lost(&self, router: &Arc<Router>, domain: &str) {
+        for (session, users) in self.remote.take_domain(domain) {
+            for user in users {
+                let mut presence = unavailable_from(&session);
+                stanza::set_attr(&mut presence, "to", user.to_string());
+                router
+                    .route(crate::stanza::Kind::Presence, Jid::from(user), presence)
+                    .await;
+            }
         }
     }
 }
