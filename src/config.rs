@@ -339,7 +339,8 @@ pub struct S2sConfig {
     pub keepalive_secs: u64,
     /// Largest stanza accepted from another server, in bytes (advertised with XEP-0478).
     pub max_stanza_size: usize,
-    /// Stanzas held for a remote domain while its connection is being set up; more are bounced.
+    /// Stanzas held for a remote domain while its link is being set up or is busy writing;
+    /// more are bounced with `resource-constraint`.
     pub queue_limit: usize,
     /// Inbound streams accepted from one remote domain at a time.
     pub max_connections_per_domain: u32,
@@ -371,7 +372,7 @@ impl Default for S2sConfig {
             idle_timeout_secs: 600,
             keepalive_secs: 60,
             max_stanza_size: 512 * 1024,
-            queue_limit: 1000,
+            queue_limit: 10_000,
             max_connections_per_domain: 4,
             max_connections: 10_000,
             retry_after_secs: 10,

@@ -229,3 +229,26 @@ async fn a_service_rides_on_its_domains_link_with_dialback() {
 async fn a_service_rides_on_its_domains_link_with_certificates() {
     invitation_from_a_room_rides_on_the_domains_link(Trust::TestCa).await;
 }
+
+#[tokio::test]
+async fn a_burst_arrives_whole_and_in_order() {
+    let f = Federation::start(Trust::TestCa).await;
+    users(&f).await;
+    let mut alice = Session::online_on(&f.a, A, "alice", "pc").await;
+    let mut bob = Session::online_on(&f.b, B, "bob", "phone").await;
+    const BURST: usize = 500;
+    let mut burst = String::new();
+    for i in 0..BURST {
+        burst.push_str(&format!(
+            "<message to='bob@b.test' type='chat' id='b{i}'><body>{i}</body></message>"
+        ));
+    }
+    // One write: the messages reach the link faster than it can send them one by one.
+    alice.send(&burst).await;
+    for i in 0..BURST {
+        let message = bob
+            .expect(|el| el.name() == "message" && el.attr("type") == Some("chat"))
+            .await;
+        assert_eq!(message.attr("id"), Some(format!("b{i}").as_str()));
+    }
+}

@@ -126,35 +126,48 @@ pub(super) async fn run_link(
     let ended = loop {
         tokio::select! {
             next = queue.recv() => {
-                let Some(stanza) = next else { break None };
-                let from_domain = from_domain(&stanza);
-                if !piggyback.authenticated.contains(&from_domain) {
-                    if let Some(waiting) = piggyback.pending.get_mut(&from_domain) {
+                let Some(first) = next else { break None };
+                // What else is queued already goes out in the same write: one system call
+                // (and one TLS record) for many stanzas while the link is busy.
+                let mut ready = Vec::new();
+                let mut next = Some(first);
+                let mut failed = None;
+                while let Some(stanza) = next.take() {
+                    let from_domain = from_domain(&stanza);
+                    if piggyback.authenticated.contains(&from_domain) {
+                        ready.push(stanza);
+                    } else if let Some(waiting) = piggyback.pending.get_mut(&from_domain) {
                         waiting.push(stanza);
-                        continue;
-                    }
-                    let Some(stream_id) = stream_id.as_deref().filter(|_| dialback_offered) else {
+                    } else if let Some(stream_id) = stream_id.as_deref().filter(|_| dialback_offered) {
+                        let key = s2s.keys.key(&pair.remote, &from_domain, stream_id);
+                        let request = Dialback::result_request(&from_domain, &pair.remote, key);
+                        if let Err(e) = wire.send_element(&request).await {
+                            resend(&s2s, &router, stanza);
+                            failed = Some(LinkError::from(e));
+                            break;
+                        }
+                        debug!(domain = %from_domain, "dialback piggybacking");
+                        piggyback.pending.insert(from_domain, vec![stanza]);
+                    } else {
                         // The peer takes no dialback here: a link of the domain's own.
                         let own = Pair { local: from_domain, remote: pair.remote.clone() };
                         if let Some(kind) = Kind::of(&stanza) {
                             pool::send_on(&s2s, &router, kind, own, stanza);
                         }
-                        continue;
-                    };
-                    let key = s2s.keys.key(&pair.remote, &from_domain, stream_id);
-                    let request = Dialback::result_request(&from_domain, &pair.remote, key);
-                    if let Err(e) = wire.send_element(&request).await {
-                        resend(&s2s, &router, stanza);
-                        break Some(LinkError::from(e));
                     }
-                    debug!(domain = %from_domain, "dialback piggybacking");
-                    piggyback.pending.insert(from_domain, vec![stanza]);
-                    continue;
+                    if ready.len() < WRITE_BATCH {
+                        next = queue.try_recv().ok();
+                    }
                 }
-                if let Err(e) = wire.send_stanza(&stanza).await {
+                if let Err(e) = wire.send_stanzas(&ready).await {
                     debug!(error = %e, "s2s write failed");
-                    resend(&s2s, &router, stanza);
-                    break Some(LinkError::from(e));
+                    for stanza in ready {
+                        resend(&s2s, &router, stanza);
+                    }
+                    failed = Some(LinkError::from(e));
+                }
+                if failed.is_some() {
+                    break failed;
                 }
                 last_write = Instant::now();
                 last_use = last_write;
@@ -244,6 +257,9 @@ pub(super) async fn run_link(
     }
     wire.close(None).await;
 }
+
+/// Stanzas written to a busy link at once, at most.
+const WRITE_BATCH: usize = 64;
 
 /// A stanza the link took but could not write: it goes out again through the pool (a new
 /// link, or a bounce if the domain is now unreachable), never silently lost.

@@ -144,6 +144,21 @@ impl Wire {
             .await
     }
 
+    /// Stanzas written together, in one write (nothing for none).
+    pub async fn send_stanzas(&mut self, stanzas: &[Element]) -> io::Result<()> {
+        match stanzas {
+            [] => Ok(()),
+            [one] => self.send_stanza(one).await,
+            many => {
+                let mut bytes = Vec::with_capacity(many.len() * 256);
+                for stanza in many {
+                    bytes.extend(xml::writer::to_bytes_in_default(stanza, ns::CLIENT));
+                }
+                self.send_bytes(&bytes).await
+            }
+        }
+    }
+
     /// A nonza: stream features and errors with the `stream:` prefix, anything else with its
     /// own namespace (dialback elements in theirs, which the header bound to `db:`, too).
     pub async fn send_element(&mut self, el: &Element) -> io::Result<()> {
