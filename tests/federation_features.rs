@@ -439,6 +439,44 @@ async fn a_request_to_an_offline_remote_contact_waits_for_the_next_login() {
     );
 }
 
+/// A request waiting for an offline contact is stored, not held in memory: it survives a
+/// restart of the contact's server, and the answer still reaches the requester's server.
+#[tokio::test]
+async fn a_pending_request_survives_a_restart_of_the_contacts_server() {
+    let mut f = federation().await;
+    f.a.add_user("alice@a.test").await;
+    f.b.add_user("bob@b.test").await;
+    let mut alice = Session::online_on(&f.a, A, "alice", "pc").await;
+    alice
+        .send("<presence to='bob@b.test' type='subscribe'/>")
+        .await;
+    next_push(&mut alice, "bob@b.test").await;
+    let pong = iq_to(
+        &mut alice,
+        "bob@b.test",
+        "<ping xmlns='urn:xmpp:ping'/>",
+        "get",
+    )
+    .await;
+    assert_eq!(pong.attr("type"), Some("result"), "{pong:?}");
+
+    let placeholder = common::TestServer::start().await;
+    let b = std::mem::replace(&mut f.b, placeholder);
+    f.b = common::federation::restarted(b).await;
+
+    let mut bob = Session::login_on(&f.b, B, "bob", "phone").await;
+    bob.roster_get().await;
+    bob.send("<presence/>").await;
+    bob.expect(|el| is_presence(el, Some("subscribe"), "alice@a.test"))
+        .await;
+    bob.send("<presence to='alice@a.test' type='subscribed'/>")
+        .await;
+    assert_eq!(
+        next_push(&mut alice, "bob@b.test").await,
+        ("to".into(), None)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Presence.
 

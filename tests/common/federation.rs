@@ -282,3 +282,15 @@ pub async fn dialback_keys(server: &TestServer) -> corvid::s2s::dialback::Dialba
         .expect("secret");
     corvid::s2s::dialback::DialbackKeys::new(&secret)
 }
+
+/// Stops `old` and starts it again with the same settings and data (its database, its s2s
+/// port, its certificate): what survives a restart.
+pub async fn restarted(old: TestServer) -> TestServer {
+    let config = old.config().clone();
+    let TestServer { server, dir, .. } = old;
+    server.shutdown().await;
+    let mut fresh = TestServer::start_with(|c| *c = config).await;
+    // The old folder holds the database the new server opened: it must outlive it.
+    fresh.dir = dir;
+    fresh
+}
