@@ -134,6 +134,16 @@ pub(crate) fn base_json(mode: &str, c: &Common, nofile: Option<u64>) -> serde_js
     })
 }
 
+/// The receivers' server, when it is another one (federation).
+fn peer_json(p: Option<&Common>) -> serde_json::Value {
+    match p {
+        Some(p) => {
+            json!({ "peer_server": p.server, "peer_domain": p.domain, "pairs_mode": "cross-server" })
+        }
+        None => json!({}),
+    }
+}
+
 pub(crate) fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
     if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
         a.extend(b);
@@ -179,15 +189,23 @@ struct CpuMeter {
     tool: Option<f64>,
     server: Option<f64>,
     pid: Option<u32>,
+    peer: Option<f64>,
+    peer_pid: Option<u32>,
 }
 
 impl CpuMeter {
     fn start(pid: Option<u32>) -> Self {
+        Self::start2(pid, None)
+    }
+    /// Also the receivers' server (federation), reported as `peer_server_cpu_pct`.
+    fn start2(pid: Option<u32>, peer_pid: Option<u32>) -> Self {
         CpuMeter {
             t: Instant::now(),
             tool: cpu_s("self"),
             server: pid.and_then(|p| cpu_s(&p.to_string())),
             pid,
+            peer: peer_pid.and_then(|p| cpu_s(&p.to_string())),
+            peer_pid,
         }
     }
     fn json(&self) -> serde_json::Value {
@@ -199,6 +217,7 @@ impl CpuMeter {
         json!({
             "tool_cpu_pct": pct(self.tool, cpu_s("self")),
             "server_cpu_pct": pct(self.server, self.pid.and_then(|p| cpu_s(&p.to_string()))),
+            "peer_server_cpu_pct": pct(self.peer, self.peer_pid.and_then(|p| cpu_s(&p.to_string()))),
         })
     }
 }
@@ -574,8 +593,70 @@ struct PairsRun {
     cpu: serde_json::Value,
 }
 
+/// Log in the senders and receivers and pair them: on one server u1->u2,
+/// u3->u4...; with a peer (federation) uK@DOMAIN -> uK@PEER_DOMAIN, K = 1..N.
+/// Returns the sessions in pairs and the receivers' addresses.
+async fn login_pairs(
+    c: &Common,
+    peer: Option<&Common>,
+    res: &mut serde_json::Value,
+) -> Result<(Vec<(Session, Session)>, Vec<String>)> {
+    let Some(p) = peer else {
+        let n = c.users - c.users % 2;
+        if n < 2 {
+            return Err("need at least 2 users".into());
+        }
+        let l = login_all(c, c.login_cfg(true).await?, n, true).await;
+        merge(res, login_json(&l));
+        require_all(&l)?;
+        let mut out = Vec::with_capacity(n / 2);
+        let mut to = Vec::with_capacity(n / 2);
+        let mut sessions = l.sessions.into_iter();
+        for i in 0..n / 2 {
+            let (Some(Some(snd)), Some(Some(rcv))) = (sessions.next(), sessions.next()) else {
+                return Err("internal: missing session".into());
+            };
+            out.push((snd, rcv));
+            to.push(format!("{}@{}/{}", c.user(2 * i + 2), c.domain, c.resource));
+        }
+        return Ok((out, to));
+    };
+    let n = c.users;
+    if n < 1 {
+        return Err("need at least 1 user".into());
+    }
+    eprintln!("  senders on {} ({}):", c.server, c.domain);
+    let ls = login_all(c, c.login_cfg(true).await?, n, true).await;
+    merge(res, login_json(&ls));
+    require_all(&ls)?;
+    eprintln!("  receivers on {} ({}):", p.server, p.domain);
+    let lr = login_all(p, p.login_cfg(true).await?, n, true).await;
+    let mut lj = login_json(&lr);
+    if let Some(o) = lj.as_object_mut() {
+        let peer_json: serde_json::Map<String, serde_json::Value> = std::mem::take(o)
+            .into_iter()
+            .map(|(k, v)| (format!("peer_{k}"), v))
+            .collect();
+        *o = peer_json;
+    }
+    merge(res, lj);
+    require_all(&lr)?;
+    let mut out = Vec::with_capacity(n);
+    let mut to = Vec::with_capacity(n);
+    for (i, (s, r)) in ls.sessions.into_iter().zip(lr.sessions).enumerate() {
+        let (Some(s), Some(r)) = (s, r) else {
+            return Err("internal: missing session".into());
+        };
+        out.push((s, r));
+        to.push(format!("{}@{}/{}", p.user(i + 1), p.domain, p.resource));
+    }
+    Ok((out, to))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_pairs(
     c: &Common,
+    peer: Option<&Common>,
     res: &mut serde_json::Value,
     make_schedule: impl Fn(usize, usize, Instant) -> Schedule,
     warmup: f64,
@@ -583,17 +664,11 @@ async fn run_pairs(
     drain: f64,
     pad: usize,
 ) -> Result<PairsRun> {
-    let n = c.users - c.users % 2;
-    if n < 2 {
-        return Err("need at least 2 users".into());
-    }
-    let l = login_all(c, c.login_cfg(true).await?, n, true).await;
-    merge(res, login_json(&l));
-    require_all(&l)?;
+    let (sessions, tos) = login_pairs(c, peer, res).await?;
     // Let presence broadcasts and the login burst settle.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let pairs = n / 2;
+    let pairs = sessions.len();
     let t0 = Instant::now();
     let start_ns = now_ns();
     let warm_end_ns = start_ns + (warmup * 1e9) as u64;
@@ -613,12 +688,7 @@ async fn run_pairs(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut set = JoinSet::new();
-    let mut sessions = l.sessions.into_iter();
-    for i in 0..pairs {
-        let (Some(Some(snd)), Some(Some(rcv))) = (sessions.next(), sessions.next()) else {
-            return Err("internal: missing session".into());
-        };
-        let to = format!("{}@{}/{}", c.user(2 * i + 2), c.domain, c.resource);
+    for (i, ((snd, rcv), to)) in sessions.into_iter().zip(tos).enumerate() {
         let cfg = PairCfg {
             schedule: make_schedule(i, pairs, t0),
             ..base.clone()
@@ -628,7 +698,7 @@ async fn run_pairs(
 
     // Sample deliveries once a second during the measured interval.
     tokio::time::sleep_until(t0 + Duration::from_secs_f64(warmup)).await;
-    let cpu = CpuMeter::start(c.pid);
+    let cpu = CpuMeter::start2(c.pid, peer.and_then(|p| p.pid));
     let m0 = Instant::now();
     let c0 = delivered.load(Relaxed);
     let mut per_second = Vec::new();
@@ -692,7 +762,17 @@ fn pair_totals(rs: &mut [PairResult]) -> (serde_json::Value, Vec<u64>) {
 
 pub async fn throughput(a: ThroughputArgs, nofile: Option<u64>) -> Result<()> {
     let c = &a.common;
-    let mut res = base_json("throughput", c, nofile);
+    let peer = a.peer.common(c);
+    let mut res = base_json(
+        if peer.is_some() {
+            "s2s-throughput"
+        } else {
+            "throughput"
+        },
+        c,
+        nofile,
+    );
+    merge(&mut res, peer_json(peer.as_ref()));
     eprintln!(
         "throughput: {} users ({} pairs), window {}, warm-up {}s, {}s measured, on {} (tls {:?})",
         c.users,
@@ -706,6 +786,7 @@ pub async fn throughput(a: ThroughputArgs, nofile: Option<u64>) -> Result<()> {
     let w = a.window.max(1);
     let mut run = run_pairs(
         c,
+        peer.as_ref(),
         &mut res,
         |_, _, _| Schedule::Window(w),
         a.warmup,
@@ -753,7 +834,17 @@ pub async fn throughput(a: ThroughputArgs, nofile: Option<u64>) -> Result<()> {
 
 pub async fn latency(a: LatencyArgs, nofile: Option<u64>) -> Result<()> {
     let c = &a.common;
-    let mut res = base_json("latency", c, nofile);
+    let peer = a.peer.common(c);
+    let mut res = base_json(
+        if peer.is_some() {
+            "s2s-latency"
+        } else {
+            "latency"
+        },
+        c,
+        nofile,
+    );
+    merge(&mut res, peer_json(peer.as_ref()));
     if a.rate <= 0.0 {
         return Err("--rate must be positive".into());
     }
@@ -770,6 +861,7 @@ pub async fn latency(a: LatencyArgs, nofile: Option<u64>) -> Result<()> {
     let rate = a.rate;
     let mut run = run_pairs(
         c,
+        peer.as_ref(),
         &mut res,
         move |i, pairs, t0| {
             // Each pair sends rate/pairs msg/s; pairs are staggered evenly.
