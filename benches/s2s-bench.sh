@@ -37,6 +37,7 @@ SETUP_RUNS="${SETUP_RUNS:-3}"
 MODES="${MODES:-ca dialback}"
 DIALBACK_MSG="${DIALBACK_MSG:-0}"
 CORVID_MAM="${CORVID_MAM:-0}"
+QUIET_WAIT="${QUIET_WAIT:-180}"
 SERVER_CPU="${SERVER_CPU:-0}"
 TOOL_CPU="${TOOL_CPU:-1}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -407,13 +408,25 @@ pair_start() { # server mode [mam]
 }
 pair_stop() { "${1}_stop" $X || true; "${1}_stop" $Y || true; }
 
+busy_compilers() { pgrep -x 'rustc|clippy-driver|cc1|cc1plus|ld|ld.lld|cargo' 2>/dev/null | wc -l; }
+quiet() { # wait (at most QUIET_WAIT s) until no compiler runs on the machine: shared cores
+    local i n
+    for ((i = 0; i < QUIET_WAIT; i++)); do
+        n=$(busy_compilers); [ "$n" = 0 ] && return 0
+        [ "$i" = 0 ] && log "waiting up to ${QUIET_WAIT}s for $n compiler processes"
+        sleep 1
+    done
+    log "compilers still running after ${QUIET_WAIT}s: measuring anyway (see loadavg in the JSON)"
+}
 load() { # label mode args...
     local label=$1; shift
     local mode=$1; shift
+    quiet
     taskset -c "$TOOL_CPU" "$LOAD" "$mode" --server "$X_IP:5222" --domain $X --label "$label" --out "$OUT" "$@" \
         --pid "$PID_X" --peer-pid "$PID_Y" 2>&1 >/dev/null | grep -v '^  logins' >&2 || echo "s2s-bench.sh: $label $mode failed" >&2
 }
 setup_run() { # label
+    quiet
     taskset -c "$TOOL_CPU" "$LOAD" s2s-setup --server "$X_IP:5222" --domain $X \
         --peer-server "$Y_IP:5222" --peer-domain $Y --label "$1" --out "$OUT" >/dev/null \
         || echo "s2s-bench.sh: $1 s2s-setup failed" >&2
