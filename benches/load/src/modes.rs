@@ -385,6 +385,8 @@ struct PairResult {
     sent_measured: u64,
     recv_measured: u64,
     errors: u64,
+    /// First message error the sender got, and when (ns since the tool started).
+    first_error: Option<(u64, String)>,
     latencies: Vec<u64>,
     error: Option<String>,
 }
@@ -562,6 +564,11 @@ async fn pair_loop(
                     Ok(_) => {}
                 }
                 r.errors += xmpp::handle_incoming(snd).await?;
+                if r.first_error.is_none() {
+                    if let Some(e) = snd.first_error.take() {
+                        r.first_error = Some((now_ns(), e));
+                    }
+                }
             }
             Wake::Tick => {
                 let ts = now_ns();
@@ -591,6 +598,7 @@ struct PairsRun {
     measured_delivered: u64,
     measured_s: f64,
     cpu: serde_json::Value,
+    start_ns: u64,
 }
 
 /// Log in the senders and receivers and pair them: on one server u1->u2,
@@ -733,11 +741,13 @@ async fn run_pairs(
         measured_delivered,
         measured_s,
         cpu,
+        start_ns,
     })
 }
 
 /// Totals over the pairs, as JSON; also returns the merged latencies.
-fn pair_totals(rs: &mut [PairResult]) -> (serde_json::Value, Vec<u64>) {
+/// `message_first_error_s` counts from `start_ns` (the start of the warm-up).
+fn pair_totals(rs: &mut [PairResult], start_ns: u64) -> (serde_json::Value, Vec<u64>) {
     let sum = |f: fn(&PairResult) -> u64| rs.iter().map(f).sum::<u64>();
     let failed: Vec<&String> = rs.iter().filter_map(|r| r.error.as_ref()).collect();
     let v = json!({
@@ -748,6 +758,10 @@ fn pair_totals(rs: &mut [PairResult]) -> (serde_json::Value, Vec<u64>) {
         "received_measured": sum(|r| r.recv_measured),
         "lost_measured": sum(|r| r.sent_measured).saturating_sub(sum(|r| r.recv_measured)),
         "message_errors": sum(|r| r.errors),
+        "pairs_with_message_errors": rs.iter().filter(|r| r.errors > 0).count(),
+        "message_first_error": rs.iter().filter_map(|r| r.first_error.as_ref()).min_by_key(|e| e.0).map(|e| &e.1),
+        "message_first_error_s": rs.iter().filter_map(|r| r.first_error.as_ref()).map(|e| e.0).min()
+            .map(|t| (t.saturating_sub(start_ns) as f64 / 1e7).round() / 100.0),
         "pairs_failed": failed.len(),
         "pair_first_error": failed.first(),
     });
@@ -776,7 +790,7 @@ pub async fn throughput(a: ThroughputArgs, nofile: Option<u64>) -> Result<()> {
     eprintln!(
         "throughput: {} users ({} pairs), window {}, warm-up {}s, {}s measured, on {} (tls {:?})",
         c.users,
-        c.users / 2,
+        if peer.is_some() { c.users } else { c.users / 2 },
         a.window,
         a.warmup,
         a.duration,
@@ -795,7 +809,7 @@ pub async fn throughput(a: ThroughputArgs, nofile: Option<u64>) -> Result<()> {
         a.pad,
     )
     .await?;
-    let (totals, mut lat) = pair_totals(&mut run.results);
+    let (totals, mut lat) = pair_totals(&mut run.results, run.start_ns);
     let rate = run.measured_delivered as f64 / run.measured_s.max(1e-9);
     let peak = run.per_second.iter().copied().max().unwrap_or(0);
     merge(&mut res, totals);
@@ -851,7 +865,7 @@ pub async fn latency(a: LatencyArgs, nofile: Option<u64>) -> Result<()> {
     eprintln!(
         "latency: {} users ({} pairs), {} msg/s total, warm-up {}s, {}s measured, on {} (tls {:?})",
         c.users,
-        c.users / 2,
+        if peer.is_some() { c.users } else { c.users / 2 },
         a.rate,
         a.warmup,
         a.duration,
@@ -875,7 +889,7 @@ pub async fn latency(a: LatencyArgs, nofile: Option<u64>) -> Result<()> {
         a.pad,
     )
     .await?;
-    let (totals, mut lat) = pair_totals(&mut run.results);
+    let (totals, mut lat) = pair_totals(&mut run.results, run.start_ns);
     merge(&mut res, totals);
     merge(&mut res, run.cpu);
     let achieved = run.measured_delivered as f64 / run.measured_s.max(1e-9);
