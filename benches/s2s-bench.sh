@@ -37,7 +37,7 @@ SETUP_RUNS="${SETUP_RUNS:-3}"
 MODES="${MODES:-ca dialback}"
 DIALBACK_MSG="${DIALBACK_MSG:-0}"
 CORVID_MAM="${CORVID_MAM:-0}"
-QUIET_WAIT="${QUIET_WAIT:-180}"
+QUIET_WAIT="${QUIET_WAIT:-60}"
 SERVER_CPU="${SERVER_CPU:-0}"
 TOOL_CPU="${TOOL_CPU:-1}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -408,7 +408,7 @@ pair_start() { # server mode [mam]
 }
 pair_stop() { "${1}_stop" $X || true; "${1}_stop" $Y || true; }
 
-busy_compilers() { pgrep -x 'rustc|clippy-driver|cc1|cc1plus|ld|ld.lld|cargo' 2>/dev/null | wc -l; }
+busy_compilers() { { pgrep -x 'rustc|clippy-driver|cc1|cc1plus|ld|ld.lld' 2>/dev/null || true; } | wc -l; }
 quiet() { # wait (at most QUIET_WAIT s) until no compiler runs on the machine: shared cores
     local i n
     for ((i = 0; i < QUIET_WAIT; i++)); do
