@@ -11,7 +11,8 @@
 #   self-signed certificates (dialback): SETUP_RUNS fresh starts with s2s-setup only
 #     (and DIALBACK_MSG=1 adds throughput/latency on the dialback link).
 # corvid runs with the archive off (like the anchors) and, with CORVID_MAM=1, once more with its
-# default (archive on) for throughput/latency. Servers on CPU $SERVER_CPU (both instances),
+# default (archive on) for throughput/latency. CORVID_QUEUE_LIMIT sets corvid's s2s.queue_limit
+# (diagnostic; labels get /queue-N). Servers on CPU $SERVER_CPU (both instances),
 # the tool on $TOOL_CPU. Names: a dnsmasq of our own on $DNS_IP with A and _xmpp-server._tcp SRV
 # records, used by all three (Prosody through libunbound's resolvconf, ejabberd through its
 # inetrc, corvid through s2s.nameservers); /etc/hosts entries are added too.
@@ -168,6 +169,9 @@ direct_tls = false                 # BENCH: STARTTLS only, like the anchors' s2s
 nameservers = ["$DNS_IP:53"]       # BENCH: the bench's dnsmasq
 $ca
 EOF
+    if [ -n "${CORVID_QUEUE_LIMIT:-}" ]; then # BENCH (diagnostic): stanzas waiting per link (default 1000)
+        echo "queue_limit = $CORVID_QUEUE_LIMIT" >> "$dir/corvid.toml"
+    fi
     if [ "${CORVID_ROUTES:-0}" = 1 ]; then
         printf '[s2s.routes]\n"%s" = "%s:5269"\n' "$other" "$(ip_of "$other")" >> "$dir/corvid.toml"
     fi
@@ -450,6 +454,7 @@ for s in $SERVERS; do
         certs "$mode"
         for ((run = 1; run <= SETUP_RUNS; run++)); do
             label="$s/$mode"
+            [ "$s" = corvid ] && [ -n "${CORVID_QUEUE_LIMIT:-}" ] && label="$label/queue-$CORVID_QUEUE_LIMIT"
             pair_start "$s" "$mode" false
             log "$label: cold link set-up, run $run"
             setup_run "$label"
@@ -459,7 +464,7 @@ for s in $SERVERS; do
             pair_stop "$s"
         done
         if [ "$s" = corvid ] && [ "$CORVID_MAM" = 1 ] && [ "$mode" = ca ]; then
-            label="corvid/ca/archive-on"
+            label="corvid/ca/archive-on${CORVID_QUEUE_LIMIT:+/queue-$CORVID_QUEUE_LIMIT}"
             pair_start corvid ca true
             setup_run "$label"
             messages "$label"

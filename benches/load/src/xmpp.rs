@@ -399,7 +399,14 @@ pub async fn handle_incoming(s: &mut Session) -> Result<u64> {
                     b"message" if xml::attr(el, b"type") == Some(b"error") => {
                         errors += 1;
                         if s.first_error.is_none() {
-                            s.first_error = Some(xml::snippet(el));
+                            // From <error>: the condition and text matter, not the body.
+                            let at = xml::find(el, b"<error").unwrap_or(0);
+                            let from = xml::attr(el, b"from").unwrap_or_default();
+                            s.first_error = Some(format!(
+                                "from {}: {}",
+                                String::from_utf8_lossy(from),
+                                xml::snippet(&el[at..])
+                            ));
                         }
                     }
                     b"stream:error" => {
