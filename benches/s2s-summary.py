@@ -53,7 +53,7 @@ def main():
         ("setup", "set-up ms (median)", False),
         ("rev", "reverse first ms", False),
     ]
-    print("| label | " + " | ".join(h for _, h, _ in metrics) + " | lost (tput/lat) | runs |")
+    print("| label | " + " | ".join(h for _, h, _ in metrics) + " | undelivered (tput/lat) | set-up runs |")
     print("|---" * (len(metrics) + 3) + "|")
     for lab in sorted(rows):
         mode = lab.split("/")[1] if "/" in lab else ""
