@@ -8,6 +8,7 @@ mod mam;
 mod modes;
 mod muc;
 mod presence;
+mod s2s;
 mod stats;
 mod xml;
 mod xmpp;
@@ -52,6 +53,10 @@ enum Mode {
     /// recipient (PREFIX1; senders PREFIX2..PREFIX(S+1)), then the time a new
     /// device takes to page through them with after-id.
     Mam(MamArgs),
+    /// Federation: set-up time of a cold server-to-server link (first message
+    /// u1@DOMAIN -> u1@PEER_DOMAIN until its delivery) against warm
+    /// round trips, in both directions.
+    S2sSetup(s2s::S2sSetupArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -103,6 +108,35 @@ pub struct Common {
     pub out: Option<std::path::PathBuf>,
 }
 
+/// Receivers on another server (federation): senders log in to `--server`
+/// as u1..uN@DOMAIN, receivers to `--peer-server` as u1..uN@PEER_DOMAIN, and
+/// uK@DOMAIN sends to uK@PEER_DOMAIN (N pairs, not N/2).
+#[derive(Args, Clone, Default)]
+pub struct PeerArgs {
+    /// c2s address (host:port) of the receivers' server.
+    #[arg(long, alias = "peer-addr")]
+    pub peer_server: Option<String>,
+    /// XMPP domain of the receivers' server.
+    #[arg(long, requires = "peer_server")]
+    pub peer_domain: Option<String>,
+    /// PID of the receivers' server (its CPU use is reported).
+    #[arg(long)]
+    pub peer_pid: Option<u32>,
+}
+
+impl PeerArgs {
+    /// The receivers' settings: `c` with the peer's address and domain.
+    pub fn common(&self, c: &Common) -> Option<Common> {
+        let server = self.peer_server.clone()?;
+        Some(Common {
+            server,
+            domain: self.peer_domain.clone().unwrap_or_else(|| c.domain.clone()),
+            pid: self.peer_pid,
+            ..c.clone()
+        })
+    }
+}
+
 #[derive(Args)]
 pub struct IdleArgs {
     #[command(flatten)]
@@ -134,6 +168,8 @@ pub struct ThroughputArgs {
     /// Body padding in bytes (added to "seq timestamp").
     #[arg(long, default_value_t = 0)]
     pub pad: usize,
+    #[command(flatten)]
+    pub peer: PeerArgs,
 }
 
 #[derive(Args)]
@@ -155,6 +191,8 @@ pub struct LatencyArgs {
     /// Body padding in bytes (added to "seq timestamp").
     #[arg(long, default_value_t = 0)]
     pub pad: usize,
+    #[command(flatten)]
+    pub peer: PeerArgs,
 }
 
 #[derive(Args)]
@@ -333,6 +371,7 @@ fn main() -> ExitCode {
             Mode::PresenceLogin(a) => presence::presence_login(a, nofile).await,
             Mode::MucFanout(a) => muc::muc_fanout(a, nofile).await,
             Mode::Mam(a) => mam::mam(a, nofile).await,
+            Mode::S2sSetup(a) => s2s::s2s_setup(a, nofile).await,
         }
     });
     match res {

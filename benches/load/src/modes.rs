@@ -134,6 +134,16 @@ pub(crate) fn base_json(mode: &str, c: &Common, nofile: Option<u64>) -> serde_js
     })
 }
 
+/// The receivers' server, when it is another one (federation).
+fn peer_json(p: Option<&Common>) -> serde_json::Value {
+    match p {
+        Some(p) => {
+            json!({ "peer_server": p.server, "peer_domain": p.domain, "pairs_mode": "cross-server" })
+        }
+        None => json!({}),
+    }
+}
+
 pub(crate) fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
     if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
         a.extend(b);
@@ -179,15 +189,23 @@ struct CpuMeter {
     tool: Option<f64>,
     server: Option<f64>,
     pid: Option<u32>,
+    peer: Option<f64>,
+    peer_pid: Option<u32>,
 }
 
 impl CpuMeter {
     fn start(pid: Option<u32>) -> Self {
+        Self::start2(pid, None)
+    }
+    /// Also the receivers' server (federation), reported as `peer_server_cpu_pct`.
+    fn start2(pid: Option<u32>, peer_pid: Option<u32>) -> Self {
         CpuMeter {
             t: Instant::now(),
             tool: cpu_s("self"),
             server: pid.and_then(|p| cpu_s(&p.to_string())),
             pid,
+            peer: peer_pid.and_then(|p| cpu_s(&p.to_string())),
+            peer_pid,
         }
     }
     fn json(&self) -> serde_json::Value {
@@ -199,6 +217,7 @@ impl CpuMeter {
         json!({
             "tool_cpu_pct": pct(self.tool, cpu_s("self")),
             "server_cpu_pct": pct(self.server, self.pid.and_then(|p| cpu_s(&p.to_string()))),
+            "peer_server_cpu_pct": pct(self.peer, self.peer_pid.and_then(|p| cpu_s(&p.to_string()))),
         })
     }
 }
@@ -366,6 +385,8 @@ struct PairResult {
     sent_measured: u64,
     recv_measured: u64,
     errors: u64,
+    /// First message error the sender got, and when (ns since the tool started).
+    first_error: Option<(u64, String)>,
     latencies: Vec<u64>,
     error: Option<String>,
 }
@@ -543,6 +564,11 @@ async fn pair_loop(
                     Ok(_) => {}
                 }
                 r.errors += xmpp::handle_incoming(snd).await?;
+                if r.first_error.is_none() {
+                    if let Some(e) = snd.first_error.take() {
+                        r.first_error = Some((now_ns(), e));
+                    }
+                }
             }
             Wake::Tick => {
                 let ts = now_ns();
@@ -572,10 +598,73 @@ struct PairsRun {
     measured_delivered: u64,
     measured_s: f64,
     cpu: serde_json::Value,
+    start_ns: u64,
 }
 
+/// Log in the senders and receivers and pair them: on one server u1->u2,
+/// u3->u4...; with a peer (federation) uK@DOMAIN -> uK@PEER_DOMAIN, K = 1..N.
+/// Returns the sessions in pairs and the receivers' addresses.
+async fn login_pairs(
+    c: &Common,
+    peer: Option<&Common>,
+    res: &mut serde_json::Value,
+) -> Result<(Vec<(Session, Session)>, Vec<String>)> {
+    let Some(p) = peer else {
+        let n = c.users - c.users % 2;
+        if n < 2 {
+            return Err("need at least 2 users".into());
+        }
+        let l = login_all(c, c.login_cfg(true).await?, n, true).await;
+        merge(res, login_json(&l));
+        require_all(&l)?;
+        let mut out = Vec::with_capacity(n / 2);
+        let mut to = Vec::with_capacity(n / 2);
+        let mut sessions = l.sessions.into_iter();
+        for i in 0..n / 2 {
+            let (Some(Some(snd)), Some(Some(rcv))) = (sessions.next(), sessions.next()) else {
+                return Err("internal: missing session".into());
+            };
+            out.push((snd, rcv));
+            to.push(format!("{}@{}/{}", c.user(2 * i + 2), c.domain, c.resource));
+        }
+        return Ok((out, to));
+    };
+    let n = c.users;
+    if n < 1 {
+        return Err("need at least 1 user".into());
+    }
+    eprintln!("  senders on {} ({}):", c.server, c.domain);
+    let ls = login_all(c, c.login_cfg(true).await?, n, true).await;
+    merge(res, login_json(&ls));
+    require_all(&ls)?;
+    eprintln!("  receivers on {} ({}):", p.server, p.domain);
+    let lr = login_all(p, p.login_cfg(true).await?, n, true).await;
+    let mut lj = login_json(&lr);
+    if let Some(o) = lj.as_object_mut() {
+        let peer_json: serde_json::Map<String, serde_json::Value> = std::mem::take(o)
+            .into_iter()
+            .map(|(k, v)| (format!("peer_{k}"), v))
+            .collect();
+        *o = peer_json;
+    }
+    merge(res, lj);
+    require_all(&lr)?;
+    let mut out = Vec::with_capacity(n);
+    let mut to = Vec::with_capacity(n);
+    for (i, (s, r)) in ls.sessions.into_iter().zip(lr.sessions).enumerate() {
+        let (Some(s), Some(r)) = (s, r) else {
+            return Err("internal: missing session".into());
+        };
+        out.push((s, r));
+        to.push(format!("{}@{}/{}", p.user(i + 1), p.domain, p.resource));
+    }
+    Ok((out, to))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_pairs(
     c: &Common,
+    peer: Option<&Common>,
     res: &mut serde_json::Value,
     make_schedule: impl Fn(usize, usize, Instant) -> Schedule,
     warmup: f64,
@@ -583,17 +672,11 @@ async fn run_pairs(
     drain: f64,
     pad: usize,
 ) -> Result<PairsRun> {
-    let n = c.users - c.users % 2;
-    if n < 2 {
-        return Err("need at least 2 users".into());
-    }
-    let l = login_all(c, c.login_cfg(true).await?, n, true).await;
-    merge(res, login_json(&l));
-    require_all(&l)?;
+    let (sessions, tos) = login_pairs(c, peer, res).await?;
     // Let presence broadcasts and the login burst settle.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let pairs = n / 2;
+    let pairs = sessions.len();
     let t0 = Instant::now();
     let start_ns = now_ns();
     let warm_end_ns = start_ns + (warmup * 1e9) as u64;
@@ -613,12 +696,7 @@ async fn run_pairs(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut set = JoinSet::new();
-    let mut sessions = l.sessions.into_iter();
-    for i in 0..pairs {
-        let (Some(Some(snd)), Some(Some(rcv))) = (sessions.next(), sessions.next()) else {
-            return Err("internal: missing session".into());
-        };
-        let to = format!("{}@{}/{}", c.user(2 * i + 2), c.domain, c.resource);
+    for (i, ((snd, rcv), to)) in sessions.into_iter().zip(tos).enumerate() {
         let cfg = PairCfg {
             schedule: make_schedule(i, pairs, t0),
             ..base.clone()
@@ -628,7 +706,7 @@ async fn run_pairs(
 
     // Sample deliveries once a second during the measured interval.
     tokio::time::sleep_until(t0 + Duration::from_secs_f64(warmup)).await;
-    let cpu = CpuMeter::start(c.pid);
+    let cpu = CpuMeter::start2(c.pid, peer.and_then(|p| p.pid));
     let m0 = Instant::now();
     let c0 = delivered.load(Relaxed);
     let mut per_second = Vec::new();
@@ -663,11 +741,13 @@ async fn run_pairs(
         measured_delivered,
         measured_s,
         cpu,
+        start_ns,
     })
 }
 
 /// Totals over the pairs, as JSON; also returns the merged latencies.
-fn pair_totals(rs: &mut [PairResult]) -> (serde_json::Value, Vec<u64>) {
+/// `message_first_error_s` counts from `start_ns` (the start of the warm-up).
+fn pair_totals(rs: &mut [PairResult], start_ns: u64) -> (serde_json::Value, Vec<u64>) {
     let sum = |f: fn(&PairResult) -> u64| rs.iter().map(f).sum::<u64>();
     let failed: Vec<&String> = rs.iter().filter_map(|r| r.error.as_ref()).collect();
     let v = json!({
@@ -678,6 +758,10 @@ fn pair_totals(rs: &mut [PairResult]) -> (serde_json::Value, Vec<u64>) {
         "received_measured": sum(|r| r.recv_measured),
         "lost_measured": sum(|r| r.sent_measured).saturating_sub(sum(|r| r.recv_measured)),
         "message_errors": sum(|r| r.errors),
+        "pairs_with_message_errors": rs.iter().filter(|r| r.errors > 0).count(),
+        "message_first_error": rs.iter().filter_map(|r| r.first_error.as_ref()).min_by_key(|e| e.0).map(|e| &e.1),
+        "message_first_error_s": rs.iter().filter_map(|r| r.first_error.as_ref()).map(|e| e.0).min()
+            .map(|t| (t.saturating_sub(start_ns) as f64 / 1e7).round() / 100.0),
         "pairs_failed": failed.len(),
         "pair_first_error": failed.first(),
     });
@@ -692,11 +776,21 @@ fn pair_totals(rs: &mut [PairResult]) -> (serde_json::Value, Vec<u64>) {
 
 pub async fn throughput(a: ThroughputArgs, nofile: Option<u64>) -> Result<()> {
     let c = &a.common;
-    let mut res = base_json("throughput", c, nofile);
+    let peer = a.peer.common(c);
+    let mut res = base_json(
+        if peer.is_some() {
+            "s2s-throughput"
+        } else {
+            "throughput"
+        },
+        c,
+        nofile,
+    );
+    merge(&mut res, peer_json(peer.as_ref()));
     eprintln!(
         "throughput: {} users ({} pairs), window {}, warm-up {}s, {}s measured, on {} (tls {:?})",
         c.users,
-        c.users / 2,
+        if peer.is_some() { c.users } else { c.users / 2 },
         a.window,
         a.warmup,
         a.duration,
@@ -706,6 +800,7 @@ pub async fn throughput(a: ThroughputArgs, nofile: Option<u64>) -> Result<()> {
     let w = a.window.max(1);
     let mut run = run_pairs(
         c,
+        peer.as_ref(),
         &mut res,
         |_, _, _| Schedule::Window(w),
         a.warmup,
@@ -714,7 +809,7 @@ pub async fn throughput(a: ThroughputArgs, nofile: Option<u64>) -> Result<()> {
         a.pad,
     )
     .await?;
-    let (totals, mut lat) = pair_totals(&mut run.results);
+    let (totals, mut lat) = pair_totals(&mut run.results, run.start_ns);
     let rate = run.measured_delivered as f64 / run.measured_s.max(1e-9);
     let peak = run.per_second.iter().copied().max().unwrap_or(0);
     merge(&mut res, totals);
@@ -753,14 +848,24 @@ pub async fn throughput(a: ThroughputArgs, nofile: Option<u64>) -> Result<()> {
 
 pub async fn latency(a: LatencyArgs, nofile: Option<u64>) -> Result<()> {
     let c = &a.common;
-    let mut res = base_json("latency", c, nofile);
+    let peer = a.peer.common(c);
+    let mut res = base_json(
+        if peer.is_some() {
+            "s2s-latency"
+        } else {
+            "latency"
+        },
+        c,
+        nofile,
+    );
+    merge(&mut res, peer_json(peer.as_ref()));
     if a.rate <= 0.0 {
         return Err("--rate must be positive".into());
     }
     eprintln!(
         "latency: {} users ({} pairs), {} msg/s total, warm-up {}s, {}s measured, on {} (tls {:?})",
         c.users,
-        c.users / 2,
+        if peer.is_some() { c.users } else { c.users / 2 },
         a.rate,
         a.warmup,
         a.duration,
@@ -770,6 +875,7 @@ pub async fn latency(a: LatencyArgs, nofile: Option<u64>) -> Result<()> {
     let rate = a.rate;
     let mut run = run_pairs(
         c,
+        peer.as_ref(),
         &mut res,
         move |i, pairs, t0| {
             // Each pair sends rate/pairs msg/s; pairs are staggered evenly.
@@ -783,7 +889,7 @@ pub async fn latency(a: LatencyArgs, nofile: Option<u64>) -> Result<()> {
         a.pad,
     )
     .await?;
-    let (totals, mut lat) = pair_totals(&mut run.results);
+    let (totals, mut lat) = pair_totals(&mut run.results, run.start_ns);
     merge(&mut res, totals);
     merge(&mut res, run.cpu);
     let achieved = run.measured_delivered as f64 / run.measured_s.max(1e-9);

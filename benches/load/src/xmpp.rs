@@ -138,6 +138,8 @@ pub struct Session {
     pub rbuf: Vec<u8>,
     pub split: Splitter,
     pub user: String,
+    /// The first `<message type='error'>` received (a snippet), for the report.
+    pub first_error: Option<String>,
 }
 
 const READ_CHUNK: usize = 4096;
@@ -258,6 +260,7 @@ pub async fn login(cfg: &LoginCfg, user: &str) -> Result<(Session, Duration)> {
         rbuf: Vec::with_capacity(READ_CHUNK),
         split: Splitter::default(),
         user: user.to_string(),
+        first_error: None,
     };
     let mut features = s.open_stream(&cfg.domain, "stream open").await?;
 
@@ -393,7 +396,19 @@ pub async fn handle_incoming(s: &mut Session) -> Result<u64> {
                             iq_reply(el, &mut replies);
                         }
                     }
-                    b"message" if xml::attr(el, b"type") == Some(b"error") => errors += 1,
+                    b"message" if xml::attr(el, b"type") == Some(b"error") => {
+                        errors += 1;
+                        if s.first_error.is_none() {
+                            // From <error>: the condition and text matter, not the body.
+                            let at = xml::find(el, b"<error").unwrap_or(0);
+                            let from = xml::attr(el, b"from").unwrap_or_default();
+                            s.first_error = Some(format!(
+                                "from {}: {}",
+                                String::from_utf8_lossy(from),
+                                xml::snippet(&el[at..])
+                            ));
+                        }
+                    }
                     b"stream:error" => {
                         return Err(format!("{}: stream error: {}", s.user, xml::snippet(el)))
                     }
