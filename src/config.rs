@@ -319,7 +319,7 @@ pub struct S2sConfig {
     /// Domains that may use dialback even when `require_certificates` is on.
     pub insecure_domains: Vec<String>,
     /// PEM file of further trust roots for remote servers' certificates (a private CA), besides
-    /// the built-in Mozilla set.
+    /// the system's store and the built-in Mozilla set.
     pub ca_file: Option<PathBuf>,
     /// Where to reach a domain without asking DNS: `"example.net" = "10.0.0.7:5269"` (STARTTLS),
     /// or `"tls://10.0.0.7:5270"` for direct TLS. For private deployments and tests.

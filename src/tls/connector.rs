@@ -32,12 +32,20 @@ pub enum ConnectError {
     Handshake { name: String, source: io::Error },
 }
 
-/// What outbound TLS trusts: the Mozilla roots, and the certificates of `extra_ca` (a PEM file,
-/// for a private CA or a peer's self-signed certificate) when given.
+/// What outbound TLS trusts: the system's trust store, the Mozilla roots (built in, so that a
+/// host without a store still verifies public certificates), and the certificates of
+/// `extra_ca` (a PEM file, for a private CA or a peer's self-signed certificate) when given.
 pub fn roots(extra_ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    let system = rustls_native_certs::load_native_certs();
+    for error in &system.errors {
+        // A store that cannot be read leaves the built-in roots; it is not fatal.
+        tracing::debug!(%error, "system trust store");
+    }
+    let (added, unusable) = roots.add_parsable_certificates(system.certs);
+    tracing::debug!(added, unusable, "system trust roots");
     if let Some(path) = extra_ca {
         for cert in read_certs(path)? {
             roots.add(cert).map_err(|source| TlsError::Root {

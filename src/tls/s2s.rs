@@ -60,7 +60,7 @@ pub enum PeerCertError {
     Invalid(String),
 }
 
-/// Trust in other servers' certificates: the Mozilla roots and a configured CA file. Cheap to
+/// Trust in other servers' certificates: the system store, the Mozilla roots and a configured CA file. Cheap to
 /// clone (shared).
 #[derive(Clone)]
 pub struct PeerTrust {
@@ -83,7 +83,7 @@ struct Trust {
 }
 
 impl PeerTrust {
-    /// Mozilla roots (webpki-roots, as `connector::roots` does) plus the PEM `extra_ca` if given
+    /// The system store and the Mozilla roots (as `connector::roots` has them) plus the PEM `extra_ca` if given
     /// (a private CA, or a peer's self-signed certificate trusted as it is).
     pub fn new(extra_ca: Option<&Path>) -> Result<PeerTrust, TlsError> {
         Self::with_roots(roots(extra_ca)?)
