@@ -22,6 +22,23 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A `sqlite:` URL whose file path is relative, made relative to `dir`; other URLs as they are.
+fn sqlite_url_beside(url: &str, dir: &Path) -> String {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return url.to_owned();
+    };
+    let (slashes, location) = match rest.strip_prefix("//") {
+        Some(location) => ("//", location),
+        None => ("", rest),
+    };
+    let file = location.split('?').next().unwrap_or_default();
+    if file.is_empty() || file.starts_with('/') || file.starts_with(":memory:") {
+        return url.to_owned();
+    }
+    let query = &location[file.len()..];
+    format!("sqlite:{slashes}{}{query}", dir.join(file).display())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -235,6 +252,16 @@ impl ClusterConfig {
 pub struct LogConfig {
     /// A `tracing` filter such as `info` or `corvid=debug`; `RUST_LOG` overrides it.
     pub level: String,
+    /// `text` (coloured only on a terminal) or `json` (one object per line, for log shippers).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -400,11 +427,12 @@ impl S2sConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// WebSocket (RFC 7395) at `/xmpp-websocket` and host-meta (XEP-0156), plain HTTP.
+    /// The HTTP listeners at all: WebSocket (RFC 7395) at `/xmpp-websocket` and host-meta
+    /// (XEP-0156) over plain HTTP, and over HTTPS when `tls_enabled`. Off, neither is opened.
     pub enabled: bool,
     pub bind: IpAddr,
     pub port: u16,
-    /// The same over HTTPS (wss://), with the server certificate.
+    /// The same over HTTPS (wss://), with the server certificate (only with `enabled`).
     pub tls_enabled: bool,
     pub tls_port: u16,
     /// Treat plain-HTTP WebSocket connections from loopback addresses as encrypted: a
@@ -752,6 +780,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }
@@ -941,12 +970,34 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            config.resolve_paths(dir);
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Relative paths in a configuration file name places beside the file, wherever corvid is
+    /// started from: `corvid -c /etc/corvid/corvid.toml user add …` run from another folder
+    /// must open the database the server opens.
+    fn resolve_paths(&mut self, dir: &Path) {
+        let beside = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        beside(&mut self.tls.cert);
+        beside(&mut self.tls.key);
+        for host in self.hosts.values_mut() {
+            host.cert.as_mut().map(beside);
+            host.key.as_mut().map(beside);
+        }
+        self.s2s.ca_file.as_mut().map(beside);
+        self.storage.url = sqlite_url_beside(&self.storage.url, dir);
     }
 
     /// Checks what the types alone cannot.
@@ -1185,6 +1236,27 @@ mod tests {
         assert_eq!(hosts[2].muc_domain.as_deref(), Some("rooms.c.example"));
         assert!(config.is_hosted("b.example"));
         assert!(!config.is_hosted("conference.b.example"));
+    }
+
+    #[test]
+    fn relative_paths_are_beside_the_configuration_file() {
+        let text = "[storage]\nurl = 'sqlite://./data/corvid.db?mode=rwc'\n\
+                    [tls]\ncert = 'certs/a.crt'\nkey = '/abs/a.key'\n";
+        let config = Config::parse(text, Path::new("/etc/corvid/corvid.toml")).expect("parses");
+        assert_eq!(
+            config.storage.url,
+            "sqlite:///etc/corvid/./data/corvid.db?mode=rwc"
+        );
+        assert_eq!(config.tls.cert, Path::new("/etc/corvid/certs/a.crt"));
+        assert_eq!(config.tls.key, Path::new("/abs/a.key"));
+        for (url, expected) in [
+            ("sqlite:data.db", "sqlite:/etc/corvid/data.db"),
+            ("sqlite:///var/lib/c.db", "sqlite:///var/lib/c.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+        ] {
+            assert_eq!(sqlite_url_beside(url, Path::new("/etc/corvid")), expected);
+        }
     }
 
     #[test]

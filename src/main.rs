@@ -115,13 +115,26 @@ fn load_config(path: &Path, must_exist: bool) -> Result<Config, String> {
 }
 
 fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let filter =
+            EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+        // PostgreSQL's notices ("relation _sqlx_migrations already exists, skipping" on every
+        // start and every `corvid user`) are not news; its warnings still are.
+        match "sqlx::postgres::notice=warn".parse() {
+            Ok(quiet) => filter.add_directive(quiet),
+            Err(_) => filter,
+        }
+    });
+    // Colour escapes only for a person at a terminal: a file or a journal gets plain text.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    match config.log.format {
+        corvid::config::LogFormat::Text => builder.init(),
+        corvid::config::LogFormat::Json => builder.json().init(),
+    }
 }
 
 async fn serve(config: Config) -> Result<(), String> {

@@ -196,7 +196,8 @@ pub async fn start_with_modules(
     } else {
         None
     };
-    let https = if config.http.tls_enabled {
+    // `http.enabled` is the switch for both listeners: off means no HTTP at all.
+    let https = if config.http.enabled && config.http.tls_enabled {
         let listener = bind(SocketAddr::new(config.http.bind, config.http.tls_port)).await?;
         https_addr = Some(local_addr(&listener)?);
         Some(listener)

@@ -549,3 +549,16 @@ async fn a_websocket_session_outlives_the_negotiation_timeout() {
         }
     }
 }
+
+/// Issue 13: `[http] enabled = false` opens no HTTP listener at all, the HTTPS one included,
+/// even with `tls_enabled` left at its default.
+#[tokio::test]
+async fn http_disabled_opens_neither_http_nor_https() {
+    let t = TestServer::start_with(|c| {
+        c.http.enabled = false;
+        assert!(c.http.tls_enabled, "the default stays on");
+    })
+    .await;
+    assert!(t.server.http_addr.is_none());
+    assert!(t.server.https_addr.is_none());
+}

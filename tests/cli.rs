@@ -1,5 +1,7 @@
 //! The `corvid` binary as an operator uses it: check-config and user management.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -244,4 +246,81 @@ fn users_of_any_hosted_domain_are_managed() {
         String::from_utf8_lossy(&list.stdout),
         "alice@a.example\nbob@b.example\n"
     );
+}
+
+/// Issue 13: relative paths in a configuration file are beside the file, so `corvid -c
+/// /etc/corvid/corvid.toml user add …` run from any folder writes the database the server reads.
+#[test]
+fn relative_paths_are_beside_the_configuration_file_wherever_corvid_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corvid.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nurl = 'sqlite://./data/corvid.db'\n[s2s]\nenabled = false\n",
+    )
+    .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_corvid"))
+        .current_dir(elsewhere.path())
+        .args([
+            "-c",
+            config.to_str().unwrap(),
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pw-alice\n")
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert!(dir.path().join("data/corvid.db").exists());
+    assert!(!elsewhere.path().join("data").exists());
+}
+
+/// Issue 13: PostgreSQL's notices ("relation _sqlx_migrations already exists, skipping", on
+/// every start and every `corvid user` call) do not reach the log.
+#[test]
+fn postgres_notices_stay_out_of_the_log() {
+    let Ok(url) = std::env::var("CORVID_TEST_POSTGRES") else {
+        eprintln!("skipped: CORVID_TEST_POSTGRES is not set");
+        return;
+    };
+    let schema = format!("corvid_cli_{}", std::process::id());
+    // The schema exists first (as the tests' other servers make theirs), so that the runs
+    // below migrate into it through `search_path`.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let backend = runtime
+        .block_on(corvid::storage::PostgresStorage::open_with_schema(
+            &url, &schema,
+        ))
+        .expect("schema");
+    runtime.block_on(backend.close());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corvid.toml");
+    std::fs::write(
+        &config,
+        format!("[storage]\nurl = '{scoped}'\n[s2s]\nenabled = false\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corvid"))
+        .args(["-c", config.to_str().unwrap(), "user", "list"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("already exists"), "{stderr}");
+    runtime.block_on(common::drop_schema(&schema));
 }

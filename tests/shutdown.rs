@@ -405,7 +405,9 @@ async fn signal_tells_clients_and_the_binary_exits_cleanly(signal: &str) {
 
     let mut child = Command::new(bin)
         .args(["-c", config.to_str().expect("path"), "serve"])
-        .env("NO_COLOR", "1")
+        // Issue 13: log lines to a pipe (a file, a journal) carry no colour escapes, without
+        // NO_COLOR having to say so.
+        .env_remove("NO_COLOR")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -413,14 +415,18 @@ async fn signal_tells_clients_and_the_binary_exits_cleanly(signal: &str) {
         .expect("corvid serves");
     let stderr = child.stderr.take().expect("stderr");
     let (found, addr) = std::sync::mpsc::channel();
+    let (coloured_tx, coloured) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
+        let mut escapes = 0usize;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            escapes += usize::from(line.contains('\u{1b}'));
             if !sent && line.contains("c2s (STARTTLS) listening") {
                 let _ = found.send(address_in(&line));
                 sent = true;
             }
         }
+        let _ = coloured_tx.send(escapes);
     });
     let addr = tokio::task::spawn_blocking(move || addr.recv_timeout(Duration::from_secs(60)))
         .await
@@ -461,4 +467,40 @@ async fn signal_tells_clients_and_the_binary_exits_cleanly(signal: &str) {
     .expect("join")
     .expect("corvid exits after the signal");
     assert!(status.success(), "{status:?}");
+    let escapes = coloured
+        .recv_timeout(Duration::from_secs(30))
+        .expect("stderr read to its end");
+    assert_eq!(escapes, 0, "log lines with colour escapes on a pipe");
+}
+
+/// Issue 13: `log.format = "json"` writes one JSON object per log line, for log shippers.
+#[test]
+fn json_log_lines_parse_as_json() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("corvid.toml");
+    std::fs::write(
+        &config,
+        "[log]\nformat = 'json'\n[storage]\nurl = 'sqlite://./corvid.db'\n[tls]\ncert = 'c.pem'\nkey = 'k.pem'\n\
+         [c2s]\nbind = '127.0.0.1'\nport = 0\ndirect_tls = false\n[http]\nenabled = false\n[s2s]\nenabled = false\n",
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corvid"))
+        .args(["-c", config.to_str().expect("path"), "serve"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("corvid serves");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let listening = lines
+        .by_ref()
+        .take(50)
+        .find(|line| line.contains("c2s (STARTTLS) listening"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = listening.expect("the server logs where it listens");
+    let parsed: serde_json::Value = serde_json::from_str(&line).expect("a JSON object");
+    assert_eq!(parsed["level"], "INFO", "{line}");
+    assert!(parsed["fields"]["message"].is_string(), "{line}");
 }

@@ -823,6 +823,8 @@ where
     config.c2s.direct_tls = false;
     config.http.enabled = false;
     config.http.tls_enabled = false;
+    // Federation would bind 5269 on every address: two of these servers at once would clash.
+    config.s2s.enabled = false;
     let server = corvid::server::start_with_storage(Arc::new(config), storage)
         .await
         .expect("server starts");
