@@ -562,3 +562,16 @@ async fn http_disabled_opens_neither_http_nor_https() {
     assert!(t.server.http_addr.is_none());
     assert!(t.server.https_addr.is_none());
 }
+
+/// XEP-0478: an authenticated client learns the largest stanza it may send.
+#[tokio::test]
+async fn the_stanza_size_limit_is_advertised_after_authentication() {
+    let t = TestServer::start_with(|c| c.c2s.max_stanza_size = 100_000).await;
+    t.add_user("alice").await;
+    let (_raw, features) = Raw::authenticated(t.c2s(), t.tls_config(), "alice").await;
+    let max = features
+        .get_child("limits", "urn:xmpp:stream-limits:0")
+        .and_then(|limits| limits.get_child("max-bytes", "urn:xmpp:stream-limits:0"))
+        .map(|max| max.text());
+    assert_eq!(max.as_deref(), Some("100000"), "{features:?}");
+}

@@ -29,8 +29,6 @@ use crate::stanza::Kind;
 use crate::stream::end::End;
 use crate::xml::{self, ns, Frame, StreamCondition, StreamHeader};
 
-/// XEP-0478's namespace.
-const STREAM_LIMITS: &str = "urn:xmpp:stream-limits:0";
 /// XEP-0288: the feature we offer, and what the initiating server sends to use it.
 pub(super) const BIDI_FEATURE: &str = "urn:xmpp:features:bidi";
 pub(super) const BIDI: &str = "urn:xmpp:bidi";
@@ -320,20 +318,10 @@ impl Inbound {
             features = features.append(Element::bare("bidi", BIDI_FEATURE));
         }
         if may_authenticate {
-            features = features.append(
-                Element::builder("limits", STREAM_LIMITS)
-                    .append(
-                        Element::builder("max-bytes", STREAM_LIMITS)
-                            .append(config.max_stanza_size.to_string())
-                            .build(),
-                    )
-                    .append(
-                        Element::builder("idle-seconds", STREAM_LIMITS)
-                            .append(config.idle_timeout_secs.to_string())
-                            .build(),
-                    )
-                    .build(),
-            );
+            features = features.append(crate::stream::features::stream_limits(
+                config.max_stanza_size,
+                Some(config.idle_timeout_secs),
+            ));
         }
         features.build()
     }

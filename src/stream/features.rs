@@ -89,12 +89,33 @@ pub fn after_inline_bind() -> Vec<Element> {
 /// that still look for them, and the roster features of RFC 6121 (versioning §2.6,
 /// subscription pre-approval §3.4), Stream Management (XEP-0198) and Client State Indication
 /// (XEP-0352).
-pub fn after_auth() -> Vec<Element> {
+pub fn after_auth(max_stanza_size: usize) -> Vec<Element> {
     let mut session = Element::bare("session", ns::SESSION);
     session.append_child(Element::bare("optional", ns::SESSION));
     let mut features = vec![Element::bare("bind", ns::BIND), session];
     features.extend(after_inline_bind());
+    features.push(stream_limits(max_stanza_size, None));
     features
+}
+
+/// XEP-0478: the largest stanza the stream accepts (larger ones end it with
+/// `<policy-violation/>`), and how long it may stay silent before it is closed, if it may not
+/// forever. Client and server streams advertise it alike.
+pub fn stream_limits(max_bytes: usize, idle_seconds: Option<u64>) -> Element {
+    let mut limits = Element::bare("limits", ns::STREAM_LIMITS);
+    limits.append_child(
+        Element::builder("max-bytes", ns::STREAM_LIMITS)
+            .append(max_bytes.to_string())
+            .build(),
+    );
+    if let Some(idle) = idle_seconds {
+        limits.append_child(
+            Element::builder("idle-seconds", ns::STREAM_LIMITS)
+                .append(idle.to_string())
+                .build(),
+        );
+    }
+    limits
 }
 
 /// `<name xmlns='namespace'><mechanism>…</mechanism>…</name>`, the shape SASL, SASL2 and FAST
@@ -128,11 +149,13 @@ mod tests {
     #[test]
     fn after_auth_is_what_it_always_was() {
         assert_eq!(
-            features(after_auth()),
+            features(after_auth(262_144)),
             "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
              <session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>\
              <ver xmlns='urn:xmpp:features:rosterver'/><sub xmlns='urn:xmpp:features:pre-approval'/>\
-             <sm xmlns='urn:xmpp:sm:3'/><csi xmlns='urn:xmpp:csi:0'/></stream:features>"
+             <sm xmlns='urn:xmpp:sm:3'/><csi xmlns='urn:xmpp:csi:0'/>\
+             <limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>262144</max-bytes></limits>\
+             </stream:features>"
         );
     }
 

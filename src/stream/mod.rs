@@ -8,7 +8,7 @@ mod csi;
 pub mod detached_cap;
 pub mod end;
 mod fast;
-mod features;
+pub mod features;
 pub mod random_id;
 pub mod resumption;
 mod sasl2;

@@ -60,6 +60,7 @@ pub const BIND2: &str = "urn:xmpp:bind:0";
 pub const FAST: &str = "urn:xmpp:fast:0";
 pub const SM: &str = "urn:xmpp:sm:3";
 pub const CSI: &str = "urn:xmpp:csi:0";
+pub const STREAM_LIMITS: &str = "urn:xmpp:stream-limits:0";
 pub const MAM: &str = "urn:xmpp:mam:2";
 pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
 pub const RSM: &str = "http://jabber.org/protocol/rsm";

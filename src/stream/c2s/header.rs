@@ -76,7 +76,7 @@ impl<T: Transport> C2s<T> {
 
     pub(super) async fn send_features(&mut self, authenticated: bool) -> Result<(), End> {
         let children = if authenticated {
-            features::after_auth()
+            features::after_auth(self.ctx.config.c2s.max_stanza_size)
         } else {
             let mechanisms = self.offered_mechanisms();
             let sasl2 = features::sasl2(
