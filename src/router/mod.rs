@@ -559,6 +559,11 @@ impl Router {
         }
     }
 
+    /// Whether `domain` (prepared) is served here: a hosted domain or a service of one.
+    pub fn serves_domain(&self, domain: &str) -> bool {
+        self.hosted.contains(domain) || self.registry.components.contains_key(domain)
+    }
+
     /// Where `to` is, as far as the domain says: the accounts' resources are the directory's.
     pub fn destination(&self, to: &Jid) -> Destination<'_> {
         Destination::of(

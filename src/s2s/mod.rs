@@ -214,13 +214,12 @@ impl S2s {
     /// Whether `domain` is served here: a hosted domain or one of its services. Another
     /// server may never speak for these.
     fn serves(&self, router: &Router, domain: &str) -> bool {
-        let Ok(jid) = Jid::new(domain) else {
-            return false;
-        };
-        matches!(
-            router.destination(&jid),
-            crate::router::Destination::Server | crate::router::Destination::Service(_)
-        )
+        // Asked for every stanza in and out: a lookup, no parsing, for the usual (prepared,
+        // ASCII) domain; anything else is prepared as a JID first.
+        if domain.is_ascii() && !domain.bytes().any(|b| b.is_ascii_uppercase()) {
+            return router.serves_domain(domain);
+        }
+        Jid::new(domain).is_ok_and(|jid| router.serves_domain(jid.domain().as_str()))
     }
 }
 
@@ -291,7 +290,6 @@ impl Module for S2s {
 #[async_trait]
 impl Component for S2s {
     async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element) {
-        let _ = self.router.set(Arc::downgrade(router));
         let Some(this) = self.this.upgrade() else {
             return;
         };
