@@ -61,6 +61,7 @@ pub struct Config {
     pub mam: MamConfig,
     pub cluster: ClusterConfig,
     pub s2s: S2sConfig,
+    pub control: ControlConfig,
 }
 
 /// A further hosted domain, `[hosts."example.net"]`, as Prosody's `VirtualHost` and ejabberd's
@@ -752,6 +753,26 @@ impl Default for MucConfig {
     }
 }
 
+/// `[control]`: the local socket `corvid ctl` reaches the running server through. Its file
+/// permissions are its authentication (only the server's own user, or root, may connect), as
+/// with ejabberdctl and prosodyctl's shell.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    pub enabled: bool,
+    /// The Unix socket's path; relative paths are beside the configuration file.
+    pub socket: PathBuf,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            enabled: true,
+            socket: PathBuf::from("./data/corvid.sock"),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -772,6 +793,7 @@ impl Default for Config {
             mam: MamConfig::default(),
             cluster: ClusterConfig::default(),
             s2s: S2sConfig::default(),
+            control: ControlConfig::default(),
         }
     }
 }
@@ -997,6 +1019,7 @@ impl Config {
             host.key.as_mut().map(beside);
         }
         self.s2s.ca_file.as_mut().map(beside);
+        beside(&mut self.control.socket);
         self.storage.url = sqlite_url_beside(&self.storage.url, dir);
     }
 

@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod config;
+pub mod control;
 pub mod ids;
 pub mod limits;
 pub mod listen;

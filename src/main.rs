@@ -28,6 +28,51 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Talk to the running server through its control socket (`[control] socket`).
+    Ctl(CtlArgs),
+}
+
+#[derive(clap::Args)]
+struct CtlArgs {
+    /// Print the server's answer as JSON (one object) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+/// XEP-0133's admin commands (`corvid ctl commands` lists every one the server offers; `run`
+/// runs any of them with the fields XEP-0133 names).
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Whether the server runs: version, domains, sessions, federation links.
+    Status,
+    /// The admin commands the server offers (XEP-0050 nodes and names).
+    Commands,
+    /// Registered accounts.
+    Users,
+    /// Accounts with at least one session.
+    Online,
+    /// Ends every session of an account.
+    Kick { jid: String },
+    /// Sends a message to every online user.
+    Announce { text: String },
+    /// Disables an account: its sessions end and it cannot log in.
+    Disable { jid: String },
+    /// Lets a disabled account log in again.
+    Enable { jid: String },
+    /// Rereads the configuration and the TLS certificates.
+    Reload,
+    /// Stops the server, after `delay` seconds and an announcement to everyone online.
+    Shutdown {
+        #[arg(long, default_value_t = 0)]
+        delay: u64,
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Runs any admin command: `corvid ctl run <node> field=value …` (a field given twice
+    /// has two values).
+    Run { node: String, fields: Vec<String> },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +136,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::User(command) => user(config, command).await,
+            Command::Ctl(args) => ctl(&config, args).await,
             Command::CheckConfig => Ok(()),
         }
     });
@@ -170,13 +216,99 @@ async fn wait_for_signal() -> &'static str {
     "SIGINT"
 }
 
+/// XEP-0133's node names, as the server's ad-hoc commands register them.
+const ADMIN_NODE: &str = "http://jabber.org/protocol/admin#";
+/// corvid's own admin commands beside XEP-0133's.
+const CORVID_ADMIN_NODE: &str = "urn:corvid:admin#";
+
+async fn ctl(config: &Config, args: CtlArgs) -> Result<(), String> {
+    use corvid::control::protocol::Request;
+    let run = |command: &str, fields: &[(&str, Vec<String>)]| Request::Run {
+        node: format!("{ADMIN_NODE}{command}"),
+        fields: fields
+            .iter()
+            .map(|(name, values)| ((*name).to_owned(), values.clone()))
+            .collect(),
+    };
+    let request = match args.command {
+        CtlCommand::Status => Request::Status,
+        CtlCommand::Commands => Request::Commands,
+        CtlCommand::Users => run("get-registered-users-list", &[]),
+        CtlCommand::Online => run("get-online-users-list", &[]),
+        CtlCommand::Kick { jid } => run("end-user-session", &[("accountjids", vec![jid])]),
+        CtlCommand::Announce { text } => run("announce", &[("announcement", vec![text])]),
+        CtlCommand::Disable { jid } => run("disable-user", &[("accountjids", vec![jid])]),
+        CtlCommand::Enable { jid } => run("reenable-user", &[("accountjids", vec![jid])]),
+        CtlCommand::Reload => Request::Run {
+            node: format!("{CORVID_ADMIN_NODE}reload"),
+            fields: Default::default(),
+        },
+        CtlCommand::Shutdown { delay, message } => {
+            let mut fields = vec![("delay", vec![delay.to_string()])];
+            if let Some(message) = message {
+                fields.push(("announcement", vec![message]));
+            }
+            run("shutdown", &fields)
+        }
+        CtlCommand::Run { node, fields } => {
+            let mut submitted = std::collections::BTreeMap::<String, Vec<String>>::new();
+            for field in fields {
+                let (name, value) = field
+                    .split_once('=')
+                    .ok_or_else(|| format!("'{field}': expected name=value"))?;
+                submitted
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push(value.to_owned());
+            }
+            Request::Run {
+                node,
+                fields: submitted,
+            }
+        }
+    };
+    let outcome = corvid::control::client::request(&config.control.socket, &request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())?;
+        println!("{json}");
+    } else {
+        print!("{}", corvid::control::render::text(&outcome));
+    }
+    Ok(())
+}
+
+/// Tells a running server what `corvid user` changed in storage, so it takes effect at once
+/// (a deleted account's sessions end). Nothing to do when no server runs.
+async fn tell_running_server(
+    config: &Config,
+    account: &str,
+    change: corvid::control::protocol::AccountChange,
+) {
+    use corvid::control::client::{self, ClientError};
+    use corvid::control::protocol::Request;
+    if !config.control.enabled {
+        return;
+    }
+    let request = Request::AccountChanged {
+        jid: account.to_owned(),
+        change,
+    };
+    match client::request(&config.control.socket, &request).await {
+        Ok(_) | Err(ClientError::NotRunning { .. }) => {}
+        Err(e) => eprintln!("corvid: the running server was not told: {e}"),
+    }
+}
+
 async fn user(config: Config, command: UserCommand) -> Result<(), String> {
+    use corvid::control::protocol::AccountChange;
     let storage = Storage::open_for(&config)
         .await
         .map_err(|e| e.to_string())?;
     let accounts = &storage.accounts;
     let iterations = config.auth.scram_iterations;
-    let (account, result, done) = match command {
+    let (account, result, done, change) = match command {
         UserCommand::List => {
             for account in accounts.list_accounts().await.map_err(|e| e.to_string())? {
                 println!("{account}");
@@ -191,7 +323,7 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
             let account = account(&user, &config)?;
             let creds = credentials(&read_password(password_stdin)?, iterations)?;
             let result = accounts.create_account(&account, &creds).await;
-            (account, result, "created")
+            (account, result, "created", AccountChange::Created)
         }
         UserCommand::Passwd {
             user,
@@ -200,7 +332,12 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
             let account = account(&user, &config)?;
             let creds = credentials(&read_password(password_stdin)?, iterations)?;
             let result = accounts.set_credentials(&account, &creds).await;
-            (account, result, "password changed for")
+            (
+                account,
+                result,
+                "password changed for",
+                AccountChange::PasswordChanged,
+            )
         }
         UserCommand::Del { user } => {
             let account = account(&user, &config)?;
@@ -214,12 +351,13 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
                     .await
                     .map(|_| ());
             }
-            (account, result, "deleted")
+            (account, result, "deleted", AccountChange::Deleted)
         }
     };
     match result {
         Ok(()) => {
             println!("{done} {account}");
+            tell_running_server(&config, &account, change).await;
             Ok(())
         }
         Err(StorageError::Conflict) => Err(format!("{account} already exists")),

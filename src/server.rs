@@ -9,6 +9,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::control::operator::ServerOperator;
+use crate::control::ControlSocket;
 use crate::listen::admission::{self, Admission};
 use crate::listen::{self, ListenContext};
 use crate::modules;
@@ -36,6 +38,8 @@ pub enum ServerError {
     NoNodeNumber(u16),
     #[error("{0}")]
     S2s(#[from] crate::s2s::S2sError),
+    #[error("{0}")]
+    Control(#[from] crate::control::ControlError),
 }
 
 /// A started server: its bound addresses, and the tasks to stop it.
@@ -49,6 +53,8 @@ pub struct RunningServer {
     pub s2s_addr: Option<SocketAddr>,
     pub s2s_direct_tls_addr: Option<SocketAddr>,
     pub s2s: Option<Arc<S2s>>,
+    /// `corvid ctl`'s socket, when `control.enabled`.
+    pub control: Option<ControlSocket>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -61,6 +67,9 @@ impl RunningServer {
     pub async fn shutdown(self) {
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(control) = &self.control {
+            control.close();
         }
         let router = &self.ctx.router;
         router.shutdown_all();
@@ -247,6 +256,13 @@ pub async fn start_with_modules(
         }
     }
 
+    let control = if config.control.enabled {
+        let operator = Arc::new(ServerOperator::new(ctx.router.clone(), s2s.clone()));
+        Some(ControlSocket::bind(&config.control.socket, operator).await?)
+    } else {
+        None
+    };
+
     Ok(RunningServer {
         ctx,
         c2s_addr,
@@ -256,6 +272,7 @@ pub async fn start_with_modules(
         s2s_addr,
         s2s_direct_tls_addr,
         s2s,
+        control,
         tasks,
     })
 }

@@ -98,6 +98,7 @@ impl TestServer {
         config.s2s.bind = loopback;
         config.s2s.port = 0;
         config.s2s.direct_tls_port = 0;
+        config.control.socket = dir.path().join("corvid.sock");
         adjust(&mut config);
         if std::env::var_os("CORVID_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -825,6 +826,7 @@ where
     config.http.tls_enabled = false;
     // Federation would bind 5269 on every address: two of these servers at once would clash.
     config.s2s.enabled = false;
+    config.control.socket = dir.path().join("corvid.sock");
     let server = corvid::server::start_with_storage(Arc::new(config), storage)
         .await
         .expect("server starts");
