@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::listen::admission::{self, Admission};
 use crate::listen::{self, ListenContext};
+use crate::metrics::Metrics;
 use crate::modules;
+use crate::reload::{ReloadError, ReloadReport, Reloader};
 use crate::router::{Module, Router};
 use crate::s2s::S2s;
 use crate::storage::{Storage, StorageError};
@@ -36,6 +38,8 @@ pub enum ServerError {
     NoNodeNumber(u16),
     #[error("{0}")]
     S2s(#[from] crate::s2s::S2sError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A started server: its bound addresses, and the tasks to stop it.
@@ -49,10 +53,25 @@ pub struct RunningServer {
     pub s2s_addr: Option<SocketAddr>,
     pub s2s_direct_tls_addr: Option<SocketAddr>,
     pub s2s: Option<Arc<S2s>>,
+    /// `/metrics`, when `metrics.enabled`.
+    pub metrics_addr: Option<SocketAddr>,
+    reloader: Arc<Reloader>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
+    /// Reads the configuration file again (the one `set_config_path` named; without one, the
+    /// running configuration) and reloads what can change live, the certificates above all;
+    /// the report says what needs a restart. A file that does not validate changes nothing.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload().await
+    }
+
+    /// The configuration file `reload` reads.
+    pub fn set_config_path(&self, path: &std::path::Path) {
+        self.reloader.set_config_path(path);
+    }
+
     /// Stops the server without losing a message: stops accepting, turns routing to local
     /// users towards offline storage, tells every session `<system-shutdown/>` (what it had
     /// queued or the client had not acknowledged goes to offline storage, detached sessions'
@@ -119,6 +138,7 @@ pub async fn start_with_modules(
     if let Ok(decoy) = <[u8; 32]>::try_from(decoy.as_slice()) {
         let _ = crate::sasl::init_decoy_secret(decoy);
     }
+    let metrics = Metrics::new()?;
     let node_name = config.cluster.node_name();
     let node = storage
         .nodes
@@ -127,6 +147,7 @@ pub async fn start_with_modules(
         .ok_or(ServerError::NoNodeNumber(crate::ids::NODES))?;
     info!(node = %node_name, number = node, "node identity");
     let storage = storage.with_roster_cache(ROSTER_CACHE_USERS);
+    let storage = crate::metrics::storage::measured(storage, &metrics);
     let mut all = modules::all(&config);
     let s2s = if config.s2s.enabled {
         // Every node derives dialback keys from the same stored secret, so any of them can
@@ -145,7 +166,9 @@ pub async fn start_with_modules(
         None
     };
     all.extend(extra);
-    let router = Router::new(config.clone(), storage, all, node);
+    let router = Router::new(config.clone(), storage, all, node, metrics.clone());
+    let reloader = Arc::new(Reloader::new(config.clone(), Some(tls.clone())));
+    router.set_reloader(reloader.clone());
     let ctx = Arc::new(StreamContext {
         config: config.clone(),
         router,
@@ -247,6 +270,27 @@ pub async fn start_with_modules(
         }
     }
 
+    let mut metrics_addr = None;
+    if config.metrics.enabled {
+        if let Some(s2s) = &s2s {
+            let s2s = s2s.clone();
+            metrics.add_sampler(Box::new(move |m| {
+                m.set_s2s(s2s.connection_count(), s2s.link_count())
+            }));
+        }
+        // Metrics are for watching the server, not part of serving it: a port already taken
+        // (a second server on the host) is logged, and the server runs without them.
+        match bind(config.metrics.listen).await {
+            Ok(listener) => {
+                let addr = local_addr(&listener)?;
+                tasks.push(tokio::spawn(listen::metrics::serve(listener, metrics.clone())));
+                info!(%addr, "metrics (/metrics) listening");
+                metrics_addr = Some(addr);
+            }
+            Err(e) => error!(error = %e, "metrics listener not started"),
+        }
+    }
+
     Ok(RunningServer {
         ctx,
         c2s_addr,
@@ -256,6 +300,8 @@ pub async fn start_with_modules(
         s2s_addr,
         s2s_direct_tls_addr,
         s2s,
+        metrics_addr,
+        reloader,
         tasks,
     })
 }
