@@ -98,6 +98,7 @@ impl TestServer {
         config.s2s.bind = loopback;
         config.s2s.port = 0;
         config.s2s.direct_tls_port = 0;
+        config.metrics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         adjust(&mut config);
         if std::env::var_os("CORVID_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()

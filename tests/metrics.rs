@@ -1,0 +1,206 @@
+//! `/metrics` over a real socket, read with an independent Prometheus text-format parser:
+//! the counters move with real traffic, the sessions gauge goes up and down, and the listener
+//! is loopback-only by default and absent when disabled.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use prometheus_parse::{Sample, Scrape, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// GET /metrics, parsed.
+async fn scrape(addr: SocketAddr) -> Vec<Sample> {
+    let mut tcp = TcpStream::connect(addr).await.expect("metrics listener");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut response))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    Scrape::parse(lines).expect("Prometheus text format").samples
+}
+
+/// The value of `metric` with exactly these labels (a histogram's: its observation count).
+fn value(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let sample = samples
+        .iter()
+        .find(|s| {
+            s.metric == metric
+                && s.labels.len() == labels.len()
+                && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+        })
+        .unwrap_or_else(|| panic!("no {metric} {labels:?}"));
+    match &sample.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        Value::Histogram(buckets) => buckets.iter().map(|b| b.count).fold(0.0, f64::max),
+        Value::Summary(_) => panic!("{metric} is a summary"),
+    }
+}
+
+/// A login counter: its children appear with their first count, so absent reads as 0.
+fn logins(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let present = samples.iter().any(|s| s.metric == metric && s.labels.len() == labels.len()
+        && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+    if present {
+        value(samples, metric, labels)
+    } else {
+        0.0
+    }
+}
+
+fn metrics_addr(t: &TestServer) -> SocketAddr {
+    t.server.metrics_addr.expect("metrics listen")
+}
+
+const BOUND_TCP: &[(&str, &str)] = &[("transport", "tcp"), ("state", "bound")];
+
+/// Scrapes until `metric` has `expected` (sessions end asynchronously after a close).
+async fn until_value(addr: SocketAddr, metric: &str, labels: &[(&str, &str)], expected: f64) {
+    for _ in 0..500 {
+        if value(&scrape(addr).await, metric, labels) == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let now = value(&scrape(addr).await, metric, labels);
+    panic!("{metric} {labels:?} stayed {now}, expected {expected}");
+}
+
+#[tokio::test]
+async fn counters_move_with_logins_messages_and_sessions() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    t.add_user("bob").await;
+    let addr = metrics_addr(&t);
+    let before = scrape(addr).await;
+    assert_eq!(value(&before, "corvid_c2s_sessions", BOUND_TCP), 0.0);
+    let plain = &[("mechanism", "PLAIN")];
+    let refused = &[("mechanism", "PLAIN"), ("reason", "not-authorized")];
+    let logins_before = logins(&before, "corvid_logins_total", plain);
+
+    let (mut alice, alice_jid) = Raw::login(t.c2s(), t.tls_config(), "alice", "a").await;
+    let after_login = scrape(addr).await;
+    assert_eq!(
+        logins(&after_login, "corvid_logins_total", plain),
+        logins_before + 1.0
+    );
+    assert_eq!(value(&after_login, "corvid_c2s_sessions", BOUND_TCP), 1.0);
+
+    // A wrong password is a failure with its SASL condition.
+    let mut wrong = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
+    wrong.write(OPEN).await;
+    let _features = wrong.element().await;
+    wrong.auth_plain("alice", "not-the-password").await;
+    let failure = wrong.element().await;
+    assert_eq!(failure.name(), "failure");
+    let after_failure = scrape(addr).await;
+    assert_eq!(logins(&after_failure, "corvid_login_failures_total", refused), 1.0);
+    assert_eq!(
+        logins(&after_failure, "corvid_logins_total", plain),
+        logins_before + 1.0,
+        "a failure is no login"
+    );
+
+    let (mut bob, bob_jid) = Raw::login(t.c2s(), t.tls_config(), "bob", "b").await;
+    until_value(addr, "corvid_c2s_sessions", BOUND_TCP, 2.0).await;
+    let before_message = scrape(addr).await;
+    let message = &[("kind", "message")];
+    let in_before = value(&before_message, "corvid_stanzas_in_total", message);
+    let out_before = value(&before_message, "corvid_stanzas_out_total", message);
+    let routed_before = value(&before_message, "corvid_routing_seconds", message);
+    alice
+        .write(&format!(
+            "<message to='{bob_jid}' type='chat' id='m1'><body>hi</body></message>"
+        ))
+        .await;
+    loop {
+        let el = bob.element().await;
+        if el.name() == "message" {
+            assert_eq!(el.attr("from"), Some(alice_jid.as_str()));
+            break;
+        }
+    }
+    let after_message = scrape(addr).await;
+    assert_eq!(
+        value(&after_message, "corvid_stanzas_in_total", message),
+        in_before + 1.0
+    );
+    assert_eq!(
+        value(&after_message, "corvid_stanzas_out_total", message),
+        out_before + 1.0
+    );
+    assert_eq!(
+        value(&after_message, "corvid_routing_seconds", message),
+        routed_before + 1.0
+    );
+
+    // The gauge follows sessions down as well as up.
+    bob.write("</stream:stream>").await;
+    assert!(bob.closed().await);
+    until_value(addr, "corvid_c2s_sessions", BOUND_TCP, 1.0).await;
+    alice.write("</stream:stream>").await;
+    assert!(alice.closed().await);
+    until_value(addr, "corvid_c2s_sessions", BOUND_TCP, 0.0).await;
+}
+
+#[tokio::test]
+async fn offline_and_archive_writes_are_counted() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    t.add_user("carol").await;
+    let addr = metrics_addr(&t);
+    let before = scrape(addr).await;
+    assert_eq!(value(&before, "corvid_offline_writes_total", &[]), 0.0);
+    let (mut alice, _) = Raw::login(t.c2s(), t.tls_config(), "alice", "a").await;
+    // carol is offline: the message is stored for her (and archived for both).
+    alice
+        .write("<message to='carol@localhost' type='chat' id='o1'><body>later</body></message>")
+        .await;
+    until_value(addr, "corvid_offline_writes_total", &[], 1.0).await;
+    let after = scrape(addr).await;
+    assert!(value(&after, "corvid_storage_seconds", &[("op", "offline_push")]) >= 1.0);
+    // The archive writer batches off the delivery path: wait for its batch.
+    for _ in 0..500 {
+        if value(&scrape(addr).await, "corvid_archive_writes_total", &[]) >= 1.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no archive write counted");
+}
+
+#[tokio::test]
+async fn loopback_by_default_and_nothing_when_disabled() {
+    let defaults = corvid::config::Config::default().metrics;
+    assert!(defaults.enabled);
+    assert!(defaults.listen.ip().is_loopback(), "{}", defaults.listen);
+    let t = TestServer::start().await;
+    assert!(metrics_addr(&t).ip().is_loopback());
+
+    // A port known to be free: with metrics off, nothing listens there.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let off = TestServer::start_with(|c| {
+        c.metrics.enabled = false;
+        c.metrics.listen = free;
+    })
+    .await;
+    assert_eq!(off.server.metrics_addr, None);
+    let refused = TcpStream::connect(free).await;
+    assert!(refused.is_err(), "something listens on {free}");
+}
