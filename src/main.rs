@@ -71,6 +71,24 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let findings = corvid::tls::check::check_certificates(&config, now);
+        for finding in &findings {
+            eprintln!("corvid: {finding}");
+        }
+        let errors = findings
+            .iter()
+            .filter(|f| f.severity == corvid::tls::check::Severity::Error)
+            .count();
+        if errors > 0 {
+            eprintln!(
+                "corvid: {}: {errors} certificate problem(s)",
+                cli.config.display()
+            );
+            return ExitCode::FAILURE;
+        }
         println!(
             "{}: ok (domain {}, storage {})",
             cli.config.display(),
