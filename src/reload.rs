@@ -97,7 +97,11 @@ impl Reloader {
         result
     }
 
-    async fn apply(&self, path: Option<&Path>, old: &Arc<Config>) -> Result<ReloadReport, ReloadError> {
+    async fn apply(
+        &self,
+        path: Option<&Path>,
+        old: &Arc<Config>,
+    ) -> Result<ReloadReport, ReloadError> {
         let new = match path {
             Some(path) => {
                 let path = path.to_path_buf();

@@ -283,7 +283,10 @@ pub async fn start_with_modules(
         match bind(config.metrics.listen).await {
             Ok(listener) => {
                 let addr = local_addr(&listener)?;
-                tasks.push(tokio::spawn(listen::metrics::serve(listener, metrics.clone())));
+                tasks.push(tokio::spawn(listen::metrics::serve(
+                    listener,
+                    metrics.clone(),
+                )));
                 info!(%addr, "metrics (/metrics) listening");
                 metrics_addr = Some(addr);
             }

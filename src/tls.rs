@@ -141,31 +141,31 @@ impl TlsContext {
 /// (generated first where missing and allowed).
 fn read_domain_certs(config: &Config) -> Result<(DomainCert, Vec<DomainCert>), TlsError> {
     let mut hosts = Vec::new();
-        for host in config.hosted_domains() {
-            let tls = &host.tls;
-            if tls.generate_self_signed && !(tls.cert.exists() && tls.key.exists()) {
-                generate_self_signed(
-                    &tls.cert,
-                    &tls.key,
-                    &host.domain,
-                    host.muc_domain.as_deref(),
-                )?;
-            }
-            hosts.push(DomainCert {
-                chain: read_certs(&tls.cert)?,
-                key: read_key(&tls.key)?,
-                domain: host.domain,
-                muc_domain: host.muc_domain,
-            });
+    for host in config.hosted_domains() {
+        let tls = &host.tls;
+        if tls.generate_self_signed && !(tls.cert.exists() && tls.key.exists()) {
+            generate_self_signed(
+                &tls.cert,
+                &tls.key,
+                &host.domain,
+                host.muc_domain.as_deref(),
+            )?;
         }
-        let mut hosts = hosts.into_iter();
-        let Some(main) = hosts.next() else {
-            // hosted_domains() always yields the main domain; nothing to serve without it.
-            return Err(TlsError::NoCertificate {
-                path: config.tls.cert.display().to_string(),
-            });
-        };
-        Ok((main, hosts.collect()))
+        hosts.push(DomainCert {
+            chain: read_certs(&tls.cert)?,
+            key: read_key(&tls.key)?,
+            domain: host.domain,
+            muc_domain: host.muc_domain,
+        });
+    }
+    let mut hosts = hosts.into_iter();
+    let Some(main) = hosts.next() else {
+        // hosted_domains() always yields the main domain; nothing to serve without it.
+        return Err(TlsError::NoCertificate {
+            path: config.tls.cert.display().to_string(),
+        });
+    };
+    Ok((main, hosts.collect()))
 }
 
 impl Certificates {

@@ -62,7 +62,8 @@ fn a_certificate_without_the_domain_is_an_error() {
     assert!(!out.status.success(), "{}", text(&out));
     let text = text(&out);
     assert!(
-        text.contains("error: example.org:") && text.contains("no subjectAltName dNSName for example.org"),
+        text.contains("error: example.org:")
+            && text.contains("no subjectAltName dNSName for example.org"),
         "{text}"
     );
     assert!(!text.contains("for conference.example.org"), "{text}");
@@ -71,7 +72,11 @@ fn a_certificate_without_the_domain_is_an_error() {
 #[test]
 fn an_expired_certificate_is_an_error() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = setup(dir.path(), &["example.org", "conference.example.org"], Some(2021));
+    let config = setup(
+        dir.path(),
+        &["example.org", "conference.example.org"],
+        Some(2021),
+    );
     let out = check(&config);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("expired on"), "{}", text(&out));
@@ -85,7 +90,11 @@ fn a_key_that_is_not_the_certificates_is_an_error() {
     std::fs::write(dir.path().join("key.pem"), other.serialize_pem()).expect("write");
     let out = check(&config);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("does not match the certificate"), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not match the certificate"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -95,5 +104,9 @@ fn a_certificate_to_be_generated_is_only_a_note() {
     std::fs::write(&config, "domain = 'example.org'\n").expect("write");
     let out = check(&config);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("note: example.org: no certificate"), "{}", text(&out));
+    assert!(
+        text(&out).contains("note: example.org: no certificate"),
+        "{}",
+        text(&out)
+    );
 }

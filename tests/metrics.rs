@@ -31,7 +31,9 @@ async fn scrape(addr: SocketAddr) -> Vec<Sample> {
         "{head}"
     );
     let lines = body.lines().map(|l| Ok(l.to_owned()));
-    Scrape::parse(lines).expect("Prometheus text format").samples
+    Scrape::parse(lines)
+        .expect("Prometheus text format")
+        .samples
 }
 
 /// The value of `metric` with exactly these labels (a histogram's: its observation count).
@@ -53,8 +55,11 @@ fn value(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// A login counter: its children appear with their first count, so absent reads as 0.
 fn logins(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
-    let present = samples.iter().any(|s| s.metric == metric && s.labels.len() == labels.len()
-        && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+    let present = samples.iter().any(|s| {
+        s.metric == metric
+            && s.labels.len() == labels.len()
+            && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+    });
     if present {
         value(samples, metric, labels)
     } else {
@@ -108,7 +113,10 @@ async fn counters_move_with_logins_messages_and_sessions() {
     let failure = wrong.element().await;
     assert_eq!(failure.name(), "failure");
     let after_failure = scrape(addr).await;
-    assert_eq!(logins(&after_failure, "corvid_login_failures_total", refused), 1.0);
+    assert_eq!(
+        logins(&after_failure, "corvid_login_failures_total", refused),
+        1.0
+    );
     assert_eq!(
         logins(&after_failure, "corvid_logins_total", plain),
         logins_before + 1.0,

@@ -143,7 +143,10 @@ async fn new_connections_get_the_new_certificate_and_old_sessions_go_on() {
             "<message to='{bob_jid}' type='chat' id='1'><body>before</body></message>"
         ))
         .await;
-    assert_eq!(next_message(&mut bob).await.attr("from"), Some(alice_jid.as_str()));
+    assert_eq!(
+        next_message(&mut bob).await.attr("from"),
+        Some(alice_jid.as_str())
+    );
     bob.write(&format!(
         "<message to='{alice_jid}' type='chat' id='2'><body>after</body></message>"
     ))
@@ -165,7 +168,11 @@ async fn a_broken_configuration_changes_nothing() {
     let refused = t.server.reload().await;
     let error = refused.expect_err("refused").to_string();
     assert!(error.contains("no_such_setting"), "{error}");
-    assert_eq!(served_starttls(t.c2s()).await, old, "certificates unchanged");
+    assert_eq!(
+        served_starttls(t.c2s()).await,
+        old,
+        "certificates unchanged"
+    );
 
     // The same file made valid, with a listener change: certificates reload, the port change
     // is reported as needing a restart.
@@ -182,7 +189,10 @@ async fn a_broken_configuration_changes_nothing() {
     .expect("write");
     let report = t.server.reload().await.expect("reload");
     assert_eq!(report.reloaded, ["certificates", "configuration"]);
-    assert!(report.needs_restart.iter().any(|s| s == "c2s"), "{report:?}");
+    assert!(
+        report.needs_restart.iter().any(|s| s == "c2s"),
+        "{report:?}"
+    );
     assert_ne!(served_starttls(t.c2s()).await, old);
 }
 
@@ -249,6 +259,9 @@ async fn sighup_reloads_the_certificates_of_corvid_serve() {
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let status = child.wait().expect("exits");
-    assert_eq!(served, new, "a new connection after SIGHUP gets the new certificate");
+    assert_eq!(
+        served, new,
+        "a new connection after SIGHUP gets the new certificate"
+    );
     assert!(status.success(), "{status:?}");
 }

@@ -132,33 +132,32 @@ fn registered<C: prometheus::core::Collector + Clone + 'static>(
 /// Latency buckets from 50 µs to 2.5 s: routing is sub-millisecond when healthy, storage a
 /// few milliseconds; the top buckets show a stuck database.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5,
 ];
 
 /// Queue depth buckets up to a full default queue (`limits.session_queue`).
-const DEPTH_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+const DEPTH_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+];
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Arc<Metrics>> {
         let registry = Registry::new_custom(Some("corvid".into()), None)?;
         let r = &registry;
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            registered(
-                r,
-                IntGaugeVec::new(Opts::new(name, help), labels),
-            )
+            registered(r, IntGaugeVec::new(Opts::new(name, help), labels))
         };
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            registered(
-                r,
-                IntCounterVec::new(Opts::new(name, help), labels),
-            )
+            registered(r, IntCounterVec::new(Opts::new(name, help), labels))
         };
         let histogram_vec = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
             registered(
                 r,
-                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels),
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                    labels,
+                ),
             )
         };
         let counter = |name: &str, help: &str| registered(r, IntCounter::new(name, help));

@@ -78,14 +78,22 @@ pub fn check_certificates(config: &Config, now: i64) -> Vec<Finding> {
 }
 
 /// The findings for one certificate and key file that must cover `names`.
-fn check_files(cert_path: &Path, key_path: &Path, names: &[String], now: i64) -> Vec<(Severity, String)> {
+fn check_files(
+    cert_path: &Path,
+    key_path: &Path,
+    names: &[String],
+    now: i64,
+) -> Vec<(Severity, String)> {
     let mut out = Vec::new();
     let chain = match read_certs(cert_path) {
         Ok(chain) => chain,
         Err(e) => return vec![(Severity::Error, e.to_string())],
     };
     let Some(leaf) = chain.first() else {
-        return vec![(Severity::Error, format!("{} holds no certificate", cert_path.display()))];
+        return vec![(
+            Severity::Error,
+            format!("{} holds no certificate", cert_path.display()),
+        )];
     };
     let cert = match x509_parser::parse_x509_certificate(leaf.as_ref()) {
         Ok((_, cert)) => cert,
@@ -126,7 +134,10 @@ fn check_files(cert_path: &Path, key_path: &Path, names: &[String], now: i64) ->
         }
     }
     let validity = cert.validity();
-    let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
+    let (not_before, not_after) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
     if not_after < now {
         out.push((
             Severity::Error,
@@ -135,7 +146,11 @@ fn check_files(cert_path: &Path, key_path: &Path, names: &[String], now: i64) ->
     } else if not_before > now {
         out.push((
             Severity::Error,
-            format!("{} is not valid before {}", cert_path.display(), validity.not_before),
+            format!(
+                "{} is not valid before {}",
+                cert_path.display(),
+                validity.not_before
+            ),
         ));
     } else if not_after - now < EXPIRY_WARNING_SECS {
         out.push((
@@ -209,8 +224,10 @@ mod tests {
     }
 
     fn config(dir: &Path) -> Config {
-        let mut config = Config::default();
-        config.domain = "example.org".into();
+        let mut config = Config {
+            domain: "example.org".into(),
+            ..Config::default()
+        };
         config.tls.cert = dir.join("c.pem");
         config.tls.key = dir.join("k.pem");
         config.tls.generate_self_signed = false;
@@ -238,9 +255,15 @@ mod tests {
         std::fs::write(dir.path().join("k.pem"), other.serialize_pem()).expect("write");
         let findings = check_certificates(&config(dir.path()), now());
         let messages: Vec<String> = findings.iter().map(|f| f.message.clone()).collect();
-        assert!(findings.iter().all(|f| f.severity == Severity::Error), "{findings:?}");
+        assert!(
+            findings.iter().all(|f| f.severity == Severity::Error),
+            "{findings:?}"
+        );
         assert_eq!(findings.len(), 3, "{messages:?}");
-        assert!(messages[0].contains("conference.example.org"), "{messages:?}");
+        assert!(
+            messages[0].contains("conference.example.org"),
+            "{messages:?}"
+        );
         assert!(messages[1].contains("expired"), "{messages:?}");
         assert!(messages[2].contains("does not match"), "{messages:?}");
     }
@@ -248,7 +271,11 @@ mod tests {
     #[test]
     fn soon_expiring_is_a_warning_and_a_generated_one_a_note() {
         let dir = tempfile::tempdir().expect("dir");
-        write_cert(dir.path(), &["example.org", "conference.example.org"], Some((2030, 1, 10)));
+        write_cert(
+            dir.path(),
+            &["example.org", "conference.example.org"],
+            Some((2030, 1, 10)),
+        );
         // 2030-01-01T00:00:00Z: nine days left.
         let findings = check_certificates(&config(dir.path()), 1_893_456_000);
         assert_eq!(findings.len(), 1, "{findings:?}");

@@ -397,7 +397,13 @@ impl S2sConnector {
             .await
             .map_err(|source| ConnectError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
-        let config = self.certs.load().select(Some(local_domain)).s2s_client.direct.clone();
+        let config = self
+            .certs
+            .load()
+            .select(Some(local_domain))
+            .s2s_client
+            .direct
+            .clone();
         self.handshake(&config, tcp, name, remote_domain).await
     }
 
@@ -411,7 +417,13 @@ impl S2sConnector {
         remote_domain: &str,
     ) -> Result<S2sTls, ConnectError> {
         let name = server_name(remote_domain)?;
-        let config = self.certs.load().select(Some(local_domain)).s2s_client.starttls.clone();
+        let config = self
+            .certs
+            .load()
+            .select(Some(local_domain))
+            .s2s_client
+            .starttls
+            .clone();
         self.handshake(&config, tcp, name, remote_domain).await
     }
 

@@ -35,7 +35,10 @@ impl<T: Transport> C2s<T> {
             let el = match item {
                 Outbound::Stanza(el) => *el,
                 Outbound::Shared(shared) if plain => {
-                    self.ctx.router.metrics().stanza_out(shared.0.element.name());
+                    self.ctx
+                        .router
+                        .metrics()
+                        .stanza_out(shared.0.element.name());
                     batch.push(shared.0.bytes_to(&shared.1));
                     if batch.len() >= MAX_BATCH {
                         break;
