@@ -212,3 +212,113 @@ async fn loopback_by_default_and_nothing_when_disabled() {
     let refused = TcpStream::connect(free).await;
     assert!(refused.is_err(), "something listens on {free}");
 }
+
+/// A WebSocket (RFC 7395) session on the plain HTTP listener (loopback counts as encrypted):
+/// PLAIN, then bind. Returns the socket, kept open.
+async fn websocket_login(
+    t: &TestServer,
+    user: &str,
+) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    use base64::Engine;
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut request = format!("ws://{}/xmpp-websocket", t.http())
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "xmpp".parse().expect("header"));
+    let tcp = TcpStream::connect(t.http()).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("ws handshake");
+    let open = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>";
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
+    let auth =
+        format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>");
+    let bind = "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>";
+    // What each step waits for: a frame containing this text.
+    let steps = [
+        (open, "<stream:features"),
+        (auth.as_str(), "<success"),
+        (open, "<stream:features"),
+        (bind, "<jid>"),
+    ];
+    for (send, expect) in steps {
+        ws.send(Message::Text(send.into())).await.expect("send");
+        loop {
+            let frame = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("frame in time")
+                .expect("open")
+                .expect("ok");
+            if let Message::Text(text) = frame {
+                if text.contains(expect) {
+                    break;
+                }
+                assert!(!text.contains("failure"), "{text}");
+            }
+        }
+    }
+    ws
+}
+
+#[tokio::test]
+async fn sessions_are_labelled_by_transport_and_detached_ones_counted() {
+    let t = TestServer::start().await;
+    for user in ["alice", "bob", "carol"] {
+        t.add_user(user).await;
+    }
+    let addr = metrics_addr(&t);
+    let bound = |transport| [("transport", transport), ("state", "bound")];
+
+    let mut direct = t.client_via("alice", "d", Mode::DirectTls, false);
+    online(&mut direct).await;
+    until_value(addr, "corvid_c2s_sessions", &bound("tls"), 1.0).await;
+    let samples = scrape(addr).await;
+    assert_eq!(value(&samples, "corvid_c2s_sessions", &bound("tcp")), 0.0);
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.metric == "corvid_logins_total"
+                && s.labels.get("mechanism").is_some_and(|m| m.starts_with("SCRAM-"))),
+        "a SCRAM login counted under its mechanism"
+    );
+
+    let ws = websocket_login(&t, "bob").await;
+    until_value(addr, "corvid_c2s_sessions", &bound("websocket"), 1.0).await;
+
+    // A resumable session whose connection breaks is detached, no longer bound.
+    let (mut carol, carol_jid) = Raw::login(t.c2s(), t.tls_config(), "carol", "c").await;
+    carol.enable_resumption().await;
+    until_value(addr, "corvid_c2s_sessions", &bound("tcp"), 1.0).await;
+    let detached = [("transport", "none"), ("state", "detached")];
+    assert_eq!(value(&scrape(addr).await, "corvid_c2s_sessions", &detached), 0.0);
+    drop(carol);
+    t.until_detached(&carol_jid).await;
+    until_value(addr, "corvid_c2s_sessions", &detached, 1.0).await;
+    until_value(addr, "corvid_c2s_sessions", &bound("tcp"), 0.0).await;
+    drop(ws);
+    until_value(addr, "corvid_c2s_sessions", &bound("websocket"), 0.0).await;
+}
+
+#[tokio::test]
+async fn offline_writes_are_counted_on_postgresql() {
+    let Some((t, schema)) = start_on_postgres().await else {
+        eprintln!("CORVID_TEST_POSTGRES unset: skipped");
+        return;
+    };
+    t.add_user("alice").await;
+    t.add_user("carol").await;
+    let addr = metrics_addr(&t);
+    let (mut alice, _) = Raw::login(t.c2s(), t.tls_config(), "alice", "a").await;
+    alice
+        .write("<message to='carol@localhost' type='chat' id='o1'><body>later</body></message>")
+        .await;
+    until_value(addr, "corvid_offline_writes_total", &[], 1.0).await;
+    drop(alice);
+    t.server.shutdown().await;
+    drop_schema(&schema).await;
+}

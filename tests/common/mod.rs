@@ -826,6 +826,7 @@ where
     config.http.tls_enabled = false;
     // Federation would bind 5269 on every address: two of these servers at once would clash.
     config.s2s.enabled = false;
+    config.metrics.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let server = corvid::server::start_with_storage(Arc::new(config), storage)
         .await
         .expect("server starts");
