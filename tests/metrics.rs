@@ -280,10 +280,10 @@ async fn sessions_are_labelled_by_transport_and_detached_ones_counted() {
     let samples = scrape(addr).await;
     assert_eq!(value(&samples, "corvid_c2s_sessions", &bound("tcp")), 0.0);
     assert!(
-        samples
-            .iter()
-            .any(|s| s.metric == "corvid_logins_total"
-                && s.labels.get("mechanism").is_some_and(|m| m.starts_with("SCRAM-"))),
+        samples.iter().any(|s| s.metric == "corvid_logins_total"
+            && s.labels
+                .get("mechanism")
+                .is_some_and(|m| m.starts_with("SCRAM-"))),
         "a SCRAM login counted under its mechanism"
     );
 
@@ -295,7 +295,10 @@ async fn sessions_are_labelled_by_transport_and_detached_ones_counted() {
     carol.enable_resumption().await;
     until_value(addr, "corvid_c2s_sessions", &bound("tcp"), 1.0).await;
     let detached = [("transport", "none"), ("state", "detached")];
-    assert_eq!(value(&scrape(addr).await, "corvid_c2s_sessions", &detached), 0.0);
+    assert_eq!(
+        value(&scrape(addr).await, "corvid_c2s_sessions", &detached),
+        0.0
+    );
     drop(carol);
     t.until_detached(&carol_jid).await;
     until_value(addr, "corvid_c2s_sessions", &detached, 1.0).await;
@@ -321,4 +324,31 @@ async fn offline_writes_are_counted_on_postgresql() {
     drop(alice);
     t.server.shutdown().await;
     drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn s2s_connections_are_counted() {
+    use common::federation::{Federation, Trust, A, B};
+    use common::xmpp::Session;
+
+    let f = Federation::start(Trust::SelfSigned).await;
+    f.a.add_user(&format!("alice@{A}")).await;
+    f.b.add_user(&format!("bob@{B}")).await;
+    let (a, b) = (metrics_addr(&f.a), metrics_addr(&f.b));
+    assert_eq!(value(&scrape(a).await, "corvid_s2s_connections", &[]), 0.0);
+    assert_eq!(
+        value(&scrape(a).await, "corvid_s2s_outbound_links", &[]),
+        0.0
+    );
+    let mut alice = Session::online_on(&f.a, A, "alice", "pc").await;
+    let mut bob = Session::online_on(&f.b, B, "bob", "phone").await;
+    alice
+        .send("<message to='bob@b.test' type='chat' id='m1'><body>hi</body></message>")
+        .await;
+    bob.expect(|el| el.name() == "message" && body(el) == "hi")
+        .await;
+    let at_a = scrape(a).await;
+    assert_eq!(value(&at_a, "corvid_s2s_outbound_links", &[]), 1.0);
+    assert!(value(&at_a, "corvid_s2s_connections", &[]) >= 1.0);
+    assert!(value(&scrape(b).await, "corvid_s2s_connections", &[]) >= 1.0);
 }

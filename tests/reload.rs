@@ -80,11 +80,16 @@ async fn served_starttls(addr: SocketAddr) -> Vec<u8> {
     leaf(tls.get_ref().1)
 }
 
-/// The leaf certificate a new direct TLS connection to `addr` is served.
-async fn served_direct(addr: SocketAddr) -> Vec<u8> {
+/// The leaf certificate a new TLS connection to `addr` (direct TLS, HTTPS) is served.
+async fn served_direct(addr: SocketAddr, alpn: &[u8]) -> Vec<u8> {
+    served_direct_to(addr, DOMAIN, alpn).await
+}
+
+/// `served_direct` with SNI `domain`.
+async fn served_direct_to(addr: SocketAddr, domain: &str, alpn: &[u8]) -> Vec<u8> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = ServerName::try_from(DOMAIN.to_owned()).expect("name");
-    let tls = tokio_rustls::TlsConnector::from(any_cert(vec![b"xmpp-client".to_vec()]))
+    let name = ServerName::try_from(domain.to_owned()).expect("name");
+    let tls = tokio_rustls::TlsConnector::from(any_cert(vec![alpn.to_vec()]))
         .connect(name, tcp)
         .await
         .expect("handshake");
@@ -100,8 +105,12 @@ fn leaf(conn: &rustls::ClientConnection) -> Vec<u8> {
 
 /// Writes a new certificate for localhost over `cert`/`key`; returns its DER.
 fn replace_certificate(cert: &Path, key: &Path) -> Vec<u8> {
+    replace_certificate_for("localhost", cert, key)
+}
+
+fn replace_certificate_for(domain: &str, cert: &Path, key: &Path) -> Vec<u8> {
     let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "conference.localhost".into()])
+        rcgen::generate_simple_self_signed(vec![domain.into(), format!("conference.{domain}")])
             .expect("generate");
     std::fs::write(cert, certified.cert.pem()).expect("write cert");
     std::fs::write(key, certified.key_pair.serialize_pem()).expect("write key");
@@ -125,6 +134,8 @@ async fn new_connections_get_the_new_certificate_and_old_sessions_go_on() {
     let (mut alice, alice_jid) = Raw::login(t.c2s(), t.tls_config(), "alice", "a").await;
     let old = t.cert_der.clone();
     assert_eq!(served_starttls(t.c2s()).await, old);
+    let https = t.server.https_addr.expect("HTTPS listens");
+    assert_eq!(served_direct(https, b"http/1.1").await, old);
 
     let config = t.config();
     let new = replace_certificate(&config.tls.cert, &config.tls.key);
@@ -134,7 +145,13 @@ async fn new_connections_get_the_new_certificate_and_old_sessions_go_on() {
     assert!(report.needs_restart.is_empty(), "{report:?}");
 
     assert_eq!(served_starttls(t.c2s()).await, new, "STARTTLS");
-    assert_eq!(served_direct(t.direct_tls()).await, new, "direct TLS");
+    assert_eq!(
+        served_direct(t.direct_tls(), b"xmpp-client").await,
+        new,
+        "direct TLS"
+    );
+    let https = t.server.https_addr.expect("HTTPS listens");
+    assert_eq!(served_direct(https, b"http/1.1").await, new, "HTTPS");
     // A client pinned to the new certificate logs in; alice, connected before, still talks.
     let (mut bob, bob_jid) =
         Raw::login(t.c2s(), pinned_tls_config(new.clone(), vec![]), "bob", "b").await;
@@ -264,4 +281,39 @@ async fn sighup_reloads_the_certificates_of_corvid_serve() {
         "a new connection after SIGHUP gets the new certificate"
     );
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn s2s_serves_the_new_certificate_and_federation_goes_on() {
+    use common::federation::{Federation, Trust, A, B};
+    use common::xmpp::Session;
+
+    // a.test also listens for direct TLS, on a port of its own choosing.
+    let f = Federation::start_with(
+        Trust::SelfSigned,
+        |c| {
+            c.s2s.direct_tls = true;
+            c.s2s.direct_tls_port = 0;
+        },
+        |_| {},
+    )
+    .await;
+    f.a.add_user(&format!("alice@{A}")).await;
+    f.b.add_user(&format!("bob@{B}")).await;
+    let s2s_direct = f.a.server.s2s_direct_tls_addr.expect("s2s direct TLS");
+    let old = served_direct_to(s2s_direct, A, b"xmpp-server").await;
+    let config = f.a.config();
+    let new = replace_certificate_for(A, &config.tls.cert, &config.tls.key);
+    assert_ne!(old, new);
+    f.a.server.reload().await.expect("reload");
+    assert_eq!(served_direct_to(s2s_direct, A, b"xmpp-server").await, new);
+
+    // Federation still works after the reload (b.test checks a.test by dialback here).
+    let mut alice = Session::online_on(&f.a, A, "alice", "pc").await;
+    let mut bob = Session::online_on(&f.b, B, "bob", "phone").await;
+    alice
+        .send("<message to='bob@b.test' type='chat' id='m1'><body>after reload</body></message>")
+        .await;
+    bob.expect(|el| el.name() == "message" && body(el) == "after reload")
+        .await;
 }

@@ -193,12 +193,7 @@ impl Metrics {
             &["op"],
             LATENCY_BUCKETS,
         )?;
-        let s2s = gauge_vec(
-            "s2s_connections",
-            "Server-to-server connections open now, by direction (in: accepted streams and \
-             outbound links together as counted by s2s; out: outbound links).",
-            &["direction"],
-        )?;
+
         Ok(Arc::new(Metrics {
             sessions: bound,
             sessions_detached,
@@ -243,8 +238,21 @@ impl Metrics {
                 "Messages written to the archive (XEP-0313), counted per record of each batch.",
             )?,
             storage: StorageOp::ALL.map(|op| storage.with_label_values(&[op.label()])),
-            s2s_connections: s2s.with_label_values(&["in"]),
-            s2s_links: s2s.with_label_values(&["out"]),
+            s2s_connections: registered(
+                r,
+                IntGauge::new(
+                    "s2s_connections",
+                    "Server-to-server connections open now, inbound and outbound.",
+                ),
+            )?,
+            s2s_links: registered(
+                r,
+                IntGauge::new(
+                    "s2s_outbound_links",
+                    "Outbound links to other servers open now (a bidirectional stream \
+                     carrying ours counts as one).",
+                ),
+            )?,
             registry,
             samplers: Mutex::new(Vec::new()),
         }))
@@ -408,7 +416,8 @@ mod tests {
             "corvid_c2s_sessions{state=\"bound\",transport=\"websocket\"} 0",
             "corvid_session_queue_stalls_total 0",
             "corvid_archive_writes_total 0",
-            "corvid_s2s_connections{direction=\"out\"} 0",
+            "corvid_s2s_connections 0",
+            "corvid_s2s_outbound_links 0",
             "corvid_storage_seconds_count{op=\"offline_push\"} 0",
         ] {
             assert!(text.contains(expected), "{expected} in\n{text}");
