@@ -156,6 +156,9 @@ async fn counters_move_with_logins_messages_and_sessions() {
         routed_before + 1.0
     );
 
+    // Bob's writer woke for the message and saw how much was waiting.
+    assert!(value(&after_message, "corvid_session_queue_depth", &[]) >= 1.0);
+
     // The gauge follows sessions down as well as up.
     bob.write("</stream:stream>").await;
     assert!(bob.closed().await);
@@ -351,4 +354,47 @@ async fn s2s_connections_are_counted() {
     assert_eq!(value(&at_a, "corvid_s2s_outbound_links", &[]), 1.0);
     assert!(value(&at_a, "corvid_s2s_connections", &[]) >= 1.0);
     assert!(value(&scrape(b).await, "corvid_s2s_connections", &[]) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_session_queue_is_counted_as_a_stall() {
+    // A short queue, and no traffic shaping holding alice back.
+    let t = TestServer::start_with(|c| {
+        c.limits.session_queue = 4;
+        c.limits.bytes_rate_per_session = 0;
+    })
+    .await;
+    t.add_user("alice").await;
+    t.add_user("bob").await;
+    let addr = metrics_addr(&t);
+    let (mut alice, _) = Raw::login(t.c2s(), t.tls_config(), "alice", "a").await;
+    // bob reads nothing: the server's writes to him block once the socket buffers are full,
+    // then his queue fills.
+    let (_bob, bob_jid) = Raw::login(t.c2s(), t.tls_config(), "bob", "b").await;
+    assert_eq!(
+        value(
+            &scrape(addr).await,
+            "corvid_session_queue_stalls_total",
+            &[]
+        ),
+        0.0
+    );
+    let filler = "x".repeat(100 * 1024);
+    for n in 0..300 {
+        alice
+            .write(&format!(
+                "<message to='{bob_jid}' type='chat' id='s{n}'><body>{filler}</body></message>"
+            ))
+            .await;
+        if n % 10 == 9
+            && value(
+                &scrape(addr).await,
+                "corvid_session_queue_stalls_total",
+                &[],
+            ) >= 1.0
+        {
+            return;
+        }
+    }
+    panic!("30 MB for a client that reads nothing, and no stall counted");
 }
