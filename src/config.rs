@@ -62,6 +62,28 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub s2s: S2sConfig,
     pub control: ControlConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
+/// never on the public HTTP port by accident.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Off, no listener is opened at all.
+    pub enabled: bool,
+    /// Loopback by default: a Prometheus on the same host scrapes it, and nothing outside
+    /// sees it without an explicit bind. 5282 follows HTTP (5280) and HTTPS (5281).
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 5282)),
+        }
+    }
 }
 
 /// A further hosted domain, `[hosts."example.net"]`, as Prosody's `VirtualHost` and ejabberd's
@@ -794,6 +816,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             s2s: S2sConfig::default(),
             control: ControlConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -116,6 +116,24 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let findings = corvid::tls::check::check_certificates(&config, now);
+        for finding in &findings {
+            eprintln!("corvid: {finding}");
+        }
+        let errors = findings
+            .iter()
+            .filter(|f| f.severity == corvid::tls::check::Severity::Error)
+            .count();
+        if errors > 0 {
+            eprintln!(
+                "corvid: {}: {errors} certificate problem(s)",
+                cli.config.display()
+            );
+            return ExitCode::FAILURE;
+        }
         println!(
             "{}: ok (domain {}, storage {})",
             cli.config.display(),
@@ -134,7 +152,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => serve(config).await,
+            Command::Serve => serve(config, &cli.config).await,
             Command::User(command) => user(config, command).await,
             Command::Ctl(args) => ctl(&config, args).await,
             Command::CheckConfig => Ok(()),
@@ -183,16 +201,42 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, path: &Path) -> Result<(), String> {
     let server = corvid::server::start(config)
         .await
         .map_err(|e| e.to_string())?;
-    let signal = wait_for_signal().await;
+    // Running on the built-in defaults, a reload re-reads the certificates only.
+    if path.exists() {
+        server.set_config_path(path);
+    }
+    let signal = tokio::select! {
+        signal = wait_for_signal() => signal,
+        never = reload_on_hangup(&server) => match never {},
+    };
     // SIGTERM (service managers, `kill`) and SIGINT (Ctrl-C) take the same ordered path:
     // sessions told, undelivered messages stored, archive flushed, storage closed.
     tracing::info!(signal, "shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// Reloads the configuration and certificates on every SIGHUP (as Prosody and ejabberd do),
+/// for as long as the server runs; a refused reload is logged and changes nothing.
+async fn reload_on_hangup(server: &corvid::server::RunningServer) -> std::convert::Infallible {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => loop {
+                hangup.recv().await;
+                tracing::info!("SIGHUP: reloading");
+                // The outcome is logged by the reload itself.
+                let _ = server.reload().await;
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP; reload is unavailable"),
+        }
+    }
+    std::future::pending().await
 }
 
 /// Waits for SIGTERM or SIGINT; returns which one came.

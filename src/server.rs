@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::control::operator::ServerOperator;
 use crate::control::ControlSocket;
 use crate::listen::admission::{self, Admission};
 use crate::listen::{self, ListenContext};
+use crate::metrics::Metrics;
 use crate::modules;
+use crate::reload::{ReloadError, ReloadReport, Reloader};
 use crate::router::{Module, Router};
 use crate::s2s::S2s;
 use crate::storage::{Storage, StorageError};
@@ -40,6 +42,8 @@ pub enum ServerError {
     S2s(#[from] crate::s2s::S2sError),
     #[error("{0}")]
     Control(#[from] crate::control::ControlError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A started server: its bound addresses, and the tasks to stop it.
@@ -55,10 +59,25 @@ pub struct RunningServer {
     pub s2s: Option<Arc<S2s>>,
     /// `corvid ctl`'s socket, when `control.enabled`.
     pub control: Option<ControlSocket>,
+    /// `/metrics`, when `metrics.enabled`.
+    pub metrics_addr: Option<SocketAddr>,
+    reloader: Arc<Reloader>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
+    /// Reads the configuration file again (the one `set_config_path` named; without one, the
+    /// running configuration) and reloads what can change live, the certificates above all;
+    /// the report says what needs a restart. A file that does not validate changes nothing.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload().await
+    }
+
+    /// The configuration file `reload` reads.
+    pub fn set_config_path(&self, path: &std::path::Path) {
+        self.reloader.set_config_path(path);
+    }
+
     /// Stops the server without losing a message: stops accepting, turns routing to local
     /// users towards offline storage, tells every session `<system-shutdown/>` (what it had
     /// queued or the client had not acknowledged goes to offline storage, detached sessions'
@@ -128,6 +147,7 @@ pub async fn start_with_modules(
     if let Ok(decoy) = <[u8; 32]>::try_from(decoy.as_slice()) {
         let _ = crate::sasl::init_decoy_secret(decoy);
     }
+    let metrics = Metrics::new()?;
     let node_name = config.cluster.node_name();
     let node = storage
         .nodes
@@ -136,6 +156,7 @@ pub async fn start_with_modules(
         .ok_or(ServerError::NoNodeNumber(crate::ids::NODES))?;
     info!(node = %node_name, number = node, "node identity");
     let storage = storage.with_roster_cache(ROSTER_CACHE_USERS);
+    let storage = crate::metrics::storage::measured(storage, &metrics);
     let mut all = modules::all(&config);
     let s2s = if config.s2s.enabled {
         // Every node derives dialback keys from the same stored secret, so any of them can
@@ -154,7 +175,9 @@ pub async fn start_with_modules(
         None
     };
     all.extend(extra);
-    let router = Router::new(config.clone(), storage, all, node);
+    let router = Router::new(config.clone(), storage, all, node, metrics.clone());
+    let reloader = Arc::new(Reloader::new(config.clone(), Some(tls.clone())));
+    router.set_reloader(reloader.clone());
     let ctx = Arc::new(StreamContext {
         config: config.clone(),
         router,
@@ -262,6 +285,29 @@ pub async fn start_with_modules(
     } else {
         None
     };
+    let mut metrics_addr = None;
+    if config.metrics.enabled {
+        if let Some(s2s) = &s2s {
+            let s2s = s2s.clone();
+            metrics.add_sampler(Box::new(move |m| {
+                m.set_s2s(s2s.connection_count(), s2s.link_count())
+            }));
+        }
+        // Metrics are for watching the server, not part of serving it: a port already taken
+        // (a second server on the host) is logged, and the server runs without them.
+        match bind(config.metrics.listen).await {
+            Ok(listener) => {
+                let addr = local_addr(&listener)?;
+                tasks.push(tokio::spawn(listen::metrics::serve(
+                    listener,
+                    metrics.clone(),
+                )));
+                info!(%addr, "metrics (/metrics) listening");
+                metrics_addr = Some(addr);
+            }
+            Err(e) => error!(error = %e, "metrics listener not started"),
+        }
+    }
 
     Ok(RunningServer {
         ctx,
@@ -273,6 +319,8 @@ pub async fn start_with_modules(
         s2s_direct_tls_addr,
         s2s,
         control,
+        metrics_addr,
+        reloader,
         tasks,
     })
 }

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -19,6 +20,7 @@ use tracing::info;
 
 use crate::config::Config;
 
+pub mod check;
 pub mod connector;
 pub mod s2s;
 
@@ -62,7 +64,9 @@ pub struct DomainCert {
 
 /// What every TLS listener needs: acceptors, and which certificate each name is served.
 pub struct TlsContext {
-    certs: Arc<Certificates>,
+    /// Swapped whole by `reload`: a handshake reads the set once, so it never mixes old and
+    /// new certificates, and connections already up keep what they were served.
+    certs: Arc<ArcSwap<Certificates>>,
     /// For XEP-0368 direct TLS: ALPN `xmpp-client`, certificate by SNI.
     pub direct: TlsAcceptor,
     /// For HTTPS: ALPN `http/1.1` (WebSocket upgrades need HTTP/1.1), certificate by SNI.
@@ -75,43 +79,24 @@ pub struct TlsContext {
 impl TlsContext {
     /// Every hosted domain's certificate, generated first where missing and allowed.
     pub fn load(config: &Config) -> Result<TlsContext, TlsError> {
-        let mut hosts = Vec::new();
-        for host in config.hosted_domains() {
-            let tls = &host.tls;
-            if tls.generate_self_signed && !(tls.cert.exists() && tls.key.exists()) {
-                generate_self_signed(
-                    &tls.cert,
-                    &tls.key,
-                    &host.domain,
-                    host.muc_domain.as_deref(),
-                )?;
-            }
-            hosts.push(DomainCert {
-                chain: read_certs(&tls.cert)?,
-                key: read_key(&tls.key)?,
-                domain: host.domain,
-                muc_domain: host.muc_domain,
-            });
-        }
-        let mut hosts = hosts.into_iter();
-        let Some(main) = hosts.next() else {
-            // hosted_domains() always yields the main domain; nothing to serve without it.
-            return Err(TlsError::NoCertificate {
-                path: config.tls.cert.display().to_string(),
-            });
-        };
-        Self::from_parts(main, hosts.collect())
+        let (main, others) = read_domain_certs(config)?;
+        Self::from_parts(main, others)
+    }
+
+    /// Reads every hosted domain's certificate again (generating missing ones as at start)
+    /// and serves them to new handshakes from now on: c2s (STARTTLS, direct TLS), HTTPS and
+    /// s2s both ways. Connections already up keep theirs. On an error nothing changes.
+    pub fn reload(&self, config: &Config) -> Result<(), TlsError> {
+        let (main, others) = read_domain_certs(config)?;
+        let certs = Certificates::new(main, others)?;
+        self.certs.store(Arc::new(certs));
+        info!("certificates reloaded");
+        Ok(())
     }
 
     /// `main` is served when no SNI or `to` names one of `others` (or their services).
     pub fn from_parts(main: DomainCert, others: Vec<DomainCert>) -> Result<TlsContext, TlsError> {
-        let provider = provider();
-        let main = Host::new(main, &provider)?;
-        let others = others
-            .into_iter()
-            .map(|host| Host::new(host, &provider))
-            .collect::<Result<Vec<_>, _>>()?;
-        let certs = Arc::new(Certificates { main, others });
+        let certs = Arc::new(ArcSwap::from_pointee(Certificates::new(main, others)?));
         let by_sni = || Arc::new(BySni(certs.clone())) as Arc<dyn ResolvesServerCert>;
         let direct = server_config(by_sni(), vec![b"xmpp-client".to_vec()])?;
         let https = server_config(by_sni(), vec![b"http/1.1".to_vec()])?;
@@ -127,27 +112,71 @@ impl TlsContext {
     /// For STARTTLS on a stream to `domain`: an acceptor that serves `domain`'s certificate
     /// (the main domain's if it is not hosted) whatever SNI the client sends, and that
     /// certificate.
-    pub fn starttls(&self, domain: &str) -> (TlsAcceptor, &Arc<CertifiedKey>) {
-        let host = self.certs.select(Some(domain));
-        (TlsAcceptor::from(host.starttls.clone()), &host.key)
+    pub fn starttls(&self, domain: &str) -> (TlsAcceptor, Arc<CertifiedKey>) {
+        let certs = self.certs.load();
+        let host = certs.select(Some(domain));
+        (TlsAcceptor::from(host.starttls.clone()), host.key.clone())
     }
 
     /// For STARTTLS on a stream from another server to `domain`: as `starttls`, and the
     /// connecting server's certificate is asked for but not required. Whether it is valid for
     /// the domain its stream claims is `s2s::PeerTrust::verify`'s to say, after the handshake.
     pub fn s2s_starttls(&self, domain: &str) -> TlsAcceptor {
-        TlsAcceptor::from(self.certs.select(Some(domain)).s2s_starttls.clone())
+        TlsAcceptor::from(self.certs.load().select(Some(domain)).s2s_starttls.clone())
     }
 
     /// The certificate a handshake for `name` is served: `name` is the SNI on direct TLS and
     /// HTTPS, the stream's `to` on STARTTLS. Its leaf is what tls-server-end-point hashes.
-    pub fn certificate(&self, name: Option<&str>) -> &Arc<CertifiedKey> {
-        &self.certs.select(name).key
+    pub fn certificate(&self, name: Option<&str>) -> Arc<CertifiedKey> {
+        self.certs.load().select(name).key.clone()
     }
 
     /// DER of the leaf certificate served for `name` (see `certificate`).
-    pub fn leaf_der(&self, name: Option<&str>) -> &[u8] {
-        leaf_der(self.certificate(name))
+    pub fn leaf_der(&self, name: Option<&str>) -> Vec<u8> {
+        leaf_der(&self.certificate(name)).to_vec()
+    }
+}
+
+/// The main domain's and the other hosted domains' certificates, read from their files
+/// (generated first where missing and allowed).
+fn read_domain_certs(config: &Config) -> Result<(DomainCert, Vec<DomainCert>), TlsError> {
+    let mut hosts = Vec::new();
+    for host in config.hosted_domains() {
+        let tls = &host.tls;
+        if tls.generate_self_signed && !(tls.cert.exists() && tls.key.exists()) {
+            generate_self_signed(
+                &tls.cert,
+                &tls.key,
+                &host.domain,
+                host.muc_domain.as_deref(),
+            )?;
+        }
+        hosts.push(DomainCert {
+            chain: read_certs(&tls.cert)?,
+            key: read_key(&tls.key)?,
+            domain: host.domain,
+            muc_domain: host.muc_domain,
+        });
+    }
+    let mut hosts = hosts.into_iter();
+    let Some(main) = hosts.next() else {
+        // hosted_domains() always yields the main domain; nothing to serve without it.
+        return Err(TlsError::NoCertificate {
+            path: config.tls.cert.display().to_string(),
+        });
+    };
+    Ok((main, hosts.collect()))
+}
+
+impl Certificates {
+    fn new(main: DomainCert, others: Vec<DomainCert>) -> Result<Certificates, TlsError> {
+        let provider = provider();
+        let main = Host::new(main, &provider)?;
+        let others = others
+            .into_iter()
+            .map(|host| Host::new(host, &provider))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Certificates { main, others })
     }
 }
 
@@ -247,11 +276,11 @@ fn sni_form(name: &str) -> Option<String> {
 
 /// Direct TLS and HTTPS: the certificate by SNI.
 #[derive(Debug)]
-struct BySni(Arc<Certificates>);
+struct BySni(Arc<ArcSwap<Certificates>>);
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.select(hello.server_name()).key.clone())
+        Some(self.0.load().select(hello.server_name()).key.clone())
     }
 }
 
@@ -427,7 +456,7 @@ pub(crate) mod tests {
         for (name, expected) in cases {
             assert_eq!(tls.leaf_der(*name), expected.as_slice(), "{name:?}");
             let (_, served) = tls.starttls(name.unwrap_or_default());
-            assert_eq!(leaf_der(served), expected.as_slice(), "STARTTLS {name:?}");
+            assert_eq!(leaf_der(&served), expected.as_slice(), "STARTTLS {name:?}");
         }
     }
 

@@ -155,6 +155,8 @@ pub struct TcpTransport {
     write_buf: Vec<u8>,
     /// Bytes read from the client so far, after TLS (see `Transport::bytes_read`).
     read: u64,
+    /// Came through the direct TLS listener (TLS before the first byte of XML).
+    direct_tls: bool,
 }
 
 impl TcpTransport {
@@ -166,6 +168,8 @@ impl TcpTransport {
         limits: XmlLimits,
     ) -> Self {
         TcpTransport {
+            // Only direct TLS has a certificate served before the stream starts.
+            direct_tls: served.is_some(),
             socket,
             parser: StreamParser::new(limits),
             frames: VecDeque::new(),
@@ -279,6 +283,13 @@ impl Transport for TcpTransport {
 
     fn is_secure(&self) -> bool {
         matches!(self.socket, Socket::Tls(_))
+    }
+
+    fn metrics_kind(&self) -> crate::metrics::Transport {
+        match self.direct_tls {
+            true => crate::metrics::Transport::Tls,
+            false => crate::metrics::Transport::Tcp,
+        }
     }
 
     fn channel_bindings(&self) -> ChannelBindings {

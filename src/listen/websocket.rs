@@ -155,6 +155,10 @@ impl Transport for WsTransport {
         self.secure
     }
 
+    fn metrics_kind(&self) -> crate::metrics::Transport {
+        crate::metrics::Transport::Websocket
+    }
+
     fn channel_bindings(&self) -> ChannelBindings {
         ChannelBindings::none()
     }

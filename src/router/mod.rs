@@ -66,6 +66,9 @@ pub struct Router {
     /// Resources granted during negotiation that are not in the directory yet.
     pending_resources: resource_cap::Pending,
     shutdown: shutdown::Shutdown,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Set once at start: what `reload` runs (configuration and certificates).
+    reloader: std::sync::OnceLock<Arc<crate::reload::Reloader>>,
 }
 
 /// Why `request_iq` got no answer.
@@ -84,6 +87,7 @@ impl Router {
         storage: Storage,
         modules: Vec<Arc<dyn Module>>,
         node: u16,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
         let mut registry = Registry::default();
         for module in modules {
@@ -112,7 +116,25 @@ impl Router {
             pending_iqs: DashMap::new(),
             pending_resources: resource_cap::Pending::default(),
             shutdown: shutdown::Shutdown::default(),
+            metrics,
+            reloader: std::sync::OnceLock::new(),
         })
+    }
+
+    /// This server's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Installs what reloads the configuration and certificates (once, at start).
+    pub fn set_reloader(&self, reloader: Arc<crate::reload::Reloader>) {
+        let _ = self.reloader.set(reloader);
+    }
+
+    /// What reloads the configuration and certificates, and holds the settings that follow a
+    /// reload (for ad-hoc commands, `corvid ctl`). `None` before the server has started.
+    pub fn reloader(&self) -> Option<&Arc<crate::reload::Reloader>> {
+        self.reloader.get()
     }
 
     /// The main hosted domain.
@@ -383,6 +405,7 @@ impl Router {
         let Some(kind) = Kind::of(&stanza) else {
             return;
         };
+        let _timer = self.metrics.stanza_routed(kind);
         let to = match stanza.attr("to").map(|to| (to, address::parse(to))) {
             None => None,
             Some((written, Ok(to))) => {
@@ -870,6 +893,7 @@ impl Router {
         user: &BareJid,
         stanza: Element,
     ) {
+        self.metrics.queue_stall();
         if kind == Kind::Message && matches!(stanza::stanza_type(&stanza), "chat" | "normal") {
             self.store_or_reject(user, stanza).await;
         } else if kind == Kind::Iq && matches!(stanza::stanza_type(&stanza), "get" | "set") {

@@ -73,6 +73,12 @@ pub(super) async fn authenticate<S: SaslStream>(
         }
     };
     hold_verdict(&mut attempt, &result).await;
+    let failure = result.as_ref().err().map(|f| f.condition());
+    stream
+        .context()
+        .router
+        .metrics()
+        .login(mechanism.map_or("", Mechanism::name), failure);
     match result {
         Ok(success) => {
             let mut el = Element::bare("success", ns::SASL);

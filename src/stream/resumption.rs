@@ -213,11 +213,12 @@ pub fn detach(ctx: Arc<StreamContext>, bound: Box<Bound>) {
     info!(jid = %bound.jid, "session detached, waiting for resumption");
     // Taken here, while the caller still holds its own, so shutdown never sees a gap.
     let alive = ctx.router.track_task();
+    let counted = ctx.router.metrics().session_detached();
     // Still in the connection's span, so the session's later life is logged with it.
     tokio::spawn(
         async move {
             hibernate(ctx, bound).await;
-            drop(alive);
+            drop((alive, counted));
         }
         .in_current_span(),
     );

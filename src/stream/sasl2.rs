@@ -165,6 +165,7 @@ pub(super) async fn authenticate<S: Sasl2Stream>(
         }
     };
     auth::hold_verdict(&mut attempt, &result).await;
+    login_metric(stream, &request, &result);
     let (success, request) = match (result, request) {
         (Ok(success), Ok(request)) => (success, request),
         (Err(failure), _) | (_, Err(failure)) => return failed(stream, failure).await,
@@ -333,6 +334,20 @@ async fn token<S: SaslStream>(
         attempt,
     )
     .await
+}
+
+/// Counts the outcome by mechanism: only names this server knows become labels, so a client
+/// cannot grow the metric with names of its own.
+fn login_metric<S: SaslStream>(
+    stream: &S,
+    request: &Result<Request, SaslFailure>,
+    result: &Exchange,
+) {
+    let name = request.as_ref().map_or("", |r| r.mechanism.as_str());
+    let known = Mechanism::from_name(name).is_some() || HtMechanism::from_name(name).is_some();
+    let label = if known { name } else { "other" };
+    let failure = result.as_ref().err().map(|f| f.condition());
+    stream.context().router.metrics().login(label, failure);
 }
 
 async fn failed<S: SaslStream>(stream: &mut S, failure: SaslFailure) -> Result<Sasl2Outcome, End> {

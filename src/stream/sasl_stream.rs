@@ -111,7 +111,13 @@ mod tests {
         let config = Arc::new(config);
         let storage = Storage::open_with(&config.storage).await.expect("storage");
         Arc::new(StreamContext {
-            router: Router::new(config.clone(), storage, Vec::new(), 0),
+            router: Router::new(
+                config.clone(),
+                storage,
+                Vec::new(),
+                0,
+                crate::metrics::Metrics::new().expect("metrics"),
+            ),
             tls: None,
             throttle: AuthThrottle::new(Limits::from(&config.auth)),
             resumption: Resumption::default(),

@@ -68,6 +68,11 @@ pub trait Transport: Send + 'static {
 
     fn is_secure(&self) -> bool;
 
+    /// Which listener this came through, for the session metrics.
+    fn metrics_kind(&self) -> crate::metrics::Transport {
+        crate::metrics::Transport::Tcp
+    }
+
     fn channel_bindings(&self) -> ChannelBindings;
 
     /// The certificate chain the peer presented in the TLS handshake, end entity first, as

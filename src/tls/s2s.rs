@@ -361,7 +361,7 @@ impl ClientConfigs {
 /// Opens TLS to other servers as one of the hosted domains. Cheap to clone (shared).
 #[derive(Clone, Debug)]
 pub struct S2sConnector {
-    certs: Arc<Certificates>,
+    certs: Arc<arc_swap::ArcSwap<Certificates>>,
     trust: PeerTrust,
 }
 
@@ -397,8 +397,14 @@ impl S2sConnector {
             .await
             .map_err(|source| ConnectError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
-        let config = &self.certs.select(Some(local_domain)).s2s_client.direct;
-        self.handshake(config, tcp, name, remote_domain).await
+        let config = self
+            .certs
+            .load()
+            .select(Some(local_domain))
+            .s2s_client
+            .direct
+            .clone();
+        self.handshake(&config, tcp, name, remote_domain).await
     }
 
     /// STARTTLS: the handshake on a connection whose peer has just sent `<proceed/>`, with
@@ -411,8 +417,14 @@ impl S2sConnector {
         remote_domain: &str,
     ) -> Result<S2sTls, ConnectError> {
         let name = server_name(remote_domain)?;
-        let config = &self.certs.select(Some(local_domain)).s2s_client.starttls;
-        self.handshake(config, tcp, name, remote_domain).await
+        let config = self
+            .certs
+            .load()
+            .select(Some(local_domain))
+            .s2s_client
+            .starttls
+            .clone();
+        self.handshake(&config, tcp, name, remote_domain).await
     }
 
     /// The handshake, and the verdict on the server's chain for `remote_domain`.

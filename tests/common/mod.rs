@@ -99,6 +99,7 @@ impl TestServer {
         config.s2s.port = 0;
         config.s2s.direct_tls_port = 0;
         config.control.socket = dir.path().join("corvid.sock");
+        config.metrics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         adjust(&mut config);
         if std::env::var_os("CORVID_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -827,6 +828,7 @@ where
     // Federation would bind 5269 on every address: two of these servers at once would clash.
     config.s2s.enabled = false;
     config.control.socket = dir.path().join("corvid.sock");
+    config.metrics.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let server = corvid::server::start_with_storage(Arc::new(config), storage)
         .await
         .expect("server starts");

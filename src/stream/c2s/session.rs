@@ -96,6 +96,11 @@ impl<T: Transport> C2s<T> {
     async fn run_bound(&mut self, mut b: Bound) -> End {
         self.shaper.bound(&self.ctx.config.limits, Instant::now());
         let stalled = b.stalled.clone();
+        let _counted = self
+            .ctx
+            .router
+            .metrics()
+            .session_bound(self.transport.metrics_kind());
         let mut shutdown = self.ctx.router.shutdown_signal();
         let end = loop {
             let mut slot = b.slot.take();

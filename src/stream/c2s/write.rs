@@ -23,6 +23,7 @@ impl<T: Transport> C2s<T> {
         let mut next = Some(first);
         let mut end = None;
         self.in_flight.clear();
+        self.ctx.router.metrics().queue_depth(b.rx.len());
         // Without stream management or CSI holding anything, a shared stanza is written from
         // its bytes. It is not kept for re-routing either: only groupchat is shared, and a
         // groupchat message for a session that is going away only goes back to its room.
@@ -34,6 +35,10 @@ impl<T: Transport> C2s<T> {
             let el = match item {
                 Outbound::Stanza(el) => *el,
                 Outbound::Shared(shared) if plain => {
+                    self.ctx
+                        .router
+                        .metrics()
+                        .stanza_out(shared.0.element.name());
                     batch.push(shared.0.bytes_to(&shared.1));
                     if batch.len() >= MAX_BATCH {
                         break;
@@ -86,6 +91,7 @@ impl<T: Transport> C2s<T> {
     /// Adds a stanza to the batch being written (and `in_flight`), or, when `through_csi`, lets
     /// CSI hold it back or release it with what it held.
     fn stage(&mut self, b: &mut Bound, el: Element, through_csi: bool, batch: &mut Vec<Vec<u8>>) {
+        self.ctx.router.metrics().stanza_out(el.name());
         match b.csi.as_mut() {
             Some(csi) if through_csi => {
                 let in_flight = &mut self.in_flight;
