@@ -61,6 +61,30 @@ pub struct Config {
     pub mam: MamConfig,
     pub cluster: ClusterConfig,
     pub s2s: S2sConfig,
+    /// Server-wide administrators (bare JIDs): they run the XEP-0133 commands for every hosted
+    /// domain. Each `[hosts]` entry may name admins of its own domain too.
+    pub admins: Vec<String>,
+    pub adhoc: AdhocConfig,
+}
+
+/// `[adhoc]`: XEP-0050 command sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdhocConfig {
+    /// A multi-stage command session left untouched this long is forgotten; its id is then
+    /// refused as unknown.
+    pub session_timeout_secs: u64,
+    /// Open command sessions per full JID at most; starting one more forgets the oldest.
+    pub max_sessions_per_user: usize,
+}
+
+impl Default for AdhocConfig {
+    fn default() -> Self {
+        AdhocConfig {
+            session_timeout_secs: 600,
+            max_sessions_per_user: 10,
+        }
+    }
 }
 
 /// A further hosted domain, `[hosts."example.net"]`, as Prosody's `VirtualHost` and ejabberd's
@@ -76,6 +100,8 @@ pub struct HostConfig {
     pub muc_domain: Option<String>,
     /// Per-account limits of this domain's users; what is unset follows `[limits]`.
     pub limits: HostLimits,
+    /// Administrators of this domain only (bare JIDs), besides the server-wide `admins`.
+    pub admins: Vec<String>,
 }
 
 /// `[hosts."example.net".limits]`: the limits on one account that a hosted domain may set
@@ -772,6 +798,8 @@ impl Default for Config {
             mam: MamConfig::default(),
             cluster: ClusterConfig::default(),
             s2s: S2sConfig::default(),
+            admins: Vec::new(),
+            adhoc: AdhocConfig::default(),
         }
     }
 }

@@ -141,11 +141,24 @@ async fn serve(config: Config) -> Result<(), String> {
     let server = corvid::server::start(config)
         .await
         .map_err(|e| e.to_string())?;
-    let signal = wait_for_signal().await;
-    // SIGTERM (service managers, `kill`) and SIGINT (Ctrl-C) take the same ordered path:
-    // sessions told, undelivered messages stored, archive flushed, storage closed.
-    tracing::info!(signal, "shutting down");
+    // SIGTERM (service managers, `kill`), SIGINT (Ctrl-C) and an administrator's shutdown or
+    // restart command (XEP-0133) take the same ordered path: sessions told, undelivered
+    // messages stored, archive flushed, storage closed.
+    let requested = tokio::select! {
+        signal = wait_for_signal() => {
+            tracing::info!(signal, "shutting down");
+            None
+        }
+        stop = server.stop_requested() => {
+            tracing::info!(?stop, "shutting down on an administrator's request");
+            Some(stop)
+        }
+    };
     server.shutdown().await;
+    if requested == Some(corvid::admin::Stop::Restart) {
+        // A service manager starts the server again (see `RESTART_EXIT_CODE`).
+        std::process::exit(corvid::admin::lifecycle::RESTART_EXIT_CODE);
+    }
     Ok(())
 }
 
