@@ -204,6 +204,16 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
             let account = account(&user, &config)?;
             let creds = credentials(&read_password(password_stdin)?, iterations)?;
             let result = accounts.create_account(&account, &creds).await;
+            if result.is_ok() {
+                // The domain's welcome message, if an administrator set one (XEP-0133).
+                if let Ok(jid) = jid::BareJid::new(&account) {
+                    if let Err(e) =
+                        corvid::admin::accounts::welcome_stored(&storage, &config, &jid).await
+                    {
+                        eprintln!("the welcome message could not be stored: {e}");
+                    }
+                }
+            }
             (account, result, "created")
         }
         UserCommand::Passwd {

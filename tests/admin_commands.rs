@@ -712,3 +712,56 @@ async fn token_login(raw: &mut Raw, user: &str, token: &str) -> Element {
     .await;
     raw.element().await
 }
+
+#[tokio::test]
+async fn the_welcome_message_reaches_an_account_made_with_corvid_user_add() {
+    let server = server().await;
+    let mut admin = Session::login(&server, "admin", "a").await;
+    completed(
+        &admin_run(
+            &mut admin,
+            "set-welcome",
+            &[("welcome", &["Hi from the CLI"])],
+        )
+        .await,
+    );
+    let config = server.dir.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nurl = 'sqlite://{}'\n",
+            server.db_path().display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_corvid"))
+            .args(["user", "add", "erin", "--password-stdin", "-c", &config])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("corvid runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{PASSWORD}\n").as_bytes())
+            .expect("password");
+        child.wait_with_output().expect("corvid exits")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut erin = available(&server, "erin", "e").await;
+    let welcome = erin
+        .expect(|el| el.name() == "message" && el.attr("from") == Some("localhost"))
+        .await;
+    assert_eq!(body(&welcome), "Hi from the CLI");
+}

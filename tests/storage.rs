@@ -1139,13 +1139,19 @@ async fn admin_last_login_is_kept_and_goes_with_the_account(s: Storage) {
 async fn admin_settings_set_replace_and_remove(s: Storage) {
     let admin = &s.admin;
     assert_eq!(admin.setting("motd:x").await.unwrap(), None);
-    admin.set_setting("motd:x", Some("hello\nworld")).await.unwrap();
+    admin
+        .set_setting("motd:x", Some("hello\nworld"))
+        .await
+        .unwrap();
     admin.set_setting("welcome:x", Some("")).await.unwrap();
     assert_eq!(
         admin.setting("motd:x").await.unwrap().as_deref(),
         Some("hello\nworld")
     );
-    assert_eq!(admin.setting("welcome:x").await.unwrap().as_deref(), Some(""));
+    assert_eq!(
+        admin.setting("welcome:x").await.unwrap().as_deref(),
+        Some("")
+    );
     admin.set_setting("motd:x", Some("replaced")).await.unwrap();
     assert_eq!(
         admin.setting("motd:x").await.unwrap().as_deref(),
@@ -1155,7 +1161,10 @@ async fn admin_settings_set_replace_and_remove(s: Storage) {
     assert_eq!(admin.setting("motd:x").await.unwrap(), None);
     // Removing what is not there is no error.
     admin.set_setting("motd:x", None).await.unwrap();
-    assert_eq!(admin.setting("welcome:x").await.unwrap().as_deref(), Some(""));
+    assert_eq!(
+        admin.setting("welcome:x").await.unwrap().as_deref(),
+        Some("")
+    );
 }
 
 async fn server_secret_is_created_once(s: Storage) {

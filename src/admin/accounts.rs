@@ -71,6 +71,42 @@ pub async fn welcome_new_account(router: &Arc<Router>, user: &BareJid) {
     }
 }
 
+/// `welcome_new_account` without a running server (`corvid user add`): the welcome message
+/// goes straight to the account's offline storage, under an id from a node number of the
+/// command line's own, so it can never collide with the server's ids.
+pub async fn welcome_stored(
+    storage: &crate::storage::Storage,
+    config: &crate::config::Config,
+    user: &BareJid,
+) -> AdminResult<()> {
+    let domain = user.domain().as_str();
+    let Some(text) = storage
+        .admin
+        .setting(&messages::welcome_setting(domain))
+        .await?
+    else {
+        return Ok(());
+    };
+    let Some(node) = storage
+        .nodes
+        .node_number("corvid-command-line", crate::ids::NODES)
+        .await?
+    else {
+        return Ok(());
+    };
+    let mut message = messages::server_message(domain, "normal", &text);
+    crate::stanza::set_attr(&mut message, "to", user.to_string());
+    let id = crate::ids::IdGenerator::new(node).next_id();
+    let stored = crate::storage::OfflineMessage {
+        id,
+        received_at_ms: crate::ids::IdGenerator::timestamp_ms(id),
+        stanza: crate::xml::to_string(&message),
+    };
+    let cap = config.account_limits(domain).offline_messages_per_user;
+    storage.offline.push(user.as_str(), &stored, cap).await?;
+    Ok(())
+}
+
 /// Ends the account's sessions, then deletes it with everything stored for it.
 pub async fn delete_account(router: &Arc<Router>, user: &BareJid) -> AdminResult<()> {
     check_hosted(router, user)?;

@@ -16,6 +16,10 @@ fn motd_name(domain: &str) -> String {
     format!("motd:{domain}")
 }
 
+pub(super) fn welcome_setting(domain: &str) -> String {
+    welcome_name(domain)
+}
+
 fn welcome_name(domain: &str) -> String {
     format!("welcome:{domain}")
 }
@@ -51,7 +55,7 @@ pub async fn set_welcome(router: &Router, domain: &str, text: Option<&str>) -> A
 
 /// A message from `domain` with `body`; `type_` is `headline` for what is only worth seeing
 /// live, `normal` for what must wait in offline storage.
-fn server_message(domain: &str, type_: &str, body: &str) -> Element {
+pub(super) fn server_message(domain: &str, type_: &str, body: &str) -> Element {
     let mut body_el = Element::bare("body", ns::CLIENT);
     body_el.append_text(body);
     let mut message = Element::bare("message", ns::CLIENT);
