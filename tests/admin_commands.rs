@@ -765,3 +765,88 @@ async fn the_welcome_message_reaches_an_account_made_with_corvid_user_add() {
         .await;
     assert_eq!(body(&welcome), "Hi from the CLI");
 }
+
+/// `[hosts."b.example"] admins` administer b.example's accounts only; server-wide admins
+/// administer every hosted domain.
+#[tokio::test]
+async fn a_domain_admin_administers_only_that_domain() {
+    const B: &str = "b.example";
+    let server = TestServer::start_with(|config| {
+        config.admins = vec!["admin@localhost".into()];
+        let mut host = corvid::config::HostConfig::default();
+        host.admins = vec![format!("boss@{B}")];
+        config.hosts.insert(B.into(), host);
+    })
+    .await;
+    server.add_user("admin").await;
+    server.add_user("alice").await;
+    server.add_user(&format!("boss@{B}")).await;
+    let mut boss = Session::login_on(&server, B, "boss", "r").await;
+    let to_b = |xml: String| xml.replacen("to='localhost'", &format!("to='{B}'"), 1);
+    let items = |to: &str| {
+        format!(
+            "<iq type='get' to='{to}'><query xmlns='http://jabber.org/protocol/disco#items' node='{COMMANDS}'/></iq>"
+        )
+    };
+    let nodes = |answer: &Element| -> Vec<String> {
+        answer
+            .get_child("query", "http://jabber.org/protocol/disco#items")
+            .expect("items")
+            .children()
+            .filter_map(|i| i.attr("node").map(str::to_owned))
+            .collect()
+    };
+    let at_b = boss.iq(&items(B)).await;
+    assert!(nodes(&at_b).contains(&adhoc::admin("add-user")));
+    assert!(!nodes(&at_b).contains(&adhoc::admin("shutdown")));
+    let at_main = boss.iq(&items("localhost")).await;
+    assert!(nodes(&at_main).is_empty(), "{at_main:?}");
+    let node = adhoc::admin("add-user");
+    let first = boss.iq(&to_b(request(&node, None, None, &[]))).await;
+    let id = session_id(&first);
+    let foreign = boss
+        .iq(&to_b(request(
+            &node,
+            Some("complete"),
+            Some(&id),
+            &[
+                ("accountjid", &["carol@localhost"]),
+                ("password", &[PASSWORD]),
+                ("password-verify", &[PASSWORD]),
+            ],
+        )))
+        .await;
+    assert!(notes(&foreign)
+        .iter()
+        .any(|(t, text)| t == "error" && text.contains("localhost")));
+    let own = boss
+        .iq(&to_b(request(
+            &node,
+            Some("complete"),
+            Some(&id),
+            &[
+                ("accountjid", &["carol@b.example"]),
+                ("password", &[PASSWORD]),
+                ("password-verify", &[PASSWORD]),
+            ],
+        )))
+        .await;
+    completed(&own);
+    let list_node = adhoc::admin("get-registered-users-list");
+    let first = boss.iq(&to_b(request(&list_node, None, None, &[]))).await;
+    let id = session_id(&first);
+    let list = boss
+        .iq(&to_b(request(&list_node, Some("complete"), Some(&id), &[])))
+        .await;
+    assert_eq!(
+        values(completed(&list), "registereduserjids"),
+        ["boss@b.example", "carol@b.example"]
+    );
+    // The server-wide admin sees every domain.
+    let mut admin = Session::login(&server, "admin", "a").await;
+    let all = admin_run(&mut admin, "get-registered-users-list", &[]).await;
+    assert_eq!(
+        values(completed(&all), "registereduserjids"),
+        ["admin@localhost", "alice@localhost", "boss@b.example", "carol@b.example"]
+    );
+}
