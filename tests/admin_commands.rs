@@ -847,6 +847,47 @@ async fn a_domain_admin_administers_only_that_domain() {
     let all = admin_run(&mut admin, "get-registered-users-list", &[]).await;
     assert_eq!(
         values(completed(&all), "registereduserjids"),
-        ["admin@localhost", "alice@localhost", "boss@b.example", "carol@b.example"]
+        [
+            "admin@localhost",
+            "alice@localhost",
+            "boss@b.example",
+            "carol@b.example"
+        ]
     );
+}
+
+/// Beyond XEP-0133: the s2s links a server has open, listed for its server-wide admins.
+#[tokio::test]
+async fn s2s_connections_are_listed_for_server_admins() {
+    use common::federation::{Federation, Trust, A, B};
+    let f = Federation::start_with(
+        Trust::SelfSigned,
+        |c| c.admins = vec![format!("admin@{A}")],
+        |_| {},
+    )
+    .await;
+    for user in ["admin", "alice"] {
+        f.a.add_user(&format!("{user}@{A}")).await;
+    }
+    f.b.add_user(&format!("bob@{B}")).await;
+    let mut alice = Session::online_on(&f.a, A, "alice", "pc").await;
+    let mut bob = Session::online_on(&f.b, B, "bob", "phone").await;
+    alice
+        .send("<message to='bob@b.test' type='chat'><body>over s2s</body></message>")
+        .await;
+    bob.expect(|el| el.name() == "message" && body(el) == "over s2s")
+        .await;
+    let mut admin = Session::login_on(&f.a, A, "admin", "a").await;
+    let to_a = |xml: String| xml.replacen("to='localhost'", &format!("to='{A}'"), 1);
+    let node = corvid::modules::adhoc::LIST_S2S;
+    let listed = admin.iq(&to_a(request(node, None, None, &[]))).await;
+    completed(&listed);
+    assert!(
+        values(&listed, "outgoing").contains(&format!("{A} -> {B}")),
+        "{listed:?}"
+    );
+    assert_eq!(values(&listed, "outgoingnum"), ["1"]);
+    // Not for users.
+    let refused = alice.iq(&to_a(request(node, None, None, &[]))).await;
+    assert_eq!(error(&refused).0, "forbidden");
 }

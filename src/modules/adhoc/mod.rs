@@ -7,6 +7,7 @@
 
 mod admin_lists;
 mod admin_messages;
+mod admin_s2s;
 mod admin_service;
 mod admin_users;
 pub mod command;
@@ -69,6 +70,14 @@ pub fn register_command(registry: &mut Registry, command: SharedCommand) {
     );
     registry.service::<Commands>().add(command);
 }
+
+/// Federation's commands (see `admin_s2s`): registered by the s2s module, which exists only
+/// when federation is on.
+pub fn register_s2s_commands(registry: &mut Registry, s2s: std::sync::Weak<crate::s2s::S2s>) {
+    admin_s2s::register(registry, s2s);
+}
+
+pub use admin_s2s::LIST_S2S;
 
 /// The flag of sessions that got the message of the day since they logged in.
 const MOTD_SENT: &str = "admin-motd-sent";
