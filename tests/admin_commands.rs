@@ -126,7 +126,16 @@ async fn every_admin_command_is_forbidden_to_users() {
     }
     let mut admin = Session::login(&server, "admin", "a").await;
     let listed = listed(&mut admin).await;
-    assert_eq!(listed.len(), 28, "{listed:?}");
+    // The 28 of XEP-0133 and the MUC service's two.
+    assert_eq!(listed.len(), 30, "{listed:?}");
+    for node in [
+        corvid::modules::adhoc::LIST_ROOMS,
+        corvid::modules::adhoc::DESTROY_ROOM,
+    ] {
+        assert!(listed.contains(&node.to_owned()));
+        let answer = run(&mut alice, node, None, None, &[]).await;
+        assert_eq!(error(&answer).0, "forbidden", "{node}");
+    }
 }
 
 #[tokio::test]
@@ -890,4 +899,88 @@ async fn s2s_connections_are_listed_for_server_admins() {
     // Not for users.
     let refused = alice.iq(&to_a(request(node, None, None, &[]))).await;
     assert_eq!(error(&refused).0, "forbidden");
+}
+
+/// Beyond XEP-0133: rooms listed, and destroyed with their occupants told why.
+#[tokio::test]
+async fn rooms_are_listed_and_destroyed_by_admins() {
+    let server = server().await;
+    let mut admin = Session::login(&server, "admin", "a").await;
+    let mut alice = Session::online(&server, "alice", "a").await;
+    let room = "lounge@conference.localhost";
+    alice
+        .send(&format!(
+            "<presence to='{room}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+    alice
+        .expect(|el| el.name() == "message" && el.has_child("subject", "jabber:client"))
+        .await;
+    let answer = alice
+        .iq(&format!(
+            "<iq to='{room}' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    assert_eq!(answer.attr("type"), Some("result"));
+    let listed = run(
+        &mut admin,
+        corvid::modules::adhoc::LIST_ROOMS,
+        None,
+        None,
+        &[],
+    )
+    .await;
+    completed(&listed);
+    assert_eq!(values(&listed, "roomjids"), [room]);
+    assert_eq!(values(&listed, "occupants"), [format!("{room} (1)")]);
+    let node = corvid::modules::adhoc::DESTROY_ROOM;
+    let id = session_id(&run(&mut admin, node, None, None, &[]).await);
+    let done = run(
+        &mut admin,
+        node,
+        Some("complete"),
+        Some(&id),
+        &[
+            ("roomjids", &[room, "nowhere@conference.localhost"]),
+            ("reason", &["closing"]),
+        ],
+    )
+    .await;
+    completed(&done);
+    let notes = notes(&done);
+    assert!(
+        notes
+            .iter()
+            .any(|(t, text)| t == "info" && text.contains(room)),
+        "{notes:?}"
+    );
+    assert!(notes.iter().any(|(t, _)| t == "warn"), "{notes:?}");
+    let gone = alice
+        .expect(|el| {
+            el.name() == "presence"
+                && el.attr("type") == Some("unavailable")
+                && el.attr("from") == Some("lounge@conference.localhost/alice")
+        })
+        .await;
+    let destroy = gone
+        .get_child("x", "http://jabber.org/protocol/muc#user")
+        .and_then(|x| x.get_child("destroy", "http://jabber.org/protocol/muc#user"))
+        .expect("destroy");
+    assert_eq!(
+        destroy
+            .get_child("reason", "http://jabber.org/protocol/muc#user")
+            .map(Element::text)
+            .as_deref(),
+        Some("closing")
+    );
+    let listed = run(
+        &mut admin,
+        corvid::modules::adhoc::LIST_ROOMS,
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert!(values(completed(&listed), "roomjids").is_empty());
 }

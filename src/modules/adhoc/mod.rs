@@ -7,6 +7,7 @@
 
 mod admin_lists;
 mod admin_messages;
+mod admin_muc;
 mod admin_s2s;
 mod admin_service;
 mod admin_users;
@@ -78,6 +79,16 @@ pub fn register_s2s_commands(registry: &mut Registry, s2s: std::sync::Weak<crate
 }
 
 pub use admin_s2s::LIST_S2S;
+
+/// The MUC service's commands (see `admin_muc`): registered by the MUC module when it runs.
+pub fn register_muc_commands(
+    registry: &mut Registry,
+    muc: std::sync::Weak<crate::modules::muc::Muc>,
+) {
+    admin_muc::register(registry, muc);
+}
+
+pub use admin_muc::{DESTROY_ROOM, LIST_ROOMS};
 
 /// The flag of sessions that got the message of the day since they logged in.
 const MOTD_SENT: &str = "admin-motd-sent";
