@@ -210,6 +210,33 @@ impl Config {
 
     /// Hosted domains and their services must be distinct, valid domains written in their
     /// normal form (lower case, U-labels), since addresses are compared as strings.
+    /// Admins are bare JIDs of accounts: anything else would silently grant nobody.
+    fn validate_admins(&self) -> Result<(), ConfigError> {
+        let host_admins = self
+            .hosts
+            .iter()
+            .flat_map(|(domain, host)| host.admins.iter().map(move |a| (Some(domain), a)));
+        let all = self.admins.iter().map(|a| (None, a)).chain(host_admins);
+        for (domain, admin) in all {
+            let jid = jid::BareJid::new(admin)
+                .ok()
+                .filter(|jid| jid.node().is_some() && jid.as_str() == admin);
+            let Some(jid) = jid else {
+                return Err(ConfigError::Invalid(format!(
+                    "admin '{admin}' is not a bare JID in normal form (user@domain)"
+                )));
+            };
+            if let Some(domain) = domain {
+                if jid.domain().as_str() != domain.as_str() {
+                    return Err(ConfigError::Invalid(format!(
+                        "admin '{admin}' of {domain} is not an account of {domain}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate_hosts(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::BTreeSet::new();
         for host in self.hosted_domains() {
@@ -1174,6 +1201,7 @@ impl Config {
         }
         self.validate_muc()?;
         self.validate_hosts()?;
+        self.validate_admins()?;
         self.auth.validate()?;
         let mam = &self.mam;
         if !matches!(mam.default.as_str(), "always" | "roster" | "never") {

@@ -474,3 +474,42 @@ async fn the_operator_runs_commands_without_a_jid() {
     let unknown = corvid::modules::adhoc::run_as_operator(router, "urn:none", &[]).await;
     assert!(matches!(unknown, Err(CommandError::UnknownCommand(_))));
 }
+
+#[tokio::test]
+async fn opening_more_sessions_than_allowed_forgets_the_oldest() {
+    let server = TestServer::start_full(
+        |config| config.adhoc.max_sessions_per_user = 2,
+        |storage| storage,
+        vec![Arc::new(WizardModule)],
+    )
+    .await;
+    server.add_user("alice").await;
+    let mut alice = Session::login(&server, "alice", "a").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(session_id(&run(&mut alice, WIZARD, None, None, &[]).await));
+    }
+    let oldest = run(
+        &mut alice,
+        WIZARD,
+        Some("next"),
+        Some(&ids[0]),
+        &[("color", &["red"])],
+    )
+    .await;
+    assert_eq!(
+        error(&oldest),
+        ("bad-request".into(), Some("bad-sessionid".into()))
+    );
+    for id in &ids[1..] {
+        let kept = run(
+            &mut alice,
+            WIZARD,
+            Some("next"),
+            Some(id),
+            &[("color", &["red"])],
+        )
+        .await;
+        assert_eq!(status(&kept), "executing");
+    }
+}

@@ -782,8 +782,10 @@ async fn a_domain_admin_administers_only_that_domain() {
     const B: &str = "b.example";
     let server = TestServer::start_with(|config| {
         config.admins = vec!["admin@localhost".into()];
-        let mut host = corvid::config::HostConfig::default();
-        host.admins = vec![format!("boss@{B}")];
+        let host = corvid::config::HostConfig {
+            admins: vec![format!("boss@{B}")],
+            ..Default::default()
+        };
         config.hosts.insert(B.into(), host);
     })
     .await;
@@ -983,4 +985,32 @@ async fn rooms_are_listed_and_destroyed_by_admins() {
     )
     .await;
     assert!(values(completed(&listed), "roomjids").is_empty());
+}
+
+/// Admins must be bare JIDs in normal form, and a domain's admins accounts of that domain:
+/// `corvid check-config` says which entry is wrong.
+#[test]
+fn misconfigured_admins_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corvid.toml");
+    for (toml, named) in [
+        ("admins = ['localhost']\n", "localhost"),
+        ("admins = ['Alice@localhost']\n", "Alice@localhost"),
+        ("admins = ['a@localhost/res']\n", "a@localhost/res"),
+        (
+            "[hosts.'b.example']\nadmins = ['boss@localhost']\n",
+            "boss@localhost",
+        ),
+    ] {
+        std::fs::write(&path, toml).unwrap();
+        let error = corvid::config::Config::load(&path).expect_err(toml);
+        assert!(error.to_string().contains(named), "{toml}: {error}");
+    }
+    std::fs::write(
+        &path,
+        "admins = ['admin@localhost']\n[hosts.'b.example']\nadmins = ['boss@b.example']\n",
+    )
+    .unwrap();
+    let config = corvid::config::Config::load(&path).expect("valid admins");
+    assert_eq!(config.admins, ["admin@localhost"]);
 }

@@ -480,16 +480,28 @@ pub struct OutputField {
 }
 
 /// Runs command `node` to completion as the server's operator (every admin right, no JID),
-/// answering every stage's form with `fields`. For the command line.
+/// answering every stage's form with `fields`. For the command line. Commands that act on
+/// "the domain the command was sent to" (message of the day, welcome message, admin list)
+/// act on the main domain; `run_as_operator_on` names another.
 pub async fn run_as_operator(
     router: &Arc<Router>,
+    node: &str,
+    fields: &[(String, Vec<String>)],
+) -> Result<CommandOutput, CommandError> {
+    run_as_operator_on(router, router.domain(), node, fields).await
+}
+
+/// `run_as_operator` as if the command had been sent to the hosted domain `domain`.
+pub async fn run_as_operator_on(
+    router: &Arc<Router>,
+    domain: &str,
     node: &str,
     fields: &[(String, Vec<String>)],
 ) -> Result<CommandOutput, CommandError> {
     let command = commands(router)
         .and_then(|c| c.find(node))
         .ok_or_else(|| CommandError::UnknownCommand(node.to_owned()))?;
-    let requester = Requester::operator(router.domain().to_owned());
+    let requester = Requester::operator(domain.to_owned());
     let ctx = Context {
         router,
         requester: &requester,
