@@ -63,6 +63,10 @@ pub struct Config {
     pub s2s: S2sConfig,
     pub control: ControlConfig,
     pub metrics: MetricsConfig,
+    /// Server-wide administrators (bare JIDs): they run the XEP-0133 commands for every hosted
+    /// domain. Each `[hosts]` entry may name admins of its own domain too.
+    pub admins: Vec<String>,
+    pub adhoc: AdhocConfig,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -86,6 +90,26 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[adhoc]`: XEP-0050 command sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdhocConfig {
+    /// A multi-stage command session left untouched this long is forgotten; its id is then
+    /// refused as unknown.
+    pub session_timeout_secs: u64,
+    /// Open command sessions per full JID at most; starting one more forgets the oldest.
+    pub max_sessions_per_user: usize,
+}
+
+impl Default for AdhocConfig {
+    fn default() -> Self {
+        AdhocConfig {
+            session_timeout_secs: 600,
+            max_sessions_per_user: 10,
+        }
+    }
+}
+
 /// A further hosted domain, `[hosts."example.net"]`, as Prosody's `VirtualHost` and ejabberd's
 /// `hosts`. What is unset follows the main domain's settings with this domain's name in it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -99,6 +123,8 @@ pub struct HostConfig {
     pub muc_domain: Option<String>,
     /// Per-account limits of this domain's users; what is unset follows `[limits]`.
     pub limits: HostLimits,
+    /// Administrators of this domain only (bare JIDs), besides the server-wide `admins`.
+    pub admins: Vec<String>,
 }
 
 /// `[hosts."example.net".limits]`: the limits on one account that a hosted domain may set
@@ -207,6 +233,33 @@ impl Config {
 
     /// Hosted domains and their services must be distinct, valid domains written in their
     /// normal form (lower case, U-labels), since addresses are compared as strings.
+    /// Admins are bare JIDs of accounts: anything else would silently grant nobody.
+    fn validate_admins(&self) -> Result<(), ConfigError> {
+        let host_admins = self
+            .hosts
+            .iter()
+            .flat_map(|(domain, host)| host.admins.iter().map(move |a| (Some(domain), a)));
+        let all = self.admins.iter().map(|a| (None, a)).chain(host_admins);
+        for (domain, admin) in all {
+            let jid = jid::BareJid::new(admin)
+                .ok()
+                .filter(|jid| jid.node().is_some() && jid.as_str() == admin);
+            let Some(jid) = jid else {
+                return Err(ConfigError::Invalid(format!(
+                    "admin '{admin}' is not a bare JID in normal form (user@domain)"
+                )));
+            };
+            if let Some(domain) = domain {
+                if jid.domain().as_str() != domain.as_str() {
+                    return Err(ConfigError::Invalid(format!(
+                        "admin '{admin}' of {domain} is not an account of {domain}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate_hosts(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::BTreeSet::new();
         for host in self.hosted_domains() {
@@ -817,6 +870,8 @@ impl Default for Config {
             s2s: S2sConfig::default(),
             control: ControlConfig::default(),
             metrics: MetricsConfig::default(),
+            admins: Vec::new(),
+            adhoc: AdhocConfig::default(),
         }
     }
 }
@@ -1192,6 +1247,7 @@ impl Config {
         }
         self.validate_muc()?;
         self.validate_hosts()?;
+        self.validate_admins()?;
         self.auth.validate()?;
         let mam = &self.mam;
         if !matches!(mam.default.as_str(), "always" | "roster" | "never") {

@@ -1,6 +1,7 @@
 //! corvid: an XMPP server. See README.md for the layout and `../shared/ARCHITECTURE.md`.
 
 pub mod address;
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod ids;

@@ -209,14 +209,25 @@ async fn serve(config: Config, path: &Path) -> Result<(), String> {
     if path.exists() {
         server.set_config_path(path);
     }
-    let signal = tokio::select! {
-        signal = wait_for_signal() => signal,
+    // SIGTERM (service managers, `kill`), SIGINT (Ctrl-C) and an administrator's shutdown or
+    // restart command (XEP-0133, `corvid ctl shutdown`) take the same ordered path: sessions
+    // told, undelivered messages stored, archive flushed, storage closed. SIGHUP reloads.
+    let requested = tokio::select! {
+        signal = wait_for_signal() => {
+            tracing::info!(signal, "shutting down");
+            None
+        }
+        stop = server.stop_requested() => {
+            tracing::info!(?stop, "shutting down on an administrator's request");
+            Some(stop)
+        }
         never = reload_on_hangup(&server) => match never {},
     };
-    // SIGTERM (service managers, `kill`) and SIGINT (Ctrl-C) take the same ordered path:
-    // sessions told, undelivered messages stored, archive flushed, storage closed.
-    tracing::info!(signal, "shutting down");
     server.shutdown().await;
+    if requested == Some(corvid::admin::Stop::Restart) {
+        // A service manager starts the server again (see `RESTART_EXIT_CODE`).
+        std::process::exit(corvid::admin::lifecycle::RESTART_EXIT_CODE);
+    }
     Ok(())
 }
 
@@ -367,6 +378,16 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
             let account = account(&user, &config)?;
             let creds = credentials(&read_password(password_stdin)?, iterations)?;
             let result = accounts.create_account(&account, &creds).await;
+            if result.is_ok() {
+                // The domain's welcome message, if an administrator set one (XEP-0133).
+                if let Ok(jid) = jid::BareJid::new(&account) {
+                    if let Err(e) =
+                        corvid::admin::accounts::welcome_stored(&storage, &config, &jid).await
+                    {
+                        eprintln!("the welcome message could not be stored: {e}");
+                    }
+                }
+            }
             (account, result, "created", AccountChange::Created)
         }
         UserCommand::Passwd {

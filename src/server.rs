@@ -78,6 +78,15 @@ impl RunningServer {
         self.reloader.set_config_path(path);
     }
 
+    /// Resolves when an administrator asked (XEP-0133) to shut down or restart the service;
+    /// whoever runs the server then calls `shutdown`.
+    pub async fn stop_requested(&self) -> crate::admin::Stop {
+        match self.ctx.router.service::<crate::admin::Lifecycle>() {
+            Some(lifecycle) => lifecycle.requested().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Stops the server without losing a message: stops accepting, turns routing to local
     /// users towards offline storage, tells every session `<system-shutdown/>` (what it had
     /// queued or the client had not acknowledged goes to offline storage, detached sessions'

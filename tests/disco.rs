@@ -18,8 +18,9 @@ use minidom::Element;
 
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
-/// Where XEP-0050 lists ad-hoc commands: the kind of node a module owns.
-const COMMANDS: &str = "http://jabber.org/protocol/commands";
+/// A command-list-like node a module owns (the real XEP-0050 node belongs to the ad-hoc
+/// module, tested in tests/adhoc.rs).
+const COMMANDS: &str = "urn:example:commands";
 const PRIVATE_NODE: &str = "urn:example:owner-only";
 const UPLOAD: &str = "upload.localhost";
 

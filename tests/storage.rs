@@ -132,6 +132,9 @@ backend_tests!(
     push_enable_replace_disable_and_cap,
     push_needs_account_and_goes_with_it,
     server_secret_is_created_once,
+    admin_disable_and_reenable_accounts,
+    admin_last_login_is_kept_and_goes_with_the_account,
+    admin_settings_set_replace_and_remove,
     fast_tokens_rotate_through_two_slots,
     fast_token_count_must_increase,
     fast_tokens_expire_and_go_with_password_and_account,
@@ -1077,6 +1080,91 @@ async fn push_needs_account_and_goes_with_it(s: Storage) {
     s.accounts.delete_account("alice").await.unwrap();
     s.accounts.create_account("alice", &[]).await.unwrap();
     assert!(s.push.push_registrations("alice").await.unwrap().is_empty());
+}
+
+async fn admin_disable_and_reenable_accounts(s: Storage) {
+    let admin = &s.admin;
+    assert!(matches!(
+        admin.set_disabled("ghost@x", true).await,
+        Err(StorageError::NotFound)
+    ));
+    for user in ["b@x", "a@x", "c@x"] {
+        s.accounts.create_account(user, &both(1)).await.unwrap();
+    }
+    assert!(!admin.is_disabled("a@x").await.unwrap());
+    assert!(!admin.is_disabled("ghost@x").await.unwrap());
+    admin.set_disabled("b@x", true).await.unwrap();
+    admin.set_disabled("a@x", true).await.unwrap();
+    // Disabling twice is no error.
+    admin.set_disabled("a@x", true).await.unwrap();
+    assert!(admin.is_disabled("a@x").await.unwrap());
+    assert!(!admin.is_disabled("c@x").await.unwrap());
+    assert_eq!(admin.disabled_accounts().await.unwrap(), ["a@x", "b@x"]);
+    admin.set_disabled("a@x", false).await.unwrap();
+    assert!(!admin.is_disabled("a@x").await.unwrap());
+    assert_eq!(admin.disabled_accounts().await.unwrap(), ["b@x"]);
+    // A login does not re-enable; deleting the account forgets it.
+    admin.record_login("b@x", 5).await.unwrap();
+    assert!(admin.is_disabled("b@x").await.unwrap());
+    s.accounts.delete_account("b@x").await.unwrap();
+    assert!(admin.disabled_accounts().await.unwrap().is_empty());
+    s.accounts.create_account("b@x", &both(2)).await.unwrap();
+    assert!(!admin.is_disabled("b@x").await.unwrap());
+}
+
+async fn admin_last_login_is_kept_and_goes_with_the_account(s: Storage) {
+    let admin = &s.admin;
+    s.accounts.create_account("a@x", &both(1)).await.unwrap();
+    assert_eq!(admin.last_login("a@x").await.unwrap(), None);
+    // An account that is gone is ignored, not an error (logins race deletions).
+    admin.record_login("ghost@x", 1).await.unwrap();
+    assert_eq!(admin.last_login("ghost@x").await.unwrap(), None);
+    admin.record_login("a@x", 1_700_000_000_000).await.unwrap();
+    admin.record_login("a@x", 1_700_000_000_500).await.unwrap();
+    assert_eq!(
+        admin.last_login("a@x").await.unwrap(),
+        Some(1_700_000_000_500)
+    );
+    // Disabling keeps the time.
+    admin.set_disabled("a@x", true).await.unwrap();
+    assert_eq!(
+        admin.last_login("a@x").await.unwrap(),
+        Some(1_700_000_000_500)
+    );
+    s.accounts.delete_account("a@x").await.unwrap();
+    s.accounts.create_account("a@x", &both(1)).await.unwrap();
+    assert_eq!(admin.last_login("a@x").await.unwrap(), None);
+}
+
+async fn admin_settings_set_replace_and_remove(s: Storage) {
+    let admin = &s.admin;
+    assert_eq!(admin.setting("motd:x").await.unwrap(), None);
+    admin
+        .set_setting("motd:x", Some("hello\nworld"))
+        .await
+        .unwrap();
+    admin.set_setting("welcome:x", Some("")).await.unwrap();
+    assert_eq!(
+        admin.setting("motd:x").await.unwrap().as_deref(),
+        Some("hello\nworld")
+    );
+    assert_eq!(
+        admin.setting("welcome:x").await.unwrap().as_deref(),
+        Some("")
+    );
+    admin.set_setting("motd:x", Some("replaced")).await.unwrap();
+    assert_eq!(
+        admin.setting("motd:x").await.unwrap().as_deref(),
+        Some("replaced")
+    );
+    admin.set_setting("motd:x", None).await.unwrap();
+    assert_eq!(admin.setting("motd:x").await.unwrap(), None);
+    // Removing what is not there is no error.
+    admin.set_setting("motd:x", None).await.unwrap();
+    assert_eq!(
+        admin.setting("welcome:x").await.unwrap().as_deref(),
+        Some("")
+    );
 }
 
 async fn server_secret_is_created_once(s: Storage) {

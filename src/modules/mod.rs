@@ -1,5 +1,6 @@
 //! One module per feature; each registers its handlers with the router at start-up.
 
+pub mod adhoc;
 pub mod blocking;
 pub mod carbons;
 pub mod disco;
@@ -41,6 +42,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(pep::Pep::default()),
         Arc::new(carbons::Carbons),
         Arc::new(push::Push),
+        Arc::new(adhoc::Adhoc::new(config)),
     ];
     if let Some(muc) = muc::Muc::new(config, archiver) {
         modules.push(muc);

@@ -113,6 +113,16 @@ pub trait Directory: Send + Sync {
 
     /// `deliver` for a stanza many sessions receive; false when it was not queued.
     fn deliver_shared(&self, to: &FullJid, stanza: &Arc<SharedStanza>) -> bool;
+
+    /// Calls `visit` for every session bound on this node (administration: who is online).
+    /// A directory that wraps this node's table passes the call on.
+    fn each_local(&self, _visit: &mut dyn FnMut(Resource<'_>)) {}
+
+    /// Hands a session of this node an order that is not a stanza (end the session); false
+    /// when no such session is bound here or its queue cannot take it.
+    fn order_local(&self, _to: &FullJid, _order: Outbound) -> bool {
+        false
+    }
 }
 
 /// Builds the directory around this node's session table (see `Registry::directory`).

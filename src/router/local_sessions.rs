@@ -170,6 +170,23 @@ impl Directory for SessionTable {
         }
     }
 
+    fn each_local(&self, visit: &mut dyn FnMut(Resource<'_>)) {
+        for resources in self.users.iter() {
+            for entry in resources.iter() {
+                visit(entry.resource());
+            }
+        }
+    }
+
+    fn order_local(&self, to: &FullJid, order: Outbound) -> bool {
+        self.users.get(&to.to_bare()).is_some_and(|resources| {
+            resources
+                .iter()
+                .find(|e| &e.jid == to)
+                .is_some_and(|entry| entry.tx.try_send(order).is_ok())
+        })
+    }
+
     fn deliver_shared(&self, to: &FullJid, stanza: &Arc<SharedStanza>) -> bool {
         let Some(resources) = self.users.get(&to.to_bare()) else {
             return false;

@@ -169,6 +169,35 @@ impl Router {
         &self.ids
     }
 
+    /// The shared `T` a module made with `Registry::service`, if any did.
+    pub fn service<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.registry
+            .services
+            .get(&std::any::TypeId::of::<T>())
+            .and_then(|service| service.clone().downcast::<T>().ok())
+    }
+
+    /// Every session bound on this node: its JID, availability and flags.
+    pub fn local_sessions(&self) -> Vec<(FullJid, Availability, SessionFlags)> {
+        let mut found = Vec::new();
+        self.directory.each_local(&mut |resource| {
+            found.push((resource.jid.clone(), resource.availability, resource.flags));
+        });
+        found
+    }
+
+    /// Tells a session of this node to end with the stream error `condition` (RFC 6120
+    /// §4.9.3) and `text`; false when it is not bound here.
+    pub fn terminate_session(
+        &self,
+        jid: &FullJid,
+        condition: crate::xml::StreamCondition,
+        text: &'static str,
+    ) -> bool {
+        self.directory
+            .order_local(jid, Outbound::Terminate(condition, text))
+    }
+
     /// What modules contributed to service discovery.
     pub fn discovery(&self) -> &Discovery {
         &self.registry.discovery

@@ -3,6 +3,7 @@
 //! session becoming available or going away). Prosody's `module:hook` and ejabberd's
 //! `gen_mod` + `ejabberd_hooks` are the models.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -351,6 +352,9 @@ pub struct Registry {
     pub(super) directory: Option<DirectoryFactory>,
     /// Bind2 inline features by namespace, in registration order (the order advertised).
     pub(super) inline_features: Vec<(&'static str, Arc<dyn InlineFeature>)>,
+    /// Shared objects modules offer one another (a command registry, say), one per type: the
+    /// router keeps them without knowing what they are.
+    pub(super) services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
 
 impl Registry {
@@ -451,6 +455,21 @@ impl Registry {
     /// wins.
     pub fn directory(&mut self, around_local: DirectoryFactory) {
         self.directory = Some(around_local);
+    }
+
+    /// The shared `T` of this server, made (with `Default`) by whichever module asks first, so
+    /// modules can contribute to it in any registration order. Code with only the router at
+    /// hand finds it with `Router::service`.
+    pub fn service<T: Default + Send + Sync + 'static>(&mut self) -> Arc<T> {
+        let entry = self
+            .services
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()) as Arc<dyn Any + Send + Sync>);
+        match entry.clone().downcast::<T>() {
+            Ok(service) => service,
+            // Keyed by the type's id, so the entry is always a `T`; this arm is never taken.
+            Err(_) => Arc::new(T::default()),
+        }
     }
 
     pub fn undeliverable_message(&mut self, handler: Arc<dyn UndeliverableMessage>) {

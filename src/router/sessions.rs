@@ -61,6 +61,9 @@ pub enum Outbound {
     Shared(Box<(Arc<SharedStanza>, FullJid)>),
     /// Another session bound the same full JID: end with `<conflict/>`.
     Replaced,
+    /// The server ends the session (an administrator's decision: account disabled or deleted,
+    /// session kicked) with this stream error and text.
+    Terminate(crate::xml::StreamCondition, &'static str),
 }
 
 /// Why a session ended, for the hooks that run when it does (and anyone they route to).

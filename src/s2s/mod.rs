@@ -114,6 +114,19 @@ impl S2s {
         *self.closing.borrow()
     }
 
+    /// Outbound links as (local domain, remote domain), sorted: for administrators.
+    pub fn outbound_links(&self) -> Vec<(String, String)> {
+        self.pool.pairs()
+    }
+
+    /// Remote domains with authenticated inbound streams, and how many each, sorted.
+    pub fn inbound_streams(&self) -> Vec<(String, u32)> {
+        let counts = self.inbound.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams: Vec<_> = counts.iter().map(|(d, n)| (d.clone(), *n)).collect();
+        streams.sort();
+        streams
+    }
+
     /// s2s connections open now, both directions.
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Acquire)
@@ -283,6 +296,7 @@ impl Module for S2s {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
+        crate::modules::adhoc::register_s2s_commands(registry, Arc::downgrade(&self));
         registry.remote_domains(self);
     }
 }

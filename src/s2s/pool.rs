@@ -226,6 +226,17 @@ impl Pool {
     }
 
     /// Links open now (tests and the admin commands ask).
+    /// The (local, remote) pairs with a link now, sorted.
+    pub(super) fn pairs(&self) -> Vec<(String, String)> {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pairs: Vec<_> = links
+            .keys()
+            .map(|pair| (pair.local.clone(), pair.remote.clone()))
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
     pub(super) fn len(&self) -> usize {
         self.links.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

@@ -3,6 +3,7 @@
 //! same SQL (`sql`); `sqlite` and `postgres` hold only how each connects, migrates and where its
 //! dialect differs.
 
+mod admin;
 mod archive;
 mod blocking;
 mod fast;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use admin::AdminStore;
 pub use archive::{
     ArchiveBound, ArchiveDefault, ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveQuery,
     ArchiveStore, ArchivedMessage,
@@ -191,6 +193,7 @@ pub struct Storage {
     pub nodes: Arc<dyn NodeStore>,
     pub fast: Arc<dyn FastTokenStore>,
     pub archive: Arc<dyn ArchiveStore>,
+    pub admin: Arc<dyn AdminStore>,
     connections: Arc<dyn Connections>,
 }
 
@@ -265,6 +268,7 @@ impl Storage {
             + NodeStore
             + FastTokenStore
             + ArchiveStore
+            + AdminStore
             + Connections
             + 'static,
     {
@@ -282,6 +286,7 @@ impl Storage {
             nodes: backend.clone(),
             fast: backend.clone(),
             archive: backend.clone(),
+            admin: backend.clone(),
             connections: backend,
         }
     }

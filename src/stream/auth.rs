@@ -72,6 +72,8 @@ pub(super) async fn authenticate<S: SaslStream>(
             .await?
         }
     };
+    let account = result.as_ref().ok().map(|s| stream.account(&s.username));
+    let result = admit_account(stream.context().clone(), account, result).await;
     hold_verdict(&mut attempt, &result).await;
     let failure = result.as_ref().err().map(|f| f.condition());
     stream
@@ -81,6 +83,7 @@ pub(super) async fn authenticate<S: SaslStream>(
         .login(mechanism.map_or("", Mechanism::name), failure);
     match result {
         Ok(success) => {
+            record_login(stream.context(), stream.account(&success.username));
             let mut el = Element::bare("success", ns::SASL);
             if let Some(data) = success.additional_data.as_deref() {
                 el.append_text(sasl::encode_payload(Some(data)));
@@ -92,6 +95,44 @@ pub(super) async fn authenticate<S: SaslStream>(
         }
         Err(failure) => send_failure(stream, Wrapper::Rfc6120, failure).await,
     }
+}
+
+/// Refuses a verdict of success for an account an administrator disabled (XEP-0133), with
+/// `<account-disabled/>` (RFC 6120 §6.5.1), whatever the mechanism (FAST tokens included).
+/// Checked before the throttle counts the outcome, so it counts as a failure.
+/// Takes no stream: nothing borrowed from the transport may live across the storage await.
+pub(super) async fn admit_account(
+    ctx: std::sync::Arc<StreamContext>,
+    account: Option<String>,
+    result: Exchange,
+) -> Exchange {
+    let success = result?;
+    let Some(account) = account else {
+        return Ok(success);
+    };
+    match ctx.router.storage().admin.is_disabled(&account).await {
+        Ok(false) => Ok(success),
+        Ok(true) => {
+            debug!(%account, "login refused: account disabled");
+            Err(SaslFailure::AccountDisabled)
+        }
+        Err(e) => {
+            warn!(error = %e, "account status lookup failed");
+            Err(SaslFailure::TemporaryAuthFailure)
+        }
+    }
+}
+
+/// Keeps the time of a successful login (XEP-0133 "get user last login"), off the login's
+/// path.
+pub(super) fn record_login(ctx: &StreamContext, account: String) {
+    let router = ctx.router.clone();
+    let now = i64::try_from(crate::ids::now_ms()).unwrap_or(i64::MAX);
+    tokio::spawn(async move {
+        if let Err(e) = router.storage().admin.record_login(&account, now).await {
+            warn!(error = %e, "recording the login time failed");
+        }
+    });
 }
 
 /// Counts the exchange's outcome and waits the throttle's delay, which is the same whatever

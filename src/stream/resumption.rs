@@ -257,6 +257,7 @@ async fn hibernate(ctx: Arc<StreamContext>, mut bound: Box<Bound>) {
                 Some(Outbound::Replaced) => {
                     Wake::End("replaced by a new session", SessionEnd::ByServer)
                 }
+                Some(Outbound::Terminate(_, why)) => Wake::End(why, SessionEnd::ByServer),
                 None => Wake::End("queue closed", SessionEnd::ByServer),
             },
             // Its client is told nothing (there is no connection): the resumption state dies
@@ -316,7 +317,7 @@ pub async fn end_session(
         match item {
             Outbound::Stanza(el) => left.push(*el),
             Outbound::Shared(shared) => left.push(shared.0.element_to(&shared.1)),
-            Outbound::Replaced => {}
+            Outbound::Replaced | Outbound::Terminate(..) => {}
         }
     }
     if !left.is_empty() {

@@ -2,6 +2,7 @@
 //! trust its certificate, and a raw client for behaviour a client library would hide.
 #![allow(dead_code)]
 
+pub mod adhoc;
 pub mod federation;
 pub mod private_postgres;
 pub mod xmpp;

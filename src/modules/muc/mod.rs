@@ -96,6 +96,41 @@ impl Muc {
         }))
     }
 
+    /// The rooms that exist now (persistent ones included) with their occupant counts, sorted,
+    /// for administrators.
+    pub async fn room_list(&self, router: &Arc<Router>) -> Vec<(BareJid, usize)> {
+        self.ensure_loaded(router).await;
+        let mut rooms = Vec::new();
+        for handle in self.all_rooms() {
+            let room = handle.lock().await;
+            if !room.gone {
+                rooms.push((room.jid.clone(), room.occupants.len()));
+            }
+        }
+        rooms.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        rooms
+    }
+
+    /// Destroys a room as its owner would (XEP-0045 §10.9), on an administrator's word; false
+    /// when there is no such room.
+    pub async fn destroy_room(
+        &self,
+        router: &Arc<Router>,
+        jid: &BareJid,
+        reason: Option<&str>,
+    ) -> bool {
+        self.ensure_loaded(router).await;
+        let Some(handle) = self.room(jid) else {
+            return false;
+        };
+        let mut room = handle.lock().await;
+        if room.gone {
+            return false;
+        }
+        owner::destroy_room(self, router, &mut room, None, reason).await;
+        true
+    }
+
     /// Whether `domain` is one of this server's MUC services.
     pub(crate) fn serves(&self, domain: &str) -> bool {
         self.services.iter().any(|(_, service)| service == domain)
@@ -259,6 +294,7 @@ impl Module for Muc {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
+        crate::modules::adhoc::register_muc_commands(registry, Arc::downgrade(&self));
         for (_, service) in &self.services {
             registry.component(service.clone(), self.clone());
         }

@@ -20,6 +20,7 @@
 //! A backend type taking part has a `pool` field (its `sqlx::Pool`) and implements [`Dialect`].
 
 pub(crate) mod accounts;
+pub(crate) mod admin;
 pub(crate) mod archive;
 pub(crate) mod blocking;
 pub(crate) mod fast;
@@ -48,6 +49,7 @@ pub(crate) trait Dialect {
 macro_rules! sql_stores {
     ($storage:ty, $db:ty) => {
         $crate::storage::sql::accounts::account_stores!($storage, $db);
+        $crate::storage::sql::admin::admin_store!($storage, $db);
         $crate::storage::sql::archive::archive_store!($storage, $db);
         $crate::storage::sql::blocking::blocklist_store!($storage, $db);
         $crate::storage::sql::fast::fast_token_store!($storage, $db);

@@ -54,6 +54,10 @@ impl<T: Transport> C2s<T> {
                     ));
                     break;
                 }
+                Outbound::Terminate(condition, text) => {
+                    end = Some(End::Error(condition, Some(text.into())));
+                    break;
+                }
             };
             let through_csi = b
                 .csi
