@@ -92,6 +92,10 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Disable an account: it cannot log in (its sessions end when the server runs).
+    Disable { user: String },
+    /// Let a disabled account log in again.
+    Enable { user: String },
     /// List accounts.
     List,
     /// Create many accounts: one `user password` pair per line of standard input.
@@ -273,8 +277,6 @@ async fn wait_for_signal() -> &'static str {
 
 /// XEP-0133's node names, as the server's ad-hoc commands register them.
 const ADMIN_NODE: &str = "http://jabber.org/protocol/admin#";
-/// corvid's own admin commands beside XEP-0133's.
-const CORVID_ADMIN_NODE: &str = "urn:corvid:admin#";
 
 async fn ctl(config: &Config, args: CtlArgs) -> Result<(), String> {
     use corvid::control::protocol::Request;
@@ -295,7 +297,7 @@ async fn ctl(config: &Config, args: CtlArgs) -> Result<(), String> {
         CtlCommand::Disable { jid } => run("disable-user", &[("accountjids", vec![jid])]),
         CtlCommand::Enable { jid } => run("reenable-user", &[("accountjids", vec![jid])]),
         CtlCommand::Reload => Request::Run {
-            node: format!("{CORVID_ADMIN_NODE}reload"),
+            node: corvid::modules::adhoc::RELOAD.to_owned(),
             fields: Default::default(),
         },
         CtlCommand::Shutdown { delay, message } => {
@@ -403,6 +405,16 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
                 "password changed for",
                 AccountChange::PasswordChanged,
             )
+        }
+        UserCommand::Disable { user } => {
+            let account = account(&user, &config)?;
+            let result = storage.admin.set_disabled(&account, true).await;
+            (account, result, "disabled", AccountChange::Disabled)
+        }
+        UserCommand::Enable { user } => {
+            let account = account(&user, &config)?;
+            let result = storage.admin.set_disabled(&account, false).await;
+            (account, result, "enabled", AccountChange::Enabled)
         }
         UserCommand::Del { user } => {
             let account = account(&user, &config)?;

@@ -9,16 +9,26 @@ use std::process::Output;
 
 use tokio::process::Command;
 
-use common::{online, TestServer};
+use common::xmpp::Session;
+use common::{body, online, TestServer};
 
 /// Runs `corvid -c <dir>/ctl.toml ctl <args>`, the file naming the server's control socket.
 /// Asynchronously: the server answering runs on the test's own runtime.
 async fn ctl(server: &TestServer, args: &[&str]) -> Output {
+    let mut all = vec!["ctl"];
+    all.extend_from_slice(args);
+    corvid_beside(server, &all).await
+}
+
+/// `corvid <args>` with a configuration naming the running server's storage and socket, as
+/// an operator's /etc/corvid/corvid.toml would.
+async fn corvid_beside(server: &TestServer, args: &[&str]) -> Output {
     let config = server.dir.path().join("ctl.toml");
     std::fs::write(
         &config,
         format!(
-            "[control]\nsocket = '{}'\n",
+            "[storage]\nurl = '{}'\n[control]\nsocket = '{}'\n",
+            server.config().storage.url,
             server.config().control.socket.display()
         ),
     )
@@ -26,7 +36,6 @@ async fn ctl(server: &TestServer, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_corvid"))
         .arg("-c")
         .arg(&config)
-        .arg("ctl")
         .args(args)
         .output()
         .await
@@ -134,4 +143,147 @@ async fn start_with_socket(socket: &Path) -> Result<TestServer, String> {
             .cloned()
             .unwrap_or_default()
     })
+}
+
+async fn admin_server() -> TestServer {
+    let server = TestServer::start().await;
+    for user in ["alice", "bob"] {
+        server.add_user(user).await;
+    }
+    server
+}
+
+#[tokio::test]
+async fn users_online_announce_and_kick() {
+    let server = admin_server().await;
+    let mut alice = Session::online(&server, "alice", "phone").await;
+
+    let users = json(&ctl(&server, &["users", "--json"]).await);
+    assert_eq!(
+        field(&users, "registereduserjids"),
+        ["alice@localhost", "bob@localhost"]
+    );
+    let online = json(&ctl(&server, &["online", "--json"]).await);
+    assert_eq!(field(&online, "onlineuserjids"), ["alice@localhost"]);
+
+    let out = ctl(&server, &["announce", "maintenance at noon"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let announced = alice
+        .expect(|el| el.name() == "message" && body(el) == "maintenance at noon")
+        .await;
+    assert_eq!(announced.attr("from"), Some("localhost"));
+
+    let kicked = json(&ctl(&server, &["kick", "alice@localhost", "--json"]).await);
+    assert!(
+        kicked["notes"]
+            .to_string()
+            .contains("ended: alice@localhost"),
+        "{kicked}"
+    );
+    assert_eq!(alice.raw.stream_error().await, "policy-violation");
+}
+
+#[tokio::test]
+async fn disable_and_enable_from_the_command_line() {
+    let server = admin_server().await;
+    let mut bob = Session::online(&server, "bob", "desk").await;
+    json(&ctl(&server, &["disable", "bob@localhost", "--json"]).await);
+    assert_eq!(bob.raw.stream_error().await, "not-authorized");
+    let disabled = json(
+        &ctl(
+            &server,
+            &[
+                "run",
+                "http://jabber.org/protocol/admin#get-disabled-users-list",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(field(&disabled, "disableduserjids"), ["bob@localhost"]);
+    json(&ctl(&server, &["enable", "bob@localhost", "--json"]).await);
+    Session::online(&server, "bob", "desk").await;
+}
+
+/// `corvid user del` on the server's storage while it runs: the account's sessions end at
+/// once instead of lingering until they reconnect.
+#[tokio::test]
+async fn corvid_user_del_and_disable_take_effect_in_the_running_server() {
+    let server = admin_server().await;
+    let mut alice = Session::online(&server, "alice", "phone").await;
+    let out = corvid_beside(&server, &["user", "del", "alice"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(alice.raw.stream_error().await, "not-authorized");
+
+    let mut bob = Session::online(&server, "bob", "desk").await;
+    let out = corvid_beside(&server, &["user", "disable", "bob"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(bob.raw.stream_error().await, "not-authorized");
+    let out = corvid_beside(&server, &["user", "enable", "bob"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Session::login(&server, "bob", "desk").await;
+}
+
+#[tokio::test]
+async fn commands_reload_and_shutdown() {
+    let server = admin_server().await;
+    let commands = json(&ctl(&server, &["commands", "--json"]).await);
+    let nodes: Vec<&str> = commands["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["node"][0].as_str().unwrap())
+        .collect();
+    for node in [
+        "http://jabber.org/protocol/admin#add-user",
+        "http://jabber.org/protocol/admin#shutdown",
+        "urn:corvid:admin#reload",
+    ] {
+        assert!(nodes.contains(&node), "{node} not in {nodes:?}");
+    }
+
+    let reloaded = json(&ctl(&server, &["reload", "--json"]).await);
+    assert!(
+        field(&reloaded, "reloaded").contains(&"certificates"),
+        "{reloaded}"
+    );
+
+    let unknown = ctl(&server, &["run", "urn:example:nothing"]).await;
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no command urn:example:nothing"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+
+    let mut alice = Session::online(&server, "alice", "phone").await;
+    let out = ctl(&server, &["shutdown", "--message", "back soon"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    alice
+        .expect(|el| el.name() == "message" && body(el) == "back soon")
+        .await;
+    let stop = tokio::time::timeout(common::WAIT, server.server.stop_requested())
+        .await
+        .expect("the server is asked to stop");
+    assert_eq!(stop, corvid::admin::Stop::Shutdown);
 }

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::listener::Operator;
-use super::protocol::{Outcome, Request};
+use super::protocol::{AccountChange, Field, Note, Outcome, Request};
+use crate::admin::sessions::end_sessions;
+use crate::modules::adhoc::{self, CommandOutput};
 use crate::router::Router;
 use crate::s2s::S2s;
+use crate::xml::StreamCondition;
 
 pub struct ServerOperator {
     router: Arc<Router>,
@@ -57,9 +60,82 @@ impl Operator for ServerOperator {
     async fn handle(&self, request: Request) -> Result<Outcome, String> {
         match request {
             Request::Status => Ok(self.status()),
-            Request::Commands | Request::Run { .. } | Request::AccountChanged { .. } => {
-                Err("not available in this build".into())
+            Request::Commands => Ok(Outcome {
+                rows: adhoc::operator_commands(&self.router)
+                    .into_iter()
+                    .map(|(node, name)| {
+                        [
+                            ("node".to_owned(), vec![node.to_owned()]),
+                            ("name".to_owned(), vec![name.to_owned()]),
+                        ]
+                        .into()
+                    })
+                    .collect(),
+                ..Outcome::default()
+            }),
+            Request::Run { node, fields } => {
+                let fields: Vec<(String, Vec<String>)> = fields.into_iter().collect();
+                adhoc::run_as_operator(&self.router, &node, &fields)
+                    .await
+                    .map(outcome_of)
+                    .map_err(|e| e.to_string())
+            }
+            Request::AccountChanged { jid, change } => {
+                let jid = crate::address::parse(&jid).map_err(|e| format!("'{jid}': {e}"))?;
+                let ended = match change {
+                    AccountChange::Deleted => end_sessions(
+                        &self.router,
+                        &jid,
+                        StreamCondition::NotAuthorized,
+                        "account deleted",
+                    ),
+                    AccountChange::Disabled => end_sessions(
+                        &self.router,
+                        &jid,
+                        StreamCondition::NotAuthorized,
+                        "account disabled",
+                    ),
+                    // Stored credentials and FAST tokens are read at each login: nothing is
+                    // cached that could still let the old password in.
+                    AccountChange::Created
+                    | AccountChange::PasswordChanged
+                    | AccountChange::Enabled => 0,
+                };
+                let mut outcome = Outcome::default();
+                outcome.field("ended", "Sessions ended", vec![ended.to_string()]);
+                Ok(outcome)
             }
         }
+    }
+}
+
+fn outcome_of(output: CommandOutput) -> Outcome {
+    let mut fields: Vec<Field> = output
+        .fields
+        .into_iter()
+        .map(|field| Field {
+            name: field.var,
+            label: field.label,
+            values: field.values,
+        })
+        .collect();
+    if !output.extra.is_empty() {
+        fields.push(Field {
+            name: "payload".into(),
+            label: Some("Payload".into()),
+            values: output.extra,
+        });
+    }
+    Outcome {
+        notes: output
+            .notes
+            .into_iter()
+            .map(|note| Note {
+                kind: note.type_.as_str().to_owned(),
+                text: note.text,
+            })
+            .collect(),
+        fields,
+        rows: Vec::new(),
     }
 }

@@ -31,6 +31,8 @@ pub enum AccountChange {
     Created,
     Deleted,
     PasswordChanged,
+    Disabled,
+    Enabled,
 }
 
 /// The server's answer.

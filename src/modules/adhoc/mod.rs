@@ -8,6 +8,7 @@
 mod admin_lists;
 mod admin_messages;
 mod admin_muc;
+mod admin_reload;
 mod admin_s2s;
 mod admin_service;
 mod admin_users;
@@ -78,6 +79,7 @@ pub fn register_s2s_commands(registry: &mut Registry, s2s: std::sync::Weak<crate
     admin_s2s::register(registry, s2s);
 }
 
+pub use admin_reload::RELOAD;
 pub use admin_s2s::LIST_S2S;
 
 /// The MUC service's commands (see `admin_muc`): registered by the MUC module when it runs.
@@ -126,6 +128,7 @@ impl Module for Adhoc {
         admin_lists::register(registry);
         admin_messages::register(registry);
         admin_service::register(registry);
+        admin_reload::register(registry);
     }
 }
 
