@@ -3,9 +3,11 @@
 pub mod address;
 pub mod config;
 pub mod ids;
+pub mod invites;
 pub mod limits;
 pub mod listen;
 pub mod modules;
+pub mod registration;
 pub mod router;
 pub mod s2s;
 pub mod sasl;

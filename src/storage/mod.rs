@@ -6,6 +6,7 @@
 mod archive;
 mod blocking;
 mod fast;
+mod invites;
 mod muc;
 pub mod nodes;
 mod pep;
@@ -29,6 +30,7 @@ pub use archive::{
 };
 pub use blocking::{BlockWrite, BlocklistStore};
 pub use fast::{FastSlot, FastToken, FastTokenStore};
+pub use invites::{InviteState, InviteStore, StoredInvite};
 pub use muc::{MucStore, StoredAffiliation, StoredRoom};
 pub use nodes::NodeStore;
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
@@ -191,6 +193,7 @@ pub struct Storage {
     pub nodes: Arc<dyn NodeStore>,
     pub fast: Arc<dyn FastTokenStore>,
     pub archive: Arc<dyn ArchiveStore>,
+    pub invites: Arc<dyn InviteStore>,
     connections: Arc<dyn Connections>,
 }
 
@@ -265,6 +268,7 @@ impl Storage {
             + NodeStore
             + FastTokenStore
             + ArchiveStore
+            + InviteStore
             + Connections
             + 'static,
     {
@@ -282,6 +286,7 @@ impl Storage {
             nodes: backend.clone(),
             fast: backend.clone(),
             archive: backend.clone(),
+            invites: backend.clone(),
             connections: backend,
         }
     }
