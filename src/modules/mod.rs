@@ -11,6 +11,7 @@ pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod push;
+pub mod register;
 pub mod roster;
 mod user_cache;
 pub mod vcard;
@@ -41,6 +42,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(pep::Pep::default()),
         Arc::new(carbons::Carbons),
         Arc::new(push::Push),
+        Arc::new(register::Register),
     ];
     if let Some(muc) = muc::Muc::new(config, archiver) {
         modules.push(muc);

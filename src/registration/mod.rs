@@ -5,6 +5,7 @@
 //! limits of open registration are all decided in `register`.
 
 mod limiter;
+pub mod query;
 
 use std::net::IpAddr;
 use std::sync::Arc;
