@@ -43,6 +43,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(carbons::Carbons),
         Arc::new(push::Push),
         Arc::new(register::Register),
+        Arc::new(crate::invites::Pars),
     ];
     if let Some(muc) = muc::Muc::new(config, archiver) {
         modules.push(muc);

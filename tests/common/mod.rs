@@ -4,6 +4,7 @@
 
 pub mod federation;
 pub mod private_postgres;
+pub mod register;
 pub mod xmpp;
 
 use std::borrow::Cow;
