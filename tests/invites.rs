@@ -1,0 +1,299 @@
+//! Invites over real sockets: registration with an invite token in "invite" mode (XEP-0401,
+//! XEP-0445), single use and expiry, roster pre-approval between the new account and the
+//! inviter (XEP-0379), a preauth token on an existing account's subscription request, and the
+//! invite web page with a plain HTTP client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::register::*;
+use common::*;
+use corvid::config::RegistrationMode;
+use corvid::invites::{create_invite, Invite, InviteRequest};
+use corvid::storage::Subscription;
+use minidom::Element;
+
+fn invite_only(config: &mut corvid::config::Config) {
+    config.registration = RegistrationMode::Invite;
+}
+
+async fn invite(server: &TestServer, inviter: Option<&str>, roster: bool) -> Invite {
+    invite_with(server, inviter, roster, None).await
+}
+
+async fn invite_with(
+    server: &TestServer,
+    inviter: Option<&str>,
+    roster: bool,
+    expiry: Option<Duration>,
+) -> Invite {
+    let request = InviteRequest {
+        domain: DOMAIN.into(),
+        inviter: inviter.map(|i| jid::BareJid::new(&account(i)).expect("jid")),
+        username: None,
+        roster,
+        expiry,
+    };
+    create_invite(server.storage(), server.config(), request)
+        .await
+        .expect("invite")
+}
+
+#[tokio::test]
+async fn invite_mode_registers_only_with_a_valid_token() {
+    let server = TestServer::start_with(invite_only).await;
+    let (mut raw, features) = encrypted(server.c2s(), server.tls_config(), None).await;
+    assert!(features.has_child("register", REGISTER_FEATURE));
+    assert!(features.has_child("register", IBR_TOKEN));
+    let refused = register(&mut raw, "juliet", PASSWORD).await;
+    assert_eq!(error_condition(&refused).as_deref(), Some("not-allowed"));
+    let unknown = preauth(&mut raw, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").await;
+    assert_eq!(error_condition(&unknown).as_deref(), Some("item-not-found"));
+
+    let invite = invite(&server, None, false).await;
+    assert!(invite.uri.starts_with("xmpp:localhost?register;preauth="));
+    let accepted = preauth(&mut raw, &invite.stored.token).await;
+    assert_eq!(accepted.attr("type"), Some("result"), "{accepted:?}");
+    let done = register(&mut raw, "juliet", PASSWORD).await;
+    assert_eq!(done.attr("type"), Some("result"), "{done:?}");
+    let ok = try_login(server.c2s(), server.tls_config(), "juliet", PASSWORD).await;
+    assert_eq!(ok.name(), "success");
+
+    // Used: refused on a new stream, and no second account on the first one either.
+    let again = register(&mut raw, "romeo", PASSWORD).await;
+    assert_eq!(error_condition(&again).as_deref(), Some("not-allowed"));
+    let (mut other, _) = encrypted(server.c2s(), server.tls_config(), None).await;
+    let used = preauth(&mut other, &invite.stored.token).await;
+    assert_eq!(error_condition(&used).as_deref(), Some("item-not-found"));
+    assert!(error_text(&used).contains("used"), "{used:?}");
+}
+
+#[tokio::test]
+async fn an_expired_invite_is_refused() {
+    let server = TestServer::start_with(invite_only).await;
+    let invite = invite_with(&server, None, false, Some(Duration::ZERO)).await;
+    let (mut raw, _) = encrypted(server.c2s(), server.tls_config(), None).await;
+    let expired = preauth(&mut raw, &invite.stored.token).await;
+    assert_eq!(error_condition(&expired).as_deref(), Some("item-not-found"));
+    assert!(error_text(&expired).contains("expired"), "{expired:?}");
+    let refused = register(&mut raw, "late", PASSWORD).await;
+    assert_eq!(error_condition(&refused).as_deref(), Some("not-allowed"));
+}
+
+#[tokio::test]
+async fn a_token_registers_one_account_when_two_race_for_it() {
+    let server = TestServer::start_with(invite_only).await;
+    let invite = invite(&server, None, false).await;
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let (mut raw, _) = encrypted(server.c2s(), server.tls_config(), None).await;
+        let ok = preauth(&mut raw, &invite.stored.token).await;
+        assert_eq!(ok.attr("type"), Some("result"));
+        streams.push(raw);
+    }
+    let mut second = streams.pop().expect("two");
+    let mut first = streams.pop().expect("two");
+    let (a, b) = tokio::join!(
+        register(&mut first, "racer1", PASSWORD),
+        register(&mut second, "racer2", PASSWORD)
+    );
+    let wins = [&a, &b]
+        .iter()
+        .filter(|r| r.attr("type") == Some("result"))
+        .count();
+    assert_eq!(wins, 1, "{a:?} {b:?}");
+    assert_eq!(
+        server.storage().accounts.list_accounts().await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_invite_for_a_username_creates_only_that_one() {
+    let server = TestServer::start_with(invite_only).await;
+    let request = InviteRequest {
+        domain: DOMAIN.into(),
+        inviter: None,
+        username: Some("Chosen".into()),
+        roster: false,
+        expiry: None,
+    };
+    let invite = create_invite(server.storage(), server.config(), request)
+        .await
+        .expect("invite");
+    let (mut raw, _) = encrypted(server.c2s(), server.tls_config(), None).await;
+    preauth(&mut raw, &invite.stored.token).await;
+    let fields = iq(
+        &mut raw,
+        "g",
+        "<iq type='get' id='g'><query xmlns='jabber:iq:register'/></iq>",
+    )
+    .await;
+    let username = fields
+        .get_child("query", REGISTER)
+        .and_then(|q| q.get_child("username", REGISTER))
+        .map(Element::text);
+    assert_eq!(username.as_deref(), Some("chosen"));
+    let wrong = register(&mut raw, "other", PASSWORD).await;
+    assert_eq!(error_condition(&wrong).as_deref(), Some("not-acceptable"));
+    let right = register(&mut raw, "chosen", PASSWORD).await;
+    assert_eq!(right.attr("type"), Some("result"), "{right:?}");
+}
+
+/// Fetches the roster on a logged-in raw stream; (contact, subscription) pairs.
+async fn roster(raw: &mut Raw) -> Vec<(String, String)> {
+    let result = iq(
+        raw,
+        "roster",
+        "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>",
+    )
+    .await;
+    result
+        .get_child("query", "jabber:iq:roster")
+        .expect("roster")
+        .children()
+        .map(|item| {
+            (
+                item.attr("jid").unwrap_or_default().to_owned(),
+                item.attr("subscription").unwrap_or("none").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_invite_with_roster_makes_the_new_account_and_the_inviter_contacts() {
+    let server = TestServer::start_with(invite_only).await;
+    server.add_user("romeo").await;
+    let invite = invite(&server, Some("romeo"), true).await;
+    assert_eq!(
+        invite.uri,
+        format!(
+            "xmpp:romeo@localhost?roster;preauth={};ibr=y",
+            invite.stored.token
+        )
+    );
+    let (mut romeo, _) = Raw::login(server.c2s(), server.tls_config(), "romeo", "r").await;
+    assert!(roster(&mut romeo).await.is_empty());
+
+    let (mut raw, _) = encrypted(server.c2s(), server.tls_config(), None).await;
+    preauth(&mut raw, &invite.stored.token).await;
+    let done = register(&mut raw, "juliet", PASSWORD).await;
+    assert_eq!(done.attr("type"), Some("result"), "{done:?}");
+
+    // The inviter's online session is told with a roster push.
+    let push = loop {
+        let el = romeo.element().await;
+        if el.name() == "iq" && el.attr("type") == Some("set") {
+            break el;
+        }
+    };
+    let item = push
+        .get_child("query", "jabber:iq:roster")
+        .and_then(|q| q.get_child("item", "jabber:iq:roster"))
+        .expect("pushed item");
+    assert_eq!(item.attr("jid"), Some("juliet@localhost"));
+    assert_eq!(item.attr("subscription"), Some("both"));
+    assert_eq!(
+        roster(&mut romeo).await,
+        vec![("juliet@localhost".to_owned(), "both".to_owned())]
+    );
+    let (mut juliet, _) = Raw::login(server.c2s(), server.tls_config(), "juliet", "r").await;
+    assert_eq!(
+        roster(&mut juliet).await,
+        vec![("romeo@localhost".to_owned(), "both".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_preauth_token_gets_an_existing_account_subscription_approved() {
+    let server = TestServer::start().await;
+    server.add_user("romeo").await;
+    server.add_user("juliet").await;
+    let invite = invite(&server, Some("romeo"), true).await;
+    let (mut juliet, _) = Raw::login(server.c2s(), server.tls_config(), "juliet", "r").await;
+    roster(&mut juliet).await;
+    // Available, so that the answer to the request is delivered (RFC 6121 §3.1.6).
+    juliet.write("<presence/>").await;
+    // A bad token is a plain request: it waits for Romeo.
+    juliet
+        .write(
+            "<presence type='subscribe' to='romeo@localhost' id='s0'>\
+             <preauth xmlns='urn:xmpp:pars:0' token='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'/></presence>",
+        )
+        .await;
+    juliet
+        .write(&format!(
+            "<presence type='subscribe' to='romeo@localhost' id='s1'>\
+             <preauth xmlns='urn:xmpp:pars:0' token='{}'/></presence>",
+            invite.stored.token
+        ))
+        .await;
+    let subscribed = loop {
+        let el = juliet.element().await;
+        if el.name() == "presence" && el.attr("type") == Some("subscribed") {
+            break el;
+        }
+    };
+    assert_eq!(subscribed.attr("from"), Some("romeo@localhost"));
+    let item = server
+        .storage()
+        .roster
+        .roster_item("romeo@localhost", "juliet@localhost")
+        .await
+        .unwrap()
+        .expect("item");
+    assert_eq!(item.subscription, Subscription::From);
+    // Used up.
+    let state = server
+        .storage()
+        .invites
+        .invite(&invite.stored.token)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(state.used_by.as_deref(), Some("juliet@localhost"));
+}
+
+#[tokio::test]
+async fn someone_elses_token_approves_nothing() {
+    let server = TestServer::start().await;
+    for user in ["romeo", "juliet", "tybalt"] {
+        server.add_user(user).await;
+    }
+    let tybalts = invite(&server, Some("tybalt"), true).await;
+    let (mut juliet, _) = Raw::login(server.c2s(), server.tls_config(), "juliet", "r").await;
+    juliet
+        .write(&format!(
+            "<presence type='subscribe' to='romeo@localhost'>\
+             <preauth xmlns='urn:xmpp:pars:0' token='{}'/></presence>",
+            tybalts.stored.token
+        ))
+        .await;
+    // Romeo is asked, as without a token; nothing was approved and the token is unused.
+    let (mut romeo, _) = Raw::login(server.c2s(), server.tls_config(), "romeo", "r").await;
+    romeo.write("<presence/>").await;
+    let request = loop {
+        let el = romeo.element().await;
+        if el.name() == "presence" && el.attr("type") == Some("subscribe") {
+            break el;
+        }
+    };
+    assert_eq!(request.attr("from"), Some("juliet@localhost"));
+    let item = server
+        .storage()
+        .roster
+        .roster_item("romeo@localhost", "juliet@localhost")
+        .await
+        .unwrap();
+    assert!(item.is_none_or(|i| i.subscription == Subscription::None));
+    let state = server
+        .storage()
+        .invites
+        .invite(&tybalts.stored.token)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(state.used_by, None);
+}
