@@ -297,3 +297,140 @@ async fn someone_elses_token_approves_nothing() {
         .expect("stored");
     assert_eq!(state.used_by, None);
 }
+
+/// One HTTP/1.1 request over a plain TCP connection; the status and the body.
+async fn http(server: &TestServer, method: &str, path: &str, form: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.http())
+        .await
+        .expect("connect");
+    let body = form.unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    if form.is_some() {
+        request.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let response = String::from_utf8(response).expect("utf-8");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn form(username: &str, password: &str, again: &str) -> String {
+    format!("username={username}&password={password}&password_again={again}")
+}
+
+#[tokio::test]
+async fn the_invite_page_creates_the_account_once() {
+    let server = TestServer::start_with(invite_only).await;
+    server.add_user("romeo").await;
+    let invite = invite(&server, Some("romeo"), true).await;
+    let token = &invite.stored.token;
+    let path = format!("/invite/{token}");
+
+    let (status, page) = http(&server, "GET", &path, None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<strong>romeo@localhost</strong> invites you"), "{page}");
+    assert!(page.contains("name='username'") && page.contains("name='password'"));
+    assert!(page.contains(&format!(
+        "href='xmpp:romeo@localhost?roster;preauth={token};ibr=y'"
+    )));
+
+    let (status, page) = http(&server, "POST", &path, Some(&form("juliet", "a", "b"))).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("passwords differ"));
+
+    // What the visitor typed comes back escaped.
+    let (status, page) = http(
+        &server,
+        "POST",
+        &path,
+        Some(&form("%3Cscript%3Ex", PASSWORD, PASSWORD)),
+    )
+    .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(page.contains("&lt;script&gt;x"), "{page}");
+
+    let (status, page) =
+        http(&server, "POST", &path, Some(&form("juliet", PASSWORD, PASSWORD))).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("juliet@localhost"), "{page}");
+
+    let ok = try_login(server.c2s(), server.tls_config(), "juliet", PASSWORD).await;
+    assert_eq!(ok.name(), "success");
+    let item = server
+        .storage()
+        .roster
+        .roster_item("juliet@localhost", "romeo@localhost")
+        .await
+        .unwrap()
+        .expect("inviter on the roster");
+    assert_eq!(item.subscription, Subscription::Both);
+
+    let (status, page) = http(&server, "GET", &path, None).await;
+    assert_eq!(status, 410, "{page}");
+    assert!(page.contains("used already"));
+    let (status, _) = http(&server, "POST", &path, Some(&form("again", PASSWORD, PASSWORD))).await;
+    assert_eq!(status, 410);
+    assert!(!server
+        .storage()
+        .accounts
+        .account_exists("again@localhost")
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn unknown_and_expired_invites_get_pages_that_say_so() {
+    let server = TestServer::start_with(invite_only).await;
+    let (status, page) = http(
+        &server,
+        "GET",
+        "/invite/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(page.contains("not valid"));
+    let expired = invite_with(&server, None, false, Some(Duration::ZERO)).await;
+    let path = format!("/invite/{}", expired.stored.token);
+    let (status, page) = http(&server, "GET", &path, None).await;
+    assert_eq!(status, 410);
+    assert!(page.contains("expired"));
+    let (status, _) = http(&server, "POST", &path, Some(&form("late", PASSWORD, PASSWORD))).await;
+    assert_eq!(status, 410);
+}
+
+#[tokio::test]
+async fn the_page_takes_a_taken_name_as_a_conflict_and_keeps_the_invite() {
+    let server = TestServer::start_with(invite_only).await;
+    server.add_user("alice").await;
+    let invite = invite(&server, None, false).await;
+    let path = format!("/invite/{}", invite.stored.token);
+    let (status, page) = http(&server, "POST", &path, Some(&form("alice", "x", "x"))).await;
+    assert_eq!(status, 409, "{page}");
+    let (status, _) = http(&server, "GET", &path, None).await;
+    assert_eq!(status, 200);
+    // The owner's password is untouched.
+    let ok = try_login(server.c2s(), server.tls_config(), "alice", PASSWORD).await;
+    assert_eq!(ok.name(), "success");
+}
