@@ -104,7 +104,13 @@ async fn a_token_registers_one_account_when_two_race_for_it() {
         .count();
     assert_eq!(wins, 1, "{a:?} {b:?}");
     assert_eq!(
-        server.storage().accounts.list_accounts().await.unwrap().len(),
+        server
+            .storage()
+            .accounts
+            .list_accounts()
+            .await
+            .unwrap()
+            .len(),
         1
     );
 }
@@ -348,7 +354,10 @@ async fn the_invite_page_creates_the_account_once() {
 
     let (status, page) = http(&server, "GET", &path, None).await;
     assert_eq!(status, 200);
-    assert!(page.contains("<strong>romeo@localhost</strong> invites you"), "{page}");
+    assert!(
+        page.contains("<strong>romeo@localhost</strong> invites you"),
+        "{page}"
+    );
     assert!(page.contains("name='username'") && page.contains("name='password'"));
     assert!(page.contains(&format!(
         "href='xmpp:romeo@localhost?roster;preauth={token};ibr=y'"
@@ -370,8 +379,13 @@ async fn the_invite_page_creates_the_account_once() {
     assert!(!page.contains("<script>"), "{page}");
     assert!(page.contains("&lt;script&gt;x"), "{page}");
 
-    let (status, page) =
-        http(&server, "POST", &path, Some(&form("juliet", PASSWORD, PASSWORD))).await;
+    let (status, page) = http(
+        &server,
+        "POST",
+        &path,
+        Some(&form("juliet", PASSWORD, PASSWORD)),
+    )
+    .await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("juliet@localhost"), "{page}");
 
@@ -389,7 +403,13 @@ async fn the_invite_page_creates_the_account_once() {
     let (status, page) = http(&server, "GET", &path, None).await;
     assert_eq!(status, 410, "{page}");
     assert!(page.contains("used already"));
-    let (status, _) = http(&server, "POST", &path, Some(&form("again", PASSWORD, PASSWORD))).await;
+    let (status, _) = http(
+        &server,
+        "POST",
+        &path,
+        Some(&form("again", PASSWORD, PASSWORD)),
+    )
+    .await;
     assert_eq!(status, 410);
     assert!(!server
         .storage()
@@ -416,7 +436,13 @@ async fn unknown_and_expired_invites_get_pages_that_say_so() {
     let (status, page) = http(&server, "GET", &path, None).await;
     assert_eq!(status, 410);
     assert!(page.contains("expired"));
-    let (status, _) = http(&server, "POST", &path, Some(&form("late", PASSWORD, PASSWORD))).await;
+    let (status, _) = http(
+        &server,
+        "POST",
+        &path,
+        Some(&form("late", PASSWORD, PASSWORD)),
+    )
+    .await;
     assert_eq!(status, 410);
 }
 

@@ -119,15 +119,27 @@ async fn bad_usernames_and_missing_fields_are_not_acceptable() {
         "<iq type='set' id='np'><query xmlns='jabber:iq:register'><username>nopw</username></query></iq>",
     )
     .await;
-    assert_eq!(error_condition(&no_password).as_deref(), Some("not-acceptable"));
+    assert_eq!(
+        error_condition(&no_password).as_deref(),
+        Some("not-acceptable")
+    );
     let no_username = iq(
         &mut raw,
         "nu",
         "<iq type='set' id='nu'><query xmlns='jabber:iq:register'><password>x</password></query></iq>",
     )
     .await;
-    assert_eq!(error_condition(&no_username).as_deref(), Some("not-acceptable"));
-    assert!(server.storage().accounts.list_accounts().await.unwrap().is_empty());
+    assert_eq!(
+        error_condition(&no_username).as_deref(),
+        Some("not-acceptable")
+    );
+    assert!(server
+        .storage()
+        .accounts
+        .list_accounts()
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -241,7 +253,14 @@ async fn a_password_change_revokes_fast_tokens() {
     server
         .storage()
         .fast
-        .issue_fast_token("alice@localhost", "ua", "tok", "HT-SHA-256-NONE", i64::MAX, 0)
+        .issue_fast_token(
+            "alice@localhost",
+            "ua",
+            "tok",
+            "HT-SHA-256-NONE",
+            i64::MAX,
+            0,
+        )
         .await
         .unwrap();
     let (mut raw, _) = Raw::login(server.c2s(), server.tls_config(), "alice", "r").await;

@@ -100,7 +100,10 @@ fn invite(token: &str, inviter: Option<&str>) -> StoredInvite {
 
 async fn invites_roundtrip_and_need_their_inviter(s: Storage) {
     assert_eq!(s.invites.invite("t1").await.unwrap(), None);
-    let orphan = s.invites.create_invite(&invite("t0", Some("nobody@example.org"))).await;
+    let orphan = s
+        .invites
+        .create_invite(&invite("t0", Some("nobody@example.org")))
+        .await;
     assert!(matches!(orphan, Err(StorageError::NotFound)), "{orphan:?}");
     s.accounts
         .create_account("romeo@example.org", &[])
@@ -117,14 +120,25 @@ async fn invites_roundtrip_and_need_their_inviter(s: Storage) {
     assert_eq!(state.invite, stored);
     assert_eq!(state.used_by, None);
     assert_eq!(
-        s.invites.invite("t2").await.unwrap().expect("stored").invite,
+        s.invites
+            .invite("t2")
+            .await
+            .unwrap()
+            .expect("stored")
+            .invite,
         operator
     );
 }
 
 async fn an_invite_is_consumed_once_and_not_after_expiry(s: Storage) {
-    s.invites.create_invite(&invite("once", None)).await.unwrap();
-    s.invites.create_invite(&invite("late", None)).await.unwrap();
+    s.invites
+        .create_invite(&invite("once", None))
+        .await
+        .unwrap();
+    s.invites
+        .create_invite(&invite("late", None))
+        .await
+        .unwrap();
     let first = s
         .invites
         .consume_invite("once", "a@example.org", NOW + 1)
@@ -147,7 +161,12 @@ async fn an_invite_is_consumed_once_and_not_after_expiry(s: Storage) {
         .unwrap();
     assert_eq!(expired, None);
     assert_eq!(
-        s.invites.invite("late").await.unwrap().expect("stored").used_by,
+        s.invites
+            .invite("late")
+            .await
+            .unwrap()
+            .expect("stored")
+            .used_by,
         None
     );
     assert_eq!(
@@ -162,7 +181,10 @@ async fn an_invite_is_consumed_once_and_not_after_expiry(s: Storage) {
 async fn concurrent_uses_of_one_invite_have_one_winner(s: Storage) {
     for round in 0..5 {
         let token = format!("race{round}");
-        s.invites.create_invite(&invite(&token, None)).await.unwrap();
+        s.invites
+            .create_invite(&invite(&token, None))
+            .await
+            .unwrap();
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let s = s.clone();
@@ -195,8 +217,16 @@ async fn released_invites_are_usable_again(s: Storage) {
         .unwrap()
         .is_some());
     // Only the one who used it can give it back.
-    assert!(!s.invites.release_invite("r", "b@example.org").await.unwrap());
-    assert!(s.invites.release_invite("r", "a@example.org").await.unwrap());
+    assert!(!s
+        .invites
+        .release_invite("r", "b@example.org")
+        .await
+        .unwrap());
+    assert!(s
+        .invites
+        .release_invite("r", "a@example.org")
+        .await
+        .unwrap());
     assert!(s
         .invites
         .consume_invite("r", "b@example.org", NOW)
@@ -245,7 +275,10 @@ async fn invites_go_with_their_inviter(s: Storage) {
         .create_invite(&invite("gone", Some("romeo@example.org")))
         .await
         .unwrap();
-    s.invites.create_invite(&invite("kept", None)).await.unwrap();
+    s.invites
+        .create_invite(&invite("kept", None))
+        .await
+        .unwrap();
     s.accounts
         .delete_account("romeo@example.org")
         .await

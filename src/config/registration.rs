@@ -84,7 +84,10 @@ mod tests {
              [hosts.\"example.net\"]\nregistration = \"invite\"\n",
         )
         .unwrap();
-        assert_eq!(config.registration_mode("localhost"), RegistrationMode::Open);
+        assert_eq!(
+            config.registration_mode("localhost"),
+            RegistrationMode::Open
+        );
         assert_eq!(
             config.registration_mode("example.net"),
             RegistrationMode::Invite

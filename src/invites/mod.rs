@@ -177,8 +177,16 @@ pub async fn befriend(router: &Arc<Router>, account: &BareJid, inviter: &BareJid
         };
         item.subscription = Subscription::Both;
         item.ask = false;
-        let cap = router.config().account_limits(user.domain().as_str()).roster_items;
-        match router.storage().roster.put_roster_item(user.as_str(), &item, cap).await {
+        let cap = router
+            .config()
+            .account_limits(user.domain().as_str())
+            .roster_items;
+        match router
+            .storage()
+            .roster
+            .put_roster_item(user.as_str(), &item, cap)
+            .await
+        {
             Ok(RosterWrite::Stored(version)) => {
                 crate::modules::roster::push::push(
                     router,

@@ -84,7 +84,11 @@ async fn pre_approve(router: &Arc<Router>, user: &BareJid, contact: &BareJid, to
             return;
         }
     }
-    let mut item = match storage.roster.roster_item(user.as_str(), contact.as_str()).await {
+    let mut item = match storage
+        .roster
+        .roster_item(user.as_str(), contact.as_str())
+        .await
+    {
         Ok(Some(item)) => item,
         Ok(None) => RosterItem::new(contact.to_string()),
         Err(e) => {
@@ -97,7 +101,11 @@ async fn pre_approve(router: &Arc<Router>, user: &BareJid, contact: &BareJid, to
         .config()
         .account_limits(user.domain().as_str())
         .roster_items;
-    match storage.roster.put_roster_item(user.as_str(), &item, cap).await {
+    match storage
+        .roster
+        .put_roster_item(user.as_str(), &item, cap)
+        .await
+    {
         Ok(RosterWrite::Stored(version)) => crate::modules::roster::push::push(
             router,
             user,

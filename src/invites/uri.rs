@@ -24,11 +24,7 @@ pub fn xmpp_uri(invite: &StoredInvite) -> String {
 
 /// The page for `token` under `base`.
 pub fn landing_url(base: &str, token: &str) -> String {
-    format!(
-        "{}{}{token}",
-        base.trim_end_matches('/'),
-        super::PAGE_PATH
-    )
+    format!("{}{}{token}", base.trim_end_matches('/'), super::PAGE_PATH)
 }
 
 /// Where the HTTP listeners are reached from outside: `http.public_url`, else `host` (a

@@ -56,7 +56,11 @@ async fn show(
         Err(response) => return response,
     };
     let view = View::new(&state, &invite, &headers);
-    page(StatusCode::OK, "You are invited", &view.invitation(None, ""))
+    page(
+        StatusCode::OK,
+        "You are invited",
+        &view.invitation(None, ""),
+    )
 }
 
 async fn submit(
@@ -208,7 +212,10 @@ impl<'a> View<'a> {
         }
         body.push_str("<h2>Or create your account here</h2>");
         if let Some(error) = error {
-            body.push_str(&format!("<p class='error' role='alert'>{}</p>", escape(error)));
+            body.push_str(&format!(
+                "<p class='error' role='alert'>{}</p>",
+                escape(error)
+            ));
         }
         let (value, fixed) = match &self.invite.username {
             Some(name) => (name.as_str(), " readonly"),

@@ -70,7 +70,9 @@ impl IqHandler for AccountIq {
                 if password.is_empty() {
                     return Err(RegistrationError::MissingPassword.stanza_error());
                 }
-                change_password(router, &user, password).await.map(|()| None)
+                change_password(router, &user, password)
+                    .await
+                    .map(|()| None)
             }
         }
     }

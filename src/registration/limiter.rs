@@ -115,10 +115,16 @@ mod tests {
         let l = limiter(2, 3, 60);
         assert_eq!(l.check(ip, t0), Ok(()));
         l.record(ip, t0);
-        assert_eq!(l.check(ip, t0 + Duration::from_secs(30)), Err(Refusal::TooSoon(60)));
+        assert_eq!(
+            l.check(ip, t0 + Duration::from_secs(30)),
+            Err(Refusal::TooSoon(60))
+        );
         assert_eq!(l.check(other, t0), Ok(()));
         l.record(ip, t0 + Duration::from_secs(61));
-        assert_eq!(l.check(ip, t0 + Duration::from_secs(200)), Err(Refusal::Hourly));
+        assert_eq!(
+            l.check(ip, t0 + Duration::from_secs(200)),
+            Err(Refusal::Hourly)
+        );
         l.record(ip, t0 + HOUR + Duration::from_secs(62));
         assert_eq!(l.check(ip, t0 + HOUR * 2), Err(Refusal::Daily));
         assert_eq!(l.check(ip, t0 + DAY + HOUR * 2), Ok(()));

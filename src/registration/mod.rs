@@ -167,7 +167,12 @@ pub async fn register(
         }
     };
     // Spares the PBKDF2 work for a name that is taken; the insert below still decides.
-    if router.storage().accounts.account_exists(account.as_str()).await? {
+    if router
+        .storage()
+        .accounts
+        .account_exists(account.as_str())
+        .await?
+    {
         return Err(RegistrationError::Conflict);
     }
     let creds = derive(request.password.to_owned(), config.auth.scram_iterations).await?;
@@ -185,7 +190,12 @@ pub async fn register(
     if let Err(e) = router.storage().accounts.create_account(&key, &creds).await {
         if let Some(invite) = &invite {
             // The name was taken meanwhile: the invite was not really used.
-            if let Err(e) = router.storage().invites.release_invite(&invite.token, &key).await {
+            if let Err(e) = router
+                .storage()
+                .invites
+                .release_invite(&invite.token, &key)
+                .await
+            {
                 warn!(error = %e, "cannot give an invite back");
             }
         }

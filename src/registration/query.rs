@@ -81,7 +81,11 @@ fn form(instructions: &str, username: Option<&str>) -> Element {
         set_attr(&mut field, "label", label);
         field.append_child(Element::bare("required", ns::DATA_FORMS));
         if let Some(value) = value {
-            field.append_child(Element::builder("value", ns::DATA_FORMS).append(value).build());
+            field.append_child(
+                Element::builder("value", ns::DATA_FORMS)
+                    .append(value)
+                    .build(),
+            );
         }
         field
     };
@@ -145,6 +149,8 @@ mod tests {
             .unwrap();
         assert_eq!(parse(&remove), Request::Remove);
         // The fields we send parse back as what a client fills in.
-        assert!(fields("hi", Some("x")).get_child("x", ns::DATA_FORMS).is_some());
+        assert!(fields("hi", Some("x"))
+            .get_child("x", ns::DATA_FORMS)
+            .is_some());
     }
 }

@@ -31,11 +31,12 @@ pub async fn encrypted(
 
 /// The stanza error condition of `el`, if it is an error.
 pub fn error_condition(el: &Element) -> Option<String> {
-    el.get_child("error", corvid::xml::ns::CLIENT).and_then(|e| {
-        e.children()
-            .find(|c| c.ns() == corvid::xml::ns::STANZAS_ERRORS && c.name() != "text")
-            .map(|c| c.name().to_string())
-    })
+    el.get_child("error", corvid::xml::ns::CLIENT)
+        .and_then(|e| {
+            e.children()
+                .find(|c| c.ns() == corvid::xml::ns::STANZAS_ERRORS && c.name() != "text")
+                .map(|c| c.name().to_string())
+        })
 }
 
 pub fn error_text(el: &Element) -> String {
@@ -74,9 +75,7 @@ pub async fn preauth(raw: &mut Raw, token: &str) -> Element {
     iq(
         raw,
         "pre",
-        &format!(
-            "<iq type='set' id='pre'><preauth xmlns='urn:xmpp:pars:0' token='{token}'/></iq>"
-        ),
+        &format!("<iq type='set' id='pre'><preauth xmlns='urn:xmpp:pars:0' token='{token}'/></iq>"),
     )
     .await
 }
