@@ -22,7 +22,7 @@ class Registrant(slixmpp.ClientXMPP):
         self.enable_plaintext = False
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0077")
-        self["xep_0077"].force_registration = True
+        self.plugin["xep_0077"].force_registration = True
         self.outcome = asyncio.get_event_loop().create_future()
         self.started = asyncio.Event()
         self.add_event_handler("register", self.on_register)
