@@ -23,6 +23,9 @@ pub use uri::{landing_url, public_base, xmpp_uri};
 /// The path the landing page is served under, followed by the token.
 pub const PAGE_PATH: &str = "/invite/";
 
+/// How long used and expired invites are kept: 30 days.
+const KEEP_STALE_MS: i64 = 30 * 24 * 3600 * 1000;
+
 /// Random bytes in a token: 192 bits, written as 32 URL-safe characters.
 const TOKEN_BYTES: usize = 24;
 
@@ -114,12 +117,28 @@ pub async fn create_invite(
         }
         Err(e) => return Err(e.into()),
     }
+    // Old invites are kept a while so that their page still says "used" or "expired" rather
+    // than "unknown"; creating a new one is when the old ones are swept.
+    if let Err(e) = storage
+        .invites
+        .delete_stale_invites(now - KEEP_STALE_MS)
+        .await
+    {
+        warn!(error = %e, "cannot sweep old invites");
+    }
     let base = public_base(config, None, &stored.domain);
     Ok(Invite {
         uri: xmpp_uri(&stored),
         url: landing_url(&base, &stored.token),
         stored,
     })
+}
+
+/// Whether `inviter` may create invites: admins always (the caller knows who they are),
+/// other users of a hosted domain with `allow_user_invites`. The operator (`corvid invite`)
+/// needs no check.
+pub fn may_invite(config: &Config, inviter: &BareJid, is_admin: bool) -> bool {
+    is_admin || (config.allow_user_invites && config.is_hosted(inviter.domain().as_str()))
 }
 
 /// A fresh token: random, URL-safe, nothing to escape in a URI or HTML.
@@ -204,6 +223,18 @@ pub async fn befriend(router: &Arc<Router>, account: &BareJid, inviter: &BareJid
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_invite_only_when_allowed() {
+        let mut config = Config::default();
+        let alice = BareJid::new("alice@localhost").unwrap();
+        let stranger = BareJid::new("eve@elsewhere.example").unwrap();
+        assert!(!may_invite(&config, &alice, false));
+        assert!(may_invite(&config, &alice, true));
+        config.allow_user_invites = true;
+        assert!(may_invite(&config, &alice, false));
+        assert!(!may_invite(&config, &stranger, false));
+    }
 
     #[test]
     fn tokens_are_long_random_and_url_safe() {

@@ -72,6 +72,6 @@ pub trait InviteStore: Send + Sync {
         inviter: Option<&str>,
         now_ms: i64,
     ) -> StorageResult<Vec<StoredInvite>>;
-    /// Forgets invites that expired before `now_ms` or were used; how many.
-    async fn delete_stale_invites(&self, now_ms: i64) -> StorageResult<u64>;
+    /// Forgets invites that expired or were used by `before_ms`; how many.
+    async fn delete_stale_invites(&self, before_ms: i64) -> StorageResult<u64>;
 }

@@ -117,7 +117,8 @@ macro_rules! invite_store {
 
                 async fn delete_stale_invites(&self, now_ms: i64) -> StorageResult<u64> {
                     let done = sqlx::query(
-                        "DELETE FROM invites WHERE used_by IS NOT NULL OR expires_at_ms <= $1",
+                        "DELETE FROM invites WHERE expires_at_ms <= $1 \
+                         OR (used_at_ms IS NOT NULL AND used_at_ms <= $1)",
                     )
                     .bind(now_ms)
                     .execute(&self.pool)
