@@ -351,3 +351,72 @@ async fn repeated_failures_end_the_stream_as_failed_logins_do() {
     .await;
     assert_eq!(raw.stream_error().await, "policy-violation");
 }
+
+/// Registration over wss:// (RFC 7395): the same negotiation code as TCP, so the same feature
+/// and the same IQ.
+#[tokio::test]
+async fn registration_over_a_secure_websocket() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TestServer::start_with(open).await;
+    let addr = server.server.https_addr.expect("https listener");
+    let url = format!("wss://localhost:{}/xmpp-websocket", addr.port());
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "xmpp".parse().unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let config = pinned_tls_config(server.cert_der.clone(), vec![b"http/1.1".to_vec()]);
+    let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("ws handshake");
+    ws.send(Message::text(
+        "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>",
+    ))
+    .await
+    .unwrap();
+    let features = next_ws(&mut ws).await;
+    assert!(
+        features.has_child("register", REGISTER_FEATURE),
+        "{features:?}"
+    );
+    ws.send(Message::text(format!(
+        "<iq xmlns='jabber:client' type='set' id='reg'><query xmlns='jabber:iq:register'>\
+         <username>websocket</username><password>{PASSWORD}</password></query></iq>"
+    )))
+    .await
+    .unwrap();
+    let done = next_ws(&mut ws).await;
+    assert_eq!(done.attr("type"), Some("result"), "{done:?}");
+    let ok = try_login(server.c2s(), server.tls_config(), "websocket", PASSWORD).await;
+    assert_eq!(ok.name(), "success");
+}
+
+/// The next element on a WebSocket stream that is not the `<open/>` framing.
+async fn next_ws<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> minidom::Element
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let frame = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(text) = frame {
+            let el: minidom::Element = text.as_str().parse().expect("xml");
+            if el.name() != "open" {
+                return el;
+            }
+        }
+    }
+}
