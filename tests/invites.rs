@@ -362,6 +362,11 @@ async fn the_invite_page_creates_the_account_once() {
     assert!(page.contains(&format!(
         "href='xmpp:romeo@localhost?roster;preauth={token};ibr=y'"
     )));
+    // Without http.public_url, the page's own link follows the request's scheme and Host.
+    assert!(
+        page.contains(&format!("http://localhost/invite/{token}")),
+        "{page}"
+    );
 
     let (status, page) = http(&server, "POST", &path, Some(&form("juliet", "a", "b"))).await;
     assert_eq!(status, 400, "{page}");
@@ -459,4 +464,41 @@ async fn the_page_takes_a_taken_name_as_a_conflict_and_keeps_the_invite() {
     // The owner's password is untouched.
     let ok = try_login(server.c2s(), server.tls_config(), "alice", PASSWORD).await;
     assert_eq!(ok.name(), "success");
+}
+
+#[tokio::test]
+async fn the_page_is_served_over_https_and_offers_no_form_where_registration_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    server.add_user("romeo").await;
+    let invite = invite(&server, Some("romeo"), true).await;
+    let addr = server.server.https_addr.expect("https listener");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let config = pinned_tls_config(server.cert_der.clone(), vec![b"http/1.1".to_vec()]);
+    let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(
+        format!(
+            "GET /invite/{} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+            invite.stored.token,
+            addr.port()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tls.read_to_end(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("romeo@localhost"));
+    // The XEP-0379 link still adds Romeo from an existing account; no account is made here.
+    assert!(response.contains("preauth="));
+    assert!(!response.contains("<form"), "{response}");
 }
