@@ -288,9 +288,11 @@ async fn invite(config: Config, command: InviteCommand) -> Result<(), String> {
     let invite = corvid::invites::create_invite(&storage, &config, request)
         .await
         .map_err(|e| e.to_string())?;
-    println!("{}", invite.url);
-    println!("{}", invite.uri);
-    Ok(())
+    // Written, not println!'d: a reader that stops early (`| head -n 1`) is not a panic.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}\n{}", invite.url, invite.uri)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write the invite: {e}"))
 }
 
 async fn import(storage: &Storage, config: &Config, iterations: u32) -> Result<(), String> {

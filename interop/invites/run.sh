@@ -97,7 +97,8 @@ run() {
 write_config invite
 "$bin" check-config -c "$work/corvid.toml"
 printf 'pw-romeo\n' | "$bin" user add romeo --password-stdin -c "$work/corvid.toml"
-link="$("$bin" invite create --for romeo --roster -c "$work/corvid.toml" | head -n 1)"
+created="$("$bin" invite create --for romeo --roster -c "$work/corvid.toml")"
+link="$(printf '%s\n' "$created" | head -n 1)"
 echo "invite: $link"
 start_server
 jid=""
