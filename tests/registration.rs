@@ -420,3 +420,46 @@ where
         }
     }
 }
+
+/// Removal on PostgreSQL: the account goes, and with it the invites it had made.
+#[tokio::test]
+async fn cancelling_on_postgres_takes_the_accounts_invites_along() {
+    let Some((server, schema)) = start_on_postgres().await else {
+        println!("skipped: CORVID_TEST_POSTGRES not set");
+        return;
+    };
+    server.add_user("alice").await;
+    let request = corvid::invites::InviteRequest {
+        domain: DOMAIN.into(),
+        inviter: Some(jid::BareJid::new("alice@localhost").unwrap()),
+        username: None,
+        roster: true,
+        expiry: None,
+    };
+    let invite = corvid::invites::create_invite(server.storage(), server.config(), request)
+        .await
+        .expect("invite");
+    let (mut raw, _) = Raw::login(server.c2s(), server.tls_config(), "alice", "r").await;
+    let removed = iq(
+        &mut raw,
+        "rm",
+        "<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>",
+    )
+    .await;
+    assert_eq!(removed.attr("type"), Some("result"), "{removed:?}");
+    assert_eq!(raw.stream_error().await, "not-authorized");
+    let storage = server.storage();
+    assert!(!storage
+        .accounts
+        .account_exists("alice@localhost")
+        .await
+        .unwrap());
+    assert!(storage
+        .invites
+        .invite(&invite.stored.token)
+        .await
+        .unwrap()
+        .is_none());
+    drop(server);
+    drop_schema(&schema).await;
+}
