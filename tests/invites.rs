@@ -236,13 +236,20 @@ async fn a_preauth_token_gets_an_existing_account_subscription_approved() {
             invite.stored.token
         ))
         .await;
-    let subscribed = loop {
+    // Approved at once, and Romeo asks back (XEP-0379 §3.4), so that approving makes them
+    // mutual contacts; the two may come in either order.
+    let (mut subscribed, mut asked) = (None, None);
+    while subscribed.is_none() || asked.is_none() {
         let el = juliet.element().await;
-        if el.name() == "presence" && el.attr("type") == Some("subscribed") {
-            break el;
+        match (el.name(), el.attr("type")) {
+            ("presence", Some("subscribed")) => subscribed = Some(el),
+            ("presence", Some("subscribe")) => asked = Some(el),
+            _ => {}
         }
-    };
-    assert_eq!(subscribed.attr("from"), Some("romeo@localhost"));
+    }
+    let from = |el: Option<Element>| el.and_then(|e| e.attr("from").map(str::to_owned));
+    assert_eq!(from(subscribed).as_deref(), Some("romeo@localhost"));
+    assert_eq!(from(asked).as_deref(), Some("romeo@localhost"));
     let item = server
         .storage()
         .roster
@@ -251,6 +258,31 @@ async fn a_preauth_token_gets_an_existing_account_subscription_approved() {
         .unwrap()
         .expect("item");
     assert_eq!(item.subscription, Subscription::From);
+    assert!(item.ask, "{item:?}");
+    juliet
+        .write("<presence type='subscribed' to='romeo@localhost'/>")
+        .await;
+    for _ in 0..100 {
+        let item = server
+            .storage()
+            .roster
+            .roster_item("romeo@localhost", "juliet@localhost")
+            .await
+            .unwrap()
+            .expect("item");
+        if item.subscription == Subscription::Both {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let item = server
+        .storage()
+        .roster
+        .roster_item("romeo@localhost", "juliet@localhost")
+        .await
+        .unwrap()
+        .expect("item");
+    assert_eq!(item.subscription, Subscription::Both);
     // Used up.
     let state = server
         .storage()

@@ -1,5 +1,7 @@
 //! XEP-0379 for accounts that exist already: a subscription request that carries
-//! `<preauth token='…'/>` matching an unused invite of the user it asks is approved at once.
+//! `<preauth token='…'/>` matching an unused invite of the user it asks is approved at once,
+//! and the user asks for the contact's presence in return (§3.4 of the XEP has the user's
+//! client do both; corvid issued the token, so corvid does it for every client of the user).
 //! The token is used up and turned into an RFC 6121 §3.4 pre-approval just before the roster
 //! sees the request, so the roster's own pre-approval path answers it (`subscribed`), exactly
 //! as if the user had pre-approved the contact.
@@ -11,6 +13,8 @@ use jid::{BareJid, Jid};
 use minidom::Element;
 use tracing::{debug, warn};
 
+use crate::modules::roster::subscription::{self, subscription_stanza};
+use crate::modules::roster::table::SubscriptionType;
 use crate::registration::NS_PARS;
 use crate::router::{Module, Priority, Registry, Router, StanzaFilter, Verdict};
 use crate::storage::{RosterItem, RosterWrite};
@@ -25,7 +29,6 @@ impl Module for Pars {
     fn register(self: Arc<Self>, registry: &mut Registry) {
         // After blocking: a blocked contact's request goes no further, token or not.
         registry.stanza_filter(Priority::Profile, self);
-        registry.server_feature(NS_PARS);
     }
 }
 
@@ -72,6 +75,13 @@ async fn pre_approve(router: &Arc<Router>, user: &BareJid, contact: &BareJid, to
         debug!(%user, %contact, "preauth token of someone else");
         return;
     }
+    // An invite for a named account is that account's alone (XEP-0379 §5.2, "Identity").
+    if let Some(name) = &invite.username {
+        if contact.as_str() != format!("{name}@{}", invite.domain) {
+            debug!(%user, %contact, "preauth token for another account");
+            return;
+        }
+    }
     match storage
         .invites
         .consume_invite(token, contact.as_str(), now)
@@ -112,7 +122,16 @@ async fn pre_approve(router: &Arc<Router>, user: &BareJid, contact: &BareJid, to
             version,
             crate::modules::roster::items::item_element(&item),
         ),
-        Ok(RosterWrite::Full) => warn!(%user, "roster full; preauth token not honoured"),
-        Err(e) => warn!(error = %e, "cannot store a pre-approval"),
+        Ok(RosterWrite::Full) => {
+            warn!(%user, "roster full; preauth token not honoured");
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot store a pre-approval");
+            return;
+        }
     }
+    // The mutual half: the user's own request, through the roster as if a client sent it.
+    let request = subscription_stanza(user, contact, "subscribe");
+    subscription::outbound(router, user, contact, SubscriptionType::Subscribe, &request).await;
 }
