@@ -44,7 +44,7 @@ impl<T: Transport> C2s<T> {
                 },
                 Outbound::Shared(shared) if plain => {
                     batch.push(shared.0.bytes_to(&shared.1));
-                    if batch.len() >= MAX_BATCH {
+                    if batch.len() >= MAX_BATCH && end.is_none() {
                         break;
                     }
                     next = b.rx.try_recv().ok();
