@@ -68,6 +68,13 @@ impl Config {
                 "invite_expiry_secs must be greater than 0".into(),
             ));
         }
+        if let Some(url) = &self.http.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "http.public_url '{url}' must start with https:// or http://"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -96,5 +103,16 @@ mod tests {
         assert_eq!(config.registration_limits.per_address_per_day, 10);
         assert_eq!(Config::default().registration, RegistrationMode::Closed);
         assert!(!Config::default().allow_user_invites);
+    }
+
+    #[test]
+    fn the_public_url_must_be_a_web_address() {
+        let mut config = Config::default();
+        config.http.public_url = Some("chat.example.org".into());
+        assert!(config.validate_registration().is_err());
+        config.http.public_url = Some("https://chat.example.org".into());
+        assert!(config.validate_registration().is_ok());
+        config.invite_expiry_secs = 0;
+        assert!(config.validate_registration().is_err());
     }
 }
