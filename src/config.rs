@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 use crate::xml::XmlLimits;
 
+mod registration;
+pub use registration::{RegistrationLimits, RegistrationMode, DEFAULT_INVITE_EXPIRY_SECS};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -67,6 +70,15 @@ pub struct Config {
     /// domain. Each `[hosts]` entry may name admins of its own domain too.
     pub admins: Vec<String>,
     pub adhoc: AdhocConfig,
+    /// Who may create accounts on the hosted domains that do not set their own (XEP-0077,
+    /// XEP-0401): "closed" (the default), "invite" or "open".
+    pub registration: RegistrationMode,
+    /// How often one address may register in "open" mode.
+    pub registration_limits: RegistrationLimits,
+    /// Users, not only the operator and admins, may create invites.
+    pub allow_user_invites: bool,
+    /// How long an invite stays usable, in seconds (7 days by default).
+    pub invite_expiry_secs: u64,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -125,6 +137,8 @@ pub struct HostConfig {
     pub limits: HostLimits,
     /// Administrators of this domain only (bare JIDs), besides the server-wide `admins`.
     pub admins: Vec<String>,
+    /// This domain's registration mode; the top-level `registration` when unset.
+    pub registration: Option<RegistrationMode>,
 }
 
 /// `[hosts."example.net".limits]`: the limits on one account that a hosted domain may set
@@ -521,6 +535,10 @@ pub struct HttpConfig {
     /// another host is in front). Otherwise only wss:// and loopback count as encrypted, and
     /// authentication over an unencrypted WebSocket is refused when `c2s.require_encryption`.
     pub websocket_is_secure: bool,
+    /// The public base URL of these listeners (`https://chat.example.org`, a reverse proxy's
+    /// address), used in invite links. Unset, links name the domain and the HTTPS port (or
+    /// the HTTP port with HTTPS off), and the invite page uses the request's `Host`.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -872,6 +890,10 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             admins: Vec::new(),
             adhoc: AdhocConfig::default(),
+            registration: RegistrationMode::default(),
+            registration_limits: RegistrationLimits::default(),
+            allow_user_invites: false,
+            invite_expiry_secs: DEFAULT_INVITE_EXPIRY_SECS,
         }
     }
 }
@@ -954,6 +976,7 @@ impl Default for HttpConfig {
             loopback_is_secure: true,
             websocket_url: None,
             websocket_is_secure: false,
+            public_url: None,
         }
     }
 }
@@ -1248,6 +1271,7 @@ impl Config {
         self.validate_muc()?;
         self.validate_hosts()?;
         self.validate_admins()?;
+        self.validate_registration()?;
         self.auth.validate()?;
         let mam = &self.mam;
         if !matches!(mam.default.as_str(), "always" | "roster" | "never") {

@@ -30,6 +30,9 @@ enum Command {
     User(UserCommand),
     /// Talk to the running server through its control socket (`[control] socket`).
     Ctl(CtlArgs),
+    /// Manage invites (XEP-0401): links that let someone create an account.
+    #[command(subcommand)]
+    Invite(InviteCommand),
 }
 
 #[derive(clap::Args)]
@@ -73,6 +76,28 @@ enum CtlCommand {
     /// Runs any admin command: `corvid ctl run <node> field=value …` (a field given twice
     /// has two values).
     Run { node: String, fields: Vec<String> },
+}
+
+#[derive(Subcommand)]
+enum InviteCommand {
+    /// Create an invite and print its link.
+    Create {
+        /// The inviting account (`alice` or `alice@domain`); the operator when unset.
+        #[arg(long = "for")]
+        inviter: Option<String>,
+        /// Make the new account and the inviter mutual contacts.
+        #[arg(long)]
+        roster: bool,
+        /// The hosted domain of the new account (the inviter's, else the main domain).
+        #[arg(long)]
+        domain: Option<String>,
+        /// The only username the invite may create.
+        #[arg(long)]
+        username: Option<String>,
+        /// Seconds the invite stays usable (`invite_expiry_secs` by default).
+        #[arg(long)]
+        expiry_secs: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -159,6 +184,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(config, &cli.config).await,
             Command::User(command) => user(config, command).await,
             Command::Ctl(args) => ctl(&config, args).await,
+            Command::Invite(command) => invite(config, command).await,
             Command::CheckConfig => Ok(()),
         }
     });
@@ -441,6 +467,47 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
         Err(StorageError::NotFound) => Err(format!("{account} does not exist")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+async fn invite(config: Config, command: InviteCommand) -> Result<(), String> {
+    let InviteCommand::Create {
+        inviter,
+        roster,
+        domain,
+        username,
+        expiry_secs,
+    } = command;
+    let storage = Storage::open_for(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let inviter = match inviter {
+        Some(user) => {
+            let account = account(&user, &config)?;
+            Some(jid::BareJid::new(&account).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    if roster && inviter.is_none() {
+        return Err("--roster needs --for: whose contact would the new account become?".into());
+    }
+    let domain = domain
+        .or_else(|| inviter.as_ref().map(|i| i.domain().to_string()))
+        .unwrap_or_else(|| config.domain.clone());
+    let request = corvid::invites::InviteRequest {
+        domain,
+        inviter,
+        username,
+        roster,
+        expiry: expiry_secs.map(std::time::Duration::from_secs),
+    };
+    let invite = corvid::invites::create_invite(&storage, &config, request)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Written, not println!'d: a reader that stops early (`| head -n 1`) is not a panic.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}\n{}", invite.url, invite.uri)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write the invite: {e}"))
 }
 
 async fn import(storage: &Storage, config: &Config, iterations: u32) -> Result<(), String> {

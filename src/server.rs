@@ -194,6 +194,7 @@ pub async fn start_with_modules(
         throttle: AuthThrottle::new(Limits::from(&config.auth)),
         resumption: Resumption::default(),
         detached: DetachedCap::new(config.limits.max_detached_sessions_per_account),
+        registrations: crate::registration::RegistrationLimiter::new(&config.registration_limits),
     });
     let listeners = Arc::new(ListenContext {
         streams: ctx.clone(),

@@ -44,10 +44,11 @@ fn app(ctx: Arc<StreamContext>, websocket_url: WebsocketUrl, encrypted: bool) ->
         .route("/.well-known/host-meta", get(host_meta_xml))
         .route("/.well-known/host-meta.json", get(host_meta_json))
         .with_state(HttpState {
-            ctx,
+            ctx: ctx.clone(),
             websocket_url,
             encrypted,
         })
+        .merge(super::invite_page::routes(ctx, encrypted))
 }
 
 /// The WebSocket URL host-meta announces.

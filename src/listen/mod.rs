@@ -4,6 +4,7 @@ pub mod admission;
 pub mod byte_stream;
 pub mod http;
 pub mod metrics;
+pub mod invite_page;
 pub mod read_meter;
 pub mod tcp;
 pub mod websocket;

@@ -12,6 +12,7 @@ pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod push;
+pub mod register;
 pub mod roster;
 mod user_cache;
 pub mod vcard;
@@ -43,6 +44,8 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(carbons::Carbons),
         Arc::new(push::Push),
         Arc::new(adhoc::Adhoc::new(config)),
+        Arc::new(register::Register),
+        Arc::new(crate::invites::Pars),
     ];
     if let Some(muc) = muc::Muc::new(config, archiver) {
         modules.push(muc);

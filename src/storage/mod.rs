@@ -7,6 +7,7 @@ mod admin;
 mod archive;
 mod blocking;
 mod fast;
+mod invites;
 mod muc;
 pub mod nodes;
 mod pep;
@@ -31,6 +32,7 @@ pub use archive::{
 };
 pub use blocking::{BlockWrite, BlocklistStore};
 pub use fast::{FastSlot, FastToken, FastTokenStore};
+pub use invites::{InviteState, InviteStore, StoredInvite};
 pub use muc::{MucStore, StoredAffiliation, StoredRoom};
 pub use nodes::NodeStore;
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
@@ -194,6 +196,7 @@ pub struct Storage {
     pub fast: Arc<dyn FastTokenStore>,
     pub archive: Arc<dyn ArchiveStore>,
     pub admin: Arc<dyn AdminStore>,
+    pub invites: Arc<dyn InviteStore>,
     connections: Arc<dyn Connections>,
 }
 
@@ -269,6 +272,7 @@ impl Storage {
             + FastTokenStore
             + ArchiveStore
             + AdminStore
+            + InviteStore
             + Connections
             + 'static,
     {
@@ -287,6 +291,7 @@ impl Storage {
             fast: backend.clone(),
             archive: backend.clone(),
             admin: backend.clone(),
+            invites: backend.clone(),
             connections: backend,
         }
     }

@@ -23,6 +23,8 @@ pub struct StreamContext {
     pub resumption: Resumption,
     /// How many of them may wait detached per account (`limits.max_detached_sessions_per_account`).
     pub detached: DetachedCap,
+    /// Open registration's per-address limits (XEP-0077).
+    pub registrations: crate::registration::RegistrationLimiter,
 }
 
 /// The listener's hold on a connection it admitted, as the stream sees it: kept for the

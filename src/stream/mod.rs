@@ -9,6 +9,8 @@ pub mod detached_cap;
 pub mod end;
 mod fast;
 pub mod features;
+mod register;
+pub use register::features as registration_features;
 pub mod random_id;
 pub mod resumption;
 mod sasl2;

@@ -122,6 +122,9 @@ mod tests {
             throttle: AuthThrottle::new(Limits::from(&config.auth)),
             resumption: Resumption::default(),
             detached: DetachedCap::new(config.limits.max_detached_sessions_per_account),
+            registrations: crate::registration::RegistrationLimiter::new(
+                &config.registration_limits,
+            ),
             config,
         })
     }

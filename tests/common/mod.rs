@@ -5,6 +5,7 @@
 pub mod adhoc;
 pub mod federation;
 pub mod private_postgres;
+pub mod register;
 pub mod xmpp;
 
 use std::borrow::Cow;

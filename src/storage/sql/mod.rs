@@ -24,6 +24,7 @@ pub(crate) mod admin;
 pub(crate) mod archive;
 pub(crate) mod blocking;
 pub(crate) mod fast;
+pub(crate) mod invites;
 pub(crate) mod muc;
 pub(crate) mod nodes;
 pub(crate) mod pep;
@@ -53,6 +54,7 @@ macro_rules! sql_stores {
         $crate::storage::sql::archive::archive_store!($storage, $db);
         $crate::storage::sql::blocking::blocklist_store!($storage, $db);
         $crate::storage::sql::fast::fast_token_store!($storage, $db);
+        $crate::storage::sql::invites::invite_store!($storage, $db);
         $crate::storage::sql::muc::muc_store!($storage, $db);
         $crate::storage::sql::nodes::node_store!($storage, $db);
         $crate::storage::sql::pep::pep_store!($storage, $db);

@@ -91,6 +91,11 @@ impl<T: Transport> C2s<T> {
                 self.transport.channel_bindings(),
             );
             classic.extend(sasl2);
+            let mode = self.ctx.config.registration_mode(&self.domain);
+            classic.extend(crate::stream::register::features(
+                mode,
+                self.transport.is_secure(),
+            ));
             classic
         };
         self.send_stream_features(children).await

@@ -200,6 +200,12 @@ impl<T: Transport> SaslStream for C2s<T> {
     }
 }
 
+impl<T: Transport> super::register::RegisterStream for C2s<T> {
+    fn peer_ip(&self) -> std::net::IpAddr {
+        self.transport.peer().ip()
+    }
+}
+
 impl<T: Transport> Sasl2Stream for C2s<T> {
     fn keep_resumed(&mut self, resumed: Resumed) {
         self.resumed = Some(resumed);

@@ -11,6 +11,7 @@ use crate::stream::auth::{self, AuthOutcome};
 use crate::stream::bind2::InlineRequests;
 use crate::stream::end::End;
 use crate::stream::features;
+use crate::stream::register;
 use crate::stream::sasl2::{self, Sasl2Outcome};
 use crate::stream::transport::{Incoming, Transport};
 use crate::xml::ns;
@@ -30,6 +31,7 @@ impl<T: Transport> C2s<T> {
     pub(super) async fn negotiate(&mut self) -> Result<Negotiated, End> {
         let mut username: Option<String> = None;
         let mut failures = 0u32;
+        let mut registration = register::PreAuth::default();
         loop {
             self.expect_stream_header().await?;
             self.send_features(username.is_some()).await?;
@@ -91,6 +93,13 @@ impl<T: Transport> C2s<T> {
                             self.send_features(true).await?;
                         }
                         Sasl2Outcome::Failure => count_failure(&mut failures)?,
+                    }
+                    continue;
+                }
+                // XEP-0077: registration IQs are the one kind of stanza taken before SASL.
+                if username.is_none() && register::is_request(&el) {
+                    if register::handle(self, el, &mut registration).await? {
+                        count_failure(&mut failures)?;
                     }
                     continue;
                 }

@@ -33,14 +33,23 @@ impl<T: Transport> C2s<T> {
                 .is_none_or(|c| !c.is_inactive() && !c.has_held());
         while let Some(item) = next.take() {
             let el = match item {
-                Outbound::Stanza(el) => *el,
+                Outbound::Stanza(el) => match crate::router::end_request(&el) {
+                    // Whatever was queued with it still goes out first (the answer to the
+                    // request that deleted the account).
+                    Some(why) => {
+                        end = Some(End::Error(StreamCondition::NotAuthorized, Some(why)));
+                        next = b.rx.try_recv().ok();
+                        continue;
+                    }
+                    None => *el,
+                },
                 Outbound::Shared(shared) if plain => {
                     self.ctx
                         .router
                         .metrics()
                         .stanza_out(shared.0.element.name());
                     batch.push(shared.0.bytes_to(&shared.1));
-                    if batch.len() >= MAX_BATCH {
+                    if batch.len() >= MAX_BATCH && end.is_none() {
                         break;
                     }
                     next = b.rx.try_recv().ok();
@@ -64,7 +73,7 @@ impl<T: Transport> C2s<T> {
                 .as_ref()
                 .is_some_and(|csi| csi.is_inactive() || csi.has_held());
             self.stage(b, el, through_csi, &mut batch);
-            if batch.len() >= MAX_BATCH {
+            if batch.len() >= MAX_BATCH && end.is_none() {
                 break;
             }
             next = b.rx.try_recv().ok();
