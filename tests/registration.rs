@@ -463,3 +463,26 @@ async fn cancelling_on_postgres_takes_the_accounts_invites_along() {
     drop(server);
     drop_schema(&schema).await;
 }
+
+/// XEP-0133's welcome message reaches accounts made in-band too, as it does those an admin
+/// or `corvid user add` made.
+#[tokio::test]
+async fn a_registered_account_gets_the_welcome_message() {
+    let server = TestServer::start_with(open).await;
+    corvid::admin::messages::set_welcome(
+        &server.server.ctx.router,
+        "localhost",
+        Some("Welcome to localhost!"),
+    )
+    .await
+    .unwrap();
+    let (mut raw, _) = encrypted(server.c2s(), server.tls_config(), None).await;
+    let done = register(&mut raw, "romeo", PASSWORD).await;
+    assert_eq!(done.attr("type"), Some("result"), "{done:?}");
+    let mut romeo = common::xmpp::Session::login(&server, "romeo", "r").await;
+    romeo.send("<presence/>").await;
+    let welcome = romeo
+        .expect(|el| el.name() == "message" && common::body(el) == "Welcome to localhost!")
+        .await;
+    assert_eq!(welcome.attr("from"), Some("localhost"));
+}
