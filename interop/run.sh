@@ -8,7 +8,9 @@
 # history, and Bob's connection is cut and resumed with stream management (XEP-0198) without
 # losing the message sent meanwhile (see chat.py). Then users of two hosted domains (localhost
 # and b.example), each verifying its own domain's certificate, chat and meet in a room of the
-# second domain's MUC service (see virtual_hosts.py). Exits non-zero on any failure.
+# second domain's MUC service (see virtual_hosts.py). An admin runs XEP-0133 commands through
+# slixmpp's XEP-0050 plugin: adds a user, lists who is online, and announces to everyone (see
+# adhoc.py). Exits non-zero on any failure.
 #
 #   interop/run.sh            # builds corvid (debug) if needed
 #   CORVID_BIN=target/release/corvid interop/run.sh
@@ -35,6 +37,7 @@ trap cleanup EXIT
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 cat > "$work/corvid.toml" <<TOML
 domain = "localhost"
+admins = ["admin@localhost"]
 [hosts."b.example"]
 cert = "$work/b.example.crt"
 key = "$work/b.example.key"
@@ -52,10 +55,12 @@ enabled = false
 tls_enabled = false
 [s2s]
 enabled = false
+[metrics]
+enabled = false
 TOML
 
 "$bin" check-config -c "$work/corvid.toml"
-for user in alice bob; do
+for user in alice bob admin; do
     printf 'pw-%s\n' "$user" | "$bin" user add "$user" --password-stdin -c "$work/corvid.toml"
 done
 printf 'pw-bob\n' | "$bin" user add bob@b.example --password-stdin -c "$work/corvid.toml"
@@ -74,9 +79,12 @@ if [ "$status" -eq 0 ]; then
     cp "$work/cert.pem" "$work/localhost.crt"
     "$venv/bin/python" "$here/virtual_hosts.py" --port "$port" --certs "$work" || status=$?
 fi
+if [ "$status" -eq 0 ]; then
+    "$venv/bin/python" "$here/adhoc.py" --port "$port" --cert "$work/cert.pem" || status=$?
+fi
 if [ "$status" -ne 0 ]; then
     echo "interop: FAILED; server log:" >&2
     cat "$work/server.log" >&2
     exit "$status"
 fi
-echo "interop: 2 passed, 0 failed"
+echo "interop: 3 passed, 0 failed"

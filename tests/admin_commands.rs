@@ -126,11 +126,15 @@ async fn every_admin_command_is_forbidden_to_users() {
     }
     let mut admin = Session::login(&server, "admin", "a").await;
     let listed = listed(&mut admin).await;
-    // The 28 of XEP-0133 and the MUC service's two.
-    assert_eq!(listed.len(), 30, "{listed:?}");
+    // The 28 of XEP-0133, reload, the MUC service's two and XEP-0401's two (users may not
+    // invite unless `allow_user_invites`).
+    assert_eq!(listed.len(), 33, "{listed:?}");
     for node in [
         corvid::modules::adhoc::LIST_ROOMS,
         corvid::modules::adhoc::DESTROY_ROOM,
+        corvid::modules::adhoc::RELOAD,
+        corvid::invites::command::INVITE,
+        corvid::invites::command::CREATE_ACCOUNT,
     ] {
         assert!(listed.contains(&node.to_owned()));
         let answer = run(&mut alice, node, None, None, &[]).await;

@@ -3,6 +3,7 @@
 //! (`crate::listen::invite_page`) for people without a client yet. Created by the operator
 //! (`corvid invite create`), admins (ad-hoc commands) and, with `allow_user_invites`, users.
 
+pub mod command;
 mod pars;
 mod uri;
 
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::router::Router;
 use crate::storage::{RosterItem, RosterWrite, Storage, StorageError, StoredInvite, Subscription};
 
+pub use command::InviteCommands;
 pub use pars::Pars;
 pub use uri::{landing_url, public_base, xmpp_uri};
 

@@ -3,8 +3,8 @@
 pub mod admission;
 pub mod byte_stream;
 pub mod http;
-pub mod metrics;
 pub mod invite_page;
+pub mod metrics;
 pub mod read_meter;
 pub mod tcp;
 pub mod websocket;

@@ -46,6 +46,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(adhoc::Adhoc::new(config)),
         Arc::new(register::Register),
         Arc::new(crate::invites::Pars),
+        Arc::new(crate::invites::InviteCommands::new(config)),
     ];
     if let Some(muc) = muc::Muc::new(config, archiver) {
         modules.push(muc);
