@@ -145,6 +145,12 @@ backend_tests!(
     archive_prefs_roundtrip,
     node_numbers_are_kept_and_never_shared,
     accounts_of_a_single_domain_release_move_under_the_main_domain,
+    invites_roundtrip_and_need_their_inviter,
+    an_invite_is_consumed_once_and_not_after_expiry,
+    concurrent_uses_of_one_invite_have_one_winner,
+    released_invites_are_usable_again,
+    pending_invites_and_stale_ones,
+    invites_go_with_their_inviter,
 );
 
 fn creds(hash: ScramHash, seed: u8) -> ScramCredentials {
@@ -2003,4 +2009,212 @@ async fn accounts_of_a_single_domain_release_move_under_the_main_domain(s: Stora
         assert!(s.offline.peek(old).await.unwrap().is_empty());
     }
     assert_eq!(s.accounts.qualify_accounts("a.example").await.unwrap(), 0);
+}
+
+// The invite store (XEP-0401).
+
+const INVITE_NOW: i64 = 1_700_000_000_000;
+
+fn stored_invite(token: &str, inviter: Option<&str>) -> StoredInvite {
+    StoredInvite {
+        token: token.into(),
+        domain: "example.org".into(),
+        inviter: inviter.map(str::to_owned),
+        username: None,
+        roster: inviter.is_some(),
+        created_at_ms: INVITE_NOW,
+        expires_at_ms: INVITE_NOW + 1000,
+    }
+}
+
+async fn invites_roundtrip_and_need_their_inviter(s: Storage) {
+    assert_eq!(s.invites.invite("t1").await.unwrap(), None);
+    let orphan = s
+        .invites
+        .create_invite(&stored_invite("t0", Some("nobody@example.org")))
+        .await;
+    assert!(matches!(orphan, Err(StorageError::NotFound)), "{orphan:?}");
+    s.accounts
+        .create_account("romeo@example.org", &[])
+        .await
+        .unwrap();
+    let mut stored = stored_invite("t1", Some("romeo@example.org"));
+    stored.username = Some("juliet".into());
+    s.invites.create_invite(&stored).await.unwrap();
+    let dup = s.invites.create_invite(&stored).await;
+    assert!(matches!(dup, Err(StorageError::Conflict)), "{dup:?}");
+    let operator = stored_invite("t2", None);
+    s.invites.create_invite(&operator).await.unwrap();
+    let state = s.invites.invite("t1").await.unwrap().expect("stored");
+    assert_eq!(state.invite, stored);
+    assert_eq!(state.used_by, None);
+    assert_eq!(
+        s.invites
+            .invite("t2")
+            .await
+            .unwrap()
+            .expect("stored")
+            .invite,
+        operator
+    );
+}
+
+async fn an_invite_is_consumed_once_and_not_after_expiry(s: Storage) {
+    s.invites
+        .create_invite(&stored_invite("once", None))
+        .await
+        .unwrap();
+    s.invites
+        .create_invite(&stored_invite("late", None))
+        .await
+        .unwrap();
+    let first = s
+        .invites
+        .consume_invite("once", "a@example.org", INVITE_NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!(first.map(|i| i.token).as_deref(), Some("once"));
+    let second = s
+        .invites
+        .consume_invite("once", "b@example.org", INVITE_NOW + 2)
+        .await
+        .unwrap();
+    assert_eq!(second, None);
+    let state = s.invites.invite("once").await.unwrap().expect("stored");
+    assert_eq!(state.used_by.as_deref(), Some("a@example.org"));
+    // Expiry is exclusive: at expires_at_ms it is no longer usable.
+    let expired = s
+        .invites
+        .consume_invite("late", "c@example.org", INVITE_NOW + 1000)
+        .await
+        .unwrap();
+    assert_eq!(expired, None);
+    assert_eq!(
+        s.invites
+            .invite("late")
+            .await
+            .unwrap()
+            .expect("stored")
+            .used_by,
+        None
+    );
+    assert_eq!(
+        s.invites
+            .consume_invite("missing", "d@example.org", INVITE_NOW)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn concurrent_uses_of_one_invite_have_one_winner(s: Storage) {
+    for round in 0..5 {
+        let token = format!("race{round}");
+        s.invites
+            .create_invite(&stored_invite(&token, None))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    s.invites
+                        .consume_invite(&token, &format!("u{i}@example.org"), INVITE_NOW)
+                        .await
+                        .unwrap()
+                        .is_some()
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            if task.await.unwrap() {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+}
+
+async fn released_invites_are_usable_again(s: Storage) {
+    s.invites
+        .create_invite(&stored_invite("r", None))
+        .await
+        .unwrap();
+    assert!(s
+        .invites
+        .consume_invite("r", "a@example.org", INVITE_NOW)
+        .await
+        .unwrap()
+        .is_some());
+    // Only the one who used it can give it back.
+    assert!(!s
+        .invites
+        .release_invite("r", "b@example.org")
+        .await
+        .unwrap());
+    assert!(s
+        .invites
+        .release_invite("r", "a@example.org")
+        .await
+        .unwrap());
+    assert!(s
+        .invites
+        .consume_invite("r", "b@example.org", INVITE_NOW)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn pending_invites_and_stale_ones(s: Storage) {
+    s.accounts
+        .create_account("romeo@example.org", &[])
+        .await
+        .unwrap();
+    let mine = stored_invite("mine", Some("romeo@example.org"));
+    let used = stored_invite("used", Some("romeo@example.org"));
+    let mut old = stored_invite("old", Some("romeo@example.org"));
+    old.expires_at_ms = INVITE_NOW - 1;
+    let operators = stored_invite("ops", None);
+    for i in [&mine, &used, &old, &operators] {
+        s.invites.create_invite(i).await.unwrap();
+    }
+    s.invites
+        .consume_invite("used", "x@example.org", INVITE_NOW)
+        .await
+        .unwrap();
+    let pending = s
+        .invites
+        .pending_invites(Some("romeo@example.org"), INVITE_NOW)
+        .await
+        .unwrap();
+    assert_eq!(pending, vec![mine.clone()]);
+    let pending = s.invites.pending_invites(None, INVITE_NOW).await.unwrap();
+    assert_eq!(pending, vec![operators.clone()]);
+    assert_eq!(s.invites.delete_stale_invites(INVITE_NOW).await.unwrap(), 2);
+    assert!(s.invites.invite("used").await.unwrap().is_none());
+    assert!(s.invites.invite("old").await.unwrap().is_none());
+    assert!(s.invites.invite("mine").await.unwrap().is_some());
+}
+
+async fn invites_go_with_their_inviter(s: Storage) {
+    s.accounts
+        .create_account("romeo@example.org", &[])
+        .await
+        .unwrap();
+    s.invites
+        .create_invite(&stored_invite("gone", Some("romeo@example.org")))
+        .await
+        .unwrap();
+    s.invites
+        .create_invite(&stored_invite("kept", None))
+        .await
+        .unwrap();
+    s.accounts
+        .delete_account("romeo@example.org")
+        .await
+        .unwrap();
+    assert!(s.invites.invite("gone").await.unwrap().is_none());
+    assert!(s.invites.invite("kept").await.unwrap().is_some());
 }
