@@ -34,11 +34,11 @@ class Client(slixmpp.ClientXMPP):
 
     async def run(self, command, fields):
         """Executes `command`, then completes its form with `fields`; the final answer."""
-        adhoc = self["xep_0050"]
+        adhoc = self.plugin["xep_0050"]
         first = await adhoc.send_command("localhost", ADMIN + command, action="execute")
         if first["command"]["status"] == "completed":
             return first
-        form = self["xep_0004"].make_form(ftype="submit")
+        form = self.plugin["xep_0004"].make_form(ftype="submit")
         form.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/admin")
         for var, value in fields.items():
             form.add_field(var=var, value=value)
@@ -62,13 +62,13 @@ async def main(port, cert):
     admin = await login("admin@localhost/console", "pw-admin", cert, port)
     alice = await login("alice@localhost/interop", "pw-alice", cert, port)
 
-    items = await admin["xep_0050"].get_commands("localhost")
+    items = await admin.plugin["xep_0050"].get_commands("localhost")
     nodes = {item[1] for item in items["disco_items"]["items"]}
     assert ADMIN + "add-user" in nodes, nodes
-    seen_by_alice = await alice["xep_0050"].get_commands("localhost")
+    seen_by_alice = await alice.plugin["xep_0050"].get_commands("localhost")
     assert not any(i[1].startswith(ADMIN) for i in seen_by_alice["disco_items"]["items"])
     try:
-        await alice["xep_0050"].send_command("localhost", ADMIN + "add-user")
+        await alice.plugin["xep_0050"].send_command("localhost", ADMIN + "add-user")
         raise AssertionError("a user ran an admin command")
     except IqError as err:
         assert err.condition == "forbidden", err.condition

@@ -64,6 +64,8 @@ enum CtlCommand {
     Disable { jid: String },
     /// Lets a disabled account log in again.
     Enable { jid: String },
+    /// The MUC rooms of every hosted domain.
+    Rooms,
     /// Rereads the configuration and the TLS certificates.
     Reload,
     /// Stops the server, after `delay` seconds and an announcement to everyone online.
@@ -322,6 +324,10 @@ async fn ctl(config: &Config, args: CtlArgs) -> Result<(), String> {
         CtlCommand::Announce { text } => run("announce", &[("announcement", vec![text])]),
         CtlCommand::Disable { jid } => run("disable-user", &[("accountjids", vec![jid])]),
         CtlCommand::Enable { jid } => run("reenable-user", &[("accountjids", vec![jid])]),
+        CtlCommand::Rooms => Request::Run {
+            node: corvid::modules::adhoc::LIST_ROOMS.to_owned(),
+            fields: Default::default(),
+        },
         CtlCommand::Reload => Request::Run {
             node: corvid::modules::adhoc::RELOAD.to_owned(),
             fields: Default::default(),

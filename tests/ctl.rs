@@ -258,6 +258,9 @@ async fn commands_reload_and_shutdown() {
         assert!(nodes.contains(&node), "{node} not in {nodes:?}");
     }
 
+    let rooms = json(&ctl(&server, &["rooms", "--json"]).await);
+    assert_eq!(field(&rooms, "roomsnum"), ["0"]);
+
     let reloaded = json(&ctl(&server, &["reload", "--json"]).await);
     assert!(
         field(&reloaded, "reloaded").contains(&"certificates"),
