@@ -509,6 +509,14 @@ async fn invite(config: Config, command: InviteCommand) -> Result<(), String> {
     let invite = corvid::invites::create_invite(&storage, &config, request)
         .await
         .map_err(|e| e.to_string())?;
+    let domain = &invite.stored.domain;
+    if config.registration_mode(domain) == corvid::config::RegistrationMode::Closed {
+        // The link would only show "registration is closed": say so before it is handed out.
+        eprintln!(
+            "corvid: note: registration on {domain} is closed, so this invite cannot be used \
+             until registration = \"invite\" (or \"open\") is set for it"
+        );
+    }
     // Written, not println!'d: a reader that stops early (`| head -n 1`) is not a panic.
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}\n{}", invite.url, invite.uri)

@@ -393,3 +393,21 @@ async fn invite_create_prints_a_link_that_storage_knows() {
     assert!(!out.status.success());
     assert!(text(&out).contains("nobody@example.org"), "{}", text(&out));
 }
+
+/// An invite on a domain where registration is closed could not be used: the operator is told
+/// when creating it, not by the person who follows the link.
+#[test]
+fn an_invite_where_registration_is_closed_comes_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corvid.toml");
+    std::fs::write(&config, "[storage]\nurl = 'sqlite://corvid.db'\n").unwrap();
+    let config = config.to_str().unwrap();
+    let out = corvid(&["invite", "create", "-c", config], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("registration on localhost is closed"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/invite/"));
+}
