@@ -57,7 +57,12 @@ command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v ss >/dev/null || need+=(iproute2)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-if [ -n "${want[prosody]:-}" ]; then command -v prosody >/dev/null || need+=(prosody); fi
+if [ -n "${want[prosody]:-}" ]; then
+    command -v prosody >/dev/null || need+=(prosody)
+    # Only a Recommends of prosody: without it Prosody falls back to its legacy resolver, which
+    # asks /etc/resolv.conf's nameserver instead of the harness's dnsmasq and finds no test domain.
+    dpkg -s lua-unbound >/dev/null 2>&1 || need+=(lua-unbound)
+fi
 if [ -n "${want[ejabberd]:-}" ]; then command -v ejabberdctl >/dev/null || need+=(ejabberd); fi
 if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]}"

@@ -148,6 +148,11 @@ async fn remove(router: &Arc<Router>, user: &BareJid) -> Result<(), StanzaError>
         warn!(error = %e, %user, "cannot delete a removed account's archive");
     }
     info!(%user, "account removed in-band");
-    crate::router::end_account_sessions(router, user, "the account has been removed");
+    crate::admin::sessions::end_sessions(
+        router,
+        &jid::Jid::from(user.clone()),
+        crate::xml::StreamCondition::NotAuthorized,
+        "the account has been removed",
+    );
     Ok(())
 }

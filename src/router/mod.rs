@@ -2,7 +2,6 @@
 //! session, a module, storage (through a module) or an error reply. Delivery follows RFC 6120
 //! §10 and RFC 6121 §8; nothing here knows about sockets or about any particular XEP.
 
-mod account_end;
 mod checks;
 pub mod directory;
 pub mod discovery;
@@ -23,7 +22,6 @@ use minidom::Element;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
-pub use account_end::{end_account_sessions, end_request};
 pub use directory::{
     Component, Destination, Directory, DirectoryFactory, Location, NodeId, Replaced, Resource,
 };

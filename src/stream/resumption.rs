@@ -252,9 +252,6 @@ async fn hibernate(ctx: Arc<StreamContext>, mut bound: Box<Bound>) {
                 None => Wake::End("registry entry gone", SessionEnd::ByServer),
             },
             item = bound.rx.recv() => match item {
-                Some(Outbound::Stanza(el)) if crate::router::end_request(&el).is_some() => {
-                    Wake::End("account removed", SessionEnd::ByServer)
-                }
                 Some(Outbound::Stanza(el)) => Wake::Stanza(*el),
                 Some(Outbound::Shared(shared)) => Wake::Stanza(shared.0.element_to(&shared.1)),
                 Some(Outbound::Replaced) => {

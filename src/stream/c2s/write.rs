@@ -33,16 +33,7 @@ impl<T: Transport> C2s<T> {
                 .is_none_or(|c| !c.is_inactive() && !c.has_held());
         while let Some(item) = next.take() {
             let el = match item {
-                Outbound::Stanza(el) => match crate::router::end_request(&el) {
-                    // Whatever was queued with it still goes out first (the answer to the
-                    // request that deleted the account).
-                    Some(why) => {
-                        end = Some(End::Error(StreamCondition::NotAuthorized, Some(why)));
-                        next = b.rx.try_recv().ok();
-                        continue;
-                    }
-                    None => *el,
-                },
+                Outbound::Stanza(el) => *el,
                 Outbound::Shared(shared) if plain => {
                     self.ctx
                         .router
@@ -63,9 +54,12 @@ impl<T: Transport> C2s<T> {
                     ));
                     break;
                 }
+                // What was queued with it still goes out first: the answer to the request
+                // that removed the account, say, which is queued just after.
                 Outbound::Terminate(condition, text) => {
                     end = Some(End::Error(condition, Some(text.into())));
-                    break;
+                    next = b.rx.try_recv().ok();
+                    continue;
                 }
             };
             let through_csi = b
