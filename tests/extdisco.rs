@@ -42,6 +42,16 @@ fn configure(config: &mut Config) {
             }),
         },
         ExternalService {
+            kind: ExternalServiceType::Turn,
+            host: "turn.example.net".into(),
+            port: 443,
+            transport: Some(ExternalTransport::Tcp),
+            restricted: Some(RestrictedService {
+                secret: SECRET.into(),
+                ttl_secs: TTL,
+            }),
+        },
+        ExternalService {
             kind: ExternalServiceType::Turns,
             host: "turn.example.net".into(),
             port: 5349,
@@ -174,6 +184,7 @@ async fn services_are_listed_whole_and_by_type() {
         vec![
             expected("stun", "stun.example.net", "3478", "udp"),
             expected("turn", "turn.example.net", "3478", "udp"),
+            expected("turn", "turn.example.net", "443", "tcp"),
             expected("turns", "turn.example.net", "5349", "tcp"),
         ]
     );
@@ -194,7 +205,10 @@ async fn services_are_listed_whole_and_by_type() {
         .collect();
     assert_eq!(
         listed,
-        vec![expected("turn", "turn.example.net", "3478", "udp")]
+        vec![
+            expected("turn", "turn.example.net", "3478", "udp"),
+            expected("turn", "turn.example.net", "443", "tcp"),
+        ]
     );
 
     // A type nobody configured is an empty list, not an error.
@@ -230,7 +244,7 @@ async fn restricted_services_carry_turn_rest_credentials_that_verify() {
         .into_iter()
         .filter(|s| s.attr("type") != Some("stun"))
         .collect();
-    assert_eq!(restricted.len(), 2);
+    assert_eq!(restricted.len(), 3);
     for service in restricted {
         assert_valid_credentials(service, &bare);
     }
@@ -256,13 +270,25 @@ async fn credentials_for_a_known_service_and_item_not_found_for_others() {
     assert_eq!(got[0].attr("port"), Some("5349"));
     assert_valid_credentials(got[0], &bare);
 
-    // The port picks between services on the same host and type.
+    // Without a port, every service of that type on the host matches (§3.3)...
+    let answer = alice
+        .iq(&ask("<service type='turn' host='turn.example.net'/>"))
+        .await;
+    let got = services(&answer, "credentials");
+    let ports: Vec<_> = got.iter().map(|s| summary(s).2).collect();
+    assert_eq!(ports, ["3478", "443"]);
+    for service in got {
+        assert_valid_credentials(service, &bare);
+    }
+
+    // ...and the port picks between them.
     let answer = alice
         .iq(&ask(
             "<service type='turn' host='turn.example.net' port='3478'/>",
         ))
         .await;
     let got = services(&answer, "credentials");
+    assert_eq!(got.len(), 1);
     assert_eq!(summary(got[0]).2, "3478");
     assert_valid_credentials(got[0], &bare);
 
@@ -294,7 +320,7 @@ async fn each_user_gets_credentials_of_their_own() {
     let mut alice = Session::online(&t, "alice", "phone").await;
     let mut bob = Session::online(&t, "bob", "laptop").await;
     let ask = format!(
-        "<iq type='get' to='{DOMAIN}'><credentials xmlns='{EXTDISCO}'><service type='turn' host='turn.example.net'/></credentials></iq>"
+        "<iq type='get' to='{DOMAIN}'><credentials xmlns='{EXTDISCO}'><service type='turns' host='turn.example.net'/></credentials></iq>"
     );
     let for_alice = alice.iq(&ask).await;
     let for_bob = bob.iq(&ask).await;

@@ -123,7 +123,7 @@ impl ExtDisco {
         answer
     }
 
-    /// XEP-0215 §3.3: credentials for the one service named by type, host and maybe port.
+    /// XEP-0215 §3.3: credentials for the services named by type, host and maybe port.
     fn credentials(&self, user: &str, payload: &Element) -> IqResult {
         let asked = payload
             .get_child("service", EXTDISCO)
@@ -138,13 +138,18 @@ impl ExtDisco {
                     .map_err(|_| StanzaError::bad_request().with_text("'port' is not a port"))?,
             ),
         };
-        let service = self
-            .services
-            .iter()
-            .find(|s| s.kind.as_str() == kind && s.host == host && port.is_none_or(|p| p == s.port))
-            .ok_or_else(StanzaError::item_not_found)?;
+        // One host may offer the same type on several ports or transports: all of them match
+        // unless the port narrows it down (§3.3).
+        let now = Utc::now();
         let mut answer = Element::bare("credentials", EXTDISCO);
-        answer.append_child(service_element(service, user, Utc::now()));
+        for service in self.services.iter().filter(|s| {
+            s.kind.as_str() == kind && s.host == host && port.is_none_or(|p| p == s.port)
+        }) {
+            answer.append_child(service_element(service, user, now));
+        }
+        if answer.children().next().is_none() {
+            return Err(StanzaError::item_not_found());
+        }
         Ok(Some(answer))
     }
 }
@@ -270,5 +275,33 @@ mod tests {
             service.restricted.as_ref().map(|r| r.ttl_secs),
             Some(crate::config::DEFAULT_CREDENTIALS_TTL_SECS)
         );
+    }
+
+    fn request_from(from: &str) -> IqRequest {
+        IqRequest {
+            stanza: Element::bare("iq", crate::xml::ns::CLIENT),
+            from: jid::Jid::new(from).expect("jid"),
+            account: None,
+            iq_type: IqType::Get,
+        }
+    }
+
+    #[test]
+    fn only_users_of_hosted_domains_may_ask() {
+        let mut config = config_with(turn("s3cret"));
+        config.domain = "example.com".into();
+        let module = ExtDisco::new(&config);
+        assert!(module
+            .authorize(&request_from("alice@example.com/phone"))
+            .is_ok());
+        // A user of another server (over s2s), another server itself, and a service of ours
+        // get no relay credentials.
+        for stranger in ["mallory@evil.example/x", "evil.example", "example.com"] {
+            let refused = module.authorize(&request_from(stranger));
+            assert!(
+                matches!(&refused, Err(e) if e.condition == crate::stanza::Condition::Forbidden),
+                "{stranger}: {refused:?}"
+            );
+        }
     }
 }
