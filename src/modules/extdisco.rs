@@ -304,4 +304,21 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_commented_example_in_corvid_toml_is_valid() {
+        let example = include_str!("../../corvid.toml");
+        let start = example
+            .find("# [[external_services]]")
+            .expect("an [[external_services]] example");
+        let uncommented: String = example[start..]
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .map(|line| format!("{}\n", line.trim_start_matches('#').trim_start()))
+            .collect();
+        let config: Config = toml::from_str(&uncommented).expect("the example parses");
+        assert_eq!(config.external_services.len(), 2);
+        assert!(config.external_services[1].restricted.is_some());
+        config.validate().expect("the example is valid");
+    }
 }
