@@ -9,7 +9,12 @@ use serde::Deserialize;
 
 use crate::xml::XmlLimits;
 
+mod external_services;
 mod registration;
+pub use external_services::{
+    ExternalService, ExternalServiceType, ExternalTransport, RestrictedService,
+    DEFAULT_CREDENTIALS_TTL_SECS,
+};
 pub use registration::{RegistrationLimits, RegistrationMode, DEFAULT_INVITE_EXPIRY_SECS};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,8 @@ pub struct Config {
     pub allow_user_invites: bool,
     /// How long an invite stays usable, in seconds (7 days by default).
     pub invite_expiry_secs: u64,
+    /// `[[external_services]]`: STUN/TURN servers announced to local users (XEP-0215).
+    pub external_services: Vec<ExternalService>,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -894,6 +901,7 @@ impl Default for Config {
             registration_limits: RegistrationLimits::default(),
             allow_user_invites: false,
             invite_expiry_secs: DEFAULT_INVITE_EXPIRY_SECS,
+            external_services: Vec::new(),
         }
     }
 }
@@ -1271,6 +1279,7 @@ impl Config {
         self.validate_muc()?;
         self.validate_hosts()?;
         self.validate_admins()?;
+        external_services::validate(&self.external_services)?;
         self.validate_registration()?;
         self.auth.validate()?;
         let mam = &self.mam;

@@ -4,6 +4,7 @@ pub mod adhoc;
 pub mod blocking;
 pub mod carbons;
 pub mod disco;
+pub mod extdisco;
 pub mod last_activity;
 pub mod mam;
 pub mod muc;
@@ -47,6 +48,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(register::Register),
         Arc::new(crate::invites::Pars),
         Arc::new(crate::invites::InviteCommands::new(config)),
+        Arc::new(extdisco::ExtDisco::new(config)),
     ];
     if let Some(muc) = muc::Muc::new(config, archiver) {
         modules.push(muc);
