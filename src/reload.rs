@@ -168,7 +168,14 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         mam,
         cluster,
         s2s,
-        metrics
+        metrics,
+        control,
+        adhoc,
+        registration,
+        registration_limits,
+        allow_user_invites,
+        invite_expiry_secs,
+        external_services
     );
     if old.tls.generate_self_signed != new.tls.generate_self_signed {
         changed.push("tls.generate_self_signed".into());
@@ -179,8 +186,10 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     }
     for (domain, host) in &new.hosts {
         if let Some(before) = old.hosts.get(domain) {
+            // Its admins are read from the reloaded configuration: not a restart's business.
             if format!("{:?}", before.limits) != format!("{:?}", host.limits)
                 || before.muc_domain != host.muc_domain
+                || before.registration != host.registration
             {
                 changed.push(format!("hosts.\"{domain}\""));
             }

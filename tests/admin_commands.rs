@@ -1018,3 +1018,43 @@ fn misconfigured_admins_are_reported() {
     let config = corvid::config::Config::load(&path).expect("valid admins");
     assert_eq!(config.admins, ["admin@localhost"]);
 }
+
+/// The admins named in the configuration follow a reload (SIGHUP, `corvid ctl reload`): an
+/// operator who adds one to `corvid.toml` does not have to restart the server, and the
+/// registration mode, which does need one, is reported as such.
+#[tokio::test]
+async fn admins_in_the_configuration_follow_a_reload() {
+    let server = server().await;
+    let mut bob = Session::login(&server, "bob", "b").await;
+    let node = adhoc::admin("get-online-users-num");
+    let answer = run(&mut bob, &node, None, None, &[]).await;
+    assert_eq!(error(&answer).0, "forbidden");
+
+    let config = server.config().clone();
+    let file = server.dir.path().join("corvid.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "domain = 'localhost'\nadmins = ['admin@localhost', 'bob@localhost']\n\
+             registration = 'open'\n[storage]\nurl = '{url}'\n[tls]\ncert = '{cert}'\n\
+             key = '{key}'\n",
+            url = config.storage.url,
+            cert = config.tls.cert.display(),
+            key = config.tls.key.display(),
+        ),
+    )
+    .unwrap();
+    server.server.set_config_path(&file);
+    let report = server.server.reload().await.expect("reload");
+    assert!(
+        report.needs_restart.iter().any(|s| s == "registration"),
+        "{report:?}"
+    );
+    assert!(
+        !report.needs_restart.iter().any(|s| s == "admins"),
+        "{report:?}"
+    );
+    let answer = admin_run(&mut bob, "get-online-users-num", &[]).await;
+    assert_eq!(status(&answer), "completed");
+    assert!(listed(&mut bob).await.contains(&adhoc::admin("announce")));
+}

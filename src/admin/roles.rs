@@ -24,8 +24,19 @@ fn parse_list<'a>(entries: impl IntoIterator<Item = &'a str>) -> BTreeSet<BareJi
         .collect()
 }
 
+/// The configuration admins are read from: the latest one a reload accepted, so an edited
+/// admin list applies on SIGHUP or `corvid ctl reload` without a restart.
+fn with_live_config<T>(router: &Router, read: impl FnOnce(&crate::config::Config) -> T) -> T {
+    match router.reloader() {
+        Some(reloader) => read(&reloader.config()),
+        None => read(router.config()),
+    }
+}
+
 pub fn server_admins(router: &Router) -> BTreeSet<BareJid> {
-    parse_list(router.config().admins.iter().map(String::as_str))
+    with_live_config(router, |config| {
+        parse_list(config.admins.iter().map(String::as_str))
+    })
 }
 
 /// The admins of `domain` besides the server-wide ones: the stored edit if there is one,
@@ -38,14 +49,15 @@ pub async fn domain_admins(router: &Router, domain: &str) -> AdminResult<BTreeSe
         .await?;
     Ok(match stored {
         Some(list) => parse_list(list.lines()),
-        None => parse_list(
-            router
-                .config()
-                .hosts
-                .get(domain)
-                .into_iter()
-                .flat_map(|host| host.admins.iter().map(String::as_str)),
-        ),
+        None => with_live_config(router, |config| {
+            parse_list(
+                config
+                    .hosts
+                    .get(domain)
+                    .into_iter()
+                    .flat_map(|host| host.admins.iter().map(String::as_str)),
+            )
+        }),
     })
 }
 
