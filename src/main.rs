@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use corvid::config::Config;
 use corvid::storage::{ScramHash, Storage, StorageError};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -234,6 +235,11 @@ fn init_logging(config: &Config) {
 }
 
 async fn serve(config: Config, path: &Path) -> Result<(), String> {
+    let Signals {
+        mut term,
+        mut interrupt,
+        mut hangup,
+    } = Signals::install();
     let server = corvid::server::start(config)
         .await
         .map_err(|e| e.to_string())?;
@@ -245,7 +251,7 @@ async fn serve(config: Config, path: &Path) -> Result<(), String> {
     // restart command (XEP-0133, `corvid ctl shutdown`) take the same ordered path: sessions
     // told, undelivered messages stored, archive flushed, storage closed. SIGHUP reloads.
     let requested = tokio::select! {
-        signal = wait_for_signal() => {
+        signal = stop_signal(&mut term, &mut interrupt) => {
             tracing::info!(signal, "shutting down");
             None
         }
@@ -253,7 +259,7 @@ async fn serve(config: Config, path: &Path) -> Result<(), String> {
             tracing::info!(?stop, "shutting down on an administrator's request");
             Some(stop)
         }
-        never = reload_on_hangup(&server) => match never {},
+        never = reload_on_hangup(&server, &mut hangup) => match never {},
     };
     server.shutdown().await;
     if requested == Some(corvid::admin::Stop::Restart) {
@@ -263,44 +269,62 @@ async fn serve(config: Config, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Reloads the configuration and certificates on every SIGHUP (as Prosody and ejabberd do),
-/// for as long as the server runs; a refused reload is logged and changes nothing.
-async fn reload_on_hangup(server: &corvid::server::RunningServer) -> std::convert::Infallible {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hangup) => loop {
-                hangup.recv().await;
-                tracing::info!("SIGHUP: reloading");
-                // The outcome is logged by the reload itself.
-                let _ = server.reload().await;
-            },
-            Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP; reload is unavailable"),
+/// The signals `serve` acts on, installed before the server starts: a signal sent as soon as
+/// the listeners answer must find its handler, or its default action applies (SIGHUP's kills
+/// the process instead of reloading it).
+struct Signals {
+    term: Option<Signal>,
+    interrupt: Option<Signal>,
+    hangup: Option<Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        let install = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::warn!(error = %e, signal = name, "cannot handle this signal");
+                None
+            }
+        };
+        Signals {
+            term: install(SignalKind::terminate(), "SIGTERM"),
+            interrupt: install(SignalKind::interrupt(), "SIGINT"),
+            hangup: install(SignalKind::hangup(), "SIGHUP"),
         }
     }
-    std::future::pending().await
 }
 
 /// Waits for SIGTERM or SIGINT; returns which one came.
-async fn wait_for_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                return tokio::select! {
-                    _ = tokio::signal::ctrl_c() => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
-                };
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot handle SIGTERM; only SIGINT stops the server")
-            }
-        }
+async fn stop_signal(term: &mut Option<Signal>, interrupt: &mut Option<Signal>) -> &'static str {
+    tokio::select! {
+        _ = next(term) => "SIGTERM",
+        _ = next(interrupt) => "SIGINT",
     }
-    let _ = tokio::signal::ctrl_c().await;
-    "SIGINT"
+}
+
+/// The next delivery of `signal`; never, for one that could not be installed.
+async fn next(signal: &mut Option<Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Reloads the configuration and certificates on every SIGHUP (as Prosody and ejabberd do),
+/// for as long as the server runs; a refused reload is logged and changes nothing.
+async fn reload_on_hangup(
+    server: &corvid::server::RunningServer,
+    hangup: &mut Option<Signal>,
+) -> std::convert::Infallible {
+    loop {
+        next(hangup).await;
+        tracing::info!("SIGHUP: reloading");
+        // The outcome is logged by the reload itself.
+        let _ = server.reload().await;
+    }
 }
 
 /// XEP-0133's node names, as the server's ad-hoc commands register them.

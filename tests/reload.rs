@@ -317,3 +317,57 @@ async fn s2s_serves_the_new_certificate_and_federation_goes_on() {
     bob.expect(|el| el.name() == "message" && body(el) == "after reload")
         .await;
 }
+
+/// A SIGHUP sent as soon as the server listens (a deploy script that renews the certificate
+/// right after starting it) reloads it: the handler is installed before the listeners open,
+/// instead of SIGHUP's default action ending the process.
+#[tokio::test]
+async fn a_sighup_as_soon_as_the_server_listens_reloads_and_does_not_kill_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("corvid.toml");
+    std::fs::write(
+        &config,
+        "domain = 'localhost'\n[storage]\nurl = 'sqlite://corvid.db'\n[tls]\ncert = 'cert.pem'\n\
+         key = 'key.pem'\n[c2s]\nbind = '127.0.0.1'\nport = 0\ndirect_tls = false\n[http]\n\
+         enabled = false\n[s2s]\nenabled = false\n[metrics]\nenabled = false\n",
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corvid"))
+        .args(["-c", config.to_str().expect("path"), "serve"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("corvid serves");
+    let pid = child.id() as libc::pid_t;
+    let stderr = child.stderr.take().expect("stderr");
+    let (reloaded, reload_logged) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut signalled = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // The first listener, long before the server is done starting.
+            if !signalled && line.contains("listening") {
+                // SAFETY: signals a child process this test started and has not reaped.
+                unsafe { libc::kill(pid, libc::SIGHUP) };
+                signalled = true;
+            }
+            if line.contains("SIGHUP: reloading") {
+                let _ = reloaded.send(());
+            }
+        }
+    });
+    let logged =
+        tokio::task::spawn_blocking(move || reload_logged.recv_timeout(Duration::from_secs(60)))
+            .await
+            .expect("join");
+    let alive = child.try_wait().expect("status").is_none();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = child.wait().expect("exits");
+    assert!(
+        logged.is_ok(),
+        "the SIGHUP was not taken as a reload: {status:?}"
+    );
+    assert!(alive, "the SIGHUP ended the server: {status:?}");
+    assert!(status.success(), "{status:?}");
+}
