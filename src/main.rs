@@ -474,16 +474,7 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
         }
         UserCommand::Del { user } => {
             let account = account(&user, &config)?;
-            let mut result = accounts.delete_account(&account).await;
-            if result.is_ok() {
-                // The archive is keyed by JID (rooms have archives too), not by account, so
-                // it is not deleted along with the account's rows.
-                result = storage
-                    .archive
-                    .archive_delete_owner(&account)
-                    .await
-                    .map(|_| ());
-            }
+            let result = storage.delete_account_and_archive(&account).await;
             (account, result, "deleted", AccountChange::Deleted)
         }
     };

@@ -110,14 +110,11 @@ pub async fn welcome_stored(
 /// Ends the account's sessions, then deletes it with everything stored for it.
 pub async fn delete_account(router: &Arc<Router>, user: &BareJid) -> AdminResult<()> {
     check_hosted(router, user)?;
-    let storage = router.storage();
-    storage
-        .accounts
-        .delete_account(user.as_str())
+    router
+        .storage()
+        .delete_account_and_archive(user.as_str())
         .await
         .map_err(not_found_as(user))?;
-    // The archive is keyed by JID, not by account (rooms have archives too).
-    storage.archive.archive_delete_owner(user.as_str()).await?;
     sessions::end_sessions(
         router,
         &Jid::from(user.clone()),

@@ -296,6 +296,15 @@ impl Storage {
         }
     }
 
+    /// Deletes the account with everything stored for it, its archive included: the archive
+    /// is keyed by JID, not by account (rooms have archives too), so the account's rows do not
+    /// take it along. `NotFound` if there is no such account.
+    pub async fn delete_account_and_archive(&self, username: &str) -> StorageResult<()> {
+        self.accounts.delete_account(username).await?;
+        self.archive.archive_delete_owner(username).await?;
+        Ok(())
+    }
+
     /// Closes the backend's connections (at shutdown, after the last write).
     pub async fn close(&self) {
         self.connections.close().await;
