@@ -27,6 +27,21 @@ struct Spec {
     tests: Vec<String>,
 }
 
+#[derive(Deserialize)]
+struct Compliance {
+    requirement: Vec<Requirement>,
+}
+
+/// One row of XEP-0479's tables, as `xeps/compliance.toml` lists it.
+#[derive(Deserialize)]
+struct Requirement {
+    category: String,
+    feature: String,
+    providers: Vec<String>,
+    /// Why corvid goes without it, when it does.
+    reason: Option<String>,
+}
+
 fn load() -> Vec<Spec> {
     let text = std::fs::read_to_string(root().join("xeps/xeps.toml")).expect("xeps.toml");
     toml::from_str::<Specs>(&text)
@@ -119,6 +134,43 @@ fn table(specs: &[Spec]) -> String {
         ));
     }
     out
+}
+
+/// XEP-0479's Advanced Server level in every category: a provider without a record in
+/// xeps.toml fails the check unless its requirement states why corvid goes without it.
+#[test]
+fn every_advanced_server_requirement_of_xep_0479_is_met_or_explained() {
+    let text = std::fs::read_to_string(root().join("xeps/compliance.toml")).expect("compliance");
+    let compliance: Compliance = toml::from_str(&text).expect("compliance.toml parses");
+    let specs = load();
+    let supported: std::collections::HashSet<&str> = specs.iter().map(|s| s.id.as_str()).collect();
+    let mut missing = Vec::new();
+    for requirement in &compliance.requirement {
+        assert!(!requirement.providers.is_empty(), "{}", requirement.feature);
+        let absent: Vec<&str> = requirement
+            .providers
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !supported.contains(id))
+            .collect();
+        match (&requirement.reason, absent.is_empty()) {
+            (None, false) => missing.push(format!(
+                "{} / {}: {}",
+                requirement.category,
+                requirement.feature,
+                absent.join(", ")
+            )),
+            (Some(_), true) => panic!(
+                "{} / {} is met: drop its reason from compliance.toml",
+                requirement.category, requirement.feature
+            ),
+            _ => {}
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "XEP-0479 Advanced Server requirements with no record in xeps.toml and no reason: {missing:#?}"
+    );
 }
 
 #[test]

@@ -438,6 +438,25 @@ pub fn pinned_tls_config(cert_der: Vec<u8>, alpn: Vec<Vec<u8>>) -> Arc<ClientCon
     Arc::new(config)
 }
 
+/// The same pinned verifier, offering only `versions` (one TLS version at a time, to see which
+/// the server accepts).
+#[allow(dead_code)]
+pub fn pinned_tls_config_for(
+    cert_der: Vec<u8>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: Vec<Vec<u8>>,
+) -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCert(cert_der, provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn;
+    Arc::new(config)
+}
+
 // ---------------------------------------------------------------------------------------------
 // tokio-xmpp connector for loopback with the pinned certificate.
 
