@@ -1,0 +1,394 @@
+//! External components (XEP-0114) over real sockets: a raw TCP component performs the
+//! handshake and exchanges stanzas with users logged in over c2s.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::xmpp::{error_condition, Session};
+use common::{Raw, TestServer};
+use corvid::config::ComponentService;
+use corvid::xml::Frame;
+use minidom::Element;
+use sha1::{Digest, Sha1};
+
+const GATEWAY: &str = "gateway.localhost";
+const OTHER: &str = "bots.example.net";
+const SECRET: &str = "gateway-secret";
+const ACCEPT: &str = "jabber:component:accept";
+
+async fn start() -> TestServer {
+    TestServer::start_with(|config| {
+        config.components.port = 0;
+        for domain in [GATEWAY, OTHER] {
+            config.components.services.insert(
+                domain.to_owned(),
+                ComponentService {
+                    secret: SECRET.to_owned(),
+                },
+            );
+        }
+    })
+    .await
+}
+
+fn listener(server: &TestServer) -> SocketAddr {
+    server
+        .server
+        .component_addr
+        .expect("the component listener runs")
+}
+
+fn header(namespace: &str, to: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{namespace}' \
+         xmlns:stream='http://etherx.jabber.org/streams' to='{to}'>"
+    )
+}
+
+/// Opens a component stream to `to`; returns the connection and the server's stream id.
+async fn open(server: &TestServer, to: &str) -> (Raw, String) {
+    let mut raw = Raw::connect(listener(server)).await;
+    raw.write(&header(ACCEPT, to)).await;
+    match raw.frame().await {
+        Some(Frame::StreamOpen(header)) => {
+            let id = header.id.expect("the server's header carries a stream id");
+            (raw, id)
+        }
+        other => panic!("expected the server's stream header, got {other:?}"),
+    }
+}
+
+fn proof(stream_id: &str, secret: &str) -> String {
+    Sha1::digest(format!("{stream_id}{secret}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A component of `domain` that completed the handshake.
+async fn connect(server: &TestServer, domain: &str) -> Raw {
+    let (mut raw, id) = open(server, domain).await;
+    raw.write(&format!("<handshake>{}</handshake>", proof(&id, SECRET)))
+        .await;
+    let answer = raw.element().await;
+    assert_eq!(answer.name(), "handshake", "{answer:?}");
+    assert_eq!(answer.ns(), ACCEPT);
+    assert_eq!(answer.children().count(), 0);
+    raw
+}
+
+/// The next stanza the component receives that matches `pred`.
+async fn expect(raw: &mut Raw, pred: impl Fn(&Element) -> bool) -> Element {
+    loop {
+        let el = raw.element().await;
+        if pred(&el) {
+            return el;
+        }
+    }
+}
+
+fn body(el: &Element, ns: &str) -> Option<String> {
+    el.get_child("body", ns).map(Element::text)
+}
+
+#[tokio::test]
+async fn the_handshake_proves_the_secret_and_the_server_lists_the_component() {
+    let server = start().await;
+    server.add_user("alice").await;
+    let _gateway = connect(&server, GATEWAY).await;
+    let mut alice = Session::online(&server, "alice", "a").await;
+    let items = alice
+        .iq("<iq type='get' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+        .await;
+    assert_eq!(items.attr("type"), Some("result"), "{items:?}");
+    let jids: Vec<&str> = items
+        .get_child("query", "http://jabber.org/protocol/disco#items")
+        .expect("query")
+        .children()
+        .filter_map(|item| item.attr("jid"))
+        .collect();
+    // Listed under the hosted domain it is named under, and the other one (a domain of its
+    // own) under the main domain: both here, since localhost is the only hosted domain.
+    assert!(jids.contains(&GATEWAY), "{jids:?}");
+    assert!(jids.contains(&OTHER), "{jids:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_not_authorized() {
+    let server = start().await;
+    let (mut raw, id) = open(&server, GATEWAY).await;
+    raw.write(&format!(
+        "<handshake>{}</handshake>",
+        proof(&id, "not-the-secret")
+    ))
+    .await;
+    assert_eq!(raw.stream_error().await, "not-authorized");
+    assert!(raw.closed().await);
+}
+
+#[tokio::test]
+async fn a_proof_for_another_stream_is_not_authorized() {
+    let server = start().await;
+    let (mut raw, _id) = open(&server, GATEWAY).await;
+    raw.write(&format!(
+        "<handshake>{}</handshake>",
+        proof("some-other-id", SECRET)
+    ))
+    .await;
+    assert_eq!(raw.stream_error().await, "not-authorized");
+}
+
+#[tokio::test]
+async fn an_unknown_domain_is_host_unknown() {
+    let server = start().await;
+    for to in ["nothing.localhost", "localhost"] {
+        let mut raw = Raw::connect(listener(&server)).await;
+        raw.write(&header(ACCEPT, to)).await;
+        assert_eq!(raw.stream_error().await, "host-unknown", "{to}");
+    }
+}
+
+#[tokio::test]
+async fn another_namespace_is_refused() {
+    let server = start().await;
+    let mut raw = Raw::connect(listener(&server)).await;
+    raw.write(&header("jabber:client", GATEWAY)).await;
+    assert_eq!(raw.stream_error().await, "invalid-namespace");
+}
+
+#[tokio::test]
+async fn a_stanza_before_the_handshake_is_not_authorized() {
+    let server = start().await;
+    server.add_user("alice").await;
+    let (mut raw, _id) = open(&server, GATEWAY).await;
+    raw.write("<message from='gateway.localhost' to='alice@localhost'><body>early</body></message>")
+        .await;
+    assert_eq!(raw.stream_error().await, "not-authorized");
+}
+
+#[tokio::test]
+async fn messages_cross_between_users_and_the_component() {
+    let server = start().await;
+    server.add_user("alice").await;
+    let mut gateway = connect(&server, GATEWAY).await;
+    let mut alice = Session::online(&server, "alice", "a").await;
+
+    alice
+        .send("<message to='bob@gateway.localhost' type='chat' id='m1'><body>to the gateway</body></message>")
+        .await;
+    let got = expect(&mut gateway, |el| el.name() == "message").await;
+    assert_eq!(got.ns(), ACCEPT, "written in the component namespace");
+    assert_eq!(got.attr("from"), Some(alice.jid.as_str()));
+    assert_eq!(got.attr("to"), Some("bob@gateway.localhost"));
+    assert_eq!(body(&got, ACCEPT).as_deref(), Some("to the gateway"));
+
+    gateway
+        .write(&format!(
+            "<message from='bob@gateway.localhost/irc' to='{}' type='chat' id='m2'>\
+             <body>from the gateway</body></message>",
+            alice.jid
+        ))
+        .await;
+    let got = alice
+        .expect(|el| el.name() == "message" && el.attr("id") == Some("m2"))
+        .await;
+    assert_eq!(got.attr("from"), Some("bob@gateway.localhost/irc"));
+    assert_eq!(body(&got, "jabber:client").as_deref(), Some("from the gateway"));
+
+    // A `from` left out means the component's domain itself (what Prosody and ejabberd do).
+    gateway
+        .write("<message to='alice@localhost' type='chat' id='m3'><body>no from</body></message>")
+        .await;
+    let got = alice
+        .expect(|el| el.name() == "message" && el.attr("id") == Some("m3"))
+        .await;
+    assert_eq!(got.attr("from"), Some(GATEWAY));
+}
+
+#[tokio::test]
+async fn iqs_make_the_round_trip_both_ways() {
+    let server = start().await;
+    server.add_user("alice").await;
+    let mut gateway = connect(&server, GATEWAY).await;
+    let mut alice = Session::online(&server, "alice", "a").await;
+
+    // A user asks the component; the component answers.
+    alice
+        .send("<iq type='get' to='gateway.localhost' id='v1'><query xmlns='jabber:iq:version'/></iq>")
+        .await;
+    let request = expect(&mut gateway, |el| el.name() == "iq").await;
+    assert_eq!(request.attr("type"), Some("get"));
+    assert_eq!(request.attr("from"), Some(alice.jid.as_str()));
+    gateway
+        .write(&format!(
+            "<iq type='result' from='gateway.localhost' to='{}' id='v1'>\
+             <query xmlns='jabber:iq:version'><name>gateway</name></query></iq>",
+            alice.jid
+        ))
+        .await;
+    let answer = alice
+        .expect(|el| el.name() == "iq" && el.attr("id") == Some("v1"))
+        .await;
+    assert_eq!(answer.attr("type"), Some("result"));
+    assert_eq!(answer.attr("from"), Some(GATEWAY));
+
+    // The component asks the server; the server answers the component.
+    gateway
+        .write("<iq type='get' from='gateway.localhost' to='localhost' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let answer = expect(&mut gateway, |el| el.attr("id") == Some("p1")).await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    assert_eq!(answer.attr("from"), Some("localhost"));
+    assert_eq!(answer.attr("to"), Some(GATEWAY));
+
+    // A request for a session that does not exist comes back as an error, not silence.
+    gateway
+        .write("<iq type='get' from='gateway.localhost' to='alice@localhost/gone' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let answer = expect(&mut gateway, |el| el.attr("id") == Some("p2")).await;
+    assert_eq!(answer.attr("type"), Some("error"), "{answer:?}");
+}
+
+#[tokio::test]
+async fn presence_reaches_the_component_and_comes_back() {
+    let server = start().await;
+    server.add_user("alice").await;
+    let mut gateway = connect(&server, GATEWAY).await;
+    let mut alice = Session::online(&server, "alice", "a").await;
+
+    alice
+        .send("<presence to='gateway.localhost' type='subscribe'/>")
+        .await;
+    let subscribe = expect(&mut gateway, |el| el.name() == "presence").await;
+    assert_eq!(subscribe.attr("type"), Some("subscribe"));
+    assert_eq!(subscribe.attr("from"), Some(alice.bare()));
+
+    gateway
+        .write("<presence from='gateway.localhost' to='alice@localhost' type='subscribed'/>")
+        .await;
+    gateway
+        .write("<presence from='gateway.localhost' to='alice@localhost'/>")
+        .await;
+    let available = alice
+        .expect(|el| {
+            el.name() == "presence"
+                && el.attr("from") == Some(GATEWAY)
+                && el.attr("type").is_none()
+        })
+        .await;
+    assert_eq!(available.attr("to"), Some(alice.jid.as_str()));
+}
+
+#[tokio::test]
+async fn a_spoofed_from_ends_the_stream() {
+    let server = start().await;
+    server.add_user("alice").await;
+    server.add_user("mallory").await;
+    let mut gateway = connect(&server, GATEWAY).await;
+    let mut alice = Session::online(&server, "alice", "a").await;
+    for from in ["mallory@localhost", "bots.example.net", "gateway.localhost.evil"] {
+        let mut gateway_again = if from == "mallory@localhost" {
+            std::mem::replace(&mut gateway, Raw::connect(listener(&server)).await)
+        } else {
+            connect(&server, GATEWAY).await
+        };
+        gateway_again
+            .write(&format!(
+                "<message from='{from}' to='alice@localhost' type='chat'><body>spoof</body></message>"
+            ))
+            .await;
+        assert_eq!(gateway_again.stream_error().await, "invalid-from", "{from}");
+        assert!(gateway_again.closed().await);
+    }
+    // Nothing spoofed reached alice: the next message she gets is her own marker.
+    let before = alice.drain().await;
+    assert!(
+        before.iter().all(|el| el.name() != "message"),
+        "{before:?}"
+    );
+}
+
+#[tokio::test]
+async fn stanzas_for_a_component_away_are_bounced() {
+    let server = start().await;
+    server.add_user("alice").await;
+    let mut alice = Session::online(&server, "alice", "a").await;
+
+    // Never connected.
+    alice
+        .send("<message to='bob@gateway.localhost' type='chat' id='b1'><body>anyone?</body></message>")
+        .await;
+    let bounce = alice
+        .expect(|el| el.name() == "message" && el.attr("id") == Some("b1"))
+        .await;
+    assert_eq!(bounce.attr("type"), Some("error"));
+    assert_eq!(bounce.attr("from"), Some("bob@gateway.localhost"));
+    assert_eq!(error_condition(&bounce).as_deref(), Some("service-unavailable"));
+    let answer = alice
+        .iq("<iq type='get' to='gateway.localhost'><query xmlns='jabber:iq:version'/></iq>")
+        .await;
+    assert_eq!(error_condition(&answer).as_deref(), Some("service-unavailable"));
+
+    // Connected, then gone.
+    let mut gateway = connect(&server, GATEWAY).await;
+    gateway.write("</stream:stream>").await;
+    assert!(gateway.closed().await);
+    let mut bounced = false;
+    for attempt in 0..50 {
+        let id = format!("b2-{attempt}");
+        alice
+            .send(&format!("<message to='gateway.localhost' type='chat' id='{id}'><body>still there?</body></message>"))
+            .await;
+        let marker = Session::marker();
+        let me = alice.jid.clone();
+        alice.send_marker(&me, &marker).await;
+        let seen = alice.until_marker(&marker).await;
+        // Until the server has read the close, the message may still reach the connection.
+        if let Some(bounce) = seen.iter().find(|el| el.attr("id") == Some(id.as_str())) {
+            assert_eq!(error_condition(bounce).as_deref(), Some("service-unavailable"));
+            bounced = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(bounced, "no bounce after the component left");
+}
+
+#[tokio::test]
+async fn a_second_connection_for_the_same_domain_is_refused_and_the_first_keeps_it() {
+    let server = start().await;
+    server.add_user("alice").await;
+    let mut first = connect(&server, GATEWAY).await;
+    let (mut second, id) = open(&server, GATEWAY).await;
+    second
+        .write(&format!("<handshake>{}</handshake>", proof(&id, SECRET)))
+        .await;
+    assert_eq!(second.stream_error().await, "conflict");
+
+    let mut alice = Session::online(&server, "alice", "a").await;
+    alice
+        .send("<message to='gateway.localhost' type='chat' id='c1'><body>first?</body></message>")
+        .await;
+    let got = expect(&mut first, |el| el.name() == "message").await;
+    assert_eq!(got.attr("id"), Some("c1"));
+
+    // Another component domain is independent.
+    let _other = connect(&server, OTHER).await;
+}
+
+#[tokio::test]
+async fn whitespace_keepalives_are_allowed() {
+    let server = start().await;
+    server.add_user("alice").await;
+    let mut gateway = connect(&server, GATEWAY).await;
+    let mut alice = Session::online(&server, "alice", "a").await;
+    gateway.write("  \n ").await;
+    gateway
+        .write("<message from='gateway.localhost' to='alice@localhost' id='k1'><body>alive</body></message>")
+        .await;
+    let got = alice
+        .expect(|el| el.name() == "message" && el.attr("id") == Some("k1"))
+        .await;
+    assert_eq!(got.attr("from"), Some(GATEWAY));
+}
