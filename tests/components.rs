@@ -162,8 +162,10 @@ async fn a_stanza_before_the_handshake_is_not_authorized() {
     let server = start().await;
     server.add_user("alice").await;
     let (mut raw, _id) = open(&server, GATEWAY).await;
-    raw.write("<message from='gateway.localhost' to='alice@localhost'><body>early</body></message>")
-        .await;
+    raw.write(
+        "<message from='gateway.localhost' to='alice@localhost'><body>early</body></message>",
+    )
+    .await;
     assert_eq!(raw.stream_error().await, "not-authorized");
 }
 
@@ -194,7 +196,10 @@ async fn messages_cross_between_users_and_the_component() {
         .expect(|el| el.name() == "message" && el.attr("id") == Some("m2"))
         .await;
     assert_eq!(got.attr("from"), Some("bob@gateway.localhost/irc"));
-    assert_eq!(body(&got, "jabber:client").as_deref(), Some("from the gateway"));
+    assert_eq!(
+        body(&got, "jabber:client").as_deref(),
+        Some("from the gateway")
+    );
 
     // A `from` left out means the component's domain itself (what Prosody and ejabberd do).
     gateway
@@ -215,7 +220,9 @@ async fn iqs_make_the_round_trip_both_ways() {
 
     // A user asks the component; the component answers.
     alice
-        .send("<iq type='get' to='gateway.localhost' id='v1'><query xmlns='jabber:iq:version'/></iq>")
+        .send(
+            "<iq type='get' to='gateway.localhost' id='v1'><query xmlns='jabber:iq:version'/></iq>",
+        )
         .await;
     let request = expect(&mut gateway, |el| el.name() == "iq").await;
     assert_eq!(request.attr("type"), Some("get"));
@@ -281,9 +288,7 @@ async fn presence_reaches_the_component_and_comes_back() {
         .await;
     alice
         .expect(|el| {
-            el.name() == "presence"
-                && el.attr("from") == Some(GATEWAY)
-                && el.attr("type").is_none()
+            el.name() == "presence" && el.attr("from") == Some(GATEWAY) && el.attr("type").is_none()
         })
         .await;
 }
@@ -313,10 +318,7 @@ async fn a_spoofed_from_ends_the_stream() {
     }
     // Nothing spoofed reached alice: the next message she gets is her own marker.
     let before = alice.drain().await;
-    assert!(
-        before.iter().all(|el| el.name() != "message"),
-        "{before:?}"
-    );
+    assert!(before.iter().all(|el| el.name() != "message"), "{before:?}");
 }
 
 #[tokio::test]
@@ -334,11 +336,17 @@ async fn stanzas_for_a_component_away_are_bounced() {
         .await;
     assert_eq!(bounce.attr("type"), Some("error"));
     assert_eq!(bounce.attr("from"), Some("bob@gateway.localhost"));
-    assert_eq!(error_condition(&bounce).as_deref(), Some("service-unavailable"));
+    assert_eq!(
+        error_condition(&bounce).as_deref(),
+        Some("service-unavailable")
+    );
     let answer = alice
         .iq("<iq type='get' to='gateway.localhost'><query xmlns='jabber:iq:version'/></iq>")
         .await;
-    assert_eq!(error_condition(&answer).as_deref(), Some("service-unavailable"));
+    assert_eq!(
+        error_condition(&answer).as_deref(),
+        Some("service-unavailable")
+    );
 
     // Connected, then gone.
     let mut gateway = connect(&server, GATEWAY).await;
@@ -353,7 +361,10 @@ async fn stanzas_for_a_component_away_are_bounced() {
         .expect(|el| el.name() == "message" && el.attr("id") == Some("b2"))
         .await;
     assert_eq!(bounce.attr("type"), Some("error"));
-    assert_eq!(error_condition(&bounce).as_deref(), Some("service-unavailable"));
+    assert_eq!(
+        error_condition(&bounce).as_deref(),
+        Some("service-unavailable")
+    );
 }
 
 #[tokio::test]
@@ -392,4 +403,16 @@ async fn whitespace_keepalives_are_allowed() {
         .expect(|el| el.name() == "message" && el.attr("id") == Some("k1"))
         .await;
     assert_eq!(got.attr("from"), Some(GATEWAY));
+}
+
+#[tokio::test]
+async fn a_shutdown_tells_the_component() {
+    let server = start().await;
+    let mut gateway = connect(&server, GATEWAY).await;
+    let TestServer { server, dir, .. } = server;
+    let stopping = tokio::spawn(server.shutdown());
+    assert_eq!(gateway.stream_error().await, "system-shutdown");
+    assert!(gateway.closed().await);
+    stopping.await.expect("shutdown completes");
+    drop(dir);
 }

@@ -128,8 +128,13 @@ mod tests {
 
     #[test]
     fn a_component_may_not_take_a_domain_already_served() {
-        let taken = ["example.org".to_owned(), "conference.example.org".to_owned()];
-        assert!(with("gateway.example.org", "s3cret").validate(&taken).is_ok());
+        let taken = [
+            "example.org".to_owned(),
+            "conference.example.org".to_owned(),
+        ];
+        assert!(with("gateway.example.org", "s3cret")
+            .validate(&taken)
+            .is_ok());
         assert!(with("example.org", "s3cret").validate(&taken).is_err());
         assert!(with("conference.example.org", "s3cret")
             .validate(&taken)
@@ -141,5 +146,44 @@ mod tests {
         assert!(with("gateway.example.org", " ").validate(&[]).is_err());
         assert!(with("Gateway.example.org", "s").validate(&[]).is_err());
         assert!(with("user@gateway.example.org", "s").validate(&[]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod check_config {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("corvid.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_configuration_file_is_checked_for_components() {
+        let ok = parse(
+            "domain = \"example.org\"\n\
+             [components.services.\"gateway.example.org\"]\nsecret = \"s3cret\"\n",
+        )
+        .expect("a valid component");
+        assert!(ok.components.enabled());
+        assert_eq!(ok.components.port, 5347);
+        assert!(ok.components.bind.is_loopback());
+        let on_muc = parse(
+            "domain = \"example.org\"\n\
+             [components.services.\"conference.example.org\"]\nsecret = \"s3cret\"\n",
+        );
+        assert!(on_muc.is_err_and(|e| e.contains("conference.example.org")));
+        let no_secret = parse(
+            "domain = \"example.org\"\n\
+             [components.services.\"gateway.example.org\"]\nsecret = \"\"\n",
+        );
+        assert!(no_secret.is_err_and(|e| e.contains("secret")));
+        let typo = parse(
+            "domain = \"example.org\"\n\
+             [components.services.\"gateway.example.org\"]\nsecrt = \"s\"\n",
+        );
+        assert!(typo.is_err());
+        assert!(!Config::default().components.enabled());
     }
 }

@@ -224,8 +224,12 @@ async fn finish(wire: &mut Wire, end: End) {
                 .await;
         }
         End::ErrorWith(condition, app) => {
-            wire.close(Some(xml::stream_error::element(condition, None, Some(*app))))
-                .await;
+            wire.close(Some(xml::stream_error::element(
+                condition,
+                None,
+                Some(*app),
+            )))
+            .await;
         }
         End::PeerClosed => wire.close(None).await,
         End::Disconnected | End::Stalled | End::TakenOver(_) => {}
@@ -312,7 +316,8 @@ impl Session<'_> {
         let to = match el.attr("to").map(crate::address::parse) {
             Some(Ok(to)) => to,
             None => {
-                let error = StanzaError::bad_request().with_text("a component's stanzas need a 'to'");
+                let error =
+                    StanzaError::bad_request().with_text("a component's stanzas need a 'to'");
                 return self.refuse(kind, &el, error).await;
             }
             Some(Err(e)) => {
@@ -329,7 +334,8 @@ impl Session<'_> {
     /// Answers a stanza that goes nowhere with `error`, on this stream (not for presence or
     /// for what is itself an answer).
     async fn refuse(&mut self, kind: Kind, el: &Element, error: StanzaError) -> Result<(), End> {
-        let answer = stanza::is_error(el) || (kind == Kind::Iq && stanza::stanza_type(el) == "result");
+        let answer =
+            stanza::is_error(el) || (kind == Kind::Iq && stanza::stanza_type(el) == "result");
         if kind == Kind::Presence || answer {
             return Ok(());
         }

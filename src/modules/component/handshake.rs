@@ -32,7 +32,10 @@ mod tests {
     #[test]
     fn the_digest_is_sha1_of_the_id_then_the_secret() {
         // SHA-1 of "abc", the FIPS 180 test vector, split between id and secret.
-        assert_eq!(digest("a", "bc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            digest("a", "bc"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
     }
 
     #[test]

@@ -252,9 +252,7 @@ mod tests {
         for domain in components {
             config.components.services.insert(
                 (*domain).to_owned(),
-                ComponentService {
-                    secret: "s".into(),
-                },
+                ComponentService { secret: "s".into() },
             );
         }
         ExternalComponents::new(&config).expect("components configured")
