@@ -244,8 +244,10 @@ mod tests {
     use crate::config::ComponentService;
 
     fn hub(hosts: &[&str], components: &[&str]) -> Arc<ExternalComponents> {
-        let mut config = Config::default();
-        config.domain = hosts[0].to_owned();
+        let mut config = Config {
+            domain: hosts[0].to_owned(),
+            ..Config::default()
+        };
         for host in &hosts[1..] {
             config.hosts.insert((*host).to_owned(), Default::default());
         }
