@@ -186,4 +186,16 @@ mod check_config {
         assert!(typo.is_err());
         assert!(!Config::default().components.enabled());
     }
+
+    #[test]
+    fn a_changed_component_needs_a_restart() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.components.services.insert(
+            "gateway.localhost".into(),
+            super::ComponentService { secret: "s".into() },
+        );
+        let changed = crate::reload::needs_restart(&old, &new);
+        assert_eq!(changed, ["components"]);
+    }
 }
