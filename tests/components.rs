@@ -416,3 +416,61 @@ async fn a_shutdown_tells_the_component() {
     stopping.await.expect("shutdown completes");
     drop(dir);
 }
+
+/// A component of a federating server is reachable from another server's users, and its
+/// answers leave over federation like any stanza (dialback for its domain, on the link of the
+/// domain it is named under).
+#[tokio::test]
+async fn a_component_talks_with_users_of_another_server() {
+    use common::federation::{Federation, Trust, A, B};
+    let component = format!("gateway.{A}");
+    let f = Federation::start_with(
+        Trust::SelfSigned,
+        |config| {
+            config.components.port = 0;
+            config.components.services.insert(
+                component.clone(),
+                ComponentService {
+                    secret: SECRET.to_owned(),
+                },
+            );
+        },
+        |config| {
+            // What an SRV record for the component's domain would say: a.test's server.
+            let to_a = config
+                .s2s
+                .routes
+                .get(A)
+                .cloned()
+                .expect("a route to a.test");
+            config.s2s.routes.insert(format!("gateway.{A}"), to_a);
+        },
+    )
+    .await;
+    f.b.add_user(&format!("bob@{B}")).await;
+    let mut gateway = connect(&f.a, &component).await;
+    let mut bob = Session::online_on(&f.b, B, "bob", "phone").await;
+
+    bob.send(&format!(
+        "<message to='irc@{component}' type='chat' id='f1'><body>over s2s</body></message>"
+    ))
+    .await;
+    let got = expect(&mut gateway, |el| el.name() == "message").await;
+    assert_eq!(got.attr("from"), Some(bob.jid.as_str()));
+    assert_eq!(body(&got, ACCEPT).as_deref(), Some("over s2s"));
+
+    gateway
+        .write(&format!(
+            "<message from='irc@{component}' to='{}' type='chat' id='f2'><body>back</body></message>",
+            bob.jid
+        ))
+        .await;
+    let reply = bob
+        .expect(|el| el.name() == "message" && el.attr("id") == Some("f2"))
+        .await;
+    assert_eq!(
+        reply.attr("from"),
+        Some(format!("irc@{component}").as_str())
+    );
+    assert_eq!(body(&reply, "jabber:client").as_deref(), Some("back"));
+}
