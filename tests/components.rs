@@ -474,3 +474,44 @@ async fn a_component_talks_with_users_of_another_server() {
     );
     assert_eq!(body(&reply, "jabber:client").as_deref(), Some("back"));
 }
+
+#[tokio::test]
+async fn a_component_that_never_completes_the_handshake_is_cut_off() {
+    let server = TestServer::start_with(|config| {
+        config.components.port = 0;
+        config.components.handshake_timeout_secs = 1;
+        config.components.services.insert(
+            GATEWAY.to_owned(),
+            ComponentService {
+                secret: SECRET.to_owned(),
+            },
+        );
+    })
+    .await;
+    let (mut raw, _id) = open(&server, GATEWAY).await;
+    assert_eq!(raw.stream_error().await, "connection-timeout");
+    // The domain was never taken: a component that does its handshake gets it.
+    let _gateway = connect(&server, GATEWAY).await;
+}
+
+#[tokio::test]
+async fn an_oversized_stanza_is_a_policy_violation_and_frees_the_domain() {
+    let server = start().await;
+    server.add_user("alice").await;
+    let mut gateway = connect(&server, GATEWAY).await;
+    let huge = "x".repeat(600 * 1024);
+    gateway
+        .write_until_refused(&format!(
+            "<message from='gateway.localhost' to='alice@localhost'><body>{huge}</body></message>"
+        ))
+        .await;
+    assert_eq!(gateway.stream_error().await, "policy-violation");
+    let mut alice = Session::online(&server, "alice", "a").await;
+    let answer = alice
+        .iq("<iq type='get' to='gateway.localhost'><query xmlns='jabber:iq:version'/></iq>")
+        .await;
+    assert_eq!(
+        error_condition(&answer).as_deref(),
+        Some("service-unavailable")
+    );
+}
