@@ -515,3 +515,28 @@ async fn an_oversized_stanza_is_a_policy_violation_and_frees_the_domain() {
         Some("service-unavailable")
     );
 }
+
+#[tokio::test]
+async fn stanzas_that_spell_out_the_component_namespace_are_understood() {
+    let server = start().await;
+    server.add_user("alice").await;
+    let (mut gateway, id) = open(&server, GATEWAY).await;
+    gateway
+        .write(&format!(
+            "<handshake xmlns='{ACCEPT}'>{}</handshake>",
+            proof(&id, SECRET)
+        ))
+        .await;
+    assert_eq!(gateway.element().await.name(), "handshake");
+    let mut alice = Session::online(&server, "alice", "a").await;
+    gateway
+        .write(&format!(
+            "<message xmlns='{ACCEPT}' from='gateway.localhost' to='alice@localhost' id='n1'>\
+             <body>spelled out</body></message>"
+        ))
+        .await;
+    let got = alice
+        .expect(|el| el.name() == "message" && el.attr("id") == Some("n1"))
+        .await;
+    assert_eq!(body(&got, "jabber:client").as_deref(), Some("spelled out"));
+}

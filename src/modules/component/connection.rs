@@ -197,7 +197,9 @@ async fn accept(hub: &ExternalComponents, wire: &mut Wire) -> Result<String, End
     };
     tracing::Span::current().record("domain", tracing::field::display(&domain));
     let proof = match wire.next_frame().await.map_err(End::from)? {
-        Frame::Element(el) if el.name() == "handshake" && el.ns() == ns::CLIENT => el.text(),
+        Frame::Element(el) if el.name() == "handshake" && is_stanza_namespace(&el.ns()) => {
+            el.text()
+        }
         Frame::StreamClose => return Err(End::PeerClosed),
         _ => {
             return Err(End::Error(
@@ -293,7 +295,8 @@ impl Session<'_> {
     /// A stanza from the component: its `from` must be the component's domain or an address
     /// at it (RFC 6120 §4.9.3.9 `invalid-from` otherwise); it then goes wherever its `to`
     /// says, like any stanza.
-    async fn received(&mut self, mut el: Element) -> Result<(), End> {
+    async fn received(&mut self, el: Element) -> Result<(), End> {
+        let mut el = self.in_client_namespace(el)?;
         let Some(kind) = Kind::of(&el) else {
             return Err(End::Error(
                 StreamCondition::UnsupportedStanzaType,
@@ -331,6 +334,19 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// The stanza as the router handles it, in `jabber:client`. The parser builds it so when
+    /// it takes the stream's default namespace; a component that writes
+    /// `xmlns='jabber:component:accept'` on the stanza itself gets the same, at the cost of
+    /// one more parse, paid only by such components.
+    fn in_client_namespace(&self, el: Element) -> Result<Element, End> {
+        if el.ns() != NS_ACCEPT {
+            return Ok(el);
+        }
+        let bytes = xml::writer::to_bytes_in_default(&el, NS_ACCEPT);
+        xml::parse_standalone(&bytes, self.hub.config.xml_limits())
+            .map_err(|e| End::Error(e.condition(), Some(e.to_string())))
+    }
+
     /// Answers a stanza that goes nowhere with `error`, on this stream (not for presence or
     /// for what is itself an answer).
     async fn refuse(&mut self, kind: Kind, el: &Element, error: StanzaError) -> Result<(), End> {
@@ -342,6 +358,11 @@ impl Session<'_> {
         let reply = stanza::error_reply(el, &error, self.domain);
         self.wire.send_stanza(&reply).await.map_err(End::from)
     }
+}
+
+/// The handshake's namespace: the stream's default, as the parser builds it, or written out.
+fn is_stanza_namespace(namespace: &str) -> bool {
+    namespace == ns::CLIENT || namespace == NS_ACCEPT
 }
 
 async fn sleep_until(at: Option<Instant>) {
