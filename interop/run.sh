@@ -10,7 +10,8 @@
 # and b.example), each verifying its own domain's certificate, chat and meet in a room of the
 # second domain's MUC service (see virtual_hosts.py). An admin runs XEP-0133 commands through
 # slixmpp's XEP-0050 plugin: adds a user, lists who is online, and announces to everyone (see
-# adhoc.py). Exits non-zero on any failure.
+# adhoc.py). A slixmpp external component (XEP-0114) connects with its secret and echoes a
+# user's messages (see component.py). Exits non-zero on any failure.
 #
 #   interop/run.sh            # builds corvid (debug) if needed
 #   CORVID_BIN=target/release/corvid interop/run.sh
@@ -35,6 +36,8 @@ cleanup() {
 trap cleanup EXIT
 
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+component_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+component_secret="interop-component-secret"
 cat > "$work/corvid.toml" <<TOML
 domain = "localhost"
 admins = ["admin@localhost"]
@@ -57,6 +60,10 @@ tls_enabled = false
 enabled = false
 [metrics]
 enabled = false
+[components]
+port = $component_port
+[components.services."echo.localhost"]
+secret = "$component_secret"
 TOML
 
 "$bin" check-config -c "$work/corvid.toml"
@@ -82,9 +89,13 @@ fi
 if [ "$status" -eq 0 ]; then
     "$venv/bin/python" "$here/adhoc.py" --port "$port" --cert "$work/cert.pem" || status=$?
 fi
+if [ "$status" -eq 0 ]; then
+    "$venv/bin/python" "$here/component.py" --port "$port" --component-port "$component_port" \
+        --secret "$component_secret" --cert "$work/cert.pem" || status=$?
+fi
 if [ "$status" -ne 0 ]; then
     echo "interop: FAILED; server log:" >&2
     cat "$work/server.log" >&2
     exit "$status"
 fi
-echo "interop: 3 passed, 0 failed"
+echo "interop: 4 passed, 0 failed"

@@ -9,8 +9,10 @@ use serde::Deserialize;
 
 use crate::xml::XmlLimits;
 
+mod components;
 mod external_services;
 mod registration;
+pub use components::{ComponentService, ComponentsConfig};
 pub use external_services::{
     ExternalService, ExternalServiceType, ExternalTransport, RestrictedService,
     DEFAULT_CREDENTIALS_TTL_SECS,
@@ -86,6 +88,8 @@ pub struct Config {
     pub invite_expiry_secs: u64,
     /// `[[external_services]]`: STUN/TURN servers announced to local users (XEP-0215).
     pub external_services: Vec<ExternalService>,
+    /// `[components]`: external components (XEP-0114).
+    pub components: ComponentsConfig,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -902,6 +906,7 @@ impl Default for Config {
             allow_user_invites: false,
             invite_expiry_secs: DEFAULT_INVITE_EXPIRY_SECS,
             external_services: Vec::new(),
+            components: ComponentsConfig::default(),
         }
     }
 }
@@ -1280,6 +1285,10 @@ impl Config {
         self.validate_hosts()?;
         self.validate_admins()?;
         external_services::validate(&self.external_services)?;
+        let served: Vec<String> = (self.hosted_domains().into_iter())
+            .flat_map(|host| std::iter::once(host.domain).chain(host.muc_domain))
+            .collect();
+        self.components.validate(&served)?;
         self.validate_registration()?;
         self.auth.validate()?;
         let mam = &self.mam;

@@ -57,6 +57,8 @@ pub struct RunningServer {
     pub s2s_addr: Option<SocketAddr>,
     pub s2s_direct_tls_addr: Option<SocketAddr>,
     pub s2s: Option<Arc<S2s>>,
+    /// The external components' listener (XEP-0114), when any is configured.
+    pub component_addr: Option<SocketAddr>,
     /// `corvid ctl`'s socket, when `control.enabled`.
     pub control: Option<ControlSocket>,
     /// `/metrics`, when `metrics.enabled`.
@@ -183,6 +185,8 @@ pub async fn start_with_modules(
     } else {
         None
     };
+    let components = crate::modules::component::ExternalComponents::new(&config);
+    all.extend(components.iter().map(|c| c.clone() as Arc<dyn Module>));
     all.extend(extra);
     let router = Router::new(config.clone(), storage, all, node, metrics.clone());
     let reloader = Arc::new(Reloader::new(config.clone(), Some(tls.clone())));
@@ -269,6 +273,16 @@ pub async fn start_with_modules(
         info!(%addr, "HTTPS (secure WebSocket, host-meta) listening");
     }
 
+    let mut component_addr = None;
+    if let Some(components) = components {
+        let addr = SocketAddr::new(config.components.bind, config.components.port);
+        let listener = bind(addr).await?;
+        let addr = local_addr(&listener)?;
+        let router = ctx.router.clone();
+        tasks.push(tokio::spawn(components.serve(router, listener)));
+        info!(%addr, "external components (XEP-0114) listening");
+        component_addr = Some(addr);
+    }
     let mut s2s_addr = None;
     let mut s2s_direct_tls_addr = None;
     if let Some(s2s) = &s2s {
@@ -328,6 +342,7 @@ pub async fn start_with_modules(
         s2s_addr,
         s2s_direct_tls_addr,
         s2s,
+        component_addr,
         control,
         metrics_addr,
         reloader,

@@ -3,6 +3,7 @@
 pub mod adhoc;
 pub mod blocking;
 pub mod carbons;
+pub mod component;
 pub mod disco;
 pub mod extdisco;
 pub mod last_activity;

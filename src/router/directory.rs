@@ -134,6 +134,13 @@ pub type DirectoryFactory = Box<dyn FnOnce(Box<dyn Directory>) -> Box<dyn Direct
 #[async_trait]
 pub trait Component: Send + Sync {
     async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element);
+
+    /// Whether the server's own answers for the service (an error bouncing what it sent)
+    /// are handed to it. In-process services take none; an external component (XEP-0114)
+    /// learns from them that what it sent went nowhere.
+    fn takes_replies(&self) -> bool {
+        false
+    }
 }
 
 /// The answer to "where is this address?" for everything the router routes.

@@ -1030,7 +1030,12 @@ impl Router {
         let Some(to) = reply.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return;
         };
-        if let Destination::Remote(egress) = self.destination(&to) {
+        let egress = match self.destination(&to) {
+            Destination::Remote(egress) => Some(egress),
+            Destination::Service(service) if service.takes_replies() => Some(service),
+            _ => None,
+        };
+        if let Some(egress) = egress {
             if let (Some(router), Some(kind)) = (self.this.upgrade(), Kind::of(&reply)) {
                 let egress = egress.clone();
                 tokio::spawn(async move { egress.handle(&router, kind, to, reply).await });
