@@ -11,11 +11,13 @@ use crate::xml::XmlLimits;
 
 mod external_services;
 mod registration;
+mod upload;
 pub use external_services::{
     ExternalService, ExternalServiceType, ExternalTransport, RestrictedService,
     DEFAULT_CREDENTIALS_TTL_SECS,
 };
 pub use registration::{RegistrationLimits, RegistrationMode, DEFAULT_INVITE_EXPIRY_SECS};
+pub use upload::UploadConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -86,6 +88,8 @@ pub struct Config {
     pub invite_expiry_secs: u64,
     /// `[[external_services]]`: STUN/TURN servers announced to local users (XEP-0215).
     pub external_services: Vec<ExternalService>,
+    /// `[upload]`: HTTP File Upload (XEP-0363).
+    pub upload: UploadConfig,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -902,6 +906,7 @@ impl Default for Config {
             allow_user_invites: false,
             invite_expiry_secs: DEFAULT_INVITE_EXPIRY_SECS,
             external_services: Vec::new(),
+            upload: UploadConfig::default(),
         }
     }
 }
@@ -1129,6 +1134,7 @@ impl Config {
         }
         self.s2s.ca_file.as_mut().map(beside);
         beside(&mut self.control.socket);
+        beside(&mut self.upload.directory);
         self.storage.url = sqlite_url_beside(&self.storage.url, dir);
     }
 
@@ -1280,6 +1286,7 @@ impl Config {
         self.validate_hosts()?;
         self.validate_admins()?;
         external_services::validate(&self.external_services)?;
+        self.upload.validate()?;
         self.validate_registration()?;
         self.auth.validate()?;
         let mam = &self.mam;

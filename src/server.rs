@@ -165,6 +165,7 @@ pub async fn start_with_modules(
         .ok_or(ServerError::NoNodeNumber(crate::ids::NODES))?;
     info!(node = %node_name, number = node, "node identity");
     let storage = storage.with_roster_cache(ROSTER_CACHE_USERS);
+    let storage = modules::upload::attach_files(storage, &config);
     let storage = crate::metrics::storage::measured(storage, &metrics);
     let mut all = modules::all(&config);
     let s2s = if config.s2s.enabled {
@@ -268,6 +269,8 @@ pub async fn start_with_modules(
         )));
         info!(%addr, "HTTPS (secure WebSocket, host-meta) listening");
     }
+
+    modules::upload::listening(&ctx.router, http_addr, https_addr);
 
     let mut s2s_addr = None;
     let mut s2s_direct_tls_addr = None;
