@@ -288,8 +288,11 @@ impl Config {
     fn validate_hosts(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::BTreeSet::new();
         for host in self.hosted_domains() {
+            let upload = (self.upload.enabled && self.http.enabled)
+                .then(|| ("upload domain", self.upload.service_domain(&host.domain)));
             let names = std::iter::once(("domain", host.domain.clone()))
-                .chain(host.muc_domain.clone().map(|muc| ("MUC domain", muc)));
+                .chain(host.muc_domain.clone().map(|muc| ("MUC domain", muc)))
+                .chain(upload);
             for (what, name) in names {
                 let normal = crate::address::parse(&name)
                     .ok()
