@@ -238,18 +238,20 @@ fn check_headers(slot: &Slot, headers: &HeaderMap) -> Result<(), Response> {
 
 /// One range of a `Range` header (RFC 9110 §14), resolved against `len`.
 #[derive(Debug, PartialEq, Eq)]
-enum Wanted {
+pub enum Wanted {
     Whole,
     Part { start: u64, end: u64 },
     Unsatisfiable,
 }
 
 fn wanted_range(headers: &HeaderMap, len: u64) -> Wanted {
-    let Some(spec) = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("bytes="))
-    else {
+    resolve_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), len)
+}
+
+/// A `Range` header's value (if any) against a file of `len` bytes. A `Part` always lies
+/// inside the file: `start <= end < len`.
+pub fn resolve_range(value: Option<&str>, len: u64) -> Wanted {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
         return Wanted::Whole;
     };
     // Several ranges would need a multipart answer; a server may serve the whole instead.
