@@ -382,6 +382,45 @@ async fn the_daily_quota_refuses_with_a_retry_time_a_day_after_the_first_upload(
 }
 
 #[tokio::test]
+async fn slots_collected_in_advance_cannot_overshoot_the_quota() {
+    let server = server_with(|config| {
+        config.upload.max_file_size = 10;
+        config.upload.daily_quota_per_user = 16;
+    })
+    .await;
+    let mut alice = Session::online(&server, "alice", "phone").await;
+    // Both given while nothing is uploaded yet; together they are over the quota.
+    let (first, _) = slot(&mut alice, "a.txt", 10, "text/plain").await;
+    let (second, second_get) = slot(&mut alice, "b.txt", 10, "text/plain").await;
+    assert_eq!(put(&server, &first, "text/plain", b"0123456789").await.status, 201);
+    assert_eq!(put(&server, &second, "text/plain", b"0123456789").await.status, 413);
+    assert_eq!(get(&server, &second_get, &[]).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_slot_request_without_a_usable_content_type_is_a_bad_request() {
+    let server = server_with(|_| {}).await;
+    let mut alice = Session::online(&server, "alice", "phone").await;
+    for bad in ["text", "text/plain&#10;X-Evil: 1", "/plain", "a b/c"] {
+        let answer = alice.iq(&request_xml("a.txt", 1, bad)).await;
+        assert_eq!(error_condition(&answer).as_deref(), Some("bad-request"), "{bad}");
+    }
+    // No content-type at all is application/octet-stream.
+    let answer = alice
+        .iq(&format!(
+            "<iq type='get' to='{SERVICE}'><request xmlns='{UPLOAD}' filename='a.bin' size='2'/></iq>"
+        ))
+        .await;
+    let put_url = answer
+        .get_child("slot", UPLOAD)
+        .and_then(|s| s.get_child("put", UPLOAD))
+        .and_then(|p| p.attr("url"))
+        .unwrap_or_else(|| panic!("no slot: {}", corvid::xml::to_string(&answer)))
+        .to_owned();
+    assert_eq!(put(&server, &put_url, "application/octet-stream", b"ab").await.status, 201);
+}
+
+#[tokio::test]
 async fn the_total_quota_refuses_everyone_until_files_expire() {
     let server = server_with(|config| {
         config.upload.max_file_size = 10;

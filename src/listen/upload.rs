@@ -134,6 +134,10 @@ async fn upload(
             return status(StatusCode::SERVICE_UNAVAILABLE, "try again later\n");
         }
     }
+    if let Err(e) = service.check_quotas(router, &slot.owner, slot.size).await {
+        debug!(%path, error = ?e.text, "upload over quota");
+        return status(StatusCode::PAYLOAD_TOO_LARGE, "upload quota used up\n");
+    }
     let files = service.files();
     let mut pending = match files.create(&token).await {
         Ok(pending) => pending,

@@ -182,6 +182,10 @@ impl Upload {
                 ))
                 .with_app_condition(too_large));
         }
+        let content_type = normal_content_type(request.content_type.as_deref());
+        if !valid_content_type(&content_type) {
+            return Err(StanzaError::bad_request().with_text("content-type is not a media type"));
+        }
         self.check_quotas(router, owner, request.size).await?;
         let base = self.base_url(domain).ok_or_else(|| {
             StanzaError::service_unavailable().with_text("the HTTP listener is not up")
@@ -197,7 +201,7 @@ impl Upload {
         );
         let validity = i64::try_from(self.config.slot_validity_secs).unwrap_or(i64::MAX);
         let slot = Slot {
-            content_type: normal_content_type(request.content_type.as_deref()),
+            content_type,
             path,
             owner: owner.to_owned(),
             size: request.size,
@@ -215,7 +219,9 @@ impl Upload {
     }
 
     /// The daily quota of `owner` and the total quota, with when to retry if one is used up.
-    async fn check_quotas(
+    /// Checked when a slot is given and again when its PUT starts, so that slots collected
+    /// in advance cannot add up past a quota.
+    pub async fn check_quotas(
         &self,
         router: &Router,
         owner: &str,
@@ -309,8 +315,7 @@ impl Upload {
                 StanzaError::not_allowed()
                     .with_text(format!("Only users of {domain} may upload to {service}"))
             })?;
-        let request = SlotRequest::try_from(payload)
-            .map_err(|_| StanzaError::bad_request().with_text("filename and size are required"))?;
+        let request = slot_request(&payload)?;
         let slot = self.slot(router, domain, &owner, request).await?;
         Ok(Some(slot.into()))
     }
@@ -341,6 +346,21 @@ impl Upload {
     }
 }
 
+/// The `<request/>`'s attributes. Read by hand: xmpp-parsers 0.23's `SlotRequest` refuses a
+/// request without `content-type`, which XEP-0363 §4 makes optional.
+fn slot_request(payload: &Element) -> Result<SlotRequest, StanzaError> {
+    let filename = payload.attr("filename");
+    let size = payload.attr("size").and_then(|s| s.trim().parse::<u64>().ok());
+    let (Some(filename), Some(size)) = (filename, size) else {
+        return Err(StanzaError::bad_request().with_text("filename and size are required"));
+    };
+    Ok(SlotRequest {
+        filename: filename.to_owned(),
+        size,
+        content_type: payload.attr("content-type").map(str::to_owned),
+    })
+}
+
 /// What a slot's Content-Type is when the client named none, and how types compare: a PUT
 /// must send the same.
 pub fn normal_content_type(content_type: Option<&str>) -> String {
@@ -348,6 +368,22 @@ pub fn normal_content_type(content_type: Option<&str>) -> String {
         Some(t) => t.to_owned(),
         None => "application/octet-stream".to_owned(),
     }
+}
+
+/// `type/subtype` with optional parameters, in visible ASCII: what a Content-Type header can
+/// carry back unchanged on download.
+fn valid_content_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    content_type.len() <= 255
+        && content_type.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && essence
+            .split_once('/')
+            .is_some_and(|(kind, sub)| token(kind) && token(sub))
 }
 
 /// `resource-constraint` (wait) with `<retry stamp/>` when a time is known (XEP-0363 §4).
