@@ -82,7 +82,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> HttpAnswer {
-    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -131,9 +132,14 @@ fn parse_answer(raw: &[u8], head: bool) -> HttpAnswer {
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
         let size = usize::from_str_radix(
-            std::str::from_utf8(&data[..line_end]).expect("ascii").trim(),
+            std::str::from_utf8(&data[..line_end])
+                .expect("ascii")
+                .trim(),
             16,
         )
         .expect("hex size");
@@ -159,7 +165,11 @@ async fn http(
 
 /// PUT `body` to `url` with the given Content-Type (and the body's length).
 async fn put(server: &TestServer, url: &str, content_type: &str, body: &[u8]) -> HttpAnswer {
-    assert_eq!(port_of(url), server.http().port(), "URL on the HTTP listener: {url}");
+    assert_eq!(
+        port_of(url),
+        server.http().port(),
+        "URL on the HTTP listener: {url}"
+    );
     http(
         server.http(),
         "PUT",
@@ -187,7 +197,12 @@ fn request_xml(filename: &str, size: u64, content_type: &str) -> String {
 }
 
 /// Asks for a slot and returns (PUT URL, GET URL).
-async fn slot(session: &mut Session, filename: &str, size: u64, content_type: &str) -> (String, String) {
+async fn slot(
+    session: &mut Session,
+    filename: &str,
+    size: u64,
+    content_type: &str,
+) -> (String, String) {
     let answer = session.iq(&request_xml(filename, size, content_type)).await;
     assert_eq!(
         answer.attr("type"),
@@ -250,9 +265,18 @@ async fn a_file_goes_up_and_anyone_with_the_url_gets_it_back() {
     let server = server_with(|_| {}).await;
     let mut alice = Session::online(&server, "alice", "phone").await;
     let content = b"\x89PNG not really, but bytes all the same".to_vec();
-    let (put_url, get_url) = slot(&mut alice, "très cool.png", content.len() as u64, "image/png").await;
+    let (put_url, get_url) = slot(
+        &mut alice,
+        "très cool.png",
+        content.len() as u64,
+        "image/png",
+    )
+    .await;
     assert!(
-        get_url.starts_with(&format!("http://localhost:{}/upload/", server.http().port())),
+        get_url.starts_with(&format!(
+            "http://localhost:{}/upload/",
+            server.http().port()
+        )),
         "{get_url}"
     );
     assert!(get_url.ends_with("/tr%C3%A8s%20cool.png"), "{get_url}");
@@ -273,15 +297,24 @@ async fn a_file_goes_up_and_anyone_with_the_url_gets_it_back() {
     assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
     let csp = answer.header("content-security-policy").expect("CSP");
-    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     let disposition = answer.header("content-disposition").expect("disposition");
     assert!(disposition.starts_with("inline;"), "{disposition}");
-    assert!(disposition.contains("tr%C3%A8s%20cool.png"), "{disposition}");
+    assert!(
+        disposition.contains("tr%C3%A8s%20cool.png"),
+        "{disposition}"
+    );
 
     // HEAD: the same headers, no body.
     let head = http(server.http(), "HEAD", &target(&get_url), &[], b"").await;
     assert_eq!(head.status, 200);
-    assert_eq!(head.header("content-length"), Some(content.len().to_string().as_str()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(content.len().to_string().as_str())
+    );
     assert!(head.body.is_empty());
 
     // The record is the uploader's, with what the slot said.
@@ -304,7 +337,12 @@ async fn documents_are_downloaded_not_shown_and_preflight_allows_put() {
     let server = server_with(|_| {}).await;
     let mut alice = Session::online(&server, "alice", "phone").await;
     let (put_url, get_url) = slot(&mut alice, "page.html", 13, "text/html").await;
-    assert_eq!(put(&server, &put_url, "text/html", b"<h1>hi</h1>\n\n").await.status, 201);
+    assert_eq!(
+        put(&server, &put_url, "text/html", b"<h1>hi</h1>\n\n")
+            .await
+            .status,
+        201
+    );
     let answer = get(&server, &get_url, &[]).await;
     let disposition = answer.header("content-disposition").expect("disposition");
     assert!(disposition.starts_with("attachment;"), "{disposition}");
@@ -323,10 +361,17 @@ async fn documents_are_downloaded_not_shown_and_preflight_allows_put() {
     .await;
     assert!(preflight.status == 204 || preflight.status == 200);
     assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
-    let methods = preflight.header("access-control-allow-methods").expect("methods");
+    let methods = preflight
+        .header("access-control-allow-methods")
+        .expect("methods");
     assert!(methods.contains("PUT"), "{methods}");
-    let headers = preflight.header("access-control-allow-headers").expect("headers");
-    assert!(headers.to_ascii_lowercase().contains("content-type"), "{headers}");
+    let headers = preflight
+        .header("access-control-allow-headers")
+        .expect("headers");
+    assert!(
+        headers.to_ascii_lowercase().contains("content-type"),
+        "{headers}"
+    );
 }
 
 #[tokio::test]
@@ -368,12 +413,23 @@ async fn the_daily_quota_refuses_with_a_retry_time_a_day_after_the_first_upload(
     let mut alice = Session::online(&server, "alice", "phone").await;
     let (put_url, _) = slot(&mut alice, "a.txt", 10, "text/plain").await;
     let before = Utc::now();
-    assert_eq!(put(&server, &put_url, "text/plain", b"0123456789").await.status, 201);
+    assert_eq!(
+        put(&server, &put_url, "text/plain", b"0123456789")
+            .await
+            .status,
+        201
+    );
     let answer = refused(&mut alice, "b.txt", 7).await;
-    assert_eq!(error_condition(&answer).as_deref(), Some("resource-constraint"));
+    assert_eq!(
+        error_condition(&answer).as_deref(),
+        Some("resource-constraint")
+    );
     let retry = retry_stamp(&answer);
     let day = chrono::Duration::hours(24);
-    assert!(retry >= before + day - chrono::Duration::seconds(1), "{retry}");
+    assert!(
+        retry >= before + day - chrono::Duration::seconds(1),
+        "{retry}"
+    );
     assert!(retry <= Utc::now() + day, "{retry}");
     // What still fits is given; bob has a quota of his own.
     slot(&mut alice, "c.txt", 6, "text/plain").await;
@@ -392,8 +448,18 @@ async fn slots_collected_in_advance_cannot_overshoot_the_quota() {
     // Both given while nothing is uploaded yet; together they are over the quota.
     let (first, _) = slot(&mut alice, "a.txt", 10, "text/plain").await;
     let (second, second_get) = slot(&mut alice, "b.txt", 10, "text/plain").await;
-    assert_eq!(put(&server, &first, "text/plain", b"0123456789").await.status, 201);
-    assert_eq!(put(&server, &second, "text/plain", b"0123456789").await.status, 413);
+    assert_eq!(
+        put(&server, &first, "text/plain", b"0123456789")
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        put(&server, &second, "text/plain", b"0123456789")
+            .await
+            .status,
+        413
+    );
     assert_eq!(get(&server, &second_get, &[]).await.status, 404);
 }
 
@@ -403,7 +469,11 @@ async fn a_slot_request_without_a_usable_content_type_is_a_bad_request() {
     let mut alice = Session::online(&server, "alice", "phone").await;
     for bad in ["text", "text/plain&#10;X-Evil: 1", "/plain", "a b/c"] {
         let answer = alice.iq(&request_xml("a.txt", 1, bad)).await;
-        assert_eq!(error_condition(&answer).as_deref(), Some("bad-request"), "{bad}");
+        assert_eq!(
+            error_condition(&answer).as_deref(),
+            Some("bad-request"),
+            "{bad}"
+        );
     }
     // No content-type at all is application/octet-stream.
     let answer = alice
@@ -417,7 +487,12 @@ async fn a_slot_request_without_a_usable_content_type_is_a_bad_request() {
         .and_then(|p| p.attr("url"))
         .unwrap_or_else(|| panic!("no slot: {}", corvid::xml::to_string(&answer)))
         .to_owned();
-    assert_eq!(put(&server, &put_url, "application/octet-stream", b"ab").await.status, 201);
+    assert_eq!(
+        put(&server, &put_url, "application/octet-stream", b"ab")
+            .await
+            .status,
+        201
+    );
 }
 
 #[tokio::test]
@@ -429,14 +504,25 @@ async fn the_total_quota_refuses_everyone_until_files_expire() {
     .await;
     let mut alice = Session::online(&server, "alice", "phone").await;
     let (put_url, _) = slot(&mut alice, "a.txt", 10, "text/plain").await;
-    assert_eq!(put(&server, &put_url, "text/plain", b"0123456789").await.status, 201);
+    assert_eq!(
+        put(&server, &put_url, "text/plain", b"0123456789")
+            .await
+            .status,
+        201
+    );
     let mut bob = Session::online(&server, "bob", "laptop").await;
     let answer = refused(&mut bob, "b.txt", 3).await;
-    assert_eq!(error_condition(&answer).as_deref(), Some("resource-constraint"));
+    assert_eq!(
+        error_condition(&answer).as_deref(),
+        Some("resource-constraint")
+    );
     // The space comes back when alice's file expires, 30 days after its upload.
     let retry = retry_stamp(&answer);
     let expiry = chrono::Duration::days(30);
-    assert!(retry > Utc::now() + expiry - chrono::Duration::minutes(1), "{retry}");
+    assert!(
+        retry > Utc::now() + expiry - chrono::Duration::minutes(1),
+        "{retry}"
+    );
     assert!(retry <= Utc::now() + expiry, "{retry}");
     slot(&mut bob, "b.txt", 2, "text/plain").await;
 }
@@ -446,9 +532,18 @@ async fn a_put_must_match_the_slots_size_and_type_and_happens_once() {
     let server = server_with(|_| {}).await;
     let mut alice = Session::online(&server, "alice", "phone").await;
     let (put_url, get_url) = slot(&mut alice, "notes.txt", 5, "text/plain").await;
-    assert_eq!(put(&server, &put_url, "text/plain", b"123456").await.status, 413);
-    assert_eq!(put(&server, &put_url, "text/plain", b"1234").await.status, 400);
-    assert_eq!(put(&server, &put_url, "image/png", b"12345").await.status, 400);
+    assert_eq!(
+        put(&server, &put_url, "text/plain", b"123456").await.status,
+        413
+    );
+    assert_eq!(
+        put(&server, &put_url, "text/plain", b"1234").await.status,
+        400
+    );
+    assert_eq!(
+        put(&server, &put_url, "image/png", b"12345").await.status,
+        400
+    );
     let no_length = http(
         server.http(),
         "PUT",
@@ -460,10 +555,20 @@ async fn a_put_must_match_the_slots_size_and_type_and_happens_once() {
     assert_eq!(no_length.status, 411);
     // None of that stored anything.
     assert_eq!(get(&server, &get_url, &[]).await.status, 404);
-    assert!(files_on_disk(&server).is_empty(), "{:?}", files_on_disk(&server));
+    assert!(
+        files_on_disk(&server).is_empty(),
+        "{:?}",
+        files_on_disk(&server)
+    );
 
-    assert_eq!(put(&server, &put_url, "text/plain", b"hello").await.status, 201);
-    assert_eq!(put(&server, &put_url, "text/plain", b"HELLO").await.status, 409);
+    assert_eq!(
+        put(&server, &put_url, "text/plain", b"hello").await.status,
+        201
+    );
+    assert_eq!(
+        put(&server, &put_url, "text/plain", b"HELLO").await.status,
+        409
+    );
     assert_eq!(get(&server, &get_url, &[]).await.body, b"hello");
 }
 
@@ -480,7 +585,11 @@ async fn a_tampered_or_expired_url_is_forbidden() {
     let owner = put_url.replace("owner=alice", "owner=bob");
     let sig_at = put_url.find("sig=").expect("sig") + 4;
     let mut forged = put_url.clone();
-    let flipped = if &forged[sig_at..sig_at + 1] == "A" { "B" } else { "A" };
+    let flipped = if &forged[sig_at..sig_at + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
     forged.replace_range(sig_at..sig_at + 1, flipped);
     let unsigned = put_url[..sig_at - 5].to_owned();
     for url in [&bigger, &renamed, &owner, &forged, &unsigned] {
@@ -521,8 +630,19 @@ async fn ranges_are_served_and_bad_ones_refused() {
     let server = server_with(|_| {}).await;
     let mut alice = Session::online(&server, "alice", "phone").await;
     let content = b"0123456789abcdef";
-    let (put_url, get_url) = slot(&mut alice, "r.bin", content.len() as u64, "application/octet-stream").await;
-    assert_eq!(put(&server, &put_url, "application/octet-stream", content).await.status, 201);
+    let (put_url, get_url) = slot(
+        &mut alice,
+        "r.bin",
+        content.len() as u64,
+        "application/octet-stream",
+    )
+    .await;
+    assert_eq!(
+        put(&server, &put_url, "application/octet-stream", content)
+            .await
+            .status,
+        201
+    );
 
     let part = get(&server, &get_url, &[("Range", "bytes=2-5".into())]).await;
     assert_eq!(part.status, 206);
@@ -550,9 +670,15 @@ async fn expired_files_are_swept_with_their_records() {
     .await;
     let mut alice = Session::online(&server, "alice", "phone").await;
     let (put_url, get_url) = slot(&mut alice, "old.txt", 3, "text/plain").await;
-    assert_eq!(put(&server, &put_url, "text/plain", b"old").await.status, 201);
+    assert_eq!(
+        put(&server, &put_url, "text/plain", b"old").await.status,
+        201
+    );
     assert_eq!(files_on_disk(&server).len(), 1);
-    until("the expired file is deleted", || files_on_disk(&server).is_empty()).await;
+    until("the expired file is deleted", || {
+        files_on_disk(&server).is_empty()
+    })
+    .await;
     assert_eq!(get(&server, &get_url, &[]).await.status, 404);
     let usage = server
         .storage()
@@ -568,10 +694,16 @@ async fn deleting_the_account_deletes_its_files() {
     let server = server_with(|_| {}).await;
     let mut alice = Session::online(&server, "alice", "phone").await;
     let (put_url, get_url) = slot(&mut alice, "mine.txt", 4, "text/plain").await;
-    assert_eq!(put(&server, &put_url, "text/plain", b"mine").await.status, 201);
+    assert_eq!(
+        put(&server, &put_url, "text/plain", b"mine").await.status,
+        201
+    );
     let mut bob = Session::online(&server, "bob", "laptop").await;
     let (bob_put, bob_get) = slot(&mut bob, "his.txt", 3, "text/plain").await;
-    assert_eq!(put(&server, &bob_put, "text/plain", b"his").await.status, 201);
+    assert_eq!(
+        put(&server, &bob_put, "text/plain", b"his").await.status,
+        201
+    );
     assert_eq!(files_on_disk(&server).len(), 2);
 
     // What `corvid user del` and the XEP-0133 command both call.
@@ -599,13 +731,24 @@ async fn an_upload_that_ends_short_leaves_nothing_behind() {
     tcp.write_all(head.as_bytes()).await.expect("write");
     tcp.write_all(&[7u8; 40_000]).await.expect("write");
     // The temporary file appears while the body arrives, then goes with the connection.
-    until("the upload has started", || !files_on_disk(&server).is_empty()).await;
+    until("the upload has started", || {
+        !files_on_disk(&server).is_empty()
+    })
+    .await;
     drop(tcp);
-    until("the partial file is removed", || files_on_disk(&server).is_empty()).await;
+    until("the partial file is removed", || {
+        files_on_disk(&server).is_empty()
+    })
+    .await;
     assert_eq!(get(&server, &get_url, &[]).await.status, 404);
     // The slot is still good for a complete upload.
     let body = vec![9u8; 100_000];
-    assert_eq!(put(&server, &put_url, "application/octet-stream", &body).await.status, 201);
+    assert_eq!(
+        put(&server, &put_url, "application/octet-stream", &body)
+            .await
+            .status,
+        201
+    );
     assert_eq!(get(&server, &get_url, &[]).await.body, body);
 }
 
@@ -620,7 +763,11 @@ async fn paths_outside_the_uploads_are_not_found() {
         "/upload/a.b/file.txt",
     ] {
         let answer = http(server.http(), "GET", path, &[], b"").await;
-        assert!(matches!(answer.status, 400 | 404), "{path}: {}", answer.status);
+        assert!(
+            matches!(answer.status, 400 | 404),
+            "{path}: {}",
+            answer.status
+        );
         let answer = http(
             server.http(),
             "PUT",
@@ -629,7 +776,11 @@ async fn paths_outside_the_uploads_are_not_found() {
             b"x",
         )
         .await;
-        assert!(matches!(answer.status, 400 | 403 | 404), "{path}: {}", answer.status);
+        assert!(
+            matches!(answer.status, 400 | 403 | 404),
+            "{path}: {}",
+            answer.status
+        );
     }
 }
 
@@ -638,7 +789,9 @@ async fn the_service_is_discoverable_with_its_size_limit() {
     let server = server_with(|config| config.upload.max_file_size = 5_000_000).await;
     let mut alice = Session::online(&server, "alice", "phone").await;
     let items = alice
-        .iq(&format!("<iq type='get' to='{DOMAIN}'><query xmlns='{DISCO_ITEMS}'/></iq>"))
+        .iq(&format!(
+            "<iq type='get' to='{DOMAIN}'><query xmlns='{DISCO_ITEMS}'/></iq>"
+        ))
         .await;
     let listed: Vec<&str> = items
         .get_child("query", DISCO_ITEMS)
@@ -649,7 +802,9 @@ async fn the_service_is_discoverable_with_its_size_limit() {
     assert!(listed.contains(&SERVICE), "{listed:?}");
 
     let info = alice
-        .iq(&format!("<iq type='get' to='{SERVICE}'><query xmlns='{DISCO_INFO}'/></iq>"))
+        .iq(&format!(
+            "<iq type='get' to='{SERVICE}'><query xmlns='{DISCO_INFO}'/></iq>"
+        ))
         .await;
     let query = info.get_child("query", DISCO_INFO).expect("info");
     let identity = query.get_child("identity", DISCO_INFO).expect("identity");
@@ -674,7 +829,9 @@ async fn the_service_is_discoverable_with_its_size_limit() {
 async fn users_of_another_domain_are_refused_and_use_their_own_service() {
     const B: &str = "b.example";
     let server = server_with(|config| {
-        config.hosts.insert(B.into(), corvid::config::HostConfig::default());
+        config
+            .hosts
+            .insert(B.into(), corvid::config::HostConfig::default());
     })
     .await;
     server.add_user(&format!("carol@{B}")).await;
@@ -689,7 +846,12 @@ async fn users_of_another_domain_are_refused_and_use_their_own_service() {
              size='3' content-type='text/plain'/></iq>"
         ))
         .await;
-    assert_eq!(own.attr("type"), Some("result"), "{}", corvid::xml::to_string(&own));
+    assert_eq!(
+        own.attr("type"),
+        Some("result"),
+        "{}",
+        corvid::xml::to_string(&own)
+    );
     let get_url = own
         .get_child("slot", UPLOAD)
         .and_then(|s| s.get_child("get", UPLOAD))
@@ -744,8 +906,14 @@ async fn urls_are_https_when_https_listens_and_follow_public_url() {
     proxied.add_user("alice").await;
     let mut alice = Session::online(&proxied, "alice", "phone").await;
     let (put_url, get_url) = slot(&mut alice, "a.txt", 1, "text/plain").await;
-    assert!(get_url.starts_with("https://files.example.net/upload/"), "{get_url}");
-    assert!(put_url.starts_with("https://files.example.net/upload/"), "{put_url}");
+    assert!(
+        get_url.starts_with("https://files.example.net/upload/"),
+        "{get_url}"
+    );
+    assert!(
+        put_url.starts_with("https://files.example.net/upload/"),
+        "{put_url}"
+    );
 }
 
 #[tokio::test]
@@ -754,7 +922,9 @@ async fn without_http_there_is_no_upload_service() {
     server.add_user("alice").await;
     let mut alice = Session::online(&server, "alice", "phone").await;
     let items = alice
-        .iq(&format!("<iq type='get' to='{DOMAIN}'><query xmlns='{DISCO_ITEMS}'/></iq>"))
+        .iq(&format!(
+            "<iq type='get' to='{DOMAIN}'><query xmlns='{DISCO_ITEMS}'/></iq>"
+        ))
         .await;
     assert!(!corvid::xml::to_string(&items).contains(SERVICE));
     let answer = alice.iq(&request_xml("a.txt", 1, "text/plain")).await;

@@ -65,10 +65,11 @@ impl UploadConfig {
         let label_ok = !self.prefix.is_empty()
             && !self.prefix.starts_with('-')
             && !self.prefix.ends_with('-')
-            && self
-                .prefix
-                .split('.')
-                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+            && self.prefix.split('.').all(|l| {
+                !l.is_empty()
+                    && l.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            });
         if !label_ok {
             return Err(ConfigError::Invalid(format!(
                 "upload.prefix '{}' must be lower-case DNS labels (e.g. \"upload\")",

@@ -122,8 +122,8 @@ async fn upload(
             );
         }
     };
-    if let Err(response) = check_headers(&slot, &headers) {
-        return response;
+    if let Err((code, why)) = check_headers(&slot, &headers) {
+        return status(code, why);
     }
     let storage = router.storage();
     match storage.uploads.upload(&path).await {
@@ -160,7 +160,10 @@ async fn upload(
         };
         received += chunk.len() as u64;
         if received > slot.size {
-            return status(StatusCode::PAYLOAD_TOO_LARGE, "more bytes than the slot allows\n");
+            return status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "more bytes than the slot allows\n",
+            );
         }
         if let Err(e) = pending.write(&chunk).await {
             warn!(error = %e, "writing an upload failed");
@@ -197,42 +200,35 @@ async fn upload(
 }
 
 /// The PUT's length and type against the slot's (XEP-0363 §4: both must match).
-fn check_headers(slot: &Slot, headers: &HeaderMap) -> Result<(), Response> {
+fn check_headers(slot: &Slot, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match length {
-        None => {
-            return Err(status(
-                StatusCode::LENGTH_REQUIRED,
-                "Content-Length is required\n",
-            ))
-        }
+        None => return Err((StatusCode::LENGTH_REQUIRED, "Content-Length is required\n")),
         Some(length) if length > slot.size => {
-            return Err(status(
+            return Err((
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "larger than the slot allows\n",
             ))
         }
         Some(length) if length != slot.size => {
-            return Err(status(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 "Content-Length differs from the slot's size\n",
             ))
         }
         Some(_) => {}
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().ok());
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().ok());
     let content_type = match content_type {
         None => normal_content_type(None),
         Some(Some(t)) => normal_content_type(Some(t)),
         Some(None) => String::new(),
     };
     if !content_type.eq_ignore_ascii_case(&slot.content_type) {
-        return Err(status(
+        return Err((
             StatusCode::BAD_REQUEST,
             "Content-Type differs from the slot's\n",
         ));
@@ -249,7 +245,10 @@ pub enum Wanted {
 }
 
 fn wanted_range(headers: &HeaderMap, len: u64) -> Wanted {
-    resolve_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), len)
+    resolve_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        len,
+    )
 }
 
 /// A `Range` header's value (if any) against a file of `len` bytes. A `Part` always lies
@@ -409,7 +408,10 @@ fn body_of(
             Ok(0) => None,
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), (reader, hold)))
+                Some((
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
+                    (reader, hold),
+                ))
             }
             Err(e) => Some((Err(e), (reader, hold))),
         }

@@ -174,7 +174,16 @@ mod tests {
 
     #[test]
     fn keys_cannot_leave_the_directory() {
-        for key in ["", "..", "../etc", "a/b", ".hidden", "a\\b", "a.b", &"x".repeat(65)] {
+        for key in [
+            "",
+            "..",
+            "../etc",
+            "a/b",
+            ".hidden",
+            "a\\b",
+            "a.b",
+            &"x".repeat(65),
+        ] {
             assert!(!valid_key(key), "{key:?} accepted");
         }
         assert!(valid_key("AbC-_09"));
@@ -204,6 +213,9 @@ mod tests {
         read.reader.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "world");
         store.delete("abc").await.unwrap();
-        assert!(matches!(store.delete("abc").await, Err(FileError::NotFound)));
+        assert!(matches!(
+            store.delete("abc").await,
+            Err(FileError::NotFound)
+        ));
     }
 }

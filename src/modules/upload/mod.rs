@@ -350,7 +350,9 @@ impl Upload {
 /// request without `content-type`, which XEP-0363 §4 makes optional.
 fn slot_request(payload: &Element) -> Result<SlotRequest, StanzaError> {
     let filename = payload.attr("filename");
-    let size = payload.attr("size").and_then(|s| s.trim().parse::<u64>().ok());
+    let size = payload
+        .attr("size")
+        .and_then(|s| s.trim().parse::<u64>().ok());
     let (Some(filename), Some(size)) = (filename, size) else {
         return Err(StanzaError::bad_request().with_text("filename and size are required"));
     };
@@ -467,10 +469,10 @@ impl Component for Upload {
             Kind::Iq if to.node().is_none() && to.resource().is_none() => {
                 self.service_iq(router, service, domain, stanza).await
             }
-            Kind::Iq | Kind::Message if !stanza::is_error(&stanza) => {
-                if !matches!(stanza::stanza_type(&stanza), "result") {
-                    router.bounce(&stanza, StanzaError::service_unavailable());
-                }
+            Kind::Iq | Kind::Message
+                if !stanza::is_error(&stanza) && stanza::stanza_type(&stanza) != "result" =>
+            {
+                router.bounce(&stanza, StanzaError::service_unavailable());
             }
             _ => {}
         }

@@ -61,7 +61,8 @@ impl Slot {
     }
 
     pub fn signature(&self, secret: &[u8]) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.mac(secret).finalize().into_bytes())
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(self.mac(secret).finalize().into_bytes())
     }
 
     /// The query string of the PUT URL (without `?`).
