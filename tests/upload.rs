@@ -930,3 +930,75 @@ async fn without_http_there_is_no_upload_service() {
     let answer = alice.iq(&request_xml("a.txt", 1, "text/plain")).await;
     assert_eq!(answer.attr("type"), Some("error"));
 }
+
+/// The upload records on one backend: a path is recorded once, usage counts what a user
+/// uploaded since a moment, and deletions by age, by owner and by path return what they took.
+async fn records_behave(storage: &corvid::storage::Storage) {
+    use corvid::storage::{StorageError, StoredUpload};
+    let record = |path: &str, owner: &str, size: u64, at: i64| StoredUpload {
+        path: path.into(),
+        owner: owner.into(),
+        size,
+        content_type: "text/plain".into(),
+        created_at_ms: at,
+    };
+    let uploads = &storage.uploads;
+    let empty = uploads.upload_total().await.expect("total");
+    assert_eq!((empty.bytes, empty.oldest_ms), (0, None));
+    uploads
+        .record_upload(&record("t1/a", "alice@x", 10, 1_000))
+        .await
+        .expect("a");
+    uploads
+        .record_upload(&record("t2/b", "alice@x", 5, 2_000))
+        .await
+        .expect("b");
+    uploads
+        .record_upload(&record("t3/c", "bob@x", 7, 3_000))
+        .await
+        .expect("c");
+    assert!(matches!(
+        uploads
+            .record_upload(&record("t1/a", "bob@x", 1, 4_000))
+            .await,
+        Err(StorageError::Conflict)
+    ));
+    assert_eq!(
+        uploads.upload("t1/a").await.expect("read"),
+        Some(record("t1/a", "alice@x", 10, 1_000))
+    );
+    assert_eq!(uploads.upload("t9/z").await.expect("read"), None);
+    let since = uploads.upload_usage("alice@x", 1_500).await.expect("usage");
+    assert_eq!((since.bytes, since.oldest_ms), (5, Some(2_000)));
+    let total = uploads.upload_total().await.expect("total");
+    assert_eq!((total.bytes, total.oldest_ms), (22, Some(1_000)));
+    assert_eq!(
+        uploads.delete_uploads_before(1_500).await.expect("old"),
+        ["t1/a"]
+    );
+    assert_eq!(
+        uploads.delete_uploads_of("alice@x").await.expect("alice's"),
+        ["t2/b"]
+    );
+    uploads.delete_upload("t3/c").await.expect("one");
+    assert_eq!(uploads.upload_total().await.expect("total").bytes, 0);
+}
+
+#[tokio::test]
+async fn upload_records_behave_alike_on_sqlite_and_postgres() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("records.db").display());
+    let sqlite = corvid::storage::Storage::open(&url).await.expect("sqlite");
+    records_behave(&sqlite).await;
+    let Ok(url) = std::env::var("CORVID_TEST_POSTGRES") else {
+        eprintln!("CORVID_TEST_POSTGRES unset: PostgreSQL variant skipped");
+        return;
+    };
+    let schema = format!("corvid_upload_{:016x}", rand::random::<u64>());
+    let backend = corvid::storage::PostgresStorage::open_with_schema(&url, &schema)
+        .await
+        .expect("postgres schema");
+    let postgres = corvid::storage::Storage::from_backend(std::sync::Arc::new(backend));
+    records_behave(&postgres).await;
+    drop_schema(&schema).await;
+}
