@@ -1002,3 +1002,80 @@ async fn upload_records_behave_alike_on_sqlite_and_postgres() {
     records_behave(&postgres).await;
     drop_schema(&schema).await;
 }
+
+/// `corvid user del`, run against the configuration file while no server runs, deletes the
+/// account's uploaded files from the configured directory (relative to that file), and only
+/// the account's.
+#[tokio::test]
+async fn corvid_user_del_deletes_the_files() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("corvid.toml");
+    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    std::fs::write(
+        &config,
+        format!("[storage]\nurl = '{url}'\n[upload]\ndirectory = 'files'\n"),
+    )
+    .expect("config");
+    let c = config.to_str().expect("utf-8");
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_corvid"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("corvid runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let storage = corvid::storage::Storage::open(&url).await.expect("storage");
+    for user in ["bob", "carol"] {
+        let creds: Vec<_> = [corvid::storage::ScramHash::Sha256]
+            .into_iter()
+            .map(|h| corvid::sasl::derive_credentials("pw", h, 4096).expect("derive"))
+            .collect();
+        storage
+            .accounts
+            .create_account(&format!("{user}@localhost"), &creds)
+            .await
+            .expect("account");
+    }
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).expect("files dir");
+    for (token, owner) in [
+        ("bobtoken", "bob@localhost"),
+        ("caroltoken", "carol@localhost"),
+    ] {
+        std::fs::write(files.join(token), b"data").expect("file");
+        storage
+            .uploads
+            .record_upload(&corvid::storage::StoredUpload {
+                path: format!("{token}/f.txt"),
+                owner: owner.into(),
+                size: 4,
+                content_type: "text/plain".into(),
+                created_at_ms: Utc::now().timestamp_millis(),
+            })
+            .await
+            .expect("record");
+    }
+    run(&["user", "del", "bob", "-c", c]);
+    assert!(!files.join("bobtoken").exists());
+    assert!(files.join("caroltoken").exists());
+    assert_eq!(
+        storage
+            .uploads
+            .upload("bobtoken/f.txt")
+            .await
+            .expect("read"),
+        None
+    );
+    assert!(storage
+        .uploads
+        .upload("caroltoken/f.txt")
+        .await
+        .expect("read")
+        .is_some());
+}
