@@ -11,7 +11,8 @@
 # second domain's MUC service (see virtual_hosts.py). An admin runs XEP-0133 commands through
 # slixmpp's XEP-0050 plugin: adds a user, lists who is online, and announces to everyone (see
 # adhoc.py). A slixmpp external component (XEP-0114) connects with its secret and echoes a
-# user's messages (see component.py). Exits non-zero on any failure.
+# user's messages (see component.py). Alice uploads a file with slixmpp's XEP-0363 plugin (HTTP
+# File Upload) and Bob downloads it with urllib (see upload.py). Exits non-zero on any failure.
 #
 #   interop/run.sh            # builds corvid (debug) if needed
 #   CORVID_BIN=target/release/corvid interop/run.sh
@@ -21,9 +22,10 @@ top="$(cd "$here/.." && pwd)"
 bin="${CORVID_BIN:-${CARGO_TARGET_DIR:-$top/target}/debug/corvid}"
 venv="${SLIXMPP_VENV:-${TMPDIR:-/tmp}/corvid-interop-venv}"
 
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import slixmpp' 2>/dev/null; then
+# aiohttp: what slixmpp's XEP-0363 plugin uploads with (an optional dependency of slixmpp).
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import slixmpp, aiohttp' 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet 'slixmpp==1.17.0'
+    "$venv/bin/pip" install --quiet 'slixmpp==1.17.0' aiohttp
 fi
 [ -x "$bin" ] || (cd "$top" && cargo build --quiet --bin corvid)
 
@@ -35,8 +37,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-component_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+free_port() {
+    "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+port="$(free_port)"
+http_port="$(free_port)"
+component_port="$(free_port)"
 component_secret="interop-component-secret"
 cat > "$work/corvid.toml" <<TOML
 domain = "localhost"
@@ -54,8 +60,14 @@ bind = "127.0.0.1"
 port = $port
 direct_tls = false
 [http]
-enabled = false
+bind = "127.0.0.1"
+port = $http_port
 tls_enabled = false
+# Upload URLs name the address the scripts reach (localhost may resolve to ::1 first).
+public_url = "http://127.0.0.1:$http_port"
+[upload]
+directory = "$work/uploads"
+max_file_size = 1048576
 [s2s]
 enabled = false
 [metrics]
@@ -93,9 +105,12 @@ if [ "$status" -eq 0 ]; then
     "$venv/bin/python" "$here/component.py" --port "$port" --component-port "$component_port" \
         --secret "$component_secret" --cert "$work/cert.pem" || status=$?
 fi
+if [ "$status" -eq 0 ]; then
+    "$venv/bin/python" "$here/upload.py" --port "$port" --cert "$work/cert.pem" || status=$?
+fi
 if [ "$status" -ne 0 ]; then
     echo "interop: FAILED; server log:" >&2
     cat "$work/server.log" >&2
     exit "$status"
 fi
-echo "interop: 4 passed, 0 failed"
+echo "interop: 5 passed, 0 failed"

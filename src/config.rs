@@ -13,11 +13,13 @@ mod components;
 mod external_services;
 mod registration;
 pub use components::{ComponentService, ComponentsConfig};
+mod upload;
 pub use external_services::{
     ExternalService, ExternalServiceType, ExternalTransport, RestrictedService,
     DEFAULT_CREDENTIALS_TTL_SECS,
 };
 pub use registration::{RegistrationLimits, RegistrationMode, DEFAULT_INVITE_EXPIRY_SECS};
+pub use upload::UploadConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -90,6 +92,8 @@ pub struct Config {
     pub external_services: Vec<ExternalService>,
     /// `[components]`: external components (XEP-0114).
     pub components: ComponentsConfig,
+    /// `[upload]`: HTTP File Upload (XEP-0363).
+    pub upload: UploadConfig,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -288,8 +292,11 @@ impl Config {
     fn validate_hosts(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::BTreeSet::new();
         for host in self.hosted_domains() {
+            let upload = (self.upload.enabled && self.http.enabled)
+                .then(|| ("upload domain", self.upload.service_domain(&host.domain)));
             let names = std::iter::once(("domain", host.domain.clone()))
-                .chain(host.muc_domain.clone().map(|muc| ("MUC domain", muc)));
+                .chain(host.muc_domain.clone().map(|muc| ("MUC domain", muc)))
+                .chain(upload);
             for (what, name) in names {
                 let normal = crate::address::parse(&name)
                     .ok()
@@ -907,6 +914,7 @@ impl Default for Config {
             invite_expiry_secs: DEFAULT_INVITE_EXPIRY_SECS,
             external_services: Vec::new(),
             components: ComponentsConfig::default(),
+            upload: UploadConfig::default(),
         }
     }
 }
@@ -1134,6 +1142,7 @@ impl Config {
         }
         self.s2s.ca_file.as_mut().map(beside);
         beside(&mut self.control.socket);
+        beside(&mut self.upload.directory);
         self.storage.url = sqlite_url_beside(&self.storage.url, dir);
     }
 
@@ -1289,6 +1298,7 @@ impl Config {
             .flat_map(|host| std::iter::once(host.domain).chain(host.muc_domain))
             .collect();
         self.components.validate(&served)?;
+        self.upload.validate()?;
         self.validate_registration()?;
         self.auth.validate()?;
         let mam = &self.mam;

@@ -176,7 +176,8 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         allow_user_invites,
         invite_expiry_secs,
         external_services,
-        components
+        components,
+        upload
     );
     if old.tls.generate_self_signed != new.tls.generate_self_signed {
         changed.push("tls.generate_self_signed".into());

@@ -167,6 +167,7 @@ pub async fn start_with_modules(
         .ok_or(ServerError::NoNodeNumber(crate::ids::NODES))?;
     info!(node = %node_name, number = node, "node identity");
     let storage = storage.with_roster_cache(ROSTER_CACHE_USERS);
+    let storage = modules::upload::attach_files(storage, &config);
     let storage = crate::metrics::storage::measured(storage, &metrics);
     let mut all = modules::all(&config);
     let s2s = if config.s2s.enabled {
@@ -283,6 +284,8 @@ pub async fn start_with_modules(
         info!(%addr, "external components (XEP-0114) listening");
         component_addr = Some(addr);
     }
+    modules::upload::listening(&ctx.router, http_addr, https_addr);
+
     let mut s2s_addr = None;
     let mut s2s_direct_tls_addr = None;
     if let Some(s2s) = &s2s {

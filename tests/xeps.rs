@@ -231,7 +231,12 @@ async fn claimed_disco_features_are_exactly_the_advertised_ones() {
         .write("<iq to='conference.localhost' type='get' id='m'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         .await;
     let muc = alice.element().await;
-    let mut advertised: Vec<String> = [info, account, muc]
+    // And of the upload service (XEP-0363), a component of its own too.
+    alice
+        .write("<iq to='upload.localhost' type='get' id='u'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await;
+    let upload = alice.element().await;
+    let mut advertised: Vec<String> = [info, account, muc, upload]
         .iter()
         .flat_map(|answer| {
             answer

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::admission::{self, Answer, Permit};
+use super::deadline::ConnectionDeadline;
 use super::read_meter::{MeteredIo, ReadMeter};
 use super::websocket::WsTransport;
 use super::ListenContext;
@@ -48,7 +49,8 @@ fn app(ctx: Arc<StreamContext>, websocket_url: WebsocketUrl, encrypted: bool) ->
             websocket_url,
             encrypted,
         })
-        .merge(super::invite_page::routes(ctx, encrypted))
+        .merge(super::invite_page::routes(ctx.clone(), encrypted))
+        .merge(super::upload::routes(ctx))
 }
 
 /// The WebSocket URL host-meta announces.
@@ -169,25 +171,29 @@ async fn accept_loop(
             match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => serve_connection(tls, peer, app, permit, deadline).await,
+                        Ok(Ok(tls)) => {
+                            serve_connection(tls, peer, app, permit, deadline, timeout).await
+                        }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(tcp, peer, app, permit, deadline).await,
+                None => serve_connection(tcp, peer, app, permit, deadline, timeout).await,
             }
         });
     }
 }
 
 /// Serves HTTP requests on one connection until it closes, is upgraded (the WebSocket then
-/// runs on a task of its own, with a clone of the permit), or the deadline passes.
+/// runs on a task of its own, with a clone of the permit), or the deadline passes (held off
+/// by uploads and downloads in progress, then `grace` after the last, see `deadline`).
 async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     app: HttpRouter,
     permit: Permit,
     deadline: tokio::time::Instant,
+    grace: Duration,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -195,17 +201,23 @@ async fn serve_connection<I>(
     // the WebSocket session reads is counted where it crosses the connection.
     let meter = ReadMeter::new();
     let io = MeteredIo::new(io, meter.clone());
+    let holds = ConnectionDeadline::default();
+    let passed = holds.clone();
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(permit.clone());
             request.extensions_mut().insert(meter.clone());
+            request.extensions_mut().insert(holds.clone());
             app.clone().oneshot(request)
         });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if tokio::time::timeout_at(deadline, connection).await.is_err() {
-        debug!(%peer, "HTTP connection closed at the negotiation deadline");
+    tokio::select! {
+        _ = connection => {}
+        _ = passed.passed(deadline, grace) => {
+            debug!(%peer, "HTTP connection closed at the negotiation deadline");
+        }
     }
 }
 

@@ -2,11 +2,13 @@
 
 pub mod admission;
 pub mod byte_stream;
+pub mod deadline;
 pub mod http;
 pub mod invite_page;
 pub mod metrics;
 pub mod read_meter;
 pub mod tcp;
+pub mod upload;
 pub mod websocket;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ pub mod presence;
 pub mod push;
 pub mod register;
 pub mod roster;
+pub mod upload;
 mod user_cache;
 pub mod vcard;
 pub mod version;
@@ -53,6 +54,9 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
     ];
     if let Some(muc) = muc::Muc::new(config, archiver) {
         modules.push(muc);
+    }
+    if let Some(upload) = upload::Upload::new(config) {
+        modules.push(upload);
     }
     modules
 }

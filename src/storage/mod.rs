@@ -19,6 +19,7 @@ mod roster_cache;
 mod secrets;
 mod sql;
 mod sqlite;
+mod uploads;
 mod vcard;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub use roster::{
 pub use roster_cache::CachedRosterStore;
 pub use secrets::ServerSecretStore;
 pub use sqlite::SqliteStorage;
+pub use uploads::{StoredUpload, UploadStore, UploadUsage};
 pub use vcard::{StoredVcard, VcardStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +199,9 @@ pub struct Storage {
     pub archive: Arc<dyn ArchiveStore>,
     pub admin: Arc<dyn AdminStore>,
     pub invites: Arc<dyn InviteStore>,
+    pub uploads: Arc<dyn UploadStore>,
+    /// Where uploaded files' bytes are, when this process serves or manages uploads.
+    pub upload_files: Option<Arc<dyn crate::modules::upload::FileStore>>,
     connections: Arc<dyn Connections>,
 }
 
@@ -232,7 +237,7 @@ impl Storage {
     pub async fn open_for(config: &crate::config::Config) -> StorageResult<Storage> {
         let storage = Storage::open_with(&config.storage).await?;
         storage.qualify_accounts(&config.domain).await?;
-        Ok(storage)
+        Ok(crate::modules::upload::attach_files(storage, config))
     }
 
     /// Accounts of an earlier single-domain release move under `domain` (see `qualify`).
@@ -273,6 +278,7 @@ impl Storage {
             + ArchiveStore
             + AdminStore
             + InviteStore
+            + UploadStore
             + Connections
             + 'static,
     {
@@ -292,6 +298,8 @@ impl Storage {
             archive: backend.clone(),
             admin: backend.clone(),
             invites: backend.clone(),
+            uploads: backend.clone(),
+            upload_files: None,
             connections: backend,
         }
     }
@@ -302,7 +310,17 @@ impl Storage {
     pub async fn delete_account_and_archive(&self, username: &str) -> StorageResult<()> {
         self.accounts.delete_account(username).await?;
         self.archive.archive_delete_owner(username).await?;
+        crate::modules::upload::delete_files_of(self, username).await?;
         Ok(())
+    }
+
+    /// Keeps uploaded files in `files`: deleting an account deletes them too.
+    pub fn with_upload_files(
+        mut self,
+        files: Arc<dyn crate::modules::upload::FileStore>,
+    ) -> Storage {
+        self.upload_files = Some(files);
+        self
     }
 
     /// Closes the backend's connections (at shutdown, after the last write).

@@ -101,6 +101,7 @@ impl TestServer {
         config.s2s.port = 0;
         config.s2s.direct_tls_port = 0;
         config.control.socket = dir.path().join("corvid.sock");
+        config.upload.directory = dir.path().join("uploads");
         config.metrics.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         adjust(&mut config);
         if std::env::var_os("CORVID_TEST_LOG").is_some() {

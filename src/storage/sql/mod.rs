@@ -31,6 +31,7 @@ pub(crate) mod pep;
 pub(crate) mod push;
 pub(crate) mod roster;
 pub(crate) mod secrets;
+pub(crate) mod uploads;
 pub(crate) mod vcard;
 
 /// What differs between the backends' SQL, and how each keeps concurrent writers apart.
@@ -61,6 +62,7 @@ macro_rules! sql_stores {
         $crate::storage::sql::push::push_store!($storage, $db);
         $crate::storage::sql::roster::roster_stores!($storage, $db);
         $crate::storage::sql::secrets::server_secret_store!($storage, $db);
+        $crate::storage::sql::uploads::upload_store!($storage, $db);
         $crate::storage::sql::vcard::vcard_store!($storage, $db);
     };
 }
