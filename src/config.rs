@@ -9,8 +9,10 @@ use serde::Deserialize;
 
 use crate::xml::XmlLimits;
 
+mod bosh;
 mod external_services;
 mod registration;
+pub use bosh::BoshConfig;
 pub use external_services::{
     ExternalService, ExternalServiceType, ExternalTransport, RestrictedService,
     DEFAULT_CREDENTIALS_TTL_SECS,
@@ -86,6 +88,8 @@ pub struct Config {
     pub invite_expiry_secs: u64,
     /// `[[external_services]]`: STUN/TURN servers announced to local users (XEP-0215).
     pub external_services: Vec<ExternalService>,
+    /// `[bosh]`: XMPP over BOSH (XEP-0124, XEP-0206) at `/http-bind`.
+    pub bosh: BoshConfig,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -546,6 +550,9 @@ pub struct HttpConfig {
     /// address), used in invite links. Unset, links name the domain and the HTTPS port (or
     /// the HTTP port with HTTPS off), and the invite page uses the request's `Host`.
     pub public_url: Option<String>,
+    /// The BOSH URL announced in host-meta (XEP-0156); https://<domain>:<tls_port>/http-bind
+    /// when unset (or http://<domain>:<port> with HTTPS disabled).
+    pub bosh_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -902,6 +909,7 @@ impl Default for Config {
             allow_user_invites: false,
             invite_expiry_secs: DEFAULT_INVITE_EXPIRY_SECS,
             external_services: Vec::new(),
+            bosh: BoshConfig::default(),
         }
     }
 }
@@ -985,6 +993,7 @@ impl Default for HttpConfig {
             websocket_url: None,
             websocket_is_secure: false,
             public_url: None,
+            bosh_url: None,
         }
     }
 }
@@ -1280,6 +1289,14 @@ impl Config {
         self.validate_hosts()?;
         self.validate_admins()?;
         external_services::validate(&self.external_services)?;
+        self.bosh.validate()?;
+        if let Some(url) = &self.http.bosh_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "http.bosh_url '{url}' must start with http:// or https://"
+                )));
+            }
+        }
         self.validate_registration()?;
         self.auth.validate()?;
         let mam = &self.mam;

@@ -1,7 +1,9 @@
 //! Listeners: thin adapters from connections to the transport-agnostic streams.
 
 pub mod admission;
+pub mod bosh;
 pub mod byte_stream;
+pub mod connection_deadline;
 pub mod http;
 pub mod invite_page;
 pub mod metrics;
