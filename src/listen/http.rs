@@ -130,7 +130,13 @@ pub fn announced_urls(
     );
     let bosh = ctx.config.bosh.enabled.then(|| {
         let path = super::bosh::PATHS[0];
-        EndpointUrl::new(&http.bosh_url, ("http", "https"), http_port, https_port, path)
+        EndpointUrl::new(
+            &http.bosh_url,
+            ("http", "https"),
+            http_port,
+            https_port,
+            path,
+        )
     });
     AnnouncedUrls { websocket, bosh }
 }
@@ -323,9 +329,8 @@ const REL_BOSH: &str = "urn:xmpp:alt-connections:xbosh";
 
 async fn host_meta_xml(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     let (websocket, bosh) = announced_urls_for(&state, &headers);
-    let link = |rel: &str, url: &str| {
-        format!("  <Link rel='{rel}' href='{}'/>\n", xml::escape_attr(url))
-    };
+    let link =
+        |rel: &str, url: &str| format!("  <Link rel='{rel}' href='{}'/>\n", xml::escape_attr(url));
     let mut links = link(REL_WEBSOCKET, &websocket);
     if let Some(bosh) = bosh {
         links.push_str(&link(REL_BOSH, &bosh));

@@ -177,13 +177,19 @@ mod tests {
             Err(BodyError::NotANumber("rid"))
         ));
         assert!(matches!(
-            parse(b"<body xmlns='http://jabber.org/protocol/httpbind' rid='1'>", limits()),
+            parse(
+                b"<body xmlns='http://jabber.org/protocol/httpbind' rid='1'>",
+                limits()
+            ),
             Err(BodyError::Xml(_))
         ));
         let big = format!(
             "<body xmlns='http://jabber.org/protocol/httpbind' rid='1'>{}</body>",
             "<presence/>".repeat(1000)
         );
-        assert!(matches!(parse(big.as_bytes(), limits()), Err(BodyError::Xml(_))));
+        assert!(matches!(
+            parse(big.as_bytes(), limits()),
+            Err(BodyError::Xml(_))
+        ));
     }
 }

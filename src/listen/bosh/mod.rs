@@ -369,7 +369,13 @@ fn end_with(session: &Session, condition: &'static str) -> Response {
 
 /// Holds the request until the stream has something for the client, the session ends, a
 /// newer request takes its place, or `wait` passes; then answers it.
-async fn hold(bosh: &Bosh, session: &Session, rid: u64, creation: bool, immediate: bool) -> Response {
+async fn hold(
+    bosh: &Bosh,
+    session: &Session,
+    rid: u64,
+    creation: bool,
+    immediate: bool,
+) -> Response {
     let params = session.params;
     let until = if immediate {
         Instant::now()

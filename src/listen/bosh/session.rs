@@ -79,7 +79,11 @@ pub struct State {
 }
 
 impl Session {
-    pub fn new(sid: String, domain: String, params: Params) -> (Arc<Session>, mpsc::Receiver<Incoming>) {
+    pub fn new(
+        sid: String,
+        domain: String,
+        params: Params,
+    ) -> (Arc<Session>, mpsc::Receiver<Incoming>) {
         let (tx, rx) = mpsc::channel(INBOUND_FRAMES);
         let state = State {
             idle_since: Some(Instant::now()),
