@@ -175,7 +175,8 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         registration_limits,
         allow_user_invites,
         invite_expiry_secs,
-        external_services
+        external_services,
+        bosh
     );
     if old.tls.generate_self_signed != new.tls.generate_self_signed {
         changed.push("tls.generate_self_signed".into());
