@@ -548,3 +548,33 @@ async fn the_bosh_path_is_served_too() {
     .await;
     assert!(answer.element().attr("sid").is_some());
 }
+
+#[tokio::test]
+async fn a_held_request_sent_again_is_answered_on_the_new_connection() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    let mut bosh = Bosh::create(t.http(), 30).await;
+    bosh.login("alice", "web").await;
+    // Held (nothing to send for 30 s); the client gives up on its connection and retries.
+    let (_, poll) = bosh.next_body("", "");
+    let addr = bosh.addr;
+    let first = {
+        let poll = poll.clone();
+        tokio::spawn(async move { post(addr, &poll).await })
+    };
+    let again = post(addr, &poll).await;
+    assert_eq!(terminate_condition(&again), None);
+    let first = first.await.unwrap();
+    assert_eq!(
+        corvid::xml::to_string(&first),
+        corvid::xml::to_string(&again)
+    );
+    // The session goes on.
+    let seen = bosh
+        .until(
+            "<iq xmlns='jabber:client' type='get' id='p3'><ping xmlns='urn:xmpp:ping'/></iq>",
+            |el| el.attr("id") == Some("p3"),
+        )
+        .await;
+    assert_eq!(seen.last().unwrap().attr("type"), Some("result"));
+}

@@ -242,7 +242,7 @@ async fn create(bosh: &Bosh, peer: SocketAddr, request: Body) -> Response {
     if session.inbound.send(Incoming::Open(header)).await.is_err() {
         return answer(body::terminate("internal-server-error"));
     }
-    let _active = Active::enter(&session);
+    let _active = Active::enter(&session, request.rid);
     hold(bosh, &session, request.rid, true, false).await
 }
 
@@ -293,15 +293,16 @@ async fn carry_on(bosh: &Bosh, session: Arc<Session>, request: Body) -> Response
 /// A request in progress, counted until it is answered (or its connection drops).
 struct Active<'a> {
     session: &'a Session,
-    rid: Option<u64>,
+    rid: u64,
 }
 
 impl<'a> Active<'a> {
-    fn enter(session: &'a Session) -> Active<'a> {
+    fn enter(session: &'a Session, rid: u64) -> Active<'a> {
         let mut state = session.state();
         state.active += 1;
+        state.in_progress.push(rid);
         state.idle_since = None;
-        Active { session, rid: None }
+        Active { session, rid }
     }
 }
 
@@ -309,9 +310,10 @@ impl Drop for Active<'_> {
     fn drop(&mut self) {
         let mut state = self.session.state();
         state.active = state.active.saturating_sub(1);
-        if let Some(rid) = self.rid {
-            state.held.retain(|held| *held != rid);
-        }
+        let rid = self.rid;
+        state.held.retain(|held| *held != rid);
+        state.in_progress.retain(|taken| *taken != rid);
+        state.resent.retain(|resent| *resent != rid);
         if state.active == 0 {
             state.idle_since = Some(Instant::now());
         }
@@ -328,37 +330,66 @@ async fn take_in(session: &Session, rid: u64) -> Result<Active<'_>, Response> {
     let give_up = Instant::now() + params.wait.max(Duration::from_secs(1));
     loop {
         let changed = session.changed();
-        {
-            let mut state = session.state();
-            if rid <= state.last_rid {
-                if let Some((_, cached)) = state.answered.iter().find(|(r, _)| *r == rid) {
-                    return Err(answer(cached.to_string()));
-                }
-                drop(state);
-                return Err(end_with(session, "item-not-found"));
-            }
-            if rid > state.last_rid + params.requests as u64 {
-                drop(state);
-                debug!(rid, "BOSH rid out of window");
-                return Err(end_with(session, "item-not-found"));
-            }
-            if rid == state.last_rid + 1 {
-                if state.active >= params.requests {
-                    drop(state);
-                    debug!("more simultaneous BOSH requests than allowed");
-                    return Err(end_with(session, "policy-violation"));
-                }
-                state.last_rid = rid;
-                state.idle_allowance = params.inactivity;
-                drop(state);
-                return Ok(Active::enter(session));
-            }
+        match place_of(session, rid) {
+            Place::Next => return Ok(Active::enter(session, rid)),
+            Place::Answered(text) => return Err(answer(text)),
+            Place::Refused(condition) => return Err(end_with(session, condition)),
+            Place::Wait => {}
         }
-        // An earlier request is still on its way.
+        // An earlier request is still on its way, or a held one is answering.
         if tokio::time::timeout_at(give_up, changed).await.is_err() {
             return Err(end_with(session, "item-not-found"));
         }
     }
+}
+
+/// Where a request's `rid` stands.
+enum Place {
+    /// The one expected: taken in (counted as `last_rid`).
+    Next,
+    /// Already answered: the same answer again.
+    Answered(String),
+    /// Not now: a request before it has not come, or the same `rid` is still held.
+    Wait,
+    /// Out of the window, forgotten, or one request too many: the session ends.
+    Refused(&'static str),
+}
+
+fn place_of(session: &Session, rid: u64) -> Place {
+    let params = session.params;
+    let mut state = session.state();
+    if rid <= state.last_rid {
+        if let Some((_, cached)) = state.answered.iter().find(|(r, _)| *r == rid) {
+            return Place::Answered(cached.to_string());
+        }
+        if state.in_progress.contains(&rid) {
+            // Sent again while still served (the client lost the connection it was held on):
+            // the first copy answers now, and this one repeats its answer.
+            if state.held.contains(&rid) {
+                state.held.retain(|held| *held != rid);
+                drop(state);
+                session.notify();
+            } else if !state.resent.contains(&rid) {
+                state.resent.push(rid);
+            }
+            return Place::Wait;
+        }
+        return Place::Refused("item-not-found");
+    }
+    if rid > state.last_rid + params.requests as u64 {
+        debug!(rid, "BOSH rid out of window");
+        return Place::Refused("item-not-found");
+    }
+    if rid > state.last_rid + 1 {
+        return Place::Wait;
+    }
+    if state.active >= params.requests {
+        debug!("more simultaneous BOSH requests than allowed");
+        return Place::Refused("policy-violation");
+    }
+    state.last_rid = rid;
+    state.idle_allowance = params.inactivity;
+    Place::Next
 }
 
 /// Ends the session with `condition` and tells this request so.
@@ -384,9 +415,12 @@ async fn hold(
     };
     {
         let mut state = session.state();
-        state.held.push_back(rid);
-        while state.held.len() > params.hold {
-            state.held.pop_front();
+        // A request already sent again is not held: its copy waits for this answer.
+        if !state.resent.contains(&rid) {
+            state.held.push_back(rid);
+            while state.held.len() > params.hold {
+                state.held.pop_front();
+            }
         }
     }
     // Releases the older held request, if this one took its place.

@@ -69,6 +69,10 @@ pub struct State {
     pub held: VecDeque<u64>,
     /// Requests being served now (held or not).
     pub active: usize,
+    /// Their `rid`s: one sent again while its first copy is still served waits for its answer.
+    pub in_progress: Vec<u64>,
+    /// Of those, the ones sent again before they were held: they answer at once.
+    pub resent: Vec<u64>,
     /// When the last request was answered, if none is active: where inactivity counts from.
     pub idle_since: Option<Instant>,
     /// Inactivity allowed this time, `pause` replacing `inactivity` until the next request.
