@@ -59,3 +59,33 @@ impl BoshConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_out_of_range_are_refused() {
+        assert!(BoshConfig::default().validate().is_ok());
+        for broken in [
+            BoshConfig {
+                max_wait_secs: 0,
+                ..BoshConfig::default()
+            },
+            BoshConfig {
+                max_wait_secs: MAX_WAIT_SECS + 1,
+                ..BoshConfig::default()
+            },
+            BoshConfig {
+                inactivity_secs: 0,
+                ..BoshConfig::default()
+            },
+            BoshConfig {
+                max_pause_secs: 86_401,
+                ..BoshConfig::default()
+            },
+        ] {
+            assert!(broken.validate().is_err(), "{broken:?}");
+        }
+    }
+}
