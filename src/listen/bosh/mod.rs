@@ -213,6 +213,8 @@ async fn create(bosh: &Bosh, peer: SocketAddr, request: Body) -> Response {
     let (session, inbound) = Session::new(sid.clone(), domain, params);
     session.state().last_rid = request.rid;
     bosh.sessions.insert(session.clone());
+    // In progress from here: the stream counts no inactivity while this request is served.
+    let _active = Active::enter(&session, request.rid);
 
     let http = &config.http;
     let secure = bosh.encrypted
@@ -242,7 +244,6 @@ async fn create(bosh: &Bosh, peer: SocketAddr, request: Body) -> Response {
     if session.inbound.send(Incoming::Open(header)).await.is_err() {
         return answer(body::terminate("internal-server-error"));
     }
-    let _active = Active::enter(&session, request.rid);
     hold(bosh, &session, request.rid, true, false).await
 }
 
