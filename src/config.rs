@@ -9,11 +9,13 @@ use serde::Deserialize;
 
 use crate::xml::XmlLimits;
 
+mod bosh;
 mod components;
 mod external_services;
 mod registration;
-pub use components::{ComponentService, ComponentsConfig};
 mod upload;
+pub use bosh::BoshConfig;
+pub use components::{ComponentService, ComponentsConfig};
 pub use external_services::{
     ExternalService, ExternalServiceType, ExternalTransport, RestrictedService,
     DEFAULT_CREDENTIALS_TTL_SECS,
@@ -94,6 +96,8 @@ pub struct Config {
     pub components: ComponentsConfig,
     /// `[upload]`: HTTP File Upload (XEP-0363).
     pub upload: UploadConfig,
+    /// `[bosh]`: XMPP over BOSH (XEP-0124, XEP-0206) at `/http-bind`.
+    pub bosh: BoshConfig,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -557,6 +561,9 @@ pub struct HttpConfig {
     /// address), used in invite links. Unset, links name the domain and the HTTPS port (or
     /// the HTTP port with HTTPS off), and the invite page uses the request's `Host`.
     pub public_url: Option<String>,
+    /// The BOSH URL announced in host-meta (XEP-0156); https://<domain>:<tls_port>/http-bind
+    /// when unset (or http://<domain>:<port> with HTTPS disabled).
+    pub bosh_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -915,6 +922,7 @@ impl Default for Config {
             external_services: Vec::new(),
             components: ComponentsConfig::default(),
             upload: UploadConfig::default(),
+            bosh: BoshConfig::default(),
         }
     }
 }
@@ -998,6 +1006,7 @@ impl Default for HttpConfig {
             websocket_url: None,
             websocket_is_secure: false,
             public_url: None,
+            bosh_url: None,
         }
     }
 }
@@ -1299,6 +1308,14 @@ impl Config {
             .collect();
         self.components.validate(&served)?;
         self.upload.validate()?;
+        self.bosh.validate()?;
+        if let Some(url) = &self.http.bosh_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "http.bosh_url '{url}' must start with http:// or https://"
+                )));
+            }
+        }
         self.validate_registration()?;
         self.auth.validate()?;
         let mam = &self.mam;

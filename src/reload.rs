@@ -177,7 +177,8 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         invite_expiry_secs,
         external_services,
         components,
-        upload
+        upload,
+        bosh
     );
     if old.tls.generate_self_signed != new.tls.generate_self_signed {
         changed.push("tls.generate_self_signed".into());

@@ -251,7 +251,7 @@ pub async fn start_with_modules(
     } else {
         None
     };
-    let url = listen::http::websocket_url(
+    let url = listen::http::announced_urls(
         &ctx,
         http_addr.map_or(config.http.port, |a| a.port()),
         https_addr.map(|a| a.port()),

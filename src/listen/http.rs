@@ -1,4 +1,5 @@
-//! HTTP on port 5280: the RFC 7395 WebSocket endpoint and XEP-0156 host-meta discovery.
+//! HTTP on port 5280: the RFC 7395 WebSocket endpoint, BOSH (XEP-0206, in `bosh`) and
+//! XEP-0156 host-meta discovery.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,66 +35,117 @@ const WEBSOCKET_READ_BUFFER: usize = 4096;
 struct HttpState {
     ctx: Arc<StreamContext>,
     /// What host-meta announces.
-    websocket_url: WebsocketUrl,
+    urls: AnnouncedUrls,
     /// Served over TLS (wss://).
     encrypted: bool,
 }
 
-fn app(ctx: Arc<StreamContext>, websocket_url: WebsocketUrl, encrypted: bool) -> HttpRouter {
+fn app(listen: &Arc<ListenContext>, urls: AnnouncedUrls, encrypted: bool) -> HttpRouter {
+    let ctx = listen.streams.clone();
     HttpRouter::new()
         .route(WEBSOCKET_PATH, get(websocket))
         .route("/.well-known/host-meta", get(host_meta_xml))
         .route("/.well-known/host-meta.json", get(host_meta_json))
         .with_state(HttpState {
             ctx: ctx.clone(),
-            websocket_url,
+            urls,
             encrypted,
         })
         .merge(super::invite_page::routes(ctx.clone(), encrypted))
         .merge(super::upload::routes(ctx))
+        .merge(super::bosh::routes(listen.clone(), encrypted))
 }
 
-/// The WebSocket URL host-meta announces.
+/// The endpoints host-meta announces (XEP-0156): WebSocket, and BOSH when it is on.
 #[derive(Clone)]
-pub enum WebsocketUrl {
-    /// `http.websocket_url`, the same for every domain (a reverse proxy's address, say).
-    Configured(Arc<str>),
-    /// The bound port (wss:// when HTTPS listens), under the hosted domain the request is for.
-    Derived { scheme: &'static str, port: u16 },
+pub struct AnnouncedUrls {
+    websocket: EndpointUrl,
+    bosh: Option<EndpointUrl>,
 }
 
-impl WebsocketUrl {
+/// One announced endpoint.
+#[derive(Clone)]
+enum EndpointUrl {
+    /// `http.websocket_url` or `http.bosh_url`, the same for every domain (a reverse proxy's
+    /// address, say).
+    Configured(Arc<str>),
+    /// The bound port (the TLS scheme when HTTPS listens), under the hosted domain the
+    /// request is for.
+    Derived {
+        scheme: &'static str,
+        port: u16,
+        path: &'static str,
+    },
+}
+
+impl EndpointUrl {
     fn for_domain(&self, domain: &str) -> String {
         match self {
-            WebsocketUrl::Configured(url) => url.to_string(),
-            WebsocketUrl::Derived { scheme, port } => {
+            EndpointUrl::Configured(url) => url.to_string(),
+            EndpointUrl::Derived { scheme, port, path } => {
                 // A URL's host is written in A-labels: that is what every HTTP client and
                 // certificate check compares.
                 let host = idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_owned());
-                format!("{scheme}://{host}:{port}{WEBSOCKET_PATH}")
+                format!("{scheme}://{host}:{port}{path}")
             }
+        }
+    }
+
+    /// Configured, or derived from the bound ports.
+    fn new(
+        configured: &Option<String>,
+        schemes: (&'static str, &'static str),
+        http_port: u16,
+        https_port: Option<u16>,
+        path: &'static str,
+    ) -> EndpointUrl {
+        match (configured, https_port) {
+            (Some(url), _) => EndpointUrl::Configured(url.as_str().into()),
+            (None, Some(port)) => EndpointUrl::Derived {
+                scheme: schemes.1,
+                port,
+                path,
+            },
+            (None, None) => EndpointUrl::Derived {
+                scheme: schemes.0,
+                port: http_port,
+                path,
+            },
         }
     }
 }
 
 /// What host-meta announces: configured, or derived from the bound ports.
-pub fn websocket_url(ctx: &StreamContext, http_port: u16, https_port: Option<u16>) -> WebsocketUrl {
-    match (&ctx.config.http.websocket_url, https_port) {
-        (Some(url), _) => WebsocketUrl::Configured(url.as_str().into()),
-        (None, Some(port)) => WebsocketUrl::Derived {
-            scheme: "wss",
-            port,
-        },
-        (None, None) => WebsocketUrl::Derived {
-            scheme: "ws",
-            port: http_port,
-        },
-    }
+pub fn announced_urls(
+    ctx: &StreamContext,
+    http_port: u16,
+    https_port: Option<u16>,
+) -> AnnouncedUrls {
+    let http = &ctx.config.http;
+    let websocket = EndpointUrl::new(
+        &http.websocket_url,
+        ("ws", "wss"),
+        http_port,
+        https_port,
+        WEBSOCKET_PATH,
+    );
+    let bosh = ctx.config.bosh.enabled.then(|| {
+        let path = super::bosh::PATHS[0];
+        EndpointUrl::new(
+            &http.bosh_url,
+            ("http", "https"),
+            http_port,
+            https_port,
+            path,
+        )
+    });
+    AnnouncedUrls { websocket, bosh }
 }
 
-/// The WebSocket URL for the domain a host-meta request names in its `Host` (XEP-0156 §3:
-/// clients ask the domain of their JID); the main domain when it names none hosted here.
-fn announced_url(state: &HttpState, headers: &HeaderMap) -> String {
+/// The (WebSocket, BOSH) URLs for the domain a host-meta request names in its `Host`
+/// (XEP-0156 §3: clients ask the domain of their JID); the main domain when it names none
+/// hosted here.
+fn announced_urls_for(state: &HttpState, headers: &HeaderMap) -> (String, Option<String>) {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -110,12 +162,16 @@ fn announced_url(state: &HttpState, headers: &HeaderMap) -> String {
     let domain = host
         .filter(|h| config.is_hosted(h))
         .unwrap_or_else(|| config.domain.clone());
-    state.websocket_url.for_domain(&domain)
+    let urls = &state.urls;
+    (
+        urls.websocket.for_domain(&domain),
+        urls.bosh.as_ref().map(|bosh| bosh.for_domain(&domain)),
+    )
 }
 
 /// Plain HTTP on 5280.
-pub async fn serve(listener: TcpListener, ctx: Arc<ListenContext>, websocket_url: WebsocketUrl) {
-    let app = app(ctx.streams.clone(), websocket_url, false);
+pub async fn serve(listener: TcpListener, ctx: Arc<ListenContext>, urls: AnnouncedUrls) {
+    let app = app(&ctx, urls, false);
     accept_loop(listener, ctx, app, None).await;
 }
 
@@ -123,10 +179,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenContext>, websocket_url
 pub async fn serve_tls(
     listener: TcpListener,
     ctx: Arc<ListenContext>,
-    websocket_url: WebsocketUrl,
+    urls: AnnouncedUrls,
     acceptor: TlsAcceptor,
 ) {
-    let app = app(ctx.streams.clone(), websocket_url, true);
+    let app = app(&ctx, urls, true);
     accept_loop(listener, ctx, app, Some(acceptor)).await;
 }
 
@@ -274,21 +330,30 @@ fn discovery_response(content_type: &'static str, body: String) -> Response {
     response
 }
 
+const REL_WEBSOCKET: &str = "urn:xmpp:alt-connections:websocket";
+const REL_BOSH: &str = "urn:xmpp:alt-connections:xbosh";
+
 async fn host_meta_xml(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    let url = announced_url(&state, &headers);
+    let (websocket, bosh) = announced_urls_for(&state, &headers);
+    let link =
+        |rel: &str, url: &str| format!("  <Link rel='{rel}' href='{}'/>\n", xml::escape_attr(url));
+    let mut links = link(REL_WEBSOCKET, &websocket);
+    if let Some(bosh) = bosh {
+        links.push_str(&link(REL_BOSH, &bosh));
+    }
     let body = format!(
         "<?xml version='1.0' encoding='utf-8'?>\n\
-         <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  \
-         <Link rel='urn:xmpp:alt-connections:websocket' href='{}'/>\n</XRD>\n",
-        xml::escape_attr(&url)
+         <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n{links}</XRD>\n"
     );
     discovery_response("application/xrd+xml", body)
 }
 
 async fn host_meta_json(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    let url = announced_url(&state, &headers);
-    let body = serde_json::json!({
-        "links": [{ "rel": "urn:xmpp:alt-connections:websocket", "href": url }]
-    });
+    let (websocket, bosh) = announced_urls_for(&state, &headers);
+    let mut links = vec![serde_json::json!({ "rel": REL_WEBSOCKET, "href": websocket })];
+    if let Some(bosh) = bosh {
+        links.push(serde_json::json!({ "rel": REL_BOSH, "href": bosh }));
+    }
+    let body = serde_json::json!({ "links": links });
     discovery_response("application/json", body.to_string())
 }

@@ -1,6 +1,7 @@
 //! Listeners: thin adapters from connections to the transport-agnostic streams.
 
 pub mod admission;
+pub mod bosh;
 pub mod byte_stream;
 pub mod deadline;
 pub mod http;

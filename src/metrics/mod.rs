@@ -45,16 +45,24 @@ pub enum Transport {
     Tls,
     /// WebSocket (RFC 7395), over HTTP or HTTPS.
     Websocket,
+    /// BOSH (XEP-0124, XEP-0206), over HTTP or HTTPS.
+    Bosh,
 }
 
 impl Transport {
-    const ALL: [Transport; 3] = [Transport::Tcp, Transport::Tls, Transport::Websocket];
+    const ALL: [Transport; 4] = [
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Websocket,
+        Transport::Bosh,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
             Transport::Websocket => "websocket",
+            Transport::Bosh => "bosh",
         }
     }
 
@@ -100,7 +108,7 @@ pub type Sampler = Box<dyn Fn(&Metrics) + Send + Sync>;
 /// The registry and every metric family of one server.
 pub struct Metrics {
     registry: Registry,
-    sessions: [IntGauge; 3],
+    sessions: [IntGauge; 4],
     sessions_detached: IntGauge,
     logins: IntCounterVec,
     login_failures: IntCounterVec,
