@@ -7,6 +7,7 @@ pub mod disco;
 pub mod extdisco;
 pub mod last_activity;
 pub mod mam;
+mod message_kinds;
 pub mod muc;
 pub mod offline;
 pub mod pep;

@@ -67,3 +67,6 @@ pub const RSM: &str = "http://jabber.org/protocol/rsm";
 pub const OMEMO_2: &str = "urn:xmpp:omemo:2";
 pub const OPENPGP: &str = "urn:xmpp:openpgp:0";
 pub const LEGACY_PGP: &str = "jabber:x:encrypted";
+pub const JINGLE_MESSAGE: &str = "urn:xmpp:jingle-message:0";
+pub const JINGLE_MESSAGE_1: &str = "urn:xmpp:jingle-message:1";
+pub const TIGASE_PUSH_PRIORITY: &str = "tigase:push:priority:0";
