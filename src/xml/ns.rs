@@ -70,3 +70,6 @@ pub const LEGACY_PGP: &str = "jabber:x:encrypted";
 pub const JINGLE_MESSAGE: &str = "urn:xmpp:jingle-message:0";
 pub const JINGLE_MESSAGE_1: &str = "urn:xmpp:jingle-message:1";
 pub const TIGASE_PUSH_PRIORITY: &str = "tigase:push:priority:0";
+pub const FASTEN: &str = "urn:xmpp:fasten:0";
+pub const MESSAGE_MODERATE_0: &str = "urn:xmpp:message-moderate:0";
+pub const MESSAGE_RETRACT_0: &str = "urn:xmpp:message-retract:0";
