@@ -11,11 +11,13 @@ use crate::xml::XmlLimits;
 
 mod external_services;
 mod registration;
+mod server_info;
 pub use external_services::{
     ExternalService, ExternalServiceType, ExternalTransport, RestrictedService,
     DEFAULT_CREDENTIALS_TTL_SECS,
 };
 pub use registration::{RegistrationLimits, RegistrationMode, DEFAULT_INVITE_EXPIRY_SECS};
+pub use server_info::{ContactAddresses, OutageStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -86,6 +88,10 @@ pub struct Config {
     pub invite_expiry_secs: u64,
     /// `[[external_services]]`: STUN/TURN servers announced to local users (XEP-0215).
     pub external_services: Vec<ExternalService>,
+    /// `[contact]`: XEP-0157 contact addresses in the server's disco#info.
+    pub contact: ContactAddresses,
+    /// `[outage]`: where the XEP-0455 outage status document is published.
+    pub outage: OutageStatus,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -146,6 +152,8 @@ pub struct HostConfig {
     pub admins: Vec<String>,
     /// This domain's registration mode; the top-level `registration` when unset.
     pub registration: Option<RegistrationMode>,
+    /// This domain's XEP-0157 contact addresses; the top-level `[contact]` when unset.
+    pub contact: Option<ContactAddresses>,
 }
 
 /// `[hosts."example.net".limits]`: the limits on one account that a hosted domain may set
@@ -902,6 +910,8 @@ impl Default for Config {
             allow_user_invites: false,
             invite_expiry_secs: DEFAULT_INVITE_EXPIRY_SECS,
             external_services: Vec::new(),
+            contact: ContactAddresses::default(),
+            outage: OutageStatus::default(),
         }
     }
 }
@@ -1280,6 +1290,7 @@ impl Config {
         self.validate_hosts()?;
         self.validate_admins()?;
         external_services::validate(&self.external_services)?;
+        server_info::validate(self)?;
         self.validate_registration()?;
         self.auth.validate()?;
         let mam = &self.mam;

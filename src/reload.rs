@@ -175,7 +175,9 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         registration_limits,
         allow_user_invites,
         invite_expiry_secs,
-        external_services
+        external_services,
+        contact,
+        outage
     );
     if old.tls.generate_self_signed != new.tls.generate_self_signed {
         changed.push("tls.generate_self_signed".into());
@@ -190,6 +192,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             if format!("{:?}", before.limits) != format!("{:?}", host.limits)
                 || before.muc_domain != host.muc_domain
                 || before.registration != host.registration
+                || before.contact != host.contact
             {
                 changed.push(format!("hosts.\"{domain}\""));
             }

@@ -4,6 +4,7 @@ pub mod adhoc;
 pub mod blocking;
 pub mod carbons;
 pub mod disco;
+pub mod entity_time;
 pub mod extdisco;
 pub mod last_activity;
 pub mod mam;
@@ -16,6 +17,7 @@ pub mod presence;
 pub mod push;
 pub mod register;
 pub mod roster;
+mod server_info;
 mod user_cache;
 pub mod vcard;
 pub mod version;
@@ -35,6 +37,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(disco::Disco),
         Arc::new(ping::Ping),
         Arc::new(version::Version),
+        Arc::new(entity_time::EntityTime),
         Arc::new(roster::Roster),
         Arc::new(presence::Presence::new(config)),
         Arc::new(last_activity::LastActivity::default()),

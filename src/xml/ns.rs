@@ -73,3 +73,4 @@ pub const TIGASE_PUSH_PRIORITY: &str = "tigase:push:priority:0";
 pub const FASTEN: &str = "urn:xmpp:fasten:0";
 pub const MESSAGE_MODERATE_0: &str = "urn:xmpp:message-moderate:0";
 pub const MESSAGE_RETRACT_0: &str = "urn:xmpp:message-retract:0";
+pub const TIME: &str = "urn:xmpp:time";
