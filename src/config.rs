@@ -425,6 +425,12 @@ pub struct C2sConfig {
     /// SO_RCVBUF of the client listeners' sockets, in bytes; 0 leaves the size to the kernel,
     /// which grows it with each connection's traffic (setting it turns that off).
     pub receive_buffer_bytes: u32,
+    /// A bound stream from which nothing was read for this many seconds is asked for a sign
+    /// of life (an SM `<r/>` with stream management, a XEP-0199 ping otherwise); 0: never.
+    pub idle_ping_secs: u64,
+    /// Seconds the client has to answer that; a silent stream is then closed, or parked for
+    /// resumption when stream management allows it.
+    pub idle_timeout_secs: u64,
 }
 
 /// Server-to-server federation (RFC 6120 §13, XEP-0178, XEP-0220, XEP-0288, XEP-0368).
@@ -967,6 +973,8 @@ impl Default for C2sConfig {
             max_namespace_declarations: XmlLimits::DEFAULT_MAX_NAMESPACE_DECLARATIONS,
             negotiation_timeout_secs: 30,
             receive_buffer_bytes: 0,
+            idle_ping_secs: 300,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -1199,6 +1207,12 @@ impl Config {
         if !(4..=256).contains(&self.c2s.max_namespace_declarations) {
             return Err(ConfigError::Invalid(
                 "c2s.max_namespace_declarations must be between 4 and 256".into(),
+            ));
+        }
+        if self.c2s.idle_ping_secs > 0 && self.c2s.idle_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "c2s.idle_timeout_secs must be greater than 0 when c2s.idle_ping_secs is set"
+                    .into(),
             ));
         }
         if self.c2s.negotiation_timeout_secs == 0 {
