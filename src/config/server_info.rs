@@ -99,6 +99,27 @@ fn is_uri(address: &str) -> bool {
         && !address.contains(char::is_whitespace)
 }
 
+impl super::Config {
+    /// The contact addresses `domain` shows: its `[hosts]` entry's `contact`, else `[contact]`.
+    pub fn contact_addresses(&self, domain: &str) -> &ContactAddresses {
+        self.hosts
+            .get(domain)
+            .and_then(|host| host.contact.as_ref())
+            .unwrap_or(&self.contact)
+    }
+}
+
+/// Checks `[contact]`, every `[hosts."…".contact]` and `[outage]`.
+pub(super) fn validate(config: &super::Config) -> Result<(), ConfigError> {
+    config.contact.validate("contact")?;
+    for (domain, host) in &config.hosts {
+        if let Some(contact) = &host.contact {
+            contact.validate(&format!("hosts.\"{domain}\".contact"))?;
+        }
+    }
+    config.outage.validate()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,25 +149,4 @@ mod tests {
         };
         assert!(outage.validate().is_err());
     }
-}
-
-impl super::Config {
-    /// The contact addresses `domain` shows: its `[hosts]` entry's `contact`, else `[contact]`.
-    pub fn contact_addresses(&self, domain: &str) -> &ContactAddresses {
-        self.hosts
-            .get(domain)
-            .and_then(|host| host.contact.as_ref())
-            .unwrap_or(&self.contact)
-    }
-}
-
-/// Checks `[contact]`, every `[hosts."…".contact]` and `[outage]`.
-pub(super) fn validate(config: &super::Config) -> Result<(), ConfigError> {
-    config.contact.validate("contact")?;
-    for (domain, host) in &config.hosts {
-        if let Some(contact) = &host.contact {
-            contact.validate(&format!("hosts.\"{domain}\".contact"))?;
-        }
-    }
-    config.outage.validate()
 }

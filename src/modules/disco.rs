@@ -86,7 +86,7 @@ impl IqHandler for Disco {
             return Err(StanzaError::service_unavailable());
         }
         let forms = match target {
-            DiscoTarget::Server => super::server_info::forms(&router.config(), &domain),
+            DiscoTarget::Server => super::server_info::forms(router.config(), &domain),
             _ => Vec::new(),
         };
         Ok(Some(info_query(
