@@ -169,7 +169,15 @@ async def archive(bob):
     async for msg in bob.plugin["xep_0313"].iterate(with_jid=slixmpp.JID(ALICE), rsm={"max": 2}):
         bodies.append(msg["mam_result"]["forwarded"]["stanza"]["body"])
     assert bodies == ["hello bob", "hello alice", "carbon in", "carbon out"], bodies
-    print("interop: MAM query with paging ok")
+    # Backwards from the newest, one message a page: slixmpp's iterator reads the RSM
+    # <first index=''/> as if paging forwards, so it must keep going to the oldest.
+    newest_first = []
+    async for msg in bob.plugin["xep_0313"].iterate(
+        with_jid=slixmpp.JID(ALICE), reverse=True, rsm={"max": 1}
+    ):
+        newest_first.append(msg["mam_result"]["forwarded"]["stanza"]["body"])
+    assert newest_first == list(reversed(bodies)), newest_first
+    print("interop: MAM query with paging ok, forwards and backwards")
 
 
 async def stream_management(alice, bob, port):

@@ -3,8 +3,8 @@
 # Two accounts log in over STARTTLS (verifying corvid's self-signed certificate), subscribe to
 # each other and approve, watch each other's presence come and go, exchange messages both ways,
 # a second resource with carbons (XEP-0280) sees sent and received copies, Bob pages through his
-# MAM archive (XEP-0313 with XEP-0059), one publishes a XEP-0084 avatar over PEP that the other
-# is notified of, they create a MUC room through its configuration form, chat in it and read its
+# MAM archive (XEP-0313 with XEP-0059) forwards and backwards one message a page, one publishes
+# a XEP-0084 avatar over PEP that the other is notified of, they create a MUC room through its configuration form, chat in it and read its
 # history, and Bob's connection is cut and resumed with stream management (XEP-0198) without
 # losing the message sent meanwhile (see chat.py). Then users of two hosted domains (localhost
 # and b.example), each verifying its own domain's certificate, chat and meet in a room of the

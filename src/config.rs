@@ -16,12 +16,14 @@ mod registration;
 mod upload;
 pub use bosh::BoshConfig;
 pub use components::{ComponentService, ComponentsConfig};
+mod server_info;
 pub use external_services::{
     ExternalService, ExternalServiceType, ExternalTransport, RestrictedService,
     DEFAULT_CREDENTIALS_TTL_SECS,
 };
 pub use registration::{RegistrationLimits, RegistrationMode, DEFAULT_INVITE_EXPIRY_SECS};
 pub use upload::UploadConfig;
+pub use server_info::{ContactAddresses, OutageStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -98,6 +100,10 @@ pub struct Config {
     pub upload: UploadConfig,
     /// `[bosh]`: XMPP over BOSH (XEP-0124, XEP-0206) at `/http-bind`.
     pub bosh: BoshConfig,
+    /// `[contact]`: XEP-0157 contact addresses in the server's disco#info.
+    pub contact: ContactAddresses,
+    /// `[outage]`: where the XEP-0455 outage status document is published.
+    pub outage: OutageStatus,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -158,6 +164,8 @@ pub struct HostConfig {
     pub admins: Vec<String>,
     /// This domain's registration mode; the top-level `registration` when unset.
     pub registration: Option<RegistrationMode>,
+    /// This domain's XEP-0157 contact addresses; the top-level `[contact]` when unset.
+    pub contact: Option<ContactAddresses>,
 }
 
 /// `[hosts."example.net".limits]`: the limits on one account that a hosted domain may set
@@ -432,6 +440,12 @@ pub struct C2sConfig {
     /// SO_RCVBUF of the client listeners' sockets, in bytes; 0 leaves the size to the kernel,
     /// which grows it with each connection's traffic (setting it turns that off).
     pub receive_buffer_bytes: u32,
+    /// A bound stream from which nothing was read for this many seconds is asked for a sign
+    /// of life (an SM `<r/>` with stream management, a XEP-0199 ping otherwise); 0: never.
+    pub idle_ping_secs: u64,
+    /// Seconds the client has to answer that; a silent stream is then closed, or parked for
+    /// resumption when stream management allows it.
+    pub idle_timeout_secs: u64,
 }
 
 /// Server-to-server federation (RFC 6120 §13, XEP-0178, XEP-0220, XEP-0288, XEP-0368).
@@ -923,6 +937,8 @@ impl Default for Config {
             components: ComponentsConfig::default(),
             upload: UploadConfig::default(),
             bosh: BoshConfig::default(),
+            contact: ContactAddresses::default(),
+            outage: OutageStatus::default(),
         }
     }
 }
@@ -978,6 +994,8 @@ impl Default for C2sConfig {
             max_namespace_declarations: XmlLimits::DEFAULT_MAX_NAMESPACE_DECLARATIONS,
             negotiation_timeout_secs: 30,
             receive_buffer_bytes: 0,
+            idle_ping_secs: 300,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -1214,6 +1232,12 @@ impl Config {
                 "c2s.max_namespace_declarations must be between 4 and 256".into(),
             ));
         }
+        if self.c2s.idle_ping_secs > 0 && self.c2s.idle_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "c2s.idle_timeout_secs must be greater than 0 when c2s.idle_ping_secs is set"
+                    .into(),
+            ));
+        }
         if self.c2s.negotiation_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "c2s.negotiation_timeout_secs must be greater than 0".into(),
@@ -1316,6 +1340,7 @@ impl Config {
                 )));
             }
         }
+        server_info::validate(self)?;
         self.validate_registration()?;
         self.auth.validate()?;
         let mam = &self.mam;

@@ -178,7 +178,9 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         external_services,
         components,
         upload,
-        bosh
+        bosh,
+        contact,
+        outage
     );
     if old.tls.generate_self_signed != new.tls.generate_self_signed {
         changed.push("tls.generate_self_signed".into());
@@ -193,6 +195,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             if format!("{:?}", before.limits) != format!("{:?}", host.limits)
                 || before.muc_domain != host.muc_domain
                 || before.registration != host.registration
+                || before.contact != host.contact
             {
                 changed.push(format!("hosts.\"{domain}\""));
             }

@@ -274,6 +274,80 @@ async fn rsm_pages_forward_and_backward_with_counts() {
     assert!(all.complete());
 }
 
+/// slixmpp 1.17's `ResultIterator` (xep_0059/rsm.py), as its MAM `iterate(reverse=True)`
+/// drives it: `<before/>` then `<before>first</before>`, stopping on a page without
+/// first/last or once `first index + items on the page == count`.
+async fn slixmpp_reverse_iteration(s: &mut Session, page_size: u32) -> (Vec<String>, u32) {
+    let mut before = String::new();
+    let mut collected = Vec::new();
+    let mut requests = 0;
+    loop {
+        requests += 1;
+        assert!(requests < 100, "the iteration never ends");
+        let page = query(
+            s,
+            "",
+            &format!("<max>{page_size}</max><before>{before}</before>"),
+        )
+        .await;
+        let (first, last) = (page.set_child("first"), page.set_child("last"));
+        if first.is_none() && last.is_none() {
+            return (collected, requests);
+        }
+        let mut bodies = page.bodies();
+        bodies.reverse();
+        collected.extend(bodies);
+        if let Some(index) = page.first_index() {
+            let index: u64 = index.parse().unwrap();
+            if index + page.results.len() as u64 == page.count() {
+                return (collected, requests);
+            }
+        }
+        before = first.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn slixmpp_reverse_iteration_with_pages_of_one_reaches_every_message() {
+    let server = TestServer::start().await;
+    server.add_user("alice").await;
+    server.add_user("bob").await;
+    let mut alice = Session::online(&server, "alice", "a").await;
+    send_bodies(&mut alice, "bob@localhost", numbered("m", 1..=5)).await;
+
+    let (newest_first, requests) = slixmpp_reverse_iteration(&mut alice, 1).await;
+    let mut expected = numbered("m", 1..=5);
+    expected.reverse();
+    assert_eq!(newest_first, expected);
+    // Five pages, then the empty one that ends it.
+    assert_eq!(requests, 6);
+
+    // The newest page is not complete (older ones remain); a page read forwards still says where it
+    // starts, and Gajim's/Conversations' forward catch-up (`after` + max) ends complete.
+    let oldest = query(&mut alice, "", "<max>1</max><before/>").await;
+    assert!(!oldest.complete());
+    let forward = query(&mut alice, "", "<max>2</max>").await;
+    assert_eq!(forward.first_index().as_deref(), Some("0"));
+    let after = forward.set_child("last").unwrap();
+    let rest = query(
+        &mut alice,
+        "",
+        &format!("<max>10</max><after>{after}</after>"),
+    )
+    .await;
+    assert_eq!(rest.bodies(), numbered("m", 3..=5));
+    assert_eq!(rest.first_index().as_deref(), Some("2"));
+    assert!(rest.complete());
+    let first_id = forward.ids()[0].clone();
+    let start = query(
+        &mut alice,
+        "",
+        &format!("<max>10</max><before>{first_id}</before>"),
+    )
+    .await;
+    assert!(start.results.is_empty() && start.complete());
+}
+
 #[tokio::test]
 async fn filters_errors_form_and_metadata() {
     let server = TestServer::start().await;

@@ -1456,6 +1456,96 @@ async fn moderators_retract_any_message_and_history_keeps_a_tombstone() {
     assert!(seen.iter().all(|el| !body_is("spam spam")(el)));
 }
 
+const FASTEN: &str = "urn:xmpp:fasten:0";
+const MODERATE_0: &str = "urn:xmpp:message-moderate:0";
+const RETRACT_0: &str = "urn:xmpp:message-retract:0";
+
+/// The legacy (XEP-0425 before 0.3) announcement for `id`: its `<moderated/>`.
+fn legacy_moderation_of<'a>(el: &'a Element, id: &str) -> Option<&'a Element> {
+    el.get_child("apply-to", FASTEN)
+        .filter(|a| a.attr("id") == Some(id))?
+        .get_child("moderated", MODERATE_0)
+        .filter(|m| m.has_child("retract", RETRACT_0))
+}
+
+#[tokio::test]
+async fn legacy_moderation_requests_work_and_every_announcement_has_both_forms() {
+    let t = TestServer::start().await;
+    let room = format!("legacy@{SERVICE}");
+    let mut alice = online(&t, "alice").await;
+    let mut bob = online(&t, "bob").await;
+    create_instant(&mut alice, &room, "Alice").await;
+    join(&mut bob, &room, "Bob").await;
+    let info = alice
+        .iq(&format!(
+            "<iq to='{room}' type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ))
+        .await;
+    let features: Vec<&str> = info
+        .get_child("query", "http://jabber.org/protocol/disco#info")
+        .expect("disco#info")
+        .children()
+        .filter_map(|f| f.attr("var"))
+        .collect();
+    assert!(
+        features.contains(&MODERATE_0) && features.contains(&MODERATE),
+        "{features:?}"
+    );
+
+    // A current request: the announcement also speaks the legacy form.
+    say(&mut bob, &room, "first spam").await;
+    let first = room_stanza_id(&alice.expect(body_is("first spam")).await);
+    let done = alice
+        .iq(&format!(
+            "<iq to='{room}' type='set'><moderate id='{first}' xmlns='{MODERATE}'><retract xmlns='{RETRACT}'/><reason>spam</reason></moderate></iq>"
+        ))
+        .await;
+    assert_eq!(done.attr("type"), Some("result"), "{done:?}");
+    let announcement = bob.expect(|el| retraction_of(el, &first).is_some()).await;
+    let legacy = legacy_moderation_of(&announcement, &first).expect("legacy form");
+    assert_eq!(legacy.attr("by"), Some(format!("{room}/Alice").as_str()));
+    assert_eq!(
+        legacy
+            .get_child("reason", MODERATE_0)
+            .map(|r| r.text())
+            .as_deref(),
+        Some("spam")
+    );
+
+    // A legacy request from an older client: same effect, both forms announced.
+    say(&mut bob, &room, "second spam").await;
+    let second = room_stanza_id(&alice.expect(body_is("second spam")).await);
+    let refused = bob
+        .iq(&format!(
+            "<iq to='{room}' type='set'><apply-to xmlns='{FASTEN}' id='{second}'><moderate xmlns='{MODERATE_0}'><retract xmlns='{RETRACT_0}'/></moderate></apply-to></iq>"
+        ))
+        .await;
+    assert_eq!(error_condition(&refused).as_deref(), Some("forbidden"));
+    let done = alice
+        .iq(&format!(
+            "<iq to='{room}' type='set'><apply-to xmlns='{FASTEN}' id='{second}'><moderate xmlns='{MODERATE_0}'><retract xmlns='{RETRACT_0}'/><reason>again</reason></moderate></apply-to></iq>"
+        ))
+        .await;
+    assert_eq!(done.attr("type"), Some("result"), "{done:?}");
+    let announcement = bob.expect(|el| retraction_of(el, &second).is_some()).await;
+    assert_eq!(
+        legacy_moderation_of(&announcement, &second)
+            .and_then(|m| m.get_child("reason", MODERATE_0))
+            .map(|r| r.text())
+            .as_deref(),
+        Some("again")
+    );
+    let retract = retraction_of(&announcement, &second).unwrap();
+    assert!(retract.has_child("moderated", MODERATE));
+    // A legacy request without <retract/> is refused as the current one is.
+    let bad = alice
+        .iq(&format!(
+            "<iq to='{room}' type='set'><apply-to xmlns='{FASTEN}' id='{second}'><moderate xmlns='{MODERATE_0}'/></apply-to></iq>"
+        ))
+        .await;
+    assert_eq!(error_condition(&bad).as_deref(), Some("bad-request"));
+}
+
 #[tokio::test]
 async fn occupants_retract_only_their_own_messages() {
     let t = TestServer::start().await;

@@ -352,3 +352,31 @@ async fn a_message_for_a_session_detached_by_stream_management_is_pushed() {
     let iq = notifications.next().await;
     assert_eq!(field(&summary(&iq), "last-message-body"), Some("detached"));
 }
+
+#[tokio::test]
+async fn a_call_proposal_wakes_the_phone_with_a_high_priority_notification() {
+    let (server, notifications) = start(|c| c.push.include_sender = true).await;
+    register_and_leave(&server, "node-call").await;
+    let mut bob = Session::online(&server, "bob", "pc").await;
+    // XEP-0353 §3.1: a call proposal has no body, but it is what must make the phone ring.
+    bob.send(
+        "<message to='alice@localhost' type='chat'>\
+         <propose xmlns='urn:xmpp:jingle-message:0' id='call-1'>\
+         <description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>\
+         <store xmlns='urn:xmpp:hints'/></message>",
+    )
+    .await;
+    let iq = notifications.next().await;
+    assert_eq!(publish(&iq).and_then(|p| p.attr("node")), Some("node-call"));
+    let fields = summary(&iq);
+    assert_eq!(
+        field(&fields, "last-message-sender"),
+        Some("bob@localhost/pc")
+    );
+    let priority = publish(&iq)
+        .and_then(|p| p.get_child("item", PUBSUB))
+        .and_then(|i| i.get_child("notification", "urn:xmpp:push:0"))
+        .and_then(|n| n.get_child("priority", "tigase:push:priority:0"))
+        .map(|p| p.text());
+    assert_eq!(priority.as_deref(), Some("high"), "{iq:?}");
+}

@@ -815,3 +815,72 @@ async fn a_failed_inline_resumption_still_binds() {
     let mut alice = bound_session(raw, &success).await;
     assert!(alice.drain().await.is_empty());
 }
+
+/// XEP-0474: the hash a client computes from the features it saw, as the XEP says: the
+/// mechanisms sorted and joined by %x1E, then %x1F and the channel-binding types likewise.
+fn expected_downgrade_protection(features: &Element) -> String {
+    use sha2::Digest;
+    let mut mechanisms = mechanisms(features.get_child("authentication", SASL2));
+    mechanisms.sort();
+    let mut text = mechanisms.join("\u{1e}");
+    if let Some(list) = features.get_child("sasl-channel-binding", ns::SASL_CB) {
+        let mut types: Vec<String> = list
+            .children()
+            .filter_map(|c| c.attr("type").map(str::to_owned))
+            .collect();
+        types.sort();
+        text.push('\u{1f}');
+        text.push_str(&types.join("\u{1e}"));
+    }
+    BASE64.encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[tokio::test]
+async fn scram_server_first_message_carries_the_downgrade_protection_hash() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    let (mut raw, features) = connect(&t).await;
+    assert!(
+        features.has_child("sasl-channel-binding", ns::SASL_CB),
+        "over TLS the binding types are listed: {features:?}"
+    );
+    let expected = expected_downgrade_protection(&features);
+
+    let creds = Credentials::default()
+        .with_username("alice")
+        .with_password(PASSWORD)
+        .with_channel_binding(ChannelBinding::None);
+    let mut client = Scram::<Sha256>::from_credentials(creds).expect("scram client");
+    raw.write(&format!(
+        "<authenticate xmlns='{SASL2}' mechanism='SCRAM-SHA-256'>\
+         <initial-response>{}</initial-response></authenticate>",
+        BASE64.encode(client.initial())
+    ))
+    .await;
+    let challenge = raw.element().await;
+    let server_first = BASE64.decode(challenge.text().trim()).expect("base64");
+    let text = String::from_utf8(server_first.clone()).expect("utf-8");
+    let h = text
+        .split(',')
+        .find_map(|attr| attr.strip_prefix("h="))
+        .unwrap_or_else(|| panic!("no h= in {text}"));
+    assert_eq!(h, expected, "{text}");
+
+    // The attribute is part of what SCRAM signs: the exchange completes, and the server's
+    // signature verifies, with a client that knows nothing of XEP-0474.
+    let response = client.response(&server_first).expect("client-final");
+    raw.write(&format!(
+        "<response xmlns='{SASL2}'>{}</response>",
+        BASE64.encode(response)
+    ))
+    .await;
+    let outcome = raw.element().await;
+    assert!(outcome.is("success", SASL2), "{outcome:?}");
+    let data = outcome
+        .get_child("additional-data", SASL2)
+        .expect("additional-data")
+        .text();
+    client
+        .success(&BASE64.decode(data.trim()).expect("base64"))
+        .expect("the server signature verifies");
+}

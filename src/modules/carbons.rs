@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
+use super::message_kinds;
 use crate::router::{
     InlineFeature, IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, Priority, Registry,
     Router, SessionFlag,
@@ -108,13 +109,17 @@ fn eligible(message: &Element) -> bool {
     match stanza::stanza_type(message) {
         "chat" => true,
         // A normal message only when it carries something a person reads or a chat client
-        // tracks (receipts, markers, chat states).
-        _ => message.children().any(|child| {
-            (child.name() == "body" && child.ns() == ns::CLIENT)
-                || child.ns() == ns::CHATSTATES
-                || child.ns() == ns::RECEIPTS
-                || child.ns() == ns::CHAT_MARKERS
-        }),
+        // tracks (receipts, markers, chat states, call signalling: XEP-0353 relies on carbons
+        // so that every device stops ringing when one answers).
+        _ => {
+            message_kinds::is_call_signal(message)
+                || message.children().any(|child| {
+                    (child.name() == "body" && child.ns() == ns::CLIENT)
+                        || child.ns() == ns::CHATSTATES
+                        || child.ns() == ns::RECEIPTS
+                        || child.ns() == ns::CHAT_MARKERS
+                })
+        }
     }
 }
 

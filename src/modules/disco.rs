@@ -72,7 +72,7 @@ impl IqHandler for Disco {
                 let mut identities: Vec<&Identity> = info.identities.iter().collect();
                 identities.sort_unstable();
                 let features = info.features.iter().map(String::as_str).collect();
-                info_query(&identities, features)
+                info_query(&identities, features, Vec::new())
             };
             stanza::set_attr(&mut answer, "node", node);
             return Ok(Some(answer));
@@ -85,9 +85,14 @@ impl IqHandler for Disco {
         if !account_exists(router, &request).await {
             return Err(StanzaError::service_unavailable());
         }
+        let forms = match target {
+            DiscoTarget::Server => super::server_info::forms(router.config(), &domain),
+            _ => Vec::new(),
+        };
         Ok(Some(info_query(
             &contributions.identities(),
             contributions.features().to_vec(),
+            forms,
         )))
     }
 }
@@ -108,7 +113,11 @@ async fn account_exists(router: &Router, request: &IqRequest) -> bool {
     }
 }
 
-fn info_query(identities: &[&Identity], features: Vec<&str>) -> Element {
+fn info_query(
+    identities: &[&Identity],
+    features: Vec<&str>,
+    extensions: Vec<xmpp_parsers::data_forms::DataForm>,
+) -> Element {
     DiscoInfoResult {
         node: None,
         identities: identities
@@ -121,7 +130,7 @@ fn info_query(identities: &[&Identity], features: Vec<&str>) -> Element {
             })
             .collect(),
         features: features.into_iter().map(str::to_owned).collect(),
-        extensions: Vec::new(),
+        extensions,
     }
     .into()
 }

@@ -5,9 +5,11 @@ pub mod blocking;
 pub mod carbons;
 pub mod component;
 pub mod disco;
+pub mod entity_time;
 pub mod extdisco;
 pub mod last_activity;
 pub mod mam;
+mod message_kinds;
 pub mod muc;
 pub mod offline;
 pub mod pep;
@@ -17,6 +19,7 @@ pub mod push;
 pub mod register;
 pub mod roster;
 pub mod upload;
+mod server_info;
 mod user_cache;
 pub mod vcard;
 pub mod version;
@@ -36,6 +39,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(disco::Disco),
         Arc::new(ping::Ping),
         Arc::new(version::Version),
+        Arc::new(entity_time::EntityTime),
         Arc::new(roster::Roster),
         Arc::new(presence::Presence::new(config)),
         Arc::new(last_activity::LastActivity::default()),

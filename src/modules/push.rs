@@ -11,6 +11,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tracing::{debug, warn};
 
+use super::message_kinds;
 use crate::router::{
     IqHandler, IqRequest, IqResult, IqType, MessageHook, Module, Priority, Registry, Router,
     SessionFlag,
@@ -32,6 +33,7 @@ impl Module for Push {
         registry.message_hook(Priority::Notify, self);
         // XEP-0357 §5: the user's server advertises it on the account.
         registry.account_feature(ns::PUSH);
+        registry.account_feature(ns::TIGASE_PUSH_PRIORITY);
     }
 }
 
@@ -102,14 +104,16 @@ fn publish_options(enable: &Element) -> Option<&Element> {
     })
 }
 
-/// Worth waking a phone for: something a person reads, in clear or end-to-end encrypted.
-/// Chat states and receipts alone are not.
+/// Worth waking a phone for: something a person reads, in clear or end-to-end encrypted, or
+/// a call proposal (XEP-0353: the phone has to ring). Chat states, receipts and the rest of
+/// the call signalling alone are not.
 fn is_important(message: &Element) -> bool {
-    message.children().any(|child| {
-        (child.name() == "body" && child.ns() == ns::CLIENT)
-            || (child.name() == "encrypted"
-                && (child.ns() == ns::OMEMO_LEGACY || child.ns() == ns::OMEMO_2))
-    })
+    message_kinds::is_call_proposal(message)
+        || message.children().any(|child| {
+            (child.name() == "body" && child.ns() == ns::CLIENT)
+                || (child.name() == "encrypted"
+                    && (child.ns() == ns::OMEMO_LEGACY || child.ns() == ns::OMEMO_2))
+        })
 }
 
 /// None of the sessions that took the message can show it now: there were none, or all are
@@ -149,6 +153,14 @@ fn notification(router: &Router, registration: &PushRegistration, message: &Elem
     }
     let mut content = Element::bare("notification", ns::PUSH);
     content.append_child(summary);
+    // Tigase's push priority extension (what Siskin's and Monal's app servers read; Prosody's
+    // mod_push_priority sends it too): everything pushed here is important, and a high
+    // priority is what lets a phone show an incoming call at once.
+    content.append_child(
+        Element::builder("priority", ns::TIGASE_PUSH_PRIORITY)
+            .append("high")
+            .build(),
+    );
     let mut item = Element::bare("item", ns::PUBSUB);
     item.append_child(content);
     let mut publish = Element::bare("publish", ns::PUBSUB);
@@ -242,5 +254,35 @@ impl MessageHook for Push {
                 tokio::spawn(notify(router.clone(), user.clone(), registration, iq));
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(inner: &str) -> Element {
+        format!("<message xmlns='jabber:client' type='chat'>{inner}</message>")
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn only_a_call_proposal_among_call_signals_wakes_a_phone() {
+        assert!(is_important(&message(
+            "<propose xmlns='urn:xmpp:jingle-message:0' id='c'/>"
+        )));
+        for action in ["ringing", "proceed", "reject", "retract", "finish"] {
+            assert!(
+                !is_important(&message(&format!(
+                    "<{action} xmlns='urn:xmpp:jingle-message:0' id='c'/>"
+                ))),
+                "{action}"
+            );
+        }
+        assert!(!is_important(&message(
+            "<received xmlns='urn:xmpp:receipts' id='m'/>"
+        )));
+        assert!(is_important(&message("<body>hi</body>")));
     }
 }

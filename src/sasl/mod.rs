@@ -20,6 +20,7 @@ pub mod ht;
 mod keys;
 pub mod plain;
 pub mod scram;
+mod ssdp;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -31,6 +32,7 @@ pub use ht::{offered_ht_mechanisms, HtMechanism, HtRequest};
 pub use keys::{derive_credentials, DEFAULT_ITERATIONS, MIN_ITERATIONS, SALT_LEN};
 pub use plain::PlainRequest;
 pub use scram::{init_decoy_secret, ScramChallenged, ScramServer};
+pub use ssdp::downgrade_protection;
 
 use crate::storage::ScramHash;
 

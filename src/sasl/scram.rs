@@ -52,6 +52,8 @@ pub struct ScramServer {
     client_first_bare: String,
     nonce: String,
     decoy_secret: &'static [u8; 32],
+    /// XEP-0474's `h` for the server-first-message, when the stream says what it advertised.
+    downgrade_protection: Option<String>,
 }
 
 impl ScramServer {
@@ -117,6 +119,7 @@ impl ScramServer {
             client_first_bare: bare.to_string(),
             nonce: format!("{}{}", first.nonce, server_nonce),
             decoy_secret: decoy_secret()?,
+            downgrade_protection: None,
         })
     }
 
@@ -129,6 +132,17 @@ impl ScramServer {
         self.hash
     }
 
+    /// Adds XEP-0474 downgrade protection: `h=` in the server-first-message, the hash of the
+    /// `mechanisms` and the XEP-0440 `channel_bindings` (when those were listed) that the
+    /// stream advertised.
+    pub fn protect_downgrade(&mut self, mechanisms: &[&str], channel_bindings: Option<&[&str]>) {
+        self.downgrade_protection = Some(super::downgrade_protection(
+            self.hash,
+            mechanisms,
+            channel_bindings,
+        ));
+    }
+
     /// Builds the server-first-message. `None` (no such user, or credentials of another hash)
     /// still gets a plausible, stable salt and the default iteration count, so that the answer
     /// does not reveal whether the account exists; the exchange then fails at the last step.
@@ -139,12 +153,17 @@ impl ScramServer {
             Some(creds) => creds.clone(),
             None => self.decoy_credentials(),
         };
-        let server_first = format!(
+        let mut server_first = format!(
             "r={},s={},i={}",
             self.nonce,
             BASE64.encode(&creds.salt),
             creds.iterations
         );
+        // An extension attribute (RFC 5802 §7), signed with the rest of the message.
+        if let Some(h) = &self.downgrade_protection {
+            server_first.push_str(",h=");
+            server_first.push_str(h);
+        }
         let auth_message_prefix = format!("{},{},", self.client_first_bare, server_first);
         let challenged = ScramChallenged {
             hash: self.hash,

@@ -216,12 +216,19 @@ async fn scram<S: SaslStream>(
     let bindings = stream.channel_bindings();
     let plus_offered = offered.iter().any(|m| m.is_plus());
     let domain = stream.domain().to_owned();
-    let server =
+    let mut server =
         match ScramServer::client_first(hash, plus, client_first, &bindings, plus_offered, &domain)
         {
             Ok(server) => server,
             Err(failure) => return Ok(Err(failure)),
         };
+    // XEP-0474: what the features listed, exactly as `features::before_auth` and
+    // `features::sasl2` list it (the same mechanisms in both; binding types only next to a
+    // -PLUS mechanism).
+    let mechanisms: Vec<&str> = offered.iter().map(|m| m.name()).collect();
+    let types = bindings.names();
+    let listed_types = (plus_offered && !types.is_empty()).then_some(types.as_slice());
+    server.protect_downgrade(&mechanisms, listed_types);
     let account = stream.account(server.username());
     if let Err(refused) = attempt.account(&account) {
         return Ok(Err(refused.into()));

@@ -126,7 +126,6 @@ async fn request(
     request_body: axum::body::Body,
 ) -> Response {
     let config = &bosh.listen.streams.config;
-    let max_wait = Duration::from_secs(config.bosh.max_wait_secs);
     // A held request may take `wait`: the connection is not cut under it.
     let _hold = deadline.as_ref().map(|Extension(deadline)| deadline.hold());
     let limits = config.c2s.xml_limits();

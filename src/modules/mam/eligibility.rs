@@ -3,6 +3,7 @@
 use jid::Jid;
 use minidom::{Element, Node};
 
+use crate::modules::message_kinds;
 use crate::stanza;
 use crate::xml::ns;
 
@@ -15,8 +16,11 @@ const ENCRYPTED: [(&str, &str); 4] = [
     ("x", ns::LEGACY_PGP),
 ];
 
-/// A chat/normal message worth keeping: it has a body or an encrypted payload, and the sender
-/// did not ask for it not to be stored (`<no-store/>`, `<no-permanent-store/>`).
+/// A chat/normal message worth keeping: it has a body or an encrypted payload, or it is call
+/// signalling (XEP-0353: every device learns of a call and its end from the archive), a
+/// delivery receipt or a chat marker (other devices sync delivered/read state from the
+/// archive, as Prosody's archive keeps them too), and the sender did not ask for it not to
+/// be stored (`<no-store/>`, `<no-permanent-store/>`).
 pub fn worth_archiving(message: &Element) -> bool {
     if !matches!(stanza::stanza_type(message), "chat" | "normal") {
         return false;
@@ -30,6 +34,8 @@ pub fn worth_archiving(message: &Element) -> bool {
         return true;
     }
     message.has_child("body", ns::CLIENT)
+        || message_kinds::is_call_signal(message)
+        || message_kinds::is_receipt_or_marker(message)
         || ENCRYPTED
             .iter()
             .any(|(name, namespace)| message.has_child(*name, *namespace))
@@ -102,6 +108,22 @@ mod tests {
             "<body>hi</body><no-permanent-store xmlns='urn:xmpp:hints'/>"
         )));
         assert!(worth_archiving(&m("<store xmlns='urn:xmpp:hints'/>")));
+        // Call signalling, receipts and markers, even without a <store/> hint.
+        assert!(worth_archiving(&m(
+            "<propose xmlns='urn:xmpp:jingle-message:0' id='c'/>"
+        )));
+        assert!(worth_archiving(&m(
+            "<finish xmlns='urn:xmpp:jingle-message:0' id='c'/>"
+        )));
+        assert!(worth_archiving(&m(
+            "<received xmlns='urn:xmpp:receipts' id='r'/>"
+        )));
+        assert!(worth_archiving(&m(
+            "<displayed xmlns='urn:xmpp:chat-markers:0' id='r'/>"
+        )));
+        assert!(!worth_archiving(&m(
+            "<displayed xmlns='urn:xmpp:chat-markers:0' id='r'/><no-store xmlns='urn:xmpp:hints'/>"
+        )));
         let groupchat =
             parse("<message xmlns='jabber:client' type='groupchat'><body>x</body></message>");
         assert!(!worth_archiving(&groupchat));

@@ -124,7 +124,11 @@ pub async fn run(
             .map_err(storage_failure)?;
         (result.rows, result.complete)
     };
-    let index = match rows.first() {
+    // The index of the first item (optional in XEP-0059) only on pages read forwards.
+    // Clients read it with forward semantics: slixmpp's iterator stops once
+    // `index + items == count`, which on a page read backwards from the end is true at once
+    // and cut its reverse iteration short after one page. Prosody sends no index at all.
+    let index = match rows.first().filter(|_| !backward) {
         Some(first) => {
             let before_first = ArchiveFilter {
                 before_id: tighter(base.before_id, Some(first.id), i64::min),

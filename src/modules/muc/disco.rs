@@ -97,6 +97,7 @@ pub(super) fn room_info(room: &Room, request: &Element, archived: bool) -> Eleme
         ns::OCCUPANT_ID,
         ns::MUC_SELF_PING,
         ns::MESSAGE_MODERATE,
+        ns::MESSAGE_MODERATE_0,
         ns::MESSAGE_RETRACT,
         pick(c.persistent, "muc_persistent", "muc_temporary"),
         pick(c.members_only, "muc_membersonly", "muc_open"),

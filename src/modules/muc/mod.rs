@@ -458,7 +458,7 @@ impl Muc {
             admin::handle(self, router, &mut room, &from, is_get, &payload).await
         } else if payload.is("query", ns::MUC_OWNER) {
             owner::handle(self, router, &mut room, &from, is_get, &payload).await
-        } else if !is_get && payload.is("moderate", ns::MESSAGE_MODERATE) {
+        } else if !is_get && moderation::is_request(&payload) {
             moderation::moderate(router, self.archive.as_deref(), &mut room, &from, &payload).await
         } else {
             Err(StanzaError::service_unavailable())

@@ -2,6 +2,10 @@
 //! Moderation, `urn:xmpp:message-moderate:1`), and an occupant retracts its own (XEP-0424
 //! Message Retraction). Either way the room's history keeps a tombstone in place of the
 //! message, and every occupant is told which message (by its room stanza-id) is gone.
+//!
+//! Clients written against XEP-0425 before version 0.3 (`urn:xmpp:message-moderate:0`, the
+//! request and the announcement wrapped in XEP-0422 `<apply-to/>`) are still common: their
+//! request is accepted too, and every announcement carries both forms, as Prosody's does.
 
 use std::sync::Arc;
 
@@ -15,7 +19,50 @@ use crate::router::Router;
 use crate::stanza::{self, StanzaError};
 use crate::xml::ns;
 
-/// A moderation request (`<moderate id=…><retract/><reason/></moderate>`) from `from`.
+/// A moderation request: the current `<moderate id=…><retract/><reason/></moderate>`, or the
+/// legacy `<apply-to id=…><moderate><retract/><reason/></moderate></apply-to>`.
+pub(super) fn is_request(payload: &Element) -> bool {
+    payload.is("moderate", ns::MESSAGE_MODERATE) || legacy_request(payload).is_some()
+}
+
+/// The `<moderate/>` inside a legacy `<apply-to/>` request.
+fn legacy_request(payload: &Element) -> Option<&Element> {
+    if !payload.is("apply-to", ns::FASTEN) {
+        return None;
+    }
+    payload.get_child("moderate", ns::MESSAGE_MODERATE_0)
+}
+
+/// What a request asks, in either form: the message's id and the reason, if any.
+fn read_request(request: &Element) -> Result<(&str, Option<String>), StanzaError> {
+    let (id, moderate, retract_ns, moderate_ns) = match legacy_request(request) {
+        Some(moderate) => (
+            request.attr("id"),
+            moderate,
+            ns::MESSAGE_RETRACT_0,
+            ns::MESSAGE_MODERATE_0,
+        ),
+        None => (
+            request.attr("id"),
+            request,
+            ns::MESSAGE_RETRACT,
+            ns::MESSAGE_MODERATE,
+        ),
+    };
+    let id = id
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| StanzaError::bad_request().with_text("which message? 'id' is missing"))?;
+    if !moderate.has_child("retract", retract_ns) {
+        return Err(StanzaError::bad_request().with_text("only <retract/> is supported"));
+    }
+    let reason = moderate
+        .get_child("reason", moderate_ns)
+        .map(|r| r.text())
+        .filter(|r| !r.is_empty());
+    Ok((id, reason))
+}
+
+/// A moderation request (see `is_request`) from `from`.
 pub(super) async fn moderate(
     router: &Arc<Router>,
     archive: Option<&Archiver>,
@@ -23,13 +70,7 @@ pub(super) async fn moderate(
     from: &FullJid,
     request: &Element,
 ) -> Result<Option<Element>, StanzaError> {
-    let id = request
-        .attr("id")
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| StanzaError::bad_request().with_text("which message? 'id' is missing"))?;
-    if !request.has_child("retract", ns::MESSAGE_RETRACT) {
-        return Err(StanzaError::bad_request().with_text("only <retract/> is supported"));
-    }
+    let (id, reason) = read_request(request)?;
     let moderator = room
         .occupant_by_jid(from)
         .map(|i| &room.occupants[i])
@@ -38,10 +79,6 @@ pub(super) async fn moderate(
     if room.history.find(id).is_none() {
         return Err(StanzaError::item_not_found());
     }
-    let reason = request
-        .get_child("reason", ns::MESSAGE_MODERATE)
-        .map(|r| r.text())
-        .filter(|r| !r.is_empty());
     let mut moderated = Element::bare("moderated", ns::MESSAGE_MODERATE);
     stanza::set_attr(&mut moderated, "by", room.nick_jid(&moderator.nick));
     moderated.append_child(occupant_id(&moderator.occupant_id));
@@ -69,6 +106,12 @@ pub(super) async fn moderate(
         format!("moderate-{}", rand::random::<u64>()),
     );
     announcement.append_child(retract);
+    announcement.append_child(legacy_announcement(
+        id,
+        &room.nick_jid(&moderator.nick),
+        &moderator.occupant_id,
+        reason.as_deref(),
+    ));
     // Archived like any room message, so a client catching up through MAM learns of it too
     // (the original stays in the archive; clients hide it when they see this).
     let room_name = room.jid.to_string();
@@ -118,6 +161,29 @@ pub(super) fn own_retraction(
     room.history
         .replace(&id, |original| tombstone(original, retracted_now()));
     Ok(true)
+}
+
+/// The pre-0.3 XEP-0425 announcement: `<apply-to id=…><moderated by=…><retract/><reason/>
+/// </moderated></apply-to>`, in the `:0` namespaces.
+fn legacy_announcement(
+    id: &str,
+    by: &str,
+    moderator_occupant_id: &str,
+    reason: Option<&str>,
+) -> Element {
+    let mut moderated = Element::bare("moderated", ns::MESSAGE_MODERATE_0);
+    stanza::set_attr(&mut moderated, "by", by);
+    moderated.append_child(Element::bare("retract", ns::MESSAGE_RETRACT_0));
+    moderated.append_child(occupant_id(moderator_occupant_id));
+    if let Some(reason) = reason {
+        let mut el = Element::bare("reason", ns::MESSAGE_MODERATE_0);
+        el.append_text(reason.to_owned());
+        moderated.append_child(el);
+    }
+    let mut apply_to = Element::bare("apply-to", ns::FASTEN);
+    stanza::set_attr(&mut apply_to, "id", id);
+    apply_to.append_child(moderated);
+    apply_to
 }
 
 fn retracted_now() -> Element {

@@ -10,6 +10,7 @@
 mod bind;
 mod goodbye;
 mod header;
+mod idle;
 mod inbound;
 mod negotiation;
 mod nonzas;

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info};
 
 use super::goodbye::FAREWELL_TIMEOUT;
+use super::idle::{self, Idle, IdleWatch};
 use super::C2s;
 use crate::router::{Outbound, Reservation, SessionEnd};
 use crate::stream::bind2::{self, InlineRequests};
@@ -102,20 +103,37 @@ impl<T: Transport> C2s<T> {
             .metrics()
             .session_bound(self.transport.metrics_kind());
         let mut shutdown = self.ctx.router.shutdown_signal();
+        let mut idle = IdleWatch::new(
+            &self.ctx.config.c2s,
+            self.transport.bytes_read(),
+            Instant::now(),
+        );
         let end = loop {
             let mut slot = b.slot.take();
+            let deadline = idle.as_ref().map(IdleWatch::deadline);
             let step = tokio::select! {
                 frame = self.next_frame() => Step::Frame(frame),
                 first = b.rx.recv() => Step::Queued(first),
                 _ = stalled.notified() => Step::Stalled,
                 Some(request) = resumption::takeover_requested(&mut slot) => Step::Takeover(request),
                 _ = shutdown.wait() => Step::Shutdown,
+                _ = idle::until(deadline) => Step::Idle,
             };
             b.slot = slot;
+            if let (Step::Frame(Ok(_)), Some(idle)) = (&step, idle.as_mut()) {
+                idle.heard(self.transport.bytes_read(), Instant::now());
+            }
             let result = match step {
                 Step::Frame(Ok(Incoming::Element(el))) => {
                     Box::pin(self.handle_client_stanza(&mut b, el)).await
                 }
+                Step::Idle => match idle.as_mut() {
+                    Some(watch) => {
+                        let verdict = watch.expired(self.transport.bytes_read(), Instant::now());
+                        self.on_idle(&mut b, verdict).await
+                    }
+                    None => Ok(()),
+                },
                 Step::Frame(Ok(Incoming::Close)) => Err(End::PeerClosed),
                 Step::Frame(Ok(Incoming::Open(_))) => {
                     Err(End::Error(StreamCondition::InvalidXml, None))
@@ -205,8 +223,54 @@ impl<T: Transport> C2s<T> {
     }
 }
 
+impl<T: Transport> C2s<T> {
+    /// The idle deadline came (see `idle.rs`): ask a quiet client for a sign of life, or end
+    /// the stream of one that gave none. A stream-management session asked with `<r/>` (its
+    /// `<a/>` is the answer) and gone is parked for resumption like any dropped connection.
+    async fn on_idle(&mut self, b: &mut Bound, verdict: Idle) -> Result<(), End> {
+        match verdict {
+            Idle::Alive => Ok(()),
+            Idle::Ask => match b.sm.as_mut() {
+                Some(sm) => {
+                    sm.request_outstanding = true;
+                    self.transport.send(&[&sm::REQUEST]).await?;
+                    Ok(())
+                }
+                None => {
+                    let ping = idle_ping(&self.domain, &b.jid);
+                    self.write_elements(b, vec![ping], false).await
+                }
+            },
+            Idle::Gone => {
+                debug!("no answer to the idle ping: connection taken for dead");
+                if b.sm.as_ref().is_some_and(|sm| sm.resumable()) && b.slot.is_some() {
+                    Err(End::Disconnected)
+                } else {
+                    Err(End::Error(
+                        StreamCondition::ConnectionTimeout,
+                        Some("no answer to a ping".into()),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// A XEP-0199 ping from the server to the session.
+fn idle_ping(domain: &str, to: &FullJid) -> Element {
+    let mut iq = Element::bare("iq", crate::xml::ns::CLIENT);
+    crate::stanza::set_attr(&mut iq, "from", domain);
+    crate::stanza::set_attr(&mut iq, "to", to.to_string());
+    crate::stanza::set_attr(&mut iq, "type", "get");
+    crate::stanza::set_attr(&mut iq, "id", format!("idle-{}", rand::random::<u32>()));
+    iq.append_child(Element::bare("ping", crate::xml::ns::PING));
+    iq
+}
+
 /// What woke the bound session.
 enum Step {
+    /// Nothing read for a while (see `idle.rs`).
+    Idle,
     Frame(Result<Incoming, TransportError>),
     Queued(Option<Outbound>),
     Stalled,

@@ -1,8 +1,9 @@
 //! The server side of SCRAM against arbitrary bytes: a client-first-message, a NUL, then a
 //! client-final-message, run against an account `user` with real credentials (password
 //! `pencil`). The first byte picks the hash, -PLUS or not, whether -PLUS was offered and which
-//! channel bindings the stream has. Nothing may panic, and no input may authenticate: a
-//! correct proof needs the password, which the fuzzer cannot guess.
+//! channel bindings the stream has; bit 0x20 adds XEP-0474's `h=` to the server-first-message.
+//! Nothing may panic, and no input may authenticate: a correct proof needs the password,
+//! which the fuzzer cannot guess.
 //!
 //! The server nonce is random, so a fuzzer could never get past the nonce check on its own;
 //! `@NONCE@` in the client-final is replaced by the nonce of the server-first-message, as a
@@ -73,10 +74,20 @@ fuzz_target!(|data: &[u8]| {
         Some(at) => (&input[..at], Some(&input[at + 1..])),
         None => (input, None),
     };
-    let Ok(server) = ScramServer::client_first(hash, plus, first, &bindings, plus_offered, DOMAIN)
+    let Ok(mut server) =
+        ScramServer::client_first(hash, plus, first, &bindings, plus_offered, DOMAIN)
     else {
         return;
     };
+    // XEP-0474 downgrade protection, as the stream adds it: an `h=` after `i=`, which the
+    // nonce extraction and the proof check must take in their stride.
+    if flags & 0x20 != 0 {
+        let types = bindings.names();
+        server.protect_downgrade(
+            &["SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"],
+            plus_offered.then_some(types.as_slice()),
+        );
+    }
     assert!(!server.username().is_empty());
     assert_eq!(server.hash(), hash);
     // The lookup the stream does: only `user` exists.
