@@ -10,11 +10,13 @@ use serde::Deserialize;
 use crate::xml::XmlLimits;
 
 mod external_services;
+mod private_storage;
 mod registration;
 pub use external_services::{
     ExternalService, ExternalServiceType, ExternalTransport, RestrictedService,
     DEFAULT_CREDENTIALS_TTL_SECS,
 };
+pub use private_storage::PrivateStorageConfig;
 pub use registration::{RegistrationLimits, RegistrationMode, DEFAULT_INVITE_EXPIRY_SECS};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,8 @@ pub struct Config {
     pub invite_expiry_secs: u64,
     /// `[[external_services]]`: STUN/TURN servers announced to local users (XEP-0215).
     pub external_services: Vec<ExternalService>,
+    /// `[private_storage]`: XEP-0049 limits.
+    pub private_storage: PrivateStorageConfig,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -902,6 +906,7 @@ impl Default for Config {
             allow_user_invites: false,
             invite_expiry_secs: DEFAULT_INVITE_EXPIRY_SECS,
             external_services: Vec::new(),
+            private_storage: PrivateStorageConfig::default(),
         }
     }
 }
@@ -1280,6 +1285,7 @@ impl Config {
         self.validate_hosts()?;
         self.validate_admins()?;
         external_services::validate(&self.external_services)?;
+        self.private_storage.validate()?;
         self.validate_registration()?;
         self.auth.validate()?;
         let mam = &self.mam;

@@ -123,6 +123,8 @@ backend_tests!(
     blocklist_concurrent_blocks_stop_at_cap,
     vcard_set_replace_and_hash,
     vcard_needs_account_and_goes_with_it,
+    private_xml_set_replace_and_cap,
+    private_xml_needs_account_and_goes_with_it,
     pep_nodes_create_configure_delete,
     pep_publish_orders_replaces_and_trims,
     pep_retract_purge_and_last_items,
@@ -834,6 +836,72 @@ async fn vcard_needs_account_and_goes_with_it(s: Storage) {
     s.accounts.delete_account("alice").await.unwrap();
     s.accounts.create_account("alice", &[]).await.unwrap();
     assert_eq!(s.vcard.vcard("alice").await.unwrap(), None);
+}
+
+async fn private_xml_set_replace_and_cap(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.accounts.create_account("bob", &[]).await.unwrap();
+    let p = &s.private_xml;
+    assert_eq!(p.private_xml("alice", "storage:a").await.unwrap(), None);
+
+    let first = "<a xmlns='storage:a'>1</a>";
+    let w = p.set_private_xml("alice", "storage:a", first, 2).await.unwrap();
+    assert_eq!(w, PrivateXmlWrite::Stored);
+    assert_eq!(
+        p.private_xml("alice", "storage:a").await.unwrap().as_deref(),
+        Some(first)
+    );
+    let second = "<a xmlns='storage:a'>Ä2</a>";
+    p.set_private_xml("alice", "storage:a", second, 2).await.unwrap();
+    assert_eq!(
+        p.private_xml("alice", "storage:a").await.unwrap().as_deref(),
+        Some(second)
+    );
+    let b = "<b xmlns='storage:b'/>";
+    assert_eq!(
+        p.set_private_xml("alice", "storage:b", b, 2).await.unwrap(),
+        PrivateXmlWrite::Stored
+    );
+    // A third namespace is over the cap; replacing one of the two still works.
+    assert_eq!(
+        p.set_private_xml("alice", "storage:c", "<c xmlns='storage:c'/>", 2)
+            .await
+            .unwrap(),
+        PrivateXmlWrite::Full
+    );
+    assert_eq!(p.private_xml("alice", "storage:c").await.unwrap(), None);
+    assert_eq!(
+        p.set_private_xml("alice", "storage:b", b, 2).await.unwrap(),
+        PrivateXmlWrite::Stored
+    );
+    // Per account: bob's namespaces are his own.
+    assert_eq!(p.private_xml("bob", "storage:a").await.unwrap(), None);
+    assert_eq!(
+        p.set_private_xml("bob", "storage:c", "<c xmlns='storage:c'/>", 2)
+            .await
+            .unwrap(),
+        PrivateXmlWrite::Stored
+    );
+}
+
+async fn private_xml_needs_account_and_goes_with_it(s: Storage) {
+    let r = s
+        .private_xml
+        .set_private_xml("nobody", "storage:a", "<a xmlns='storage:a'/>", 8)
+        .await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.private_xml
+        .set_private_xml("alice", "storage:a", "<a xmlns='storage:a'/>", 8)
+        .await
+        .unwrap();
+    s.delete_account_and_archive("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert_eq!(
+        s.private_xml.private_xml("alice", "storage:a").await.unwrap(),
+        None
+    );
 }
 
 const NONE: &str = "HT-SHA-256-NONE";

@@ -12,6 +12,7 @@ mod muc;
 pub mod nodes;
 mod pep;
 mod postgres;
+mod private_xml;
 mod push;
 mod qualify;
 mod roster;
@@ -37,6 +38,7 @@ pub use muc::{MucStore, StoredAffiliation, StoredRoom};
 pub use nodes::NodeStore;
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
 pub use postgres::PostgresStorage;
+pub use private_xml::{PrivateXmlStore, PrivateXmlWrite};
 pub use push::{PushRegistration, PushStore};
 pub use roster::{
     LastActivity, LastActivityStore, RosterItem, RosterStore, RosterWrite, Subscription,
@@ -189,6 +191,7 @@ pub struct Storage {
     pub blocklist: Arc<dyn BlocklistStore>,
     pub vcard: Arc<dyn VcardStore>,
     pub pep: Arc<dyn PepStore>,
+    pub private_xml: Arc<dyn PrivateXmlStore>,
     pub muc: Arc<dyn MucStore>,
     pub push: Arc<dyn PushStore>,
     pub secrets: Arc<dyn ServerSecretStore>,
@@ -265,6 +268,7 @@ impl Storage {
             + BlocklistStore
             + VcardStore
             + PepStore
+            + PrivateXmlStore
             + MucStore
             + PushStore
             + ServerSecretStore
@@ -284,6 +288,7 @@ impl Storage {
             blocklist: backend.clone(),
             vcard: backend.clone(),
             pep: backend.clone(),
+            private_xml: backend.clone(),
             muc: backend.clone(),
             push: backend.clone(),
             secrets: backend.clone(),
