@@ -12,6 +12,7 @@ pub mod offline;
 pub mod pep;
 pub mod ping;
 pub mod presence;
+pub mod private;
 pub mod push;
 pub mod register;
 pub mod roster;
@@ -30,6 +31,7 @@ use crate::router::Module;
 pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
     let mam = Arc::new(mam::Mam::new(config));
     let archiver = mam.archiver();
+    let pep = Arc::new(pep::Pep::default());
     let mut modules: Vec<Arc<dyn Module>> = vec![
         Arc::new(disco::Disco),
         Arc::new(ping::Ping),
@@ -41,7 +43,8 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         mam,
         Arc::new(blocking::Blocking::default()),
         Arc::new(vcard::Vcard::default()),
-        Arc::new(pep::Pep::default()),
+        Arc::new(private::PrivateStorage::new(pep.handle())),
+        pep,
         Arc::new(carbons::Carbons),
         Arc::new(push::Push),
         Arc::new(adhoc::Adhoc::new(config)),

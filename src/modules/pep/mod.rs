@@ -14,6 +14,7 @@
 //! (who gets events), `interest` and `caps` (what each session asked for).
 
 mod access;
+mod bookmarks;
 mod caps;
 mod config;
 mod interest;
@@ -23,6 +24,10 @@ mod publish;
 mod store;
 
 use std::sync::Arc;
+
+pub use bookmarks::{
+    check_legacy as check_legacy_bookmarks, PepHandle, FEATURE_COMPAT as FEATURE_BOOKMARKS_COMPAT,
+};
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
@@ -110,6 +115,8 @@ impl Module for Pep {
         for feature in FEATURES {
             registry.account_feature(feature);
         }
+        // XEP-0402 §5.2: the legacy PEP node follows the native one.
+        registry.account_feature(bookmarks::FEATURE_COMPAT_PEP);
     }
 }
 
@@ -230,6 +237,13 @@ async fn readable_nodes(router: &Arc<Router>, account: &BareJid, requester: &Jid
 }
 
 impl Pep {
+    /// What other modules use of this PEP service (bookmarks through Private XML).
+    pub fn handle(&self) -> PepHandle {
+        PepHandle {
+            state: self.state.clone(),
+        }
+    }
+
     fn service(&self, action: Action) -> Arc<dyn IqHandler> {
         Arc::new(Service {
             state: self.state.clone(),

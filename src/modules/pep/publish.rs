@@ -3,6 +3,7 @@
 
 use minidom::Element;
 
+use super::bookmarks;
 use super::config::{self, ConfigChange, FormError};
 use super::{
     access, bad_request, node_attr, not_acceptable, notify, pubsub_error, store, unsupported, Ctx,
@@ -121,7 +122,7 @@ pub fn node_config_form(ctx: &Ctx<'_>, form: &Element) -> Result<ConfigChange, S
 }
 
 /// Creates `node` with `config`; `Ok(false)` if it already existed.
-async fn create_node(ctx: &Ctx<'_>, node: &str, config: &NodeConfig) -> Result<bool, StanzaError> {
+pub(super) async fn create_node(ctx: &Ctx<'_>, node: &str, config: &NodeConfig) -> Result<bool, StanzaError> {
     let max_nodes = ctx.limits().max_nodes_per_user;
     match ctx
         .storage()
@@ -192,6 +193,7 @@ async fn publish(ctx: &Ctx<'_>, action: &Element, options: Option<&Element>) -> 
         Some(options) => publish_options(ctx, options)?,
         None => ConfigChange::default(),
     };
+    bookmarks::check_publish(node, payload)?;
     let config = node_for_publish(ctx, node, &wanted).await?;
     let stored = PepItem {
         id: id.clone(),
@@ -208,6 +210,7 @@ async fn publish(ctx: &Ctx<'_>, action: &Element, options: Option<&Element>) -> 
         )],
     );
     notify::broadcast(ctx, node, config.access_model, event).await;
+    bookmarks::after_change(ctx, node, Some(payload)).await;
 
     let mut publish = Element::bare("publish", ns::PUBSUB);
     stanza::set_attr(&mut publish, "node", node);
@@ -256,6 +259,7 @@ async fn retract(ctx: &Ctx<'_>, action: &Element) -> IqResult {
         let event = notify::retract_event(node, &retracted);
         notify::broadcast(ctx, node, config.access_model, event).await;
     }
+    bookmarks::after_change(ctx, node, None).await;
     Ok(None)
 }
 
