@@ -32,6 +32,8 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
     let mam = Arc::new(mam::Mam::new(config));
     let archiver = mam.archiver();
     let pep = Arc::new(pep::Pep::default());
+    let vcard = Arc::new(vcard::Vcard::with_pep(pep.handle()));
+    vcard.listen();
     let mut modules: Vec<Arc<dyn Module>> = vec![
         Arc::new(disco::Disco),
         Arc::new(ping::Ping),
@@ -42,7 +44,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(offline::Offline::default()),
         mam,
         Arc::new(blocking::Blocking::default()),
-        Arc::new(vcard::Vcard::default()),
+        vcard,
         Arc::new(private::PrivateStorage::new(pep.handle())),
         pep,
         Arc::new(carbons::Carbons),

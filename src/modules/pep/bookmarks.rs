@@ -156,7 +156,7 @@ pub fn check_legacy(storage: &Element) -> Result<(), StanzaError> {
 }
 
 /// The node's configuration, creating it with `config` if it does not exist.
-async fn ensure_node(
+pub(super) async fn ensure_node(
     ctx: &Ctx<'_>,
     node: &str,
     config: NodeConfig,
@@ -195,7 +195,7 @@ async fn node_items(ctx: &Ctx<'_>, node: &str) -> Result<Vec<(String, Element)>,
 }
 
 /// Stores one item and announces it, as a publish by the owner would.
-async fn put_item(
+pub(super) async fn put_item(
     ctx: &Ctx<'_>,
     node: &str,
     config: &NodeConfig,

@@ -14,6 +14,7 @@
 //! (who gets events), `interest` and `caps` (what each session asked for).
 
 mod access;
+mod avatar;
 mod bookmarks;
 mod caps;
 mod config;
@@ -25,6 +26,7 @@ mod store;
 
 use std::sync::Arc;
 
+pub use avatar::{Avatar, AvatarListener};
 pub use bookmarks::{
     check_legacy as check_legacy_bookmarks, PepHandle, FEATURE_COMPAT as FEATURE_BOOKMARKS_COMPAT,
 };
@@ -74,6 +76,8 @@ const FEATURES: &[&str] = &[
 pub(crate) struct PepState {
     interests: interest::Interests,
     transient: store::Transient,
+    /// Told of avatars published through PEP (XEP-0398); the vCard module.
+    avatar_listener: std::sync::OnceLock<std::sync::Weak<dyn AvatarListener>>,
 }
 
 #[derive(Default)]
@@ -87,6 +91,7 @@ impl Module for Pep {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
+        let converts_avatars = self.state.avatar_listener.get().is_some();
         // One handler per namespace and type; the action is the `<pubsub/>`'s child, which
         // the handler reads (XEP-0060 §6–8).
         let handlers: [(IqType, &str, Arc<dyn IqHandler>); 4] = [
@@ -117,6 +122,11 @@ impl Module for Pep {
         }
         // XEP-0402 §5.2: the legacy PEP node follows the native one.
         registry.account_feature(bookmarks::FEATURE_COMPAT_PEP);
+        // XEP-0292 vCard4 is an ordinary PEP node; XEP-0398 needs the vCard module listening.
+        registry.account_feature("urn:xmpp:vcard4");
+        if converts_avatars {
+            registry.account_feature(avatar::FEATURE_CONVERSION);
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use minidom::Element;
 
-use super::bookmarks;
+use super::{avatar, bookmarks};
 use super::config::{self, ConfigChange, FormError};
 use super::{
     access, bad_request, node_attr, not_acceptable, notify, pubsub_error, store, unsupported, Ctx,
@@ -211,6 +211,7 @@ async fn publish(ctx: &Ctx<'_>, action: &Element, options: Option<&Element>) -> 
     );
     notify::broadcast(ctx, node, config.access_model, event).await;
     bookmarks::after_change(ctx, node, Some(payload)).await;
+    avatar::after_publish(ctx, node, payload).await;
 
     let mut publish = Element::bare("publish", ns::PUBSUB);
     stanza::set_attr(&mut publish, "node", node);
