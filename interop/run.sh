@@ -10,7 +10,9 @@
 # and b.example), each verifying its own domain's certificate, chat and meet in a room of the
 # second domain's MUC service (see virtual_hosts.py). An admin runs XEP-0133 commands through
 # slixmpp's XEP-0050 plugin: adds a user, lists who is online, and announces to everyone (see
-# adhoc.py). Exits non-zero on any failure.
+# adhoc.py). A XEP-0402 bookmark published over PEP is read back as XEP-0048 bookmarks through
+# XEP-0049 Private XML Storage, and rooms added or removed there show in the XEP-0402 node (see
+# bookmarks.py). Exits non-zero on any failure.
 #
 #   interop/run.sh            # builds corvid (debug) if needed
 #   CORVID_BIN=target/release/corvid interop/run.sh
@@ -82,9 +84,12 @@ fi
 if [ "$status" -eq 0 ]; then
     "$venv/bin/python" "$here/adhoc.py" --port "$port" --cert "$work/cert.pem" || status=$?
 fi
+if [ "$status" -eq 0 ]; then
+    "$venv/bin/python" "$here/bookmarks.py" --port "$port" --cert "$work/cert.pem" || status=$?
+fi
 if [ "$status" -ne 0 ]; then
     echo "interop: FAILED; server log:" >&2
     cat "$work/server.log" >&2
     exit "$status"
 fi
-echo "interop: 3 passed, 0 failed"
+echo "interop: 4 passed, 0 failed"
