@@ -37,3 +37,30 @@ impl PrivateStorageConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::Config;
+    use super::*;
+
+    #[test]
+    fn example_file_has_the_defaults_and_zero_is_refused() {
+        let example = Config::parse(include_str!("../../corvid.toml"), Path::new("corvid.toml"))
+            .expect("example parses");
+        let defaults = PrivateStorageConfig::default();
+        assert_eq!(example.private_storage.max_bytes, defaults.max_bytes);
+        assert_eq!(
+            example.private_storage.max_namespaces,
+            defaults.max_namespaces
+        );
+        for text in [
+            "[private_storage]\nmax_namespaces = 0\n",
+            "[private_storage]\nmax_bytes = 10\n",
+            "[private_storage]\nmax_keys = 1\n",
+        ] {
+            assert!(Config::parse(text, Path::new("c.toml")).is_err(), "{text}");
+        }
+    }
+}
