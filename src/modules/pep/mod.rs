@@ -15,7 +15,7 @@
 
 mod access;
 mod avatar;
-mod bookmarks;
+pub mod bookmarks;
 mod caps;
 mod config;
 mod interest;
