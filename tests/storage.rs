@@ -129,6 +129,7 @@ backend_tests!(
     pep_publish_orders_replaces_and_trims,
     pep_retract_purge_and_last_items,
     pep_nodes_go_with_their_account,
+    pep_subscriptions_cap_and_go_with_their_node,
     muc_rooms_save_replace_and_delete,
     muc_affiliations_set_remove_and_need_the_room,
     push_enable_replace_disable_and_cap,
@@ -1435,6 +1436,57 @@ async fn pep_nodes_go_with_their_account(s: Storage) {
     // The same node name under another owner is untouched.
     let bob = s.pep.pep_items("bob", "n", None).await.unwrap();
     assert_eq!(pep_ids(&bob), vec!["bob"]);
+}
+
+async fn pep_subscriptions_cap_and_go_with_their_node(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let subs = &s.pep_subscriptions;
+    let r = subs.subscribe_pep("alice", "n", "bob@b", 2).await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+    for node in ["n", "m"] {
+        s.pep
+            .create_pep_node("alice", node, &pep_config(1), 10)
+            .await
+            .unwrap();
+    }
+    for who in ["bob@b", "carol@c/phone"] {
+        assert_eq!(
+            subs.subscribe_pep("alice", "n", who, 2).await.unwrap(),
+            PepSubscribe::Subscribed
+        );
+    }
+    // Again: still subscribed, not a third; a third subscriber is over the cap.
+    assert_eq!(
+        subs.subscribe_pep("alice", "n", "bob@b", 2).await.unwrap(),
+        PepSubscribe::Subscribed
+    );
+    assert_eq!(
+        subs.subscribe_pep("alice", "n", "dave@d", 2).await.unwrap(),
+        PepSubscribe::Full
+    );
+    subs.subscribe_pep("alice", "m", "bob@b", 2).await.unwrap();
+    assert_eq!(
+        subs.pep_subscribers("alice", "n").await.unwrap(),
+        ["bob@b", "carol@c/phone"]
+    );
+    assert!(subs.unsubscribe_pep("alice", "n", "bob@b").await.unwrap());
+    assert!(!subs.unsubscribe_pep("alice", "n", "bob@b").await.unwrap());
+    assert_eq!(
+        subs.pep_subscriptions("alice").await.unwrap(),
+        [
+            ("m".to_string(), "bob@b".to_string()),
+            ("n".to_string(), "carol@c/phone".to_string())
+        ]
+    );
+    s.pep.delete_pep_node("alice", "n").await.unwrap();
+    s.pep
+        .create_pep_node("alice", "n", &pep_config(1), 10)
+        .await
+        .unwrap();
+    assert!(subs.pep_subscribers("alice", "n").await.unwrap().is_empty());
+    s.delete_account_and_archive("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert!(subs.pep_subscriptions("alice").await.unwrap().is_empty());
 }
 
 // Backend-specific behaviour that the shared suite cannot express.

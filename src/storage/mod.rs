@@ -11,6 +11,7 @@ mod invites;
 mod muc;
 pub mod nodes;
 mod pep;
+mod pep_subscriptions;
 mod postgres;
 mod private_xml;
 mod push;
@@ -37,6 +38,7 @@ pub use invites::{InviteState, InviteStore, StoredInvite};
 pub use muc::{MucStore, StoredAffiliation, StoredRoom};
 pub use nodes::NodeStore;
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
+pub use pep_subscriptions::{PepSubscribe, PepSubscriptionStore};
 pub use postgres::PostgresStorage;
 pub use private_xml::{PrivateXmlStore, PrivateXmlWrite};
 pub use push::{PushRegistration, PushStore};
@@ -192,6 +194,7 @@ pub struct Storage {
     pub vcard: Arc<dyn VcardStore>,
     pub pep: Arc<dyn PepStore>,
     pub private_xml: Arc<dyn PrivateXmlStore>,
+    pub pep_subscriptions: Arc<dyn PepSubscriptionStore>,
     pub muc: Arc<dyn MucStore>,
     pub push: Arc<dyn PushStore>,
     pub secrets: Arc<dyn ServerSecretStore>,
@@ -269,6 +272,7 @@ impl Storage {
             + VcardStore
             + PepStore
             + PrivateXmlStore
+            + PepSubscriptionStore
             + MucStore
             + PushStore
             + ServerSecretStore
@@ -289,6 +293,7 @@ impl Storage {
             vcard: backend.clone(),
             pep: backend.clone(),
             private_xml: backend.clone(),
+            pep_subscriptions: backend.clone(),
             muc: backend.clone(),
             push: backend.clone(),
             secrets: backend.clone(),

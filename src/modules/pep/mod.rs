@@ -4,8 +4,11 @@
 //! go to the owner's sessions and to contacts subscribed to the owner's presence, filtered by
 //! the `+notify` features of their XEP-0115 caps.
 //!
-//! Not offered: explicit subscriptions (`<subscribe/>` and friends answer
-//! `<feature-not-implemented/>`; PEP subscriptions are the implicit, presence-based ones),
+//! Explicit subscriptions (`subscribe`) are offered beside the implicit ones and stored.
+//! XEP-0402 bookmarks are kept in step with their XEP-0048 forms (`bookmarks`), and XEP-0084
+//! avatars with the vCard photo (`avatar`, XEP-0398).
+//!
+//! Not offered: subscription options, the owner's subscription management,
 //! the `roster` and `authorize` access models, a whitelist beyond the owner, collection nodes,
 //! XEP-0033 `replyto` on notifications, and notifications to remote domains (no federation).
 //!
@@ -23,6 +26,7 @@ mod notify;
 mod owner;
 mod publish;
 mod store;
+mod subscribe;
 
 use std::sync::Arc;
 
@@ -69,6 +73,8 @@ const FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#retract-items",
     "http://jabber.org/protocol/pubsub#retrieve-default",
     "http://jabber.org/protocol/pubsub#retrieve-items",
+    "http://jabber.org/protocol/pubsub#retrieve-subscriptions",
+    "http://jabber.org/protocol/pubsub#subscribe",
 ];
 
 /// What the module keeps in memory, shared with the tasks it spawns.

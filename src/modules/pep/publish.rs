@@ -3,7 +3,7 @@
 
 use minidom::Element;
 
-use super::{avatar, bookmarks};
+use super::{avatar, bookmarks, subscribe};
 use super::config::{self, ConfigChange, FormError};
 use super::{
     access, bad_request, node_attr, not_acceptable, notify, pubsub_error, store, unsupported, Ctx,
@@ -49,6 +49,7 @@ pub async fn get(ctx: &Ctx<'_>, pubsub: &Element) -> IqResult {
     let request = parse(pubsub)?;
     match request.action.name() {
         "items" => items(ctx, request.action).await,
+        "subscriptions" => subscribe::subscriptions(ctx, request.action).await,
         other => unsupported_action(other),
     }
 }
@@ -64,6 +65,8 @@ pub async fn set(ctx: &Ctx<'_>, pubsub: &Element) -> IqResult {
         "publish" => publish(ctx, action, options).await,
         "retract" => retract(ctx, action).await,
         "create" => create(ctx, action, configure).await,
+        "subscribe" => subscribe::subscribe(ctx, action).await,
+        "unsubscribe" => subscribe::unsubscribe(ctx, action).await,
         other => unsupported_action(other),
     }
 }
@@ -71,10 +74,7 @@ pub async fn set(ctx: &Ctx<'_>, pubsub: &Element) -> IqResult {
 /// What either type answers for an action it does not take.
 fn unsupported_action(action: &str) -> IqResult {
     match action {
-        // PEP subscriptions are the implicit, presence-based ones (XEP-0163 §4.1).
-        "subscribe" | "unsubscribe" => Err(unsupported("subscribe")),
         "options" => Err(unsupported("subscription-options")),
-        "subscriptions" => Err(unsupported("retrieve-subscriptions")),
         "affiliations" => Err(unsupported("retrieve-affiliations")),
         _ => Err(StanzaError::bad_request()),
     }
