@@ -335,34 +335,50 @@ async fn private_xml_set_get_and_replace() {
     let prefs = "<prefs xmlns='urn:example:prefs'><nick>Alice ☕</nick></prefs>";
     let notes = "<notes xmlns='urn:example:notes'><n>1</n></notes>";
     assert_result(&private_set(&mut alice, None, &format!("{prefs}{notes}")).await);
-    let children = private_children(
-        &private_get(&mut alice, "<prefs xmlns='urn:example:prefs'/>").await,
-    );
+    let children =
+        private_children(&private_get(&mut alice, "<prefs xmlns='urn:example:prefs'/>").await);
     assert_eq!(children.len(), 1);
     assert_eq!(
-        children[0].get_child("nick", "urn:example:prefs").unwrap().text(),
+        children[0]
+            .get_child("nick", "urn:example:prefs")
+            .unwrap()
+            .text(),
         "Alice ☕"
     );
     let children =
         private_children(&private_get(&mut alice, "<notes xmlns='urn:example:notes'/>").await);
-    assert_eq!(children[0].get_child("n", "urn:example:notes").unwrap().text(), "1");
+    assert_eq!(
+        children[0]
+            .get_child("n", "urn:example:notes")
+            .unwrap()
+            .text(),
+        "1"
+    );
 
     // A set replaces what the namespace held; the other namespace keeps its value.
     let prefs2 = "<prefs xmlns='urn:example:prefs'><nick>A</nick></prefs>\
                   <extra xmlns='urn:example:prefs'/>";
     assert_result(&private_set(&mut alice, Some(&account("alice")), prefs2).await);
-    let children = private_children(
-        &private_get(&mut alice, "<prefs xmlns='urn:example:prefs'/>").await,
-    );
+    let children =
+        private_children(&private_get(&mut alice, "<prefs xmlns='urn:example:prefs'/>").await);
     let names: Vec<&str> = children.iter().map(Element::name).collect();
     assert_eq!(names, ["prefs", "extra"]);
     assert_eq!(
-        children[0].get_child("nick", "urn:example:prefs").unwrap().text(),
+        children[0]
+            .get_child("nick", "urn:example:prefs")
+            .unwrap()
+            .text(),
         "A"
     );
     let children =
         private_children(&private_get(&mut alice, "<notes xmlns='urn:example:notes'/>").await);
-    assert_eq!(children[0].get_child("n", "urn:example:notes").unwrap().text(), "1");
+    assert_eq!(
+        children[0]
+            .get_child("n", "urn:example:notes")
+            .unwrap()
+            .text(),
+        "1"
+    );
 
     // Per account: bob sees none of it, and it survives a new session.
     let mut bob = connect(&t, "bob", "b").await;
@@ -373,7 +389,13 @@ async fn private_xml_set_get_and_replace() {
     let mut again = connect(&t, "alice", "again").await;
     let children =
         private_children(&private_get(&mut again, "<notes xmlns='urn:example:notes'/>").await);
-    assert_eq!(children[0].get_child("n", "urn:example:notes").unwrap().text(), "1");
+    assert_eq!(
+        children[0]
+            .get_child("n", "urn:example:notes")
+            .unwrap()
+            .text(),
+        "1"
+    );
 }
 
 #[tokio::test]
@@ -406,8 +428,16 @@ async fn private_xml_refuses_other_users_reserved_namespaces_and_bad_requests() 
     // Reserved namespaces.
     for reserved in ["jabber:client", "jabber:server", PRIVATE] {
         let el = format!("<x xmlns='{reserved}'/>");
-        assert_error(&private_set(&mut alice, None, &el).await, "modify", "not-acceptable");
-        assert_error(&private_get(&mut alice, &el).await, "modify", "not-acceptable");
+        assert_error(
+            &private_set(&mut alice, None, &el).await,
+            "modify",
+            "not-acceptable",
+        );
+        assert_error(
+            &private_get(&mut alice, &el).await,
+            "modify",
+            "not-acceptable",
+        );
     }
     // An element without a namespace of its own is in jabber:iq:private.
     assert_error(
@@ -416,7 +446,11 @@ async fn private_xml_refuses_other_users_reserved_namespaces_and_bad_requests() 
         "not-acceptable",
     );
     // Nothing to store, nothing asked, or two things asked.
-    assert_error(&private_set(&mut alice, None, "").await, "modify", "not-acceptable");
+    assert_error(
+        &private_set(&mut alice, None, "").await,
+        "modify",
+        "not-acceptable",
+    );
     assert_error(&private_get(&mut alice, "").await, "modify", "bad-request");
     assert_error(
         &private_get(&mut alice, "<a xmlns='urn:a'/><b xmlns='urn:b'/>").await,
@@ -426,7 +460,11 @@ async fn private_xml_refuses_other_users_reserved_namespaces_and_bad_requests() 
 
     // Limits: the size of one namespace, and how many namespaces.
     let big = format!("<big xmlns='urn:example:big'>{}</big>", "x".repeat(2000));
-    assert_error(&private_set(&mut alice, None, &big).await, "modify", "not-acceptable");
+    assert_error(
+        &private_set(&mut alice, None, &big).await,
+        "modify",
+        "not-acceptable",
+    );
     assert_result(&private_set(&mut alice, None, "<a xmlns='urn:a'/>").await);
     assert_result(&private_set(&mut alice, None, "<b xmlns='urn:b'>1</b>").await);
     assert_error(
@@ -520,7 +558,10 @@ async fn native_bookmarks_show_in_private_xml_and_legacy_pep_with_deletions() {
     let one = legacy_room(&storage, "one@muc.example");
     assert_eq!(one.attr("name"), Some("One"));
     assert!(matches!(one.attr("autojoin"), Some("true" | "1")));
-    assert_eq!(one.get_child("nick", LEGACY).map(Element::text).as_deref(), Some("al"));
+    assert_eq!(
+        one.get_child("nick", LEGACY).map(Element::text).as_deref(),
+        Some("al")
+    );
     assert!(one.has_child("state", "urn:example:client"), "{one:?}");
 
     // Through the legacy PEP node (#compat-pep).
@@ -598,8 +639,16 @@ async fn private_xml_bookmarks_become_native_and_legacy_pep_with_notifications()
         .expect("room one");
     assert!(one.is("conference", NATIVE));
     assert_eq!(one.attr("name"), Some("One"));
-    assert_eq!(one.get_child("nick", NATIVE).map(Element::text).as_deref(), Some("al"));
-    assert_eq!(one.get_child("password", NATIVE).map(Element::text).as_deref(), Some("pw"));
+    assert_eq!(
+        one.get_child("nick", NATIVE).map(Element::text).as_deref(),
+        Some("al")
+    );
+    assert_eq!(
+        one.get_child("password", NATIVE)
+            .map(Element::text)
+            .as_deref(),
+        Some("pw")
+    );
 
     // A room dropped from the legacy list is retracted from the native node.
     let answer = private_set(

@@ -1037,7 +1037,13 @@ async fn publish_and_retrieve_on_postgres() {
 // ---------------------------------------------------------------------------------------------
 // Explicit subscriptions (XEP-0060 §6.1, §6.2, §5.6).
 
-async fn subscribe_iq(client: &mut Client, owner: &str, action: &str, node: &str, jid: &str) -> Element {
+async fn subscribe_iq(
+    client: &mut Client,
+    owner: &str,
+    action: &str,
+    node: &str,
+    jid: &str,
+) -> Element {
     let id = format!("sub-{}", rand_id());
     iq(
         client,
@@ -1084,7 +1090,14 @@ async fn explicit_subscription_to_an_open_node_brings_events_until_unsubscribed(
     let mut alice = connect(&t, "alice", "a").await;
     let node = "urn:example:status";
     let open = field("pubsub#access_model", "open");
-    publish(&mut alice, node, Some("1"), "<s xmlns='urn:example:status'>one</s>", &open).await;
+    publish(
+        &mut alice,
+        node,
+        Some("1"),
+        "<s xmlns='urn:example:status'>one</s>",
+        &open,
+    )
+    .await;
 
     // bob is no contact and his caps ask for nothing: only the subscription brings events.
     let mut bob = connect(&t, "bob", "phone").await;
@@ -1130,7 +1143,14 @@ async fn explicit_subscription_to_an_open_node_brings_events_until_unsubscribed(
     assert_eq!(last.len(), 1);
     assert_eq!(text_of(&last[0].1), "one");
 
-    publish(&mut alice, node, Some("2"), "<s xmlns='urn:example:status'>two</s>", &open).await;
+    publish(
+        &mut alice,
+        node,
+        Some("2"),
+        "<s xmlns='urn:example:status'>two</s>",
+        &open,
+    )
+    .await;
     let (_, new) = next_event_items(&mut bob, "urn:example:status").await;
     assert_eq!(text_of(&new[0].1), "two");
     assert_eq!(
@@ -1142,12 +1162,24 @@ async fn explicit_subscription_to_an_open_node_brings_events_until_unsubscribed(
 
     let answer = subscribe_iq(&mut bob, "alice", "unsubscribe", node, &bob_jid).await;
     assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
-    publish(&mut alice, node, Some("3"), "<s xmlns='urn:example:status'>three</s>", &open).await;
+    publish(
+        &mut alice,
+        node,
+        Some("3"),
+        "<s xmlns='urn:example:status'>three</s>",
+        &open,
+    )
+    .await;
     marker(&mut alice, &format!("bob@{DOMAIN}/phone"), "after-three").await;
     expect_marker_next(&mut bob, "after-three").await;
     assert!(my_subscriptions(&mut bob, "alice").await.is_empty());
     let again = subscribe_iq(&mut bob, "alice", "unsubscribe", node, &bob_jid).await;
-    assert_error(&again, "cancel", "unexpected-request", Some("not-subscribed"));
+    assert_error(
+        &again,
+        "cancel",
+        "unexpected-request",
+        Some("not-subscribed"),
+    );
 }
 
 #[tokio::test]
@@ -1157,21 +1189,46 @@ async fn explicit_subscription_follows_the_access_model_and_the_jid_rules() {
     let mut alice = connect(&t, "alice", "a").await;
     let presence_node = "urn:example:presence-only";
     let private_node = "urn:example:private";
-    publish(&mut alice, presence_node, Some("1"), "<p xmlns='urn:example:p'/>", "").await;
+    publish(
+        &mut alice,
+        presence_node,
+        Some("1"),
+        "<p xmlns='urn:example:p'/>",
+        "",
+    )
+    .await;
     let whitelist = field("pubsub#access_model", "whitelist");
-    publish(&mut alice, private_node, Some("1"), "<p xmlns='urn:example:p'/>", &whitelist)
-        .await;
+    publish(
+        &mut alice,
+        private_node,
+        Some("1"),
+        "<p xmlns='urn:example:p'/>",
+        &whitelist,
+    )
+    .await;
 
     let mut bob = connect(&t, "bob", "b").await;
     let bob_jid = format!("bob@{DOMAIN}");
     let answer = subscribe_iq(&mut bob, "alice", "subscribe", presence_node, &bob_jid).await;
-    assert_error(&answer, "auth", "not-authorized", Some("presence-subscription-required"));
+    assert_error(
+        &answer,
+        "auth",
+        "not-authorized",
+        Some("presence-subscription-required"),
+    );
     let answer = subscribe_iq(&mut bob, "alice", "subscribe", private_node, &bob_jid).await;
     assert_error(&answer, "cancel", "not-allowed", Some("closed-node"));
     let answer = subscribe_iq(&mut bob, "alice", "subscribe", "urn:example:none", &bob_jid).await;
     assert_error(&answer, "cancel", "item-not-found", None);
     // Someone else's JID, or none.
-    let answer = subscribe_iq(&mut bob, "alice", "subscribe", presence_node, &format!("carol@{DOMAIN}")).await;
+    let answer = subscribe_iq(
+        &mut bob,
+        "alice",
+        "subscribe",
+        presence_node,
+        &format!("carol@{DOMAIN}"),
+    )
+    .await;
     assert_error(&answer, "modify", "bad-request", Some("invalid-jid"));
     let id = "no-jid";
     let answer = iq(

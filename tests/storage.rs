@@ -846,16 +846,27 @@ async fn private_xml_set_replace_and_cap(s: Storage) {
     assert_eq!(p.private_xml("alice", "storage:a").await.unwrap(), None);
 
     let first = "<a xmlns='storage:a'>1</a>";
-    let w = p.set_private_xml("alice", "storage:a", first, 2).await.unwrap();
+    let w = p
+        .set_private_xml("alice", "storage:a", first, 2)
+        .await
+        .unwrap();
     assert_eq!(w, PrivateXmlWrite::Stored);
     assert_eq!(
-        p.private_xml("alice", "storage:a").await.unwrap().as_deref(),
+        p.private_xml("alice", "storage:a")
+            .await
+            .unwrap()
+            .as_deref(),
         Some(first)
     );
     let second = "<a xmlns='storage:a'>Ä2</a>";
-    p.set_private_xml("alice", "storage:a", second, 2).await.unwrap();
+    p.set_private_xml("alice", "storage:a", second, 2)
+        .await
+        .unwrap();
     assert_eq!(
-        p.private_xml("alice", "storage:a").await.unwrap().as_deref(),
+        p.private_xml("alice", "storage:a")
+            .await
+            .unwrap()
+            .as_deref(),
         Some(second)
     );
     let b = "<b xmlns='storage:b'/>";
@@ -900,7 +911,10 @@ async fn private_xml_needs_account_and_goes_with_it(s: Storage) {
     s.delete_account_and_archive("alice").await.unwrap();
     s.accounts.create_account("alice", &[]).await.unwrap();
     assert_eq!(
-        s.private_xml.private_xml("alice", "storage:a").await.unwrap(),
+        s.private_xml
+            .private_xml("alice", "storage:a")
+            .await
+            .unwrap(),
         None
     );
 }

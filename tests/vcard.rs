@@ -305,7 +305,12 @@ async fn pep_items(raw: &mut Raw, owner: Option<&str>, node: &str) -> Vec<(Strin
         ),
     )
     .await;
-    assert_eq!(r.attr("type"), Some("result"), "{}", corvid::xml::to_string(&r));
+    assert_eq!(
+        r.attr("type"),
+        Some("result"),
+        "{}",
+        corvid::xml::to_string(&r)
+    );
     r.get_child("pubsub", PUBSUB)
         .and_then(|p| p.get_child("items", PUBSUB))
         .expect("items")
@@ -338,11 +343,18 @@ async fn pep_publish(raw: &mut Raw, node: &str, id: &str, payload: &str, options
         ),
     )
     .await;
-    assert_eq!(r.attr("type"), Some("result"), "{}", corvid::xml::to_string(&r));
+    assert_eq!(
+        r.attr("type"),
+        Some("result"),
+        "{}",
+        corvid::xml::to_string(&r)
+    );
 }
 
 fn vcard_photo(result: &Element) -> Option<(String, Vec<u8>)> {
-    let photo = result.get_child("vCard", VCARD)?.get_child("PHOTO", VCARD)?;
+    let photo = result
+        .get_child("vCard", VCARD)?
+        .get_child("PHOTO", VCARD)?;
     let kind = photo.get_child("TYPE", VCARD)?.text();
     let binval: String = photo
         .get_child("BINVAL", VCARD)?
@@ -433,7 +445,11 @@ async fn pep_avatar_becomes_the_vcard_photo_and_presence_hash() {
     .await;
 
     let r = get_vcard(&mut b, None).await;
-    assert_eq!(full_name(&r).as_deref(), Some("Alice Liddell"), "the rest is kept");
+    assert_eq!(
+        full_name(&r).as_deref(),
+        Some("Alice Liddell"),
+        "the rest is kept"
+    );
     assert_eq!(
         vcard_photo(&r),
         Some(("image/webp".to_owned(), image.clone()))

@@ -229,8 +229,11 @@ impl Vcard {
             .set_vcard(account.as_str(), &record)
             .await
             .map_err(storage_failure)?;
-        self.hashes
-            .publish(&guard, account.as_str(), Arc::from(record.photo_hash.as_str()));
+        self.hashes.publish(
+            &guard,
+            account.as_str(),
+            Arc::from(record.photo_hash.as_str()),
+        );
         Ok(record.photo_hash)
     }
 

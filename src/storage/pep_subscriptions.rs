@@ -25,8 +25,12 @@ pub trait PepSubscriptionStore: Send + Sync {
         max_per_node: u32,
     ) -> StorageResult<PepSubscribe>;
     /// False if there was no such subscription.
-    async fn unsubscribe_pep(&self, owner: &str, node: &str, subscriber: &str)
-        -> StorageResult<bool>;
+    async fn unsubscribe_pep(
+        &self,
+        owner: &str,
+        node: &str,
+        subscriber: &str,
+    ) -> StorageResult<bool>;
     /// The subscribers of one node, sorted.
     async fn pep_subscribers(&self, owner: &str, node: &str) -> StorageResult<Vec<String>>;
     /// Every subscription to the owner's nodes as (node, subscriber), sorted.

@@ -204,7 +204,10 @@ mod tests {
             read_metadata(&meta),
             Ok(Some((id.to_owned(), "image/png".to_owned())))
         );
-        assert_eq!(read_metadata(&el(&format!("<metadata xmlns='{METADATA}'/>"))), Ok(None));
+        assert_eq!(
+            read_metadata(&el(&format!("<metadata xmlns='{METADATA}'/>"))),
+            Ok(None)
+        );
         let odd = el(&format!(
             "<metadata xmlns='{METADATA}'><info id='aé' bytes='1' type='image/png'/></metadata>"
         ));
@@ -219,7 +222,10 @@ mod tests {
         };
         let meta = metadata_element(Some(&avatar));
         let info = meta.get_child("info", METADATA).unwrap();
-        assert_eq!(info.attr("id"), Some("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"));
+        assert_eq!(
+            info.attr("id"),
+            Some("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d")
+        );
         assert_eq!(info.attr("bytes"), Some("5"));
         assert_eq!(read_metadata(&meta).unwrap().unwrap().1, "image/png");
     }

@@ -338,9 +338,11 @@ mod tests {
 
     #[test]
     fn legacy_and_native_convert_both_ways_with_extensions() {
-        let legacy = el("<conference xmlns='storage:bookmarks' jid='room@muc.example' \
+        let legacy = el(
+            "<conference xmlns='storage:bookmarks' jid='room@muc.example' \
              name='Room' autojoin='true'><nick>al</nick><password>pw</password>\
-             <x xmlns='urn:example'/></conference>");
+             <x xmlns='urn:example'/></conference>",
+        );
         let (jid, native) = native_from_legacy(&legacy).unwrap();
         assert_eq!(jid.as_str(), "room@muc.example");
         assert!(native.is("conference", NATIVE));
@@ -359,8 +361,10 @@ mod tests {
 
     #[test]
     fn storage_keeps_urls_and_refuses_bad_rooms() {
-        let keep = el("<storage xmlns='storage:bookmarks'><url name='w' url='https://e'/>\
-             <conference jid='old@muc.example'/></storage>");
+        let keep = el(
+            "<storage xmlns='storage:bookmarks'><url name='w' url='https://e'/>\
+             <conference jid='old@muc.example'/></storage>",
+        );
         let native = vec![(
             "a@muc.example".to_owned(),
             el("<conference xmlns='urn:xmpp:bookmarks:1' autojoin='false'/>"),

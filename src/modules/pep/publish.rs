@@ -3,12 +3,12 @@
 
 use minidom::Element;
 
-use super::{avatar, bookmarks, subscribe};
 use super::config::{self, ConfigChange, FormError};
 use super::{
     access, bad_request, node_attr, not_acceptable, notify, pubsub_error, store, unsupported, Ctx,
     MAX_ITEM_ID_LEN,
 };
+use super::{avatar, bookmarks, subscribe};
 use crate::router::IqResult;
 use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::storage::{NodeConfig, PepCreate, PepItem, StorageError};
@@ -122,7 +122,11 @@ pub fn node_config_form(ctx: &Ctx<'_>, form: &Element) -> Result<ConfigChange, S
 }
 
 /// Creates `node` with `config`; `Ok(false)` if it already existed.
-pub(super) async fn create_node(ctx: &Ctx<'_>, node: &str, config: &NodeConfig) -> Result<bool, StanzaError> {
+pub(super) async fn create_node(
+    ctx: &Ctx<'_>,
+    node: &str,
+    config: &NodeConfig,
+) -> Result<bool, StanzaError> {
     let max_nodes = ctx.limits().max_nodes_per_user;
     match ctx
         .storage()
