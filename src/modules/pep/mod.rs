@@ -14,7 +14,8 @@
 //!
 //! One job per file: `publish` (the pubsub namespace), `owner` (pubsub#owner), `config`
 //! (node configuration forms), `access` (who may read), `store` (where items live), `notify`
-//! (who gets events), `interest` and `caps` (what each session asked for).
+//! (who gets events), `interest` and `caps` (what each session asked for), `subscribe`
+//! (explicit subscriptions), `bookmarks` (XEP-0402 §5 compatibility), `avatar` (XEP-0398).
 
 mod access;
 mod avatar;
