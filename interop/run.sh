@@ -12,7 +12,10 @@
 # slixmpp's XEP-0050 plugin: adds a user, lists who is online, and announces to everyone (see
 # adhoc.py). A slixmpp external component (XEP-0114) connects with its secret and echoes a
 # user's messages (see component.py). Alice uploads a file with slixmpp's XEP-0363 plugin (HTTP
-# File Upload) and Bob downloads it with urllib (see upload.py). Exits non-zero on any failure.
+# File Upload) and Bob downloads it with urllib (see upload.py). A XEP-0402 bookmark published
+# over PEP is read back as XEP-0048 bookmarks through XEP-0049 Private XML Storage, and rooms
+# added or removed there show in the XEP-0402 node (see bookmarks.py). Exits non-zero on any
+# failure.
 #
 #   interop/run.sh            # builds corvid (debug) if needed
 #   CORVID_BIN=target/release/corvid interop/run.sh
@@ -108,9 +111,12 @@ fi
 if [ "$status" -eq 0 ]; then
     "$venv/bin/python" "$here/upload.py" --port "$port" --cert "$work/cert.pem" || status=$?
 fi
+if [ "$status" -eq 0 ]; then
+    "$venv/bin/python" "$here/bookmarks.py" --port "$port" --cert "$work/cert.pem" || status=$?
+fi
 if [ "$status" -ne 0 ]; then
     echo "interop: FAILED; server log:" >&2
     cat "$work/server.log" >&2
     exit "$status"
 fi
-echo "interop: 5 passed, 0 failed"
+echo "interop: 6 passed, 0 failed"

@@ -12,6 +12,7 @@ use crate::xml::XmlLimits;
 mod bosh;
 mod components;
 mod external_services;
+mod private_storage;
 mod registration;
 mod upload;
 pub use bosh::BoshConfig;
@@ -21,6 +22,7 @@ pub use external_services::{
     ExternalService, ExternalServiceType, ExternalTransport, RestrictedService,
     DEFAULT_CREDENTIALS_TTL_SECS,
 };
+pub use private_storage::PrivateStorageConfig;
 pub use registration::{RegistrationLimits, RegistrationMode, DEFAULT_INVITE_EXPIRY_SECS};
 pub use upload::UploadConfig;
 pub use server_info::{ContactAddresses, OutageStatus};
@@ -104,6 +106,8 @@ pub struct Config {
     pub contact: ContactAddresses,
     /// `[outage]`: where the XEP-0455 outage status document is published.
     pub outage: OutageStatus,
+    /// `[private_storage]`: XEP-0049 limits.
+    pub private_storage: PrivateStorageConfig,
 }
 
 /// `[metrics]`: Prometheus text format at `/metrics` on a listener of its own, so that it is
@@ -939,6 +943,7 @@ impl Default for Config {
             bosh: BoshConfig::default(),
             contact: ContactAddresses::default(),
             outage: OutageStatus::default(),
+            private_storage: PrivateStorageConfig::default(),
         }
     }
 }
@@ -1341,6 +1346,7 @@ impl Config {
             }
         }
         server_info::validate(self)?;
+        self.private_storage.validate()?;
         self.validate_registration()?;
         self.auth.validate()?;
         let mam = &self.mam;

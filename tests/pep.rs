@@ -1033,3 +1033,234 @@ async fn publish_and_retrieve_on_postgres() {
     drop_schema(&schema).await;
     assert_eq!(result_ids(&answer), vec!["2", "3"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Explicit subscriptions (XEP-0060 §6.1, §6.2, §5.6).
+
+async fn subscribe_iq(
+    client: &mut Client,
+    owner: &str,
+    action: &str,
+    node: &str,
+    jid: &str,
+) -> Element {
+    let id = format!("sub-{}", rand_id());
+    iq(
+        client,
+        &id,
+        &format!(
+            "<iq xmlns='jabber:client' type='set' id='{id}' to='{owner}@{DOMAIN}'>\
+             <pubsub xmlns='{PUBSUB}'><{action} node='{node}' jid='{jid}'/></pubsub></iq>"
+        ),
+    )
+    .await
+}
+
+/// (node, jid) of the requester's subscriptions at `owner`'s service.
+async fn my_subscriptions(client: &mut Client, owner: &str) -> Vec<(String, String)> {
+    let id = format!("subs-{}", rand_id());
+    let answer = iq(
+        client,
+        &id,
+        &format!(
+            "<iq xmlns='jabber:client' type='get' id='{id}' to='{owner}@{DOMAIN}'>\
+             <pubsub xmlns='{PUBSUB}'><subscriptions/></pubsub></iq>"
+        ),
+    )
+    .await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    answer
+        .get_child("pubsub", PUBSUB)
+        .and_then(|p| p.get_child("subscriptions", PUBSUB))
+        .expect("subscriptions")
+        .children()
+        .map(|s| {
+            assert_eq!(s.attr("subscription"), Some("subscribed"));
+            (
+                s.attr("node").unwrap_or_default().to_owned(),
+                s.attr("jid").unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn explicit_subscription_to_an_open_node_brings_events_until_unsubscribed() {
+    let t = server_with(&["alice", "bob"]).await;
+    let mut alice = connect(&t, "alice", "a").await;
+    let node = "urn:example:status";
+    let open = field("pubsub#access_model", "open");
+    publish(
+        &mut alice,
+        node,
+        Some("1"),
+        "<s xmlns='urn:example:status'>one</s>",
+        &open,
+    )
+    .await;
+
+    // bob is no contact and his caps ask for nothing: only the subscription brings events.
+    let mut bob = connect(&t, "bob", "phone").await;
+    // Available, as events to a bare JID go to available resources (RFC 6121 §8.5.2).
+    send(&mut bob, "<presence xmlns='jabber:client'/>").await;
+    let bob_jid = format!("bob@{DOMAIN}");
+    // The result and the last item (§6.1.7), whichever the client reads first.
+    send(
+        &mut bob,
+        &format!(
+            "<iq xmlns='jabber:client' type='set' id='sub1' to='alice@{DOMAIN}'>\
+             <pubsub xmlns='{PUBSUB}'><subscribe node='{node}' jid='{bob_jid}'/></pubsub></iq>"
+        ),
+    )
+    .await;
+    let (mut answer, mut last) = (None, None);
+    while answer.is_none() || last.is_none() {
+        let el = next_matching(&mut bob, |e| {
+            e.attr("id") == Some("sub1") || is_event_about("urn:example:status")(e)
+        })
+        .await;
+        if el.name() == "iq" {
+            answer = Some(el);
+        } else {
+            last = Some(el);
+        }
+    }
+    let (answer, last) = (answer.unwrap(), last.unwrap());
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    let sub = answer
+        .get_child("pubsub", PUBSUB)
+        .and_then(|p| p.get_child("subscription", PUBSUB))
+        .expect("subscription");
+    assert_eq!(
+        (sub.attr("node"), sub.attr("jid"), sub.attr("subscription")),
+        (Some(node), Some(bob_jid.as_str()), Some("subscribed"))
+    );
+    let last = listed(
+        event_of(&last)
+            .and_then(|e| e.get_child("items", PUBSUB_EVENT))
+            .expect("items event"),
+    );
+    assert_eq!(last.len(), 1);
+    assert_eq!(text_of(&last[0].1), "one");
+
+    publish(
+        &mut alice,
+        node,
+        Some("2"),
+        "<s xmlns='urn:example:status'>two</s>",
+        &open,
+    )
+    .await;
+    let (_, new) = next_event_items(&mut bob, "urn:example:status").await;
+    assert_eq!(text_of(&new[0].1), "two");
+    assert_eq!(
+        my_subscriptions(&mut bob, "alice").await,
+        vec![(node.to_owned(), bob_jid.clone())]
+    );
+    // alice sees none of bob's subscriptions as her own.
+    assert!(my_subscriptions(&mut alice, "alice").await.is_empty());
+
+    let answer = subscribe_iq(&mut bob, "alice", "unsubscribe", node, &bob_jid).await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    publish(
+        &mut alice,
+        node,
+        Some("3"),
+        "<s xmlns='urn:example:status'>three</s>",
+        &open,
+    )
+    .await;
+    marker(&mut alice, &format!("bob@{DOMAIN}/phone"), "after-three").await;
+    expect_marker_next(&mut bob, "after-three").await;
+    assert!(my_subscriptions(&mut bob, "alice").await.is_empty());
+    let again = subscribe_iq(&mut bob, "alice", "unsubscribe", node, &bob_jid).await;
+    assert_error(
+        &again,
+        "cancel",
+        "unexpected-request",
+        Some("not-subscribed"),
+    );
+}
+
+#[tokio::test]
+async fn explicit_subscription_follows_the_access_model_and_the_jid_rules() {
+    let t = server_with(&["alice", "bob", "carol"]).await;
+    follow(&t, "carol", "alice").await;
+    let mut alice = connect(&t, "alice", "a").await;
+    let presence_node = "urn:example:presence-only";
+    let private_node = "urn:example:private";
+    publish(
+        &mut alice,
+        presence_node,
+        Some("1"),
+        "<p xmlns='urn:example:p'/>",
+        "",
+    )
+    .await;
+    let whitelist = field("pubsub#access_model", "whitelist");
+    publish(
+        &mut alice,
+        private_node,
+        Some("1"),
+        "<p xmlns='urn:example:p'/>",
+        &whitelist,
+    )
+    .await;
+
+    let mut bob = connect(&t, "bob", "b").await;
+    let bob_jid = format!("bob@{DOMAIN}");
+    let answer = subscribe_iq(&mut bob, "alice", "subscribe", presence_node, &bob_jid).await;
+    assert_error(
+        &answer,
+        "auth",
+        "not-authorized",
+        Some("presence-subscription-required"),
+    );
+    let answer = subscribe_iq(&mut bob, "alice", "subscribe", private_node, &bob_jid).await;
+    assert_error(&answer, "cancel", "not-allowed", Some("closed-node"));
+    let answer = subscribe_iq(&mut bob, "alice", "subscribe", "urn:example:none", &bob_jid).await;
+    assert_error(&answer, "cancel", "item-not-found", None);
+    // Someone else's JID, or none.
+    let answer = subscribe_iq(
+        &mut bob,
+        "alice",
+        "subscribe",
+        presence_node,
+        &format!("carol@{DOMAIN}"),
+    )
+    .await;
+    assert_error(&answer, "modify", "bad-request", Some("invalid-jid"));
+    let id = "no-jid";
+    let answer = iq(
+        &mut bob,
+        id,
+        &format!(
+            "<iq xmlns='jabber:client' type='set' id='{id}' to='alice@{DOMAIN}'>\
+             <pubsub xmlns='{PUBSUB}'><subscribe node='{presence_node}'/></pubsub></iq>"
+        ),
+    )
+    .await;
+    assert_error(&answer, "modify", "bad-request", Some("jid-required"));
+    assert!(my_subscriptions(&mut bob, "alice").await.is_empty());
+
+    // A contact may subscribe to the presence node, with a full JID too; the subscription is
+    // stored and survives a restart.
+    let mut carol = connect(&t, "carol", "c").await;
+    let carol_full = format!("carol@{DOMAIN}/c");
+    let answer = subscribe_iq(&mut carol, "alice", "subscribe", presence_node, &carol_full).await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    drop((alice, bob, carol));
+    let TestServer { server, dir, .. } = t;
+    server.shutdown().await;
+    let db = dir.path().join("corvid.db");
+    let t = TestServer::start_with(|config| {
+        config.storage.url = format!("sqlite://{}", db.display());
+    })
+    .await;
+    let mut carol = connect(&t, "carol", "c").await;
+    assert_eq!(
+        my_subscriptions(&mut carol, "alice").await,
+        vec![(presence_node.to_owned(), carol_full)]
+    );
+    drop(dir);
+}

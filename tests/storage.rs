@@ -123,10 +123,13 @@ backend_tests!(
     blocklist_concurrent_blocks_stop_at_cap,
     vcard_set_replace_and_hash,
     vcard_needs_account_and_goes_with_it,
+    private_xml_set_replace_and_cap,
+    private_xml_needs_account_and_goes_with_it,
     pep_nodes_create_configure_delete,
     pep_publish_orders_replaces_and_trims,
     pep_retract_purge_and_last_items,
     pep_nodes_go_with_their_account,
+    pep_subscriptions_cap_and_go_with_their_node,
     muc_rooms_save_replace_and_delete,
     muc_affiliations_set_remove_and_need_the_room,
     push_enable_replace_disable_and_cap,
@@ -836,6 +839,86 @@ async fn vcard_needs_account_and_goes_with_it(s: Storage) {
     assert_eq!(s.vcard.vcard("alice").await.unwrap(), None);
 }
 
+async fn private_xml_set_replace_and_cap(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.accounts.create_account("bob", &[]).await.unwrap();
+    let p = &s.private_xml;
+    assert_eq!(p.private_xml("alice", "storage:a").await.unwrap(), None);
+
+    let first = "<a xmlns='storage:a'>1</a>";
+    let w = p
+        .set_private_xml("alice", "storage:a", first, 2)
+        .await
+        .unwrap();
+    assert_eq!(w, PrivateXmlWrite::Stored);
+    assert_eq!(
+        p.private_xml("alice", "storage:a")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(first)
+    );
+    let second = "<a xmlns='storage:a'>Ä2</a>";
+    p.set_private_xml("alice", "storage:a", second, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        p.private_xml("alice", "storage:a")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(second)
+    );
+    let b = "<b xmlns='storage:b'/>";
+    assert_eq!(
+        p.set_private_xml("alice", "storage:b", b, 2).await.unwrap(),
+        PrivateXmlWrite::Stored
+    );
+    // A third namespace is over the cap; replacing one of the two still works.
+    assert_eq!(
+        p.set_private_xml("alice", "storage:c", "<c xmlns='storage:c'/>", 2)
+            .await
+            .unwrap(),
+        PrivateXmlWrite::Full
+    );
+    assert_eq!(p.private_xml("alice", "storage:c").await.unwrap(), None);
+    assert_eq!(
+        p.set_private_xml("alice", "storage:b", b, 2).await.unwrap(),
+        PrivateXmlWrite::Stored
+    );
+    // Per account: bob's namespaces are his own.
+    assert_eq!(p.private_xml("bob", "storage:a").await.unwrap(), None);
+    assert_eq!(
+        p.set_private_xml("bob", "storage:c", "<c xmlns='storage:c'/>", 2)
+            .await
+            .unwrap(),
+        PrivateXmlWrite::Stored
+    );
+}
+
+async fn private_xml_needs_account_and_goes_with_it(s: Storage) {
+    let r = s
+        .private_xml
+        .set_private_xml("nobody", "storage:a", "<a xmlns='storage:a'/>", 8)
+        .await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    s.private_xml
+        .set_private_xml("alice", "storage:a", "<a xmlns='storage:a'/>", 8)
+        .await
+        .unwrap();
+    s.delete_account_and_archive("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert_eq!(
+        s.private_xml
+            .private_xml("alice", "storage:a")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 const NONE: &str = "HT-SHA-256-NONE";
 const LATER: i64 = 2_000_000_000_000;
 const NOW: i64 = 1_700_000_000_000;
@@ -1367,6 +1450,57 @@ async fn pep_nodes_go_with_their_account(s: Storage) {
     // The same node name under another owner is untouched.
     let bob = s.pep.pep_items("bob", "n", None).await.unwrap();
     assert_eq!(pep_ids(&bob), vec!["bob"]);
+}
+
+async fn pep_subscriptions_cap_and_go_with_their_node(s: Storage) {
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    let subs = &s.pep_subscriptions;
+    let r = subs.subscribe_pep("alice", "n", "bob@b", 2).await;
+    assert!(matches!(r, Err(StorageError::NotFound)), "{r:?}");
+    for node in ["n", "m"] {
+        s.pep
+            .create_pep_node("alice", node, &pep_config(1), 10)
+            .await
+            .unwrap();
+    }
+    for who in ["bob@b", "carol@c/phone"] {
+        assert_eq!(
+            subs.subscribe_pep("alice", "n", who, 2).await.unwrap(),
+            PepSubscribe::Subscribed
+        );
+    }
+    // Again: still subscribed, not a third; a third subscriber is over the cap.
+    assert_eq!(
+        subs.subscribe_pep("alice", "n", "bob@b", 2).await.unwrap(),
+        PepSubscribe::Subscribed
+    );
+    assert_eq!(
+        subs.subscribe_pep("alice", "n", "dave@d", 2).await.unwrap(),
+        PepSubscribe::Full
+    );
+    subs.subscribe_pep("alice", "m", "bob@b", 2).await.unwrap();
+    assert_eq!(
+        subs.pep_subscribers("alice", "n").await.unwrap(),
+        ["bob@b", "carol@c/phone"]
+    );
+    assert!(subs.unsubscribe_pep("alice", "n", "bob@b").await.unwrap());
+    assert!(!subs.unsubscribe_pep("alice", "n", "bob@b").await.unwrap());
+    assert_eq!(
+        subs.pep_subscriptions("alice").await.unwrap(),
+        [
+            ("m".to_string(), "bob@b".to_string()),
+            ("n".to_string(), "carol@c/phone".to_string())
+        ]
+    );
+    s.pep.delete_pep_node("alice", "n").await.unwrap();
+    s.pep
+        .create_pep_node("alice", "n", &pep_config(1), 10)
+        .await
+        .unwrap();
+    assert!(subs.pep_subscribers("alice", "n").await.unwrap().is_empty());
+    s.delete_account_and_archive("alice").await.unwrap();
+    s.accounts.create_account("alice", &[]).await.unwrap();
+    assert!(subs.pep_subscriptions("alice").await.unwrap().is_empty());
 }
 
 // Backend-specific behaviour that the shared suite cannot express.

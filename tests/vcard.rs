@@ -278,3 +278,261 @@ async fn vcard_on_postgres() {
     );
     drop_schema(&schema).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// XEP-0398 avatar conversion and XEP-0292 vCard4, both over PEP.
+
+const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
+const AVATAR_META: &str = "urn:xmpp:avatar:metadata";
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    Sha1::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The items (id, payload) of a PEP node of `owner` (own when None).
+async fn pep_items(raw: &mut Raw, owner: Option<&str>, node: &str) -> Vec<(String, Element)> {
+    let to = owner.map(|o| format!(" to='{o}'")).unwrap_or_default();
+    let r = iq(
+        raw,
+        "items",
+        &format!(
+            "<iq type='get' id='items'{to}><pubsub xmlns='{PUBSUB}'><items node='{node}'/>\
+             </pubsub></iq>"
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.attr("type"),
+        Some("result"),
+        "{}",
+        corvid::xml::to_string(&r)
+    );
+    r.get_child("pubsub", PUBSUB)
+        .and_then(|p| p.get_child("items", PUBSUB))
+        .expect("items")
+        .children()
+        .map(|i| {
+            (
+                i.attr("id").unwrap_or_default().to_owned(),
+                i.children().next().cloned().expect("payload"),
+            )
+        })
+        .collect()
+}
+
+async fn pep_publish(raw: &mut Raw, node: &str, id: &str, payload: &str, options: &str) {
+    let options = if options.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<publish-options><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#publish-options</value></field>\
+             {options}</x></publish-options>"
+        )
+    };
+    let r = iq(
+        raw,
+        "pub",
+        &format!(
+            "<iq type='set' id='pub'><pubsub xmlns='{PUBSUB}'><publish node='{node}'>\
+             <item id='{id}'>{payload}</item></publish>{options}</pubsub></iq>"
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.attr("type"),
+        Some("result"),
+        "{}",
+        corvid::xml::to_string(&r)
+    );
+}
+
+fn vcard_photo(result: &Element) -> Option<(String, Vec<u8>)> {
+    let photo = result
+        .get_child("vCard", VCARD)?
+        .get_child("PHOTO", VCARD)?;
+    let kind = photo.get_child("TYPE", VCARD)?.text();
+    let binval: String = photo
+        .get_child("BINVAL", VCARD)?
+        .text()
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(binval)
+        .expect("BINVAL is base64");
+    Some((kind, bytes))
+}
+
+#[tokio::test]
+async fn vcard_photo_is_published_as_the_pep_avatar() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    let mut alice = login(&t, "alice", "a").await;
+    let image: Vec<u8> = (0..=255u8).rev().cycle().take(1500).collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&image);
+    let r = set_vcard(
+        &mut alice,
+        None,
+        &format!("<FN>Alice</FN><PHOTO><TYPE>image/jpeg</TYPE><BINVAL>{encoded}</BINVAL></PHOTO>"),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    let id = sha1_hex(&image);
+
+    let data = pep_items(&mut alice, None, AVATAR_DATA).await;
+    let (data_id, payload) = data.last().expect("data item");
+    assert_eq!(data_id, &id);
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(payload.text())
+        .expect("base64");
+    assert_eq!(decoded, image);
+
+    let meta = pep_items(&mut alice, None, AVATAR_META).await;
+    let (meta_id, metadata) = meta.last().expect("metadata item");
+    assert_eq!(meta_id, &id);
+    let info = metadata.get_child("info", AVATAR_META).expect("info");
+    assert_eq!(info.attr("id"), Some(id.as_str()));
+    assert_eq!(info.attr("bytes"), Some("1500"));
+    assert_eq!(info.attr("type"), Some("image/jpeg"));
+
+    // No photo any more: the avatar is disabled with an empty <metadata/>.
+    set_vcard(&mut alice, None, "<FN>Alice</FN>").await;
+    let meta = pep_items(&mut alice, None, AVATAR_META).await;
+    let (_, metadata) = meta.last().expect("metadata item");
+    assert!(metadata.is("metadata", AVATAR_META));
+    assert_eq!(metadata.children().count(), 0, "{metadata:?}");
+}
+
+#[tokio::test]
+async fn pep_avatar_becomes_the_vcard_photo_and_presence_hash() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    let mut a = login(&t, "alice", "a").await;
+    let mut b = login(&t, "alice", "b").await;
+    b.write("<presence/>").await;
+    next_where(&mut b, |e| {
+        e.name() == "presence" && e.attr("from") == Some("alice@localhost/b")
+    })
+    .await;
+    set_vcard(&mut a, None, "<FN>Alice Liddell</FN>").await;
+
+    let image: Vec<u8> = (0..=255u8).cycle().take(900).collect();
+    let id = sha1_hex(&image);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&image);
+    pep_publish(
+        &mut a,
+        AVATAR_DATA,
+        &id,
+        &format!("<data xmlns='{AVATAR_DATA}'>{encoded}</data>"),
+        "",
+    )
+    .await;
+    pep_publish(
+        &mut a,
+        AVATAR_META,
+        &id,
+        &format!(
+            "<metadata xmlns='{AVATAR_META}'><info id='{id}' bytes='900' type='image/webp' \
+             width='32' height='32'/></metadata>"
+        ),
+        "",
+    )
+    .await;
+
+    let r = get_vcard(&mut b, None).await;
+    assert_eq!(
+        full_name(&r).as_deref(),
+        Some("Alice Liddell"),
+        "the rest is kept"
+    );
+    assert_eq!(
+        vcard_photo(&r),
+        Some(("image/webp".to_owned(), image.clone()))
+    );
+    // XEP-0153: the next presence carries the new hash.
+    a.write("<presence/>").await;
+    let seen = next_where(&mut b, |e| {
+        e.name() == "presence" && e.attr("from") == Some("alice@localhost/a")
+    })
+    .await;
+    assert_eq!(photo_of(&seen).as_deref(), Some(id.as_str()));
+
+    // Metadata whose data is not in PEP (a URL only) leaves the vCard alone.
+    pep_publish(
+        &mut a,
+        AVATAR_META,
+        "other",
+        &format!(
+            "<metadata xmlns='{AVATAR_META}'><info id='{}' bytes='1' type='image/png' \
+             url='https://example.org/a.png'/></metadata>",
+            sha1_hex(b"x")
+        ),
+        "",
+    )
+    .await;
+    let r = get_vcard(&mut b, None).await;
+    assert_eq!(vcard_photo(&r).map(|(_, bytes)| bytes), Some(image));
+
+    // Disabling the avatar removes the photo.
+    pep_publish(
+        &mut a,
+        AVATAR_META,
+        "off",
+        &format!("<metadata xmlns='{AVATAR_META}'/>"),
+        "",
+    )
+    .await;
+    let r = get_vcard(&mut b, None).await;
+    assert_eq!(vcard_photo(&r), None);
+    assert_eq!(full_name(&r).as_deref(), Some("Alice Liddell"));
+}
+
+#[tokio::test]
+async fn vcard4_is_a_pep_node_others_can_read_and_conversions_are_advertised() {
+    let t = TestServer::start().await;
+    t.add_user("alice").await;
+    t.add_user("bob").await;
+    let mut alice = login(&t, "alice", "a").await;
+    let info = iq(
+        &mut alice,
+        "disco",
+        "<iq to='alice@localhost' type='get' id='disco'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    )
+    .await;
+    let features: Vec<&str> = info
+        .get_child("query", ns::DISCO_INFO)
+        .expect("disco result")
+        .children()
+        .filter_map(|c| c.attr("var"))
+        .collect();
+    for wanted in ["urn:xmpp:vcard4", "urn:xmpp:pep-vcard-conversion:0"] {
+        assert!(features.contains(&wanted), "{wanted} in {features:?}");
+    }
+
+    // XEP-0292 §3: published with open access, so anyone may read it.
+    let card = "<vcard xmlns='urn:ietf:params:xml:ns:vcard-4.0'><fn><text>Alice</text></fn>\
+                <nickname><text>al</text></nickname></vcard>";
+    pep_publish(
+        &mut alice,
+        "urn:xmpp:vcard4",
+        "current",
+        card,
+        "<field var='pubsub#access_model'><value>open</value></field>",
+    )
+    .await;
+    let mut bob = login(&t, "bob", "b").await;
+    let items = pep_items(&mut bob, Some("alice@localhost"), "urn:xmpp:vcard4").await;
+    let (id, vcard) = items.last().expect("vCard4 item");
+    assert_eq!(id, "current");
+    let fn_text = vcard
+        .get_child("fn", "urn:ietf:params:xml:ns:vcard-4.0")
+        .and_then(|f| f.get_child("text", "urn:ietf:params:xml:ns:vcard-4.0"))
+        .map(Element::text);
+    assert_eq!(fn_text.as_deref(), Some("Alice"));
+}

@@ -15,6 +15,7 @@ pub mod offline;
 pub mod pep;
 pub mod ping;
 pub mod presence;
+pub mod private;
 pub mod push;
 pub mod register;
 pub mod roster;
@@ -35,6 +36,9 @@ use crate::router::Module;
 pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
     let mam = Arc::new(mam::Mam::new(config));
     let archiver = mam.archiver();
+    let pep = Arc::new(pep::Pep::default());
+    let vcard = Arc::new(vcard::Vcard::with_pep(pep.handle()));
+    vcard.listen();
     let mut modules: Vec<Arc<dyn Module>> = vec![
         Arc::new(disco::Disco),
         Arc::new(ping::Ping),
@@ -46,8 +50,9 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(offline::Offline::default()),
         mam,
         Arc::new(blocking::Blocking::default()),
-        Arc::new(vcard::Vcard::default()),
-        Arc::new(pep::Pep::default()),
+        vcard,
+        Arc::new(private::PrivateStorage::new(pep.handle())),
+        pep,
         Arc::new(carbons::Carbons),
         Arc::new(push::Push),
         Arc::new(adhoc::Adhoc::new(config)),

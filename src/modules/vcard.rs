@@ -15,17 +15,21 @@
 //! `<x xmlns='vcard-temp:x:update'><photo/></x>` gets one with that hash (an empty `<photo/>`
 //! when there is no photo), as ejabberd's mod_vcard_xupdate does. The hash is kept in memory;
 //! re-announcing presence after a change is left to clients, as XEP-0153 says.
+//!
+//! XEP-0398: a set whose photo differs from the stored one publishes it as the XEP-0084
+//! avatar (data and metadata nodes; no photo publishes an empty `<metadata/>`), and an
+//! avatar published through PEP becomes the vCard's PHOTO (see `pep::avatar`), so an avatar
+//! set by a vCard client shows in a PEP client and back.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
 use jid::{BareJid, FullJid};
 use minidom::Element;
-use sha1::{Digest, Sha1};
 use tracing::warn;
 
+use super::pep::{Avatar, AvatarListener, PepHandle};
 use super::user_cache::{bare_str, UserCache};
 use crate::router::{
     IqHandler, IqRequest, IqResult, IqType, Module, PresenceObserver, Priority, Registry, Router,
@@ -39,6 +43,29 @@ use crate::xml::{self, ns};
 pub struct Vcard {
     /// Photo hash per user, "" for no photo (or no vCard).
     hashes: UserCache<Arc<str>>,
+    /// XEP-0398: where a new photo is published as the XEP-0084 avatar, and which tells this
+    /// module of avatars published there.
+    pep: Option<PepHandle>,
+}
+
+impl Vcard {
+    /// A vCard module that keeps the photo and the XEP-0084 avatar of each account in step
+    /// (XEP-0398). Call [`Vcard::listen`] once it is in an `Arc`.
+    pub fn with_pep(pep: PepHandle) -> Vcard {
+        Vcard {
+            hashes: UserCache::default(),
+            pep: Some(pep),
+        }
+    }
+
+    /// Asks the PEP service to report avatars published there.
+    pub fn listen(self: &Arc<Self>) {
+        if let Some(pep) = &self.pep {
+            let listener: Arc<dyn AvatarListener> = self.clone();
+            // Weak: the PEP state must not keep this module (which holds it) alive.
+            pep.set_avatar_listener(Arc::downgrade(&listener));
+        }
+    }
 }
 
 impl Module for Vcard {
@@ -67,14 +94,15 @@ pub enum PhotoError {
     NotBase64,
 }
 
-/// Lower-case hex SHA-1 of the vCard's photo bytes (XEP-0153 §4.3), "" when it has none.
-/// Base64 may be wrapped over several lines, so whitespace is ignored.
-pub fn photo_hash(vcard: &Element) -> Result<String, PhotoError> {
-    let binval = vcard
-        .get_child("PHOTO", ns::VCARD)
-        .and_then(|photo| photo.get_child("BINVAL", ns::VCARD));
-    let Some(binval) = binval else {
-        return Ok(String::new());
+/// The image of the vCard's `PHOTO/BINVAL`, with its `TYPE` (`image/png` when it names
+/// none); `None` when the vCard has no embedded photo. Base64 may be wrapped over several
+/// lines, so whitespace is ignored.
+pub fn photo(vcard: &Element) -> Result<Option<Avatar>, PhotoError> {
+    let Some(photo) = vcard.get_child("PHOTO", ns::VCARD) else {
+        return Ok(None);
+    };
+    let Some(binval) = photo.get_child("BINVAL", ns::VCARD) else {
+        return Ok(None);
     };
     let encoded: String = binval
         .text()
@@ -82,17 +110,34 @@ pub fn photo_hash(vcard: &Element) -> Result<String, PhotoError> {
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
     if encoded.is_empty() {
-        return Ok(String::new());
+        return Ok(None);
     }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .map_err(|_| PhotoError::NotBase64)?;
-    let digest = Sha1::digest(&bytes);
-    let mut hex = String::with_capacity(40);
-    for byte in digest {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    Ok(hex)
+    let mime = photo
+        .get_child("TYPE", ns::VCARD)
+        .map(|t| t.text().trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "image/png".to_owned());
+    Ok(Some(Avatar { bytes, mime }))
+}
+
+/// Lower-case hex SHA-1 of the vCard's photo bytes (XEP-0153 §4.3), "" when it has none.
+pub fn photo_hash(vcard: &Element) -> Result<String, PhotoError> {
+    Ok(photo(vcard)?.map(|a| a.sha1_hex()).unwrap_or_default())
+}
+
+/// `<PHOTO><TYPE/><BINVAL/></PHOTO>` for an avatar.
+fn photo_element(avatar: &Avatar) -> Element {
+    let mut kind = Element::bare("TYPE", ns::VCARD);
+    kind.append_text(avatar.mime.as_str());
+    let mut binval = Element::bare("BINVAL", ns::VCARD);
+    binval.append_text(base64::engine::general_purpose::STANDARD.encode(&avatar.bytes));
+    let mut photo = Element::bare("PHOTO", ns::VCARD);
+    photo.append_child(kind);
+    photo.append_child(binval);
+    photo
 }
 
 fn storage_failure(e: StorageError) -> StanzaError {
@@ -139,7 +184,29 @@ impl Vcard {
             .await
     }
 
-    async fn set(&self, router: &Router, account: &BareJid, vcard: &Element) -> IqResult {
+    /// A client's set: stored, and a changed photo published as the XEP-0084 avatar.
+    async fn set(&self, router: &Arc<Router>, account: &BareJid, vcard: &Element) -> IqResult {
+        let before = self.hash_of(router, account.as_str()).await.ok();
+        let avatar =
+            photo(vcard).map_err(|e| StanzaError::bad_request().with_text(e.to_string()))?;
+        let after = self.store(router, account, vcard).await?;
+        if let Some(pep) = &self.pep {
+            if before.as_deref() != Some(after.as_str()) {
+                if let Err(e) = pep.publish_avatar(router, account, avatar.as_ref()).await {
+                    warn!(user = %account, error = ?e, "publishing the vCard photo as avatar failed");
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores the vCard and its photo hash; returns the hash.
+    async fn store(
+        &self,
+        router: &Router,
+        account: &BareJid,
+        vcard: &Element,
+    ) -> Result<String, StanzaError> {
         let serialized = xml::to_string(vcard);
         let max = router
             .config()
@@ -162,9 +229,55 @@ impl Vcard {
             .set_vcard(account.as_str(), &record)
             .await
             .map_err(storage_failure)?;
-        self.hashes
-            .publish(&guard, account.as_str(), Arc::from(record.photo_hash));
-        Ok(None)
+        self.hashes.publish(
+            &guard,
+            account.as_str(),
+            Arc::from(record.photo_hash.as_str()),
+        );
+        Ok(record.photo_hash)
+    }
+
+    /// Puts an avatar published through PEP in the vCard's PHOTO (or takes it out).
+    async fn store_photo(
+        &self,
+        router: &Router,
+        owner: &BareJid,
+        avatar: Option<Avatar>,
+    ) -> Result<(), StanzaError> {
+        let stored = router
+            .storage()
+            .vcard
+            .vcard(owner.as_str())
+            .await
+            .map_err(storage_failure)?;
+        let mut vcard = match stored {
+            Some(stored) => xml::parse_standalone(stored.xml.as_bytes(), xml::XmlLimits::STORED)
+                .map_err(|e| {
+                    warn!(error = %e, user = %owner, "stored vCard does not parse");
+                    StanzaError::internal_server_error()
+                })?,
+            None if avatar.is_none() => return Ok(()),
+            None => Element::bare("vCard", ns::VCARD),
+        };
+        while vcard.remove_child("PHOTO", ns::VCARD).is_some() {}
+        if let Some(avatar) = &avatar {
+            vcard.append_child(photo_element(avatar));
+        }
+        self.store(router, owner, &vcard).await.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl AvatarListener for Vcard {
+    async fn avatar_published(
+        &self,
+        router: &Arc<Router>,
+        owner: &BareJid,
+        avatar: Option<Avatar>,
+    ) {
+        if let Err(e) = self.store_photo(router, owner, avatar).await {
+            warn!(user = %owner, error = ?e, "putting the PEP avatar in the vCard failed");
+        }
     }
 }
 

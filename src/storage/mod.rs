@@ -11,7 +11,9 @@ mod invites;
 mod muc;
 pub mod nodes;
 mod pep;
+mod pep_subscriptions;
 mod postgres;
+mod private_xml;
 mod push;
 mod qualify;
 mod roster;
@@ -37,7 +39,9 @@ pub use invites::{InviteState, InviteStore, StoredInvite};
 pub use muc::{MucStore, StoredAffiliation, StoredRoom};
 pub use nodes::NodeStore;
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
+pub use pep_subscriptions::{PepSubscribe, PepSubscriptionStore};
 pub use postgres::PostgresStorage;
+pub use private_xml::{PrivateXmlStore, PrivateXmlWrite};
 pub use push::{PushRegistration, PushStore};
 pub use roster::{
     LastActivity, LastActivityStore, RosterItem, RosterStore, RosterWrite, Subscription,
@@ -191,6 +195,8 @@ pub struct Storage {
     pub blocklist: Arc<dyn BlocklistStore>,
     pub vcard: Arc<dyn VcardStore>,
     pub pep: Arc<dyn PepStore>,
+    pub private_xml: Arc<dyn PrivateXmlStore>,
+    pub pep_subscriptions: Arc<dyn PepSubscriptionStore>,
     pub muc: Arc<dyn MucStore>,
     pub push: Arc<dyn PushStore>,
     pub secrets: Arc<dyn ServerSecretStore>,
@@ -270,6 +276,8 @@ impl Storage {
             + BlocklistStore
             + VcardStore
             + PepStore
+            + PrivateXmlStore
+            + PepSubscriptionStore
             + MucStore
             + PushStore
             + ServerSecretStore
@@ -290,6 +298,8 @@ impl Storage {
             blocklist: backend.clone(),
             vcard: backend.clone(),
             pep: backend.clone(),
+            private_xml: backend.clone(),
+            pep_subscriptions: backend.clone(),
             muc: backend.clone(),
             push: backend.clone(),
             secrets: backend.clone(),

@@ -4,16 +4,22 @@
 //! go to the owner's sessions and to contacts subscribed to the owner's presence, filtered by
 //! the `+notify` features of their XEP-0115 caps.
 //!
-//! Not offered: explicit subscriptions (`<subscribe/>` and friends answer
-//! `<feature-not-implemented/>`; PEP subscriptions are the implicit, presence-based ones),
+//! Explicit subscriptions (`subscribe`) are offered beside the implicit ones and stored.
+//! XEP-0402 bookmarks are kept in step with their XEP-0048 forms (`bookmarks`), and XEP-0084
+//! avatars with the vCard photo (`avatar`, XEP-0398).
+//!
+//! Not offered: subscription options, the owner's subscription management,
 //! the `roster` and `authorize` access models, a whitelist beyond the owner, collection nodes,
 //! XEP-0033 `replyto` on notifications, and notifications to remote domains (no federation).
 //!
 //! One job per file: `publish` (the pubsub namespace), `owner` (pubsub#owner), `config`
 //! (node configuration forms), `access` (who may read), `store` (where items live), `notify`
-//! (who gets events), `interest` and `caps` (what each session asked for).
+//! (who gets events), `interest` and `caps` (what each session asked for), `subscribe`
+//! (explicit subscriptions), `bookmarks` (XEP-0402 §5 compatibility), `avatar` (XEP-0398).
 
 mod access;
+mod avatar;
+pub mod bookmarks;
 mod caps;
 mod config;
 mod interest;
@@ -21,8 +27,14 @@ mod notify;
 mod owner;
 mod publish;
 mod store;
+mod subscribe;
 
 use std::sync::Arc;
+
+pub use avatar::{Avatar, AvatarListener};
+pub use bookmarks::{
+    check_legacy as check_legacy_bookmarks, PepHandle, FEATURE_COMPAT as FEATURE_BOOKMARKS_COMPAT,
+};
 
 use async_trait::async_trait;
 use jid::{BareJid, FullJid, Jid};
@@ -62,6 +74,8 @@ const FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#retract-items",
     "http://jabber.org/protocol/pubsub#retrieve-default",
     "http://jabber.org/protocol/pubsub#retrieve-items",
+    "http://jabber.org/protocol/pubsub#retrieve-subscriptions",
+    "http://jabber.org/protocol/pubsub#subscribe",
 ];
 
 /// What the module keeps in memory, shared with the tasks it spawns.
@@ -69,6 +83,8 @@ const FEATURES: &[&str] = &[
 pub(crate) struct PepState {
     interests: interest::Interests,
     transient: store::Transient,
+    /// Told of avatars published through PEP (XEP-0398); the vCard module.
+    avatar_listener: std::sync::OnceLock<std::sync::Weak<dyn AvatarListener>>,
 }
 
 #[derive(Default)]
@@ -82,6 +98,7 @@ impl Module for Pep {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
+        let converts_avatars = self.state.avatar_listener.get().is_some();
         // One handler per namespace and type; the action is the `<pubsub/>`'s child, which
         // the handler reads (XEP-0060 §6–8).
         let handlers: [(IqType, &str, Arc<dyn IqHandler>); 4] = [
@@ -109,6 +126,13 @@ impl Module for Pep {
         registry.disco_identity(DiscoTarget::Account, Identity::new("pubsub", "pep"));
         for feature in FEATURES {
             registry.account_feature(feature);
+        }
+        // XEP-0402 §5.2: the legacy PEP node follows the native one.
+        registry.account_feature(bookmarks::FEATURE_COMPAT_PEP);
+        // XEP-0292 vCard4 is an ordinary PEP node; XEP-0398 needs the vCard module listening.
+        registry.account_feature("urn:xmpp:vcard4");
+        if converts_avatars {
+            registry.account_feature(avatar::FEATURE_CONVERSION);
         }
     }
 }
@@ -230,6 +254,13 @@ async fn readable_nodes(router: &Arc<Router>, account: &BareJid, requester: &Jid
 }
 
 impl Pep {
+    /// What other modules use of this PEP service (bookmarks through Private XML).
+    pub fn handle(&self) -> PepHandle {
+        PepHandle {
+            state: self.state.clone(),
+        }
+    }
+
     fn service(&self, action: Action) -> Arc<dyn IqHandler> {
         Arc::new(Service {
             state: self.state.clone(),

@@ -12,7 +12,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tracing::warn;
 
-use super::{access, store, Ctx, PepState};
+use super::{access, store, subscribe, Ctx, PepState};
 use crate::ids::IdGenerator;
 use crate::router::Router;
 use crate::stanza;
@@ -57,7 +57,7 @@ pub fn node_event(kind: &str, node: &str) -> Element {
     el
 }
 
-fn message(router: &Router, owner: &BareJid, to: &FullJid, event_child: Element) -> Element {
+fn message(router: &Router, owner: &BareJid, to: &Jid, event_child: Element) -> Element {
     let mut event = Element::bare("event", ns::PUBSUB_EVENT);
     event.append_child(event_child);
     let mut message = Element::bare("message", ns::CLIENT);
@@ -145,13 +145,12 @@ async fn recipients(
 
 /// Sends `event_child` (inside `<event/>`) to every session that wants `node`.
 pub async fn broadcast(ctx: &Ctx<'_>, node: &str, model: AccessModel, event_child: Element) {
-    let targets = recipients(ctx.router, ctx.state, &ctx.owner, node, model).await;
+    let implicit = recipients(ctx.router, ctx.state, &ctx.owner, node, model).await;
+    let explicit = subscribe::event_targets(ctx, node, model, &implicit).await;
     let from = Jid::from(ctx.owner.clone());
-    for target in targets {
+    for target in implicit.into_iter().map(Jid::from).chain(explicit) {
         let message = message(ctx.router, &ctx.owner, &target, event_child.clone());
-        ctx.router
-            .route_from_user(&from, Jid::from(target), message)
-            .await;
+        ctx.router.route_from_user(&from, target, message).await;
     }
 }
 
@@ -248,11 +247,10 @@ async fn send_last_items_of(
             &node,
             [item_element(ns::PUBSUB_EVENT, &item.id, Some(payload))],
         );
-        let mut message = message(ctx.router, &ctx.owner, session, event);
+        let to = Jid::from(session.clone());
+        let mut message = message(ctx.router, &ctx.owner, &to, event);
         message.append_child(delay(ctx.owner.domain().as_str(), &item));
-        ctx.router
-            .route_from_user(&from, Jid::from(session.clone()), message)
-            .await;
+        ctx.router.route_from_user(&from, to, message).await;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use minidom::Element;
 
 use super::config::{self};
 use super::publish::node_config_form;
-use super::{node_attr, notify, store, unsupported, Ctx};
+use super::{bookmarks, node_attr, notify, store, unsupported, Ctx};
 use crate::router::IqResult;
 use crate::stanza::{self, StanzaError};
 use crate::storage::NodeConfig;
@@ -113,6 +113,7 @@ async fn delete(ctx: &Ctx<'_>, action: &Element) -> IqResult {
     }
     let event = notify::node_event("delete", node);
     notify::broadcast(ctx, node, config.access_model, event).await;
+    bookmarks::after_change(ctx, node, None).await;
     Ok(None)
 }
 
@@ -122,5 +123,6 @@ async fn purge(ctx: &Ctx<'_>, action: &Element) -> IqResult {
     store::purge(ctx, node).await?;
     let event = notify::node_event("purge", node);
     notify::broadcast(ctx, node, config.access_model, event).await;
+    bookmarks::after_change(ctx, node, None).await;
     Ok(None)
 }

@@ -8,6 +8,7 @@ use super::{
     access, bad_request, node_attr, not_acceptable, notify, pubsub_error, store, unsupported, Ctx,
     MAX_ITEM_ID_LEN,
 };
+use super::{avatar, bookmarks, subscribe};
 use crate::router::IqResult;
 use crate::stanza::{self, Condition, ErrorType, StanzaError};
 use crate::storage::{NodeConfig, PepCreate, PepItem, StorageError};
@@ -48,6 +49,7 @@ pub async fn get(ctx: &Ctx<'_>, pubsub: &Element) -> IqResult {
     let request = parse(pubsub)?;
     match request.action.name() {
         "items" => items(ctx, request.action).await,
+        "subscriptions" => subscribe::subscriptions(ctx, request.action).await,
         other => unsupported_action(other),
     }
 }
@@ -63,6 +65,8 @@ pub async fn set(ctx: &Ctx<'_>, pubsub: &Element) -> IqResult {
         "publish" => publish(ctx, action, options).await,
         "retract" => retract(ctx, action).await,
         "create" => create(ctx, action, configure).await,
+        "subscribe" => subscribe::subscribe(ctx, action).await,
+        "unsubscribe" => subscribe::unsubscribe(ctx, action).await,
         other => unsupported_action(other),
     }
 }
@@ -70,10 +74,7 @@ pub async fn set(ctx: &Ctx<'_>, pubsub: &Element) -> IqResult {
 /// What either type answers for an action it does not take.
 fn unsupported_action(action: &str) -> IqResult {
     match action {
-        // PEP subscriptions are the implicit, presence-based ones (XEP-0163 §4.1).
-        "subscribe" | "unsubscribe" => Err(unsupported("subscribe")),
         "options" => Err(unsupported("subscription-options")),
-        "subscriptions" => Err(unsupported("retrieve-subscriptions")),
         "affiliations" => Err(unsupported("retrieve-affiliations")),
         _ => Err(StanzaError::bad_request()),
     }
@@ -121,7 +122,11 @@ pub fn node_config_form(ctx: &Ctx<'_>, form: &Element) -> Result<ConfigChange, S
 }
 
 /// Creates `node` with `config`; `Ok(false)` if it already existed.
-async fn create_node(ctx: &Ctx<'_>, node: &str, config: &NodeConfig) -> Result<bool, StanzaError> {
+pub(super) async fn create_node(
+    ctx: &Ctx<'_>,
+    node: &str,
+    config: &NodeConfig,
+) -> Result<bool, StanzaError> {
     let max_nodes = ctx.limits().max_nodes_per_user;
     match ctx
         .storage()
@@ -192,6 +197,7 @@ async fn publish(ctx: &Ctx<'_>, action: &Element, options: Option<&Element>) -> 
         Some(options) => publish_options(ctx, options)?,
         None => ConfigChange::default(),
     };
+    bookmarks::check_publish(node, payload)?;
     let config = node_for_publish(ctx, node, &wanted).await?;
     let stored = PepItem {
         id: id.clone(),
@@ -208,6 +214,8 @@ async fn publish(ctx: &Ctx<'_>, action: &Element, options: Option<&Element>) -> 
         )],
     );
     notify::broadcast(ctx, node, config.access_model, event).await;
+    bookmarks::after_change(ctx, node, Some(payload)).await;
+    avatar::after_publish(ctx, node, payload).await;
 
     let mut publish = Element::bare("publish", ns::PUBSUB);
     stanza::set_attr(&mut publish, "node", node);
@@ -256,6 +264,7 @@ async fn retract(ctx: &Ctx<'_>, action: &Element) -> IqResult {
         let event = notify::retract_event(node, &retracted);
         notify::broadcast(ctx, node, config.access_model, event).await;
     }
+    bookmarks::after_change(ctx, node, None).await;
     Ok(None)
 }
 

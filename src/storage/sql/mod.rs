@@ -28,6 +28,8 @@ pub(crate) mod invites;
 pub(crate) mod muc;
 pub(crate) mod nodes;
 pub(crate) mod pep;
+pub(crate) mod pep_subscriptions;
+pub(crate) mod private_xml;
 pub(crate) mod push;
 pub(crate) mod roster;
 pub(crate) mod secrets;
@@ -59,6 +61,8 @@ macro_rules! sql_stores {
         $crate::storage::sql::muc::muc_store!($storage, $db);
         $crate::storage::sql::nodes::node_store!($storage, $db);
         $crate::storage::sql::pep::pep_store!($storage, $db);
+        $crate::storage::sql::pep_subscriptions::pep_subscription_store!($storage, $db);
+        $crate::storage::sql::private_xml::private_xml_store!($storage, $db);
         $crate::storage::sql::push::push_store!($storage, $db);
         $crate::storage::sql::roster::roster_stores!($storage, $db);
         $crate::storage::sql::secrets::server_secret_store!($storage, $db);
