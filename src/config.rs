@@ -24,8 +24,8 @@ pub use external_services::{
 };
 pub use private_storage::PrivateStorageConfig;
 pub use registration::{RegistrationLimits, RegistrationMode, DEFAULT_INVITE_EXPIRY_SECS};
-pub use upload::UploadConfig;
 pub use server_info::{ContactAddresses, OutageStatus};
+pub use upload::UploadConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
