@@ -242,7 +242,7 @@ async fn session_creation_answers_the_session_attributes_and_features() {
 
     // CORS preflight for browser clients.
     let preflight = http(t.http(), "OPTIONS", "/http-bind", "").await;
-    assert_eq!(preflight.status, 200);
+    assert_eq!(preflight.status, 204);
     assert_eq!(
         preflight.header("access-control-allow-origin").as_deref(),
         Some("*")

@@ -1,9 +1,10 @@
 // Converse.js (its headless build, from npm) in headless Chromium (playwright-core driving
 // Debian's chromium) logs in to corvid over BOSH, sends a message to a slixmpp user and waits
-// for the answer. The page is served from a local static server on another port than corvid,
+// for the answer, then shares a file through XEP-0363 (slot, PUT from the page) and waits for
+// the slixmpp user to say it downloaded the same bytes. The page is served from a local static server on another port than corvid,
 // so BOSH requests are cross-origin: CORS and the preflight are exercised too.
 //
-//   node page.mjs BOSH_URL JID PASSWORD PEER_JID
+//   node page.mjs BOSH_URL JID PASSWORD PEER_JID FILE_CONTENT
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -12,9 +13,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const TIMEOUT_MS = 60_000;
-const [boshUrl, jid, password, peer] = process.argv.slice(2);
-if (!boshUrl || !jid || !password || !peer) {
-  console.error("usage: node page.mjs BOSH_URL JID PASSWORD PEER_JID");
+const [boshUrl, jid, password, peer, content] = process.argv.slice(2);
+if (!boshUrl || !jid || !password || !peer || !content) {
+  console.error("usage: node page.mjs BOSH_URL JID PASSWORD PEER_JID FILE_CONTENT");
   process.exit(2);
 }
 const here = dirname(fileURLToPath(import.meta.url));
@@ -53,22 +54,29 @@ try {
   page.on("request", (r) => {
     if (r.url() === boshUrl && r.method() === "POST") boshPosts += 1;
   });
-  const query = new URLSearchParams({ bosh: boshUrl, jid, password, peer });
+  const query = new URLSearchParams({ bosh: boshUrl, jid, password, peer, content });
   await page.goto(`${origin}/index.html?${query}`);
   const deadline = Date.now() + TIMEOUT_MS;
   for (;;) {
     state = await page.evaluate(() => window.interop);
-    const answered = state?.received?.some(
-      (m) => m.from?.startsWith(peer) && m.body === "hello from slixmpp",
+    const fetched = state?.received?.some(
+      (m) => m.from?.startsWith(peer) && m.body === "downloaded the file",
     );
-    if (answered) break;
-    if (Date.now() > deadline) throw new Error("no answer from the slixmpp user in time");
+    if (fetched) break;
+    if (state?.errors?.length) throw new Error(state.errors.join("; "));
+    if (Date.now() > deadline) {
+      throw new Error("no answer, or no word of the download, from the slixmpp user in time");
+    }
     await new Promise((r) => setTimeout(r, 250));
   }
   if (!state.bosh) throw new Error("Converse did not connect over BOSH");
   if (boshPosts < 2) throw new Error(`only ${boshPosts} BOSH requests seen`);
   if (state.errors.length) throw new Error(state.errors.join("; "));
-  console.log(`converse: logged in as ${state.jid} over BOSH (${boshPosts} requests), got the answer`);
+  if (!state.uploaded) throw new Error("the upload never finished");
+  console.log(
+    `converse: logged in as ${state.jid} over BOSH (${boshPosts} requests), got the answer, ` +
+      `shared ${state.uploaded}`,
+  );
 } catch (e) {
   console.error(`converse: ${e.message}`);
   console.error(`state: ${JSON.stringify(state)}`);

@@ -1,10 +1,12 @@
 """The slixmpp side of the BOSH interop: logs in over STARTTLS, waits for Converse's message
-and answers it."""
+and answers it, then waits for the file Converse shares (XEP-0363: its GET URL in the body and
+in jabber:x:oob), downloads it and says so once the bytes are the expected ones."""
 
 import argparse
 import asyncio
 import ssl
 import sys
+import urllib.request
 
 import slixmpp
 
@@ -12,8 +14,11 @@ TIMEOUT = 90
 
 
 class Peer(slixmpp.ClientXMPP):
-    def __init__(self, jid, password, cert, expect_from):
+    def __init__(self, jid, password, cert, expect_from, content):
         super().__init__(jid, password)
+        self.register_plugin("xep_0066")
+        self.content = content
+        self.downloaded = asyncio.Event()
         self.ssl_context = ssl.create_default_context(cafile=cert)
         self.enable_starttls = True
         self.enable_direct_tls = False
@@ -33,6 +38,23 @@ class Peer(slixmpp.ClientXMPP):
             print(f"peer: got '{msg['body']}' from {msg['from']}", flush=True)
             self.send_message(mto=msg["from"], mbody="hello from slixmpp", mtype="chat")
             self.answered.set()
+            return
+        url = msg["oob"]["url"]
+        if str(msg["from"].bare) == self.expect_from and url:
+            asyncio.ensure_future(self.download(msg["from"], url))
+
+    async def download(self, sender, url):
+        try:
+            data = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=20).read())
+        except OSError as e:
+            print(f"peer: GET {url} failed: {e}", file=sys.stderr)
+            return
+        if data.decode() != self.content:
+            print(f"peer: {url} holds {data!r}, not the shared content", file=sys.stderr)
+            return
+        print(f"peer: downloaded {len(data)} bytes from {url}", flush=True)
+        self.send_message(mto=sender, mbody="downloaded the file", mtype="chat")
+        self.downloaded.set()
 
 
 async def main():
@@ -42,15 +64,18 @@ async def main():
     parser.add_argument("--jid", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--expect-from", required=True)
+    parser.add_argument("--content", required=True)
     args = parser.parse_args()
-    peer = Peer(args.jid, args.password, args.cert, args.expect_from)
+    peer = Peer(args.jid, args.password, args.cert, args.expect_from, args.content)
     peer.connect(host="127.0.0.1", port=args.port)
     try:
         await asyncio.wait_for(peer.answered.wait(), TIMEOUT)
-        # Time for the answer to leave before the stream closes.
+        await asyncio.wait_for(peer.downloaded.wait(), TIMEOUT)
+        # Time for the last message to leave before the stream closes.
         await asyncio.sleep(2)
     except asyncio.TimeoutError:
-        print("peer: no message from Converse in time", file=sys.stderr)
+        what = "the shared file" if peer.answered.is_set() else "a message"
+        print(f"peer: no {what} from Converse in time", file=sys.stderr)
         return 1
     finally:
         peer.disconnect()

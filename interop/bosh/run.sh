@@ -3,7 +3,9 @@
 # (the headless build of npm's @converse/headless) in headless Chromium (playwright-core on
 # Debian's chromium) logs in over BOSH at /http-bind from a page on another origin (CORS),
 # sends a message to a slixmpp user logged in over STARTTLS, who answers; the answer must
-# reach the page (see index.html, page.mjs, peer.py). Exits non-zero on any failure, with the
+# reach the page. Then the page shares a file as Converse does (XEP-0363 slot from
+# upload.localhost, a cross-origin PUT), and the slixmpp user downloads it from the URL in the
+# message and confirms the bytes (see index.html, page.mjs, peer.py). Exits non-zero on any failure, with the
 # server log.
 # Installs chromium (apt), playwright-core (npm, into this folder) and the Converse.js bundle
 # (npm pack, into node_modules/@converse/headless: its dependency list names packages the
@@ -69,6 +71,10 @@ direct_tls = false
 bind = "127.0.0.1"
 port = $http_port
 tls_enabled = false
+# Upload URLs name the address the browser and the peer reach.
+public_url = "http://127.0.0.1:$http_port"
+[upload]
+directory = "$work/uploads"
 [s2s]
 enabled = false
 [metrics]
@@ -86,15 +92,17 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 status=0
+shared="shared by Converse over BOSH at $(date +%s)"
 if [ -z "$started" ]; then
     echo "bosh interop: corvid did not start" >&2
     status=1
 else
     "$venv/bin/python" "$here/peer.py" --port "$c2s_port" --cert "$work/cert.pem" \
-        --jid bob@localhost --password pw-bob --expect-from alice@localhost &
+        --jid bob@localhost --password pw-bob --expect-from alice@localhost \
+        --content "$shared" &
     peer_pid=$!
     node "$here/page.mjs" "http://127.0.0.1:$http_port/http-bind" alice@localhost pw-alice \
-        bob@localhost || status=1
+        bob@localhost "$shared" || status=1
     if ! wait "$peer_pid"; then status=1; fi
     peer_pid=""
 fi

@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod bosh;
 pub mod byte_stream;
+pub mod cors;
 pub mod deadline;
 pub mod http;
 pub mod invite_page;

@@ -49,35 +49,13 @@ impl UploadState {
 }
 
 /// Headers every answer carries: web clients on other origins read and write here.
-fn with_cors(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    response
-}
 
 fn status(code: StatusCode, text: &'static str) -> Response {
-    with_cors((code, text).into_response())
+    super::cors::any_origin((code, text).into_response())
 }
 
 async fn preflight() -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, PUT, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    with_cors(response)
+    super::cors::preflight("GET, HEAD, PUT, OPTIONS")
 }
 
 /// `<token>/<name>` of a request, or `None` for a token no slot could have made.
@@ -394,7 +372,7 @@ async fn download(
         header::CACHE_CONTROL,
         "public, max-age=86400, immutable".to_owned(),
     );
-    with_cors(response)
+    super::cors::any_origin(response)
 }
 
 /// The file as a streamed body; `hold` keeps the connection open until it is sent.

@@ -9,11 +9,9 @@ use std::task::Poll;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures::{SinkExt, StreamExt};
-use rustls::pki_types::CertificateDer;
 
 use super::read_meter::ReadMeter;
 
-use crate::sasl::ChannelBindings;
 use crate::stream::transport::{Incoming, Read, Transport, TransportError};
 use crate::xml::{self, ns, FramingError, StreamHeader, XmlLimits};
 
@@ -143,29 +141,12 @@ impl Transport for WsTransport {
         " xmlns:stream='http://etherx.jabber.org/streams'"
     }
 
-    fn can_starttls(&self) -> bool {
-        false
-    }
-
-    async fn starttls(&mut self, _domain: &str) -> io::Result<()> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-
     fn is_secure(&self) -> bool {
         self.secure
     }
 
     fn metrics_kind(&self) -> crate::metrics::Transport {
         crate::metrics::Transport::Websocket
-    }
-
-    fn channel_bindings(&self) -> ChannelBindings {
-        ChannelBindings::none()
-    }
-
-    /// TLS (for wss://) ends below the WebSocket, in the HTTP listener: no certificate here.
-    fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
-        None
     }
 
     fn restart(&mut self) {}

@@ -59,12 +59,19 @@ pub trait Transport: Send + 'static {
     /// on WebSocket, where every message stands alone.
     fn stream_prefix_declaration(&self) -> &'static str;
 
-    fn can_starttls(&self) -> bool;
+    /// Whether `<starttls/>` can be offered. The defaults of this and the TLS methods below
+    /// are those of a transport whose TLS, if any, ends in the HTTP listener beneath it
+    /// (WebSocket, BOSH); the TCP transport overrides them.
+    fn can_starttls(&self) -> bool {
+        false
+    }
 
     /// Upgrades the connection to TLS after `<proceed/>` was sent (RFC 6120 §5.4.3.3), with
     /// the certificate of `domain`, the stream header's `to` (the main domain's when that is
     /// empty or not hosted).
-    fn starttls(&mut self, domain: &str) -> impl Future<Output = io::Result<()>> + Send;
+    fn starttls(&mut self, _domain: &str) -> impl Future<Output = io::Result<()>> + Send {
+        async { Err(io::ErrorKind::Unsupported.into()) }
+    }
 
     fn is_secure(&self) -> bool;
 
@@ -73,12 +80,18 @@ pub trait Transport: Send + 'static {
         crate::metrics::Transport::Tcp
     }
 
-    fn channel_bindings(&self) -> ChannelBindings;
+    /// None where TLS ends below the transport: the stream cannot bind to a channel it
+    /// does not see.
+    fn channel_bindings(&self) -> ChannelBindings {
+        ChannelBindings::none()
+    }
 
     /// The certificate chain the peer presented in the TLS handshake, end entity first, as
     /// rustls received it: what SASL EXTERNAL authenticates with. None without TLS, or when
     /// the peer sent none.
-    fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]>;
+    fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        None
+    }
 
     /// Forgets parser state: a new stream starts (after TLS or SASL success).
     fn restart(&mut self);

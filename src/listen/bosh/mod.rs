@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Extension;
@@ -72,29 +72,8 @@ pub fn routes(listen: Arc<ListenContext>, encrypted: bool) -> HttpRouter {
 }
 
 /// Browser clients (Converse.js) post from other origins (XEP-0124 §3 leaves CORS to HTTP).
-fn with_cors(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    response
-}
-
 async fn preflight() -> Response {
-    with_cors(StatusCode::OK.into_response())
+    super::cors::preflight("GET, POST, OPTIONS")
 }
 
 async fn describe() -> Response {
@@ -105,7 +84,7 @@ async fn describe() -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    with_cors(response)
+    super::cors::any_origin(response)
 }
 
 /// Every answer: a `<body/>`, 200 OK, even a termination (XEP-0124 §17: the HTTP status codes
@@ -116,7 +95,7 @@ fn answer(body: impl Into<String>) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/xml; charset=utf-8"),
     );
-    with_cors(response)
+    super::cors::any_origin(response)
 }
 
 async fn request(

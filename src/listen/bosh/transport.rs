@@ -6,13 +6,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::session::{Ended, Session, Sessions};
-use crate::sasl::ChannelBindings;
 use crate::stream::transport::{Incoming, Read, Transport, TransportError};
 
 pub struct BoshTransport {
@@ -123,30 +121,12 @@ impl Transport for BoshTransport {
         " xmlns:stream='http://etherx.jabber.org/streams'"
     }
 
-    fn can_starttls(&self) -> bool {
-        false
-    }
-
-    async fn starttls(&mut self, _domain: &str) -> io::Result<()> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-
     fn is_secure(&self) -> bool {
         self.secure
     }
 
     fn metrics_kind(&self) -> crate::metrics::Transport {
         crate::metrics::Transport::Bosh
-    }
-
-    fn channel_bindings(&self) -> ChannelBindings {
-        ChannelBindings::none()
-    }
-
-    /// TLS (for https://) ends in the HTTP listener, and requests may come over several
-    /// connections: no certificate here.
-    fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
-        None
     }
 
     /// The wrapper is parsed per request: no parser state outlives one.
