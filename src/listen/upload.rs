@@ -48,8 +48,6 @@ impl UploadState {
     }
 }
 
-/// Headers every answer carries: web clients on other origins read and write here.
-
 fn status(code: StatusCode, text: &'static str) -> Response {
     super::cors::any_origin((code, text).into_response())
 }
