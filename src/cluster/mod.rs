@@ -286,6 +286,13 @@ async fn undeliverable(router: &Arc<Router>, to: FullJid, stanza: Element) {
     }
 }
 
+/// Takes a resource over from `ARGV[2]` (its holder, dead, or empty when nobody held it),
+/// unless another node took it first: returns the holder now.
+const TAKE_OVER: &str = "local current = redis.call('GET', KEYS[1]) \
+    if current and current ~= ARGV[2] then return current end \
+    redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]";
+
+#[async_trait]
 impl ClusterLink for Cluster {
     fn node(&self) -> NodeId {
         self.me
@@ -323,6 +330,43 @@ impl ClusterLink for Cluster {
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(&node)
+    }
+
+    async fn owner(&self, resource: &str) -> Option<NodeId> {
+        let key = self.keys.owner(resource);
+        let mut conn = self.commands.clone();
+        let current: Option<u16> = liveness::with_timeout(
+            redis::cmd("GET").arg(&key).query_async(&mut conn),
+        )
+        .await
+        .ok()?;
+        if let Some(holder) = current.map(NodeId) {
+            // Asked of Redis, not of the last heartbeat's view: a node that just started has
+            // not seen the others yet, and must not take their rooms.
+            let alive: bool = liveness::with_timeout(
+                redis::cmd("EXISTS")
+                    .arg(self.keys.alive(holder))
+                    .query_async(&mut conn),
+            )
+            .await
+            .ok()?;
+            if holder == self.me || alive {
+                return Some(holder);
+            }
+        }
+        let stale = current.map(|n| n.to_string()).unwrap_or_default();
+        let holder: u16 = liveness::with_timeout(
+            redis::cmd("EVAL")
+                .arg(TAKE_OVER)
+                .arg(1)
+                .arg(&key)
+                .arg(self.me.0)
+                .arg(stale)
+                .query_async(&mut conn),
+        )
+        .await
+        .ok()?;
+        Some(NodeId(holder))
     }
 }
 
