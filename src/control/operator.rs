@@ -5,11 +5,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::listener::Operator;
-use super::protocol::{AccountChange, Field, Note, Outcome, Request};
+use super::protocol::{AccountChange, ClusterAction, Field, Note, Outcome, Request};
 use crate::admin::sessions::end_sessions;
 use crate::modules::adhoc::{self, CommandOutput};
 use crate::router::Router;
 use crate::s2s::S2s;
+use crate::stream::cluster_resume;
 use crate::xml::StreamCondition;
 
 pub struct ServerOperator {
@@ -53,6 +54,64 @@ impl ServerOperator {
         }
         outcome
     }
+
+    /// `corvid ctl cluster [drain|undrain]`: the nodes, after the change to this one.
+    async fn cluster(&self, action: ClusterAction) -> Result<Outcome, String> {
+        let Some(cluster) = cluster_resume::cluster_node(&self.router) else {
+            return Err("this server is not a node of a cluster ([cluster] redis is not set)".into());
+        };
+        let mut outcome = Outcome::default();
+        match action {
+            ClusterAction::List => {}
+            ClusterAction::Drain => {
+                cluster.set_draining(true);
+                let resumable = cluster_resume::ask_to_move(&self.router);
+                outcome.notes.push(Note {
+                    kind: "info".into(),
+                    text: format!(
+                        "this node takes no new logins; its {resumable} resumable sessions \
+                         were asked to resume on another node"
+                    ),
+                });
+                outcome.field("resumable", "Resumable sessions", vec![resumable.to_string()]);
+            }
+            ClusterAction::Undrain => {
+                cluster.set_draining(false);
+                outcome.notes.push(Note {
+                    kind: "info".into(),
+                    text: "this node takes logins again".into(),
+                });
+            }
+        }
+        let nodes = cluster.nodes().await.map_err(|e| e.to_string())?;
+        outcome.rows = nodes
+            .into_iter()
+            .map(|node| {
+                // The heartbeat carries the state to the others; this node knows its own now.
+                let state = match (node.this_node && node.alive, cluster.is_draining()) {
+                    (true, true) => "draining".to_owned(),
+                    (true, false) => "up".to_owned(),
+                    (false, _) => node.state,
+                };
+                let age = node
+                    .heartbeat_age_ms
+                    .map_or_else(String::new, |ms| ms.to_string());
+                [
+                    ("name", node.name),
+                    ("number", node.number.to_string()),
+                    ("alive", node.alive.to_string()),
+                    ("sessions", node.sessions.to_string()),
+                    ("heartbeat_age_ms", age),
+                    ("state", state),
+                    ("this", node.this_node.to_string()),
+                ]
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), vec![value]))
+                .collect()
+            })
+            .collect();
+        Ok(outcome)
+    }
 }
 
 #[async_trait]
@@ -60,6 +119,7 @@ impl Operator for ServerOperator {
     async fn handle(&self, request: Request) -> Result<Outcome, String> {
         match request {
             Request::Status => Ok(self.status()),
+            Request::Cluster { action } => self.cluster(action).await,
             Request::Commands => Ok(Outcome {
                 rows: adhoc::operator_commands(&self.router)
                     .into_iter()
