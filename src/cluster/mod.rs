@@ -335,11 +335,10 @@ impl ClusterLink for Cluster {
     async fn owner(&self, resource: &str) -> Option<NodeId> {
         let key = self.keys.owner(resource);
         let mut conn = self.commands.clone();
-        let current: Option<u16> = liveness::with_timeout(
-            redis::cmd("GET").arg(&key).query_async(&mut conn),
-        )
-        .await
-        .ok()?;
+        let current: Option<u16> =
+            liveness::with_timeout(redis::cmd("GET").arg(&key).query_async(&mut conn))
+                .await
+                .ok()?;
         if let Some(holder) = current.map(NodeId) {
             // Asked of Redis, not of the last heartbeat's view: a node that just started has
             // not seen the others yet, and must not take their rooms.

@@ -58,7 +58,9 @@ impl ServerOperator {
     /// `corvid ctl cluster [drain|undrain]`: the nodes, after the change to this one.
     async fn cluster(&self, action: ClusterAction) -> Result<Outcome, String> {
         let Some(cluster) = cluster_resume::cluster_node(&self.router) else {
-            return Err("this server is not a node of a cluster ([cluster] redis is not set)".into());
+            return Err(
+                "this server is not a node of a cluster ([cluster] redis is not set)".into(),
+            );
         };
         let mut outcome = Outcome::default();
         match action {
@@ -73,7 +75,11 @@ impl ServerOperator {
                          were asked to resume on another node"
                     ),
                 });
-                outcome.field("resumable", "Resumable sessions", vec![resumable.to_string()]);
+                outcome.field(
+                    "resumable",
+                    "Resumable sessions",
+                    vec![resumable.to_string()],
+                );
             }
             ClusterAction::Undrain => {
                 cluster.set_draining(false);

@@ -130,8 +130,7 @@ mod tests {
                 action: ClusterAction::List
             }
         );
-        let drain: Request =
-            serde_json::from_str(r#"{"op":"cluster","action":"drain"}"#).unwrap();
+        let drain: Request = serde_json::from_str(r#"{"op":"cluster","action":"drain"}"#).unwrap();
         assert_eq!(
             drain,
             Request::Cluster {

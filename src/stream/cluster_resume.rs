@@ -106,7 +106,9 @@ impl Desk {
         self.streams.get().and_then(Weak::upgrade)
     }
 
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (NodeId, oneshot::Sender<Option<u32>>)>> {
+    fn waiting(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (NodeId, oneshot::Sender<Option<u32>>)>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -202,7 +204,10 @@ async fn ask(
     match answer {
         Some(Ok(h)) => h,
         _ => {
-            warn!(node = holder.0, "no answer about a session to resume from its node");
+            warn!(
+                node = holder.0,
+                "no answer about a session to resume from its node"
+            );
             None
         }
     }
@@ -256,7 +261,11 @@ async fn end_for_resumption_elsewhere(desk: &Desk, ask: &Ask) -> Option<u32> {
     if let Some(sm) = bound.sm.as_mut() {
         if let Err(too_high) = sm.ack(ask.h) {
             // Nothing is dropped on a count that cannot be right: a duplicate rather than a gap.
-            debug!(h = too_high.h, sent = too_high.sent, "resuming client's h is too high");
+            debug!(
+                h = too_high.h,
+                sent = too_high.sent,
+                "resuming client's h is too high"
+            );
         }
     }
     let h = bound.inbound_h();

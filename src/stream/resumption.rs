@@ -158,7 +158,8 @@ impl Resumption {
     /// Asks every live resumable session to move to another node (see `SlotRequest::Move`);
     /// returns how many resumable sessions there are, live or already detached.
     pub fn ask_to_move(&self) -> usize {
-        self.moving.send_modify(|round| *round = round.wrapping_add(1));
+        self.moving
+            .send_modify(|round| *round = round.wrapping_add(1));
         self.len()
     }
 

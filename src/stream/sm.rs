@@ -340,7 +340,16 @@ mod tests {
         let single = resumption_id(None);
         assert_eq!(single.len(), 24);
         assert_eq!(node_of_id(&single), None);
-        for garbage in ["", "-", "7-", "-abc", "+7-abc", "x7-abc", "70000-abc", "7 -abc"] {
+        for garbage in [
+            "",
+            "-",
+            "7-",
+            "-abc",
+            "+7-abc",
+            "x7-abc",
+            "70000-abc",
+            "7 -abc",
+        ] {
             assert_eq!(node_of_id(garbage), None, "{garbage:?}");
         }
         assert_eq!(node_of_id("0-a-b"), Some(0));
