@@ -89,6 +89,9 @@ impl Module for ClusterResume {
     }
 }
 
+/// A question out: the node asked, and where its answer goes.
+type Waiting = (NodeId, oneshot::Sender<Option<u32>>);
+
 /// This node's side of the conversation: where its resumable sessions are, and the
 /// questions it waits on.
 #[derive(Default)]
@@ -97,7 +100,7 @@ pub struct Desk {
     /// before it, so streams leave it here when they first make a session resumable: a node
     /// that never did has nothing another node could ask for.
     streams: OnceLock<Weak<StreamContext>>,
-    waiting: Mutex<HashMap<u64, (NodeId, oneshot::Sender<Option<u32>>)>>,
+    waiting: Mutex<HashMap<u64, Waiting>>,
     questions: AtomicU64,
 }
 
@@ -106,9 +109,7 @@ impl Desk {
         self.streams.get().and_then(Weak::upgrade)
     }
 
-    fn waiting(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, (NodeId, oneshot::Sender<Option<u32>>)>> {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
