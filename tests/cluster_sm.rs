@@ -480,3 +480,40 @@ async fn ctl_lists_the_nodes_and_drain_moves_clients_away() {
     assert_eq!(again, "bob@localhost/again");
     c.stop().await;
 }
+
+/// A node that stopped (a restart without a drain) can answer nothing: resuming on another
+/// node fails without `h`, and what the stopped node held went to offline storage as it
+/// shut down.
+#[tokio::test]
+async fn resuming_after_the_holder_stopped_fails_without_a_count_and_loses_nothing() {
+    let Some(Cluster { one, two, schema }) = Cluster::start(59).await else {
+        return;
+    };
+    let mut bob = Session::login(&two, "bob", "desk").await;
+    let mut alice = SmClient::login(&one, "alice", "phone").await;
+    alice.raw.write("<presence/>").await;
+    until_seen(&two, &alice.jid).await;
+    bob.send_marker(&alice.jid, "m1").await;
+    alice.until_body("m1").await;
+    let jid = alice.jid.clone();
+    let previd = alice.previd.clone();
+    drop(alice);
+    one.until_detached(&jid).await;
+    one.server.shutdown().await;
+
+    let started = tokio::time::Instant::now();
+    let (raw, answer) = resume_on(&two, "alice", &previd, 0).await;
+    assert_eq!(failed_h(&answer), None, "nobody left to count");
+    assert!(
+        started.elapsed() < WAIT,
+        "the wait for an answer is bounded"
+    );
+    let seen = bind_and_collect(raw, "phone", &mut bob, &two).await;
+    assert_eq!(
+        messages_from(&seen, "bob@localhost/desk"),
+        ["m1"],
+        "{seen:?}"
+    );
+    two.server.shutdown().await;
+    common::drop_schema(&schema).await;
+}

@@ -251,9 +251,10 @@ async fn end_for_resumption_elsewhere(desk: &Desk, ask: &Ask) -> Option<u32> {
     let user = BareJid::new(&ask.user).ok()?;
     // Shutdown waits for the offline writes below.
     let _alive = streams.router.track_task();
-    let taken = tokio::time::timeout(HANDOVER_WAIT, streams.resumption.take(&ask.previd, &user))
-        .await
-        .ok()?;
+    let taken = streams
+        .resumption
+        .take_within(&ask.previd, &user, HANDOVER_WAIT)
+        .await;
     let mut bound = match taken {
         Ok(bound) => bound,
         // Ended already (timed out, say): its count is remembered, its stanzas stored.

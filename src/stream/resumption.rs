@@ -189,6 +189,16 @@ impl Resumption {
     /// Takes the state of session `id` from its owner for `user`. `Err` carries the `h` to put
     /// in `<failed/>`, known when the session of that user expired recently.
     pub async fn take(&self, id: &str, user: &BareJid) -> Result<Box<Bound>, Option<u32>> {
+        self.take_within(id, user, TAKEOVER_TIMEOUT).await
+    }
+
+    /// `take`, waiting at most `wait` for the owner to hand the state over.
+    pub async fn take_within(
+        &self,
+        id: &str,
+        user: &BareJid,
+        wait: Duration,
+    ) -> Result<Box<Bound>, Option<u32>> {
         let requests = lock(&self.entries)
             .get(id)
             .filter(|e| &e.user == user)
@@ -196,15 +206,21 @@ impl Resumption {
         let Some(requests) = requests else {
             return Err(self.expired_h(id, user));
         };
-        let (tx, rx) = oneshot::channel();
-        let handed = tokio::time::timeout(TAKEOVER_TIMEOUT, async {
+        let (tx, mut rx) = oneshot::channel();
+        let handed = tokio::time::timeout(wait, async {
             requests.send(tx).await.ok()?;
-            rx.await.ok()
+            (&mut rx).await.ok()
         })
         .await;
         match handed {
             Ok(Some(bound)) => Ok(bound),
-            _ => Err(self.expired_h(id, user)),
+            Ok(None) => Err(self.expired_h(id, user)),
+            Err(_) => {
+                // Closed first, so that the owner either handed the state over already (it is
+                // taken here) or gets it back from its send: never dropped with the channel.
+                rx.close();
+                rx.try_recv().map_err(|_| self.expired_h(id, user))
+            }
         }
     }
 

@@ -175,6 +175,9 @@ impl<T: Transport> C2s<T> {
                     StreamCondition::PolicyViolation,
                     Some("too many stanzas waiting to be read".into()),
                 )),
+                // The resuming connection gave up before this session got to its request:
+                // the client is still here.
+                Step::Takeover(request) if request.is_closed() => Ok(()),
                 Step::Takeover(request) => Err(End::TakenOver(request)),
                 Step::Move => {
                     self.moving = true;
