@@ -419,6 +419,21 @@ async fn ctl_lists_the_nodes_and_drain_moves_clients_away() {
         assert_eq!(row["this"], (row["name"] == "one").to_string());
         assert!(row["heartbeat_age_ms"].parse::<u64>().is_ok(), "{listed}");
     }
+    // The same as an ad-hoc command, for admins' XMPP clients.
+    let command = json(&ctl(&c.two, &["run", "urn:corvid:admin#cluster", "action=list"]).await);
+    let lines: Vec<&str> = command["fields"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["name"] == "nodes"))
+        .and_then(|f| f["values"].as_array())
+        .map(|v| v.iter().filter_map(|l| l.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(lines.len(), 2, "{command}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("two ") && l.contains("[this node]")),
+        "{command}"
+    );
 
     let mut bob = Session::login(&c.two, "bob", "desk").await;
     let mut alice = SmClient::login(&c.one, "alice", "phone").await;

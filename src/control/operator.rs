@@ -10,7 +10,6 @@ use crate::admin::sessions::end_sessions;
 use crate::modules::adhoc::{self, CommandOutput};
 use crate::router::Router;
 use crate::s2s::S2s;
-use crate::stream::cluster_resume;
 use crate::xml::StreamCondition;
 
 pub struct ServerOperator {
@@ -57,48 +56,27 @@ impl ServerOperator {
 
     /// `corvid ctl cluster [drain|undrain]`: the nodes, after the change to this one.
     async fn cluster(&self, action: ClusterAction) -> Result<Outcome, String> {
-        let Some(cluster) = cluster_resume::cluster_node(&self.router) else {
-            return Err(
-                "this server is not a node of a cluster ([cluster] redis is not set)".into(),
-            );
-        };
+        let report = super::cluster::apply(&self.router, action).await?;
         let mut outcome = Outcome::default();
-        match action {
-            ClusterAction::List => {}
-            ClusterAction::Drain => {
-                cluster.set_draining(true);
-                let resumable = cluster_resume::ask_to_move(&self.router);
-                outcome.notes.push(Note {
-                    kind: "info".into(),
-                    text: format!(
-                        "this node takes no new logins; its {resumable} resumable sessions \
-                         were asked to resume on another node"
-                    ),
-                });
-                outcome.field(
-                    "resumable",
-                    "Resumable sessions",
-                    vec![resumable.to_string()],
-                );
-            }
-            ClusterAction::Undrain => {
-                cluster.set_draining(false);
-                outcome.notes.push(Note {
-                    kind: "info".into(),
-                    text: "this node takes logins again".into(),
-                });
-            }
+        outcome.notes = report
+            .notes
+            .into_iter()
+            .map(|text| Note {
+                kind: "info".into(),
+                text,
+            })
+            .collect();
+        if let Some(resumable) = report.resumable {
+            outcome.field(
+                "resumable",
+                "Resumable sessions",
+                vec![resumable.to_string()],
+            );
         }
-        let nodes = cluster.nodes().await.map_err(|e| e.to_string())?;
-        outcome.rows = nodes
+        outcome.rows = report
+            .nodes
             .into_iter()
             .map(|node| {
-                // The heartbeat carries the state to the others; this node knows its own now.
-                let state = match (node.this_node && node.alive, cluster.is_draining()) {
-                    (true, true) => "draining".to_owned(),
-                    (true, false) => "up".to_owned(),
-                    (false, _) => node.state,
-                };
                 let age = node
                     .heartbeat_age_ms
                     .map_or_else(String::new, |ms| ms.to_string());
@@ -108,7 +86,7 @@ impl ServerOperator {
                     ("alive", node.alive.to_string()),
                     ("sessions", node.sessions.to_string()),
                     ("heartbeat_age_ms", age),
-                    ("state", state),
+                    ("state", node.state),
                     ("this", node.this_node.to_string()),
                 ]
                 .into_iter()

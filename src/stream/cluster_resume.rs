@@ -66,7 +66,8 @@ struct Answer {
     h: Option<u32>,
 }
 
-/// The registration of the two topics, on a node of a cluster only.
+/// The registration of the two topics (and of the cluster's ad-hoc command), on a node of a
+/// cluster only.
 pub struct ClusterResume;
 
 /// The module, when `config` makes this server a node of a cluster.
@@ -86,6 +87,7 @@ impl Module for ClusterResume {
         let desk = registry.service::<Desk>();
         registry.cluster_topic(ASK_TOPIC, Arc::new(Asked(desk.clone())));
         registry.cluster_topic(ANSWER_TOPIC, Arc::new(Answered(desk)));
+        crate::control::cluster::register(registry);
     }
 }
 
