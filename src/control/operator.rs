@@ -57,15 +57,17 @@ impl ServerOperator {
     /// `corvid ctl cluster [drain|undrain]`: the nodes, after the change to this one.
     async fn cluster(&self, action: ClusterAction) -> Result<Outcome, String> {
         let report = super::cluster::apply(&self.router, action).await?;
-        let mut outcome = Outcome::default();
-        outcome.notes = report
-            .notes
-            .into_iter()
-            .map(|text| Note {
-                kind: "info".into(),
-                text,
-            })
-            .collect();
+        let mut outcome = Outcome {
+            notes: report
+                .notes
+                .into_iter()
+                .map(|text| Note {
+                    kind: "info".into(),
+                    text,
+                })
+                .collect(),
+            ..Outcome::default()
+        };
         if let Some(resumable) = report.resumable {
             outcome.field(
                 "resumable",
