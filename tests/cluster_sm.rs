@@ -532,3 +532,60 @@ async fn resuming_after_the_holder_stopped_fails_without_a_count_and_loses_nothi
     two.server.shutdown().await;
     common::drop_schema(&schema).await;
 }
+
+/// The same through SASL2 (XEP-0388) with the resumption inline: `<failed h/>` inside the
+/// `<success/>`, Bind2 binds anew, and the unacknowledged message is in offline storage.
+#[tokio::test]
+async fn an_inline_sasl2_resumption_on_another_node_fails_with_the_count_and_binds() {
+    use base64::Engine;
+    let Some(c) = Cluster::start(61).await else {
+        return;
+    };
+    let mut bob = Session::login(&c.two, "bob", "desk").await;
+    let mut alice = SmClient::login(&c.one, "alice", "phone").await;
+    alice.raw.write("<presence/>").await;
+    until_seen(&c.two, &alice.jid).await;
+    bob.send_marker(&alice.jid, "m1").await;
+    alice.until_body("m1").await;
+    let jid = alice.jid.clone();
+    let previd = alice.previd.clone();
+    drop(alice);
+    c.one.until_detached(&jid).await;
+
+    let mut raw = Raw::connect(c.two.c2s())
+        .await
+        .starttls(c.two.tls_config())
+        .await;
+    raw.write(common::OPEN).await;
+    assert_eq!(raw.element().await.name(), "features");
+    let initial =
+        base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{}", common::PASSWORD));
+    raw.write(&format!(
+        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'>\
+         <initial-response>{initial}</initial-response>\
+         <user-agent id='ua-csm'><software>t</software></user-agent>\
+         <resume xmlns='{SM}' previd='{previd}' h='0'/>\
+         <bind xmlns='urn:xmpp:bind:0'><tag>App</tag></bind></authenticate>"
+    ))
+    .await;
+    let success = raw.element().await;
+    assert!(success.is("success", "urn:xmpp:sasl:2"), "{success:?}");
+    let failed = success.get_child("failed", SM).expect("<failed/> inline");
+    assert_eq!(failed_h(failed), Some("1"), "alice sent her presence");
+    assert!(success.has_child("bound", "urn:xmpp:bind:0"), "{success:?}");
+    let bound = success
+        .get_child("authorization-identifier", "urn:xmpp:sasl:2")
+        .map(|el| el.text())
+        .expect("bound jid");
+    assert_eq!(raw.element().await.name(), "features");
+    let mut fresh = Session::from_raw(raw, bound.clone());
+    fresh.send("<presence/>").await;
+    let seen = fresh.drain().await;
+    assert_eq!(
+        messages_from(&seen, "bob@localhost/desk"),
+        ["m1"],
+        "{seen:?}"
+    );
+    assert!(delayed(&seen, "m1"), "{seen:?}");
+    c.stop().await;
+}
