@@ -1,0 +1,270 @@
+//! Rooms on a cluster: each room is served by one node at a time, the one Redis names as its
+//! owner (`ClusterLink::owner("muc:<room>")`). A node that receives a stanza for a room it
+//! does not serve passes it, unchanged, to the node that does, which handles it as if the
+//! router had brought it there; occupants on other nodes get what the room sends through the
+//! router, which already reaches sessions wherever they are.
+//!
+//! Which node serves a room is remembered per room, so that Redis is asked once per room
+//! and not per stanza; it is asked again when that node dies or cannot be reached. A node
+//! that becomes a room's owner loads it from storage as a single node does at start:
+//! persistent rooms come back with their configuration, affiliations and subject (and their
+//! archive, which is in storage anyway); the in-memory history and the occupants are lost with
+//! the node that held them. Those occupants' self-pings (XEP-0410) then reach a room that
+//! does not know them and get `not-acceptable`: their clients join again.
+//!
+//! A single node has no cluster link and none of this runs.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use tracing::warn;
+
+use super::{departures, persist, Muc};
+use crate::router::{ClusterLink, ClusterTopic, NodeGoneHook, NodeId, Router};
+use crate::stanza::{self, Condition, ErrorType, Kind, StanzaError};
+
+/// Stanzas for rooms, passed to the node serving them.
+pub(super) const TOPIC: &str = "muc";
+
+/// How many times a stanza may be passed on: once by the node that received it, and once more
+/// by a node that was asked but no longer serves the room (it moved meanwhile). Never more,
+/// so two nodes that each believe the other serves a room cannot pass a stanza back and forth.
+pub(super) const FORWARDS: u8 = 2;
+
+/// Where rooms are served, as far as this node knows.
+#[derive(Default)]
+pub(super) struct Placement {
+    owners: DashMap<BareJid, NodeId>,
+    /// Held while Redis is asked about a room nobody here knows the node of: a room taken over
+    /// is loaded from storage before any other stanza may create a fresh one under its name.
+    finding: tokio::sync::Mutex<()>,
+}
+
+enum Serving {
+    Here,
+    There(NodeId),
+    /// Redis could not say, or storage could not give the room taken over.
+    Unknown,
+}
+
+impl Placement {
+    fn known(&self, room: &BareJid, cluster: &Arc<dyn ClusterLink>) -> Option<Serving> {
+        let node = *self.owners.get(room)?;
+        if node == cluster.node() {
+            Some(Serving::Here)
+        } else if cluster.is_alive(node) {
+            Some(Serving::There(node))
+        } else {
+            None
+        }
+    }
+
+    fn forget(&self, room: &BareJid, node: NodeId) {
+        self.owners.remove_if(room, |_, owner| *owner == node);
+    }
+
+    fn forget_node(&self, node: NodeId) {
+        self.owners.retain(|_, owner| *owner != node);
+    }
+}
+
+impl Muc {
+    /// The node serving `room`; when that is this node for the first time, the room is loaded
+    /// from storage first.
+    async fn serving(
+        &self,
+        router: &Arc<Router>,
+        cluster: &Arc<dyn ClusterLink>,
+        room: &BareJid,
+    ) -> Serving {
+        if let Some(known) = self.placement.known(room, cluster) {
+            return known;
+        }
+        let _finding = self.placement.finding.lock().await;
+        if let Some(known) = self.placement.known(room, cluster) {
+            return known;
+        }
+        let Some(node) = cluster.owner(&format!("muc:{room}")).await else {
+            return Serving::Unknown;
+        };
+        if node != cluster.node() {
+            self.placement.owners.insert(room.clone(), node);
+            return Serving::There(node);
+        }
+        // Taken over (or claimed for the first time): what another node served is in
+        // storage, if it was persistent. A copy here would be from before, so none is kept
+        // of rooms served elsewhere.
+        if self.room(room).is_none() {
+            self.ensure_loaded(router).await;
+            match persist::load_room(router, &self.limits, room).await {
+                Ok(Some(loaded)) => {
+                    self.rooms()
+                        .entry(room.clone())
+                        .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(loaded)));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Serving it without its stored configuration would create a new
+                    // room under its name; the next stanza tries again.
+                    warn!(error = %e, room = %room, "cannot load a MUC room taken over");
+                    return Serving::Unknown;
+                }
+            }
+        }
+        self.placement.owners.insert(room.clone(), node);
+        Serving::Here
+    }
+
+    /// Handles a stanza for a room on the node that serves it: here, or passed on there.
+    /// `forwards` says how many times it may still be passed on.
+    pub(super) async fn to_serving_node(
+        &self,
+        router: &Arc<Router>,
+        cluster: &Arc<dyn ClusterLink>,
+        kind: Kind,
+        to: Jid,
+        stanza: Element,
+        forwards: u8,
+    ) {
+        let room = to.to_bare();
+        match self.serving(router, cluster, &room).await {
+            Serving::Here => self.handle_here(router, kind, to, stanza).await,
+            Serving::There(node) if forwards > 0 => {
+                let payload = encode(forwards - 1, &to, &stanza);
+                if !cluster.send(node, TOPIC, payload) {
+                    self.placement.forget(&room, node);
+                    unreachable(router, kind, &stanza);
+                }
+            }
+            Serving::There(node) => {
+                warn!(room = %room, node = node.0, "a room's stanza passed on too often; dropped");
+                unreachable(router, kind, &stanza);
+            }
+            Serving::Unknown => unreachable(router, kind, &stanza),
+        }
+    }
+}
+
+/// The room's node cannot be reached now: the sender hears so, as from a remote service
+/// that timed out (XEP-0410 tells clients to try again later rather than to rejoin).
+fn unreachable(router: &Router, kind: Kind, stanza: &Element) {
+    let asks = match kind {
+        Kind::Iq => matches!(stanza::stanza_type(stanza), "get" | "set"),
+        Kind::Message => true,
+        Kind::Presence => stanza::stanza_type(stanza) == "available",
+    };
+    if asks {
+        router.bounce(
+            stanza,
+            StanzaError::new(ErrorType::Wait, Condition::RemoteServerTimeout),
+        );
+    }
+}
+
+/// The forwards left, the address the router had, and the stanza as it was.
+fn encode(forwards: u8, to: &Jid, stanza: &Element) -> Vec<u8> {
+    let xml = crate::xml::to_bytes(stanza);
+    let mut payload = Vec::with_capacity(2 + to.as_str().len() + xml.len());
+    payload.push(b'0' + forwards);
+    payload.extend_from_slice(to.as_str().as_bytes());
+    payload.push(b'\n');
+    payload.extend_from_slice(&xml);
+    payload
+}
+
+fn decode(payload: &[u8]) -> Option<(u8, Jid, Element)> {
+    let (&first, rest) = payload.split_first()?;
+    let forwards = first.checked_sub(b'0').filter(|n| *n < FORWARDS)?;
+    let newline = rest.iter().position(|b| *b == b'\n')?;
+    let to = Jid::new(std::str::from_utf8(&rest[..newline]).ok()?).ok()?;
+    let xml = &rest[newline + 1..];
+    let limits = crate::xml::XmlLimits::with_max_size(xml.len().max(1));
+    let stanza = crate::xml::parse_standalone(xml, limits).ok()?;
+    Some((forwards, to, stanza))
+}
+
+#[async_trait]
+impl ClusterTopic for Muc {
+    async fn received(&self, router: &Arc<Router>, from: NodeId, payload: Vec<u8>) {
+        let Some(cluster) = router.cluster() else {
+            return;
+        };
+        let decoded = decode(&payload).and_then(|(forwards, to, stanza)| {
+            Kind::of(&stanza).map(|kind| (forwards, to, kind, stanza))
+        });
+        let Some((forwards, to, kind, stanza)) = decoded else {
+            warn!(node = from.0, "unreadable room stanza from another node");
+            return;
+        };
+        if to.node().is_none() {
+            return;
+        }
+        self.to_serving_node(router, cluster, kind, to, stanza, forwards)
+            .await;
+    }
+}
+
+#[async_trait]
+impl NodeGoneHook for Muc {
+    /// The rooms `node` served are served by whoever asks first now; its sessions that were
+    /// occupants of rooms served here leave them as sessions lost without a word do.
+    async fn node_gone(&self, router: &Arc<Router>, node: NodeId, sessions: &[FullJid]) {
+        self.placement.forget_node(node);
+        if sessions.is_empty() {
+            return;
+        }
+        let gone: HashSet<&FullJid> = sessions.iter().collect();
+        departures::lose_occupants(self, router, |jid| gone.contains(jid)).await;
+    }
+}
+
+/// The public persistent rooms of `service` as storage has them: a room created or
+/// configured on another node is listed by every node.
+pub(super) async fn stored_public_rooms(
+    muc: &Muc,
+    router: &Arc<Router>,
+    service: &str,
+) -> Vec<(BareJid, String)> {
+    let rows = match router.storage().muc.muc_rooms().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(error = %e, "cannot list the stored MUC rooms");
+            return Vec::new();
+        }
+    };
+    rows.into_iter()
+        .filter_map(|row| {
+            let jid = BareJid::new(&row.jid).ok()?;
+            if jid.domain().as_str() != service {
+                return None;
+            }
+            let config = super::config::RoomConfig::from_stored(&row.config, &muc.limits);
+            config.public.then_some((jid, config.name))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_passed_stanza_reads_back_and_garbage_does_not() {
+        let to = Jid::new("room@conference.localhost/nick").unwrap();
+        let stanza: Element = "<message xmlns='jabber:client' from='a@localhost/r' \
+            to='room@conference.localhost/nick' type='chat'><body>hi &amp; bye</body></message>"
+            .parse()
+            .unwrap();
+        let (forwards, back_to, back) = decode(&encode(1, &to, &stanza)).unwrap();
+        assert_eq!((forwards, &back_to), (1, &to));
+        assert_eq!(back, stanza);
+        assert!(decode(&encode(FORWARDS, &to, &stanza)).is_none());
+        assert!(decode(b"").is_none());
+        assert!(decode(b"1room@conference.localhost").is_none());
+        assert!(decode(b"1room@conference.localhost\n<message").is_none());
+    }
+}
