@@ -26,7 +26,7 @@ const NODE_TIMEOUT_SECS: u64 = 3;
 /// A node on a runtime of its own: killing it stops every task of it at once, heartbeat
 /// included, and closes its connections without a word, as a crash would.
 struct Node {
-    server: Arc<TestServer>,
+    server: Option<Arc<TestServer>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -48,13 +48,17 @@ impl Node {
             .await
             .expect("node starts");
         Node {
-            server: Arc::new(server),
+            server: Some(Arc::new(server)),
             runtime: Some(runtime),
         }
     }
 
+    fn server(&self) -> &Arc<TestServer> {
+        self.server.as_ref().expect("node running")
+    }
+
     async fn add_user(&self, name: &'static str) {
-        let server = self.server.clone();
+        let server = self.server().clone();
         self.runtime
             .as_ref()
             .expect("node running")
@@ -64,11 +68,25 @@ impl Node {
     }
 
     fn router(&self) -> &Arc<corvid::router::Router> {
-        &self.server.server.ctx.router
+        &self.server().server.ctx.router
     }
 
     fn number(&self) -> corvid::router::NodeId {
         self.router().cluster().expect("a cluster node").node()
+    }
+
+    /// Stops the node as `corvid` does on SIGTERM.
+    async fn shut_down(&mut self) {
+        let server = self.server.take().expect("node running");
+        let Ok(server) = Arc::try_unwrap(server) else {
+            panic!("the node is still in use");
+        };
+        self.runtime
+            .as_ref()
+            .expect("node running")
+            .spawn(async move { server.server.shutdown().await })
+            .await
+            .expect("shut down");
     }
 
     fn crash(&mut self) {
@@ -145,7 +163,7 @@ async fn cluster(first_ip: u8) -> Option<(String, [Node; 3])> {
 
 /// Online on `node` and seen bound by every node of `all`.
 async fn online(node: &Node, all: &[&Node], user: &str) -> Session {
-    let session = Session::online(&node.server, user, "r").await;
+    let session = Session::online(node.server(), user, "r").await;
     let jid: jid::FullJid = session.jid.parse().expect("jid");
     let deadline = tokio::time::Instant::now() + common::WAIT;
     for other in all {
@@ -259,9 +277,7 @@ fn form_value(info: &Element, var: &str) -> Option<String> {
     let field = form
         .children()
         .find(|f| f.name() == "field" && f.attr("var") == Some(var))?;
-    field
-        .get_child("value", "jabber:x:data")
-        .map(|v| v.text())
+    field.get_child("value", "jabber:x:data").map(|v| v.text())
 }
 
 fn has_feature(info: &Element, feature: &str) -> bool {
@@ -424,7 +440,10 @@ async fn a_room_spans_three_nodes_and_outlives_the_node_serving_it() {
 
     // They join again, on another node; the room is the same room, configured as it was.
     let own = join(&mut bob, &room, "Bob").await;
-    assert!(!codes(&own).contains(&201), "the stored room, not a new one");
+    assert!(
+        !codes(&own).contains(&201),
+        "the stored room, not a new one"
+    );
     join(&mut carol, &room, "Caroline").await;
     bob.expect(|el| is_presence_from(el, &format!("{room}/Caroline"), None))
         .await;
@@ -496,7 +515,11 @@ async fn occupants_of_a_dead_node_leave_the_room_with_status_333() {
         )
         .await
         .expect("Carol left the room within the node timeout and a few seconds");
-        assert!(codes(&gone).contains(&333), "{}", corvid::xml::to_string(&gone));
+        assert!(
+            codes(&gone).contains(&333),
+            "{}",
+            corvid::xml::to_string(&gone)
+        );
     }
 
     // The room goes on for the others.
@@ -516,5 +539,114 @@ async fn occupants_of_a_dead_node_leave_the_room_with_status_333() {
     );
 
     drop((n1, n2));
+    common::drop_schema(&schema).await;
+}
+
+/// Joins, trying again while the room is between nodes (a wait error): what a client does
+/// after status 332.
+async fn join_again(s: &mut Session, room: &str, nick: &str) -> Element {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(NODE_TIMEOUT_SECS + 15);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{nick} never joined again"
+        );
+        s.send(&format!(
+            "<presence to='{room}/{nick}'><x xmlns='{MUC}'/></presence>"
+        ))
+        .await;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            s.expect(|el| {
+                el.name() == "presence"
+                    && el.attr("from") == Some(format!("{room}/{nick}").as_str())
+            }),
+        )
+        .await;
+        match answer {
+            Ok(el) if el.attr("type") == Some("error") => {
+                assert_eq!(
+                    error_condition(&el).as_deref(),
+                    Some("remote-server-timeout"),
+                    "{}",
+                    corvid::xml::to_string(&el)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(el) => {
+                // The rest of the join, up to the subject.
+                s.expect(|el| el.name() == "message" && el.has_child("subject", "jabber:client"))
+                    .await;
+                return el;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_shutting_down_sends_its_rooms_occupants_elsewhere() {
+    let Some((schema, [mut n1, n2, n3])) = cluster(81).await else {
+        return;
+    };
+    for user in ["alice", "bob", "carol"] {
+        n1.add_user(user).await;
+    }
+    let all = [&n1, &n2, &n3];
+    let mut alice = online(&n1, &all, "alice").await;
+    let mut bob = online(&n2, &all, "bob").await;
+    let mut carol = online(&n3, &all, "carol").await;
+    let room = format!("hall@{SERVICE}");
+    let own = join(&mut alice, &room, "Alice").await;
+    assert!(codes(&own).contains(&201));
+    let created = alice
+        .iq(&format!(
+            "<iq to='{room}' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    assert_eq!(created.attr("type"), Some("result"));
+    join(&mut bob, &room, "Bob").await;
+    join(&mut carol, &room, "Carol").await;
+    bob.expect(|el| is_presence_from(el, &format!("{room}/Carol"), None))
+        .await;
+
+    // n1 stops as on SIGTERM: occupants elsewhere hear the service here is going (332).
+    drop(alice);
+    n1.shut_down().await;
+    for (s, nick) in [(&mut bob, "Bob"), (&mut carol, "Carol")] {
+        let out = s
+            .expect(|el| is_presence_from(el, &format!("{room}/{nick}"), Some("unavailable")))
+            .await;
+        let codes = codes(&out);
+        assert!(
+            codes.contains(&332) && codes.contains(&110),
+            "{}",
+            corvid::xml::to_string(&out)
+        );
+    }
+
+    // They join again, and the room is served by a node that stays. It was temporary, so it
+    // is new there: the first back creates it.
+    let own = join_again(&mut bob, &room, "Bob").await;
+    assert!(codes(&own).contains(&201));
+    let created = bob
+        .iq(&format!(
+            "<iq to='{room}' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    assert_eq!(created.attr("type"), Some("result"));
+    join_again(&mut carol, &room, "Carol").await;
+    bob.expect(|el| is_presence_from(el, &format!("{room}/Carol"), None))
+        .await;
+    carol
+        .send(&format!(
+            "<message to='{room}' type='groupchat'><body>moved</body></message>"
+        ))
+        .await;
+    bob.expect(body_is("moved")).await;
+
+    drop((n2, n3));
     common::drop_schema(&schema).await;
 }

@@ -15,7 +15,9 @@
 //! A single node has no cluster link and none of this runs.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -23,8 +25,9 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tracing::warn;
 
+use super::room::{ItemExtra, Role};
 use super::{departures, persist, Muc};
-use crate::router::{ClusterLink, ClusterTopic, NodeGoneHook, NodeId, Router};
+use crate::router::{ClusterLink, ClusterTopic, NodeGoneHook, NodeId, Router, ShutdownHook};
 use crate::stanza::{self, Condition, ErrorType, Kind, StanzaError};
 
 /// Stanzas for rooms, passed to the node serving them.
@@ -35,6 +38,14 @@ pub(super) const TOPIC: &str = "muc";
 /// so two nodes that each believe the other serves a room cannot pass a stanza back and forth.
 pub(super) const FORWARDS: u8 = 2;
 
+/// What a node that is shutting down tells the others on `TOPIC`: it serves no room any more.
+const LEAVING: u8 = b'L';
+
+/// How long a node that said it is leaving is not taken for a room's node, although Redis
+/// still names it: until its heartbeat key is gone and another node can take its rooms. A
+/// node that comes back later than this serves whatever it held as before.
+const LEAVING_FOR: Duration = Duration::from_secs(10);
+
 /// Where rooms are served, as far as this node knows.
 #[derive(Default)]
 pub(super) struct Placement {
@@ -42,6 +53,10 @@ pub(super) struct Placement {
     /// Held while Redis is asked about a room nobody here knows the node of: a room taken over
     /// is loaded from storage before any other stanza may create a fresh one under its name.
     finding: tokio::sync::Mutex<()>,
+    /// This node is shutting down: it serves no room any more.
+    leaving: AtomicBool,
+    /// Other nodes that said they are shutting down, and when.
+    departing: DashMap<NodeId, Instant>,
 }
 
 enum Serving {
@@ -70,6 +85,12 @@ impl Placement {
     fn forget_node(&self, node: NodeId) {
         self.owners.retain(|_, owner| *owner != node);
     }
+
+    fn is_departing(&self, node: NodeId) -> bool {
+        self.departing
+            .get(&node)
+            .is_some_and(|since| since.elapsed() < LEAVING_FOR)
+    }
 }
 
 impl Muc {
@@ -81,6 +102,9 @@ impl Muc {
         cluster: &Arc<dyn ClusterLink>,
         room: &BareJid,
     ) -> Serving {
+        if self.placement.leaving.load(Ordering::Relaxed) {
+            return Serving::Unknown;
+        }
         if let Some(known) = self.placement.known(room, cluster) {
             return known;
         }
@@ -91,6 +115,9 @@ impl Muc {
         let Some(node) = cluster.owner(&format!("muc:{room}")).await else {
             return Serving::Unknown;
         };
+        if self.placement.is_departing(node) {
+            return Serving::Unknown;
+        }
         if node != cluster.node() {
             self.placement.owners.insert(room.clone(), node);
             return Serving::There(node);
@@ -193,6 +220,11 @@ impl ClusterTopic for Muc {
         let Some(cluster) = router.cluster() else {
             return;
         };
+        if payload == [LEAVING] {
+            self.placement.departing.insert(from, Instant::now());
+            self.placement.forget_node(from);
+            return;
+        }
         let decoded = decode(&payload).and_then(|(forwards, to, stanza)| {
             Kind::of(&stanza).map(|kind| (forwards, to, kind, stanza))
         });
@@ -221,6 +253,47 @@ impl NodeGoneHook for Muc {
         departures::lose_occupants(self, router, |jid| gone.contains(jid)).await;
     }
 }
+
+#[async_trait]
+impl ShutdownHook for Muc {
+    /// On a node of a cluster that stops, after its own sessions ended: the occupants left in
+    /// its rooms are on other nodes. Each is told it is out because the service here shuts
+    /// down (status 332), and the others stop passing rooms' stanzas here, so that the
+    /// occupants' clients join again on a node that stays.
+    async fn shutdown(&self, router: &Arc<Router>) {
+        let Some(cluster) = router.cluster() else {
+            return;
+        };
+        self.placement.leaving.store(true, Ordering::Relaxed);
+        cluster.broadcast(TOPIC, vec![LEAVING]);
+        for handle in self.all_rooms() {
+            let mut room = handle.lock().await;
+            if room.gone {
+                continue;
+            }
+            for occupant in &room.occupants {
+                let presence = room.presence_of(
+                    occupant,
+                    Role::None,
+                    occupant,
+                    false,
+                    &[SERVICE_SHUTDOWN],
+                    ItemExtra::default(),
+                );
+                router
+                    .route(Kind::Presence, Jid::from(occupant.jid.clone()), presence)
+                    .await;
+            }
+            room.occupants.clear();
+            // Not `Muc::forget`: the room (and its archive) lives on, served by another node.
+            room.gone = true;
+            self.rooms().remove(&room.jid);
+        }
+    }
+}
+
+/// XEP-0045 status 332: removed because the service is shutting down.
+const SERVICE_SHUTDOWN: u16 = 332;
 
 /// The public persistent rooms of `service` as storage has them: a room created or
 /// configured on another node is listed by every node.

@@ -313,6 +313,7 @@ impl Module for Muc {
         self.departures.register(registry);
         registry.cluster_topic(cluster::TOPIC, self.clone());
         registry.node_gone_hook(Priority::Presence, self.clone());
+        registry.shutdown_hook(Priority::Presence, self.clone());
         registry.remote_domain_hook(Priority::Presence, self.clone());
         // How clients find the service: an item of the server (XEP-0045 §6.1).
         registry.disco_items(DiscoTarget::Server, self);
