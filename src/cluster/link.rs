@@ -150,17 +150,19 @@ fn add_republish(cluster: &Cluster, pipe: &mut redis::Pipeline) {
 
 /// Listens to the other nodes; after every (re)connection, rebuilds the mirror from Redis.
 pub async fn subscribe(cluster: Arc<Cluster>) {
-    let mut first = true;
+    // Until the sessions this node's number left in Redis before a restart are ended.
+    let mut previous_life_swept = false;
+    let mut reported = false;
     loop {
-        match listen(&cluster, first).await {
+        match listen(&cluster, &mut previous_life_swept).await {
             Ok(()) => {}
             Err(e) => {
-                if cluster.connected.load(Ordering::Relaxed) || first {
-                    error!(error = %e, "cluster: lost Redis; serving this node's sessions only until it is back");
+                if cluster.connected.load(Ordering::Relaxed) || !reported {
+                    error!(error = %e, "cluster: no Redis; serving this node's sessions only until it is back");
+                    reported = true;
                 }
             }
         }
-        first = false;
         if cluster.connected.swap(false, Ordering::Relaxed) {
             // Nothing reaches the other nodes now: routing must not choose their sessions.
             cluster.mirror.clear();
@@ -169,19 +171,27 @@ pub async fn subscribe(cluster: Arc<Cluster>) {
     }
 }
 
-async fn listen(cluster: &Arc<Cluster>, first: bool) -> Result<(), ClusterError> {
+async fn listen(
+    cluster: &Arc<Cluster>,
+    previous_life_swept: &mut bool,
+) -> Result<(), ClusterError> {
     let mut pubsub = cluster.client.get_async_pubsub().await?;
     pubsub.subscribe(cluster.keys.directory_channel()).await?;
     pubsub
         .subscribe(cluster.keys.node_channel(cluster.me))
         .await?;
     pubsub.subscribe(cluster.keys.all_channel()).await?;
-    if first {
+    if !*previous_life_swept {
         super::liveness::sweep_previous_life(cluster).await?;
+        *previous_life_swept = true;
     }
     let _ = cluster.outbox.send(Outgoing::Republish);
     cluster.dirty.store(false, Ordering::Relaxed);
     rebuild_mirror(cluster).await?;
+    if let Some(cache) = cluster.roster_cache.get() {
+        // Writes the other nodes announced while this one was not listening went unheard.
+        cache.forget_all();
+    }
     cluster.connected.store(true, Ordering::Relaxed);
     info!(
         node = cluster.me.0,
