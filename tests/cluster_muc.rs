@@ -145,6 +145,13 @@ async fn start_node(url: &str, schema: &str, prefix: &str, name: &str, ip: [u8; 
 
 /// Three nodes on a fresh schema and Redis prefix; `None` (said why) without PostgreSQL.
 async fn cluster(first_ip: u8) -> Option<(String, [Node; 3])> {
+    cluster_with_prefix(first_ip)
+        .await
+        .map(|(schema, _, nodes)| (schema, nodes))
+}
+
+/// `cluster`, with the Redis key prefix.
+async fn cluster_with_prefix(first_ip: u8) -> Option<(String, String, [Node; 3])> {
     let Ok(url) = std::env::var("CORVID_TEST_POSTGRES") else {
         eprintln!("skipped: CORVID_TEST_POSTGRES is not set");
         return None;
@@ -158,7 +165,7 @@ async fn cluster(first_ip: u8) -> Option<(String, [Node; 3])> {
         nodes.push(Node::start(&url, &schema, &prefix, name, ip).await);
     }
     let nodes: [Node; 3] = nodes.try_into().ok()?;
-    Some((schema, nodes))
+    Some((schema, prefix, nodes))
 }
 
 /// Online on `node` and seen bound by every node of `all`.
@@ -648,5 +655,99 @@ async fn a_node_shutting_down_sends_its_rooms_occupants_elsewhere() {
     bob.expect(body_is("moved")).await;
 
     drop((n2, n3));
+    common::drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn a_node_whose_room_was_taken_over_sends_its_occupants_to_the_new_one() {
+    let Some((schema, prefix, [n1, n2, n3])) = cluster_with_prefix(91).await else {
+        return;
+    };
+    for user in ["alice", "bob"] {
+        n1.add_user(user).await;
+    }
+    let all = [&n1, &n2, &n3];
+    let mut alice = online(&n1, &all, "alice").await;
+    let mut bob = online(&n2, &all, "bob").await;
+    let room = format!("attic@{SERVICE}");
+    let own = join(&mut alice, &room, "Alice").await;
+    assert!(codes(&own).contains(&201));
+    let configured = alice
+        .iq(&format!(
+            "<iq to='{room}' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+             <field var='muc#roomconfig_persistentroom'><value>1</value></field>\
+             <field var='muc#roomconfig_roomname'><value>The Attic</value></field>\
+             </x></query></iq>"
+        ))
+        .await;
+    assert_eq!(configured.attr("type"), Some("result"));
+    join(&mut bob, &room, "Bob").await;
+
+    // What Redis says after n1 was cut off long enough for n2 to take the room over.
+    let redis = redis::Client::open("redis://127.0.0.1:6379/").expect("redis url");
+    let mut conn = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}:owner:muc:{room}"))
+        .arg(n2.number().0)
+        .query_async(&mut conn)
+        .await
+        .expect("owner set");
+    // n1 asks again once the node timeout has passed since it last did.
+    tokio::time::sleep(Duration::from_secs(NODE_TIMEOUT_SECS + 1)).await;
+
+    alice
+        .send(&format!(
+            "<message to='{room}' type='groupchat'><body>anyone?</body></message>"
+        ))
+        .await;
+    for (s, nick) in [(&mut alice, "Alice"), (&mut bob, "Bob")] {
+        let out = s
+            .expect(|el| is_presence_from(el, &format!("{room}/{nick}"), Some("unavailable")))
+            .await;
+        assert!(
+            codes(&out).contains(&332),
+            "{}",
+            corvid::xml::to_string(&out)
+        );
+    }
+    // The message went on to n2, where Alice is no occupant.
+    let refused = alice
+        .expect(|el| el.name() == "message" && el.attr("type") == Some("error"))
+        .await;
+    assert_eq!(
+        error_condition(&refused).as_deref(),
+        Some("not-acceptable"),
+        "{}",
+        corvid::xml::to_string(&refused)
+    );
+
+    // Both join again: one room, on n2, as configured.
+    let own = join(&mut alice, &room, "Alice").await;
+    assert!(!codes(&own).contains(&201));
+    join(&mut bob, &room, "Bob").await;
+    alice
+        .expect(|el| is_presence_from(el, &format!("{room}/Bob"), None))
+        .await;
+    let info = alice
+        .iq(&format!(
+            "<iq to='{room}' type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ))
+        .await;
+    assert_eq!(
+        form_value(&info, "muc#roomconfig_roomname").as_deref(),
+        Some("The Attic")
+    );
+    assert_eq!(
+        form_value(&info, "muc#roominfo_occupants").as_deref(),
+        Some("2")
+    );
+    assert!(n2.router().cluster().is_some());
+
+    drop((n1, n2, n3));
     common::drop_schema(&schema).await;
 }

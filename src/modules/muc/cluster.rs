@@ -49,7 +49,7 @@ const LEAVING_FOR: Duration = Duration::from_secs(10);
 /// Where rooms are served, as far as this node knows.
 #[derive(Default)]
 pub(super) struct Placement {
-    owners: DashMap<BareJid, NodeId>,
+    owners: DashMap<BareJid, Owner>,
     /// Held while Redis is asked about a room nobody here knows the node of: a room taken over
     /// is loaded from storage before any other stanza may create a fresh one under its name.
     finding: tokio::sync::Mutex<()>,
@@ -57,6 +57,12 @@ pub(super) struct Placement {
     leaving: AtomicBool,
     /// Other nodes that said they are shutting down, and when.
     departing: DashMap<NodeId, Instant>,
+}
+
+struct Owner {
+    node: NodeId,
+    /// When Redis said so.
+    since: Instant,
 }
 
 enum Serving {
@@ -67,23 +73,39 @@ enum Serving {
 }
 
 impl Placement {
-    fn known(&self, room: &BareJid, cluster: &Arc<dyn ClusterLink>) -> Option<Serving> {
-        let node = *self.owners.get(room)?;
-        if node == cluster.node() {
-            Some(Serving::Here)
-        } else if cluster.is_alive(node) {
-            Some(Serving::There(node))
+    /// What this node remembers of `room`'s node. That it serves the room itself is asked
+    /// again after `recheck`: a node cut off from Redis long enough for its heartbeat to lapse
+    /// had its rooms taken over, and learns so here. Another node is believed while it lives,
+    /// unless `trust_others` is false: a stanza was passed here by a node that believes this
+    /// node serves the room, so one of the two is wrong.
+    fn known(
+        &self,
+        room: &BareJid,
+        cluster: &Arc<dyn ClusterLink>,
+        recheck: Duration,
+        trust_others: bool,
+    ) -> Option<Serving> {
+        let owner = self.owners.get(room)?;
+        if owner.node == cluster.node() {
+            (owner.since.elapsed() < recheck).then_some(Serving::Here)
+        } else if trust_others && cluster.is_alive(owner.node) {
+            Some(Serving::There(owner.node))
         } else {
             None
         }
     }
 
+    fn remember(&self, room: &BareJid, node: NodeId) {
+        let since = Instant::now();
+        self.owners.insert(room.clone(), Owner { node, since });
+    }
+
     fn forget(&self, room: &BareJid, node: NodeId) {
-        self.owners.remove_if(room, |_, owner| *owner == node);
+        self.owners.remove_if(room, |_, owner| owner.node == node);
     }
 
     fn forget_node(&self, node: NodeId) {
-        self.owners.retain(|_, owner| *owner != node);
+        self.owners.retain(|_, owner| owner.node != node);
     }
 
     fn is_departing(&self, node: NodeId) -> bool {
@@ -95,31 +117,48 @@ impl Placement {
 
 impl Muc {
     /// The node serving `room`; when that is this node for the first time, the room is loaded
-    /// from storage first.
+    /// from storage first. `trust_others`: see `Placement::known`.
     async fn serving(
         &self,
         router: &Arc<Router>,
         cluster: &Arc<dyn ClusterLink>,
         room: &BareJid,
+        trust_others: bool,
     ) -> Serving {
         if self.placement.leaving.load(Ordering::Relaxed) {
             return Serving::Unknown;
         }
-        if let Some(known) = self.placement.known(room, cluster) {
+        let recheck = Duration::from_secs(router.config().cluster.node_timeout_secs.max(1));
+        if let Some(known) = self.placement.known(room, cluster, recheck, trust_others) {
             return known;
         }
         let _finding = self.placement.finding.lock().await;
-        if let Some(known) = self.placement.known(room, cluster) {
-            return known;
+        if let Some(known) = self.placement.known(room, cluster, recheck, true) {
+            // Found meanwhile by the stanza that held the lock.
+            if trust_others || matches!(known, Serving::Here) {
+                return known;
+            }
         }
         let Some(node) = cluster.owner(&format!("muc:{room}")).await else {
+            if self.room(room).is_some() {
+                // Without Redis the room goes on here for the occupants it can reach; asked
+                // again after `recheck`, not at every stanza.
+                self.placement.remember(room, cluster.node());
+                return Serving::Here;
+            }
             return Serving::Unknown;
         };
         if self.placement.is_departing(node) {
             return Serving::Unknown;
         }
         if node != cluster.node() {
-            self.placement.owners.insert(room.clone(), node);
+            if let Some(handle) = self.room(room) {
+                // Served here until now: another node took it over while this one was cut
+                // off. Its occupants here are in a room nobody else knows.
+                warn!(room = %room, node = node.0, "a room served here was taken over by another node");
+                self.send_away(router, &handle).await;
+            }
+            self.placement.remember(room, node);
             return Serving::There(node);
         }
         // Taken over (or claimed for the first time): what another node served is in
@@ -142,8 +181,35 @@ impl Muc {
                 }
             }
         }
-        self.placement.owners.insert(room.clone(), node);
+        self.placement.remember(room, node);
         Serving::Here
+    }
+
+    /// Stops serving a room here: each occupant is told it is out because the service here
+    /// stops (status 332), so that its client joins again, on the node serving the room now.
+    /// The room itself (its storage, its archive) lives on there.
+    async fn send_away(&self, router: &Arc<Router>, handle: &super::RoomHandle) {
+        let mut room = handle.lock().await;
+        if room.gone {
+            return;
+        }
+        for occupant in &room.occupants {
+            let presence = room.presence_of(
+                occupant,
+                Role::None,
+                occupant,
+                false,
+                &[SERVICE_SHUTDOWN],
+                ItemExtra::default(),
+            );
+            router
+                .route(Kind::Presence, Jid::from(occupant.jid.clone()), presence)
+                .await;
+        }
+        room.occupants.clear();
+        // Not `Muc::forget`, which deletes the archive.
+        room.gone = true;
+        self.rooms().remove(&room.jid);
     }
 
     /// Handles a stanza for a room on the node that serves it: here, or passed on there.
@@ -158,7 +224,10 @@ impl Muc {
         forwards: u8,
     ) {
         let room = to.to_bare();
-        match self.serving(router, cluster, &room).await {
+        // A stanza passed on by another node has its last hop left when that node believed
+        // this one serves the room: what this node remembers may be the stale side.
+        let trust_others = forwards == FORWARDS;
+        match self.serving(router, cluster, &room, trust_others).await {
             Serving::Here => self.handle_here(router, kind, to, stanza).await,
             Serving::There(node) if forwards > 0 => {
                 let payload = encode(forwards - 1, &to, &stanza);
@@ -267,27 +336,7 @@ impl ShutdownHook for Muc {
         self.placement.leaving.store(true, Ordering::Relaxed);
         cluster.broadcast(TOPIC, vec![LEAVING]);
         for handle in self.all_rooms() {
-            let mut room = handle.lock().await;
-            if room.gone {
-                continue;
-            }
-            for occupant in &room.occupants {
-                let presence = room.presence_of(
-                    occupant,
-                    Role::None,
-                    occupant,
-                    false,
-                    &[SERVICE_SHUTDOWN],
-                    ItemExtra::default(),
-                );
-                router
-                    .route(Kind::Presence, Jid::from(occupant.jid.clone()), presence)
-                    .await;
-            }
-            room.occupants.clear();
-            // Not `Muc::forget`: the room (and its archive) lives on, served by another node.
-            room.gone = true;
-            self.rooms().remove(&room.jid);
+            self.send_away(router, &handle).await;
         }
     }
 }
