@@ -357,6 +357,10 @@ async fn a_room_spans_three_nodes_and_outlives_the_node_serving_it() {
         assert!(!codes(&gone).contains(&333), "left, not lost");
     }
 
+    // XEP-0410 from an occupant that left, on a node that does not serve the room.
+    let refused = dave.iq(&self_ping(&room, "Dave")).await;
+    assert_eq!(error_condition(&refused).as_deref(), Some("not-acceptable"));
+
     // Groupchat from n2: one copy each, wherever the occupant is.
     bob.send(&format!(
         "<message to='{room}' type='groupchat'><body>hello all</body></message>"
@@ -389,6 +393,28 @@ async fn a_room_spans_three_nodes_and_outlives_the_node_serving_it() {
         .await;
     let private = bob.expect(body_is("psst")).await;
     assert_eq!(private.attr("from"), Some(format!("{room}/Carol").as_str()));
+
+    // An IQ between occupants on n2 and n3 (through the room on n1), and its answer back.
+    bob.send(&format!(
+        "<iq id='ask-carol' to='{room}/Carol' type='get'><query xmlns='jabber:iq:version'/></iq>"
+    ))
+    .await;
+    let asked = carol
+        .expect(|el| el.name() == "iq" && el.attr("type") == Some("get"))
+        .await;
+    assert_eq!(asked.attr("from"), Some(format!("{room}/Bob").as_str()));
+    carol
+        .send(&format!(
+            "<iq id='{}' to='{room}/Bob' type='result'><query xmlns='jabber:iq:version'>\
+             <name>test</name></query></iq>",
+            asked.attr("id").expect("id")
+        ))
+        .await;
+    let answer = bob
+        .expect(|el| el.name() == "iq" && el.attr("id") == Some("ask-carol"))
+        .await;
+    assert_eq!(answer.attr("type"), Some("result"));
+    assert_eq!(answer.attr("from"), Some(format!("{room}/Carol").as_str()));
 
     // A nick change from n3.
     carol

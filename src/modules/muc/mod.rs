@@ -4,7 +4,9 @@
 //! handled at a time, start to finish, so every occupant sees the room's stanzas in one order.
 //! Fan-out happens under that lock through `Router::route`, which only queues to sessions and
 //! never waits on a slow client. Persistent rooms keep their configuration, affiliations and
-//! subject in storage and are loaded when the service first sees a stanza.
+//! subject in storage and are loaded when the service first sees a stanza. On a cluster, each
+//! room is served by one node at a time and loaded by the node that comes to serve it; the
+//! others pass its stanzas there (`cluster`).
 //!
 //! Limitations (documented for clients): one occupant per full JID; a second session of the
 //! same account may join under another nick but not the same one (`conflict`); only users of
