@@ -5,7 +5,9 @@
 //! router, which already reaches sessions wherever they are.
 //!
 //! Which node serves a room is remembered per room, so that Redis is asked once per room
-//! and not per stanza; it is asked again when that node dies or cannot be reached. A node
+//! and not per stanza; it is asked again when that node dies or cannot be reached, and, by a
+//! node serving a room, once per node timeout (a node cut off from Redis that long had its
+//! rooms taken over: its occupants are sent to the new node with status 332). A node
 //! that becomes a room's owner loads it from storage as a single node does at start:
 //! persistent rooms come back with their configuration, affiliations and subject (and their
 //! archive, which is in storage anyway); the in-memory history and the occupants are lost with
@@ -16,13 +18,14 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
+use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::room::{ItemExtra, Role};
@@ -283,8 +286,51 @@ fn decode(payload: &[u8]) -> Option<(u8, Jid, Element)> {
     Some((forwards, to, stanza))
 }
 
+/// What other nodes send on `TOPIC`, handled in the order it came but off the task that
+/// receives from the cluster link: a room waiting on storage (its archive's queue full, a room
+/// loaded when taken over) must not hold up deliveries to this node's sessions.
+pub(super) struct Inbox {
+    muc: Arc<Muc>,
+    queue: OnceLock<mpsc::UnboundedSender<(NodeId, Vec<u8>)>>,
+}
+
+impl Inbox {
+    pub(super) fn new(muc: Arc<Muc>) -> Arc<Inbox> {
+        Arc::new(Inbox {
+            muc,
+            queue: OnceLock::new(),
+        })
+    }
+}
+
 #[async_trait]
-impl ClusterTopic for Muc {
+impl ClusterTopic for Inbox {
+    async fn received(&self, router: &Arc<Router>, from: NodeId, payload: Vec<u8>) {
+        let queue = self.queue.get_or_init(|| {
+            let (queue, items) = mpsc::unbounded_channel();
+            // The router owns this inbox: a strong reference here would keep both alive
+            // after shutdown, the task waiting forever.
+            tokio::spawn(work(self.muc.clone(), Arc::downgrade(router), items));
+            queue
+        });
+        let _ = queue.send((from, payload));
+    }
+}
+
+async fn work(
+    muc: Arc<Muc>,
+    router: Weak<Router>,
+    mut items: mpsc::UnboundedReceiver<(NodeId, Vec<u8>)>,
+) {
+    while let Some((from, payload)) = items.recv().await {
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        muc.received(&router, from, payload).await;
+    }
+}
+
+impl Muc {
     async fn received(&self, router: &Arc<Router>, from: NodeId, payload: Vec<u8>) {
         let Some(cluster) = router.cluster() else {
             return;

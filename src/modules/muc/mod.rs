@@ -313,7 +313,7 @@ impl Module for Muc {
             registry.component(service.clone(), self.clone());
         }
         self.departures.register(registry);
-        registry.cluster_topic(cluster::TOPIC, self.clone());
+        registry.cluster_topic(cluster::TOPIC, cluster::Inbox::new(self.clone()));
         registry.node_gone_hook(Priority::Presence, self.clone());
         registry.shutdown_hook(Priority::Presence, self.clone());
         registry.remote_domain_hook(Priority::Presence, self.clone());
