@@ -512,7 +512,7 @@ async fn occupants_of_a_dead_node_leave_the_room_with_status_333() {
     let Some((schema, [n1, n2, mut n3])) = cluster(71).await else {
         return;
     };
-    for user in ["alice", "bob", "carol"] {
+    for user in ["alice", "bob", "carol", "dave"] {
         n1.add_user(user).await;
     }
     let all = [&n1, &n2, &n3];
@@ -537,6 +537,22 @@ async fn occupants_of_a_dead_node_leave_the_room_with_status_333() {
         s.expect(|el| is_presence_from(el, &format!("{room}/Carol"), None))
             .await;
     }
+
+    // A session lost on a node that does not serve the room: 333 too, as on a single node.
+    let mut dave = online(&n2, &all, "dave").await;
+    join(&mut dave, &room, "Dave").await;
+    alice
+        .expect(|el| is_presence_from(el, &format!("{room}/Dave"), None))
+        .await;
+    drop(dave);
+    let gone = alice
+        .expect(|el| is_presence_from(el, &format!("{room}/Dave"), Some("unavailable")))
+        .await;
+    assert!(
+        codes(&gone).contains(&333),
+        "{}",
+        corvid::xml::to_string(&gone)
+    );
 
     n3.crash();
     drop(carol);

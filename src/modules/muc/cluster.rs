@@ -30,7 +30,9 @@ use tracing::warn;
 
 use super::room::{ItemExtra, Role};
 use super::{departures, persist, Muc};
-use crate::router::{ClusterLink, ClusterTopic, NodeGoneHook, NodeId, Router, ShutdownHook};
+use crate::router::{
+    ClusterLink, ClusterTopic, NodeGoneHook, NodeId, Router, SessionEnd, ShutdownHook,
+};
 use crate::stanza::{self, Condition, ErrorType, Kind, StanzaError};
 
 /// Stanzas for rooms, passed to the node serving them.
@@ -40,6 +42,9 @@ pub(super) const TOPIC: &str = "muc";
 /// by a node that was asked but no longer serves the room (it moved meanwhile). Never more,
 /// so two nodes that each believe the other serves a room cannot pass a stanza back and forth.
 pub(super) const FORWARDS: u8 = 2;
+
+/// Marks a passed stanza as the goodbye of a session lost on the node it came from.
+const LOST: u8 = b'l';
 
 /// What a node that is shutting down tells the others on `TOPIC`: it serves no room any more.
 const LEAVING: u8 = b'L';
@@ -216,24 +221,44 @@ impl Muc {
     }
 
     /// Handles a stanza for a room on the node that serves it: here, or passed on there.
-    /// `forwards` says how many times it may still be passed on.
+    /// `forwards` says how many times it may still be passed on; `lost`, that it is the
+    /// goodbye of a session lost on the node it came from.
     pub(super) async fn to_serving_node(
         &self,
         router: &Arc<Router>,
-        cluster: &Arc<dyn ClusterLink>,
         kind: Kind,
         to: Jid,
         stanza: Element,
         forwards: u8,
+        lost: bool,
     ) {
+        let Some(cluster) = router.cluster() else {
+            self.handle_here(router, kind, to, stanza).await;
+            return;
+        };
         let room = to.to_bare();
         // A stanza passed on by another node has its last hop left when that node believed
         // this one serves the room: what this node remembers may be the stale side.
         let trust_others = forwards == FORWARDS;
         match self.serving(router, cluster, &room, trust_others).await {
+            Serving::Here if lost => {
+                // The room tells a session lost from one that left (status 333) by why it
+                // ended, which only the node it was on knew.
+                let session = stanza.attr("from").and_then(|f| FullJid::new(f).ok());
+                match session {
+                    Some(session) => {
+                        self.departures
+                            .note_elsewhere(&session, SessionEnd::ConnectionLost);
+                        self.handle_here(router, kind, to, stanza).await;
+                        self.departures.forget(&session);
+                    }
+                    None => self.handle_here(router, kind, to, stanza).await,
+                }
+            }
             Serving::Here => self.handle_here(router, kind, to, stanza).await,
             Serving::There(node) if forwards > 0 => {
-                let payload = encode(forwards - 1, &to, &stanza);
+                let lost = lost || self.is_goodbye_of_lost_session(kind, &stanza);
+                let payload = encode(forwards - 1, lost, &to, &stanza);
                 if !cluster.send(node, TOPIC, payload) {
                     self.placement.forget(&room, node);
                     unreachable(router, kind, &stanza);
@@ -245,6 +270,19 @@ impl Muc {
             }
             Serving::Unknown => unreachable(router, kind, &stanza),
         }
+    }
+}
+
+impl Muc {
+    /// An unavailable presence the presence module sends for a session of this node that was
+    /// lost (its connection broke, or the server ended it).
+    fn is_goodbye_of_lost_session(&self, kind: Kind, stanza: &Element) -> bool {
+        kind == Kind::Presence
+            && stanza::stanza_type(stanza) == "unavailable"
+            && stanza
+                .attr("from")
+                .and_then(|f| FullJid::new(f).ok())
+                .is_some_and(|session| self.departures.is_lost(&session))
     }
 }
 
@@ -264,26 +302,34 @@ fn unreachable(router: &Router, kind: Kind, stanza: &Element) {
     }
 }
 
-/// The forwards left, the address the router had, and the stanza as it was.
-fn encode(forwards: u8, to: &Jid, stanza: &Element) -> Vec<u8> {
+/// The forwards left, whether it is the goodbye of a lost session, the address the router
+/// had, and the stanza as it was.
+fn encode(forwards: u8, lost: bool, to: &Jid, stanza: &Element) -> Vec<u8> {
     let xml = crate::xml::to_bytes(stanza);
-    let mut payload = Vec::with_capacity(2 + to.as_str().len() + xml.len());
+    let mut payload = Vec::with_capacity(3 + to.as_str().len() + xml.len());
     payload.push(b'0' + forwards);
+    payload.push(if lost { LOST } else { b'-' });
     payload.extend_from_slice(to.as_str().as_bytes());
     payload.push(b'\n');
     payload.extend_from_slice(&xml);
     payload
 }
 
-fn decode(payload: &[u8]) -> Option<(u8, Jid, Element)> {
+fn decode(payload: &[u8]) -> Option<(u8, bool, Jid, Element)> {
     let (&first, rest) = payload.split_first()?;
     let forwards = first.checked_sub(b'0').filter(|n| *n < FORWARDS)?;
+    let (&flag, rest) = rest.split_first()?;
+    let lost = match flag {
+        LOST => true,
+        b'-' => false,
+        _ => return None,
+    };
     let newline = rest.iter().position(|b| *b == b'\n')?;
     let to = Jid::new(std::str::from_utf8(&rest[..newline]).ok()?).ok()?;
     let xml = &rest[newline + 1..];
     let limits = crate::xml::XmlLimits::with_max_size(xml.len().max(1));
     let stanza = crate::xml::parse_standalone(xml, limits).ok()?;
-    Some((forwards, to, stanza))
+    Some((forwards, lost, to, stanza))
 }
 
 /// What other nodes send on `TOPIC`, handled in the order it came but off the task that
@@ -332,25 +378,25 @@ async fn work(
 
 impl Muc {
     async fn received(&self, router: &Arc<Router>, from: NodeId, payload: Vec<u8>) {
-        let Some(cluster) = router.cluster() else {
+        if router.cluster().is_none() {
             return;
-        };
+        }
         if payload == [LEAVING] {
             self.placement.departing.insert(from, Instant::now());
             self.placement.forget_node(from);
             return;
         }
-        let decoded = decode(&payload).and_then(|(forwards, to, stanza)| {
-            Kind::of(&stanza).map(|kind| (forwards, to, kind, stanza))
+        let decoded = decode(&payload).and_then(|(forwards, lost, to, stanza)| {
+            Kind::of(&stanza).map(|kind| (forwards, lost, to, kind, stanza))
         });
-        let Some((forwards, to, kind, stanza)) = decoded else {
+        let Some((forwards, lost, to, kind, stanza)) = decoded else {
             warn!(node = from.0, "unreadable room stanza from another node");
             return;
         };
         if to.node().is_none() {
             return;
         }
-        self.to_serving_node(router, cluster, kind, to, stanza, forwards)
+        self.to_serving_node(router, kind, to, stanza, forwards, lost)
             .await;
     }
 }
@@ -427,12 +473,15 @@ mod tests {
             to='room@conference.localhost/nick' type='chat'><body>hi &amp; bye</body></message>"
             .parse()
             .unwrap();
-        let (forwards, back_to, back) = decode(&encode(1, &to, &stanza)).unwrap();
-        assert_eq!((forwards, &back_to), (1, &to));
+        let (forwards, lost, back_to, back) = decode(&encode(1, true, &to, &stanza)).unwrap();
+        assert_eq!((forwards, lost, &back_to), (1, true, &to));
         assert_eq!(back, stanza);
-        assert!(decode(&encode(FORWARDS, &to, &stanza)).is_none());
+        let (_, lost, _, _) = decode(&encode(0, false, &to, &stanza)).unwrap();
+        assert!(!lost);
+        assert!(decode(&encode(FORWARDS, false, &to, &stanza)).is_none());
         assert!(decode(b"").is_none());
-        assert!(decode(b"1room@conference.localhost").is_none());
-        assert!(decode(b"1room@conference.localhost\n<message").is_none());
+        assert!(decode(b"1-room@conference.localhost").is_none());
+        assert!(decode(b"1xroom@conference.localhost\n<message xmlns='jabber:client'/>").is_none());
+        assert!(decode(b"1-room@conference.localhost\n<message").is_none());
     }
 }

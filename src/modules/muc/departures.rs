@@ -35,6 +35,24 @@ impl Departures {
     pub fn why(&self, session: &FullJid) -> Option<SessionEnd> {
         self.ending.get(session).map(|why| *why)
     }
+
+    /// Whether the session's goodbye is that of a session lost (status 333).
+    pub fn is_lost(&self, session: &FullJid) -> bool {
+        matches!(
+            self.why(session),
+            Some(SessionEnd::ConnectionLost | SessionEnd::ByServer)
+        )
+    }
+
+    /// On a node of a cluster serving a room: a session that ended on another node, whose
+    /// goodbye that node passed here, ended for `why` while the goodbye is handled.
+    pub fn note_elsewhere(&self, session: &FullJid, why: SessionEnd) {
+        self.ending.insert(session.clone(), why);
+    }
+
+    pub fn forget(&self, session: &FullJid) {
+        self.ending.remove(session);
+    }
 }
 
 struct Note(Arc<Departures>);

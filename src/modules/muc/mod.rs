@@ -343,8 +343,8 @@ impl RemoteDomainHook for Muc {
 #[async_trait]
 impl Component for Muc {
     async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element) {
-        if let (Some(cluster), Some(_)) = (router.cluster(), to.node()) {
-            self.to_serving_node(router, cluster, kind, to, stanza, cluster::FORWARDS)
+        if router.cluster().is_some() && to.node().is_some() {
+            self.to_serving_node(router, kind, to, stanza, cluster::FORWARDS, false)
                 .await;
             return;
         }
