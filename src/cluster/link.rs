@@ -11,7 +11,9 @@ use tracing::{error, info, warn};
 
 use super::wire::{Entry, Envelope, Event};
 use super::{Cluster, ClusterError};
-use crate::router::NodeId;
+use jid::FullJid;
+
+use crate::router::{Location, NodeId, Outbound};
 
 /// How long one Redis command may take before the link counts as down.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -241,8 +243,29 @@ fn apply_event(cluster: &Cluster, payload: &[u8]) {
         return;
     }
     match event {
-        Event::Set { node, jid, entry } => cluster.mirror.set(node, jid, entry),
+        Event::Set { node, jid, entry } => {
+            end_if_replaced(cluster, &jid, entry.seq);
+            cluster.mirror.set(node, jid, entry)
+        }
         Event::Unbound { node, jid, seq } => cluster.mirror.unbind(node, &jid, seq),
+    }
+}
+
+/// Two nodes bound the same full JID at once, each before hearing of the other: the later
+/// bind wins everywhere (sequences come from the clock), as one node's would.
+fn end_if_replaced(cluster: &Cluster, jid: &FullJid, remote_seq: u64) {
+    let Some(local) = cluster.local() else {
+        return;
+    };
+    let mut older_here = false;
+    local.resources(&jid.to_bare(), &mut |resource| {
+        if resource.jid == jid && resource.location == Location::Local && resource.seq < remote_seq
+        {
+            older_here = true;
+        }
+    });
+    if older_here {
+        local.order_local(jid, Outbound::Replaced);
     }
 }
 
