@@ -35,7 +35,9 @@ fn is_own_presence(jid: &str) -> impl Fn(&Element) -> bool + '_ {
 /// Sends presence with `priority` and waits for it to come back.
 async fn set_priority(session: &mut Session, priority: i8) {
     session
-        .send(&format!("<presence><priority>{priority}</priority></presence>"))
+        .send(&format!(
+            "<presence><priority>{priority}</priority></presence>"
+        ))
         .await;
     let jid = session.jid.clone();
     session.expect(is_own_presence(&jid)).await;
@@ -77,7 +79,11 @@ async fn chat_to_a_full_jid_on_another_node_both_ways_and_in_order() {
         .send("<message to='bob@localhost/b' type='chat' id='x1'><body>hi bob</body></message>")
         .await;
     let got = bob.expect(has_body).await;
-    assert_eq!(got.attr("from"), Some("alice@localhost/a"), "server stamps from");
+    assert_eq!(
+        got.attr("from"),
+        Some("alice@localhost/a"),
+        "server stamps from"
+    );
     assert_eq!(got.attr("to"), Some("bob@localhost/b"));
     assert_eq!(got.attr("id"), Some("x1"));
     assert_eq!(got.attr("type"), Some("chat"));
@@ -371,8 +377,10 @@ async fn iq_to_a_full_jid_on_another_node_and_its_answer() {
     assert_eq!(identity.attr("name"), Some("test"));
 
     // An error answer travels back the same way.
-    bob.send("<iq to='alice@localhost/a' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>")
-        .await;
+    bob.send(
+        "<iq to='alice@localhost/a' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>",
+    )
+    .await;
     let asked = alice
         .expect(|el| el.name() == "iq" && el.attr("id") == Some("v1"))
         .await;
@@ -447,7 +455,11 @@ fn carbon_of<'a>(el: &'a Element, direction: &str, account: &str) -> Option<&'a 
         .get_child("message", "jabber:client")
 }
 
-fn is_carbon(direction: &'static str, account: &'static str, text: &'static str) -> impl Fn(&Element) -> bool {
+fn is_carbon(
+    direction: &'static str,
+    account: &'static str,
+    text: &'static str,
+) -> impl Fn(&Element) -> bool {
     move |el| {
         carbon_of(el, direction, account).is_some_and(|inner| body(inner).as_deref() == Some(text))
     }
@@ -505,7 +517,10 @@ async fn carbons_reach_enabled_resources_on_other_nodes() {
     phone.send_marker(BOB, &marker).await;
     for session in [&mut pc, &mut tab] {
         let seen = session.until_marker(&marker).await;
-        let direct = seen.iter().filter(|el| body_is("to bob's bare jid")(el)).count();
+        let direct = seen
+            .iter()
+            .filter(|el| body_is("to bob's bare jid")(el))
+            .count();
         let copies = seen
             .iter()
             .filter(|el| carbon_of(el, "received", BOB).is_some())
@@ -565,8 +580,10 @@ async fn a_block_made_on_one_node_holds_on_the_others() {
         error_condition(&error).as_deref(),
         Some("service-unavailable")
     );
-    bob.send("<message to='alice@localhost' type='chat' id='m2'><body>hello bare?</body></message>")
-        .await;
+    bob.send(
+        "<message to='alice@localhost' type='chat' id='m2'><body>hello bare?</body></message>",
+    )
+    .await;
     let error = bob.expect(|el| el.attr("id") == Some("m2")).await;
     assert_eq!(error.attr("type"), Some("error"), "{error:?}");
     let error = bob

@@ -65,9 +65,10 @@ impl TestCluster {
     }
 
     async fn start_node(&self, i: usize, adjust: &impl Fn(usize, &mut Config)) -> TestServer {
-        let backend = corvid::storage::PostgresStorage::open_with_schema(&self.postgres, &self.schema)
-            .await
-            .expect("postgres schema");
+        let backend =
+            corvid::storage::PostgresStorage::open_with_schema(&self.postgres, &self.schema)
+                .await
+                .expect("postgres schema");
         let storage = Storage::from_backend(Arc::new(backend));
         let dir = tempfile::tempdir().expect("temp dir");
         let address = Self::address(i);
