@@ -180,6 +180,9 @@ async fn bare_jid_with_equal_priorities_reaches_each_resource_once() {
     for session in &bobs {
         cluster.until_available_everywhere(&session.jid, 0).await;
     }
+    // A resource of Alice on node 3 that never enabled carbons.
+    let mut tablet = cluster.online(3, "alice", "tablet").await;
+    cluster.until_available_everywhere(&tablet.jid, 0).await;
     let mut alice = cluster.online(1, "alice", "a").await;
     chat(&mut alice, BOB, "to all").await;
     let marker = Session::marker();
@@ -542,6 +545,15 @@ async fn carbons_reach_enabled_resources_on_other_nodes() {
     let seen = phone.drain().await;
     assert!(
         seen.iter().all(|el| carbon_of(el, "sent", ALICE).is_none()),
+        "{seen:?}"
+    );
+    // The tablet without carbons got no copy of anything.
+    let marker = Session::marker();
+    pc.send_marker(&tablet.jid.clone(), &marker).await;
+    let seen = tablet.until_marker(&marker).await;
+    assert!(
+        seen.iter()
+            .all(|el| el.name() != "message" || el.attr("from") != Some(ALICE)),
         "{seen:?}"
     );
     cluster.finish().await;
