@@ -180,9 +180,6 @@ async fn bare_jid_with_equal_priorities_reaches_each_resource_once() {
     for session in &bobs {
         cluster.until_available_everywhere(&session.jid, 0).await;
     }
-    // A resource of Alice on node 3 that never enabled carbons.
-    let mut tablet = cluster.online(3, "alice", "tablet").await;
-    cluster.until_available_everywhere(&tablet.jid, 0).await;
     let mut alice = cluster.online(1, "alice", "a").await;
     chat(&mut alice, BOB, "to all").await;
     let marker = Session::marker();
@@ -485,6 +482,9 @@ async fn carbons_reach_enabled_resources_on_other_nodes() {
         enable_carbons(&cluster, session).await;
         cluster.until_available_everywhere(&session.jid, 0).await;
     }
+    // A resource of Alice on node 3 that never enabled carbons.
+    let mut tablet = cluster.online(3, "alice", "tablet").await;
+    cluster.until_available_everywhere(&tablet.jid, 0).await;
 
     // Sent from node 1 to a contact's full JID on node 3: the sender's sibling on node 2 gets
     // the sent carbon, the contact's sibling on node 1 the received one.
