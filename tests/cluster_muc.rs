@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::TestCluster;
+use common::cluster::{expect, TestCluster};
 use common::xmpp::{error_condition, Session};
 use minidom::Element;
 
@@ -95,9 +95,7 @@ async fn a_room_with_occupants_on_three_nodes() {
             .any(|el| is_from(el, "presence", &occupant("Alice"))),
         "{seen:?}"
     );
-    let bob_seen = alice
-        .expect(|el| is_from(el, "presence", &occupant("Bob")))
-        .await;
+    let bob_seen = expect(&mut alice, |el| is_from(el, "presence", &occupant("Bob"))).await;
     assert_eq!(bob_seen.attr("type"), None);
 
     // Carol joins from node 3: she sees both; both see her.
@@ -110,9 +108,7 @@ async fn a_room_with_occupants_on_three_nodes() {
         );
     }
     for session in [&mut alice, &mut bob] {
-        session
-            .expect(|el| is_from(el, "presence", &occupant("Carol")))
-            .await;
+        expect(session, |el| is_from(el, "presence", &occupant("Carol"))).await;
     }
     // Each node answers for the same room: three occupants.
     for session in [&mut alice, &mut bob, &mut carol] {
@@ -141,9 +137,10 @@ async fn a_room_with_occupants_on_three_nodes() {
     ))
     .await;
     for session in [&mut alice, &mut bob, &mut carol] {
-        let got = session
-            .expect(|el| groupchat_body(el).as_deref() == Some("from node 2"))
-            .await;
+        let got = expect(session, |el| {
+            groupchat_body(el).as_deref() == Some("from node 2")
+        })
+        .await;
         assert_eq!(got.attr("from"), Some(occupant("Bob").as_str()));
     }
     for (k, session) in [&mut alice, &mut carol].into_iter().enumerate() {
@@ -176,16 +173,15 @@ async fn a_room_with_occupants_on_three_nodes() {
             occupant("Carol")
         ))
         .await;
-    let got = carol
-        .expect(|el| {
-            el.name() == "message"
-                && el
-                    .get_child("body", "jabber:client")
-                    .map(|b| b.text())
-                    .as_deref()
-                    == Some("psst")
-        })
-        .await;
+    let got = expect(&mut carol, |el| {
+        el.name() == "message"
+            && el
+                .get_child("body", "jabber:client")
+                .map(|b| b.text())
+                .as_deref()
+                == Some("psst")
+    })
+    .await;
     assert_eq!(got.attr("from"), Some(occupant("Alice").as_str()));
 
     // Carol leaves from node 3: she gets her own unavailable with 110, the others see her go.
@@ -195,19 +191,16 @@ async fn a_room_with_occupants_on_three_nodes() {
             occupant("Carol")
         ))
         .await;
-    let own = carol
-        .expect(|el| {
+    let own = expect(&mut carol, |el| {
+        is_from(el, "presence", &occupant("Carol")) && el.attr("type") == Some("unavailable")
+    })
+    .await;
+    assert!(codes(&own).contains(&110), "{own:?}");
+    for session in [&mut alice, &mut bob] {
+        let seen = expect(session, |el| {
             is_from(el, "presence", &occupant("Carol")) && el.attr("type") == Some("unavailable")
         })
         .await;
-    assert!(codes(&own).contains(&110), "{own:?}");
-    for session in [&mut alice, &mut bob] {
-        let seen = session
-            .expect(|el| {
-                is_from(el, "presence", &occupant("Carol"))
-                    && el.attr("type") == Some("unavailable")
-            })
-            .await;
         assert!(!codes(&seen).contains(&110));
     }
     // Gone means gone: her messages are refused now.
@@ -216,16 +209,15 @@ async fn a_room_with_occupants_on_three_nodes() {
             "<message to='{room}' type='groupchat' id='late'><body>x</body></message>"
         ))
         .await;
-    let error = carol.expect(|el| el.attr("id") == Some("late")).await;
+    let error = expect(&mut carol, |el| el.attr("id") == Some("late")).await;
     assert_eq!(error_condition(&error).as_deref(), Some("not-acceptable"));
 
     // Bob drops off node 2 without a word: Alice sees him leave with 333.
     drop(bob);
-    let seen = alice
-        .expect(|el| {
-            is_from(el, "presence", &occupant("Bob")) && el.attr("type") == Some("unavailable")
-        })
-        .await;
+    let seen = expect(&mut alice, |el| {
+        is_from(el, "presence", &occupant("Bob")) && el.attr("type") == Some("unavailable")
+    })
+    .await;
     assert!(codes(&seen).contains(&333), "{:?}", codes(&seen));
     cluster.finish().await;
 }

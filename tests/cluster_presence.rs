@@ -8,7 +8,7 @@
 mod common;
 
 use common::account;
-use common::cluster::{expect_all, TestCluster};
+use common::cluster::{expect, expect_all, TestCluster};
 use common::xmpp::{is_presence, is_roster_push, pushed_item, Session};
 use corvid::storage::Subscription;
 use minidom::Element;
@@ -51,7 +51,7 @@ async fn contacts_on_other_nodes_see_presence_probes_and_logout() {
         &[&available_from(&alice_jid), &available_from(&laptop.jid)],
     )
     .await;
-    laptop.expect(available_from(&alice_jid)).await;
+    expect(&mut laptop, available_from(&alice_jid)).await;
     cluster.until_available_everywhere(&alice_jid, 0).await;
 
     // A second resource of Bob on node 3 gets Alice's presence (from node 1) and its
@@ -67,26 +67,26 @@ async fn contacts_on_other_nodes_see_presence_probes_and_logout() {
         ],
     )
     .await;
-    alice.expect(available_from(&tablet_jid)).await;
-    laptop.expect(available_from(&tablet_jid)).await;
+    expect(&mut alice, available_from(&tablet_jid)).await;
+    expect(&mut laptop, available_from(&tablet_jid)).await;
 
     // A change reaches both of Bob's resources, on their two nodes (§4.4).
     alice.send("<presence><show>away</show></presence>").await;
     for session in [&mut laptop, &mut tablet] {
-        let away = session.expect(available_from(&alice_jid)).await;
+        let away = expect(session, available_from(&alice_jid)).await;
         assert_eq!(show(&away).as_deref(), Some("away"), "{}", session.jid);
     }
 
     // Bob's tablet drops off without a word: Alice and the laptop hear it is gone (§4.5).
     drop(tablet);
-    alice.expect(unavailable_from(&tablet_jid)).await;
-    laptop.expect(unavailable_from(&tablet_jid)).await;
+    expect(&mut alice, unavailable_from(&tablet_jid)).await;
+    expect(&mut laptop, unavailable_from(&tablet_jid)).await;
 
     // Alice goes unavailable with a status, then logs out: Bob gets the status once.
     alice
         .send("<presence type='unavailable'><status>bye</status></presence>")
         .await;
-    let gone = laptop.expect(unavailable_from(&alice_jid)).await;
+    let gone = expect(&mut laptop, unavailable_from(&alice_jid)).await;
     assert_eq!(status(&gone).as_deref(), Some("bye"));
     alice.send("</stream:stream>").await;
     assert!(alice.raw.closed().await);
@@ -99,12 +99,12 @@ async fn contacts_on_other_nodes_see_presence_probes_and_logout() {
         &[&available_from(&alice_jid), &available_from(&laptop.jid)],
     )
     .await;
-    laptop.expect(available_from(&alice_jid)).await;
+    expect(&mut laptop, available_from(&alice_jid)).await;
 
     // Bob's laptop logs out cleanly: Alice on node 3 gets unavailable.
     let laptop_jid = laptop.jid.clone();
     laptop.send("</stream:stream>").await;
-    again.expect(unavailable_from(&laptop_jid)).await;
+    expect(&mut again, unavailable_from(&laptop_jid)).await;
     cluster.finish().await;
 }
 
@@ -122,16 +122,14 @@ async fn subscription_request_and_approval_across_nodes() {
     alice
         .send(&format!("<presence type='subscribe' to='{BOB}'/>"))
         .await;
-    let push = alice.expect(is_roster_push).await;
+    let push = expect(&mut alice, is_roster_push).await;
     let item = pushed_item(&push).expect("item");
     assert_eq!(item.attr("jid"), Some(BOB));
     assert_eq!(item.attr("ask"), Some("subscribe"));
 
     // Bob was offline: the request waits and reaches him when he comes online on node 2.
     let mut bob = cluster.login_available(2, "bob", "laptop").await;
-    let request = bob
-        .expect(|el| is_presence(el, Some("subscribe"), ALICE))
-        .await;
+    let request = expect(&mut bob, |el| is_presence(el, Some("subscribe"), ALICE)).await;
     assert_eq!(request.attr("to"), Some(BOB));
     cluster.until_available_everywhere(&bob.jid, 0).await;
 
@@ -155,9 +153,7 @@ async fn subscription_request_and_approval_across_nodes() {
     // The other way, both online on their nodes.
     bob.send(&format!("<presence type='subscribe' to='{ALICE}'/>"))
         .await;
-    alice
-        .expect(|el| is_presence(el, Some("subscribe"), BOB))
-        .await;
+    expect(&mut alice, |el| is_presence(el, Some("subscribe"), BOB)).await;
     alice
         .send(&format!("<presence type='subscribed' to='{BOB}'/>"))
         .await;
@@ -184,10 +180,10 @@ async fn subscription_request_and_approval_across_nodes() {
     // Each node now broadcasts to the contact on the other: the rosters each node holds
     // (cached or not) know the new subscriptions.
     alice.send("<presence><show>dnd</show></presence>").await;
-    let seen = bob.expect(available_from(&alice_jid)).await;
+    let seen = expect(&mut bob, available_from(&alice_jid)).await;
     assert_eq!(show(&seen).as_deref(), Some("dnd"));
     bob.send("<presence><show>xa</show></presence>").await;
-    let seen = alice.expect(available_from(&bob_jid)).await;
+    let seen = expect(&mut alice, available_from(&bob_jid)).await;
     assert_eq!(show(&seen).as_deref(), Some("xa"));
 
     // A resource of Bob on node 3 gets Alice's presence from the probe.
@@ -199,7 +195,7 @@ async fn subscription_request_and_approval_across_nodes() {
     )
     .await;
     assert_eq!(show(&found[1]).as_deref(), Some("dnd"));
-    alice.expect(available_from(&desk_jid)).await;
+    expect(&mut alice, available_from(&desk_jid)).await;
 
     // Alice cancels Bob's subscription to her: Bob's resources on nodes 2 and 3 get
     // unavailable from her (§3.2.2).
@@ -214,7 +210,7 @@ async fn subscription_request_and_approval_across_nodes() {
         ],
     )
     .await;
-    desk.expect(unavailable_from(&alice_jid)).await;
+    expect(&mut desk, unavailable_from(&alice_jid)).await;
     // From now on her broadcasts do not reach him.
     alice.send("<presence><show>chat</show></presence>").await;
     let _ = alice.drain().await;
@@ -244,7 +240,7 @@ async fn directed_presence_across_nodes_ends_with_the_session() {
     alice
         .send("<presence to='carol@localhost'><status>hi carol</status></presence>")
         .await;
-    let seen = carol.expect(available_from(&alice.jid)).await;
+    let seen = expect(&mut carol, available_from(&alice.jid)).await;
     assert_eq!(status(&seen).as_deref(), Some("hi carol"));
 
     // A broadcast does not reach a directed-presence recipient.
@@ -258,17 +254,17 @@ async fn directed_presence_across_nodes_ends_with_the_session() {
     // The session ends (abruptly) on node 1: carol on node 3 is told.
     let alice_jid = alice.jid.clone();
     drop(alice);
-    carol.expect(unavailable_from(&alice_jid)).await;
+    expect(&mut carol, unavailable_from(&alice_jid)).await;
 
     // Directed presence to a full JID on another node, then explicit unavailable to it.
     let mut alice = cluster.online(2, "alice", "r2").await;
     cluster.until_visible(2, &carol.jid).await;
     let carol_jid = carol.jid.clone();
     alice.send(&format!("<presence to='{carol_jid}'/>")).await;
-    carol.expect(available_from(&alice.jid)).await;
+    expect(&mut carol, available_from(&alice.jid)).await;
     alice
         .send(&format!("<presence type='unavailable' to='{carol_jid}'/>"))
         .await;
-    carol.expect(unavailable_from(&alice.jid)).await;
+    expect(&mut carol, unavailable_from(&alice.jid)).await;
     cluster.finish().await;
 }

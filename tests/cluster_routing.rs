@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cluster::TestCluster;
+use common::cluster::{expect, TestCluster};
 use common::xmpp::{error_condition, Session};
 use corvid::router::Location;
 use minidom::Element;
@@ -40,7 +40,7 @@ async fn set_priority(session: &mut Session, priority: i8) {
         ))
         .await;
     let jid = session.jid.clone();
-    session.expect(is_own_presence(&jid)).await;
+    expect(session, is_own_presence(&jid)).await;
 }
 
 async fn chat(from: &mut Session, to: &str, text: &str) {
@@ -78,7 +78,7 @@ async fn chat_to_a_full_jid_on_another_node_both_ways_and_in_order() {
     alice
         .send("<message to='bob@localhost/b' type='chat' id='x1'><body>hi bob</body></message>")
         .await;
-    let got = bob.expect(has_body).await;
+    let got = expect(&mut bob, has_body).await;
     assert_eq!(
         got.attr("from"),
         Some("alice@localhost/a"),
@@ -91,7 +91,7 @@ async fn chat_to_a_full_jid_on_another_node_both_ways_and_in_order() {
 
     bob.send("<message to='alice@localhost/a' type='chat' id='x2'><body>hi alice</body></message>")
         .await;
-    let got = alice.expect(has_body).await;
+    let got = expect(&mut alice, has_body).await;
     assert_eq!(got.attr("from"), Some("bob@localhost/b"));
     assert_eq!(body(&got).as_deref(), Some("hi alice"));
 
@@ -107,7 +107,7 @@ async fn chat_to_a_full_jid_on_another_node_both_ways_and_in_order() {
         alice.send(&xml).await;
     }
     for k in 0..200 {
-        let got = bob.expect(has_body).await;
+        let got = expect(&mut bob, has_body).await;
         assert_eq!(body(&got), Some(format!("seq {k}")), "message {k}");
         assert_eq!(got.attr("from"), Some("alice@localhost/a"));
     }
@@ -120,7 +120,7 @@ async fn chat_to_a_full_jid_on_another_node_both_ways_and_in_order() {
     }
     bob.send(&xml).await;
     for k in 0..200 {
-        let got = alice.expect(has_body).await;
+        let got = expect(&mut alice, has_body).await;
         assert_eq!(body(&got), Some(format!("back {k}")), "message {k}");
     }
     cluster.finish().await;
@@ -150,7 +150,7 @@ async fn bare_jid_reaches_every_non_negative_resource_on_every_node() {
         .send("<message to='bob@localhost' type='chat' id='c1'><body>to bare</body></message>")
         .await;
     for session in [&mut phone, &mut laptop] {
-        let got = session.expect(has_body).await;
+        let got = expect(session, has_body).await;
         assert_eq!(body(&got).as_deref(), Some("to bare"), "{}", session.jid);
         assert_eq!(got.attr("from"), Some("alice@localhost/a"));
     }
@@ -159,7 +159,7 @@ async fn bare_jid_reaches_every_non_negative_resource_on_every_node() {
     alice
         .send("<message to='bob@localhost/bot' type='chat' id='c2'><body>to bot</body></message>")
         .await;
-    let got = bot.expect(has_body).await;
+    let got = expect(&mut bot, has_body).await;
     assert_eq!(body(&got).as_deref(), Some("to bot"));
     assert_eq!(cluster.offline_count("bob").await, 0);
     cluster.finish().await;
@@ -215,7 +215,7 @@ async fn no_available_resource_stores_offline_and_any_node_delivers_it() {
     let mut bob = cluster.login(3, "bob", "r").await;
     bob.send("<presence/>").await;
     for text in ["one", "two"] {
-        let got = bob.expect(has_body).await;
+        let got = expect(&mut bob, has_body).await;
         assert_eq!(body(&got).as_deref(), Some(text));
         assert_eq!(got.attr("from"), Some("alice@localhost/a"));
         let delay = got
@@ -250,7 +250,7 @@ async fn full_jid_of_an_absent_resource_across_nodes() {
 
     let mut bob = cluster.login(2, "bob", "r").await;
     bob.send("<presence/>").await;
-    let got = bob.expect(body_is("later")).await;
+    let got = expect(&mut bob, body_is("later")).await;
     assert_eq!(got.attr("from"), Some("alice@localhost/a"));
     cluster.until_available_everywhere(&bob.jid, 0).await;
 
@@ -258,7 +258,7 @@ async fn full_jid_of_an_absent_resource_across_nodes() {
     alice
         .send("<message to='bob@localhost/gone' type='chat' id='x2'><body>redirected</body></message>")
         .await;
-    let got = bob.expect(body_is("redirected")).await;
+    let got = expect(&mut bob, body_is("redirected")).await;
     assert_eq!(got.attr("from"), Some("alice@localhost/a"));
 
     let error = alice
@@ -273,7 +273,7 @@ async fn full_jid_of_an_absent_resource_across_nodes() {
     alice
         .send("<message to='bob@localhost/gone' type='groupchat' id='gc1'><body>x</body></message>")
         .await;
-    let error = alice.expect(|el| el.attr("id") == Some("gc1")).await;
+    let error = expect(&mut alice, |el| el.attr("id") == Some("gc1")).await;
     assert_eq!(error.attr("type"), Some("error"));
     assert_eq!(
         error_condition(&error).as_deref(),
@@ -306,14 +306,14 @@ async fn full_jid_of_an_absent_resource_across_nodes() {
         "{error:?}"
     );
     chat(&mut alice, &left_jid, "to the one that left").await;
-    let got = bob.expect(has_body).await;
+    let got = expect(&mut bob, has_body).await;
     assert_eq!(body(&got).as_deref(), Some("to the one that left"));
 
     // A user that does not exist: refused, as on one node.
     alice
         .send("<message to='ghost@localhost' type='chat' id='g1'><body>boo</body></message>")
         .await;
-    let error = alice.expect(|el| el.attr("id") == Some("g1")).await;
+    let error = expect(&mut alice, |el| el.attr("id") == Some("g1")).await;
     assert_eq!(
         error_condition(&error).as_deref(),
         Some("service-unavailable")
@@ -337,17 +337,19 @@ async fn iq_to_a_full_jid_on_another_node_and_its_answer() {
     alice
         .send("<iq to='bob@localhost/b' type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await;
-    let ping = bob
-        .expect(|el| el.name() == "iq" && el.attr("id") == Some("ping1"))
-        .await;
+    let ping = expect(&mut bob, |el| {
+        el.name() == "iq" && el.attr("id") == Some("ping1")
+    })
+    .await;
     assert_eq!(ping.attr("from"), Some("alice@localhost/a"));
     assert_eq!(ping.attr("type"), Some("get"));
     assert!(ping.has_child("ping", "urn:xmpp:ping"));
     bob.send("<iq to='alice@localhost/a' type='result' id='ping1'/>")
         .await;
-    let pong = alice
-        .expect(|el| el.name() == "iq" && el.attr("id") == Some("ping1"))
-        .await;
+    let pong = expect(&mut alice, |el| {
+        el.name() == "iq" && el.attr("id") == Some("ping1")
+    })
+    .await;
     assert_eq!(pong.attr("type"), Some("result"));
     assert_eq!(pong.attr("from"), Some("bob@localhost/b"));
 
@@ -355,9 +357,10 @@ async fn iq_to_a_full_jid_on_another_node_and_its_answer() {
     alice
         .send("<iq to='bob@localhost/b' type='get' id='info1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         .await;
-    let asked = bob
-        .expect(|el| el.name() == "iq" && el.attr("id") == Some("info1"))
-        .await;
+    let asked = expect(&mut bob, |el| {
+        el.name() == "iq" && el.attr("id") == Some("info1")
+    })
+    .await;
     assert_eq!(asked.attr("from"), Some("alice@localhost/a"));
     bob.send(
         "<iq to='alice@localhost/a' type='result' id='info1'>\
@@ -366,9 +369,10 @@ async fn iq_to_a_full_jid_on_another_node_and_its_answer() {
          <feature var='urn:xmpp:ping'/></query></iq>",
     )
     .await;
-    let info = alice
-        .expect(|el| el.name() == "iq" && el.attr("id") == Some("info1"))
-        .await;
+    let info = expect(&mut alice, |el| {
+        el.name() == "iq" && el.attr("id") == Some("info1")
+    })
+    .await;
     assert_eq!(info.attr("type"), Some("result"));
     let identity = info
         .get_child("query", "http://jabber.org/protocol/disco#info")
@@ -381,17 +385,19 @@ async fn iq_to_a_full_jid_on_another_node_and_its_answer() {
         "<iq to='alice@localhost/a' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>",
     )
     .await;
-    let asked = alice
-        .expect(|el| el.name() == "iq" && el.attr("id") == Some("v1"))
-        .await;
+    let asked = expect(&mut alice, |el| {
+        el.name() == "iq" && el.attr("id") == Some("v1")
+    })
+    .await;
     assert_eq!(asked.attr("from"), Some("bob@localhost/b"));
     alice
         .send("<iq to='bob@localhost/b' type='error' id='v1'><query xmlns='jabber:iq:version'/>\
                <error type='cancel'><feature-not-implemented xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
         .await;
-    let error = bob
-        .expect(|el| el.name() == "iq" && el.attr("id") == Some("v1"))
-        .await;
+    let error = expect(&mut bob, |el| {
+        el.name() == "iq" && el.attr("id") == Some("v1")
+    })
+    .await;
     assert_eq!(error.attr("type"), Some("error"));
     assert_eq!(
         error_condition(&error).as_deref(),
@@ -430,7 +436,7 @@ async fn binding_a_full_jid_held_by_another_node_replaces_it_with_conflict() {
     let mut alice = cluster.online(3, "alice", "a").await;
     chat(&mut alice, &jid, "to the new one").await;
     let mut second = Session::from_raw(second, jid.clone());
-    let got = second.expect(has_body).await;
+    let got = expect(&mut second, has_body).await;
     assert_eq!(body(&got).as_deref(), Some("to the new one"));
     cluster.finish().await;
 }
@@ -491,18 +497,14 @@ async fn carbons_reach_enabled_resources_on_other_nodes() {
     phone
         .send("<message to='bob@localhost/pc' type='chat' id='m1'><body>from the phone</body></message>")
         .await;
-    let got = pc.expect(body_is("from the phone")).await;
+    let got = expect(&mut pc, body_is("from the phone")).await;
     assert_eq!(got.attr("from"), Some("alice@localhost/phone"));
-    let copy = laptop
-        .expect(is_carbon("sent", ALICE, "from the phone"))
-        .await;
+    let copy = expect(&mut laptop, is_carbon("sent", ALICE, "from the phone")).await;
     assert_eq!(copy.attr("to"), Some("alice@localhost/laptop"));
     let inner = carbon_of(&copy, "sent", ALICE).expect("sent carbon");
     assert_eq!(inner.attr("from"), Some("alice@localhost/phone"));
     assert_eq!(inner.attr("to"), Some("bob@localhost/pc"));
-    let copy = tab
-        .expect(is_carbon("received", BOB, "from the phone"))
-        .await;
+    let copy = expect(&mut tab, is_carbon("received", BOB, "from the phone")).await;
     assert_eq!(copy.attr("to"), Some("bob@localhost/tab"));
     let inner = carbon_of(&copy, "received", BOB).expect("received carbon");
     assert_eq!(inner.attr("from"), Some("alice@localhost/phone"));
@@ -511,9 +513,7 @@ async fn carbons_reach_enabled_resources_on_other_nodes() {
     // To the contact's bare JID: both of Bob's resources get the message itself, no copy;
     // Alice's laptop gets the sent carbon.
     chat(&mut phone, BOB, "to bob's bare jid").await;
-    let copy = laptop
-        .expect(is_carbon("sent", ALICE, "to bob's bare jid"))
-        .await;
+    let copy = expect(&mut laptop, is_carbon("sent", ALICE, "to bob's bare jid")).await;
     let inner = carbon_of(&copy, "sent", ALICE).expect("sent carbon");
     assert_eq!(inner.attr("to"), Some(BOB));
     let marker = Session::marker();
@@ -535,11 +535,11 @@ async fn carbons_reach_enabled_resources_on_other_nodes() {
     // carbon, Bob's tab on node 1 the sent one.
     pc.send("<message to='alice@localhost/laptop' type='chat'><body>reply</body></message>")
         .await;
-    let got = laptop.expect(body_is("reply")).await;
+    let got = expect(&mut laptop, body_is("reply")).await;
     assert_eq!(got.attr("from"), Some("bob@localhost/pc"));
-    let copy = phone.expect(is_carbon("received", ALICE, "reply")).await;
+    let copy = expect(&mut phone, is_carbon("received", ALICE, "reply")).await;
     assert_eq!(copy.attr("to"), Some("alice@localhost/phone"));
-    tab.expect(is_carbon("sent", BOB, "reply")).await;
+    expect(&mut tab, is_carbon("sent", BOB, "reply")).await;
 
     // The sender itself gets no copy of what it sent.
     let seen = phone.drain().await;
@@ -574,9 +574,9 @@ async fn a_block_made_on_one_node_holds_on_the_others() {
     cluster.until_available_everywhere(&bob.jid, 0).await;
 
     chat(&mut bob, ALICE, "before").await;
-    alice.expect(body_is("before")).await;
+    expect(&mut alice, body_is("before")).await;
     chat(&mut alice, BOB, "before too").await;
-    bob.expect(body_is("before too")).await;
+    expect(&mut bob, body_is("before too")).await;
 
     let answer = alice
         .iq("<iq type='set'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>")
@@ -586,7 +586,7 @@ async fn a_block_made_on_one_node_holds_on_the_others() {
     // Inbound: the blocked contact is told the user is not there.
     bob.send("<message to='alice@localhost/a' type='chat' id='m1'><body>hello?</body></message>")
         .await;
-    let error = bob.expect(|el| el.attr("id") == Some("m1")).await;
+    let error = expect(&mut bob, |el| el.attr("id") == Some("m1")).await;
     assert_eq!(error.attr("type"), Some("error"), "{error:?}");
     assert_eq!(
         error_condition(&error).as_deref(),
@@ -596,7 +596,7 @@ async fn a_block_made_on_one_node_holds_on_the_others() {
         "<message to='alice@localhost' type='chat' id='m2'><body>hello bare?</body></message>",
     )
     .await;
-    let error = bob.expect(|el| el.attr("id") == Some("m2")).await;
+    let error = expect(&mut bob, |el| el.attr("id") == Some("m2")).await;
     assert_eq!(error.attr("type"), Some("error"), "{error:?}");
     let error = bob
         .iq("<iq to='alice@localhost/a' type='get'><ping xmlns='urn:xmpp:ping'/></iq>")
@@ -610,7 +610,7 @@ async fn a_block_made_on_one_node_holds_on_the_others() {
     alice
         .send("<message to='bob@localhost/b' type='chat' id='m3'><body>psst</body></message>")
         .await;
-    let error = alice.expect(|el| el.attr("id") == Some("m3")).await;
+    let error = expect(&mut alice, |el| el.attr("id") == Some("m3")).await;
     assert_eq!(error_condition(&error).as_deref(), Some("not-acceptable"));
     assert!(error
         .get_child("error", "jabber:client")
@@ -624,10 +624,10 @@ async fn a_block_made_on_one_node_holds_on_the_others() {
         .await;
     assert_eq!(answer.attr("type"), Some("result"));
     chat(&mut bob, ALICE, "after").await;
-    let got = alice.expect(has_body).await;
+    let got = expect(&mut alice, has_body).await;
     assert_eq!(body(&got).as_deref(), Some("after"));
     chat(&mut alice, BOB, "back").await;
-    let got = bob.expect(has_body).await;
+    let got = expect(&mut bob, has_body).await;
     assert_eq!(body(&got).as_deref(), Some("back"));
     sync(&mut alice).await;
     assert_eq!(cluster.offline_count("alice").await, 0);

@@ -502,17 +502,42 @@ impl TestCluster {
 }
 
 /// Reads until each of `wanted` has matched a stanza (in any order); returns the matches in
-/// the order of `wanted` and skips everything else.
+/// the order of `wanted` and skips everything else. After `WAIT` it panics with what is
+/// still missing and every stanza it skipped.
 pub async fn expect_all(
     session: &mut Session,
     wanted: &[&dyn Fn(&minidom::Element) -> bool],
 ) -> Vec<minidom::Element> {
+    let deadline = tokio::time::Instant::now() + WAIT;
     let mut found: Vec<Option<minidom::Element>> = vec![None; wanted.len()];
+    let mut skipped = Vec::new();
     while found.iter().any(Option::is_none) {
-        let el = session.next().await;
-        if let Some(k) = (0..wanted.len()).find(|&k| found[k].is_none() && wanted[k](&el)) {
-            found[k] = Some(el);
+        let Ok(el) = tokio::time::timeout_at(deadline, session.next()).await else {
+            let missing: Vec<usize> = (0..wanted.len()).filter(|&k| found[k].is_none()).collect();
+            let skipped: Vec<String> = skipped.iter().map(corvid::xml::to_string).collect();
+            panic!(
+                "{}: within {WAIT:?} nothing matched the expectations {missing:?} (0-based); \
+                 matched {:?}; skipped {skipped:#?}",
+                session.jid,
+                found
+                    .iter()
+                    .flatten()
+                    .map(corvid::xml::to_string)
+                    .collect::<Vec<_>>()
+            );
+        };
+        match (0..wanted.len()).find(|&k| found[k].is_none() && wanted[k](&el)) {
+            Some(k) => found[k] = Some(el),
+            None => skipped.push(el),
         }
     }
     found.into_iter().flatten().collect()
+}
+
+/// `Session::expect`, reporting what it skipped when nothing matches within `WAIT`.
+pub async fn expect(
+    session: &mut Session,
+    pred: impl Fn(&minidom::Element) -> bool,
+) -> minidom::Element {
+    expect_all(session, &[&pred]).await.remove(0)
 }
