@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use corvid::config::Config;
 use corvid::router::Location;
-use corvid::storage::Storage;
+use corvid::storage::{ScramHash, Storage};
 use jid::{BareJid, FullJid};
 
 use super::xmpp::Session;
-use super::{account, Raw, TestServer, WAIT};
+use super::{account, Raw, TestServer, PASSWORD, WAIT};
 
 pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379/";
 
@@ -27,6 +27,8 @@ const POLL: Duration = Duration::from_millis(20);
 
 pub struct TestCluster {
     nodes: Vec<TestServer>,
+    /// The shared database without any node's caches in front.
+    db: Storage,
     pub schema: String,
     /// Every Redis key of this cluster starts with `"{prefix}:"`.
     pub prefix: String,
@@ -49,9 +51,14 @@ impl TestCluster {
         };
         let redis = std::env::var("CORVID_TEST_REDIS").unwrap_or_else(|_| DEFAULT_REDIS.into());
         let suffix = super::rand_suffix();
+        let schema = format!("corvid_cl_{suffix}");
+        let backend = corvid::storage::PostgresStorage::open_with_schema(&postgres, &schema)
+            .await
+            .expect("postgres schema");
         let mut cluster = TestCluster {
             nodes: Vec::with_capacity(n),
-            schema: format!("corvid_cl_{suffix}"),
+            db: Storage::from_backend(Arc::new(backend)),
+            schema,
             prefix: format!("ctest{suffix}"),
             redis,
             postgres,
@@ -135,22 +142,39 @@ impl TestCluster {
         self.nodes.iter().enumerate().map(|(k, node)| (k + 1, node))
     }
 
-    /// The shared storage (node 1's handle on it).
+    /// The shared database, read and written directly: no node's cache (rosters, say) sits
+    /// in front of it, so it shows what the nodes committed.
     pub fn storage(&self) -> &Storage {
-        self.node(1).storage()
+        &self.db
     }
 
     /// Accounts, created once in the shared database.
     pub async fn add_users(&self, users: &[&str]) {
         for user in users {
-            self.node(1).add_user(user).await;
+            let creds: Vec<_> = [ScramHash::Sha1, ScramHash::Sha256]
+                .into_iter()
+                .map(|h| corvid::sasl::derive_credentials(PASSWORD, h, 4096).expect("derive"))
+                .collect();
+            self.db
+                .accounts
+                .create_account(&account(user), &creds)
+                .await
+                .expect("create account");
         }
     }
 
-    /// Both directions subscribed, written straight to storage (before anyone logs in, so
-    /// that no node has the rosters cached yet).
+    /// Both directions subscribed, written straight to the database (before anyone logs in,
+    /// so that no node has the rosters cached yet).
     pub async fn make_mutual(&self, a: &str, b: &str) {
-        self.node(1).make_mutual(a, b).await;
+        for (user, contact) in [(a, b), (b, a)] {
+            let mut item = corvid::storage::RosterItem::new(account(contact));
+            item.subscription = corvid::storage::Subscription::Both;
+            self.db
+                .roster
+                .put_roster_item(&account(user), &item, 100)
+                .await
+                .expect("roster item");
+        }
     }
 
     /// Logs in on node `i` and binds (no presence).
@@ -290,6 +314,7 @@ impl TestCluster {
             drop(dir);
         });
         futures::future::join_all(stops).await;
+        self.db.close().await;
         cleanup(&self.postgres, &self.schema, &self.redis, &self.prefix).await;
         self.cleaned = true;
     }
