@@ -533,7 +533,10 @@ pub async fn expect_all(
     session: &mut Session,
     wanted: &[&dyn Fn(&minidom::Element) -> bool],
 ) -> Vec<minidom::Element> {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    // A little before the raw client's own read timeout (also `WAIT`), so that this report
+    // is what a test shows.
+    let patience = WAIT - Duration::from_millis(250);
+    let deadline = tokio::time::Instant::now() + patience;
     let mut found: Vec<Option<minidom::Element>> = vec![None; wanted.len()];
     let mut skipped = Vec::new();
     while found.iter().any(Option::is_none) {
@@ -541,7 +544,7 @@ pub async fn expect_all(
             let missing: Vec<usize> = (0..wanted.len()).filter(|&k| found[k].is_none()).collect();
             let skipped: Vec<String> = skipped.iter().map(corvid::xml::to_string).collect();
             panic!(
-                "{}: within {WAIT:?} nothing matched the expectations {missing:?} (0-based); \
+                "{}: within {patience:?} nothing matched the expectations {missing:?} (0-based); \
                  matched {:?}; skipped {skipped:#?}",
                 session.jid,
                 found
