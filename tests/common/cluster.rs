@@ -26,15 +26,49 @@ pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379/";
 const POLL: Duration = Duration::from_millis(20);
 
 pub struct TestCluster {
-    nodes: Vec<TestServer>,
+    nodes: Vec<Node>,
     /// The shared database without any node's caches in front.
     db: Storage,
+    spec: Spec,
     pub schema: String,
     /// Every Redis key of this cluster starts with `"{prefix}:"`.
     pub prefix: String,
     pub redis: String,
-    postgres: String,
     cleaned: bool,
+}
+
+/// What every node of one cluster shares.
+#[derive(Clone)]
+struct Spec {
+    postgres: String,
+    schema: String,
+    redis: String,
+    prefix: String,
+}
+
+struct Node {
+    server: Option<TestServer>,
+    /// For a node on a runtime of its own (`start_killable`).
+    runtime: Option<NodeRuntime>,
+    alive: bool,
+}
+
+struct NodeRuntime {
+    handle: tokio::runtime::Handle,
+    /// Ends the runtime, dropping every task of the node at once.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NodeRuntime {
+    fn kill(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl TestCluster {
@@ -45,6 +79,61 @@ impl TestCluster {
 
     /// `start`, and `adjust(i, config)` may change node `i`'s settings first.
     pub async fn start_with(n: usize, adjust: impl Fn(usize, &mut Config)) -> Option<TestCluster> {
+        let mut cluster = Self::empty().await?;
+        for i in 1..=n {
+            let server = start_node(&cluster.spec, i, &adjust).await;
+            cluster.nodes.push(Node {
+                server: Some(server),
+                runtime: None,
+                alive: true,
+            });
+        }
+        Some(cluster)
+    }
+
+    /// `start`, each node on a runtime (and thread) of its own, so that `kill` can make one
+    /// vanish at once as a killed process would: its tasks are dropped without running any
+    /// cleanup, its sockets close, its heartbeats stop and its Redis entries stay behind.
+    pub async fn start_killable(n: usize) -> Option<TestCluster> {
+        let mut cluster = Self::empty().await?;
+        for i in 1..=n {
+            let spec = cluster.spec.clone();
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .expect("node runtime");
+                runtime.block_on(async move {
+                    let server = start_node(&spec, i, &|_, _| {}).await;
+                    let _ = ready_tx.send((server, tokio::runtime::Handle::current()));
+                    let _ = stop_rx.await;
+                });
+                // Every task dropped (sockets closed) before `kill` returns, as the kernel
+                // closes a killed process's sockets at once; nothing waits for cleanup.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            });
+            let (server, handle) = tokio::time::timeout(WAIT, ready_rx)
+                .await
+                .expect("node started in time")
+                .expect("node thread started the node");
+            cluster.nodes.push(Node {
+                server: Some(server),
+                runtime: Some(NodeRuntime {
+                    handle,
+                    stop: Some(stop_tx),
+                    thread: Some(thread),
+                }),
+                alive: true,
+            });
+        }
+        Some(cluster)
+    }
+
+    /// No nodes yet: the fresh schema and prefix.
+    async fn empty() -> Option<TestCluster> {
         let Ok(postgres) = std::env::var("CORVID_TEST_POSTGRES") else {
             eprintln!("skipped: CORVID_TEST_POSTGRES not set");
             return None;
@@ -52,73 +141,42 @@ impl TestCluster {
         let redis = std::env::var("CORVID_TEST_REDIS").unwrap_or_else(|_| DEFAULT_REDIS.into());
         let suffix = super::rand_suffix();
         let schema = format!("corvid_cl_{suffix}");
+        let prefix = format!("ctest{suffix}");
         let backend = corvid::storage::PostgresStorage::open_with_schema(&postgres, &schema)
             .await
             .expect("postgres schema");
-        let mut cluster = TestCluster {
-            nodes: Vec::with_capacity(n),
+        Some(TestCluster {
+            nodes: Vec::new(),
             db: Storage::from_backend(Arc::new(backend)),
+            spec: Spec {
+                postgres,
+                schema: schema.clone(),
+                redis: redis.clone(),
+                prefix: prefix.clone(),
+            },
             schema,
-            prefix: format!("ctest{suffix}"),
+            prefix,
             redis,
-            postgres,
             cleaned: false,
-        };
-        for i in 1..=n {
-            let node = cluster.start_node(i, &adjust).await;
-            cluster.nodes.push(node);
-        }
-        Some(cluster)
+        })
     }
 
-    async fn start_node(&self, i: usize, adjust: &impl Fn(usize, &mut Config)) -> TestServer {
-        let backend =
-            corvid::storage::PostgresStorage::open_with_schema(&self.postgres, &self.schema)
-                .await
-                .expect("postgres schema");
-        let storage = Storage::from_backend(Arc::new(backend));
-        let dir = tempfile::tempdir().expect("temp dir");
-        let address = Self::address(i);
-        let mut config = Config::default();
-        config.storage.url = self.postgres.clone();
-        config.tls.cert = dir.path().join("cert.pem");
-        config.tls.key = dir.path().join("key.pem");
-        config.c2s.bind = address;
-        config.c2s.port = 0;
-        config.c2s.direct_tls = false;
-        config.http.enabled = false;
-        config.http.tls_enabled = false;
-        config.s2s.enabled = false;
-        config.limits.max_connections_per_address = 0;
-        config.limits.connection_rate_per_address = 0;
-        config.control.socket = dir.path().join("corvid.sock");
-        config.metrics.listen = SocketAddr::new(address, 0);
-        config.cluster.node = Some(format!("n{i}"));
-        config.cluster.redis = Some(self.redis.clone());
-        config.cluster.key_prefix = self.prefix.clone();
-        config.cluster.heartbeat_secs = 1;
-        config.cluster.node_timeout_secs = 3;
-        adjust(i, &mut config);
-        if std::env::var_os("CORVID_TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter("debug")
-                .with_test_writer()
-                .try_init();
-        }
-        let server = corvid::server::start_with_storage(Arc::new(config), storage)
-            .await
-            .unwrap_or_else(|e| panic!("node n{i} starts: {e}"));
-        let cert_der = server
-            .ctx
-            .tls
-            .as_ref()
-            .map(|t| t.leaf_der(None).to_vec())
-            .expect("tls");
-        TestServer {
-            server,
-            dir,
-            cert_der,
-        }
+    /// Makes node `i` (of `start_killable`) vanish as a killed process would; it stays
+    /// dead. Its clients see their connections close.
+    pub fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i - 1];
+        node.runtime
+            .as_mut()
+            .expect("kill needs a cluster from start_killable")
+            .kill();
+        node.alive = false;
+    }
+
+    /// The nodes still running.
+    pub fn live(&self) -> Vec<usize> {
+        (1..=self.nodes.len())
+            .filter(|&i| self.nodes[i - 1].alive)
+            .collect()
     }
 
     /// Node `i`'s client address: 127.0.0.{10+i}.
@@ -130,7 +188,7 @@ impl TestCluster {
     /// Node `i`, 1-based (named `n{i}`).
     pub fn node(&self, i: usize) -> &TestServer {
         assert!(i >= 1 && i <= self.nodes.len(), "no node {i}");
-        &self.nodes[i - 1]
+        self.nodes[i - 1].server.as_ref().expect("node still held")
     }
 
     /// How many nodes there are.
@@ -138,8 +196,9 @@ impl TestCluster {
         self.nodes.len()
     }
 
+    /// The nodes still running, with their numbers.
     pub fn nodes(&self) -> impl Iterator<Item = (usize, &TestServer)> {
-        self.nodes.iter().enumerate().map(|(k, node)| (k + 1, node))
+        self.live().into_iter().map(|i| (i, self.node(i)))
     }
 
     /// The shared database, read and written directly: no node's cache (rosters, say) sits
@@ -225,7 +284,7 @@ impl TestCluster {
 
     /// Waits until every node sees `full` bound.
     pub async fn until_visible_everywhere(&self, full: &str) {
-        for i in 1..=self.count() {
+        for i in self.live() {
             self.until_visible(i, full).await;
         }
     }
@@ -233,7 +292,7 @@ impl TestCluster {
     /// Waits until no node sees `full` bound.
     pub async fn until_gone_everywhere(&self, full: &str) {
         self.until(&format!("{full} unbound on every node"), |c| {
-            (1..=c.count()).all(|i| !c.locate(i, full).is_bound())
+            c.live().into_iter().all(|i| !c.locate(i, full).is_bound())
         })
         .await;
     }
@@ -257,7 +316,7 @@ impl TestCluster {
         self.until(
             &format!("{full} available at {priority} on every node"),
             |c| {
-                (1..=c.count()).all(|i| {
+                c.live().into_iter().all(|i| {
                     c.available(i, &bare)
                         .iter()
                         .any(|(jid, p)| jid == full && *p == priority)
@@ -271,7 +330,9 @@ impl TestCluster {
     pub async fn until_unavailable_everywhere(&self, full: &str) {
         let bare = full.split('/').next().expect("bare part").to_owned();
         self.until(&format!("{full} unavailable on every node"), |c| {
-            (1..=c.count()).all(|i| c.available(i, &bare).iter().all(|(jid, _)| jid != full))
+            c.live()
+                .into_iter()
+                .all(|i| c.available(i, &bare).iter().all(|(jid, _)| jid != full))
         })
         .await;
     }
@@ -305,18 +366,81 @@ impl TestCluster {
         redis_scan(&self.redis, &self.prefix).expect("redis scan")
     }
 
-    /// Stops every node (bounded), then drops the schema and the Redis keys.
+    /// Stops every node still running (bounded), then drops the schema and the Redis keys.
     pub async fn finish(mut self) {
         let nodes = std::mem::take(&mut self.nodes);
-        let stops = nodes.into_iter().map(|node| async move {
-            let TestServer { server, dir, .. } = node;
-            let _ = tokio::time::timeout(Duration::from_secs(15), server.shutdown()).await;
+        let stops = nodes.into_iter().map(|mut node| async move {
+            let Some(TestServer { server, dir, .. }) = node.server.take() else {
+                return;
+            };
+            let grace = Duration::from_secs(15);
+            match (&mut node.runtime, node.alive) {
+                (None, _) => {
+                    let _ = tokio::time::timeout(grace, server.shutdown()).await;
+                }
+                (Some(runtime), true) => {
+                    let stopping = runtime.handle.spawn(server.shutdown());
+                    let _ = tokio::time::timeout(grace, stopping).await;
+                    runtime.kill();
+                }
+                (Some(_), false) => drop(server),
+            }
             drop(dir);
         });
         futures::future::join_all(stops).await;
         self.db.close().await;
-        cleanup(&self.postgres, &self.schema, &self.redis, &self.prefix).await;
+        let spec = self.spec.clone();
+        cleanup(&spec).await;
         self.cleaned = true;
+    }
+}
+
+async fn start_node(spec: &Spec, i: usize, adjust: &dyn Fn(usize, &mut Config)) -> TestServer {
+    let backend = corvid::storage::PostgresStorage::open_with_schema(&spec.postgres, &spec.schema)
+        .await
+        .expect("postgres schema");
+    let storage = Storage::from_backend(Arc::new(backend));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let address = TestCluster::address(i);
+    let mut config = Config::default();
+    config.storage.url = spec.postgres.clone();
+    config.tls.cert = dir.path().join("cert.pem");
+    config.tls.key = dir.path().join("key.pem");
+    config.c2s.bind = address;
+    config.c2s.port = 0;
+    config.c2s.direct_tls = false;
+    config.http.enabled = false;
+    config.http.tls_enabled = false;
+    config.s2s.enabled = false;
+    config.limits.max_connections_per_address = 0;
+    config.limits.connection_rate_per_address = 0;
+    config.control.socket = dir.path().join("corvid.sock");
+    config.metrics.listen = SocketAddr::new(address, 0);
+    config.cluster.node = Some(format!("n{i}"));
+    config.cluster.redis = Some(spec.redis.clone());
+    config.cluster.key_prefix = spec.prefix.clone();
+    config.cluster.heartbeat_secs = 1;
+    config.cluster.node_timeout_secs = 3;
+    adjust(i, &mut config);
+    if std::env::var_os("CORVID_TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_test_writer()
+            .try_init();
+    }
+    let server = corvid::server::start_with_storage(Arc::new(config), storage)
+        .await
+        .unwrap_or_else(|e| panic!("node n{i} starts: {e}"));
+    let cert_der = server
+        .ctx
+        .tls
+        .as_ref()
+        .map(|t| t.leaf_der(None).to_vec())
+        .expect("tls");
+    TestServer {
+        server,
+        dir,
+        cert_der,
     }
 }
 
@@ -325,27 +449,34 @@ impl Drop for TestCluster {
         if self.cleaned {
             return;
         }
-        // A panicking test: the nodes still run on its runtime, so clean up from a thread of
-        // our own (the schema drop gives up on locks a node holds rather than waiting).
-        let (postgres, schema, redis, prefix) = (
-            self.postgres.clone(),
-            self.schema.clone(),
-            self.redis.clone(),
-            self.prefix.clone(),
-        );
+        // A panicking test. Nodes on runtimes of their own end with them; the others still
+        // run on the test's runtime, so clean up from a thread of our own (the schema drop
+        // gives up on locks a node holds rather than waiting).
+        for node in &mut self.nodes {
+            if let Some(runtime) = &mut node.runtime {
+                runtime.kill();
+            }
+        }
+        let spec = self.spec.clone();
         let cleaner = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                runtime.block_on(cleanup(&postgres, &schema, &redis, &prefix));
+                runtime.block_on(cleanup(&spec));
             }
         });
         let _ = cleaner.join();
     }
 }
 
-async fn cleanup(postgres: &str, schema: &str, redis: &str, prefix: &str) {
+async fn cleanup(spec: &Spec) {
+    let Spec {
+        postgres,
+        schema,
+        redis,
+        prefix,
+    } = spec;
     let _ = redis_delete(redis, prefix);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
