@@ -5,6 +5,7 @@
 //! - `<p>:node:<n>`: hash describing node n (name, sessions, heartbeat time, state);
 //! - `<p>:sessions:<n>`: hash of node n's sessions, full JID -> entry (`wire::Entry`). Only
 //!   node n writes it, and the one node that wins `<p>:sweep:<n>` removes it when n is dead;
+//! - `<p>:owner:<resource>`: the node serving a resource (a room), one at a time;
 //! - channel `<p>:directory`: every node's changes to its sessions, as they happen;
 //! - channel `<p>:to:<n>`: stanzas and module messages for node n;
 //! - channel `<p>:all`: module messages for every node.
@@ -45,6 +46,10 @@ impl Keys {
 
     pub fn sweep(&self, node: NodeId) -> String {
         format!("{}:sweep:{}", self.prefix, node.0)
+    }
+
+    pub fn owner(&self, resource: &str) -> String {
+        format!("{}:owner:{}", self.prefix, resource)
     }
 
     pub fn directory_channel(&self) -> String {

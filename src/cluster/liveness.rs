@@ -122,7 +122,7 @@ async fn beat(cluster: &Arc<Cluster>) -> Result<Vec<NodeId>, ClusterError> {
         .collect())
 }
 
-async fn with_timeout<T>(
+pub(super) async fn with_timeout<T>(
     query: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, ClusterError> {
     match tokio::time::timeout(REDIS_TIMEOUT, query).await {

@@ -13,6 +13,7 @@ use super::Router;
 
 /// The cluster as modules use it. Sends are queued without waiting; per destination node
 /// they arrive in the order they were sent.
+#[async_trait]
 pub trait ClusterLink: Send + Sync {
     /// This node.
     fn node(&self) -> NodeId;
@@ -26,6 +27,11 @@ pub trait ClusterLink: Send + Sync {
 
     /// Whether `node` is known to be alive (heartbeating).
     fn is_alive(&self, node: NodeId) -> bool;
+
+    /// The node that serves `resource` (a room, say), one at a time in the cluster: the
+    /// node holding it if that one is alive, else this node, which takes it over. `None`
+    /// when Redis cannot be reached.
+    async fn owner(&self, resource: &str) -> Option<NodeId>;
 }
 
 /// A module's receiver of messages on one topic from other nodes.
