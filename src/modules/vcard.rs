@@ -31,9 +31,6 @@ use tracing::warn;
 
 use super::pep::{Avatar, AvatarListener, PepHandle};
 use super::user_cache::{bare_str, Invalidation, UserCache};
-
-/// The cluster topic on which a node says it changed a user's vCard photo hash.
-const CACHE_TOPIC: &str = "vcard-written";
 use crate::router::{
     IqHandler, IqRequest, IqResult, IqType, Module, PresenceObserver, Priority, Registry, Router,
     SessionEnd, SessionHook,
@@ -41,6 +38,9 @@ use crate::router::{
 use crate::stanza::StanzaError;
 use crate::storage::{StorageError, StorageResult, StoredVcard};
 use crate::xml::{self, ns};
+
+/// The cluster topic on which a node says it changed a user's vCard photo hash.
+const CACHE_TOPIC: &str = "vcard-written";
 
 #[derive(Default)]
 pub struct Vcard {

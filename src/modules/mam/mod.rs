@@ -33,9 +33,6 @@ use minidom::Element;
 use tracing::warn;
 
 use super::user_cache::{bare_str, Invalidation, UserCache};
-
-/// The cluster topic on which a node says it changed a user's archive preferences.
-const PREFS_TOPIC: &str = "mam-prefs-written";
 use crate::config::Config;
 use crate::router::{
     IqHandler, IqResult, IqType, MessageHook, Module, Priority, Registry, Router, SessionEnd,
@@ -44,6 +41,9 @@ use crate::router::{
 use crate::stanza::{self, StanzaError};
 use crate::storage::{ArchiveDefault, ArchivePrefs, ArchivedMessage, StorageResult};
 use crate::xml::{self, ns};
+
+/// The cluster topic on which a node says it changed a user's archive preferences.
+const PREFS_TOPIC: &str = "mam-prefs-written";
 
 pub use eligibility::worth_archiving;
 
