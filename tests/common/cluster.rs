@@ -79,7 +79,20 @@ impl TestCluster {
 
     /// `start`, and `adjust(i, config)` may change node `i`'s settings first.
     pub async fn start_with(n: usize, adjust: impl Fn(usize, &mut Config)) -> Option<TestCluster> {
-        let mut cluster = Self::empty().await?;
+        Self::start_on(n, None, adjust).await
+    }
+
+    /// `start` on the Redis at `redis` (e.g. a `PrivateRedis` a test stops and starts).
+    pub async fn start_on_redis(n: usize, redis: &str) -> Option<TestCluster> {
+        Self::start_on(n, Some(redis.to_owned()), |_, _| {}).await
+    }
+
+    async fn start_on(
+        n: usize,
+        redis: Option<String>,
+        adjust: impl Fn(usize, &mut Config),
+    ) -> Option<TestCluster> {
+        let mut cluster = Self::empty(redis).await?;
         for i in 1..=n {
             let server = start_node(&cluster.spec, i, &adjust).await;
             cluster.nodes.push(Node {
@@ -95,7 +108,7 @@ impl TestCluster {
     /// vanish at once as a killed process would: its tasks are dropped without running any
     /// cleanup, its sockets close, its heartbeats stop and its Redis entries stay behind.
     pub async fn start_killable(n: usize) -> Option<TestCluster> {
-        let mut cluster = Self::empty().await?;
+        let mut cluster = Self::empty(None).await?;
         for i in 1..=n {
             let spec = cluster.spec.clone();
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -133,12 +146,14 @@ impl TestCluster {
     }
 
     /// No nodes yet: the fresh schema and prefix.
-    async fn empty() -> Option<TestCluster> {
+    async fn empty(redis: Option<String>) -> Option<TestCluster> {
         let Ok(postgres) = std::env::var("CORVID_TEST_POSTGRES") else {
             eprintln!("skipped: CORVID_TEST_POSTGRES not set");
             return None;
         };
-        let redis = std::env::var("CORVID_TEST_REDIS").unwrap_or_else(|_| DEFAULT_REDIS.into());
+        let redis = redis.unwrap_or_else(|| {
+            std::env::var("CORVID_TEST_REDIS").unwrap_or_else(|_| DEFAULT_REDIS.into())
+        });
         let suffix = super::rand_suffix();
         let schema = format!("corvid_cl_{suffix}");
         let prefix = format!("ctest{suffix}");
@@ -699,4 +714,89 @@ pub async fn expect(
     pred: impl Fn(&minidom::Element) -> bool,
 ) -> minidom::Element {
     expect_all(session, &[&pred]).await.remove(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A Redis of the test's own, to stop and start again.
+
+/// A `redis-server` child process on a free loopback port, without persistence; killed when
+/// dropped.
+pub struct PrivateRedis {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    /// `None` (with the reason printed) when `redis-server` cannot be started.
+    pub async fn start() -> Option<PrivateRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut redis = PrivateRedis {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        if let Err(e) = redis.spawn() {
+            eprintln!("skipped: redis-server does not start: {e}");
+            return None;
+        }
+        redis.until_up().await;
+        Some(redis)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until it answers PING.
+    async fn until_up(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let pong = RedisConn::open(&self.url()).and_then(|mut c| c.command(&["PING"]));
+            if matches!(pong, Ok(Resp::Simple(ref s)) if s == "PONG") {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("private redis-server on port {} not up", self.port);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Kills it (everything it held is gone: it keeps nothing on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again, empty, on the same port.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().expect("redis-server starts again");
+        self.until_up().await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
