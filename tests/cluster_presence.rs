@@ -268,3 +268,120 @@ async fn directed_presence_across_nodes_ends_with_the_session() {
     expect(&mut carol, unavailable_from(&alice.jid)).await;
     cluster.finish().await;
 }
+
+fn roster_items(answer: &Element) -> Vec<(String, Option<String>)> {
+    answer
+        .get_child("query", "jabber:iq:roster")
+        .map(|q| {
+            q.children()
+                .filter(|c| c.name() == "item")
+                .map(|c| {
+                    (
+                        c.attr("jid").unwrap_or_default().to_owned(),
+                        c.attr("name").map(str::to_owned),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn blocklist_items(answer: &Element, payload: &str) -> Vec<String> {
+    answer
+        .get_child(payload, "urn:xmpp:blocking")
+        .map(|b| {
+            b.children()
+                .filter_map(|c| c.attr("jid").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Multi-device: an account's roster and blocklist changed from a resource on one node reach
+/// its resources on the others as pushes (RFC 6121 §2.1.6, XEP-0191 §3.3), and what each
+/// node then answers is the new state, not one it had cached.
+#[tokio::test]
+async fn roster_and_blocklist_changes_reach_the_accounts_resources_on_other_nodes() {
+    let Some(cluster) = TestCluster::start(3).await else {
+        return;
+    };
+    cluster.add_users(&["alice", "carol", "dave"]).await;
+    let mut phone = cluster.online(1, "alice", "phone").await;
+    let mut laptop = cluster.online(2, "alice", "laptop").await;
+    for session in [&mut phone, &mut laptop] {
+        let list = session
+            .iq("<iq type='get'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+            .await;
+        assert_eq!(list.attr("type"), Some("result"));
+    }
+    // Both have the (empty) roster and blocklist cached on their nodes by now.
+
+    let answer = phone
+        .iq("<iq type='set'><query xmlns='jabber:iq:roster'><item jid='carol@localhost' name='Carol'/></query></iq>")
+        .await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    let push = expect(&mut laptop, is_roster_push).await;
+    let item = pushed_item(&push).expect("item");
+    assert_eq!(item.attr("jid"), Some("carol@localhost"));
+    assert_eq!(item.attr("name"), Some("Carol"));
+    let roster = laptop.roster_get().await;
+    assert_eq!(
+        roster_items(&roster),
+        [("carol@localhost".to_owned(), Some("Carol".to_owned()))],
+        "{roster:?}"
+    );
+
+    // Renamed from the laptop: the phone sees the push and the new name.
+    let answer = laptop
+        .iq("<iq type='set'><query xmlns='jabber:iq:roster'><item jid='carol@localhost' name='C.'/></query></iq>")
+        .await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    let push = expect(&mut phone, |el| {
+        is_roster_push(el) && pushed_item(el).and_then(|i| i.attr("name")) == Some("C.")
+    })
+    .await;
+    assert_eq!(
+        pushed_item(&push).and_then(|i| i.attr("jid")),
+        Some("carol@localhost")
+    );
+    let roster = phone.roster_get().await;
+    assert_eq!(
+        roster_items(&roster),
+        [("carol@localhost".to_owned(), Some("C.".to_owned()))],
+        "{roster:?}"
+    );
+
+    // A third resource on node 3 logs in after both changes: it sees the result.
+    let mut tablet = cluster.login(3, "alice", "tablet").await;
+    let roster = tablet.roster_get().await;
+    assert_eq!(
+        roster_items(&roster),
+        [("carol@localhost".to_owned(), Some("C.".to_owned()))]
+    );
+
+    // Blocking from the laptop: the phone gets the push and node 1 enforces it.
+    let answer = laptop
+        .iq("<iq type='set'><block xmlns='urn:xmpp:blocking'><item jid='dave@localhost'/></block></iq>")
+        .await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    let push = expect(&mut phone, |el| {
+        el.name() == "iq"
+            && el.attr("type") == Some("set")
+            && el.has_child("block", "urn:xmpp:blocking")
+    })
+    .await;
+    assert_eq!(blocklist_items(&push, "block"), ["dave@localhost"]);
+    let list = phone
+        .iq("<iq type='get'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+        .await;
+    assert_eq!(blocklist_items(&list, "blocklist"), ["dave@localhost"]);
+    let mut dave = cluster.online(3, "dave", "d").await;
+    dave.send(&format!(
+        "<message to='{}' type='chat' id='d1'><body>hi</body></message>",
+        phone.jid
+    ))
+    .await;
+    let error = expect(&mut dave, |el| el.attr("id") == Some("d1")).await;
+    assert_eq!(error.attr("type"), Some("error"), "{error:?}");
+    cluster.finish().await;
+}
