@@ -89,7 +89,11 @@ async fn a_room_with_occupants_on_three_nodes() {
 
     // Bob joins from node 2: he sees Alice first, then himself; Alice sees him.
     let (own, seen) = join(&mut bob, &room, "Bob").await;
-    assert!(!codes(&own).contains(&201), "{own:?}");
+    assert!(
+        !codes(&own).contains(&201),
+        "Bob's join on node 2 created another room (status 201) instead of joining Alice's: {}",
+        corvid::xml::to_string(&own)
+    );
     assert!(
         seen.iter()
             .any(|el| is_from(el, "presence", &occupant("Alice"))),
@@ -220,4 +224,120 @@ async fn a_room_with_occupants_on_three_nodes() {
     .await;
     assert!(codes(&seen).contains(&333), "{:?}", codes(&seen));
     cluster.finish().await;
+}
+
+/// XEP-0410 self-ping of `nick` in `room`, retried (bounded) while the room cannot answer
+/// yet (its node died and no other has taken it over): true if still joined, false if the
+/// room says to rejoin (`not-acceptable`).
+async fn still_joined(cluster: &TestCluster, s: &mut Session, room: &str, nick: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let answer = s
+            .iq(&format!(
+                "<iq to='{room}/{nick}' type='get'><ping xmlns='urn:xmpp:ping'/></iq>"
+            ))
+            .await;
+        match (answer.attr("type"), error_condition(&answer).as_deref()) {
+            (Some("result"), _) => return true,
+            (_, Some("not-acceptable")) => return false,
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            _ => panic!(
+                "{nick}: the room never answered the self-ping after its node died ({} live nodes): {}",
+                cluster.live().len(),
+                corvid::xml::to_string(&answer)
+            ),
+        }
+    }
+}
+
+/// The node serving a persistent room dies: another node takes the room over from
+/// PostgreSQL; the occupants on the surviving nodes either stay joined (and see the dead
+/// node's occupant leave) or learn from the self-ping that they must join again; either way
+/// the room works again with its configuration.
+#[tokio::test]
+async fn a_room_survives_the_death_of_its_node() {
+    let Some(mut cluster) = TestCluster::start_killable(3).await else {
+        return;
+    };
+    cluster.add_users(&["alice", "bob", "carol"]).await;
+    let mut alice = cluster.online(1, "alice", "r").await;
+    let mut bob = cluster.online(2, "bob", "r").await;
+    let mut carol = cluster.online(3, "carol", "r").await;
+    let room = format!("lasting@{SERVICE}");
+    let occupant = |nick: &str| format!("{room}/{nick}");
+
+    // Alice creates a persistent room from node 1.
+    let (own, _) = join(&mut alice, &room, "Alice").await;
+    assert!(codes(&own).contains(&201), "new room: {own:?}");
+    let answer = alice
+        .iq(&format!(
+            "<iq to='{room}' type='set'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+             <field var='muc#roomconfig_persistentroom'><value>1</value></field>\
+             <field var='muc#roomconfig_roomname'><value>Lasting</value></field>\
+             </x></query></iq>"
+        ))
+        .await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    let (own, _) = join(&mut bob, &room, "Bob").await;
+    assert!(
+        !codes(&own).contains(&201),
+        "Bob's join on node 2 created another room (status 201) instead of joining Alice's: {}",
+        corvid::xml::to_string(&own)
+    );
+    join(&mut carol, &room, "Carol").await;
+    say(&mut bob, &room, "before").await;
+    expect(&mut carol, |el| {
+        groupchat_body(el).as_deref() == Some("before")
+    })
+    .await;
+
+    // Node 1 dies (with Alice, and perhaps with the room).
+    cluster.kill(1);
+
+    for (session, nick) in [(&mut bob, "Bob"), (&mut carol, "Carol")] {
+        if still_joined(&cluster, session, &room, nick).await {
+            // Still joined: the room tells the survivors that Alice is gone.
+            expect(session, |el| {
+                is_from(el, "presence", &occupant("Alice"))
+                    && el.attr("type") == Some("unavailable")
+            })
+            .await;
+        } else {
+            let (own, _) = join(session, &room, nick).await;
+            assert!(
+                !codes(&own).contains(&201),
+                "the room still exists: {own:?}"
+            );
+        }
+    }
+
+    // The room works again, with its configuration, on one of the surviving nodes.
+    say(&mut bob, &room, "after").await;
+    for session in [&mut bob, &mut carol] {
+        let got = expect(session, |el| groupchat_body(el).as_deref() == Some("after")).await;
+        assert_eq!(got.attr("from"), Some(occupant("Bob").as_str()));
+    }
+    let info = carol
+        .iq(&format!(
+            "<iq to='{room}' type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ))
+        .await;
+    let name = info
+        .get_child("query", "http://jabber.org/protocol/disco#info")
+        .and_then(|q| q.get_child("identity", "http://jabber.org/protocol/disco#info"))
+        .and_then(|i| i.attr("name"));
+    assert_eq!(name, Some("Lasting"), "{info:?}");
+    drop(alice);
+    cluster.finish().await;
+}
+
+async fn say(s: &mut Session, room: &str, body: &str) {
+    s.send(&format!(
+        "<message to='{room}' type='groupchat'><body>{body}</body></message>"
+    ))
+    .await;
 }
