@@ -385,3 +385,114 @@ async fn roster_and_blocklist_changes_reach_the_accounts_resources_on_other_node
     assert_eq!(error.attr("type"), Some("error"), "{error:?}");
     cluster.finish().await;
 }
+
+const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const NICK: &str = "http://jabber.org/protocol/nick";
+const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+const CAPS_NODE: &str = "https://corvid.example/test-client";
+
+/// XEP-0115 ver (sha-1) of a client with one identity and the nick feature with +notify.
+fn nick_caps() -> (String, Vec<String>) {
+    use base64::Engine;
+    use sha1::Digest;
+    let mut features = vec![
+        DISCO_INFO.to_owned(),
+        "http://jabber.org/protocol/caps".to_owned(),
+        NICK.to_owned(),
+        format!("{NICK}+notify"),
+    ];
+    features.sort_unstable();
+    let mut s = String::from("client/pc//corvid-test<");
+    for feature in &features {
+        s.push_str(feature);
+        s.push('<');
+    }
+    let ver = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()));
+    (ver, features)
+}
+
+/// The nick in a PEP notification from `owner`, if `el` is one.
+fn notified_nick(el: &Element, owner: &str) -> Option<String> {
+    if el.name() != "message" || el.attr("from") != Some(owner) {
+        return None;
+    }
+    el.get_child("event", PUBSUB_EVENT)?
+        .get_child("items", PUBSUB_EVENT)
+        .filter(|items| items.attr("node") == Some(NICK))?
+        .get_child("item", PUBSUB_EVENT)?
+        .get_child("nick", NICK)
+        .map(|n| n.text())
+}
+
+/// Waits for a nick notification from `owner`, answering the server's caps queries (from
+/// whichever node asks) on the way.
+async fn next_nick(session: &mut Session, owner: &str) -> String {
+    let (ver, features) = nick_caps();
+    loop {
+        let el = session.next().await;
+        if let Some(nick) = notified_nick(&el, owner) {
+            return nick;
+        }
+        let is_caps_query = el.name() == "iq"
+            && el.attr("type") == Some("get")
+            && el.get_child("query", DISCO_INFO).is_some();
+        if is_caps_query {
+            let vars: String = features
+                .iter()
+                .map(|f| format!("<feature var='{f}'/>"))
+                .collect();
+            session
+                .send(&format!(
+                    "<iq type='result' id='{}' to='{}'><query xmlns='{DISCO_INFO}' node='{CAPS_NODE}#{ver}'>\
+                     <identity category='client' type='pc' name='corvid-test'/>{vars}</query></iq>",
+                    el.attr("id").unwrap_or_default(),
+                    el.attr("from").unwrap_or_default(),
+                ))
+                .await;
+        }
+    }
+}
+
+/// XEP-0163 across nodes: a contact's resources on other nodes that want nick
+/// notifications (XEP-0115 caps with `+notify`) get the last item when they come online and
+/// each new one when the owner publishes on its node.
+#[tokio::test]
+async fn pep_notifications_reach_interested_contacts_on_other_nodes() {
+    let Some(cluster) = TestCluster::start(3).await else {
+        return;
+    };
+    cluster.add_users(&["alice", "bob"]).await;
+    cluster.make_mutual("alice", "bob").await;
+    let mut bob = cluster.online(1, "bob", "b").await;
+    let publish = |name: &str| {
+        format!(
+            "<iq type='set'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{NICK}'>\
+             <item id='current'><nick xmlns='{NICK}'>{name}</nick></item></publish></pubsub></iq>"
+        )
+    };
+    let answer = bob.iq(&publish("Bob")).await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+
+    let (ver, _) = nick_caps();
+    let caps_presence = format!(
+        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{CAPS_NODE}' ver='{ver}'/></presence>"
+    );
+    let mut phone = cluster.login(2, "alice", "phone").await;
+    phone.roster_get().await;
+    phone.send(&caps_presence).await;
+    assert_eq!(next_nick(&mut phone, BOB).await, "Bob", "the last item");
+    let mut desk = cluster.login(3, "alice", "desk").await;
+    desk.roster_get().await;
+    desk.send(&caps_presence).await;
+    assert_eq!(next_nick(&mut desk, BOB).await, "Bob", "the last item");
+    for jid in [&phone.jid, &desk.jid] {
+        cluster.until_available_everywhere(jid, 0).await;
+    }
+
+    let answer = bob.iq(&publish("Bobby")).await;
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+    for session in [&mut phone, &mut desk] {
+        assert_eq!(next_nick(session, BOB).await, "Bobby", "{}", session.jid);
+    }
+    cluster.finish().await;
+}
