@@ -10,12 +10,14 @@ use serde::Deserialize;
 use crate::xml::XmlLimits;
 
 mod bosh;
+mod cluster;
 mod components;
 mod external_services;
 mod private_storage;
 mod registration;
 mod upload;
 pub use bosh::BoshConfig;
+pub use cluster::ClusterConfig;
 pub use components::{ComponentService, ComponentsConfig};
 mod server_info;
 pub use external_services::{
@@ -339,35 +341,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
-    /// This node's name. Storage gives each name a number for good, and that number is part
-    /// of every sortable id the node makes (`crate::ids`), so nodes sharing a database never
-    /// make the same id. Unset: the machine's host name.
-    pub node: Option<String>,
-}
-
-impl ClusterConfig {
-    /// The configured name, else the host name, else a fixed name (one node per machine).
-    pub fn node_name(&self) -> String {
-        if let Some(node) = self
-            .node
-            .as_deref()
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-        {
-            return node.to_owned();
-        }
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .map(|name| name.trim().to_owned())
-            .ok()
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| "corvid".to_owned())
     }
 }
 
@@ -1198,6 +1171,7 @@ impl Config {
                 "storage.url '{url}' must start with sqlite:// or postgres://"
             )));
         }
+        self.cluster.validate(url)?;
         if self.s2s.max_stanza_size < 10_000 {
             return Err(ConfigError::Invalid(
                 "s2s.max_stanza_size must be at least 10000 bytes (RFC 6120 §13.12)".into(),

@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod ids;

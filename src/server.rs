@@ -44,6 +44,8 @@ pub enum ServerError {
     Control(#[from] crate::control::ControlError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// A started server: its bound addresses, and the tasks to stop it.
@@ -186,10 +188,27 @@ pub async fn start_with_modules(
     } else {
         None
     };
+    // A node of a cluster (`cluster.redis`): its directory also knows the other nodes'
+    // sessions, and its link reaches them.
+    let cluster = match config.cluster.redis_url() {
+        Some(_) => {
+            let cluster = crate::cluster::Cluster::new(
+                &config.cluster,
+                crate::router::NodeId(node),
+                node_name.clone(),
+            )?;
+            all.push(cluster.clone());
+            Some(cluster)
+        }
+        None => None,
+    };
     let components = crate::modules::component::ExternalComponents::new(&config);
     all.extend(components.iter().map(|c| c.clone() as Arc<dyn Module>));
     all.extend(extra);
     let router = Router::new(config.clone(), storage, all, node, metrics.clone());
+    if let Some(cluster) = &cluster {
+        cluster.start(&router);
+    }
     let reloader = Arc::new(Reloader::new(config.clone(), Some(tls.clone())));
     router.set_reloader(reloader.clone());
     let ctx = Arc::new(StreamContext {

@@ -22,6 +22,16 @@ impl SessionFlag {
 pub struct SessionFlags(u32);
 
 impl SessionFlags {
+    /// The bits, for sharing a session's flags with other nodes of a cluster (whose modules
+    /// declare the same flags in the same order).
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub fn from_bits(bits: u32) -> SessionFlags {
+        SessionFlags(bits)
+    }
+
     pub fn contains(self, flag: SessionFlag) -> bool {
         flag.0 != 0 && self.0 & flag.0 == flag.0
     }

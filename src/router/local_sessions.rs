@@ -39,11 +39,22 @@ impl SessionEntry {
 }
 
 /// The sessions bound on this node: the single-node `Directory`.
-#[derive(Default)]
 pub(super) struct SessionTable {
     users: DashMap<BareJid, Vec<SessionEntry>>,
     next_seq: AtomicU64,
     count: AtomicUsize,
+}
+
+impl Default for SessionTable {
+    fn default() -> Self {
+        SessionTable {
+            users: DashMap::new(),
+            // From the clock, in microseconds: a restarted node's sessions come after the
+            // ones it had before, so other nodes of a cluster can tell them apart.
+            next_seq: AtomicU64::new(crate::ids::now_ms().saturating_mul(1000)),
+            count: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl SessionTable {

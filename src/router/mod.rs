@@ -3,6 +3,7 @@
 //! §10 and RFC 6121 §8; nothing here knows about sockets or about any particular XEP.
 
 mod checks;
+pub mod cluster_link;
 pub mod directory;
 pub mod discovery;
 pub mod flags;
@@ -22,6 +23,7 @@ use minidom::Element;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
+pub use cluster_link::{ClusterLink, ClusterTopic, NodeGoneHook};
 pub use directory::{
     Component, Destination, Directory, DirectoryFactory, Location, NodeId, Replaced, Resource,
 };
@@ -69,7 +71,16 @@ pub struct Router {
     metrics: Arc<crate::metrics::Metrics>,
     /// Set once at start: what `reload` runs (configuration and certificates).
     reloader: std::sync::OnceLock<Arc<crate::reload::Reloader>>,
+    /// Set once at start on a node of a cluster.
+    cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
 }
+
+/// The ids of the IQs the server sends: the number is a sortable id, so it names the node
+/// that waits for the answer.
+const PENDING_IQ_PREFIX: &str = "corvid-";
+
+/// The cluster topic on which answers to another node's `request_iq` travel.
+pub const PENDING_IQ_TOPIC: &str = "iq-answer";
 
 /// Why `request_iq` got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +129,50 @@ impl Router {
             shutdown: shutdown::Shutdown::default(),
             metrics,
             reloader: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Connects this node to the rest of its cluster (once, at start).
+    pub fn set_cluster(&self, link: Arc<dyn ClusterLink>) {
+        let _ = self.cluster.set(link);
+    }
+
+    /// The link to the other nodes, on a node of a cluster.
+    pub fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
+        self.cluster.get()
+    }
+
+    /// The receiver of `topic` from other nodes.
+    pub fn cluster_topic(&self, topic: &str) -> Option<Arc<dyn ClusterTopic>> {
+        self.registry.cluster_topics.get(topic).cloned()
+    }
+
+    /// Another node is gone with `sessions`: every module forgets what they had here. With
+    /// `run_session_ends` (one node of the cluster does it), each session also ends as a
+    /// local one whose connection broke would: contacts hear it go unavailable.
+    pub async fn node_gone(
+        self: &Arc<Self>,
+        node: NodeId,
+        sessions: &[(FullJid, bool)],
+        run_session_ends: bool,
+    ) {
+        if self.shutdown.has_begun() {
+            return;
+        }
+        let jids: Vec<FullJid> = sessions.iter().map(|(jid, _)| jid.clone()).collect();
+        for hook in self.registry.node_gone_hooks.iter() {
+            hook.node_gone(self, node, &jids).await;
+        }
+        if !run_session_ends {
+            return;
+        }
+        for (jid, was_available) in sessions {
+            for hook in self.registry.session_hooks.iter() {
+                hook.ended(self, jid, *was_available, SessionEnd::ConnectionLost)
+                    .await;
+            }
+        }
     }
 
     /// This server's metrics.
@@ -307,7 +361,7 @@ impl Router {
         mut iq: Element,
         timeout: Duration,
     ) -> Result<Element, IqRequestError> {
-        let id = format!("corvid-{}", self.ids.next_id());
+        let id = format!("{PENDING_IQ_PREFIX}{}", self.ids.next_id());
         stanza::set_attr(&mut iq, "id", id.clone());
         stanza::set_attr(&mut iq, "from", from);
         stanza::set_attr(&mut iq, "to", to.to_string());
@@ -325,19 +379,46 @@ impl Router {
 
     /// Hands an IQ result/error to whoever is waiting in `request_iq`.
     fn answer_pending_iq(&self, answer: Element) {
-        let Some(id) = answer.attr("id") else {
+        let Err(answer) = self.hand_to_waiter(answer) else {
             return;
+        };
+        // Another node of the cluster asked (its number is in the id it made), and the
+        // answer reached this node's session first: the asker waits for it there.
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let asker = answer
+            .attr("id")
+            .and_then(|id| id.strip_prefix(PENDING_IQ_PREFIX))
+            .and_then(|n| n.parse::<i64>().ok())
+            .map(|n| NodeId(IdGenerator::node_of(n)));
+        if let Some(asker) = asker.filter(|n| *n != cluster.node()) {
+            cluster.send(asker, PENDING_IQ_TOPIC, crate::xml::to_bytes(&answer));
+        }
+    }
+
+    /// An answer to this node's `request_iq` that reached another node of the cluster.
+    pub fn answer_forwarded_iq(&self, answer: Element) {
+        let _ = self.hand_to_waiter(answer);
+    }
+
+    /// The answer back when nobody here waits for it from its sender.
+    fn hand_to_waiter(&self, answer: Element) -> Result<(), Element> {
+        let Some(id) = answer.attr("id") else {
+            return Err(answer);
         };
         let from = answer.attr("from").and_then(|f| Jid::new(f).ok());
         let expected = self
             .pending_iqs
             .get(id)
             .is_some_and(|entry| Some(&entry.0) == from.as_ref());
-        if expected {
-            if let Some((_, (_, waiter))) = self.pending_iqs.remove(id) {
-                let _ = waiter.send(answer);
-            }
+        if !expected {
+            return Err(answer);
         }
+        if let Some((_, (_, waiter))) = self.pending_iqs.remove(id) {
+            let _ = waiter.send(answer);
+        }
+        Ok(())
     }
 
     /// Grants `jid` as a new resource under `limits.max_resources_per_account`; hold the

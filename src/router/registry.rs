@@ -350,6 +350,8 @@ pub struct Registry {
     pub(super) discovery: Discovery,
     pub(super) flags: FlagNames,
     pub(super) directory: Option<DirectoryFactory>,
+    pub(super) cluster_topics: HashMap<&'static str, Arc<dyn super::ClusterTopic>>,
+    pub(super) node_gone_hooks: Ordered<dyn super::NodeGoneHook>,
     /// Bind2 inline features by namespace, in registration order (the order advertised).
     pub(super) inline_features: Vec<(&'static str, Arc<dyn InlineFeature>)>,
     /// Shared objects modules offer one another (a command registry, say), one per type: the
@@ -448,6 +450,22 @@ impl Registry {
     pub fn inline_feature(&mut self, ns: &'static str, feature: Arc<dyn InlineFeature>) {
         self.inline_features.retain(|(known, _)| *known != ns);
         self.inline_features.push((ns, feature));
+    }
+
+    /// Receives what other nodes of a cluster send on `topic` (see `ClusterLink`). A topic
+    /// has one receiver: a second registration is ignored (and logged).
+    pub fn cluster_topic(&mut self, topic: &'static str, handler: Arc<dyn super::ClusterTopic>) {
+        if self.cluster_topics.insert(topic, handler).is_some() {
+            tracing::error!(
+                topic,
+                module = self.module,
+                "cluster topic registered twice"
+            );
+        }
+    }
+
+    pub fn node_gone_hook(&mut self, priority: Priority, hook: Arc<dyn super::NodeGoneHook>) {
+        self.node_gone_hooks.insert(priority, self.module, hook);
     }
 
     /// Replaces the single-node directory with one built around it: a cluster directory

@@ -1,0 +1,258 @@
+//! The two connections to Redis every node holds: one publishing (what this node tells the
+//! others, in order, pipelined), one subscribed (what they tell it).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::wire::{Entry, Envelope, Event};
+use super::{Cluster, ClusterError};
+use crate::router::NodeId;
+
+/// How long one Redis command may take before the link counts as down.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a node waits before connecting again after losing Redis.
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// The most items written in one pipeline.
+const BATCH: usize = 512;
+
+/// Removes a session from a node's hash only if it is still the one with this sequence
+/// number: the cleanup of a session that was replaced never removes its replacement.
+const COMPARE_AND_DELETE: &str = "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
+    if v and string.match(v, '^(%d+)') == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end \
+    return 0";
+
+pub enum Outgoing {
+    /// A change to this node's sessions.
+    Event(Event),
+    /// An envelope for one node.
+    Send { node: NodeId, bytes: Vec<u8> },
+    /// An envelope for every node.
+    Broadcast(Vec<u8>),
+    /// Write this node's sessions again, whole (after Redis lost them or a write failed).
+    Republish,
+    /// Leave the cluster (shutdown), then say so.
+    Farewell(oneshot::Sender<()>),
+}
+
+/// Writes what this node has to say, in order, batching whatever queued meanwhile.
+pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut conn = cluster.commands.clone();
+    let mut batch = Vec::with_capacity(BATCH);
+    while outbox.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        // The node each published envelope went to, in the order of the replies.
+        let mut sent: Vec<(NodeId, Vec<u8>)> = Vec::new();
+        let mut farewell = None;
+        for item in batch.drain(..) {
+            match item {
+                Outgoing::Event(event) => add_event(&cluster, &mut pipe, &event),
+                Outgoing::Send { node, bytes } => {
+                    cluster.queued.fetch_sub(1, Ordering::Relaxed);
+                    pipe.publish(cluster.keys.node_channel(node), bytes.as_slice());
+                    sent.push((node, bytes));
+                }
+                Outgoing::Broadcast(bytes) => {
+                    pipe.publish(cluster.keys.all_channel(), bytes).ignore();
+                }
+                Outgoing::Republish => add_republish(&cluster, &mut pipe),
+                Outgoing::Farewell(done) => {
+                    let me = cluster.me;
+                    pipe.del(cluster.keys.alive(me)).ignore();
+                    pipe.del(cluster.keys.node(me)).ignore();
+                    pipe.del(cluster.keys.sessions(me)).ignore();
+                    pipe.srem(cluster.keys.nodes(), me.0).ignore();
+                    farewell = Some(done);
+                }
+            }
+        }
+        let replies: Result<Vec<i64>, _> =
+            match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut conn)).await {
+                Ok(result) => result.map_err(ClusterError::from),
+                Err(_) => Err(ClusterError::Redis(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "timed out",
+                )))),
+            };
+        match replies {
+            Ok(receivers) => {
+                for ((node, bytes), receivers) in sent.into_iter().zip(receivers) {
+                    if receivers == 0 {
+                        cluster.node_unreachable(node);
+                        cluster.undeliverable(bytes);
+                    }
+                }
+            }
+            Err(e) => {
+                if !cluster.dirty.swap(true, Ordering::Relaxed) {
+                    error!(error = %e, "cluster: writing to Redis failed; deliveries to other nodes are handled as undeliverable until it is back");
+                }
+                for (node, bytes) in sent {
+                    cluster.node_unreachable(node);
+                    cluster.undeliverable(bytes);
+                }
+            }
+        }
+        if let Some(done) = farewell {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn add_event(cluster: &Cluster, pipe: &mut redis::Pipeline, event: &Event) {
+    let sessions = cluster.keys.sessions(cluster.me);
+    match event {
+        Event::Set { jid, entry, .. } => {
+            pipe.hset(&sessions, jid.as_str(), entry.encode()).ignore();
+        }
+        Event::Unbound { jid, seq, .. } => {
+            pipe.cmd("EVAL")
+                .arg(COMPARE_AND_DELETE)
+                .arg(1)
+                .arg(&sessions)
+                .arg(jid.as_str())
+                .arg(seq.to_string())
+                .ignore();
+        }
+    }
+    pipe.publish(cluster.keys.directory_channel(), event.encode())
+        .ignore();
+}
+
+/// This node's sessions, whole: the hash rewritten and each one announced, so that a node
+/// whose snapshot missed them learns them from the channel.
+fn add_republish(cluster: &Cluster, pipe: &mut redis::Pipeline) {
+    let me = cluster.me;
+    pipe.del(cluster.keys.sessions(me)).ignore();
+    pipe.sadd(cluster.keys.nodes(), me.0).ignore();
+    let Some(local) = cluster.local() else {
+        return;
+    };
+    local.each_local(&mut |resource| {
+        let event = Event::Set {
+            node: me,
+            jid: resource.jid.clone(),
+            entry: Entry {
+                seq: resource.seq,
+                availability: resource.availability,
+                flags: resource.flags,
+            },
+        };
+        add_event(cluster, pipe, &event);
+    });
+}
+
+/// Listens to the other nodes; after every (re)connection, rebuilds the mirror from Redis.
+pub async fn subscribe(cluster: Arc<Cluster>) {
+    let mut first = true;
+    loop {
+        match listen(&cluster, first).await {
+            Ok(()) => {}
+            Err(e) => {
+                if cluster.connected.load(Ordering::Relaxed) || first {
+                    error!(error = %e, "cluster: lost Redis; serving this node's sessions only until it is back");
+                }
+            }
+        }
+        first = false;
+        if cluster.connected.swap(false, Ordering::Relaxed) {
+            // Nothing reaches the other nodes now: routing must not choose their sessions.
+            cluster.mirror.clear();
+        }
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+async fn listen(cluster: &Arc<Cluster>, first: bool) -> Result<(), ClusterError> {
+    let mut pubsub = cluster.client.get_async_pubsub().await?;
+    pubsub.subscribe(cluster.keys.directory_channel()).await?;
+    pubsub
+        .subscribe(cluster.keys.node_channel(cluster.me))
+        .await?;
+    pubsub.subscribe(cluster.keys.all_channel()).await?;
+    if first {
+        super::liveness::sweep_previous_life(cluster).await?;
+    }
+    let _ = cluster.outbox.send(Outgoing::Republish);
+    cluster.dirty.store(false, Ordering::Relaxed);
+    rebuild_mirror(cluster).await?;
+    cluster.connected.store(true, Ordering::Relaxed);
+    info!(
+        node = cluster.me.0,
+        "cluster: connected to Redis, directory rebuilt"
+    );
+    let directory = cluster.keys.directory_channel();
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        if message.get_channel_name() == directory {
+            apply_event(cluster, message.get_payload_bytes());
+        } else {
+            match Envelope::decode(message.get_payload_bytes()) {
+                Ok(envelope) if envelope_from(&envelope) != cluster.me => {
+                    cluster.received(envelope).await;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cluster: unreadable envelope"),
+            }
+        }
+    }
+    Err(ClusterError::Redis(redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "subscription closed",
+    ))))
+}
+
+fn envelope_from(envelope: &Envelope) -> NodeId {
+    match envelope {
+        Envelope::Stanza { from, .. }
+        | Envelope::Replaced { from, .. }
+        | Envelope::Topic { from, .. } => *from,
+    }
+}
+
+fn apply_event(cluster: &Cluster, payload: &[u8]) {
+    let event = match std::str::from_utf8(payload)
+        .map_err(|_| super::wire::WireError::Malformed("not UTF-8"))
+        .and_then(Event::decode)
+    {
+        Ok(event) => event,
+        Err(e) => {
+            warn!(error = %e, "cluster: unreadable directory event");
+            return;
+        }
+    };
+    if event.node() == cluster.me {
+        return;
+    }
+    match event {
+        Event::Set { node, jid, entry } => cluster.mirror.set(node, jid, entry),
+        Event::Unbound { node, jid, seq } => cluster.mirror.unbind(node, &jid, seq),
+    }
+}
+
+/// Reads every other node's sessions into a fresh mirror. Events that arrive meanwhile wait
+/// in the subscription and are applied after: each carries a session's whole state, so
+/// replaying one the snapshot already holds changes nothing.
+async fn rebuild_mirror(cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
+    let mut conn = cluster.commands.clone();
+    let nodes: Vec<u16> = redis::cmd("SMEMBERS")
+        .arg(cluster.keys.nodes())
+        .query_async(&mut conn)
+        .await?;
+    cluster.mirror.clear();
+    for node in nodes.into_iter().map(NodeId).filter(|n| *n != cluster.me) {
+        for (jid, value) in super::liveness::read_sessions(cluster, node).await? {
+            match Entry::decode(&value) {
+                Ok(entry) => cluster.mirror.set(node, jid, entry),
+                Err(e) => warn!(error = %e, node = node.0, "cluster: unreadable session entry"),
+            }
+        }
+    }
+    Ok(())
+}

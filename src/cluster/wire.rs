@@ -1,0 +1,300 @@
+//! What the nodes write to Redis, in a compact text form: a session's directory entry, the
+//! directory events, and the envelopes carried on the node channels. Everything read back is
+//! checked: a malformed value is refused with an error, never trusted.
+
+use jid::FullJid;
+
+use crate::router::{Availability, NodeId, SessionFlags};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("malformed cluster record: {0}")]
+    Malformed(&'static str),
+}
+
+fn malformed(what: &'static str) -> WireError {
+    WireError::Malformed(what)
+}
+
+/// One session as the directory shares it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Grows with every bind on the node (it starts from the clock, so a restarted node's
+    /// sessions come after its earlier ones).
+    pub seq: u64,
+    pub availability: Availability,
+    pub flags: SessionFlags,
+}
+
+impl Entry {
+    /// `seq availability flags`, availability being `-` or the priority.
+    pub fn encode(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.seq,
+            encode_availability(self.availability),
+            self.flags.bits()
+        )
+    }
+
+    pub fn decode(value: &str) -> Result<Entry, WireError> {
+        let mut parts = value.split(' ');
+        let seq = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or(malformed("entry sequence"))?;
+        let availability = decode_availability(parts.next())?;
+        let flags = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .map(SessionFlags::from_bits)
+            .ok_or(malformed("entry flags"))?;
+        if parts.next().is_some() {
+            return Err(malformed("entry has extra fields"));
+        }
+        Ok(Entry {
+            seq,
+            availability,
+            flags,
+        })
+    }
+}
+
+fn encode_availability(availability: Availability) -> String {
+    match availability {
+        Availability::Unavailable => "-".to_owned(),
+        Availability::Available(priority) => priority.to_string(),
+    }
+}
+
+fn decode_availability(value: Option<&str>) -> Result<Availability, WireError> {
+    match value {
+        Some("-") => Ok(Availability::Unavailable),
+        Some(priority) => priority
+            .parse()
+            .map(Availability::Available)
+            .map_err(|_| malformed("availability")),
+        None => Err(malformed("availability missing")),
+    }
+}
+
+/// A change to a node's sessions, published on the directory channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The session is bound with this state (a bind, or a change of presence or flags).
+    Set {
+        node: NodeId,
+        jid: FullJid,
+        entry: Entry,
+    },
+    /// The session `seq` of `jid` ended.
+    Unbound {
+        node: NodeId,
+        jid: FullJid,
+        seq: u64,
+    },
+}
+
+impl Event {
+    pub fn node(&self) -> NodeId {
+        match self {
+            Event::Set { node, .. } | Event::Unbound { node, .. } => *node,
+        }
+    }
+
+    /// The JID goes last: a resource may contain spaces.
+    pub fn encode(&self) -> String {
+        match self {
+            Event::Set { node, jid, entry } => format!("S {} {} {}", node.0, entry.encode(), jid),
+            Event::Unbound { node, jid, seq } => format!("D {} {} {}", node.0, seq, jid),
+        }
+    }
+
+    pub fn decode(value: &str) -> Result<Event, WireError> {
+        let (kind, rest) = value.split_once(' ').ok_or(malformed("event kind"))?;
+        let (node, rest) = split_node(rest)?;
+        match kind {
+            "S" => {
+                // seq, availability and flags, then the JID.
+                let mut fields = rest.splitn(4, ' ');
+                let seq = fields.next().ok_or(malformed("event sequence"))?;
+                let availability = fields.next().ok_or(malformed("event availability"))?;
+                let flags = fields.next().ok_or(malformed("event flags"))?;
+                let jid = parse_jid(fields.next())?;
+                let entry = Entry::decode(&format!("{seq} {availability} {flags}"))?;
+                Ok(Event::Set { node, jid, entry })
+            }
+            "D" => {
+                let (seq, jid) = rest.split_once(' ').ok_or(malformed("event sequence"))?;
+                let seq = seq.parse().map_err(|_| malformed("event sequence"))?;
+                Ok(Event::Unbound {
+                    node,
+                    jid: parse_jid(Some(jid))?,
+                    seq,
+                })
+            }
+            _ => Err(malformed("event kind")),
+        }
+    }
+}
+
+fn split_node(value: &str) -> Result<(NodeId, &str), WireError> {
+    let (node, rest) = value.split_once(' ').ok_or(malformed("node"))?;
+    let node = node.parse().map_err(|_| malformed("node"))?;
+    Ok((NodeId(node), rest))
+}
+
+fn parse_jid(value: Option<&str>) -> Result<FullJid, WireError> {
+    value
+        .and_then(|jid| FullJid::new(jid).ok())
+        .ok_or(malformed("full JID"))
+}
+
+/// What travels on a node channel (or the channel for all nodes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Envelope {
+    /// A stanza for the session `to`, serialized.
+    Stanza {
+        from: NodeId,
+        to: FullJid,
+        xml: Vec<u8>,
+    },
+    /// Another node bound `to`: the session here must end with `<conflict/>`.
+    Replaced { from: NodeId, to: FullJid },
+    /// A module's message on `topic`.
+    Topic {
+        from: NodeId,
+        topic: String,
+        payload: Vec<u8>,
+    },
+}
+
+impl Envelope {
+    /// A header line, then the body.
+    pub fn encode(&self) -> Vec<u8> {
+        let (header, body): (String, &[u8]) = match self {
+            Envelope::Stanza { from, to, xml } => (format!("M {} {}\n", from.0, to), xml),
+            Envelope::Replaced { from, to } => (format!("R {} {}\n", from.0, to), &[]),
+            Envelope::Topic {
+                from,
+                topic,
+                payload,
+            } => (format!("T {} {}\n", from.0, topic), payload),
+        };
+        let mut out = Vec::with_capacity(header.len() + body.len());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
+        let newline = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or(malformed("envelope header"))?;
+        let header =
+            std::str::from_utf8(&bytes[..newline]).map_err(|_| malformed("envelope header"))?;
+        let body = &bytes[newline + 1..];
+        let (kind, rest) = header.split_once(' ').ok_or(malformed("envelope kind"))?;
+        let (from, rest) = split_node(rest)?;
+        match kind {
+            "M" => Ok(Envelope::Stanza {
+                from,
+                to: parse_jid(Some(rest))?,
+                xml: body.to_vec(),
+            }),
+            "R" => Ok(Envelope::Replaced {
+                from,
+                to: parse_jid(Some(rest))?,
+            }),
+            "T" if !rest.is_empty() => Ok(Envelope::Topic {
+                from,
+                topic: rest.to_owned(),
+                payload: body.to_vec(),
+            }),
+            _ => Err(malformed("envelope kind")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jid(s: &str) -> FullJid {
+        FullJid::new(s).unwrap()
+    }
+
+    #[test]
+    fn entries_and_events_read_back_as_written() {
+        let entry = Entry {
+            seq: 1_733_000_000_000_123,
+            availability: Availability::Available(-5),
+            flags: SessionFlags::from_bits(6),
+        };
+        assert_eq!(Entry::decode(&entry.encode()), Ok(entry));
+        let set = Event::Set {
+            node: NodeId(3),
+            jid: jid("a@x/phone with spaces"),
+            entry,
+        };
+        assert_eq!(Event::decode(&set.encode()), Ok(set));
+        let gone = Event::Unbound {
+            node: NodeId(1023),
+            jid: jid("b@x/r"),
+            seq: 9,
+        };
+        assert_eq!(Event::decode(&gone.encode()), Ok(gone));
+    }
+
+    #[test]
+    fn envelopes_read_back_as_written() {
+        for envelope in [
+            Envelope::Stanza {
+                from: NodeId(2),
+                to: jid("a@x/r"),
+                xml: b"<message xmlns='jabber:client'>\n<body/></message>".to_vec(),
+            },
+            Envelope::Replaced {
+                from: NodeId(0),
+                to: jid("a@x/r r"),
+            },
+            Envelope::Topic {
+                from: NodeId(7),
+                topic: "iq-answer".into(),
+                payload: vec![0, 1, 2, b'\n'],
+            },
+        ] {
+            assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
+        }
+    }
+
+    #[test]
+    fn malformed_records_are_refused() {
+        for bad in ["", "1", "1 x 0", "1 - 0 9", "x - 0", "1 300 0"] {
+            assert!(Entry::decode(bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            "",
+            "S",
+            "S 1",
+            "S 1 2 - 0",
+            "D 1 x a@b/c",
+            "D 99999 1 a@b/c",
+            "X 1 1 a@b/c",
+            "D 1 1 @@",
+        ] {
+            assert!(Event::decode(bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            &b""[..],
+            b"M 1 a@b/c",
+            b"Q 1 a@b/c\n",
+            b"T 1 \n",
+            b"M x a@b/c\n",
+            b"R 1 a@b\n",
+        ] {
+            assert!(Envelope::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! What the router and the modules see of a cluster: a link to the other nodes that carries
+//! module messages by topic, and the moments when another node's sessions vanish. A single
+//! node has no link; modules that keep per-node state (presence, rooms) ask for it and do
+//! nothing more when there is none.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jid::FullJid;
+
+use super::directory::NodeId;
+use super::Router;
+
+/// The cluster as modules use it. Sends are queued without waiting; per destination node
+/// they arrive in the order they were sent.
+#[async_trait]
+pub trait ClusterLink: Send + Sync {
+    /// This node.
+    fn node(&self) -> NodeId;
+
+    /// Hands `payload` to the `topic` handler on `node`; false when it cannot be queued (the
+    /// link is down or full): the caller falls back as if that node were gone.
+    fn send(&self, node: NodeId, topic: &'static str, payload: Vec<u8>) -> bool;
+
+    /// `send` to every other node.
+    fn broadcast(&self, topic: &'static str, payload: Vec<u8>) -> bool;
+
+    /// Whether `node` is known to be alive (heartbeating).
+    fn is_alive(&self, node: NodeId) -> bool;
+
+    /// The node that serves `resource` (a room, say), one at a time in the cluster: the
+    /// node holding it if that one is alive, else this node, which takes it over. `None`
+    /// when Redis cannot be reached.
+    async fn owner(&self, resource: &str) -> Option<NodeId>;
+}
+
+/// A module's receiver of messages on one topic from other nodes.
+#[async_trait]
+pub trait ClusterTopic: Send + Sync {
+    async fn received(&self, router: &Arc<Router>, from: NodeId, payload: Vec<u8>);
+}
+
+/// Another node stopped (its heartbeat lapsed, or the link to it failed). Every node runs
+/// these hooks for the sessions it knew were there, once; the session-end hooks (presence
+/// unavailable to contacts) run for each of those sessions on one node only.
+#[async_trait]
+pub trait NodeGoneHook: Send + Sync {
+    async fn node_gone(&self, router: &Arc<Router>, node: NodeId, sessions: &[FullJid]);
+}

@@ -1,0 +1,91 @@
+//! Two nodes of a cluster on one PostgreSQL schema and one Redis prefix: a chat crosses them.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::xmpp::Session;
+use common::TestServer;
+use corvid::config::Config;
+use corvid::storage::Storage;
+
+async fn node(url: &str, schema: &str, prefix: &str, name: &str, ip: [u8; 4]) -> TestServer {
+    let backend = corvid::storage::PostgresStorage::open_with_schema(url, schema)
+        .await
+        .expect("schema");
+    let storage = Storage::from_backend(Arc::new(backend));
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = Config::default();
+    config.storage.url = url.to_owned();
+    config.tls.cert = dir.path().join("cert.pem");
+    config.tls.key = dir.path().join("key.pem");
+    config.c2s.bind = ip.into();
+    config.c2s.port = 0;
+    config.c2s.direct_tls = false;
+    config.http.enabled = false;
+    config.s2s.enabled = false;
+    config.control.socket = dir.path().join("corvid.sock");
+    config.metrics.enabled = false;
+    config.limits.max_connections_per_address = 0;
+    config.limits.connection_rate_per_address = 0;
+    config.cluster.node = Some(name.to_owned());
+    config.cluster.redis = Some("redis://127.0.0.1:6379/".into());
+    config.cluster.key_prefix = prefix.to_owned();
+    config.cluster.heartbeat_secs = 1;
+    config.cluster.node_timeout_secs = 3;
+    let server = corvid::server::start_with_storage(Arc::new(config), storage)
+        .await
+        .expect("node starts");
+    let cert_der = server
+        .ctx
+        .tls
+        .as_ref()
+        .map(|t| t.leaf_der(None).to_vec())
+        .expect("tls");
+    TestServer {
+        server,
+        dir,
+        cert_der,
+    }
+}
+
+#[tokio::test]
+async fn a_message_crosses_two_nodes() {
+    let Ok(url) = std::env::var("CORVID_TEST_POSTGRES") else {
+        eprintln!("skipped: CORVID_TEST_POSTGRES is not set");
+        return;
+    };
+    let suffix: u64 = rand::random();
+    let schema = format!("corvid_cl_{suffix:016x}");
+    let prefix = format!("t{suffix:016x}");
+    let one = node(&url, &schema, &prefix, "one", [127, 0, 0, 31]).await;
+    let two = node(&url, &schema, &prefix, "two", [127, 0, 0, 32]).await;
+    one.add_user("alice").await;
+    one.add_user("bob").await;
+    let mut alice = Session::login(&one, "alice", "a").await;
+    let mut bob = Session::login(&two, "bob", "b").await;
+    bob.send("<presence/>").await;
+    let bob_jid: jid::FullJid = bob.jid.parse().expect("jid");
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while !one.server.ctx.router.is_bound(&bob_jid) {
+        assert!(tokio::time::Instant::now() < deadline, "bob never visible on node one");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    alice
+        .send(&format!(
+            "<message to='{}' type='chat'><body>across</body></message>",
+            bob.jid
+        ))
+        .await;
+    let got = bob
+        .expect(|el| el.name() == "message" && common::body(el) == "across")
+        .await;
+    assert_eq!(got.attr("from"), Some(alice.jid.as_str()));
+    // To the bare JID too.
+    alice
+        .send("<message to='bob@localhost' type='chat'><body>bare</body></message>")
+        .await;
+    bob.expect(|el| el.name() == "message" && common::body(el) == "bare")
+        .await;
+    common::drop_schema(&schema).await;
+}
