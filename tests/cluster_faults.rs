@@ -84,6 +84,8 @@ struct PairLog {
     live_at: BTreeMap<u64, Duration>,
     sender_lost: Option<String>,
     receiver_lost: Option<String>,
+    /// Messages the sender's server acknowledged (XEP-0198), when the sender asked.
+    acked: std::collections::BTreeSet<u64>,
 }
 
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,12 +150,17 @@ fn total(pairs: &[Pair], logs: &[PairLog]) -> (Tally, Vec<String>) {
         sum.duplicated += t.duplicated;
         for seq in missing {
             missing_all.push(format!(
-                "{}(n{})->{}(n{}) m{seq} sent at {:?}",
+                "{}(n{})->{}(n{}) m{seq} sent at {:?}{}",
                 p.sender,
                 p.snd_node + 1,
                 p.receiver,
                 p.rcv_node + 1,
-                l.sent_at[(seq - 1) as usize]
+                l.sent_at[(seq - 1) as usize],
+                if l.acked.contains(&seq) {
+                    " (acknowledged by the server)"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -688,6 +695,8 @@ struct SmStats {
     reconnect_errors: Vec<String>,
     /// Where each reconnection went (node numbers).
     nodes: Vec<usize>,
+    /// When each reconnection ended, and how.
+    events: Vec<(Instant, String)>,
 }
 
 /// A client that keeps a resumable session across node restarts.
@@ -735,6 +744,10 @@ impl SmClient {
                     self.c = c;
                     self.stats.resumed += 1;
                     self.stats.nodes.push(node + 1);
+                    self.stats.events.push((
+                        Instant::now(),
+                        format!("resumed on n{} h={theirs}", node + 1),
+                    ));
                     return Ok((Some(theirs), false));
                 }
                 Ok(Resumption::Failed(mut c, theirs)) => {
@@ -752,6 +765,10 @@ impl SmClient {
                     }
                     self.c = c;
                     self.stats.nodes.push(node + 1);
+                    self.stats.events.push((
+                        Instant::now(),
+                        format!("failed h={theirs:?}, bound on n{}", node + 1),
+                    ));
                     return Ok((theirs, true));
                 }
                 Err(e) => {
@@ -779,12 +796,19 @@ fn spawn_sm_sender(
     stop: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
 ) -> JoinHandle<(PairLog, SmClient, u64)> {
-    fn ack(unacked: &mut VecDeque<u64>, acked: &mut u32, h: u32) {
+    fn ack(
+        unacked: &mut VecDeque<u64>,
+        acked: &mut u32,
+        h: u32,
+        confirmed: &mut std::collections::BTreeSet<u64>,
+    ) {
         if h < *acked {
             return;
         }
         for _ in 0..((h - *acked) as usize).min(unacked.len()) {
-            unacked.pop_front();
+            if let Some(seq) = unacked.pop_front() {
+                confirmed.insert(seq);
+            }
         }
         *acked = h;
     }
@@ -822,7 +846,7 @@ fn spawn_sm_sender(
                             log.bounced.push(seq);
                         } else if el.is("a", "urn:xmpp:sm:3") {
                             if let Some(h) = el.attr("h").and_then(|h| h.parse().ok()) {
-                                ack(&mut unacked, &mut acked, h);
+                                ack(&mut unacked, &mut acked, h, &mut log.acked);
                             }
                         }
                     }
@@ -834,7 +858,7 @@ fn spawn_sm_sender(
                 match s.reconnect(&addrs).await {
                     Ok((h, fresh)) => {
                         if let Some(h) = h {
-                            ack(&mut unacked, &mut acked, h);
+                            ack(&mut unacked, &mut acked, h, &mut log.acked);
                         }
                         if fresh {
                             acked = 0;
@@ -954,11 +978,11 @@ async fn rolling_restart_with_resumption_loses_nothing() {
         let clean = cluster.stop_node(i, Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         cluster.start_node(i).await;
-        restarts.push((i + 1, clean, t.elapsed()));
+        restarts.push((i + 1, t.saturating_duration_since(t0), clean, t.elapsed()));
         // Let it join the cluster and its clients settle elsewhere.
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    eprintln!("restarts (node, exited by itself, time): {restarts:?}");
+    eprintln!("restarts (node, at, exited by itself, stop + start time): {restarts:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, SeqCst);
     // Every message acknowledged by the server, or 30 s.
@@ -1017,12 +1041,16 @@ async fn rolling_restart_with_resumption_loses_nothing() {
         let _ = p;
     }
     for (u, s) in &stats {
+        let events: Vec<String> = s
+            .events
+            .iter()
+            .map(|(at, e)| format!("{:.2?}: {e}", at.saturating_duration_since(t0)))
+            .collect();
         eprintln!(
-            "  {u}: resumed {}, failed with h {}, without h {}, via nodes {:?}, {} failed attempts",
+            "  {u}: resumed {}, failed with h {}, without h {}, {} failed attempts: {events:?}",
             s.resumed,
             s.failed_with_h,
             s.failed_without_h,
-            s.nodes,
             s.reconnect_errors.len()
         );
     }

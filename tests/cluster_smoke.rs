@@ -68,7 +68,10 @@ async fn a_message_crosses_two_nodes() {
     let bob_jid: jid::FullJid = bob.jid.parse().expect("jid");
     let deadline = tokio::time::Instant::now() + common::WAIT;
     while !one.server.ctx.router.is_bound(&bob_jid) {
-        assert!(tokio::time::Instant::now() < deadline, "bob never visible on node one");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob never visible on node one"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     alice

@@ -523,11 +523,18 @@ impl ProcessCluster {
 
     /// Stops every node and Redis, drops the schema. (Dropping the cluster without this
     /// kills the processes but leaves the schema.)
+    ///
+    /// With `CORVID_CLUSTER_KEEP` set, the nodes' folders (configurations, logs) are kept and
+    /// their path printed.
     pub async fn finish(mut self) {
         for i in 0..self.nodes.len() {
             self.kill_node(i).await;
         }
         self.redis.kill().await;
+        if std::env::var_os("CORVID_CLUSTER_KEEP").is_some() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+            eprintln!("cluster folders kept in {}", dir.keep().display());
+        }
         if let Ok(base) = std::env::var("CORVID_TEST_POSTGRES") {
             if let Ok(pool) = sqlx::PgPool::connect(&base).await {
                 let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
