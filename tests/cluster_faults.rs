@@ -388,10 +388,11 @@ async fn node_killed_with_sigkill_loses_no_message() {
     let mut clients = login_pairs(&cluster, &pairs).await;
     warm_up(&cluster, &pairs, &mut clients).await;
 
-    // 12 pairs x 25 msg/s for 8 s; node 3 dies after 3 s.
-    let period = Duration::from_millis(40);
+    // 12 pairs x 100 msg/s for 7 s; node 3 dies after 3 s, with some 400 messages a second
+    // on their way to it.
+    let period = Duration::from_millis(10);
     let t0 = Instant::now() + Duration::from_millis(200);
-    let stop_at = t0 + Duration::from_secs(8);
+    let stop_at = t0 + Duration::from_secs(7);
     let done_sending = Arc::new(AtomicBool::new(false));
     let done_receiving = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::new();

@@ -277,6 +277,7 @@ max_unauthenticated_connections = 0
 bytes_rate_per_session = 0
 bytes_rate_before_bind = 0
 stanza_rate_per_session = 0
+offline_messages_per_user = 100000
 
 [stream_management]
 resume_timeout_secs = {resume}
