@@ -168,7 +168,7 @@ pub async fn start_with_modules(
         .await?
         .ok_or(ServerError::NoNodeNumber(crate::ids::NODES))?;
     info!(node = %node_name, number = node, "node identity");
-    let storage = storage.with_roster_cache(ROSTER_CACHE_USERS);
+    let (storage, roster_cache) = storage.with_shared_roster_cache(ROSTER_CACHE_USERS);
     let storage = modules::upload::attach_files(storage, &config);
     let storage = crate::metrics::storage::measured(storage, &metrics);
     let mut all = modules::all(&config);
@@ -197,6 +197,7 @@ pub async fn start_with_modules(
                 crate::router::NodeId(node),
                 node_name.clone(),
             )?;
+            cluster.share_roster_cache(roster_cache);
             all.push(cluster.clone());
             Some(cluster)
         }

@@ -10,6 +10,17 @@ use corvid::config::Config;
 use corvid::storage::Storage;
 
 async fn node(url: &str, schema: &str, prefix: &str, name: &str, ip: [u8; 4]) -> TestServer {
+    node_on(url, schema, prefix, name, ip, "redis://127.0.0.1:6379/").await
+}
+
+async fn node_on(
+    url: &str,
+    schema: &str,
+    prefix: &str,
+    name: &str,
+    ip: [u8; 4],
+    redis: &str,
+) -> TestServer {
     let backend = corvid::storage::PostgresStorage::open_with_schema(url, schema)
         .await
         .expect("schema");
@@ -29,7 +40,7 @@ async fn node(url: &str, schema: &str, prefix: &str, name: &str, ip: [u8; 4]) ->
     config.limits.max_connections_per_address = 0;
     config.limits.connection_rate_per_address = 0;
     config.cluster.node = Some(name.to_owned());
-    config.cluster.redis = Some("redis://127.0.0.1:6379/".into());
+    config.cluster.redis = Some(redis.to_owned());
     config.cluster.key_prefix = prefix.to_owned();
     config.cluster.heartbeat_secs = 1;
     config.cluster.node_timeout_secs = 3;
@@ -89,6 +100,44 @@ async fn a_message_crosses_two_nodes() {
         .send("<message to='bob@localhost' type='chat'><body>bare</body></message>")
         .await;
     bob.expect(|el| el.name() == "message" && common::body(el) == "bare")
+        .await;
+    common::drop_schema(&schema).await;
+}
+
+/// Redis is not there when the node starts (nothing listens on its port): the node starts
+/// anyway and serves its own users; it is the cross-node part that waits for Redis.
+#[tokio::test]
+async fn a_node_without_redis_serves_its_own_sessions() {
+    let Ok(url) = std::env::var("CORVID_TEST_POSTGRES") else {
+        eprintln!("skipped: CORVID_TEST_POSTGRES is not set");
+        return;
+    };
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let suffix: u64 = rand::random();
+    let schema = format!("corvid_cl_{suffix:016x}");
+    let alone = node_on(
+        &url,
+        &schema,
+        &format!("t{suffix:016x}"),
+        "alone",
+        [127, 0, 0, 33],
+        &format!("redis://127.0.0.1:{port}/"),
+    )
+    .await;
+    alone.add_user("alice").await;
+    alone.add_user("bob").await;
+    let mut alice = Session::login(&alone, "alice", "a").await;
+    let mut bob = Session::login(&alone, "bob", "b").await;
+    bob.send("<presence/>").await;
+    alice
+        .send(&format!(
+            "<message to='{}' type='chat'><body>local</body></message>",
+            bob.jid
+        ))
+        .await;
+    bob.expect(|el| el.name() == "message" && common::body(el) == "local")
         .await;
     common::drop_schema(&schema).await;
 }

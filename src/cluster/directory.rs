@@ -125,14 +125,11 @@ impl Directory for ClusterDirectory {
     }
 
     fn resources(&self, user: &BareJid, visit: &mut dyn FnMut(Resource<'_>)) {
-        let mut here = Vec::new();
-        self.local.resources(user, &mut |resource| {
-            here.push(resource.jid.clone());
-            visit(resource);
-        });
+        self.local.resources(user, visit);
+        // A JID this node just bound may still be in the mirror under its old node.
         self.cluster
             .mirror
-            .resources(user, |jid| here.contains(jid), visit);
+            .resources(user, |jid| self.is_local(jid), visit);
     }
 
     fn count(&self, user: &BareJid) -> usize {

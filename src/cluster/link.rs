@@ -182,6 +182,10 @@ async fn listen(cluster: &Arc<Cluster>, first: bool) -> Result<(), ClusterError>
     let _ = cluster.outbox.send(Outgoing::Republish);
     cluster.dirty.store(false, Ordering::Relaxed);
     rebuild_mirror(cluster).await?;
+    if let Some(cache) = cluster.roster_cache.get() {
+        // Writes the other nodes announced while this one was not listening went unheard.
+        cache.forget_all();
+    }
     cluster.connected.store(true, Ordering::Relaxed);
     info!(
         node = cluster.me.0,

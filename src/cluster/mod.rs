@@ -51,6 +51,9 @@ pub enum ClusterError {
 /// The topic on which the node that swept a dead node tells the others which sessions it had.
 const NODE_GONE_TOPIC: &str = "node-gone";
 
+/// The topic on which a node says it wrote a user's roster: the others drop their cached copy.
+const ROSTER_WRITTEN_TOPIC: &str = "roster-written";
+
 pub struct Cluster {
     me: NodeId,
     name: String,
@@ -74,6 +77,7 @@ pub struct Cluster {
     /// Stopping to take logins so that clients move to other nodes.
     draining: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    roster_cache: OnceLock<Arc<crate::storage::CachedRosterStore>>,
 }
 
 impl Cluster {
@@ -112,6 +116,7 @@ impl Cluster {
             alive: RwLock::new(HashSet::new()),
             draining: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
+            roster_cache: OnceLock::new(),
         }))
     }
 
@@ -132,6 +137,17 @@ impl Cluster {
         tasks.push(tokio::spawn(link::subscribe(self.clone())));
         tasks.push(tokio::spawn(liveness::heartbeat(self.clone())));
         info!(node = %self.name, number = self.me.0, "cluster node started");
+    }
+
+    /// Keeps `cache` in step with the other nodes' writes, and them with this node's.
+    pub fn share_roster_cache(self: &Arc<Self>, cache: Arc<crate::storage::CachedRosterStore>) {
+        let cluster = Arc::downgrade(self);
+        cache.on_write(Box::new(move |username| {
+            if let Some(cluster) = cluster.upgrade() {
+                cluster.broadcast(ROSTER_WRITTEN_TOPIC, username.as_bytes().to_vec());
+            }
+        }));
+        let _ = self.roster_cache.set(cache);
     }
 
     fn router(&self) -> Option<Arc<Router>> {
@@ -246,6 +262,13 @@ impl Cluster {
                         router.answer_forwarded_iq(answer);
                     }
                 }
+                ROSTER_WRITTEN_TOPIC => {
+                    if let (Some(cache), Ok(username)) =
+                        (self.roster_cache.get(), std::str::from_utf8(&payload))
+                    {
+                        cache.forget_written_elsewhere(username);
+                    }
+                }
                 NODE_GONE_TOPIC => {
                     if let Some((node, sessions)) = liveness::decode_gone(&payload) {
                         self.mirror.remove_node(node);
@@ -335,11 +358,10 @@ impl ClusterLink for Cluster {
     async fn owner(&self, resource: &str) -> Option<NodeId> {
         let key = self.keys.owner(resource);
         let mut conn = self.commands.clone();
-        let current: Option<u16> = liveness::with_timeout(
-            redis::cmd("GET").arg(&key).query_async(&mut conn),
-        )
-        .await
-        .ok()?;
+        let current: Option<u16> =
+            liveness::with_timeout(redis::cmd("GET").arg(&key).query_async(&mut conn))
+                .await
+                .ok()?;
         if let Some(holder) = current.map(NodeId) {
             // Asked of Redis, not of the last heartbeat's view: a node that just started has
             // not seen the others yet, and must not take their rooms.

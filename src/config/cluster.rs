@@ -107,3 +107,44 @@ impl ClusterConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_redis() -> ClusterConfig {
+        ClusterConfig {
+            redis: Some("redis://127.0.0.1:6379/".into()),
+            ..ClusterConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_cluster_needs_postgresql_and_sane_timings() {
+        assert!(ClusterConfig::default()
+            .validate("sqlite://./data/corvid.db")
+            .is_ok());
+        let err = with_redis()
+            .validate("sqlite://./data/corvid.db")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PostgreSQL"), "{err}");
+        assert!(with_redis().validate("postgres://u@h/db").is_ok());
+        let slow = ClusterConfig {
+            heartbeat_secs: 10,
+            node_timeout_secs: 10,
+            ..with_redis()
+        };
+        assert!(slow.validate("postgres://u@h/db").is_err());
+        let odd = ClusterConfig {
+            key_prefix: "a b".into(),
+            ..with_redis()
+        };
+        assert!(odd.validate("postgres://u@h/db").is_err());
+        let not_redis = ClusterConfig {
+            redis: Some("http://x".into()),
+            ..ClusterConfig::default()
+        };
+        assert!(not_redis.validate("postgres://u@h/db").is_err());
+    }
+}

@@ -19,7 +19,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tracing::warn;
 
-use super::user_cache::{bare_str, UserCache};
+use super::user_cache::{bare_str, Invalidation, UserCache};
 use crate::router::{
     IqHandler, IqRequest, IqResult, IqType, Module, Priority, Registry, Router, SessionEnd,
     SessionHook, StanzaFilter, Verdict,
@@ -64,9 +64,19 @@ impl Blocklist {
 /// The flag of sessions that fetched the blocklist and so get its pushes (XEP-0191 §3.3).
 pub const INTERESTED: &str = "blocklist-interested";
 
-#[derive(Default)]
 pub struct Blocking {
     lists: UserCache<Arc<Blocklist>>,
+}
+
+/// The cluster topic on which a node says it changed a user's blocklist.
+const CACHE_TOPIC: &str = "blocklist-written";
+
+impl Default for Blocking {
+    fn default() -> Self {
+        Blocking {
+            lists: UserCache::shared(CACHE_TOPIC),
+        }
+    }
 }
 
 impl Module for Blocking {
@@ -75,6 +85,11 @@ impl Module for Blocking {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
+        let this = self.clone();
+        registry.cluster_topic(
+            CACHE_TOPIC,
+            Arc::new(Invalidation(Box::new(move |user| this.lists.forget(user)))),
+        );
         registry.session_flag(INTERESTED);
         registry.account_iq(IqType::Get, ns::BLOCKING, "blocklist", self.clone());
         for payload in ["block", "unblock"] {
@@ -279,8 +294,12 @@ impl Blocking {
             .blocklist(user.as_str())
             .await
             .map_err(storage_failure)?;
-        self.lists
-            .publish(guard, user.as_str(), Arc::new(Blocklist::new(items)));
+        self.lists.publish(
+            guard,
+            router,
+            user.as_str(),
+            Arc::new(Blocklist::new(items)),
+        );
         Ok(())
     }
 

@@ -7,6 +7,9 @@
 //! started; otherwise it loads again. So a slow load can never put back a value older than one
 //! a writer already published, even if the entry was evicted in between.
 //!
+//! Nodes of a cluster each keep their own cache of data they share in storage: a cache with a
+//! topic announces each publish, and the other nodes drop their entry (`Invalidation`).
+//!
 //! Size: entries of users with a bound session stay; the others are evicted when the map grows
 //! past a threshold that doubles with the number kept, so sweeps cost O(1) amortized.
 
@@ -34,6 +37,8 @@ pub struct UserCache<V> {
     sweep_at: AtomicUsize,
     /// Serialises writers: they are rare, and one lock makes "commit, then publish" ordered.
     writes: Mutex<()>,
+    /// The cluster topic on which publishes are announced to other nodes.
+    topic: Option<&'static str>,
 }
 
 impl<V: Clone> Default for UserCache<V> {
@@ -43,11 +48,21 @@ impl<V: Clone> Default for UserCache<V> {
             generation: AtomicU64::new(0),
             sweep_at: AtomicUsize::new(SWEEP_AT_LEAST),
             writes: Mutex::new(()),
+            topic: None,
         }
     }
 }
 
 impl<V: Clone> UserCache<V> {
+    /// A cache whose publishes the other nodes of a cluster hear of on `topic` (register
+    /// `Invalidation` for it).
+    pub fn shared(topic: &'static str) -> Self {
+        UserCache {
+            topic: Some(topic),
+            ..UserCache::default()
+        }
+    }
+
     /// The cached value, or `load`'s (cached unless a write raced with it).
     pub async fn get_or_load<F, Fut, E>(&self, router: &Router, user: &str, load: F) -> Result<V, E>
     where
@@ -86,10 +101,13 @@ impl<V: Clone> UserCache<V> {
     }
 
     /// Replaces the cached value after a committed write; call with `write_lock` held.
-    pub fn publish(&self, _guard: &MutexGuard<'_, ()>, user: &str, value: V) {
+    pub fn publish(&self, _guard: &MutexGuard<'_, ()>, router: &Router, user: &str, value: V) {
         let entry = self.map.entry(user.to_owned());
         self.generation.fetch_add(1, Ordering::SeqCst);
         entry.insert(value);
+        if let (Some(topic), Some(cluster)) = (self.topic, router.cluster()) {
+            cluster.broadcast(topic, user.as_bytes().to_vec());
+        }
     }
 
     /// Drops the entry (e.g. when the user's last session ended).
@@ -108,6 +126,23 @@ impl<V: Clone> UserCache<V> {
             .retain(|user, _| BareJid::new(user).is_ok_and(|user| router.has_sessions(&user)));
         let next = (self.map.len() * 2).max(SWEEP_AT_LEAST);
         self.sweep_at.store(next, Ordering::Relaxed);
+    }
+}
+
+/// The receiving side of a shared cache's topic: another node wrote a user's value.
+pub struct Invalidation(pub Box<dyn Fn(&str) + Send + Sync>);
+
+#[async_trait::async_trait]
+impl crate::router::ClusterTopic for Invalidation {
+    async fn received(
+        &self,
+        _router: &std::sync::Arc<Router>,
+        _from: crate::router::NodeId,
+        payload: Vec<u8>,
+    ) {
+        if let Ok(user) = std::str::from_utf8(&payload) {
+            (self.0)(user);
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use minidom::Element;
 use tracing::warn;
 
 use super::pep::{Avatar, AvatarListener, PepHandle};
-use super::user_cache::{bare_str, UserCache};
+use super::user_cache::{bare_str, Invalidation, UserCache};
 use crate::router::{
     IqHandler, IqRequest, IqResult, IqType, Module, PresenceObserver, Priority, Registry, Router,
     SessionEnd, SessionHook,
@@ -38,6 +38,9 @@ use crate::router::{
 use crate::stanza::StanzaError;
 use crate::storage::{StorageError, StorageResult, StoredVcard};
 use crate::xml::{self, ns};
+
+/// The cluster topic on which a node says it changed a user's vCard photo hash.
+const CACHE_TOPIC: &str = "vcard-written";
 
 #[derive(Default)]
 pub struct Vcard {
@@ -53,7 +56,7 @@ impl Vcard {
     /// (XEP-0398). Call [`Vcard::listen`] once it is in an `Arc`.
     pub fn with_pep(pep: PepHandle) -> Vcard {
         Vcard {
-            hashes: UserCache::default(),
+            hashes: UserCache::shared(CACHE_TOPIC),
             pep: Some(pep),
         }
     }
@@ -74,6 +77,11 @@ impl Module for Vcard {
     }
 
     fn register(self: Arc<Self>, registry: &mut Registry) {
+        let this = self.clone();
+        registry.cluster_topic(
+            CACHE_TOPIC,
+            Arc::new(Invalidation(Box::new(move |user| this.hashes.forget(user)))),
+        );
         registry.account_iq(IqType::Get, ns::VCARD, "vCard", Arc::new(GetVcard));
         registry.account_iq(
             IqType::Set,
@@ -231,6 +239,7 @@ impl Vcard {
             .map_err(storage_failure)?;
         self.hashes.publish(
             &guard,
+            router,
             account.as_str(),
             Arc::from(record.photo_hash.as_str()),
         );

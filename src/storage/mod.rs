@@ -260,9 +260,19 @@ impl Storage {
     }
 
     /// Puts an in-memory cache of up to `max_users` rosters in front of the roster store.
-    pub fn with_roster_cache(mut self, max_users: usize) -> Storage {
-        self.roster = Arc::new(CachedRosterStore::new(self.roster, max_users));
-        self
+    pub fn with_roster_cache(self, max_users: usize) -> Storage {
+        self.with_shared_roster_cache(max_users).0
+    }
+
+    /// `with_roster_cache`, with a handle on the cache (a cluster keeps its nodes' caches
+    /// in step through it).
+    pub fn with_shared_roster_cache(
+        mut self,
+        max_users: usize,
+    ) -> (Storage, Arc<CachedRosterStore>) {
+        let cache = Arc::new(CachedRosterStore::new(self.roster, max_users));
+        self.roster = cache.clone();
+        (self, cache)
     }
 
     /// Wraps a backend the caller opened itself, e.g. with non-default options, while keeping

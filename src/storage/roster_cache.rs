@@ -4,8 +4,8 @@
 //! are what gets cached.
 //!
 //! Every write goes through this wrapper and drops the user's entry, so within one process the
-//! cache cannot serve stale data. Several nodes sharing one database would need the cluster
-//! layer to broadcast those drops.
+//! cache cannot serve stale data. Nodes of a cluster share one database: each write is also
+//! announced (`on_write`), and the other nodes drop their entry (`forget_written_elsewhere`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +29,8 @@ pub struct CachedRosterStore {
     /// Bumped after every write, before the user's entry is dropped: a read that overlapped
     /// a write sees it changed and does not cache what it read, which may predate the write.
     writes: AtomicU64,
+    /// Told of each user whose roster this process wrote.
+    on_write: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
 }
 
 impl CachedRosterStore {
@@ -38,7 +40,25 @@ impl CachedRosterStore {
             rosters: DashMap::new(),
             max_users,
             writes: AtomicU64::new(0),
+            on_write: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Calls `announce` with each user whose roster is written through this cache (once).
+    pub fn on_write(&self, announce: Box<dyn Fn(&str) + Send + Sync>) {
+        let _ = self.on_write.set(announce);
+    }
+
+    /// Every entry may be stale (a node of a cluster missed the others' announcements).
+    pub fn forget_all(&self) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        self.rosters.clear();
+    }
+
+    /// Another process wrote `username`'s roster.
+    pub fn forget_written_elsewhere(&self, username: &str) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        self.rosters.remove(username);
     }
 
     async fn cached(&self, username: &str) -> StorageResult<Arc<CachedRoster>> {
@@ -72,8 +92,10 @@ impl CachedRosterStore {
     }
 
     fn forget(&self, username: &str) {
-        self.writes.fetch_add(1, Ordering::AcqRel);
-        self.rosters.remove(username);
+        self.forget_written_elsewhere(username);
+        if let Some(announce) = self.on_write.get() {
+            announce(username);
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use tracing::warn;
 
-use super::user_cache::{bare_str, UserCache};
+use super::user_cache::{bare_str, Invalidation, UserCache};
 use crate::config::Config;
 use crate::router::{
     IqHandler, IqResult, IqType, MessageHook, Module, Priority, Registry, Router, SessionEnd,
@@ -41,6 +41,9 @@ use crate::router::{
 use crate::stanza::{self, StanzaError};
 use crate::storage::{ArchiveDefault, ArchivePrefs, ArchivedMessage, StorageResult};
 use crate::xml::{self, ns};
+
+/// The cluster topic on which a node says it changed a user's archive preferences.
+const PREFS_TOPIC: &str = "mam-prefs-written";
 
 pub use eligibility::worth_archiving;
 
@@ -168,7 +171,7 @@ impl Mam {
                         .max(1),
                 },
             }),
-            prefs: UserCache::default(),
+            prefs: UserCache::shared(PREFS_TOPIC),
             default_prefs: Arc::new(ArchivePrefs {
                 default: ArchiveDefault::parse(&mam.default).unwrap_or(ArchiveDefault::Always),
                 always: Vec::new(),
@@ -279,6 +282,11 @@ impl Module for Mam {
         if !self.enabled {
             return;
         }
+        let this = self.clone();
+        registry.cluster_topic(
+            PREFS_TOPIC,
+            Arc::new(Invalidation(Box::new(move |user| this.prefs.forget(user)))),
+        );
         registry.message_hook(Priority::Archive, self.clone());
         let archiver = &self.archiver;
         // A `<query/>` get asks for the form (XEP-0313 §4.1.5), a set runs the query.

@@ -21,6 +21,7 @@ mod access;
 mod avatar;
 pub mod bookmarks;
 mod caps;
+mod cluster;
 mod config;
 mod interest;
 mod notify;
@@ -121,6 +122,10 @@ impl Module for Pep {
         registry.session_hook(Priority::Profile, self.clone());
         registry.presence_observer(Priority::Profile, self.clone());
         registry.remote_domain_hook(Priority::Profile, self.clone());
+        registry.cluster_topic(
+            cluster::TOPIC,
+            Arc::new(cluster::RemoteEvents(self.state.clone())),
+        );
         registry.disco_items(DiscoTarget::Account, self);
         // XEP-0163 §6.1: an account with a PEP service is also a pubsub/pep entity.
         registry.disco_identity(DiscoTarget::Account, Identity::new("pubsub", "pep"));

@@ -5,6 +5,7 @@
 //! Notifications leave through `route_from_user` as the owner's stanzas, so the owner's and the
 //! recipient's stanza filters (XEP-0191 blocking) apply to them (XEP-0163 §4.3.3 rule 3).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{SecondsFormat, TimeZone, Utc};
@@ -14,7 +15,7 @@ use tracing::warn;
 
 use super::{access, store, subscribe, Ctx, PepState};
 use crate::ids::IdGenerator;
-use crate::router::Router;
+use crate::router::{Location, NodeId, Router};
 use crate::stanza;
 use crate::storage::{AccessModel, PepItem, PepNode, SendLastItem};
 use crate::xml::ns;
@@ -57,7 +58,7 @@ pub fn node_event(kind: &str, node: &str) -> Element {
     el
 }
 
-fn message(router: &Router, owner: &BareJid, to: &Jid, event_child: Element) -> Element {
+pub(super) fn message(router: &Router, owner: &BareJid, to: &Jid, event_child: Element) -> Element {
     let mut event = Element::bare("event", ns::PUBSUB_EVENT);
     event.append_child(event_child);
     let mut message = Element::bare("message", ns::CLIENT);
@@ -111,28 +112,35 @@ async fn contacts(
 
 /// The sessions that get `owner`'s notifications for `node`: the owner's own, and (unless the
 /// node is owner-only) those of contacts subscribed to the owner's presence; each only if it
-/// has non-negative priority and asked for `node+notify` (XEP-0163 §4.3.2).
+/// has non-negative priority and asked for `node+notify` (XEP-0163 §4.3.2). Sessions on other
+/// nodes of a cluster come back apart, by node: their node knows what they asked for.
 async fn recipients(
     router: &Router,
     state: &PepState,
     owner: &BareJid,
     node: &str,
     model: AccessModel,
-) -> Vec<FullJid> {
+) -> (Vec<FullJid>, HashMap<NodeId, Vec<FullJid>>) {
     let mut accounts = vec![owner.clone()];
     if model != AccessModel::Whitelist && owner.node().is_some() {
         accounts.extend(contacts(router, owner.as_str(), |s| s.contact_sees_user()).await);
     }
     let mut sessions = Vec::new();
+    let mut elsewhere: HashMap<NodeId, Vec<FullJid>> = HashMap::new();
     for account in &accounts {
         if router.is_hosted(account.domain().as_str()) {
-            sessions.extend(
-                router
-                    .available_resources(account)
-                    .into_iter()
-                    .filter(|(_, priority)| *priority >= 0)
-                    .map(|(jid, _)| jid),
-            );
+            router.directory().resources(account, &mut |resource| {
+                if !resource.takes_bare_messages() {
+                    return;
+                }
+                match resource.location {
+                    Location::OtherNode(peer) => elsewhere
+                        .entry(peer)
+                        .or_default()
+                        .push(resource.jid.clone()),
+                    _ => sessions.push(resource.jid.clone()),
+                }
+            });
         } else {
             // A contact of another server: the sessions that sent the owner presence (their
             // priority is in `wants`, which remembers it).
@@ -140,13 +148,16 @@ async fn recipients(
         }
     }
     sessions.retain(|jid| state.interests.wants(jid, node));
-    sessions
+    (sessions, elsewhere)
 }
 
 /// Sends `event_child` (inside `<event/>`) to every session that wants `node`.
 pub async fn broadcast(ctx: &Ctx<'_>, node: &str, model: AccessModel, event_child: Element) {
-    let implicit = recipients(ctx.router, ctx.state, &ctx.owner, node, model).await;
+    let (implicit, elsewhere) = recipients(ctx.router, ctx.state, &ctx.owner, node, model).await;
+    // A session elsewhere that also subscribed explicitly may get the event twice: its node
+    // alone knows whether it asked for it implicitly, and once too often beats never.
     let explicit = subscribe::event_targets(ctx, node, model, &implicit).await;
+    super::cluster::forward(ctx.router, &ctx.owner, node, &event_child, elsewhere);
     let from = Jid::from(ctx.owner.clone());
     for target in implicit.into_iter().map(Jid::from).chain(explicit) {
         let message = message(ctx.router, &ctx.owner, &target, event_child.clone());

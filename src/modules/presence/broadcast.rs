@@ -104,10 +104,8 @@ impl Presence {
             if &sibling == from {
                 continue;
             }
-            if let Some(mut presence) = self.state.last(&sibling) {
-                stanza::set_attr(&mut presence, "to", from.to_string());
-                let _ = router.deliver_to_session(from, presence);
-            }
+            self.send_last(router, &sibling, Jid::from(from.clone()))
+                .await;
         }
 
         if from.node().is_none() {

@@ -100,13 +100,7 @@ async fn answer_probe(module: &Presence, router: &Arc<Router>, user: &BareJid, p
     let available = router.available_resources(user);
     if !available.is_empty() {
         for (resource, _) in available {
-            let Some(mut presence) = module.state.last(&resource) else {
-                continue;
-            };
-            stanza::set_attr(&mut presence, "to", prober.to_string());
-            router
-                .route_from_user(&Jid::from(resource), prober.clone(), presence)
-                .await;
+            module.send_last(router, &resource, prober.clone()).await;
         }
         return;
     }

@@ -4,6 +4,7 @@
 //! activity (XEP-0012) when the last one does.
 
 mod broadcast;
+mod cluster;
 mod inbound;
 mod remote;
 mod request_rate;
@@ -52,7 +53,8 @@ impl Module for Presence {
     fn register(self: Arc<Self>, registry: &mut Registry) {
         registry.presence_handler(self.clone());
         registry.session_hook(Priority::Presence, self.clone());
-        registry.remote_domain_hook(Priority::Presence, self);
+        registry.remote_domain_hook(Priority::Presence, self.clone());
+        registry.cluster_topic(cluster::TOPIC, Arc::new(cluster::LastPresence(self)));
     }
 }
 
@@ -193,12 +195,7 @@ impl Presence {
         contact: &BareJid,
     ) {
         for (resource, _) in router.available_resources(user) {
-            let Some(mut presence) = self.state.last(&resource) else {
-                continue;
-            };
-            stanza::set_attr(&mut presence, "to", contact.to_string());
-            router
-                .route_from_user(&Jid::from(resource), Jid::from(contact.clone()), presence)
+            self.send_last(router, &resource, Jid::from(contact.clone()))
                 .await;
         }
         for observer in router.presence_observers() {
