@@ -101,6 +101,18 @@ async fn a_message_crosses_two_nodes() {
         .await;
     bob.expect(|el| el.name() == "message" && common::body(el) == "bare")
         .await;
+    // What an operator watches: this node reaches Redis and sees the other one alive.
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let text = one.server.ctx.router.metrics().render();
+        if text.contains("corvid_cluster_connected 1")
+            && text.contains("corvid_cluster_nodes_alive 1")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     common::drop_schema(&schema).await;
 }
 
@@ -139,5 +151,7 @@ async fn a_node_without_redis_serves_its_own_sessions() {
         .await;
     bob.expect(|el| el.name() == "message" && common::body(el) == "local")
         .await;
+    let text = alone.server.ctx.router.metrics().render();
+    assert!(text.contains("corvid_cluster_connected 0"), "{text}");
     common::drop_schema(&schema).await;
 }

@@ -136,6 +136,14 @@ impl Cluster {
         tasks.push(tokio::spawn(link::write(self.clone(), outbox)));
         tasks.push(tokio::spawn(link::subscribe(self.clone())));
         tasks.push(tokio::spawn(liveness::heartbeat(self.clone())));
+        let cluster = Arc::downgrade(self);
+        router.metrics().add_sampler(Box::new(move |metrics| {
+            if let Some(cluster) = cluster.upgrade() {
+                let alive = cluster.alive.read().map_or(0, |alive| alive.len());
+                let queued = cluster.queued.load(Ordering::Relaxed);
+                metrics.set_cluster(cluster.is_connected(), alive, queued);
+            }
+        }));
         info!(node = %self.name, number = self.me.0, "cluster node started");
     }
 

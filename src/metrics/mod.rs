@@ -123,6 +123,9 @@ pub struct Metrics {
     storage: [Histogram; 5],
     s2s_connections: IntGauge,
     s2s_links: IntGauge,
+    cluster_connected: IntGauge,
+    cluster_nodes_alive: IntGauge,
+    cluster_queue: IntGauge,
     samplers: Mutex<Vec<Sampler>>,
 }
 
@@ -253,6 +256,27 @@ impl Metrics {
                     "Server-to-server connections open now, inbound and outbound.",
                 ),
             )?,
+            cluster_connected: registered(
+                r,
+                IntGauge::new(
+                    "cluster_connected",
+                    "1 while this node of a cluster reaches Redis (and so the other nodes).",
+                ),
+            )?,
+            cluster_nodes_alive: registered(
+                r,
+                IntGauge::new(
+                    "cluster_nodes_alive",
+                    "Other nodes of the cluster seen heartbeating at the last check.",
+                ),
+            )?,
+            cluster_queue: registered(
+                r,
+                IntGauge::new(
+                    "cluster_link_queue",
+                    "Stanzas waiting to be published to other nodes.",
+                ),
+            )?,
             s2s_links: registered(
                 r,
                 IntGauge::new(
@@ -348,6 +372,12 @@ impl Metrics {
     }
 
     /// Runs `sampler` before every scrape.
+    pub fn set_cluster(&self, connected: bool, nodes_alive: usize, queue: usize) {
+        self.cluster_connected.set(i64::from(connected));
+        self.cluster_nodes_alive.set(nodes_alive as i64);
+        self.cluster_queue.set(queue as i64);
+    }
+
     pub fn add_sampler(&self, sampler: Sampler) {
         if let Ok(mut samplers) = self.samplers.lock() {
             samplers.push(sampler);
