@@ -62,6 +62,8 @@ struct Progress {
 struct SenderOut {
     /// Messages sent: ids m1..m`sent`.
     sent: u64,
+    /// When each was sent (tool clock, ns), index seq - 1.
+    sent_ns: Vec<u64>,
     /// Sequence numbers that came back as `<message type='error'>`.
     bounced: Vec<u64>,
     /// Messages the server acknowledged (XEP-0198), when acks are on.
@@ -300,6 +302,7 @@ async fn sender_loop(
                 let ts = now_ns();
                 if ts < cfg.end_ns {
                     o.sent += 1;
+                    o.sent_ns.push(ts);
                     progress.sent.fetch_add(1, Relaxed);
                     let seq = o.sent;
                     use std::io::Write;
@@ -540,6 +543,18 @@ fn tally(s: &SenderOut, seen: &Seen, missing: &mut Vec<u64>) -> Tally {
     t
 }
 
+/// Runs of consecutive numbers in a sorted list, as (first, last).
+fn ranges(seqs: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &s in seqs {
+        match out.last_mut() {
+            Some((_, b)) if *b + 1 == s => *b = s,
+            _ => out.push((s, s)),
+        }
+    }
+    out
+}
+
 fn progress_line(p: &Progress, t0: Instant) {
     eprintln!(
         "  {:5.1}s sent {} delivered {} bounced {}; senders lost {} receivers lost {}",
@@ -731,10 +746,21 @@ pub async fn accounting(a: AccountingArgs, nofile: Option<u64>) -> Result<()> {
         if first_bounce.is_none() {
             first_bounce.clone_from(&s.first_bounce);
         }
-        for seq in missing {
+        for (a, b) in ranges(&missing) {
             if missing_sample.len() < 20 {
+                let at = |q: u64| {
+                    s.sent_ns
+                        .get((q - 1) as usize)
+                        .map(|t| t.saturating_sub(start_ns) as f64 / 1e9)
+                        .unwrap_or(0.0)
+                };
+                let span = if a == b {
+                    format!("m{a} (sent at {:.2}s)", at(a))
+                } else {
+                    format!("m{a}-m{b} (sent {:.2}-{:.2}s)", at(a), at(b))
+                };
                 missing_sample.push(format!(
-                    "{}->{} m{seq}",
+                    "{}->{} {span}",
                     c.user(pairs[i].0),
                     c.user(pairs[i].1)
                 ));
@@ -746,6 +772,7 @@ pub async fn accounting(a: AccountingArgs, nofile: Option<u64>) -> Result<()> {
         &mut res,
         json!({
             "by_receiver_server": by_node.iter().map(Tally::json).collect::<Vec<_>>(),
+            // Runs of unaccounted messages per pair (the first 20 runs).
             "unaccounted_sample": missing_sample,
             "foreign_messages": foreign,
             "senders_lost": senders_lost,
@@ -794,6 +821,13 @@ mod tests {
         assert_eq!(id_seq(b"m"), None);
         assert_eq!(ack_h(b"<a xmlns='urn:xmpp:sm:3' h='42'/>"), Some(42));
         assert_eq!(ack_h(b"<a xmlns='urn:xmpp:sm:3' h='-1'/>"), None);
+    }
+
+    #[test]
+    fn runs_of_numbers() {
+        assert_eq!(ranges(&[]), vec![]);
+        assert_eq!(ranges(&[3]), vec![(3, 3)]);
+        assert_eq!(ranges(&[1, 2, 3, 7, 9, 10]), vec![(1, 3), (7, 7), (9, 10)]);
     }
 
     #[test]
