@@ -11,7 +11,9 @@ use tracing::{error, info, warn};
 
 use super::wire::{Entry, Envelope, Event};
 use super::{Cluster, ClusterError};
-use crate::router::NodeId;
+use jid::FullJid;
+
+use crate::router::{Location, NodeId, Outbound};
 
 /// How long one Redis command may take before the link counts as down.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -150,17 +152,19 @@ fn add_republish(cluster: &Cluster, pipe: &mut redis::Pipeline) {
 
 /// Listens to the other nodes; after every (re)connection, rebuilds the mirror from Redis.
 pub async fn subscribe(cluster: Arc<Cluster>) {
-    let mut first = true;
+    // Until the sessions this node's number left in Redis before a restart are ended.
+    let mut previous_life_swept = false;
+    let mut reported = false;
     loop {
-        match listen(&cluster, first).await {
+        match listen(&cluster, &mut previous_life_swept).await {
             Ok(()) => {}
             Err(e) => {
-                if cluster.connected.load(Ordering::Relaxed) || first {
-                    error!(error = %e, "cluster: lost Redis; serving this node's sessions only until it is back");
+                if cluster.connected.load(Ordering::Relaxed) || !reported {
+                    error!(error = %e, "cluster: no Redis; serving this node's sessions only until it is back");
+                    reported = true;
                 }
             }
         }
-        first = false;
         if cluster.connected.swap(false, Ordering::Relaxed) {
             // Nothing reaches the other nodes now: routing must not choose their sessions.
             cluster.mirror.clear();
@@ -169,15 +173,19 @@ pub async fn subscribe(cluster: Arc<Cluster>) {
     }
 }
 
-async fn listen(cluster: &Arc<Cluster>, first: bool) -> Result<(), ClusterError> {
+async fn listen(
+    cluster: &Arc<Cluster>,
+    previous_life_swept: &mut bool,
+) -> Result<(), ClusterError> {
     let mut pubsub = cluster.client.get_async_pubsub().await?;
     pubsub.subscribe(cluster.keys.directory_channel()).await?;
     pubsub
         .subscribe(cluster.keys.node_channel(cluster.me))
         .await?;
     pubsub.subscribe(cluster.keys.all_channel()).await?;
-    if first {
+    if !*previous_life_swept {
         super::liveness::sweep_previous_life(cluster).await?;
+        *previous_life_swept = true;
     }
     let _ = cluster.outbox.send(Outgoing::Republish);
     cluster.dirty.store(false, Ordering::Relaxed);
@@ -235,8 +243,29 @@ fn apply_event(cluster: &Cluster, payload: &[u8]) {
         return;
     }
     match event {
-        Event::Set { node, jid, entry } => cluster.mirror.set(node, jid, entry),
+        Event::Set { node, jid, entry } => {
+            end_if_replaced(cluster, &jid, entry.seq);
+            cluster.mirror.set(node, jid, entry)
+        }
         Event::Unbound { node, jid, seq } => cluster.mirror.unbind(node, &jid, seq),
+    }
+}
+
+/// Two nodes bound the same full JID at once, each before hearing of the other: the later
+/// bind wins everywhere (sequences come from the clock), as one node's would.
+fn end_if_replaced(cluster: &Cluster, jid: &FullJid, remote_seq: u64) {
+    let Some(local) = cluster.local() else {
+        return;
+    };
+    let mut older_here = false;
+    local.resources(&jid.to_bare(), &mut |resource| {
+        if resource.jid == jid && resource.location == Location::Local && resource.seq < remote_seq
+        {
+            older_here = true;
+        }
+    });
+    if older_here {
+        local.order_local(jid, Outbound::Replaced);
     }
 }
 

@@ -200,7 +200,7 @@ impl Drop for CrashableFederation {
     }
 }
 
-fn configure(
+pub fn configure(
     c: &mut Config,
     dir: &Path,
     certs: &Certs,

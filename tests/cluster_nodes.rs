@@ -1,16 +1,28 @@
-//! Two nodes of a cluster on one PostgreSQL schema and one Redis prefix: a chat crosses them.
+//! Two nodes of a cluster on one PostgreSQL schema and one Redis prefix: a chat crosses them;
+//! a node without Redis still serves its own users; federation reaches a user on either node,
+//! and a dialback key one node made is verified by the other.
 
 mod common;
 
 use std::sync::Arc;
 
+use common::federation::{configure, free_port, write_certs, Trust};
 use common::xmpp::Session;
 use common::TestServer;
 use corvid::config::Config;
 use corvid::storage::Storage;
 
 async fn node(url: &str, schema: &str, prefix: &str, name: &str, ip: [u8; 4]) -> TestServer {
-    node_on(url, schema, prefix, name, ip, "redis://127.0.0.1:6379/").await
+    node_on(
+        url,
+        schema,
+        prefix,
+        name,
+        ip,
+        "redis://127.0.0.1:6379/",
+        |_| {},
+    )
+    .await
 }
 
 async fn node_on(
@@ -20,6 +32,7 @@ async fn node_on(
     name: &str,
     ip: [u8; 4],
     redis: &str,
+    adjust: impl FnOnce(&mut Config),
 ) -> TestServer {
     let backend = corvid::storage::PostgresStorage::open_with_schema(url, schema)
         .await
@@ -44,6 +57,7 @@ async fn node_on(
     config.cluster.key_prefix = prefix.to_owned();
     config.cluster.heartbeat_secs = 1;
     config.cluster.node_timeout_secs = 3;
+    adjust(&mut config);
     let server = corvid::server::start_with_storage(Arc::new(config), storage)
         .await
         .expect("node starts");
@@ -136,6 +150,7 @@ async fn a_node_without_redis_serves_its_own_sessions() {
         "alone",
         [127, 0, 0, 33],
         &format!("redis://127.0.0.1:{port}/"),
+        |_| {},
     )
     .await;
     alone.add_user("alice").await;
@@ -153,5 +168,69 @@ async fn a_node_without_redis_serves_its_own_sessions() {
         .await;
     let text = alone.server.ctx.router.metrics().render();
     assert!(text.contains("corvid_cluster_connected 0"), "{text}");
+    common::drop_schema(&schema).await;
+}
+
+/// `b.test` (another server) routes `a.test` to node one; alice@a.test is on node two. Bob's
+/// message enters at node one and crosses to node two; alice's answer leaves from node two,
+/// whose dialback key `b.test` checks by connecting to `a.test`, that is, to node one: the
+/// key verifies there because every node derives keys from the secret in the database.
+#[tokio::test]
+async fn federation_reaches_any_node_and_dialback_verifies_on_another() {
+    let Ok(url) = std::env::var("CORVID_TEST_POSTGRES") else {
+        eprintln!("skipped: CORVID_TEST_POSTGRES is not set");
+        return;
+    };
+    const A: &str = "a.test";
+    const B: &str = "b.test";
+    let (one_ip, two_ip, b_ip) = ([127, 0, 0, 41], [127, 0, 0, 42], [127, 0, 0, 43]);
+    let certs = tempfile::tempdir().expect("certs");
+    // Self-signed: nobody trusts them, so only dialback authenticates.
+    let written = write_certs(certs.path(), Trust::SelfSigned, &[A, B]);
+    let (one_port, two_port, b_port) = (free_port(one_ip), free_port(two_ip), free_port(b_ip));
+    let suffix: u64 = rand::random();
+    let schema = format!("corvid_cl_{suffix:016x}");
+    let prefix = format!("t{suffix:016x}");
+    let redis = "redis://127.0.0.1:6379/";
+    let dir = certs.path();
+    let one = node_on(&url, &schema, &prefix, "one", one_ip, redis, |c| {
+        configure(c, dir, &written, A, one_ip, one_port, (B, b_ip, b_port));
+    })
+    .await;
+    let two = node_on(&url, &schema, &prefix, "two", two_ip, redis, |c| {
+        configure(c, dir, &written, A, two_ip, two_port, (B, b_ip, b_port));
+    })
+    .await;
+    let b = TestServer::start_with(|c| {
+        configure(c, dir, &written, B, b_ip, b_port, (A, one_ip, one_port));
+        c.c2s.bind = b_ip.into();
+    })
+    .await;
+    one.add_user("alice@a.test").await;
+    b.add_user("bob@b.test").await;
+    let mut alice = Session::online_on(&two, A, "alice", "pc").await;
+    let mut bob = Session::online_on(&b, B, "bob", "phone").await;
+    let alice_jid: jid::FullJid = alice.jid.parse().expect("jid");
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while !one.server.ctx.router.is_bound(&alice_jid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice never visible on node one"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    bob.send("<message to='alice@a.test/pc' type='chat'><body>from b</body></message>")
+        .await;
+    let got = alice
+        .expect(|el| el.name() == "message" && common::body(el) == "from b")
+        .await;
+    assert_eq!(got.attr("from"), Some("bob@b.test/phone"));
+    alice
+        .send("<message to='bob@b.test/phone' type='chat'><body>from a</body></message>")
+        .await;
+    let got = bob
+        .expect(|el| el.name() == "message" && common::body(el) == "from a")
+        .await;
+    assert_eq!(got.attr("from"), Some("alice@a.test/pc"));
     common::drop_schema(&schema).await;
 }
