@@ -79,6 +79,20 @@ enum CtlCommand {
     /// Runs any admin command: `corvid ctl run <node> field=value …` (a field given twice
     /// has two values).
     Run { node: String, fields: Vec<String> },
+    /// The nodes of the cluster: name, number, health, sessions, heartbeat age, state.
+    Cluster {
+        #[command(subcommand)]
+        action: Option<ClusterCommand>,
+    },
+}
+
+/// `corvid ctl cluster drain|undrain`, on the node whose control socket is used.
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Stop taking logins; resumable sessions are asked to resume on another node.
+    Drain,
+    /// Take logins again.
+    Undrain,
 }
 
 #[derive(Subcommand)]
@@ -362,6 +376,16 @@ async fn ctl(config: &Config, args: CtlArgs) -> Result<(), String> {
                 fields.push(("announcement", vec![message]));
             }
             run("shutdown", &fields)
+        }
+        CtlCommand::Cluster { action } => {
+            use corvid::control::protocol::ClusterAction;
+            Request::Cluster {
+                action: match action {
+                    None => ClusterAction::List,
+                    Some(ClusterCommand::Drain) => ClusterAction::Drain,
+                    Some(ClusterCommand::Undrain) => ClusterAction::Undrain,
+                },
+            }
         }
         CtlCommand::Run { node, fields } => {
             let mut submitted = std::collections::BTreeMap::<String, Vec<String>>::new();

@@ -4,6 +4,7 @@
 //! offered both to admins' XMPP clients and to the command line.
 
 pub mod client;
+pub mod cluster;
 mod listener;
 pub mod operator;
 pub mod protocol;

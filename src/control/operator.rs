@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::listener::Operator;
-use super::protocol::{AccountChange, Field, Note, Outcome, Request};
+use super::protocol::{AccountChange, ClusterAction, Field, Note, Outcome, Request};
 use crate::admin::sessions::end_sessions;
 use crate::modules::adhoc::{self, CommandOutput};
 use crate::router::Router;
@@ -53,6 +53,51 @@ impl ServerOperator {
         }
         outcome
     }
+
+    /// `corvid ctl cluster [drain|undrain]`: the nodes, after the change to this one.
+    async fn cluster(&self, action: ClusterAction) -> Result<Outcome, String> {
+        let report = super::cluster::apply(&self.router, action).await?;
+        let mut outcome = Outcome {
+            notes: report
+                .notes
+                .into_iter()
+                .map(|text| Note {
+                    kind: "info".into(),
+                    text,
+                })
+                .collect(),
+            ..Outcome::default()
+        };
+        if let Some(resumable) = report.resumable {
+            outcome.field(
+                "resumable",
+                "Resumable sessions",
+                vec![resumable.to_string()],
+            );
+        }
+        outcome.rows = report
+            .nodes
+            .into_iter()
+            .map(|node| {
+                let age = node
+                    .heartbeat_age_ms
+                    .map_or_else(String::new, |ms| ms.to_string());
+                [
+                    ("name", node.name),
+                    ("number", node.number.to_string()),
+                    ("alive", node.alive.to_string()),
+                    ("sessions", node.sessions.to_string()),
+                    ("heartbeat_age_ms", age),
+                    ("state", node.state),
+                    ("this", node.this_node.to_string()),
+                ]
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), vec![value]))
+                .collect()
+            })
+            .collect();
+        Ok(outcome)
+    }
 }
 
 #[async_trait]
@@ -60,6 +105,7 @@ impl Operator for ServerOperator {
     async fn handle(&self, request: Request) -> Result<Outcome, String> {
         match request {
             Request::Status => Ok(self.status()),
+            Request::Cluster { action } => self.cluster(action).await,
             Request::Commands => Ok(Outcome {
                 rows: adhoc::operator_commands(&self.router)
                     .into_iter()

@@ -23,6 +23,23 @@ pub enum Request {
     /// `corvid user …` changed an account in storage behind the server's back: the server
     /// acts on it (a deleted account's sessions end).
     AccountChanged { jid: String, change: AccountChange },
+    /// The nodes of the cluster this server is a node of; `drain` and `undrain` change this
+    /// node first.
+    Cluster {
+        #[serde(default)]
+        action: ClusterAction,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterAction {
+    #[default]
+    List,
+    /// Stop taking logins and ask resumable sessions to move to another node.
+    Drain,
+    /// Take logins again.
+    Undrain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +123,20 @@ mod tests {
         assert_eq!(fields["announcement"], vec!["bye".to_owned()]);
         let status: Request = serde_json::from_str(r#"{"op":"status"}"#).unwrap();
         assert_eq!(status, Request::Status);
+        let cluster: Request = serde_json::from_str(r#"{"op":"cluster"}"#).unwrap();
+        assert_eq!(
+            cluster,
+            Request::Cluster {
+                action: ClusterAction::List
+            }
+        );
+        let drain: Request = serde_json::from_str(r#"{"op":"cluster","action":"drain"}"#).unwrap();
+        assert_eq!(
+            drain,
+            Request::Cluster {
+                action: ClusterAction::Drain
+            }
+        );
     }
 
     #[test]

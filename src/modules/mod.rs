@@ -67,5 +67,6 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Module>> {
     if let Some(upload) = upload::Upload::new(config) {
         modules.push(upload);
     }
+    modules.extend(crate::stream::cluster_resume::module(config));
     modules
 }

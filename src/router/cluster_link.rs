@@ -12,9 +12,10 @@ use super::directory::NodeId;
 use super::Router;
 
 /// The cluster as modules use it. Sends are queued without waiting; per destination node
-/// they arrive in the order they were sent.
+/// they arrive in the order they were sent. `Any`, so that operations can reach the node
+/// behind the link (`corvid::cluster::Cluster`: draining, the list of nodes).
 #[async_trait]
-pub trait ClusterLink: Send + Sync {
+pub trait ClusterLink: std::any::Any + Send + Sync {
     /// This node.
     fn node(&self) -> NodeId;
 

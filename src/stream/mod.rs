@@ -3,6 +3,7 @@
 mod auth;
 mod bind2;
 pub mod c2s;
+pub mod cluster_resume;
 pub mod context;
 mod csi;
 pub mod detached_cap;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
@@ -72,7 +72,7 @@ impl Bound {
     }
 
     /// The client's inbound count, for `<failed h/>` once the session is gone.
-    fn inbound_h(&self) -> u32 {
+    pub(crate) fn inbound_h(&self) -> u32 {
         self.sm.as_ref().map_or(0, |sm| sm.inbound)
     }
 }
@@ -92,6 +92,17 @@ pub struct Slot {
     pub id: String,
     generation: u64,
     pub requests: mpsc::Receiver<Takeover>,
+    /// Changes when the node drains: a live session is asked to move to another node.
+    moving: watch::Receiver<u64>,
+}
+
+/// What the owner of a live resumable session is asked.
+pub enum SlotRequest {
+    /// Hand the state over to a resuming connection.
+    Takeover(Takeover),
+    /// This node drains: end the stream with `<system-shutdown/>` and wait, detached, for the
+    /// client to resume (on another node, which then asks this one for the session).
+    Move,
 }
 
 struct Entry {
@@ -107,11 +118,22 @@ struct Expired {
 }
 
 /// Resumable sessions by SM id, and a bounded memory of the ones that ended.
-#[derive(Default)]
 pub struct Resumption {
     entries: Mutex<HashMap<String, Entry>>,
     expired: Mutex<Expired>,
     generations: AtomicU64,
+    moving: watch::Sender<u64>,
+}
+
+impl Default for Resumption {
+    fn default() -> Self {
+        Resumption {
+            entries: Mutex::default(),
+            expired: Mutex::default(),
+            generations: AtomicU64::default(),
+            moving: watch::channel(0).0,
+        }
+    }
 }
 
 impl Resumption {
@@ -129,7 +151,16 @@ impl Resumption {
             id,
             generation,
             requests: rx,
+            moving: self.moving.subscribe(),
         }
+    }
+
+    /// Asks every live resumable session to move to another node (see `SlotRequest::Move`);
+    /// returns how many resumable sessions there are, live or already detached.
+    pub fn ask_to_move(&self) -> usize {
+        self.moving
+            .send_modify(|round| *round = round.wrapping_add(1));
+        self.len()
     }
 
     /// Forgets a session that ended for real; its final `h` is kept for a later `<failed/>`.
@@ -158,6 +189,16 @@ impl Resumption {
     /// Takes the state of session `id` from its owner for `user`. `Err` carries the `h` to put
     /// in `<failed/>`, known when the session of that user expired recently.
     pub async fn take(&self, id: &str, user: &BareJid) -> Result<Box<Bound>, Option<u32>> {
+        self.take_within(id, user, TAKEOVER_TIMEOUT).await
+    }
+
+    /// `take`, waiting at most `wait` for the owner to hand the state over.
+    pub async fn take_within(
+        &self,
+        id: &str,
+        user: &BareJid,
+        wait: Duration,
+    ) -> Result<Box<Bound>, Option<u32>> {
         let requests = lock(&self.entries)
             .get(id)
             .filter(|e| &e.user == user)
@@ -165,15 +206,21 @@ impl Resumption {
         let Some(requests) = requests else {
             return Err(self.expired_h(id, user));
         };
-        let (tx, rx) = oneshot::channel();
-        let handed = tokio::time::timeout(TAKEOVER_TIMEOUT, async {
+        let (tx, mut rx) = oneshot::channel();
+        let handed = tokio::time::timeout(wait, async {
             requests.send(tx).await.ok()?;
-            rx.await.ok()
+            (&mut rx).await.ok()
         })
         .await;
         match handed {
             Ok(Some(bound)) => Ok(bound),
-            _ => Err(self.expired_h(id, user)),
+            Ok(None) => Err(self.expired_h(id, user)),
+            Err(_) => {
+                // Closed first, so that the owner either handed the state over already (it is
+                // taken here) or gets it back from its send: never dropped with the channel.
+                rx.close();
+                rx.try_recv().map_err(|_| self.expired_h(id, user))
+            }
         }
     }
 
@@ -203,6 +250,18 @@ pub async fn takeover_requested(slot: &mut Option<Slot>) -> Option<Takeover> {
     match slot {
         Some(slot) => slot.requests.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// `takeover_requested`, and the request to move away from a draining node, for a live
+/// session (a detached one has nothing to move).
+pub async fn requested(slot: &mut Option<Slot>) -> Option<SlotRequest> {
+    let Some(slot) = slot else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        request = slot.requests.recv() => request.map(SlotRequest::Takeover),
+        Ok(()) = slot.moving.changed() => Some(SlotRequest::Move),
     }
 }
 

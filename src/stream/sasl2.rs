@@ -12,6 +12,7 @@ use tracing::debug;
 
 use super::auth::{self, AuthOutcome, Exchange, Wrapper};
 use super::bind2::{self, BindRequest, InlineRequests};
+use super::cluster_resume;
 use super::end::End;
 use super::fast::{self, FastUse, TokenLogin};
 use super::random_id::random_id;
@@ -224,7 +225,12 @@ pub(super) async fn authenticate<S: Sasl2Stream>(
         .stream_management
         .resume_timeout_secs;
     let sm = sm_enable.and_then(|enable| match sm::parse(enable) {
-        Some(Ok(Nonza::Enable { resume, max })) => Some(SmGrant::new(resume, max, server_max)),
+        Some(Ok(Nonza::Enable { resume, max })) => Some(SmGrant::new(
+            resume,
+            max,
+            server_max,
+            cluster_resume::node_number(&stream.context().router),
+        )),
         _ => None,
     });
     if bound.is_some() && resumed.is_none() {
@@ -300,7 +306,7 @@ async fn inline_resume<S: Sasl2Stream>(
         return (None, Some(sm::failed(Condition::ItemNotFound, None)));
     };
     let ctx = stream.context().clone();
-    match ctx.resumption.take(&previd, &account).await {
+    match cluster_resume::take(&ctx, &previd, &account, h).await {
         Ok(bound) => {
             let jid = bound.jid.clone();
             let inbound = bound.sm.as_ref().map_or(0, |sm| sm.inbound);

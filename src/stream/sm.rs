@@ -95,11 +95,31 @@ pub struct SmGrant {
 impl SmGrant {
     /// What an `<enable/>` gets: a resumption id (when resumption is asked for and allowed)
     /// and the timeout granted, the smaller of the client's `max` and ours (`server_max`).
-    pub fn new(resume: bool, max: Option<u64>, server_max: u64) -> SmGrant {
+    /// `node`: this node's number on a node of a cluster, which goes into the id.
+    pub fn new(resume: bool, max: Option<u64>, server_max: u64, node: Option<u16>) -> SmGrant {
         let max_secs = max.map_or(server_max, |asked| asked.min(server_max));
-        let id = (resume && max_secs > 0).then(random_id);
+        let id = (resume && max_secs > 0).then(|| resumption_id(node));
         SmGrant { id, max_secs }
     }
+}
+
+/// A resumption id. On a node of a cluster it starts with the node's number, so that the
+/// node a client comes back to knows whom to ask; a single node's ids stay bare random ones.
+pub fn resumption_id(node: Option<u16>) -> String {
+    match node {
+        Some(node) => format!("{node}-{}", random_id()),
+        None => random_id(),
+    }
+}
+
+/// The node that made resumption id `id`; None for a single node's id (or one that is not
+/// ours at all, which then is simply not found).
+pub fn node_of_id(id: &str) -> Option<u16> {
+    let (node, rest) = id.split_once('-')?;
+    if node.is_empty() || !node.bytes().all(|b| b.is_ascii_digit()) || rest.is_empty() {
+        return None;
+    }
+    node.parse().ok()
 }
 
 /// The counters and unacked queue of one stream with SM enabled.
@@ -310,6 +330,29 @@ mod tests {
         let too_high = CountTooHigh { h: 5, sent: 2 }.to_element();
         let too_high = sm::HandledCountTooHigh::try_from(too_high).unwrap();
         assert_eq!((too_high.h, too_high.send_count), (5, 2));
+    }
+
+    #[test]
+    fn cluster_ids_name_their_node_and_single_node_ids_none() {
+        let id = resumption_id(Some(7));
+        assert!(id.starts_with("7-"), "{id}");
+        assert_eq!(node_of_id(&id), Some(7));
+        let single = resumption_id(None);
+        assert_eq!(single.len(), 24);
+        assert_eq!(node_of_id(&single), None);
+        for garbage in [
+            "",
+            "-",
+            "7-",
+            "-abc",
+            "+7-abc",
+            "x7-abc",
+            "70000-abc",
+            "7 -abc",
+        ] {
+            assert_eq!(node_of_id(garbage), None, "{garbage:?}");
+        }
+        assert_eq!(node_of_id("0-a-b"), Some(0));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::C2s;
 use crate::router::Reservation;
 use crate::stanza::Condition;
 use crate::stanza::{self, StanzaError};
+use crate::stream::cluster_resume;
 use crate::stream::end::End;
 use crate::stream::random_id::random_id;
 use crate::stream::resumption::Resumed;
@@ -95,7 +96,7 @@ impl<T: Transport> C2s<T> {
                 .await?;
             return Ok(None);
         };
-        match self.ctx.resumption.take(&previd, &account).await {
+        match cluster_resume::take(&self.ctx, &previd, &account, h).await {
             Ok(bound) => {
                 let jid = bound.jid.clone();
                 self.resumed = Some(Resumed {

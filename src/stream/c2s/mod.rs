@@ -50,6 +50,9 @@ pub(super) struct C2s<T: Transport> {
     in_flight: Vec<Element>,
     /// A session taken over by `<resume/>` during negotiation, with the client's `h`.
     resumed: Option<Resumed>,
+    /// The bound session was asked to move off this draining node: it ends its stream but
+    /// stays resumable.
+    moving: bool,
     /// How fast the client may send: every frame is read through `next_frame`, which waits
     /// here while the client is over its rates.
     shaper: Shaper,
@@ -72,6 +75,7 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<StreamContext>, permit: im
         header_sent: false,
         in_flight: Vec::new(),
         resumed: None,
+        moving: false,
         shaper,
     };
     // Boxed, like the routing below: an idle session's task should not carry the space of the

@@ -9,6 +9,8 @@ use crate::router::Reservation;
 use crate::stanza::{self, StanzaError};
 use crate::stream::auth::{self, AuthOutcome};
 use crate::stream::bind2::InlineRequests;
+use crate::stream::cluster_resume;
+use crate::stream::context::StreamContext;
 use crate::stream::end::End;
 use crate::stream::features;
 use crate::stream::register;
@@ -34,6 +36,9 @@ impl<T: Transport> C2s<T> {
         let mut registration = register::PreAuth::default();
         loop {
             self.expect_stream_header().await?;
+            if username.is_none() {
+                refuse_if_draining(&self.ctx)?;
+            }
             self.send_features(username.is_some()).await?;
             // Elements of this stream, until it restarts (after TLS or SASL) or binds.
             loop {
@@ -60,6 +65,7 @@ impl<T: Transport> C2s<T> {
                     break;
                 }
                 if el.is("auth", ns::SASL) && username.is_none() {
+                    refuse_if_draining(&self.ctx)?;
                     match auth::authenticate(self, el).await? {
                         AuthOutcome::Success(user) => {
                             username = Some(user);
@@ -77,6 +83,7 @@ impl<T: Transport> C2s<T> {
                 // inline (or resumed inline), the session starts; otherwise the client binds
                 // itself.
                 if el.is("authenticate", ns::SASL2) && username.is_none() {
+                    refuse_if_draining(&self.ctx)?;
                     match sasl2::authenticate(self, el).await? {
                         Sasl2Outcome::Success(login) => {
                             let login = *login;
@@ -153,6 +160,18 @@ impl<T: Transport> C2s<T> {
 }
 
 const MAX_AUTH_ATTEMPTS: u32 = 5;
+
+/// A draining node takes no logins: the client goes through the load balancer again and
+/// reaches another node. Checked again before SASL for a stream that began before the drain.
+fn refuse_if_draining(ctx: &StreamContext) -> Result<(), End> {
+    if cluster_resume::is_draining(&ctx.router) {
+        return Err(End::Error(
+            StreamCondition::SystemShutdown,
+            Some("this node is draining: connect to another one".into()),
+        ));
+    }
+    Ok(())
+}
 
 /// Counts a failed authentication (RFC 6120 or SASL2 alike); too many end the stream.
 fn count_failure(failures: &mut u32) -> Result<(), End> {

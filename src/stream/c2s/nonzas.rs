@@ -5,6 +5,7 @@ use tracing::debug;
 
 use super::C2s;
 use crate::stanza::Condition;
+use crate::stream::cluster_resume;
 use crate::stream::end::End;
 use crate::stream::resumption::Bound;
 use crate::stream::sm::{self, Nonza, SmGrant, SmState};
@@ -69,7 +70,8 @@ impl<T: Transport> C2s<T> {
         max: Option<u64>,
     ) -> Result<(), End> {
         let server_max = self.ctx.config.stream_management.resume_timeout_secs;
-        let grant = SmGrant::new(resume, max, server_max);
+        let node = cluster_resume::node_number(&self.ctx.router);
+        let grant = SmGrant::new(resume, max, server_max, node);
         let reply = sm::enabled(grant.id.as_deref(), grant.max_secs);
         self.install_sm(b, grant);
         self.send_el(&reply).await
@@ -79,6 +81,7 @@ impl<T: Transport> C2s<T> {
     pub(super) fn install_sm(&mut self, b: &mut Bound, grant: SmGrant) {
         if let Some(id) = &grant.id {
             b.slot = Some(self.ctx.resumption.register(id.clone(), b.jid.to_bare()));
+            cluster_resume::attach(&self.ctx);
         }
         debug!(
             resume = grant.id.is_some(),

@@ -15,7 +15,7 @@ use super::C2s;
 use crate::router::{Outbound, Reservation, SessionEnd};
 use crate::stream::bind2::{self, InlineRequests};
 use crate::stream::end::End;
-use crate::stream::resumption::{self, Bound, Resumed, Takeover};
+use crate::stream::resumption::{self, Bound, Resumed, SlotRequest, Takeover};
 use crate::stream::sm;
 use crate::stream::transport::{Incoming, Transport, TransportError};
 use crate::xml;
@@ -115,7 +115,10 @@ impl<T: Transport> C2s<T> {
                 frame = self.next_frame() => Step::Frame(frame),
                 first = b.rx.recv() => Step::Queued(first),
                 _ = stalled.notified() => Step::Stalled,
-                Some(request) = resumption::takeover_requested(&mut slot) => Step::Takeover(request),
+                Some(request) = resumption::requested(&mut slot) => match request {
+                    SlotRequest::Takeover(request) => Step::Takeover(request),
+                    SlotRequest::Move => Step::Move,
+                },
                 _ = shutdown.wait() => Step::Shutdown,
                 _ = idle::until(deadline) => Step::Idle,
             };
@@ -172,7 +175,17 @@ impl<T: Transport> C2s<T> {
                     StreamCondition::PolicyViolation,
                     Some("too many stanzas waiting to be read".into()),
                 )),
+                // The resuming connection gave up before this session got to its request:
+                // the client is still here.
+                Step::Takeover(request) if request.is_closed() => Ok(()),
                 Step::Takeover(request) => Err(End::TakenOver(request)),
+                Step::Move => {
+                    self.moving = true;
+                    Err(End::Error(
+                        StreamCondition::SystemShutdown,
+                        Some("this node is draining: resume on another one".into()),
+                    ))
+                }
                 Step::Shutdown => Err(End::Error(StreamCondition::SystemShutdown, None)),
             };
             if let Err(end) = result {
@@ -202,8 +215,12 @@ impl<T: Transport> C2s<T> {
                 return End::Disconnected;
             }
             // At shutdown nothing is parked: resumption state does not outlive the process.
-            end @ (End::Disconnected | End::Stalled)
-                if resumable && !self.ctx.router.is_shutting_down() =>
+            // Told to move (the node drains), the session waits here for its client to
+            // resume on another node, which asks this one for what the client did not get.
+            end @ (End::Disconnected | End::Stalled | End::Error(..))
+                if resumable
+                    && !self.ctx.router.is_shutting_down()
+                    && (self.moving || !matches!(end, End::Error(..))) =>
             {
                 for el in in_flight.drain(..).rev() {
                     b.pending.push_front(el);
@@ -275,5 +292,7 @@ enum Step {
     Queued(Option<Outbound>),
     Stalled,
     Takeover(Takeover),
+    /// The node drains: the client should resume elsewhere.
+    Move,
     Shutdown,
 }
