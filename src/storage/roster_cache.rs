@@ -22,6 +22,9 @@ struct CachedRoster {
     by_contact: HashMap<String, usize>,
 }
 
+/// Told the name of a user whose roster was written.
+pub type Announce = Box<dyn Fn(&str) + Send + Sync>;
+
 pub struct CachedRosterStore {
     inner: Arc<dyn RosterStore>,
     rosters: DashMap<String, Arc<CachedRoster>>,
@@ -30,7 +33,7 @@ pub struct CachedRosterStore {
     /// a write sees it changed and does not cache what it read, which may predate the write.
     writes: AtomicU64,
     /// Told of each user whose roster this process wrote.
-    on_write: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
+    on_write: std::sync::OnceLock<Announce>,
 }
 
 impl CachedRosterStore {
@@ -45,7 +48,7 @@ impl CachedRosterStore {
     }
 
     /// Calls `announce` with each user whose roster is written through this cache (once).
-    pub fn on_write(&self, announce: Box<dyn Fn(&str) + Send + Sync>) {
+    pub fn on_write(&self, announce: Announce) {
         let _ = self.on_write.set(announce);
     }
 

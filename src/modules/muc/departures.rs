@@ -35,6 +35,24 @@ impl Departures {
     pub fn why(&self, session: &FullJid) -> Option<SessionEnd> {
         self.ending.get(session).map(|why| *why)
     }
+
+    /// Whether the session's goodbye is that of a session lost (status 333).
+    pub fn is_lost(&self, session: &FullJid) -> bool {
+        matches!(
+            self.why(session),
+            Some(SessionEnd::ConnectionLost | SessionEnd::ByServer)
+        )
+    }
+
+    /// On a node of a cluster serving a room: a session that ended on another node, whose
+    /// goodbye that node passed here, ended for `why` while the goodbye is handled.
+    pub fn note_elsewhere(&self, session: &FullJid, why: SessionEnd) {
+        self.ending.insert(session.clone(), why);
+    }
+
+    pub fn forget(&self, session: &FullJid) {
+        self.ending.remove(session);
+    }
 }
 
 struct Note(Arc<Departures>);
@@ -61,15 +79,22 @@ impl SessionHook for Forget {
 /// it too: if its server is still there, its client learns it is out). An occupant whose
 /// server comes back joins again like anyone else.
 pub(super) async fn lost_domain(muc: &Muc, router: &Arc<Router>, domain: &str) {
+    lose_occupants(muc, router, |jid| jid.domain().as_str() == domain).await;
+}
+
+/// Every occupant whose session `lost` names leaves every room this node serves, gone for a
+/// technical reason (status 333): sessions nobody can ask any more, on a server we lost or
+/// on a node of the cluster that died.
+pub(super) async fn lose_occupants(
+    muc: &Muc,
+    router: &Arc<Router>,
+    lost: impl Fn(&FullJid) -> bool,
+) {
     for handle in muc.all_rooms() {
         let mut room = handle.lock().await;
         // A room emptied by the last removal is gone: nothing more to do in it.
         while !room.gone {
-            let Some(index) = room
-                .occupants
-                .iter()
-                .position(|o| o.jid.domain().as_str() == domain)
-            else {
+            let Some(index) = room.occupants.iter().position(|o| lost(&o.jid)) else {
                 break;
             };
             // What it last said (its status) is not what it says on leaving: it said nothing.

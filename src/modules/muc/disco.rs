@@ -1,11 +1,16 @@
 //! Service discovery (XEP-0045 §6) on the service and on each room, with the
 //! `muc#roominfo` extended form (XEP-0128) on rooms.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use jid::BareJid;
 use minidom::Element;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 
 use super::room::Room;
 use super::Muc;
+use crate::router::Router;
 use crate::xml::forms::{self, DataForm, Field, FieldType};
 use crate::xml::ns;
 
@@ -43,8 +48,10 @@ pub(super) fn service_info(request: &Element) -> Element {
 }
 
 /// Public rooms of the `service` domain that are configured (locked ones do not exist yet for
-/// anyone else).
-pub(super) async fn service_items(muc: &Muc, service: &str) -> Element {
+/// anyone else). On a cluster, the persistent ones other nodes serve are listed from storage;
+/// temporary rooms are listed by the node serving them only (they live in its memory, and
+/// asking every node on every request would make the list as slow as the slowest node).
+pub(super) async fn service_items(muc: &Muc, router: &Arc<Router>, service: &str) -> Element {
     let mut items = Vec::new();
     for handle in muc.all_rooms() {
         let room = handle.lock().await;
@@ -58,6 +65,20 @@ pub(super) async fn service_items(muc: &Muc, service: &str) -> Element {
             room.config.name.clone()
         };
         items.push((room.jid.to_string(), room.jid.clone(), name));
+    }
+    if router.cluster().is_some() {
+        let served_here: HashSet<BareJid> = muc.all_rooms_jids();
+        for (jid, name) in super::cluster::stored_public_rooms(muc, router, service).await {
+            if served_here.contains(&jid) {
+                continue;
+            }
+            let name = if name.is_empty() {
+                jid.node().map(|n| n.to_string()).unwrap_or_default()
+            } else {
+                name
+            };
+            items.push((jid.to_string(), jid, name));
+        }
     }
     items.sort();
     DiscoItemsResult {

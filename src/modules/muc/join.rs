@@ -11,7 +11,7 @@ use super::history::HistoryRequest;
 use super::room::{public_presence, Affiliation, ItemExtra, Occupant, Role, Room};
 use super::Muc;
 use crate::limits::bucket::Bucket;
-use crate::router::{Router, SessionEnd};
+use crate::router::Router;
 use crate::stanza::{self, Condition, ErrorType, Kind, StanzaError};
 use crate::xml::ns;
 
@@ -245,10 +245,7 @@ async fn leave(
     // The presence module says goodbye for sessions that end. A client that closed its
     // stream left like one that sent unavailable; any other end (the connection lost, or
     // ended by the server) is the "technical reason" of status 333.
-    let lost = matches!(
-        muc.departures.why(from),
-        Some(SessionEnd::ConnectionLost | SessionEnd::ByServer)
-    );
+    let lost = muc.departures.is_lost(from);
     let codes: &[u16] = if lost { &[GONE_WITHOUT_LEAVING] } else { &[] };
     remove_occupant(muc, router, &mut room, index, codes, ItemExtra::default()).await;
 }

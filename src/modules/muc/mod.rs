@@ -4,13 +4,16 @@
 //! handled at a time, start to finish, so every occupant sees the room's stanzas in one order.
 //! Fan-out happens under that lock through `Router::route`, which only queues to sessions and
 //! never waits on a slow client. Persistent rooms keep their configuration, affiliations and
-//! subject in storage and are loaded when the service first sees a stanza.
+//! subject in storage and are loaded when the service first sees a stanza. On a cluster, each
+//! room is served by one node at a time and loaded by the node that comes to serve it; the
+//! others pass its stanzas there (`cluster`).
 //!
 //! Limitations (documented for clients): one occupant per full JID; a second session of the
 //! same account may join under another nick but not the same one (`conflict`); only users of
 //! this server may join.
 
 mod admin;
+mod cluster;
 mod config;
 mod departures;
 mod disco;
@@ -66,6 +69,8 @@ pub struct Muc {
     /// Groupchat messages per occupant (`muc.occupant_messages_per_second`), when limited.
     message_rate: Option<Rate>,
     departures: Arc<departures::Departures>,
+    /// Which node of a cluster serves each room (unused on a single node).
+    placement: cluster::Placement,
 }
 
 impl Muc {
@@ -93,6 +98,7 @@ impl Muc {
                 config.muc.occupant_message_burst,
             ),
             departures: Arc::default(),
+            placement: cluster::Placement::default(),
         }))
     }
 
@@ -146,6 +152,10 @@ impl Muc {
 
     fn all_rooms(&self) -> Vec<RoomHandle> {
         self.rooms().values().cloned().collect()
+    }
+
+    fn all_rooms_jids(&self) -> std::collections::HashSet<BareJid> {
+        self.rooms().keys().cloned().collect()
     }
 
     /// The existing room, or a new locked one when `creator` may create it. `creator_is_local`:
@@ -247,6 +257,10 @@ impl Muc {
                     }
                 };
                 let _ = self.secret.set(secret);
+                if router.cluster().is_some() {
+                    // Each room is loaded by the node that comes to serve it (`cluster`).
+                    return;
+                }
                 for room in persist::load(router, &self.limits).await {
                     let jid = room.jid.clone();
                     self.rooms()
@@ -270,7 +284,7 @@ impl Muc {
         let answer = if is_get && payload.is("query", ns::DISCO_INFO) {
             Ok(Some(disco::service_info(payload)))
         } else if is_get && payload.is("query", ns::DISCO_ITEMS) {
-            Ok(Some(disco::service_items(self, service).await))
+            Ok(Some(disco::service_items(self, router, service).await))
         } else if is_get && payload.is("ping", ns::PING) {
             Ok(None)
         } else {
@@ -299,6 +313,9 @@ impl Module for Muc {
             registry.component(service.clone(), self.clone());
         }
         self.departures.register(registry);
+        registry.cluster_topic(cluster::TOPIC, cluster::Inbox::new(self.clone()));
+        registry.node_gone_hook(Priority::Presence, self.clone());
+        registry.shutdown_hook(Priority::Presence, self.clone());
         registry.remote_domain_hook(Priority::Presence, self.clone());
         // How clients find the service: an item of the server (XEP-0045 §6.1).
         registry.disco_items(DiscoTarget::Server, self);
@@ -326,6 +343,18 @@ impl RemoteDomainHook for Muc {
 #[async_trait]
 impl Component for Muc {
     async fn handle(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element) {
+        if router.cluster().is_some() && to.node().is_some() {
+            self.to_serving_node(router, kind, to, stanza, cluster::FORWARDS, false)
+                .await;
+            return;
+        }
+        self.handle_here(router, kind, to, stanza).await;
+    }
+}
+
+impl Muc {
+    /// A stanza for the service or for a room this node serves.
+    async fn handle_here(&self, router: &Arc<Router>, kind: Kind, to: Jid, stanza: Element) {
         // This server's users and, through federation, other servers' (the s2s stream
         // checked that the sender's domain is the peer's): a room has remote occupants too.
         // The router or the s2s stream stamped `from`; without one there is nobody to answer.
@@ -364,9 +393,7 @@ impl Component for Muc {
             Kind::Iq => self.room_iq(router, &room, nick, from, stanza).await,
         }
     }
-}
 
-impl Muc {
     async fn room_iq(
         &self,
         router: &Arc<Router>,

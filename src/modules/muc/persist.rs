@@ -14,8 +14,7 @@ use crate::router::Router;
 use crate::storage::StoredRoom;
 
 pub(super) async fn load(router: &Arc<Router>, limits: &MucConfig) -> Vec<Room> {
-    let store = &router.storage().muc;
-    let stored = match store.muc_rooms().await {
+    let stored = match router.storage().muc.muc_rooms().await {
         Ok(rooms) => rooms,
         Err(e) => {
             warn!(error = %e, "cannot load MUC rooms");
@@ -24,31 +23,59 @@ pub(super) async fn load(router: &Arc<Router>, limits: &MucConfig) -> Vec<Room> 
     };
     let mut rooms = Vec::with_capacity(stored.len());
     for row in stored {
-        let Ok(jid) = BareJid::new(&row.jid) else {
-            warn!(room = %row.jid, "stored MUC room has an invalid JID; skipped");
-            continue;
-        };
-        let config = RoomConfig::from_stored(&row.config, limits);
-        let mut room = Room::new(jid, config, limits.history_messages as usize);
-        room.subject = row.subject;
-        room.subject_nick = row.subject_nick;
-        match store.muc_affiliations(&row.jid).await {
-            Ok(list) => {
-                for entry in list {
-                    let parsed = (
-                        BareJid::new(&entry.jid).ok(),
-                        Affiliation::parse(&entry.affiliation),
-                    );
-                    if let (Some(jid), Some(affiliation)) = parsed {
-                        room.affiliations.insert(jid, affiliation);
-                    }
-                }
-            }
-            Err(e) => warn!(error = %e, room = %row.jid, "cannot load MUC affiliations"),
+        if let Some(room) = from_row(router, limits, row).await {
+            rooms.push(room);
         }
-        rooms.push(room);
     }
     rooms
+}
+
+/// The stored room `jid`, if there is one: what a node of a cluster serves when it takes the
+/// room over from another. `Err` when storage could not say.
+pub(super) async fn load_room(
+    router: &Arc<Router>,
+    limits: &MucConfig,
+    jid: &BareJid,
+) -> Result<Option<Room>, crate::storage::StorageError> {
+    let wanted = jid.to_string();
+    let row = router
+        .storage()
+        .muc
+        .muc_rooms()
+        .await?
+        .into_iter()
+        .find(|row| row.jid == wanted);
+    Ok(match row {
+        Some(row) => from_row(router, limits, row).await,
+        None => None,
+    })
+}
+
+async fn from_row(router: &Arc<Router>, limits: &MucConfig, row: StoredRoom) -> Option<Room> {
+    let store = &router.storage().muc;
+    let Ok(jid) = BareJid::new(&row.jid) else {
+        warn!(room = %row.jid, "stored MUC room has an invalid JID; skipped");
+        return None;
+    };
+    let config = RoomConfig::from_stored(&row.config, limits);
+    let mut room = Room::new(jid, config, limits.history_messages as usize);
+    room.subject = row.subject;
+    room.subject_nick = row.subject_nick;
+    match store.muc_affiliations(&row.jid).await {
+        Ok(list) => {
+            for entry in list {
+                let parsed = (
+                    BareJid::new(&entry.jid).ok(),
+                    Affiliation::parse(&entry.affiliation),
+                );
+                if let (Some(jid), Some(affiliation)) = parsed {
+                    room.affiliations.insert(jid, affiliation);
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, room = %row.jid, "cannot load MUC affiliations"),
+    }
+    Some(room)
 }
 
 fn stored(room: &Room) -> StoredRoom {
