@@ -29,6 +29,10 @@
 # everything runs), FRESH=1 (drop the schema and the users first), PG_URL, SCHEMA,
 # REDIS_URL, KEY_PREFIX, PORT=7222, W=/tmp/cluster-bench, SERVER_CPU=0, TOOL_CPU=1,
 # LOAD, CORVID.
+#
+# A check that everything runs (debug builds, a few seconds per measurement, figures
+# meaningless): SMOKE=1 LOAD=target/debug/corvid-load CORVID=target/debug/corvid \
+#     W=/tmp/cluster-smoke benches/cluster-bench.sh /tmp/cluster-smoke.jsonl
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
