@@ -116,7 +116,14 @@ async def main(args):
     print("cluster interop: carbons to a resource on a third node ok")
 
     occupants = [(alice, "Alice"), (bob, "Bob"), (alice3, "Alice3")]
-    for client, nick in occupants:
+    # Alice creates the room on node 1 and unlocks it with its configuration form
+    # (XEP-0045 §10.1: until then nobody else may enter).
+    muc = alice.plugin["xep_0045"]
+    await muc.join_muc_wait(ROOM, "Alice", maxstanzas=0, timeout=TIMEOUT)
+    form = await muc.get_room_config(ROOM)
+    form.set_values({"muc#roomconfig_roomname": "Cluster lobby"})
+    await muc.set_room_config(ROOM, form)
+    for client, nick in occupants[1:]:
         await client.plugin["xep_0045"].join_muc_wait(ROOM, nick, maxstanzas=0, timeout=TIMEOUT)
     bob.send_message(mto=ROOM, mbody="hello room", mtype="groupchat")
     for client, _nick in occupants:

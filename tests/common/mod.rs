@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod adhoc;
+pub mod cluster;
 pub mod cluster_processes;
 pub mod federation;
 pub mod private_postgres;
