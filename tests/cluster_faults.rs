@@ -399,10 +399,6 @@ fn merge_logs(a: &mut PairLog, b: PairLog) {
 /// nodes; the receivers that were on node 3 log in again to node 1 once the others have swept
 /// it. Every message must be delivered, stored offline or bounced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "corvid loses messages in flight to a SIGKILLed node: in 8 of 10 runs (2026-12-06) \
-            12-67 messages sent in the ~250 ms before the kill (and up to ~20 ms after it) to \
-            sessions on it were neither delivered, stored offline nor bounced (their PUBLISH \
-            counted the dead node's subscription)"]
 async fn node_killed_with_sigkill_loses_no_message() {
     let mut pairs = Vec::new();
     let mut k = 0;
@@ -944,10 +940,10 @@ fn spawn_sm_receiver(
 /// another one: it gets the session back or `<failed h='…'/>`, and then the unacknowledged
 /// stanzas are in offline storage. At the end nothing is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "after a graceful stop no client got <resumed/>, and resuming on another node gave \
-            <failed/> without h (after a 5 s wait, 'no answer about a session to resume from \
-            its node', when that node had been restarted); before main's 02:51 merges 1-10 \
-            acknowledged messages per run were also lost (2026-12-06)"]
+#[ignore = "left for the next session: a node restarted gracefully forgets the inbound counts \
+            of the sessions it ended, so a client resuming elsewhere after that gets <failed/> \
+            without h (after waiting 5 s for an answer the new process cannot give); its \
+            unacknowledged messages are in offline storage (2026-12-06)"]
 async fn rolling_restart_with_resumption_loses_nothing() {
     let mut pairs = Vec::new();
     let mut k = 0;
