@@ -187,6 +187,26 @@ impl TestCluster {
         node.alive = false;
     }
 
+    /// Stops node `i` as `corvid` does on SIGTERM (its sessions are told
+    /// `<system-shutdown/>`, what they had not acknowledged is stored), then starts it again
+    /// with the same name on the same address (a new port and certificate). Only for nodes
+    /// of `start` / `start_with`.
+    pub async fn restart(&mut self, i: usize) {
+        let node = &mut self.nodes[i - 1];
+        assert!(
+            node.runtime.is_none(),
+            "restart is for nodes on the test's runtime"
+        );
+        if let Some(TestServer { server, dir, .. }) = node.server.take() {
+            tokio::time::timeout(Duration::from_secs(40), server.shutdown())
+                .await
+                .unwrap_or_else(|_| panic!("node n{i} did not shut down"));
+            drop(dir);
+        }
+        let server = start_node(&self.spec, i, &|_, _| {}).await;
+        self.nodes[i - 1].server = Some(server);
+    }
+
     /// The nodes still running.
     pub fn live(&self) -> Vec<usize> {
         (1..=self.nodes.len())
