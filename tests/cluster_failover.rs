@@ -107,3 +107,34 @@ async fn a_dead_nodes_sessions_are_swept_and_nothing_sent_to_them_is_lost() {
     cluster.until_offline("bob", 0).await;
     cluster.finish().await;
 }
+
+/// A node that crashed and is started again at once (before the others would sweep it)
+/// ends its previous life's sessions itself: no stale session stays in the directory, the
+/// contacts hear that it went, and the same full JID can bind there again.
+#[tokio::test]
+async fn a_node_restarted_after_a_crash_leaves_no_stale_session() {
+    let Some(mut cluster) = TestCluster::start_killable(3).await else {
+        return;
+    };
+    cluster.add_users(&["alice", "bob"]).await;
+    cluster.make_mutual("alice", "bob").await;
+    let mut alice = cluster.online(1, "alice", "a").await;
+    let phone = cluster.online(3, "bob", "phone").await;
+    let phone_jid = phone.jid.clone();
+    cluster.until_available_everywhere(&phone_jid, 0).await;
+
+    cluster.kill(3);
+    drop(phone);
+    cluster.revive(3).await;
+
+    expect(&mut alice, unavailable_from(&phone_jid)).await;
+    cluster.until_gone_everywhere(&phone_jid).await;
+
+    // Bob back on the new node 3 with the same resource: seen, and reachable.
+    let mut phone = cluster.online(3, "bob", "phone").await;
+    cluster.until_available_everywhere(&phone_jid, 0).await;
+    expect(&mut alice, |el| is_presence(el, None, &phone_jid)).await;
+    chat(&mut alice, &phone_jid, "hello again").await;
+    expect(&mut phone, body_is("hello again")).await;
+    cluster.finish().await;
+}

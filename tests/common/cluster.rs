@@ -110,39 +110,17 @@ impl TestCluster {
     pub async fn start_killable(n: usize) -> Option<TestCluster> {
         let mut cluster = Self::empty(None).await?;
         for i in 1..=n {
-            let spec = cluster.spec.clone();
-            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let thread = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .expect("node runtime");
-                runtime.block_on(async move {
-                    let server = start_node(&spec, i, &|_, _| {}).await;
-                    let _ = ready_tx.send((server, tokio::runtime::Handle::current()));
-                    let _ = stop_rx.await;
-                });
-                // Every task dropped (sockets closed) before `kill` returns, as the kernel
-                // closes a killed process's sockets at once; nothing waits for cleanup.
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            });
-            let (server, handle) = tokio::time::timeout(WAIT, ready_rx)
-                .await
-                .expect("node started in time")
-                .expect("node thread started the node");
-            cluster.nodes.push(Node {
-                server: Some(server),
-                runtime: Some(NodeRuntime {
-                    handle,
-                    stop: Some(stop_tx),
-                    thread: Some(thread),
-                }),
-                alive: true,
-            });
+            let node = spawn_isolated(cluster.spec.clone(), i).await;
+            cluster.nodes.push(node);
         }
         Some(cluster)
+    }
+
+    /// Starts node `i` (of `start_killable`) again after `kill`, with the same name and
+    /// address, as a supervisor restarting a crashed process would.
+    pub async fn revive(&mut self, i: usize) {
+        assert!(!self.nodes[i - 1].alive, "node n{i} is running");
+        self.nodes[i - 1] = spawn_isolated(self.spec.clone(), i).await;
     }
 
     /// No nodes yet: the fresh schema and prefix.
@@ -427,6 +405,40 @@ impl TestCluster {
         let spec = self.spec.clone();
         cleanup(&spec).await;
         self.cleaned = true;
+    }
+}
+
+/// Node `i` on a runtime (and thread) of its own.
+async fn spawn_isolated(spec: Spec, i: usize) -> Node {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("node runtime");
+        runtime.block_on(async move {
+            let server = start_node(&spec, i, &|_, _| {}).await;
+            let _ = ready_tx.send((server, tokio::runtime::Handle::current()));
+            let _ = stop_rx.await;
+        });
+        // Every task dropped (sockets closed) before `kill` returns, as the kernel closes a
+        // killed process's sockets at once; nothing waits for cleanup.
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    });
+    let (server, handle) = tokio::time::timeout(WAIT, ready_rx)
+        .await
+        .expect("node started in time")
+        .expect("node thread started the node");
+    Node {
+        server: Some(server),
+        runtime: Some(NodeRuntime {
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        alive: true,
     }
 }
 
