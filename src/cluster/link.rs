@@ -87,7 +87,7 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
                 for ((node, bytes), receivers) in sent.into_iter().zip(receivers) {
                     if receivers == 0 {
                         cluster.node_unreachable(node);
-                        cluster.undeliverable(bytes);
+                        cluster.undeliverable(node, bytes);
                     }
                 }
             }
@@ -97,7 +97,7 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
                 }
                 for (node, bytes) in sent {
                     cluster.node_unreachable(node);
-                    cluster.undeliverable(bytes);
+                    cluster.undeliverable(node, bytes);
                 }
             }
         }

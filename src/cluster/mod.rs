@@ -224,16 +224,24 @@ impl Cluster {
         }
     }
 
-    /// What could not be delivered to another node: handled as if the session had ended here.
-    fn undeliverable(self: &Arc<Self>, bytes: Vec<u8>) {
-        let Ok(Envelope::Stanza { to, xml, .. }) = Envelope::decode(&bytes) else {
+    /// What could not be delivered to `node`: a stanza is handled as if its session had
+    /// ended here, a module's message goes back to the module.
+    fn undeliverable(self: &Arc<Self>, node: NodeId, bytes: Vec<u8>) {
+        let Some(router) = self.router() else {
             return;
         };
-        let Some(stanza) = parse_stanza(&xml) else {
-            return;
-        };
-        if let Some(router) = self.router() {
-            tokio::spawn(async move { undeliverable(&router, to, stanza).await });
+        match Envelope::decode(&bytes) {
+            Ok(Envelope::Stanza { to, xml, .. }) => {
+                if let Some(stanza) = parse_stanza(&xml) {
+                    tokio::spawn(async move { undeliverable(&router, to, stanza).await });
+                }
+            }
+            Ok(Envelope::Topic { topic, payload, .. }) => {
+                if let Some(handler) = router.cluster_topic(&topic) {
+                    tokio::spawn(async move { handler.undelivered(&router, node, payload).await });
+                }
+            }
+            Ok(Envelope::Replaced { .. }) | Err(_) => {}
         }
     }
 

@@ -39,6 +39,10 @@ pub trait ClusterLink: std::any::Any + Send + Sync {
 #[async_trait]
 pub trait ClusterTopic: Send + Sync {
     async fn received(&self, router: &Arc<Router>, from: NodeId, payload: Vec<u8>);
+
+    /// What this node sent on the topic to `node` was taken by nobody there (the node is
+    /// gone, or the link failed): the sender may answer for it instead of losing it.
+    async fn undelivered(&self, _router: &Arc<Router>, _node: NodeId, _payload: Vec<u8>) {}
 }
 
 /// Another node stopped (its heartbeat lapsed, or the link to it failed). Every node runs

@@ -4,6 +4,7 @@
 
 pub mod adhoc;
 pub mod cluster;
+pub mod cluster_processes;
 pub mod federation;
 pub mod private_postgres;
 pub mod register;

@@ -4,6 +4,7 @@
 //! Each mode prints one JSON line of results on stdout (and appends it to
 //! `--out` if given) and a human-readable summary on stderr.
 
+mod accounting;
 mod mam;
 mod modes;
 mod muc;
@@ -57,6 +58,11 @@ enum Mode {
     /// u1@DOMAIN -> u1@PEER_DOMAIN until its delivery) against warm
     /// round trips, in both directions.
     S2sSetup(s2s::S2sSetupArgs),
+    /// Cluster faults: pairs send at a fixed rate while a node may be killed
+    /// or Redis stopped; every message is then accounted for as delivered,
+    /// stored offline (collected by logging the receivers in again),
+    /// bounced, or unaccounted.
+    Accounting(AccountingArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -70,6 +76,10 @@ pub struct Common {
     /// Server c2s address (host:port).
     #[arg(long, default_value = "127.0.0.1:5222")]
     pub server: String,
+    /// Several servers of one cluster (host:port,host:port,...): user
+    /// PREFIXK logs in to server (K-1) mod n. Replaces --server.
+    #[arg(long, value_delimiter = ',')]
+    pub servers: Vec<String>,
     /// XMPP domain.
     #[arg(long, default_value = "bench.test")]
     pub domain: String,
@@ -130,10 +140,37 @@ impl PeerArgs {
         let server = self.peer_server.clone()?;
         Some(Common {
             server,
+            servers: Vec::new(),
             domain: self.peer_domain.clone().unwrap_or_else(|| c.domain.clone()),
             pid: self.peer_pid,
             ..c.clone()
         })
+    }
+}
+
+/// How senders and receivers are paired over the servers of `--servers`.
+#[derive(Args, Clone, Copy, Default)]
+pub struct PairingArgs {
+    /// Sender and receiver of each pair on different servers (each server
+    /// holds as many senders as receivers; a sender on server s sends to a
+    /// receiver on server s+1 mod n).
+    #[arg(long, conflicts_with = "same_node")]
+    pub cross_node: bool,
+    /// Sender and receiver of each pair on the same server (the same users
+    /// per server as --cross-node).
+    #[arg(long)]
+    pub same_node: bool,
+}
+
+impl PairingArgs {
+    pub fn pairing(&self) -> modes::Pairing {
+        if self.cross_node {
+            modes::Pairing::CrossNode
+        } else if self.same_node {
+            modes::Pairing::SameNode
+        } else {
+            modes::Pairing::Consecutive
+        }
     }
 }
 
@@ -170,6 +207,8 @@ pub struct ThroughputArgs {
     pub pad: usize,
     #[command(flatten)]
     pub peer: PeerArgs,
+    #[command(flatten)]
+    pub pairing: PairingArgs,
 }
 
 #[derive(Args)]
@@ -193,6 +232,43 @@ pub struct LatencyArgs {
     pub pad: usize,
     #[command(flatten)]
     pub peer: PeerArgs,
+    #[command(flatten)]
+    pub pairing: PairingArgs,
+}
+
+#[derive(Args)]
+pub struct AccountingArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub pairing: PairingArgs,
+    /// Total messages per second over all pairs.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Seconds after the sending stops before the receivers that lost their
+    /// connection log in again (to a server that accepts them) and collect
+    /// their offline messages.
+    #[arg(long, default_value_t = 10.0)]
+    pub recover_wait: f64,
+    /// Also log in again the receivers that kept their connection (to
+    /// collect what was stored offline for them while they were connected,
+    /// e.g. during a Redis outage).
+    #[arg(long)]
+    pub relogin_all: bool,
+    /// Offline collection of one receiver ends after this many seconds
+    /// without a new message (or when it has all it is owed).
+    #[arg(long, default_value_t = 2.0)]
+    pub offline_quiet: f64,
+    /// Longest offline collection of one receiver, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub offline_timeout: f64,
+    /// Do not enable XEP-0198 acks on the senders (then a sender whose
+    /// connection breaks cannot tell what its server took).
+    #[arg(long)]
+    pub no_sm: bool,
 }
 
 #[derive(Args)]
@@ -295,14 +371,57 @@ impl Common {
         format!("{}{}", self.user_prefix, i)
     }
 
+    /// The servers users log in to: `--servers`, else `--server` alone.
+    pub fn server_list(&self) -> Vec<String> {
+        let list: Vec<String> = self
+            .servers
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if list.is_empty() {
+            vec![self.server.clone()]
+        } else {
+            list
+        }
+    }
+
+    /// Whether users are spread over several servers (`--servers`).
+    pub fn spread(&self) -> bool {
+        !self.servers.is_empty()
+    }
+
+    /// Index in `server_list` of the server user PREFIXK (K >= 1) logs in to.
+    pub fn node_of(&self, k: usize) -> usize {
+        node_of(k, self.server_list().len())
+    }
+
+    /// One login configuration per server of `server_list`, in its order.
+    pub async fn login_cfgs(&self, presence: bool) -> Result<Vec<xmpp::LoginCfg>, String> {
+        let mut out = Vec::new();
+        for server in self.server_list() {
+            out.push(self.login_cfg_to(&server, presence).await?);
+        }
+        Ok(out)
+    }
+
     pub async fn login_cfg(&self, presence: bool) -> Result<xmpp::LoginCfg, String> {
-        let addr: SocketAddr = match self.server.parse() {
+        let server = self.server_list().swap_remove(0);
+        self.login_cfg_to(&server, presence).await
+    }
+
+    pub async fn login_cfg_to(
+        &self,
+        server: &str,
+        presence: bool,
+    ) -> Result<xmpp::LoginCfg, String> {
+        let addr: SocketAddr = match server.parse() {
             Ok(a) => a,
-            Err(_) => tokio::net::lookup_host(&self.server)
+            Err(_) => tokio::net::lookup_host(server)
                 .await
-                .map_err(|e| format!("resolve {}: {e}", self.server))?
+                .map_err(|e| format!("resolve {server}: {e}"))?
                 .next()
-                .ok_or_else(|| format!("resolve {}: no address", self.server))?,
+                .ok_or_else(|| format!("resolve {server}: no address"))?,
         };
         let tls = match self.tls {
             Tls::None => None,
@@ -325,6 +444,11 @@ impl Common {
     pub fn login_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.login_timeout.max(0.001))
     }
+}
+
+/// Index of the server user PREFIXK (K >= 1) logs in to, out of `n`.
+pub fn node_of(k: usize, n: usize) -> usize {
+    k.saturating_sub(1) % n.max(1)
 }
 
 /// Raise the open-files soft limit to the hard limit.
@@ -372,6 +496,7 @@ fn main() -> ExitCode {
             Mode::MucFanout(a) => muc::muc_fanout(a, nofile).await,
             Mode::Mam(a) => mam::mam(a, nofile).await,
             Mode::S2sSetup(a) => s2s::s2s_setup(a, nofile).await,
+            Mode::Accounting(a) => accounting::accounting(a, nofile).await,
         }
     });
     match res {

@@ -31,10 +31,15 @@ pub(crate) struct Logins {
 /// A kept (or already closed) session and its login time.
 type LoginOutcome = Result<(Option<Session>, Duration)>;
 
-/// Log in users 1..=n with at most `concurrency` logins in flight. With
+/// Log in users 1..=n with at most `concurrency` logins in flight, user K to
+/// server `node_of(K)` of `cfgs` (one per server of `--servers`). With
 /// `keep`, the sessions are returned; otherwise each is closed right away.
-async fn login_all(c: &Common, cfg: LoginCfg, n: usize, keep: bool) -> Logins {
-    login_named(c, cfg, (1..=n).map(|i| c.user(i)).collect(), keep).await
+async fn login_all(c: &Common, cfgs: Vec<LoginCfg>, n: usize, keep: bool) -> Logins {
+    let nodes = cfgs.len();
+    let names = (1..=n)
+        .map(|i| (c.user(i), crate::node_of(i, nodes)))
+        .collect();
+    login_spread(c, cfgs, names, keep).await
 }
 
 /// Log in the named users (sessions returned in the same order), at most
@@ -46,9 +51,21 @@ pub(crate) async fn login_named(
     names: Vec<String>,
     keep: bool,
 ) -> Logins {
+    let names = names.into_iter().map(|n| (n, 0)).collect();
+    login_spread(c, vec![cfg], names, keep).await
+}
+
+/// `login_named` over several servers: each name comes with the index in
+/// `cfgs` of the server it logs in to.
+pub(crate) async fn login_spread(
+    c: &Common,
+    cfgs: Vec<LoginCfg>,
+    names: Vec<(String, usize)>,
+    keep: bool,
+) -> Logins {
     let n = names.len();
     let mut names = names.into_iter();
-    let cfg = Arc::new(cfg);
+    let cfgs: Vec<Arc<LoginCfg>> = cfgs.into_iter().map(Arc::new).collect();
     let timeout = c.login_timeout();
     let concurrency = c.concurrency.max(1);
     let mut set: JoinSet<(usize, LoginOutcome)> = JoinSet::new();
@@ -65,8 +82,14 @@ pub(crate) async fn login_named(
     let step = (n / 10).max(1);
     loop {
         while next < n && set.len() < concurrency {
-            let cfg = cfg.clone();
-            let user = names.next().unwrap_or_default();
+            let (user, node) = names.next().unwrap_or_default();
+            let Some(cfg) = cfgs.get(node).or(cfgs.first()).cloned() else {
+                out.failures += n - next;
+                out.first_error
+                    .get_or_insert_with(|| "internal: no server to log in to".into());
+                next = n;
+                break;
+            };
             let idx = next;
             set.spawn(async move {
                 let r = match tokio::time::timeout(timeout, xmpp::login(&cfg, &user)).await {
@@ -120,10 +143,12 @@ pub(crate) async fn login_named(
 }
 
 pub(crate) fn base_json(mode: &str, c: &Common, nofile: Option<u64>) -> serde_json::Value {
+    let servers = c.server_list();
     json!({
         "mode": mode,
         "label": c.label,
-        "server": c.server,
+        "server": servers.first(),
+        "servers": c.spread().then_some(&servers),
         "domain": c.domain,
         "tls": match c.tls { Tls::None => "none", Tls::Starttls => "starttls" },
         "users": c.users,
@@ -234,13 +259,13 @@ pub async fn idle(a: IdleArgs, nofile: Option<u64>) -> Result<()> {
     eprintln!(
         "idle: logging in {} sessions on {} (tls {:?}), server RSS before: {} kB",
         c.users,
-        c.server,
+        c.server_list().join(","),
         c.tls,
         rss_before
             .map(|v| v.to_string())
             .unwrap_or_else(|| "?".into())
     );
-    let l = login_all(c, c.login_cfg(true).await?, c.users, true).await;
+    let l = login_all(c, c.login_cfgs(true).await?, c.users, true).await;
     merge(&mut res, login_json(&l));
     require_all(&l)?;
 
@@ -326,10 +351,13 @@ pub async fn login_rate(c: Common, nofile: Option<u64>) -> Result<()> {
     let mut res = base_json("login-rate", &c, nofile);
     eprintln!(
         "login-rate: {} logins on {} (tls {:?}), {} in flight",
-        c.users, c.server, c.tls, c.concurrency
+        c.users,
+        c.server_list().join(","),
+        c.tls,
+        c.concurrency
     );
     let cpu = CpuMeter::start(c.pid);
-    let l = login_all(&c, c.login_cfg(false).await?, c.users, false).await;
+    let l = login_all(&c, c.login_cfgs(false).await?, c.users, false).await;
     merge(&mut res, cpu.json());
     let rate = l.times.len() as f64 / l.wall.as_secs_f64().max(1e-9);
     merge(&mut res, login_json(&l));
@@ -601,31 +629,107 @@ struct PairsRun {
     start_ns: u64,
 }
 
-/// Log in the senders and receivers and pair them: on one server u1->u2,
-/// u3->u4...; with a peer (federation) uK@DOMAIN -> uK@PEER_DOMAIN, K = 1..N.
-/// Returns the sessions in pairs and the receivers' addresses.
-async fn login_pairs(
-    c: &Common,
-    peer: Option<&Common>,
-    res: &mut serde_json::Value,
-) -> Result<(Vec<(Session, Session)>, Vec<String>)> {
-    let Some(p) = peer else {
-        let n = c.users - c.users % 2;
+/// How users u1..uN are paired into sender -> receiver.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Pairing {
+    /// u1->u2, u3->u4, ... (with `--servers`, consecutive users are on
+    /// consecutive servers, so on different ones when there are several).
+    Consecutive,
+    /// Sender and receiver on different servers of `--servers`.
+    CrossNode,
+    /// Sender and receiver on the same server of `--servers`.
+    SameNode,
+}
+
+impl Pairing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pairing::Consecutive => "consecutive",
+            Pairing::CrossNode => "cross-node",
+            Pairing::SameNode => "same-node",
+        }
+    }
+}
+
+/// The pairs (sender K, receiver K', 1-based user numbers) of `users` users
+/// spread over `nodes` servers (user K on server `node_of(K)`).
+///
+/// `CrossNode` and `SameNode` use the same users: the users of each server
+/// are split in halves, m = (smallest server's user count) / 2 each; the
+/// j-th user of the first half of server s sends to the j-th user of the
+/// second half of server s+1 (cross) or of server s itself (same). So every
+/// server holds m senders and m receivers either way, and the two runs differ
+/// only in where each message goes.
+pub fn make_pairs(users: usize, nodes: usize, pairing: Pairing) -> Result<Vec<(usize, usize)>> {
+    let nodes = nodes.max(1);
+    if pairing == Pairing::Consecutive {
+        let n = users - users % 2;
         if n < 2 {
             return Err("need at least 2 users".into());
         }
-        let l = login_all(c, c.login_cfg(true).await?, n, true).await;
+        return Ok((0..n / 2).map(|i| (2 * i + 1, 2 * i + 2)).collect());
+    }
+    if pairing == Pairing::CrossNode && nodes < 2 {
+        return Err("--cross-node needs at least 2 servers (--servers)".into());
+    }
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); nodes];
+    for k in 1..=users {
+        groups[crate::node_of(k, nodes)].push(k);
+    }
+    let m = groups.iter().map(Vec::len).min().unwrap_or(0) / 2;
+    if m == 0 {
+        return Err(format!(
+            "need at least 2 users per server ({} users over {nodes} servers)",
+            users
+        ));
+    }
+    let mut pairs = Vec::with_capacity(m * nodes);
+    for j in 0..m {
+        for (s, g) in groups.iter().enumerate() {
+            let to = match pairing {
+                Pairing::CrossNode => (s + 1) % nodes,
+                _ => s,
+            };
+            pairs.push((g[j], groups[to][m + j]));
+        }
+    }
+    Ok(pairs)
+}
+
+/// Log in the senders and receivers and pair them: on one server u1->u2,
+/// u3->u4...; over `--servers` as `make_pairs` says; with a peer
+/// (federation) uK@DOMAIN -> uK@PEER_DOMAIN, K = 1..N. Returns the sessions
+/// in pairs and the receivers' addresses.
+async fn login_pairs(
+    c: &Common,
+    peer: Option<&Common>,
+    pairing: Pairing,
+    res: &mut serde_json::Value,
+) -> Result<(Vec<(Session, Session)>, Vec<String>)> {
+    let Some(p) = peer else {
+        let cfgs = c.login_cfgs(true).await?;
+        let pairs = make_pairs(c.users, cfgs.len(), pairing)?;
+        merge(
+            res,
+            json!({ "pairs_mode": pairing.name(), "pairs_planned": pairs.len() }),
+        );
+        let names = pairs
+            .iter()
+            .flat_map(|&(a, b)| [a, b])
+            .map(|k| (c.user(k), c.node_of(k)))
+            .collect();
+        let l = login_spread(c, cfgs, names, true).await;
         merge(res, login_json(&l));
         require_all(&l)?;
-        let mut out = Vec::with_capacity(n / 2);
-        let mut to = Vec::with_capacity(n / 2);
+        let mut out = Vec::with_capacity(pairs.len());
+        let mut to = Vec::with_capacity(pairs.len());
         let mut sessions = l.sessions.into_iter();
-        for i in 0..n / 2 {
+        for &(_, rcv_k) in &pairs {
             let (Some(Some(snd)), Some(Some(rcv))) = (sessions.next(), sessions.next()) else {
                 return Err("internal: missing session".into());
             };
             out.push((snd, rcv));
-            to.push(format!("{}@{}/{}", c.user(2 * i + 2), c.domain, c.resource));
+            to.push(format!("{}@{}/{}", c.user(rcv_k), c.domain, c.resource));
         }
         return Ok((out, to));
     };
@@ -634,11 +738,11 @@ async fn login_pairs(
         return Err("need at least 1 user".into());
     }
     eprintln!("  senders on {} ({}):", c.server, c.domain);
-    let ls = login_all(c, c.login_cfg(true).await?, n, true).await;
+    let ls = login_all(c, vec![c.login_cfg(true).await?], n, true).await;
     merge(res, login_json(&ls));
     require_all(&ls)?;
     eprintln!("  receivers on {} ({}):", p.server, p.domain);
-    let lr = login_all(p, p.login_cfg(true).await?, n, true).await;
+    let lr = login_all(p, vec![p.login_cfg(true).await?], n, true).await;
     let mut lj = login_json(&lr);
     if let Some(o) = lj.as_object_mut() {
         let peer_json: serde_json::Map<String, serde_json::Value> = std::mem::take(o)
@@ -665,6 +769,7 @@ async fn login_pairs(
 async fn run_pairs(
     c: &Common,
     peer: Option<&Common>,
+    pairing: Pairing,
     res: &mut serde_json::Value,
     make_schedule: impl Fn(usize, usize, Instant) -> Schedule,
     warmup: f64,
@@ -672,7 +777,7 @@ async fn run_pairs(
     drain: f64,
     pad: usize,
 ) -> Result<PairsRun> {
-    let (sessions, tos) = login_pairs(c, peer, res).await?;
+    let (sessions, tos) = login_pairs(c, peer, pairing, res).await?;
     // Let presence broadcasts and the login burst settle.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -794,13 +899,17 @@ pub async fn throughput(a: ThroughputArgs, nofile: Option<u64>) -> Result<()> {
         a.window,
         a.warmup,
         a.duration,
-        c.server,
+        c.server_list().join(","),
         c.tls
     );
     let w = a.window.max(1);
+    if peer.is_some() && c.spread() {
+        return Err("--servers and --peer-server do not go together".into());
+    }
     let mut run = run_pairs(
         c,
         peer.as_ref(),
+        a.pairing.pairing(),
         &mut res,
         |_, _, _| Schedule::Window(w),
         a.warmup,
@@ -869,13 +978,17 @@ pub async fn latency(a: LatencyArgs, nofile: Option<u64>) -> Result<()> {
         a.rate,
         a.warmup,
         a.duration,
-        c.server,
+        c.server_list().join(","),
         c.tls
     );
     let rate = a.rate;
+    if peer.is_some() && c.spread() {
+        return Err("--servers and --peer-server do not go together".into());
+    }
     let mut run = run_pairs(
         c,
         peer.as_ref(),
+        a.pairing.pairing(),
         &mut res,
         move |i, pairs, t0| {
             // Each pair sends rate/pairs msg/s; pairs are staggered evenly.
@@ -921,4 +1034,66 @@ pub async fn latency(a: LatencyArgs, nofile: Option<u64>) -> Result<()> {
         stats::loadavg()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_pairs() {
+        assert_eq!(
+            make_pairs(5, 3, Pairing::Consecutive).unwrap(),
+            vec![(1, 2), (3, 4)]
+        );
+        assert!(make_pairs(1, 1, Pairing::Consecutive).is_err());
+    }
+
+    #[test]
+    fn cross_and_same_node_pairs() {
+        let nodes = 3;
+        // Users per server: 0: 1,4,7,10,13  1: 2,5,8,11  2: 3,6,9,12 -> m = 2.
+        let cross = make_pairs(13, nodes, Pairing::CrossNode).unwrap();
+        let same = make_pairs(13, nodes, Pairing::SameNode).unwrap();
+        assert_eq!(cross.len(), 6);
+        assert_eq!(same.len(), 6);
+        for &(s, r) in &cross {
+            assert_eq!(
+                crate::node_of(r, nodes),
+                (crate::node_of(s, nodes) + 1) % nodes
+            );
+        }
+        for &(s, r) in &same {
+            assert_eq!(crate::node_of(r, nodes), crate::node_of(s, nodes));
+        }
+        // The same users either way, each in one pair only.
+        let users = |p: &[(usize, usize)]| {
+            let mut u: Vec<usize> = p.iter().flat_map(|&(a, b)| [a, b]).collect();
+            u.sort_unstable();
+            u
+        };
+        let u = users(&cross);
+        assert_eq!(u, users(&same));
+        let mut d = u.clone();
+        d.dedup();
+        assert_eq!(d.len(), u.len());
+        // Every server holds as many senders as receivers.
+        for n in 0..nodes {
+            let snd = cross
+                .iter()
+                .filter(|p| crate::node_of(p.0, nodes) == n)
+                .count();
+            let rcv = cross
+                .iter()
+                .filter(|p| crate::node_of(p.1, nodes) == n)
+                .count();
+            assert_eq!((snd, rcv), (2, 2));
+        }
+        assert!(make_pairs(10, 1, Pairing::CrossNode).is_err());
+        assert_eq!(
+            make_pairs(4, 1, Pairing::SameNode).unwrap(),
+            vec![(1, 3), (2, 4)]
+        );
+        assert!(make_pairs(3, 3, Pairing::SameNode).is_err());
+    }
 }

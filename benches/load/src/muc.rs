@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::modes::{base_json, login_json, login_named, merge, require_all};
+use crate::modes::{base_json, login_json, login_spread, merge, require_all};
 use crate::stats::{self, emit, latency_json, now_ns, CpuSample};
 use crate::xml::{self, Ev};
 use crate::xmpp::{self, Session};
@@ -573,15 +573,17 @@ pub async fn muc_fanout(a: MucArgs, nofile: Option<u64>) -> Result<()> {
         },
         a.warmup,
         a.duration,
-        c.server
+        c.server_list().join(",")
     );
 
     // Let the server finish earlier work (e.g. the leaves of a previous run).
     let idle_wait = wait_server_idle(c.pid, Duration::from_secs(60)).await;
     merge(&mut res, json!({ "server_idle_wait_s": idle_wait }));
 
-    let names = (1..=rooms * n).map(|i| c.user(i)).collect();
-    let l = login_named(&c, c.login_cfg(true).await?, names, true).await;
+    // With --servers, occupant mK logs in to server (K-1) mod S: every room's
+    // occupants are spread over all servers.
+    let names = (1..=rooms * n).map(|i| (c.user(i), c.node_of(i))).collect();
+    let l = login_spread(&c, c.login_cfgs(true).await?, names, true).await;
     merge(&mut res, login_json(&l));
     require_all(&l)?;
 

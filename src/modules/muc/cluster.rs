@@ -351,6 +351,18 @@ impl Inbox {
 
 #[async_trait]
 impl ClusterTopic for Inbox {
+    /// The node believed to serve the room took nothing (it died before its heartbeat
+    /// lapsed): forget it, and tell the sender to try again, as when no node could be found.
+    async fn undelivered(&self, router: &Arc<Router>, node: NodeId, payload: Vec<u8>) {
+        let Some((_, _, to, stanza)) = decode(&payload) else {
+            return;
+        };
+        self.muc.placement.forget(&to.to_bare(), node);
+        if let Some(kind) = Kind::of(&stanza) {
+            unreachable(router, kind, &stanza);
+        }
+    }
+
     async fn received(&self, router: &Arc<Router>, from: NodeId, payload: Vec<u8>) {
         let queue = self.queue.get_or_init(|| {
             let (queue, items) = mpsc::unbounded_channel();
