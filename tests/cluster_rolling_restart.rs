@@ -134,6 +134,26 @@ impl SmUser {
 
 #[tokio::test]
 async fn a_rolling_restart_loses_no_message() {
+    rolling_restart(|round, _sender| round % 3 + 1).await;
+}
+
+/// The clients of the stopping node reconnect to the node of the sender, whose messages to
+/// them were on their way to the stopping node.
+#[tokio::test]
+async fn a_rolling_restart_loses_no_message_when_clients_move_to_the_senders_node() {
+    rolling_restart(|round, sender| {
+        if sender == round {
+            round % 3 + 1
+        } else {
+            sender
+        }
+    })
+    .await;
+}
+
+/// Restarts nodes 1, 2, 3 in turn; `elsewhere(round, sender's node)` is where the stopping
+/// node's clients reconnect.
+async fn rolling_restart(elsewhere: impl Fn(usize, usize) -> usize) {
     let Some(mut cluster) = TestCluster::start(3).await else {
         return;
     };
@@ -166,16 +186,16 @@ async fn a_rolling_restart_loses_no_message() {
             .await;
         assert_eq!(answer.attr("type"), Some("result"));
         cluster.restart(round).await;
-        let elsewhere = round % 3 + 1;
+        let target = elsewhere(round, carol_node);
         for user in [&mut alice, &mut bob] {
             if user.node == round {
                 user.read_until_closed().await;
-                user.reconnect(&cluster, elsewhere).await;
+                user.reconnect(&cluster, target).await;
             }
         }
         if carol_node == round {
-            carol = Session::login(cluster.node(elsewhere), "carol", "c").await;
-            carol_node = elsewhere;
+            carol = Session::login(cluster.node(target), "carol", "c").await;
+            carol_node = target;
         }
         for user in [&mut alice, &mut bob] {
             user.read_until_all(&sent).await;
@@ -193,5 +213,62 @@ async fn a_rolling_restart_loses_no_message() {
             user.failed
         );
     }
+    cluster.finish().await;
+}
+
+/// Messages keep coming (every few milliseconds, from a node that stays up) while the
+/// recipient's node stops and starts again; the recipient reconnects to the sender's node.
+/// Every message sent reaches it.
+#[tokio::test]
+async fn messages_sent_while_the_recipients_node_restarts_are_not_lost() {
+    let Some(mut cluster) = TestCluster::start(3).await else {
+        return;
+    };
+    cluster.add_users(&["alice", "carol"]).await;
+    let mut alice = SmUser::login(&cluster, 1, "alice").await;
+    cluster
+        .until_available_everywhere("alice@localhost/r", 0)
+        .await;
+    let mut carol = cluster.login(3, "carol", "c").await;
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sender = tokio::spawn(async move {
+        let mut sent = BTreeSet::new();
+        for k in 0.. {
+            if stop_rx.try_recv().is_ok() {
+                break;
+            }
+            let text = format!("live {k}");
+            carol
+                .send(&format!(
+                    "<message to='alice@localhost' type='chat'><body>{text}</body></message>"
+                ))
+                .await;
+            sent.insert(text);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let answer = carol
+            .iq("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .await;
+        assert_eq!(answer.attr("type"), Some("result"));
+        sent
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Node 1 restarts under the traffic; Alice reads what it still sends, then moves.
+    let restart = cluster.restart(1);
+    let read = alice.read_until_closed();
+    let ((), ()) = tokio::join!(restart, read);
+    alice.reconnect(&cluster, 3).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let _ = stop_tx.send(());
+    let sent = sender.await.expect("sender");
+    alice.read_until_all(&sent).await;
+    eprintln!(
+        "alice: {} messages sent, {} received ({} again), resumed {} failed {}",
+        sent.len(),
+        alice.bodies.len(),
+        alice.bodies.len() - sent.len(),
+        alice.resumed,
+        alice.failed
+    );
     cluster.finish().await;
 }
