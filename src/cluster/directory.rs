@@ -152,12 +152,10 @@ impl Directory for ClusterDirectory {
         }
         match self.cluster.mirror.locate(to) {
             Some(node) => {
-                let envelope = Envelope::Stanza {
-                    from: self.cluster.me,
-                    to: to.clone(),
-                    xml: crate::xml::to_bytes(&stanza),
-                };
-                if self.cluster.send_envelope(node, envelope) {
+                if self
+                    .cluster
+                    .send_stanza(node, to, crate::xml::to_bytes(&stanza))
+                {
                     Ok(())
                 } else {
                     Err(stanza)
@@ -172,14 +170,7 @@ impl Directory for ClusterDirectory {
             return self.local.deliver_shared(to, stanza);
         }
         match self.cluster.mirror.locate(to) {
-            Some(node) => self.cluster.send_envelope(
-                node,
-                Envelope::Stanza {
-                    from: self.cluster.me,
-                    to: to.clone(),
-                    xml: stanza.bytes_to(to),
-                },
-            ),
+            Some(node) => self.cluster.send_stanza(node, to, stanza.bytes_to(to)),
             None => false,
         }
     }

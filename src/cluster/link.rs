@@ -33,8 +33,12 @@ const COMPARE_AND_DELETE: &str = "local v = redis.call('HGET', KEYS[1], ARGV[1])
 pub enum Outgoing {
     /// A change to this node's sessions.
     Event(Event),
-    /// An envelope for one node.
-    Send { node: NodeId, bytes: Vec<u8> },
+    /// An envelope for one node; `tracked`: the number of a stanza it must acknowledge.
+    Send {
+        node: NodeId,
+        tracked: Option<u64>,
+        bytes: Vec<u8>,
+    },
     /// An envelope for every node.
     Broadcast(Vec<u8>),
     /// Write this node's sessions again, whole (after Redis lost them or a write failed).
@@ -50,15 +54,21 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
     while outbox.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
         // The node each published envelope went to, in the order of the replies.
-        let mut sent: Vec<(NodeId, Vec<u8>)> = Vec::new();
+        let mut sent: Vec<(NodeId, Option<u64>, Vec<u8>)> = Vec::new();
         let mut farewell = None;
         for item in batch.drain(..) {
             match item {
                 Outgoing::Event(event) => add_event(&cluster, &mut pipe, &event),
-                Outgoing::Send { node, bytes } => {
-                    cluster.queued.fetch_sub(1, Ordering::Relaxed);
+                Outgoing::Send {
+                    node,
+                    tracked,
+                    bytes,
+                } => {
+                    if tracked.is_some() {
+                        cluster.queued.fetch_sub(1, Ordering::Relaxed);
+                    }
                     pipe.publish(cluster.keys.node_channel(node), bytes.as_slice());
-                    sent.push((node, bytes));
+                    sent.push((node, tracked, bytes));
                 }
                 Outgoing::Broadcast(bytes) => {
                     pipe.publish(cluster.keys.all_channel(), bytes).ignore();
@@ -84,10 +94,14 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
             };
         match replies {
             Ok(receivers) => {
-                for ((node, bytes), receivers) in sent.into_iter().zip(receivers) {
+                for ((node, tracked, bytes), receivers) in sent.into_iter().zip(receivers) {
                     if receivers == 0 {
                         cluster.node_unreachable(node);
                         cluster.undeliverable(node, bytes);
+                    } else if let Some(seq) = tracked {
+                        cluster
+                            .delivery
+                            .track(node, seq, bytes, cluster.config.queue_limit);
                     }
                 }
             }
@@ -95,7 +109,7 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
                 if !cluster.dirty.swap(true, Ordering::Relaxed) {
                     error!(error = %e, "cluster: writing to Redis failed; deliveries to other nodes are handled as undeliverable until it is back");
                 }
-                for (node, bytes) in sent {
+                for (node, _, bytes) in sent {
                     cluster.node_unreachable(node);
                     cluster.undeliverable(node, bytes);
                 }
@@ -166,8 +180,12 @@ pub async fn subscribe(cluster: Arc<Cluster>) {
             }
         }
         if cluster.connected.swap(false, Ordering::Relaxed) {
-            // Nothing reaches the other nodes now: routing must not choose their sessions.
+            // Nothing reaches the other nodes now: routing must not choose their sessions,
+            // and no acknowledgement will come for what they had not confirmed.
             cluster.mirror.clear();
+            for node in cluster.delivery.nodes() {
+                cluster.give_up_on(node);
+            }
         }
         tokio::time::sleep(RECONNECT_DELAY).await;
     }
@@ -223,6 +241,7 @@ async fn listen(
 fn envelope_from(envelope: &Envelope) -> NodeId {
     match envelope {
         Envelope::Stanza { from, .. }
+        | Envelope::Ack { from, .. }
         | Envelope::Replaced { from, .. }
         | Envelope::Topic { from, .. } => *from,
     }

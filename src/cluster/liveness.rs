@@ -137,6 +137,7 @@ pub(super) async fn with_timeout<T>(
 /// `node` stopped heartbeating: routing stops choosing its sessions here at once; the node
 /// that wins its sweep ends them for everyone.
 async fn node_died(cluster: &Arc<Cluster>, node: NodeId) {
+    cluster.give_up_on(node);
     cluster.mirror.remove_node(node);
     let mut conn = cluster.commands.clone();
     let claimed: Option<String> = match with_timeout(

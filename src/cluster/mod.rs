@@ -13,6 +13,7 @@
 //! one round trip in a pipeline, and order per sender-recipient pair follows from one
 //! publishing connection per node and one subscribing connection per node.
 
+mod delivery;
 mod directory;
 mod keys;
 mod link;
@@ -78,6 +79,10 @@ pub struct Cluster {
     draining: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     roster_cache: OnceLock<Arc<crate::storage::CachedRosterStore>>,
+    /// Stanzas sent to each node and not yet acknowledged by it: if it dies, they are
+    /// handled here as undeliverable (at least once: one it took just before dying may
+    /// also be stored offline).
+    delivery: delivery::Delivery,
 }
 
 impl Cluster {
@@ -117,6 +122,7 @@ impl Cluster {
             draining: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             roster_cache: OnceLock::new(),
+            delivery: delivery::Delivery::default(),
         }))
     }
 
@@ -136,6 +142,7 @@ impl Cluster {
         tasks.push(tokio::spawn(link::write(self.clone(), outbox)));
         tasks.push(tokio::spawn(link::subscribe(self.clone())));
         tasks.push(tokio::spawn(liveness::heartbeat(self.clone())));
+        tasks.push(tokio::spawn(delivery::acknowledge(self.clone())));
         let cluster = Arc::downgrade(self);
         router.metrics().add_sampler(Box::new(move |metrics| {
             if let Some(cluster) = cluster.upgrade() {
@@ -205,15 +212,56 @@ impl Cluster {
         self.outbox
             .send(Outgoing::Send {
                 node,
+                tracked: None,
                 bytes: envelope.encode(),
             })
             .is_ok()
     }
 
+    /// Queues a stanza for the session `to` on `node`, numbered so that `node` acknowledges
+    /// it; false when the link cannot take it.
+    fn send_stanza(&self, node: NodeId, to: &FullJid, xml: Vec<u8>) -> bool {
+        if !self.is_connected() {
+            return false;
+        }
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.config.queue_limit {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            warn!(
+                node = node.0,
+                "cluster link queue full; handled as undeliverable"
+            );
+            return false;
+        }
+        // Numbered and queued under one lock: the numbers go out in order.
+        self.delivery.number(node, |seq| {
+            let envelope = Envelope::Stanza {
+                from: self.me,
+                seq,
+                to: to.clone(),
+                xml,
+            };
+            self.outbox
+                .send(Outgoing::Send {
+                    node,
+                    tracked: Some(seq),
+                    bytes: envelope.encode(),
+                })
+                .is_ok()
+        })
+    }
+
+    /// `node` is gone or out of reach: what it did not acknowledge is handled here.
+    fn give_up_on(self: &Arc<Self>, node: NodeId) {
+        for bytes in self.delivery.take(node) {
+            self.undeliverable(node, bytes);
+        }
+    }
+
     /// `node` did not take what was published to it: it is gone (or cut off from Redis). Its
     /// sessions leave the mirror at once, so that routing stops choosing them; the sweep
     /// that runs the session ends comes when its heartbeat lapses.
-    fn node_unreachable(&self, node: NodeId) {
+    fn node_unreachable(self: &Arc<Self>, node: NodeId) {
+        self.give_up_on(node);
         let removed = self.mirror.remove_node(node);
         if !removed.is_empty() {
             warn!(
@@ -241,7 +289,7 @@ impl Cluster {
                     tokio::spawn(async move { handler.undelivered(&router, node, payload).await });
                 }
             }
-            Ok(Envelope::Replaced { .. }) | Err(_) => {}
+            Ok(Envelope::Replaced { .. }) | Ok(Envelope::Ack { .. }) | Err(_) => {}
         }
     }
 
@@ -251,7 +299,10 @@ impl Cluster {
             return;
         };
         match envelope {
-            Envelope::Stanza { to, xml, .. } => {
+            Envelope::Stanza {
+                from, seq, to, xml, ..
+            } => {
+                self.delivery.received(from, seq);
                 let Some(stanza) = parse_stanza(&xml) else {
                     return;
                 };
@@ -263,6 +314,7 @@ impl Cluster {
                     tokio::spawn(async move { undeliverable(&router, to, stanza).await });
                 }
             }
+            Envelope::Ack { from, upto } => self.delivery.acknowledged(from, upto),
             Envelope::Replaced { to, .. } => {
                 if let Some(local) = self.local() {
                     local.order_local(&to, crate::router::Outbound::Replaced);
@@ -287,6 +339,7 @@ impl Cluster {
                 }
                 NODE_GONE_TOPIC => {
                     if let Some((node, sessions)) = liveness::decode_gone(&payload) {
+                        self.give_up_on(node);
                         self.mirror.remove_node(node);
                         router.node_gone(node, &sessions, false).await;
                     }

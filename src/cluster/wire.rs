@@ -153,12 +153,16 @@ fn parse_jid(value: Option<&str>) -> Result<FullJid, WireError> {
 /// What travels on a node channel (or the channel for all nodes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Envelope {
-    /// A stanza for the session `to`, serialized.
+    /// A stanza for the session `to`, serialized; `seq` counts the stanzas from `from` to
+    /// the receiving node, which acknowledges them (`Ack`).
     Stanza {
         from: NodeId,
+        seq: u64,
         to: FullJid,
         xml: Vec<u8>,
     },
+    /// The receiving node handed every stanza from `from` up to `upto` to its sessions.
+    Ack { from: NodeId, upto: u64 },
     /// Another node bound `to`: the session here must end with `<conflict/>`.
     Replaced { from: NodeId, to: FullJid },
     /// A module's message on `topic`.
@@ -173,7 +177,10 @@ impl Envelope {
     /// A header line, then the body.
     pub fn encode(&self) -> Vec<u8> {
         let (header, body): (String, &[u8]) = match self {
-            Envelope::Stanza { from, to, xml } => (format!("M {} {}\n", from.0, to), xml),
+            Envelope::Stanza { from, seq, to, xml } => {
+                (format!("M {} {} {}\n", from.0, seq, to), xml)
+            }
+            Envelope::Ack { from, upto } => (format!("A {} {}\n", from.0, upto), &[]),
             Envelope::Replaced { from, to } => (format!("R {} {}\n", from.0, to), &[]),
             Envelope::Topic {
                 from,
@@ -198,10 +205,20 @@ impl Envelope {
         let (kind, rest) = header.split_once(' ').ok_or(malformed("envelope kind"))?;
         let (from, rest) = split_node(rest)?;
         match kind {
-            "M" => Ok(Envelope::Stanza {
+            "M" => {
+                let (seq, to) = rest.split_once(' ').ok_or(malformed("stanza sequence"))?;
+                Ok(Envelope::Stanza {
+                    from,
+                    seq: seq.parse().map_err(|_| malformed("stanza sequence"))?,
+                    to: parse_jid(Some(to))?,
+                    xml: body.to_vec(),
+                })
+            }
+            "A" if body.is_empty() => Ok(Envelope::Ack {
                 from,
-                to: parse_jid(Some(rest))?,
-                xml: body.to_vec(),
+                upto: rest
+                    .parse()
+                    .map_err(|_| malformed("acknowledged sequence"))?,
             }),
             "R" => Ok(Envelope::Replaced {
                 from,
@@ -252,12 +269,17 @@ mod tests {
         for envelope in [
             Envelope::Stanza {
                 from: NodeId(2),
+                seq: 41,
                 to: jid("a@x/r"),
                 xml: b"<message xmlns='jabber:client'>\n<body/></message>".to_vec(),
             },
             Envelope::Replaced {
                 from: NodeId(0),
                 to: jid("a@x/r r"),
+            },
+            Envelope::Ack {
+                from: NodeId(5),
+                upto: 7,
             },
             Envelope::Topic {
                 from: NodeId(7),
@@ -292,6 +314,10 @@ mod tests {
             b"Q 1 a@b/c\n",
             b"T 1 \n",
             b"M x a@b/c\n",
+            b"M 1 a@b/c\n",
+            b"M 1 x a@b/c\n",
+            b"A 1 x\n",
+            b"A 1 2\nbody",
             b"R 1 a@b\n",
         ] {
             assert!(Envelope::decode(bad).is_err(), "{bad:?}");
