@@ -110,39 +110,17 @@ impl TestCluster {
     pub async fn start_killable(n: usize) -> Option<TestCluster> {
         let mut cluster = Self::empty(None).await?;
         for i in 1..=n {
-            let spec = cluster.spec.clone();
-            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let thread = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .expect("node runtime");
-                runtime.block_on(async move {
-                    let server = start_node(&spec, i, &|_, _| {}).await;
-                    let _ = ready_tx.send((server, tokio::runtime::Handle::current()));
-                    let _ = stop_rx.await;
-                });
-                // Every task dropped (sockets closed) before `kill` returns, as the kernel
-                // closes a killed process's sockets at once; nothing waits for cleanup.
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            });
-            let (server, handle) = tokio::time::timeout(WAIT, ready_rx)
-                .await
-                .expect("node started in time")
-                .expect("node thread started the node");
-            cluster.nodes.push(Node {
-                server: Some(server),
-                runtime: Some(NodeRuntime {
-                    handle,
-                    stop: Some(stop_tx),
-                    thread: Some(thread),
-                }),
-                alive: true,
-            });
+            let node = spawn_isolated(cluster.spec.clone(), i).await;
+            cluster.nodes.push(node);
         }
         Some(cluster)
+    }
+
+    /// Starts node `i` (of `start_killable`) again after `kill`, with the same name and
+    /// address, as a supervisor restarting a crashed process would.
+    pub async fn revive(&mut self, i: usize) {
+        assert!(!self.nodes[i - 1].alive, "node n{i} is running");
+        self.nodes[i - 1] = spawn_isolated(self.spec.clone(), i).await;
     }
 
     /// No nodes yet: the fresh schema and prefix.
@@ -185,6 +163,26 @@ impl TestCluster {
             .expect("kill needs a cluster from start_killable")
             .kill();
         node.alive = false;
+    }
+
+    /// Stops node `i` as `corvid` does on SIGTERM (its sessions are told
+    /// `<system-shutdown/>`, what they had not acknowledged is stored), then starts it again
+    /// with the same name on the same address (a new port and certificate). Only for nodes
+    /// of `start` / `start_with`.
+    pub async fn restart(&mut self, i: usize) {
+        let node = &mut self.nodes[i - 1];
+        assert!(
+            node.runtime.is_none(),
+            "restart is for nodes on the test's runtime"
+        );
+        if let Some(TestServer { server, dir, .. }) = node.server.take() {
+            tokio::time::timeout(Duration::from_secs(40), server.shutdown())
+                .await
+                .unwrap_or_else(|_| panic!("node n{i} did not shut down"));
+            drop(dir);
+        }
+        let server = start_node(&self.spec, i, &|_, _| {}).await;
+        self.nodes[i - 1].server = Some(server);
     }
 
     /// The nodes still running.
@@ -407,6 +405,40 @@ impl TestCluster {
         let spec = self.spec.clone();
         cleanup(&spec).await;
         self.cleaned = true;
+    }
+}
+
+/// Node `i` on a runtime (and thread) of its own.
+async fn spawn_isolated(spec: Spec, i: usize) -> Node {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("node runtime");
+        runtime.block_on(async move {
+            let server = start_node(&spec, i, &|_, _| {}).await;
+            let _ = ready_tx.send((server, tokio::runtime::Handle::current()));
+            let _ = stop_rx.await;
+        });
+        // Every task dropped (sockets closed) before `kill` returns, as the kernel closes a
+        // killed process's sockets at once; nothing waits for cleanup.
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    });
+    let (server, handle) = tokio::time::timeout(WAIT, ready_rx)
+        .await
+        .expect("node started in time")
+        .expect("node thread started the node");
+    Node {
+        server: Some(server),
+        runtime: Some(NodeRuntime {
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        alive: true,
     }
 }
 
