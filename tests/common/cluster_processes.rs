@@ -323,7 +323,7 @@ impl ProcessCluster {
             return None;
         }
         let base = std::env::var("CORVID_TEST_POSTGRES").expect("checked");
-        let schema = format!("corvid_cl_{}", rand_hex());
+        let schema = format!("corvid_cp_{}", rand_hex());
         let pool = sqlx::PgPool::connect(&base)
             .await
             .expect("CORVID_TEST_POSTGRES connects");
