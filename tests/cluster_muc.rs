@@ -12,10 +12,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::cluster::{start_one_node, LOCAL_REDIS};
 use common::xmpp::{error_condition, Session};
 use common::TestServer;
-use corvid::config::Config;
-use corvid::storage::Storage;
 use minidom::Element;
 
 const MUC: &str = "http://jabber.org/protocol/muc";
@@ -44,7 +43,12 @@ impl Node {
             name.to_owned(),
         );
         let server = runtime
-            .spawn(async move { start_node(&url, &schema, &prefix, &name, ip).await })
+            .spawn(async move {
+                start_one_node(&url, &schema, &prefix, &name, ip, LOCAL_REDIS, |c| {
+                    c.cluster.node_timeout_secs = NODE_TIMEOUT_SECS
+                })
+                .await
+            })
             .await
             .expect("node starts");
         Node {
@@ -100,46 +104,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         // A runtime may not be dropped inside another one (the test's) but may be shut down.
         self.crash();
-    }
-}
-
-async fn start_node(url: &str, schema: &str, prefix: &str, name: &str, ip: [u8; 4]) -> TestServer {
-    let backend = corvid::storage::PostgresStorage::open_with_schema(url, schema)
-        .await
-        .expect("schema");
-    let storage = Storage::from_backend(Arc::new(backend));
-    let dir = tempfile::tempdir().expect("dir");
-    let mut config = Config::default();
-    config.storage.url = url.to_owned();
-    config.tls.cert = dir.path().join("cert.pem");
-    config.tls.key = dir.path().join("key.pem");
-    config.c2s.bind = ip.into();
-    config.c2s.port = 0;
-    config.c2s.direct_tls = false;
-    config.http.enabled = false;
-    config.s2s.enabled = false;
-    config.control.socket = dir.path().join("corvid.sock");
-    config.metrics.enabled = false;
-    config.limits.max_connections_per_address = 0;
-    config.limits.connection_rate_per_address = 0;
-    config.cluster.node = Some(name.to_owned());
-    config.cluster.redis = Some("redis://127.0.0.1:6379/".into());
-    config.cluster.key_prefix = prefix.to_owned();
-    config.cluster.heartbeat_secs = 1;
-    config.cluster.node_timeout_secs = NODE_TIMEOUT_SECS;
-    let server = corvid::server::start_with_storage(Arc::new(config), storage)
-        .await
-        .expect("node starts");
-    let cert_der = server
-        .ctx
-        .tls
-        .as_ref()
-        .map(|t| t.leaf_der(None).to_vec())
-        .expect("tls");
-    TestServer {
-        server,
-        dir,
-        cert_der,
     }
 }
 

@@ -4,75 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
+use common::cluster::{start_one_node, LOCAL_REDIS};
 use common::federation::{configure, free_port, write_certs, Trust};
 use common::xmpp::Session;
 use common::TestServer;
-use corvid::config::Config;
-use corvid::storage::Storage;
-
-async fn node(url: &str, schema: &str, prefix: &str, name: &str, ip: [u8; 4]) -> TestServer {
-    node_on(
-        url,
-        schema,
-        prefix,
-        name,
-        ip,
-        "redis://127.0.0.1:6379/",
-        |_| {},
-    )
-    .await
-}
-
-async fn node_on(
-    url: &str,
-    schema: &str,
-    prefix: &str,
-    name: &str,
-    ip: [u8; 4],
-    redis: &str,
-    adjust: impl FnOnce(&mut Config),
-) -> TestServer {
-    let backend = corvid::storage::PostgresStorage::open_with_schema(url, schema)
-        .await
-        .expect("schema");
-    let storage = Storage::from_backend(Arc::new(backend));
-    let dir = tempfile::tempdir().expect("dir");
-    let mut config = Config::default();
-    config.storage.url = url.to_owned();
-    config.tls.cert = dir.path().join("cert.pem");
-    config.tls.key = dir.path().join("key.pem");
-    config.c2s.bind = ip.into();
-    config.c2s.port = 0;
-    config.c2s.direct_tls = false;
-    config.http.enabled = false;
-    config.s2s.enabled = false;
-    config.control.socket = dir.path().join("corvid.sock");
-    config.metrics.enabled = false;
-    config.limits.max_connections_per_address = 0;
-    config.limits.connection_rate_per_address = 0;
-    config.cluster.node = Some(name.to_owned());
-    config.cluster.redis = Some(redis.to_owned());
-    config.cluster.key_prefix = prefix.to_owned();
-    config.cluster.heartbeat_secs = 1;
-    config.cluster.node_timeout_secs = 3;
-    adjust(&mut config);
-    let server = corvid::server::start_with_storage(Arc::new(config), storage)
-        .await
-        .expect("node starts");
-    let cert_der = server
-        .ctx
-        .tls
-        .as_ref()
-        .map(|t| t.leaf_der(None).to_vec())
-        .expect("tls");
-    TestServer {
-        server,
-        dir,
-        cert_der,
-    }
-}
 
 #[tokio::test]
 async fn a_message_crosses_two_nodes() {
@@ -83,8 +18,26 @@ async fn a_message_crosses_two_nodes() {
     let suffix: u64 = rand::random();
     let schema = format!("corvid_cl_{suffix:016x}");
     let prefix = format!("t{suffix:016x}");
-    let one = node(&url, &schema, &prefix, "one", [127, 0, 0, 31]).await;
-    let two = node(&url, &schema, &prefix, "two", [127, 0, 0, 32]).await;
+    let one = start_one_node(
+        &url,
+        &schema,
+        &prefix,
+        "one",
+        [127, 0, 0, 31],
+        LOCAL_REDIS,
+        |_| {},
+    )
+    .await;
+    let two = start_one_node(
+        &url,
+        &schema,
+        &prefix,
+        "two",
+        [127, 0, 0, 32],
+        LOCAL_REDIS,
+        |_| {},
+    )
+    .await;
     one.add_user("alice").await;
     one.add_user("bob").await;
     let mut alice = Session::login(&one, "alice", "a").await;
@@ -143,7 +96,7 @@ async fn a_node_without_redis_serves_its_own_sessions() {
     drop(closed);
     let suffix: u64 = rand::random();
     let schema = format!("corvid_cl_{suffix:016x}");
-    let alone = node_on(
+    let alone = start_one_node(
         &url,
         &schema,
         &format!("t{suffix:016x}"),
@@ -193,11 +146,11 @@ async fn federation_reaches_any_node_and_dialback_verifies_on_another() {
     let prefix = format!("t{suffix:016x}");
     let redis = "redis://127.0.0.1:6379/";
     let dir = certs.path();
-    let one = node_on(&url, &schema, &prefix, "one", one_ip, redis, |c| {
+    let one = start_one_node(&url, &schema, &prefix, "one", one_ip, redis, |c| {
         configure(c, dir, &written, A, one_ip, one_port, (B, b_ip, b_port));
     })
     .await;
-    let two = node_on(&url, &schema, &prefix, "two", two_ip, redis, |c| {
+    let two = start_one_node(&url, &schema, &prefix, "two", two_ip, redis, |c| {
         configure(c, dir, &written, A, two_ip, two_port, (B, b_ip, b_port));
     })
     .await;

@@ -9,13 +9,11 @@
 mod common;
 
 use std::process::Output;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::cluster::{start_one_node, LOCAL_REDIS};
 use common::xmpp::Session;
 use common::{body, Raw, TestServer, WAIT};
-use corvid::config::Config;
-use corvid::storage::Storage;
 use minidom::Element;
 
 const SM: &str = "urn:xmpp:sm:3";
@@ -36,8 +34,26 @@ impl Cluster {
         let suffix: u64 = rand::random();
         let schema = format!("corvid_csm_{suffix:016x}");
         let prefix = format!("t{suffix:016x}");
-        let one = node(&url, &schema, &prefix, "one", [127, 0, 0, ip]).await;
-        let two = node(&url, &schema, &prefix, "two", [127, 0, 0, ip + 1]).await;
+        let one = start_one_node(
+            &url,
+            &schema,
+            &prefix,
+            "one",
+            [127, 0, 0, ip],
+            LOCAL_REDIS,
+            |_| {},
+        )
+        .await;
+        let two = start_one_node(
+            &url,
+            &schema,
+            &prefix,
+            "two",
+            [127, 0, 0, ip + 1],
+            LOCAL_REDIS,
+            |_| {},
+        )
+        .await;
         for user in ["alice", "bob", "mallory"] {
             one.add_user(user).await;
         }
@@ -48,46 +64,6 @@ impl Cluster {
         self.one.server.shutdown().await;
         self.two.server.shutdown().await;
         common::drop_schema(&self.schema).await;
-    }
-}
-
-async fn node(url: &str, schema: &str, prefix: &str, name: &str, ip: [u8; 4]) -> TestServer {
-    let backend = corvid::storage::PostgresStorage::open_with_schema(url, schema)
-        .await
-        .expect("schema");
-    let storage = Storage::from_backend(Arc::new(backend));
-    let dir = tempfile::tempdir().expect("dir");
-    let mut config = Config::default();
-    config.storage.url = url.to_owned();
-    config.tls.cert = dir.path().join("cert.pem");
-    config.tls.key = dir.path().join("key.pem");
-    config.c2s.bind = ip.into();
-    config.c2s.port = 0;
-    config.c2s.direct_tls = false;
-    config.http.enabled = false;
-    config.s2s.enabled = false;
-    config.control.socket = dir.path().join("corvid.sock");
-    config.metrics.enabled = false;
-    config.limits.max_connections_per_address = 0;
-    config.limits.connection_rate_per_address = 0;
-    config.cluster.node = Some(name.to_owned());
-    config.cluster.redis = Some("redis://127.0.0.1:6379/".into());
-    config.cluster.key_prefix = prefix.to_owned();
-    config.cluster.heartbeat_secs = 1;
-    config.cluster.node_timeout_secs = 3;
-    let server = corvid::server::start_with_storage(Arc::new(config), storage)
-        .await
-        .expect("node starts");
-    let cert_der = server
-        .ctx
-        .tls
-        .as_ref()
-        .map(|t| t.leaf_der(None).to_vec())
-        .expect("tls");
-    TestServer {
-        server,
-        dir,
-        cert_der,
     }
 }
 

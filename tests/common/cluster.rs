@@ -832,3 +832,59 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// The machine's Redis.
+pub const LOCAL_REDIS: &str = "redis://127.0.0.1:6379/";
+
+/// One node of a cluster: storage on `schema` of the PostgreSQL at `url`, Redis at `redis`
+/// with keys under `prefix`, c2s on `ip` (port chosen by the system), everything else off;
+/// `adjust` changes any setting last. For tests that start nodes one by one (on runtimes of
+/// their own, with settings of their own) rather than as a `TestCluster`.
+pub async fn start_one_node(
+    url: &str,
+    schema: &str,
+    prefix: &str,
+    name: &str,
+    ip: [u8; 4],
+    redis: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> TestServer {
+    let backend = corvid::storage::PostgresStorage::open_with_schema(url, schema)
+        .await
+        .expect("schema");
+    let storage = Storage::from_backend(Arc::new(backend));
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = Config::default();
+    config.storage.url = url.to_owned();
+    config.tls.cert = dir.path().join("cert.pem");
+    config.tls.key = dir.path().join("key.pem");
+    config.c2s.bind = ip.into();
+    config.c2s.port = 0;
+    config.c2s.direct_tls = false;
+    config.http.enabled = false;
+    config.s2s.enabled = false;
+    config.control.socket = dir.path().join("corvid.sock");
+    config.metrics.enabled = false;
+    config.limits.max_connections_per_address = 0;
+    config.limits.connection_rate_per_address = 0;
+    config.cluster.node = Some(name.to_owned());
+    config.cluster.redis = Some(redis.to_owned());
+    config.cluster.key_prefix = prefix.to_owned();
+    config.cluster.heartbeat_secs = 1;
+    config.cluster.node_timeout_secs = 3;
+    adjust(&mut config);
+    let server = corvid::server::start_with_storage(Arc::new(config), storage)
+        .await
+        .expect("node starts");
+    let cert_der = server
+        .ctx
+        .tls
+        .as_ref()
+        .map(|t| t.leaf_der(None).to_vec())
+        .expect("tls");
+    TestServer {
+        server,
+        dir,
+        cert_der,
+    }
+}
