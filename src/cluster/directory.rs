@@ -170,7 +170,7 @@ impl Directory for ClusterDirectory {
             return self.local.deliver_shared(to, stanza);
         }
         match self.cluster.mirror.locate(to) {
-            Some(node) => self.cluster.send_stanza(node, to, stanza.bytes_to(to)),
+            Some(node) => self.cluster.send_shared(node, to, stanza),
             None => false,
         }
     }

@@ -13,7 +13,7 @@ use super::wire::{Entry, Envelope, Event};
 use super::{Cluster, ClusterError};
 use jid::FullJid;
 
-use crate::router::{Location, NodeId, Outbound};
+use crate::router::{Location, NodeId, Outbound, SharedStanza};
 
 /// How long one Redis command may take before the link counts as down.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -33,18 +33,75 @@ const COMPARE_AND_DELETE: &str = "local v = redis.call('HGET', KEYS[1], ARGV[1])
 pub enum Outgoing {
     /// A change to this node's sessions.
     Event(Event),
-    /// An envelope for one node; `tracked`: the number of a stanza it must acknowledge.
+    /// An envelope for one node; `counted` in the link's queue limit (acknowledgements are
+    /// not).
     Send {
         node: NodeId,
-        tracked: Option<u64>,
+        counted: bool,
         bytes: Vec<u8>,
     },
-    /// An envelope for every node.
-    Broadcast(Vec<u8>),
+    /// A stanza for a session on `node`, numbered when written.
+    Stanza {
+        node: NodeId,
+        to: FullJid,
+        xml: Vec<u8>,
+    },
+    /// A stanza many sessions get: those on one node share one envelope.
+    Shared {
+        node: NodeId,
+        to: FullJid,
+        stanza: Arc<SharedStanza>,
+    },
+    /// An envelope for every node; `done` is told once Redis took it.
+    Broadcast(Vec<u8>, Option<oneshot::Sender<()>>),
     /// Write this node's sessions again, whole (after Redis lost them or a write failed).
     Republish,
     /// Leave the cluster (shutdown), then say so.
     Farewell(oneshot::Sender<()>),
+    /// `Shared` items of one batch gathered per node and stanza (made by the writer only).
+    Grouped {
+        node: NodeId,
+        to: Vec<FullJid>,
+        stanza: Arc<SharedStanza>,
+    },
+}
+
+/// Gathers the `Shared` items of a batch for the same node and the same stanza into one
+/// `Grouped`, where the first of them was: a room's message fanned out to a hundred
+/// occupants becomes one publish per node. Nothing for a recipient moves later than it was
+/// queued, so what one session receives stays in order.
+fn group_shared(items: &mut Vec<Outgoing>) {
+    if !items.iter().any(|i| matches!(i, Outgoing::Shared { .. })) {
+        return;
+    }
+    let mut out: Vec<Outgoing> = Vec::with_capacity(items.len());
+    // (node, stanza) -> index of its `Grouped` in `out`.
+    let mut groups: std::collections::HashMap<(NodeId, *const SharedStanza), usize> =
+        std::collections::HashMap::new();
+    for item in items.drain(..) {
+        match item {
+            Outgoing::Shared { node, to, stanza } => {
+                let key = (node, Arc::as_ptr(&stanza));
+                match groups.get(&key) {
+                    Some(&at) => {
+                        if let Some(Outgoing::Grouped { to: list, .. }) = out.get_mut(at) {
+                            list.push(to);
+                        }
+                    }
+                    None => {
+                        groups.insert(key, out.len());
+                        out.push(Outgoing::Grouped {
+                            node,
+                            to: vec![to],
+                            stanza,
+                        });
+                    }
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    *items = out;
 }
 
 /// Writes what this node has to say, in order, batching whatever queued meanwhile.
@@ -56,22 +113,44 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
         // The node each published envelope went to, in the order of the replies.
         let mut sent: Vec<(NodeId, Option<u64>, Vec<u8>)> = Vec::new();
         let mut farewell = None;
-        for item in batch.drain(..) {
+        let mut confirmations = Vec::new();
+        let mut items = std::mem::take(&mut batch);
+        group_shared(&mut items);
+        for item in items {
             match item {
                 Outgoing::Event(event) => add_event(&cluster, &mut pipe, &event),
                 Outgoing::Send {
                     node,
-                    tracked,
+                    counted,
                     bytes,
                 } => {
-                    if tracked.is_some() {
+                    if counted {
                         cluster.queued.fetch_sub(1, Ordering::Relaxed);
                     }
                     pipe.publish(cluster.keys.node_channel(node), bytes.as_slice());
-                    sent.push((node, tracked, bytes));
+                    sent.push((node, None, bytes));
                 }
-                Outgoing::Broadcast(bytes) => {
+                Outgoing::Stanza { node, to, xml } => {
+                    cluster.queued.fetch_sub(1, Ordering::Relaxed);
+                    let seq = cluster.delivery.next(node);
+                    let from = cluster.me;
+                    let bytes = Envelope::Stanza { from, seq, to, xml }.encode();
+                    pipe.publish(cluster.keys.node_channel(node), bytes.as_slice());
+                    sent.push((node, Some(seq), bytes));
+                }
+                Outgoing::Shared { .. } => {}
+                Outgoing::Grouped { node, to, stanza } => {
+                    cluster.queued.fetch_sub(to.len(), Ordering::Relaxed);
+                    let seq = cluster.delivery.next(node);
+                    let xml = crate::xml::to_bytes(&stanza.element);
+                    let from = cluster.me;
+                    let bytes = Envelope::Group { from, seq, to, xml }.encode();
+                    pipe.publish(cluster.keys.node_channel(node), bytes.as_slice());
+                    sent.push((node, Some(seq), bytes));
+                }
+                Outgoing::Broadcast(bytes, done) => {
                     pipe.publish(cluster.keys.all_channel(), bytes).ignore();
+                    confirmations.extend(done);
                 }
                 Outgoing::Republish => add_republish(&cluster, &mut pipe),
                 Outgoing::Farewell(done) => {
@@ -116,6 +195,9 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
             }
         }
         if let Some(done) = farewell {
+            let _ = done.send(());
+        }
+        for done in confirmations {
             let _ = done.send(());
         }
     }
@@ -241,6 +323,7 @@ async fn listen(
 fn envelope_from(envelope: &Envelope) -> NodeId {
     match envelope {
         Envelope::Stanza { from, .. }
+        | Envelope::Group { from, .. }
         | Envelope::Ack { from, .. }
         | Envelope::Replaced { from, .. }
         | Envelope::Topic { from, .. } => *from,

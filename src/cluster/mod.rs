@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::ClusterConfig;
+use crate::router::SharedStanza;
 use crate::router::{ClusterLink, Directory, Module, NodeId, Registry, Router, ShutdownHook};
 use crate::stanza::{self, Kind, StanzaError};
 use directory::ClusterDirectory;
@@ -67,6 +68,8 @@ pub struct Cluster {
     outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
     /// Stanzas in `outbox`, bounded by `config.queue_limit`.
     queued: AtomicUsize,
+    /// When a full queue was last reported (milliseconds since the epoch).
+    queue_full_reported: std::sync::atomic::AtomicU64,
     local: OnceLock<Arc<dyn Directory>>,
     router: OnceLock<Weak<Router>>,
     /// Subscribed to Redis with the mirror rebuilt: other nodes can be reached.
@@ -114,6 +117,7 @@ impl Cluster {
             outbox,
             outbox_rx: Mutex::new(Some(outbox_rx)),
             queued: AtomicUsize::new(0),
+            queue_full_reported: std::sync::atomic::AtomicU64::new(0),
             local: OnceLock::new(),
             router: OnceLock::new(),
             connected: AtomicBool::new(false),
@@ -196,58 +200,63 @@ impl Cluster {
         let _ = self.outbox.send(Outgoing::Event(event));
     }
 
-    /// Queues an envelope for `node`; false when the link cannot take it.
-    fn send_envelope(&self, node: NodeId, envelope: Envelope) -> bool {
+    /// Whether the link takes one more item for another node now: it must be up, and its
+    /// queue below `queue_limit` (a full one is reported once a second at most).
+    fn admit(&self) -> bool {
         if !self.is_connected() {
             return false;
         }
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.config.queue_limit {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            warn!(
-                node = node.0,
-                "cluster link queue full; handled as undeliverable"
-            );
+            let now = crate::ids::now_ms();
+            let last = self.queue_full_reported.swap(now, Ordering::Relaxed);
+            if now.saturating_sub(last) >= 1000 {
+                warn!("cluster link queue full; stanzas for other nodes handled as undeliverable");
+            }
             return false;
         }
-        self.outbox
-            .send(Outgoing::Send {
-                node,
-                tracked: None,
-                bytes: envelope.encode(),
-            })
-            .is_ok()
+        true
     }
 
-    /// Queues a stanza for the session `to` on `node`, numbered so that `node` acknowledges
-    /// it; false when the link cannot take it.
-    fn send_stanza(&self, node: NodeId, to: &FullJid, xml: Vec<u8>) -> bool {
-        if !self.is_connected() {
-            return false;
-        }
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.config.queue_limit {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            warn!(
-                node = node.0,
-                "cluster link queue full; handled as undeliverable"
-            );
-            return false;
-        }
-        // Numbered and queued under one lock: the numbers go out in order.
-        self.delivery.number(node, |seq| {
-            let envelope = Envelope::Stanza {
-                from: self.me,
-                seq,
-                to: to.clone(),
-                xml,
-            };
-            self.outbox
+    /// Queues an envelope for `node`; false when the link cannot take it.
+    fn send_envelope(&self, node: NodeId, envelope: Envelope) -> bool {
+        self.admit()
+            && self
+                .outbox
                 .send(Outgoing::Send {
                     node,
-                    tracked: Some(seq),
+                    counted: true,
                     bytes: envelope.encode(),
                 })
                 .is_ok()
-        })
+    }
+
+    /// Queues a stanza for the session `to` on `node` (numbered when written, so that
+    /// `node` acknowledges it); false when the link cannot take it.
+    fn send_stanza(&self, node: NodeId, to: &FullJid, xml: Vec<u8>) -> bool {
+        self.admit()
+            && self
+                .outbox
+                .send(Outgoing::Stanza {
+                    node,
+                    to: to.clone(),
+                    xml,
+                })
+                .is_ok()
+    }
+
+    /// `send_stanza` for a stanza many sessions get: the writer sends one envelope per node
+    /// for all of its recipients there.
+    fn send_shared(&self, node: NodeId, to: &FullJid, stanza: &Arc<SharedStanza>) -> bool {
+        self.admit()
+            && self
+                .outbox
+                .send(Outgoing::Shared {
+                    node,
+                    to: to.clone(),
+                    stanza: stanza.clone(),
+                })
+                .is_ok()
     }
 
     /// `node` is gone or out of reach: what it did not acknowledge is handled here.
@@ -284,6 +293,17 @@ impl Cluster {
                     tokio::spawn(async move { undeliverable(&router, to, stanza).await });
                 }
             }
+            Ok(Envelope::Group { to, xml, .. }) => {
+                if let Some(stanza) = parse_stanza(&xml) {
+                    let shared = SharedStanza::new(stanza);
+                    tokio::spawn(async move {
+                        for to in to {
+                            let stanza = shared.element_to(&to);
+                            undeliverable(&router, to, stanza).await;
+                        }
+                    });
+                }
+            }
             Ok(Envelope::Topic { topic, payload, .. }) => {
                 if let Some(handler) = router.cluster_topic(&topic) {
                     tokio::spawn(async move { handler.undelivered(&router, node, payload).await });
@@ -312,6 +332,30 @@ impl Cluster {
                 };
                 if let Err(stanza) = delivered {
                     tokio::spawn(async move { undeliverable(&router, to, stanza).await });
+                }
+            }
+            Envelope::Group { from, seq, to, xml } => {
+                self.delivery.received(from, seq);
+                let Some(stanza) = parse_stanza(&xml) else {
+                    return;
+                };
+                let shared = Arc::new(SharedStanza::new(stanza));
+                let mut missed = Vec::new();
+                for to in to {
+                    let delivered = self
+                        .local()
+                        .is_some_and(|local| local.deliver_shared(&to, &shared));
+                    if !delivered {
+                        missed.push(to);
+                    }
+                }
+                if !missed.is_empty() {
+                    tokio::spawn(async move {
+                        for to in missed {
+                            let stanza = shared.element_to(&to);
+                            undeliverable(&router, to, stanza).await;
+                        }
+                    });
                 }
             }
             Envelope::Ack { from, upto } => self.delivery.acknowledged(from, upto),
@@ -411,8 +455,31 @@ impl ClusterLink for Cluster {
             payload,
         };
         self.outbox
-            .send(Outgoing::Broadcast(envelope.encode()))
+            .send(Outgoing::Broadcast(envelope.encode(), None))
             .is_ok()
+    }
+
+    async fn broadcast_and_wait(&self, topic: &'static str, payload: Vec<u8>) -> bool {
+        if !self.is_connected() {
+            return false;
+        }
+        let envelope = Envelope::Topic {
+            from: self.me,
+            topic: topic.to_owned(),
+            payload,
+        };
+        let (done, published) = tokio::sync::oneshot::channel();
+        if self
+            .outbox
+            .send(Outgoing::Broadcast(envelope.encode(), Some(done)))
+            .is_err()
+        {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(link::REDIS_TIMEOUT, published).await,
+            Ok(Ok(()))
+        )
     }
 
     fn is_alive(&self, node: NodeId) -> bool {

@@ -161,6 +161,14 @@ pub enum Envelope {
         to: FullJid,
         xml: Vec<u8>,
     },
+    /// One stanza for several sessions of the receiving node (a room's message to its
+    /// occupants there), serialized once without `to`; numbered as `Stanza`.
+    Group {
+        from: NodeId,
+        seq: u64,
+        to: Vec<FullJid>,
+        xml: Vec<u8>,
+    },
     /// The receiving node handed every stanza from `from` up to `upto` to its sessions.
     Ack { from: NodeId, upto: u64 },
     /// Another node bound `to`: the session here must end with `<conflict/>`.
@@ -179,6 +187,16 @@ impl Envelope {
         let (header, body): (String, &[u8]) = match self {
             Envelope::Stanza { from, seq, to, xml } => {
                 (format!("M {} {} {}\n", from.0, seq, to), xml)
+            }
+            Envelope::Group { from, seq, to, xml } => {
+                // The recipients one per line after the header, then an empty line.
+                let mut header = format!("G {} {}\n", from.0, seq);
+                for jid in to {
+                    header.push_str(jid.as_str());
+                    header.push('\n');
+                }
+                header.push('\n');
+                (header, xml)
             }
             Envelope::Ack { from, upto } => (format!("A {} {}\n", from.0, upto), &[]),
             Envelope::Replaced { from, to } => (format!("R {} {}\n", from.0, to), &[]),
@@ -212,6 +230,25 @@ impl Envelope {
                     seq: seq.parse().map_err(|_| malformed("stanza sequence"))?,
                     to: parse_jid(Some(to))?,
                     xml: body.to_vec(),
+                })
+            }
+            "G" => {
+                let seq = rest.parse().map_err(|_| malformed("group sequence"))?;
+                let end = body
+                    .windows(2)
+                    .position(|w| w == b"\n\n")
+                    .ok_or(malformed("group recipients"))?;
+                let list =
+                    std::str::from_utf8(&body[..end]).map_err(|_| malformed("group recipients"))?;
+                let to = list
+                    .split('\n')
+                    .map(|jid| parse_jid(Some(jid)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Envelope::Group {
+                    from,
+                    seq,
+                    to,
+                    xml: body[end + 2..].to_vec(),
                 })
             }
             "A" if body.is_empty() => Ok(Envelope::Ack {
@@ -281,6 +318,12 @@ mod tests {
                 from: NodeId(5),
                 upto: 7,
             },
+            Envelope::Group {
+                from: NodeId(1),
+                seq: 9,
+                to: vec![jid("a@x/r"), jid("b@x/with space")],
+                xml: b"<message xmlns='jabber:client'>\n\n</message>".to_vec(),
+            },
             Envelope::Topic {
                 from: NodeId(7),
                 topic: "iq-answer".into(),
@@ -318,6 +361,9 @@ mod tests {
             b"M 1 x a@b/c\n",
             b"A 1 x\n",
             b"A 1 2\nbody",
+            b"G 1 2\na@b/c\n",
+            b"G 1 2\n\n<x/>",
+            b"G 1 2\nnot a jid\n\n<x/>",
             b"R 1 a@b\n",
         ] {
             assert!(Envelope::decode(bad).is_err(), "{bad:?}");

@@ -294,12 +294,14 @@ impl Blocking {
             .blocklist(user.as_str())
             .await
             .map_err(storage_failure)?;
-        self.lists.publish(
-            guard,
-            router,
-            user.as_str(),
-            Arc::new(Blocklist::new(items)),
-        );
+        self.lists
+            .publish(
+                guard,
+                router,
+                user.as_str(),
+                Arc::new(Blocklist::new(items)),
+            )
+            .await;
         Ok(())
     }
 

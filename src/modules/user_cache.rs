@@ -101,12 +101,24 @@ impl<V: Clone> UserCache<V> {
     }
 
     /// Replaces the cached value after a committed write; call with `write_lock` held.
-    pub fn publish(&self, _guard: &MutexGuard<'_, ()>, router: &Router, user: &str, value: V) {
-        let entry = self.map.entry(user.to_owned());
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        entry.insert(value);
+    /// On a cluster, returns once the other nodes were told (their copies are dropped before
+    /// the writer's client hears that the write is done).
+    pub async fn publish(
+        &self,
+        _guard: &MutexGuard<'_, ()>,
+        router: &Router,
+        user: &str,
+        value: V,
+    ) {
+        {
+            let entry = self.map.entry(user.to_owned());
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            entry.insert(value);
+        }
         if let (Some(topic), Some(cluster)) = (self.topic, router.cluster()) {
-            cluster.broadcast(topic, user.as_bytes().to_vec());
+            cluster
+                .broadcast_and_wait(topic, user.as_bytes().to_vec())
+                .await;
         }
     }
 

@@ -237,12 +237,14 @@ impl Vcard {
             .set_vcard(account.as_str(), &record)
             .await
             .map_err(storage_failure)?;
-        self.hashes.publish(
-            &guard,
-            router,
-            account.as_str(),
-            Arc::from(record.photo_hash.as_str()),
-        );
+        self.hashes
+            .publish(
+                &guard,
+                router,
+                account.as_str(),
+                Arc::from(record.photo_hash.as_str()),
+            )
+            .await;
         Ok(record.photo_hash)
     }
 

@@ -26,6 +26,11 @@ pub trait ClusterLink: std::any::Any + Send + Sync {
     /// `send` to every other node.
     fn broadcast(&self, topic: &'static str, payload: Vec<u8>) -> bool;
 
+    /// `broadcast`, returning once Redis has handed it to the other nodes' connections: a
+    /// write whose answer the user waits for (a block, say) is then heard elsewhere before
+    /// anything the user does next. False when that could not be confirmed.
+    async fn broadcast_and_wait(&self, topic: &'static str, payload: Vec<u8>) -> bool;
+
     /// Whether `node` is known to be alive (heartbeating).
     fn is_alive(&self, node: NodeId) -> bool;
 

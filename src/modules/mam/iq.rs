@@ -137,7 +137,9 @@ impl OwnerIq for SetPrefs {
             .await
             .map_err(query::storage_failure)?;
         let reply = prefs::to_element(&new);
-        cache.publish(&guard, router, owner.as_str(), Arc::new(new));
+        cache
+            .publish(&guard, router, owner.as_str(), Arc::new(new))
+            .await;
         Ok(Some(reply))
     }
 }
