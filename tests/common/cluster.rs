@@ -505,15 +505,20 @@ impl Drop for TestCluster {
             }
         }
         let spec = self.spec.clone();
-        let cleaner = std::thread::spawn(move || {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
                 runtime.block_on(cleanup(&spec));
             }
+            let _ = done_tx.send(());
         });
-        let _ = cleaner.join();
+        // A node frozen with this runtime may hold a lock the schema drop waits for: after a
+        // while the test goes on (ending its runtime releases the lock) and the cleaner
+        // keeps trying in the background.
+        let _ = done_rx.recv_timeout(Duration::from_secs(8));
     }
 }
 
@@ -531,10 +536,16 @@ async fn cleanup(spec: &Spec) {
         .connect(postgres)
         .await;
     if let Ok(pool) = pool {
-        let _ = sqlx::query("SET lock_timeout = '5s'").execute(&pool).await;
-        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .execute(&pool)
-            .await;
+        let _ = sqlx::query("SET lock_timeout = '3s'").execute(&pool).await;
+        for _ in 0..10 {
+            let dropped = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&pool)
+                .await;
+            if dropped.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         pool.close().await;
     }
 }
