@@ -283,8 +283,9 @@ async fn listen(
         .subscribe(cluster.keys.node_channel(cluster.me))
         .await?;
     pubsub.subscribe(cluster.keys.all_channel()).await?;
+    let mut previous_life = Vec::new();
     if !*previous_life_swept {
-        super::liveness::sweep_previous_life(cluster).await?;
+        previous_life = super::liveness::take_previous_life(cluster).await?;
         *previous_life_swept = true;
     }
     let _ = cluster.outbox.send(Outgoing::Republish);
@@ -299,6 +300,14 @@ async fn listen(
         node = cluster.me.0,
         "cluster: connected to Redis, directory rebuilt"
     );
+    // Off this task: the session ends route through the link, whose subscription this task
+    // must go on reading.
+    if !previous_life.is_empty() {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            super::liveness::end_previous_life(&cluster, &previous_life).await;
+        });
+    }
     let directory = cluster.keys.directory_channel();
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {

@@ -199,12 +199,16 @@ async fn sweep(cluster: &Arc<Cluster>, node: NodeId) -> Result<usize, ClusterErr
 }
 
 /// At start: sessions this node's number still has in Redis are from before a restart that
-/// nobody swept (it came back within the node timeout). They end like a dead node's.
-pub async fn sweep_previous_life(cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
+/// nobody swept (it came back within the node timeout). They are taken out of Redis here,
+/// before this node writes its own, and returned, to end like a dead node's once the link
+/// is up (`end_previous_life`): their contacts are told through it.
+pub async fn take_previous_life(
+    cluster: &Arc<Cluster>,
+) -> Result<Vec<(FullJid, bool)>, ClusterError> {
     let me = cluster.me;
     let left = read_sessions(cluster, me).await?;
     if left.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut conn = cluster.commands.clone();
     with_timeout(
@@ -221,12 +225,18 @@ pub async fn sweep_previous_life(cluster: &Arc<Cluster>) -> Result<(), ClusterEr
             (jid, available)
         })
         .collect();
+    Ok(ended)
+}
+
+pub async fn end_previous_life(cluster: &Arc<Cluster>, ended: &[(FullJid, bool)]) {
+    if ended.is_empty() {
+        return;
+    }
     info!(
         sessions = ended.len(),
         "cluster: ending the sessions this node had before it restarted"
     );
-    announce_gone(cluster, me, &ended).await;
-    Ok(())
+    announce_gone(cluster, cluster.me, ended).await;
 }
 
 /// Runs the session ends here and tells every other node.
