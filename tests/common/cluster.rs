@@ -467,7 +467,10 @@ async fn start_node(spec: &Spec, i: usize, adjust: &dyn Fn(usize, &mut Config)) 
     config.cluster.redis = Some(spec.redis.clone());
     config.cluster.key_prefix = spec.prefix.clone();
     config.cluster.heartbeat_secs = 1;
-    config.cluster.node_timeout_secs = 3;
+    // Long enough that a node starved of CPU for a few seconds (a loaded CI machine runs many
+    // clusters at once) is not taken for dead; short enough that a killed one is swept well
+    // within `WAIT`.
+    config.cluster.node_timeout_secs = 5;
     adjust(i, &mut config);
     if std::env::var_os("CORVID_TEST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
