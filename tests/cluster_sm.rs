@@ -500,9 +500,11 @@ async fn resuming_after_the_holder_stopped_fails_without_a_count_and_loses_nothi
         "the wait for an answer is bounded"
     );
     let seen = bind_and_collect(raw, "phone", &mut bob, &two).await;
-    assert_eq!(
-        messages_from(&seen, "bob@localhost/desk"),
-        ["m1"],
+    // Delivery between nodes is at least once: m1 may come twice when the stopping node had
+    // not yet acknowledged it to bob's node, never not at all.
+    let got = messages_from(&seen, "bob@localhost/desk");
+    assert!(
+        !got.is_empty() && got.iter().all(|body| body == "m1"),
         "{seen:?}"
     );
     two.server.shutdown().await;
