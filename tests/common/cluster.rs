@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use corvid::config::Config;
 use corvid::router::Location;
-use corvid::storage::{ScramHash, Storage};
+use corvid::storage::Storage;
 use jid::{BareJid, FullJid};
 
 use super::xmpp::Session;
@@ -223,30 +223,14 @@ impl TestCluster {
     /// Accounts, created once in the shared database.
     pub async fn add_users(&self, users: &[&str]) {
         for user in users {
-            let creds: Vec<_> = [ScramHash::Sha1, ScramHash::Sha256]
-                .into_iter()
-                .map(|h| corvid::sasl::derive_credentials(PASSWORD, h, 4096).expect("derive"))
-                .collect();
-            self.db
-                .accounts
-                .create_account(&account(user), &creds)
-                .await
-                .expect("create account");
+            super::create_account(&self.db, user, PASSWORD).await;
         }
     }
 
     /// Both directions subscribed, written straight to the database (before anyone logs in,
     /// so that no node has the rosters cached yet).
     pub async fn make_mutual(&self, a: &str, b: &str) {
-        for (user, contact) in [(a, b), (b, a)] {
-            let mut item = corvid::storage::RosterItem::new(account(contact));
-            item.subscription = corvid::storage::Subscription::Both;
-            self.db
-                .roster
-                .put_roster_item(&account(user), &item, 100)
-                .await
-                .expect("roster item");
-        }
+        super::subscribe_both(&self.db, a, b).await;
     }
 
     /// Logs in on node `i` and binds (no presence).

@@ -45,6 +45,32 @@ pub fn account(name: &str) -> String {
     }
 }
 pub const PASSWORD: &str = "secret-pw";
+
+/// Creates the account `name` (see `account`) with SCRAM credentials for `password`.
+pub async fn create_account(storage: &Storage, name: &str, password: &str) {
+    let creds: Vec<_> = [ScramHash::Sha1, ScramHash::Sha256]
+        .into_iter()
+        .map(|h| corvid::sasl::derive_credentials(password, h, 4096).expect("derive"))
+        .collect();
+    storage
+        .accounts
+        .create_account(&account(name), &creds)
+        .await
+        .expect("create account");
+}
+
+/// `a` and `b` subscribed to each other, written straight to storage.
+pub async fn subscribe_both(storage: &Storage, a: &str, b: &str) {
+    for (user, contact) in [(a, b), (b, a)] {
+        let mut item = corvid::storage::RosterItem::new(account(contact));
+        item.subscription = corvid::storage::Subscription::Both;
+        storage
+            .roster
+            .put_roster_item(&account(user), &item, 100)
+            .await
+            .expect("roster item");
+    }
+}
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestServer {
@@ -140,28 +166,12 @@ impl TestServer {
     }
 
     pub async fn add_user_with_password(&self, name: &str, password: &str) {
-        let creds: Vec<_> = [ScramHash::Sha1, ScramHash::Sha256]
-            .into_iter()
-            .map(|h| corvid::sasl::derive_credentials(password, h, 4096).expect("derive"))
-            .collect();
-        self.storage()
-            .accounts
-            .create_account(&account(name), &creds)
-            .await
-            .expect("create account");
+        create_account(self.storage(), name, password).await;
     }
 
     /// Both directions subscribed, written straight to storage.
     pub async fn make_mutual(&self, a: &str, b: &str) {
-        for (user, contact) in [(a, b), (b, a)] {
-            let mut item = corvid::storage::RosterItem::new(account(contact));
-            item.subscription = corvid::storage::Subscription::Both;
-            self.storage()
-                .roster
-                .put_roster_item(&account(user), &item, 100)
-                .await
-                .expect("item");
-        }
+        subscribe_both(self.storage(), a, b).await;
     }
 
     /// Waits (without asserting anything about time) until the server has noticed the broken
