@@ -5,6 +5,7 @@
 //! `--out` if given) and a human-readable summary on stderr.
 
 mod accounting;
+mod curve;
 mod mam;
 mod modes;
 mod muc;
@@ -36,6 +37,8 @@ struct Cli {
 enum Mode {
     /// Log in N sessions and hold them; report server RSS per idle session.
     Idle(IdleArgs),
+    /// Log in idle sessions in steps (--steps 1000,5000,...); report server RSS after each.
+    IdleCurve(IdleCurveArgs),
     /// Log in N users as fast as possible (C in flight), closing each after bind.
     LoginRate(Common),
     /// N/2 sender->receiver pairs with a bounded window; report delivered msgs/s.
@@ -184,6 +187,18 @@ pub struct IdleArgs {
     /// Seconds to keep the sessions open after measuring.
     #[arg(long, default_value_t = 0.0)]
     pub hold: f64,
+}
+
+#[derive(Args)]
+pub struct IdleCurveArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Session counts at which RSS is read (ascending; users u1..u{last}).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub steps: Vec<usize>,
+    /// Seconds to wait after each step's last login before reading RSS.
+    #[arg(long, default_value_t = 10.0)]
+    pub settle: f64,
 }
 
 #[derive(Args)]
@@ -489,6 +504,7 @@ fn main() -> ExitCode {
     let res = rt.block_on(async move {
         match cli.mode {
             Mode::Idle(a) => modes::idle(a, nofile).await,
+            Mode::IdleCurve(a) => curve::idle_curve(a, nofile).await,
             Mode::LoginRate(a) => modes::login_rate(a, nofile).await,
             Mode::Throughput(a) => modes::throughput(a, nofile).await,
             Mode::Latency(a) => modes::latency(a, nofile).await,

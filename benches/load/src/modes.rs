@@ -249,6 +249,40 @@ impl CpuMeter {
 
 // ---------------------------------------------------------------- idle
 
+/// Keeps every session read until `stop` changes (answers pings, notices
+/// disconnects, counted in `dropped`); then each sends its stream close.
+pub(crate) fn hold_sessions(
+    sessions: Vec<Option<Session>>,
+    stop: &watch::Receiver<bool>,
+    dropped: &Arc<AtomicU64>,
+    set: &mut JoinSet<()>,
+) {
+    for s in sessions.into_iter().flatten() {
+        let mut stop = stop.clone();
+        let dropped = dropped.clone();
+        set.spawn(async move {
+            let mut s = s;
+            loop {
+                s.prepare_read();
+                tokio::select! {
+                    r = s.stream.read_buf(&mut s.rbuf) => {
+                        let ok = matches!(r, Ok(n) if n > 0);
+                        if !ok || xmpp::handle_incoming(&mut s).await.is_err() {
+                            dropped.fetch_add(1, Relaxed);
+                            return;
+                        }
+                        s.rbuf.shrink_to(1024);
+                    }
+                    _ = stop.changed() => {
+                        let _ = s.send(b"</stream:stream>").await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
 pub async fn idle(a: IdleArgs, nofile: Option<u64>) -> Result<()> {
     let c = &a.common;
     let mut res = base_json("idle", c, nofile);
@@ -273,30 +307,7 @@ pub async fn idle(a: IdleArgs, nofile: Option<u64>) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let dropped = Arc::new(AtomicU64::new(0));
     let mut set = JoinSet::new();
-    for s in l.sessions.into_iter().flatten() {
-        let mut stop = stop_rx.clone();
-        let dropped = dropped.clone();
-        set.spawn(async move {
-            let mut s = s;
-            loop {
-                s.prepare_read();
-                tokio::select! {
-                    r = s.stream.read_buf(&mut s.rbuf) => {
-                        let ok = matches!(r, Ok(n) if n > 0);
-                        if !ok || xmpp::handle_incoming(&mut s).await.is_err() {
-                            dropped.fetch_add(1, Relaxed);
-                            return;
-                        }
-                        s.rbuf.shrink_to(1024);
-                    }
-                    _ = stop.changed() => {
-                        let _ = s.send(b"</stream:stream>").await;
-                        return;
-                    }
-                }
-            }
-        });
-    }
+    hold_sessions(l.sessions, &stop_rx, &dropped, &mut set);
     tokio::time::sleep(Duration::from_secs_f64(a.settle)).await;
     let rss_after = match c.pid {
         Some(p) => Some(stats::rss_kb(p)?),
