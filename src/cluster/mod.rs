@@ -15,6 +15,7 @@
 
 mod delivery;
 mod directory;
+mod ended;
 mod keys;
 mod link;
 mod liveness;
@@ -50,6 +51,10 @@ pub enum ClusterError {
     Redis(#[from] redis::RedisError),
 }
 
+/// The longest a sender waits for room in a congested link queue: a pipeline that takes
+/// longer has failed (`link::REDIS_TIMEOUT`), and what does not fit is then undeliverable.
+const ROOM_WAIT: std::time::Duration = link::REDIS_TIMEOUT;
+
 /// The topic on which the node that swept a dead node tells the others which sessions it had.
 const NODE_GONE_TOPIC: &str = "node-gone";
 
@@ -70,6 +75,9 @@ pub struct Cluster {
     queued: AtomicUsize,
     /// When a full queue was last reported (milliseconds since the epoch).
     queue_full_reported: std::sync::atomic::AtomicU64,
+    /// Told when the writer took items off `outbox` and the queue is below the mark at which
+    /// senders wait (`congested`), or when the link went down.
+    room: tokio::sync::Notify,
     local: OnceLock<Arc<dyn Directory>>,
     router: OnceLock<Weak<Router>>,
     /// Subscribed to Redis with the mirror rebuilt: other nodes can be reached.
@@ -118,6 +126,7 @@ impl Cluster {
             outbox_rx: Mutex::new(Some(outbox_rx)),
             queued: AtomicUsize::new(0),
             queue_full_reported: std::sync::atomic::AtomicU64::new(0),
+            room: tokio::sync::Notify::new(),
             local: OnceLock::new(),
             router: OnceLock::new(),
             connected: AtomicBool::new(false),
@@ -211,11 +220,46 @@ impl Cluster {
             let now = crate::ids::now_ms();
             let last = self.queue_full_reported.swap(now, Ordering::Relaxed);
             if now.saturating_sub(last) >= 1000 {
-                warn!("cluster link queue full; stanzas for other nodes handled as undeliverable");
+                warn!(
+                    "cluster link queue full though senders waited; stanzas for other nodes \
+                     handled as undeliverable"
+                );
             }
             return false;
         }
         true
+    }
+
+    /// Whether the link's queue is half full or more, with Redis reachable: the writer is
+    /// falling behind, and senders should wait before adding more (`wait_for_room`).
+    fn congested(&self) -> bool {
+        self.is_connected()
+            && self.queued.load(Ordering::Relaxed) >= self.config.queue_limit.div_ceil(2)
+    }
+
+    /// Backpressure: waits until the queue is below half full again, as long as the writer
+    /// makes progress. Bounded by `ROOM_WAIT`, and over at once when Redis is lost, so that a
+    /// dead Redis holds no session: what does not fit then is handled as undeliverable.
+    async fn wait_for_room(&self) {
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.congested() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Called by the writer after it took items off the queue, and when the link goes down.
+    fn wake_senders(&self) {
+        if !self.congested() {
+            self.room.notify_waiters();
+        }
     }
 
     /// Queues an envelope for `node`; false when the link cannot take it.
@@ -480,6 +524,14 @@ impl ClusterLink for Cluster {
             tokio::time::timeout(link::REDIS_TIMEOUT, published).await,
             Ok(Ok(()))
         )
+    }
+
+    fn is_congested(&self) -> bool {
+        self.congested()
+    }
+
+    async fn room(&self) {
+        self.wait_for_room().await;
     }
 
     fn is_alive(&self, node: NodeId) -> bool {
