@@ -215,11 +215,13 @@ pub async fn remember_ended(
     // Redis out of reach: not worth a wait per ending session; a client that resumes on
     // another node then gets `<failed/>` without `h`.
     if resumable_secs == 0 || !cluster.is_connected() {
+        debug!(previd, "count of an ended session not noted: Redis out of reach");
         return;
     }
     let ttl = Duration::from_secs(resumable_secs);
-    if let Err(e) = cluster.remember_ended_session(previd, user, h, ttl).await {
-        warn!(error = %e, "could not note the count of an ended session in Redis");
+    match cluster.remember_ended_session(previd, user, h, ttl).await {
+        Ok(()) => debug!(previd, h, "count of an ended session noted in Redis"),
+        Err(e) => warn!(error = %e, "could not note the count of an ended session in Redis"),
     }
 }
 
