@@ -58,6 +58,11 @@ const ROOM_WAIT: std::time::Duration = link::REDIS_TIMEOUT;
 /// The topic on which the node that swept a dead node tells the others which sessions it had.
 const NODE_GONE_TOPIC: &str = "node-gone";
 
+/// The topic on which a node that shuts down says it leaves: the others hand what it did not
+/// acknowledge to the undeliverable path at once, before a restarted process of the same
+/// number acknowledges numbers it never saw.
+const NODE_LEFT_TOPIC: &str = "node-left";
+
 /// The topic on which a node says it wrote a user's roster: the others drop their cached copy.
 const ROSTER_WRITTEN_TOPIC: &str = "roster-written";
 
@@ -363,6 +368,11 @@ impl Cluster {
             return;
         };
         match envelope {
+            // A node shutting down takes no more stanzas: it neither delivers nor acknowledges
+            // them, and their senders handle them when it says it leaves (`NODE_LEFT_TOPIC`),
+            // with the recipients' sessions wherever they are now. Handled here instead, they
+            // would race the process's exit on their way to offline storage.
+            Envelope::Stanza { .. } | Envelope::Group { .. } if router.is_shutting_down() => {}
             Envelope::Stanza {
                 from, seq, to, xml, ..
             } => {
@@ -424,6 +434,11 @@ impl Cluster {
                     {
                         cache.forget_written_elsewhere(username);
                     }
+                }
+                NODE_LEFT_TOPIC => {
+                    info!(node = from.0, "a node left the cluster");
+                    self.give_up_on(from);
+                    self.mirror.remove_node(from);
                 }
                 NODE_GONE_TOPIC => {
                     if let Some((node, sessions)) = liveness::decode_gone(&payload) {
@@ -602,6 +617,11 @@ struct Farewell(Arc<Cluster>);
 #[async_trait]
 impl ShutdownHook for Farewell {
     async fn shutdown(&self, _router: &Arc<Router>) {
+        // Published before the farewell's cleanup, on the same connection: every other node
+        // hears it before anything from a restarted process of this number.
+        if !self.0.broadcast_and_wait(NODE_LEFT_TOPIC, Vec::new()).await {
+            warn!("could not tell the other nodes that this one leaves");
+        }
         let (done, finished) = tokio::sync::oneshot::channel();
         if self.0.outbox.send(Outgoing::Farewell(done)).is_ok() {
             let _ = tokio::time::timeout(link::REDIS_TIMEOUT * 2, finished).await;
