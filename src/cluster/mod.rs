@@ -319,8 +319,8 @@ impl Cluster {
     /// sessions leave the mirror at once, so that routing stops choosing them; the sweep
     /// that runs the session ends comes when its heartbeat lapses.
     fn node_unreachable(self: &Arc<Self>, node: NodeId) {
-        self.give_up_on(node);
         let removed = self.mirror.remove_node(node);
+        self.give_up_on(node);
         if !removed.is_empty() {
             warn!(
                 node = node.0,
@@ -437,13 +437,14 @@ impl Cluster {
                 }
                 NODE_LEFT_TOPIC => {
                     info!(node = from.0, "a node left the cluster");
-                    self.give_up_on(from);
+                    // Its sessions first: what is handed back must not be routed to it again.
                     self.mirror.remove_node(from);
+                    self.give_up_on(from);
                 }
                 NODE_GONE_TOPIC => {
                     if let Some((node, sessions)) = liveness::decode_gone(&payload) {
-                        self.give_up_on(node);
                         self.mirror.remove_node(node);
+                        self.give_up_on(node);
                         router.node_gone(node, &sessions, false).await;
                     }
                 }
