@@ -104,10 +104,7 @@ async fn warm_up(a: &mut Client, b: &mut Client) {
         a.write(&message(&full(&b.user), &probe, &probe))
             .await
             .expect("send");
-        let got = b
-            .next(Duration::from_millis(300))
-            .await
-            .expect("connected");
+        let got = b.next(Duration::from_millis(300)).await.expect("connected");
         // Any probe that arrived will do: earlier ones may come late.
         if got.is_some_and(|el| body_of(&el).is_some_and(|b| b.starts_with("warm-"))) {
             return;
@@ -211,12 +208,14 @@ async fn postgres_stopped_under_a_cluster_then_back() {
     // A message to an offline user cannot be stored: bounced, try again later.
     for (sender, id) in [(&mut alice, "to-carol-1"), (&mut bob, "to-carol-2")] {
         let started = Instant::now();
-        let bounced = offline_answer(sender, "carol", id).await.unwrap_or_else(|| {
-            panic!(
-                "{id}: no error while storage is down\n{}",
-                cluster.logs_tail(30)
-            )
-        });
+        let bounced = offline_answer(sender, "carol", id)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "{id}: no error while storage is down\n{}",
+                    cluster.logs_tail(30)
+                )
+            });
         // A few storage operations on the way (the recipient's blocklist, the offline
         // store), each giving up after the storage timeout: bounded, not a hang.
         let took = started.elapsed();
@@ -274,7 +273,9 @@ async fn postgres_stopped_under_a_cluster_then_back() {
     let carol = carol.expect("carol logs in once PostgreSQL is back");
     // Offline storage works again: Dave, offline, gets Alice's message (from n1) on n2.
     assert!(
-        offline_answer(&mut alice, "dave", "to-dave").await.is_none(),
+        offline_answer(&mut alice, "dave", "to-dave")
+            .await
+            .is_none(),
         "stored, not bounced"
     );
     let mut dave = online(&cluster, 1, "dave").await;

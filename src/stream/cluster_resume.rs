@@ -215,7 +215,10 @@ pub async fn remember_ended(
     // Redis out of reach: not worth a wait per ending session; a client that resumes on
     // another node then gets `<failed/>` without `h`.
     if resumable_secs == 0 || !cluster.is_connected() {
-        debug!(previd, "count of an ended session not noted: Redis out of reach");
+        debug!(
+            previd,
+            "count of an ended session not noted: Redis out of reach"
+        );
         return;
     }
     let ttl = Duration::from_secs(resumable_secs);
