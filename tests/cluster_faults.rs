@@ -940,10 +940,6 @@ fn spawn_sm_receiver(
 /// another one: it gets the session back or `<failed h='…'/>`, and then the unacknowledged
 /// stanzas are in offline storage. At the end nothing is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "left for the next session: a node restarted gracefully forgets the inbound counts \
-            of the sessions it ended, so a client resuming elsewhere after that gets <failed/> \
-            without h (after waiting 5 s for an answer the new process cannot give); its \
-            unacknowledged messages are in offline storage (2026-12-06)"]
 async fn rolling_restart_with_resumption_loses_nothing() {
     let mut pairs = Vec::new();
     let mut k = 0;

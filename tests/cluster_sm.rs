@@ -472,11 +472,11 @@ async fn ctl_lists_the_nodes_and_drain_moves_clients_away() {
     c.stop().await;
 }
 
-/// A node that stopped (a restart without a drain) can answer nothing: resuming on another
-/// node fails without `h`, and what the stopped node held went to offline storage as it
-/// shut down.
+/// A node that stopped gracefully (a restart without a drain) noted in Redis the count of
+/// each resumable session it ended, after storing what the session had not acknowledged:
+/// resuming on another node fails at once with that count, and the message is offline.
 #[tokio::test]
-async fn resuming_after_the_holder_stopped_fails_without_a_count_and_loses_nothing() {
+async fn resuming_after_the_holder_stopped_fails_with_its_count_and_loses_nothing() {
     let Some(Cluster { one, two, schema }) = Cluster::start(59).await else {
         return;
     };
@@ -494,11 +494,19 @@ async fn resuming_after_the_holder_stopped_fails_without_a_count_and_loses_nothi
 
     let started = tokio::time::Instant::now();
     let (raw, answer) = resume_on(&two, "alice", &previd, 0).await;
-    assert_eq!(failed_h(&answer), None, "nobody left to count");
-    assert!(
-        started.elapsed() < WAIT,
-        "the wait for an answer is bounded"
+    assert_eq!(
+        failed_h(&answer),
+        Some("1"),
+        "the stopped node's count of alice's stanzas (her presence)"
     );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no wait for a node that is gone: {:?}",
+        started.elapsed()
+    );
+    // Another account asking with the same id learns nothing.
+    let (_mallory, answer) = resume_on(&two, "mallory", &previd, 0).await;
+    assert_eq!(failed_h(&answer), None);
     let seen = bind_and_collect(raw, "phone", &mut bob, &two).await;
     // Delivery between nodes is at least once: m1 may come twice when the stopping node had
     // not yet acknowledged it to bob's node, never not at all.
@@ -507,6 +515,56 @@ async fn resuming_after_the_holder_stopped_fails_without_a_count_and_loses_nothi
         !got.is_empty() && got.iter().all(|body| body == "m1"),
         "{seen:?}"
     );
+    assert!(delayed(&seen, "m1"), "from offline storage: {seen:?}");
+    two.server.shutdown().await;
+    common::drop_schema(&schema).await;
+}
+
+/// Authenticates as alice with SASL2 (XEP-0388), resuming `previd` inline and binding with
+/// Bind2; returns the `<success/>`.
+async fn sasl2_resume(t: &TestServer, previd: &str, h: u32) -> (Raw, Element) {
+    use base64::Engine;
+    let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
+    raw.write(common::OPEN).await;
+    assert_eq!(raw.element().await.name(), "features");
+    let initial =
+        base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{}", common::PASSWORD));
+    raw.write(&format!(
+        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'>\
+         <initial-response>{initial}</initial-response>\
+         <user-agent id='ua-csm'><software>t</software></user-agent>\
+         <resume xmlns='{SM}' previd='{previd}' h='{h}'/>\
+         <bind xmlns='urn:xmpp:bind:0'><tag>App</tag></bind></authenticate>"
+    ))
+    .await;
+    let success = raw.element().await;
+    assert!(success.is("success", "urn:xmpp:sasl:2"), "{success:?}");
+    (raw, success)
+}
+
+/// The inline SASL2 resumption after the holder stopped takes the same path: `<failed h/>`
+/// with the stopped node's count inside the `<success/>`.
+#[tokio::test]
+async fn an_inline_sasl2_resumption_after_the_holder_stopped_fails_with_its_count() {
+    let Some(Cluster { one, two, schema }) = Cluster::start(63).await else {
+        return;
+    };
+    let mut bob = Session::login(&two, "bob", "desk").await;
+    let mut alice = SmClient::login(&one, "alice", "phone").await;
+    alice.raw.write("<presence/>").await;
+    until_seen(&two, &alice.jid).await;
+    bob.send_marker(&alice.jid, "m1").await;
+    alice.until_body("m1").await;
+    let jid = alice.jid.clone();
+    let previd = alice.previd.clone();
+    drop(alice);
+    one.until_detached(&jid).await;
+    one.server.shutdown().await;
+
+    let (_raw, success) = sasl2_resume(&two, &previd, 0).await;
+    let failed = success.get_child("failed", SM).expect("<failed/> inline");
+    assert_eq!(failed_h(failed), Some("1"), "alice sent her presence");
+    assert!(success.has_child("bound", "urn:xmpp:bind:0"), "{success:?}");
     two.server.shutdown().await;
     common::drop_schema(&schema).await;
 }
@@ -515,7 +573,6 @@ async fn resuming_after_the_holder_stopped_fails_without_a_count_and_loses_nothi
 /// `<success/>`, Bind2 binds anew, and the unacknowledged message is in offline storage.
 #[tokio::test]
 async fn an_inline_sasl2_resumption_on_another_node_fails_with_the_count_and_binds() {
-    use base64::Engine;
     let Some(c) = Cluster::start(61).await else {
         return;
     };
@@ -530,24 +587,7 @@ async fn an_inline_sasl2_resumption_on_another_node_fails_with_the_count_and_bin
     drop(alice);
     c.one.until_detached(&jid).await;
 
-    let mut raw = Raw::connect(c.two.c2s())
-        .await
-        .starttls(c.two.tls_config())
-        .await;
-    raw.write(common::OPEN).await;
-    assert_eq!(raw.element().await.name(), "features");
-    let initial =
-        base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{}", common::PASSWORD));
-    raw.write(&format!(
-        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'>\
-         <initial-response>{initial}</initial-response>\
-         <user-agent id='ua-csm'><software>t</software></user-agent>\
-         <resume xmlns='{SM}' previd='{previd}' h='0'/>\
-         <bind xmlns='urn:xmpp:bind:0'><tag>App</tag></bind></authenticate>"
-    ))
-    .await;
-    let success = raw.element().await;
-    assert!(success.is("success", "urn:xmpp:sasl:2"), "{success:?}");
+    let (mut raw, success) = sasl2_resume(&c.two, &previd, 0).await;
     let failed = success.get_child("failed", SM).expect("<failed/> inline");
     assert_eq!(failed_h(failed), Some("1"), "alice sent her presence");
     assert!(success.has_child("bound", "urn:xmpp:bind:0"), "{success:?}");

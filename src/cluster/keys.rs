@@ -6,6 +6,8 @@
 //! - `<p>:sessions:<n>`: hash of node n's sessions, full JID -> entry (`wire::Entry`). Only
 //!   node n writes it, and the one node that wins `<p>:sweep:<n>` removes it when n is dead;
 //! - `<p>:owner:<resource>`: the node serving a resource (a room), one at a time;
+//! - `<p>:ended:<previd>`: the final count of a resumable session that ended (`ended`),
+//!   expiring with its resumption timeout;
 //! - channel `<p>:directory`: every node's changes to its sessions, as they happen;
 //! - channel `<p>:to:<n>`: stanzas and module messages for node n;
 //! - channel `<p>:all`: module messages for every node.
@@ -50,6 +52,10 @@ impl Keys {
 
     pub fn owner(&self, resource: &str) -> String {
         format!("{}:owner:{}", self.prefix, resource)
+    }
+
+    pub fn ended_session(&self, previd: &str) -> String {
+        format!("{}:ended:{}", self.prefix, previd)
     }
 
     pub fn directory_channel(&self) -> String {

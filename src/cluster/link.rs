@@ -163,6 +163,8 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
                 }
             }
         }
+        // The queue shrank: senders held back by a congested link may go on.
+        cluster.wake_senders();
         let replies: Result<Vec<i64>, _> =
             match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut conn)).await {
                 Ok(result) => result.map_err(ClusterError::from),
@@ -262,6 +264,8 @@ pub async fn subscribe(cluster: Arc<Cluster>) {
             }
         }
         if cluster.connected.swap(false, Ordering::Relaxed) {
+            // No more waiting for room: what does not fit is undeliverable now.
+            cluster.room.notify_waiters();
             // Nothing reaches the other nodes now: routing must not choose their sessions,
             // and no acknowledgement will come for what they had not confirmed.
             cluster.mirror.clear();

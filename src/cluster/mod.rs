@@ -15,6 +15,7 @@
 
 mod delivery;
 mod directory;
+mod ended;
 mod keys;
 mod link;
 mod liveness;
@@ -50,8 +51,17 @@ pub enum ClusterError {
     Redis(#[from] redis::RedisError),
 }
 
+/// The longest a sender waits for room in a congested link queue: a pipeline that takes
+/// longer has failed (`link::REDIS_TIMEOUT`), and what does not fit is then undeliverable.
+const ROOM_WAIT: std::time::Duration = link::REDIS_TIMEOUT;
+
 /// The topic on which the node that swept a dead node tells the others which sessions it had.
 const NODE_GONE_TOPIC: &str = "node-gone";
+
+/// The topic on which a node that shuts down says it leaves: the others hand what it did not
+/// acknowledge to the undeliverable path at once, before a restarted process of the same
+/// number acknowledges numbers it never saw.
+const NODE_LEFT_TOPIC: &str = "node-left";
 
 /// The topic on which a node says it wrote a user's roster: the others drop their cached copy.
 const ROSTER_WRITTEN_TOPIC: &str = "roster-written";
@@ -70,6 +80,9 @@ pub struct Cluster {
     queued: AtomicUsize,
     /// When a full queue was last reported (milliseconds since the epoch).
     queue_full_reported: std::sync::atomic::AtomicU64,
+    /// Told when the writer took items off `outbox` and the queue is below the mark at which
+    /// senders wait (`congested`), or when the link went down.
+    room: tokio::sync::Notify,
     local: OnceLock<Arc<dyn Directory>>,
     router: OnceLock<Weak<Router>>,
     /// Subscribed to Redis with the mirror rebuilt: other nodes can be reached.
@@ -118,6 +131,7 @@ impl Cluster {
             outbox_rx: Mutex::new(Some(outbox_rx)),
             queued: AtomicUsize::new(0),
             queue_full_reported: std::sync::atomic::AtomicU64::new(0),
+            room: tokio::sync::Notify::new(),
             local: OnceLock::new(),
             router: OnceLock::new(),
             connected: AtomicBool::new(false),
@@ -211,11 +225,46 @@ impl Cluster {
             let now = crate::ids::now_ms();
             let last = self.queue_full_reported.swap(now, Ordering::Relaxed);
             if now.saturating_sub(last) >= 1000 {
-                warn!("cluster link queue full; stanzas for other nodes handled as undeliverable");
+                warn!(
+                    "cluster link queue full though senders waited; stanzas for other nodes \
+                     handled as undeliverable"
+                );
             }
             return false;
         }
         true
+    }
+
+    /// Whether the link's queue is half full or more, with Redis reachable: the writer is
+    /// falling behind, and senders should wait before adding more (`wait_for_room`).
+    fn congested(&self) -> bool {
+        self.is_connected()
+            && self.queued.load(Ordering::Relaxed) >= self.config.queue_limit.div_ceil(2)
+    }
+
+    /// Backpressure: waits until the queue is below half full again, as long as the writer
+    /// makes progress. Bounded by `ROOM_WAIT`, and over at once when Redis is lost, so that a
+    /// dead Redis holds no session: what does not fit then is handled as undeliverable.
+    async fn wait_for_room(&self) {
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.congested() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Called by the writer after it took items off the queue, and when the link goes down.
+    fn wake_senders(&self) {
+        if !self.congested() {
+            self.room.notify_waiters();
+        }
     }
 
     /// Queues an envelope for `node`; false when the link cannot take it.
@@ -270,8 +319,8 @@ impl Cluster {
     /// sessions leave the mirror at once, so that routing stops choosing them; the sweep
     /// that runs the session ends comes when its heartbeat lapses.
     fn node_unreachable(self: &Arc<Self>, node: NodeId) {
-        self.give_up_on(node);
         let removed = self.mirror.remove_node(node);
+        self.give_up_on(node);
         if !removed.is_empty() {
             warn!(
                 node = node.0,
@@ -319,6 +368,11 @@ impl Cluster {
             return;
         };
         match envelope {
+            // A node shutting down takes no more stanzas: it neither delivers nor acknowledges
+            // them, and their senders handle them when it says it leaves (`NODE_LEFT_TOPIC`),
+            // with the recipients' sessions wherever they are now. Handled here instead, they
+            // would race the process's exit on their way to offline storage.
+            Envelope::Stanza { .. } | Envelope::Group { .. } if router.is_shutting_down() => {}
             Envelope::Stanza {
                 from, seq, to, xml, ..
             } => {
@@ -381,10 +435,16 @@ impl Cluster {
                         cache.forget_written_elsewhere(username);
                     }
                 }
+                NODE_LEFT_TOPIC => {
+                    info!(node = from.0, "a node left the cluster");
+                    // Its sessions first: what is handed back must not be routed to it again.
+                    self.mirror.remove_node(from);
+                    self.give_up_on(from);
+                }
                 NODE_GONE_TOPIC => {
                     if let Some((node, sessions)) = liveness::decode_gone(&payload) {
-                        self.give_up_on(node);
                         self.mirror.remove_node(node);
+                        self.give_up_on(node);
                         router.node_gone(node, &sessions, false).await;
                     }
                 }
@@ -482,6 +542,14 @@ impl ClusterLink for Cluster {
         )
     }
 
+    fn is_congested(&self) -> bool {
+        self.congested()
+    }
+
+    async fn room(&self) {
+        self.wait_for_room().await;
+    }
+
     fn is_alive(&self, node: NodeId) -> bool {
         node == self.me
             || self
@@ -550,6 +618,11 @@ struct Farewell(Arc<Cluster>);
 #[async_trait]
 impl ShutdownHook for Farewell {
     async fn shutdown(&self, _router: &Arc<Router>) {
+        // Published before the farewell's cleanup, on the same connection: every other node
+        // hears it before anything from a restarted process of this number.
+        if !self.0.broadcast_and_wait(NODE_LEFT_TOPIC, Vec::new()).await {
+            warn!("could not tell the other nodes that this one leaves");
+        }
         let (done, finished) = tokio::sync::oneshot::channel();
         if self.0.outbox.send(Outgoing::Farewell(done)).is_ok() {
             let _ = tokio::time::timeout(link::REDIS_TIMEOUT * 2, finished).await;

@@ -31,6 +31,16 @@ pub trait ClusterLink: std::any::Any + Send + Sync {
     /// anything the user does next. False when that could not be confirmed.
     async fn broadcast_and_wait(&self, topic: &'static str, payload: Vec<u8>) -> bool;
 
+    /// Whether the queue towards the other nodes is filling up faster than Redis takes it:
+    /// a sender should then wait (`room`) before routing more.
+    fn is_congested(&self) -> bool {
+        false
+    }
+
+    /// Waits (bounded, and not at all when Redis is lost) until the queue towards the other
+    /// nodes has room again.
+    async fn room(&self) {}
+
     /// Whether `node` is known to be alive (heartbeating).
     fn is_alive(&self, node: NodeId) -> bool;
 

@@ -515,6 +515,11 @@ impl Router {
         let Some(kind) = Kind::of(&stanza) else {
             return;
         };
+        // Backpressure from a cluster link that falls behind: the client waits, its stanzas
+        // are not dropped.
+        if let Some(link) = self.cluster().filter(|link| link.is_congested()) {
+            link.room().await;
+        }
         let _timer = self.metrics.stanza_routed(kind);
         let to = match stanza.attr("to").map(|to| (to, address::parse(to))) {
             None => None,

@@ -8,8 +8,13 @@
 //! resumption timeout would (what the client's `h` does not acknowledge goes to offline
 //! storage, or to the account's other resources) and only then answers with its count of the
 //! client's stanzas, so the client's fresh session finds every unacknowledged stanza stored.
-//! A holder that is dead answers nothing: the client gets `<failed/>` without `h`, and what
-//! the dead node held unacknowledged died with it.
+//!
+//! Every node notes in Redis the final count of each resumable session that ends there
+//! (after storing its unacknowledged stanzas), for the resumption timeout: a client that
+//! comes back after its node stopped gracefully, or restarted, gets `<failed h='…'/>` from
+//! that note without waiting on a holder that cannot answer. A holder killed outright writes
+//! nothing: the client gets `<failed/>` without `h`, and what the dead node held
+//! unacknowledged died with it.
 //!
 //! Draining (`corvid ctl cluster drain`) stops new logins on a node and asks its live
 //! resumable sessions to go (`<system-shutdown/>`); they stay detached here, and their clients
@@ -166,11 +171,60 @@ pub async fn take(
     let Some(link) = ctx.router.cluster() else {
         return ctx.resumption.take(previd, user).await;
     };
-    match sm::node_of_id(previd).map(NodeId) {
+    let taken = match sm::node_of_id(previd).map(NodeId) {
         Some(holder) if holder != link.node() => {
+            // A session that ended already (its node stopped, say) needs no question.
+            if let Some(known) = ended_h(&ctx.router, previd, user).await {
+                return Err(Some(known));
+            }
             Err(ask(&ctx.router, link, holder, previd, user, h).await)
         }
         _ => ctx.resumption.take(previd, user).await,
+    };
+    match taken {
+        // Not known here or by its holder: an earlier process of either may have ended it.
+        Err(None) => Err(ended_h(&ctx.router, previd, user).await),
+        other => other,
+    }
+}
+
+/// The count noted in Redis for the ended session `previd` of `user`.
+async fn ended_h(router: &Router, previd: &str, user: &BareJid) -> Option<u32> {
+    let cluster = cluster_node(router)?;
+    match cluster.ended_session_h(previd, user).await {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(error = %e, "could not read the count of an ended session from Redis");
+            None
+        }
+    }
+}
+
+/// Called where a resumable session of `user` ended for good with `h` stanzas of its client
+/// handled: any node can tell a client that resumes within `resumable_secs`.
+pub async fn remember_ended(
+    ctx: &StreamContext,
+    previd: &str,
+    user: &BareJid,
+    h: u32,
+    resumable_secs: u64,
+) {
+    let Some(cluster) = cluster_node(&ctx.router) else {
+        return;
+    };
+    // Redis out of reach: not worth a wait per ending session; a client that resumes on
+    // another node then gets `<failed/>` without `h`.
+    if resumable_secs == 0 || !cluster.is_connected() {
+        debug!(
+            previd,
+            "count of an ended session not noted: Redis out of reach"
+        );
+        return;
+    }
+    let ttl = Duration::from_secs(resumable_secs);
+    match cluster.remember_ended_session(previd, user, h, ttl).await {
+        Ok(()) => debug!(previd, h, "count of an ended session noted in Redis"),
+        Err(e) => warn!(error = %e, "could not note the count of an ended session in Redis"),
     }
 }
 

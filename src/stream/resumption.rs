@@ -164,16 +164,17 @@ impl Resumption {
     }
 
     /// Forgets a session that ended for real; its final `h` is kept for a later `<failed/>`.
-    pub fn retire(&self, slot: &Slot, h: u32) {
+    /// False when `slot` no longer owned the id (a resumed session took it over).
+    pub fn retire(&self, slot: &Slot, h: u32) -> bool {
         let mut entries = lock(&self.entries);
         let Some(entry) = entries.get(&slot.id) else {
-            return;
+            return false;
         };
         if entry.generation != slot.generation {
-            return;
+            return false;
         }
         let Some(entry) = entries.remove(&slot.id) else {
-            return;
+            return false;
         };
         drop(entries);
         let mut expired = lock(&self.expired);
@@ -184,6 +185,7 @@ impl Resumption {
         }
         expired.order.push_back(slot.id.clone());
         expired.h.insert(slot.id.clone(), (entry.user, h));
+        true
     }
 
     /// Takes the state of session `id` from its owner for `user`. `Err` carries the `h` to put
@@ -357,9 +359,11 @@ pub async fn end_session(
     in_flight: Vec<Element>,
     why: SessionEnd,
 ) {
-    if let (Some(slot), h) = (bound.slot.take(), bound.inbound_h()) {
-        ctx.resumption.retire(&slot, h);
-    }
+    let retired = match (bound.slot.take(), bound.inbound_h()) {
+        (Some(slot), h) if ctx.resumption.retire(&slot, h) => Some((slot.id, h)),
+        _ => None,
+    };
+    let resumable_for = bound.sm.as_ref().map_or(0, |sm| sm.max_secs);
     let router = &ctx.router;
     router.unbind(bound.session_id, &bound.jid, why).await;
     bound.rx.close();
@@ -383,6 +387,11 @@ pub async fn end_session(
         debug!(jid = %bound.jid, stanzas = left.len(), "undelivered after session end");
     }
     dispose(router, left, bound.session_id).await;
+    // After the stanzas are stored: a client told this count finds them.
+    if let Some((id, h)) = retired {
+        let user = bound.jid.to_bare();
+        super::cluster_resume::remember_ended(ctx, &id, &user, h, resumable_for).await;
+    }
 }
 
 /// RFC 6120 §10 / XEP-0198 §5 for stanzas a session never delivered: messages are delivered

@@ -871,6 +871,12 @@ pub async fn start_one_node(
     config.cluster.heartbeat_secs = 1;
     config.cluster.node_timeout_secs = 3;
     adjust(&mut config);
+    if std::env::var_os("CORVID_TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_test_writer()
+            .try_init();
+    }
     let server = corvid::server::start_with_storage(Arc::new(config), storage)
         .await
         .expect("node starts");

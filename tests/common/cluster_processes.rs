@@ -207,6 +207,11 @@ pub struct ClusterOptions {
     pub node_timeout_secs: u64,
     /// `[stream_management] resume_timeout_secs`.
     pub resume_timeout_secs: u64,
+    /// The PostgreSQL server the nodes share, when not `CORVID_TEST_POSTGRES` (a private
+    /// instance the test stops and starts).
+    pub postgres: Option<String>,
+    /// `[storage] timeout_ms`, when not the default.
+    pub storage_timeout_ms: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -218,6 +223,8 @@ impl Default for ClusterOptions {
             heartbeat_secs: 1,
             node_timeout_secs: 3,
             resume_timeout_secs: 60,
+            postgres: None,
+            storage_timeout_ms: None,
         }
     }
 }
@@ -230,6 +237,8 @@ pub struct ProcessCluster {
     pub key_prefix: String,
     pub redis: PrivateRedis,
     pub nodes: Vec<Node>,
+    /// The PostgreSQL server holding `schema`.
+    postgres: String,
 }
 
 fn storage_url(base: &str, schema: &str) -> String {
@@ -247,6 +256,7 @@ level = "info"
 
 [storage]
 url = "{url}"
+{storage_timeout}
 
 [tls]
 cert = "{dir}/cert.pem"
@@ -310,6 +320,10 @@ node_timeout_secs = {timeout}
         hb = o.heartbeat_secs,
         timeout = o.node_timeout_secs,
         extra = o.extra_toml,
+        storage_timeout = o
+            .storage_timeout_ms
+            .map(|ms| format!("timeout_ms = {ms}"))
+            .unwrap_or_default(),
     )
 }
 
@@ -322,7 +336,10 @@ impl ProcessCluster {
             eprintln!("skipped: {why}");
             return None;
         }
-        let base = std::env::var("CORVID_TEST_POSTGRES").expect("checked");
+        let base = match &o.postgres {
+            Some(url) => url.clone(),
+            None => std::env::var("CORVID_TEST_POSTGRES").expect("checked"),
+        };
         let schema = format!("corvid_cp_{}", rand_hex());
         let pool = sqlx::PgPool::connect(&base)
             .await
@@ -333,6 +350,7 @@ impl ProcessCluster {
             .expect("create schema");
         pool.close().await;
         let url = storage_url(&base, &schema);
+        let postgres = base;
         let redis = PrivateRedis::start().await;
         let key_prefix = format!("t{}", rand_hex());
         let dir = tempfile::tempdir().expect("temp dir");
@@ -362,6 +380,7 @@ impl ProcessCluster {
             key_prefix,
             redis,
             nodes,
+            postgres,
         };
         if !o.users.is_empty() {
             cluster.import_users(&o.users).await;
@@ -456,6 +475,14 @@ impl ProcessCluster {
         }
     }
 
+    /// Whether node `i`'s process ended by itself (a crash): it was started and is gone.
+    pub fn has_exited(&mut self, i: usize) -> bool {
+        self.nodes[i]
+            .child
+            .as_mut()
+            .is_some_and(|child| !matches!(child.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL: the process ends at once, nothing is cleaned up (its heartbeat lapses).
     pub async fn kill_node(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
@@ -536,13 +563,11 @@ impl ProcessCluster {
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
             eprintln!("cluster folders kept in {}", dir.keep().display());
         }
-        if let Ok(base) = std::env::var("CORVID_TEST_POSTGRES") {
-            if let Ok(pool) = sqlx::PgPool::connect(&base).await {
-                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
-                    .execute(&pool)
-                    .await;
-                pool.close().await;
-            }
+        if let Ok(pool) = sqlx::PgPool::connect(&self.postgres).await {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+                .execute(&pool)
+                .await;
+            pool.close().await;
         }
     }
 }
@@ -698,8 +723,13 @@ impl Client {
             .ok_or_else(|| format!("{}: {step}: nothing within {wait:?}", self.user))
     }
 
-    /// TCP, stream, SASL PLAIN, restart: an authenticated stream, not bound.
-    pub async fn authenticate(addr: SocketAddr, node: usize, user: &str) -> ClientResult<Client> {
+    /// TCP, stream, SASL PLAIN: the server's answer to the authentication (`<success/>` or
+    /// `<failure/>`), and the stream.
+    pub async fn sasl_plain(
+        addr: SocketAddr,
+        node: usize,
+        user: &str,
+    ) -> ClientResult<(Client, Element)> {
         use base64::Engine;
         let wait = Duration::from_secs(10);
         let mut c = Client::connect(addr, user, node).await?;
@@ -717,7 +747,14 @@ impl Client {
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
         ))
         .await?;
-        let success = c.expect(wait, "SASL").await?;
+        let answer = c.expect(wait, "SASL").await?;
+        Ok((c, answer))
+    }
+
+    /// TCP, stream, SASL PLAIN, restart: an authenticated stream, not bound.
+    pub async fn authenticate(addr: SocketAddr, node: usize, user: &str) -> ClientResult<Client> {
+        let wait = Duration::from_secs(10);
+        let (mut c, success) = Client::sasl_plain(addr, node, user).await?;
         if success.name() != "success" {
             return Err(format!("{user}: SASL: {}", String::from(&success)));
         }

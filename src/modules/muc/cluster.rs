@@ -384,6 +384,11 @@ async fn work(
         let Some(router) = router.upgrade() else {
             return;
         };
+        // A room's fan-out from here fills the link towards the other nodes: wait for room
+        // rather than lose groupchat messages (this inbox queues meanwhile, not Redis).
+        if let Some(link) = router.cluster().filter(|link| link.is_congested()) {
+            link.room().await;
+        }
         muc.received(&router, from, payload).await;
     }
 }
