@@ -16,7 +16,10 @@ set -euo pipefail
 # Knobs: SERVERS (the list below), USERS 1000, WINDOW 10, DURATION 20, WARMUP 5, PGDB mamthr,
 # PG_PIN 1 (PostgreSQL's backends serving corvid are pinned to $SERVER_CPU with corvid, so the
 # pair gets one core like the others; 0: unpinned), LAB (/tmp/lab-mam: ejabberd's data, kept
-# apart from other anchor runs), QUIET_WAIT (seconds to wait for compilers before each run).
+# apart from other anchor runs), QUIET_WAIT (seconds to wait for compilers before each run),
+# PG_ASYNC_COMMIT 0 (1: `synchronous_commit = off` on the bench database, a deployment setting:
+# what PostgreSQL's commit flush costs), PERF (a directory: `perf record -g` on corvid for 15 s
+# of each corvid run's measured part, the report saved there as <label>.txt).
 if [ "${1:-}" = throughput ]; then
     ROOT="$(cd "$(dirname "$0")/.." && pwd)"
     OUT="${2:-$ROOT/benches/results/mam-on-$(date -u +%Y-%m-%d)-$(date -u +%H%M).jsonl}"
@@ -27,6 +30,7 @@ if [ "${1:-}" = throughput ]; then
     SERVERS="${SERVERS:-ejabberd-mam corvid-sqlite corvid-postgres corvid-off}"
     USERS="${USERS:-1000}" WINDOW="${WINDOW:-10}" DURATION="${DURATION:-20}" WARMUP="${WARMUP:-5}"
     PGDB="${PGDB:-mamthr}" PG_PIN="${PG_PIN:-1}" QUIET_WAIT="${QUIET_WAIT:-0}"
+    PG_ASYNC_COMMIT="${PG_ASYNC_COMMIT:-0}" PERF="${PERF:-}"
     export LAB="${LAB:-/tmp/lab-mam}"
     ANCHORS="${ANCHORS:-$ROOT/../shared/anchors/anchors.sh}"
     [ -x "$ANCHORS" ] || ANCHORS=/work/shared/anchors/anchors.sh
@@ -114,7 +118,19 @@ EOF
             fi
             pg0=$(pg_ticks); t0=$(date +%s.%N)
         fi
+        local perf=""
+        if [ -n "$PERF" ]; then # logins take a few seconds, then 5 s of warm-up: start after both
+            mkdir -p "$PERF"
+            ( sleep $((WARMUP + 8)); perf record -g -p "$pid" -o "$dir/perf.data" -- sleep 15 \
+                  >/dev/null 2>&1 ) & perf=$!
+        fi
         throughput "$1" "$pid" "$PORT" || echo "mam-bench.sh: $1 failed" >&2
+        if [ -n "$perf" ]; then
+            wait "$perf" || true
+            { perf report -i "$dir/perf.data" --no-children --stdio -g none --sort comm
+              perf report -i "$dir/perf.data" --no-children --stdio -g none --sort comm,dso,sym \
+                  --percent-limit 0.4; } >"$PERF/$1.txt" 2>/dev/null || true
+        fi
         [[ "$2" == postgres* ]] && pg_cpu_line "$1" "$pg0" "$(pg_ticks)" "$t0" "$(date +%s.%N)"
         [ "$3" = on ] && { mam_count "$PORT" || true; }
         kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
@@ -138,7 +154,12 @@ EOF
                 rm -rf "$db" ;;
             corvid-postgres)
                 psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $PGDB" -c "create database $PGDB"
-                corvid_run corvid-postgres "$PG/$PGDB" on
+                label=corvid-postgres
+                if [ "$PG_ASYNC_COMMIT" = 1 ]; then
+                    psql -q -h 127.0.0.1 -U postgres -c "alter database $PGDB set synchronous_commit = off"
+                    label=corvid-postgres-async-commit
+                fi
+                corvid_run "$label" "$PG/$PGDB" on
                 psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $PGDB" ;;
             *) echo "unknown server $server" >&2; exit 2 ;;
         esac
