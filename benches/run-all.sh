@@ -15,7 +15,9 @@
 # PRESENCE_RUNS=5 (presence: subject u0 with contacts c1..cCONTACTS, all mutually subscribed),
 # MUC_SHAPES="1x100 10x100" (rooms x occupants; users m1..m(R*N)), MUC_SENDERS=10 (per room),
 # MUC_WINDOW=5 (per sender), MUC_RATE=5000 (deliveries/s in total, latency run),
-# MUC_DURATION=20, MUC_RESTART=1 (restart the server before each MUC measurement), QUIET_WAIT=0 (seconds to wait for running compilers before each measurement).
+# MUC_DURATION=20, MUC_RESTART=1 (restart the server before each MUC measurement), QUIET_WAIT=0 (seconds to wait for running compilers before each measurement),
+# MAM (unset: each server as configured, i.e. corvid archives and the ejabberd anchor does not;
+# 1: ejabberd with mod_mam, anchors.sh's archive-on variant; 0: corvid with [mam] enabled = false).
 set -euo pipefail
 
 SERVER="${1:?usage: run-all.sh prosody|ejabberd|corvid [RESULTS_FILE]}"
@@ -52,6 +54,12 @@ LOAD="${LOAD:-$TARGET/release/corvid-load}"
 CORVID="${CORVID:-$TARGET/release/corvid}"
 CORVID_CFG="${CORVID_CFG:-$ROOT/benches/corvid-bench.toml}"
 CORVID_DIR=/tmp/corvid-bench
+export MAM="${MAM:-}"
+if [ "$SERVER" = corvid ] && [ "$MAM" = 0 ]; then
+    mkdir -p "$CORVID_DIR"
+    { cat "$CORVID_CFG"; printf '\n[mam]\nenabled = false\n'; } > "$CORVID_DIR/corvid-nomam.toml"
+    CORVID_CFG="$CORVID_DIR/corvid-nomam.toml"
+fi
 
 export SERVER_CPU
 die() { echo "run-all.sh: $*" >&2; exit 1; }

@@ -146,6 +146,7 @@ backend_tests!(
     archive_count_bounds_and_contains,
     archive_trim_expire_and_delete_owner,
     archive_prefs_roundtrip,
+    archive_large_batch_round_trips_exactly,
     node_numbers_are_kept_and_never_shared,
     accounts_of_a_single_domain_release_move_under_the_main_domain,
     invites_roundtrip_and_need_their_inviter,
@@ -1746,6 +1747,41 @@ async fn fill_archive(s: &Storage) {
         (100..103).map(|id| archived("room@conference.example.org", id, "bob@example.org")),
     );
     s.archive.archive_append(&batch).await.unwrap();
+}
+
+/// A batch as big as the writer sends under load (more than one statement's worth of rows on
+/// SQLite, one array per column on PostgreSQL), many owners interleaved, text that needs care
+/// (quotes, backslashes, braces, commas, non-ASCII, an empty `with`): every row comes back as
+/// stored, once, and a retry of the whole batch adds nothing.
+async fn archive_large_batch_round_trips_exactly(s: Storage) {
+    let owners = ["a@x", "b@x", "c@x", "d@x", "e@x", "f@x", "g@x"];
+    let batch: Vec<ArchivedMessage> = (1..=5000i64)
+        .map(|id| ArchivedMessage {
+            owner: owners[(id as usize) % owners.len()].to_string(),
+            id,
+            timestamp_ms: 1_700_000_000_000 + id,
+            with: if id % 11 == 0 { String::new() } else { format!("p{}@y", id % 13) },
+            outgoing: id % 3 == 0,
+            stanza: format!(
+                "<message xmlns='jabber:client'><body>{id} \"q\" \\ {{a,b}} NULL é ✓</body></message>"
+            ),
+        })
+        .collect();
+    s.archive.archive_append(&batch).await.unwrap();
+    s.archive.archive_append(&batch).await.unwrap();
+    for owner in owners {
+        let want: Vec<&ArchivedMessage> = batch.iter().filter(|m| m.owner == owner).collect();
+        let page = s
+            .archive
+            .archive_query(owner, &query(ArchiveFilter::default(), 1000, false))
+            .await
+            .unwrap();
+        assert!(page.complete, "{owner}: one page holds it all");
+        assert_eq!(page.rows.len(), want.len(), "{owner}: each row once");
+        for (got, want) in page.rows.iter().zip(want) {
+            assert_eq!(got, want);
+        }
+    }
 }
 
 async fn archive_pages_forward_and_backward(s: Storage) {

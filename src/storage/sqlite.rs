@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 };
 
 use super::sql::{sql_stores, Dialect};
-use super::StorageResult;
+use super::{ArchivedMessage, StorageResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -102,6 +102,34 @@ impl Dialect for SqliteStorage {
 }
 
 sql_stores!(SqliteStorage, sqlx::Sqlite);
+
+/// Rows per archive INSERT statement (6 parameters each, well under SQLite's limit).
+const APPEND_CHUNK: usize = 500;
+
+impl SqliteStorage {
+    /// Archive appends: multi-row INSERTs in one write transaction, far fewer statements than
+    /// one per row.
+    pub(super) async fn archive_insert(&self, batch: &[ArchivedMessage]) -> StorageResult<()> {
+        let mut tx = self.begin_write().await?;
+        for chunk in batch.chunks(APPEND_CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO archive (id, owner, ts_ms, with_jid, outgoing, stanza) ",
+            );
+            qb.push_values(chunk, |mut row, m| {
+                row.push_bind(m.id)
+                    .push_bind(m.owner.as_str())
+                    .push_bind(m.timestamp_ms)
+                    .push_bind(m.with.as_str())
+                    .push_bind(m.outgoing)
+                    .push_bind(m.stanza.as_str());
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
 
 /// Whether a pooled connection may be handed out again; if not, the pool closes it and opens
 /// another. One still inside a transaction would refuse every later `BEGIN` ("non-zero

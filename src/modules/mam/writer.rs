@@ -327,10 +327,21 @@ impl Task {
         }
         let mut due = Vec::new();
         for record in batch {
-            let n = self.appended.entry(record.owner.clone()).or_insert(0);
-            *n += 1;
-            if *n == self.trim_every {
-                due.push(record.owner.clone());
+            let owner = record.owner.as_str();
+            // Looked up by `&str` first: the owner is copied only the first time it appears,
+            // not once per record (`entry` would want an owned key every time).
+            let n = match self.appended.get_mut(owner) {
+                Some(n) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    self.appended.insert(owner.to_owned(), 1);
+                    1
+                }
+            };
+            if n == self.trim_every {
+                due.push(owner.to_owned());
             }
         }
         for owner in due {

@@ -1,6 +1,8 @@
 //! The message archive (XEP-0313) and archiving preferences.
 
-/// Implements the store for `$storage`, whose pool runs `$db`.
+/// Implements the store for `$storage`, whose pool runs `$db`. Appending a batch is the
+/// backend's own `archive_insert` (one transaction, ids already stored skipped): the fastest
+/// way to send thousands of rows differs between the two (see `sqlite.rs`, `postgres.rs`).
 macro_rules! archive_store {
     ($storage:ty, $db:ty) => {
         const _: () = {
@@ -50,9 +52,6 @@ macro_rules! archive_store {
                 }
             }
 
-            /// Rows per INSERT statement (6 parameters each, well under both databases' limits).
-            const APPEND_CHUNK: usize = 500;
-
             fn row_to_message(
                 owner: &str,
                 row: &<$db as sqlx::Database>::Row,
@@ -73,25 +72,8 @@ macro_rules! archive_store {
                     if batch.is_empty() {
                         return Ok(());
                     }
-                    let mut tx = self.begin_write().await?;
-                    // Multi-row INSERTs: far fewer round trips than one statement per row.
-                    for chunk in batch.chunks(APPEND_CHUNK) {
-                        let mut qb = QueryBuilder::new(
-                            "INSERT INTO archive (id, owner, ts_ms, with_jid, outgoing, stanza) ",
-                        );
-                        qb.push_values(chunk, |mut row, m| {
-                            row.push_bind(m.id)
-                                .push_bind(m.owner.as_str())
-                                .push_bind(m.timestamp_ms)
-                                .push_bind(m.with.as_str())
-                                .push_bind(m.outgoing)
-                                .push_bind(m.stanza.as_str());
-                        });
-                        qb.push(" ON CONFLICT DO NOTHING");
-                        qb.build().execute(&mut *tx).await?;
-                    }
-                    tx.commit().await?;
-                    Ok(())
+                    // Each backend has its own way of sending many rows at once.
+                    self.archive_insert(batch).await
                 }
 
                 async fn archive_query(
