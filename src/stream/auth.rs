@@ -257,8 +257,8 @@ async fn plain<S: SaslStream>(stream: &mut S, message: &[u8], attempt: &mut Atte
     attempt.turn().await;
     let ctx = stream.context().clone();
     let credentials = lookup(&ctx, &account, ScramHash::Sha256).await?;
-    // PBKDF2 takes milliseconds of CPU: keep it off the threads that move stanzas.
-    tokio::task::spawn_blocking(move || request.verify(credentials.as_ref()))
+    // PBKDF2 takes milliseconds of CPU: off the threads that move stanzas, and bounded.
+    sasl::work::run(move || request.verify(credentials.as_ref()))
         .await
         .unwrap_or(Err(SaslFailure::TemporaryAuthFailure))
 }
