@@ -45,10 +45,8 @@ async fn starttls_login(t: &TestServer, tls: Arc<ClientConfig>, user: &str) -> H
     raw.reset_parser();
     raw.write(&open_to(DOMAIN)).await;
     let _features = raw.element().await;
-    raw.write(
-        "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
-    )
-    .await;
+    raw.write("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await;
     let bound = raw.element().await;
     assert_eq!(bound.attr("type"), Some("result"), "{bound:?}");
     raw.write("</stream:stream>").await;
@@ -118,8 +116,14 @@ async fn a_returning_starttls_client_resumes_with_tls_1_2() {
 async fn a_returning_direct_tls_client_resumes() {
     let t = TestServer::start().await;
     let tls = pinned_tls_config(t.cert_der.clone(), vec![b"xmpp-client".to_vec()]);
-    assert_eq!(direct_tls(t.direct_tls(), tls.clone()).await, HandshakeKind::Full);
-    assert_eq!(direct_tls(t.direct_tls(), tls).await, HandshakeKind::Resumed);
+    assert_eq!(
+        direct_tls(t.direct_tls(), tls.clone()).await,
+        HandshakeKind::Full
+    );
+    assert_eq!(
+        direct_tls(t.direct_tls(), tls).await,
+        HandshakeKind::Resumed
+    );
 }
 
 /// The server keeps nothing per client for TLS 1.3: a client still resumes after more clients
@@ -152,7 +156,10 @@ async fn a_session_from_another_server_is_not_resumed() {
     let a = TestServer::start().await;
     let b = TestServer::start().await;
     let tls = pinned_tls_config(a.cert_der.clone(), vec![b"xmpp-client".to_vec()]);
-    assert_eq!(direct_tls(a.direct_tls(), tls.clone()).await, HandshakeKind::Full);
+    assert_eq!(
+        direct_tls(a.direct_tls(), tls.clone()).await,
+        HandshakeKind::Full
+    );
     // b's certificate is not the pinned one: anything but a resumption fails verification.
     let tcp = TcpStream::connect(b.direct_tls()).await.expect("connect");
     let name = ServerName::try_from(DOMAIN).expect("name");

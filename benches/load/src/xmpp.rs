@@ -187,17 +187,19 @@ impl rustls::client::ClientSessionStore for TicketStore {
     ) {
         let mut inner = self.lock();
         let tickets = inner.tls13.entry(server_name).or_default();
-        if tickets.len() >= MAX_TICKETS {
-            tickets.pop_front();
+        // Full: the tickets already kept are the ones the next logins will use.
+        if tickets.len() < MAX_TICKETS {
+            tickets.push_back(value);
         }
-        tickets.push_back(value);
     }
     fn take_tls13_ticket(
         &self,
         server_name: &ServerName<'static>,
     ) -> Option<rustls::client::Tls13ClientSessionValue> {
-        // Newest first: the oldest are the likeliest to have expired.
-        self.lock().tls13.get_mut(server_name)?.pop_back()
+        // Oldest first: a measured login takes a ticket the priming pass left, as one of many
+        // clients coming back would. Newest first would hand out the ticket the login just
+        // before got, which a server that remembers only its latest sessions still knows.
+        self.lock().tls13.get_mut(server_name)?.pop_front()
     }
 }
 
@@ -373,9 +375,8 @@ pub async fn login(cfg: &LoginCfg, user: &str) -> Result<(Session, Duration)> {
             .connect(name.clone(), tcp)
             .await
             .map_err(|e| format!("{user}: TLS handshake: {e}"))?;
-        s.tls_resumed = Some(
-            tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
-        );
+        s.tls_resumed =
+            Some(tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
         s.stream = Stream::Tls(Box::new(tls));
         features = s.open_stream(&cfg.domain, "stream open after TLS").await?;
     }
