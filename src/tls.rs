@@ -22,6 +22,7 @@ use crate::config::Config;
 
 pub mod check;
 pub mod connector;
+pub mod resumption;
 pub mod s2s;
 
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +308,7 @@ fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = alpn;
+    resumption::enable(&mut config)?;
     Ok(config)
 }
 

@@ -21,6 +21,7 @@ mod keys;
 pub mod plain;
 pub mod scram;
 mod ssdp;
+pub mod work;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;

@@ -124,11 +124,16 @@ pub(super) async fn admit_account(
 }
 
 /// Keeps the time of a successful login (XEP-0133 "get user last login"), off the login's
-/// path.
+/// path. One such write at a time: in a burst of logins, parallel writes would hold pooled
+/// connections while they wait for SQLite's write lock, and the credential reads of the logins
+/// behind them would wait for a connection.
 pub(super) fn record_login(ctx: &StreamContext, account: String) {
+    static ONE_WRITER: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     let router = ctx.router.clone();
     let now = i64::try_from(crate::ids::now_ms()).unwrap_or(i64::MAX);
     tokio::spawn(async move {
+        // Never closed, so this only fails if it were; the write goes ahead regardless.
+        let _turn = ONE_WRITER.acquire().await;
         if let Err(e) = router.storage().admin.record_login(&account, now).await {
             warn!(error = %e, "recording the login time failed");
         }
@@ -257,8 +262,8 @@ async fn plain<S: SaslStream>(stream: &mut S, message: &[u8], attempt: &mut Atte
     attempt.turn().await;
     let ctx = stream.context().clone();
     let credentials = lookup(&ctx, &account, ScramHash::Sha256).await?;
-    // PBKDF2 takes milliseconds of CPU: keep it off the threads that move stanzas.
-    tokio::task::spawn_blocking(move || request.verify(credentials.as_ref()))
+    // PBKDF2 takes milliseconds of CPU: off the threads that move stanzas, and bounded.
+    sasl::work::run(move || request.verify(credentials.as_ref()))
         .await
         .unwrap_or(Err(SaslFailure::TemporaryAuthFailure))
 }

@@ -101,7 +101,10 @@ pub struct Common {
     /// Stream encryption.
     #[arg(long, value_enum, default_value_t = Tls::None)]
     pub tls: Tls,
-    /// Allow TLS session resumption between logins (default: full handshake each).
+    /// Allow TLS session resumption between logins (default: full handshake
+    /// each). login-rate then measures returning clients: a first pass (not
+    /// measured) collects the server's session tickets, the measured pass
+    /// resumes with them.
     #[arg(long)]
     pub tls_resume: bool,
     /// Logins in flight at once.

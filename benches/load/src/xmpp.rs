@@ -105,6 +105,8 @@ impl ServerCertVerifier for AcceptAnyCert {
 
 /// A TLS connector that accepts any certificate. Session resumption is off
 /// unless `resume`, so every login pays a full handshake like a fresh client.
+/// With `resume`, every login made through this connector shares one
+/// [`TicketStore`]: a ticket from one login's handshake may resume another's.
 pub fn tls_connector(resume: bool) -> Result<TlsConnector> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let schemes = provider
@@ -116,13 +118,94 @@ pub fn tls_connector(resume: bool) -> Result<TlsConnector> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(schemes)))
         .with_no_client_auth();
-    if !resume {
-        cfg.resumption = rustls::client::Resumption::disabled();
-    }
+    cfg.resumption = if resume {
+        rustls::client::Resumption::store(Arc::new(TicketStore::default()))
+    } else {
+        rustls::client::Resumption::disabled()
+    };
     Ok(TlsConnector::from(Arc::new(cfg)))
 }
 
-/// Everything needed to log a user in.
+/// TLS 1.3 tickets kept per server name.
+const MAX_TICKETS: usize = 200_000;
+
+/// The client's session store for `--tls-resume`. rustls' in-memory store
+/// keeps 8 TLS 1.3 tickets per server name: all the tool's connections go to
+/// one name, so with more logins in flight than that most would find none.
+/// This one keeps up to [`MAX_TICKETS`] (each is used at most once, as a
+/// ticket must be).
+#[derive(Debug, Default)]
+pub struct TicketStore {
+    inner: std::sync::Mutex<TicketsByName>,
+}
+
+#[derive(Debug, Default)]
+struct TicketsByName {
+    kx_hint: std::collections::HashMap<ServerName<'static>, rustls::NamedGroup>,
+    tls12: std::collections::HashMap<ServerName<'static>, rustls::client::Tls12ClientSessionValue>,
+    tls13: std::collections::HashMap<
+        ServerName<'static>,
+        std::collections::VecDeque<rustls::client::Tls13ClientSessionValue>,
+    >,
+}
+
+impl TicketStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TicketsByName> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl rustls::client::ClientSessionStore for TicketStore {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.lock().kx_hint.insert(server_name, group);
+    }
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.lock().kx_hint.get(server_name).copied()
+    }
+    fn set_tls12_session(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.lock().tls12.insert(server_name, value);
+    }
+    fn tls12_session(
+        &self,
+        server_name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.lock().tls12.get(server_name).cloned()
+    }
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.lock().tls12.remove(server_name);
+    }
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        let mut inner = self.lock();
+        let tickets = inner.tls13.entry(server_name).or_default();
+        // Full: the tickets already kept are the ones the next logins will use.
+        if tickets.len() < MAX_TICKETS {
+            tickets.push_back(value);
+        }
+    }
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        // Oldest first: a measured login takes a ticket the priming pass left, as one of many
+        // clients coming back would. Newest first would hand out the ticket the login just
+        // before got, which a server that remembers only its latest sessions still knows.
+        self.lock().tls13.get_mut(server_name)?.pop_front()
+    }
+}
+
+/// Everything needed to log a user in. Clones share the TLS connector, and
+/// with it the session store.
+#[derive(Clone)]
 pub struct LoginCfg {
     pub addr: SocketAddr,
     pub domain: String,
@@ -140,6 +223,9 @@ pub struct Session {
     pub user: String,
     /// The first `<message type='error'>` received (a snippet), for the report.
     pub first_error: Option<String>,
+    /// How the TLS handshake went: None without TLS, Some(true) if it resumed
+    /// an earlier session.
+    pub tls_resumed: Option<bool>,
 }
 
 const READ_CHUNK: usize = 4096;
@@ -261,6 +347,7 @@ pub async fn login(cfg: &LoginCfg, user: &str) -> Result<(Session, Duration)> {
         split: Splitter::default(),
         user: user.to_string(),
         first_error: None,
+        tls_resumed: None,
     };
     let mut features = s.open_stream(&cfg.domain, "stream open").await?;
 
@@ -288,6 +375,8 @@ pub async fn login(cfg: &LoginCfg, user: &str) -> Result<(Session, Duration)> {
             .connect(name.clone(), tcp)
             .await
             .map_err(|e| format!("{user}: TLS handshake: {e}"))?;
+        s.tls_resumed =
+            Some(tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
         s.stream = Stream::Tls(Box::new(tls));
         features = s.open_stream(&cfg.domain, "stream open after TLS").await?;
     }
