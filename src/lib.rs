@@ -9,7 +9,6 @@ pub mod ids;
 pub mod invites;
 pub mod limits;
 pub mod listen;
-pub mod memory;
 pub mod metrics;
 pub mod modules;
 pub mod registration;

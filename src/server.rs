@@ -356,7 +356,6 @@ pub async fn start_with_modules(
         }
     }
 
-    tasks.extend(crate::memory::spawn_trimmer());
     Ok(RunningServer {
         ctx,
         c2s_addr,

@@ -65,7 +65,6 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<StreamContext>, permit: im
     let deadline = permit.deadline(Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs));
     // Held to the last byte of the farewell: shutdown waits for it.
     let _alive = ctx.router.track_task();
-    let _churn = crate::memory::Churn::begin();
     let mut shutdown = ctx.router.shutdown_signal();
     let shaper = Shaper::before_bind(&ctx.config.limits, Instant::now());
     let mut stream = C2s {
