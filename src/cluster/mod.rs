@@ -268,6 +268,15 @@ impl Cluster {
     }
 
     /// Queues an envelope for `node`; false when the link cannot take it.
+    /// A module's message on `topic`, from this node.
+    fn topic_envelope(&self, topic: &str, payload: Vec<u8>) -> Envelope {
+        Envelope::Topic {
+            from: self.me,
+            topic: topic.to_owned(),
+            payload,
+        }
+    }
+
     fn send_envelope(&self, node: NodeId, envelope: Envelope) -> bool {
         self.admit()
             && self
@@ -495,25 +504,14 @@ impl ClusterLink for Cluster {
     }
 
     fn send(&self, node: NodeId, topic: &'static str, payload: Vec<u8>) -> bool {
-        self.send_envelope(
-            node,
-            Envelope::Topic {
-                from: self.me,
-                topic: topic.to_owned(),
-                payload,
-            },
-        )
+        self.send_envelope(node, self.topic_envelope(topic, payload))
     }
 
     fn broadcast(&self, topic: &'static str, payload: Vec<u8>) -> bool {
         if !self.is_connected() {
             return false;
         }
-        let envelope = Envelope::Topic {
-            from: self.me,
-            topic: topic.to_owned(),
-            payload,
-        };
+        let envelope = self.topic_envelope(topic, payload);
         self.outbox
             .send(Outgoing::Broadcast(envelope.encode(), None))
             .is_ok()
@@ -523,11 +521,7 @@ impl ClusterLink for Cluster {
         if !self.is_connected() {
             return false;
         }
-        let envelope = Envelope::Topic {
-            from: self.me,
-            topic: topic.to_owned(),
-            payload,
-        };
+        let envelope = self.topic_envelope(topic, payload);
         let (done, published) = tokio::sync::oneshot::channel();
         if self
             .outbox
