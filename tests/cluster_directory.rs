@@ -16,7 +16,7 @@ use corvid::router::{
 };
 use jid::{BareJid, FullJid};
 use minidom::Element;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 const NODE_TWO: NodeId = NodeId(2);
 
@@ -98,7 +98,7 @@ impl Directory for NodeTwoDirectory {
     fn bind(
         &self,
         jid: FullJid,
-        tx: mpsc::Sender<Outbound>,
+        tx: corvid::router::QueueSender<Outbound>,
         stalled: Arc<Notify>,
     ) -> (u64, Option<Replaced>) {
         self.local.bind(jid, tx, stalled)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use jid::{BareJid, FullJid};
 use minidom::Element;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::wire::{Entry, Envelope, Event};
 use super::Cluster;
@@ -50,7 +50,7 @@ impl Directory for ClusterDirectory {
     fn bind(
         &self,
         jid: FullJid,
-        tx: mpsc::Sender<Outbound>,
+        tx: crate::router::QueueSender<Outbound>,
         stalled: Arc<Notify>,
     ) -> (u64, Option<Replaced>) {
         // RFC 6120 §7.7.2.2 across nodes: the session another node holds under this JID ends.

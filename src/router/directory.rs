@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::flags::{SessionFlag, SessionFlags};
 use super::sessions::{Availability, Outbound, SharedStanza};
@@ -67,7 +67,7 @@ impl Resource<'_> {
 }
 
 /// What the local session that held a full JID before a new bind gets told.
-pub type Replaced = mpsc::Sender<Outbound>;
+pub type Replaced = super::session_queue::QueueSender<Outbound>;
 
 /// The answer for resources of accounts. Called on the routing hot path: implementations
 /// answer from memory, without waiting.
@@ -77,7 +77,7 @@ pub trait Directory: Send + Sync {
     fn bind(
         &self,
         jid: FullJid,
-        tx: mpsc::Sender<Outbound>,
+        tx: super::session_queue::QueueSender<Outbound>,
         stalled: Arc<Notify>,
     ) -> (u64, Option<Replaced>);
 

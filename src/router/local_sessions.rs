@@ -7,17 +7,17 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid};
 use minidom::Element;
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::Notify;
 
 use super::directory::{Directory, Location, Replaced, Resource};
 use super::flags::{SessionFlag, SessionFlags};
+use super::session_queue::{QueueSender, TrySendError};
 use super::sessions::{Availability, Outbound, SharedStanza};
 
 struct SessionEntry {
     seq: u64,
     jid: FullJid,
-    tx: mpsc::Sender<Outbound>,
+    tx: QueueSender<Outbound>,
     availability: Availability,
     /// Bits of the modules' flags (and `DISCONNECTED`). Kept on the entry, so a session that
     /// replaces another under the same full JID starts with none.
@@ -68,7 +68,7 @@ impl Directory for SessionTable {
     fn bind(
         &self,
         jid: FullJid,
-        tx: mpsc::Sender<Outbound>,
+        tx: QueueSender<Outbound>,
         stalled: Arc<Notify>,
     ) -> (u64, Option<Replaced>) {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -85,6 +85,8 @@ impl Directory for SessionTable {
             .iter()
             .position(|e| e.jid == jid)
             .map(|i| resources.swap_remove(i));
+        // Most accounts have one session: a first push would reserve room for four.
+        resources.reserve_exact(1);
         resources.push(entry);
         if replaced.is_none() {
             self.count.fetch_add(1, Ordering::Relaxed);

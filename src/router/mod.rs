@@ -11,6 +11,7 @@ mod local_sessions;
 pub mod priority;
 pub mod registry;
 mod resource_cap;
+pub mod session_queue;
 mod sessions;
 mod shutdown;
 
@@ -20,7 +21,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tracing::{debug, warn};
 
 pub use cluster_link::{ClusterLink, ClusterTopic, NodeGoneHook};
@@ -39,6 +40,7 @@ pub use registry::{
     UndeliverableMessage, Verdict,
 };
 pub use resource_cap::{Reservation, TooManyResources};
+pub use session_queue::{QueueReceiver, QueueSender};
 pub use sessions::{Availability, Outbound, SessionEnd, SharedStanza};
 pub use shutdown::{ShutdownSignal, TaskGuard};
 
@@ -440,7 +442,7 @@ impl Router {
 
     /// Registers a bound resource. A session already bound to the same full JID is told to
     /// end with `<conflict/>` (RFC 6120 §7.7.2.2, "override the existing session").
-    pub fn bind(&self, jid: FullJid, tx: mpsc::Sender<Outbound>, stalled: Arc<Notify>) -> u64 {
+    pub fn bind(&self, jid: FullJid, tx: QueueSender<Outbound>, stalled: Arc<Notify>) -> u64 {
         let (seq, replaced) = self.directory.bind(jid, tx, stalled);
         if let Some(old) = replaced {
             let _ = old.try_send(Outbound::Replaced);

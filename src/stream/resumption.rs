@@ -22,7 +22,7 @@ use tracing::{debug, info, Instrument};
 use super::context::StreamContext;
 use super::csi::CsiState;
 use super::sm::SmState;
-use crate::router::{Outbound, Router, SessionEnd};
+use crate::router::{Outbound, QueueReceiver, Router, SessionEnd};
 use crate::stanza::{self, Kind, StanzaError};
 
 /// How long a resuming connection waits for the owner of the state to hand it over.
@@ -40,7 +40,7 @@ pub struct Bound {
     /// The router's id of the session (the router entry stays while detached).
     pub session_id: u64,
     pub jid: FullJid,
-    pub rx: mpsc::Receiver<Outbound>,
+    pub rx: QueueReceiver<Outbound>,
     pub stalled: Arc<Notify>,
     /// Stream Management, once the client enabled it.
     pub sm: Option<Box<SmState>>,
@@ -56,7 +56,7 @@ impl Bound {
     pub fn new(
         session_id: u64,
         jid: FullJid,
-        rx: mpsc::Receiver<Outbound>,
+        rx: QueueReceiver<Outbound>,
         stalled: Arc<Notify>,
     ) -> Bound {
         Bound {
@@ -376,7 +376,7 @@ pub async fn end_session(
         left.extend(csi.take_held());
     }
     left.extend(bound.pending.drain(..));
-    while let Ok(item) = bound.rx.try_recv() {
+    while let Some(item) = bound.rx.try_recv() {
         match item {
             Outbound::Stanza(el) => left.push(*el),
             Outbound::Shared(shared) => left.push(shared.0.element_to(&shared.1)),

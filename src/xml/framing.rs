@@ -179,6 +179,11 @@ pub enum Frame {
 /// Namespace declarations (prefix -> namespace; `None` is the default namespace).
 type Prefixes = std::collections::BTreeMap<Option<String>, String>;
 
+/// The stream header's namespace declarations, prefix (None for the default namespace) and
+/// URI. Kept as a short list rather than a map: every connection holds it for its whole life,
+/// and a map's first node alone is larger than a handful of declarations.
+type Declarations = Vec<(Option<String>, String)>;
+
 /// Incremental parser for one TCP stream. Call `reset` after STARTTLS and SASL success, when
 /// RFC 6120 says a new stream starts.
 ///
@@ -187,9 +192,12 @@ type Prefixes = std::collections::BTreeMap<Option<String>, String>;
 /// idle session holds only the declarations.
 pub struct StreamParser {
     raw: RawParser,
-    tree: TreeBuilder,
+    /// Builds the stream header, then each stanza; None between stanzas, so that an idle
+    /// connection keeps no builder (each stanza's starts with the header's declarations).
+    /// Boxed, so that the room for one is not kept either.
+    tree: Option<Box<TreeBuilder>>,
     /// Declarations seen on the stream header so far; complete once `in_stream`.
-    stream_prefixes: Prefixes,
+    stream_prefixes: Declarations,
     in_stream: bool,
     limits: LimitCheck,
     /// Bytes consumed since the last point between top-level elements.
@@ -205,8 +213,8 @@ impl StreamParser {
     pub fn new(limits: XmlLimits) -> Self {
         StreamParser {
             raw: new_raw_parser(limits.max_stanza_size),
-            tree: TreeBuilder::new(),
-            stream_prefixes: Prefixes::new(),
+            tree: Some(Box::default()),
+            stream_prefixes: Declarations::new(),
             in_stream: false,
             limits: LimitCheck::new(limits),
             pending: 0,
@@ -228,7 +236,7 @@ impl StreamParser {
     /// Elements open inside the current top-level element (0 between stanzas).
     pub fn open_depth(&self) -> usize {
         if self.in_stream {
-            self.tree.depth()
+            self.tree.as_ref().map_or(0, |tree| tree.depth())
         } else {
             0
         }
@@ -255,7 +263,8 @@ impl StreamParser {
             self.pending += before - data.len();
             if let Ok(Some(event)) = &result {
                 self.events += 1;
-                self.limits.check(event, self.tree.depth())?;
+                let depth = self.tree.as_ref().map_or(0, |tree| tree.depth());
+                self.limits.check(event, depth)?;
             }
             match result {
                 Ok(Some(event)) if self.in_stream => self.stanza_event(event, out)?,
@@ -286,25 +295,28 @@ impl StreamParser {
                 return Ok(());
             }
             RawEvent::Attribute(_, (None, name), value) if name.as_str() == "xmlns" => {
-                self.stream_prefixes.insert(None, value.to_string());
+                self.declare(None, value.to_string());
             }
             RawEvent::Attribute(_, (Some(prefix), name), value) if prefix.as_str() == "xmlns" => {
-                self.stream_prefixes
-                    .insert(Some(name.as_str().to_owned()), value.to_string());
+                self.declare(Some(name.as_str().to_owned()), value.to_string());
             }
             _ => {}
         }
         let closes_head = matches!(event, RawEvent::ElementHeadClose(_));
-        self.tree
-            .process_event(event)
+        let tree = self.tree.get_or_insert_with(Box::default);
+        tree.process_event(event)
             .map_err(|e| FramingError::InvalidNamespace(e.to_string()))?;
         if !closes_head {
             return Ok(());
         }
-        let header = match self.tree.top() {
+        let header = match tree.top() {
             Some(root) if root.name() == "stream" && root.ns() == ns::STREAM => {
                 let mut header = StreamHeader::from_element(root);
-                header.default_ns = self.stream_prefixes.get(&None).cloned();
+                header.default_ns = self
+                    .stream_prefixes
+                    .iter()
+                    .find(|(prefix, _)| prefix.is_none())
+                    .map(|(_, uri)| uri.clone());
                 header
             }
             _ => {
@@ -316,14 +328,14 @@ impl StreamParser {
         };
         out.push(Frame::StreamOpen(header));
         self.in_stream = true;
-        self.tree = self.stanza_tree();
+        self.tree = None;
         self.pending = 0;
         Ok(())
     }
 
     /// Events inside the stream: depth 0 of `tree` is between stanzas.
     fn stanza_event(&mut self, event: RawEvent, out: &mut Vec<Frame>) -> Result<(), FramingError> {
-        let depth = self.tree.depth();
+        let depth = self.tree.as_ref().map_or(0, |tree| tree.depth());
         match &event {
             // Whitespace keepalives between stanzas: nothing to keep.
             RawEvent::Text(..) if depth == 0 => {
@@ -338,28 +350,46 @@ impl StreamParser {
             _ => {}
         }
         let closes_stanza = depth == 1 && matches!(event, RawEvent::ElementFoot(_));
-        self.tree
-            .process_event(event)
+        let tree = match &mut self.tree {
+            Some(tree) => tree,
+            empty => empty.insert(Box::new(stanza_tree(
+                &self.stream_prefixes,
+                self.internal_default,
+            ))),
+        };
+        tree.process_event(event)
             .map_err(|e| FramingError::InvalidNamespace(e.to_string()))?;
         if closes_stanza {
-            if let Some(el) = self.tree.root.take() {
+            if let Some(el) = tree.root.take() {
                 out.push(Frame::Element(el));
             }
-            self.tree = self.stanza_tree();
+            self.tree = None;
             self.pending = 0;
         }
         Ok(())
     }
 
-    fn stanza_tree(&self) -> TreeBuilder {
-        let mut prefixes = self.stream_prefixes.clone();
-        if let Some((wire, internal)) = self.internal_default {
-            if let Some(default) = prefixes.get_mut(&None).filter(|ns| ns.as_str() == wire) {
-                *default = internal.to_owned();
-            }
+    fn declare(&mut self, prefix: Option<String>, uri: String) {
+        match self.stream_prefixes.iter_mut().find(|(p, _)| *p == prefix) {
+            Some((_, existing)) => *existing = uri,
+            None => self.stream_prefixes.push((prefix, uri)),
         }
-        TreeBuilder::new().with_prefixes_stack(vec![prefixes.into()])
     }
+}
+
+/// A builder for the next stanza, with the stream header's declarations in scope (and the
+/// wire's default namespace mapped to the internal one, see `stanzas_in`).
+fn stanza_tree(
+    declarations: &Declarations,
+    internal_default: Option<(&'static str, &'static str)>,
+) -> TreeBuilder {
+    let mut prefixes: Prefixes = declarations.iter().cloned().collect();
+    if let Some((wire, internal)) = internal_default {
+        if let Some(default) = prefixes.get_mut(&None).filter(|ns| ns.as_str() == wire) {
+            *default = internal.to_owned();
+        }
+    }
+    TreeBuilder::new().with_prefixes_stack(vec![prefixes.into()])
 }
 
 fn new_raw_parser(max_stanza: usize) -> RawParser {

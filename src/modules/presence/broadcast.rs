@@ -73,7 +73,7 @@ impl Presence {
             .set_availability(from, Availability::Available(priority))
             .await;
         let initial = !matches!(previous, Some(Availability::Available(_)));
-        self.state.set_last(from, presence.clone());
+        self.state.set_last(from, &presence);
         to_own_resources(router, from, &presence);
         let roster = roster_of(router, from).await;
         to_contacts(router, from, &roster, &presence, |i| {

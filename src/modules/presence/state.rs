@@ -10,17 +10,30 @@ use minidom::Element;
 
 #[derive(Default)]
 pub struct PresenceState {
-    last: DashMap<FullJid, Element>,
+    /// Serialized: every available session has one, and an element tree (names, namespaces,
+    /// an attribute map per element) takes several times the bytes of its XML. It is read
+    /// back only to answer a probe or show a new contact, far less often than it is held.
+    last: DashMap<FullJid, Box<[u8]>>,
     directed: DashMap<FullJid, HashSet<Jid>>,
 }
 
 impl PresenceState {
-    pub fn set_last(&self, session: &FullJid, presence: Element) {
-        self.last.insert(session.clone(), presence);
+    pub fn set_last(&self, session: &FullJid, presence: &Element) {
+        let bytes = crate::xml::to_bytes(presence).into_boxed_slice();
+        self.last.insert(session.clone(), bytes);
     }
 
     pub fn last(&self, session: &FullJid) -> Option<Element> {
-        self.last.get(session).map(|p| p.clone())
+        let bytes = self.last.get(session)?;
+        match crate::xml::parse_standalone(&bytes, crate::xml::XmlLimits::STORED) {
+            Ok(presence) => Some(presence),
+            Err(e) => {
+                // Written by `set_last` from a parsed element, so this would be a bug in the
+                // writer; the probe then goes unanswered rather than the server failing.
+                tracing::warn!(error = %e, %session, "stored presence does not parse");
+                None
+            }
+        }
     }
 
     pub fn forget_last(&self, session: &FullJid) {

@@ -61,13 +61,17 @@ pub(super) struct C2s<T: Transport> {
 /// Runs one client connection to its end. The permit is held until then; the negotiation must
 /// be over by its deadline (counted from TCP accept, so a slow TLS handshake or HTTP upgrade
 /// before this leaves less time, not more).
-pub async fn run<T: Transport>(transport: T, ctx: Arc<StreamContext>, permit: impl Admitted) {
-    let deadline = permit.deadline(Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs));
-    // Held to the last byte of the farewell: shutdown waits for it.
-    let _alive = ctx.router.track_task();
-    let mut shutdown = ctx.router.shutdown_signal();
+///
+/// Not an `async fn`: the state is built here and handed to `drive`, which uses it in place.
+/// An async function keeps its arguments for its whole life, so moving `transport` into the
+/// stream inside one would keep a dead second copy in every session's task.
+pub fn run<T: Transport>(
+    transport: T,
+    ctx: Arc<StreamContext>,
+    permit: impl Admitted,
+) -> impl std::future::Future<Output = ()> {
     let shaper = Shaper::before_bind(&ctx.config.limits, Instant::now());
-    let mut stream = C2s {
+    let stream = C2s {
         transport,
         domain: ctx.config.domain.clone(),
         domain_chosen: false,
@@ -78,8 +82,19 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<StreamContext>, permit: im
         moving: false,
         shaper,
     };
-    // Boxed, like the routing below: an idle session's task should not carry the space of the
-    // negotiation's (or routing's) deepest await for its whole life.
+    drive(Box::new(stream), permit)
+}
+
+/// The connection's task, from the first byte to the last. What it holds while it waits is
+/// what every idle session costs (`tests/session_memory.rs` keeps count): what only a rare
+/// state needs (negotiation, resumption, ending the session, the goodbye) is boxed, so it
+/// takes memory only while it runs.
+async fn drive<T: Transport>(mut stream: Box<C2s<T>>, permit: impl Admitted) {
+    let timeout = Duration::from_secs(stream.ctx.config.c2s.negotiation_timeout_secs);
+    let deadline = permit.deadline(timeout);
+    // Held to the last byte of the farewell: shutdown waits for it.
+    let _alive = stream.ctx.router.track_task();
+    let mut shutdown = stream.ctx.router.shutdown_signal();
     let negotiated = tokio::select! {
         negotiated = tokio::time::timeout_at(deadline, Box::pin(stream.negotiate())) => negotiated,
         _ = shutdown.wait() => Ok(Err(End::Error(StreamCondition::SystemShutdown, None))),
@@ -94,13 +109,19 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<StreamContext>, permit: im
             if let Some(Resumed { bound, .. }) = stream.resumed.take() {
                 if stream.ctx.router.is_shutting_down() {
                     let why = SessionEnd::ByServer;
-                    resumption::end_session(&stream.ctx, *bound, Vec::new(), why).await;
+                    Box::pin(resumption::end_session(
+                        &stream.ctx,
+                        *bound,
+                        Vec::new(),
+                        why,
+                    ))
+                    .await;
                 } else {
                     // Taken over inline, but the connection failed before the session ran.
                     resumption::detach(stream.ctx.clone(), bound);
                 }
             }
-            return stream.finish(end).await;
+            return Box::pin(stream.finish(end)).await;
         }
         Err(_) => {
             debug!("negotiation timed out");
@@ -108,9 +129,8 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<StreamContext>, permit: im
                 // Taken over just as time ran out: park it again rather than drop it.
                 resumption::detach(stream.ctx.clone(), bound);
             }
-            return stream
-                .finish(End::Error(StreamCondition::ConnectionTimeout, None))
-                .await;
+            let end = End::Error(StreamCondition::ConnectionTimeout, None);
+            return Box::pin(stream.finish(end)).await;
         }
     };
     tracing::Span::current().record("jid", tracing::field::display(&jid));
@@ -121,10 +141,10 @@ pub async fn run<T: Transport>(transport: T, ctx: Arc<StreamContext>, permit: im
         return Box::pin(stream.finish(end)).await;
     }
     info!("session bound");
-    let session = stream.session(&jid, inline, reservation);
-    // Every idle session pays for this state; keep an eye on it.
-    debug!(bytes = std::mem::size_of_val(&session), "session state");
-    let end = session.await;
+    let bound = stream.bind_session(&jid, inline, reservation);
+    drop(jid);
+    // The one await that is not boxed: this is where an idle session spends its life.
+    let end = stream.run_bound(bound).await;
     Box::pin(stream.finish(end)).await;
 }
 

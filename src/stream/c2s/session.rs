@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use jid::FullJid;
 use minidom::Element;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tracing::{debug, info};
 
 use super::goodbye::FAREWELL_TIMEOUT;
 use super::idle::{self, Idle, IdleWatch};
 use super::C2s;
+use crate::router::session_queue::channel as session_queue;
 use crate::router::{Outbound, Reservation, SessionEnd};
 use crate::stream::bind2::{self, InlineRequests};
 use crate::stream::end::End;
@@ -22,15 +23,16 @@ use crate::xml;
 use crate::xml::StreamCondition;
 
 impl<T: Transport> C2s<T> {
-    /// The bound session: client stanzas go to the router, the router's go to the client.
-    pub(super) async fn session(
+    /// Binds the session in the router, ready for `run_bound`. Not async, so that what binding
+    /// needs is gone before the session starts waiting.
+    pub(super) fn bind_session(
         &mut self,
         jid: &FullJid,
         inline: InlineRequests,
         reservation: Reservation,
-    ) -> End {
+    ) -> Bound {
         let router = self.ctx.router.clone();
-        let (tx, rx) = mpsc::channel(self.ctx.config.limits.session_queue);
+        let (tx, rx) = session_queue(self.ctx.config.limits.session_queue);
         let stalled = Arc::new(Notify::new());
         let session_id = router.bind(jid.clone(), tx, stalled.clone());
         // The session table counts this resource now.
@@ -41,7 +43,7 @@ impl<T: Transport> C2s<T> {
             // Enabled inline (XEP-0386): its `<enabled/>` already went out inside `<bound/>`.
             self.install_sm(&mut bound, grant);
         }
-        self.run_bound(bound).await
+        bound
     }
 
     /// Continues a session taken over by `<resume/>`: the client's `h` acknowledges what it
@@ -94,7 +96,8 @@ impl<T: Transport> C2s<T> {
     }
 
     /// Pumps stanzas both ways until the stream ends, then ends the session or parks it.
-    async fn run_bound(&mut self, mut b: Bound) -> End {
+    /// Everything but the wait itself is boxed (see `drive`).
+    pub(super) async fn run_bound(&mut self, mut b: Bound) -> End {
         self.shaper.bound(&self.ctx.config.limits, Instant::now());
         let stalled = b.stalled.clone();
         let _counted = self
@@ -133,7 +136,7 @@ impl<T: Transport> C2s<T> {
                 Step::Idle => match idle.as_mut() {
                     Some(watch) => {
                         let verdict = watch.expired(self.transport.bytes_read(), Instant::now());
-                        self.on_idle(&mut b, verdict).await
+                        Box::pin(self.on_idle(&mut b, verdict)).await
                     }
                     None => Ok(()),
                 },
@@ -192,7 +195,7 @@ impl<T: Transport> C2s<T> {
                 break end;
             }
         };
-        self.end_bound(b, end).await
+        Box::pin(self.end_bound(b, end)).await
     }
 
     /// After the stream ended: a resumable session whose connection broke is parked for its

@@ -43,7 +43,7 @@ impl<T: Transport> C2s<T> {
                     if batch.len() >= MAX_BATCH && end.is_none() {
                         break;
                     }
-                    next = b.rx.try_recv().ok();
+                    next = b.rx.try_recv();
                     continue;
                 }
                 Outbound::Shared(shared) => shared.0.element_to(&shared.1),
@@ -58,7 +58,7 @@ impl<T: Transport> C2s<T> {
                 // that removed the account, say, which is queued just after.
                 Outbound::Terminate(condition, text) => {
                     end = Some(End::Error(condition, Some(text.into())));
-                    next = b.rx.try_recv().ok();
+                    next = b.rx.try_recv();
                     continue;
                 }
             };
@@ -70,7 +70,7 @@ impl<T: Transport> C2s<T> {
             if batch.len() >= MAX_BATCH && end.is_none() {
                 break;
             }
-            next = b.rx.try_recv().ok();
+            next = b.rx.try_recv();
         }
         self.send_batch(b, batch).await?;
         match end {
