@@ -86,7 +86,7 @@ pub fn run<T: Transport>(
 }
 
 /// The connection's task, from the first byte to the last. What it holds while it waits is
-/// what every idle session costs (`tests/session_memory.rs` keeps count): what only a rare
+/// what every idle session costs (a test in `listen::tcp` keeps count): what only a rare
 /// state needs (negotiation, resumption, ending the session, the goodbye) is boxed, so it
 /// takes memory only while it runs.
 async fn drive<T: Transport>(mut stream: Box<C2s<T>>, permit: impl Admitted) {
