@@ -71,38 +71,36 @@ async fn connection(
     permit: Permit,
     direct_tls: bool,
 ) {
-    {
-        let Some(tls) = ctx.tls.clone() else {
-            warn!("no TLS context; refusing connection");
-            return;
-        };
-        let (socket, served) = if direct_tls {
-            // Part of the negotiation: a peer that never finishes the handshake must not hold
-            // the task and the socket past the negotiation deadline. Boxed: only the
-            // handshake needs it.
-            let timeout = Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs);
-            let handshake = Box::pin(tls.direct.accept(socket));
-            match tokio::time::timeout_at(permit.deadline(timeout), handshake).await {
-                Ok(Ok(stream)) => {
-                    let served = tls.certificate(stream.get_ref().1.server_name()).clone();
-                    (Socket::Tls(Box::new(stream)), Some(served))
-                }
-                Ok(Err(e)) => {
-                    debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!("TLS handshake timed out");
-                    return;
-                }
+    let Some(tls) = ctx.tls.clone() else {
+        warn!("no TLS context; refusing connection");
+        return;
+    };
+    let (socket, served) = if direct_tls {
+        // Part of the negotiation: a peer that never finishes the handshake must not hold
+        // the task and the socket past the negotiation deadline. Boxed: only the
+        // handshake needs it.
+        let timeout = Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs);
+        let handshake = Box::pin(tls.direct.accept(socket));
+        match tokio::time::timeout_at(permit.deadline(timeout), handshake).await {
+            Ok(Ok(stream)) => {
+                let served = tls.certificate(stream.get_ref().1.server_name()).clone();
+                (Socket::Tls(Box::new(stream)), Some(served))
             }
-        } else {
-            (Socket::Plain(socket), None)
-        };
-        let limits = ctx.config.c2s.xml_limits();
-        let transport = TcpTransport::new(socket, served, peer, tls, limits);
-        c2s::run(transport, ctx, permit).await;
-    }
+            Ok(Err(e)) => {
+                debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                return;
+            }
+        }
+    } else {
+        (Socket::Plain(socket), None)
+    };
+    let limits = ctx.config.c2s.xml_limits();
+    let transport = TcpTransport::new(socket, served, peer, tls, limits);
+    c2s::run(transport, ctx, permit).await;
 }
 
 enum Socket {

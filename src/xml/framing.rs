@@ -236,7 +236,7 @@ impl StreamParser {
     /// Elements open inside the current top-level element (0 between stanzas).
     pub fn open_depth(&self) -> usize {
         if self.in_stream {
-            self.tree.as_ref().map_or(0, |tree| tree.depth())
+            self.tree_depth()
         } else {
             0
         }
@@ -263,8 +263,7 @@ impl StreamParser {
             self.pending += before - data.len();
             if let Ok(Some(event)) = &result {
                 self.events += 1;
-                let depth = self.tree.as_ref().map_or(0, |tree| tree.depth());
-                self.limits.check(event, depth)?;
+                self.limits.check(event, self.tree_depth())?;
             }
             match result {
                 Ok(Some(event)) if self.in_stream => self.stanza_event(event, out)?,
@@ -327,6 +326,7 @@ impl StreamParser {
             }
         };
         out.push(Frame::StreamOpen(header));
+        self.build_stanzas_in_internal_default();
         self.in_stream = true;
         self.tree = None;
         self.pending = 0;
@@ -335,7 +335,7 @@ impl StreamParser {
 
     /// Events inside the stream: depth 0 of `tree` is between stanzas.
     fn stanza_event(&mut self, event: RawEvent, out: &mut Vec<Frame>) -> Result<(), FramingError> {
-        let depth = self.tree.as_ref().map_or(0, |tree| tree.depth());
+        let depth = self.tree_depth();
         match &event {
             // Whitespace keepalives between stanzas: nothing to keep.
             RawEvent::Text(..) if depth == 0 => {
@@ -352,10 +352,7 @@ impl StreamParser {
         let closes_stanza = depth == 1 && matches!(event, RawEvent::ElementFoot(_));
         let tree = match &mut self.tree {
             Some(tree) => tree,
-            empty => empty.insert(Box::new(stanza_tree(
-                &self.stream_prefixes,
-                self.internal_default,
-            ))),
+            empty => empty.insert(Box::new(stanza_tree(&self.stream_prefixes))),
         };
         tree.process_event(event)
             .map_err(|e| FramingError::InvalidNamespace(e.to_string()))?;
@@ -369,6 +366,24 @@ impl StreamParser {
         Ok(())
     }
 
+    /// Elements open in the tree being built (0 when none is).
+    fn tree_depth(&self) -> usize {
+        self.tree.as_ref().map_or(0, |tree| tree.depth())
+    }
+
+    /// Once the header is read: the wire's default namespace becomes the internal one in the
+    /// declarations every stanza is built with (see `stanzas_in`), once per stream rather
+    /// than once per stanza.
+    fn build_stanzas_in_internal_default(&mut self) {
+        let Some((wire, internal)) = self.internal_default else {
+            return;
+        };
+        let default = self.stream_prefixes.iter_mut().find(|(p, _)| p.is_none());
+        if let Some((_, uri)) = default.filter(|(_, uri)| uri.as_str() == wire) {
+            *uri = internal.to_owned();
+        }
+    }
+
     fn declare(&mut self, prefix: Option<String>, uri: String) {
         match self.stream_prefixes.iter_mut().find(|(p, _)| *p == prefix) {
             Some((_, existing)) => *existing = uri,
@@ -377,18 +392,9 @@ impl StreamParser {
     }
 }
 
-/// A builder for the next stanza, with the stream header's declarations in scope (and the
-/// wire's default namespace mapped to the internal one, see `stanzas_in`).
-fn stanza_tree(
-    declarations: &Declarations,
-    internal_default: Option<(&'static str, &'static str)>,
-) -> TreeBuilder {
-    let mut prefixes: Prefixes = declarations.iter().cloned().collect();
-    if let Some((wire, internal)) = internal_default {
-        if let Some(default) = prefixes.get_mut(&None).filter(|ns| ns.as_str() == wire) {
-            *default = internal.to_owned();
-        }
-    }
+/// A builder for the next stanza, with the stream header's declarations in scope.
+fn stanza_tree(declarations: &Declarations) -> TreeBuilder {
+    let prefixes: Prefixes = declarations.iter().cloned().collect();
     TreeBuilder::new().with_prefixes_stack(vec![prefixes.into()])
 }
 

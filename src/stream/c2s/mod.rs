@@ -142,6 +142,8 @@ async fn drive<T: Transport>(mut stream: Box<C2s<T>>, permit: impl Admitted) {
     }
     info!("session bound");
     let bound = stream.bind_session(&jid, inline, reservation);
+    // Dropped here, not at the end of scope: a local alive across the await below would be
+    // kept in every idle session's task.
     drop(jid);
     // The one await that is not boxed: this is where an idle session spends its life.
     let end = stream.run_bound(bound).await;
