@@ -22,6 +22,8 @@ use crate::config::Config;
 
 pub mod check;
 pub mod connector;
+pub mod exporter;
+pub mod lean_stream;
 pub mod resumption;
 pub mod s2s;
 
@@ -110,13 +112,13 @@ impl TlsContext {
         })
     }
 
-    /// For STARTTLS on a stream to `domain`: an acceptor that serves `domain`'s certificate
-    /// (the main domain's if it is not hosted) whatever SNI the client sends, and that
-    /// certificate.
-    pub fn starttls(&self, domain: &str) -> (TlsAcceptor, Arc<CertifiedKey>) {
+    /// For STARTTLS on a stream to `domain`: a configuration that serves `domain`'s
+    /// certificate (the main domain's if it is not hosted) whatever SNI the client sends, for
+    /// `lean_stream::LeanTlsStream::accept`, and that certificate.
+    pub fn starttls(&self, domain: &str) -> (Arc<ServerConfig>, Arc<CertifiedKey>) {
         let certs = self.certs.load();
         let host = certs.select(Some(domain));
-        (TlsAcceptor::from(host.starttls.clone()), host.key.clone())
+        (host.starttls.clone(), host.key.clone())
     }
 
     /// For STARTTLS on a stream from another server to `domain`: as `starttls`, and the
@@ -214,7 +216,9 @@ impl Host {
         let key = CertifiedKey::from_der(cert.chain, cert.key, provider).map_err(unusable)?;
         key.end_entity_cert().map_err(unusable)?;
         let key = Arc::new(key);
-        let starttls = server_config(Arc::new(Fixed(key.clone())), vec![])?;
+        let mut starttls = server_config(Arc::new(Fixed(key.clone())), vec![])?;
+        // c2s STARTTLS runs on `lean_stream`, which learns `tls-exporter` through the key log.
+        starttls.key_log = Arc::new(exporter::ExporterSecretLog);
         let s2s_starttls = s2s::server_config(Arc::new(Fixed(key.clone())), vec![])?;
         let s2s_client = s2s::ClientConfigs::new(&key)?;
         Ok(Host {

@@ -20,6 +20,7 @@ use crate::sasl::ChannelBindings;
 use crate::stream::c2s;
 use crate::stream::context::StreamContext;
 use crate::stream::transport::{Incoming, Read, Transport, TransportError};
+use crate::tls::lean_stream::LeanTlsStream;
 use crate::tls::TlsContext;
 use crate::xml::{ns, Frame, StreamParser, XmlLimits};
 
@@ -105,7 +106,11 @@ async fn connection(
 
 enum Socket {
     Plain(TcpStream),
+    /// Direct TLS: tokio-rustls, for the SNI the certificate is chosen by.
     Tls(Box<TlsStream<TcpStream>>),
+    /// After STARTTLS, where the stream's `to` chose the certificate: a stream that holds no
+    /// buffer while idle (see `tls::lean_stream`).
+    Starttls(Box<LeanTlsStream>),
     /// Only while STARTTLS swaps one for the other.
     Upgrading,
 }
@@ -119,6 +124,7 @@ impl AsyncRead for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Socket::Starttls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Socket::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -133,6 +139,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Socket::Starttls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Socket::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -141,6 +148,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_flush(cx),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Socket::Starttls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Socket::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -149,6 +157,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Socket::Starttls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Socket::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -279,11 +288,10 @@ impl Transport for TcpTransport {
         let Socket::Plain(tcp) = std::mem::replace(&mut self.socket, Socket::Upgrading) else {
             return Err(io::ErrorKind::Unsupported.into());
         };
-        let (acceptor, served) = self.tls.starttls(domain);
-        let served = served.clone();
-        let stream = acceptor.accept(tcp).await?;
+        let (config, served) = self.tls.starttls(domain);
+        let stream = Box::pin(LeanTlsStream::accept(tcp, config)).await?;
         self.served = Some(served);
-        self.socket = Socket::Tls(Box::new(stream));
+        self.socket = Socket::Starttls(Box::new(stream));
         // Plaintext that came with <starttls/> (parsed frames, a partial one) is dropped here,
         // never read as if it had come over TLS: the STARTTLS command injection of
         // CVE-2011-0411 and its kin. tests/connection_limits.rs guards it.
@@ -292,7 +300,7 @@ impl Transport for TcpTransport {
     }
 
     fn is_secure(&self) -> bool {
-        matches!(self.socket, Socket::Tls(_))
+        matches!(self.socket, Socket::Tls(_) | Socket::Starttls(_))
     }
 
     fn metrics_kind(&self) -> crate::metrics::Transport {
@@ -303,17 +311,18 @@ impl Transport for TcpTransport {
     }
 
     fn channel_bindings(&self) -> ChannelBindings {
-        let Socket::Tls(stream) = &self.socket else {
-            return ChannelBindings::none();
-        };
-        let conn = stream.get_ref().1;
         let leaf = self.served.as_deref().map(crate::tls::leaf_der);
-        ChannelBindings::from_tls(conn, leaf)
+        match &self.socket {
+            Socket::Tls(stream) => ChannelBindings::from_tls(stream.get_ref().1, leaf),
+            Socket::Starttls(stream) => ChannelBindings::from_parts(stream.tls_exporter(), leaf),
+            Socket::Plain(_) | Socket::Upgrading => ChannelBindings::none(),
+        }
     }
 
     fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match &self.socket {
             Socket::Tls(stream) => stream.get_ref().1.peer_certificates(),
+            Socket::Starttls(stream) => stream.peer_certificates(),
             Socket::Plain(_) | Socket::Upgrading => None,
         }
     }

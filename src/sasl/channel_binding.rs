@@ -9,7 +9,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// RFC 9266 §2.
 pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
-const TLS_EXPORTER_LEN: usize = 32;
+pub const TLS_EXPORTER_LEN: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChannelBindingType {
@@ -62,6 +62,15 @@ impl ChannelBindings {
     pub fn from_tls<D>(conn: &rustls::ConnectionCommon<D>, cert_der: Option<&[u8]>) -> Self {
         ChannelBindings {
             tls_exporter: tls_exporter(conn),
+            tls_server_end_point: cert_der.and_then(tls_server_end_point),
+        }
+    }
+
+    /// The bindings of a session whose `tls-exporter` value was derived already (see
+    /// `tls::lean_stream`).
+    pub fn from_parts(tls_exporter: Option<&[u8]>, cert_der: Option<&[u8]>) -> Self {
+        ChannelBindings {
+            tls_exporter: tls_exporter.map(<[u8]>::to_vec),
             tls_server_end_point: cert_der.and_then(tls_server_end_point),
         }
     }

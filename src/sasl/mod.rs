@@ -27,7 +27,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 pub use channel_binding::{
-    tls_server_end_point, ChannelBindingType, ChannelBindings, TLS_EXPORTER_LABEL,
+    tls_server_end_point, ChannelBindingType, ChannelBindings, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN,
 };
 pub use ht::{offered_ht_mechanisms, HtMechanism, HtRequest};
 pub use keys::{derive_credentials, DEFAULT_ITERATIONS, MIN_ITERATIONS, SALT_LEN};

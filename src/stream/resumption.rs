@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
 use super::context::StreamContext;
 use super::csi::CsiState;
 use super::sm::SmState;
+use crate::router::session_queue::{self, QueueSender, TrySendError};
 use crate::router::{Outbound, QueueReceiver, Router, SessionEnd};
 use crate::stanza::{self, Kind, StanzaError};
 
@@ -91,7 +92,10 @@ pub struct Resumed {
 pub struct Slot {
     pub id: String,
     generation: u64,
-    pub requests: mpsc::Receiver<Takeover>,
+    /// Every resumable session holds one for its whole life, so it is the session queue (about
+    /// a hundred bytes) rather than tokio's `mpsc` (a cache-padded channel and a first block of
+    /// slots, allocated up front).
+    pub requests: QueueReceiver<Takeover>,
     /// Changes when the node drains: a live session is asked to move to another node.
     moving: watch::Receiver<u64>,
 }
@@ -108,7 +112,7 @@ pub enum SlotRequest {
 struct Entry {
     user: BareJid,
     generation: u64,
-    requests: mpsc::Sender<Takeover>,
+    requests: QueueSender<Takeover>,
 }
 
 #[derive(Default)]
@@ -140,7 +144,7 @@ impl Resumption {
     /// Makes the caller the owner of `id` (a new id, or one it just resumed).
     pub fn register(&self, id: String, user: BareJid) -> Slot {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = session_queue::channel(1);
         let entry = Entry {
             user,
             generation,
@@ -209,11 +213,15 @@ impl Resumption {
             return Err(self.expired_h(id, user));
         };
         let (tx, mut rx) = oneshot::channel();
-        let handed = tokio::time::timeout(wait, async {
-            requests.send(tx).await.ok()?;
-            (&mut rx).await.ok()
-        })
-        .await;
+        match requests.try_send(tx) {
+            Ok(()) => {}
+            // Another connection is resuming the same session right now; one of them wins,
+            // and it is the one that asked first.
+            Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
+                return Err(self.expired_h(id, user));
+            }
+        }
+        let handed = tokio::time::timeout(wait, async { (&mut rx).await.ok() }).await;
         match handed {
             Ok(Some(bound)) => Ok(bound),
             Ok(None) => Err(self.expired_h(id, user)),
