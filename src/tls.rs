@@ -22,7 +22,7 @@ use crate::config::Config;
 
 pub mod check;
 pub mod connector;
-pub mod exporter;
+pub mod handshake_capture;
 pub mod lean_stream;
 pub mod resumption;
 pub mod s2s;
@@ -70,8 +70,9 @@ pub struct TlsContext {
     /// Swapped whole by `reload`: a handshake reads the set once, so it never mixes old and
     /// new certificates, and connections already up keep what they were served.
     certs: Arc<ArcSwap<Certificates>>,
-    /// For XEP-0368 direct TLS: ALPN `xmpp-client`, certificate by SNI.
-    pub direct: TlsAcceptor,
+    /// For XEP-0368 direct TLS: ALPN `xmpp-client`, certificate by SNI, for
+    /// `lean_stream::LeanTlsStream::accept`.
+    pub direct: Arc<ServerConfig>,
     /// For HTTPS: ALPN `http/1.1` (WebSocket upgrades need HTTP/1.1), certificate by SNI.
     pub https: TlsAcceptor,
     /// For XEP-0368 direct TLS from other servers: ALPN `xmpp-server`, certificate by SNI, and
@@ -101,11 +102,15 @@ impl TlsContext {
     pub fn from_parts(main: DomainCert, others: Vec<DomainCert>) -> Result<TlsContext, TlsError> {
         let certs = Arc::new(ArcSwap::from_pointee(Certificates::new(main, others)?));
         let by_sni = || Arc::new(BySni(certs.clone())) as Arc<dyn ResolvesServerCert>;
-        let direct = server_config(by_sni(), vec![b"xmpp-client".to_vec()])?;
+        // c2s runs on `lean_stream`, which learns `tls-exporter` and the certificate it was
+        // served while the handshake runs.
+        let recorded = Arc::new(handshake_capture::RecordServed(BySni(certs.clone())));
+        let mut direct = server_config(recorded, vec![b"xmpp-client".to_vec()])?;
+        direct.key_log = Arc::new(handshake_capture::ExporterSecretLog);
         let https = server_config(by_sni(), vec![b"http/1.1".to_vec()])?;
         let s2s_direct = s2s::server_config(by_sni(), vec![s2s::ALPN.to_vec()])?;
         Ok(TlsContext {
-            direct: TlsAcceptor::from(Arc::new(direct)),
+            direct: Arc::new(direct),
             https: TlsAcceptor::from(Arc::new(https)),
             s2s_direct: TlsAcceptor::from(Arc::new(s2s_direct)),
             certs,
@@ -218,7 +223,7 @@ impl Host {
         let key = Arc::new(key);
         let mut starttls = server_config(Arc::new(Fixed(key.clone())), vec![])?;
         // c2s STARTTLS runs on `lean_stream`, which learns `tls-exporter` through the key log.
-        starttls.key_log = Arc::new(exporter::ExporterSecretLog);
+        starttls.key_log = Arc::new(handshake_capture::ExporterSecretLog);
         let s2s_starttls = s2s::server_config(Arc::new(Fixed(key.clone())), vec![])?;
         let s2s_client = s2s::ClientConfigs::new(&key)?;
         Ok(Host {

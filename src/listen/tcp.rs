@@ -13,7 +13,6 @@ use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::sasl::ChannelBindings;
@@ -81,10 +80,13 @@ async fn connection(
         // the task and the socket past the negotiation deadline. Boxed: only the
         // handshake needs it.
         let timeout = Duration::from_secs(ctx.config.c2s.negotiation_timeout_secs);
-        let handshake = Box::pin(tls.direct.accept(socket));
+        let handshake = Box::pin(LeanTlsStream::accept(socket, tls.direct.clone()));
         match tokio::time::timeout_at(permit.deadline(timeout), handshake).await {
-            Ok(Ok(stream)) => {
-                let served = tls.certificate(stream.get_ref().1.server_name()).clone();
+            Ok(Ok(mut stream)) => {
+                // The resolver always chooses one; the main domain's is the fallback it uses.
+                let served = stream
+                    .take_served()
+                    .unwrap_or_else(|| tls.certificate(None));
                 (Socket::Tls(Box::new(stream)), Some(served))
             }
             Ok(Err(e)) => {
@@ -106,11 +108,9 @@ async fn connection(
 
 enum Socket {
     Plain(TcpStream),
-    /// Direct TLS: tokio-rustls, for the SNI the certificate is chosen by.
-    Tls(Box<TlsStream<TcpStream>>),
-    /// After STARTTLS, where the stream's `to` chose the certificate: a stream that holds no
-    /// buffer while idle (see `tls::lean_stream`).
-    Starttls(Box<LeanTlsStream>),
+    /// Direct TLS, or after STARTTLS: a stream that holds no buffer while idle (see
+    /// `tls::lean_stream`).
+    Tls(Box<LeanTlsStream>),
     /// Only while STARTTLS swaps one for the other.
     Upgrading,
 }
@@ -124,7 +124,6 @@ impl AsyncRead for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Socket::Starttls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Socket::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -139,7 +138,6 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Socket::Starttls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Socket::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -148,7 +146,6 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_flush(cx),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Socket::Starttls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Socket::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -157,7 +154,6 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Socket::Starttls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Socket::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -291,7 +287,7 @@ impl Transport for TcpTransport {
         let (config, served) = self.tls.starttls(domain);
         let stream = Box::pin(LeanTlsStream::accept(tcp, config)).await?;
         self.served = Some(served);
-        self.socket = Socket::Starttls(Box::new(stream));
+        self.socket = Socket::Tls(Box::new(stream));
         // Plaintext that came with <starttls/> (parsed frames, a partial one) is dropped here,
         // never read as if it had come over TLS: the STARTTLS command injection of
         // CVE-2011-0411 and its kin. tests/connection_limits.rs guards it.
@@ -300,7 +296,7 @@ impl Transport for TcpTransport {
     }
 
     fn is_secure(&self) -> bool {
-        matches!(self.socket, Socket::Tls(_) | Socket::Starttls(_))
+        matches!(self.socket, Socket::Tls(_))
     }
 
     fn metrics_kind(&self) -> crate::metrics::Transport {
@@ -313,16 +309,14 @@ impl Transport for TcpTransport {
     fn channel_bindings(&self) -> ChannelBindings {
         let leaf = self.served.as_deref().map(crate::tls::leaf_der);
         match &self.socket {
-            Socket::Tls(stream) => ChannelBindings::from_tls(stream.get_ref().1, leaf),
-            Socket::Starttls(stream) => ChannelBindings::from_parts(stream.tls_exporter(), leaf),
+            Socket::Tls(stream) => ChannelBindings::from_parts(stream.tls_exporter(), leaf),
             Socket::Plain(_) | Socket::Upgrading => ChannelBindings::none(),
         }
     }
 
     fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match &self.socket {
-            Socket::Tls(stream) => stream.get_ref().1.peer_certificates(),
-            Socket::Starttls(stream) => stream.peer_certificates(),
+            Socket::Tls(stream) => stream.peer_certificates(),
             Socket::Plain(_) | Socket::Upgrading => None,
         }
     }

@@ -57,17 +57,9 @@ impl ChannelBindings {
         Self::default()
     }
 
-    /// Computes the bindings of an established server-side session. `cert_der` is the end-entity
-    /// certificate the server presented on it.
-    pub fn from_tls<D>(conn: &rustls::ConnectionCommon<D>, cert_der: Option<&[u8]>) -> Self {
-        ChannelBindings {
-            tls_exporter: tls_exporter(conn),
-            tls_server_end_point: cert_der.and_then(tls_server_end_point),
-        }
-    }
-
-    /// The bindings of a session whose `tls-exporter` value was derived already (see
-    /// `tls::lean_stream`).
+    /// The bindings of an established server-side session: its `tls-exporter` value, derived
+    /// already (see `tls::lean_stream`), and `cert_der`, the end-entity certificate the server
+    /// presented on it.
     pub fn from_parts(tls_exporter: Option<&[u8]>, cert_der: Option<&[u8]>) -> Self {
         ChannelBindings {
             tls_exporter: tls_exporter.map(<[u8]>::to_vec),
@@ -96,16 +88,6 @@ impl ChannelBindings {
     pub fn names(&self) -> Vec<&'static str> {
         self.available().map(ChannelBindingType::name).collect()
     }
-}
-
-/// RFC 9266 §3 forbids tls-exporter with TLS 1.2 and earlier (without the extended master secret
-/// the exporter is not unique to the session), so only TLS 1.3 gets one.
-fn tls_exporter<D>(conn: &rustls::ConnectionCommon<D>) -> Option<Vec<u8>> {
-    if conn.is_handshaking() || conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
-        return None;
-    }
-    conn.export_keying_material(vec![0; TLS_EXPORTER_LEN], TLS_EXPORTER_LABEL, None)
-        .ok()
 }
 
 /// RFC 5929 §4.1: the certificate's own signature hash, except that MD5 and SHA-1 are upgraded
@@ -250,100 +232,5 @@ mod tests {
             format!("{both:?}"),
             r#"["tls-exporter", "tls-server-end-point"]"#
         );
-    }
-
-    mod handshake {
-        use std::sync::Arc;
-
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-        use rustls::{
-            ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection,
-        };
-
-        use super::super::*;
-
-        struct Pair {
-            client: ClientConnection,
-            server: ServerConnection,
-            cert_der: Vec<u8>,
-        }
-
-        fn connect(version: &'static rustls::SupportedProtocolVersion) -> Pair {
-            let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-            let cert: CertificateDer<'static> = certified.cert.der().clone();
-            let key =
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let server_config = ServerConfig::builder_with_provider(provider.clone())
-                .with_protocol_versions(&[version])
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![cert.clone()], key)
-                .unwrap();
-            let mut roots = RootCertStore::empty();
-            roots.add(cert.clone()).unwrap();
-            let client_config = ClientConfig::builder_with_provider(provider)
-                .with_protocol_versions(&[version])
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let mut pair = Pair {
-                client: ClientConnection::new(
-                    Arc::new(client_config),
-                    "localhost".try_into().unwrap(),
-                )
-                .unwrap(),
-                server: ServerConnection::new(Arc::new(server_config)).unwrap(),
-                cert_der: cert.to_vec(),
-            };
-            pair.handshake();
-            pair
-        }
-
-        impl Pair {
-            fn handshake(&mut self) {
-                while self.client.is_handshaking() || self.server.is_handshaking() {
-                    let mut buf = Vec::new();
-                    while self.client.wants_write() {
-                        self.client.write_tls(&mut buf).unwrap();
-                    }
-                    self.server.read_tls(&mut buf.as_slice()).unwrap();
-                    self.server.process_new_packets().unwrap();
-                    let mut buf = Vec::new();
-                    while self.server.wants_write() {
-                        self.server.write_tls(&mut buf).unwrap();
-                    }
-                    self.client.read_tls(&mut buf.as_slice()).unwrap();
-                    self.client.process_new_packets().unwrap();
-                }
-            }
-        }
-
-        #[test]
-        fn tls13_exporter_matches_the_client_side() {
-            let pair = connect(&rustls::version::TLS13);
-            let bindings = ChannelBindings::from_tls(&pair.server, Some(&pair.cert_der));
-            let client_side = pair
-                .client
-                .export_keying_material(vec![0; 32], TLS_EXPORTER_LABEL, None)
-                .unwrap();
-            assert_eq!(
-                bindings.tls_exporter.as_deref(),
-                Some(client_side.as_slice())
-            );
-            assert_eq!(
-                bindings.tls_server_end_point,
-                Some(Sha256::digest(&pair.cert_der).to_vec())
-            );
-        }
-
-        #[test]
-        fn tls12_gets_no_exporter() {
-            let pair = connect(&rustls::version::TLS12);
-            let bindings = ChannelBindings::from_tls(&pair.server, Some(&pair.cert_der));
-            assert_eq!(bindings.tls_exporter, None);
-            assert!(bindings.tls_server_end_point.is_some());
-            assert_eq!(bindings.names(), ["tls-server-end-point"]);
-        }
     }
 }

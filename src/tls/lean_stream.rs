@@ -6,8 +6,9 @@
 //! here the received bytes, the decrypted bytes not yet read and the encrypted bytes not yet
 //! written each live in a `Vec` that is released as soon as it is drained.
 //!
-//! The unbuffered API has no `export_keying_material`; the `tls-exporter` channel binding is
-//! derived from the exporter secret the handshake logs (see `exporter`) and kept.
+//! The unbuffered API has no `export_keying_material` and does not say which certificate it
+//! served: both are learned while the handshake runs (see `handshake_capture`). The
+//! `tls-exporter` channel binding is derived then and kept (32 bytes).
 
 use std::io;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use rustls::server::UnbufferedServerConnection;
+use rustls::sign::CertifiedKey;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
 };
@@ -22,7 +24,7 @@ use rustls::{ProtocolVersion, ServerConfig, SupportedCipherSuite};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::exporter;
+use super::handshake_capture::{self, Learned};
 use crate::sasl::{TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
 
 /// Bytes asked of the socket per read.
@@ -64,11 +66,14 @@ pub struct LeanTlsStream {
     closing: bool,
     close_notify_queued: bool,
     tls_exporter: Option<[u8; TLS_EXPORTER_LEN]>,
+    /// The certificate the resolver chose, when it is a `handshake_capture::RecordServed`.
+    served: Option<Arc<CertifiedKey>>,
 }
 
 impl LeanTlsStream {
-    /// The server's handshake on `io`, with `config` (whose key log must be
-    /// `exporter::ExporterSecretLog` for the `tls-exporter` binding to be known).
+    /// The server's handshake on `io`, with `config`. Its key log must be
+    /// `handshake_capture::ExporterSecretLog` for the `tls-exporter` binding to be known, and
+    /// its resolver a `handshake_capture::RecordServed` for `take_served` to say anything.
     pub async fn accept(io: TcpStream, config: Arc<ServerConfig>) -> io::Result<LeanTlsStream> {
         let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
         let mut stream = LeanTlsStream {
@@ -83,6 +88,7 @@ impl LeanTlsStream {
             closing: false,
             close_notify_queued: false,
             tls_exporter: None,
+            served: None,
         };
         std::future::poll_fn(|cx| stream.poll_handshake(cx)).await?;
         Ok(stream)
@@ -117,6 +123,11 @@ impl LeanTlsStream {
         self.conn.peer_certificates()
     }
 
+    /// The certificate this connection was served (see `accept`); taken, not kept twice.
+    pub fn take_served(&mut self) -> Option<Arc<CertifiedKey>> {
+        self.served.take()
+    }
+
     /// RFC 9266 `tls-exporter`: TLS 1.3 only (see `sasl::channel_binding`).
     pub fn tls_exporter(&self) -> Option<&[u8]> {
         self.tls_exporter.as_ref().map(|e| &e[..])
@@ -129,7 +140,7 @@ impl LeanTlsStream {
         let mut taken = 0;
         loop {
             let (conn, incoming) = (&mut self.conn, &mut self.incoming);
-            let (status, secret) = exporter::capture(move || {
+            let (status, learned) = handshake_capture::capture(move || {
                 let (conn, incoming) = (conn, incoming);
                 conn.process_tls_records(incoming)
             });
@@ -192,8 +203,15 @@ impl LeanTlsStream {
                 }
             };
             self.incoming.drain(..discard);
-            if let Some(secret) = secret {
+            let Learned {
+                exporter_secret,
+                served,
+            } = learned;
+            if let Some(secret) = exporter_secret {
                 self.tls_exporter = exporter_from(&self.conn, &secret);
+            }
+            if served.is_some() {
+                self.served = served;
             }
             if let Some(next) = next {
                 return Ok((next, taken));
@@ -332,7 +350,9 @@ impl AsyncWrite for LeanTlsStream {
     }
 }
 
-/// `tls-exporter` from the exporter master secret, on TLS 1.3 (RFC 9266 §3).
+/// `tls-exporter` from the exporter master secret. TLS 1.3 only: RFC 9266 §3 forbids it with
+/// TLS 1.2 and earlier, where without the extended master secret the exporter is not unique to
+/// the session.
 fn exporter_from(
     conn: &UnbufferedServerConnection,
     secret: &[u8],
@@ -344,7 +364,7 @@ fn exporter_from(
         return None;
     };
     let hash = suite.common.hash_provider.algorithm();
-    let value = exporter::export(hash, secret, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN)?;
+    let value = handshake_capture::export(hash, secret, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN)?;
     value.try_into().ok()
 }
 
@@ -413,22 +433,37 @@ mod tests {
     ) -> (LeanTlsStream, ClientTls<TcpStream>) {
         let tls = crate::tls::tests::context(&[("localhost", None)]);
         let (config, served) = tls.starttls("localhost");
+        let client = client_config(crate::tls::leaf_der(&served), versions);
+        connect(config, client, "localhost").await
+    }
+
+    /// A client configuration that trusts only `leaf`.
+    fn client_config(
+        leaf: &[u8],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(crate::tls::leaf_der(&served).to_vec().into())
-            .expect("root");
+        roots.add(leaf.to_vec().into()).expect("root");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
+        let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .expect("versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// A client for `name` against a server accepting with `config`, on loopback.
+    async fn connect(
+        config: Arc<ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+        name: &'static str,
+    ) -> (LeanTlsStream, ClientTls<TcpStream>) {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
         let tcp = TcpStream::connect(listener.local_addr().expect("addr"));
         let (tcp, accepted) = tokio::join!(tcp, listener.accept());
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let connect =
-            tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp.expect("tcp"));
+        let name = rustls::pki_types::ServerName::try_from(name).expect("name");
+        let connect = tokio_rustls::TlsConnector::from(client).connect(name, tcp.expect("tcp"));
         let accept = LeanTlsStream::accept(accepted.expect("accept").0, config);
         let (server, client) = tokio::join!(accept, connect);
         (
@@ -503,6 +538,28 @@ mod tests {
             .export_keying_material(vec![0; TLS_EXPORTER_LEN], TLS_EXPORTER_LABEL, None)
             .expect("client exporter");
         assert_eq!(server.tls_exporter(), Some(&expected[..]));
+    }
+
+    /// Direct TLS (XEP-0368): the certificate is the one SNI names, and the stream says which
+    /// it was, on a full handshake and on a resumed one, for tls-server-end-point.
+    #[tokio::test]
+    async fn direct_tls_tells_the_certificate_sni_chose() {
+        let tls = crate::tls::tests::context(&[("localhost", None), ("b.example", None)]);
+        let b_der = tls.leaf_der(Some("b.example"));
+        assert_ne!(b_der, tls.leaf_der(None));
+        let client = client_config(&b_der, &[&rustls::version::TLS13]);
+        for expected in [rustls::HandshakeKind::Full, rustls::HandshakeKind::Resumed] {
+            let (mut server, mut client) =
+                connect(tls.direct.clone(), client.clone(), "b.example").await;
+            assert_eq!(client.get_ref().1.handshake_kind(), Some(expected));
+            let served = server.take_served().expect("served certificate");
+            assert_eq!(crate::tls::leaf_der(&served), &b_der[..]);
+            assert!(server.tls_exporter().is_some());
+            // The client takes its tickets with the first data it reads.
+            server.write_all(b"x").await.expect("write");
+            server.flush().await.expect("flush");
+            client.read_exact(&mut [0]).await.expect("read");
+        }
     }
 
     /// RFC 9266 §3: no tls-exporter on TLS 1.2; the stream works all the same.

@@ -1,23 +1,34 @@
-//! RFC 9266 `tls-exporter` for connections on rustls' unbuffered API, which offers no
-//! `export_keying_material`: the configuration's key log hands over the TLS 1.3 exporter
-//! master secret while the handshake runs, and RFC 8446 §7.5 derives the exporter from it.
+//! What rustls' unbuffered API does not tell (see `lean_stream`), learned while the handshake
+//! runs: the TLS 1.3 exporter master secret, through the configuration's key log, from which
+//! RFC 8446 §7.5 derives RFC 9266's `tls-exporter`; and the certificate the resolver served,
+//! which `tls-server-end-point` hashes.
 //!
-//! rustls logs the secret synchronously, inside the one call into the connection that derives
-//! it, on the calling thread. So the secret is passed through a thread-local that is cleared
-//! before each such call and emptied right after it ([`capture`]): it never outlives that call,
-//! and a secret logged by some other connection can never be taken for this one.
+//! rustls logs the secret and asks the resolver synchronously, inside the one call into the
+//! connection that needs them, on the calling thread. So both pass through a thread-local that
+//! is cleared before each such call and emptied right after it ([`capture`]): nothing outlives
+//! that call, and what some other connection's call left can never be taken for this one.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use rustls::crypto::hash::HashAlgorithm;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::KeyLog;
 use zeroize::Zeroizing;
 
 /// rustls' key-log label for the TLS 1.3 exporter master secret (the NSS key log format's).
 const EXPORTER_SECRET: &str = "EXPORTER_SECRET";
 
+/// What one call into a connection revealed.
+#[derive(Default)]
+pub struct Learned {
+    pub exporter_secret: Option<Zeroizing<Vec<u8>>>,
+    pub served: Option<Arc<CertifiedKey>>,
+}
+
 thread_local! {
-    static CAPTURED: RefCell<Option<Zeroizing<Vec<u8>>>> = const { RefCell::new(None) };
+    static LEARNED: RefCell<Learned> = RefCell::new(Learned::default());
 }
 
 /// The key log of a configuration whose connections use [`capture`]. It keeps nothing: a
@@ -32,17 +43,30 @@ impl KeyLog for ExporterSecretLog {
 
     fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
         if label == EXPORTER_SECRET {
-            CAPTURED.with(|slot| *slot.borrow_mut() = Some(Zeroizing::new(secret.to_vec())));
+            let secret = Zeroizing::new(secret.to_vec());
+            LEARNED.with(|learned| learned.borrow_mut().exporter_secret = Some(secret));
         }
     }
 }
 
-/// Runs `call` (one synchronous call into a connection) and returns what it returned, and the
-/// exporter master secret if rustls derived it during the call.
-pub fn capture<R>(call: impl FnOnce() -> R) -> (R, Option<Zeroizing<Vec<u8>>>) {
-    CAPTURED.with(|slot| slot.borrow_mut().take());
+/// A resolver that also tells [`capture`] which certificate it chose.
+#[derive(Debug)]
+pub struct RecordServed<R>(pub R);
+
+impl<R: ResolvesServerCert> ResolvesServerCert for RecordServed<R> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let served = self.0.resolve(hello)?;
+        LEARNED.with(|learned| learned.borrow_mut().served = Some(served.clone()));
+        Some(served)
+    }
+}
+
+/// Runs `call` (one synchronous call into a connection) and returns what it returned, and what
+/// rustls revealed during the call.
+pub fn capture<R>(call: impl FnOnce() -> R) -> (R, Learned) {
+    LEARNED.with(|learned| learned.take());
     let result = call();
-    (result, CAPTURED.with(|slot| slot.borrow_mut().take()))
+    (result, LEARNED.with(|learned| learned.take()))
 }
 
 /// RFC 8446 §7.5 `TLS-Exporter(label, "", length)` from the exporter master secret of a
@@ -142,11 +166,12 @@ mod tests {
         // Logged outside any capture (another connection's call): not seen by the next one.
         log.log(EXPORTER_SECRET, &[0; 32], b"stale");
         let ((), none) = capture(|| ());
-        assert!(none.is_none());
+        assert!(none.exporter_secret.is_none());
         let ((), some) = capture(|| log.log(EXPORTER_SECRET, &[0; 32], b"fresh"));
-        assert_eq!(some.as_deref().map(Vec::as_slice), Some(&b"fresh"[..]));
+        let fresh = some.exporter_secret.as_deref().map(Vec::as_slice);
+        assert_eq!(fresh, Some(&b"fresh"[..]));
         let ((), other) = capture(|| log.log("CLIENT_TRAFFIC_SECRET_0", &[0; 32], b"no"));
-        assert!(other.is_none());
+        assert!(other.exporter_secret.is_none());
     }
 
     fn hex(bytes: &[u8]) -> String {
