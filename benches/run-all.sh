@@ -16,6 +16,9 @@
 # MUC_SHAPES="1x100 10x100" (rooms x occupants; users m1..m(R*N)), MUC_SENDERS=10 (per room),
 # MUC_WINDOW=5 (per sender), MUC_RATE=5000 (deliveries/s in total, latency run),
 # MUC_DURATION=20, MUC_RESTART=1 (restart the server before each MUC measurement), QUIET_WAIT=0 (seconds to wait for running compilers before each measurement),
+# MSG_TLS=none (throughput, latency and MUC sessions: none or starttls, as most clients connect),
+# SETTLE_AFTER_MAX=0 (seconds to wait after each maximum-rate run, so that a fixed-rate run does
+# not meet the backlog it left, the archive writer's mostly),
 # MAM (unset: each server as configured, i.e. corvid archives and the ejabberd anchor does not;
 # 1: ejabberd with mod_mam, anchors.sh's archive-on variant; 0: corvid with [mam] enabled = false).
 set -euo pipefail
@@ -49,6 +52,8 @@ MUC_RESTART="${MUC_RESTART:-1}"
 REPEAT="${REPEAT:-1}"
 SKIP="${SKIP:-}"
 TLS_MODES="${TLS_MODES:-none starttls}"
+MSG_TLS="${MSG_TLS:-none}"
+SETTLE_AFTER_MAX="${SETTLE_AFTER_MAX:-0}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 LOAD="${LOAD:-$TARGET/release/corvid-load}"
 CORVID="${CORVID:-$TARGET/release/corvid}"
@@ -280,10 +285,11 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
         done
     fi
     if ! skipped throughput; then
-        load throughput --users "$MSG_USERS" --window "$WINDOW" --duration "$DURATION" --warmup 5
+        load throughput --tls "$MSG_TLS" --users "$MSG_USERS" --window "$WINDOW" --duration "$DURATION" --warmup 5
+        sleep "$SETTLE_AFTER_MAX"
     fi
     if ! skipped latency; then
-        load latency --users "$MSG_USERS" --rate "$RATE" --duration "$DURATION" --warmup 2
+        load latency --tls "$MSG_TLS" --users "$MSG_USERS" --rate "$RATE" --duration "$DURATION" --warmup 2
     fi
     if ! skipped presence; then
         # The first invocation also makes u0 and c1..cN mutually subscribed (kept in the
@@ -294,11 +300,11 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
         # New rooms each invocation (room names carry the time); every occupant leaves at the end.
         for shape in $MUC_SHAPES; do
             [ "$MUC_RESTART" = 1 ] && restart
-            load muc-fanout --user-prefix m --rooms "${shape%x*}" --occupants "${shape#*x}" \
+            load muc-fanout --tls "$MSG_TLS" --user-prefix m --rooms "${shape%x*}" --occupants "${shape#*x}" \
                 --senders "$MUC_SENDERS" --window "$MUC_WINDOW" --duration "$MUC_DURATION" --warmup 5 \
                 --concurrency "$CONCURRENCY"
             [ "$MUC_RESTART" = 1 ] && restart
-            load muc-fanout --user-prefix m --rooms "${shape%x*}" --occupants "${shape#*x}" \
+            load muc-fanout --tls "$MSG_TLS" --user-prefix m --rooms "${shape%x*}" --occupants "${shape#*x}" \
                 --senders "$MUC_SENDERS" --rate "$MUC_RATE" --duration "$MUC_DURATION" --warmup 2 \
                 --concurrency "$CONCURRENCY"
         done

@@ -39,6 +39,11 @@ const MAX_HANDSHAKE: usize = 0x1_0000 + MAX_RECORD;
 /// Encrypted bytes waiting for the socket beyond which a write waits for them to go out.
 const OUTGOING_HIGH_WATER: usize = 64 * 1024;
 
+/// Writes up to this size are encrypted into a buffer on the stack of `STACK_OUT` bytes: one
+/// record and its expansion, with room to spare for a handshake message rustls adds.
+const STACK_PLAIN: usize = 4096;
+const STACK_OUT: usize = STACK_PLAIN + 512;
+
 /// Where a call into rustls left the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
@@ -96,24 +101,17 @@ impl LeanTlsStream {
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            let next = match self.process(None) {
-                Ok((next, _)) => next,
-                Err(e) => {
-                    // The alert goes if the socket takes it now; the handshake failed anyway.
-                    self.queue_alert();
-                    let _ = self.poll_write_out(cx);
-                    return Poll::Ready(Err(e));
-                }
-            };
             ready!(self.poll_write_out(cx))?;
-            if next == Next::Closed || self.peer_closed {
+            if self.peer_closed {
                 return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
             }
             if !self.conn.is_handshaking() {
                 return Poll::Ready(Ok(()));
             }
-            if ready!(self.poll_read_in(cx))? == 0 {
-                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            match ready!(self.poll_fill(cx, None)) {
+                Ok(true) => {}
+                Ok(false) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
+                Err(e) => return Poll::Ready(Err(self.fail(cx, e))),
             }
         }
     }
@@ -133,16 +131,25 @@ impl LeanTlsStream {
         self.tls_exporter.as_ref().map(|e| &e[..])
     }
 
-    /// Runs rustls over the received bytes until it needs more of them or offers to send
-    /// application data; encrypts `to_send` then. Returns where it stopped and how much of
-    /// `to_send` was taken (all of it, or nothing).
-    fn process(&mut self, mut to_send: Option<&[u8]>) -> io::Result<(Next, usize)> {
+    /// Runs rustls over `input` (received bytes, from the first it has not consumed) until it
+    /// needs more of them or offers to send application data, and encrypts `to_send` then.
+    /// Decrypted bytes go to `dest` while it has room, the rest to `plain`; bytes for the peer
+    /// go to `out`. Returns where it stopped, how much of `input` it consumed, and how much of
+    /// `to_send` it took.
+    fn process(
+        &mut self,
+        input: &mut [u8],
+        mut to_send: Option<&[u8]>,
+        mut dest: Option<&mut ReadBuf<'_>>,
+        out: &mut Out<'_>,
+    ) -> io::Result<(Next, usize, usize)> {
+        let mut consumed = 0;
         let mut taken = 0;
         loop {
-            let (conn, incoming) = (&mut self.conn, &mut self.incoming);
+            let (conn, rest) = (&mut self.conn, &mut input[consumed..]);
             let (status, learned) = handshake_capture::capture(move || {
-                let (conn, incoming) = (conn, incoming);
-                conn.process_tls_records(incoming)
+                let (conn, rest) = (conn, rest);
+                conn.process_tls_records(rest)
             });
             let UnbufferedStatus { mut discard, state } = status;
             let next = match state.map_err(tls_error)? {
@@ -150,19 +157,30 @@ impl LeanTlsStream {
                     while let Some(record) = traffic.next_record() {
                         let record = record.map_err(tls_error)?;
                         discard += record.discard;
-                        if self.plain_at == self.plain.len() {
-                            self.plain.clear();
-                            self.plain_at = 0;
+                        let mut payload = record.payload;
+                        // Straight to the reader, unless earlier bytes still wait in `plain`.
+                        if let Some(dest) = dest.as_deref_mut() {
+                            if self.plain_at == self.plain.len() {
+                                let n = dest.remaining().min(payload.len());
+                                dest.put_slice(&payload[..n]);
+                                payload = &payload[n..];
+                            }
                         }
-                        self.plain.extend_from_slice(record.payload);
+                        if !payload.is_empty() {
+                            if self.plain_at == self.plain.len() {
+                                self.plain.clear();
+                                self.plain_at = 0;
+                            }
+                            self.plain.extend_from_slice(payload);
+                        }
                     }
                     None
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    append_sized(&mut self.outgoing, |buf| encoded(encode.encode(buf)))?;
+                    out.append(&mut self.outgoing, |buf| encoded(encode.encode(buf)))?;
                     None
                 }
-                // What was encoded is in `outgoing`, which goes out in order before anything
+                // What was encoded is in `out`, which goes out in order before anything
                 // encrypted later: as good as sent, as far as rustls is concerned.
                 ConnectionState::TransmitTlsData(transmit) => {
                     transmit.done();
@@ -171,15 +189,13 @@ impl LeanTlsStream {
                 ConnectionState::BlockedHandshake => Some(Next::Read),
                 ConnectionState::WriteTraffic(mut traffic) => {
                     if let Some(data) = to_send.take() {
-                        // Bounded, so a large write is encrypted and sent in parts.
-                        let data = &data[..data.len().min(OUTGOING_HIGH_WATER)];
-                        append_sized(&mut self.outgoing, |buf| {
+                        out.append(&mut self.outgoing, |buf| {
                             encrypted(traffic.encrypt(data, buf))
                         })?;
                         taken = data.len();
                     }
                     if self.closing && !self.close_notify_queued {
-                        append_sized(&mut self.outgoing, |buf| {
+                        out.append(&mut self.outgoing, |buf| {
                             encrypted(traffic.queue_close_notify(buf))
                         })?;
                         self.close_notify_queued = true;
@@ -202,7 +218,7 @@ impl LeanTlsStream {
                     ))
                 }
             };
-            self.incoming.drain(..discard);
+            consumed += discard;
             let Learned {
                 exporter_secret,
                 served,
@@ -214,41 +230,92 @@ impl LeanTlsStream {
                 self.served = served;
             }
             if let Some(next) = next {
-                return Ok((next, taken));
+                return Ok((next, consumed, taken));
             }
         }
     }
 
-    /// After rustls failed the connection: the alert it queued, to tell the peer why.
-    fn queue_alert(&mut self) {
-        let status = self.conn.process_tls_records(&mut []);
-        if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
-            let _ = append_sized(&mut self.outgoing, |buf| encoded(encode.encode(buf)));
+    /// `process` for a write: over the bytes kept from earlier reads (a record still
+    /// incomplete), which rustls must be shown again whenever it is called.
+    fn process_pending(
+        &mut self,
+        to_send: Option<&[u8]>,
+        out: &mut Out<'_>,
+    ) -> io::Result<(Next, usize)> {
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let processed = self.process(&mut incoming, to_send, None, out);
+        if let Ok((_, consumed, _)) = processed {
+            incoming.drain(..consumed);
         }
+        self.incoming = incoming;
+        processed.map(|(next, _, taken)| (next, taken))
     }
 
-    /// Reads once from the socket into `incoming`; the number of bytes (0 at end of stream).
-    fn poll_read_in(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    /// Reads once from the socket and runs rustls over what came, after what was left from
+    /// before (see `process` for `dest`). False at the end of the stream.
+    ///
+    /// The common case, no partial record left from before, reads into a buffer on the stack:
+    /// only a record that arrives in parts is kept on the heap until it is whole.
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        dest: Option<&mut ReadBuf<'_>>,
+    ) -> Poll<io::Result<bool>> {
+        if self.incoming.is_empty() {
+            let mut chunk = [0u8; READ_SIZE];
+            let mut buf = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            let n = buf.filled().len();
+            if n == 0 {
+                return Poll::Ready(Ok(false));
+            }
+            let (_, consumed, _) = self.process(&mut chunk[..n], None, dest, &mut Out::heap())?;
+            self.incoming.extend_from_slice(&chunk[consumed..n]);
+            return Poll::Ready(Ok(true));
+        }
         let limit = if self.conn.is_handshaking() {
             MAX_HANDSHAKE
         } else {
             MAX_RECORD + READ_SIZE
         };
-        if self.incoming.len() >= limit {
+        let at = self.incoming.len();
+        if at >= limit {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "TLS message too large",
             )));
         }
-        let at = self.incoming.len();
         self.incoming.resize(at + READ_SIZE.min(limit - at), 0);
         let mut buf = ReadBuf::new(&mut self.incoming[at..]);
         let poll = Pin::new(&mut self.io).poll_read(cx, &mut buf);
-        let filled = buf.filled().len();
-        self.incoming.truncate(at + filled);
-        self.release_idle_buffers();
+        let n = buf.filled().len();
+        self.incoming.truncate(at + n);
         ready!(poll)?;
-        Poll::Ready(Ok(filled))
+        if n == 0 {
+            return Poll::Ready(Ok(false));
+        }
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let processed = self.process(&mut incoming, None, dest, &mut Out::heap());
+        if let Ok((_, consumed, _)) = processed {
+            incoming.drain(..consumed);
+        }
+        self.incoming = if incoming.is_empty() {
+            Vec::new()
+        } else {
+            incoming
+        };
+        processed.map(|_| true).into()
+    }
+
+    /// After rustls failed the connection: sends the alert it queued if the socket takes it
+    /// now (the connection is over either way) and gives the error back.
+    fn fail(&mut self, cx: &mut Context<'_>, error: io::Error) -> io::Error {
+        let status = self.conn.process_tls_records(&mut []);
+        if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
+            let _ = append_sized(&mut self.outgoing, |buf| encoded(encode.encode(buf)));
+            let _ = self.poll_write_out(cx);
+        }
+        error
     }
 
     /// Writes what `outgoing` holds; ready once it is all out.
@@ -264,17 +331,6 @@ impl LeanTlsStream {
         self.sent = 0;
         Poll::Ready(Ok(()))
     }
-
-    /// An idle connection holds no buffer: what drained gives its room back.
-    fn release_idle_buffers(&mut self) {
-        if self.incoming.is_empty() && self.incoming.capacity() > 0 {
-            self.incoming = Vec::new();
-        }
-        if self.plain_at == self.plain.len() && self.plain.capacity() > 0 {
-            self.plain = Vec::new();
-            self.plain_at = 0;
-        }
-    }
 }
 
 impl AsyncRead for LeanTlsStream {
@@ -284,15 +340,18 @@ impl AsyncRead for LeanTlsStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         loop {
             if this.plain_at < this.plain.len() {
                 let n = buf.remaining().min(this.plain.len() - this.plain_at);
                 buf.put_slice(&this.plain[this.plain_at..this.plain_at + n]);
                 this.plain_at += n;
-                this.release_idle_buffers();
-                return Poll::Ready(Ok(()));
+                if this.plain_at == this.plain.len() {
+                    this.plain = Vec::new();
+                    this.plain_at = 0;
+                }
             }
-            if this.peer_closed {
+            if buf.filled().len() > before || this.peer_closed || buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
             // Handshake messages (a key update's answer) or alerts rustls produced while
@@ -300,14 +359,14 @@ impl AsyncRead for LeanTlsStream {
             if let Poll::Ready(Err(e)) = this.poll_write_out(cx) {
                 return Poll::Ready(Err(e));
             }
-            if ready!(this.poll_read_in(cx))? == 0 {
-                // The peer closed TCP without close_notify: the end of the stream all the same
-                // (the XML stream above decides whether it was complete).
-                this.peer_closed = true;
-                return Poll::Ready(Ok(()));
+            match ready!(this.poll_fill(cx, Some(buf))) {
+                Ok(true) => {}
+                // The peer closed TCP without close_notify: the end of the stream all the
+                // same (the XML stream above decides whether it was complete).
+                Ok(false) => this.peer_closed = true,
+                // A record that fails to decrypt, a protocol violation.
+                Err(e) => return Poll::Ready(Err(this.fail(cx, e))),
             }
-            this.process(None)?;
-            this.release_idle_buffers();
         }
     }
 }
@@ -322,10 +381,30 @@ impl AsyncWrite for LeanTlsStream {
         if this.outgoing.len() - this.sent >= OUTGOING_HIGH_WATER {
             ready!(this.poll_write_out(cx))?;
         }
-        let (next, taken) = this.process(Some(data))?;
+        // A stanza (the usual write) is encrypted on the stack and handed to the socket from
+        // there; only what the socket does not take at once is kept.
+        let mut stack = [0u8; STACK_OUT];
+        let mut out = if this.outgoing.is_empty() && data.len() <= STACK_PLAIN {
+            Out::stack(&mut stack)
+        } else {
+            Out::heap()
+        };
+        // Bounded, so a large write is encrypted and sent in parts.
+        let data = &data[..data.len().min(OUTGOING_HIGH_WATER)];
+        let (next, taken) = this.process_pending(Some(data), &mut out)?;
         if next != Next::Traffic {
             return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
         }
+        let mut unsent = out.unspilled();
+        while !unsent.is_empty() {
+            match Pin::new(&mut this.io).poll_write(cx, unsent) {
+                Poll::Ready(Ok(n)) if n > 0 => unsent = &unsent[n..],
+                Poll::Ready(Ok(_)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            }
+        }
+        this.outgoing.extend_from_slice(unsent);
         // Started now, finished by the caller's flush.
         if let Poll::Ready(Err(e)) = this.poll_write_out(cx) {
             return Poll::Ready(Err(e));
@@ -343,7 +422,7 @@ impl AsyncWrite for LeanTlsStream {
         let this = self.get_mut();
         if !this.close_notify_queued {
             this.closing = true;
-            this.process(None)?;
+            this.process_pending(None, &mut Out::heap())?;
         }
         ready!(this.poll_write_out(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
@@ -366,6 +445,60 @@ fn exporter_from(
     let hash = suite.common.hash_provider.algorithm();
     let value = handshake_capture::export(hash, secret, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN)?;
     value.try_into().ok()
+}
+
+/// Where `process` puts bytes for the peer: a buffer on the stack while they fit, after what
+/// `outgoing` holds otherwise (then the stack's bytes go there first, to keep their order).
+struct Out<'a> {
+    stack: &'a mut [u8],
+    used: usize,
+    spilled: bool,
+}
+
+impl<'a> Out<'a> {
+    /// `outgoing` must be empty: the stack's bytes are older than anything written after.
+    fn stack(stack: &'a mut [u8]) -> Self {
+        Out {
+            stack,
+            used: 0,
+            spilled: false,
+        }
+    }
+
+    fn heap() -> Self {
+        Out {
+            stack: &mut [],
+            used: 0,
+            spilled: true,
+        }
+    }
+
+    fn append(
+        &mut self,
+        heap: &mut Vec<u8>,
+        mut write: impl FnMut(&mut [u8]) -> Result<usize, Sized>,
+    ) -> io::Result<()> {
+        if !self.spilled {
+            match write(&mut self.stack[self.used..]) {
+                Ok(n) => {
+                    self.used += n;
+                    return Ok(());
+                }
+                Err(Sized::Need(_)) => {
+                    heap.extend_from_slice(&self.stack[..self.used]);
+                    self.used = 0;
+                    self.spilled = true;
+                }
+                Err(Sized::Fail(e)) => return Err(e),
+            }
+        }
+        append_sized(heap, write)
+    }
+
+    /// What is on the stack, not yet handed to the socket.
+    fn unspilled(&self) -> &[u8] {
+        &self.stack[..self.used]
+    }
 }
 
 /// Why `append_sized`'s writer did not write.
@@ -482,8 +615,15 @@ mod tests {
             client.flush().await.expect("client flush");
         };
         let receive = async {
-            let mut got = vec![0; 8 + big.len()];
-            server.read_exact(&mut got).await.expect("server read");
+            // Reads smaller than a record, as the stream's reader does: the rest of each record
+            // waits in `plain`.
+            let mut got = Vec::new();
+            let mut small = [0u8; 1000];
+            while got.len() < 8 + big.len() {
+                let n = server.read(&mut small).await.expect("server read");
+                assert!(n > 0, "end of stream after {} bytes", got.len());
+                got.extend_from_slice(&small[..n]);
+            }
             got
         };
         let ((), got) = tokio::join!(send, receive);
@@ -587,6 +727,26 @@ mod tests {
         let mut rest = Vec::new();
         server.read_to_end(&mut rest).await.expect("end of stream");
         assert!(rest.is_empty());
+    }
+
+    /// A record that does not decrypt after the handshake: the read fails with an error and
+    /// the peer is told why (a fatal alert), nothing panics.
+    #[tokio::test]
+    async fn a_forged_record_ends_the_connection_with_an_alert() {
+        let (mut server, mut client) = pair(&[&rustls::version::TLS13]).await;
+        let mut forged = vec![23, 3, 3, 0, 40];
+        forged.extend([0x5a; 40]);
+        client
+            .get_mut()
+            .0
+            .write_all(&forged)
+            .await
+            .expect("raw write");
+        let mut buf = [0u8; 16];
+        let error = server.read(&mut buf).await.expect_err("forged record");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        let alert = client.read(&mut buf).await.expect_err("the alert");
+        assert!(alert.to_string().contains("BadRecordMac"), "{alert}");
     }
 
     /// Bytes that are no TLS: the handshake fails with an error, nothing panics.
