@@ -3,8 +3,9 @@
 //! rustls' buffered connection (what tokio-rustls wraps) keeps a 4 kB receive buffer allocated
 //! from the first record on, for the life of the connection: on an idle c2s session that was
 //! more than a third of its memory. rustls' unbuffered API leaves the buffers to the caller, so
-//! here the received bytes, the decrypted bytes not yet read and the encrypted bytes not yet
-//! written each live in a `Vec` that is released as soon as it is drained.
+//! here reads and writes go through buffers on the stack, and only what cannot be handed on at
+//! once (a record that arrived in part, decrypted bytes the reader has no room for yet,
+//! encrypted bytes the socket did not take) is kept on the heap, and freed once drained.
 //!
 //! The unbuffered API has no `export_keying_material` and does not say which certificate it
 //! served: both are learned while the handshake runs (see `handshake_capture`). The
@@ -476,7 +477,7 @@ impl<'a> Out<'a> {
     fn append(
         &mut self,
         heap: &mut Vec<u8>,
-        mut write: impl FnMut(&mut [u8]) -> Result<usize, Sized>,
+        mut write: impl FnMut(&mut [u8]) -> Result<usize, Unwritten>,
     ) -> io::Result<()> {
         if !self.spilled {
             match write(&mut self.stack[self.used..]) {
@@ -484,12 +485,12 @@ impl<'a> Out<'a> {
                     self.used += n;
                     return Ok(());
                 }
-                Err(Sized::Need(_)) => {
+                Err(Unwritten::Need(_)) => {
                     heap.extend_from_slice(&self.stack[..self.used]);
                     self.used = 0;
                     self.spilled = true;
                 }
-                Err(Sized::Fail(e)) => return Err(e),
+                Err(Unwritten::Fail(e)) => return Err(e),
             }
         }
         append_sized(heap, write)
@@ -502,44 +503,44 @@ impl<'a> Out<'a> {
 }
 
 /// Why `append_sized`'s writer did not write.
-enum Sized {
+enum Unwritten {
     Need(InsufficientSizeError),
     Fail(io::Error),
 }
 
-fn encoded(result: Result<usize, EncodeError>) -> Result<usize, Sized> {
+fn encoded(result: Result<usize, EncodeError>) -> Result<usize, Unwritten> {
     match result {
         Ok(n) => Ok(n),
-        Err(EncodeError::InsufficientSize(e)) => Err(Sized::Need(e)),
-        Err(e) => Err(Sized::Fail(io::Error::other(e.to_string()))),
+        Err(EncodeError::InsufficientSize(e)) => Err(Unwritten::Need(e)),
+        Err(e) => Err(Unwritten::Fail(io::Error::other(e.to_string()))),
     }
 }
 
-fn encrypted(result: Result<usize, EncryptError>) -> Result<usize, Sized> {
+fn encrypted(result: Result<usize, EncryptError>) -> Result<usize, Unwritten> {
     match result {
         Ok(n) => Ok(n),
-        Err(EncryptError::InsufficientSize(e)) => Err(Sized::Need(e)),
-        Err(e) => Err(Sized::Fail(io::Error::other(e.to_string()))),
+        Err(EncryptError::InsufficientSize(e)) => Err(Unwritten::Need(e)),
+        Err(e) => Err(Unwritten::Fail(io::Error::other(e.to_string()))),
     }
 }
 
 /// Appends to `out` what `write` writes into a slice, growing it to the size `write` asks for.
 fn append_sized(
     out: &mut Vec<u8>,
-    mut write: impl FnMut(&mut [u8]) -> Result<usize, Sized>,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Unwritten>,
 ) -> io::Result<()> {
     let at = out.len();
     let written = match write(&mut []) {
         Ok(n) => n,
-        Err(Sized::Need(need)) => {
+        Err(Unwritten::Need(need)) => {
             out.resize(at + need.required_size, 0);
             match write(&mut out[at..]) {
                 Ok(n) => n,
-                Err(Sized::Need(_)) => return Err(io::Error::other("TLS output size changed")),
-                Err(Sized::Fail(e)) => return Err(e),
+                Err(Unwritten::Need(_)) => return Err(io::Error::other("TLS output size changed")),
+                Err(Unwritten::Fail(e)) => return Err(e),
             }
         }
-        Err(Sized::Fail(e)) => return Err(e),
+        Err(Unwritten::Fail(e)) => return Err(e),
     };
     out.truncate(at + written);
     Ok(())
