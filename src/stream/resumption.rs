@@ -221,7 +221,7 @@ impl Resumption {
                 return Err(self.expired_h(id, user));
             }
         }
-        let handed = tokio::time::timeout(wait, async { (&mut rx).await.ok() }).await;
+        let handed = tokio::time::timeout(wait, &mut rx).await.map(Result::ok);
         match handed {
             Ok(Some(bound)) => Ok(bound),
             Ok(None) => Err(self.expired_h(id, user)),

@@ -147,11 +147,19 @@ impl LeanTlsStream {
         let mut consumed = 0;
         let mut taken = 0;
         loop {
+            // Only the handshake reveals anything: past it, each record goes straight to
+            // rustls, with no thread-local to clear and read.
+            let handshaking = self.conn.is_handshaking();
             let (conn, rest) = (&mut self.conn, &mut input[consumed..]);
-            let (status, learned) = handshake_capture::capture(move || {
+            let call = move || {
                 let (conn, rest) = (conn, rest);
                 conn.process_tls_records(rest)
-            });
+            };
+            let (status, learned) = if handshaking {
+                handshake_capture::capture(call)
+            } else {
+                (call(), Learned::default())
+            };
             let UnbufferedStatus { mut discard, state } = status;
             let next = match state.map_err(tls_error)? {
                 ConnectionState::ReadTraffic(mut traffic) => {
