@@ -6,6 +6,8 @@
 //! - Redis killed during traffic and started again: local delivery goes on throughout,
 //!   cross-node messages of the outage are stored offline or bounced, cross-node delivery
 //!   comes back within a bounded wait;
+//! - a block list change on one node is answered only once the other nodes applied it, even
+//!   with one of them frozen (SIGSTOP) at the time;
 //! - a rolling restart of the three nodes with clients using XEP-0198 resumption: each
 //!   reconnecting client gets its session back or `<failed h='…'/>`, and nothing is lost.
 //!
@@ -1190,4 +1192,104 @@ async fn messages_to_a_stopped_nodes_resumable_session_are_stored_offline() {
         sum.unaccounted, 0,
         "lost: {missing:?} (1-20 sent while the receiver was away, 21-320 while it resumed)\n{logs_tail}"
     );
+}
+
+/// The next element `client` receives within `wait` that `pick` accepts; others are skipped.
+async fn next_where(
+    client: &mut Client,
+    wait: Duration,
+    pick: impl Fn(&Element) -> bool,
+) -> Option<Element> {
+    let end = Instant::now() + wait;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match client.next(left).await {
+            Ok(Some(el)) if pick(&el) => return Some(el),
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn has_id(id: &'static str) -> impl Fn(&Element) -> bool {
+    move |el| el.attr("id") == Some(id)
+}
+
+/// XEP-0191 on a cluster: node 2 holds a copy of alice's block list (bob on node 2 wrote to
+/// her), and node 2 is frozen when alice, on node 1, blocks bob. Redis takes the invalidation
+/// for node 2 at once, but node 2 has not applied it: alice's answer must wait until it has,
+/// else bob's next message could still pass on node 2's old copy. Once node 2 runs again,
+/// the answer comes and bob's next message is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_is_answered_once_every_node_applied_it() {
+    let Some(cluster) = ProcessCluster::start(ClusterOptions {
+        nodes: 2,
+        users: vec!["alice".into(), "bob".into()],
+        // Frozen for a second: not long enough to be taken for dead.
+        node_timeout_secs: 10,
+        ..ClusterOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let mut alice = login_retry(&cluster, 0, "alice", true).await;
+    let mut bob = login_retry(&cluster, 1, "bob", true).await;
+    // Until bob's messages reach alice: the nodes see each other's sessions, and node 2 has
+    // read alice's (empty) block list.
+    let mut reached = false;
+    for attempt in 0..100u32 {
+        let probe = format!(
+            "<message to='{}' type='chat' id='w{attempt}'><body>warm</body></message>",
+            jid("alice")
+        );
+        bob.write(&probe).await.expect("send");
+        let id = format!("w{attempt}");
+        if next_where(&mut alice, Duration::from_millis(200), |el| {
+            el.attr("id") == Some(id.as_str())
+        })
+        .await
+        .is_some()
+        {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "bob's messages never reached alice");
+
+    cluster.freeze_node(1, true);
+    alice
+        .write("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>")
+        .await
+        .expect("send block");
+    let while_frozen = next_where(&mut alice, Duration::from_secs(1), has_id("b1")).await;
+    cluster.freeze_node(1, false);
+    assert!(
+        while_frozen.is_none(),
+        "the block was answered while node 2 could not have applied it: {while_frozen:?}"
+    );
+    let answer = next_where(&mut alice, Duration::from_secs(10), has_id("b1"))
+        .await
+        .expect("the block is answered once node 2 runs again");
+    assert_eq!(answer.attr("type"), Some("result"), "{answer:?}");
+
+    bob.write(&format!(
+        "<message to='{}' type='chat' id='m1'><body>blocked?</body></message>",
+        jid("alice")
+    ))
+    .await
+    .expect("send");
+    let bounced = next_where(&mut bob, Duration::from_secs(10), has_id("m1"))
+        .await
+        .expect("bob hears that alice is not there");
+    assert_eq!(bounced.attr("type"), Some("error"), "{bounced:?}");
+    let leaked = next_where(&mut alice, Duration::from_millis(500), has_id("m1")).await;
+    assert!(
+        leaked.is_none(),
+        "a blocked message reached alice: {leaked:?}"
+    );
+    alice.close().await;
+    bob.close().await;
+    cluster.finish().await;
 }

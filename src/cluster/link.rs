@@ -52,8 +52,11 @@ pub enum Outgoing {
         to: FullJid,
         stanza: Arc<SharedStanza>,
     },
-    /// An envelope for every node; `done` is told once Redis took it.
-    Broadcast(Vec<u8>, Option<oneshot::Sender<()>>),
+    /// An envelope for every node.
+    Broadcast(Vec<u8>),
+    /// An `Awaited` envelope numbered `id` for every node: how many subscribers Redis handed
+    /// it to goes to `Cluster::confirmations`.
+    AwaitedBroadcast { id: u64, bytes: Vec<u8> },
     /// Write this node's sessions again, whole (after Redis lost them or a write failed).
     Republish,
     /// Leave the cluster (shutdown), then say so.
@@ -110,10 +113,9 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
     let mut batch = Vec::with_capacity(BATCH);
     while outbox.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
-        // The node each published envelope went to, in the order of the replies.
-        let mut sent: Vec<(NodeId, Option<u64>, Vec<u8>)> = Vec::new();
+        // What each reply of the pipeline answers, in order.
+        let mut sent: Vec<Published> = Vec::new();
         let mut farewell = None;
-        let mut confirmations = Vec::new();
         let mut items = std::mem::take(&mut batch);
         group_shared(&mut items);
         for item in items {
@@ -128,7 +130,7 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
                         cluster.queued.fetch_sub(1, Ordering::Relaxed);
                     }
                     pipe.publish(cluster.keys.node_channel(node), bytes.as_slice());
-                    sent.push((node, None, bytes));
+                    sent.push(Published::ToNode(node, None, bytes));
                 }
                 Outgoing::Stanza { node, to, xml } => {
                     cluster.queued.fetch_sub(1, Ordering::Relaxed);
@@ -136,7 +138,7 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
                     let from = cluster.me;
                     let bytes = Envelope::Stanza { from, seq, to, xml }.encode();
                     pipe.publish(cluster.keys.node_channel(node), bytes.as_slice());
-                    sent.push((node, Some(seq), bytes));
+                    sent.push(Published::ToNode(node, Some(seq), bytes));
                 }
                 Outgoing::Shared { .. } => {}
                 Outgoing::Grouped { node, to, stanza } => {
@@ -146,11 +148,14 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
                     let from = cluster.me;
                     let bytes = Envelope::Group { from, seq, to, xml }.encode();
                     pipe.publish(cluster.keys.node_channel(node), bytes.as_slice());
-                    sent.push((node, Some(seq), bytes));
+                    sent.push(Published::ToNode(node, Some(seq), bytes));
                 }
-                Outgoing::Broadcast(bytes, done) => {
+                Outgoing::Broadcast(bytes) => {
                     pipe.publish(cluster.keys.all_channel(), bytes).ignore();
-                    confirmations.extend(done);
+                }
+                Outgoing::AwaitedBroadcast { id, bytes } => {
+                    pipe.publish(cluster.keys.all_channel(), bytes);
+                    sent.push(Published::Awaited(id));
                 }
                 Outgoing::Republish => add_republish(&cluster, &mut pipe),
                 Outgoing::Farewell(done) => {
@@ -175,14 +180,21 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
             };
         match replies {
             Ok(receivers) => {
-                for ((node, tracked, bytes), receivers) in sent.into_iter().zip(receivers) {
-                    if receivers == 0 {
-                        cluster.node_unreachable(node);
-                        cluster.undeliverable(node, bytes);
-                    } else if let Some(seq) = tracked {
-                        cluster
-                            .delivery
-                            .track(node, seq, bytes, cluster.config.queue_limit);
+                for (published, receivers) in sent.into_iter().zip(receivers) {
+                    match published {
+                        Published::Awaited(id) => cluster
+                            .confirmations
+                            .reached(id, usize::try_from(receivers).unwrap_or(0)),
+                        Published::ToNode(node, _, bytes) if receivers == 0 => {
+                            cluster.node_unreachable(node);
+                            cluster.undeliverable(node, bytes);
+                        }
+                        Published::ToNode(node, Some(seq), bytes) => {
+                            cluster
+                                .delivery
+                                .track(node, seq, bytes, cluster.config.queue_limit);
+                        }
+                        Published::ToNode(_, None, _) => {}
                     }
                 }
             }
@@ -190,19 +202,29 @@ pub async fn write(cluster: Arc<Cluster>, mut outbox: mpsc::UnboundedReceiver<Ou
                 if !cluster.dirty.swap(true, Ordering::Relaxed) {
                     error!(error = %e, "cluster: writing to Redis failed; deliveries to other nodes are handled as undeliverable until it is back");
                 }
-                for (node, _, bytes) in sent {
-                    cluster.node_unreachable(node);
-                    cluster.undeliverable(node, bytes);
+                for published in sent {
+                    match published {
+                        Published::ToNode(node, _, bytes) => {
+                            cluster.node_unreachable(node);
+                            cluster.undeliverable(node, bytes);
+                        }
+                        Published::Awaited(id) => cluster.confirmations.abandon(id),
+                    }
                 }
             }
         }
         if let Some(done) = farewell {
             let _ = done.send(());
         }
-        for done in confirmations {
-            let _ = done.send(());
-        }
     }
+}
+
+/// What one reply of the writer's pipeline is about.
+enum Published {
+    /// An envelope for one node, with its number when it is a tracked stanza.
+    ToNode(NodeId, Option<u64>, Vec<u8>),
+    /// An `Awaited` broadcast, by number.
+    Awaited(u64),
 }
 
 fn add_event(cluster: &Cluster, pipe: &mut redis::Pipeline, event: &Event) {
@@ -322,6 +344,8 @@ async fn listen(
                 Ok(envelope) if envelope_from(&envelope) != cluster.me => {
                     cluster.received(envelope).await;
                 }
+                // This node's own awaited broadcast: it applied it before sending.
+                Ok(Envelope::Awaited { id, .. }) => cluster.confirmations.applied(id),
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "cluster: unreadable envelope"),
             }
@@ -339,7 +363,9 @@ fn envelope_from(envelope: &Envelope) -> NodeId {
         | Envelope::Group { from, .. }
         | Envelope::Ack { from, .. }
         | Envelope::Replaced { from, .. }
-        | Envelope::Topic { from, .. } => *from,
+        | Envelope::Topic { from, .. }
+        | Envelope::Awaited { from, .. }
+        | Envelope::Applied { from, .. } => *from,
     }
 }
 

@@ -13,6 +13,7 @@
 //! one round trip in a pipeline, and order per sender-recipient pair follows from one
 //! publishing connection per node and one subscribing connection per node.
 
+mod confirm;
 mod delivery;
 mod directory;
 mod ended;
@@ -99,6 +100,8 @@ pub struct Cluster {
     /// handled here as undeliverable (at least once: one it took just before dying may
     /// also be stored offline).
     delivery: delivery::Delivery,
+    /// Broadcasts waited on until every node applied them (`broadcast_and_wait`).
+    confirmations: confirm::Confirmations,
 }
 
 impl Cluster {
@@ -141,6 +144,7 @@ impl Cluster {
             tasks: Mutex::new(Vec::new()),
             roster_cache: OnceLock::new(),
             delivery: delivery::Delivery::default(),
+            confirmations: confirm::Confirmations::default(),
         }))
     }
 
@@ -367,7 +371,11 @@ impl Cluster {
                     tokio::spawn(async move { handler.undelivered(&router, node, payload).await });
                 }
             }
-            Ok(Envelope::Replaced { .. }) | Ok(Envelope::Ack { .. }) | Err(_) => {}
+            Ok(Envelope::Replaced { .. })
+            | Ok(Envelope::Ack { .. })
+            | Ok(Envelope::Awaited { .. })
+            | Ok(Envelope::Applied { .. })
+            | Err(_) => {}
         }
     }
 
@@ -431,36 +439,61 @@ impl Cluster {
                 from,
                 topic,
                 payload,
-            } => match topic.as_str() {
-                crate::router::PENDING_IQ_TOPIC => {
-                    if let Some(answer) = parse_stanza(&payload) {
-                        router.answer_forwarded_iq(answer);
-                    }
+            } => self.topic(&router, from, &topic, payload).await,
+            Envelope::Awaited {
+                from,
+                id,
+                topic,
+                payload,
+            } => {
+                self.topic(&router, from, &topic, payload).await;
+                let _ = self.outbox.send(Outgoing::Send {
+                    node: from,
+                    counted: false,
+                    bytes: Envelope::Applied { from: self.me, id }.encode(),
+                });
+            }
+            Envelope::Applied { id, .. } => self.confirmations.applied(id),
+        }
+    }
+
+    /// A message on `topic` from another node.
+    async fn topic(
+        self: &Arc<Self>,
+        router: &Arc<Router>,
+        from: NodeId,
+        topic: &str,
+        payload: Vec<u8>,
+    ) {
+        match topic {
+            crate::router::PENDING_IQ_TOPIC => {
+                if let Some(answer) = parse_stanza(&payload) {
+                    router.answer_forwarded_iq(answer);
                 }
-                ROSTER_WRITTEN_TOPIC => {
-                    if let (Some(cache), Ok(username)) =
-                        (self.roster_cache.get(), std::str::from_utf8(&payload))
-                    {
-                        cache.forget_written_elsewhere(username);
-                    }
+            }
+            ROSTER_WRITTEN_TOPIC => {
+                if let (Some(cache), Ok(username)) =
+                    (self.roster_cache.get(), std::str::from_utf8(&payload))
+                {
+                    cache.forget_written_elsewhere(username);
                 }
-                NODE_LEFT_TOPIC => {
-                    info!(node = from.0, "a node left the cluster");
-                    // Its sessions first: what is handed back must not be routed to it again.
-                    self.mirror.remove_node(from);
-                    self.give_up_on(from);
+            }
+            NODE_LEFT_TOPIC => {
+                info!(node = from.0, "a node left the cluster");
+                // Its sessions first: what is handed back must not be routed to it again.
+                self.mirror.remove_node(from);
+                self.give_up_on(from);
+            }
+            NODE_GONE_TOPIC => {
+                if let Some((node, sessions)) = liveness::decode_gone(&payload) {
+                    self.mirror.remove_node(node);
+                    self.give_up_on(node);
+                    router.node_gone(node, &sessions, false).await;
                 }
-                NODE_GONE_TOPIC => {
-                    if let Some((node, sessions)) = liveness::decode_gone(&payload) {
-                        self.mirror.remove_node(node);
-                        self.give_up_on(node);
-                        router.node_gone(node, &sessions, false).await;
-                    }
-                }
-                _ => match router.cluster_topic(&topic) {
-                    Some(handler) => handler.received(&router, from, payload).await,
-                    None => warn!(topic, "cluster message on a topic nobody here takes"),
-                },
+            }
+            _ => match router.cluster_topic(topic) {
+                Some(handler) => handler.received(router, from, payload).await,
+                None => warn!(topic, "cluster message on a topic nobody here takes"),
             },
         }
     }
@@ -513,7 +546,7 @@ impl ClusterLink for Cluster {
         }
         let envelope = self.topic_envelope(topic, payload);
         self.outbox
-            .send(Outgoing::Broadcast(envelope.encode(), None))
+            .send(Outgoing::Broadcast(envelope.encode()))
             .is_ok()
     }
 
@@ -521,19 +554,30 @@ impl ClusterLink for Cluster {
         if !self.is_connected() {
             return false;
         }
-        let envelope = self.topic_envelope(topic, payload);
-        let (done, published) = tokio::sync::oneshot::channel();
+        let (id, applied) = self.confirmations.open();
+        let bytes = Envelope::Awaited {
+            from: self.me,
+            id,
+            topic: topic.to_owned(),
+            payload,
+        }
+        .encode();
         if self
             .outbox
-            .send(Outgoing::Broadcast(envelope.encode(), Some(done)))
+            .send(Outgoing::AwaitedBroadcast { id, bytes })
             .is_err()
         {
+            self.confirmations.abandon(id);
             return false;
         }
-        matches!(
-            tokio::time::timeout(link::REDIS_TIMEOUT, published).await,
+        let confirmed = matches!(
+            tokio::time::timeout(link::REDIS_TIMEOUT, applied).await,
             Ok(Ok(()))
-        )
+        );
+        if !confirmed {
+            self.confirmations.abandon(id);
+        }
+        confirmed
     }
 
     fn is_congested(&self) -> bool {

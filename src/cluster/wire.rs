@@ -179,6 +179,16 @@ pub enum Envelope {
         topic: String,
         payload: Vec<u8>,
     },
+    /// A module's message on `topic` that every node answers with `Applied { id }` once it
+    /// handled it (`confirm`).
+    Awaited {
+        from: NodeId,
+        id: u64,
+        topic: String,
+        payload: Vec<u8>,
+    },
+    /// The node `from` handled the `Awaited` broadcast numbered `id`.
+    Applied { from: NodeId, id: u64 },
 }
 
 impl Envelope {
@@ -205,6 +215,13 @@ impl Envelope {
                 topic,
                 payload,
             } => (format!("T {} {}\n", from.0, topic), payload),
+            Envelope::Awaited {
+                from,
+                id,
+                topic,
+                payload,
+            } => (format!("W {} {} {}\n", from.0, id, topic), payload),
+            Envelope::Applied { from, id } => (format!("P {} {}\n", from.0, id), &[]),
         };
         let mut out = Vec::with_capacity(header.len() + body.len());
         out.extend_from_slice(header.as_bytes());
@@ -265,6 +282,22 @@ impl Envelope {
                 from,
                 topic: rest.to_owned(),
                 payload: body.to_vec(),
+            }),
+            "W" => {
+                let (id, topic) = rest.split_once(' ').ok_or(malformed("awaited topic"))?;
+                if topic.is_empty() {
+                    return Err(malformed("awaited topic"));
+                }
+                Ok(Envelope::Awaited {
+                    from,
+                    id: id.parse().map_err(|_| malformed("awaited number"))?,
+                    topic: topic.to_owned(),
+                    payload: body.to_vec(),
+                })
+            }
+            "P" if body.is_empty() => Ok(Envelope::Applied {
+                from,
+                id: rest.parse().map_err(|_| malformed("applied number"))?,
             }),
             _ => Err(malformed("envelope kind")),
         }
@@ -329,6 +362,16 @@ mod tests {
                 topic: "iq-answer".into(),
                 payload: vec![0, 1, 2, b'\n'],
             },
+            Envelope::Awaited {
+                from: NodeId(3),
+                id: 1_765_000_000_000_000_001,
+                topic: "blocklist".into(),
+                payload: b"alice".to_vec(),
+            },
+            Envelope::Applied {
+                from: NodeId(4),
+                id: 12,
+            },
         ] {
             assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
         }
@@ -365,6 +408,11 @@ mod tests {
             b"G 1 2\n\n<x/>",
             b"G 1 2\nnot a jid\n\n<x/>",
             b"R 1 a@b\n",
+            b"W 1 2\n",
+            b"W 1 2 \n",
+            b"W 1 x topic\n",
+            b"P 1 x\n",
+            b"P 1 2\nbody",
         ] {
             assert!(Envelope::decode(bad).is_err(), "{bad:?}");
         }

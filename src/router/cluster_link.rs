@@ -26,9 +26,10 @@ pub trait ClusterLink: std::any::Any + Send + Sync {
     /// `send` to every other node.
     fn broadcast(&self, topic: &'static str, payload: Vec<u8>) -> bool;
 
-    /// `broadcast`, returning once Redis has handed it to the other nodes' connections: a
-    /// write whose answer the user waits for (a block, say) is then heard elsewhere before
-    /// anything the user does next. False when that could not be confirmed.
+    /// `broadcast`, returning once every node Redis handed it to has handled it: a write
+    /// whose answer the user waits for (a block, say) is then in force elsewhere before
+    /// anything the user does next. Waits at most the link's Redis timeout (a node that hangs
+    /// holds nobody longer); false when that could not be confirmed.
     async fn broadcast_and_wait(&self, topic: &'static str, payload: Vec<u8>) -> bool;
 
     /// Whether the queue towards the other nodes is filling up faster than Redis takes it:

@@ -508,6 +508,14 @@ impl ProcessCluster {
         }
     }
 
+    /// SIGSTOP (`frozen`) or SIGCONT: node `i` keeps its sockets but runs nothing meanwhile,
+    /// as a node starved of CPU or stuck in a long pause would.
+    pub fn freeze_node(&self, i: usize, frozen: bool) {
+        if let Some(child) = &self.nodes[i].child {
+            signal(child, if frozen { libc::SIGSTOP } else { libc::SIGCONT });
+        }
+    }
+
     /// `corvid ctl <args>` against node `i` (its control socket); stdout, or the error.
     pub async fn ctl(&self, i: usize, args: &[&str]) -> Result<String, String> {
         let out = Command::new(env!("CARGO_BIN_EXE_corvid"))
