@@ -7,7 +7,9 @@
 # Server on CPU 0, corvid-load on CPU 1. Needs `../shared/anchors/anchors.sh setup` (the
 # certificate lives in $LAB/certs) and a release build of corvid and corvid-load. corvid runs
 # from a copy of benches/corvid-bench.toml on port 7422 with its own database in $DIR.
-# Knobs: REPS=2, CONCURRENCY_LIST="50 100", USERS=2000, LAB=/tmp/lab-load, CORVID, LOAD.
+# Knobs: REPS=2, CONCURRENCY_LIST="50 100", USERS=2000, LAB=/tmp/lab-load, CORVID, LOAD,
+# RESUMED=1 (also the resumed runs), PROSODY=1, and CORVIDS="label=binary ..." to compare builds
+# in turn (default: "corvid=$CORVID").
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:-$ROOT/benches/results/tls-logins-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
@@ -17,6 +19,9 @@ CORVID="${CORVID:-$TARGET/release/corvid}"
 LAB="${LAB:-/tmp/lab-load}"
 ANCHORS="${ANCHORS:-$ROOT/../shared/anchors/anchors.sh}"
 REPS="${REPS:-2}"
+RESUMED="${RESUMED:-1}"
+PROSODY="${PROSODY:-1}"
+CORVIDS="${CORVIDS:-corvid=$CORVID}"
 CONCURRENCY_LIST="${CONCURRENCY_LIST:-50 100}"
 USERS="${USERS:-2000}"
 DIR=/tmp/corvid-rsa
@@ -38,13 +43,13 @@ if [ ! -s "$DIR/users.done" ]; then
     echo "$USERS" > "$DIR/users.done"
 fi
 
-corvid_run() { # in-flight [--tls-resume]
-    local conc=$1; shift
-    taskset -c 0 "$CORVID" serve -c "$CFG" > "$DIR/stdout.log" 2>&1 &
+corvid_run() { # label binary in-flight [--tls-resume]
+    local label=$1 binary=$2 conc=$3; shift 3
+    taskset -c 0 "$binary" serve -c "$CFG" > "$DIR/stdout.log" 2>&1 &
     local pid=$!
     wait_port 7422; sleep 2
     taskset -c 1 "$LOAD" login-rate --server 127.0.0.1:7422 --domain bench.test --users "$USERS" \
-        --concurrency "$conc" --tls starttls "$@" --pid "$pid" --label corvid --out "$OUT" 2>&1 | tail -1
+        --concurrency "$conc" --tls starttls "$@" --pid "$pid" --label "$label" --out "$OUT" 2>&1 | tail -1
     kill -TERM "$pid"; wait "$pid" 2>/dev/null
 }
 prosody_run() { # in-flight
@@ -59,9 +64,11 @@ prosody_run() { # in-flight
 for ((rep = 1; rep <= REPS; rep++)); do
     for conc in $CONCURRENCY_LIST; do
         echo "== $(date -u +%T) rep $rep, $conc in flight (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-        corvid_run "$conc"
-        corvid_run "$conc" --tls-resume
-        prosody_run "$conc"
+        for build in $CORVIDS; do
+            corvid_run "${build%%=*}" "${build#*=}" "$conc"
+            [ "$RESUMED" = 1 ] && corvid_run "${build%%=*}" "${build#*=}" "$conc" --tls-resume
+        done
+        [ "$PROSODY" = 1 ] && prosody_run "$conc"
     done
 done
 echo "== done: $OUT"

@@ -471,7 +471,7 @@ mod tests {
         // The client trusts b.example's certificate only.
         let mut roots = rustls::RootCertStore::empty();
         roots.add(b_der.clone().into()).expect("root");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")

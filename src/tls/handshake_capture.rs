@@ -78,11 +78,11 @@ pub fn export(
     length: usize,
 ) -> Option<Vec<u8>> {
     let (hkdf, digest) = match hash {
-        HashAlgorithm::SHA256 => (ring::hkdf::HKDF_SHA256, &ring::digest::SHA256),
-        HashAlgorithm::SHA384 => (ring::hkdf::HKDF_SHA384, &ring::digest::SHA384),
+        HashAlgorithm::SHA256 => (aws_lc_rs::hkdf::HKDF_SHA256, &aws_lc_rs::digest::SHA256),
+        HashAlgorithm::SHA384 => (aws_lc_rs::hkdf::HKDF_SHA384, &aws_lc_rs::digest::SHA384),
         _ => return None,
     };
-    let empty_hash = ring::digest::digest(digest, b"");
+    let empty_hash = aws_lc_rs::digest::digest(digest, b"");
     // Derive-Secret(Secret, label, "") = HKDF-Expand-Label(Secret, label, Hash(""), Hash.length)
     let mut derived = Zeroizing::new(vec![0; digest.output_len()]);
     expand_label(
@@ -101,7 +101,7 @@ pub fn export(
 
 /// RFC 8446 §7.1 HKDF-Expand-Label into `out` (its length is the output's).
 fn expand_label(
-    hkdf: ring::hkdf::Algorithm,
+    hkdf: aws_lc_rs::hkdf::Algorithm,
     secret: &[u8],
     label: &[u8],
     context: &[u8],
@@ -119,17 +119,17 @@ fn expand_label(
         &context_len[..],
         context,
     ];
-    let prk = ring::hkdf::Prk::new_less_safe(hkdf, secret);
+    let prk = aws_lc_rs::hkdf::Prk::new_less_safe(hkdf, secret);
     prk.expand(&info, OutputLength(out.len()))
         .ok()?
         .fill(out)
         .ok()
 }
 
-/// ring's way of saying how many bytes an expansion gives.
+/// aws-lc-rs's way of saying how many bytes an expansion gives.
 struct OutputLength(usize);
 
-impl ring::hkdf::KeyType for OutputLength {
+impl aws_lc_rs::hkdf::KeyType for OutputLength {
     fn len(&self) -> usize {
         self.0
     }

@@ -20,7 +20,7 @@ use rustls::ServerConfig;
 
 use super::TlsError;
 
-/// How long one ticket key seals new tickets (fixed by rustls' ring ticketer).
+/// How long one ticket key seals new tickets (fixed by rustls' ticketer).
 pub const TICKET_KEY_LIFETIME_SECS: u32 = 6 * 60 * 60;
 
 /// TLS 1.2 sessions remembered by id, per configuration. Entries are a few hundred bytes; when
@@ -39,8 +39,9 @@ pub(super) fn enable(config: &mut ServerConfig) -> Result<(), TlsError> {
     Ok(())
 }
 
-/// rustls' ring ticketer: ChaCha20-Poly1305 under random keys that it replaces every six hours
-/// itself, keeping the previous key for decryption only.
+/// rustls' aws-lc-rs ticketer: RFC 5077's recommended construction (AES-256-CBC and
+/// HMAC-SHA256) under random keys that it replaces every six hours itself, keeping the
+/// previous key for decryption only.
 fn ticketer() -> Result<Arc<dyn ProducesTickets>, TlsError> {
-    Ok(rustls::crypto::ring::Ticketer::new()?)
+    Ok(rustls::crypto::aws_lc_rs::Ticketer::new()?)
 }
