@@ -304,16 +304,8 @@ impl ResolvesServerCert for Fixed {
     }
 }
 
-/// rustls' aws-lc-rs provider, with TLS 1.3's AES-128-GCM suite first: its handshake hashes
-/// with SHA-256, which x86's SHA extensions run, where AES-256-GCM's SHA-384 runs in plain code
-/// (2 % of a cold login's CPU). 128-bit AES matches the 128-bit security of the X25519 and
-/// P-256 key exchange anyway. Servers choose by this order (`server_config`).
 fn provider() -> Arc<CryptoProvider> {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider
-        .cipher_suites
-        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-    Arc::new(provider)
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn server_config(
@@ -325,7 +317,6 @@ fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = alpn;
-    config.ignore_client_order = true;
     resumption::enable(&mut config)?;
     Ok(config)
 }
