@@ -20,7 +20,11 @@
 # SETTLE_AFTER_MAX=0 (seconds to wait after each maximum-rate run, so that a fixed-rate run does
 # not meet the backlog it left, the archive writer's mostly),
 # MAM (unset: each server as configured, i.e. corvid archives and the ejabberd anchor does not;
-# 1: ejabberd with mod_mam, anchors.sh's archive-on variant; 0: corvid with [mam] enabled = false).
+# 1: ejabberd with mod_mam, anchors.sh's archive-on variant; 0: corvid with [mam] enabled = false),
+# BACKGROUND_IDLE=0 (that many idle sessions, users i1..iN with resource `idle`, logged in by a
+# second corvid-load before the measurements and held through them, so that logins, latency,
+# presence and MUC are measured on a server that size; MUC_RESTART is then 0 and the idle phase
+# is skipped, as a restart would drop them; the holder's own line gives RSS per session).
 set -euo pipefail
 
 SERVER="${1:?usage: run-all.sh prosody|ejabberd|corvid [RESULTS_FILE]}"
@@ -64,6 +68,12 @@ if [ "$SERVER" = corvid ] && [ "$MAM" = 0 ]; then
     mkdir -p "$CORVID_DIR"
     { cat "$CORVID_CFG"; printf '\n[mam]\nenabled = false\n'; } > "$CORVID_DIR/corvid-nomam.toml"
     CORVID_CFG="$CORVID_DIR/corvid-nomam.toml"
+fi
+
+BACKGROUND_IDLE="${BACKGROUND_IDLE:-0}"
+if [ "$BACKGROUND_IDLE" -gt 0 ]; then
+    MUC_RESTART=0
+    SKIP="$SKIP idle"
 fi
 
 export SERVER_CPU
@@ -200,6 +210,45 @@ for shape in $MUC_SHAPES; do
 done
 
 # ---- generic lifecycle
+idle_users() { # users i1..iN for BACKGROUND_IDLE
+    local n=$1 lab="${LAB:-${TMPDIR:-/tmp}/lab-load}"
+    case "$SERVER" in
+        corvid) # before start, like corvid_users
+            local have=0
+            [ -s "$CORVID_DIR/idle-users.count" ] && have=$(cat "$CORVID_DIR/idle-users.count")
+            [ "$have" -ge "$n" ] && return 0
+            mkdir -p "$CORVID_DIR"
+            for ((i = have + 1; i <= n; i++)); do echo "i$i pw"; done |
+                "$CORVID" user import -c "$CORVID_CFG" 2>/dev/null >&2
+            echo "$n" > "$CORVID_DIR/idle-users.count"
+            ;;
+        prosody)
+            prosodyctl --config "$lab/prosody/prosody.cfg.lua" shell \
+                ">local um=require'core.usermanager'; local c=0; for i=1,$n do if not um.user_exists('i'..i,'bench.test') then assert(um.create_user('i'..i,'pw','bench.test')); c=c+1 end end; return 'created '..c" >&2
+            ;;
+        *) die "BACKGROUND_IDLE is not set up for $SERVER" ;;
+    esac
+}
+
+# The holder of BACKGROUND_IDLE sessions: started after the server, stopped at exit.
+HOLDER_PID=
+hold_idle() {
+    local log="${TMPDIR:-/tmp}/run-all-holder.$$"
+    log "$SERVER: $BACKGROUND_IDLE background idle sessions"
+    taskset -c "$TOOL_CPU" "$LOAD" idle --server "127.0.0.1:$PORT" --domain bench.test \
+        --user-prefix i --resource idle --users "$BACKGROUND_IDLE" --concurrency "$CONCURRENCY" \
+        --settle 10 --hold 86400 --label "$SERVER-background" --out "$OUT" --pid "$(server_pid)" \
+        >"$log" 2>&1 &
+    HOLDER_PID=$!
+    for _ in $(seq 3600); do
+        grep -q "holding for" "$log" && { grep "sessions held" "$log" >&2; return 0; }
+        kill -0 "$HOLDER_PID" 2>/dev/null || { cat "$log" >&2; die "the idle holder ended"; }
+        sleep 1
+    done
+    die "the idle holder did not finish logging in within an hour"
+}
+release_idle() { [ -n "$HOLDER_PID" ] && kill "$HOLDER_PID" 2>/dev/null; HOLDER_PID=; return 0; }
+
 start() {
     case "$SERVER" in
         corvid) corvid_start ;;
@@ -259,14 +308,18 @@ load() { # mode args...
 }
 skipped() { [[ " $SKIP " == *" $1 "* ]]; }
 
-trap 'stop' EXIT
+trap 'release_idle; stop' EXIT
 case "$SERVER" in
     corvid) users "$MAX_USERS"; skipped presence || presence_users "$CONTACTS"
-            skipped muc || muc_users "$MUC_USERS"; start ;;
+            skipped muc || muc_users "$MUC_USERS"
+            [ "$BACKGROUND_IDLE" -gt 0 ] && idle_users "$BACKGROUND_IDLE"
+            start ;;
     *) [ -f "${LAB:-${TMPDIR:-/tmp}/lab-load}/prosody/prosody.cfg.lua" ] || "$ANCHORS" setup >&2
        start; users "$MAX_USERS"; skipped presence || presence_users "$CONTACTS"
-       skipped muc || muc_users "$MUC_USERS" ;;
+       skipped muc || muc_users "$MUC_USERS"
+       [ "$BACKGROUND_IDLE" -gt 0 ] && idle_users "$BACKGROUND_IDLE" ;;
 esac
+[ "$BACKGROUND_IDLE" -gt 0 ] && hold_idle
 log "server $SERVER pid $(server_pid) on CPU $SERVER_CPU, tool on CPU $TOOL_CPU, results -> $OUT"
 
 for ((rep = 1; rep <= REPEAT; rep++)); do
