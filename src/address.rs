@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use icu_properties::props::DefaultIgnorableCodePoint;
 use icu_properties::CodePointSetData;
-use jid::Jid;
+use jid::{FullJid, Jid};
 
 /// The longest domain name DNS can carry, in octets of its ASCII form (RFC 1035 §2.3.4).
 const MAX_DOMAIN_OCTETS: usize = 253;
@@ -56,6 +56,11 @@ pub fn parse(raw: &str) -> Result<Jid, AddressError> {
         return Ok(first);
     }
     settle(first)
+}
+
+/// `parse` for an address that must name a session (a full JID).
+pub fn parse_full(raw: &str) -> Option<FullJid> {
+    parse(raw).ok()?.try_into_full().ok()
 }
 
 /// One preparation: the domainpart checked, then the `jid` crate's preparation.

@@ -270,9 +270,9 @@ pub async fn read_sessions(
         )
         .await?;
         for pair in fields.chunks_exact(2) {
-            match FullJid::new(&pair[0]) {
-                Ok(jid) => found.push((jid, pair[1].clone())),
-                Err(_) => warn!(
+            match super::wire::full_jid_in_normal_form(&pair[0]) {
+                Some(jid) => found.push((jid, pair[1].clone())),
+                None => warn!(
                     node = node.0,
                     "cluster: a session entry with a malformed JID"
                 ),
@@ -303,7 +303,7 @@ pub fn decode_gone(payload: &[u8]) -> Option<(NodeId, Vec<(FullJid, bool)>)> {
     let mut sessions = Vec::new();
     for line in lines {
         let (available, jid) = line.split_once(' ')?;
-        sessions.push((FullJid::new(jid).ok()?, available == "1"));
+        sessions.push((super::wire::full_jid_in_normal_form(jid)?, available == "1"));
     }
     Some((node, sessions))
 }
