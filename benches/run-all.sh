@@ -170,66 +170,49 @@ PY
     esac
 }
 
-# The MUC benchmark's accounts m1..mN, password 'pw' (one distinct user per occupant), apart from
-# u1..uN like the presence mode's. Same provisioning paths as presence_users.
-muc_users() {
-    local n=$1 lab="${LAB:-${TMPDIR:-/tmp}/lab-load}"
+# Accounts PREFIX1..PREFIXn, password 'pw', apart from u1..uN like the presence mode's: the MUC
+# benchmark's m1..mN (one distinct user per occupant) and BACKGROUND_IDLE's i1..iN. Same
+# provisioning paths as presence_users; COUNT_FILE remembers how many corvid already has.
+prefixed_users() { # prefix n count-file
+    local prefix=$1 n=$2 count_file="$CORVID_DIR/$3" lab="${LAB:-${TMPDIR:-/tmp}/lab-load}"
     case "$SERVER" in
         corvid) # before start, like corvid_users
             local have=0
-            [ -s "$CORVID_DIR/muc-users.count" ] && have=$(cat "$CORVID_DIR/muc-users.count")
+            [ -s "$count_file" ] && have=$(cat "$count_file")
             [ "$have" -ge "$n" ] && return 0
             mkdir -p "$CORVID_DIR"
-            for ((i = have + 1; i <= n; i++)); do echo "m$i pw"; done |
+            for ((i = have + 1; i <= n; i++)); do echo "$prefix$i pw"; done |
                 "$CORVID" user import -c "$CORVID_CFG" 2>/dev/null >&2
-            echo "$n" > "$CORVID_DIR/muc-users.count"
+            echo "$n" > "$count_file"
             ;;
         prosody)
             prosodyctl --config "$lab/prosody/prosody.cfg.lua" shell \
-                ">local um=require'core.usermanager'; local c=0; for i=1,$n do if not um.user_exists('m'..i,'bench.test') then assert(um.create_user('m'..i,'pw','bench.test')); c=c+1 end end; return 'created '..c" >&2
+                ">local um=require'core.usermanager'; local c=0; for i=1,$n do if not um.user_exists('$prefix'..i,'bench.test') then assert(um.create_user('$prefix'..i,'pw','bench.test')); c=c+1 end end; return 'created '..c" >&2
             ;;
         ejabberd)
-            python3 - "$n" >&2 <<'PY'
+            python3 - "$prefix" "$n" >&2 <<'PY'
 import http.client, json, sys
-n = int(sys.argv[1]); c = http.client.HTTPConnection("127.0.0.1", 6280, timeout=30); made = 0
+prefix, n = sys.argv[1], int(sys.argv[2]); c = http.client.HTTPConnection("127.0.0.1", 6280, timeout=30); made = 0
 for i in range(1, n + 1):
-    c.request("POST", "/api/register", json.dumps({"user": f"m{i}", "host": "bench.test", "password": "pw"}),
+    c.request("POST", "/api/register", json.dumps({"user": f"{prefix}{i}", "host": "bench.test", "password": "pw"}),
               {"Content-Type": "application/json"})
     r = c.getresponse(); body = r.read()
     if r.status == 200: made += 1
     elif r.status != 409 and b"already" not in body and b"conflict" not in body.lower():
-        sys.exit(f"register m{i}: {r.status} {body[:200]!r}")
+        sys.exit(f"register {prefix}{i}: {r.status} {body[:200]!r}")
 print(f"created {made} (others existed)")
 PY
             ;;
     esac
 }
+muc_users() { prefixed_users m "$1" muc-users.count; }
+idle_users() { prefixed_users i "$1" idle-users.count; }
 MUC_USERS=0
 for shape in $MUC_SHAPES; do
     n=$(( ${shape%x*} * ${shape#*x} )); [ "$n" -gt "$MUC_USERS" ] && MUC_USERS=$n
 done
 
 # ---- generic lifecycle
-idle_users() { # users i1..iN for BACKGROUND_IDLE
-    local n=$1 lab="${LAB:-${TMPDIR:-/tmp}/lab-load}"
-    case "$SERVER" in
-        corvid) # before start, like corvid_users
-            local have=0
-            [ -s "$CORVID_DIR/idle-users.count" ] && have=$(cat "$CORVID_DIR/idle-users.count")
-            [ "$have" -ge "$n" ] && return 0
-            mkdir -p "$CORVID_DIR"
-            for ((i = have + 1; i <= n; i++)); do echo "i$i pw"; done |
-                "$CORVID" user import -c "$CORVID_CFG" 2>/dev/null >&2
-            echo "$n" > "$CORVID_DIR/idle-users.count"
-            ;;
-        prosody)
-            prosodyctl --config "$lab/prosody/prosody.cfg.lua" shell \
-                ">local um=require'core.usermanager'; local c=0; for i=1,$n do if not um.user_exists('i'..i,'bench.test') then assert(um.create_user('i'..i,'pw','bench.test')); c=c+1 end end; return 'created '..c" >&2
-            ;;
-        *) die "BACKGROUND_IDLE is not set up for $SERVER" ;;
-    esac
-}
-
 # The holder of BACKGROUND_IDLE sessions: started after the server, stopped at exit.
 HOLDER_PID=
 hold_idle() {
