@@ -217,6 +217,7 @@ done
 HOLDER_PID=
 hold_idle() {
     local log="${TMPDIR:-/tmp}/run-all-holder.$$"
+    : >"$log"
     log "$SERVER: $BACKGROUND_IDLE background idle sessions"
     taskset -c "$TOOL_CPU" "$LOAD" idle --server "127.0.0.1:$PORT" --domain bench.test \
         --user-prefix i --resource idle --users "$BACKGROUND_IDLE" --concurrency "$CONCURRENCY" \
