@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::link::Outgoing;
 use super::wire::Envelope;
 use super::Cluster;
 use crate::router::NodeId;
@@ -113,11 +112,7 @@ pub async fn acknowledge(cluster: Arc<Cluster>) {
                 from: cluster.me,
                 upto,
             };
-            let _ = cluster.outbox.send(Outgoing::Send {
-                node,
-                counted: false,
-                bytes: envelope.encode(),
-            });
+            cluster.send_reply(node, &envelope);
         }
     }
 }

@@ -293,6 +293,16 @@ impl Cluster {
                 .is_ok()
     }
 
+    /// Queues an answer to `node` about what it sent here (an acknowledgement, a
+    /// confirmation): outside the queue limit, which is for what senders add.
+    fn send_reply(&self, node: NodeId, envelope: &Envelope) {
+        let _ = self.outbox.send(Outgoing::Send {
+            node,
+            counted: false,
+            bytes: envelope.encode(),
+        });
+    }
+
     /// Queues a stanza for the session `to` on `node` (numbered when written, so that
     /// `node` acknowledges it); false when the link cannot take it.
     fn send_stanza(&self, node: NodeId, to: &FullJid, xml: Vec<u8>) -> bool {
@@ -447,11 +457,7 @@ impl Cluster {
                 payload,
             } => {
                 self.topic(&router, from, &topic, payload).await;
-                let _ = self.outbox.send(Outgoing::Send {
-                    node: from,
-                    counted: false,
-                    bytes: Envelope::Applied { from: self.me, id }.encode(),
-                });
+                self.send_reply(from, &Envelope::Applied { from: self.me, id });
             }
             Envelope::Applied { id, .. } => self.confirmations.applied(id),
         }
