@@ -1194,6 +1194,41 @@ async fn messages_to_a_stopped_nodes_resumable_session_are_stored_offline() {
     );
 }
 
+/// A message routed to a session between its bind result and `<enabled/>` reaches the
+/// client: the test client keeps what comes while a step waits for its own answer. The
+/// rolling restart once counted such a message as lost (a receiver binding afresh after
+/// `<failed/>` while its sender was already sending); the server had delivered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_delivered_before_enabled_is_not_dropped_by_the_test_client() {
+    let pairs = vec![pair(1, 0, 0)];
+    let Some(cluster) = ProcessCluster::start(ClusterOptions {
+        nodes: 1,
+        users: users_of(&pairs),
+        ..ClusterOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let p = &pairs[0];
+    let mut s = login_retry(&cluster, 0, &p.sender, false).await;
+    let mut r = Client::authenticate(cluster.addr(0), 0, &p.receiver)
+        .await
+        .expect("authenticate");
+    r.bind(RESOURCE).await.expect("bind");
+    s.write(&chat(&p.receiver, "m", 1)).await.expect("send");
+    // The message must be on the receiver's socket before it asks for XEP-0198.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.enable_sm(true).await.expect("enable").expect("resumable");
+    let got = r.next(Duration::from_secs(5)).await.expect("read");
+    let logs_tail = cluster.logs_tail(20);
+    s.close().await;
+    r.close().await;
+    cluster.finish().await;
+    let got = got.unwrap_or_else(|| panic!("the message never came\n{logs_tail}"));
+    assert_eq!(got.attr("id"), Some("m1"), "{}", String::from(&got));
+}
+
 /// The next element `client` receives within `wait` that `pick` accepts; others are skipped.
 async fn next_where(
     client: &mut Client,

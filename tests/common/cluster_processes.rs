@@ -591,6 +591,9 @@ pub struct Client {
     tcp: TcpStream,
     parser: corvid::xml::StreamParser,
     frames: std::collections::VecDeque<corvid::xml::Frame>,
+    /// Elements that came while a step waited for its own answer (a message routed to the
+    /// session between the bind result and `<enabled/>`); `next` hands them out first.
+    held: std::collections::VecDeque<Element>,
     /// XEP-0198: stanzas received since `<enabled/>` or `<resumed/>` (what our `h` says).
     pub handled: u32,
     pub sm: bool,
@@ -640,6 +643,7 @@ impl Client {
                 ..corvid::xml::XmlLimits::STORED
             }),
             frames: Default::default(),
+            held: Default::default(),
             handled: 0,
             sm: false,
         })
@@ -682,6 +686,14 @@ impl Client {
     /// XEP-0198 on, `<r/>` too and stanzas counted; both are still returned except the
     /// pings and `<r/>`. A stream error or close is an Err.
     pub async fn next(&mut self, wait: Duration) -> ClientResult<Option<Element>> {
+        if let Some(el) = self.held.pop_front() {
+            return Ok(Some(el));
+        }
+        self.receive(wait).await
+    }
+
+    /// `next` without the held elements: what a step waiting for its own answer reads.
+    async fn receive(&mut self, wait: Duration) -> ClientResult<Option<Element>> {
         let end = Instant::now() + wait;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -726,7 +738,7 @@ impl Client {
 
     /// The next element, which must come within `wait`.
     async fn expect(&mut self, wait: Duration, step: &str) -> ClientResult<Element> {
-        self.next(wait)
+        self.receive(wait)
             .await?
             .ok_or_else(|| format!("{}: {step}: nothing within {wait:?}", self.user))
     }
@@ -797,6 +809,7 @@ impl Client {
                     .map(|j| j.text())
                     .ok_or_else(|| format!("{}: bind result without jid", self.user));
             }
+            self.held.push_back(el);
         }
     }
 
@@ -837,6 +850,7 @@ impl Client {
                     String::from(&el)
                 ));
             }
+            self.held.push_back(el);
         }
     }
 
@@ -876,7 +890,7 @@ impl Client {
         loop {
             let left = end.saturating_duration_since(Instant::now());
             let el = self
-                .next(left)
+                .receive(left)
                 .await?
                 .ok_or_else(|| format!("{}: no <a/> within {wait:?}", self.user))?;
             if el.is("a", SM) {
@@ -885,6 +899,7 @@ impl Client {
                     .and_then(|h| h.parse().ok())
                     .ok_or_else(|| format!("{}: <a/> without h", self.user));
             }
+            self.held.push_back(el);
         }
     }
 
