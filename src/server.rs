@@ -168,7 +168,9 @@ pub async fn start_with_modules(
         .await?
         .ok_or(ServerError::NoNodeNumber(crate::ids::NODES))?;
     info!(node = %node_name, number = node, "node identity");
-    let (storage, roster_cache) = storage.with_shared_roster_cache(ROSTER_CACHE_USERS);
+    let (storage, roster_cache) = storage
+        .with_batched_login_times()
+        .with_shared_roster_cache(ROSTER_CACHE_USERS);
     let storage = modules::upload::attach_files(storage, &config);
     let storage = crate::metrics::storage::measured(storage, &metrics);
     let mut all = modules::all(&config);

@@ -167,6 +167,44 @@ async fn raw_scram(raw: &mut Raw, mechanism: &str, binding: ChannelBinding) -> E
     outcome
 }
 
+/// A disabled account (XEP-0133) is refused with `<account-disabled/>` after a right password,
+/// by SCRAM as by PLAIN; a wrong password stays `<not-authorized/>`, so the answer tells
+/// nothing about the account to someone without its password. The standing is read with the
+/// credentials, in the same statement.
+#[tokio::test]
+async fn a_disabled_account_is_refused_only_after_a_right_password() {
+    let t = TestServer::start().await;
+    t.add_user("dave").await;
+    t.storage()
+        .admin
+        .set_disabled(&account("dave"), true)
+        .await
+        .expect("disable");
+    let mut raw = Raw::connect(t.c2s()).await.starttls(t.tls_config()).await;
+    raw.write(OPEN).await;
+    raw.element().await;
+    let condition = |el: &Element| {
+        assert_eq!(el.name(), "failure", "{el:?}");
+        el.children()
+            .find(|c| c.ns() == corvid::xml::ns::SASL)
+            .map(|c| c.name().to_owned())
+            .expect("a condition")
+    };
+    let outcome = raw_scram(&mut raw, "SCRAM-SHA-256", ChannelBinding::None).await;
+    assert_eq!(condition(&outcome), "account-disabled");
+    raw.auth_plain("dave", "wrong").await;
+    assert_eq!(condition(&raw.element().await), "not-authorized");
+    raw.auth_plain("dave", PASSWORD).await;
+    assert_eq!(condition(&raw.element().await), "account-disabled");
+    t.storage()
+        .admin
+        .set_disabled(&account("dave"), false)
+        .await
+        .expect("enable");
+    raw.auth_plain("dave", PASSWORD).await;
+    assert_eq!(raw.element().await.name(), "success");
+}
+
 #[tokio::test]
 async fn scram_plus_binding_mismatch_and_downgrade_are_refused() {
     let t = TestServer::start().await;

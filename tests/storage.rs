@@ -137,6 +137,8 @@ backend_tests!(
     server_secret_is_created_once,
     admin_disable_and_reenable_accounts,
     admin_last_login_is_kept_and_goes_with_the_account,
+    admin_logins_recorded_in_one_batch,
+    login_credentials_carry_the_disabled_flag,
     admin_settings_set_replace_and_remove,
     fast_tokens_rotate_through_two_slots,
     fast_token_count_must_increase,
@@ -1200,6 +1202,44 @@ async fn admin_disable_and_reenable_accounts(s: Storage) {
     assert!(admin.disabled_accounts().await.unwrap().is_empty());
     s.accounts.create_account("b@x", &both(2)).await.unwrap();
     assert!(!admin.is_disabled("b@x").await.unwrap());
+}
+
+async fn admin_logins_recorded_in_one_batch(s: Storage) {
+    let admin = &s.admin;
+    for user in ["a@x", "b@x"] {
+        s.accounts.create_account(user, &both(1)).await.unwrap();
+    }
+    admin.record_logins(&[]).await.unwrap();
+    admin.record_login("b@x", 3).await.unwrap();
+    // An account that is gone is skipped; the others in the batch are still written.
+    let batch = [
+        ("a@x".to_owned(), 10),
+        ("ghost@x".to_owned(), 11),
+        ("b@x".to_owned(), 12),
+    ];
+    admin.record_logins(&batch).await.unwrap();
+    assert_eq!(admin.last_login("a@x").await.unwrap(), Some(10));
+    assert_eq!(admin.last_login("b@x").await.unwrap(), Some(12));
+    assert_eq!(admin.last_login("ghost@x").await.unwrap(), None);
+}
+
+async fn login_credentials_carry_the_disabled_flag(s: Storage) {
+    s.accounts.create_account("a@x", &both(1)).await.unwrap();
+    let read = |hash| {
+        let s = s.clone();
+        async move { s.accounts.login_credentials("a@x", hash).await.unwrap() }
+    };
+    let login = read(ScramHash::Sha256).await.expect("credentials");
+    assert_eq!(login.credentials, creds(ScramHash::Sha256, 1));
+    assert!(!login.disabled);
+    s.admin.set_disabled("a@x", true).await.unwrap();
+    assert!(read(ScramHash::Sha1).await.expect("credentials").disabled);
+    // A login time alone (a row with disabled unset) is not a disabled account.
+    s.admin.set_disabled("a@x", false).await.unwrap();
+    s.admin.record_login("a@x", 5).await.unwrap();
+    assert!(!read(ScramHash::Sha256).await.expect("credentials").disabled);
+    let unknown = s.accounts.login_credentials("nobody@x", ScramHash::Sha256);
+    assert_eq!(unknown.await.unwrap(), None);
 }
 
 async fn admin_last_login_is_kept_and_goes_with_the_account(s: Storage) {

@@ -17,9 +17,15 @@ pub trait AdminStore: Send + Sync {
     /// Records a successful login at `at_ms` (milliseconds since the Unix epoch); an account
     /// that went away meanwhile is ignored.
     async fn record_login(&self, username: &str, at_ms: i64) -> StorageResult<()>;
+    /// `record_login` for each `(username, at_ms)`, in one transaction.
+    async fn record_logins(&self, logins: &[(String, i64)]) -> StorageResult<()>;
     /// The time of the last successful login, `None` when there was none since it was kept.
     async fn last_login(&self, username: &str) -> StorageResult<Option<i64>>;
     async fn setting(&self, name: &str) -> StorageResult<Option<String>>;
     /// Stores `value` under `name`, or removes the setting for `None`.
     async fn set_setting(&self, name: &str, value: Option<&str>) -> StorageResult<()>;
+    /// Writes what a wrapper keeps in memory (`login_times`); the database stores keep none.
+    async fn flush(&self) -> StorageResult<()> {
+        Ok(())
+    }
 }

@@ -8,6 +8,7 @@ mod archive;
 mod blocking;
 mod fast;
 mod invites;
+mod login_times;
 mod muc;
 pub mod nodes;
 mod pep;
@@ -36,6 +37,7 @@ pub use archive::{
 pub use blocking::{BlockWrite, BlocklistStore};
 pub use fast::{FastSlot, FastToken, FastTokenStore};
 pub use invites::{InviteState, InviteStore, StoredInvite};
+pub use login_times::BatchedLoginTimes;
 pub use muc::{MucStore, StoredAffiliation, StoredRoom};
 pub use nodes::NodeStore;
 pub use pep::{AccessModel, NodeConfig, PepCreate, PepItem, PepNode, PepStore, SendLastItem};
@@ -96,6 +98,13 @@ pub struct ScramCredentials {
     pub server_key: Vec<u8>,
 }
 
+/// An account's credentials for one hash, with its standing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginCredentials {
+    pub credentials: ScramCredentials,
+    pub disabled: bool,
+}
+
 /// Accounts of the hosted domains, each keyed by its bare JID (`alice@example.org`, already in
 /// normal form). So is everything stored per account in the other stores: the `username` and
 /// `owner` parameters everywhere are that key.
@@ -122,7 +131,19 @@ pub trait AccountStore: Send + Sync {
         &self,
         username: &str,
         hash: ScramHash,
-    ) -> StorageResult<Option<ScramCredentials>>;
+    ) -> StorageResult<Option<ScramCredentials>> {
+        Ok(self
+            .login_credentials(username, hash)
+            .await?
+            .map(|login| login.credentials))
+    }
+    /// What a password login reads: `credentials`, and whether an administrator disabled the
+    /// account (`AdminStore::is_disabled`), in one statement instead of two.
+    async fn login_credentials(
+        &self,
+        username: &str,
+        hash: ScramHash,
+    ) -> StorageResult<Option<LoginCredentials>>;
     /// All usernames, sorted.
     async fn list_accounts(&self) -> StorageResult<Vec<String>>;
 }
@@ -259,6 +280,12 @@ impl Storage {
         Ok(())
     }
 
+    /// Login times are kept in memory and written in batches (see `login_times`).
+    pub fn with_batched_login_times(mut self) -> Storage {
+        self.admin = Arc::new(BatchedLoginTimes::new(self.admin));
+        self
+    }
+
     /// Puts an in-memory cache of up to `max_users` rosters in front of the roster store.
     pub fn with_roster_cache(self, max_users: usize) -> Storage {
         self.with_shared_roster_cache(max_users).0
@@ -345,6 +372,9 @@ impl Storage {
 
     /// Closes the backend's connections (at shutdown, after the last write).
     pub async fn close(&self) {
+        if let Err(e) = self.admin.flush().await {
+            tracing::warn!(error = %e, "writing the last login times failed");
+        }
         self.connections.close().await;
     }
 }

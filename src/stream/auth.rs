@@ -15,7 +15,7 @@ use super::sasl_stream::SaslStream;
 use super::throttle::Attempt;
 use super::transport::Incoming;
 use crate::sasl::{self, Mechanism, PlainRequest, SaslFailure, SaslSuccess, ScramServer};
-use crate::storage::{ScramCredentials, ScramHash};
+use crate::storage::{LoginCredentials, ScramHash};
 use crate::xml::ns;
 use crate::xml::StreamCondition;
 
@@ -72,8 +72,6 @@ pub(super) async fn authenticate<S: SaslStream>(
             .await?
         }
     };
-    let account = result.as_ref().ok().map(|s| stream.account(&s.username));
-    let result = admit_account(stream.context().clone(), account, result).await;
     hold_verdict(&mut attempt, &result).await;
     let failure = result.as_ref().err().map(|f| f.condition());
     stream
@@ -83,7 +81,9 @@ pub(super) async fn authenticate<S: SaslStream>(
         .login(mechanism.map_or("", Mechanism::name), failure);
     match result {
         Ok(success) => {
-            record_login(stream.context(), stream.account(&success.username));
+            let account = stream.account(&success.username);
+            let ctx = stream.context().clone();
+            record_login(&ctx, &account).await;
             let mut el = Element::bare("success", ns::SASL);
             if let Some(data) = success.additional_data.as_deref() {
                 el.append_text(sasl::encode_payload(Some(data)));
@@ -97,19 +97,16 @@ pub(super) async fn authenticate<S: SaslStream>(
     }
 }
 
-/// Refuses a verdict of success for an account an administrator disabled (XEP-0133), with
-/// `<account-disabled/>` (RFC 6120 §6.5.1), whatever the mechanism (FAST tokens included).
-/// Checked before the throttle counts the outcome, so it counts as a failure.
+/// Refuses a token login's verdict of success (FAST, XEP-0484) for an account an administrator
+/// disabled (XEP-0133), with `<account-disabled/>` (RFC 6120 §6.5.1). Password mechanisms read
+/// the account's standing with its credentials (`refuse_if_disabled`). Checked before the
+/// throttle counts the outcome, so it counts as a failure.
 /// Takes no stream: nothing borrowed from the transport may live across the storage await.
 pub(super) async fn admit_account(
     ctx: std::sync::Arc<StreamContext>,
-    account: Option<String>,
-    result: Exchange,
+    account: String,
+    success: SaslSuccess,
 ) -> Exchange {
-    let success = result?;
-    let Some(account) = account else {
-        return Ok(success);
-    };
     match ctx.router.storage().admin.is_disabled(&account).await {
         Ok(false) => Ok(success),
         Ok(true) => {
@@ -123,21 +120,14 @@ pub(super) async fn admit_account(
     }
 }
 
-/// Keeps the time of a successful login (XEP-0133 "get user last login"), off the login's
-/// path. One such write at a time: in a burst of logins, parallel writes would hold pooled
-/// connections while they wait for SQLite's write lock, and the credential reads of the logins
-/// behind them would wait for a connection.
-pub(super) fn record_login(ctx: &StreamContext, account: String) {
-    static ONE_WRITER: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-    let router = ctx.router.clone();
+/// Keeps the time of a successful login (XEP-0133 "get user last login"). The store the server
+/// runs on keeps it in memory and writes the times in batches (`storage::login_times`), so this
+/// costs the login no database round trip.
+pub(super) async fn record_login(ctx: &StreamContext, account: &str) {
     let now = i64::try_from(crate::ids::now_ms()).unwrap_or(i64::MAX);
-    tokio::spawn(async move {
-        // Never closed, so this only fails if it were; the write goes ahead regardless.
-        let _turn = ONE_WRITER.acquire().await;
-        if let Err(e) = router.storage().admin.record_login(&account, now).await {
-            warn!(error = %e, "recording the login time failed");
-        }
-    });
+    if let Err(e) = ctx.router.storage().admin.record_login(account, now).await {
+        warn!(error = %e, "recording the login time failed");
+    }
 }
 
 /// Counts the exchange's outcome and waits the throttle's delay, which is the same whatever
@@ -239,11 +229,11 @@ async fn scram<S: SaslStream>(
         return Ok(Err(refused.into()));
     }
     let ctx = stream.context().clone();
-    let credentials = match lookup(&ctx, &account, hash).await {
-        Ok(creds) => creds,
+    let login = match lookup(&ctx, &account, hash).await {
+        Ok(login) => login,
         Err(failure) => return Ok(Err(failure)),
     };
-    let (server, server_first) = server.server_first(credentials.as_ref());
+    let (server, server_first) = server.server_first(login.as_ref().map(|l| &l.credentials));
     let mut challenge = Element::bare("challenge", wrapper.ns());
     challenge.append_text(sasl::encode_payload(Some(&server_first)));
     stream.send_element(&challenge).await?;
@@ -252,7 +242,10 @@ async fn scram<S: SaslStream>(
         Err(failure) => return Ok(Err(failure)),
     };
     attempt.turn().await;
-    Ok(server.client_final(&client_final))
+    Ok(refuse_if_disabled(
+        server.client_final(&client_final),
+        login.as_ref(),
+    ))
 }
 
 async fn plain<S: SaslStream>(stream: &mut S, message: &[u8], attempt: &mut Attempt) -> Exchange {
@@ -261,11 +254,25 @@ async fn plain<S: SaslStream>(stream: &mut S, message: &[u8], attempt: &mut Atte
     attempt.account(&account)?;
     attempt.turn().await;
     let ctx = stream.context().clone();
-    let credentials = lookup(&ctx, &account, ScramHash::Sha256).await?;
+    let login = lookup(&ctx, &account, ScramHash::Sha256).await?;
+    let credentials = login.as_ref().map(|l| l.credentials.clone());
     // PBKDF2 takes milliseconds of CPU: off the threads that move stanzas, and bounded.
-    sasl::work::run(move || request.verify(credentials.as_ref()))
+    let verdict = sasl::work::run(move || request.verify(credentials.as_ref()))
         .await
-        .unwrap_or(Err(SaslFailure::TemporaryAuthFailure))
+        .unwrap_or(Err(SaslFailure::TemporaryAuthFailure));
+    refuse_if_disabled(verdict, login.as_ref())
+}
+
+/// A right password for an account an administrator disabled (XEP-0133) is refused with
+/// `<account-disabled/>` (RFC 6120 §6.5.1); a wrong one stays `<not-authorized/>`, so the
+/// answer says nothing about an account to someone without its password.
+fn refuse_if_disabled(verdict: Exchange, login: Option<&LoginCredentials>) -> Exchange {
+    let success = verdict?;
+    if login.is_some_and(|l| l.disabled) {
+        debug!(username = %success.username, "login refused: account disabled");
+        return Err(SaslFailure::AccountDisabled);
+    }
+    Ok(success)
 }
 
 /// Takes the context rather than the stream: nothing borrowed from the transport may live
@@ -274,11 +281,11 @@ async fn lookup(
     ctx: &StreamContext,
     account: &str,
     hash: ScramHash,
-) -> Result<Option<ScramCredentials>, SaslFailure> {
+) -> Result<Option<LoginCredentials>, SaslFailure> {
     ctx.router
         .storage()
         .accounts
-        .credentials(account, hash)
+        .login_credentials(account, hash)
         .await
         .map_err(|e| {
             warn!(error = %e, "credential lookup failed");

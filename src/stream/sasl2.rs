@@ -155,8 +155,9 @@ pub(super) async fn authenticate<S: Sasl2Stream>(
                 match token(stream, m, request, &mut attempt).await {
                     Ok(login) => {
                         let success = login.success.clone();
+                        let account = stream.account(&success.username);
                         token_login = Some(login);
-                        Ok(success)
+                        auth::admit_account(stream.context().clone(), account, success).await
                     }
                     Err(failure) => Err(failure),
                 }
@@ -165,15 +166,14 @@ pub(super) async fn authenticate<S: Sasl2Stream>(
             }
         }
     };
-    let account = result.as_ref().ok().map(|s| stream.account(&s.username));
-    let result = auth::admit_account(stream.context().clone(), account, result).await;
     auth::hold_verdict(&mut attempt, &result).await;
     login_metric(stream, &request, &result);
     let (success, request) = match (result, request) {
         (Ok(success), Ok(request)) => (success, request),
         (Err(failure), _) | (_, Err(failure)) => return failed(stream, failure).await,
     };
-    auth::record_login(stream.context(), stream.account(&success.username));
+    let ctx = stream.context().clone();
+    auth::record_login(&ctx, &stream.account(&success.username)).await;
     let name = request.mechanism.as_str();
     let username = success.username;
     let domain = stream.domain().to_owned();

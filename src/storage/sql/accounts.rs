@@ -12,8 +12,8 @@ macro_rules! account_stores {
             use $crate::storage::sql::Dialect;
             use $crate::storage::{
                 conflict_on_unique, count_from_db, iterations_from_db, AccountStore,
-                OfflineMessage, OfflinePush, OfflineStore, ScramCredentials, ScramHash,
-                StorageError, StorageResult,
+                LoginCredentials, OfflineMessage, OfflinePush, OfflineStore, ScramCredentials,
+                ScramHash, StorageError, StorageResult,
             };
 
             impl $storage {
@@ -148,14 +148,16 @@ macro_rules! account_stores {
                     Ok(row.is_some())
                 }
 
-                async fn credentials(
+                async fn login_credentials(
                     &self,
                     username: &str,
                     hash: ScramHash,
-                ) -> StorageResult<Option<ScramCredentials>> {
+                ) -> StorageResult<Option<LoginCredentials>> {
                     let row = sqlx::query(
-                        "SELECT salt, iterations, stored_key, server_key FROM scram_credentials \
-                         WHERE username = $1 AND hash = $2",
+                        "SELECT c.salt, c.iterations, c.stored_key, c.server_key, a.disabled \
+                         FROM scram_credentials c \
+                         LEFT JOIN account_admin a ON a.username = c.username \
+                         WHERE c.username = $1 AND c.hash = $2",
                     )
                     .bind(username)
                     .bind(hash.as_str())
@@ -164,12 +166,16 @@ macro_rules! account_stores {
                     let Some(row) = row else {
                         return Ok(None);
                     };
-                    Ok(Some(ScramCredentials {
-                        hash,
-                        salt: row.try_get("salt")?,
-                        iterations: iterations_from_db(row.try_get("iterations")?)?,
-                        stored_key: row.try_get("stored_key")?,
-                        server_key: row.try_get("server_key")?,
+                    let disabled: Option<bool> = row.try_get("disabled")?;
+                    Ok(Some(LoginCredentials {
+                        credentials: ScramCredentials {
+                            hash,
+                            salt: row.try_get("salt")?,
+                            iterations: iterations_from_db(row.try_get("iterations")?)?,
+                            stored_key: row.try_get("stored_key")?,
+                            server_key: row.try_get("server_key")?,
+                        },
+                        disabled: disabled.unwrap_or(false),
                     }))
                 }
 

@@ -58,6 +58,30 @@ macro_rules! admin_store {
                     }
                 }
 
+                async fn record_logins(&self, logins: &[(String, i64)]) -> StorageResult<()> {
+                    if logins.is_empty() {
+                        return Ok(());
+                    }
+                    let mut tx = self.begin_write().await?;
+                    for (username, at_ms) in logins {
+                        // Skipping accounts that went away, instead of a foreign-key error,
+                        // which on PostgreSQL would abort the others' writes too.
+                        sqlx::query(
+                            "INSERT INTO account_admin (username, last_login_ms) \
+                             SELECT $1, $2 WHERE EXISTS \
+                             (SELECT 1 FROM accounts WHERE username = $1) \
+                             ON CONFLICT (username) \
+                             DO UPDATE SET last_login_ms = excluded.last_login_ms",
+                        )
+                        .bind(username)
+                        .bind(*at_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
                 async fn last_login(&self, username: &str) -> StorageResult<Option<i64>> {
                     let at: Option<Option<i64>> = sqlx::query_scalar(
                         "SELECT last_login_ms FROM account_admin WHERE username = $1",
