@@ -150,6 +150,23 @@ fn big(text: &str) -> String {
     format!("{text} {}", "x".repeat(100 * 1024))
 }
 
+/// A login's time waits in memory for up to a second before it is written
+/// (`storage::login_times`); a shutdown right after the login still writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_time_not_yet_written_is_written_by_the_shutdown() {
+    let first = TestServer::start().await;
+    first.add_user("alice").await;
+    let (_alice, _jid) = Raw::login(first.c2s(), first.tls_config(), "alice", "desk").await;
+    let db = first.db_path();
+    let TestServer { server, dir, .. } = first;
+    server.shutdown().await;
+    let url = format!("sqlite://{}", db.display());
+    let second = TestServer::start_with(|c| c.storage.url = url).await;
+    let at = second.storage().admin.last_login(&account("alice")).await;
+    assert!(at.expect("read").is_some(), "the login time was lost");
+    drop(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_queued_unacknowledged_detached_or_late_is_lost_across_a_restart() {
     // Alice sends dave 12 MB on purpose, to fill his queue: unshaped, or the default 64 KiB/s
