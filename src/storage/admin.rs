@@ -16,7 +16,9 @@ pub trait AdminStore: Send + Sync {
     async fn disabled_accounts(&self) -> StorageResult<Vec<String>>;
     /// Records a successful login at `at_ms` (milliseconds since the Unix epoch); an account
     /// that went away meanwhile is ignored.
-    async fn record_login(&self, username: &str, at_ms: i64) -> StorageResult<()>;
+    async fn record_login(&self, username: &str, at_ms: i64) -> StorageResult<()> {
+        self.record_logins(&[(username.to_owned(), at_ms)]).await
+    }
     /// `record_login` for each `(username, at_ms)`, in one transaction.
     async fn record_logins(&self, logins: &[(String, i64)]) -> StorageResult<()>;
     /// The time of the last successful login, `None` when there was none since it was kept.

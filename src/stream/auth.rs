@@ -242,9 +242,10 @@ async fn scram<S: SaslStream>(
         Err(failure) => return Ok(Err(failure)),
     };
     attempt.turn().await;
+    let disabled = login.is_some_and(|l| l.disabled);
     Ok(refuse_if_disabled(
         server.client_final(&client_final),
-        login.as_ref(),
+        disabled,
     ))
 }
 
@@ -254,21 +255,23 @@ async fn plain<S: SaslStream>(stream: &mut S, message: &[u8], attempt: &mut Atte
     attempt.account(&account)?;
     attempt.turn().await;
     let ctx = stream.context().clone();
-    let login = lookup(&ctx, &account, ScramHash::Sha256).await?;
-    let credentials = login.as_ref().map(|l| l.credentials.clone());
+    let (credentials, disabled) = match lookup(&ctx, &account, ScramHash::Sha256).await? {
+        Some(login) => (Some(login.credentials), login.disabled),
+        None => (None, false),
+    };
     // PBKDF2 takes milliseconds of CPU: off the threads that move stanzas, and bounded.
     let verdict = sasl::work::run(move || request.verify(credentials.as_ref()))
         .await
         .unwrap_or(Err(SaslFailure::TemporaryAuthFailure));
-    refuse_if_disabled(verdict, login.as_ref())
+    refuse_if_disabled(verdict, disabled)
 }
 
 /// A right password for an account an administrator disabled (XEP-0133) is refused with
 /// `<account-disabled/>` (RFC 6120 §6.5.1); a wrong one stays `<not-authorized/>`, so the
 /// answer says nothing about an account to someone without its password.
-fn refuse_if_disabled(verdict: Exchange, login: Option<&LoginCredentials>) -> Exchange {
+fn refuse_if_disabled(verdict: Exchange, disabled: bool) -> Exchange {
     let success = verdict?;
-    if login.is_some_and(|l| l.disabled) {
+    if disabled {
         debug!(username = %success.username, "login refused: account disabled");
         return Err(SaslFailure::AccountDisabled);
     }

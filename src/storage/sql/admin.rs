@@ -43,21 +43,6 @@ macro_rules! admin_store {
                     .await?)
                 }
 
-                async fn record_login(&self, username: &str, at_ms: i64) -> StorageResult<()> {
-                    let done = sqlx::query(
-                        "INSERT INTO account_admin (username, last_login_ms) VALUES ($1, $2) \
-                         ON CONFLICT (username) DO UPDATE SET last_login_ms = excluded.last_login_ms",
-                    )
-                    .bind(username)
-                    .bind(at_ms)
-                    .execute(&self.pool)
-                    .await;
-                    match done.map_err(not_found_on_foreign_key) {
-                        Ok(_) | Err($crate::storage::StorageError::NotFound) => Ok(()),
-                        Err(e) => Err(e),
-                    }
-                }
-
                 async fn record_logins(&self, logins: &[(String, i64)]) -> StorageResult<()> {
                     if logins.is_empty() {
                         return Ok(());
