@@ -167,7 +167,12 @@ pub struct TcpTransport {
     /// The certificate this connection's TLS handshake was served, for tls-server-end-point.
     served: Option<Arc<CertifiedKey>>,
     peer: SocketAddr,
+    /// Several elements joined for one write; our stream header while `header_unsent`.
     write_buf: Vec<u8>,
+    /// Our stream header waits in `write_buf` for what follows it (the features, or a stream
+    /// error), so that both go out in one write and, over TLS, one record: a login restarts
+    /// the stream three times, and each write costs a system call on both ends.
+    header_unsent: bool,
     /// Bytes read from the client so far, after TLS (see `Transport::bytes_read`).
     read: u64,
     /// Came through the direct TLS listener (TLS before the first byte of XML).
@@ -192,8 +197,18 @@ impl TcpTransport {
             served,
             peer,
             write_buf: Vec::new(),
+            header_unsent: false,
             read: 0,
         }
+    }
+
+    /// Sends a stream header that is still waiting, before the connection waits for the peer
+    /// or changes hands: it must never wait for an answer to a header it did not get.
+    async fn send_unsent_header(&mut self) -> io::Result<()> {
+        if self.header_unsent {
+            self.send(&[]).await?;
+        }
+        Ok(())
     }
 
     /// Waits for data and parses it until at least one frame is complete (true), or until a
@@ -227,6 +242,7 @@ impl TcpTransport {
 
 impl Transport for TcpTransport {
     async fn next_frame(&mut self) -> Result<Read, TransportError> {
+        self.send_unsent_header().await?;
         loop {
             if let Some(frame) = self.frames.pop_front() {
                 if self.frames.is_empty() {
@@ -247,26 +263,35 @@ impl Transport for TcpTransport {
 
     async fn open_stream(&mut self, id: &str, from: &str) -> io::Result<()> {
         let header = crate::xml::stream_error::header(ns::CLIENT, id, from);
-        self.send(&[header.as_bytes()]).await
+        self.write_buf = header.into_bytes();
+        self.header_unsent = true;
+        Ok(())
     }
 
     async fn send(&mut self, elements: &[&[u8]]) -> io::Result<()> {
-        if let [single] = elements {
-            self.socket.write_all(single).await?;
-        } else {
-            self.write_buf.clear();
-            for el in elements {
-                self.write_buf.extend_from_slice(el);
-            }
-            self.socket.write_all(&self.write_buf).await?;
-            if self.write_buf.capacity() > 64 * 1024 {
-                self.write_buf = Vec::new();
+        match elements {
+            [single] if !self.header_unsent => self.socket.write_all(single).await?,
+            _ => {
+                if !self.header_unsent {
+                    self.write_buf.clear();
+                }
+                for el in elements {
+                    self.write_buf.extend_from_slice(el);
+                }
+                self.socket.write_all(&self.write_buf).await?;
+                // The header's buffer is not kept: it was written during the negotiation,
+                // and the session that follows may idle for hours.
+                if self.header_unsent || self.write_buf.capacity() > 64 * 1024 {
+                    self.write_buf = Vec::new();
+                }
+                self.header_unsent = false;
             }
         }
         self.socket.flush().await
     }
 
     async fn close_stream(&mut self) -> io::Result<()> {
+        self.send_unsent_header().await?;
         self.socket.write_all(b"</stream:stream>").await?;
         self.socket.flush().await?;
         self.socket.shutdown().await
@@ -281,6 +306,7 @@ impl Transport for TcpTransport {
     }
 
     async fn starttls(&mut self, domain: &str) -> io::Result<()> {
+        self.send_unsent_header().await?;
         let Socket::Plain(tcp) = std::mem::replace(&mut self.socket, Socket::Upgrading) else {
             return Err(io::ErrorKind::Unsupported.into());
         };
@@ -441,6 +467,88 @@ mod tests {
             let _ = events.send("other task ran");
         });
         let _ = reader.await;
+    }
+
+    /// A plain transport over loopback, and the client's end of it.
+    async fn plain_pair() -> (TcpTransport, TcpStream) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"));
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (server, peer) = accepted.expect("accept");
+        let tls = crate::tls::tests::context(&[("localhost", None)]);
+        let transport = TcpTransport::new(
+            Socket::Plain(server),
+            None,
+            peer,
+            Arc::new(tls),
+            XmlLimits::with_max_size(256 * 1024),
+        );
+        (transport, client.expect("connect"))
+    }
+
+    /// What the client can read now, after giving anything sent time to arrive.
+    async fn readable_now(client: &mut TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("something was sent")
+            .expect("read");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Issue 16: the header waits for the features, and both go in one write (one segment on
+    /// loopback, so one read takes both), however long the features take to build.
+    #[tokio::test]
+    async fn the_stream_header_and_the_features_go_out_in_one_write() {
+        let (mut transport, mut client) = plain_pair().await;
+        transport
+            .open_stream("id1", "localhost")
+            .await
+            .expect("open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut early = [0u8; 64];
+        let alone = client.try_read(&mut early);
+        assert!(
+            matches!(&alone, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "the header went out alone: {alone:?}"
+        );
+        transport
+            .send(&[b"<stream:features/>"])
+            .await
+            .expect("send");
+        let first = readable_now(&mut client).await;
+        assert!(first.starts_with("<?xml"), "{first}");
+        assert!(first.ends_with("<stream:features/>"), "{first}");
+        // Nothing is kept for the session that follows.
+        assert_eq!(transport.write_buf.capacity(), 0);
+    }
+
+    /// A header with nothing after it yet is still sent before the transport waits for the
+    /// peer, which may be waiting for it; and before the stream closes.
+    #[tokio::test]
+    async fn a_waiting_header_goes_out_before_a_read_waits_and_before_the_close() {
+        let (mut transport, mut client) = plain_pair().await;
+        transport
+            .open_stream("id2", "localhost")
+            .await
+            .expect("open");
+        let read = tokio::time::timeout(Duration::from_millis(200), transport.next_frame()).await;
+        assert!(read.is_err(), "the client sent nothing");
+        let got = readable_now(&mut client).await;
+        assert!(got.contains("id='id2'"), "{got}");
+
+        transport
+            .open_stream("id3", "localhost")
+            .await
+            .expect("open");
+        transport.close_stream().await.expect("close");
+        let got = readable_now(&mut client).await;
+        assert!(got.contains("id='id3'"), "{got}");
+        assert!(got.ends_with("</stream:stream>"), "{got}");
     }
 
     /// The stream's `to` chooses the certificate STARTTLS serves, and tls-server-end-point

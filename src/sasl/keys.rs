@@ -7,6 +7,7 @@ use rand::RngCore;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+pub(crate) use super::pbkdf2::salted_password;
 use super::SaslError;
 use crate::storage::{ScramCredentials, ScramHash};
 
@@ -54,20 +55,6 @@ pub(crate) fn credentials_with_salt(
         salt,
         iterations,
     }
-}
-
-pub(crate) fn salted_password(
-    hash: ScramHash,
-    password: &[u8],
-    salt: &[u8],
-    rounds: u32,
-) -> Vec<u8> {
-    let mut out = vec![0; output_len(hash)];
-    match hash {
-        ScramHash::Sha1 => pbkdf2::pbkdf2_hmac::<Sha1>(password, salt, rounds, &mut out),
-        ScramHash::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, rounds, &mut out),
-    }
-    out
 }
 
 pub(crate) fn stored_key(hash: ScramHash, salted_password: &[u8]) -> Vec<u8> {

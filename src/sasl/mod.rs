@@ -18,6 +18,7 @@
 mod channel_binding;
 pub mod ht;
 mod keys;
+mod pbkdf2;
 pub mod plain;
 pub mod scram;
 mod ssdp;

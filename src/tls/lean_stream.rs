@@ -102,6 +102,14 @@ impl LeanTlsStream {
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
+            // TLS 1.3's session tickets, queued as the handshake ends, wait for the first
+            // write and share its system call (or go out before the first read waits, see
+            // `poll_read`): the client needs nothing more to finish. TLS 1.2's last flight
+            // (the server's Finished) goes now, as the client waits for it.
+            let tls13 = self.conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
+            if tls13 && !self.conn.is_handshaking() {
+                return Poll::Ready(Ok(()));
+            }
             ready!(self.poll_write_out(cx))?;
             if self.peer_closed {
                 return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
@@ -666,6 +674,34 @@ mod tests {
             .poll_read(&mut cx, &mut buf)
             .is_pending());
         server.incoming.capacity() + server.plain.capacity() + server.outgoing.capacity() > 0
+    }
+
+    /// Issue 16: TLS 1.3's session tickets wait for the server's first write and go out in
+    /// the same system call (one read takes both), not in one of their own.
+    #[tokio::test]
+    async fn tls13_tickets_share_the_first_write() {
+        let (mut server, client) = pair(&[&rustls::version::TLS13]).await;
+        assert!(!server.outgoing.is_empty(), "the tickets wait");
+        let mut tcp = client.into_inner().0;
+        server.write_all(b"<stream>").await.expect("write");
+        server.flush().await.expect("flush");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut buf = vec![0u8; 16 * 1024];
+        let n = tcp.read(&mut buf).await.expect("read");
+        // Records: the tickets' (handshake messages, one record or more, which look like
+        // application data under TLS 1.3), then the stanza's.
+        let mut records = 0;
+        let mut at = 0;
+        while at + 5 <= n {
+            records += 1;
+            at += 5 + usize::from(u16::from_be_bytes([buf[at + 3], buf[at + 4]]));
+        }
+        assert_eq!(at, n, "whole records");
+        assert!(
+            records >= 2,
+            "tickets and the stanza in one read: {records} record(s)"
+        );
+        assert!(server.outgoing.is_empty());
     }
 
     #[tokio::test]
