@@ -10,7 +10,8 @@ Reads every line; groups them by `label` (the server's name, given to corvid-loa
                                  against the number of idle sessions, one line per label and TLS
                                  mode.
   OUT_DIR/msgs-vs-offered.png    `latency` lines: delivered msgs/s and p99 latency against the
-                                 offered rate, one line per label.
+                                 offered rate, one line per label (through the medians where a
+                                 rate was run more than once, each run drawn as a faint dot).
 
 Needs matplotlib (`pip install matplotlib`); nothing in the build or the tests needs it.
 """
@@ -18,6 +19,7 @@ Needs matplotlib (`pip install matplotlib`); nothing in the build or the tests n
 import json
 import sys
 from collections import defaultdict
+from statistics import median
 
 import matplotlib
 
@@ -79,10 +81,18 @@ def offered_curve(lines, out):
     top = max(p[0] for points in series.values() for p in points)
     rate.plot([0, top], [0, top], color="grey", linestyle=":", label="offered")
     for key, points in sorted(series.items()):
-        points.sort()
-        xs = [p[0] for p in points]
-        rate.plot(xs, [p[1] for p in points], marker="o", label=key)
-        tail.plot(xs, [p[2] for p in points], marker="o", label=key)
+        # Several runs at one rate: the line joins their medians, every run is a faint dot
+        # (one run's p99 can be ten times its neighbours' on a shared machine).
+        by_rate = defaultdict(list)
+        for p in points:
+            by_rate[p[0]].append(p)
+        xs = sorted(by_rate)
+        line = rate.plot(xs, [median(p[1] for p in by_rate[x]) for x in xs], marker="o", label=key)
+        colour = line[0].get_color()
+        tail.plot(xs, [median(p[2] for p in by_rate[x]) for x in xs], marker="o", label=key, color=colour)
+        if any(len(runs) > 1 for runs in by_rate.values()):
+            rate.scatter([p[0] for p in points], [p[1] for p in points], color=colour, alpha=0.3, s=12)
+            tail.scatter([p[0] for p in points], [p[2] for p in points], color=colour, alpha=0.3, s=12)
     rate.set_xlabel("offered msgs/s")
     rate.set_ylabel("delivered msgs/s")
     rate.set_title("1:1 delivered against offered")
