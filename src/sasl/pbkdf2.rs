@@ -25,10 +25,16 @@ trait ChainState: Copy {
     /// The digest length.
     const LEN: usize;
     fn compress(&mut self, block: &[u8; BLOCK]);
-    /// The first `LEN` bytes of `out` become the state as a digest (big-endian words).
-    fn write_digest(&self, out: &mut [u8]);
+    fn words(&self) -> &[u32];
     /// The digest of a key longer than a block (RFC 2104 §2).
     fn digest(data: &[u8]) -> Vec<u8>;
+
+    /// The first `LEN` bytes of `out` become the state as a digest (big-endian words).
+    fn write_digest(&self, out: &mut [u8]) {
+        for (chunk, word) in out.chunks_exact_mut(4).zip(self.words()) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -48,10 +54,8 @@ impl ChainState for Sha256State {
         );
     }
 
-    fn write_digest(&self, out: &mut [u8]) {
-        for (chunk, word) in out.chunks_exact_mut(4).zip(self.0) {
-            chunk.copy_from_slice(&word.to_be_bytes());
-        }
+    fn words(&self) -> &[u32] {
+        &self.0
     }
 
     fn digest(data: &[u8]) -> Vec<u8> {
@@ -73,10 +77,8 @@ impl ChainState for Sha1State {
         );
     }
 
-    fn write_digest(&self, out: &mut [u8]) {
-        for (chunk, word) in out.chunks_exact_mut(4).zip(self.0) {
-            chunk.copy_from_slice(&word.to_be_bytes());
-        }
+    fn words(&self) -> &[u32] {
+        &self.0
     }
 
     fn digest(data: &[u8]) -> Vec<u8> {
