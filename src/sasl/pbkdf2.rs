@@ -10,10 +10,9 @@
 //! functions are the `sha1` and `sha2` crates' own (SHA-NI where the CPU has it); the tests
 //! hold the output to RFC 6070's vectors and to the `pbkdf2` crate's.
 
-use sha1::Sha1;
 use sha2::digest::generic_array::GenericArray;
-use sha2::{Digest, Sha256};
 
+use super::keys;
 use crate::storage::ScramHash;
 
 /// The block size of SHA-1 and SHA-256.
@@ -24,10 +23,10 @@ trait ChainState: Copy {
     const INITIAL: Self;
     /// The digest length.
     const LEN: usize;
+    /// The hash, for what runs once per derivation (`keys::digest`, `keys::hmac`).
+    const HASH: ScramHash;
     fn compress(&mut self, block: &[u8; BLOCK]);
     fn words(&self) -> &[u32];
-    /// The digest of a key longer than a block (RFC 2104 §2).
-    fn digest(data: &[u8]) -> Vec<u8>;
 
     /// The first `LEN` bytes of `out` become the state as a digest (big-endian words).
     fn write_digest(&self, out: &mut [u8]) {
@@ -46,6 +45,7 @@ impl ChainState for Sha256State {
         0x5be0cd19,
     ]);
     const LEN: usize = 32;
+    const HASH: ScramHash = ScramHash::Sha256;
 
     fn compress(&mut self, block: &[u8; BLOCK]) {
         sha2::compress256(
@@ -57,10 +57,6 @@ impl ChainState for Sha256State {
     fn words(&self) -> &[u32] {
         &self.0
     }
-
-    fn digest(data: &[u8]) -> Vec<u8> {
-        Sha256::digest(data).to_vec()
-    }
 }
 
 #[derive(Clone, Copy)]
@@ -69,6 +65,7 @@ struct Sha1State([u32; 5]);
 impl ChainState for Sha1State {
     const INITIAL: Self = Sha1State([0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0]);
     const LEN: usize = 20;
+    const HASH: ScramHash = ScramHash::Sha1;
 
     fn compress(&mut self, block: &[u8; BLOCK]) {
         sha1::compress(
@@ -79,10 +76,6 @@ impl ChainState for Sha1State {
 
     fn words(&self) -> &[u32] {
         &self.0
-    }
-
-    fn digest(data: &[u8]) -> Vec<u8> {
-        Sha1::digest(data).to_vec()
     }
 }
 
@@ -104,7 +97,7 @@ fn hi<S: ChainState>(password: &[u8], salt: &[u8], rounds: u32) -> Vec<u8> {
     // RFC 2104 §2: a key longer than the block is hashed first, a shorter one zero-padded.
     let mut key = [0u8; BLOCK];
     if password.len() > BLOCK {
-        let digest = S::digest(password);
+        let digest = keys::digest(S::HASH, password);
         key[..digest.len()].copy_from_slice(&digest);
     } else {
         key[..password.len()].copy_from_slice(password);
@@ -116,12 +109,12 @@ fn hi<S: ChainState>(password: &[u8], salt: &[u8], rounds: u32) -> Vec<u8> {
     };
     let (inner, outer) = (keyed(0x36), keyed(0x5c));
 
-    // U1 = HMAC(password, salt || INT(1)): the one message of variable length.
+    // U1 = HMAC(password, salt || INT(1)): the one message of variable length, run once.
     let mut first = salt.to_vec();
     first.extend_from_slice(&1u32.to_be_bytes());
+    let mut result = keys::hmac(S::HASH, password, &first);
     let mut u = [0u8; BLOCK];
-    hmac_message(inner, outer, &first, &mut u[..S::LEN]);
-    let mut result = u[..S::LEN].to_vec();
+    u[..S::LEN].copy_from_slice(&result);
 
     // Every later message is one digest long, after one block of key: the block that holds
     // it carries the same SHA padding for the inner and the outer hash, written once.
@@ -142,35 +135,11 @@ fn hi<S: ChainState>(password: &[u8], salt: &[u8], rounds: u32) -> Vec<u8> {
     result
 }
 
-/// HMAC of `message` from the keyed inner and outer states, into `out` (`S::LEN` bytes).
-fn hmac_message<S: ChainState>(inner: S, outer: S, message: &[u8], out: &mut [u8]) {
-    let inner_digest = finish(inner, BLOCK, message);
-    let outer_digest = finish(outer, BLOCK, &inner_digest);
-    out.copy_from_slice(&outer_digest);
-}
-
-/// Hashes `tail` onto `state`, which has taken `done` bytes (whole blocks), and pads.
-fn finish<S: ChainState>(mut state: S, done: usize, tail: &[u8]) -> Vec<u8> {
-    let bits = ((done + tail.len()) as u64) * 8;
-    let mut padded = tail.to_vec();
-    padded.push(0x80);
-    while padded.len() % BLOCK != BLOCK - 8 {
-        padded.push(0);
-    }
-    padded.extend_from_slice(&bits.to_be_bytes());
-    for block in padded.chunks_exact(BLOCK) {
-        let mut whole = [0u8; BLOCK];
-        whole.copy_from_slice(block);
-        state.compress(&whole);
-    }
-    let mut digest = vec![0u8; S::LEN];
-    state.write_digest(&mut digest);
-    digest
-}
-
 #[cfg(test)]
 mod tests {
     use rand::{Rng, RngCore};
+    use sha1::Sha1;
+    use sha2::Sha256;
 
     use super::*;
 
