@@ -71,6 +71,10 @@ impl SqliteStorage {
             SqlitePoolOptions::new()
                 // Waiting for a pooled connection is bounded by the same timeout as a lock.
                 .acquire_timeout(timeout)
+                // sqlx pings a connection before handing it out by default: for a file
+                // opened in this process that tests nothing, and each ping is a round trip
+                // to the connection's thread, one more than the statement itself.
+                .test_before_acquire(false)
                 .before_acquire(|conn, _| Box::pin(async move { Ok(reusable(conn)) }))
                 .after_connect(|conn, _| Box::pin(check_writable(conn)))
                 .connect_with(options)
