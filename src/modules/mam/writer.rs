@@ -292,12 +292,14 @@ impl Task {
             if !small || !waiters.is_empty() || batch.is_empty() {
                 return None;
             }
-            next = tokio::select! {
+            let arrived = tokio::select! {
                 job = rx.recv() => job,
                 _ = tokio::time::sleep_until(deadline) => None,
             };
-            if next.is_none() {
-                return None;
+            match arrived {
+                Some(job) => next = Some(job),
+                // The linger is over, or the server is stopping.
+                None => return None,
             }
         }
     }
