@@ -70,6 +70,16 @@ if [ "$SERVER" = corvid ] && [ "$MAM" = 0 ]; then
     CORVID_CFG="$CORVID_DIR/corvid-nomam.toml"
 fi
 
+# An anchors.sh without the MAM knob starts ejabberd as its lab's ejabberd.yml says, whatever
+# MAM is: refuse rather than record an archive-off run as the archive-on anchor (it happened).
+EJABBERD_YML="${LAB:-${TMPDIR:-/tmp}/lab-load}/ejabberd/ejabberd.yml"
+if [ "$SERVER" = ejabberd ] && [ "$MAM" = 1 ] && ! grep -q 'MAM' "$ANCHORS" 2>/dev/null \
+    && ! grep -q '^  mod_mam:' "$EJABBERD_YML" 2>/dev/null; then
+    echo "run-all.sh: MAM=1, but $ANCHORS has no MAM knob and $EJABBERD_YML loads no mod_mam;" \
+        "append benches/anchors/ejabberd-mam.yml under its modules: (LAB=DIR for a separate lab)" >&2
+    exit 2
+fi
+
 BACKGROUND_IDLE="${BACKGROUND_IDLE:-0}"
 if [ "$BACKGROUND_IDLE" -gt 0 ]; then
     MUC_RESTART=0
