@@ -24,7 +24,10 @@
 # BACKGROUND_IDLE=0 (that many idle sessions, users i1..iN with resource `idle`, logged in by a
 # second corvid-load before the measurements and held through them, so that logins, latency,
 # presence and MUC are measured on a server that size; MUC_RESTART is then 0 and the idle phase
-# is skipped, as a restart would drop them; the holder's own line gives RSS per session).
+# is skipped, as a restart would drop them; the holder's own line gives RSS per session),
+# SOURCE_ADDRS=0 (spread the tool's connections over that many source addresses, 127.0.0.2
+# upwards: with BACKGROUND_IDLE in the tens of thousands, one address's ephemeral ports fill
+# up and connect() in the tool, not the server, bounds the login rate).
 set -euo pipefail
 
 SERVER="${1:?usage: run-all.sh prosody|ejabberd|corvid [RESULTS_FILE]}"
@@ -81,6 +84,9 @@ if [ "$SERVER" = ejabberd ] && [ "$MAM" = 1 ] && ! grep -q 'MAM' "$ANCHORS" 2>/d
 fi
 
 BACKGROUND_IDLE="${BACKGROUND_IDLE:-0}"
+SOURCE_ADDRS="${SOURCE_ADDRS:-0}"
+SOURCES=()
+[ "$SOURCE_ADDRS" -gt 0 ] && SOURCES=(--source-addrs "$SOURCE_ADDRS")
 if [ "$BACKGROUND_IDLE" -gt 0 ]; then
     MUC_RESTART=0
     SKIP="$SKIP idle"
@@ -232,6 +238,7 @@ hold_idle() {
     taskset -c "$TOOL_CPU" "$LOAD" idle --server "127.0.0.1:$PORT" --domain bench.test \
         --user-prefix i --resource idle --users "$BACKGROUND_IDLE" --concurrency "$CONCURRENCY" \
         --settle 10 --hold 86400 --label "$SERVER-background" --out "$OUT" --pid "$(server_pid)" \
+        "${SOURCES[@]}" \
         >"$log" 2>&1 &
     HOLDER_PID=$!
     for _ in $(seq 3600); do
@@ -298,7 +305,7 @@ load() { # mode args...
     wait_quiet
     log "$SERVER $mode $*"
     taskset -c "$TOOL_CPU" "$LOAD" "$mode" --server "127.0.0.1:$PORT" --domain bench.test \
-        --label "$SERVER" --out "$OUT" --pid "$(server_pid)" "$@" || echo "run-all.sh: $mode $* failed" >&2
+        --label "$SERVER" --out "$OUT" --pid "$(server_pid)" "${SOURCES[@]}" "$@" || echo "run-all.sh: $mode $* failed" >&2
 }
 skipped() { [[ " $SKIP " == *" $1 "* ]]; }
 

@@ -122,6 +122,13 @@ pub struct Common {
     /// Also append the JSON line to this file.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Spread connections over this many loopback source addresses,
+    /// 127.0.0.2 upwards, in turn (0: the kernel picks, from 127.0.0.1). One
+    /// source address has ~28,000 ephemeral ports towards one server port,
+    /// and connect() slows down as they fill up: with tens of thousands of
+    /// sessions held, logins become bound by the tool's port search.
+    #[arg(long, default_value_t = 0)]
+    pub source_addrs: u8,
 }
 
 /// Receivers on another server (federation): senders log in to `--server`
@@ -456,6 +463,7 @@ impl Common {
             resource: self.resource.clone(),
             tls,
             presence,
+            sources: xmpp::SourceAddrs::new(self.source_addrs),
         })
     }
 

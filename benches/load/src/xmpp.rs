@@ -213,6 +213,49 @@ pub struct LoginCfg {
     pub resource: String,
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
     pub presence: bool,
+    pub sources: SourceAddrs,
+}
+
+/// Loopback source addresses taken in turn (`--source-addrs`); clones share the turn.
+#[derive(Clone)]
+pub struct SourceAddrs {
+    count: u8,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SourceAddrs {
+    pub fn new(count: u8) -> Self {
+        SourceAddrs {
+            count,
+            next: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+
+    /// The next source address, None when the kernel is to choose.
+    fn next(&self) -> Option<std::net::IpAddr> {
+        if self.count == 0 {
+            return None;
+        }
+        let k =
+            self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % usize::from(self.count);
+        // 127.0.0.2 up to 127.0.0.(count + 1): at most 127.0.0.255 would need count 254.
+        let last = u8::try_from(k + 2).unwrap_or(u8::MAX);
+        Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+            127, 0, 0, last,
+        )))
+    }
+}
+
+async fn connect(addr: SocketAddr, sources: &SourceAddrs) -> io::Result<TcpStream> {
+    let Some(source) = sources.next() else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 /// One logged-in (or logging-in) client stream.
@@ -336,7 +379,7 @@ impl Session {
 /// presence) and the time from TCP connect to that point.
 pub async fn login(cfg: &LoginCfg, user: &str) -> Result<(Session, Duration)> {
     let t0 = Instant::now();
-    let tcp = TcpStream::connect(cfg.addr)
+    let tcp = connect(cfg.addr, &cfg.sources)
         .await
         .map_err(|e| format!("{user}: connect {}: {e}", cfg.addr))?;
     tcp.set_nodelay(true)
