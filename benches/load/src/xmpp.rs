@@ -2,9 +2,10 @@
 //! resource binding, legacy session, initial presence.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -220,29 +221,26 @@ pub struct LoginCfg {
 #[derive(Clone)]
 pub struct SourceAddrs {
     count: u8,
-    next: Arc<std::sync::atomic::AtomicUsize>,
+    next: Arc<AtomicUsize>,
 }
 
 impl SourceAddrs {
     pub fn new(count: u8) -> Self {
         SourceAddrs {
             count,
-            next: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            next: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// The next source address, None when the kernel is to choose.
-    fn next(&self) -> Option<std::net::IpAddr> {
+    /// The next source address (127.0.0.2 onwards), None when the kernel is to choose.
+    fn next(&self) -> Option<IpAddr> {
         if self.count == 0 {
             return None;
         }
-        let k =
-            self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % usize::from(self.count);
-        // 127.0.0.2 up to 127.0.0.(count + 1): at most 127.0.0.255 would need count 254.
-        let last = u8::try_from(k + 2).unwrap_or(u8::MAX);
-        Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
-            127, 0, 0, last,
-        )))
+        let k = self.next.fetch_add(1, Ordering::Relaxed) % usize::from(self.count);
+        // At most 127.0.1.0 (count 255): still loopback, all of 127.0.0.0/8 is.
+        let first = u32::from(Ipv4Addr::new(127, 0, 0, 2));
+        Some(IpAddr::V4(Ipv4Addr::from(first + k as u32)))
     }
 }
 
