@@ -10,6 +10,11 @@ use corvid::storage::{ScramHash, Storage, StorageError};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of the system's malloc: see Cargo.toml for why.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "corvid", version, about = "A standards-based XMPP server")]
 struct Cli {
